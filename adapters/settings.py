@@ -1,0 +1,92 @@
+"""Typed configuration, read once from LEDGERBRIDGE_* variables.
+
+Defaults run the local stack (`ledgerbridge up`). A secret may also be given as a file:
+LEDGERBRIDGE_<NAME>_FILE=/path names a file whose content is the value (Docker/K8s secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LEDGERBRIDGE_"
+
+# Development-only credentials of the local counterparts; real deployments set their own.
+LOCAL_BILLING_API_KEY = "sk_test_ledgerbridge_local"
+LOCAL_BILLING_WEBHOOK_SECRET = "whsec_ledgerbridge_local"  # noqa: S105
+LOCAL_SUPPORT_TOKEN = "zendesk_ledgerbridge_local"  # noqa: S105
+LOCAL_SUPPORT_WEBHOOK_SECRET = "zdsec_ledgerbridge_local"  # noqa: S105
+LOCAL_ERP_PASSWORD = "ledgerbridge-erp-Local-2026"  # noqa: S105
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    home: Path = Path(".ledgerbridge")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    task_queue: str = "ledgerbridge"
+    billing_task_queue: str = "billing"
+    support_task_queue: str = "support"
+    erp_task_queue: str = "erp"
+
+    # Integration store: SQLite under `home` unless a URL is given
+    store_url: str | None = None
+
+    # Billing (Stripe API)
+    billing_url: str = "http://127.0.0.1:12111"
+    billing_api_key: SecretStr = SecretStr(LOCAL_BILLING_API_KEY)
+    billing_webhook_secrets: list[SecretStr] = [SecretStr(LOCAL_BILLING_WEBHOOK_SECRET)]
+
+    # Support (Zendesk API)
+    support_url: str = "http://127.0.0.1:12112"
+    support_email: str = "ledgerbridge@support.local"
+    support_api_token: SecretStr = SecretStr(LOCAL_SUPPORT_TOKEN)
+    support_webhook_secrets: list[SecretStr] = [SecretStr(LOCAL_SUPPORT_WEBHOOK_SECRET)]
+
+    # ERP (Tryton JSON-RPC)
+    erp_url: str = "http://127.0.0.1:8000"
+    erp_database: str = "ledgerbridge"
+    erp_user: str = "ledgerbridge"
+    erp_password: SecretStr = SecretStr(LOCAL_ERP_PASSWORD)
+
+    # API and webhooks
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    webhook_tolerance_seconds: int = 300
+    webhook_max_bytes: int = 256 * 1024
+
+    # Logging
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in (
+            "billing_api_key",
+            "billing_webhook_secrets",
+            "support_api_token",
+            "support_webhook_secrets",
+            "erp_password",
+            "store_url",
+        ):
+            file_var = f"{ENV_PREFIX}{name.upper()}_FILE"
+            if file_var in os.environ and name not in data:
+                data[name] = Path(os.environ[file_var]).read_text().strip()
+                if name.endswith("_secrets"):
+                    data[name] = [s.strip() for s in data[name].split(",") if s.strip()]
+        return data
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.home / 'store.sqlite').resolve()}"

@@ -1,0 +1,7 @@
+"""Shared fixtures: each counterpart is a pytest plugin under tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.billing",
+    "tests.fixtures.support",
+    "tests.fixtures.tryton",
+]
