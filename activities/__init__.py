@@ -1,0 +1,1 @@
+"""Thin Temporal activities: call a port, translate its errors, nothing else."""

@@ -7,6 +7,7 @@ LEDGERBRIDGE_<NAME>_FILE=/path names a file whose content is the value (Docker/K
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,8 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
-    task_queue: str = "ledgerbridge"
-    billing_task_queue: str = "billing"
-    support_task_queue: str = "support"
-    erp_task_queue: str = "erp"
+    # Prefix of every task queue ("" in production; unique per test so tests never mix)
+    task_queue_prefix: str = ""
 
     # Integration store: SQLite under `home` unless a URL is given
     store_url: str | None = None
@@ -62,6 +61,8 @@ class Settings(BaseSettings):
     api_port: int = 8080
     webhook_tolerance_seconds: int = 300
     webhook_max_bytes: int = 256 * 1024
+    # API keys as "name:role:sha256-of-key"; the keys themselves are never stored
+    api_keys: list[str] = []
 
     # Logging
     log_level: str = "INFO"
@@ -79,12 +80,13 @@ class Settings(BaseSettings):
             "support_webhook_secrets",
             "erp_password",
             "store_url",
+            "api_keys",
         ):
             file_var = f"{ENV_PREFIX}{name.upper()}_FILE"
             if file_var in os.environ and name not in data:
                 data[name] = Path(os.environ[file_var]).read_text().strip()
-                if name.endswith("_secrets"):
-                    data[name] = [s.strip() for s in data[name].split(",") if s.strip()]
+                if name.endswith(("_secrets", "_keys")):
+                    data[name] = [s.strip() for s in re.split(r"[,\n]", data[name]) if s.strip()]
         return data
 
     @property

@@ -1,0 +1,1 @@
+"""How work enters: the HTTP app, the CLI, schedules and the local stack."""

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.billing",
     "tests.fixtures.support",
     "tests.fixtures.tryton",
+    "tests.fixtures.temporal",
 ]

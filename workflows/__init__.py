@@ -1,0 +1,1 @@
+"""Deterministic business processes. Import only canonical/ and activity references."""

@@ -1,0 +1,48 @@
+"""The one place that turns settings into concrete adapters (workers, starters and tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters.billing.stripe import StripeBilling
+from adapters.erp.tryton import TrytonLedger
+from adapters.ports import BillingSystem, Ledger, SupportDesk
+from adapters.settings import Settings
+from adapters.store import IntegrationStore
+from adapters.support.zendesk import ZendeskSupport
+
+
+@dataclass
+class Adapters:
+    billing: BillingSystem
+    support: SupportDesk
+    ledger: Ledger
+    store: IntegrationStore
+
+    async def aclose(self) -> None:
+        await self.billing.aclose()
+        await self.support.aclose()
+        await self.ledger.aclose()
+        self.store.dispose()
+
+
+def build_store(settings: Settings) -> IntegrationStore:
+    return IntegrationStore(settings.resolved_store_url)
+
+
+def build_adapters(settings: Settings) -> Adapters:
+    return Adapters(
+        billing=StripeBilling(settings.billing_url, settings.billing_api_key.get_secret_value()),
+        support=ZendeskSupport(
+            settings.support_url,
+            settings.support_email,
+            settings.support_api_token.get_secret_value(),
+        ),
+        ledger=TrytonLedger(
+            settings.erp_url,
+            settings.erp_database,
+            settings.erp_user,
+            settings.erp_password.get_secret_value(),
+        ),
+        store=build_store(settings),
+    )

@@ -1,0 +1,13 @@
+"""The integration store (SQLAlchemy 2.0 + Alembic)."""
+
+from adapters.store.models import AccountLink, AuditEntry, Posting, WebhookReceipt
+from adapters.store.store import AppendOnlyError, IntegrationStore
+
+__all__ = [
+    "AccountLink",
+    "AppendOnlyError",
+    "AuditEntry",
+    "IntegrationStore",
+    "Posting",
+    "WebhookReceipt",
+]

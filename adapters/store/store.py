@@ -1,0 +1,180 @@
+"""The integration store: cross-references, posting journal, audit trail, webhook receipts.
+
+Synchronous SQLAlchemy 2.0; callers on an event loop use it from a thread (store activities
+are sync activities, the API uses a threadpool). SQLite by default, PostgreSQL by URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from adapters.store.models import AccountLink, AuditEntry, Posting, WebhookReceipt, utcnow
+from canonical import AccountRecord
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class AppendOnlyError(RuntimeError):
+    """An attempt to change or delete an audit record."""
+
+
+def _refuse_audit_changes(session: Session, _context: Any, _instances: Any) -> None:
+    for obj in (*session.dirty, *session.deleted):
+        if isinstance(obj, AuditEntry):
+            raise AppendOnlyError("audit_trail is append-only: entries cannot be changed")
+
+
+class IntegrationStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "before_flush", _refuse_audit_changes)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["url"] = self.url
+        command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- cross-references -------------------------------------------------------------
+
+    def record_account_links(
+        self, customer_id: str, records: Sequence[AccountRecord], workflow_id: str | None
+    ) -> None:
+        with self.session() as session:
+            for record in records:
+                link = session.get(AccountLink, (customer_id, record.system))
+                if link is None:
+                    link = AccountLink(customer_id=customer_id, system=record.system)
+                    session.add(link)
+                link.external_id = record.external_id
+                link.name = record.name
+                link.workflow_id = workflow_id
+                link.synced_at = utcnow()
+
+    def account_links(self, customer_id: str) -> list[AccountRecord]:
+        with self.session() as session:
+            rows = session.scalars(
+                select(AccountLink)
+                .where(AccountLink.customer_id == customer_id)
+                .order_by(AccountLink.system)
+            )
+            return [
+                AccountRecord(
+                    system=row.system,  # type: ignore[arg-type]
+                    external_id=row.external_id,
+                    customer_id=row.customer_id,
+                    name=row.name,
+                )
+                for row in rows
+            ]
+
+    # --- audit trail ------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        subject: str,
+        reason: str | None = None,
+        amount: Decimal | None = None,
+        currency: str | None = None,
+        correlation_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        with self.session() as session:
+            entry = AuditEntry(
+                actor=actor,
+                role=role,
+                action=action,
+                subject=subject,
+                reason=reason,
+                amount=amount,
+                currency=currency,
+                correlation_id=correlation_id,
+                details=details or {},
+                occurred_at=utcnow(),
+            )
+            session.add(entry)
+            session.flush()
+            return entry.id
+
+    def audit_entries(self, subject: str | None = None) -> list[AuditEntry]:
+        with self.session() as session:
+            query = select(AuditEntry).order_by(AuditEntry.id)
+            if subject is not None:
+                query = query.where(AuditEntry.subject == subject)
+            return list(session.scalars(query))
+
+    # --- webhook receipts -------------------------------------------------------------
+
+    def webhook_receipt(self, source: str, event_id: str) -> WebhookReceipt | None:
+        with self.session() as session:
+            return session.get(WebhookReceipt, (source, event_id))
+
+    def record_webhook_receipt(
+        self, source: str, event_id: str, event_type: str, workflow_id: str
+    ) -> bool:
+        """True when this delivery is new; False when it was already recorded."""
+        try:
+            with self.session() as session:
+                session.add(
+                    WebhookReceipt(
+                        source=source,
+                        event_id=event_id,
+                        event_type=event_type,
+                        workflow_id=workflow_id,
+                        received_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    # --- posting journal --------------------------------------------------------------
+
+    def find_posting(self, source_system: str, source_document_id: str) -> Posting | None:
+        with self.session() as session:
+            return session.scalars(
+                select(Posting).where(
+                    Posting.source_system == source_system,
+                    Posting.source_document_id == source_document_id,
+                )
+            ).first()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while a worker writes; a busy timeout instead of instant failure.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

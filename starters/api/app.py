@@ -1,0 +1,276 @@
+"""One ASGI app: signed webhooks in, the /v1 business API, health.
+
+A webhook is answered 2xx only after Temporal has durably accepted the work; when Temporal
+cannot be reached the answer is 503, so the sender retries and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from adapters.billing.events import StripeEventPayload, to_business_event
+from adapters.bootstrap import build_store
+from adapters.logs import get_logger
+from adapters.settings import Settings
+from adapters.store import IntegrationStore
+from adapters.temporal import connect_temporal
+from canonical import AccountRecord
+from sandbox.webhook_signing import SignatureError, verify_stripe
+from sandbox.zendesk_signing import verify_zendesk
+from starters.api.auth import ApiKeyring, ApiPrincipal
+from starters.routing import ProcessStart, account_sync_start, route_billing_event, signal_with_start
+
+log = get_logger("ledgerbridge.api")
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+class TemporalUnavailable(Exception):
+    pass
+
+
+class TemporalConnection:
+    """One client per app, connected on first use; a failed connect is retried next request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.wait_for(
+                        connect_temporal(
+                            self._settings.temporal_address, self._settings.temporal_namespace
+                        ),
+                        timeout=5,
+                    )
+                except (TimeoutError, RuntimeError, RPCError, OSError) as err:
+                    raise TemporalUnavailable(str(err)) from err
+            return self._client
+
+
+class Accepted(BaseModel):
+    status: str  # accepted | duplicate | ignored
+    workflow_id: str | None = None
+    detail: str | None = None
+
+
+class AccountView(BaseModel):
+    customer_id: str
+    records: list[AccountRecord]
+
+
+def create_app(settings: Settings | None = None, store: IntegrationStore | None = None) -> FastAPI:
+    settings = settings or Settings()
+    store = store or build_store(settings)
+    keyring = ApiKeyring(settings.api_keys)
+    temporal = TemporalConnection(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(store.migrate)
+        log.info("api ready", host=settings.api_host, port=settings.api_port)
+        yield
+
+    app = FastAPI(
+        title="ledgerbridge",
+        version="1",
+        summary="Billing, support and ERP kept in agreement by durable workflows",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.temporal = temporal
+
+    @app.middleware("http")
+    async def correlation(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        correlation_id = request.headers.get(CORRELATION_HEADER, "")[:128] or str(uuid.uuid4())
+        request.state.correlation_id = correlation_id
+        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        try:
+            response = await call_next(request)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        response.headers[CORRELATION_HEADER] = correlation_id
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def one_line_errors(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(TemporalUnavailable)
+    async def temporal_down(_request: Request, exc: TemporalUnavailable) -> JSONResponse:
+        log.warning("temporal unreachable; asking the sender to retry")
+        return JSONResponse(
+            {"error": "workflow engine unavailable, retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    async def read_body(request: Request) -> bytes:
+        limit = settings.webhook_max_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"body larger than {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise HTTPException(413, f"body larger than {limit} bytes")
+        return bytes(body)
+
+    async def start_process(start: ProcessStart, source: str, event_id: str, kind: str) -> Accepted:
+        if await run_in_threadpool(store.webhook_receipt, source, event_id) is not None:
+            log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
+            return Accepted(status="duplicate", workflow_id=start.workflow_id)
+        client = await temporal.client()
+        try:
+            await signal_with_start(client, start, settings.task_queue_prefix)
+        except RPCError as err:
+            raise TemporalUnavailable(str(err)) from err
+        await run_in_threadpool(
+            store.record_webhook_receipt, source, event_id, kind, start.workflow_id
+        )
+        log.info("accepted", event_id=event_id, event_type=kind, workflow_id=start.workflow_id)
+        return Accepted(status="accepted", workflow_id=start.workflow_id)
+
+    def authorised(*roles: str) -> Callable[..., ApiPrincipal]:
+        def check(
+            authorization: Annotated[str | None, Header()] = None,
+        ) -> ApiPrincipal:
+            key = None
+            if authorization and authorization.lower().startswith("bearer "):
+                key = authorization[7:].strip()
+            principal = keyring.authenticate(key)
+            if principal is None:
+                raise HTTPException(401, "missing or unknown API key")
+            if roles and principal.role not in roles:
+                raise HTTPException(403, f"role {principal.role} may not do this")
+            return principal
+
+        return check
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/webhooks/stripe", tags=["webhooks"], response_model=Accepted)
+    async def stripe_webhook(request: Request) -> Accepted:
+        body = await read_body(request)
+        try:
+            verify_stripe(
+                body,
+                request.headers.get("stripe-signature"),
+                [s.get_secret_value() for s in settings.billing_webhook_secrets],
+                settings.webhook_tolerance_seconds,
+                int(time.time()),
+            )
+        except SignatureError as err:
+            log.warning("stripe webhook refused", reason=str(err))
+            raise HTTPException(400, f"signature refused: {err}") from None
+        try:
+            payload = StripeEventPayload.model_validate(json.loads(body))
+            event = to_business_event(payload, request.state.correlation_id)
+        except (ValueError, ValidationError) as err:
+            raise HTTPException(400, f"malformed event: {_first_line(err)}") from None
+        start = route_billing_event(event)
+        if start is None:
+            return Accepted(status="ignored", detail=f"no process handles {event.type}")
+        return await start_process(start, "billing", event.event_id, event.type)
+
+    @app.post("/webhooks/zendesk", tags=["webhooks"], response_model=Accepted)
+    async def zendesk_webhook(request: Request) -> Accepted:
+        body = await read_body(request)
+        try:
+            verify_zendesk(
+                body,
+                request.headers.get("x-zendesk-webhook-signature"),
+                request.headers.get("x-zendesk-webhook-signature-timestamp"),
+                [s.get_secret_value() for s in settings.support_webhook_secrets],
+                settings.webhook_tolerance_seconds,
+                datetime.now(UTC),
+            )
+        except SignatureError as err:
+            log.warning("zendesk webhook refused", reason=str(err))
+            raise HTTPException(400, f"signature refused: {err}") from None
+        try:
+            payload = json.loads(body)
+            if not isinstance(payload, dict):
+                raise ValueError("body must be a JSON object")
+        except ValueError as err:
+            raise HTTPException(400, f"malformed event: {_first_line(err)}") from None
+        kind = str(payload.get("type", "unknown"))
+        return Accepted(status="ignored", detail=f"no process handles {kind}")
+
+    @app.post(
+        "/v1/accounts/{customer_id}:sync", tags=["accounts"], response_model=Accepted, status_code=202
+    )
+    async def sync_account(
+        customer_id: str,
+        request: Request,
+        principal: Annotated[ApiPrincipal, Depends(authorised("ops", "finance_admin"))],
+    ) -> Accepted:
+        request_id = request.headers.get("Idempotency-Key") or str(uuid.uuid4())
+        start = account_sync_start(
+            customer_id, f"api:{request_id}", "api", request.state.correlation_id
+        )
+        client = await temporal.client()
+        try:
+            await signal_with_start(client, start, settings.task_queue_prefix)
+        except RPCError as err:
+            raise TemporalUnavailable(str(err)) from err
+        await run_in_threadpool(
+            store.append_audit,
+            actor=principal.name,
+            role=principal.role,
+            action="account.sync_requested",
+            subject=start.workflow_id,
+            correlation_id=request.state.correlation_id,
+            details={"request_id": request_id},
+        )
+        return Accepted(status="accepted", workflow_id=start.workflow_id)
+
+    @app.get("/v1/accounts/{customer_id}", tags=["accounts"], response_model=AccountView)
+    async def show_account(
+        customer_id: str, _principal: Annotated[ApiPrincipal, Depends(authorised())]
+    ) -> AccountView:
+        records = await run_in_threadpool(store.account_links, customer_id)
+        if not records:
+            raise HTTPException(404, f"customer {customer_id} has not been synced")
+        return AccountView(customer_id=customer_id, records=records)
+
+    @app.get("/v1/status", tags=["ops"])
+    async def status(_principal: Annotated[ApiPrincipal, Depends(authorised())]) -> dict[str, Any]:
+        try:
+            client = await temporal.client()
+            await client.service_client.check_health()
+            temporal_state = "ok"
+        except (TemporalUnavailable, RPCError) as err:
+            temporal_state = f"unreachable: {_first_line(err)}"
+        return {"temporal": temporal_state, "store": store.engine.dialect.name}
+
+    return app
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

@@ -1,0 +1,233 @@
+"""AccountSyncWorkflow on the time-skipping server, activities replaced by same-named doubles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.accounts import (
+    EnsureOrganizationInput,
+    EnsurePartyInput,
+    FetchCustomerInput,
+    RecordAccountLinksInput,
+)
+from canonical import AccountRecord, Customer
+from starters.routing import account_sync_start, signal_with_start
+from workflows.account_sync import AccountSyncWorkflow
+from workflows.activity_options import task_queue
+
+
+class FakeSystems:
+    """In-memory billing, ERP, support and store for one test."""
+
+    def __init__(self) -> None:
+        self.customers: dict[str, Customer] = {}
+        self.parties: dict[str, AccountRecord] = {}
+        self.organizations: dict[str, AccountRecord] = {}
+        self.links: list[RecordAccountLinksInput] = []
+        self.idempotency_keys: list[str] = []
+        self.billing_failures: list[Exception] = []
+        self.fetches = 0
+
+    def activities(self) -> dict[str, list[Callable[..., Any]]]:
+        @activity.defn(name="fetch_billing_customer")
+        async def fetch_billing_customer(request: FetchCustomerInput) -> Customer:
+            self.fetches += 1
+            if self.billing_failures:
+                raise self.billing_failures.pop(0)
+            if request.customer_id not in self.customers:
+                raise ApplicationError("no such customer", type="NotFoundError", non_retryable=True)
+            return self.customers[request.customer_id]
+
+        @activity.defn(name="ensure_erp_party")
+        async def ensure_erp_party(request: EnsurePartyInput) -> AccountRecord:
+            c = request.customer
+            existing = self.parties.get(c.customer_id)
+            party_id = existing.external_id if existing else str(len(self.parties) + 1)
+            self.parties[c.customer_id] = AccountRecord(
+                system="erp", external_id=party_id, customer_id=c.customer_id, name=c.name
+            )
+            return self.parties[c.customer_id]
+
+        @activity.defn(name="ensure_support_organization")
+        async def ensure_support_organization(request: EnsureOrganizationInput) -> AccountRecord:
+            c = request.customer
+            self.idempotency_keys.append(request.idempotency_key)
+            existing = self.organizations.get(c.customer_id)
+            org_id = existing.external_id if existing else str(9000 + len(self.organizations))
+            self.organizations[c.customer_id] = AccountRecord(
+                system="support", external_id=org_id, customer_id=c.customer_id, name=c.name
+            )
+            return self.organizations[c.customer_id]
+
+        @activity.defn(name="record_account_links")
+        async def record_account_links(request: RecordAccountLinksInput) -> None:
+            self.links.append(request)
+
+        return {
+            "": [record_account_links],
+            "billing": [fetch_billing_customer],
+            "support": [ensure_support_organization],
+            "erp": [ensure_erp_party],
+        }
+
+
+@asynccontextmanager
+async def running_workers(client: Client, prefix: str, systems: FakeSystems) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        for queue, activities in systems.activities().items():
+            await stack.enter_async_context(
+                Worker(
+                    client,
+                    task_queue=task_queue(prefix, queue) if queue else task_queue(prefix),
+                    workflows=[AccountSyncWorkflow] if not queue else [],
+                    activities=activities,
+                )
+            )
+        yield
+
+
+async def sync(client: Client, prefix: str, customer_id: str, request_id: str) -> str:
+    start = account_sync_start(customer_id, request_id, "customer.updated", f"corr-{request_id}")
+    await signal_with_start(client, start, prefix)
+    return start.workflow_id
+
+
+async def test_new_customer_gets_erp_party_support_org_and_links(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_A1"] = Customer(customer_id="cus_A1", name="Acme", currency="USD")
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_A1", "evt_1")
+        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, workflow_id).result()
+    assert workflow_id == "account/cus_A1"
+    assert result.status == "in_sync"
+    assert result.handled_requests == ["evt_1"]
+    assert systems.parties["cus_A1"].name == "Acme"
+    assert systems.organizations["cus_A1"].customer_id == "cus_A1"
+    assert [r.system for r in systems.links[0].records] == ["erp", "support"]
+    assert systems.links[0].workflow_id == "account/cus_A1"
+
+
+async def test_duplicate_request_in_one_run_is_dropped(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_D1"] = Customer(customer_id="cus_D1", name="Dup Ltd")
+    client = time_skipping_env.client
+    start = account_sync_start("cus_D1", "evt_same", "customer.created", "corr")
+    # Both deliveries reach Temporal before any worker polls: one run, one pass.
+    await signal_with_start(client, start, queue_prefix)
+    await signal_with_start(client, start, queue_prefix)
+    async with running_workers(client, queue_prefix, systems):
+        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, start.workflow_id).result()
+    assert result.passes == 1
+    assert result.handled_requests == ["evt_same"]
+    assert systems.fetches == 1
+
+
+async def test_requests_arriving_together_coalesce_into_one_pass_with_newest_state(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_C1"] = Customer(customer_id="cus_C1", name="Newest Name")
+    client = time_skipping_env.client
+    for n in range(3):
+        await sync(client, queue_prefix, "cus_C1", f"evt_{n}")
+    async with running_workers(client, queue_prefix, systems):
+        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, "account/cus_C1").result()
+    assert result.passes == 1
+    assert sorted(result.handled_requests) == ["evt_0", "evt_1", "evt_2"]
+    assert systems.parties["cus_C1"].name == "Newest Name"
+
+
+async def test_customer_unknown_to_billing_creates_nothing(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_nobody", "evt_x")
+        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, workflow_id).result()
+    assert result.status == "unknown_in_billing"
+    assert systems.parties == {} and systems.organizations == {} and systems.links == []
+
+
+async def test_deleted_customer_keeps_erp_party_and_changes_nothing(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_G1"] = Customer(customer_id="cus_G1", name="Gone", deleted=True)
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_G1", "evt_del")
+        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, workflow_id).result()
+    assert result.status == "deleted_in_billing"
+    assert systems.links == []
+
+
+async def test_transient_billing_failures_are_retried_until_they_pass(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_T1"] = Customer(customer_id="cus_T1", name="Flaky")
+    systems.billing_failures = [
+        ApplicationError("503 from billing", type="TransientError"),
+        ApplicationError("429", type="RateLimitedError"),
+    ]
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_T1", "evt_t")
+        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, workflow_id).result()
+    assert result.status == "in_sync"
+    assert systems.fetches == 3
+
+
+async def test_rejection_by_the_erp_fails_the_run_visibly(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_R1"] = Customer(customer_id="cus_R1", name="Rejected")
+
+    @activity.defn(name="ensure_erp_party")
+    async def refusing_erp(_request: EnsurePartyInput) -> AccountRecord:
+        raise ApplicationError("party code taken", type="RejectedError", non_retryable=True)
+
+    acts = systems.activities()
+    acts["erp"] = [refusing_erp]
+    systems.activities = lambda: acts  # type: ignore[method-assign]
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_R1", "evt_r")
+        try:
+            await client.get_workflow_handle(workflow_id).result()
+            raise AssertionError("the run should have failed")
+        except WorkflowFailureError as err:
+            assert "party code taken" in str(err.cause.cause)  # type: ignore[union-attr]
+    assert systems.links == []
+
+
+async def test_each_pass_sends_its_own_stable_idempotency_key(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_K1"] = Customer(customer_id="cus_K1", name="Keys")
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_K1", "evt_k")
+        handle = client.get_workflow_handle(workflow_id)
+        await handle.result()
+        await asyncio.sleep(0)
+    assert len(systems.idempotency_keys) == 1
+    key = systems.idempotency_keys[0]
+    assert key.startswith("account/cus_K1/") and key.endswith("/ensure_support_organization/1")

@@ -1,0 +1,119 @@
+"""The ledgerbridge worker: workflows on `ledgerbridge`, activities on one queue per system.
+
+Each external system has its own activity queue and rate limit, so an ERP outage cannot
+starve billing work and the ERP is never hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.accounts import (
+    BillingAccountActivities,
+    ErpAccountActivities,
+    StoreAccountActivities,
+    SupportAccountActivities,
+)
+from adapters.bootstrap import Adapters, build_adapters
+from adapters.logs import configure_logging, get_logger
+from adapters.settings import Settings
+from adapters.temporal import connect_temporal
+from workflows.account_sync import AccountSyncWorkflow
+from workflows.activity_options import task_queue
+
+WORKFLOWS = [AccountSyncWorkflow]
+
+log = get_logger("ledgerbridge.worker")
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """Activities per second the whole fleet may start against each system."""
+
+    billing: float = 50.0  # Stripe allows ~100 req/s in live mode; keep headroom
+    support: float = 10.0  # Zendesk plans allow 200-700 req/min
+    erp: float = 2.0  # Tryton posts ~1.5 documents/s on SQLite; queue, never hammer
+
+
+def build_workers(
+    client: Client, adapters: Adapters, prefix: str = "", limits: QueueLimits | None = None
+) -> list[Worker]:
+    limits = limits or QueueLimits()
+    store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-activity")
+    return [
+        Worker(
+            client,
+            task_queue=task_queue(prefix),
+            workflows=WORKFLOWS,
+            activities=[StoreAccountActivities(adapters.store).record_account_links],
+            activity_executor=store_executor,
+        ),
+        Worker(
+            client,
+            task_queue=task_queue(prefix, "billing"),
+            activities=[BillingAccountActivities(adapters.billing).fetch_billing_customer],
+            max_task_queue_activities_per_second=limits.billing,
+        ),
+        Worker(
+            client,
+            task_queue=task_queue(prefix, "support"),
+            activities=[SupportAccountActivities(adapters.support).ensure_support_organization],
+            max_task_queue_activities_per_second=limits.support,
+        ),
+        Worker(
+            client,
+            task_queue=task_queue(prefix, "erp"),
+            activities=[ErpAccountActivities(adapters.ledger).ensure_erp_party],
+            max_task_queue_activities_per_second=limits.erp,
+            max_concurrent_activities=4,
+        ),
+    ]
+
+
+async def run_workers(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then let in-flight activities finish (graceful shutdown)."""
+    client = await connect_temporal(
+        settings.temporal_address, settings.temporal_namespace, wait_seconds=60
+    )
+    adapters = build_adapters(settings)
+    workers = build_workers(client, adapters, settings.task_queue_prefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    queues = [w.task_queue for w in workers]
+    log.info("worker polling", temporal=settings.temporal_address, task_queues=queues)
+    try:
+        await run_until_stopped(workers, stop)
+    finally:
+        await adapters.aclose()
+    log.info("worker stopped")
+
+
+async def run_until_stopped(workers: list[Worker], stop: asyncio.Event) -> None:
+    """Run every worker; stop all when asked or when one of them fails (and re-raise that)."""
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_workers(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Account sync: one customer known the same way in billing, the ERP and support.
+
+Workflow id `account/{customer_id}`. Webhooks and the API signal-with-start it; requests that
+arrive while a pass runs are coalesced into one more pass, which re-reads billing, so the
+newest state always wins whatever order the events came in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.accounts import (
+        EnsureOrganizationInput,
+        EnsurePartyInput,
+        FetchCustomerInput,
+        RecordAccountLinksInput,
+    )
+    from canonical import AccountRecord, Customer
+    from workflows import visibility
+    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+
+PROCESS = "account_sync"
+# Remember this many handled request ids per run; a run rarely sees more than a handful.
+SEEN_LIMIT = 1000
+
+
+def account_workflow_id(customer_id: str) -> str:
+    return f"account/{customer_id}"
+
+
+class SyncRequest(BaseModel):
+    """Why a sync was asked for: a billing event or an operator's request."""
+
+    request_id: str = Field(description="billing event id or API request id; dedupe key")
+    reason: str = Field(description="e.g. customer.updated, api")
+    correlation_id: str
+    requested_at: datetime | None = None
+
+
+class AccountSyncInput(BaseModel):
+    customer_id: str
+    request: SyncRequest | None = None  # usually none: the request arrives by signal-with-start
+
+
+class AccountSyncResult(BaseModel):
+    customer_id: str
+    status: str  # in_sync | unknown_in_billing | deleted_in_billing
+    passes: int
+    handled_requests: list[str]
+    records: list[AccountRecord] = []
+
+
+class AccountSyncStatus(BaseModel):
+    customer_id: str
+    status: str
+    passes: int
+    pending_requests: int
+    records: list[AccountRecord]
+
+
+@workflow.defn(name="AccountSync")
+class AccountSyncWorkflow:
+    def __init__(self) -> None:
+        self._pending: list[SyncRequest] = []
+        self._handled: list[str] = []
+        self._passes = 0
+        self._status = "idle"
+        self._records: list[AccountRecord] = []
+        self._customer_id = ""
+
+    @workflow.run
+    async def run(self, request: AccountSyncInput) -> AccountSyncResult:
+        self._customer_id = request.customer_id
+        if request.request is not None:
+            self.sync_requested(request.request)
+        # Signals delivered with the start are handled before this line runs.
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await self._sync_pass(batch)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return AccountSyncResult(
+            customer_id=self._customer_id,
+            status=self._status,
+            passes=self._passes,
+            handled_requests=self._handled,
+            records=self._records,
+        )
+
+    @workflow.signal(name="sync_requested")
+    def sync_requested(self, request: SyncRequest) -> None:
+        if request.request_id in self._handled or any(
+            p.request_id == request.request_id for p in self._pending
+        ):
+            workflow.logger.info("duplicate sync request %s dropped", request.request_id)
+            return
+        self._pending.append(request)
+
+    @workflow.query(name="status")
+    def status(self) -> AccountSyncStatus:
+        return AccountSyncStatus(
+            customer_id=self._customer_id,
+            status=self._status,
+            passes=self._passes,
+            pending_requests=len(self._pending),
+            records=self._records,
+        )
+
+    async def _sync_pass(self, batch: list[SyncRequest]) -> None:
+        self._passes += 1
+        self._handled = [*self._handled, *(r.request_id for r in batch)][-SEEN_LIMIT:]
+        correlation_id = batch[0].correlation_id
+        self._set_status("syncing", correlation_id)
+        customer = await self._fetch_customer()
+        if customer is None:
+            self._set_status("unknown_in_billing", correlation_id)
+            return
+        if customer.deleted:
+            # Books keep history: a deleted billing customer stays a party in the ERP.
+            self._set_status("deleted_in_billing", correlation_id)
+            return
+        party = await self._ensure_erp_party(customer)
+        organization = await self._ensure_support_organization(customer)
+        self._records = [party, organization]
+        await workflow.execute_activity(
+            "record_account_links",
+            RecordAccountLinksInput(
+                customer_id=customer.customer_id,
+                records=self._records,
+                workflow_id=workflow.info().workflow_id,
+            ),
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+        self._set_status("in_sync", correlation_id)
+        workflow.set_current_details(
+            f"In sync after pass {self._passes}: ERP party {party.external_id}, "
+            f"support organization {organization.external_id}"
+        )
+
+    async def _fetch_customer(self) -> Customer | None:
+        try:
+            return await workflow.execute_activity(
+                "fetch_billing_customer",
+                FetchCustomerInput(customer_id=self._customer_id),
+                result_type=Customer,
+                task_queue=activity_queue("billing"),
+                **SAAS_CALL,
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, ApplicationError) and err.cause.type == "NotFoundError":
+                workflow.logger.warning("customer %s is unknown to billing", self._customer_id)
+                return None
+            raise
+
+    async def _ensure_erp_party(self, customer: Customer) -> AccountRecord:
+        return await workflow.execute_activity(
+            "ensure_erp_party",
+            EnsurePartyInput(customer=customer),
+            result_type=AccountRecord,
+            task_queue=activity_queue("erp"),
+            **ERP_CALL,
+        )
+
+    async def _ensure_support_organization(self, customer: Customer) -> AccountRecord:
+        info = workflow.info()
+        # Built here, not in the client library, so every retry of this step sends the same key.
+        key = f"{info.workflow_id}/{info.run_id}/ensure_support_organization/{self._passes}"
+        return await workflow.execute_activity(
+            "ensure_support_organization",
+            EnsureOrganizationInput(customer=customer, idempotency_key=key),
+            result_type=AccountRecord,
+            task_queue=activity_queue("support"),
+            **SAAS_CALL,
+        )
+
+    def _set_status(self, status: str, correlation_id: str) -> None:
+        self._status = status
+        workflow.upsert_search_attributes(
+            [
+                visibility.PROCESS_STATUS.value_set(status),
+                visibility.CORRELATION_ID.value_set(correlation_id),
+            ]
+        )
