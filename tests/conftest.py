@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.support",
     "tests.fixtures.tryton",
     "tests.fixtures.temporal",
+    "tests.fixtures.databases",
 ]

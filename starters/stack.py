@@ -1,0 +1,401 @@
+"""`ledgerbridge up`: the whole local stack as supervised child processes.
+
+Temporal dev server, the real Tryton ERP, the billing and support sandboxes, the worker and
+the API, each health-checked before the next starts, each logging to .ledgerbridge/logs/.
+A component that fails to start or dies stops the stack with a message naming it; Ctrl-C
+stops everything in reverse order. State lives under .ledgerbridge/, so a restart resumes
+in-flight workflows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import httpx
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+from adapters.bootstrap import build_store
+from adapters.erp import tryton_bootstrap
+from adapters.settings import Settings
+from adapters.temporal import connect_temporal
+from starters.api.auth import ROLES, key_entry
+from workflows.activity_options import task_queue
+from workflows.visibility import search_attribute_flags
+
+BIN = Path(sys.executable).parent
+
+
+class StackError(RuntimeError):
+    """A component could not start or stopped; the message names it."""
+
+
+@dataclass
+class Component:
+    name: str
+    command: list[str]
+    listens: str
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    port: int | None = None
+    startup_seconds: float = 60.0
+    process: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+
+
+def _host_port(url_or_address: str) -> tuple[str, int]:
+    if "://" not in url_or_address:
+        url_or_address = f"tcp://{url_or_address}"
+    parts = urlsplit(url_or_address)
+    return parts.hostname or "127.0.0.1", int(parts.port or 80)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _http_ok(url: str, *, json_rpc: dict[str, Any] | None = None) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            if json_rpc is not None:
+                response = httpx.post(url, json=json_rpc, timeout=2)
+            else:
+                response = httpx.get(url, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    return check
+
+
+class LocalStack:
+    """Starts, watches and stops the local components in dependency order."""
+
+    def __init__(self, settings: Settings, *, echo: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.home = settings.home.resolve()
+        self.echo = echo
+        self.components: list[Component] = []
+        self._lock_handle: IO[str] | None = None
+
+    # --- layout -------------------------------------------------------------------------
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def erp_dir(self) -> Path:
+        return self.home / "erp"
+
+    def local_api_keys(self) -> dict[str, str]:
+        """Plain API keys of the local stack, one per role; made once, kept under home."""
+        path = self.home / "local-api-keys.json"
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        keys = {role: f"lb_{role}_{secrets.token_urlsafe(24)}" for role in sorted(ROLES)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(keys, indent=2))
+        return keys
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LEDGERBRIDGE_HOME"] = str(self.home)
+        if "LEDGERBRIDGE_API_KEYS" not in env and "LEDGERBRIDGE_API_KEYS_FILE" not in env:
+            entries = [key_entry(f"local-{r}", r, k) for r, k in self.local_api_keys().items()]
+            env["LEDGERBRIDGE_API_KEYS"] = json.dumps(entries)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    # --- components ---------------------------------------------------------------------
+
+    def plan(self) -> list[Component]:
+        s = self.settings
+        t_host, t_port = _host_port(s.temporal_address)
+        _, erp_port = _host_port(s.erp_url)
+        _, billing_port = _host_port(s.billing_url)
+        _, support_port = _host_port(s.support_url)
+        api_base = f"http://{s.api_host}:{s.api_port}"
+        py = sys.executable
+        temporal_cmd = [
+            str(BIN / "temporal"), "server", "start-dev",
+            "--ip", t_host, "--port", str(t_port), "--ui-port", str(s.temporal_ui_port),
+            "--db-filename", str(self.home / "temporal.sqlite"),
+            "--namespace", s.temporal_namespace, "--log-level", "warn",
+        ]  # fmt: skip
+        for flag in search_attribute_flags():
+            temporal_cmd += ["--search-attribute", flag]
+        return [
+            Component(
+                "temporal",
+                temporal_cmd,
+                f"{s.temporal_address} (Web UI http://{t_host}:{s.temporal_ui_port})",
+                self._temporal_ready,
+                port=t_port,
+            ),
+            Component(
+                "erp",
+                self.erp_command(),
+                f"{s.erp_url}/{s.erp_database}/ (Tryton JSON-RPC)",
+                _http_ok(
+                    f"{s.erp_url}/{s.erp_database}/",
+                    json_rpc={"id": 0, "method": "common.server.version", "params": []},
+                ),
+                port=erp_port,
+            ),
+            Component(
+                "billing",
+                [py, "-m", "sandbox.billing", "--host", "127.0.0.1", "--port", str(billing_port),
+                 "--state", str(self.home / "billing.sqlite"),
+                 "--api-key", s.billing_api_key.get_secret_value(),
+                 "--webhook-url", f"{api_base}/webhooks/stripe",
+                 "--webhook-secret", s.billing_webhook_secrets[0].get_secret_value()],
+                f"{s.billing_url} (Stripe-compatible sandbox)",
+                _http_ok(f"{s.billing_url}/_sandbox/health"),
+                port=billing_port,
+            ),  # fmt: skip
+            Component(
+                "support",
+                [py, "-m", "sandbox.support", "--host", "127.0.0.1", "--port", str(support_port),
+                 "--state", str(self.home / "support.sqlite"),
+                 "--email", s.support_email, "--token", s.support_api_token.get_secret_value(),
+                 "--webhook-url", f"{api_base}/webhooks/zendesk",
+                 "--webhook-secret", s.support_webhook_secrets[0].get_secret_value()],
+                f"{s.support_url} (Zendesk-compatible sandbox)",
+                _http_ok(f"{s.support_url}/_sandbox/health"),
+                port=support_port,
+            ),  # fmt: skip
+            Component(
+                "worker",
+                [py, "-m", "workers"],
+                f"task queues {', '.join(self._queues())}",
+                self._worker_ready,
+            ),
+            Component(
+                "api",
+                [py, "-m", "starters.cli", "api"],
+                f"{api_base} (webhooks, /v1, OpenAPI at {api_base}/docs)",
+                _http_ok(f"{api_base}/healthz"),
+                port=s.api_port,
+            ),
+        ]
+
+    def erp_command(self) -> list[str]:
+        return tryton_bootstrap.server_command(
+            self.erp_dir / "trytond.conf", self.settings.erp_database
+        )
+
+    def _queues(self) -> list[str]:
+        prefix = self.settings.task_queue_prefix
+        return [task_queue(prefix)] + [task_queue(prefix, q) for q in ("billing", "support", "erp")]
+
+    def _temporal_ready(self) -> bool:
+        async def check() -> bool:
+            client = await connect_temporal(
+                self.settings.temporal_address, self.settings.temporal_namespace
+            )
+            await client.count_workflows()
+            return True
+
+        try:
+            return asyncio.run(check())
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+
+    def _worker_ready(self) -> bool:
+        """Ready when every queue of ours has a poller: the worker is connected and polling."""
+
+        async def check() -> bool:
+            client = await connect_temporal(
+                self.settings.temporal_address, self.settings.temporal_namespace
+            )
+            for name in self._queues():
+                kind = (
+                    TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+                    if name == self._queues()[0]
+                    else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+                )
+                response = await client.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=client.namespace,
+                        task_queue=TaskQueue(name=name),
+                        task_queue_type=kind,
+                    )
+                )
+                if not response.pollers:
+                    return False
+            return True
+
+        try:
+            return asyncio.run(check())
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LocalStack]:
+        """The stack, started; stopped in reverse order however the block ends."""
+        self._take_lock()
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            self._release_lock()
+
+    def _take_lock(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        handle = (self.home / "up.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StackError(
+                f"another `ledgerbridge up` already runs with state in {self.home}"
+            ) from None
+        self._lock_handle = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def start(self) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.components = self.plan()
+        for component in self.components:
+            if component.port and port_in_use("127.0.0.1", component.port):
+                raise StackError(
+                    f"{component.name}: port {component.port} is already in use; stop what "
+                    f"holds it or configure another port (see README, Configuration)"
+                )
+        self.prepare_erp()
+        self._migrate_store()
+        env = self.child_env()
+        for component in self.components:
+            self._start(component, env)
+
+    def prepare_erp(self, listen_host: str = "127.0.0.1") -> None:
+        s = self.settings
+        admin_password_file = self.erp_dir / "admin-password"
+        if not admin_password_file.exists():
+            self.erp_dir.mkdir(parents=True, exist_ok=True)
+            admin_password_file.touch(mode=0o600)
+            admin_password_file.write_text(secrets.token_urlsafe(18))
+        _, port = _host_port(s.erp_url)
+        tryton_bootstrap.write_config(self.erp_dir, port=port, host=listen_host)
+        if tryton_bootstrap.is_bootstrapped(self.erp_dir, s.erp_database):
+            self.echo(f"erp: reusing database {s.erp_database} in {self.erp_dir}")
+            return
+        self.echo(f"erp: bootstrapping database {s.erp_database} (once, about 30 s)")
+        started = time.monotonic()
+        tryton_bootstrap.bootstrap_database(
+            self.erp_dir,
+            s.erp_database,
+            admin_password_file.read_text().strip(),
+            s.erp_user,
+            s.erp_password.get_secret_value(),
+        )
+        self.echo(f"erp: bootstrapped in {time.monotonic() - started:.0f} s")
+
+    def _migrate_store(self) -> None:
+        store = build_store(self.settings)
+        try:
+            store.migrate()
+        except Exception as err:
+            raise StackError(f"store: migration failed: {err}") from err
+        finally:
+            store.dispose()
+
+    def _start(self, component: Component, env: dict[str, str]) -> None:
+        log_path = self.logs_dir / f"{component.name}.log"
+        component.log_file = log_path.open("ab")
+        try:
+            component.process = subprocess.Popen(
+                component.command,
+                stdout=component.log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**env, **component.env},
+                cwd=self.home.parent,
+                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops in order
+            )
+        except OSError as err:
+            raise StackError(f"{component.name}: could not start: {err}") from err
+        deadline = time.monotonic() + component.startup_seconds
+        while not component.ready():
+            if component.process.poll() is not None:
+                raise StackError(
+                    f"{component.name}: exited with code {component.process.returncode} while "
+                    f"starting; last log lines:\n{self.tail(component.name)}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{component.name}: not ready after {component.startup_seconds:.0f} s; "
+                    f"last log lines:\n{self.tail(component.name)}"
+                )
+            time.sleep(0.3)
+        self.echo(f"{component.name}: ready, listening on {component.listens} (pid "
+                  f"{component.process.pid}, log {log_path.relative_to(self.home.parent)})")
+
+    def tail(self, name: str, lines: int = 8) -> str:
+        path = self.logs_dir / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        text = path.read_bytes()[-8000:].decode(errors="replace").splitlines()
+        return "\n".join(f"  | {line}" for line in text[-lines:])
+
+    def failed_component(self) -> Component | None:
+        for component in self.components:
+            if component.process is not None and component.process.poll() is not None:
+                return component
+        return None
+
+    def supervise(self, should_stop: Callable[[], bool]) -> None:
+        """Block until asked to stop; raise StackError when a component dies on its own."""
+        while not should_stop():
+            failed = self.failed_component()
+            if failed is not None:
+                code = failed.process.returncode if failed.process else None
+                raise StackError(
+                    f"{failed.name}: stopped unexpectedly (exit code {code}); last log lines:\n"
+                    f"{self.tail(failed.name)}"
+                )
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for component in reversed(self.components):
+            process = component.process
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+                self.echo(f"{component.name}: stopped")
+            if component.log_file is not None:
+                component.log_file.close()
+                component.log_file = None
+        self.components = []

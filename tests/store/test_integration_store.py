@@ -1,0 +1,89 @@
+"""The integration store on SQLite and PostgreSQL, schema made by the Alembic migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import delete, inspect, text, update
+from sqlalchemy.exc import DBAPIError
+
+from adapters.store import AppendOnlyError, AuditEntry, IntegrationStore
+from canonical import AccountRecord
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[IntegrationStore]:
+    store = IntegrationStore(store_url)
+    store.migrate()
+    yield store
+    store.dispose()
+
+
+def test_migrations_create_every_table_and_run_twice_harmlessly(store: IntegrationStore) -> None:
+    store.migrate()
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"account_links", "posting_journal", "audit_trail", "webhook_receipts"} <= tables
+
+
+def _record(system: str, external_id: str, name: str) -> AccountRecord:
+    return AccountRecord(system=system, external_id=external_id, customer_id="cus_1", name=name)  # type: ignore[arg-type]
+
+
+def test_account_links_are_upserted_per_system(store: IntegrationStore) -> None:
+    store.record_account_links("cus_1", [_record("erp", "12", "A"), _record("support", "9", "A")], "wf")
+    store.record_account_links("cus_1", [_record("erp", "12", "B")], "wf2")
+    links = {r.system: r for r in store.account_links("cus_1")}
+    assert links["erp"].name == "B"
+    assert links["support"].name == "A"
+    assert store.account_links("cus_other") == []
+
+
+def test_one_external_id_cannot_belong_to_two_customers(store: IntegrationStore) -> None:
+    store.record_account_links("cus_1", [_record("erp", "12", "A")], "wf")
+    clash = AccountRecord(system="erp", external_id="12", customer_id="cus_2", name="X")
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        store.record_account_links("cus_2", [clash], "wf")
+
+
+def test_webhook_receipt_is_recorded_once(store: IntegrationStore) -> None:
+    assert store.record_webhook_receipt("billing", "evt_1", "customer.created", "account/cus_1")
+    assert not store.record_webhook_receipt("billing", "evt_1", "customer.created", "account/cus_1")
+    receipt = store.webhook_receipt("billing", "evt_1")
+    assert receipt is not None and receipt.workflow_id == "account/cus_1"
+    assert store.webhook_receipt("support", "evt_1") is None
+
+
+def test_audit_entries_keep_exact_amounts(store: IntegrationStore) -> None:
+    store.append_audit(
+        actor="fin-1", role="finance", action="credit.approved", subject="credit/1/2",
+        reason="incident", amount=Decimal("12.345"), currency="KWD", correlation_id="c-1",
+    )
+    [entry] = store.audit_entries("credit/1/2")
+    assert entry.amount == Decimal("12.345")
+    assert (entry.actor, entry.role, entry.reason) == ("fin-1", "finance", "incident")
+
+
+def test_audit_trail_refuses_updates_and_deletes_through_the_orm(store: IntegrationStore) -> None:
+    entry_id = store.append_audit(actor="a", role="finance", action="x", subject="s")
+    with pytest.raises(AppendOnlyError), store.session() as session:
+        session.get(AuditEntry, entry_id).reason = "rewritten"  # type: ignore[union-attr]
+    with pytest.raises(AppendOnlyError), store.session() as session:
+        session.delete(session.get(AuditEntry, entry_id))
+    assert store.audit_entries("s")[0].reason is None
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [update(AuditEntry).values(reason="rewritten"), delete(AuditEntry)],
+    ids=["update", "delete"],
+)
+def test_audit_trail_refuses_updates_and_deletes_in_the_database(
+    store: IntegrationStore, statement: object
+) -> None:
+    store.append_audit(actor="a", role="finance", action="x", subject="s")
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(statement)  # type: ignore[call-overload]
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit_trail")).scalar() == 1

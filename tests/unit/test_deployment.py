@@ -1,0 +1,88 @@
+"""docker-compose.yml describes a deployment that can actually run this project."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from adapters.settings import Settings
+from starters.cli import build_parser
+from workflows.visibility import ALL_KEYS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_production_services_are_all_there(compose: dict[str, Any]) -> None:
+    assert {
+        "postgresql", "temporal", "temporal-admin-tools", "temporal-ui", "tryton", "migrate",
+        "worker", "api",
+    } <= set(compose["services"])
+
+
+def test_dependencies_name_existing_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on", [])
+        for dependency in depends if isinstance(depends, list) else depends.keys():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+
+
+def test_workers_and_api_wait_for_search_attributes_and_migrations(
+    compose: dict[str, Any],
+) -> None:
+    for name in ("worker", "api"):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["temporal-admin-tools"]["condition"] == "service_completed_successfully"
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_published_ports(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "7233:7233" in services["temporal"]["ports"]
+    assert "8233:8080" in services["temporal-ui"]["ports"]
+    assert "8080:8080" in services["api"]["ports"]
+
+
+def test_admin_tools_register_every_search_attribute_with_its_type(
+    compose: dict[str, Any],
+) -> None:
+    script = " ".join(compose["services"]["temporal-admin-tools"]["command"])
+    registered = dict(re.findall(r"(\w+)=(Keyword|Int)", script))
+    kinds = {"KEYWORD": "Keyword", "INT": "Int"}
+    assert registered == {k.name: kinds[k.indexed_value_type.name] for k in ALL_KEYS}
+
+
+def test_ledgerbridge_services_use_the_project_image_and_real_commands(
+    compose: dict[str, Any],
+) -> None:
+    parser = build_parser()
+    ours = [s for s in compose["services"].values() if s.get("image") == "ledgerbridge:latest"]
+    assert len(ours) >= 4
+    for service in ours:
+        assert (ROOT / service["build"] / "Dockerfile").exists()
+        parser.parse_args(service["command"])  # exits (fails the test) on an unknown command
+
+
+def test_environment_names_real_settings(compose: dict[str, Any]) -> None:
+    fields = set(Settings.model_fields)
+    for service in compose["services"].values():
+        for variable in service.get("environment", {}):
+            if variable.startswith("LEDGERBRIDGE_"):
+                name = variable.removeprefix("LEDGERBRIDGE_").lower().removesuffix("_file")
+                assert name in fields, f"{variable} is not a setting"
+
+
+def test_secrets_come_from_files_never_inline(compose: dict[str, Any]) -> None:
+    for name, secret in compose["secrets"].items():
+        assert set(secret) == {"file"}, name
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "sk_live_" not in text and "whsec_" not in text
