@@ -1,0 +1,438 @@
+"""Bootstrap the local Tryton ERP: one SQLite database with everything invoicing needs.
+
+`bootstrap_database` is idempotent (a marker file next to the database says it is done) and
+safe when several processes race for it (an `fcntl` lock in the data directory). The slow
+parts run in child processes: `trytond-admin` creates the database and activates
+`account_invoice`, then this module, run as `python -m adapters.erp.tryton_bootstrap`, sets
+up the company and accounting with proteus. Keeping trytond out of the caller's process
+matters because trytond's configuration and pool are process-global.
+
+Bootstrapping takes ~20 s, so tests and `ledgerbridge up` bootstrap a template once and
+start each server from a copy (`copy_template`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+COMPANY_NAME = "ledgerbridge demo company"
+COMPANY_CURRENCY = "USD"
+SERVICE_PRODUCT_NAME = "Subscription service"
+SERVICE_PRODUCT_CODE = "SUBSCRIPTION"
+PAYMENT_TERM_NAME = "Direct"
+ACCOUNT_CATEGORY_NAME = "Services"
+# Groups that let the integration user maintain parties and create, post and credit invoices.
+INTEGRATION_GROUPS = ("Party Administration", "Accounting")
+DEFAULT_SESSION_TIMEOUT = 300
+MARKER_SUFFIX = ".bootstrapped.json"
+
+
+def trytond_version() -> str:
+    return version("trytond")
+
+
+def sqlite_path(data_dir: Path, database: str) -> Path:
+    """Where trytond keeps the SQLite database named `database` under `[database] path`."""
+    return Path(data_dir) / f"{database}.sqlite"
+
+
+def _marker_path(data_dir: Path, database: str) -> Path:
+    return Path(data_dir) / f"{database}{MARKER_SUFFIX}"
+
+
+def _script(name: str) -> str:
+    """A console script of the running interpreter's environment (venv first, then PATH)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed next to {sys.executable} nor on PATH")
+    return found
+
+
+def write_config(
+    data_dir: Path,
+    *,
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    session_timeout: int = DEFAULT_SESSION_TIMEOUT,
+    name: str = "trytond.conf",
+) -> Path:
+    """Write the trytond configuration serving the SQLite databases of `data_dir`."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / name
+    conf.write_text(
+        "\n".join(
+            [
+                "[database]",
+                "uri = sqlite://",
+                f"path = {data_dir}",
+                "language = en",
+                # Never list databases to anonymous callers.
+                "list = False",
+                "",
+                "[web]",
+                f"listen = {host}:{port}",
+                "",
+                "[session]",
+                # Idle seconds before a session expires (the adapter re-logs in on 401).
+                f"timeout = {session_timeout}",
+                "",
+            ]
+        )
+    )
+    return conf
+
+
+def server_command(conf: Path, database: str) -> list[str]:
+    """The command that serves `database`; `-d` preloads it, or logins fail on a fresh server."""
+    return [_script("trytond"), "-c", str(conf), "-d", database]
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_bootstrapped(data_dir: Path, database: str) -> bool:
+    """True once a bootstrap finished. Any trytond version counts: a newer trytond upgrades
+    a database with `trytond-admin --all`, it never rebuilds (that would lose ERP data)."""
+    marker = _marker_path(data_dir, database)
+    if not marker.exists() or not sqlite_path(data_dir, database).exists():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "trytond" in info
+
+
+def bootstrap_database(
+    data_dir: Path,
+    database: str,
+    admin_password: str,
+    user: str,
+    user_password: str,
+) -> Path:
+    """Create and set up the ERP database once; returns its SQLite file.
+
+    Skips all work when the marker says it is already bootstrapped (the credentials given
+    are then not re-applied). A half-done database (no marker) is removed and rebuilt.
+    """
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db_file = sqlite_path(data_dir, database)
+    with _exclusive_lock(data_dir / f".{database}.bootstrap.lock"):
+        if is_bootstrapped(data_dir, database):
+            return db_file
+        started = time.monotonic()
+        # Marker first: nobody may take a half-removed database for a finished one.
+        _marker_path(data_dir, database).unlink(missing_ok=True)
+        _remove_database_files(db_file)
+        conf = write_config(data_dir, name=f".{database}.bootstrap.conf")
+        try:
+            _create_database(conf, data_dir, database, admin_password)
+            _run_setup(conf, database, user, user_password)
+            _checkpoint(db_file)
+        except BaseException:
+            _remove_database_files(db_file)
+            raise
+        finally:
+            conf.unlink(missing_ok=True)
+        _marker_path(data_dir, database).write_text(
+            json.dumps(
+                {
+                    "trytond": trytond_version(),
+                    "database": database,
+                    "user": user,
+                    "company": COMPANY_NAME,
+                    "bootstrapped_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "seconds": round(time.monotonic() - started, 1),
+                },
+                indent=2,
+            )
+        )
+        return db_file
+
+
+def copy_template(template_sqlite: Path, data_dir: Path, database: str) -> Path:
+    """Copy a bootstrapped database under a new name in `data_dir`; returns the new file.
+
+    Uses SQLite's backup API so committed pages still in a `-wal` file are carried over,
+    and removes stale `-wal`/`-shm` files at the destination (they would corrupt the copy).
+    """
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    target = sqlite_path(data_dir, database)
+    _remove_database_files(target)
+    source = sqlite3.connect(f"file:{Path(template_sqlite).resolve()}?mode=ro", uri=True)
+    try:
+        destination = sqlite3.connect(target)
+        try:
+            source.backup(destination)
+            destination.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    return target
+
+
+def _remove_database_files(db_file: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+
+
+def _checkpoint(db_file: Path) -> None:
+    """Fold the WAL into the main file so the database is one self-contained file."""
+    connection = sqlite3.connect(db_file)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        connection.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+
+
+def _create_database(conf: Path, data_dir: Path, database: str, admin_password: str) -> None:
+    # trytond's SQLite backend only opens existing files; an empty file is a valid database.
+    sqlite_path(data_dir, database).touch()
+    with tempfile.NamedTemporaryFile("w", dir=data_dir, prefix=".pass-", delete=False) as fh:
+        fh.write(admin_password + "\n")
+        passfile = Path(fh.name)
+    try:
+        os.chmod(passfile, 0o600)
+        env = {**os.environ, "TRYTONPASSFILE": str(passfile)}
+        command = [
+            _script("trytond-admin"),
+            *("-c", str(conf), "-d", database),
+            *("-u", "account_invoice", "--all", "--activate-dependencies"),
+        ]
+        # An empty line answers the admin e-mail prompt (no e-mail).
+        _run(command, env=env, stdin="\n", what="trytond-admin")
+    finally:
+        passfile.unlink(missing_ok=True)
+
+
+def _run_setup(conf: Path, database: str, user: str, user_password: str) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "adapters.erp.tryton_bootstrap",
+        "setup",
+        "--config",
+        str(conf),
+        "--database",
+        database,
+    ]
+    # Credentials travel on stdin, never on a command line that `ps` shows.
+    payload = json.dumps({"user": user, "user_password": user_password})
+    env = dict(os.environ)
+    # The child must import our package even when the caller runs from elsewhere.
+    project_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
+    _run(command, env=env, stdin=payload, what="tryton setup")
+
+
+def _run(command: list[str], *, env: dict[str, str], stdin: str, what: str) -> None:
+    result = subprocess.run(
+        command, input=stdin, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).splitlines()[-30:])
+        raise RuntimeError(f"{what} failed with exit code {result.returncode}:\n{tail}")
+
+
+# --- what runs inside the setup child process (trytond imported here only) -------------
+
+
+def setup_company_and_accounting(
+    config_file: Path, database: str, user: str, user_password: str
+) -> None:
+    """Company, chart, fiscal years, sequences, payment term, product and integration user."""
+    from proteus import Model
+    from proteus import config as proteus_config
+    from trytond.modules.account.tests.tools import create_chart, get_accounts
+    from trytond.modules.company.tests.tools import create_company, get_company
+    from trytond.modules.currency.tests.tools import get_currency
+
+    config = proteus_config.set_trytond(database=database, config_file=str(config_file))
+
+    Party = Model.get("party.party")
+    Company = Model.get("company.company")
+    if not Company.find([]):
+        company_party = Party(name=COMPANY_NAME)
+        company_party.save()
+        create_company(party=company_party, currency=get_currency(COMPANY_CURRENCY))
+    company = get_company()
+    config._context = Model.get("res.user").get_preferences(True, {})
+
+    if not get_accounts(company).get("revenue"):
+        create_chart(company)
+    accounts = get_accounts(company)
+
+    today = dt.date.today()
+    for year in (today.year, today.year + 1):
+        _ensure_fiscal_year(company, year)
+
+    payment_term = _ensure_payment_term()
+    _ensure_default_payment_term(payment_term)
+    _ensure_service_product(accounts)
+    _ensure_integration_user(company, user, user_password)
+
+
+def _ensure_fiscal_year(company: Any, year: int) -> None:
+    from proteus import Model
+    from trytond.modules.account.tests.tools import create_fiscalyear
+
+    FiscalYear = Model.get("account.fiscalyear")
+    if FiscalYear.find([("name", "=", str(year)), ("company", "=", company.id)]):
+        return
+    fiscal_year = create_fiscalyear(company, today=(dt.date(year, 1, 1), dt.date(year, 12, 31)))
+    sequences = _invoice_sequences(company, year)
+    (invoice_sequences,) = fiscal_year.invoice_sequences
+    invoice_sequences.out_invoice_sequence = sequences["out_invoice"]
+    invoice_sequences.out_credit_note_sequence = sequences["out_credit_note"]
+    invoice_sequences.in_invoice_sequence = sequences["in_invoice"]
+    invoice_sequences.in_credit_note_sequence = sequences["in_credit_note"]
+    fiscal_year.save()
+    fiscal_year.click("create_period")
+
+
+def _invoice_sequences(company: Any, year: int) -> dict[str, Any]:
+    from proteus import Model
+
+    SequenceStrict = Model.get("ir.sequence.strict")
+    SequenceType = Model.get("ir.sequence.type")
+    (sequence_type,) = SequenceType.find([("name", "=", "Invoice")], limit=1)
+    prefixes = {
+        "out_invoice": f"INV-{year}-",
+        "out_credit_note": f"CN-{year}-",
+        "in_invoice": f"SUPINV-{year}-",
+        "in_credit_note": f"SUPCN-{year}-",
+    }
+    sequences = {}
+    for kind, prefix in prefixes.items():
+        sequence = SequenceStrict(
+            name=f"{kind.replace('_', ' ')} {year}",
+            sequence_type=sequence_type,
+            company=company,
+            prefix=prefix,
+            padding=5,
+        )
+        sequence.save()
+        sequences[kind] = sequence
+    return sequences
+
+
+def _ensure_payment_term() -> Any:
+    from proteus import Model
+    from trytond.modules.account_invoice.tests.tools import create_payment_term
+
+    PaymentTerm = Model.get("account.invoice.payment_term")
+    existing = PaymentTerm.find([("name", "=", PAYMENT_TERM_NAME)])
+    if existing:
+        return existing[0]
+    payment_term = create_payment_term()
+    payment_term.save()
+    return payment_term
+
+
+def _ensure_default_payment_term(payment_term: Any) -> None:
+    from proteus import Model
+
+    Configuration = Model.get("account.configuration")
+    configuration = Configuration(1)
+    if getattr(configuration, "default_customer_payment_term", None) is None:
+        configuration.default_customer_payment_term = payment_term
+        configuration.save()
+
+
+def _ensure_service_product(accounts: dict[str, Any]) -> None:
+    from decimal import Decimal
+
+    from proteus import Model
+
+    Product = Model.get("product.product")
+    if Product.find([("code", "=", SERVICE_PRODUCT_CODE)]):
+        return
+    ProductCategory = Model.get("product.category")
+    ProductTemplate = Model.get("product.template")
+    Uom = Model.get("product.uom")
+
+    category = ProductCategory(name=ACCOUNT_CATEGORY_NAME)
+    category.accounting = True
+    category.account_revenue = accounts["revenue"]
+    category.account_expense = accounts["expense"]
+    category.save()
+
+    (unit,) = Uom.find([("name", "=", "Unit")])
+    template = ProductTemplate(name=SERVICE_PRODUCT_NAME)
+    template.type = "service"
+    template.default_uom = unit
+    template.list_price = Decimal("0")
+    template.account_category = category
+    # The template code is the prefix of the variant's code; one variant, so they are equal.
+    template.code = SERVICE_PRODUCT_CODE
+    template.save()
+
+
+def _ensure_integration_user(company: Any, login: str, password: str) -> None:
+    from proteus import Model
+
+    User = Model.get("res.user")
+    Group = Model.get("res.group")
+    existing = User.find([("login", "=", login)])
+    user = existing[0] if existing else User(login=login)
+    user.name = "ledgerbridge integration"
+    user.password = password
+    for group in Group.find([("name", "in", list(INTEGRATION_GROUPS))]):
+        if group not in user.groups:
+            user.groups.append(group)
+    if company not in user.companies:
+        user.companies.append(company)
+    user.company = company
+    user.save()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Set up a Tryton database for ledgerbridge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    setup = sub.add_parser("setup", help="company and accounting (reads credentials on stdin)")
+    setup.add_argument("--config", type=Path, required=True)
+    setup.add_argument("--database", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "setup":
+        credentials = json.loads(sys.stdin.read())
+        setup_company_and_accounting(
+            args.config, args.database, credentials["user"], credentials["user_password"]
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
