@@ -42,9 +42,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.logs import configure_logging
     from starters.demo import DemoFailed, play
     from starters.stack import LocalStack, StackError
 
+    configure_logging("WARNING", "console")  # the demo's own lines are the story; logs are in files
     stop = _stop_flag()
     stack = LocalStack(settings, echo=_echo)
     try:

@@ -49,7 +49,6 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         customer = await adapters.billing.create_customer(  # type: ignore[attr-defined]
             name=f"Northwind Analytics {run}",
             email=f"ap+{run}@northwind.example",
-            currency="usd",
             address=PostalAddress(line1="1 Harbour Way", city="Boston", postal_code="02110",
                                   country="US"),
             metadata={"demo_run": run},

@@ -155,9 +155,9 @@ class LocalStack:
             Component(
                 "erp",
                 self.erp_command(),
-                f"{s.erp_url}/{s.erp_database}/ (Tryton JSON-RPC)",
+                f"{s.erp_url}/{s.erp_database}/rpc/ (Tryton JSON-RPC)",
                 _http_ok(
-                    f"{s.erp_url}/{s.erp_database}/",
+                    f"{s.erp_url}/rpc/",
                     json_rpc={"id": 0, "method": "common.server.version", "params": []},
                 ),
                 port=erp_port,

@@ -1,0 +1,155 @@
+"""The end-to-end stack for one test: dev server, real Tryton, both sandboxes, API, worker.
+
+Everything talks over real HTTP and gRPC on loopback; only the processes are shared
+(dev server and Tryton per session; sandboxes, API and worker per test with unique queues).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from adapters.bootstrap import Adapters, build_adapters
+from adapters.settings import Settings
+from starters.api import create_app
+from tests.fixtures.billing import BillingSandbox
+from tests.fixtures.servers import free_port, serve_app
+from tests.fixtures.support import SupportSandbox
+from tests.fixtures.tryton import TrytonServer
+from workers.main import build_workers, run_until_stopped
+
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.2)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The LEDGERBRIDGE_* variables that reproduce these settings in a child process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+            text = json.dumps(value)
+        elif isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        else:
+            text = str(value)
+        env[f"LEDGERBRIDGE_{name.upper()}"] = text
+    return env
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    client: Client
+    adapters: Adapters
+    billing: BillingSandbox
+    support: SupportSandbox
+    tryton: TrytonServer
+    api_url: str
+    tmp_path: Path
+
+    def start_worker_process(self) -> subprocess.Popen[bytes]:
+        log = (self.tmp_path / "worker.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers"],
+            env={**os.environ, **settings_env(self.settings)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@contextlib.contextmanager
+def _served(app: Any, port: int) -> Iterator[str]:
+    with serve_app(app, port=port) as url:
+        yield url
+
+
+@pytest_asyncio.fixture
+async def stack(
+    dev_server_env: WorkflowEnvironment,
+    tryton_server: TrytonServer,
+    billing_sandbox: BillingSandbox,
+    support_sandbox: SupportSandbox,
+    queue_prefix: str,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    api_port = free_port()
+    endpoint = billing_sandbox.add_webhook_endpoint(
+        f"http://127.0.0.1:{api_port}/webhooks/stripe"
+    )
+    settings = Settings(
+        home=tmp_path / "home",
+        temporal_address=dev_server_env.client.service_client.config.target_host,
+        task_queue_prefix=queue_prefix,
+        store_url=f"sqlite:///{tmp_path / 'store.sqlite'}",
+        billing_url=billing_sandbox.url,
+        billing_api_key=SecretStr(billing_sandbox.api_key),
+        billing_webhook_secrets=[SecretStr(endpoint.secret)],
+        support_url=support_sandbox.url,
+        support_email=support_sandbox.email,
+        support_api_token=SecretStr(support_sandbox.api_token),
+        erp_url=tryton_server.url,
+        erp_database=tryton_server.database,
+        erp_user=tryton_server.user,
+        erp_password=SecretStr(tryton_server.password),
+        api_port=api_port,
+        api_keys=[],
+    )
+    adapters = build_adapters(settings)
+    adapters.store.migrate()
+    with _served(create_app(settings), api_port) as api_url:
+        yield Stack(
+            settings, dev_server_env.client, adapters, billing_sandbox, support_sandbox,
+            tryton_server, api_url, tmp_path,
+        )
+    await adapters.aclose()
+
+
+@pytest_asyncio.fixture
+async def in_process_worker(stack: Stack) -> AsyncIterator[None]:
+    adapters = build_adapters(stack.settings)
+    workers = build_workers(stack.client, adapters, stack.settings.task_queue_prefix)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_until_stopped(workers, stop))
+    yield
+    stop.set()
+    await task
+    await adapters.aclose()
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
