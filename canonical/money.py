@@ -12,17 +12,16 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, field_validator
 
 # ISO 4217 minor-unit exponents. Anything not listed here is refused rather than guessed.
+_TWO_DECIMALS = (
+    "AED AUD BRL CAD CHF CNY CZK DKK EUR GBP HKD ILS INR MXN "
+    "MYR NOK NZD PHP PLN RON SAR SEK SGD THB TRY TWD USD ZAR"
+)
+_NO_DECIMALS = "CLP ISK JPY KRW VND XAF XOF"
+_THREE_DECIMALS = "BHD JOD KWD OMR TND"
 CURRENCY_EXPONENTS: dict[str, int] = {
-    # two decimals
-    **dict.fromkeys(
-        "AED AUD BRL CAD CHF CNY CZK DKK EUR GBP HKD ILS INR MXN MYR NOK NZD PHP PLN "
-        "RON SAR SEK SGD THB TRY TWD USD ZAR".split(),
-        2,
-    ),
-    # no decimals
-    **dict.fromkeys("CLP ISK JPY KRW VND XAF XOF".split(), 0),
-    # three decimals
-    **dict.fromkeys("BHD JOD KWD OMR TND".split(), 3),
+    **dict.fromkeys(_TWO_DECIMALS.split(), 2),
+    **dict.fromkeys(_NO_DECIMALS.split(), 0),
+    **dict.fromkeys(_THREE_DECIMALS.split(), 3),
 }
 
 

@@ -110,8 +110,12 @@ def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     else:
         response = _api(settings, "get", f"/v1/accounts/{args.customer_id}", role="ops")
         records = response.json()["records"]
-        _echo(_table(("system", "id", "name"), [(r["system"], r["external_id"], r["name"])
-                                                 for r in records]))
+        _echo(
+            _table(
+                ("system", "id", "name"),
+                [(r["system"], r["external_id"], r["name"]) for r in records],
+            )
+        )
     return 0
 
 

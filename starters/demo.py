@@ -28,16 +28,16 @@ class DemoFailed(Exception):
 
 
 async def eventually(
-    what: str, probe: Callable[[], Awaitable[T | None]], timeout: float = 60.0
+    what: str, probe: Callable[[], Awaitable[T | None]], within: float = 60.0
 ) -> T:
     """Poll until the probe returns something; the stack works asynchronously."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         found = await probe()
         if found:
             return found
         await asyncio.sleep(0.5)
-    raise DemoFailed(f"{what}: not seen within {timeout:.0f} s (see .ledgerbridge/logs/)")
+    raise DemoFailed(f"{what}: not seen within {within:.0f} s (see .ledgerbridge/logs/)")
 
 
 async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
@@ -49,8 +49,9 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         customer = await adapters.billing.create_customer(  # type: ignore[attr-defined]
             name=f"Northwind Analytics {run}",
             email=f"ap+{run}@northwind.example",
-            address=PostalAddress(line1="1 Harbour Way", city="Boston", postal_code="02110",
-                                  country="US"),
+            address=PostalAddress(
+                line1="1 Harbour Way", city="Boston", postal_code="02110", country="US"
+            ),
             metadata={"demo_run": run},
             idempotency_key=f"demo/{run}/create-customer",
         )
@@ -65,8 +66,9 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
                 return party, org
             return None
 
-        party, org = await eventually("ERP party and support organization",
-                                      lambda: in_sync(customer.name))
+        party, org = await eventually(
+            "ERP party and support organization", lambda: in_sync(customer.name)
+        )
         echo(f"erp: party {party.external_id} with code {cid}")
         echo(f"support: organization {org.external_id} with external id {cid}")
 
@@ -75,14 +77,17 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         await adapters.billing.update_customer(  # type: ignore[attr-defined]
             cid, name=renamed, idempotency_key=f"demo/{run}/rename-customer"
         )
-        party, org = await eventually("renamed ERP party and support organization",
-                                      lambda: in_sync(renamed))
+        party, org = await eventually(
+            "renamed ERP party and support organization", lambda: in_sync(renamed)
+        )
         echo(f"erp and support now say {renamed!r}; cross-references stored:")
         for record in adapters.store.account_links(cid):
             echo(f"  {record.system:<8} {record.external_id:<12} {record.name}")
         workflow_id = account_workflow_id(cid)
-        echo(f"trace it: {ui}/namespaces/{settings.temporal_namespace}/workflows/"
-             f"{quote(workflow_id, safe='')}  (or search CustomerId = '{cid}')")
+        echo(
+            f"trace it: {ui}/namespaces/{settings.temporal_namespace}/workflows/"
+            f"{quote(workflow_id, safe='')}  (or search CustomerId = '{cid}')"
+        )
         echo("\nDemo complete: account sync end to end.")
     finally:
         await adapters.aclose()

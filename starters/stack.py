@@ -135,7 +135,6 @@ class LocalStack:
         _, billing_port = _host_port(s.billing_url)
         _, support_port = _host_port(s.support_url)
         api_base = f"http://{s.api_host}:{s.api_port}"
-        py = sys.executable
         temporal_cmd = [
             str(BIN / "temporal"), "server", "start-dev",
             "--ip", t_host, "--port", str(t_port), "--ui-port", str(s.temporal_ui_port),
@@ -164,40 +163,57 @@ class LocalStack:
             ),
             Component(
                 "billing",
-                [py, "-m", "sandbox.billing", "--host", "127.0.0.1", "--port", str(billing_port),
-                 "--state", str(self.home / "billing.sqlite"),
-                 "--api-key", s.billing_api_key.get_secret_value(),
-                 "--webhook-url", f"{api_base}/webhooks/stripe",
-                 "--webhook-secret", s.billing_webhook_secrets[0].get_secret_value()],
+                self._sandbox_command(
+                    "billing",
+                    billing_port,
+                    "--api-key",
+                    s.billing_api_key.get_secret_value(),
+                    "--webhook-url",
+                    f"{api_base}/webhooks/stripe",
+                    "--webhook-secret",
+                    s.billing_webhook_secrets[0].get_secret_value(),
+                ),
                 f"{s.billing_url} (Stripe-compatible sandbox)",
                 _http_ok(f"{s.billing_url}/_sandbox/health"),
                 port=billing_port,
-            ),  # fmt: skip
+            ),
             Component(
                 "support",
-                [py, "-m", "sandbox.support", "--host", "127.0.0.1", "--port", str(support_port),
-                 "--state", str(self.home / "support.sqlite"),
-                 "--email", s.support_email, "--token", s.support_api_token.get_secret_value(),
-                 "--webhook-url", f"{api_base}/webhooks/zendesk",
-                 "--webhook-secret", s.support_webhook_secrets[0].get_secret_value()],
+                self._sandbox_command(
+                    "support",
+                    support_port,
+                    "--email",
+                    s.support_email,
+                    "--token",
+                    s.support_api_token.get_secret_value(),
+                    "--webhook-url",
+                    f"{api_base}/webhooks/zendesk",
+                    "--webhook-secret",
+                    s.support_webhook_secrets[0].get_secret_value(),
+                ),
                 f"{s.support_url} (Zendesk-compatible sandbox)",
                 _http_ok(f"{s.support_url}/_sandbox/health"),
                 port=support_port,
-            ),  # fmt: skip
+            ),
             Component(
                 "worker",
-                [py, "-m", "workers"],
+                [sys.executable, "-m", "workers"],
                 f"task queues {', '.join(self._queues())}",
                 self._worker_ready,
             ),
             Component(
                 "api",
-                [py, "-m", "starters.cli", "api"],
+                [sys.executable, "-m", "starters.cli", "api"],
                 f"{api_base} (webhooks, /v1, OpenAPI at {api_base}/docs)",
                 _http_ok(f"{api_base}/healthz"),
                 port=s.api_port,
             ),
         ]
+
+    def _sandbox_command(self, system: str, port: int, *options: str) -> list[str]:
+        state = str(self.home / f"{system}.sqlite")
+        return [sys.executable, "-m", f"sandbox.{system}", "--host", "127.0.0.1",
+                "--port", str(port), "--state", state, *options]  # fmt: skip
 
     def erp_command(self) -> list[str]:
         return tryton_bootstrap.server_command(
@@ -218,7 +234,7 @@ class LocalStack:
 
         try:
             return asyncio.run(check())
-        except Exception:  # noqa: BLE001 - any failure means "not yet"
+        except Exception:
             return False
 
     def _worker_ready(self) -> bool:
@@ -247,7 +263,7 @@ class LocalStack:
 
         try:
             return asyncio.run(check())
-        except Exception:  # noqa: BLE001 - any failure means "not yet"
+        except Exception:
             return False
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -356,8 +372,10 @@ class LocalStack:
                     f"last log lines:\n{self.tail(component.name)}"
                 )
             time.sleep(0.3)
-        self.echo(f"{component.name}: ready, listening on {component.listens} (pid "
-                  f"{component.process.pid}, log {log_path.relative_to(self.home.parent)})")
+        self.echo(
+            f"{component.name}: ready, listening on {component.listens} (pid "
+            f"{component.process.pid}, log {log_path.relative_to(self.home.parent)})"
+        )
 
     def tail(self, name: str, lines: int = 8) -> str:
         path = self.logs_dir / f"{name}.log"

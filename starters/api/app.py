@@ -10,9 +10,9 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
@@ -33,7 +33,12 @@ from canonical import AccountRecord
 from sandbox.webhook_signing import SignatureError, verify_stripe
 from sandbox.zendesk_signing import verify_zendesk
 from starters.api.auth import ApiKeyring, ApiPrincipal
-from starters.routing import ProcessStart, account_sync_start, route_billing_event, signal_with_start
+from starters.routing import (
+    ProcessStart,
+    account_sync_start,
+    route_billing_event,
+    signal_with_start,
+)
 
 log = get_logger("ledgerbridge.api")
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -114,9 +119,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
 
     @app.exception_handler(HTTPException)
     async def one_line_errors(_request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(TemporalUnavailable)
     async def temporal_down(_request: Request, exc: TemporalUnavailable) -> JSONResponse:
@@ -223,7 +226,10 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         return Accepted(status="ignored", detail=f"no process handles {kind}")
 
     @app.post(
-        "/v1/accounts/{customer_id}:sync", tags=["accounts"], response_model=Accepted, status_code=202
+        "/v1/accounts/{customer_id}:sync",
+        tags=["accounts"],
+        response_model=Accepted,
+        status_code=202,
     )
     async def sync_account(
         customer_id: str,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 from temporalio.client import Client
@@ -37,14 +36,14 @@ from workers.main import build_workers, run_until_stopped
 T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 60) -> T:
+    deadline = time.monotonic() + within
     while True:
         value = await probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            raise AssertionError(f"{what}: not within {within} s")
         await asyncio.sleep(0.2)
 
 
@@ -102,9 +101,7 @@ async def stack(
     tmp_path: Path,
 ) -> AsyncIterator[Stack]:
     api_port = free_port()
-    endpoint = billing_sandbox.add_webhook_endpoint(
-        f"http://127.0.0.1:{api_port}/webhooks/stripe"
-    )
+    endpoint = billing_sandbox.add_webhook_endpoint(f"http://127.0.0.1:{api_port}/webhooks/stripe")
     settings = Settings(
         home=tmp_path / "home",
         temporal_address=dev_server_env.client.service_client.config.target_host,
@@ -127,8 +124,14 @@ async def stack(
     adapters.store.migrate()
     with _served(create_app(settings), api_port) as api_url:
         yield Stack(
-            settings, dev_server_env.client, adapters, billing_sandbox, support_sandbox,
-            tryton_server, api_url, tmp_path,
+            settings,
+            dev_server_env.client,
+            adapters,
+            billing_sandbox,
+            support_sandbox,
+            tryton_server,
+            api_url,
+            tmp_path,
         )
     await adapters.aclose()
 

@@ -30,8 +30,12 @@ def test_webhook_gets_503_and_is_not_recorded_when_temporal_is_unreachable(
         api_keys=[],
     )
     body = json.dumps(
-        {"id": "evt_while_down", "type": "customer.created", "created": int(time.time()),
-         "data": {"object": {"object": "customer", "id": "cus_while_down"}}}
+        {
+            "id": "evt_while_down",
+            "type": "customer.created",
+            "created": int(time.time()),
+            "data": {"object": {"object": "customer", "id": "cus_while_down"}},
+        }
     ).encode()
     headers = {"Stripe-Signature": sign_stripe(body, SECRET, int(time.time()))}
 

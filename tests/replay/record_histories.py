@@ -34,7 +34,9 @@ async def record() -> None:
         async with running_workers(env.client, "replay.", systems):
             for request in ("evt_r1", "evt_r2"):
                 await sync(env.client, "replay.", "cus_REPLAY1", request)
-            handle = env.client.get_workflow_handle_for(AccountSyncWorkflow.run, "account/cus_REPLAY1")
+            handle = env.client.get_workflow_handle_for(
+                AccountSyncWorkflow.run, "account/cus_REPLAY1"
+            )
             await handle.result()
             history = await handle.fetch_history()
         HISTORIES.mkdir(exist_ok=True)

@@ -32,7 +32,9 @@ def _record(system: str, external_id: str, name: str) -> AccountRecord:
 
 
 def test_account_links_are_upserted_per_system(store: IntegrationStore) -> None:
-    store.record_account_links("cus_1", [_record("erp", "12", "A"), _record("support", "9", "A")], "wf")
+    store.record_account_links(
+        "cus_1", [_record("erp", "12", "A"), _record("support", "9", "A")], "wf"
+    )
     store.record_account_links("cus_1", [_record("erp", "12", "B")], "wf2")
     links = {r.system: r for r in store.account_links("cus_1")}
     assert links["erp"].name == "B"
@@ -43,7 +45,7 @@ def test_account_links_are_upserted_per_system(store: IntegrationStore) -> None:
 def test_one_external_id_cannot_belong_to_two_customers(store: IntegrationStore) -> None:
     store.record_account_links("cus_1", [_record("erp", "12", "A")], "wf")
     clash = AccountRecord(system="erp", external_id="12", customer_id="cus_2", name="X")
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         store.record_account_links("cus_2", [clash], "wf")
 
 
@@ -57,8 +59,14 @@ def test_webhook_receipt_is_recorded_once(store: IntegrationStore) -> None:
 
 def test_audit_entries_keep_exact_amounts(store: IntegrationStore) -> None:
     store.append_audit(
-        actor="fin-1", role="finance", action="credit.approved", subject="credit/1/2",
-        reason="incident", amount=Decimal("12.345"), currency="KWD", correlation_id="c-1",
+        actor="fin-1",
+        role="finance",
+        action="credit.approved",
+        subject="credit/1/2",
+        reason="incident",
+        amount=Decimal("12.345"),
+        currency="KWD",
+        correlation_id="c-1",
     )
     [entry] = store.audit_entries("credit/1/2")
     assert entry.amount == Decimal("12.345")

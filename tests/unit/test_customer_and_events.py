@@ -24,7 +24,10 @@ def test_account_record_reports_drift_from_the_customer() -> None:
 def test_business_event_needs_an_aware_timestamp() -> None:
     with pytest.raises(ValidationError):
         BusinessEvent(
-            event_id="e", type="t", source="billing", occurred_at=datetime(2026, 1, 1),
+            event_id="e",
+            type="t",
+            source="billing",
+            occurred_at=datetime(2026, 1, 1),
             correlation_id="c",
         )
 
@@ -35,8 +38,14 @@ def test_stripe_event_becomes_a_business_event_with_subject_ids() -> None:
             "id": "evt_1",
             "type": "invoice.finalized",
             "created": 1_790_000_000,
-            "data": {"object": {"object": "invoice", "id": "in_1", "customer": "cus_9",
-                                "subscription": "sub_3"}},
+            "data": {
+                "object": {
+                    "object": "invoice",
+                    "id": "in_1",
+                    "customer": "cus_9",
+                    "subscription": "sub_3",
+                }
+            },
         }
     )
     event = to_business_event(payload, correlation_id=None)
@@ -44,7 +53,10 @@ def test_stripe_event_becomes_a_business_event_with_subject_ids() -> None:
     assert event.correlation_id == "evt_1"
     assert event.occurred_at == datetime.fromtimestamp(1_790_000_000, UTC)
     assert (event.subject.customer_id, event.subject.subscription_id, event.subject.invoice_id) == (
-        "cus_9", "sub_3", "in_1")
+        "cus_9",
+        "sub_3",
+        "in_1",
+    )
 
 
 def test_stripe_event_without_an_object_is_malformed() -> None:

@@ -23,8 +23,14 @@ def compose() -> dict[str, Any]:
 
 def test_production_services_are_all_there(compose: dict[str, Any]) -> None:
     assert {
-        "postgresql", "temporal", "temporal-admin-tools", "temporal-ui", "tryton", "migrate",
-        "worker", "api",
+        "postgresql",
+        "temporal",
+        "temporal-admin-tools",
+        "temporal-ui",
+        "tryton",
+        "migrate",
+        "worker",
+        "api",
     } <= set(compose["services"])
 
 

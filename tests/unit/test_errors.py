@@ -18,8 +18,16 @@ from adapters.errors import (
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(429, RateLimitedError), (500, TransientError), (503, TransientError), (401, AuthenticationError),
-     (404, NotFoundError), (409, ConflictError), (400, ValidationError), (402, RejectedError)],
+    [
+        (429, RateLimitedError),
+        (500, TransientError),
+        (503, TransientError),
+        (401, AuthenticationError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (400, ValidationError),
+        (402, RejectedError),
+    ],
 )
 def test_http_status_maps_to_the_taxonomy(status: int, kind: type) -> None:
     err = error_for_status(status, "m", system="billing", operation="op", retry_after="7")

@@ -9,7 +9,7 @@ import pytest
 from sandbox.zendesk_signing import SignatureError, sign_zendesk, verify_zendesk, zendesk_timestamp
 
 BODY = b'{"type":"zen:event-type:organization.created"}'
-SECRET = "zdsec_test"  # noqa: S105
+SECRET = "zdsec_test"
 TIMESTAMP = "2026-11-27T13:00:00Z"
 NOW = datetime(2026, 11, 27, 13, 0, 30, tzinfo=UTC)
 

@@ -130,7 +130,9 @@ async def test_duplicate_request_in_one_run_is_dropped(
     await signal_with_start(client, start, queue_prefix)
     await signal_with_start(client, start, queue_prefix)
     async with running_workers(client, queue_prefix, systems):
-        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, start.workflow_id).result()
+        result = await client.get_workflow_handle_for(
+            AccountSyncWorkflow.run, start.workflow_id
+        ).result()
     assert result.passes == 1
     assert result.handled_requests == ["evt_same"]
     assert systems.fetches == 1
@@ -145,7 +147,9 @@ async def test_requests_arriving_together_coalesce_into_one_pass_with_newest_sta
     for n in range(3):
         await sync(client, queue_prefix, "cus_C1", f"evt_{n}")
     async with running_workers(client, queue_prefix, systems):
-        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, "account/cus_C1").result()
+        result = await client.get_workflow_handle_for(
+            AccountSyncWorkflow.run, "account/cus_C1"
+        ).result()
     assert result.passes == 1
     assert sorted(result.handled_requests) == ["evt_0", "evt_1", "evt_2"]
     assert systems.parties["cus_C1"].name == "Newest Name"
