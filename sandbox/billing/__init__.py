@@ -1,0 +1,19 @@
+"""A Stripe-compatible billing server for the subset ledgerbridge uses (see DESIGN.md).
+
+`create_app(state_path, api_keys, webhook_endpoints)` builds the ASGI app;
+`python -m sandbox.billing` serves it.
+"""
+
+from sandbox.billing._engine import API_VERSION, BillingEngine, Resource, SandboxSettings
+from sandbox.billing.app import Fault, FaultInjector, SandboxState, create_app
+
+__all__ = [
+    "API_VERSION",
+    "BillingEngine",
+    "Fault",
+    "FaultInjector",
+    "Resource",
+    "SandboxSettings",
+    "SandboxState",
+    "create_app",
+]

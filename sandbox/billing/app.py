@@ -1,0 +1,522 @@
+"""The Stripe-compatible billing sandbox as a FastAPI app.
+
+Every `/v1` call goes through one pipeline, in Stripe's order: injected faults, API key,
+form decoding, Idempotency-Key (POST), then the operation. `/_sandbox/*` is test control
+and needs no key: health, faults, webhook deliveries, redelivery, delivery mode, patches.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from sandbox.billing._engine import (
+    BillingEngine,
+    CallContext,
+    Resource,
+    SandboxSettings,
+    new_id,
+)
+from sandbox.billing._errors import StripeError
+from sandbox.billing._params import decode_params
+from sandbox.billing._resources import (
+    CustomerResource,
+    WebhookEndpointResource,
+    ensure_configured_endpoints,
+)
+from sandbox.billing._store import BillingStore, StoredResponse
+from sandbox.billing._webhooks import WebhookDispatcher
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+Operation = Callable[[Request, dict[str, Any], CallContext], dict[str, Any]]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        content=json.dumps(body, indent=2),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+@dataclass
+class Fault:
+    status: int
+    remaining: int
+    retry_after: float | None = None
+    path_prefix: str = "/v1/"
+    method: str | None = None
+
+
+class FaultInjector:
+    """The next N matching API calls answer `status` instead of doing anything."""
+
+    ALLOWED = frozenset({429, 500, 502, 503, 504})
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(f) for f in self._faults]
+
+    def take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if path.startswith(fault.path_prefix) and fault.method in (None, method):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    @staticmethod
+    def error(fault: Fault) -> StripeError:
+        headers = {"Stripe-Should-Retry": "true"}
+        if fault.retry_after is not None:
+            seconds = fault.retry_after
+            headers["Retry-After"] = str(int(seconds)) if seconds == int(seconds) else str(seconds)
+        if fault.status == 429:
+            return StripeError(
+                429,
+                "Too many requests hit the API too quickly. We recommend an exponential "
+                "backoff of your requests.",
+                code="rate_limit",
+                headers=headers,
+                saved=False,
+            )
+        return StripeError(
+            fault.status,
+            "An error occurred with our connection to Stripe. Request was retried.",
+            type="api_error",
+            headers=headers,
+            saved=False,
+        )
+
+
+@dataclass
+class SandboxState:
+    """What tests and the entry point reach through `app.state.billing`."""
+
+    engine: BillingEngine
+    store: BillingStore
+    dispatcher: WebhookDispatcher
+    faults: FaultInjector
+    api_keys: list[str]
+    # Requests whose Idempotency-Key is being worked on (Stripe answers 409 to a second one).
+    in_flight: set[tuple[str, str]]
+
+
+def _api_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip() or None
+    if scheme.lower() == "basic":
+        # curl -u sk_test_...: sends the key as the user name with an empty password.
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    return None
+
+
+def _authenticate(request: Request, api_keys: list[str]) -> str:
+    key = _api_key(request)
+    challenge = {"WWW-Authenticate": 'Bearer realm="Stripe"'}
+    if key is None:
+        raise StripeError(
+            401,
+            "You did not provide an API key. You need to provide your API key in the "
+            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+            "YOUR_SECRET_KEY').",
+            code="api_key_missing",
+            headers=challenge,
+            saved=False,
+        )
+    if key not in api_keys:
+        shown = f"{key[:8]}{'*' * 4}{key[-4:]}" if len(key) > 12 else "****"
+        raise StripeError(
+            401,
+            f"Invalid API Key provided: {shown}",
+            code="api_key_invalid",
+            headers=challenge,
+            saved=False,
+        )
+    return key
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    pairs = list(request.query_params.multi_items())
+    if request.method == "POST":
+        body = (await request.body()).decode("utf-8", errors="replace")
+        pairs.extend(parse_qsl(body, keep_blank_values=True))
+    return decode_params(pairs)
+
+
+def _fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps([method, path, params], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _stripe_endpoint(
+    sandbox: SandboxState, operation: Operation
+) -> Callable[..., Awaitable[Response]]:
+    engine = sandbox.engine
+
+    async def endpoint(request: Request) -> Response:
+        request_id = new_id("req", 14)
+        headers = {
+            "Request-Id": request_id,
+            "Stripe-Version": request.headers.get("stripe-version", engine.settings.api_version),
+        }
+        idempotency_key = (
+            request.headers.get("idempotency-key") if request.method == "POST" else None
+        )
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        try:
+            fault = sandbox.faults.take(request.method, request.url.path)
+            if fault is not None:
+                raise FaultInjector.error(fault)
+            api_key = _authenticate(request, sandbox.api_keys)
+            params = await _params(request)
+            ctx = CallContext(request_id=request_id, idempotency_key=idempotency_key)
+            if idempotency_key is None:
+                return _json(operation(request, params, ctx), headers=headers)
+            return _idempotent(
+                sandbox, request, api_key, idempotency_key, params, ctx, operation, headers
+            )
+        except StripeError as err:
+            return _json(err.body(), err.status, {**headers, **err.headers})
+
+    return endpoint
+
+
+def _idempotent(
+    sandbox: SandboxState,
+    request: Request,
+    api_key: str,
+    key: str,
+    params: dict[str, Any],
+    ctx: CallContext,
+    operation: Operation,
+    headers: dict[str, str],
+) -> Response:
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise StripeError(
+            400,
+            f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+            type="idempotency_error",
+            saved=False,
+        )
+    engine = sandbox.engine
+    scope = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    fingerprint = _fingerprint(request.method, request.url.path, params)
+    now = engine.clock()
+    stored = engine.store.get_idempotent(scope, key, now - engine.settings.idempotency_ttl_seconds)
+    if stored is not None:
+        if stored.fingerprint != fingerprint:
+            raise StripeError(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they "
+                f"were first used with. Try using a key other than '{key}' if you meant to "
+                "execute a different request.",
+                type="idempotency_error",
+                saved=False,
+            )
+        replay_headers = {
+            **headers,
+            "Idempotent-Replayed": "true",
+            "Original-Request": stored.request_id,
+        }
+        return Response(
+            content=stored.body,
+            status_code=stored.status,
+            media_type="application/json",
+            headers=replay_headers,
+        )
+    if (scope, key) in sandbox.in_flight:
+        raise StripeError(
+            409,
+            "There is currently another in-progress request using this Idempotent Key (that "
+            "probably means you submitted twice, and the other request is still going "
+            "through): " + key + ". Please try again later.",
+            type="idempotency_error",
+            headers={"Stripe-Should-Retry": "true"},
+            saved=False,
+        )
+    sandbox.in_flight.add((scope, key))
+    try:
+        try:
+            status, body = 200, operation(request, params, ctx)
+        except StripeError as err:
+            if not err.saved:
+                raise
+            status, body = err.status, err.body()
+        text = json.dumps(body, indent=2)
+        engine.store.save_idempotent(
+            scope, key, StoredResponse(fingerprint, status, text, ctx.request_id or ""), now
+        )
+    finally:
+        sandbox.in_flight.discard((scope, key))
+    return Response(
+        content=text, status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _register_resource(app: FastAPI, sandbox: SandboxState, resource: Resource) -> None:
+    engine = sandbox.engine
+    base = f"/v1/{resource.collection}"
+
+    def create(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return engine.create(resource, params, ctx)
+
+    def list_all(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return engine.list_objects(resource, params, base)
+
+    def retrieve(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return engine.retrieve(resource, request.path_params["object_id"])
+
+    def update(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return engine.update(resource, request.path_params["object_id"], params, ctx)
+
+    def delete(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return engine.delete(resource, request.path_params["object_id"], ctx)
+
+    name = resource.object_name
+    app.add_api_route(
+        base, _stripe_endpoint(sandbox, create), methods=["POST"], name=f"create_{name}"
+    )
+    app.add_api_route(
+        base, _stripe_endpoint(sandbox, list_all), methods=["GET"], name=f"list_{name}s"
+    )
+    item = base + "/{object_id}"
+    app.add_api_route(
+        item, _stripe_endpoint(sandbox, retrieve), methods=["GET"], name=f"retrieve_{name}"
+    )
+    if resource.updatable:
+        app.add_api_route(
+            item, _stripe_endpoint(sandbox, update), methods=["POST"], name=f"update_{name}"
+        )
+    if resource.deletable:
+        app.add_api_route(
+            item, _stripe_endpoint(sandbox, delete), methods=["DELETE"], name=f"delete_{name}"
+        )
+
+
+def _register_events(app: FastAPI, sandbox: SandboxState) -> None:
+    engine = sandbox.engine
+
+    def list_events(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return engine.list_events(params, "/v1/events")
+
+    def retrieve_event(
+        request: Request, params: dict[str, Any], ctx: CallContext
+    ) -> dict[str, Any]:
+        return engine.get_event(request.path_params["event_id"])
+
+    app.add_api_route(
+        "/v1/events", _stripe_endpoint(sandbox, list_events), methods=["GET"], name="list_events"
+    )
+    app.add_api_route(
+        "/v1/events/{event_id}",
+        _stripe_endpoint(sandbox, retrieve_event),
+        methods=["GET"],
+        name="retrieve_event",
+    )
+
+
+def _register_unknown(app: FastAPI, sandbox: SandboxState) -> None:
+    def unrecognized(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        raise StripeError(
+            404,
+            f"Unrecognized request URL ({request.method}: {request.url.path}). Please see "
+            "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+        )
+
+    app.add_api_route(
+        "/v1/{rest:path}",
+        _stripe_endpoint(sandbox, unrecognized),
+        methods=["GET", "POST", "DELETE", "PUT", "PATCH"],
+        include_in_schema=False,
+    )
+
+
+def _register_sandbox_control(app: FastAPI, sandbox: SandboxState) -> None:
+    engine = sandbox.engine
+
+    @app.get("/_sandbox/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/_sandbox/faults")
+    async def add_fault(request: Request) -> Response:
+        spec = await request.json()
+        status = spec.get("status")
+        count = spec.get("count", 1)
+        retry_after = spec.get("retry_after")
+        if status not in FaultInjector.ALLOWED or not isinstance(count, int) or count < 1:
+            return _json(
+                {"error": f"status must be one of {sorted(FaultInjector.ALLOWED)}, count >= 1"}, 400
+            )
+        if retry_after is not None and (
+            not isinstance(retry_after, int | float) or retry_after < 0
+        ):
+            return _json({"error": "retry_after must be a non-negative number"}, 400)
+        fault = Fault(
+            status=status,
+            remaining=count,
+            retry_after=retry_after,
+            path_prefix=spec.get("path_prefix", "/v1/"),
+            method=spec.get("method"),
+        )
+        sandbox.faults.add(fault)
+        return _json({"faults": sandbox.faults.pending()})
+
+    @app.get("/_sandbox/faults")
+    async def list_faults() -> dict[str, Any]:
+        return {"faults": sandbox.faults.pending()}
+
+    @app.delete("/_sandbox/faults")
+    async def clear_faults() -> dict[str, Any]:
+        sandbox.faults.clear()
+        return {"faults": []}
+
+    @app.get("/_sandbox/webhooks/deliveries")
+    async def deliveries(
+        request: Request,
+        event_id: str | None = None,
+        endpoint_id: str | None = None,
+        status: str | None = None,
+    ) -> Response:
+        unknown = set(request.query_params) - {"event_id", "endpoint_id", "status"}
+        if unknown:
+            # A misspelt filter must not silently answer every delivery.
+            return _json({"error": f"unknown filters: {', '.join(sorted(unknown))}"}, 400)
+        found = engine.store.list_deliveries(
+            event_id=event_id, endpoint_id=endpoint_id, status=status
+        )
+        return _json({"object": "list", "data": [d.as_json() for d in found]})
+
+    @app.post("/_sandbox/webhooks/redeliver/{event_id}")
+    async def redeliver(event_id: str, endpoint_id: str | None = None) -> Response:
+        try:
+            scheduled = engine.redeliver(event_id, endpoint_id)
+        except StripeError as err:
+            return _json(err.body(), err.status)
+        return _json({"object": "list", "data": [d.as_json() for d in scheduled]})
+
+    @app.post("/_sandbox/webhooks/mode")
+    async def delivery_mode(request: Request) -> Response:
+        spec = await request.json()
+        mode = engine.delivery_mode
+        if "shuffle" in spec:
+            mode.shuffle = bool(spec["shuffle"])
+        if "shuffle_window_seconds" in spec:
+            mode.shuffle_window_seconds = float(spec["shuffle_window_seconds"])
+        if "duplicate_rate" in spec:
+            rate = float(spec["duplicate_rate"])
+            if not 0 <= rate <= 1:
+                return _json({"error": "duplicate_rate must be between 0 and 1"}, 400)
+            mode.duplicate_rate = rate
+        if "seed" in spec:
+            mode.rng.seed(spec["seed"])
+        return _json(
+            {
+                "shuffle": mode.shuffle,
+                "shuffle_window_seconds": mode.shuffle_window_seconds,
+                "duplicate_rate": mode.duplicate_rate,
+            }
+        )
+
+    @app.post("/_sandbox/objects/{object_id}")
+    async def patch_object(object_id: str, request: Request) -> Response:
+        """Change fields as billing itself would, recording `<type>.updated`."""
+        fields = await request.json()
+        if not isinstance(fields, dict):
+            return _json({"error": "body must be a JSON object of fields"}, 400)
+        try:
+            return _json(engine.patch(object_id, fields))
+        except StripeError as err:
+            return _json(err.body(), err.status)
+
+
+def create_app(
+    state_path: Path | None,
+    api_keys: list[str],
+    webhook_endpoints: list[tuple[str, str]] | None = None,
+    *,
+    settings: SandboxSettings | None = None,
+) -> FastAPI:
+    """A billing sandbox keeping its state in SQLite at `state_path` (memory when None).
+
+    `webhook_endpoints` are (url, secret) pairs that receive every event; they are kept
+    with stable ids across restarts so pending deliveries resume.
+    """
+    if not api_keys:
+        raise ValueError("the billing sandbox needs at least one API key")
+    store = BillingStore(state_path)
+    engine = BillingEngine(store, settings)
+    engine.register(CustomerResource())
+    engine.register(WebhookEndpointResource())
+    ensure_configured_endpoints(engine, list(webhook_endpoints or []))
+    sandbox = SandboxState(
+        engine=engine,
+        store=store,
+        dispatcher=WebhookDispatcher(engine),
+        faults=FaultInjector(),
+        api_keys=list(api_keys),
+        in_flight=set(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await sandbox.dispatcher.start()
+        try:
+            yield
+        finally:
+            await sandbox.dispatcher.stop()
+            store.close()
+
+    app = FastAPI(
+        title="ledgerbridge billing sandbox (Stripe-compatible)",
+        lifespan=lifespan,
+        docs_url="/_sandbox/docs",
+        redoc_url=None,
+        openapi_url="/_sandbox/openapi.json",
+    )
+    app.state.billing = sandbox
+    _register_sandbox_control(app, sandbox)
+    for resource in engine.resources.values():
+        _register_resource(app, sandbox, resource)
+    _register_events(app, sandbox)
+    _register_unknown(app, sandbox)
+    return app
+
+
+__all__ = ["Fault", "FaultInjector", "SandboxState", "create_app"]

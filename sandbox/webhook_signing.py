@@ -1,0 +1,84 @@
+"""Stripe webhook signatures, shared by the billing sandbox (signs) and the ingress (verifies).
+
+Header: `Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "{t}.{body}">[,v1=...]`.
+Several v1 values appear while an endpoint's secret is being rolled; any one may match any
+of the secrets we hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+SIGNATURE_SCHEME = "v1"
+
+
+class SignatureError(ValueError):
+    """A webhook whose signature we must not trust; `reason` is one line for logs and 400s."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _hmac_hex(payload: bytes, secret: str, timestamp: int) -> str:
+    signed = str(timestamp).encode("ascii") + b"." + payload
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+
+
+def sign_stripe(payload: bytes, secret: str, timestamp: int) -> str:
+    """The Stripe-Signature header value for `payload` sent at `timestamp`."""
+    return f"t={timestamp},{SIGNATURE_SCHEME}={_hmac_hex(payload, secret, timestamp)}"
+
+
+def _parse_header(header: str) -> tuple[int, list[str]]:
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            raise SignatureError("malformed Stripe-Signature header: item without '='")
+        if key == "t":
+            if not value.isdigit():
+                raise SignatureError(
+                    "malformed Stripe-Signature header: timestamp is not an integer"
+                )
+            timestamp = int(value)
+        elif key == SIGNATURE_SCHEME:
+            signatures.append(value)
+        # Other schemes (v0 test signatures, future ones) are ignored, as Stripe's libraries do.
+    if timestamp is None:
+        raise SignatureError("malformed Stripe-Signature header: no timestamp")
+    if not signatures:
+        raise SignatureError("malformed Stripe-Signature header: no v1 signature")
+    return timestamp, signatures
+
+
+def verify_stripe(
+    payload: bytes, header: str | None, secrets: list[str], tolerance: int, now: int
+) -> int:
+    """Check a Stripe-Signature header against the raw body; returns the signed timestamp.
+
+    Raises SignatureError when the header is missing or malformed, when no v1 signature
+    matches any of `secrets`, or when the timestamp is more than `tolerance` seconds away
+    from `now` in either direction (a replay, or a sender whose clock is off).
+    """
+    if not header or not header.strip():
+        raise SignatureError("missing Stripe-Signature header")
+    timestamp, signatures = _parse_header(header)
+    expected = [_hmac_hex(payload, secret, timestamp) for secret in secrets if secret]
+    # Compare every pair so timing does not reveal which secret or position matched.
+    matched = False
+    for candidate in signatures:
+        for good in expected:
+            matched |= hmac.compare_digest(candidate.encode("ascii", "replace"), good.encode())
+    if not matched:
+        raise SignatureError("no matching v1 signature for any configured secret")
+    if abs(now - timestamp) > tolerance:
+        raise SignatureError(
+            f"timestamp outside tolerance: {now - timestamp:+d}s from now, allowed ±{tolerance}s"
+        )
+    return timestamp
+
+
+__all__ = ["SignatureError", "sign_stripe", "verify_stripe"]
