@@ -86,6 +86,17 @@ class AuthenticationError(AdapterError):
     pass
 
 
+class SignatureError(ValueError):
+    """An inbound webhook we must not trust; `reason` is one line for logs and 400 answers.
+
+    Not an AdapterError: nothing was called, something arrived.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def parse_retry_after(value: str | None, default: float = 1.0) -> float:
     """Seconds from a Retry-After header (delta-seconds form); the default when absent or odd."""
     if not value:
@@ -136,6 +147,7 @@ __all__ = [
     "NotFoundError",
     "RateLimitedError",
     "RejectedError",
+    "SignatureError",
     "TransientError",
     "ValidationError",
     "error_for_status",

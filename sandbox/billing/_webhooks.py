@@ -17,9 +17,9 @@ from collections import defaultdict
 
 import httpx
 
+from adapters.billing.webhook_signature import sign_stripe
 from sandbox.billing._engine import BillingEngine
 from sandbox.billing._store import Delivery
-from sandbox.webhook_signing import sign_stripe
 
 logger = logging.getLogger("sandbox.billing.webhooks")
 

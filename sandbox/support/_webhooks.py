@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 
-from sandbox.support._store import Delivery, SupportStore
-from sandbox.zendesk_signing import (
+from adapters.support.webhook_signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     sign_zendesk,
     zendesk_timestamp,
 )
+from sandbox.support._store import Delivery, SupportStore
 
 logger = logging.getLogger("sandbox.support.webhooks")
 

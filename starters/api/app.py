@@ -4,8 +4,7 @@ A webhook is answered 2xx only after Temporal has durably accepted the work; whe
 cannot be reached the answer is 503, so the sender retries and nothing is lost.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the closures in Depends().
 import asyncio
 import json
 import time
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -24,14 +24,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from adapters.billing.events import StripeEventPayload, to_business_event
+from adapters.billing.webhook_signature import SignatureError, verify_stripe
 from adapters.bootstrap import build_store
 from adapters.logs import get_logger
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
+from adapters.support.webhook_signature import verify_zendesk
 from adapters.temporal import connect_temporal
 from canonical import AccountRecord
-from sandbox.webhook_signing import SignatureError, verify_stripe
-from sandbox.zendesk_signing import verify_zendesk
 from starters.api.auth import ApiKeyring, ApiPrincipal
 from starters.routing import (
     ProcessStart,
@@ -120,6 +120,14 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     @app.exception_handler(HTTPException)
     async def one_line_errors(_request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_errors(
+        _request: Request, exc: RequestValidationError
+    ) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
 
     @app.exception_handler(TemporalUnavailable)
     async def temporal_down(_request: Request, exc: TemporalUnavailable) -> JSONResponse:

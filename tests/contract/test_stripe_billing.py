@@ -12,6 +12,7 @@ import pytest
 import stripe
 
 from adapters.billing import StripeBilling
+from adapters.billing.webhook_signature import verify_stripe
 from adapters.errors import (
     AuthenticationError,
     NotFoundError,
@@ -21,7 +22,6 @@ from adapters.errors import (
 )
 from adapters.ports import BillingSystem
 from canonical import CurrencyError, PostalAddress
-from sandbox.webhook_signing import verify_stripe
 from tests.fixtures.billing import BillingSandbox, WebhookReceiver, wait_until
 from tests.fixtures.servers import free_port
 

@@ -18,8 +18,8 @@ from adapters.errors import (
     ValidationError,
 )
 from adapters.support import ZendeskSupport
+from adapters.support.webhook_signature import verify_zendesk
 from canonical import AccountRecord, Customer
-from sandbox.zendesk_signing import verify_zendesk
 from tests.fixtures.servers import free_port
 from tests.fixtures.support import (
     SupportSandbox,

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
 from starters.api import create_app
+from starters.api.auth import key_entry
 from tests.fixtures.billing import BillingSandbox
 from tests.fixtures.servers import free_port, serve_app
 from tests.fixtures.support import SupportSandbox
@@ -34,6 +35,7 @@ from tests.fixtures.tryton import TrytonServer
 from workers.main import build_workers, run_until_stopped
 
 T = TypeVar("T")
+API_KEYS = {role: f"lb_test_{role}_key" for role in ("support", "finance", "finance_admin", "ops")}
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 60) -> T:
@@ -118,7 +120,7 @@ async def stack(
         erp_user=tryton_server.user,
         erp_password=SecretStr(tryton_server.password),
         api_port=api_port,
-        api_keys=[],
+        api_keys=[key_entry(f"test-{role}", role, key) for role, key in API_KEYS.items()],
     )
     adapters = build_adapters(settings)
     adapters.store.migrate()

@@ -13,8 +13,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from adapters.billing.stripe import StripeBilling
+from adapters.billing.webhook_signature import sign_stripe
 from canonical import PostalAddress
-from sandbox.webhook_signing import sign_stripe
 from tests.e2e.conftest import Stack, eventually, stop_process
 from workflows.account_sync import AccountSyncWorkflow
 
@@ -77,7 +77,7 @@ async def test_duplicate_delivery_starts_nothing_new(stack: Stack, in_process_wo
     [created] = stack.billing.events(type="customer.created")
 
     stack.billing.redeliver(created["id"])  # the sandbox sends it again, signed afresh
-    deliveries = stack.billing.wait_for_deliveries(event=created["id"])
+    deliveries = stack.billing.wait_for_deliveries(event_id=created["id"])
     body = json.dumps(created).encode()
     again = httpx.post(
         f"{stack.api_url}/webhooks/stripe", content=body, headers=_signed(stack, body)
@@ -100,11 +100,15 @@ async def test_rename_in_billing_reaches_erp_and_support(
     async def renamed() -> bool:
         party = await stack.adapters.ledger.find_party(customer_id)
         org = await stack.adapters.support.find_organization(customer_id)
-        return bool(party and org and party.name == org.name == "E2E After Rename")
+        links = stack.adapters.store.account_links(customer_id)
+        return bool(
+            party
+            and org
+            and party.name == org.name == "E2E After Rename"
+            and {r.name for r in links} == {"E2E After Rename"}
+        )
 
-    assert await eventually(renamed, "ERP party and support org renamed")
-    records = stack.adapters.store.account_links(customer_id)
-    assert {r.name for r in records} == {"E2E After Rename"}
+    assert await eventually(renamed, "ERP party, support org and cross-references renamed")
 
 
 def _signed(stack: Stack, body: bytes, *, at: int | None = None, secret: str | None = None) -> dict:

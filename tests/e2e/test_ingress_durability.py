@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
+from adapters.billing.webhook_signature import sign_stripe
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
-from sandbox.webhook_signing import sign_stripe
 from starters.api import create_app
 from tests.fixtures.servers import free_port, serve_app
 

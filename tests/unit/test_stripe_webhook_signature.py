@@ -1,4 +1,4 @@
-"""Stripe-Signature signing and verification (sandbox.webhook_signing)."""
+"""Stripe-Signature signing and verification (adapters.billing.webhook_signature)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import hmac
 
 import pytest
 
-from sandbox.webhook_signing import SignatureError, sign_stripe, verify_stripe
+from adapters.billing.webhook_signature import SignatureError, sign_stripe, verify_stripe
 
 BODY = b'{"id": "evt_1", "type": "customer.created"}'
-SECRET = "whsec_current"  # noqa: S105 - test value
-OLD_SECRET = "whsec_previous"  # noqa: S105 - test value
+SECRET = "whsec_current"
+OLD_SECRET = "whsec_previous"
 NOW = 1_760_000_000
 TOLERANCE = 300
 

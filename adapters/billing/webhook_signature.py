@@ -10,15 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from adapters.errors import SignatureError
+
 SIGNATURE_SCHEME = "v1"
-
-
-class SignatureError(ValueError):
-    """A webhook whose signature we must not trust; `reason` is one line for logs and 400s."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _hmac_hex(payload: bytes, secret: str, timestamp: int) -> str:

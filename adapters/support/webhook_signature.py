@@ -13,7 +13,7 @@ import hmac
 from datetime import UTC, datetime
 
 # One SignatureError for every webhook scheme, so the ingress catches a single type.
-from sandbox.webhook_signing import SignatureError
+from adapters.errors import SignatureError
 
 SIGNATURE_HEADER = "X-Zendesk-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"

@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandbox.zendesk_signing import SignatureError, sign_zendesk, verify_zendesk, zendesk_timestamp
+from adapters.support.webhook_signature import (
+    SignatureError,
+    sign_zendesk,
+    verify_zendesk,
+    zendesk_timestamp,
+)
 
 BODY = b'{"type":"zen:event-type:organization.created"}'
 SECRET = "zdsec_test"
@@ -108,6 +113,6 @@ def test_zendesk_timestamp_is_utc_with_z_suffix() -> None:
 
 
 def test_signature_error_is_the_one_shared_with_stripe_verification() -> None:
-    from sandbox.webhook_signing import SignatureError as SharedSignatureError
+    from adapters.billing.webhook_signature import SignatureError as SharedSignatureError
 
     assert SignatureError is SharedSignatureError
