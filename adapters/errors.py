@@ -15,7 +15,11 @@ Activities translate these into ApplicationError (retryable or not, next_retry_d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import httpx
 
 
 class AdapterError(Exception):
@@ -97,6 +101,24 @@ class SignatureError(ValueError):
         self.reason = reason
 
 
+@contextmanager
+def transport_errors_as_transient(system: str, operation: str) -> Iterator[None]:
+    """No answer (timeout, refused, reset) is transient; a timed-out write may have
+    committed, which is why every create looks up before it creates again."""
+    try:
+        yield
+    except httpx.TimeoutException as err:
+        raise TransientError(
+            f"no answer in time ({type(err).__name__})", system=system, operation=operation
+        ) from err
+    except httpx.TransportError as err:
+        raise TransientError(
+            f"cannot reach {system} ({type(err).__name__}: {err})",
+            system=system,
+            operation=operation,
+        ) from err
+
+
 def parse_retry_after(value: str | None, default: float = 1.0) -> float:
     """Seconds from a Retry-After header (delta-seconds form); the default when absent or odd."""
     if not value:
@@ -152,4 +174,5 @@ __all__ = [
     "ValidationError",
     "error_for_status",
     "parse_retry_after",
+    "transport_errors_as_transient",
 ]

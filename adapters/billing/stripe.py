@@ -17,7 +17,12 @@ import httpx
 import pydantic
 import structlog
 
-from adapters.errors import AdapterError, TransientError, error_for_status
+from adapters.errors import (
+    AdapterError,
+    TransientError,
+    error_for_status,
+    transport_errors_as_transient,
+)
 from canonical import Customer, PostalAddress, currency_exponent
 
 if TYPE_CHECKING:
@@ -260,18 +265,8 @@ class StripeBilling:
                 method, path, params=urlencode(form), headers=headers
             )
         started = time.monotonic()
-        try:
+        with transport_errors_as_transient(SYSTEM, operation):
             response = await self._client.send(request)
-        except httpx.TimeoutException as exc:
-            raise TransientError(
-                f"timed out: {type(exc).__name__}", system=SYSTEM, operation=operation
-            ) from exc
-        except httpx.TransportError as exc:
-            raise TransientError(
-                f"connection failed: {type(exc).__name__}: {exc}",
-                system=SYSTEM,
-                operation=operation,
-            ) from exc
         logger.debug(
             "billing call",
             operation=operation,

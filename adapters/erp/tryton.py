@@ -39,6 +39,7 @@ from adapters.errors import (
     TransientError,
     ValidationError,
     error_for_status,
+    transport_errors_as_transient,
 )
 from adapters.logs import get_logger
 from canonical import AccountRecord, Customer, PostalAddress
@@ -283,7 +284,7 @@ class _TrytonRpc:
     ) -> Any:
         headers = {"Authorization": authorization} if authorization else {}
         body = tryton_dumps({"id": next(self._ids), "method": method, "params": params})
-        try:
+        with transport_errors_as_transient(SYSTEM, method):
             response = await self._client.post(
                 path,
                 content=body,
@@ -292,15 +293,6 @@ class _TrytonRpc:
                 if request_timeout is not None
                 else httpx.USE_CLIENT_DEFAULT,
             )
-        except httpx.TimeoutException as err:
-            # A timed-out write may have committed: callers look up before they create again.
-            raise TransientError(
-                f"no answer in time ({type(err).__name__})", system=SYSTEM, operation=method
-            ) from err
-        except httpx.TransportError as err:
-            raise TransientError(
-                f"cannot reach the ERP ({type(err).__name__})", system=SYSTEM, operation=method
-            ) from err
         if response.status_code != 200:
             raise error_for_status(
                 response.status_code,

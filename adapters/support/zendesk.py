@@ -13,8 +13,8 @@ import httpx
 from adapters.errors import (
     AdapterError,
     ConflictError,
-    TransientError,
     error_for_status,
+    transport_errors_as_transient,
 )
 from canonical import AccountRecord, Customer
 
@@ -201,16 +201,8 @@ class ZendeskSupport:
         return dict(response.json())
 
     async def _send(self, method: str, path: str, operation: str, **kwargs: Any) -> httpx.Response:
-        try:
+        with transport_errors_as_transient(SYSTEM, operation):
             response = await self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException as err:
-            raise TransientError(
-                f"timed out: {type(err).__name__}", system=SYSTEM, operation=operation
-            ) from err
-        except httpx.TransportError as err:
-            raise TransientError(
-                f"transport error: {type(err).__name__}: {err}", system=SYSTEM, operation=operation
-            ) from err
         if response.is_success:
             return response
         raise self._error(response, operation)

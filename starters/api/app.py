@@ -150,15 +150,19 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
                 raise HTTPException(413, f"body larger than {limit} bytes")
         return bytes(body)
 
-    async def start_process(start: ProcessStart, source: str, event_id: str, kind: str) -> Accepted:
-        if await run_in_threadpool(store.webhook_receipt, source, event_id) is not None:
-            log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
-            return Accepted(status="duplicate", workflow_id=start.workflow_id)
+    async def hand_to_temporal(start: ProcessStart) -> None:
+        """Returns once the server has durably accepted the work; 503 otherwise."""
         client = await temporal.client()
         try:
             await signal_with_start(client, start, settings.task_queue_prefix)
         except RPCError as err:
             raise TemporalUnavailable(str(err)) from err
+
+    async def start_process(start: ProcessStart, source: str, event_id: str, kind: str) -> Accepted:
+        if await run_in_threadpool(store.webhook_receipt, source, event_id) is not None:
+            log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
+            return Accepted(status="duplicate", workflow_id=start.workflow_id)
+        await hand_to_temporal(start)
         await run_in_threadpool(
             store.record_webhook_receipt, source, event_id, kind, start.workflow_id
         )
@@ -248,11 +252,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         start = account_sync_start(
             customer_id, f"api:{request_id}", "api", request.state.correlation_id
         )
-        client = await temporal.client()
-        try:
-            await signal_with_start(client, start, settings.task_queue_prefix)
-        except RPCError as err:
-            raise TemporalUnavailable(str(err)) from err
+        await hand_to_temporal(start)
         await run_in_threadpool(
             store.append_audit,
             actor=principal.name,
