@@ -1,5 +1,14 @@
 """Pure business models of ledgerbridge. No I/O; imports nothing else of ours."""
 
+from canonical.billing import (
+    BillingDocument,
+    DocumentLine,
+    LedgerLine,
+    LedgerPosting,
+    PostedDocument,
+    Subscription,
+    SubscriptionItem,
+)
 from canonical.customer import AccountRecord, Customer, PostalAddress, System
 from canonical.events import BusinessEvent, EventSource, SubjectIds
 from canonical.money import CURRENCY_EXPONENTS, CurrencyError, Money, currency_exponent
@@ -7,13 +16,20 @@ from canonical.money import CURRENCY_EXPONENTS, CurrencyError, Money, currency_e
 __all__ = [
     "CURRENCY_EXPONENTS",
     "AccountRecord",
+    "BillingDocument",
     "BusinessEvent",
     "CurrencyError",
     "Customer",
+    "DocumentLine",
     "EventSource",
+    "LedgerLine",
+    "LedgerPosting",
     "Money",
     "PostalAddress",
+    "PostedDocument",
     "SubjectIds",
+    "Subscription",
+    "SubscriptionItem",
     "System",
     "currency_exponent",
 ]

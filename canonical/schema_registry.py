@@ -12,13 +12,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from canonical.billing import BillingDocument, LedgerPosting, PostedDocument, Subscription
 from canonical.customer import AccountRecord, Customer
 from canonical.events import BusinessEvent
 from canonical.money import Money
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
-VERSIONED_MODELS: tuple[type[BaseModel], ...] = (Money, Customer, AccountRecord, BusinessEvent)
+VERSIONED_MODELS: tuple[type[BaseModel], ...] = (
+    Money,
+    Customer,
+    AccountRecord,
+    BusinessEvent,
+    BillingDocument,
+    Subscription,
+    LedgerPosting,
+    PostedDocument,
+)
 
 
 def schema_path(model: type[BaseModel]) -> Path:

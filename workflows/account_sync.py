@@ -81,7 +81,12 @@ class AccountSyncWorkflow:
         # Signals delivered with the start are handled before this line runs.
         while self._pending:
             batch, self._pending = self._pending, []
-            await self._sync_pass(batch)
+            try:
+                await self._sync_pass(batch)
+            except ActivityError:
+                # The run fails visibly; the next billing event or API request starts afresh.
+                self._set_status("failed", batch[0].correlation_id)
+                raise
         await workflow.wait_condition(workflow.all_handlers_finished)
         return AccountSyncResult(
             customer_id=self._customer_id,

@@ -13,8 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from adapters.bootstrap import build_adapters
+from adapters.settings import Settings
+from tests.e2e.conftest import eventually
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -35,26 +39,42 @@ def stack_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_up_until_ready(env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    """Start `ledgerbridge up`, wait for its banner, Ctrl-C it; exit code and output."""
-    process = subprocess.Popen(
-        [str(BIN / "ledgerbridge"), "up"], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    deadline = time.monotonic() + 240
-    assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line)
-        if "ledgerbridge is up" in line or time.monotonic() > deadline:
-            break
-    process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=90)
-    return process.returncode, "".join(lines) + rest
+class RunningUp:
+    """`ledgerbridge up` in the background, as a user starts it in a terminal."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            [str(BIN / "ledgerbridge"), "up"], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.output = ""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 240
+        for line in self.process.stdout:
+            self.output += line
+            if "ledgerbridge is up" in line or time.monotonic() > deadline:
+                break
+        assert "ledgerbridge is up" in self.output, self.output
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as in a terminal; the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        rest, _ = self.process.communicate(timeout=90)
+        self.output += rest
+        return self.process.returncode
 
 
-def test_demo_then_up_again_reuses_the_erp_and_stops_cleanly(tmp_path: Path) -> None:
+def _settings(env: dict[str, str]) -> Settings:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            if name.startswith("LEDGERBRIDGE_"):
+                patch.setenv(name, value)
+        return Settings()
+
+
+async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None:
     env = stack_env(tmp_path / ".ledgerbridge")
+    settings = _settings(env)
 
     demo = subprocess.run(
         [str(BIN / "ledgerbridge"), "demo", "--exit"], env=env, cwd=tmp_path,
@@ -67,12 +87,36 @@ def test_demo_then_up_again_reuses_the_erp_and_stops_cleanly(tmp_path: Path) -> 
         assert f"{component}: ready, listening on" in demo.stdout
         assert f"{component}: stopped" in demo.stdout
 
-    code, output = run_up_until_ready(env, tmp_path)
-    assert code == 0, output
-    assert "erp: reusing database" in output
-    assert "ledgerbridge is up" in output
-    assert "api: stopped" in output and "temporal: stopped" in output
-    assert (tmp_path / ".ledgerbridge" / "temporal.sqlite").exists()
+    # Second start: a sync is stuck half-way (support is down) when the stack is stopped.
+    up = RunningUp(env, tmp_path)
+    assert "erp: reusing database" in up.output
+    adapters = build_adapters(settings)
+    try:
+        httpx.post(
+            f"{settings.support_url}/_sandbox/faults", json={"status": 503, "count": 100_000}
+        ).raise_for_status()
+        customer = await adapters.billing.create_customer(  # type: ignore[attr-defined]
+            name="Restarted Stack Co", email=None, idempotency_key="test/restart"
+        )
+        party = await eventually(
+            lambda: adapters.ledger.find_party(customer.customer_id), "ERP party", 90
+        )
+        assert await adapters.support.find_organization(customer.customer_id) is None
+        assert up.interrupt() == 0, up.output
+        assert "api: stopped" in up.output and "temporal: stopped" in up.output
+
+        # Third start: the sandbox's injected fault is gone; the same run finishes the work.
+        up = RunningUp(env, tmp_path)
+        org = await eventually(
+            lambda: adapters.support.find_organization(customer.customer_id), "support org", 120
+        )
+        assert org.name == "Restarted Stack Co"
+        assert await adapters.ledger.find_party(customer.customer_id) == party
+        assert up.interrupt() == 0, up.output
+    finally:
+        if up.process.poll() is None:
+            up.interrupt()
+        await adapters.aclose()
 
 
 def test_a_component_that_cannot_start_stops_the_stack_naming_it(tmp_path: Path) -> None:

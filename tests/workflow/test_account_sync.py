@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -21,6 +22,7 @@ from activities.accounts import (
 )
 from canonical import AccountRecord, Customer
 from starters.routing import account_sync_start, signal_with_start
+from workflows import visibility
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.activity_options import task_queue
 
@@ -213,11 +215,12 @@ async def test_rejection_by_the_erp_fails_the_run_visibly(
     client = time_skipping_env.client
     async with running_workers(client, queue_prefix, systems):
         workflow_id = await sync(client, queue_prefix, "cus_R1", "evt_r")
-        try:
-            await client.get_workflow_handle(workflow_id).result()
-            raise AssertionError("the run should have failed")
-        except WorkflowFailureError as err:
-            assert "party code taken" in str(err.cause.cause)  # type: ignore[union-attr]
+        handle = client.get_workflow_handle(workflow_id)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        attributes = (await handle.describe()).typed_search_attributes
+    assert "party code taken" in str(failed.value.cause.cause)
+    assert attributes.get(visibility.PROCESS_STATUS) == "failed"
     assert systems.links == []
 
 

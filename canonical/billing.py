@@ -1,0 +1,152 @@
+"""Billing documents and subscriptions as ledgerbridge understands them.
+
+Amounts are Money (Decimal); the billing adapter converts from minor units. A document's
+sign follows its effect on what the customer owes: an invoice line that credits unused time
+is negative, a credit note's lines are positive amounts credited.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from canonical.money import Money
+
+InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
+CreditNoteStatus = Literal["issued", "void"]
+SubscriptionStatus = Literal[
+    "active", "trialing", "past_due", "canceled", "unpaid", "incomplete", "incomplete_expired",
+    "paused",
+]  # fmt: skip
+
+
+class DocumentLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    line_id: str
+    description: str
+    quantity: Decimal
+    unit_amount: Money
+    amount: Money
+    proration: bool = False
+    price_id: str | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+
+
+class BillingDocument(BaseModel):
+    """An invoice or a credit note in billing: what the ERP must mirror once finalized."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=True)
+
+    document_id: str = Field(description="billing id: in_... or cn_...")
+    kind: Literal["invoice", "credit_note"]
+    status: InvoiceStatus | CreditNoteStatus
+    number: str | None = None
+    customer_id: str
+    subscription_id: str | None = None
+    invoice_id: str | None = Field(default=None, description="the invoice a credit note credits")
+    billing_reason: str | None = None
+    currency: str
+    lines: list[DocumentLine]
+    subtotal: Money
+    tax: Money
+    total: Money
+    amount_remaining: Money | None = None
+    created_at: AwareDatetime
+    finalized_at: AwareDatetime | None = None
+    voided_at: AwareDatetime | None = None
+
+    @property
+    def was_finalized(self) -> bool:
+        """Finalized documents exist for the books; drafts do not."""
+        return self.finalized_at is not None or self.status not in ("draft",)
+
+
+class SubscriptionItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    price_id: str
+    product_id: str
+    description: str
+    quantity: int
+    unit_amount: Money
+    interval: Literal["day", "week", "month", "year"]
+    interval_count: int = 1
+
+
+class Subscription(BaseModel):
+    SCHEMA_VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=True)
+
+    subscription_id: str
+    customer_id: str
+    status: SubscriptionStatus
+    currency: str
+    items: list[SubscriptionItem]
+    current_period_start: AwareDatetime
+    current_period_end: AwareDatetime
+    cancel_at_period_end: bool = False
+    canceled_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+
+    def monthly_recurring(self) -> Money:
+        """Monthly recurring revenue of the items (yearly / 12, weekly * 52 / 12)."""
+        per_month = {"day": Decimal(365) / 12, "week": Decimal(52) / 12, "month": Decimal(1),
+                     "year": Decimal(1) / 12}  # fmt: skip
+        total = Money.zero(self.currency)
+        for item in self.items:
+            factor = per_month[item.interval] / item.interval_count
+            total = total + Money(
+                amount=item.unit_amount.amount * item.quantity * factor, currency=self.currency
+            )
+        return total.quantized()
+
+
+class LedgerLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+
+
+class LedgerPosting(BaseModel):
+    """What ledgerbridge asks the ERP to record for one billing document (or its reversal).
+
+    `total` is positive; the lines sum to it (sum of quantity * unit_price), a proration
+    credit being a negative line inside an invoice. For a credit note the ERP adapter turns
+    the lines into the ERP's own credit form (negative quantities in Tryton).
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=True)
+
+    reference: str = Field(description="unique: the billing document id, `/void` for reversal")
+    kind: Literal["invoice", "credit_note"]
+    customer_id: str
+    currency: str
+    lines: list[LedgerLine]
+    total: Money = Field(description="positive: what the document is worth")
+    billing_date: date
+    description: str
+
+
+class PostedDocument(BaseModel):
+    """An ERP document that exists for a reference."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    kind: Literal["invoice", "credit_note"]
+    erp_document_id: str
+    erp_number: str | None
+    total: Money
+    state: str
+    created_now: bool = Field(description="False when an earlier attempt had already made it")
