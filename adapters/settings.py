@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     erp_database: str = "ledgerbridge"
     erp_user: str = "ledgerbridge"
     erp_password: SecretStr = SecretStr(LOCAL_ERP_PASSWORD)
+    # Currencies the ledger books in; documents in any other go to finance, never posted
+    ledger_currencies: list[str] = ["USD"]
 
     # API and webhooks
     api_host: str = "127.0.0.1"

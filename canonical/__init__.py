@@ -11,17 +11,29 @@ from canonical.billing import (
 )
 from canonical.customer import AccountRecord, Customer, PostalAddress, System
 from canonical.events import BusinessEvent, EventSource, SubjectIds
+from canonical.finance import (
+    FINANCE_ROLES,
+    Decision,
+    DecisionRequest,
+    ExceptionContext,
+    FinanceDecision,
+)
 from canonical.money import CURRENCY_EXPONENTS, CurrencyError, Money, currency_exponent
 
 __all__ = [
     "CURRENCY_EXPONENTS",
+    "FINANCE_ROLES",
     "AccountRecord",
     "BillingDocument",
     "BusinessEvent",
     "CurrencyError",
     "Customer",
+    "Decision",
+    "DecisionRequest",
     "DocumentLine",
     "EventSource",
+    "ExceptionContext",
+    "FinanceDecision",
     "LedgerLine",
     "LedgerPosting",
     "Money",

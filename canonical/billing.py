@@ -63,8 +63,9 @@ class BillingDocument(BaseModel):
 
     @property
     def was_finalized(self) -> bool:
-        """Finalized documents exist for the books; drafts do not."""
-        return self.finalized_at is not None or self.status not in ("draft",)
+        """Finalized documents exist for the books; drafts do not. Credit notes are final
+        from the moment they are issued."""
+        return self.kind == "credit_note" or self.finalized_at is not None
 
 
 class SubscriptionItem(BaseModel):

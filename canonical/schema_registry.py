@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from canonical.billing import BillingDocument, LedgerPosting, PostedDocument, Subscription
 from canonical.customer import AccountRecord, Customer
 from canonical.events import BusinessEvent
+from canonical.finance import ExceptionContext, FinanceDecision
 from canonical.money import Money
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -28,6 +29,8 @@ VERSIONED_MODELS: tuple[type[BaseModel], ...] = (
     Subscription,
     LedgerPosting,
     PostedDocument,
+    ExceptionContext,
+    FinanceDecision,
 )
 
 

@@ -24,6 +24,10 @@ from canonical import AccountRecord
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+class DuplicatePostingError(RuntimeError):
+    """Two different ERP documents for one source document: never papered over."""
+
+
 class AppendOnlyError(RuntimeError):
     """An attempt to change or delete an audit record."""
 
@@ -160,6 +164,58 @@ class IntegrationStore:
         return True
 
     # --- posting journal --------------------------------------------------------------
+
+    def record_posting(
+        self,
+        *,
+        source_system: str,
+        source_document_id: str,
+        document_type: str,
+        customer_id: str,
+        erp_document_id: str,
+        erp_number: str | None,
+        amount: Decimal,
+        currency: str,
+        workflow_id: str,
+        correlation_id: str | None,
+    ) -> Posting:
+        """Journal one ERP document; recording the same one again is a no-op, recording a
+        different ERP document for the same source document is refused (a duplicate)."""
+        existing = self.find_posting(source_system, source_document_id)
+        if existing is None:
+            try:
+                with self.session() as session:
+                    posting = Posting(
+                        source_system=source_system,
+                        source_document_id=source_document_id,
+                        document_type=document_type,
+                        customer_id=customer_id,
+                        erp_document_id=erp_document_id,
+                        erp_number=erp_number,
+                        amount=amount,
+                        currency=currency,
+                        workflow_id=workflow_id,
+                        correlation_id=correlation_id,
+                        posted_at=utcnow(),
+                    )
+                    session.add(posting)
+                return posting
+            except IntegrityError:
+                existing = self.find_posting(source_system, source_document_id)
+                assert existing is not None
+        if existing.erp_document_id != erp_document_id:
+            raise DuplicatePostingError(
+                f"{source_document_id} is journaled as ERP document {existing.erp_document_id}, "
+                f"not {erp_document_id}"
+            )
+        return existing
+
+    def postings(self, customer_id: str | None = None) -> list[Posting]:
+        with self.session() as session:
+            query = select(Posting).order_by(Posting.id)
+            if customer_id is not None:
+                query = query.where(Posting.customer_id == customer_id)
+            return list(session.scalars(query))
 
     def find_posting(self, source_system: str, source_document_id: str) -> Posting | None:
         with self.session() as session:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import delete, inspect, text, update
 from sqlalchemy.exc import DBAPIError
 
-from adapters.store import AppendOnlyError, AuditEntry, IntegrationStore
+from adapters.store import AppendOnlyError, AuditEntry, DuplicatePostingError, IntegrationStore
 from canonical import AccountRecord
 
 
@@ -95,3 +95,25 @@ def test_audit_trail_refuses_updates_and_deletes_in_the_database(
         conn.execute(statement)  # type: ignore[call-overload]
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM audit_trail")).scalar() == 1
+
+
+def _journal(store: IntegrationStore, erp_id: str, reference: str = "in_1") -> object:
+    return store.record_posting(
+        source_system="billing", source_document_id=reference, document_type="invoice",
+        customer_id="cus_1", erp_document_id=erp_id, erp_number="INV-1",
+        amount=Decimal("33.33"), currency="USD", workflow_id="subscription/sub_1",
+        correlation_id="c",
+    )  # fmt: skip
+
+
+def test_journal_records_a_posting_once_and_refuses_a_second_erp_document(
+    store: IntegrationStore,
+) -> None:
+    _journal(store, "17")
+    _journal(store, "17")  # the same fact again (a retried activity) is harmless
+    with pytest.raises(DuplicatePostingError, match="in_1"):
+        _journal(store, "18")
+    [posting] = store.postings("cus_1")
+    assert (posting.erp_document_id, posting.amount) == ("17", Decimal("33.33"))
+    assert store.find_posting("billing", "in_1") is not None
+    assert store.find_posting("billing", "in_2") is None

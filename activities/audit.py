@@ -1,0 +1,32 @@
+"""Audit trail activities: every decision appended to the store (append-only)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from adapters.store import IntegrationStore
+
+
+class AuditRecordInput(BaseModel):
+    actor: str
+    role: str
+    action: str
+    subject: str
+    reason: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    correlation_id: str | None = None
+    details: dict[str, Any] = {}
+
+
+class AuditActivities:
+    def __init__(self, store: IntegrationStore) -> None:
+        self._store = store
+
+    @activity.defn(name="append_audit")
+    def append_audit(self, record: AuditRecordInput) -> int:
+        return self._store.append_audit(**record.model_dump())

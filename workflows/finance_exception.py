@@ -1,0 +1,170 @@
+"""Finance exception: a human decision, with its full context, that an origin process awaits.
+
+Started as a child by any process (`exception/{origin workflow id}/{n}`). Finance decides
+through the Update `decide`, whose validator refuses bad input before it reaches history;
+the decision is audited and returned to the origin, which acts on it. Reminder after 24 h,
+escalation after 72 h: both visible as ProcessStatus and as log lines alerting can key on.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.audit import AuditRecordInput
+    from canonical import FINANCE_ROLES, DecisionRequest, ExceptionContext, FinanceDecision, Money
+    from workflows import visibility
+    from workflows.activity_options import STORE_CALL
+
+PROCESS = "finance_exception"
+REMIND_AFTER = timedelta(hours=24)
+ESCALATE_AFTER = timedelta(hours=72)
+
+
+def exception_workflow_id(origin_workflow_id: str, n: int) -> str:
+    return f"exception/{origin_workflow_id}/{n}"
+
+
+class FinanceExceptionInput(BaseModel):
+    context: ExceptionContext
+    # Above this amount only finance_admin may decide (None: any finance role may).
+    admin_threshold: Money | None = None
+
+
+class FinanceExceptionState(BaseModel):
+    exception_id: str
+    status: str  # open | reminded | escalated | decided
+    context: ExceptionContext
+    decision: FinanceDecision | None = None
+
+
+@workflow.defn(name="FinanceException")
+class FinanceExceptionWorkflow:
+    def __init__(self) -> None:
+        self._input: FinanceExceptionInput | None = None
+        self._decision: FinanceDecision | None = None
+        self._status = "open"
+
+    @workflow.run
+    async def run(self, request: FinanceExceptionInput) -> FinanceDecision:
+        self._input = request
+        context = request.context
+        workflow.set_current_details(
+            f"Waiting for finance: {context.process} {context.step} failed "
+            f"({context.error_type}: {context.error_message}). "
+            f"Allowed decisions: {', '.join(context.allowed_decisions)}."
+        )
+        if not await self._decided_within(REMIND_AFTER):
+            self._mark("reminded")
+            workflow.logger.warning(
+                "finance exception %s undecided after 24 h", workflow.info().workflow_id
+            )
+            if not await self._decided_within(ESCALATE_AFTER - REMIND_AFTER):
+                self._mark("escalated")
+                workflow.logger.error(
+                    "finance exception %s escalated: undecided after 72 h",
+                    workflow.info().workflow_id,
+                )
+                await workflow.wait_condition(lambda: self._decision is not None)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        assert self._decision is not None
+        return self._decision
+
+    async def _decided_within(self, period: timedelta) -> bool:
+        try:
+            await workflow.wait_condition(lambda: self._decision is not None, timeout=period)
+        except TimeoutError:
+            return False
+        return True
+
+    @workflow.update(name="decide")
+    async def decide(self, request: DecisionRequest) -> FinanceDecision:
+        assert self._input is not None
+        context = self._input.context
+        decision = FinanceDecision(
+            exception_id=workflow.info().workflow_id,
+            decision=request.decision,
+            reason=request.reason.strip(),
+            actor=request.actor,
+            role=request.role,
+            manual_erp_number=request.manual_erp_number,
+            decided_at=workflow.now(),
+        )
+        # Claimed before the audit write, so a second decision is refused meanwhile.
+        self._decision = decision
+        self._mark("decided")
+        await workflow.execute_activity(
+            "append_audit",
+            AuditRecordInput(
+                actor=request.actor,
+                role=request.role,
+                action=f"exception.{request.decision}",
+                subject=workflow.info().workflow_id,
+                reason=decision.reason,
+                amount=context.amount.amount if context.amount else None,
+                currency=context.amount.currency if context.amount else None,
+                correlation_id=context.correlation_id,
+                details={
+                    "process": context.process,
+                    "origin_workflow_id": context.origin_workflow_id,
+                    "manual_erp_number": request.manual_erp_number,
+                },
+            ),
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+        return decision
+
+    @decide.validator
+    def _validate_decision(self, request: DecisionRequest) -> None:
+        assert self._input is not None
+        refusal = decision_refusal(self._input, self._decision is not None, request)
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.query(name="state")
+    def state(self) -> FinanceExceptionState:
+        assert self._input is not None
+        return FinanceExceptionState(
+            exception_id=workflow.info().workflow_id,
+            status=self._status,
+            context=self._input.context,
+            decision=self._decision,
+        )
+
+    def _mark(self, status: str) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([visibility.PROCESS_STATUS.value_set(status)])
+
+
+def decision_refusal(
+    request_input: FinanceExceptionInput, already_decided: bool, request: DecisionRequest
+) -> str | None:
+    """Why a decision must be refused, or None: pure, so it is unit-tested directly."""
+    context = request_input.context
+    if already_decided:
+        return "already decided"
+    if request.role not in FINANCE_ROLES:
+        return f"role {request.role} may not decide finance exceptions"
+    threshold = request_input.admin_threshold
+    if (
+        threshold is not None
+        and context.amount is not None
+        and context.amount.currency == threshold.currency
+        and abs(context.amount.amount) > threshold.amount
+        and request.role != "finance_admin"
+    ):
+        return f"amounts above {threshold} need finance_admin"
+    if not request.reason.strip():
+        return "a reason is required"
+    if request.decision not in context.allowed_decisions:
+        allowed = ", ".join(context.allowed_decisions)
+        return f"{request.decision} is not possible here (allowed: {allowed})"
+    if request.decision == "resolve_manually" and not (request.manual_erp_number or "").strip():
+        return "resolve_manually needs the number of the ERP document posted by hand"
+    if not request.actor.strip():
+        return "the deciding user is unknown"
+    return None
