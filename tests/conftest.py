@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.tryton",
     "tests.fixtures.temporal",
     "tests.fixtures.databases",
+    "tests.fixtures.faults",
 ]

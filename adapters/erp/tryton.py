@@ -13,7 +13,13 @@ Wire facts (verified against trytond 8.2.1):
   a locked/unavailable database 503, a server-side timeout 504;
 - business errors come back with HTTP 200 and `"error": ["UserError", [message,
   description, domain]]` (or `UserWarning`, `ConcurrencyException`, `LoginException`);
-  any other server exception is `"error": [str(exception), traceback]`.
+  any other server exception is `"error": [str(exception), traceback]`;
+- a party's `account_receivable` reads as None unless set on the party itself (the
+  company default lives in `account.configuration.default_account_receivable`);
+- `account.invoice.post` on an already posted invoice is a no-op; posting numbers a
+  customer invoice from the strict invoice sequence, or from the credit-note sequence
+  when every line is <= 0 and the total < 0, and fills an empty `invoice_date` with the
+  ERP's today.
 """
 
 from __future__ import annotations
@@ -24,17 +30,22 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
 
+from adapters.erp.tryton_bootstrap import SERVICE_PRODUCT_CODE
 from adapters.errors import (
     AdapterError,
     AuthenticationError,
+    ConflictError,
+    NotFoundError,
     RejectedError,
     TransientError,
     ValidationError,
@@ -42,10 +53,32 @@ from adapters.errors import (
     transport_errors_as_transient,
 )
 from adapters.logs import get_logger
-from canonical import AccountRecord, Customer, PostalAddress
+from canonical import (
+    AccountRecord,
+    CurrencyError,
+    Customer,
+    LedgerPosting,
+    Money,
+    PostalAddress,
+    PostedDocument,
+)
 
 SYSTEM = "erp"
 PARTY_FIELDS = ["id", "code", "name"]
+INVOICE_FIELDS = [
+    "id",
+    "number",
+    "state",
+    "reference",
+    "total_amount",
+    "invoice_date",
+    "sequence_type_cache",
+    "party.code",
+    "currency.code",
+]
+# States in which an invoice is in the books; `post` turns the two others into one of these.
+BOOKED_STATES = ("posted", "paid")
+POSTABLE_STATES = ("draft", "validated")
 
 log = get_logger(__name__)
 
@@ -172,7 +205,7 @@ class _TrytonRpc:
         self, method: str, args: Sequence[Any], context: Mapping[str, Any] | None = None
     ) -> Any:
         """Call `method` (e.g. `model.party.party.search`) with the session's context last."""
-        await self._ensure_session()
+        await self.ensure_session()
         for attempt in (1, 2):
             # Snapshot which session this attempt uses, so a 401 re-logs in only if still current.
             authorization, epoch = self._authorization, self._epoch
@@ -221,7 +254,7 @@ class _TrytonRpc:
     def _db_path(self) -> str:
         return f"/{self.database}/rpc/"
 
-    async def _ensure_session(self) -> None:
+    async def ensure_session(self) -> None:
         if self._authorization is None:
             async with self._login_lock:
                 if self._authorization is None:
@@ -380,6 +413,13 @@ class TrytonLedger:
             base_url, database, user, secret, timeout=timeout, transport=transport
         )
         self._country_ids: dict[str, int | None] = {}
+        self._invoicing: _InvoicingSetup | None = None
+        self._invoicing_lock = asyncio.Lock()
+        self._currency_ids: dict[str, int] = {}
+        # One posting per reference at a time in this process (see `post_document`).
+        self._posting_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def __aenter__(self) -> TrytonLedger:
         return self
@@ -434,6 +474,318 @@ class TrytonLedger:
             await self.call("model.party.party.write", [party["id"]], {"name": customer.name})
             party = {**party, "name": customer.name}
         return _party_record(party)
+
+    # --- documents ------------------------------------------------------------------
+
+    async def find_document(self, reference: str) -> PostedDocument | None:
+        """The customer invoice or credit note carrying `reference`, in whatever state.
+
+        Several is a finding (our reference is meant to be unique and Tryton does not
+        enforce it): ConflictError naming them, never a silent pick.
+        """
+        row = _single(await self._invoice_rows(reference), reference, "find_document")
+        return _posted_document(row, kind=None, created_now=False) if row else None
+
+    async def post_document(self, posting: LedgerPosting) -> PostedDocument:
+        """Create and post the ERP document for `posting`, exactly once per reference.
+
+        Lookup-before-create on the reference makes a retry after a lost answer adopt what
+        the earlier attempt left: a posted document is returned, a draft is posted.
+        Concurrent calls for one reference queue on a per-reference lock in this process;
+        across processes the re-check after create (`_adopt_created`) backs off.
+        """
+        lock = self._posting_locks.get(posting.reference)
+        if lock is None:
+            lock = self._posting_locks[posting.reference] = asyncio.Lock()
+        async with lock:
+            existing = _single(
+                await self._invoice_rows(posting.reference), posting.reference, "post_document"
+            )
+            if existing is not None:
+                return await self._adopt_existing(existing, posting)
+            return await self._create_and_post(posting)
+
+    async def is_period_open(self, on: dt.date) -> bool:
+        """An open standard period of the company covers `on`, in an open fiscal year."""
+        periods = await self.call(
+            "model.account.period.search_read",
+            [
+                ("start_date", "<=", on),
+                ("end_date", ">=", on),
+                ("fiscalyear.company", "=", await self._company_id()),
+                ("type", "=", "standard"),
+            ],
+            0,
+            1,
+            # The period Tryton itself would pick (`account.period.find`).
+            [("start_date", "DESC")],
+            ["state", "fiscalyear.state"],
+        )
+        if not periods:
+            return False
+        period = periods[0]
+        fiscal_year = period.get("fiscalyear.") or {}
+        return bool(period["state"] == "open" and fiscal_year.get("state") == "open")
+
+    async def _invoice_rows(self, reference: str) -> list[dict[str, Any]]:
+        rows = await self.call(
+            "model.account.invoice.search_read",
+            [("type", "=", "out"), ("reference", "=", reference)],
+            0,
+            None,
+            [("id", "ASC")],
+            INVOICE_FIELDS,
+        )
+        return list(rows)
+
+    async def _adopt_existing(self, row: dict[str, Any], posting: LedgerPosting) -> PostedDocument:
+        """A document an earlier attempt (or someone) made: verify it, post it if in draft."""
+        operation = "post_document"
+        state = row["state"]
+        if state == "cancelled":
+            raise RejectedError(
+                f"ERP document {row['id']} for reference {posting.reference!r} is cancelled; "
+                "a new one would be a second document for the same reference",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="cancelled",
+                remote_answer=_jsonable(row),
+            )
+        _verify_matches(row, posting, operation)
+        if state in POSTABLE_STATES:
+            log.info(
+                "posting the ERP draft an earlier attempt left",
+                reference=posting.reference,
+                erp_document_id=row["id"],
+            )
+            row = await self._post_invoice(row["id"], posting)
+        return _posted_document(row, kind=posting.kind, created_now=False)
+
+    async def _create_and_post(self, posting: LedgerPosting) -> PostedDocument:
+        operation = "post_document"
+        party = await self._invoicing_party(posting.customer_id)
+        setup = await self._invoicing_setup()
+        currency_id = await self._currency_id(posting.currency, setup)
+        company_id = await self._company_id()
+        values = _invoice_values(posting, party, setup, currency_id, company_id)
+        (invoice_id,) = await self.call("model.account.invoice.create", [values])
+        created = await self._adopt_created(invoice_id, posting)
+        try:
+            _verify_matches(created, posting, operation)
+        except RejectedError:
+            # Never numbered, so removing it leaves no hole; the rejection carries its total.
+            with contextlib.suppress(AdapterError):
+                await self.call("model.account.invoice.delete", [invoice_id])
+            raise
+        posted = await self._post_invoice(invoice_id, posting)
+        log.info(
+            "posted ERP document",
+            reference=posting.reference,
+            kind=posting.kind,
+            erp_document_id=invoice_id,
+            erp_number=posted["number"],
+        )
+        return _posted_document(posted, kind=posting.kind, created_now=True)
+
+    async def _adopt_created(self, invoice_id: int, posting: LedgerPosting) -> dict[str, Any]:
+        """Our fresh draft, unless another writer created one for the reference meanwhile.
+
+        Of two creates for one reference, the one whose re-check runs last sees both, so
+        at most one of them goes on to post; the other deletes its draft and retries,
+        which then adopts the survivor.
+        """
+        rows = await self._invoice_rows(posting.reference)
+        ours = [row for row in rows if row["id"] == invoice_id]
+        others = [row["id"] for row in rows if row["id"] != invoice_id]
+        if ours and not others:
+            return ours[0]
+        if others:
+            with contextlib.suppress(AdapterError):
+                await self.call("model.account.invoice.delete", [invoice_id])
+            raise TransientError(
+                f"another ERP document ({others}) was created for reference "
+                f"{posting.reference!r} concurrently; this draft was withdrawn, retry adopts it",
+                system=SYSTEM,
+                operation="post_document",
+                remote_code="concurrent_create",
+            )
+        raise TransientError(
+            f"ERP document {invoice_id} for {posting.reference!r} vanished after create",
+            system=SYSTEM,
+            operation="post_document",
+        )
+
+    async def _post_invoice(self, invoice_id: int, posting: LedgerPosting) -> dict[str, Any]:
+        try:
+            await self.call("model.account.invoice.post", [invoice_id])
+        except RejectedError:
+            # Another writer posting the same draft at the same moment makes Tryton refuse
+            # ("cannot modify ... posted"): posted is what we wanted, so verify and adopt.
+            rows = await self.call("model.account.invoice.read", [invoice_id], ["state"])
+            if not rows or rows[0]["state"] not in BOOKED_STATES:
+                raise
+            log.info(
+                "ERP document was posted concurrently by another writer",
+                reference=posting.reference,
+                erp_document_id=invoice_id,
+            )
+        rows = await self.call("model.account.invoice.read", [invoice_id], INVOICE_FIELDS)
+        if not rows:
+            raise TransientError(
+                f"ERP document {invoice_id} vanished while posting",
+                system=SYSTEM,
+                operation="post_document",
+            )
+        row = dict(rows[0])
+        if row["state"] not in BOOKED_STATES:
+            raise RejectedError(
+                f"ERP document {invoice_id} is {row['state']!r} after posting",
+                system=SYSTEM,
+                operation="post_document",
+                remote_answer=_jsonable(row),
+            )
+        # Posting must not change the amount; if it did, the books now say something else.
+        _verify_matches(row, posting, "post_document")
+        return row
+
+    async def _invoicing_party(self, customer_id: str) -> _InvoicingParty:
+        rows = await self.call(
+            "model.party.party.search_read",
+            [("code", "=", customer_id)],
+            0,
+            1,
+            None,
+            ["id", "account_receivable", "customer_payment_term"],
+            context={"active_test": False},
+        )
+        if not rows:
+            raise NotFoundError(
+                f"the ERP has no party with code {customer_id!r}; sync the account first",
+                system=SYSTEM,
+                operation="post_document",
+            )
+        party = rows[0]
+        addresses = await self.call(
+            "model.party.address.search_read",
+            [("party", "=", party["id"])],
+            0,
+            None,
+            [("sequence", "ASC"), ("id", "ASC")],
+            ["invoice"],
+        )
+        if not addresses:
+            raise RejectedError(
+                f"ERP party {party['id']} ({customer_id}) has no address to invoice",
+                system=SYSTEM,
+                operation="post_document",
+            )
+        # What Tryton's own `address_get(type="invoice")` picks: the invoice one, else the first.
+        address = next((a for a in addresses if a.get("invoice")), addresses[0])
+        return _InvoicingParty(
+            id=party["id"],
+            address_id=address["id"],
+            account_receivable=party.get("account_receivable"),
+            payment_term=party.get("customer_payment_term"),
+        )
+
+    async def _invoicing_setup(self) -> _InvoicingSetup:
+        """What every customer invoice needs, read once from the ERP's configuration."""
+        if self._invoicing is not None:
+            return self._invoicing
+        async with self._invoicing_lock:
+            if self._invoicing is None:
+                self._invoicing = await self._read_invoicing_setup()
+            return self._invoicing
+
+    async def _read_invoicing_setup(self) -> _InvoicingSetup:
+        operation = "post_document"
+        company_id = await self._company_id()
+        (company,) = await self.call(
+            "model.company.company.read", [company_id], ["currency", "currency.code"]
+        )
+        journals = await self.call(
+            "model.account.journal.search", [("type", "=", "revenue")], 0, 1, [("id", "ASC")]
+        )
+        (configuration,) = await self.call(
+            "model.account.configuration.read",
+            [1],
+            ["default_account_receivable", "default_customer_payment_term"],
+        )
+        products = await self.call(
+            "model.product.product.search_read",
+            [("code", "=", SERVICE_PRODUCT_CODE)],
+            0,
+            1,
+            None,
+            ["default_uom", "template.account_category.account_revenue"],
+        )
+        if not journals or not products or not configuration["default_account_receivable"]:
+            raise RejectedError(
+                "the ERP lacks a revenue journal, a default receivable account or the service "
+                f"product {SERVICE_PRODUCT_CODE!r}; bootstrap the ERP database",
+                system=SYSTEM,
+                operation=operation,
+            )
+        product = products[0]
+        category = (product.get("template.") or {}).get("account_category.") or {}
+        if not category.get("account_revenue"):
+            raise RejectedError(
+                f"the service product {SERVICE_PRODUCT_CODE!r} has no revenue account",
+                system=SYSTEM,
+                operation=operation,
+            )
+        return _InvoicingSetup(
+            company_currency_id=company["currency"],
+            company_currency=str((company.get("currency.") or {}).get("code") or ""),
+            journal_id=journals[0],
+            default_receivable_id=configuration["default_account_receivable"],
+            default_payment_term_id=configuration["default_customer_payment_term"],
+            product_id=product["id"],
+            unit_id=product["default_uom"],
+            revenue_account_id=category["account_revenue"],
+        )
+
+    async def _currency_id(self, code: str, setup: _InvoicingSetup) -> int:
+        code = code.upper()
+        if code == setup.company_currency:
+            return setup.company_currency_id
+        if code not in self._currency_ids:
+            rows = await self.call(
+                "model.currency.currency.search_read",
+                [("code", "=", code)],
+                0,
+                1,
+                None,
+                ["id"],
+            )
+            if not rows:
+                raise RejectedError(
+                    f"the ERP has no currency {code}",
+                    system=SYSTEM,
+                    operation="post_document",
+                    remote_code="unknown_currency",
+                )
+            self._currency_ids[code] = rows[0]["id"]
+        currency_id = self._currency_ids[code]
+        # Rates change with time: asked each time, for today's date (the ERP's default).
+        (rate,) = await self.call("model.currency.currency.read", [currency_id], ["rate"])
+        if not rate.get("rate"):
+            raise RejectedError(
+                f"the ERP has no exchange rate from {code} to {setup.company_currency} today",
+                system=SYSTEM,
+                operation="post_document",
+                remote_code="no_exchange_rate",
+            )
+        return currency_id
+
+    async def _company_id(self) -> int:
+        await self._rpc.ensure_session()
+        company = self._rpc.context.get("company")
+        if not isinstance(company, int):
+            raise AuthenticationError(
+                "the ERP session carries no company", system=SYSTEM, operation="company"
+            )
+        return company
 
     async def aclose(self) -> None:
         await self._rpc.aclose()
@@ -498,6 +850,163 @@ class TrytonLedger:
             ids = await self.call("model.country.country.search", [("code", "=", code)], 0, 1)
             self._country_ids[code] = ids[0] if ids else None
         return self._country_ids[code]
+
+
+@dataclass(frozen=True)
+class _InvoicingSetup:
+    company_currency_id: int
+    company_currency: str
+    journal_id: int
+    default_receivable_id: int
+    default_payment_term_id: int | None
+    product_id: int
+    unit_id: int
+    revenue_account_id: int
+
+
+@dataclass(frozen=True)
+class _InvoicingParty:
+    id: int
+    address_id: int
+    account_receivable: int | None
+    payment_term: int | None
+
+
+def _invoice_values(
+    posting: LedgerPosting,
+    party: _InvoicingParty,
+    setup: _InvoicingSetup,
+    currency_id: int,
+    company_id: int,
+) -> dict[str, Any]:
+    """The `account.invoice.create` values of a posting.
+
+    No `invoice_date`: posting fills it with the ERP's today, so a draft left by a failed
+    attempt and posted days later still keeps the strict sequence chronological. The
+    billing date stays readable in the description.
+    """
+    # Tryton's credit note is an invoice whose lines are all negative.
+    sign = -1 if posting.kind == "credit_note" else 1
+    lines = [
+        {
+            "type": "line",
+            "product": setup.product_id,
+            "unit": setup.unit_id,
+            "account": setup.revenue_account_id,
+            "quantity": _quantity(line.quantity * sign),
+            "unit_price": line.unit_price,
+            "description": line.description,
+        }
+        for line in posting.lines
+    ]
+    values: dict[str, Any] = {
+        "type": "out",
+        "company": company_id,
+        "party": party.id,
+        "invoice_address": party.address_id,
+        # Resolved here: the party's own account, else the company default (the party
+        # field reads None when it only inherits the default).
+        "account": party.account_receivable or setup.default_receivable_id,
+        "journal": setup.journal_id,
+        "currency": currency_id,
+        "reference": posting.reference,
+        "description": _description(posting),
+        "lines": [("create", lines)],
+    }
+    payment_term = party.payment_term or setup.default_payment_term_id
+    if payment_term:
+        values["payment_term"] = payment_term
+    return values
+
+
+def _quantity(quantity: Decimal) -> int | Decimal:
+    # Tryton's quantity is a Float field; whole numbers travel as ints, exactly.
+    return int(quantity) if quantity == quantity.to_integral_value() else quantity
+
+
+def _description(posting: LedgerPosting) -> str:
+    billing_date = posting.billing_date.isoformat()
+    if billing_date in posting.description:
+        return posting.description
+    return f"{posting.description} (billed {billing_date})"
+
+
+def _expected_erp_total(posting: LedgerPosting) -> Decimal:
+    amount = posting.total.amount
+    return -amount if posting.kind == "credit_note" else amount
+
+
+def _verify_matches(row: Mapping[str, Any], posting: LedgerPosting, operation: str) -> None:
+    """Refuse an ERP document that does not say what the posting says (never accept it)."""
+    problems = []
+    expected = _expected_erp_total(posting)
+    if row.get("total_amount") != expected:
+        problems.append(f"total {row.get('total_amount')} instead of {expected}")
+    currency = (row.get("currency.") or {}).get("code")
+    if currency != posting.currency.upper():
+        problems.append(f"currency {currency} instead of {posting.currency.upper()}")
+    party = (row.get("party.") or {}).get("code")
+    if party != posting.customer_id:
+        problems.append(f"party {party} instead of {posting.customer_id}")
+    if problems:
+        raise RejectedError(
+            f"ERP document {row.get('id')} for reference {posting.reference!r} does not match "
+            f"the posting: {'; '.join(problems)}",
+            system=SYSTEM,
+            operation=operation,
+            remote_code="mismatch",
+            remote_answer=_jsonable(row),
+        )
+
+
+def _single(rows: list[dict[str, Any]], reference: str, operation: str) -> dict[str, Any] | None:
+    if len(rows) > 1:
+        ids = [row["id"] for row in rows]
+        raise ConflictError(
+            f"the ERP holds {len(rows)} documents with reference {reference!r}: ids {ids}",
+            system=SYSTEM,
+            operation=operation,
+            remote_code="duplicate_reference",
+            remote_answer=_jsonable(rows),
+        )
+    return rows[0] if rows else None
+
+
+def _posted_document(
+    row: Mapping[str, Any],
+    *,
+    kind: Literal["invoice", "credit_note"] | None,
+    created_now: bool,
+) -> PostedDocument:
+    total = row["total_amount"]
+    if kind is None:
+        # Tryton's own classification once numbered; before that, the sign says it.
+        cached = row.get("sequence_type_cache")
+        kind = "credit_note" if cached == "credit_note" or (not cached and total < 0) else "invoice"
+    currency = (row.get("currency.") or {}).get("code")
+    try:
+        money = Money(amount=abs(total), currency=str(currency))
+    except (CurrencyError, ValueError) as err:
+        raise RejectedError(
+            f"ERP document {row['id']} is in a currency ledgerbridge does not know: {currency}",
+            system=SYSTEM,
+            operation="read_document",
+            remote_answer=_jsonable(row),
+        ) from err
+    return PostedDocument(
+        reference=str(row["reference"]),
+        kind=kind,
+        erp_document_id=str(row["id"]),
+        erp_number=row.get("number") or None,
+        total=money,
+        state=str(row["state"]),
+        created_now=created_now,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """An ERP answer as plain JSON (for error details that end up in workflow history)."""
+    return json.loads(tryton_dumps(value))
 
 
 def _party_record(party: Mapping[str, Any]) -> AccountRecord:
