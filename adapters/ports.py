@@ -7,9 +7,18 @@ and are constructed only by `adapters.bootstrap`. Every method raises the taxono
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+from typing import Any, Protocol
 
-from canonical import AccountRecord, Customer
+from canonical import (
+    AccountRecord,
+    BillingDocument,
+    Customer,
+    LedgerPosting,
+    PostedDocument,
+    Subscription,
+)
 
 
 class BillingSystem(Protocol):
@@ -17,6 +26,18 @@ class BillingSystem(Protocol):
 
     async def get_customer(self, customer_id: str) -> Customer:
         """The customer as billing knows it now. NotFoundError when billing has none."""
+        ...
+
+    async def get_subscription(self, subscription_id: str) -> Subscription: ...
+
+    async def get_invoice(self, invoice_id: str) -> BillingDocument: ...
+
+    async def get_credit_note(self, credit_note_id: str) -> BillingDocument: ...
+
+    def list_events(
+        self, *, created_from: datetime, created_until: datetime | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Raw billing events in a time range, oldest first (backfill and replay)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -45,6 +66,19 @@ class Ledger(Protocol):
 
     async def ensure_party(self, customer: Customer) -> AccountRecord:
         """Create the party (lookup-before-create on the code) or correct it to match."""
+        ...
+
+    async def find_document(self, reference: str) -> PostedDocument | None:
+        """The posted (or draft) ERP document carrying this reference, or None."""
+        ...
+
+    async def post_document(self, posting: LedgerPosting) -> PostedDocument:
+        """Create and post the document, unless one with its reference exists (then return
+        that one, posting it if an earlier attempt left it in draft). Never two."""
+        ...
+
+    async def is_period_open(self, on: date) -> bool:
+        """Whether the ERP accepts postings dated `on`."""
         ...
 
     async def aclose(self) -> None: ...

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 
 from canonical import BusinessEvent
 from workflows import visibility
@@ -19,8 +24,27 @@ from workflows.account_sync import (
     account_workflow_id,
 )
 from workflows.activity_options import task_queue
+from workflows.subscription_ledger import PROCESS as LEDGER_PROCESS
+from workflows.subscription_ledger import (
+    BillingEventRef,
+    SubscriptionLedgerInput,
+    SubscriptionLedgerWorkflow,
+    ledger_workflow_id,
+)
 
 ACCOUNT_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+# Events whose document may change what the ERP must hold; drafts (invoice.created) never do.
+LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription"]] = {
+    "invoice.finalized": "invoice",
+    "invoice.paid": "invoice",
+    "invoice.voided": "invoice",
+    "invoice.marked_uncollectible": "invoice",
+    "credit_note.created": "credit_note",
+    "credit_note.voided": "credit_note",
+    "customer.subscription.created": "subscription",
+    "customer.subscription.updated": "subscription",
+    "customer.subscription.deleted": "subscription",
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +56,7 @@ class ProcessStart:
     input: Any
     signal: str
     signal_input: Any
-    search_attributes: visibility.TypedSearchAttributes
+    search_attributes: TypedSearchAttributes
     summary: str
 
 
@@ -54,13 +78,56 @@ def account_sync_start(
     )
 
 
-def route_billing_event(event: BusinessEvent) -> ProcessStart | None:
-    """The process a billing event belongs to; None for events no process handles yet."""
+def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessStart | None:
+    kind = LEDGER_EVENTS.get(event.type)
+    customer_id = event.subject.customer_id
+    obj = event.data.get("object", {})
+    object_id = obj.get("id") if isinstance(obj, dict) else None
+    if kind is None or not customer_id or not isinstance(object_id, str):
+        return None
+    subscription_id = event.subject.subscription_id
+    workflow_id = ledger_workflow_id(subscription_id, customer_id)
+    attributes = visibility.start_attributes(
+        LEDGER_PROCESS, "waiting", customer_id=customer_id, correlation_id=event.correlation_id
+    )
+    if subscription_id:
+        attributes = TypedSearchAttributes(
+            [*attributes, SearchAttributePair(visibility.SUBSCRIPTION_ID, subscription_id)]
+        )
+    return ProcessStart(
+        workflow=SubscriptionLedgerWorkflow.run,
+        workflow_id=workflow_id,
+        input=SubscriptionLedgerInput(
+            subscription_id=subscription_id,
+            customer_id=customer_id,
+            supported_currencies=ledger_currencies,
+        ),
+        signal="billing_event",
+        signal_input=BillingEventRef(
+            event_id=event.event_id,
+            event_type=event.type,
+            created=int(event.occurred_at.timestamp()),
+            object_kind=kind,
+            object_id=object_id,
+            customer_id=customer_id,
+            correlation_id=event.correlation_id,
+        ),
+        search_attributes=attributes,
+        summary=(
+            f"Billing documents of subscription {subscription_id} to the ERP"
+            if subscription_id
+            else f"Billing documents of customer {customer_id} (no subscription) to the ERP"
+        ),
+    )
+
+
+def route_billing_event(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessStart | None:
+    """The process a billing event belongs to; None for events no process handles."""
     if event.type in ACCOUNT_EVENTS and event.subject.customer_id:
         return account_sync_start(
             event.subject.customer_id, event.event_id, event.type, event.correlation_id
         )
-    return None
+    return ledger_start(event, ledger_currencies)
 
 
 async def signal_with_start(

@@ -20,14 +20,18 @@ from activities.accounts import (
     StoreAccountActivities,
     SupportAccountActivities,
 )
+from activities.amendments import BillingDocumentActivities, ErpPostingActivities, JournalActivities
+from activities.audit import AuditActivities
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.activity_options import task_queue
+from workflows.finance_exception import FinanceExceptionWorkflow
+from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
-WORKFLOWS = [AccountSyncWorkflow]
+WORKFLOWS = [AccountSyncWorkflow, SubscriptionLedgerWorkflow, FinanceExceptionWorkflow]
 
 log = get_logger("ledgerbridge.worker")
 
@@ -46,18 +50,31 @@ def build_workers(
 ) -> list[Worker]:
     limits = limits or QueueLimits()
     store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-activity")
+    journal = JournalActivities(adapters.store)
+    billing_documents = BillingDocumentActivities(adapters.billing)
+    erp_posting = ErpPostingActivities(adapters.ledger)
     return [
         Worker(
             client,
             task_queue=task_queue(prefix),
             workflows=WORKFLOWS,
-            activities=[StoreAccountActivities(adapters.store).record_account_links],
+            activities=[
+                StoreAccountActivities(adapters.store).record_account_links,
+                AuditActivities(adapters.store).append_audit,
+                journal.find_journal_entry,
+                journal.record_journal_entry,
+                journal.account_links,
+            ],
             activity_executor=store_executor,
         ),
         Worker(
             client,
             task_queue=task_queue(prefix, "billing"),
-            activities=[BillingAccountActivities(adapters.billing).fetch_billing_customer],
+            activities=[
+                BillingAccountActivities(adapters.billing).fetch_billing_customer,
+                billing_documents.fetch_billing_document,
+                billing_documents.fetch_subscription,
+            ],
             max_task_queue_activities_per_second=limits.billing,
         ),
         Worker(
@@ -69,7 +86,11 @@ def build_workers(
         Worker(
             client,
             task_queue=task_queue(prefix, "erp"),
-            activities=[ErpAccountActivities(adapters.ledger).ensure_erp_party],
+            activities=[
+                ErpAccountActivities(adapters.ledger).ensure_erp_party,
+                erp_posting.erp_period_open,
+                erp_posting.post_ledger_document,
+            ],
             max_task_queue_activities_per_second=limits.erp,
             max_concurrent_activities=4,
         ),

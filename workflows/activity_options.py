@@ -29,8 +29,9 @@ SAAS_CALL: dict[str, Any] = {
 }
 
 # The ERP is slow and sometimes down for maintenance: retry for hours, then a human decides.
+# One call takes about a second; 30 s bounds how long a dead worker's call blocks a retry.
 ERP_CALL: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(minutes=2),
+    "start_to_close_timeout": timedelta(seconds=30),
     "schedule_to_close_timeout": timedelta(hours=6),
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(seconds=2),

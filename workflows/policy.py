@@ -110,7 +110,7 @@ def _posting(document: BillingDocument) -> LedgerPosting:
         )
     label = "Credit note" if document.kind == "credit_note" else "Invoice"
     billing_date = (document.finalized_at or document.created_at).date()
-    return LedgerPosting(
+    posting = LedgerPosting(
         reference=document.document_id,
         kind="credit_note" if credit else "invoice",
         customer_id=document.customer_id,
@@ -123,16 +123,31 @@ def _posting(document: BillingDocument) -> LedgerPosting:
             + (f", subscription {document.subscription_id}" if document.subscription_id else "")
         ),
     )
+    return _net_credit_lines(posting)
 
 
 def _reversal(posting: LedgerPosting) -> LedgerPosting:
-    return posting.model_copy(
+    reversal = posting.model_copy(
         update={
             "reference": posting.reference + VOID_SUFFIX,
             "kind": "invoice" if posting.kind == "credit_note" else "credit_note",
             "description": f"Reversal (voided in billing) of {posting.description}",
         }
     )
+    return _net_credit_lines(reversal)
+
+
+def _net_credit_lines(posting: LedgerPosting) -> LedgerPosting:
+    """An ERP credit note takes lines of one sign (Tryton numbers it as a credit note only
+    then): a credit with a proration charge inside is booked as one net line."""
+    if posting.kind != "credit_note" or all(
+        ln.unit_price * ln.quantity >= 0 for ln in posting.lines
+    ):
+        return posting
+    parts = "; ".join(f"{ln.description}: {ln.unit_price * ln.quantity}" for ln in posting.lines)
+    net = LedgerLine(description=f"Net of {parts}"[:500], quantity=Decimal(1),
+                     unit_price=posting.total.amount)  # fmt: skip
+    return posting.model_copy(update={"lines": [net]})
 
 
 def _line_description(text: str, start: date | None, end: date | None) -> str:

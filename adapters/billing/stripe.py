@@ -2,28 +2,43 @@
 
 Form-encoded requests in Stripe's bracket notation, an explicit Idempotency-Key on every
 write (built by the workflow; never invented here, or each activity retry would be a new
-write), and every failure mapped onto `adapters.errors`.
+write), and every failure mapped onto `adapters.errors`. Amounts cross this boundary as
+integer minor units and nowhere else: `Money.from_minor` in, `Money.to_minor` out.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
 import pydantic
 import structlog
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from adapters.errors import (
     AdapterError,
+    NotFoundError,
+    RejectedError,
     TransientError,
+    ValidationError,
     error_for_status,
     transport_errors_as_transient,
 )
-from canonical import Customer, PostalAddress, currency_exponent
+from canonical import (
+    BillingDocument,
+    Customer,
+    DocumentLine,
+    Money,
+    PostalAddress,
+    Subscription,
+    SubscriptionItem,
+    currency_exponent,
+)
 
 if TYPE_CHECKING:
     from adapters.ports import BillingSystem
@@ -37,9 +52,14 @@ ADDRESS_FIELDS = ("line1", "line2", "city", "postal_code", "state", "country")
 # transaction fixes it), so the currency asked for at creation waits in this metadata key.
 INTENDED_CURRENCY_KEY = "ledgerbridge_currency"
 
+# Error codes of requests malformed for Stripe (ValidationError); any other 400 code is a
+# business rule refusing the request (RejectedError), e.g. invoice_not_editable.
+_MALFORMED_CODE_PREFIXES = ("parameter_", "email_invalid", "url_invalid", "invalid_")
+
 logger = structlog.get_logger(__name__)
 
 Params = Mapping[str, Any]
+T = TypeVar("T")
 
 
 def encode_form(params: Params | None) -> list[tuple[str, str]]:
@@ -102,6 +122,247 @@ def customer_from_stripe(data: Mapping[str, Any]) -> Customer:
         currency=currency.upper() if currency else None,
         address=postal,
         deleted=bool(data.get("deleted", False)),
+    )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value is not None else None
+
+
+def _day(value: Any) -> date | None:
+    moment = _timestamp(value)
+    return moment.date() if moment is not None else None
+
+
+def _id_of(value: Any) -> str | None:
+    """An id whether Stripe answered it bare or expanded into its object."""
+    if isinstance(value, Mapping):
+        found = value.get("id")
+        return str(found) if found is not None else None
+    return str(value) if value is not None else None
+
+
+def _invoice_subscription(data: Mapping[str, Any]) -> str | None:
+    """`parent.subscription_details.subscription` since 2025, `subscription` before."""
+    parent = data.get("parent")
+    if isinstance(parent, Mapping):
+        details = parent.get("subscription_details")
+        if isinstance(details, Mapping) and details.get("subscription"):
+            return _id_of(details["subscription"])
+    return _id_of(data.get("subscription"))
+
+
+def _line_is_proration(line: Mapping[str, Any]) -> bool:
+    if line.get("proration"):
+        return True
+    parent = line.get("parent")
+    if isinstance(parent, Mapping):
+        for key in ("subscription_item_details", "invoice_item_details"):
+            details = parent.get(key)
+            if isinstance(details, Mapping) and details.get("proration"):
+                return True
+    return False
+
+
+def _line_price_id(line: Mapping[str, Any]) -> str | None:
+    pricing = line.get("pricing")
+    if isinstance(pricing, Mapping):
+        details = pricing.get("price_details")
+        if isinstance(details, Mapping) and details.get("price"):
+            return _id_of(details["price"])
+    return _id_of(line.get("price"))
+
+
+def _quantity_and_unit(
+    amount_minor: int, quantity: Any, unit_minor: Any, currency: str
+) -> tuple[Decimal, Money]:
+    """A line's quantity and unit amount such that quantity * unit == amount, always.
+
+    Lines whose amount is not a whole number of units (prorations: a fraction of a period)
+    read as one unit of their amount; the quantity they prorated stays in the description.
+    """
+    count = int(quantity) if quantity else 1
+    if unit_minor is not None:
+        unit = Decimal(str(unit_minor))
+        if unit == unit.to_integral_value() and int(unit) * count == amount_minor:
+            return Decimal(count), Money.from_minor(int(unit), currency)
+    return Decimal(1), Money.from_minor(amount_minor, currency)
+
+
+def invoice_line_from_stripe(line: Mapping[str, Any], currency: str) -> DocumentLine:
+    """One Stripe invoice line item -> DocumentLine (a proration credit stays negative)."""
+    amount = int(line["amount"])
+    proration = _line_is_proration(line)
+    unit_minor = None
+    if not proration:
+        pricing = line.get("pricing")
+        if isinstance(pricing, Mapping) and pricing.get("unit_amount_decimal") is not None:
+            unit_minor = pricing["unit_amount_decimal"]
+        elif isinstance(line.get("price"), Mapping):
+            unit_minor = line["price"].get("unit_amount")
+    quantity, unit_amount = _quantity_and_unit(amount, line.get("quantity"), unit_minor, currency)
+    period = line.get("period")
+    if not isinstance(period, Mapping):
+        period = {}
+    return DocumentLine(
+        line_id=str(line["id"]),
+        description=str(line.get("description") or ""),
+        quantity=quantity,
+        unit_amount=unit_amount,
+        amount=Money.from_minor(amount, currency),
+        proration=proration,
+        price_id=_line_price_id(line),
+        period_start=_day(period.get("start")),
+        period_end=_day(period.get("end")),
+    )
+
+
+def invoice_from_stripe(
+    data: Mapping[str, Any], lines: Sequence[Mapping[str, Any]] | None = None
+) -> BillingDocument:
+    """Stripe invoice JSON -> BillingDocument(kind="invoice"). `lines` are all the invoice's
+    lines when the embedded first page was not all of them."""
+    currency = str(data["currency"]).upper()
+    raw_lines = lines if lines is not None else (data.get("lines") or {}).get("data") or []
+    transitions = data.get("status_transitions") or {}
+    remaining = data.get("amount_remaining")
+    return BillingDocument(
+        document_id=str(data["id"]),
+        kind="invoice",
+        status=data["status"],
+        number=data.get("number"),
+        customer_id=str(_id_of(data["customer"])),
+        subscription_id=_invoice_subscription(data),
+        billing_reason=data.get("billing_reason"),
+        currency=currency,
+        lines=[invoice_line_from_stripe(line, currency) for line in raw_lines],
+        subtotal=Money.from_minor(int(data["subtotal"]), currency),
+        tax=Money.from_minor(int(data.get("tax") or 0), currency),
+        total=Money.from_minor(int(data["total"]), currency),
+        amount_remaining=(
+            Money.from_minor(int(remaining), currency) if remaining is not None else None
+        ),
+        created_at=datetime.fromtimestamp(int(data["created"]), UTC),
+        finalized_at=_timestamp(transitions.get("finalized_at")),
+        voided_at=_timestamp(transitions.get("voided_at")),
+    )
+
+
+def credit_note_from_stripe(
+    data: Mapping[str, Any],
+    lines: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    subscription_id: str | None = None,
+) -> BillingDocument:
+    """Stripe credit note JSON -> BillingDocument(kind="credit_note"): positive amounts
+    credited; `billing_reason` carries the credit note's `reason`; issued = finalized."""
+    currency = str(data["currency"]).upper()
+    raw_lines = lines if lines is not None else (data.get("lines") or {}).get("data") or []
+    document_lines = []
+    for line in raw_lines:
+        amount = int(line["amount"])
+        quantity, unit_amount = _quantity_and_unit(
+            amount, line.get("quantity"), line.get("unit_amount"), currency
+        )
+        document_lines.append(
+            DocumentLine(
+                line_id=str(line["id"]),
+                description=str(line.get("description") or ""),
+                quantity=quantity,
+                unit_amount=unit_amount,
+                amount=Money.from_minor(amount, currency),
+            )
+        )
+    created = datetime.fromtimestamp(int(data["created"]), UTC)
+    return BillingDocument(
+        document_id=str(data["id"]),
+        kind="credit_note",
+        status=data["status"],
+        number=data.get("number"),
+        customer_id=str(_id_of(data["customer"])),
+        subscription_id=subscription_id,
+        invoice_id=_id_of(data.get("invoice")),
+        billing_reason=data.get("reason"),
+        currency=currency,
+        lines=document_lines,
+        subtotal=Money.from_minor(int(data["subtotal"]), currency),
+        tax=Money.from_minor(int(data["total"]) - int(data["subtotal"]), currency),
+        total=Money.from_minor(int(data["total"]), currency),
+        created_at=created,
+        finalized_at=_timestamp(data.get("effective_at")) or created,
+        voided_at=_timestamp(data.get("voided_at")),
+    )
+
+
+def subscription_from_stripe(data: Mapping[str, Any]) -> Subscription:
+    """Stripe subscription JSON -> Subscription. Item descriptions are the product names
+    when `items.data.price.product` was expanded, else the price nickname or product id."""
+    currency = str(data["currency"]).upper()
+    items = []
+    for item in (data.get("items") or {}).get("data") or []:
+        price = item["price"]
+        product = price.get("product")
+        product_id = str(_id_of(product))
+        name = product.get("name") if isinstance(product, Mapping) else None
+        recurring = price.get("recurring") or {}
+        items.append(
+            SubscriptionItem(
+                item_id=str(item["id"]),
+                price_id=str(price["id"]),
+                product_id=product_id,
+                description=str(name or price.get("nickname") or product_id),
+                quantity=int(item.get("quantity") or 0),
+                unit_amount=Money.from_minor(int(price["unit_amount"]), currency),
+                interval=recurring.get("interval", "month"),
+                interval_count=int(recurring.get("interval_count") or 1),
+            )
+        )
+    raw_items = (data.get("items") or {}).get("data") or []
+    # On the subscription before 2025-03-31, on each item since: read either.
+    starts = [i["current_period_start"] for i in raw_items if i.get("current_period_start")]
+    ends = [i["current_period_end"] for i in raw_items if i.get("current_period_end")]
+    period_start = data.get("current_period_start") or min(starts)
+    period_end = data.get("current_period_end") or max(ends)
+    return Subscription(
+        subscription_id=str(data["id"]),
+        customer_id=str(_id_of(data["customer"])),
+        status=data["status"],
+        currency=currency,
+        items=items,
+        current_period_start=datetime.fromtimestamp(int(period_start), UTC),
+        current_period_end=datetime.fromtimestamp(int(period_end), UTC),
+        cancel_at_period_end=bool(data.get("cancel_at_period_end")),
+        canceled_at=_timestamp(data.get("canceled_at")),
+        created_at=datetime.fromtimestamp(int(data["created"]), UTC),
+    )
+
+
+class BalanceTransaction(BaseModel):
+    """A customer balance transaction; Stripe's sign: negative credits the customer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    transaction_id: str
+    customer_id: str
+    amount: Money
+    ending_balance: Money
+    description: str | None = None
+    invoice_id: str | None = None
+    credit_note_id: str | None = None
+    created_at: AwareDatetime
+
+
+def balance_transaction_from_stripe(data: Mapping[str, Any]) -> BalanceTransaction:
+    currency = str(data["currency"]).upper()
+    return BalanceTransaction(
+        transaction_id=str(data["id"]),
+        customer_id=str(_id_of(data["customer"])),
+        amount=Money.from_minor(int(data["amount"]), currency),
+        ending_balance=Money.from_minor(int(data["ending_balance"]), currency),
+        description=data.get("description"),
+        invoice_id=_id_of(data.get("invoice")),
+        credit_note_id=_id_of(data.get("credit_note")),
+        created_at=datetime.fromtimestamp(int(data["created"]), UTC),
     )
 
 
@@ -226,6 +487,514 @@ class StripeBilling:
                 return
             params["starting_after"] = items[-1]["id"]
 
+    # catalog -----------------------------------------------------------------------------
+
+    async def create_product(
+        self,
+        *,
+        name: str,
+        idempotency_key: str,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """A product (what a price sells); its id."""
+        params = {"name": name, "description": description, "metadata": dict(metadata or {})}
+        data = await self._request(
+            "POST",
+            "/v1/products",
+            params,
+            idempotency_key=idempotency_key,
+            operation="create_product",
+        )
+        return str(data["id"])
+
+    async def create_price(
+        self,
+        *,
+        product_id: str,
+        unit_amount: Money,
+        idempotency_key: str,
+        interval: Literal["day", "week", "month", "year"] | None = "month",
+        interval_count: int = 1,
+        nickname: str | None = None,
+    ) -> str:
+        """A price of the product: recurring every `interval_count` `interval`s, or one-time
+        when `interval` is None; its id."""
+        params: dict[str, Any] = {
+            "product": product_id,
+            "unit_amount": unit_amount.to_minor(),
+            "currency": unit_amount.currency.lower(),
+            "nickname": nickname,
+        }
+        if interval is not None:
+            params["recurring"] = {"interval": interval, "interval_count": interval_count}
+        data = await self._request(
+            "POST", "/v1/prices", params, idempotency_key=idempotency_key, operation="create_price"
+        )
+        return str(data["id"])
+
+    # subscriptions -----------------------------------------------------------------------
+
+    # Product names for SubscriptionItem.description (four levels: Stripe's expansion limit).
+    _SUBSCRIPTION_EXPAND = ("items.data.price.product",)
+
+    async def get_subscription(self, subscription_id: str) -> Subscription:
+        data = await self._request(
+            "GET",
+            f"/v1/subscriptions/{_segment(subscription_id)}",
+            {"expand": list(self._SUBSCRIPTION_EXPAND)},
+            operation="get_subscription",
+        )
+        return self._mapped(subscription_from_stripe, data, "get_subscription")
+
+    async def create_subscription(
+        self, customer_id: str, price_id: str, quantity: int, idempotency_key: str
+    ) -> Subscription:
+        """Subscribe the customer; billing invoices the first period at once."""
+        params = {
+            "customer": customer_id,
+            "items": [{"price": price_id, "quantity": quantity}],
+            "expand": list(self._SUBSCRIPTION_EXPAND),
+        }
+        data = await self._request(
+            "POST",
+            "/v1/subscriptions",
+            params,
+            idempotency_key=idempotency_key,
+            operation="create_subscription",
+        )
+        return self._mapped(subscription_from_stripe, data, "create_subscription")
+
+    async def update_subscription(
+        self,
+        subscription_id: str,
+        *,
+        idempotency_key: str,
+        price_id: str | None = None,
+        quantity: int | None = None,
+        proration_behavior: Literal[
+            "create_prorations", "always_invoice", "none"
+        ] = "create_prorations",
+        proration_date: datetime | None = None,
+        item_id: str | None = None,
+    ) -> Subscription:
+        """Change the price and/or quantity of the subscription's item (`item_id`, needed
+        only when it has several), prorated as of `proration_date` (default: now)."""
+        if price_id is None and quantity is None:
+            raise ValueError("give a new price_id, a new quantity, or both")
+        if item_id is None:
+            current = await self._request(
+                "GET",
+                f"/v1/subscriptions/{_segment(subscription_id)}",
+                operation="update_subscription",
+            )
+            items = (current.get("items") or {}).get("data") or []
+            if len(items) != 1:
+                raise ValueError(
+                    f"subscription {subscription_id} has {len(items)} items: name the item_id"
+                )
+            item_id = str(items[0]["id"])
+        params: dict[str, Any] = {
+            "items": [{"id": item_id, "price": price_id, "quantity": quantity}],
+            "proration_behavior": proration_behavior,
+            "expand": list(self._SUBSCRIPTION_EXPAND),
+        }
+        if proration_date is not None:
+            params["proration_date"] = _unix(proration_date)
+        data = await self._request(
+            "POST",
+            f"/v1/subscriptions/{_segment(subscription_id)}",
+            params,
+            idempotency_key=idempotency_key,
+            operation="update_subscription",
+        )
+        return self._mapped(subscription_from_stripe, data, "update_subscription")
+
+    async def cancel_subscription(
+        self,
+        subscription_id: str,
+        *,
+        idempotency_key: str,
+        prorate: bool = False,
+        invoice_now: bool = False,
+    ) -> Subscription:
+        """Cancel now; with `prorate` the unused time is credited, with `invoice_now` on a
+        final invoice. Idempotent: an already-canceled subscription is returned as it is."""
+        path = f"/v1/subscriptions/{_segment(subscription_id)}"
+        params = {"prorate": prorate, "invoice_now": invoice_now}
+        try:
+            # Stripe takes no Idempotency-Key on DELETE (it is sent, and ignored): a retry
+            # after a lost answer meets a canceled subscription, handled below.
+            await self._request(
+                "DELETE",
+                path,
+                params,
+                idempotency_key=idempotency_key,
+                operation="cancel_subscription",
+            )
+        except RejectedError:
+            current = await self.get_subscription(subscription_id)
+            if current.status != "canceled":
+                raise
+            return current
+        return await self.get_subscription(subscription_id)
+
+    # invoices ----------------------------------------------------------------------------
+
+    async def get_invoice(self, invoice_id: str) -> BillingDocument:
+        data = await self._request(
+            "GET", f"/v1/invoices/{_segment(invoice_id)}", operation="get_invoice"
+        )
+        return await self._invoice(data, "get_invoice")
+
+    async def create_invoice(
+        self,
+        customer_id: str,
+        *,
+        idempotency_key: str,
+        subscription_id: str | None = None,
+        include_pending_items: bool = True,
+        description: str | None = None,
+    ) -> BillingDocument:
+        """A draft invoice, by default holding the customer's pending invoice items (only
+        the subscription's when one is named)."""
+        params = {
+            "customer": customer_id,
+            "subscription": subscription_id,
+            "description": description,
+            "pending_invoice_items_behavior": "include" if include_pending_items else "exclude",
+        }
+        data = await self._request(
+            "POST",
+            "/v1/invoices",
+            params,
+            idempotency_key=idempotency_key,
+            operation="create_invoice",
+        )
+        return await self._invoice(data, "create_invoice")
+
+    async def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> BillingDocument:
+        return await self._invoice_action(invoice_id, "finalize", idempotency_key)
+
+    async def pay_invoice(
+        self, invoice_id: str, *, idempotency_key: str, paid_out_of_band: bool = False
+    ) -> BillingDocument:
+        params = {"paid_out_of_band": True} if paid_out_of_band else None
+        return await self._invoice_action(invoice_id, "pay", idempotency_key, params)
+
+    async def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> BillingDocument:
+        """Void an open invoice; billing refuses (RejectedError) to void a paid one."""
+        return await self._invoice_action(invoice_id, "void", idempotency_key)
+
+    async def mark_invoice_uncollectible(
+        self, invoice_id: str, *, idempotency_key: str
+    ) -> BillingDocument:
+        return await self._invoice_action(invoice_id, "mark_uncollectible", idempotency_key)
+
+    async def _invoice_action(
+        self,
+        invoice_id: str,
+        action: str,
+        idempotency_key: str,
+        params: Params | None = None,
+    ) -> BillingDocument:
+        operation = f"{action}_invoice"
+        data = await self._request(
+            "POST",
+            f"/v1/invoices/{_segment(invoice_id)}/{action}",
+            params,
+            idempotency_key=idempotency_key,
+            operation=operation,
+        )
+        return await self._invoice(data, operation)
+
+    async def create_invoice_item(
+        self,
+        customer_id: str,
+        amount: Money,
+        description: str,
+        *,
+        idempotency_key: str,
+        subscription_id: str | None = None,
+    ) -> str:
+        """A pending invoice item (negative amount = a credit line) for the next invoice."""
+        params = {
+            "customer": customer_id,
+            "amount": amount.to_minor(),
+            "currency": amount.currency.lower(),
+            "description": description,
+            "subscription": subscription_id,
+        }
+        data = await self._request(
+            "POST",
+            "/v1/invoiceitems",
+            params,
+            idempotency_key=idempotency_key,
+            operation="create_invoice_item",
+        )
+        return str(data["id"])
+
+    async def list_invoices(
+        self,
+        *,
+        customer_id: str | None = None,
+        subscription_id: str | None = None,
+        status: str | None = None,
+        created_from: datetime | None = None,
+        created_until: datetime | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[BillingDocument]:
+        """Invoices, newest first, following cursor pages (created_until is exclusive)."""
+        params: dict[str, Any] = {
+            "limit": page_size,
+            "customer": customer_id,
+            "subscription": subscription_id,
+            "status": status,
+            "created": _created_range(created_from, created_until),
+        }
+        async for item in self._pages("/v1/invoices", params, "list_invoices"):
+            yield await self._invoice(item, "list_invoices")
+
+    # credit notes ------------------------------------------------------------------------
+
+    async def get_credit_note(self, credit_note_id: str) -> BillingDocument:
+        data = await self._request(
+            "GET", f"/v1/credit_notes/{_segment(credit_note_id)}", operation="get_credit_note"
+        )
+        return await self._credit_note(data, "get_credit_note")
+
+    async def create_credit_note(
+        self,
+        invoice_id: str,
+        amount: Money,
+        description: str,
+        reason: Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"] | None,
+        idempotency_key: str,
+        *,
+        invoice_line_id: str | None = None,
+        memo: str | None = None,
+    ) -> BillingDocument:
+        """Credit `amount` on a finalized invoice: against one of its lines when
+        `invoice_line_id` is given, else as a custom line. On an open invoice it reduces
+        what is due; on a paid one billing credits the customer balance. Billing refuses
+        (RejectedError) drafts, void invoices and more than is left to credit."""
+        if amount.amount <= 0:
+            raise ValueError("a credit note credits a positive amount")
+        line: dict[str, Any]
+        if invoice_line_id is not None:
+            line = {
+                "type": "invoice_line_item",
+                "invoice_line_item": invoice_line_id,
+                "amount": amount.to_minor(),
+                "description": description,
+            }
+        else:
+            line = {
+                "type": "custom_line_item",
+                "unit_amount": amount.to_minor(),
+                "quantity": 1,
+                "description": description,
+            }
+        invoice = await self._request(
+            "GET", f"/v1/invoices/{_segment(invoice_id)}", operation="create_credit_note"
+        )
+        if str(invoice.get("currency", "")).upper() != amount.currency:
+            raise ValueError(
+                f"invoice {invoice_id} is in {str(invoice.get('currency')).upper()}, "
+                f"the credit in {amount.currency}"
+            )
+        params = {"invoice": invoice_id, "lines": [line], "reason": reason, "memo": memo}
+        data = await self._request(
+            "POST",
+            "/v1/credit_notes",
+            params,
+            idempotency_key=idempotency_key,
+            operation="create_credit_note",
+        )
+        return await self._credit_note(data, "create_credit_note", invoice=invoice)
+
+    async def void_credit_note(
+        self, credit_note_id: str, *, idempotency_key: str
+    ) -> BillingDocument:
+        data = await self._request(
+            "POST",
+            f"/v1/credit_notes/{_segment(credit_note_id)}/void",
+            idempotency_key=idempotency_key,
+            operation="void_credit_note",
+        )
+        return await self._credit_note(data, "void_credit_note")
+
+    async def list_credit_notes(
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[BillingDocument]:
+        """Credit notes, newest first, following cursor pages."""
+        params: dict[str, Any] = {
+            "limit": page_size,
+            "invoice": invoice_id,
+            "customer": customer_id,
+        }
+        async for item in self._pages("/v1/credit_notes", params, "list_credit_notes"):
+            yield await self._credit_note(item, "list_credit_notes")
+
+    # customer balance --------------------------------------------------------------------
+
+    async def create_balance_credit(
+        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+    ) -> BalanceTransaction:
+        """Credit the customer's balance by `amount` (positive): billing applies it to the
+        next finalized invoice. Stripe records it as a negative balance transaction."""
+        if amount.amount <= 0:
+            raise ValueError("a balance credit is a positive amount")
+        params = {
+            "amount": -amount.to_minor(),
+            "currency": amount.currency.lower(),
+            "description": description,
+        }
+        data = await self._request(
+            "POST",
+            f"/v1/customers/{_segment(customer_id)}/balance_transactions",
+            params,
+            idempotency_key=idempotency_key,
+            operation="create_balance_credit",
+        )
+        return self._mapped(balance_transaction_from_stripe, data, "create_balance_credit")
+
+    async def get_customer_balance(self, customer_id: str) -> Money | None:
+        """What billing owes the customer (negative) or the customer owes (positive); None
+        while billing has fixed no currency for the customer."""
+        data = await self._request(
+            "GET", f"/v1/customers/{_segment(customer_id)}", operation="get_customer_balance"
+        )
+        if not data.get("currency"):
+            return None
+        return Money.from_minor(int(data.get("balance") or 0), str(data["currency"]))
+
+    # events ------------------------------------------------------------------------------
+
+    async def list_events(
+        self,
+        *,
+        created_from: datetime,
+        created_until: datetime | None = None,
+        types: Sequence[str] | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every event with created_from <= created < created_until, oldest first.
+
+        Stripe lists newest first; walking towards newer events is `ending_before` from an
+        event older than the range (the newest one before `created_from`). When there is
+        none, the range reaches back to the first event and is read newest first, then
+        given back reversed.
+        """
+        filters: dict[str, Any] = {
+            "created": _created_range(created_from, created_until),
+            "types": list(types) if types else None,
+        }
+        anchor_page = await self._request(
+            "GET",
+            "/v1/events",
+            {
+                "limit": 1,
+                "created": {"lt": _unix(created_from)},
+                "types": filters["types"],
+            },
+            operation="list_events",
+        )
+        anchor = anchor_page.get("data") or []
+        if not anchor:
+            backlog = [
+                e
+                async for e in self._pages(
+                    "/v1/events", {**filters, "limit": page_size}, "list_events"
+                )
+            ]
+            for event in reversed(backlog):
+                yield event
+            return
+        cursor = str(anchor[0]["id"])
+        while True:
+            page = await self._request(
+                "GET",
+                "/v1/events",
+                {**filters, "limit": page_size, "ending_before": cursor},
+                operation="list_events",
+            )
+            items = page.get("data") or []
+            for event in reversed(items):
+                yield event
+            if not page.get("has_more") or not items:
+                return
+            cursor = str(items[0]["id"])
+
+    # mapping helpers ---------------------------------------------------------------------
+
+    async def _pages(
+        self, path: str, params: dict[str, Any], operation: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a Stripe list, newest first, page by page."""
+        params = dict(params)
+        while True:
+            page = await self._request("GET", path, params, operation=operation)
+            items = page.get("data") or []
+            for item in items:
+                yield item
+            if not page.get("has_more") or not items:
+                return
+            params["starting_after"] = items[-1]["id"]
+
+    async def _all_lines(self, data: Mapping[str, Any], path: str, operation: str) -> list[Any]:
+        """All of a document's lines: the embedded first page, then the rest by cursor."""
+        embedded = data.get("lines") or {}
+        lines = list(embedded.get("data") or [])
+        if embedded.get("has_more") and lines:
+            params = {"limit": 100, "starting_after": lines[-1]["id"]}
+            async for line in self._pages(path, params, operation):
+                lines.append(line)
+        return lines
+
+    async def _invoice(self, data: Mapping[str, Any], operation: str) -> BillingDocument:
+        lines = await self._all_lines(
+            data, f"/v1/invoices/{_segment(str(data['id']))}/lines", operation
+        )
+        return self._mapped(lambda d: invoice_from_stripe(d, lines), data, operation)
+
+    async def _credit_note(
+        self,
+        data: Mapping[str, Any],
+        operation: str,
+        *,
+        invoice: Mapping[str, Any] | None = None,
+    ) -> BillingDocument:
+        lines = await self._all_lines(
+            data, f"/v1/credit_notes/{_segment(str(data['id']))}/lines", operation
+        )
+        if invoice is None and data.get("invoice"):
+            invoice = await self._request(
+                "GET", f"/v1/invoices/{_segment(str(_id_of(data['invoice'])))}", operation=operation
+            )
+        subscription_id = _invoice_subscription(invoice) if invoice else None
+        return self._mapped(
+            lambda d: credit_note_from_stripe(d, lines, subscription_id=subscription_id),
+            data,
+            operation,
+        )
+
+    def _mapped(self, mapper: Callable[[Any], T], data: Mapping[str, Any], operation: str) -> T:
+        try:
+            return mapper(data)
+        except (KeyError, TypeError, ValueError, pydantic.ValidationError) as exc:
+            # Billing answered something we cannot represent; retrying will not change it.
+            raise AdapterError(
+                f"unmappable {data.get('object', 'object')} from billing: {exc}",
+                system=SYSTEM,
+                operation=operation,
+                remote_answer={"id": data.get("id")} if isinstance(data, Mapping) else None,
+            ) from exc
+
     # transport ---------------------------------------------------------------------------
 
     def _customer(self, data: Mapping[str, Any], operation: str) -> Customer:
@@ -261,6 +1030,8 @@ class StripeBilling:
                 method, path, content=urlencode(form), headers=headers
             )
         else:
+            if method == "DELETE" and idempotency_key:
+                headers["Idempotency-Key"] = idempotency_key  # Stripe ignores it on DELETE
             request = self._client.build_request(
                 method, path, params=urlencode(form), headers=headers
             )
@@ -313,6 +1084,21 @@ class StripeBilling:
                 remote_code=code,
                 remote_answer=answer,
             )
+        common: dict[str, Any] = {
+            "system": SYSTEM,
+            "operation": operation,
+            "status": status,
+            "remote_code": code,
+            "remote_answer": answer,
+        }
+        if status == 400 and error.get("type") == "invalid_request_error" and code:
+            # Stripe answers 400 both to malformed requests and to its business rules;
+            # the code tells them apart (the rules are what workflows decide on).
+            if code == "resource_missing":
+                return NotFoundError(message, **common)
+            if not code.startswith(_MALFORMED_CODE_PREFIXES):
+                return RejectedError(message, **common)
+            return ValidationError(message, **common)
         return error_for_status(
             status,
             message,
@@ -329,6 +1115,22 @@ if TYPE_CHECKING:
     _port_check: type[BillingSystem] = StripeBilling
 
 
+def _unix(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("datetimes sent to billing must be timezone-aware")
+    return int(moment.timestamp())
+
+
+def _created_range(start: datetime | None, end: datetime | None) -> dict[str, int] | None:
+    """Stripe's `created[gte]` / `created[lt]` filter (start inclusive, end exclusive)."""
+    bounds = {}
+    if start is not None:
+        bounds["gte"] = _unix(start)
+    if end is not None:
+        bounds["lt"] = _unix(end)
+    return bounds or None
+
+
 def _segment(identifier: str) -> str:
     """An id as one path segment: a stray '/' or '?' must not reach another endpoint."""
     if not identifier:
@@ -339,7 +1141,13 @@ def _segment(identifier: str) -> str:
 __all__ = [
     "INTENDED_CURRENCY_KEY",
     "STRIPE_API_VERSION",
+    "BalanceTransaction",
     "StripeBilling",
+    "balance_transaction_from_stripe",
+    "credit_note_from_stripe",
     "customer_from_stripe",
     "encode_form",
+    "invoice_from_stripe",
+    "invoice_line_from_stripe",
+    "subscription_from_stripe",
 ]

@@ -12,13 +12,15 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sandbox.billing._errors import StripeError, no_such, param_error
 from sandbox.billing._params import (
     Validator,
+    as_list,
     integer,
     obj,
     string,
@@ -75,6 +77,10 @@ class Resource:
     collection: ClassVar[str]  # URL segment: /v1/customers
     event_prefix: ClassVar[str | None] = None  # defaults to object_name; None = no events
     emits_events: ClassVar[bool] = True
+    # Which generic routes the app serves; objects with side effects (subscriptions,
+    # invoices...) are created by their own operations in _billing.py instead.
+    routed: ClassVar[bool] = True  # False: no generic route at all (nested collections)
+    creatable: ClassVar[bool] = True
     deletable: ClassVar[bool] = True
     updatable: ClassVar[bool] = True
     create_schema: ClassVar[Mapping[str, Validator]] = {}
@@ -96,6 +102,10 @@ class Resource:
     ) -> dict[str, Any]:
         """The object after an update with clean params."""
         raise NotImplementedError
+
+    def list_query(self, clean: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(equals, excludes) on stored fields for the clean list parameters."""
+        return {k: v for k, v in clean.items() if k in self.list_filters}, {}
 
     def render(self, obj: Mapping[str, Any], *, just_created: bool = False) -> dict[str, Any]:
         """The API view: fields starting with "_" are the sandbox's own bookkeeping."""
@@ -195,31 +205,53 @@ class BillingEngine:
     def now(self) -> int:
         return int(self.clock())
 
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One API call's changes and events, all or nothing; deliveries wake afterwards."""
+        with self.store.transaction():
+            yield
+        self._notify()
+
     # generic lifecycle -------------------------------------------------------------------
 
     def create(
         self, resource: Resource, params: Mapping[str, Any], ctx: CallContext
     ) -> dict[str, Any]:
         clean = validate(params, resource.create_schema, required=resource.create_required)
+        with self.atomic():
+            obj = self.insert(resource, resource.build(clean, self), ctx)
+        return resource.render(obj, just_created=True)
+
+    def insert(
+        self,
+        resource: Resource,
+        fields: Mapping[str, Any],
+        ctx: CallContext,
+        *,
+        object_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a new object (id, object, created, livemode added) and record `.created`."""
+        obj = {
+            "id": object_id or new_id(resource.id_prefix),
+            "object": resource.object_name,
+            "created": self.now(),
+            "livemode": False,
+            **fields,
+        }
         with self.store.transaction():
-            obj = {
-                "id": new_id(resource.id_prefix),
-                "object": resource.object_name,
-                "created": self.now(),
-                "livemode": False,
-                **resource.build(clean, self),
-            }
             self.store.insert_object(obj)
             if resource.emits_events:
                 self.record_event(f"{resource.events_named}.created", resource.render(obj), ctx)
-        self._notify()
-        return resource.render(obj, just_created=True)
+        return obj
 
-    def get(self, resource: Resource, object_id: str, *, param: str = "id") -> dict[str, Any]:
-        """The stored object (deleted ones count as missing)."""
-        found = self.store.get_object(object_id)
+    def get(
+        self, resource: Resource, object_id: str, *, param: str = "id", status: int = 404
+    ) -> dict[str, Any]:
+        """The stored object (deleted ones count as missing). A missing object named by a
+        parameter of another call is Stripe's 400 `resource_missing` (status=400)."""
+        found = self.store.get_object(object_id) if isinstance(object_id, str) else None
         if found is None or found[1] or found[0]["object"] != resource.object_name:
-            raise no_such(resource.object_name, object_id, param=param)
+            raise no_such(resource.object_name, str(object_id), param=param, status=status)
         return found[0]
 
     def retrieve(self, resource: Resource, object_id: str) -> dict[str, Any]:
@@ -249,16 +281,19 @@ class BillingEngine:
         *,
         event_type: str | None = None,
     ) -> None:
-        """Store a changed object and record `<type>.updated` when anything visible changed."""
+        """Store a changed object and record `<type>.updated` (or `event_type`, e.g.
+        `invoice.finalized`) when anything visible changed. Only `.updated` events carry
+        `previous_attributes`, as in Stripe."""
         changed = previous_attributes(resource.render(before), resource.render(after))
+        kind = event_type or f"{resource.events_named}.updated"
         with self.store.transaction():
             self.store.save_object(after)
             if resource.emits_events and changed:
                 self.record_event(
-                    event_type or f"{resource.events_named}.updated",
+                    kind,
                     resource.render(after),
                     ctx,
-                    previous=changed,
+                    previous=changed if kind.endswith(".updated") else None,
                 )
 
     def delete(self, resource: Resource, object_id: str, ctx: CallContext) -> dict[str, Any]:
@@ -280,7 +315,7 @@ class BillingEngine:
                 "You may only specify one of these parameters: starting_after, ending_before.",
                 param="starting_after",
             )
-        equals = {k: v for k, v in clean.items() if k in resource.list_filters}
+        equals, excludes = resource.list_query(clean)
         try:
             page = self.store.list_objects(
                 resource.object_name,
@@ -288,6 +323,7 @@ class BillingEngine:
                 starting_after=starting_after,
                 ending_before=ending_before,
                 equals=equals,
+                excludes=excludes,
                 created=clean.get("created"),
             )
         except CursorNotFound as missing:
@@ -314,6 +350,35 @@ class BillingEngine:
             self.save(resource, current, updated, ctx)
         self._notify()
         return resource.render(updated)
+
+    # expansions --------------------------------------------------------------------------
+
+    def expand(self, body: dict[str, Any], paths: Any) -> dict[str, Any]:
+        """Stripe's `expand[]`: replace the ids at dotted paths (`items.data.price.product`,
+        `data.customer` in lists) by the objects they name."""
+        if paths is None:
+            return body
+        for index, path in enumerate(as_list(paths, "expand")):
+            if not isinstance(path, str) or not path:
+                raise param_error("Invalid expand path", param=f"expand[{index}]")
+            body = self._expand_at(body, path.split("."), path)
+        return body
+
+    def _expand_at(self, node: Any, parts: list[str], path: str) -> Any:
+        if isinstance(node, list):
+            return [self._expand_at(item, parts, path) for item in node]
+        if not isinstance(node, dict) or not parts:
+            return node
+        key, rest = parts[0], parts[1:]
+        if key not in node:
+            raise param_error(f"This property cannot be expanded ({path}).", param="expand")
+        value = node[key]
+        if isinstance(value, str) and (rest or key != "id"):
+            found = self.store.get_object(value)
+            if found is not None and found[0].get("object") in self.resources:
+                resource = self.resources[found[0]["object"]]
+                value = resource.deleted_view(found[0]) if found[1] else resource.render(found[0])
+        return {**node, key: self._expand_at(value, rest, path) if rest else value}
 
     # events ------------------------------------------------------------------------------
 

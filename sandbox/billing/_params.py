@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from canonical.money import CURRENCY_EXPONENTS
 from sandbox.billing._errors import missing_param, param_error, unknown_param
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
@@ -154,6 +155,17 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Validator
     return check
 
 
+def currency() -> Validator:
+    """A three-letter ISO code Stripe supports; answered lowercase as Stripe does."""
+
+    def check(value: Any, param: str) -> str:
+        if not isinstance(value, str) or value.upper() not in CURRENCY_EXPONENTS:
+            raise param_error(f"Invalid currency: {value}.", param=param)
+        return value.lower()
+
+    return check
+
+
 def enum(*choices: str) -> Validator:
     def check(value: Any, param: str) -> str:
         if value not in choices:
@@ -184,6 +196,28 @@ def obj(schema: Mapping[str, Validator], *, clearable: bool = True) -> Validator
         if not isinstance(value, dict):
             raise param_error(f"Invalid hash: {param}", param=param, code="parameter_invalid_hash")
         return validate(value, schema, prefix=param)
+
+    return check
+
+
+def object_list(schema: Mapping[str, Validator], *, max_items: int = 20) -> Validator:
+    """A list of hashes (`items[0][price]=...&items[1][price]=...`), each checked by schema."""
+
+    def check(value: Any, param: str) -> list[dict[str, Any]]:
+        values = as_list(value, param)
+        if not values:
+            raise param_error(f"{param} must not be empty", param=param)
+        if len(values) > max_items:
+            raise param_error(f"{param} may hold at most {max_items} entries", param=param)
+        clean: list[dict[str, Any]] = []
+        for index, item in enumerate(values):
+            name = f"{param}[{index}]"
+            if not isinstance(item, dict):
+                raise param_error(
+                    f"Invalid hash: {name}", param=name, code="parameter_invalid_hash"
+                )
+            clean.append(validate(item, schema, prefix=name))
+        return clean
 
     return check
 

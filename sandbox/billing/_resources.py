@@ -6,11 +6,15 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sandbox.billing._engine import BillingEngine, Resource, new_id
+from sandbox.billing._engine import SYSTEM, BillingEngine, Resource, new_id
+from sandbox.billing._errors import StripeError, param_error
 from sandbox.billing._params import (
     Validator,
+    boolean,
+    currency,
     email,
     enum,
+    integer,
     merge_metadata,
     metadata,
     obj,
@@ -18,6 +22,12 @@ from sandbox.billing._params import (
     string_list,
     url,
 )
+from sandbox.billing._proration import INTERVALS
+
+# Stripe embeds the first lines of an invoice or credit note; the rest are paged.
+EMBEDDED_LINES = 10
+# Stripe's longest recurring interval is one year.
+MAX_INTERVAL_COUNT = {"day": 365, "week": 52, "month": 12, "year": 1}
 
 ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 _ADDRESS = obj({name: string(5000) for name in ADDRESS_FIELDS})
@@ -152,6 +162,363 @@ class WebhookEndpointResource(Resource):
         if not just_created:
             view.pop("secret", None)
         return view
+
+
+# catalog ----------------------------------------------------------------------------------
+
+
+class ProductResource(Resource):
+    object_name = "product"
+    id_prefix = "prod"
+    collection = "products"
+    deletable = False  # Stripe deletes only products without prices; not needed here
+    create_schema: ClassVar[dict[str, Validator]] = {
+        "name": string(250, clearable=False),
+        "description": string(40000),
+        "active": boolean(),
+        "metadata": metadata(),
+        "unit_label": string(12),
+    }
+    create_required = ("name",)
+    update_schema = create_schema
+    list_filters: ClassVar[dict[str, Validator]] = {"active": boolean()}
+
+    def build(self, params: dict[str, Any], engine: BillingEngine) -> dict[str, Any]:
+        return {
+            "active": params.get("active", True),
+            "default_price": None,
+            "description": params.get("description"),
+            "images": [],
+            "marketing_features": [],
+            "metadata": merge_metadata({}, params.get("metadata") or {}),
+            "name": params["name"],
+            "package_dimensions": None,
+            "shippable": None,
+            "statement_descriptor": None,
+            "tax_code": None,
+            "type": "service",
+            "unit_label": params.get("unit_label"),
+            "updated": engine.now(),
+            "url": None,
+        }
+
+    def apply(
+        self, current: dict[str, Any], params: dict[str, Any], engine: BillingEngine
+    ) -> dict[str, Any]:
+        updated = dict(current)
+        for key, value in params.items():
+            if key == "metadata":
+                updated["metadata"] = merge_metadata(current.get("metadata") or {}, value)
+            else:
+                updated[key] = value
+        updated["updated"] = engine.now()
+        return updated
+
+
+def _recurring(value: Any, param: str) -> dict[str, Any] | None:
+    clean = obj(
+        {
+            "interval": enum(*INTERVALS),
+            "interval_count": integer(1, 365),
+            "usage_type": enum("licensed"),
+        }
+    )(value, param)
+    if clean is None:
+        return None
+    if "interval" not in clean:
+        raise param_error(
+            f"Missing required param: {param}[interval].",
+            param=f"{param}[interval]",
+            code="parameter_missing",
+        )
+    count = clean.get("interval_count", 1)
+    if count > MAX_INTERVAL_COUNT[clean["interval"]]:
+        raise param_error(
+            "The maximum billing interval is one year (1 year, 12 months, 52 weeks or 365 days).",
+            param=f"{param}[interval_count]",
+        )
+    return {
+        "interval": clean["interval"],
+        "interval_count": count,
+        "meter": None,
+        "trial_period_days": None,
+        "usage_type": "licensed",
+    }
+
+
+class PriceResource(Resource):
+    object_name = "price"
+    id_prefix = "price"
+    collection = "prices"
+    deletable = False  # Stripe has no price deletion: deactivate with active=false
+    create_schema: ClassVar[dict[str, Validator]] = {
+        "currency": currency(),
+        "product": string(255, clearable=False),
+        "product_data": obj(
+            {"name": string(250, clearable=False), "metadata": metadata()}, clearable=False
+        ),
+        "unit_amount": integer(0, 99_999_999),
+        "recurring": _recurring,
+        "nickname": string(),
+        "metadata": metadata(),
+        "active": boolean(),
+        "lookup_key": string(200),
+        "tax_behavior": enum("exclusive", "inclusive", "unspecified"),
+    }
+    create_required = ("currency", "unit_amount")
+    update_schema: ClassVar[dict[str, Validator]] = {
+        "active": boolean(),
+        "metadata": metadata(),
+        "nickname": string(),
+        "lookup_key": string(200),
+    }
+    list_filters: ClassVar[dict[str, Validator]] = {
+        "active": boolean(),
+        "currency": currency(),
+        "product": string(255, clearable=False),
+        "type": enum("one_time", "recurring"),
+    }
+
+    def build(self, params: dict[str, Any], engine: BillingEngine) -> dict[str, Any]:
+        product_id = params.get("product")
+        product_data = params.get("product_data")
+        if (product_id is None) == (product_data is None):
+            raise param_error(
+                "You must specify exactly one of product or product_data.", param="product"
+            )
+        if product_data is not None:
+            if not product_data.get("name"):
+                raise param_error(
+                    "Missing required param: product_data[name].",
+                    param="product_data[name]",
+                    code="parameter_missing",
+                )
+            products = engine.resource("product")
+            product_id = engine.insert(
+                products,
+                products.build({"name": product_data["name"], **product_data}, engine),
+                SYSTEM,  # build() knows no request; Stripe would name the price's request
+            )["id"]
+        else:
+            engine.get(engine.resource("product"), str(product_id), param="product", status=400)
+        recurring = params.get("recurring")
+        return {
+            "active": params.get("active", True),
+            "billing_scheme": "per_unit",
+            "currency": params["currency"],
+            "custom_unit_amount": None,
+            "lookup_key": params.get("lookup_key"),
+            "metadata": merge_metadata({}, params.get("metadata") or {}),
+            "nickname": params.get("nickname"),
+            "product": product_id,
+            "recurring": recurring,
+            "tax_behavior": params.get("tax_behavior") or "unspecified",
+            "tiers_mode": None,
+            "transform_quantity": None,
+            "type": "recurring" if recurring else "one_time",
+            "unit_amount": params["unit_amount"],
+            "unit_amount_decimal": str(params["unit_amount"]),
+        }
+
+    def apply(
+        self, current: dict[str, Any], params: dict[str, Any], engine: BillingEngine
+    ) -> dict[str, Any]:
+        updated = dict(current)
+        for key, value in params.items():
+            if key == "metadata":
+                updated["metadata"] = merge_metadata(current.get("metadata") or {}, value)
+            else:
+                updated[key] = value
+        return updated
+
+
+# subscriptions, invoices, credit notes ----------------------------------------------------
+
+
+def _list_object(url: str, data: list[dict[str, Any]], limit: int | None = None) -> dict[str, Any]:
+    shown = data if limit is None else data[:limit]
+    return {
+        "object": "list",
+        "data": shown,
+        "has_more": len(shown) < len(data),
+        "total_count": len(data),
+        "url": url,
+    }
+
+
+class SubscriptionResource(Resource):
+    """Created, changed and cancelled by BillingOperations (prorations, invoices)."""
+
+    object_name = "subscription"
+    id_prefix = "sub"
+    collection = "subscriptions"
+    event_prefix = "customer.subscription"
+    creatable = False
+    updatable = False
+    deletable = False
+    list_filters: ClassVar[dict[str, Validator]] = {
+        "customer": string(255, clearable=False),
+        "status": enum(
+            "active",
+            "all",
+            "canceled",
+            "ended",
+            "incomplete",
+            "incomplete_expired",
+            "past_due",
+            "paused",
+            "trialing",
+            "unpaid",
+        ),
+        "collection_method": enum("charge_automatically", "send_invoice"),
+        "price": string(255, clearable=False),
+    }
+
+    def list_query(self, clean: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        equals, excludes = super().list_query(clean)
+        equals.pop("price", None)  # matched in items; see BillingOperations.list_subscriptions
+        status = equals.pop("status", None)
+        if status is None:
+            excludes["status"] = "canceled"  # Stripe hides canceled ones unless asked
+        elif status == "ended":
+            equals["status"] = "canceled"
+        elif status != "all":
+            equals["status"] = status
+        return equals, excludes
+
+    def render(self, obj: Mapping[str, Any], *, just_created: bool = False) -> dict[str, Any]:
+        view = super().render(obj)
+        view["items"] = _list_object(
+            f"/v1/subscription_items?subscription={obj['id']}", list(obj["_items"])
+        )
+        return view
+
+
+class InvoiceResource(Resource):
+    object_name = "invoice"
+    id_prefix = "in"
+    collection = "invoices"
+    creatable = False
+    deletable = False
+    update_schema: ClassVar[dict[str, Validator]] = {
+        "auto_advance": boolean(),
+        "description": string(1500),
+        "footer": string(5000),
+        "metadata": metadata(),
+    }
+    list_filters: ClassVar[dict[str, Validator]] = {
+        "customer": string(255, clearable=False),
+        "subscription": string(255, clearable=False),
+        "status": enum("draft", "open", "paid", "uncollectible", "void"),
+        "collection_method": enum("charge_automatically", "send_invoice"),
+    }
+
+    def apply(
+        self, current: dict[str, Any], params: dict[str, Any], engine: BillingEngine
+    ) -> dict[str, Any]:
+        if "auto_advance" in params and current["status"] not in ("draft", "open"):
+            raise StripeError(
+                400,
+                f"You can only change auto_advance on draft or open invoices; this invoice "
+                f"is {current['status']}.",
+                code="invoice_not_editable",
+                param="auto_advance",
+            )
+        updated = dict(current)
+        for key, value in params.items():
+            if key == "metadata":
+                updated["metadata"] = merge_metadata(current.get("metadata") or {}, value)
+            else:
+                updated[key] = value
+        return updated
+
+    def render(self, obj: Mapping[str, Any], *, just_created: bool = False) -> dict[str, Any]:
+        view = super().render(obj)
+        view["lines"] = _list_object(
+            f"/v1/invoices/{obj['id']}/lines", list(obj["_lines"]), EMBEDDED_LINES
+        )
+        return view
+
+
+class InvoiceItemResource(Resource):
+    object_name = "invoiceitem"
+    id_prefix = "ii"
+    collection = "invoiceitems"
+    creatable = False
+    deletable = False
+    update_schema: ClassVar[dict[str, Validator]] = {
+        "description": string(),
+        "metadata": metadata(),
+    }
+    list_filters: ClassVar[dict[str, Validator]] = {
+        "customer": string(255, clearable=False),
+        "invoice": string(255, clearable=False),
+        "pending": boolean(),
+    }
+
+    def list_query(self, clean: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        equals, excludes = super().list_query(clean)
+        if "pending" in equals:
+            equals["_pending"] = equals.pop("pending")
+        return equals, excludes
+
+    def apply(
+        self, current: dict[str, Any], params: dict[str, Any], engine: BillingEngine
+    ) -> dict[str, Any]:
+        if "description" in params and not current["_pending"]:
+            raise StripeError(
+                400,
+                "This invoice item is already on an invoice; only its metadata can change.",
+                code="invoice_not_editable",
+                param="description",
+            )
+        updated = dict(current)
+        for key, value in params.items():
+            if key == "metadata":
+                updated["metadata"] = merge_metadata(current.get("metadata") or {}, value)
+            else:
+                updated[key] = value
+        return updated
+
+
+class CreditNoteResource(Resource):
+    object_name = "credit_note"
+    id_prefix = "cn"
+    collection = "credit_notes"
+    creatable = False
+    deletable = False
+    update_schema: ClassVar[dict[str, Validator]] = {"memo": string(), "metadata": metadata()}
+    list_filters: ClassVar[dict[str, Validator]] = {
+        "customer": string(255, clearable=False),
+        "invoice": string(255, clearable=False),
+    }
+
+    def apply(
+        self, current: dict[str, Any], params: dict[str, Any], engine: BillingEngine
+    ) -> dict[str, Any]:
+        updated = dict(current)
+        for key, value in params.items():
+            if key == "metadata":
+                updated["metadata"] = merge_metadata(current.get("metadata") or {}, value)
+            else:
+                updated[key] = value
+        return updated
+
+    def render(self, obj: Mapping[str, Any], *, just_created: bool = False) -> dict[str, Any]:
+        view = super().render(obj)
+        view["lines"] = _list_object(
+            f"/v1/credit_notes/{obj['id']}/lines", list(obj["_lines"]), EMBEDDED_LINES
+        )
+        return view
+
+
+class CustomerBalanceTransactionResource(Resource):
+    """Served under /v1/customers/{id}/balance_transactions by BillingOperations."""
+
+    object_name = "customer_balance_transaction"
+    id_prefix = "cbtxn"
+    collection = "balance_transactions"
+    routed = False
 
 
 def ensure_configured_endpoints(

@@ -206,15 +206,40 @@ class BillingStore:
         starting_after: str | None = None,
         ending_before: str | None = None,
         equals: Mapping[str, Any] | None = None,
+        excludes: Mapping[str, Any] | None = None,
         created: Mapping[str, int] | None = None,
     ) -> Page:
         """Newest first, Stripe cursor semantics; deleted objects are not listed."""
+        where, args = self._field_filters(object_type, equals, excludes)
+        return self._page("objects", where, args, limit, starting_after, ending_before, created)
+
+    def find_objects(
+        self, object_type: str, equals: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every live object of a type whose fields equal `equals`, oldest first."""
+        where, args = self._field_filters(object_type, equals, None)
+        sql = f"SELECT data FROM objects WHERE {' AND '.join(where)} ORDER BY seq"  # noqa: S608
+        return [json.loads(r["data"]) for r in self._query(sql, args)]
+
+    @staticmethod
+    def _field_filters(
+        object_type: str,
+        equals: Mapping[str, Any] | None,
+        excludes: Mapping[str, Any] | None,
+    ) -> tuple[list[str], list[Any]]:
         where = ["type = ?", "deleted = 0"]
         args: list[Any] = [object_type]
         for field, value in (equals or {}).items():
-            where.append("json_extract(data, ?) = ?")
+            if value is None:
+                where.append("json_extract(data, ?) IS NULL")
+                args.append(f"$.{field}")
+            else:
+                where.append("json_extract(data, ?) = ?")
+                args.extend([f"$.{field}", value])
+        for field, value in (excludes or {}).items():
+            where.append("json_extract(data, ?) IS NOT ?")
             args.extend([f"$.{field}", value])
-        return self._page("objects", where, args, limit, starting_after, ending_before, created)
+        return where, args
 
     # events ------------------------------------------------------------------------------
 

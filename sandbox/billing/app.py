@@ -1,8 +1,9 @@
 """The Stripe-compatible billing sandbox as a FastAPI app.
 
 Every `/v1` call goes through one pipeline, in Stripe's order: injected faults, API key,
-form decoding, Idempotency-Key (POST), then the operation. `/_sandbox/*` is test control
-and needs no key: health, faults, webhook deliveries, redelivery, delivery mode, patches.
+form decoding, Idempotency-Key (POST), then the operation and any `expand[]`. `/_sandbox/*`
+is test control and needs no key: health, faults, webhook deliveries, redelivery, delivery
+mode, patches, and advancing a subscription to its next billing cycle.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from sandbox.billing._billing import BillingOperations
 from sandbox.billing._engine import (
     BillingEngine,
     CallContext,
@@ -32,7 +34,14 @@ from sandbox.billing._engine import (
 from sandbox.billing._errors import StripeError
 from sandbox.billing._params import decode_params
 from sandbox.billing._resources import (
+    CreditNoteResource,
+    CustomerBalanceTransactionResource,
     CustomerResource,
+    InvoiceItemResource,
+    InvoiceResource,
+    PriceResource,
+    ProductResource,
+    SubscriptionResource,
     WebhookEndpointResource,
     ensure_configured_endpoints,
 )
@@ -124,6 +133,7 @@ class SandboxState:
     engine: BillingEngine
     store: BillingStore
     dispatcher: WebhookDispatcher
+    billing: BillingOperations
     faults: FaultInjector
     api_keys: list[str]
     # Requests whose Idempotency-Key is being worked on (Stripe answers 409 to a second one).
@@ -188,6 +198,9 @@ def _stripe_endpoint(
 ) -> Callable[..., Awaitable[Response]]:
     engine = sandbox.engine
 
+    def expanded(request: Request, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return engine.expand(operation(request, params, ctx), params.get("expand"))
+
     async def endpoint(request: Request) -> Response:
         request_id = new_id("req", 14)
         headers = {
@@ -207,9 +220,9 @@ def _stripe_endpoint(
             params = await _params(request)
             ctx = CallContext(request_id=request_id, idempotency_key=idempotency_key)
             if idempotency_key is None:
-                return _json(operation(request, params, ctx), headers=headers)
+                return _json(expanded(request, params, ctx), headers=headers)
             return _idempotent(
-                sandbox, request, api_key, idempotency_key, params, ctx, operation, headers
+                sandbox, request, api_key, idempotency_key, params, ctx, expanded, headers
             )
         except StripeError as err:
             return _json(err.body(), err.status, {**headers, **err.headers})
@@ -290,6 +303,8 @@ def _idempotent(
 
 
 def _register_resource(app: FastAPI, sandbox: SandboxState, resource: Resource) -> None:
+    if not resource.routed:
+        return
     engine = sandbox.engine
     base = f"/v1/{resource.collection}"
 
@@ -309,9 +324,10 @@ def _register_resource(app: FastAPI, sandbox: SandboxState, resource: Resource) 
         return engine.delete(resource, request.path_params["object_id"], ctx)
 
     name = resource.object_name
-    app.add_api_route(
-        base, _stripe_endpoint(sandbox, create), methods=["POST"], name=f"create_{name}"
-    )
+    if resource.creatable:
+        app.add_api_route(
+            base, _stripe_endpoint(sandbox, create), methods=["POST"], name=f"create_{name}"
+        )
     app.add_api_route(
         base, _stripe_endpoint(sandbox, list_all), methods=["GET"], name=f"list_{name}s"
     )
@@ -327,6 +343,140 @@ def _register_resource(app: FastAPI, sandbox: SandboxState, resource: Resource) 
         app.add_api_route(
             item, _stripe_endpoint(sandbox, delete), methods=["DELETE"], name=f"delete_{name}"
         )
+
+
+def _route(
+    app: FastAPI, sandbox: SandboxState, method: str, path: str, operation: Operation, name: str
+) -> None:
+    app.add_api_route(path, _stripe_endpoint(sandbox, operation), methods=[method], name=name)
+
+
+def _register_billing(app: FastAPI, sandbox: SandboxState) -> None:
+    """The operations with side effects: subscriptions, invoices, credit notes, balance."""
+    billing = sandbox.billing
+
+    def path_id(request: Request, name: str = "object_id") -> str:
+        return str(request.path_params[name])
+
+    routes: list[tuple[str, str, Operation, str]] = [
+        (
+            "POST",
+            "/v1/subscriptions",
+            lambda r, p, c: billing.create_subscription(p, c),
+            "create_subscription",
+        ),
+        (
+            "POST",
+            "/v1/subscriptions/{object_id}",
+            lambda r, p, c: billing.update_subscription(path_id(r), p, c),
+            "update_subscription",
+        ),
+        (
+            "DELETE",
+            "/v1/subscriptions/{object_id}",
+            lambda r, p, c: billing.cancel_subscription(path_id(r), p, c),
+            "cancel_subscription",
+        ),
+        ("POST", "/v1/invoices", lambda r, p, c: billing.create_invoice(p, c), "create_invoice"),
+        (
+            "DELETE",
+            "/v1/invoices/{object_id}",
+            lambda r, p, c: billing.delete_invoice(path_id(r), c),
+            "delete_invoice",
+        ),
+        (
+            "POST",
+            "/v1/invoices/{object_id}/finalize",
+            lambda r, p, c: billing.finalize_invoice(path_id(r), p, c),
+            "finalize_invoice",
+        ),
+        (
+            "POST",
+            "/v1/invoices/{object_id}/pay",
+            lambda r, p, c: billing.pay_invoice(path_id(r), p, c),
+            "pay_invoice",
+        ),
+        (
+            "POST",
+            "/v1/invoices/{object_id}/void",
+            lambda r, p, c: billing.void_invoice(path_id(r), p, c),
+            "void_invoice",
+        ),
+        (
+            "POST",
+            "/v1/invoices/{object_id}/mark_uncollectible",
+            lambda r, p, c: billing.mark_uncollectible(path_id(r), p, c),
+            "mark_uncollectible_invoice",
+        ),
+        (
+            "GET",
+            "/v1/invoices/{object_id}/lines",
+            lambda r, p, c: billing.invoice_lines(path_id(r), p),
+            "list_invoice_lines",
+        ),
+        (
+            "POST",
+            "/v1/invoiceitems",
+            lambda r, p, c: billing.create_invoice_item(p, c),
+            "create_invoiceitem",
+        ),
+        (
+            "DELETE",
+            "/v1/invoiceitems/{object_id}",
+            lambda r, p, c: billing.delete_invoice_item(path_id(r), c),
+            "delete_invoiceitem",
+        ),
+        (
+            "POST",
+            "/v1/credit_notes",
+            lambda r, p, c: billing.create_credit_note(p, c),
+            "create_credit_note",
+        ),
+        (
+            "POST",
+            "/v1/credit_notes/{object_id}/void",
+            lambda r, p, c: billing.void_credit_note(path_id(r), p, c),
+            "void_credit_note",
+        ),
+        (
+            "GET",
+            "/v1/credit_notes/{object_id}/lines",
+            lambda r, p, c: billing.credit_note_lines(path_id(r), p),
+            "list_credit_note_lines",
+        ),
+        (
+            "POST",
+            "/v1/customers/{customer_id}/balance_transactions",
+            lambda r, p, c: billing.create_balance_transaction(path_id(r, "customer_id"), p, c),
+            "create_customer_balance_transaction",
+        ),
+        (
+            "GET",
+            "/v1/customers/{customer_id}/balance_transactions",
+            lambda r, p, c: billing.list_balance_transactions(
+                path_id(r, "customer_id"), p, r.url.path
+            ),
+            "list_customer_balance_transactions",
+        ),
+        (
+            "GET",
+            "/v1/customers/{customer_id}/balance_transactions/{object_id}",
+            lambda r, p, c: billing.retrieve_balance_transaction(
+                path_id(r, "customer_id"), path_id(r)
+            ),
+            "retrieve_customer_balance_transaction",
+        ),
+        (
+            "POST",
+            "/v1/customers/{customer_id}/balance_transactions/{object_id}",
+            lambda r, p, c: billing.update_balance_transaction(
+                path_id(r, "customer_id"), path_id(r), p, c
+            ),
+            "update_customer_balance_transaction",
+        ),
+    ]
+    for method, path, operation, name in routes:
+        _route(app, sandbox, method, path, operation, name)
 
 
 def _register_events(app: FastAPI, sandbox: SandboxState) -> None:
@@ -454,6 +604,15 @@ def _register_sandbox_control(app: FastAPI, sandbox: SandboxState) -> None:
             }
         )
 
+    @app.post("/_sandbox/subscriptions/{subscription_id}/advance")
+    async def advance_subscription(subscription_id: str) -> Response:
+        """Time travel for tests and the demo: end the current period now and issue the next
+        cycle's invoice (with pending prorations), as Stripe's renewal would."""
+        try:
+            return _json(sandbox.billing.advance_subscription(subscription_id))
+        except StripeError as err:
+            return _json(err.body(), err.status)
+
     @app.post("/_sandbox/objects/{object_id}")
     async def patch_object(object_id: str, request: Request) -> Response:
         """Change fields as billing itself would, recording `<type>.updated`."""
@@ -482,13 +641,25 @@ def create_app(
         raise ValueError("the billing sandbox needs at least one API key")
     store = BillingStore(state_path)
     engine = BillingEngine(store, settings)
-    engine.register(CustomerResource())
-    engine.register(WebhookEndpointResource())
+    served: tuple[Resource, ...] = (
+        CustomerResource(),
+        WebhookEndpointResource(),
+        ProductResource(),
+        PriceResource(),
+        SubscriptionResource(),
+        InvoiceResource(),
+        InvoiceItemResource(),
+        CreditNoteResource(),
+        CustomerBalanceTransactionResource(),
+    )
+    for kind in served:
+        engine.register(kind)
     ensure_configured_endpoints(engine, list(webhook_endpoints or []))
     sandbox = SandboxState(
         engine=engine,
         store=store,
         dispatcher=WebhookDispatcher(engine),
+        billing=BillingOperations(engine),
         faults=FaultInjector(),
         api_keys=list(api_keys),
         in_flight=set(),
@@ -512,6 +683,7 @@ def create_app(
     )
     app.state.billing = sandbox
     _register_sandbox_control(app, sandbox)
+    _register_billing(app, sandbox)
     for resource in engine.resources.values():
         _register_resource(app, sandbox, resource)
     _register_events(app, sandbox)

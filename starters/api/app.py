@@ -208,7 +208,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
             event = to_business_event(payload, request.state.correlation_id)
         except (ValueError, ValidationError) as err:
             raise HTTPException(400, f"malformed event: {_first_line(err)}") from None
-        start = route_billing_event(event)
+        start = route_billing_event(event, settings.ledger_currencies)
         if start is None:
             return Accepted(status="ignored", detail=f"no process handles {event.type}")
         return await start_process(start, "billing", event.event_id, event.type)

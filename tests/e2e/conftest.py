@@ -29,6 +29,7 @@ from adapters.settings import Settings
 from starters.api import create_app
 from starters.api.auth import key_entry
 from tests.fixtures.billing import BillingSandbox
+from tests.fixtures.faults import FaultProxyHandle, serve_fault_proxy
 from tests.fixtures.servers import free_port, serve_app
 from tests.fixtures.support import SupportSandbox
 from tests.fixtures.tryton import TrytonServer
@@ -74,6 +75,7 @@ class Stack:
     billing: BillingSandbox
     support: SupportSandbox
     tryton: TrytonServer
+    erp_faults: FaultProxyHandle
     api_url: str
     tmp_path: Path
 
@@ -102,7 +104,10 @@ async def stack(
     queue_prefix: str,
     tmp_path: Path,
 ) -> AsyncIterator[Stack]:
+    stack_resources = contextlib.ExitStack()
     api_port = free_port()
+    # The ERP sits behind the fault proxy in every e2e test; tests add rules when they need.
+    erp_faults = stack_resources.enter_context(serve_fault_proxy(tryton_server.url))
     endpoint = billing_sandbox.add_webhook_endpoint(f"http://127.0.0.1:{api_port}/webhooks/stripe")
     settings = Settings(
         home=tmp_path / "home",
@@ -115,7 +120,7 @@ async def stack(
         support_url=support_sandbox.url,
         support_email=support_sandbox.email,
         support_api_token=SecretStr(support_sandbox.api_token),
-        erp_url=tryton_server.url,
+        erp_url=erp_faults.url,
         erp_database=tryton_server.database,
         erp_user=tryton_server.user,
         erp_password=SecretStr(tryton_server.password),
@@ -132,10 +137,12 @@ async def stack(
             billing_sandbox,
             support_sandbox,
             tryton_server,
+            erp_faults,
             api_url,
             tmp_path,
         )
     await adapters.aclose()
+    stack_resources.close()
 
 
 @pytest_asyncio.fixture

@@ -82,7 +82,8 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "erp: bootstrapping database" in demo.stdout
-    assert "Demo complete: account sync end to end." in demo.stdout
+    assert "Demo complete: account sync and the mid-cycle upgrade" in demo.stdout
+    assert "posted: equal to the billing invoice, once" in demo.stdout
     for component in ("temporal", "erp", "billing", "support", "worker", "api"):
         assert f"{component}: ready, listening on" in demo.stdout
         assert f"{component}: stopped" in demo.stdout

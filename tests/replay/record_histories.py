@@ -12,15 +12,52 @@ import asyncio
 import json
 from pathlib import Path
 
+from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from canonical import Customer
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
 from tests.workflow.test_account_sync import FakeSystems, running_workers, sync
+from tests.workflow.test_subscription_ledger import (
+    FakeWorld,
+    decision,
+    deliver,
+    event,
+    exception_handle,
+    invoice,
+    running,
+    until,
+)
 from workflows.account_sync import AccountSyncWorkflow
+from workflows.finance_exception import FinanceExceptionWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
+
+
+def save(name: str, history: WorkflowHistory) -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    path = HISTORIES / f"{name}.json"
+    document = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+async def record_subscription_ledger(env: WorkflowEnvironment) -> None:
+    """Three invoices out of order, one rejected by the ERP, retried after finance decides."""
+    world = FakeWorld()
+    for n, amount in ((1, "10.00"), (2, "20.00"), (3, "30.00")):
+        world.documents[f"in_{n}"] = invoice(f"in_{n}", amount, minute=n)
+    world.post_failures = [("ValidationError", True)]
+    async with running(env.client, "replay.", world):
+        for n in (2, 1, 3):
+            workflow_id = await deliver(env.client, "replay.", event(f"evt_{n}", f"in_{n}", n))
+        exception = await exception_handle(env, workflow_id)
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: len(world.journal) == 3, env, "three postings")
+        ledger = env.client.get_workflow_handle(workflow_id)
+        save("subscription_ledger_exception_retry", await ledger.fetch_history())
+        save("finance_exception_retry", await exception.fetch_history())
 
 
 async def record() -> None:
@@ -39,10 +76,8 @@ async def record() -> None:
             )
             await handle.result()
             history = await handle.fetch_history()
-        HISTORIES.mkdir(exist_ok=True)
-        path = HISTORIES / "account_sync_two_requests.json"
-        path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
-        print(f"wrote {path}")
+        save("account_sync_two_requests", history)
+        await record_subscription_ledger(env)
     finally:
         await env.shutdown()
         await asyncio.sleep(0.5)

@@ -51,12 +51,20 @@ def test_upgrade_proration_invoice_becomes_one_erp_invoice_with_both_lines() -> 
     assert "ABC-0002" in posting.description and "sub_1" in posting.description
 
 
-def test_downgrade_with_negative_total_becomes_an_erp_credit_note() -> None:
+def test_downgrade_with_negative_total_becomes_an_erp_credit_note_of_one_net_line() -> None:
     downgrade = document(line("il_1", "-50.00"), line("il_2", "20.00"))
     [posting] = required_postings(downgrade)
     assert posting.kind == "credit_note"
     assert posting.total == usd("30.00")
-    assert sum(ln.unit_price * ln.quantity for ln in posting.lines) == Decimal("30.00")
+    [net] = posting.lines
+    assert net.unit_price * net.quantity == Decimal("30.00")
+    assert "line il_1: 50.00" in net.description and "line il_2: -20.00" in net.description
+
+
+def test_credit_note_lines_of_one_sign_are_kept_as_they_are() -> None:
+    downgrade = document(line("il_1", "-50.00"), line("il_2", "-5.00"))
+    [posting] = required_postings(downgrade)
+    assert [ln.unit_price for ln in posting.lines] == [Decimal("50.00"), Decimal("5.00")]
 
 
 def test_draft_and_zero_documents_need_nothing() -> None:
@@ -71,6 +79,14 @@ def test_voided_invoice_needs_the_invoice_and_its_reversal_in_that_order() -> No
         ("in_1/void", "credit_note"),
     ]
     assert postings[1].total == postings[0].total
+    assert all(ln.unit_price > 0 for ln in postings[1].lines)
+
+
+def test_reversal_of_a_proration_invoice_is_one_net_credit_line() -> None:
+    upgrade = document(line("il_1", "-16.67"), line("il_2", "50.00"), status="void")
+    _, reversal = required_postings(upgrade)
+    [net] = reversal.lines
+    assert (reversal.kind, net.unit_price) == ("credit_note", Decimal("33.33"))
 
 
 def test_voided_draft_needs_nothing() -> None:

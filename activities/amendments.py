@@ -1,0 +1,138 @@
+"""Activities of amendment-to-ERP: read billing documents, post them, journal them."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._errors import adapter_errors_as_application_errors
+from adapters.ports import BillingSystem, Ledger
+from adapters.store import DuplicatePostingError, IntegrationStore
+from canonical import AccountRecord, BillingDocument, LedgerPosting, PostedDocument, Subscription
+
+
+class FetchDocumentInput(BaseModel):
+    kind: Literal["invoice", "credit_note"]
+    document_id: str
+
+
+class FetchSubscriptionInput(BaseModel):
+    subscription_id: str
+
+
+class PeriodOpenInput(BaseModel):
+    on: date
+
+
+class PostDocumentInput(BaseModel):
+    posting: LedgerPosting
+
+
+class JournalLookupInput(BaseModel):
+    reference: str
+
+
+class JournalEntry(BaseModel):
+    reference: str
+    document_type: str
+    customer_id: str
+    erp_document_id: str
+    erp_number: str | None
+    amount: Decimal
+    currency: str
+    workflow_id: str
+
+
+class RecordJournalInput(BaseModel):
+    entry: JournalEntry
+    correlation_id: str
+
+
+class AccountLinksInput(BaseModel):
+    customer_id: str
+
+
+class BillingDocumentActivities:
+    def __init__(self, billing: BillingSystem) -> None:
+        self._billing = billing
+
+    @activity.defn(name="fetch_billing_document")
+    async def fetch_billing_document(self, request: FetchDocumentInput) -> BillingDocument:
+        with adapter_errors_as_application_errors():
+            if request.kind == "invoice":
+                return await self._billing.get_invoice(request.document_id)
+            return await self._billing.get_credit_note(request.document_id)
+
+    @activity.defn(name="fetch_subscription")
+    async def fetch_subscription(self, request: FetchSubscriptionInput) -> Subscription:
+        with adapter_errors_as_application_errors():
+            return await self._billing.get_subscription(request.subscription_id)
+
+
+class ErpPostingActivities:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    @activity.defn(name="erp_period_open")
+    async def erp_period_open(self, request: PeriodOpenInput) -> bool:
+        with adapter_errors_as_application_errors():
+            return await self._ledger.is_period_open(request.on)
+
+    @activity.defn(name="post_ledger_document")
+    async def post_ledger_document(self, request: PostDocumentInput) -> PostedDocument:
+        """Idempotent by reference: a retry after a lost answer finds the first document."""
+        with adapter_errors_as_application_errors():
+            return await self._ledger.post_document(request.posting)
+
+
+class JournalActivities:
+    """The posting journal and cross-references; on the workflow queue (the store is ours)."""
+
+    def __init__(self, store: IntegrationStore) -> None:
+        self._store = store
+
+    @activity.defn(name="find_journal_entry")
+    def find_journal_entry(self, request: JournalLookupInput) -> JournalEntry | None:
+        posting = self._store.find_posting("billing", request.reference)
+        if posting is None:
+            return None
+        return JournalEntry(
+            reference=posting.source_document_id,
+            document_type=posting.document_type,
+            customer_id=posting.customer_id,
+            erp_document_id=posting.erp_document_id,
+            erp_number=posting.erp_number,
+            amount=posting.amount,
+            currency=posting.currency,
+            workflow_id=posting.workflow_id,
+        )
+
+    @activity.defn(name="record_journal_entry")
+    def record_journal_entry(self, request: RecordJournalInput) -> None:
+        entry = request.entry
+        try:
+            self._store.record_posting(
+                source_system="billing",
+                source_document_id=entry.reference,
+                document_type=entry.document_type,
+                customer_id=entry.customer_id,
+                erp_document_id=entry.erp_document_id,
+                erp_number=entry.erp_number,
+                amount=entry.amount,
+                currency=entry.currency,
+                workflow_id=entry.workflow_id,
+                correlation_id=request.correlation_id,
+            )
+        except DuplicatePostingError as err:
+            raise ApplicationError(
+                str(err), type="DuplicatePostingError", non_retryable=True
+            ) from err
+
+    @activity.defn(name="account_links")
+    def account_links(self, request: AccountLinksInput) -> list[AccountRecord]:
+        return self._store.account_links(request.customer_id)

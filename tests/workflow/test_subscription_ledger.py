@@ -1,0 +1,490 @@
+"""SubscriptionLedgerWorkflow on the time-skipping server with same-named activity doubles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.accounts import EnsurePartyInput, FetchCustomerInput, RecordAccountLinksInput
+from activities.amendments import (
+    AccountLinksInput,
+    FetchDocumentInput,
+    FetchSubscriptionInput,
+    JournalEntry,
+    JournalLookupInput,
+    PeriodOpenInput,
+    PostDocumentInput,
+    RecordJournalInput,
+)
+from activities.audit import AuditRecordInput
+from canonical import (
+    AccountRecord,
+    BillingDocument,
+    Customer,
+    DecisionRequest,
+    DocumentLine,
+    LedgerPosting,
+    Money,
+    PostedDocument,
+    Subscription,
+)
+from starters.routing import ProcessStart, signal_with_start
+from workflows import visibility
+from workflows.activity_options import task_queue
+from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
+from workflows.subscription_ledger import (
+    BillingEventRef,
+    SubscriptionLedgerInput,
+    SubscriptionLedgerWorkflow,
+)
+
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+
+
+def usd(amount: str) -> Money:
+    return Money.of(amount, "USD")
+
+
+def invoice(doc_id: str, *amounts: str, minute: int = 0, **changes: Any) -> BillingDocument:
+    lines = [
+        DocumentLine(line_id=f"{doc_id}-l{i}", description=f"line {i}", quantity=Decimal(1),
+                     unit_amount=usd(a), amount=usd(a))
+        for i, a in enumerate(amounts)
+    ]  # fmt: skip
+    total = sum((Decimal(a) for a in amounts), Decimal(0))
+    at = T0 + timedelta(minutes=minute)
+    fields: dict[str, Any] = {
+        "document_id": doc_id, "kind": "invoice", "status": "open", "number": f"N-{doc_id}",
+        "customer_id": "cus_1", "subscription_id": "sub_1", "currency": "USD", "lines": lines,
+        "subtotal": usd(str(total)), "tax": usd("0"), "total": usd(str(total)),
+        "created_at": at, "finalized_at": at,
+    }  # fmt: skip
+    fields.update(changes)
+    return BillingDocument(**fields)
+
+
+class FakeWorld:
+    """Billing, ERP, journal and audit in memory, with scripted failures."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, BillingDocument] = {}
+        self.erp: dict[str, PostedDocument] = {}
+        self.erp_order: list[str] = []
+        self.post_calls = 0
+        self.journal: dict[str, JournalEntry] = {}
+        self.audit: list[AuditRecordInput] = []
+        self.links: dict[str, list[AccountRecord]] = {"cus_1": [
+            AccountRecord(system="erp", external_id="7", customer_id="cus_1", name="Acme")
+        ]}  # fmt: skip
+        self.period_open = True
+        # (exception type name, non_retryable) raised by the next post calls, in order
+        self.post_failures: list[tuple[str, bool]] = []
+        self.commit_then_lose_answer = 0
+        self.journal_failures = 0
+
+    def activities(self) -> dict[str, list[Callable[..., Any]]]:
+        @activity.defn(name="fetch_billing_document")
+        async def fetch_billing_document(request: FetchDocumentInput) -> BillingDocument:
+            return self.documents[request.document_id]
+
+        @activity.defn(name="fetch_subscription")
+        async def fetch_subscription(request: FetchSubscriptionInput) -> Subscription:
+            return Subscription(
+                subscription_id=request.subscription_id, customer_id="cus_1", status="active",
+                currency="USD", items=[], current_period_start=T0,
+                current_period_end=T0 + timedelta(days=30), created_at=T0,
+            )  # fmt: skip
+
+        @activity.defn(name="fetch_billing_customer")
+        async def fetch_billing_customer(request: FetchCustomerInput) -> Customer:
+            return Customer(customer_id=request.customer_id, name="New Customer")
+
+        @activity.defn(name="erp_period_open")
+        async def erp_period_open(_request: PeriodOpenInput) -> bool:
+            return self.period_open
+
+        @activity.defn(name="ensure_erp_party")
+        async def ensure_erp_party(request: EnsurePartyInput) -> AccountRecord:
+            customer_id = request.customer.customer_id
+            return AccountRecord(
+                system="erp", external_id="99", customer_id=customer_id, name="New Customer"
+            )
+
+        @activity.defn(name="post_ledger_document")
+        async def post_ledger_document(request: PostDocumentInput) -> PostedDocument:
+            self.post_calls += 1
+            if self.post_failures:
+                kind, final = self.post_failures.pop(0)
+                raise ApplicationError(f"ERP said {kind}", type=kind, non_retryable=final)
+            return self._post(request.posting)
+
+        @activity.defn(name="find_journal_entry")
+        async def find_journal_entry(request: JournalLookupInput) -> JournalEntry | None:
+            return self.journal.get(request.reference)
+
+        @activity.defn(name="record_journal_entry")
+        async def record_journal_entry(request: RecordJournalInput) -> None:
+            if self.journal_failures:
+                self.journal_failures -= 1
+                raise RuntimeError("worker died before the journal write")
+            self.journal[request.entry.reference] = request.entry
+
+        @activity.defn(name="account_links")
+        async def account_links(request: AccountLinksInput) -> list[AccountRecord]:
+            return self.links.get(request.customer_id, [])
+
+        @activity.defn(name="record_account_links")
+        async def record_account_links(request: RecordAccountLinksInput) -> None:
+            self.links[request.customer_id] = request.records
+
+        @activity.defn(name="append_audit")
+        async def append_audit(record: AuditRecordInput) -> int:
+            self.audit.append(record)
+            return len(self.audit)
+
+        return {
+            "": [find_journal_entry, record_journal_entry, account_links, record_account_links,
+                 append_audit],
+            "billing": [fetch_billing_document, fetch_subscription, fetch_billing_customer],
+            "erp": [erp_period_open, post_ledger_document, ensure_erp_party],
+        }  # fmt: skip
+
+    def _post(self, posting: LedgerPosting) -> PostedDocument:
+        existing = self.erp.get(posting.reference)
+        if existing is not None:
+            return existing.model_copy(update={"created_now": False})
+        posted = PostedDocument(
+            reference=posting.reference, kind=posting.kind,
+            erp_document_id=str(len(self.erp) + 1), erp_number=f"ERP-{len(self.erp) + 1}",
+            total=posting.total, state="posted", created_now=True,
+        )  # fmt: skip
+        self.erp[posting.reference] = posted
+        self.erp_order.append(posting.reference)
+        if self.commit_then_lose_answer:
+            self.commit_then_lose_answer -= 1
+            raise ApplicationError("no answer in time", type="TransientError")
+        return posted
+
+
+@asynccontextmanager
+async def running(client: Client, prefix: str, world: FakeWorld) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        for queue, activities in world.activities().items():
+            await stack.enter_async_context(
+                Worker(
+                    client,
+                    task_queue=task_queue(prefix, queue) if queue else task_queue(prefix),
+                    workflows=[SubscriptionLedgerWorkflow, FinanceExceptionWorkflow]
+                    if not queue else [],
+                    activities=activities,
+                )
+            )  # fmt: skip
+        yield
+
+
+def event(event_id: str, doc_id: str, created: int, kind: str = "invoice") -> BillingEventRef:
+    return BillingEventRef(
+        event_id=event_id, event_type=f"{kind}.finalized", created=created,
+        object_kind=kind, object_id=doc_id, customer_id="cus_1", correlation_id=f"c-{event_id}",
+    )  # fmt: skip
+
+
+async def deliver(client: Client, prefix: str, ref: BillingEventRef, sub: str = "sub_1") -> str:
+    start = ProcessStart(
+        workflow=SubscriptionLedgerWorkflow.run,
+        workflow_id=f"subscription/{sub}-{prefix}",
+        input=SubscriptionLedgerInput(subscription_id=sub, customer_id="cus_1",
+                                      supported_currencies=["USD"]),
+        signal="billing_event",
+        signal_input=ref,
+        search_attributes=visibility.start_attributes("amendment_to_erp", "waiting"),
+        summary="test",
+    )  # fmt: skip
+    await signal_with_start(client, start, prefix)
+    return start.workflow_id
+
+
+async def until(
+    probe: Callable[[], Any],
+    env: WorkflowEnvironment,
+    what: str,
+    step: timedelta = timedelta(seconds=5),
+) -> Any:
+    for _ in range(200):
+        value = probe()
+        if value:
+            return value
+        await env.sleep(step)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} never happened")
+
+
+async def status_of(handle: WorkflowHandle[Any, Any]) -> str:
+    return (await handle.query(SubscriptionLedgerWorkflow.status)).status
+
+
+async def test_upgrade_invoice_is_posted_and_journaled_once(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_up"] = invoice("in_up", "-16.67", "50.00")
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, event("evt_1", "in_up", 100))
+        await until(lambda: "in_up" in world.journal, env, "journal entry")
+    assert world.erp["in_up"].total == usd("33.33")
+    assert world.journal["in_up"].erp_number == "ERP-1"
+    assert world.post_calls == 1
+
+
+async def test_out_of_order_and_duplicate_events_post_each_document_once_in_billing_order(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    for n in range(1, 4):
+        world.documents[f"in_{n}"] = invoice(f"in_{n}", f"{n}0.00", minute=n)
+    deliveries = [("evt_3", "in_3", 300), ("evt_1", "in_1", 100), ("evt_3", "in_3", 300),
+                  ("evt_2", "in_2", 200), ("evt_1", "in_1", 100)]  # fmt: skip
+    for event_id, doc_id, created in deliveries:
+        await deliver(env.client, queue_prefix, event(event_id, doc_id, created))
+    async with running(env.client, queue_prefix, world):
+        await until(lambda: len(world.journal) == 3, env, "three postings")
+    assert world.erp_order == ["in_1", "in_2", "in_3"]
+    assert world.post_calls == 3
+
+
+async def test_a_second_event_for_a_posted_document_posts_nothing_more(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_p"] = invoice("in_p", "10.00")
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, event("evt_fin", "in_p", 100))
+        await until(lambda: "in_p" in world.journal, env, "posting")
+        world.documents["in_p"] = world.documents["in_p"].model_copy(update={"status": "paid"})
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_paid", "in_p", 160))
+        handle = env.client.get_workflow_handle(workflow_id)
+        await until(lambda: True, env, "settle")
+        await until(
+            lambda: world.documents["in_p"].status == "paid", env, "paid"
+        )  # the paid event is processed while we wait
+        await env.sleep(timedelta(seconds=10))
+        assert (await handle.query(SubscriptionLedgerWorkflow.status)).processed_events == 2
+    assert world.post_calls == 1
+
+
+async def test_voided_invoice_gets_its_reversal_after_the_invoice(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    # The void event arrives alone: the refetch shows a voided, once-finalized invoice.
+    world.documents["in_v"] = invoice("in_v", "99.00", status="void")
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, event("evt_void", "in_v", 100))
+        await until(lambda: len(world.journal) == 2, env, "invoice and reversal")
+    assert world.erp_order == ["in_v", "in_v/void"]
+    assert world.erp["in_v/void"].kind == "credit_note"
+
+
+async def test_lost_erp_answer_is_retried_into_the_same_document(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_lost"] = invoice("in_lost", "40.00")
+    world.commit_then_lose_answer = 1
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, event("evt_l", "in_lost", 100))
+        await until(lambda: "in_lost" in world.journal, env, "posting")
+    assert world.post_calls == 2
+    assert list(world.erp) == ["in_lost"]
+    assert world.journal["in_lost"].erp_document_id == world.erp["in_lost"].erp_document_id
+
+
+async def test_failed_journal_write_does_not_post_again(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_j"] = invoice("in_j", "12.00")
+    world.journal_failures = 2
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, event("evt_j", "in_j", 100))
+        await until(lambda: "in_j" in world.journal, env, "journal entry")
+    assert world.post_calls == 1
+
+
+async def test_erp_down_for_an_hour_is_retried_and_posts_once(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_down"] = invoice("in_down", "70.00")
+    # Backoff 2 s doubling to 5 min: 20 failed attempts span 68 minutes.
+    world.post_failures = [("TransientError", False)] * 20
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, event("evt_d", "in_down", 100))
+        await until(
+            lambda: "in_down" in world.journal, env, "posting after the outage",
+            step=timedelta(minutes=1),
+        )  # fmt: skip
+    assert world.post_calls == 21
+    assert list(world.erp) == ["in_down"]
+
+
+async def exception_handle(env: WorkflowEnvironment, workflow_id: str) -> WorkflowHandle[Any, Any]:
+    handle = env.client.get_workflow_handle(workflow_id)
+
+    async def blocked_by() -> str | None:
+        return (await handle.query(SubscriptionLedgerWorkflow.status)).blocked_by
+
+    for _ in range(100):
+        exception_id = await blocked_by()
+        if exception_id:
+            return env.client.get_workflow_handle(exception_id)
+        await env.sleep(timedelta(seconds=1))
+    raise AssertionError("no finance exception opened")
+
+
+def decision(kind: str, **changes: Any) -> DecisionRequest:
+    fields: dict[str, Any] = {"decision": kind, "reason": "checked with the customer",
+                              "actor": "fiona", "role": "finance"}  # fmt: skip
+    fields.update(changes)
+    return DecisionRequest(**fields)
+
+
+async def test_policy_violation_holds_later_events_until_finance_rejects_it(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    bad = invoice("in_bad", "10.00")
+    world.documents["in_bad"] = bad.model_copy(update={"total": usd("11.00")})
+    world.documents["in_next"] = invoice("in_next", "20.00", minute=5)
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_bad", "in_bad", 100))
+        exception = await exception_handle(env, workflow_id)
+        await deliver(env.client, queue_prefix, event("evt_next", "in_next", 400))
+        await env.sleep(timedelta(minutes=5))
+        ledger = env.client.get_workflow_handle(workflow_id)
+        assert await status_of(ledger) == "blocked"
+        assert world.journal == {}  # held: the later invoice waits behind the exception
+
+        state: FinanceExceptionState = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.context.error_type == "PolicyViolation"
+        assert "total_inconsistent" in state.context.error_message
+        assert state.context.invoice_id == "in_bad"
+        assert state.context.origin_workflow_id == workflow_id
+
+        decided = await exception.execute_update(
+            FinanceExceptionWorkflow.decide, decision("reject")
+        )
+        assert decided.decision == "reject"
+        await until(lambda: "in_next" in world.journal, env, "held event posted")
+    assert "in_bad" not in world.erp
+    assert [a.action for a in world.audit] == ["exception.reject"]
+    assert world.audit[0].actor == "fiona"
+
+
+async def test_retry_after_an_erp_rejection_posts_the_document(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_r"] = invoice("in_r", "15.00")
+    world.post_failures = [("ValidationError", True)]
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_r", "in_r", 100))
+        exception = await exception_handle(env, workflow_id)
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "in_r" in world.journal, env, "posted after retry")
+    assert world.post_calls == 2
+
+
+async def test_resolve_manually_journals_the_manual_erp_document(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_m"] = invoice("in_m", "25.00")
+    world.period_open = False
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_m", "in_m", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.context.error_type == "PeriodClosed"
+        await exception.execute_update(
+            FinanceExceptionWorkflow.decide,
+            decision("resolve_manually", manual_erp_number="INV-MANUAL-7"),
+        )
+        await until(lambda: "in_m" in world.journal, env, "manual journal entry")
+    assert world.journal["in_m"].erp_number == "INV-MANUAL-7"
+    assert world.erp == {}
+
+
+@pytest.mark.parametrize(
+    ("request_changes", "refusal"),
+    [
+        ({"role": "support"}, "may not decide"),
+        ({"reason": "  "}, "reason is required"),
+        ({"decision": "compensate"}, "not possible here"),
+        ({"decision": "resolve_manually"}, "needs the number"),
+    ],
+)
+async def test_bad_decisions_are_refused_before_they_reach_history(
+    dev_server_env: WorkflowEnvironment,
+    queue_prefix: str,
+    request_changes: dict[str, Any],
+    refusal: str,
+) -> None:
+    # The dev server: the time-skipping test server cannot report a rejected Update.
+    env, world = dev_server_env, FakeWorld()
+    world.documents["in_x"] = invoice("in_x", "5.00", currency="EUR")
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_x", "in_x", 100))
+        exception = await exception_handle(env, workflow_id)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await exception.execute_update(
+                FinanceExceptionWorkflow.decide, decision("reject", **request_changes)
+            )
+        assert refusal in str(refused.value.cause)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.decision is None
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        # Decided means closed: a second decision finds nothing to decide.
+        with pytest.raises(RPCError, match="already completed"):
+            await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+    assert len(world.audit) == 1
+
+
+async def test_undecided_exception_is_reminded_then_escalated(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_e"] = invoice("in_e", "5.00", currency="EUR")
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_e", "in_e", 100))
+        exception = await exception_handle(env, workflow_id)
+        await env.sleep(timedelta(hours=25))
+        assert (await exception.query(FinanceExceptionWorkflow.state)).status == "reminded"
+        await env.sleep(timedelta(hours=48))
+        assert (await exception.query(FinanceExceptionWorkflow.state)).status == "escalated"
+        attributes = (await exception.describe()).typed_search_attributes
+        assert attributes.get(visibility.PROCESS_STATUS) == "escalated"
+
+
+async def test_unknown_customer_is_made_known_to_the_erp_before_posting(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.links = {}
+    world.documents["in_new"] = invoice("in_new", "30.00")
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, event("evt_n", "in_new", 100))
+        await until(lambda: "in_new" in world.journal, env, "posting")
+    assert [r.external_id for r in world.links["cus_1"]] == ["99"]

@@ -1,0 +1,427 @@
+"""Amendment-to-ERP: one long-lived workflow per subscription posts its billing documents.
+
+Workflow id `subscription/{id}` (documents without a subscription: `customer-ledger/{id}`).
+Billing webhooks arrive by signal-with-start, duplicated and out of order; the workflow
+drops events it has seen, waits a moment for stragglers, processes the earliest first and
+refetches the document from billing, so it always posts what billing holds now. Each
+posting is idempotent by reference (journal first, then the ERP's own lookup), so a retry
+after a lost answer or a killed worker never makes a second document. A failure that no
+retry cures opens a finance exception and holds the later events until finance decides.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.accounts import (
+        EnsurePartyInput,
+        FetchCustomerInput,
+        RecordAccountLinksInput,
+    )
+    from activities.amendments import (
+        AccountLinksInput,
+        FetchDocumentInput,
+        FetchSubscriptionInput,
+        JournalEntry,
+        JournalLookupInput,
+        PeriodOpenInput,
+        PostDocumentInput,
+        RecordJournalInput,
+    )
+    from canonical import (
+        AccountRecord,
+        BillingDocument,
+        Customer,
+        Decision,
+        ExceptionContext,
+        FinanceDecision,
+        LedgerPosting,
+        PostedDocument,
+        Subscription,
+    )
+    from workflows import visibility
+    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+    from workflows.finance_exception import (
+        FinanceExceptionInput,
+        FinanceExceptionWorkflow,
+        exception_workflow_id,
+    )
+    from workflows.policy import check_postable, required_postings
+
+T = TypeVar("T")
+PROCESS = "amendment_to_erp"
+# Stripe delivers out of order within seconds; waiting this long after the first event of a
+# burst lets the earlier ones arrive, so documents reach the ERP in billing order.
+REORDER_WINDOW = timedelta(seconds=2)
+IDLE_BEFORE_FRESH_HISTORY = timedelta(days=7)
+SEEN_LIMIT = 1000
+CONTINUE_AS_NEW_AFTER = 500
+DECISIONS_FOR_POSTING: list[Decision] = ["retry", "resolve_manually", "reject"]
+
+
+def ledger_workflow_id(subscription_id: str | None, customer_id: str) -> str:
+    if subscription_id:
+        return f"subscription/{subscription_id}"
+    return f"customer-ledger/{customer_id}"
+
+
+class BillingEventRef(BaseModel):
+    """A billing event, reduced to what ordering and refetching need (no documents)."""
+
+    event_id: str
+    event_type: str
+    created: int = Field(description="billing's own event time, unix seconds")
+    object_kind: Literal["invoice", "credit_note", "subscription"]
+    object_id: str
+    customer_id: str
+    correlation_id: str
+
+
+class SubscriptionLedgerInput(BaseModel):
+    subscription_id: str | None
+    customer_id: str
+    supported_currencies: list[str]
+    # Carried across continue-as-new: only what is still pending, and recent event ids.
+    pending: list[BillingEventRef] = []
+    seen_event_ids: list[str] = []
+    exceptions_opened: int = 0
+
+
+class LedgerStatus(BaseModel):
+    workflow_id: str
+    status: str
+    pending_events: int
+    processed_events: int
+    blocked_by: str | None
+    last_posted: list[str]
+
+
+class StepFailed(Exception):
+    """A step that no retry will cure: finance decides."""
+
+    def __init__(self, step: str, error_type: str, message: str, details: object = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.error_type = error_type
+        self.message = message
+        self.details = details
+
+
+@workflow.defn(name="SubscriptionLedger")
+class SubscriptionLedgerWorkflow:
+    def __init__(self) -> None:
+        self._pending: list[BillingEventRef] = []
+        self._seen: list[str] = []
+        self._processed = 0
+        self._exceptions_opened = 0
+        self._status = "waiting"
+        self._blocked_by: str | None = None
+        self._last_posted: list[str] = []
+        self._erp_customers: set[str] = set()
+        self._subscription_canceled = False
+        self._input: SubscriptionLedgerInput | None = None
+
+    @workflow.run
+    async def run(self, request: SubscriptionLedgerInput) -> None:
+        self._input = request
+        self._exceptions_opened = request.exceptions_opened
+        self._seen = list(request.seen_event_ids)
+        for event in request.pending:
+            self._enqueue(event)
+        while True:
+            self._set_status("waiting", "Waiting for billing events")
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._pending), timeout=IDLE_BEFORE_FRESH_HISTORY
+                )
+            except TimeoutError:
+                if self._subscription_canceled:
+                    self._set_status("closed", "Subscription canceled; nothing left to post")
+                    return
+                break
+            await workflow.sleep(REORDER_WINDOW)
+            while self._pending:
+                self._pending.sort(key=lambda e: (e.created, e.event_id))
+                event = self._pending.pop(0)
+                await self._process(event)
+                self._processed += 1
+            if self._processed >= CONTINUE_AS_NEW_AFTER or (
+                workflow.info().is_continue_as_new_suggested()
+            ):
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            request.model_copy(
+                update={
+                    "pending": self._pending,
+                    "seen_event_ids": self._seen[-SEEN_LIMIT:],
+                    "exceptions_opened": self._exceptions_opened,
+                }
+            )
+        )
+
+    @workflow.signal(name="billing_event")
+    def billing_event(self, event: BillingEventRef) -> None:
+        self._enqueue(event)
+
+    @workflow.query(name="status")
+    def status(self) -> LedgerStatus:
+        return LedgerStatus(
+            workflow_id=workflow.info().workflow_id,
+            status=self._status,
+            pending_events=len(self._pending),
+            processed_events=self._processed,
+            blocked_by=self._blocked_by,
+            last_posted=self._last_posted[-20:],
+        )
+
+    def _enqueue(self, event: BillingEventRef) -> None:
+        if event.event_id in self._seen:
+            workflow.logger.info("duplicate billing event %s dropped", event.event_id)
+            return
+        self._seen = [*self._seen, event.event_id][-SEEN_LIMIT:]
+        self._pending.append(event)
+
+    # --- one event ----------------------------------------------------------------------
+
+    async def _process(self, event: BillingEventRef) -> None:
+        """Apply an event; on a failure that needs a human, hold everything behind it."""
+        while True:
+            try:
+                await self._apply(event)
+                return
+            except StepFailed as failure:
+                decision = await self._await_finance(event, failure)
+            if decision.decision == "retry":
+                continue
+            if decision.decision == "resolve_manually":
+                await self._journal_manual(event, decision)
+            # reject: finance decided this event is not to be posted; the audit trail says so
+            return
+
+    async def _apply(self, event: BillingEventRef) -> None:
+        if event.object_kind == "subscription":
+            subscription = await self._fetch_subscription(event.object_id)
+            self._subscription_canceled = subscription.status == "canceled"
+            return
+        self._set_status("posting", f"Posting {event.object_kind} {event.object_id}")
+        document = await self._fetch_document(event)
+        workflow.upsert_search_attributes(
+            [visibility.INVOICE_ID.value_set(document.invoice_id or document.document_id)]
+        )
+        assert self._input is not None
+        violations = check_postable(document, self._input.supported_currencies)
+        if violations:
+            raise StepFailed(
+                "check_policy",
+                "PolicyViolation",
+                "; ".join(f"{v.code}: {v.message}" for v in violations),
+                [v.model_dump() for v in violations],
+            )
+        for posting in required_postings(document):
+            if await self._journaled(posting.reference) is None:
+                await self._post(posting, event)
+
+    async def _post(self, posting: LedgerPosting, event: BillingEventRef) -> None:
+        await self._ensure_customer_in_erp(posting.customer_id)
+        today = workflow.now().date()
+        if not await self._call_erp("erp_period_open", PeriodOpenInput(on=today), bool):
+            raise StepFailed("check_period", "PeriodClosed", f"ERP period of {today} is closed")
+        posted = await self._call_erp(
+            "post_ledger_document", PostDocumentInput(posting=posting), PostedDocument
+        )
+        await workflow.execute_activity(
+            "record_journal_entry",
+            RecordJournalInput(
+                entry=JournalEntry(
+                    reference=posting.reference,
+                    document_type=posting.kind,
+                    customer_id=posting.customer_id,
+                    erp_document_id=posted.erp_document_id,
+                    erp_number=posted.erp_number,
+                    amount=posted.total.amount,
+                    currency=posted.total.currency,
+                    workflow_id=workflow.info().workflow_id,
+                ),
+                correlation_id=event.correlation_id,
+            ),
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+        self._last_posted = [*self._last_posted, f"{posting.reference}={posted.erp_number}"][-20:]
+        workflow.logger.info(
+            "posted %s as ERP %s %s", posting.reference, posting.kind, posted.erp_number
+        )
+
+    # --- steps --------------------------------------------------------------------------
+
+    async def _fetch_document(self, event: BillingEventRef) -> BillingDocument:
+        kind: Literal["invoice", "credit_note"] = (
+            "credit_note" if event.object_kind == "credit_note" else "invoice"
+        )
+        return await self._call(
+            "fetch_billing_document",
+            FetchDocumentInput(kind=kind, document_id=event.object_id),
+            BillingDocument,
+            "billing",
+        )
+
+    async def _fetch_subscription(self, subscription_id: str) -> Subscription:
+        return await self._call(
+            "fetch_subscription",
+            FetchSubscriptionInput(subscription_id=subscription_id),
+            Subscription,
+            "billing",
+        )
+
+    async def _journaled(self, reference: str) -> JournalEntry | None:
+        return await workflow.execute_activity(
+            "find_journal_entry",
+            JournalLookupInput(reference=reference),
+            result_type=JournalEntry | None,  # type: ignore[arg-type]
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+
+    async def _ensure_customer_in_erp(self, customer_id: str) -> None:
+        """Enrichment: the ERP party must exist before a document can name it."""
+        if customer_id in self._erp_customers:
+            return
+        links = await workflow.execute_activity(
+            "account_links",
+            AccountLinksInput(customer_id=customer_id),
+            result_type=list[AccountRecord],
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+        if not any(link.system == "erp" for link in links):
+            customer = await self._call(
+                "fetch_billing_customer", FetchCustomerInput(customer_id=customer_id), Customer,
+                "billing",
+            )  # fmt: skip
+            party = await self._call_erp(
+                "ensure_erp_party", EnsurePartyInput(customer=customer), AccountRecord
+            )
+            await workflow.execute_activity(
+                "record_account_links",
+                RecordAccountLinksInput(
+                    customer_id=customer_id,
+                    records=[party],
+                    workflow_id=workflow.info().workflow_id,
+                ),
+                task_queue=workflow.info().task_queue,
+                **STORE_CALL,
+            )
+        self._erp_customers.add(customer_id)
+
+    async def _call_erp(self, activity_name: str, arg: BaseModel, result: type[T]) -> T:
+        return await self._call(activity_name, arg, result, "erp")
+
+    async def _call(self, activity_name: str, arg: BaseModel, result: type[T], system: str) -> T:
+        """An activity on a system's queue; what no retry cures becomes a StepFailed."""
+        options = ERP_CALL if system == "erp" else SAAS_CALL
+        try:
+            return await workflow.execute_activity(
+                activity_name,
+                arg,
+                result_type=result,
+                task_queue=activity_queue(system),
+                **options,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                details = cause.details[0] if cause.details else None
+                raise StepFailed(
+                    activity_name, cause.type or "ApplicationError", cause.message, details
+                ) from err
+            raise StepFailed(
+                activity_name, "RetriesExhausted", f"{activity_name} kept failing: {cause}"
+            ) from err
+
+    # --- finance ------------------------------------------------------------------------
+
+    async def _await_finance(self, event: BillingEventRef, failure: StepFailed) -> FinanceDecision:
+        assert self._input is not None
+        self._exceptions_opened += 1
+        info = workflow.info()
+        exception_id = exception_workflow_id(info.workflow_id, self._exceptions_opened)
+        self._blocked_by = exception_id
+        self._set_status(
+            "blocked",
+            f"Blocked by finance exception {exception_id}: {failure.step} failed for "
+            f"{event.object_kind} {event.object_id} ({failure.error_type}). "
+            f"{len(self._pending)} later event(s) held.",
+        )
+        context = ExceptionContext(
+            process=PROCESS,
+            origin_workflow_id=info.workflow_id,
+            origin_run_id=info.run_id,
+            step=failure.step,
+            customer_id=event.customer_id,
+            subscription_id=self._input.subscription_id,
+            invoice_id=event.object_id if event.object_kind != "subscription" else None,
+            error_type=failure.error_type,
+            error_message=failure.message,
+            remote_answer=failure.details,
+            payload=event.model_dump(),
+            correlation_id=event.correlation_id,
+            allowed_decisions=DECISIONS_FOR_POSTING,
+        )
+        decision = await workflow.execute_child_workflow(
+            FinanceExceptionWorkflow.run,
+            FinanceExceptionInput(context=context),
+            id=exception_id,
+            task_queue=info.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            search_attributes=visibility.start_attributes(
+                "finance_exception",
+                "open",
+                customer_id=event.customer_id,
+                correlation_id=event.correlation_id,
+            ),
+            static_summary=f"Finance exception: {PROCESS} {failure.step} for {event.object_id}",
+        )
+        self._blocked_by = None
+        workflow.logger.info("finance decided %s for %s", decision.decision, exception_id)
+        return decision
+
+    async def _journal_manual(self, event: BillingEventRef, decision: FinanceDecision) -> None:
+        """Finance posted it by hand: journal that, so reconciliation and retries know."""
+        document = await self._fetch_document(event)
+        for posting in required_postings(document):
+            if await self._journaled(posting.reference) is not None:
+                continue
+            await workflow.execute_activity(
+                "record_journal_entry",
+                RecordJournalInput(
+                    entry=JournalEntry(
+                        reference=posting.reference,
+                        document_type=posting.kind,
+                        customer_id=posting.customer_id,
+                        erp_document_id=f"manual:{decision.manual_erp_number}",
+                        erp_number=decision.manual_erp_number,
+                        amount=posting.total.amount,
+                        currency=posting.total.currency,
+                        workflow_id=workflow.info().workflow_id,
+                    ),
+                    correlation_id=event.correlation_id,
+                ),
+                task_queue=workflow.info().task_queue,
+                **STORE_CALL,
+            )
+
+    def _set_status(self, status: str, details: str) -> None:
+        if status != self._status:
+            self._status = status
+            workflow.upsert_search_attributes([visibility.PROCESS_STATUS.value_set(status)])
+        workflow.set_current_details(details)
