@@ -25,6 +25,12 @@ class FetchSubscriptionInput(BaseModel):
     subscription_id: str
 
 
+class EarlierInvoicesInput(BaseModel):
+    subscription_id: str
+    invoice_id: str
+    limit: int = 50
+
+
 class PeriodOpenInput(BaseModel):
     on: date
 
@@ -67,6 +73,24 @@ class BillingDocumentActivities:
             if request.kind == "invoice":
                 return await self._billing.get_invoice(request.document_id)
             return await self._billing.get_credit_note(request.document_id)
+
+    @activity.defn(name="earlier_invoice_ids")
+    async def earlier_invoice_ids(self, request: EarlierInvoicesInput) -> list[str]:
+        """Finalized invoices of the subscription created before this one, oldest first:
+        billing's own order, whatever order their webhooks arrived in."""
+        earlier: list[str] = []
+        seen_current = False
+        with adapter_errors_as_application_errors():
+            async for invoice in self._billing.list_invoices(
+                subscription_id=request.subscription_id
+            ):
+                if invoice.document_id == request.invoice_id:
+                    seen_current = True
+                elif seen_current and invoice.was_finalized:
+                    earlier.append(invoice.document_id)
+                    if len(earlier) >= request.limit:
+                        break
+        return earlier[::-1]
 
     @activity.defn(name="fetch_subscription")
     async def fetch_subscription(self, request: FetchSubscriptionInput) -> Subscription:

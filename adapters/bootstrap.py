@@ -30,9 +30,13 @@ def build_store(settings: Settings) -> IntegrationStore:
     return IntegrationStore(settings.resolved_store_url)
 
 
+def build_billing(settings: Settings) -> BillingSystem:
+    return StripeBilling(settings.billing_url, settings.billing_api_key.get_secret_value())
+
+
 def build_adapters(settings: Settings) -> Adapters:
     return Adapters(
-        billing=StripeBilling(settings.billing_url, settings.billing_api_key.get_secret_value()),
+        billing=build_billing(settings),
         support=ZendeskSupport(
             settings.support_url,
             settings.support_email,

@@ -34,6 +34,16 @@ class BillingSystem(Protocol):
 
     async def get_credit_note(self, credit_note_id: str) -> BillingDocument: ...
 
+    def list_invoices(
+        self, *, subscription_id: str | None = None
+    ) -> AsyncIterator[BillingDocument]:
+        """Invoices, newest first (billing's creation order)."""
+        ...
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """One raw billing event, as billing recorded it."""
+        ...
+
     def list_events(
         self, *, created_from: datetime, created_until: datetime | None = None
     ) -> AsyncIterator[dict[str, Any]]:

@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -119,6 +121,52 @@ def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Billing events of a date range fed through the webhook path again, via the API."""
+    from adapters.bootstrap import build_billing
+
+    since = datetime.combine(args.since, time(), UTC)
+    until = datetime.combine(args.until + timedelta(days=1), time(), UTC) if args.until else None
+
+    async def event_ids() -> list[str]:
+        billing = build_billing(settings)
+        try:
+            return [
+                str(e["id"])
+                async for e in billing.list_events(created_from=since, created_until=until)
+            ]
+        finally:
+            await billing.aclose()
+
+    ids = asyncio.run(event_ids())
+    span = f"{args.since}..{args.until or 'now'}"
+    _echo(f"billing has {len(ids)} event(s) in {span}")
+    counts: Counter[str] = Counter()
+    for start in range(0, len(ids), REPLAY_BATCH):
+        batch = ids[start : start + REPLAY_BATCH]
+        response = _api(
+            settings, "post", "/v1/billing/events:replay", role="ops", json={"event_ids": batch}
+        )
+        counts.update(outcome["status"] for outcome in response.json())
+        _progress(start + len(batch), len(ids), counts)
+    if ids:
+        print(file=sys.stderr)
+    rows = [(status, counts[status]) for status in ("accepted", "duplicate", "ignored", "unknown")]
+    _echo(_table(("outcome", "events"), rows))
+    return 0
+
+
+REPLAY_BATCH = 100
+
+
+def _progress(done: int, total: int, counts: Any) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {summary}",
+          end="", file=sys.stderr, flush=True)  # fmt: skip
+
+
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
     from adapters.bootstrap import build_store
 
@@ -227,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("customer_id")
     sub.add_parser("schemas", help="export the canonical JSON Schemas")
     sub.add_parser("migrate", help="bring the integration store schema up to date")
+    replay = sub.add_parser(
+        "replay", help="feed past billing events through the webhook path (backfill, outages)"
+    )
+    replay.add_argument("source", choices=["billing"])
+    replay.add_argument("--since", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
+    replay.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD, inclusive")
     erp = sub.add_parser("erp", help="bootstrap (once) and serve the Tryton ERP")
     erp.add_argument("action", choices=["serve"])
     erp.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -242,6 +296,7 @@ COMMANDS = {
     "accounts": cmd_accounts,
     "schemas": cmd_schemas,
     "migrate": cmd_migrate,
+    "replay": cmd_replay,
     "erp": cmd_erp,
 }
 

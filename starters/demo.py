@@ -162,8 +162,9 @@ class Demo:
         self.trace(ledger_workflow_id(sid, customer_id), f"SubscriptionId = '{sid}'")
 
     async def _latest_invoice(self, subscription_id: str) -> BillingDocument:
-        invoices = [i async for i in self.billing.list_invoices(subscription_id=subscription_id)]
-        return max(invoices, key=lambda i: i.created_at)
+        async for newest in self.billing.list_invoices(subscription_id=subscription_id):
+            return newest  # billing lists newest first; `created` ties within a second
+        raise DemoFailed(f"subscription {subscription_id} has no invoice")
 
     async def _posted(self, invoice: BillingDocument) -> PostedDocument:
         async def journaled_and_in_erp() -> PostedDocument | None:

@@ -111,6 +111,7 @@ def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessS
             object_id=object_id,
             customer_id=customer_id,
             correlation_id=event.correlation_id,
+            document_number=obj.get("number") if isinstance(obj.get("number"), str) else None,
         ),
         search_attributes=attributes,
         summary=(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -45,52 +47,65 @@ class QueueLimits:
     erp: float = 2.0  # Tryton posts ~1.5 documents/s on SQLite; queue, never hammer
 
 
+def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]]]:
+    """Every activity, under the queue of the system it calls ("" is the workflow queue,
+    where activities on our own store run)."""
+    journal = JournalActivities(adapters.store)
+    billing_documents = BillingDocumentActivities(adapters.billing)
+    erp_posting = ErpPostingActivities(adapters.ledger)
+    return {
+        "": [
+            StoreAccountActivities(adapters.store).record_account_links,
+            AuditActivities(adapters.store).append_audit,
+            journal.find_journal_entry,
+            journal.record_journal_entry,
+            journal.account_links,
+        ],
+        "billing": [
+            BillingAccountActivities(adapters.billing).fetch_billing_customer,
+            billing_documents.fetch_billing_document,
+            billing_documents.fetch_subscription,
+            billing_documents.earlier_invoice_ids,
+        ],
+        "support": [SupportAccountActivities(adapters.support).ensure_support_organization],
+        "erp": [
+            ErpAccountActivities(adapters.ledger).ensure_erp_party,
+            erp_posting.erp_period_open,
+            erp_posting.post_ledger_document,
+        ],
+    }
+
+
 def build_workers(
     client: Client, adapters: Adapters, prefix: str = "", limits: QueueLimits | None = None
 ) -> list[Worker]:
     limits = limits or QueueLimits()
+    activities = activities_by_queue(adapters)
     store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-activity")
-    journal = JournalActivities(adapters.store)
-    billing_documents = BillingDocumentActivities(adapters.billing)
-    erp_posting = ErpPostingActivities(adapters.ledger)
     return [
         Worker(
             client,
             task_queue=task_queue(prefix),
             workflows=WORKFLOWS,
-            activities=[
-                StoreAccountActivities(adapters.store).record_account_links,
-                AuditActivities(adapters.store).append_audit,
-                journal.find_journal_entry,
-                journal.record_journal_entry,
-                journal.account_links,
-            ],
+            activities=activities[""],
             activity_executor=store_executor,
         ),
         Worker(
             client,
             task_queue=task_queue(prefix, "billing"),
-            activities=[
-                BillingAccountActivities(adapters.billing).fetch_billing_customer,
-                billing_documents.fetch_billing_document,
-                billing_documents.fetch_subscription,
-            ],
+            activities=activities["billing"],
             max_task_queue_activities_per_second=limits.billing,
         ),
         Worker(
             client,
             task_queue=task_queue(prefix, "support"),
-            activities=[SupportAccountActivities(adapters.support).ensure_support_organization],
+            activities=activities["support"],
             max_task_queue_activities_per_second=limits.support,
         ),
         Worker(
             client,
             task_queue=task_queue(prefix, "erp"),
-            activities=[
-                ErpAccountActivities(adapters.ledger).ensure_erp_party,
-                erp_posting.erp_period_open,
-                erp_posting.post_ledger_document,
-            ],
+            activities=activities["erp"],
             max_task_queue_activities_per_second=limits.erp,
             max_concurrent_activities=4,
         ),

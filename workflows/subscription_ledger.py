@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.amendments import (
         AccountLinksInput,
+        EarlierInvoicesInput,
         FetchDocumentInput,
         FetchSubscriptionInput,
         JournalEntry,
@@ -83,6 +84,11 @@ class BillingEventRef(BaseModel):
     object_id: str
     customer_id: str
     correlation_id: str
+    # The document's billing number (per customer, sequential): orders same-second events.
+    document_number: str | None = None
+
+    def billing_order(self) -> tuple[int, str, str]:
+        return (self.created, self.document_number or "", self.event_id)
 
 
 class SubscriptionLedgerInput(BaseModel):
@@ -92,6 +98,7 @@ class SubscriptionLedgerInput(BaseModel):
     # Carried across continue-as-new: only what is still pending, and recent event ids.
     pending: list[BillingEventRef] = []
     seen_event_ids: list[str] = []
+    settled_documents: list[str] = []
     exceptions_opened: int = 0
 
 
@@ -127,6 +134,10 @@ class SubscriptionLedgerWorkflow:
         self._last_posted: list[str] = []
         self._erp_customers: set[str] = set()
         self._subscription_canceled = False
+        # Documents finished with: paid or voided and posted, or decided by finance.
+        self._settled: list[str] = []
+        self._current_document: str | None = None
+        self._current_kind = "invoice"
         self._input: SubscriptionLedgerInput | None = None
 
     @workflow.run
@@ -134,6 +145,7 @@ class SubscriptionLedgerWorkflow:
         self._input = request
         self._exceptions_opened = request.exceptions_opened
         self._seen = list(request.seen_event_ids)
+        self._settled = list(request.settled_documents)
         for event in request.pending:
             self._enqueue(event)
         while True:
@@ -149,7 +161,7 @@ class SubscriptionLedgerWorkflow:
                 break
             await workflow.sleep(REORDER_WINDOW)
             while self._pending:
-                self._pending.sort(key=lambda e: (e.created, e.event_id))
+                self._pending.sort(key=BillingEventRef.billing_order)
                 event = self._pending.pop(0)
                 await self._process(event)
                 self._processed += 1
@@ -163,6 +175,7 @@ class SubscriptionLedgerWorkflow:
                 update={
                     "pending": self._pending,
                     "seen_event_ids": self._seen[-SEEN_LIMIT:],
+                    "settled_documents": self._settled[-SEEN_LIMIT:],
                     "exceptions_opened": self._exceptions_opened,
                 }
             )
@@ -202,18 +215,34 @@ class SubscriptionLedgerWorkflow:
                 decision = await self._await_finance(event, failure)
             if decision.decision == "retry":
                 continue
-            if decision.decision == "resolve_manually":
-                await self._journal_manual(event, decision)
-            # reject: finance decided this event is not to be posted; the audit trail says so
+            failed_document = self._current_document
+            if decision.decision == "resolve_manually" and failed_document:
+                await self._journal_manual(failed_document, event, decision)
+            # reject: finance decided it is not to be posted; the audit trail says so. Either
+            # way the document is done with, also when a later invoice looks back at it.
+            if failed_document:
+                self._settle(failed_document)
             return
 
     async def _apply(self, event: BillingEventRef) -> None:
+        self._current_document = None
         if event.object_kind == "subscription":
             subscription = await self._fetch_subscription(event.object_id)
             self._subscription_canceled = subscription.status == "canceled"
             return
         self._set_status("posting", f"Posting {event.object_kind} {event.object_id}")
-        document = await self._fetch_document(event)
+        document = await self._fetch_document(event.object_kind, event.object_id)
+        if document.kind == "invoice" and document.subscription_id:
+            # Webhooks may arrive minutes apart in any order: post what came before first.
+            for earlier_id in await self._earlier_invoices(document):
+                await self._apply_document(await self._fetch_document("invoice", earlier_id), event)
+        await self._apply_document(document, event)
+
+    async def _apply_document(self, document: BillingDocument, event: BillingEventRef) -> None:
+        if document.document_id in self._settled:
+            return
+        self._current_document = document.document_id
+        self._current_kind = document.kind
         workflow.upsert_search_attributes(
             [visibility.INVOICE_ID.value_set(document.invoice_id or document.document_id)]
         )
@@ -229,6 +258,12 @@ class SubscriptionLedgerWorkflow:
         for posting in required_postings(document):
             if await self._journaled(posting.reference) is None:
                 await self._post(posting, event)
+        if document.kind == "invoice" and document.status in ("paid", "void"):
+            # Billing can do nothing more to a paid or voided invoice that reaches the ledger.
+            self._settle(document.document_id)
+
+    def _settle(self, document_id: str) -> None:
+        self._settled = [*self._settled, document_id][-SEEN_LIMIT:]
 
     async def _post(self, posting: LedgerPosting, event: BillingEventRef) -> None:
         await self._ensure_customer_in_erp(posting.customer_id)
@@ -263,16 +298,28 @@ class SubscriptionLedgerWorkflow:
 
     # --- steps --------------------------------------------------------------------------
 
-    async def _fetch_document(self, event: BillingEventRef) -> BillingDocument:
+    async def _fetch_document(self, object_kind: str, document_id: str) -> BillingDocument:
         kind: Literal["invoice", "credit_note"] = (
-            "credit_note" if event.object_kind == "credit_note" else "invoice"
+            "credit_note" if object_kind == "credit_note" else "invoice"
         )
         return await self._call(
             "fetch_billing_document",
-            FetchDocumentInput(kind=kind, document_id=event.object_id),
+            FetchDocumentInput(kind=kind, document_id=document_id),
             BillingDocument,
             "billing",
         )
+
+    async def _earlier_invoices(self, document: BillingDocument) -> list[str]:
+        assert document.subscription_id is not None
+        earlier = await self._call(
+            "earlier_invoice_ids",
+            EarlierInvoicesInput(
+                subscription_id=document.subscription_id, invoice_id=document.document_id
+            ),
+            list[str],
+            "billing",
+        )
+        return [doc_id for doc_id in earlier if doc_id not in self._settled]
 
     async def _fetch_subscription(self, subscription_id: str) -> Subscription:
         return await self._call(
@@ -358,7 +405,7 @@ class SubscriptionLedgerWorkflow:
         self._set_status(
             "blocked",
             f"Blocked by finance exception {exception_id}: {failure.step} failed for "
-            f"{event.object_kind} {event.object_id} ({failure.error_type}). "
+            f"{self._current_document or event.object_id} ({failure.error_type}). "
             f"{len(self._pending)} later event(s) held.",
         )
         context = ExceptionContext(
@@ -368,7 +415,7 @@ class SubscriptionLedgerWorkflow:
             step=failure.step,
             customer_id=event.customer_id,
             subscription_id=self._input.subscription_id,
-            invoice_id=event.object_id if event.object_kind != "subscription" else None,
+            invoice_id=self._current_document,
             error_type=failure.error_type,
             error_message=failure.message,
             remote_answer=failure.details,
@@ -395,9 +442,11 @@ class SubscriptionLedgerWorkflow:
         workflow.logger.info("finance decided %s for %s", decision.decision, exception_id)
         return decision
 
-    async def _journal_manual(self, event: BillingEventRef, decision: FinanceDecision) -> None:
+    async def _journal_manual(
+        self, document_id: str, event: BillingEventRef, decision: FinanceDecision
+    ) -> None:
         """Finance posted it by hand: journal that, so reconciliation and retries know."""
-        document = await self._fetch_document(event)
+        document = await self._fetch_document(self._current_kind, document_id)
         for posting in required_postings(document):
             if await self._journaled(posting.reference) is not None:
                 continue

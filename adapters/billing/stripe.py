@@ -875,6 +875,10 @@ class StripeBilling:
 
     # events ------------------------------------------------------------------------------
 
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """One event as billing recorded it (the authority when replaying)."""
+        return await self._request("GET", f"/v1/events/{_segment(event_id)}", operation="get_event")
+
     async def list_events(
         self,
         *,

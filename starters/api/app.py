@@ -18,14 +18,15 @@ import structlog
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from adapters.billing.events import StripeEventPayload, to_business_event
 from adapters.billing.webhook_signature import SignatureError, verify_stripe
-from adapters.bootstrap import build_store
+from adapters.bootstrap import build_billing, build_store
+from adapters.errors import AdapterError, NotFoundError
 from adapters.logs import get_logger
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
@@ -77,6 +78,17 @@ class Accepted(BaseModel):
     detail: str | None = None
 
 
+class ReplayRequest(BaseModel):
+    event_ids: list[str] = Field(min_length=1, max_length=200)
+
+
+class ReplayOutcome(BaseModel):
+    event_id: str
+    status: str  # accepted | duplicate | ignored | unknown
+    workflow_id: str | None = None
+    detail: str | None = None
+
+
 class AccountView(BaseModel):
     customer_id: str
     records: list[AccountRecord]
@@ -87,12 +99,14 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     store = store or build_store(settings)
     keyring = ApiKeyring(settings.api_keys)
     temporal = TemporalConnection(settings)
+    billing = build_billing(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(store.migrate)
         log.info("api ready", host=settings.api_host, port=settings.api_port)
         yield
+        await billing.aclose()
 
     app = FastAPI(
         title="ledgerbridge",
@@ -236,6 +250,58 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
             raise HTTPException(400, f"malformed event: {_first_line(err)}") from None
         kind = str(payload.get("type", "unknown"))
         return Accepted(status="ignored", detail=f"no process handles {kind}")
+
+    @app.post("/v1/billing/events:replay", tags=["billing"], response_model=list[ReplayOutcome])
+    async def replay_billing_events(
+        body: ReplayRequest,
+        request: Request,
+        principal: Annotated[ApiPrincipal, Depends(authorised("ops", "finance_admin"))],
+    ) -> list[ReplayOutcome]:
+        """Feed billing events through the webhook path again (backfill, missed webhooks).
+
+        Only ids are taken: each event is read from billing itself, so nothing can be forged
+        here; events already accepted are recognised as duplicates and start nothing.
+        """
+        outcomes = []
+        for event_id in body.event_ids:
+            try:
+                raw = await billing.get_event(event_id)
+            except NotFoundError:
+                outcome = ReplayOutcome(
+                    event_id=event_id, status="unknown", detail="billing has no such event"
+                )
+                outcomes.append(outcome)
+                continue
+            except AdapterError as err:
+                raise HTTPException(502, f"billing could not be read: {err}") from None
+            payload = StripeEventPayload.model_validate(raw)
+            event = to_business_event(payload, request.state.correlation_id)
+            start = route_billing_event(event, settings.ledger_currencies)
+            if start is None:
+                outcome = ReplayOutcome(
+                    event_id=event_id, status="ignored", detail=f"no process handles {event.type}"
+                )
+                outcomes.append(outcome)
+                continue
+            accepted = await start_process(start, "billing", event.event_id, event.type)
+            outcomes.append(
+                ReplayOutcome(
+                    event_id=event_id, status=accepted.status, workflow_id=accepted.workflow_id
+                )
+            )
+        await run_in_threadpool(
+            store.append_audit,
+            actor=principal.name,
+            role=principal.role,
+            action="billing.events_replayed",
+            subject="billing/events",
+            correlation_id=request.state.correlation_id,
+            details={
+                "events": len(outcomes),
+                "accepted": sum(o.status == "accepted" for o in outcomes),
+            },
+        )
+        return outcomes
 
     @app.post(
         "/v1/accounts/{customer_id}:sync",

@@ -39,8 +39,8 @@ async def subscribe(stack: Stack, name: str, quantity: int = 1) -> tuple[str, st
 
 async def invoices_of(stack: Stack, subscription_id: str) -> list[BillingDocument]:
     billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    found = [i async for i in billing.list_invoices(subscription_id=subscription_id)]
-    return sorted(found, key=lambda i: i.created_at)
+    newest_first = [i async for i in billing.list_invoices(subscription_id=subscription_id)]
+    return newest_first[::-1]  # `created` ties within a second; the list order does not
 
 
 async def posted(stack: Stack, reference: str):  # type: ignore[no-untyped-def]
@@ -174,3 +174,31 @@ async def test_unsupported_currency_is_held_for_finance_never_posted(
     assert stack.adapters.store.find_posting("billing", invoice.document_id) is None
     assert await erp_documents_with_reference(stack, invoice.document_id) == 0
     assert Decimal(invoice.total.amount) == Decimal("25.00")
+
+
+async def test_shuffled_duplicated_webhooks_for_20_subscriptions_post_each_document_once_in_order(
+    stack: Stack, in_process_worker: None
+) -> None:
+    stack.billing.set_delivery_mode(shuffle=True, duplicate_rate=0.3, seed=11)
+    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
+    subscriptions = []
+    for n in range(20):
+        _customer, subscription_id, pro = await subscribe(stack, f"Scale Co {n}")
+        await billing.update_subscription(
+            subscription_id, price_id=pro, proration_behavior="always_invoice",
+            idempotency_key=f"e2e/scale/{n}/upgrade",
+        )  # fmt: skip
+        subscriptions.append(subscription_id)
+    assert len(stack.billing.events()) >= 200
+
+    for subscription_id in subscriptions:
+        first, upgrade = await invoices_of(stack, subscription_id)
+        first_erp = await posted(stack, first.document_id)
+        upgrade_erp = await posted(stack, upgrade.document_id)
+        assert (first_erp.total, upgrade_erp.total) == (first.total, upgrade.total)
+        # Billing order per subscription is ERP order: the ERP numbers documents as it posts.
+        assert int(first_erp.erp_document_id) < int(upgrade_erp.erp_document_id)
+        for invoice in (first, upgrade):
+            assert await erp_documents_with_reference(stack, invoice.document_id) == 1
+    deliveries = stack.billing.deliveries()
+    assert len(deliveries) > len(stack.billing.events())  # duplicates were really sent

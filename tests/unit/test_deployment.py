@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 
 from adapters.settings import Settings
 from starters.cli import build_parser
+from workers.main import activities_by_queue
 from workflows.visibility import ALL_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +94,27 @@ def test_secrets_come_from_files_never_inline(compose: dict[str, Any]) -> None:
         assert set(secret) == {"file"}, name
     text = (ROOT / "docker-compose.yml").read_text()
     assert "sk_live_" not in text and "whsec_" not in text
+
+
+def test_every_activity_a_workflow_calls_is_registered_on_a_worker() -> None:
+    """A workflow calling an activity no worker offers would stall in production."""
+
+    class NoAdapters:
+        def __getattr__(self, _name: str) -> None:
+            return None
+
+    registered = {
+        fn.__temporal_activity_definition.name  # type: ignore[attr-defined]
+        for queue in activities_by_queue(NoAdapters()).values()  # type: ignore[arg-type]
+        for fn in queue
+    }
+    called = set()
+    for path in (ROOT / "workflows").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in ("execute_activity", "_call", "_call_erp"):
+                    called.add(node.args[0].value)
+    assert {"post_ledger_document", "ensure_erp_party"} <= called, "the scan found too little"
+    assert called <= registered, f"not registered on any worker: {sorted(called - registered)}"

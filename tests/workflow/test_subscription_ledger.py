@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from activities.accounts import EnsurePartyInput, FetchCustomerInput, RecordAccountLinksInput
 from activities.amendments import (
     AccountLinksInput,
+    EarlierInvoicesInput,
     FetchDocumentInput,
     FetchSubscriptionInput,
     JournalEntry,
@@ -99,6 +100,18 @@ class FakeWorld:
         async def fetch_billing_document(request: FetchDocumentInput) -> BillingDocument:
             return self.documents[request.document_id]
 
+        @activity.defn(name="earlier_invoice_ids")
+        async def earlier_invoice_ids(request: EarlierInvoicesInput) -> list[str]:
+            # Billing's order is the order documents were added to this fake.
+            same = [
+                d
+                for d in self.documents.values()
+                if d.kind == "invoice" and d.subscription_id == request.subscription_id
+            ]
+            ids = [d.document_id for d in same]
+            before = same[: ids.index(request.invoice_id)] if request.invoice_id in ids else []
+            return [d.document_id for d in before if d.was_finalized]
+
         @activity.defn(name="fetch_subscription")
         async def fetch_subscription(request: FetchSubscriptionInput) -> Subscription:
             return Subscription(
@@ -157,7 +170,8 @@ class FakeWorld:
         return {
             "": [find_journal_entry, record_journal_entry, account_links, record_account_links,
                  append_audit],
-            "billing": [fetch_billing_document, fetch_subscription, fetch_billing_customer],
+            "billing": [fetch_billing_document, fetch_subscription, fetch_billing_customer,
+                        earlier_invoice_ids],
             "erp": [erp_period_open, post_ledger_document, ensure_erp_party],
         }  # fmt: skip
 
@@ -194,10 +208,13 @@ async def running(client: Client, prefix: str, world: FakeWorld) -> AsyncIterato
         yield
 
 
-def event(event_id: str, doc_id: str, created: int, kind: str = "invoice") -> BillingEventRef:
+def event(
+    event_id: str, doc_id: str, created: int, kind: str = "invoice", number: str | None = None
+) -> BillingEventRef:
     return BillingEventRef(
         event_id=event_id, event_type=f"{kind}.finalized", created=created,
         object_kind=kind, object_id=doc_id, customer_id="cus_1", correlation_id=f"c-{event_id}",
+        document_number=number,
     )  # fmt: skip
 
 
@@ -262,6 +279,38 @@ async def test_out_of_order_and_duplicate_events_post_each_document_once_in_bill
         await until(lambda: len(world.journal) == 3, env, "three postings")
     assert world.erp_order == ["in_1", "in_2", "in_3"]
     assert world.post_calls == 3
+
+
+async def test_an_earlier_invoice_whose_webhook_is_late_is_posted_first(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_early"] = invoice("in_early", "30.00", minute=1)
+    world.documents["in_late"] = invoice("in_late", "36.00", minute=2)
+    world.documents["in_draft"] = invoice("in_draft", "5.00", minute=3, status="draft",
+                                          finalized_at=None)  # fmt: skip
+    async with running(env.client, queue_prefix, world):
+        # Only the later invoice's webhook has arrived (the other is minutes behind).
+        await deliver(env.client, queue_prefix, event("evt_late", "in_late", 200))
+        await until(lambda: len(world.journal) == 2, env, "both postings")
+        await deliver(env.client, queue_prefix, event("evt_early", "in_early", 100))
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_early", "in_late"]
+    assert world.post_calls == 2
+
+
+async def test_events_of_the_same_second_are_ordered_by_document_number(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_first"] = invoice("in_first", "30.00")
+    world.documents["in_second"] = invoice("in_second", "36.00")
+    # Random event ids sort the wrong way round; the invoice numbers do not.
+    await deliver(env.client, queue_prefix, event("evt_a", "in_second", 100, number="AB-0002"))
+    await deliver(env.client, queue_prefix, event("evt_z", "in_first", 100, number="AB-0001"))
+    async with running(env.client, queue_prefix, world):
+        await until(lambda: len(world.journal) == 2, env, "two postings")
+    assert world.erp_order == ["in_first", "in_second"]
 
 
 async def test_a_second_event_for_a_posted_document_posts_nothing_more(
