@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -29,10 +29,6 @@ class EarlierInvoicesInput(BaseModel):
     subscription_id: str
     invoice_id: str
     limit: int = 50
-
-
-class PeriodOpenInput(BaseModel):
-    on: date
 
 
 class PostDocumentInput(BaseModel):
@@ -102,15 +98,19 @@ class ErpPostingActivities:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
-    @activity.defn(name="erp_period_open")
-    async def erp_period_open(self, request: PeriodOpenInput) -> bool:
-        with adapter_errors_as_application_errors():
-            return await self._ledger.is_period_open(request.on)
-
     @activity.defn(name="post_ledger_document")
     async def post_ledger_document(self, request: PostDocumentInput) -> PostedDocument:
-        """Idempotent by reference: a retry after a lost answer finds the first document."""
+        """Idempotent by reference: a retry after a lost answer finds the first document.
+
+        The ERP posts with today's date, so today's period must be open; checked here, in
+        the same call, because every extra round trip to the ERP costs its throughput.
+        """
+        today = datetime.now(UTC).date()
         with adapter_errors_as_application_errors():
+            if not await self._ledger.is_period_open(today):
+                raise ApplicationError(
+                    f"the ERP period of {today} is closed", type="PeriodClosed", non_retryable=True
+                )
             return await self._ledger.post_document(request.posting)
 
 

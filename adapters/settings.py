@@ -6,6 +6,7 @@ LEDGERBRIDGE_<NAME>_FILE=/path names a file whose content is the value (Docker/K
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -90,6 +91,22 @@ class Settings(BaseSettings):
                 if name.endswith(("_secrets", "_keys")):
                     data[name] = [s.strip() for s in re.split(r"[,\n]", data[name]) if s.strip()]
         return data
+
+    def to_env(self) -> dict[str, str]:
+        """LEDGERBRIDGE_* variables that give a child process exactly these settings."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                plain = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+                text = json.dumps(plain)
+            elif isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            else:
+                text = str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = text
+        return env
 
     @property
     def resolved_store_url(self) -> str:

@@ -118,9 +118,9 @@ class LocalStack:
         return keys
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {**os.environ, **self.settings.to_env()}
         env["LEDGERBRIDGE_HOME"] = str(self.home)
-        if "LEDGERBRIDGE_API_KEYS" not in env and "LEDGERBRIDGE_API_KEYS_FILE" not in env:
+        if not self.settings.api_keys:
             entries = [key_entry(f"local-{r}", r, k) for r, k in self.local_api_keys().items()]
             env["LEDGERBRIDGE_API_KEYS"] = json.dumps(entries)
         env.setdefault("PYTHONUNBUFFERED", "1")

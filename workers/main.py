@@ -44,7 +44,10 @@ class QueueLimits:
 
     billing: float = 50.0  # Stripe allows ~100 req/s in live mode; keep headroom
     support: float = 10.0  # Zendesk plans allow 200-700 req/min
-    erp: float = 2.0  # Tryton posts ~1.5 documents/s on SQLite; queue, never hammer
+    # Tryton writes serially (~1.5 postings/s on SQLite): the concurrency cap below is what
+    # protects it; this rate only stops a stampede of cheap reads after an outage.
+    erp: float = 10.0
+    erp_concurrency: int = 2  # calls in flight per worker process
 
 
 def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]]]:
@@ -70,7 +73,6 @@ def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]
         "support": [SupportAccountActivities(adapters.support).ensure_support_organization],
         "erp": [
             ErpAccountActivities(adapters.ledger).ensure_erp_party,
-            erp_posting.erp_period_open,
             erp_posting.post_ledger_document,
         ],
     }
@@ -107,7 +109,7 @@ def build_workers(
             task_queue=task_queue(prefix, "erp"),
             activities=activities["erp"],
             max_task_queue_activities_per_second=limits.erp,
-            max_concurrent_activities=4,
+            max_concurrent_activities=limits.erp_concurrency,
         ),
     ]
 

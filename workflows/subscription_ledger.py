@@ -33,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
         FetchSubscriptionInput,
         JournalEntry,
         JournalLookupInput,
-        PeriodOpenInput,
         PostDocumentInput,
         RecordJournalInput,
     )
@@ -232,7 +231,11 @@ class SubscriptionLedgerWorkflow:
             return
         self._set_status("posting", f"Posting {event.object_kind} {event.object_id}")
         document = await self._fetch_document(event.object_kind, event.object_id)
-        if document.kind == "invoice" and document.subscription_id:
+        if (
+            document.kind == "invoice"
+            and document.subscription_id
+            and document.billing_reason != "subscription_create"  # nothing comes before it
+        ):
             # Webhooks may arrive minutes apart in any order: post what came before first.
             for earlier_id in await self._earlier_invoices(document):
                 await self._apply_document(await self._fetch_document("invoice", earlier_id), event)
@@ -267,9 +270,7 @@ class SubscriptionLedgerWorkflow:
 
     async def _post(self, posting: LedgerPosting, event: BillingEventRef) -> None:
         await self._ensure_customer_in_erp(posting.customer_id)
-        today = workflow.now().date()
-        if not await self._call_erp("erp_period_open", PeriodOpenInput(on=today), bool):
-            raise StepFailed("check_period", "PeriodClosed", f"ERP period of {today} is closed")
+        # post_ledger_document checks that today's ERP period is open before it writes.
         posted = await self._call_erp(
             "post_ledger_document", PostDocumentInput(posting=posting), PostedDocument
         )

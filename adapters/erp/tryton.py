@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from canonical import (
 )
 
 SYSTEM = "erp"
+OPEN_PERIOD_TRUSTED_SECONDS = 60.0
 PARTY_FIELDS = ["id", "code", "name"]
 INVOICE_FIELDS = [
     "id",
@@ -416,6 +418,7 @@ class TrytonLedger:
         self._invoicing: _InvoicingSetup | None = None
         self._invoicing_lock = asyncio.Lock()
         self._currency_ids: dict[str, int] = {}
+        self._open_periods: dict[dt.date, float] = {}
         # One posting per reference at a time in this process (see `post_document`).
         self._posting_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -506,7 +509,13 @@ class TrytonLedger:
             return await self._create_and_post(posting)
 
     async def is_period_open(self, on: dt.date) -> bool:
-        """An open standard period of the company covers `on`, in an open fiscal year."""
+        """An open standard period of the company covers `on`, in an open fiscal year.
+
+        An open answer is trusted for a minute (postings ask for every document); a period
+        closed meanwhile still stops the posting, by Tryton's own refusal.
+        """
+        if self._open_periods.get(on, 0.0) > time.monotonic():
+            return True
         periods = await self.call(
             "model.account.period.search_read",
             [
@@ -525,7 +534,10 @@ class TrytonLedger:
             return False
         period = periods[0]
         fiscal_year = period.get("fiscalyear.") or {}
-        return bool(period["state"] == "open" and fiscal_year.get("state") == "open")
+        is_open = bool(period["state"] == "open" and fiscal_year.get("state") == "open")
+        if is_open:
+            self._open_periods[on] = time.monotonic() + OPEN_PERIOD_TRUSTED_SECONDS
+        return is_open
 
     async def _invoice_rows(self, reference: str) -> list[dict[str, Any]]:
         rows = await self.call(

@@ -104,8 +104,13 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(store.migrate)
+        # Connect now, so the first webhook does not pay for it; a failure here is retried
+        # by the first request that needs Temporal (and answered 503 if it still fails).
+        warm = asyncio.create_task(temporal.client())
+        warm.add_done_callback(lambda task: task.cancelled() or task.exception())
         log.info("api ready", host=settings.api_host, port=settings.api_port)
         yield
+        warm.cancel()
         await billing.aclose()
 
     app = FastAPI(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -51,20 +50,7 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The LEDGERBRIDGE_* variables that reproduce these settings in a child process."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
-            text = json.dumps(value)
-        elif isinstance(value, SecretStr):
-            text = value.get_secret_value()
-        else:
-            text = str(value)
-        env[f"LEDGERBRIDGE_{name.upper()}"] = text
-    return env
+    return settings.to_env()
 
 
 @dataclass

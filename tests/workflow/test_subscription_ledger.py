@@ -25,7 +25,6 @@ from activities.amendments import (
     FetchSubscriptionInput,
     JournalEntry,
     JournalLookupInput,
-    PeriodOpenInput,
     PostDocumentInput,
     RecordJournalInput,
 )
@@ -124,10 +123,6 @@ class FakeWorld:
         async def fetch_billing_customer(request: FetchCustomerInput) -> Customer:
             return Customer(customer_id=request.customer_id, name="New Customer")
 
-        @activity.defn(name="erp_period_open")
-        async def erp_period_open(_request: PeriodOpenInput) -> bool:
-            return self.period_open
-
         @activity.defn(name="ensure_erp_party")
         async def ensure_erp_party(request: EnsurePartyInput) -> AccountRecord:
             customer_id = request.customer.customer_id
@@ -138,6 +133,8 @@ class FakeWorld:
         @activity.defn(name="post_ledger_document")
         async def post_ledger_document(request: PostDocumentInput) -> PostedDocument:
             self.post_calls += 1
+            if not self.period_open:
+                raise ApplicationError("period closed", type="PeriodClosed", non_retryable=True)
             if self.post_failures:
                 kind, final = self.post_failures.pop(0)
                 raise ApplicationError(f"ERP said {kind}", type=kind, non_retryable=final)
@@ -172,7 +169,7 @@ class FakeWorld:
                  append_audit],
             "billing": [fetch_billing_document, fetch_subscription, fetch_billing_customer,
                         earlier_invoice_ids],
-            "erp": [erp_period_open, post_ledger_document, ensure_erp_party],
+            "erp": [post_ledger_document, ensure_erp_party],
         }  # fmt: skip
 
     def _post(self, posting: LedgerPosting) -> PostedDocument:
