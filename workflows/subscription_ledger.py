@@ -99,6 +99,7 @@ class SubscriptionLedgerInput(BaseModel):
     seen_event_ids: list[str] = []
     settled_documents: list[str] = []
     exceptions_opened: int = 0
+    continue_as_new_after: int = CONTINUE_AS_NEW_AFTER
 
 
 class LedgerStatus(BaseModel):
@@ -164,7 +165,7 @@ class SubscriptionLedgerWorkflow:
                 event = self._pending.pop(0)
                 await self._process(event)
                 self._processed += 1
-            if self._processed >= CONTINUE_AS_NEW_AFTER or (
+            if self._processed >= request.continue_as_new_after or (
                 workflow.info().is_continue_as_new_suggested()
             ):
                 break

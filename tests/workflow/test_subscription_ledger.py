@@ -534,3 +534,37 @@ async def test_unknown_customer_is_made_known_to_the_erp_before_posting(
         await deliver(env.client, queue_prefix, event("evt_n", "in_new", 100))
         await until(lambda: "in_new" in world.journal, env, "posting")
     assert [r.external_id for r in world.links["cus_1"]] == ["99"]
+
+
+async def test_long_history_continues_as_new_carrying_only_what_is_pending(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    for n in range(1, 6):
+        world.documents[f"in_{n}"] = invoice(f"in_{n}", f"{n}.00", minute=n)
+    start = ProcessStart(
+        workflow=SubscriptionLedgerWorkflow.run,
+        workflow_id=f"subscription/sub_can-{queue_prefix}",
+        input=SubscriptionLedgerInput(subscription_id="sub_can", customer_id="cus_1",
+                                      supported_currencies=["USD"], continue_as_new_after=2),
+        signal="billing_event",
+        signal_input=event("evt_1", "in_1", 100),
+        search_attributes=visibility.start_attributes("amendment_to_erp", "waiting",
+                                                      customer_id="cus_1"),
+        summary="test",
+    )  # fmt: skip
+    await signal_with_start(env.client, start, queue_prefix)
+    handle = env.client.get_workflow_handle(start.workflow_id)
+    first_run = (await handle.describe()).run_id
+    async with running(env.client, queue_prefix, world):
+        for n in range(2, 6):
+            await handle.signal("billing_event", event(f"evt_{n}", f"in_{n}", 100 * n))
+        await until(lambda: len(world.journal) == 5, env, "five postings")
+        # A duplicate of an event handled before continue-as-new is still recognised.
+        await handle.signal("billing_event", event("evt_5", "in_5", 500))
+        await env.sleep(timedelta(minutes=1))
+        description = await handle.describe()
+    assert description.run_id != first_run
+    assert description.typed_search_attributes.get(visibility.CUSTOMER_ID) == "cus_1"
+    assert world.post_calls == 5
+    assert world.erp_order == [f"in_{n}" for n in range(1, 6)]
