@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ExceptionContext,
         FinanceDecision,
         LedgerPosting,
+        Money,
         PostedDocument,
         Subscription,
     )
@@ -138,6 +139,7 @@ class SubscriptionLedgerWorkflow:
         self._settled: list[str] = []
         self._current_document: str | None = None
         self._current_kind = "invoice"
+        self._current_amount: Money | None = None
         self._input: SubscriptionLedgerInput | None = None
 
     @workflow.run
@@ -225,7 +227,10 @@ class SubscriptionLedgerWorkflow:
             return
 
     async def _apply(self, event: BillingEventRef) -> None:
-        self._current_document = None
+        # What a failure is about, until a more precise document takes over below.
+        self._current_document = event.object_id if event.object_kind != "subscription" else None
+        self._current_kind = "credit_note" if event.object_kind == "credit_note" else "invoice"
+        self._current_amount = None
         if event.object_kind == "subscription":
             subscription = await self._fetch_subscription(event.object_id)
             self._subscription_canceled = subscription.status == "canceled"
@@ -247,6 +252,7 @@ class SubscriptionLedgerWorkflow:
             return
         self._current_document = document.document_id
         self._current_kind = document.kind
+        self._current_amount = document.total
         workflow.upsert_search_attributes(
             [visibility.INVOICE_ID.value_set(document.invoice_id or document.document_id)]
         )
@@ -275,24 +281,7 @@ class SubscriptionLedgerWorkflow:
         posted = await self._call_erp(
             "post_ledger_document", PostDocumentInput(posting=posting), PostedDocument
         )
-        await workflow.execute_activity(
-            "record_journal_entry",
-            RecordJournalInput(
-                entry=JournalEntry(
-                    reference=posting.reference,
-                    document_type=posting.kind,
-                    customer_id=posting.customer_id,
-                    erp_document_id=posted.erp_document_id,
-                    erp_number=posted.erp_number,
-                    amount=posted.total.amount,
-                    currency=posted.total.currency,
-                    workflow_id=workflow.info().workflow_id,
-                ),
-                correlation_id=event.correlation_id,
-            ),
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
-        )
+        await self._journal(posting, posted.erp_document_id, posted.erp_number, event)
         self._last_posted = [*self._last_posted, f"{posting.reference}={posted.erp_number}"][-20:]
         workflow.logger.info(
             "posted %s as ERP %s %s", posting.reference, posting.kind, posted.erp_number
@@ -418,6 +407,7 @@ class SubscriptionLedgerWorkflow:
             customer_id=event.customer_id,
             subscription_id=self._input.subscription_id,
             invoice_id=self._current_document,
+            amount=self._current_amount,
             error_type=failure.error_type,
             error_message=failure.message,
             remote_answer=failure.details,
@@ -450,26 +440,35 @@ class SubscriptionLedgerWorkflow:
         """Finance posted it by hand: journal that, so reconciliation and retries know."""
         document = await self._fetch_document(self._current_kind, document_id)
         for posting in required_postings(document):
-            if await self._journaled(posting.reference) is not None:
-                continue
-            await workflow.execute_activity(
-                "record_journal_entry",
-                RecordJournalInput(
-                    entry=JournalEntry(
-                        reference=posting.reference,
-                        document_type=posting.kind,
-                        customer_id=posting.customer_id,
-                        erp_document_id=f"manual:{decision.manual_erp_number}",
-                        erp_number=decision.manual_erp_number,
-                        amount=posting.total.amount,
-                        currency=posting.total.currency,
-                        workflow_id=workflow.info().workflow_id,
-                    ),
-                    correlation_id=event.correlation_id,
+            if await self._journaled(posting.reference) is None:
+                number = decision.manual_erp_number
+                await self._journal(posting, f"manual:{number}", number, event)
+
+    async def _journal(
+        self,
+        posting: LedgerPosting,
+        erp_document_id: str,
+        erp_number: str | None,
+        event: BillingEventRef,
+    ) -> None:
+        await workflow.execute_activity(
+            "record_journal_entry",
+            RecordJournalInput(
+                entry=JournalEntry(
+                    reference=posting.reference,
+                    document_type=posting.kind,
+                    customer_id=posting.customer_id,
+                    erp_document_id=erp_document_id,
+                    erp_number=erp_number,
+                    amount=posting.total.amount,
+                    currency=posting.total.currency,
+                    workflow_id=workflow.info().workflow_id,
                 ),
-                task_queue=workflow.info().task_queue,
-                **STORE_CALL,
-            )
+                correlation_id=event.correlation_id,
+            ),
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
 
     def _set_status(self, status: str, details: str) -> None:
         if status != self._status:
