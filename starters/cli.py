@@ -121,6 +121,57 @@ def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_finance(args: argparse.Namespace, settings: Settings) -> int:
+    """Finance's inbox, from the terminal, through the API with the user's key."""
+    if args.action == "inbox":
+        params = {"customer_id": args.customer, "process": args.process}
+        items = _api(settings, "get", "/v1/exceptions", role="finance",
+                     params={k: v for k, v in params.items() if v}).json()  # fmt: skip
+        if not items:
+            _echo("inbox is empty: nothing waits for finance")
+            return 0
+        rows = [
+            (
+                f"{item['age_hours']:.1f} h", item["process"], item["customer_id"] or "-",
+                _money(item["amount"]), item["asked"], item["exception_id"],
+            )
+            for item in items
+        ]  # fmt: skip
+        _echo(_table(("age", "process", "customer", "amount", "asked", "id"), rows))
+        return 0
+    if args.action == "show":
+        item = _api(settings, "get", f"/v1/exceptions/{args.id}", role="finance").json()
+        context = item["context"]
+        for label, value in (
+            ("exception", item["exception_id"]), ("status", item["status"]),
+            ("process", f"{item['process']} (step {item['step']})"),
+            ("origin", item["origin_workflow_id"]), ("customer", item["customer_id"]),
+            ("subscription", item["subscription_id"]), ("document", item["invoice_id"]),
+            ("amount", _money(item["amount"])), ("error", item["error"]),
+            ("remote answer", json.dumps(context["remote_answer"])),
+            ("correlation id", context["correlation_id"]), ("opened", item["opened_at"]),
+            ("asked", item["asked"]),
+        ):  # fmt: skip
+            _echo(f"{label:>15}  {value if value is not None else '-'}")
+        if item["decision"]:
+            decision = item["decision"]
+            _echo(f"{'decided':>15}  {decision['decision']} by {decision['actor']}: "
+                  f"{decision['reason']}")  # fmt: skip
+        return 0
+    decision = "reject" if args.action == "reject" else args.decision.replace("-", "_")
+    body = {"decision": decision, "reason": args.reason, "manual_erp_number": args.erp_number}
+    result = _api(
+        settings, "post", f"/v1/exceptions/{args.id}:decide", role="finance", json=body
+    ).json()
+    _echo(f"{result['exception_id']}: {result['decision']} by {result['actor']} "
+          f"({result['role']}), recorded in the audit trail")  # fmt: skip
+    return 0
+
+
+def _money(amount: dict[str, str] | None) -> str:
+    return f"{amount['amount']} {amount['currency']}" if amount else "-"
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Billing events of a date range fed through the webhook path again, via the API."""
     from adapters.bootstrap import build_billing
@@ -275,6 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("customer_id")
     sub.add_parser("schemas", help="export the canonical JSON Schemas")
     sub.add_parser("migrate", help="bring the integration store schema up to date")
+    finance = sub.add_parser("finance", help="the finance inbox: exceptions waiting for a decision")
+    finance_actions = finance.add_subparsers(dest="action", required=True)
+    inbox = finance_actions.add_parser("inbox", help="what waits for finance, oldest first")
+    inbox.add_argument("--customer", help="only this customer id")
+    inbox.add_argument("--process", help="only this process, e.g. amendment_to_erp")
+    show = finance_actions.add_parser("show", help="one exception with its full context")
+    show.add_argument("id")
+    decide = finance_actions.add_parser("decide", help="decide an exception")
+    decide.add_argument("id")
+    decide.add_argument("decision", choices=["retry", "compensate", "resolve-manually", "reject"])
+    decide.add_argument("--reason", required=True)
+    decide.add_argument("--erp-number", help="the ERP document posted by hand (resolve-manually)")
+    reject = finance_actions.add_parser("reject", help="decide `reject` (not to be posted)")
+    reject.add_argument("id")
+    reject.add_argument("--reason", required=True)
+    reject.set_defaults(erp_number=None)
     replay = sub.add_parser(
         "replay", help="feed past billing events through the webhook path (backfill, outages)"
     )
@@ -296,6 +363,7 @@ COMMANDS = {
     "accounts": cmd_accounts,
     "schemas": cmd_schemas,
     "migrate": cmd_migrate,
+    "finance": cmd_finance,
     "replay": cmd_replay,
     "erp": cmd_erp,
 }

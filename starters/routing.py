@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from temporalio.client import Client
 from temporalio.common import (
-    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -88,12 +87,12 @@ def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessS
     subscription_id = event.subject.subscription_id
     workflow_id = ledger_workflow_id(subscription_id, customer_id)
     attributes = visibility.start_attributes(
-        LEDGER_PROCESS, "waiting", customer_id=customer_id, correlation_id=event.correlation_id
+        LEDGER_PROCESS,
+        "waiting",
+        customer_id=customer_id,
+        correlation_id=event.correlation_id,
+        subscription_id=subscription_id,
     )
-    if subscription_id:
-        attributes = TypedSearchAttributes(
-            [*attributes, SearchAttributePair(visibility.SUBSCRIPTION_ID, subscription_id)]
-        )
     return ProcessStart(
         workflow=SubscriptionLedgerWorkflow.run,
         workflow_id=workflow_id,

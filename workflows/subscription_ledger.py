@@ -427,6 +427,9 @@ class SubscriptionLedgerWorkflow:
                 "open",
                 customer_id=event.customer_id,
                 correlation_id=event.correlation_id,
+                subscription_id=self._input.subscription_id,
+                invoice_id=self._current_document,
+                amount_minor=self._current_amount.to_minor() if self._current_amount else None,
             ),
             static_summary=f"Finance exception: {PROCESS} {failure.step} for {event.object_id}",
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
@@ -32,14 +34,29 @@ def search_attribute_flags() -> list[str]:
 
 
 def start_attributes(
-    process: str, status: str, *, customer_id: str | None = None, correlation_id: str | None = None
+    process: str,
+    status: str,
+    *,
+    customer_id: str | None = None,
+    correlation_id: str | None = None,
+    subscription_id: str | None = None,
+    invoice_id: str | None = None,
+    case_id: str | None = None,
+    amount_minor: int | None = None,
 ) -> TypedSearchAttributes:
-    pairs: list[SearchAttributePair] = [
+    """The search attributes a run starts with: business process, status and its ids."""
+    pairs: list[SearchAttributePair[Any]] = [
         SearchAttributePair(BUSINESS_PROCESS, process),
         SearchAttributePair(PROCESS_STATUS, status),
     ]
-    if customer_id:
-        pairs.append(SearchAttributePair(CUSTOMER_ID, customer_id))
-    if correlation_id:
-        pairs.append(SearchAttributePair(CORRELATION_ID, correlation_id))
+    keyword_values = (
+        (CUSTOMER_ID, customer_id),
+        (CORRELATION_ID, correlation_id),
+        (SUBSCRIPTION_ID, subscription_id),
+        (INVOICE_ID, invoice_id),
+        (CASE_ID, case_id),
+    )
+    pairs.extend(SearchAttributePair(key, value) for key, value in keyword_values if value)
+    if amount_minor is not None:
+        pairs.append(SearchAttributePair(AMOUNT_MINOR, amount_minor))
     return TypedSearchAttributes(pairs)

@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import Client
 from temporalio.service import RPCError
 
 from adapters.billing.events import StripeEventPayload, to_business_event
@@ -31,9 +30,10 @@ from adapters.logs import get_logger
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.support.webhook_signature import verify_zendesk
-from adapters.temporal import connect_temporal
 from canonical import AccountRecord
-from starters.api.auth import ApiKeyring, ApiPrincipal
+from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.finance import finance_router
+from starters.api.temporal import TemporalConnection, TemporalUnavailable
 from starters.routing import (
     ProcessStart,
     account_sync_start,
@@ -43,33 +43,6 @@ from starters.routing import (
 
 log = get_logger("ledgerbridge.api")
 CORRELATION_HEADER = "X-Correlation-Id"
-
-
-class TemporalUnavailable(Exception):
-    pass
-
-
-class TemporalConnection:
-    """One client per app, connected on first use; a failed connect is retried next request."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._client: Client | None = None
-        self._lock = asyncio.Lock()
-
-    async def client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                try:
-                    self._client = await asyncio.wait_for(
-                        connect_temporal(
-                            self._settings.temporal_address, self._settings.temporal_namespace
-                        ),
-                        timeout=5,
-                    )
-                except (TimeoutError, RuntimeError, RPCError, OSError) as err:
-                    raise TemporalUnavailable(str(err)) from err
-            return self._client
 
 
 class Accepted(BaseModel):
@@ -189,20 +162,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         return Accepted(status="accepted", workflow_id=start.workflow_id)
 
     def authorised(*roles: str) -> Callable[..., ApiPrincipal]:
-        def check(
-            authorization: Annotated[str | None, Header()] = None,
-        ) -> ApiPrincipal:
-            key = None
-            if authorization and authorization.lower().startswith("bearer "):
-                key = authorization[7:].strip()
-            principal = keyring.authenticate(key)
-            if principal is None:
-                raise HTTPException(401, "missing or unknown API key")
-            if roles and principal.role not in roles:
-                raise HTTPException(403, f"role {principal.role} may not do this")
-            return principal
-
-        return check
+        return role_dependency(keyring, *roles)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -354,6 +314,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
             temporal_state = f"unreachable: {_first_line(err)}"
         return {"temporal": temporal_state, "store": store.engine.dialect.name}
 
+    app.include_router(finance_router(settings, temporal, keyring))
     return app
 
 

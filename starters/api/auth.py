@@ -1,11 +1,13 @@
 """API keys bound to roles. Only SHA-256 digests are configured; keys are compared in
 constant time and never logged."""
 
-from __future__ import annotations
-
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Header, HTTPException
 
 ROLES = frozenset({"support", "finance", "finance_admin", "ops"})
 
@@ -25,7 +27,7 @@ class ApiKeyring:
                 raise ValueError(f"API key {name!r}: unknown role {role!r}")
             self._digests.append((bytes.fromhex(digest), ApiPrincipal(name, role)))
 
-    def authenticate(self, key: str | None) -> ApiPrincipal | None:
+    def authenticate(self, key: str | None) -> "ApiPrincipal | None":
         if not key:
             return None
         digest = hashlib.sha256(key.encode()).digest()
@@ -35,6 +37,24 @@ class ApiKeyring:
             if hmac.compare_digest(candidate, digest):
                 found = principal
         return found
+
+
+def role_dependency(keyring: ApiKeyring, *roles: str) -> Callable[..., ApiPrincipal]:
+    """A FastAPI dependency: the caller's principal, if its key holds one of `roles`
+    (any role when none is named); 401 without a known key, 403 with the wrong role."""
+
+    def check(authorization: Annotated[str | None, Header()] = None) -> ApiPrincipal:
+        key = None
+        if authorization and authorization.lower().startswith("bearer "):
+            key = authorization[7:].strip()
+        principal = keyring.authenticate(key)
+        if principal is None:
+            raise HTTPException(401, "missing or unknown API key")
+        if roles and principal.role not in roles:
+            raise HTTPException(403, f"role {principal.role} may not do this")
+        return principal
+
+    return check
 
 
 def key_entry(name: str, role: str, key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,10 +18,11 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
-def replay_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+async def replay_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a thread, so the in-process worker keeps working meanwhile."""
     env = {**os.environ, **settings_env(stack.settings), "LEDGERBRIDGE_API_KEY": API_KEYS["ops"]}
-    return subprocess.run(
-        [str(BIN / "ledgerbridge"), "replay", "billing", *args], env=env,
+    return await asyncio.to_thread(
+        subprocess.run, [str(BIN / "ledgerbridge"), "replay", "billing", *args], env=env,
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -38,7 +40,7 @@ async def test_replay_posts_what_webhooks_missed_and_recognises_what_was_done(
     assert stack.adapters.store.find_posting("billing", invoice.document_id) is None
 
     today = invoice.created_at.date().isoformat()
-    first = replay_cli(stack, "--since", today, "--until", today)
+    first = await replay_cli(stack, "--since", today, "--until", today)
     assert first.returncode == 0, first.stderr
     assert _count(first.stdout, "accepted") >= 3  # customer, subscription, invoice events
     erp = await posted(stack, invoice.document_id)
@@ -46,7 +48,7 @@ async def test_replay_posts_what_webhooks_missed_and_recognises_what_was_done(
     party = await stack.adapters.ledger.find_party(customer_id)
     assert party is not None  # account sync ran from the replayed customer.created
 
-    again = replay_cli(stack, "--since", today)
+    again = await replay_cli(stack, "--since", today)
     assert again.returncode == 0, again.stderr
     assert _count(again.stdout, "accepted") == 0
     assert _count(again.stdout, "duplicate") == _count(first.stdout, "accepted")

@@ -1,0 +1,185 @@
+"""The finance inbox over HTTP: open exceptions, their full context, and decisions.
+
+Finance needs no Temporal credentials: the API reads Temporal's visibility and queries the
+exception workflows, and hands decisions to their `decide` Update with the caller's verified
+identity, so the workflow's validator judges them and the workflow audits them.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the closures in Depends().
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from adapters.settings import Settings
+from canonical import Decision, DecisionRequest, ExceptionContext, FinanceDecision, Money
+from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.temporal import TemporalConnection, TemporalUnavailable
+from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
+
+# Ids and filters are pasted into a visibility query: only these characters get there.
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9_\-./:]{1,200}$")
+LIST_LIMIT = 200
+
+
+class ExceptionSummary(BaseModel):
+    exception_id: str
+    status: str = Field(description="open | reminded | escalated | decided")
+    process: str
+    step: str
+    customer_id: str | None
+    subscription_id: str | None
+    invoice_id: str | None
+    case_id: str | None
+    amount: Money | None
+    error: str
+    asked: str = Field(description="what finance is asked to decide")
+    opened_at: datetime
+    age_hours: float
+
+
+class ExceptionDetail(ExceptionSummary):
+    context: ExceptionContext
+    decision: FinanceDecision | None
+    origin_workflow_id: str
+
+
+class DecisionBody(BaseModel):
+    decision: Decision
+    reason: str = Field(min_length=1, max_length=2000)
+    manual_erp_number: str | None = Field(default=None, max_length=64)
+
+
+def finance_router(
+    settings: Settings, temporal: TemporalConnection, keyring: ApiKeyring
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/exceptions", tags=["finance"])
+    readers = role_dependency(keyring, "finance", "finance_admin", "ops")
+    deciders = role_dependency(keyring, "finance", "finance_admin")
+
+    @router.get("", response_model=list[ExceptionSummary])
+    async def list_open_exceptions(
+        _principal: Annotated[ApiPrincipal, Depends(readers)],
+        process: Annotated[str | None, Query(description="e.g. amendment_to_erp")] = None,
+        customer_id: Annotated[str | None, Query()] = None,
+        min_age_hours: Annotated[float | None, Query(ge=0)] = None,
+        min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
+    ) -> list[ExceptionSummary]:
+        client = await temporal.client()
+        query = "BusinessProcess = 'finance_exception' AND ExecutionStatus = 'Running'"
+        if customer_id:
+            query += f" AND CustomerId = '{_safe(customer_id)}'"
+        if min_amount_minor is not None:
+            query += f" AND AmountMinor >= {min_amount_minor}"
+        if min_age_hours is not None:
+            before = datetime.now(UTC) - timedelta(hours=min_age_hours)
+            query += f" AND StartTime <= '{before.isoformat()}'"
+        found = []
+        try:
+            async for execution in client.list_workflows(query, limit=LIST_LIMIT):
+                state = await _state(client, execution.id)
+                if state is not None and (process is None or state.context.process == process):
+                    found.append(_summary(state, execution.start_time))
+        except RPCError as err:
+            raise TemporalUnavailable(str(err)) from err
+        return sorted(found, key=lambda s: s.opened_at)
+
+    @router.get("/{exception_id:path}", response_model=ExceptionDetail)
+    async def show_exception(
+        exception_id: str, _principal: Annotated[ApiPrincipal, Depends(readers)]
+    ) -> ExceptionDetail:
+        client = await temporal.client()
+        handle = client.get_workflow_handle(_exception_id(exception_id))
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            raise _not_found_or_unavailable(err, exception_id) from err
+        if description.workflow_type != "FinanceException":
+            raise HTTPException(404, f"no finance exception {exception_id}")
+        state = await handle.query(FinanceExceptionWorkflow.state)
+        summary = _summary(state, description.start_time)
+        return ExceptionDetail(
+            **summary.model_dump(),
+            context=state.context,
+            decision=state.decision,
+            origin_workflow_id=state.context.origin_workflow_id,
+        )
+
+    @router.post("/{exception_id:path}:decide", response_model=FinanceDecision)
+    async def decide_exception(
+        exception_id: str,
+        body: DecisionBody,
+        principal: Annotated[ApiPrincipal, Depends(deciders)],
+    ) -> FinanceDecision:
+        client = await temporal.client()
+        handle = client.get_workflow_handle(_exception_id(exception_id))
+        request = DecisionRequest(
+            decision=body.decision,
+            reason=body.reason,
+            actor=principal.name,
+            role=principal.role,
+            manual_erp_number=body.manual_erp_number,
+        )
+        try:
+            return await handle.execute_update("decide", request, result_type=FinanceDecision)
+        except WorkflowUpdateFailedError as err:
+            refusal = str(err.cause) if err.cause else "refused"
+            raise HTTPException(409, f"decision refused: {refusal}") from None
+        except RPCError as err:
+            if "already completed" in str(err):
+                raise HTTPException(409, f"{exception_id} is already decided") from None
+            raise _not_found_or_unavailable(err, exception_id) from err
+
+    return router
+
+
+def _safe(value: str) -> str:
+    if not SAFE_VALUE.match(value):
+        raise HTTPException(422, f"not a valid id: {value[:40]!r}")
+    return value
+
+
+def _exception_id(exception_id: str) -> str:
+    if not exception_id.startswith("exception/"):
+        raise HTTPException(404, f"no finance exception {exception_id}")
+    return _safe(exception_id)
+
+
+def _not_found_or_unavailable(err: RPCError, exception_id: str) -> Exception:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return HTTPException(404, f"no finance exception {exception_id}")
+    return TemporalUnavailable(str(err))
+
+
+async def _state(client: Client, workflow_id: str) -> FinanceExceptionState | None:
+    try:
+        return await client.get_workflow_handle(workflow_id).query(FinanceExceptionWorkflow.state)
+    except RPCError:
+        return None  # closed between the listing and the query
+
+
+def _summary(state: FinanceExceptionState, started: datetime) -> ExceptionSummary:
+    context = state.context
+    opened = started if started.tzinfo else started.replace(tzinfo=UTC)
+    return ExceptionSummary(
+        exception_id=state.exception_id,
+        status=state.status,
+        process=context.process,
+        step=context.step,
+        customer_id=context.customer_id,
+        subscription_id=context.subscription_id,
+        invoice_id=context.invoice_id,
+        case_id=context.case_id,
+        amount=context.amount,
+        error=f"{context.error_type}: {context.error_message}",
+        asked=" | ".join(context.allowed_decisions),
+        opened_at=opened,
+        age_hours=round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+    )
+
+
+__all__ = ["finance_router"]

@@ -1,0 +1,110 @@
+"""Finance decides an amendment exception from the terminal; the ledger moves on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.billing.stripe import StripeBilling
+from canonical import Money
+from tests.e2e.conftest import API_KEYS, Stack, eventually
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+
+async def finance_cli(
+    stack: Stack, *args: str, role: str = "finance"
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a thread: the in-process worker must keep answering queries meanwhile."""
+    env = {**os.environ, **stack.settings.to_env(), "LEDGERBRIDGE_API_KEY": API_KEYS[role]}
+    return await asyncio.to_thread(
+        subprocess.run, [str(BIN / "ledgerbridge"), "finance", *args], env=env,
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def euro_subscription(stack: Stack) -> tuple[str, str]:
+    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
+    customer = await billing.create_customer(name="Inbox Co", email=None, idempotency_key="fi/c")
+    product = await billing.create_product(name="Inbox EU", idempotency_key="fi/p")
+    price = await billing.create_price(
+        product_id=product, unit_amount=Money.of("25.00", "EUR"), idempotency_key="fi/price"
+    )
+    subscription = await billing.create_subscription(
+        customer.customer_id, price, 1, idempotency_key="fi/s"
+    )
+    return customer.customer_id, subscription.subscription_id
+
+
+async def test_finance_sees_and_rejects_an_exception_from_the_terminal(
+    stack: Stack, in_process_worker: None
+) -> None:
+    customer_id, subscription_id = await euro_subscription(stack)
+    exception_id = f"exception/subscription/{subscription_id}/1"
+
+    async def in_inbox() -> str | None:
+        listed = await finance_cli(stack, "inbox", "--customer", customer_id)
+        return listed.stdout if exception_id in listed.stdout else None
+
+    inbox = await eventually(in_inbox, "exception in the finance inbox", 90)
+    assert "amendment_to_erp" in inbox and "25.00 EUR" in inbox
+    assert "retry | resolve_manually | reject" in inbox
+
+    shown = await finance_cli(stack, "show", exception_id)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "unsupported_currency" in shown.stdout and f"subscription/{subscription_id}" in shown.stdout
+    )
+
+    refused = await finance_cli(stack, "reject", exception_id, "--reason", "no", role="support")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().count("\n") == 0 and "403" in refused.stderr
+    unknown = await finance_cli(stack, "decide", exception_id, "compensate", "--reason", "x")
+    assert unknown.returncode == 1 and "not possible here" in unknown.stderr
+
+    rejected = await finance_cli(
+        stack, "reject", exception_id, "--reason", "EUR is billed by mistake"
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    assert "reject by test-finance" in rejected.stdout
+
+    again = await finance_cli(stack, "reject", exception_id, "--reason", "twice")
+    assert again.returncode == 1 and "already decided" in again.stderr
+    [entry] = stack.adapters.store.audit_entries(exception_id)
+    assert (entry.actor, entry.action, entry.reason) == (
+        "test-finance", "exception.reject", "EUR is billed by mistake",
+    )  # fmt: skip
+
+    ledger = stack.client.get_workflow_handle(f"subscription/{subscription_id}")
+
+    async def unblocked() -> bool:
+        return (await ledger.query("status"))["status"] == "waiting"  # type: ignore[no-any-return]
+
+    assert await eventually(unblocked, "ledger unblocked", 30)
+    assert "empty" in (await finance_cli(stack, "inbox", "--customer", customer_id)).stdout
+
+
+def test_finance_api_refuses_bad_requests_without_changing_anything(stack: Stack) -> None:
+    finance = {"Authorization": f"Bearer {API_KEYS['finance']}"}
+    url = f"{stack.api_url}/v1/exceptions"
+    assert httpx.get(url).status_code == 401
+    assert (
+        httpx.get(url, headers={"Authorization": f"Bearer {API_KEYS['support']}"}).status_code
+        == 403
+    )
+    missing = httpx.get(f"{url}/exception/subscription/sub_none/1", headers=finance)
+    assert missing.status_code == 404 and "no finance exception" in missing.json()["error"]
+    not_ours = httpx.get(f"{url}/account/cus_1", headers=finance)
+    assert not_ours.status_code == 404
+    no_reason = httpx.post(f"{url}/exception/subscription/sub_none/1:decide",
+                           json={"decision": "reject", "reason": ""}, headers=finance)  # fmt: skip
+    assert no_reason.status_code == 422
+    bad_filter = httpx.get(url, params={"customer_id": "x' OR 1=1"}, headers=finance)
+    assert bad_filter.status_code == 422
