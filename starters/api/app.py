@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
 from adapters.billing.events import StripeEventPayload, to_business_event
@@ -109,8 +110,8 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         response.headers[CORRELATION_HEADER] = correlation_id
         return response
 
-    @app.exception_handler(HTTPException)
-    async def one_line_errors(_request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # also the router's own 404 and 405
+    async def one_line_errors(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
