@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from canonical.billing import BillingDocument, LedgerPosting, PostedDocument, Subscription
+from canonical.credit import CreditRequest
 from canonical.customer import AccountRecord, Customer
 from canonical.events import BusinessEvent
 from canonical.finance import ExceptionContext, FinanceDecision
@@ -31,6 +32,7 @@ VERSIONED_MODELS: tuple[type[BaseModel], ...] = (
     PostedDocument,
     ExceptionContext,
     FinanceDecision,
+    CreditRequest,
 )
 
 

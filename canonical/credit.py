@@ -1,0 +1,60 @@
+"""Support credits: what an agent asks for, and the policy finance set for answering."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from canonical.money import Money
+
+CreditOutcome = Literal["auto_approve", "needs_approval", "reject"]
+
+
+class CreditRequest(BaseModel):
+    """A credit requested on a support ticket (by webhook or POST /v1/credits)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=True)
+
+    case_id: str = Field(description="the support ticket")
+    request_id: str = Field(description="unique per request on the ticket; dedupe key")
+    organization_id: str = Field(description="the ticket's organization in support")
+    requested_by: str = Field(description="the agent asking; may not approve it")
+    amount: Money
+    reason: str
+    incident_reference: str | None = None
+    invoice_id: str | None = Field(
+        default=None, description="credit this open invoice; none: credit the next invoice"
+    )
+
+
+class CreditPolicy(BaseModel):
+    """Finance's rules for support credits (configured, not hard-coded in the workflow)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # One credit may not exceed this share of the monthly recurring amount.
+    max_share_of_monthly: Decimal = Decimal("1.0")
+    # Credits of the last 90 days together may not exceed this share of it.
+    max_share_of_monthly_90_days: Decimal = Decimal("1.5")
+    # Below this share of the monthly amount (and this absolute amount) credits go through.
+    auto_approve_share_of_monthly: Decimal = Decimal("0.1")
+    auto_approve_up_to: Money = Money.of("50", "USD")
+    # What one approver of each role may approve (None: no limit).
+    approver_limits: dict[str, Money | None] = {
+        "finance": Money.of("1000", "USD"),
+        "finance_admin": None,
+    }
+
+
+class CreditAssessment(BaseModel):
+    """What the policy says of a request, and why: shown to the agent and to finance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outcome: CreditOutcome
+    reasons: list[str]
+    monthly_recurring: Money | None = None
+    credited_last_90_days: Money | None = None
