@@ -18,6 +18,7 @@ from canonical.customer import AccountRecord, Customer
 from canonical.events import BusinessEvent
 from canonical.finance import ExceptionContext, FinanceDecision
 from canonical.money import Money
+from canonical.support import SupportCase
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -33,6 +34,7 @@ VERSIONED_MODELS: tuple[type[BaseModel], ...] = (
     ExceptionContext,
     FinanceDecision,
     CreditRequest,
+    SupportCase,
 )
 
 
