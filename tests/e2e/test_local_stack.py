@@ -5,7 +5,9 @@ Ports are picked free so the test never collides with a stack a developer has ru
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -115,6 +117,13 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
         )
         assert org.name == "Restarted Stack Co"
         assert await adapters.ledger.find_party(customer.customer_id) == party
+        status = await asyncio.to_thread(
+            subprocess.run, [str(BIN / "ledgerbridge"), "status"], env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stdout
+        for component in ("temporal", "erp", "billing", "support", "worker", "api"):
+            assert re.search(rf"^{component}\s+up\s", status.stdout, re.MULTILINE), status.stdout
         assert up.interrupt() == 0, up.output
     finally:
         if up.process.poll() is None:
