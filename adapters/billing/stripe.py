@@ -863,6 +863,39 @@ class StripeBilling:
         )
         return self._mapped(balance_transaction_from_stripe, data, "create_balance_credit")
 
+    async def reverse_balance_credit(
+        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+    ) -> BalanceTransaction:
+        """Take back a balance credit (compensation): a positive balance transaction."""
+        if amount.amount <= 0:
+            raise ValueError("the credit to reverse is a positive amount")
+        params = {
+            "amount": amount.to_minor(),
+            "currency": amount.currency.lower(),
+            "description": description,
+        }
+        data = await self._request(
+            "POST",
+            f"/v1/customers/{_segment(customer_id)}/balance_transactions",
+            params,
+            idempotency_key=idempotency_key,
+            operation="reverse_balance_credit",
+        )
+        return self._mapped(balance_transaction_from_stripe, data, "reverse_balance_credit")
+
+    async def active_subscription(self, customer_id: str) -> Subscription | None:
+        """The customer's newest active (or trialing, past-due) subscription, if any."""
+        page = await self._request(
+            "GET",
+            "/v1/subscriptions",
+            {"customer": customer_id, "limit": 10, "expand": ["data.items.data.price.product"]},
+            operation="active_subscription",
+        )
+        for data in page.get("data") or []:
+            if data.get("status") in ("active", "trialing", "past_due"):
+                return self._mapped(subscription_from_stripe, data, "active_subscription")
+        return None
+
     async def get_customer_balance(self, customer_id: str) -> Money | None:
         """What billing owes the customer (negative) or the customer owes (positive); None
         while billing has fixed no currency for the customer."""

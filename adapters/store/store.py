@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -216,6 +217,20 @@ class IntegrationStore:
             if customer_id is not None:
                 query = query.where(Posting.customer_id == customer_id)
             return list(session.scalars(query))
+
+    def credited_since(self, customer_id: str, currency: str, since: datetime) -> Decimal:
+        """Support credits journaled for the customer since `since` (the rolling cap)."""
+        with self.session() as session:
+            total = session.scalar(
+                select(func.coalesce(func.sum(Posting.amount), 0)).where(
+                    Posting.customer_id == customer_id,
+                    Posting.currency == currency,
+                    Posting.document_type == "credit_note",
+                    Posting.workflow_id.startswith("credit/"),
+                    Posting.posted_at >= since,
+                )
+            )
+            return Decimal(total or 0)
 
     def find_posting(self, source_system: str, source_document_id: str) -> Posting | None:
         with self.session() as session:

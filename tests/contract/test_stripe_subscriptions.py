@@ -1046,3 +1046,28 @@ def test_official_sdk_drives_an_amendment_a_credit_note_and_a_refusal(
     assert canceled.status == "canceled"
     assert listed == [invoice.id, sub.latest_invoice]
     assert [e.type for e in events.data] == ["credit_note.created", "invoice.paid"]
+
+
+async def test_active_subscription_and_a_reversed_balance_credit(
+    stripe_billing: StripeBilling,
+) -> None:
+    customer = await stripe_billing.create_customer(
+        name="Credit Co", email=None, idempotency_key="ab/c"
+    )
+    assert await stripe_billing.active_subscription(customer.customer_id) is None
+    product = await stripe_billing.create_product(name="P", idempotency_key="ab/p")
+    price = await stripe_billing.create_price(
+        product_id=product, unit_amount=Money.of("90.00", "USD"), idempotency_key="ab/pr"
+    )
+    subscription = await stripe_billing.create_subscription(
+        customer.customer_id, price, 1, idempotency_key="ab/s"
+    )
+    found = await stripe_billing.active_subscription(customer.customer_id)
+    assert found is not None and found.subscription_id == subscription.subscription_id
+    assert found.monthly_recurring() == Money.of("90.00", "USD")
+
+    credit = Money.of("25.00", "USD")
+    await stripe_billing.create_balance_credit(customer.customer_id, credit, "outage", "ab/cr")
+    assert await stripe_billing.get_customer_balance(customer.customer_id) == -credit
+    await stripe_billing.reverse_balance_credit(customer.customer_id, credit, "undo", "ab/rv")
+    assert await stripe_billing.get_customer_balance(customer.customer_id) == Money.zero("USD")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -117,3 +118,23 @@ def test_journal_records_a_posting_once_and_refuses_a_second_erp_document(
     assert (posting.erp_document_id, posting.amount) == ("17", Decimal("33.33"))
     assert store.find_posting("billing", "in_1") is not None
     assert store.find_posting("billing", "in_2") is None
+
+
+def test_credited_since_sums_support_credits_of_the_customer_only(
+    store: IntegrationStore,
+) -> None:
+    def credit(reference: str, amount: str, workflow_id: str, customer: str = "cus_1") -> None:
+        store.record_posting(
+            source_system="billing", source_document_id=reference, document_type="credit_note",
+            customer_id=customer, erp_document_id=reference, erp_number=None,
+            amount=Decimal(amount), currency="USD", workflow_id=workflow_id, correlation_id=None,
+        )  # fmt: skip
+
+    credit("cbtxn_1", "40.00", "credit/1001/r1")
+    credit("cbtxn_2", "15.50", "credit/1002/r1")
+    credit("in_9/void", "99.00", "subscription/sub_1")  # an amendment, not a support credit
+    credit("cbtxn_3", "70.00", "credit/1003/r1", customer="cus_2")
+    since = datetime.now(UTC) - timedelta(days=90)
+    assert store.credited_since("cus_1", "USD", since) == Decimal("55.50")
+    assert store.credited_since("cus_1", "EUR", since) == Decimal(0)
+    assert store.credited_since("cus_1", "USD", datetime.now(UTC) + timedelta(days=1)) == 0
