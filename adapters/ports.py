@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from canonical import (
     AccountRecord,
+    BalanceTransaction,
     BillingDocument,
     Customer,
     LedgerPosting,
+    Money,
     PostedDocument,
     Subscription,
 )
+from canonical.support import SupportCase
 
 
 class BillingSystem(Protocol):
@@ -39,6 +42,37 @@ class BillingSystem(Protocol):
     ) -> AsyncIterator[BillingDocument]:
         """Invoices, newest first (billing's creation order)."""
         ...
+
+    async def active_subscription(self, customer_id: str) -> Subscription | None:
+        """The customer's current subscription, if one is active."""
+        ...
+
+    async def create_balance_credit(
+        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+    ) -> BalanceTransaction:
+        """Credit the customer's next invoice by `amount`."""
+        ...
+
+    async def reverse_balance_credit(
+        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+    ) -> BalanceTransaction:
+        """Take a balance credit back (compensation)."""
+        ...
+
+    async def create_credit_note(
+        self,
+        invoice_id: str,
+        amount: Money,
+        description: str,
+        reason: Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"] | None,
+        idempotency_key: str,
+    ) -> BillingDocument:
+        """A credit note against an open or paid invoice; RejectedError when billing refuses."""
+        ...
+
+    async def void_credit_note(
+        self, credit_note_id: str, *, idempotency_key: str
+    ) -> BillingDocument: ...
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
         """One raw billing event, as billing recorded it."""
@@ -62,6 +96,24 @@ class SupportDesk(Protocol):
 
     async def ensure_organization(self, customer: Customer, idempotency_key: str) -> AccountRecord:
         """Create the organization, or correct its name, so it matches the customer."""
+        ...
+
+    async def get_case(self, case_id: str) -> SupportCase:
+        """The case with its customer and the credit asked on it (None when none is).
+        NotFoundError for an unknown case; ValidationError naming the field when the
+        credit fields are malformed."""
+        ...
+
+    async def add_internal_note(self, case_id: str, body: str, idempotency_key: str) -> None:
+        """A note only agents see."""
+        ...
+
+    async def add_public_reply(self, case_id: str, body: str, idempotency_key: str) -> None:
+        """A reply the customer sees."""
+        ...
+
+    async def add_tags(self, case_id: str, tags: list[str], idempotency_key: str) -> None:
+        """Add tags to the case, keeping the ones it has."""
         ...
 
     async def aclose(self) -> None: ...

@@ -1,6 +1,7 @@
 """Pure business models of ledgerbridge. No I/O; imports nothing else of ours."""
 
 from canonical.billing import (
+    BalanceTransaction,
     BillingDocument,
     DocumentLine,
     LedgerLine,
@@ -24,6 +25,7 @@ __all__ = [
     "CURRENCY_EXPONENTS",
     "FINANCE_ROLES",
     "AccountRecord",
+    "BalanceTransaction",
     "BillingDocument",
     "BusinessEvent",
     "CurrencyError",

@@ -68,6 +68,21 @@ class BillingDocument(BaseModel):
         return self.kind == "credit_note" or self.finalized_at is not None
 
 
+class BalanceTransaction(BaseModel):
+    """A change of what billing owes the customer: negative credits the customer (Stripe's sign)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    transaction_id: str
+    customer_id: str
+    amount: Money
+    ending_balance: Money
+    description: str | None = None
+    invoice_id: str | None = None
+    credit_note_id: str | None = None
+    created_at: AwareDatetime
+
+
 class SubscriptionItem(BaseModel):
     model_config = ConfigDict(frozen=True)
 

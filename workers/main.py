@@ -24,16 +24,27 @@ from activities.accounts import (
 )
 from activities.amendments import BillingDocumentActivities, ErpPostingActivities, JournalActivities
 from activities.audit import AuditActivities
+from activities.credits import (
+    BillingCreditActivities,
+    CreditJournalActivities,
+    SupportCaseActivities,
+)
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.activity_options import task_queue
+from workflows.case_to_credit import CaseToCreditWorkflow
 from workflows.finance_exception import FinanceExceptionWorkflow
 from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
-WORKFLOWS = [AccountSyncWorkflow, SubscriptionLedgerWorkflow, FinanceExceptionWorkflow]
+WORKFLOWS = [
+    AccountSyncWorkflow,
+    SubscriptionLedgerWorkflow,
+    CaseToCreditWorkflow,
+    FinanceExceptionWorkflow,
+]
 
 log = get_logger("ledgerbridge.worker")
 
@@ -56,6 +67,8 @@ def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]
     journal = JournalActivities(adapters.store)
     billing_documents = BillingDocumentActivities(adapters.billing)
     erp_posting = ErpPostingActivities(adapters.ledger)
+    billing_credits = BillingCreditActivities(adapters.billing)
+    support_cases = SupportCaseActivities(adapters.support)
     return {
         "": [
             StoreAccountActivities(adapters.store).record_account_links,
@@ -63,14 +76,22 @@ def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]
             journal.find_journal_entry,
             journal.record_journal_entry,
             journal.account_links,
+            CreditJournalActivities(adapters.store).credited_recently,
         ],
         "billing": [
             BillingAccountActivities(adapters.billing).fetch_billing_customer,
             billing_documents.fetch_billing_document,
             billing_documents.fetch_subscription,
             billing_documents.earlier_invoice_ids,
+            billing_credits.fetch_active_subscription,
+            billing_credits.apply_billing_credit,
+            billing_credits.reverse_billing_credit,
         ],
-        "support": [SupportAccountActivities(adapters.support).ensure_support_organization],
+        "support": [
+            SupportAccountActivities(adapters.support).ensure_support_organization,
+            support_cases.fetch_support_case,
+            support_cases.write_case_outcome,
+        ],
         "erp": [
             ErpAccountActivities(adapters.ledger).ensure_erp_party,
             erp_posting.post_ledger_document,

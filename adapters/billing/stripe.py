@@ -18,7 +18,6 @@ from urllib.parse import quote, urlencode
 import httpx
 import pydantic
 import structlog
-from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from adapters.errors import (
     AdapterError,
@@ -30,6 +29,7 @@ from adapters.errors import (
     transport_errors_as_transient,
 )
 from canonical import (
+    BalanceTransaction,
     BillingDocument,
     Customer,
     DocumentLine,
@@ -335,21 +335,6 @@ def subscription_from_stripe(data: Mapping[str, Any]) -> Subscription:
         canceled_at=_timestamp(data.get("canceled_at")),
         created_at=datetime.fromtimestamp(int(data["created"]), UTC),
     )
-
-
-class BalanceTransaction(BaseModel):
-    """A customer balance transaction; Stripe's sign: negative credits the customer."""
-
-    model_config = ConfigDict(frozen=True)
-
-    transaction_id: str
-    customer_id: str
-    amount: Money
-    ending_balance: Money
-    description: str | None = None
-    invoice_id: str | None = None
-    credit_note_id: str | None = None
-    created_at: AwareDatetime
 
 
 def balance_transaction_from_stripe(data: Mapping[str, Any]) -> BalanceTransaction:

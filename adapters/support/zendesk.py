@@ -1,11 +1,18 @@
 """ZendeskSupport: the SupportDesk port over the Zendesk REST API v2.
 
 A customer is a Zendesk organization whose `external_id` is the canonical customer id.
-Every failure surfaces as the taxonomy of `adapters.errors`.
+A support case is a ticket; the credit an agent asks for lives in four ticket custom
+fields found by title (`CREDIT_FIELD_TITLES`). Every failure surfaces as the taxonomy of
+`adapters.errors`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -13,12 +20,24 @@ import httpx
 from adapters.errors import (
     AdapterError,
     ConflictError,
+    NotFoundError,
+    ValidationError,
     error_for_status,
     transport_errors_as_transient,
 )
 from canonical import AccountRecord, Customer
+from canonical.money import CurrencyError, Money, currency_exponent
+from canonical.support import CreditAsk, SupportCase
 
 SYSTEM = "support"
+
+CREDIT_AMOUNT = "Credit amount"
+CREDIT_CURRENCY = "Credit currency"
+CREDIT_REASON = "Credit reason"
+INCIDENT_REFERENCE = "Incident reference"
+CREDIT_FIELD_TITLES = (CREDIT_AMOUNT, CREDIT_CURRENCY, CREDIT_REASON, INCIDENT_REFERENCE)
+# An organization's external id rarely changes; a minute of staleness saves a GET per case.
+ORGANIZATION_CACHE_SECONDS = 60.0
 
 
 def _record(org: dict[str, Any]) -> AccountRecord:
@@ -28,6 +47,28 @@ def _record(org: dict[str, Any]) -> AccountRecord:
         customer_id=str(org.get("external_id") or ""),
         name=str(org["name"]),
     )
+
+
+def _text(value: Any) -> str | None:
+    """A custom field value as stripped text; None when unset or blank."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _credit_amount(value: Any, currency: str) -> Money:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f"{CREDIT_AMOUNT!r} is not a decimal amount: {value!r}")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"{CREDIT_AMOUNT!r} is not a decimal amount: {value!r}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError(f"{CREDIT_AMOUNT!r} must be a positive amount, got {value!r}")
+    if amount != amount.quantize(Decimal(1).scaleb(-currency_exponent(currency))):
+        raise ValueError(f"{CREDIT_AMOUNT!r} {value!r} has more decimals than {currency} allows")
+    return Money(amount=amount, currency=currency)
 
 
 def _is_duplicate(error: AdapterError, field: str) -> bool:
@@ -56,6 +97,10 @@ class ZendeskSupport:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        # Ticket field ids by title, read once; organization external ids for a minute.
+        self._fields_by_title: dict[str, list[str]] | None = None
+        self._fields_lock = asyncio.Lock()
+        self._org_external_ids: dict[str, tuple[float, str | None]] = {}
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             auth=httpx.BasicAuth(f"{email}/token", api_token),
@@ -89,6 +134,157 @@ class ZendeskSupport:
         if org["name"] != customer.name:
             org = await self._rename(org, customer, operation)
         return _record(org)
+
+    async def get_case(self, case_id: str) -> SupportCase:
+        """The ticket as a SupportCase. NotFoundError for an unknown ticket; ValidationError
+        (naming the field) when the credit fields hold a malformed amount or currency."""
+        operation = "get_case"
+        ticket = await self._ticket(case_id, operation)
+        organization_id = ticket.get("organization_id")
+        org_id = None if organization_id is None else str(organization_id)
+        customer_id = None if org_id is None else await self._customer_id(org_id, operation)
+        values = {str(f.get("id")): f.get("value") for f in ticket.get("custom_fields") or []}
+        credit = self._credit(case_id, values, await self._credit_fields(operation), operation)
+        assignee = ticket.get("assignee_id")
+        return SupportCase(
+            case_id=str(ticket["id"]),
+            organization_id=org_id,
+            customer_id=customer_id,
+            subject=str(ticket.get("subject") or ""),
+            status=str(ticket["status"]),
+            priority=ticket.get("priority"),
+            tags=[str(tag) for tag in ticket.get("tags") or []],
+            assignee_id=None if assignee is None else str(assignee),
+            credit=credit,
+            updated_at=datetime.fromisoformat(str(ticket["updated_at"])),
+        )
+
+    async def add_internal_note(self, case_id: str, body: str, idempotency_key: str) -> None:
+        """A private comment (`public: false`): agents see it, the customer does not."""
+        await self._update_ticket(
+            case_id,
+            {"comment": {"body": body, "public": False}},
+            idempotency_key,
+            "add_internal_note",
+        )
+
+    async def add_public_reply(self, case_id: str, body: str, idempotency_key: str) -> None:
+        """A public comment (`public: true`): the customer is told."""
+        await self._update_ticket(
+            case_id,
+            {"comment": {"body": body, "public": True}},
+            idempotency_key,
+            "add_public_reply",
+        )
+
+    async def add_tags(self, case_id: str, tags: list[str], idempotency_key: str) -> None:
+        """Add tags, keeping the ticket's others (`additional_tags`, never a replace)."""
+        await self._update_ticket(
+            case_id, {"additional_tags": list(tags)}, idempotency_key, "add_tags"
+        )
+
+    # -- cases -----------------------------------------------------------------------
+
+    @staticmethod
+    def _ticket_path(case_id: str, operation: str) -> str:
+        # A non-numeric id would reach another endpoint (or none): refuse it here.
+        if not case_id.isdigit():
+            raise NotFoundError(
+                f"no support ticket {case_id!r} (ticket ids are numeric)",
+                system=SYSTEM,
+                operation=operation,
+            )
+        return f"/api/v2/tickets/{case_id}.json"
+
+    async def _ticket(self, case_id: str, operation: str) -> dict[str, Any]:
+        response = await self._send("GET", self._ticket_path(case_id, operation), operation)
+        # Decimal field values must never pass through float.
+        return dict(json.loads(response.content, parse_float=Decimal)["ticket"])
+
+    async def _update_ticket(
+        self, case_id: str, changes: dict[str, Any], idempotency_key: str, operation: str
+    ) -> None:
+        await self._send(
+            "PUT",
+            self._ticket_path(case_id, operation),
+            operation,
+            json={"ticket": changes},
+            headers={"Idempotency-Key": idempotency_key},
+        )
+
+    async def _customer_id(self, org_id: str, operation: str) -> str | None:
+        """The organization's external id (the canonical customer id), cached a minute."""
+        now = time.monotonic()
+        cached = self._org_external_ids.get(org_id)
+        if cached is not None and now - cached[0] < ORGANIZATION_CACHE_SECONDS:
+            return cached[1]
+        try:
+            answer = await self._call("GET", f"/api/v2/organizations/{org_id}.json", operation)
+        except NotFoundError:
+            return None  # the organization is gone: the case has no known customer
+        external_id = answer["organization"].get("external_id") or None
+        self._org_external_ids[org_id] = (now, external_id)
+        return external_id
+
+    async def _credit_fields(self, operation: str) -> dict[str, list[str]]:
+        """Ticket field ids by title for the credit fields, read once per adapter."""
+        async with self._fields_lock:
+            if self._fields_by_title is None:
+                by_title: dict[str, list[str]] = {title: [] for title in CREDIT_FIELD_TITLES}
+                path: str | None = "/api/v2/ticket_fields.json"
+                while path is not None:
+                    answer = await self._call("GET", path, operation)
+                    for field in answer.get("ticket_fields") or []:
+                        title = str(field.get("title") or "").strip()
+                        if title in by_title and field.get("active", True):
+                            by_title[title].append(str(field["id"]))
+                    path = answer.get("next_page")
+                self._fields_by_title = by_title
+            return self._fields_by_title
+
+    def _credit(
+        self,
+        case_id: str,
+        values: dict[str, Any],
+        fields: dict[str, list[str]],
+        operation: str,
+    ) -> CreditAsk | None:
+        def value(title: str) -> Any:
+            # Several fields may share a title; the one that holds a value speaks.
+            for field_id in fields.get(title, []):
+                if _text(values.get(field_id)) is not None:
+                    return values[field_id]
+            return None
+
+        def invalid(title: str, problem: str) -> ValidationError:
+            return ValidationError(
+                f"ticket {case_id} field {title!r}: {problem}",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="InvalidCreditField",
+                remote_answer={"ticket_id": case_id, "field": title},
+            )
+
+        raw_amount = value(CREDIT_AMOUNT)
+        if _text(raw_amount) is None:
+            return None
+        currency = (_text(value(CREDIT_CURRENCY)) or "").upper()
+        if not currency:
+            raise invalid(CREDIT_CURRENCY, "is empty but a credit amount is set")
+        try:
+            currency_exponent(currency)
+        except CurrencyError:
+            raise invalid(CREDIT_CURRENCY, f"unknown currency {currency!r}") from None
+        try:
+            amount = _credit_amount(raw_amount, currency)
+        except ValueError as err:
+            raise invalid(CREDIT_AMOUNT, str(err)) from None
+        reason = _text(value(CREDIT_REASON))
+        if reason is None:
+            raise invalid(CREDIT_REASON, "is empty but a credit amount is set")
+        return CreditAsk(
+            amount=amount, reason=reason, incident_reference=_text(value(INCIDENT_REFERENCE))
+        )
 
     # -- steps -----------------------------------------------------------------------
 
@@ -235,4 +431,4 @@ class ZendeskSupport:
         )
 
 
-__all__ = ["ZendeskSupport"]
+__all__ = ["CREDIT_FIELD_TITLES", "ZendeskSupport"]

@@ -3,6 +3,29 @@
 Basic Zendesk semantics: a ticket is created with its first comment (its description);
 PUT changes fields, replaces `tags` or adds/removes with `additional_tags`/`remove_tags`,
 merges `custom_fields` by id and appends a `comment`; closed tickets refuse updates.
+Creates and updates honour `Idempotency-Key` (same key + same request = the first answer
+replayed, nothing changed twice).
+
+Credit requests. The sandbox seeds the ticket fields support agents use to ask for a
+credit (`CREDIT_FIELDS`: "Credit amount" (decimal, sent as a string like "120.00"),
+"Credit currency", "Credit reason", "Incident reference"). Zendesk has no "credit
+requested" event; setting a custom field (on create or update) emits the real
+`zen:event-type:ticket.custom_field_changed`, one per field that changed, shaped:
+
+    {"type": "zen:event-type:ticket.custom_field_changed",
+     "subject": "zen:ticket:{ticket_id}",
+     "detail": {"id": "{ticket_id}", "organization_id": "{org_id}" | null, ...},
+     "event": {"current": "120.00", "previous": null,
+               "field": {"id": "{field_id}", "title": "Credit amount", "type": "decimal"}}}
+
+An ingress recognises "a credit was requested" by keying on: `type` ==
+`zen:event-type:ticket.custom_field_changed`, `event.field.title` == "Credit amount" (or,
+sturdier, `event.field.id` == that field's id resolved once from
+`GET /api/v2/ticket_fields.json`) and a non-empty `event.current`; the case is
+`detail.id` and the customer's organization `detail.organization_id`. The event `id` is
+the dedupe key (it is the same on every delivery attempt). The ingress should then read
+the ticket (the currency, reason and incident fields may arrive as separate events, in
+any order) rather than trust the event alone.
 """
 
 from __future__ import annotations
@@ -36,6 +59,37 @@ STATUSES = ("new", "open", "pending", "hold", "solved", "closed")
 PRIORITIES = ("urgent", "high", "normal", "low")
 TYPES = ("problem", "incident", "question", "task")
 FIELD_TYPES = ("text", "textarea", "checkbox", "date", "integer", "decimal", "regexp", "tagger")
+# Ticket fields every sandbox has from the start: what an agent fills in to ask for a credit.
+CREDIT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("Credit amount", "decimal", "Credit asked for the customer, e.g. 120.00"),
+    ("Credit currency", "text", "ISO 4217 code of the credit amount, e.g. EUR"),
+    ("Credit reason", "textarea", "Why the customer should be credited"),
+    ("Incident reference", "text", "The incident the credit compensates, if any"),
+)
+
+
+def seed_ticket_fields(store: SupportStore) -> None:
+    """Create the `CREDIT_FIELDS` that do not exist yet (by title; a restart adds none)."""
+    with store.transaction():
+        titles = {field["title"] for field in store.find(TICKET_FIELD)}
+        for title, field_type, description in CREDIT_FIELDS:
+            if title in titles:
+                continue
+            stamp = now_iso()
+            store.insert(
+                TICKET_FIELD,
+                {
+                    "type": field_type,
+                    "title": title,
+                    "description": description,
+                    "active": True,
+                    "required": False,
+                    "tag": None,
+                    "custom_field_options": [],
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                },
+            )
 
 
 def _choice(field: str, value: Any, allowed: tuple[str, ...], nullable: bool) -> str | None:
@@ -81,6 +135,7 @@ def _comment_fields(value: Any) -> dict[str, Any]:
 
 def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRouter:
     router = APIRouter(prefix="/api/v2")
+    seed_ticket_fields(store)
 
     def load(ticket_id: int) -> dict[str, Any]:
         ticket = store.get(TICKET, ticket_id)
@@ -94,8 +149,12 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
 
     def render(request: Request, ticket: dict[str, Any]) -> dict[str, Any]:
         values = ticket["custom_fields"]
+        # Fields set on this ticket, in definition order. Zendesk lists every active field
+        # (null when unset); listing only the set ones keeps seeded fields out of tickets
+        # that never used them. Readers must accept both shapes.
         defined = [str(field["id"]) for field in store.find(TICKET_FIELD)]
-        ids = defined + [key for key in values if key not in defined]
+        ids = [key for key in defined if key in values]
+        ids += [key for key in values if key not in defined]
         custom = [{"id": int(key), "value": values.get(key)} for key in ids]
         return {
             "url": api_url(request, f"/api/v2/tickets/{ticket['id']}.json"),
@@ -227,15 +286,31 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
                 detail,
                 {"tags_added": added, "tags_removed": removed},
             )
-        old, new = before["custom_fields"], after["custom_fields"]
+        emit_custom_field_changes(before["custom_fields"], after, detail)
+
+    def emit_custom_field_changes(
+        old: dict[str, Any], ticket: dict[str, Any], detail: dict[str, Any]
+    ) -> None:
+        """One `ticket.custom_field_changed` per field whose value changed (see module doc)."""
+        new = ticket["custom_fields"]
         for key in sorted(set(old) | set(new), key=int):
-            if old.get(key) != new.get(key):
-                webhooks.emit(
-                    "ticket.custom_field_changed",
-                    subject,
-                    detail,
-                    {"current": new.get(key), "previous": old.get(key), "field": {"id": key}},
-                )
+            if old.get(key) == new.get(key):
+                continue
+            definition = store.get(TICKET_FIELD, int(key)) or {}
+            webhooks.emit(
+                "ticket.custom_field_changed",
+                f"zen:ticket:{ticket['id']}",
+                detail,
+                {
+                    "current": new.get(key),
+                    "previous": old.get(key),
+                    "field": {
+                        "id": key,
+                        "title": definition.get("title"),
+                        "type": definition.get("type"),
+                    },
+                },
+            )
 
     # -- tickets ---------------------------------------------------------------------
 
@@ -276,7 +351,11 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
             with store.transaction():
                 ticket = store.insert(TICKET, ticket)
                 add_comment(ticket, comment)
-                webhooks.emit("ticket.created", f"zen:ticket:{ticket['id']}", event_detail(ticket))
+                detail = event_detail(ticket)
+                webhooks.emit("ticket.created", f"zen:ticket:{ticket['id']}", detail)
+                # Fields filled in at creation change from nothing: a credit asked on a new
+                # ticket is announced like one added later.
+                emit_custom_field_changes({}, ticket, detail)
             return 201, {"ticket": render(request, ticket)}
 
         return await idempotent(request, store, create)
@@ -309,21 +388,25 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
 
     @router.put("/tickets/{ticket_id:int}.json")
     async def update_ticket(request: Request, ticket_id: int) -> Response:
-        body = parse_body(await request.body(), "ticket")
-        comment_fields = _comment_fields(body["comment"]) if "comment" in body else None
-        with store.transaction():
-            before = load(ticket_id)
-            if before["status"] == "closed":
-                raise record_invalid("status", "closed prevents ticket update", "InvalidValue")
-            after = {**before, "tags": list(before["tags"])}
-            apply_fields(after, body)
-            if after != before or comment_fields is not None:
-                after["updated_at"] = now_iso()
-                store.replace(TICKET, after)
-                emit_changes(before, after)
-                if comment_fields is not None:
-                    emit_comment(after, add_comment(after, comment_fields))
-        return json_response(200, {"ticket": render(request, after)})
+        def update(raw: bytes) -> tuple[int, dict[str, Any]]:
+            body = parse_body(raw, "ticket")
+            comment_fields = _comment_fields(body["comment"]) if "comment" in body else None
+            with store.transaction():
+                before = load(ticket_id)
+                if before["status"] == "closed":
+                    raise record_invalid("status", "closed prevents ticket update", "InvalidValue")
+                after = {**before, "tags": list(before["tags"])}
+                apply_fields(after, body)
+                if after != before or comment_fields is not None:
+                    after["updated_at"] = now_iso()
+                    store.replace(TICKET, after)
+                    emit_changes(before, after)
+                    if comment_fields is not None:
+                        emit_comment(after, add_comment(after, comment_fields))
+            return 200, {"ticket": render(request, after)}
+
+        # A retried update (a comment above all) must not land twice.
+        return await idempotent(request, store, update)
 
     @router.get("/tickets/{ticket_id:int}/comments.json")
     async def list_comments(request: Request, ticket_id: int) -> Response:
@@ -386,4 +469,4 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
     return router
 
 
-__all__ = ["tickets_router"]
+__all__ = ["CREDIT_FIELDS", "seed_ticket_fields", "tickets_router"]

@@ -1,0 +1,414 @@
+"""Case-to-credit: a credit requested on a support ticket, checked, approved, applied in
+billing, posted to the ERP and told back to the ticket (`credit/{case_id}/{request_id}`).
+
+Small credits go through; larger ones wait for finance (Update `decide`, validated: finance
+role, not the requester, within the approver's limit, not twice), with a reminder after
+24 h, escalation after 72 h and expiry after 7 days. If the ERP refuses the credit note for
+good after billing applied the credit, the billing credit is reversed (saga) and finance
+gets an exception; if billing refuses the credit (e.g. the invoice is already settled),
+finance gets an exception with the full context.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.amendments import JournalEntry, PostDocumentInput, RecordJournalInput
+    from activities.audit import AuditRecordInput
+    from activities.credits import (
+        ActiveSubscriptionInput,
+        AppliedCredit,
+        ApplyCreditInput,
+        CaseOutcomeInput,
+        CreditedInput,
+        FetchCaseInput,
+        ReverseCreditInput,
+    )
+    from canonical import (
+        ExceptionContext,
+        LedgerLine,
+        LedgerPosting,
+        Money,
+        PostedDocument,
+        Subscription,
+    )
+    from canonical.credit import CreditAssessment, CreditPolicy, CreditRequest
+    from canonical.support import SupportCase
+    from workflows import visibility
+    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+    from workflows.credit_policy import approval_refusal, assess, eligibility_problems
+    from workflows.finance_exception import (
+        FinanceExceptionInput,
+        FinanceExceptionWorkflow,
+        exception_workflow_id,
+    )
+
+PROCESS = "case_to_credit"
+REMIND_AFTER = timedelta(hours=24)
+ESCALATE_AFTER = timedelta(hours=72)
+EXPIRE_AFTER = timedelta(days=7)
+
+
+def credit_workflow_id(case_id: str, request_id: str) -> str:
+    return f"credit/{case_id}/{request_id}"
+
+
+class CaseToCreditInput(BaseModel):
+    request: CreditRequest
+    policy: CreditPolicy = CreditPolicy()
+
+
+class CreditApproval(BaseModel):
+    """Finance's answer to a credit waiting for approval (identity set by the API)."""
+
+    approve: bool
+    reason: str
+    approver: str
+    role: str
+
+
+class CreditState(BaseModel):
+    workflow_id: str
+    status: str
+    request: CreditRequest
+    customer_id: str | None
+    assessment: CreditAssessment | None
+    approval: CreditApproval | None
+    billing_document: str | None
+    erp_number: str | None
+    exception_id: str | None
+
+
+class CreditFailed(Exception):
+    def __init__(self, step: str, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.step, self.error_type, self.message = step, error_type, message
+
+
+@workflow.defn(name="CaseToCredit")
+class CaseToCreditWorkflow:
+    def __init__(self) -> None:
+        self._input: CaseToCreditInput | None = None
+        self._status = "checking"
+        self._customer_id: str | None = None
+        self._assessment: CreditAssessment | None = None
+        self._approval: CreditApproval | None = None
+        self._applied: AppliedCredit | None = None
+        self._erp_number: str | None = None
+        self._exception_id: str | None = None
+
+    @workflow.run
+    async def run(self, request: CaseToCreditInput) -> CreditState:
+        self._input = request
+        credit = request.request
+        case = await self._call(
+            "fetch_support_case", FetchCaseInput(case_id=credit.case_id), SupportCase, "support"
+        )
+        self._customer_id = case.customer_id
+        subscription = None
+        if case.customer_id:
+            workflow.upsert_search_attributes([visibility.CUSTOMER_ID.value_set(case.customer_id)])
+            subscription = await self._call(
+                "fetch_active_subscription",
+                ActiveSubscriptionInput(customer_id=case.customer_id),
+                Subscription | None,
+                "billing",
+            )
+        problems = eligibility_problems(credit, subscription, case.customer_id)
+        if problems or subscription is None or case.customer_id is None:
+            return await self._finish_rejected("; ".join(problems))
+        recent = await workflow.execute_activity(
+            "credited_recently",
+            CreditedInput(customer_id=case.customer_id, currency=credit.amount.currency),
+            result_type=Money,
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+        self._assessment = assess(credit, subscription, recent, request.policy)
+        if self._assessment.outcome == "reject":
+            return await self._finish_rejected("; ".join(self._assessment.reasons))
+        if self._assessment.outcome == "needs_approval" and not await self._approved():
+            reason = self._approval.reason if self._approval else "no decision within 7 days"
+            return await self._finish_rejected(reason)
+        if self._assessment.outcome == "auto_approve":
+            await self._audit(
+                "system", "policy", "credit.auto_approved", "; ".join(self._assessment.reasons)
+            )
+        return await self._apply_and_post(case.customer_id)
+
+    # --- approval -----------------------------------------------------------------------
+
+    async def _approved(self) -> bool:
+        self._set_status("awaiting_approval", "Waiting for finance to approve the credit")
+        for deadline, mark in (
+            (REMIND_AFTER, "reminded"),
+            (ESCALATE_AFTER, "escalated"),
+            (EXPIRE_AFTER, None),
+        ):
+            elapsed = workflow.now() - workflow.info().start_time
+            try:
+                await workflow.wait_condition(
+                    lambda: self._approval is not None,
+                    timeout=max(deadline - elapsed, timedelta(0)),
+                )
+                break
+            except TimeoutError:
+                if mark is None:
+                    workflow.logger.warning("credit %s expired", workflow.info().workflow_id)
+                    return False
+                self._set_status(mark, f"Finance approval {mark}: still waiting")
+                workflow.logger.warning("credit approval %s: %s", mark, workflow.info().workflow_id)
+        return bool(self._approval and self._approval.approve)
+
+    @workflow.update(name="decide")
+    async def decide(self, approval: CreditApproval) -> CreditApproval:
+        self._approval = approval
+        action = "credit.approved" if approval.approve else "credit.rejected"
+        await self._audit(approval.approver, approval.role, action, approval.reason)
+        return approval
+
+    @decide.validator
+    def _validate(self, approval: CreditApproval) -> None:
+        assert self._input is not None
+        if self._status not in ("awaiting_approval", "reminded", "escalated"):
+            raise ValueError(f"nothing to approve: the credit is {self._status}")
+        if not approval.reason.strip():
+            raise ValueError("a reason is required")
+        refusal = approval_refusal(
+            self._input.request,
+            approval.approver,
+            approval.role,
+            self._input.policy,
+            self._approval is not None,
+        )
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.query(name="state")
+    def state(self) -> CreditState:
+        assert self._input is not None
+        return CreditState(
+            workflow_id=workflow.info().workflow_id,
+            status=self._status,
+            request=self._input.request,
+            customer_id=self._customer_id,
+            assessment=self._assessment,
+            approval=self._approval,
+            billing_document=self._applied.document_id if self._applied else None,
+            erp_number=self._erp_number,
+            exception_id=self._exception_id,
+        )
+
+    # --- apply, post, compensate ------------------------------------------------------------
+
+    async def _apply_and_post(self, customer_id: str) -> CreditState:
+        assert self._input is not None
+        credit = self._input.request
+        key = f"{workflow.info().workflow_id}/apply_billing_credit"
+        description = f"Support credit, case {credit.case_id}: {credit.reason}"
+        self._set_status("applying", "Applying the credit in billing")
+        try:
+            self._applied = await self._call(
+                "apply_billing_credit",
+                ApplyCreditInput(
+                    customer_id=customer_id,
+                    amount=credit.amount,
+                    description=description,
+                    invoice_id=credit.invoice_id,
+                    idempotency_key=key,
+                ),
+                AppliedCredit,
+                "billing",
+            )
+        except CreditFailed as failure:
+            return await self._finish_with_exception(failure, compensated=False)
+        try:
+            posted = await self._post_credit_note(customer_id, self._applied)
+        except CreditFailed as failure:
+            # Saga: the ledger will never hold this credit, so billing must not either.
+            await self._call(
+                "reverse_billing_credit",
+                ReverseCreditInput(
+                    customer_id=customer_id,
+                    applied=self._applied,
+                    amount=credit.amount,
+                    idempotency_key=f"{workflow.info().workflow_id}/reverse",
+                ),
+                type(None),
+                "billing",
+            )
+            return await self._finish_with_exception(failure, compensated=True)
+        self._erp_number = posted.erp_number
+        await self._tell_ticket(
+            internal=f"Credit of {credit.amount} applied in billing ({self._applied.document_id}) "
+            f"and posted to the ERP as {posted.erp_number}.",
+            public=f"We have credited {credit.amount} to your account: {credit.reason}.",
+            tags=["credit_applied"],
+        )
+        return self._finish("applied", f"Credit applied; ERP credit note {posted.erp_number}")
+
+    async def _post_credit_note(self, customer_id: str, applied: AppliedCredit) -> PostedDocument:
+        assert self._input is not None
+        credit = self._input.request
+        posting = LedgerPosting(
+            reference=applied.document_id,
+            kind="credit_note",
+            customer_id=customer_id,
+            currency=credit.amount.currency,
+            lines=[
+                LedgerLine(
+                    description=f"Support credit, case {credit.case_id}: {credit.reason}",
+                    quantity=Decimal(1),
+                    unit_price=credit.amount.amount,
+                )
+            ],
+            total=credit.amount,
+            billing_date=workflow.now().date(),
+            description=f"Support credit {applied.document_id}, case {credit.case_id}",
+        )
+        self._set_status("posting", f"Posting credit note {applied.document_id} to the ERP")
+        posted = await self._call(
+            "post_ledger_document", PostDocumentInput(posting=posting), PostedDocument, "erp"
+        )
+        await workflow.execute_activity(
+            "record_journal_entry",
+            RecordJournalInput(
+                entry=JournalEntry(
+                    reference=posting.reference,
+                    document_type="credit_note",
+                    customer_id=customer_id,
+                    erp_document_id=posted.erp_document_id,
+                    erp_number=posted.erp_number,
+                    amount=credit.amount.amount,
+                    currency=credit.amount.currency,
+                    workflow_id=workflow.info().workflow_id,
+                ),
+                correlation_id=workflow.info().workflow_id,
+            ),
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+        return posted
+
+    async def _finish_with_exception(self, failure: CreditFailed, compensated: bool) -> CreditState:
+        assert self._input is not None
+        credit = self._input.request
+        info = workflow.info()
+        self._exception_id = exception_workflow_id(info.workflow_id, 1)
+        context = ExceptionContext(
+            process=PROCESS,
+            origin_workflow_id=info.workflow_id,
+            origin_run_id=info.run_id,
+            step=failure.step,
+            customer_id=self._customer_id,
+            invoice_id=credit.invoice_id,
+            case_id=credit.case_id,
+            amount=credit.amount,
+            error_type=failure.error_type,
+            error_message=failure.message + (" (billing credit reversed)" if compensated else ""),
+            payload=credit.model_dump(mode="json"),
+            correlation_id=info.workflow_id,
+            allowed_decisions=["resolve_manually", "reject"],
+        )
+        await workflow.start_child_workflow(
+            FinanceExceptionWorkflow.run,
+            FinanceExceptionInput(context=context),
+            id=self._exception_id,
+            task_queue=info.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            search_attributes=visibility.start_attributes(
+                "finance_exception",
+                "open",
+                customer_id=self._customer_id,
+                case_id=credit.case_id,
+                invoice_id=credit.invoice_id,
+                amount_minor=credit.amount.to_minor(),
+            ),
+            static_summary=f"Finance exception: {PROCESS} {failure.step}, case {credit.case_id}",
+        )
+        await self._tell_ticket(
+            internal=f"Credit of {credit.amount} could not be applied ({failure.error_type}: "
+            f"{failure.message}); finance exception {self._exception_id} opened.",
+            public="Your credit request needs a review by our finance team; we will be in touch.",
+            tags=["credit_exception"],
+        )
+        status = "compensated" if compensated else "exception"
+        return self._finish(status, f"Finance exception {self._exception_id}: {failure.message}")
+
+    async def _finish_rejected(self, reason: str) -> CreditState:
+        assert self._input is not None
+        await self._tell_ticket(
+            internal=f"Credit of {self._input.request.amount} not granted: {reason}",
+            public="We have reviewed your credit request and cannot grant it: " + reason,
+            tags=["credit_rejected"],
+        )
+        return self._finish("rejected", f"Rejected: {reason}")
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _tell_ticket(self, internal: str, public: str, tags: list[str]) -> None:
+        assert self._input is not None
+        await self._call(
+            "write_case_outcome",
+            CaseOutcomeInput(
+                case_id=self._input.request.case_id,
+                internal_note=internal,
+                public_reply=public,
+                tags=tags,
+                idempotency_key=f"{workflow.info().workflow_id}/outcome",
+            ),
+            type(None),
+            "support",
+        )
+
+    async def _audit(self, actor: str, role: str, action: str, reason: str) -> None:
+        assert self._input is not None
+        credit = self._input.request
+        await workflow.execute_activity(
+            "append_audit",
+            AuditRecordInput(
+                actor=actor,
+                role=role,
+                action=action,
+                subject=workflow.info().workflow_id,
+                reason=reason,
+                amount=credit.amount.amount,
+                currency=credit.amount.currency,
+                correlation_id=workflow.info().workflow_id,
+                details={"case_id": credit.case_id, "requested_by": credit.requested_by},
+            ),
+            task_queue=workflow.info().task_queue,
+            **STORE_CALL,
+        )
+
+    async def _call(self, name: str, arg: BaseModel, result: Any, system: str) -> Any:
+        """An activity on a system's queue; what no retry cures becomes a CreditFailed."""
+        options = ERP_CALL if system == "erp" else SAAS_CALL
+        try:
+            return await workflow.execute_activity(
+                name, arg, result_type=result, task_queue=activity_queue(system), **options
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise CreditFailed(name, cause.type or "ApplicationError", cause.message) from err
+            raise CreditFailed(name, "RetriesExhausted", f"{name} kept failing: {cause}") from err
+
+    def _finish(self, status: str, details: str) -> CreditState:
+        self._set_status(status, details)
+        return self.state()
+
+    def _set_status(self, status: str, details: str) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([visibility.PROCESS_STATUS.value_set(status)])
+        workflow.set_current_details(details)
