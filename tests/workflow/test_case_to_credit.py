@@ -1,0 +1,339 @@
+"""CaseToCreditWorkflow with same-named activity doubles: policy, approval, saga, exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.amendments import PostDocumentInput, RecordJournalInput
+from activities.audit import AuditRecordInput
+from activities.credits import (
+    ActiveSubscriptionInput,
+    AppliedCredit,
+    ApplyCreditInput,
+    CaseOutcomeInput,
+    CreditedInput,
+    FetchCaseInput,
+    ReverseCreditInput,
+)
+from canonical import Money, PostedDocument, Subscription, SubscriptionItem
+from canonical.credit import CreditRequest
+from canonical.support import SupportCase
+from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
+from workflows.activity_options import task_queue
+from workflows.case_to_credit import (
+    CaseToCreditInput,
+    CaseToCreditWorkflow,
+    CreditApproval,
+    CreditState,
+    credit_workflow_id,
+)
+from workflows.finance_exception import FinanceExceptionWorkflow
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A test server of this module's own: its week-long approval timers and abandoned
+    finance exceptions stay out of the other modules' skipped time."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+        await asyncio.sleep(0.5)
+
+
+def usd(amount: str) -> Money:
+    return Money.of(amount, "USD")
+
+
+class FakeDesk:
+    """Support, billing, ERP, journal and audit for one credit."""
+
+    def __init__(self, monthly: str = "900.00") -> None:
+        self.monthly = monthly
+        self.organization_customer: str | None = "cus_1"
+        self.subscription_status = "active"
+        self.recent = usd("0")
+        self.applied: list[ApplyCreditInput] = []
+        self.reversed: list[ReverseCreditInput] = []
+        self.posted: list[PostDocumentInput] = []
+        self.journal: list[RecordJournalInput] = []
+        self.outcomes: list[CaseOutcomeInput] = []
+        self.audit: list[AuditRecordInput] = []
+        self.billing_refusal: str | None = None
+        self.erp_refusal: str | None = None
+
+    def activities(self) -> dict[str, list[Callable[..., Any]]]:
+        @activity.defn(name="fetch_support_case")
+        async def fetch_support_case(request: FetchCaseInput) -> SupportCase:
+            return SupportCase(case_id=request.case_id, organization_id="360000000001",
+                               customer_id=self.organization_customer, subject="Outage",
+                               status="open", updated_at=T0)  # fmt: skip
+
+        @activity.defn(name="write_case_outcome")
+        async def write_case_outcome(request: CaseOutcomeInput) -> None:
+            self.outcomes.append(request)
+
+        @activity.defn(name="fetch_active_subscription")
+        async def fetch_active_subscription(_r: ActiveSubscriptionInput) -> Subscription | None:
+            if self.subscription_status is None:
+                return None
+            item = SubscriptionItem(item_id="si_1", price_id="p", product_id="prod",
+                                    description="Pro", quantity=1, unit_amount=usd(self.monthly),
+                                    interval="month")  # fmt: skip
+            return Subscription(subscription_id="sub_1", customer_id="cus_1",
+                                status=self.subscription_status, currency="USD", items=[item],
+                                current_period_start=T0, current_period_end=T0 + timedelta(30),
+                                created_at=T0)  # fmt: skip
+
+        @activity.defn(name="apply_billing_credit")
+        async def apply_billing_credit(request: ApplyCreditInput) -> AppliedCredit:
+            if self.billing_refusal:
+                raise ApplicationError(self.billing_refusal, type="RejectedError",
+                                       non_retryable=True)  # fmt: skip
+            self.applied.append(request)
+            kind = "credit_note" if request.invoice_id else "balance_credit"
+            return AppliedCredit(document_id="cbtxn_1", kind=kind)
+
+        @activity.defn(name="reverse_billing_credit")
+        async def reverse_billing_credit(request: ReverseCreditInput) -> None:
+            self.reversed.append(request)
+
+        @activity.defn(name="post_ledger_document")
+        async def post_ledger_document(request: PostDocumentInput) -> PostedDocument:
+            if self.erp_refusal:
+                raise ApplicationError(self.erp_refusal, type="ValidationError",
+                                       non_retryable=True)  # fmt: skip
+            self.posted.append(request)
+            posting = request.posting
+            return PostedDocument(
+                reference=posting.reference, kind="credit_note", erp_document_id="41",
+                erp_number="CN-2026-00007", total=posting.total, state="posted",
+                created_now=True,
+            )  # fmt: skip
+
+        @activity.defn(name="record_journal_entry")
+        async def record_journal_entry(request: RecordJournalInput) -> None:
+            self.journal.append(request)
+
+        @activity.defn(name="credited_recently")
+        async def credited_recently(_request: CreditedInput) -> Money:
+            return self.recent
+
+        @activity.defn(name="append_audit")
+        async def append_audit(record: AuditRecordInput) -> int:
+            self.audit.append(record)
+            return len(self.audit)
+
+        return {
+            "": [record_journal_entry, credited_recently, append_audit],
+            "support": [fetch_support_case, write_case_outcome],
+            "billing": [fetch_active_subscription, apply_billing_credit, reverse_billing_credit],
+            "erp": [post_ledger_document],
+        }
+
+
+@asynccontextmanager
+async def running(client: Client, prefix: str, desk: FakeDesk) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        for queue, activities in desk.activities().items():
+            await stack.enter_async_context(
+                Worker(
+                    client,
+                    task_queue=task_queue(prefix, queue) if queue else task_queue(prefix),
+                    workflows=[CaseToCreditWorkflow, FinanceExceptionWorkflow] if not queue else [],
+                    activities=activities,
+                )
+            )
+        yield
+
+
+def credit(amount: str, **changes: Any) -> CreditRequest:
+    fields: dict[str, Any] = {
+        "case_id": "1001", "request_id": "r1", "organization_id": "360000000001",
+        "requested_by": "agent-ana", "amount": usd(amount), "reason": "outage on 2026-11-14",
+    }  # fmt: skip
+    fields.update(changes)
+    return CreditRequest(**fields)
+
+
+async def start(client: Client, prefix: str, request: CreditRequest) -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(
+        CaseToCreditWorkflow.run,
+        CaseToCreditInput(request=request),
+        id=f"{credit_workflow_id(request.case_id, request.request_id)}-{prefix}",
+        task_queue=task_queue(prefix),
+    )
+
+
+async def test_small_credit_is_applied_posted_and_told_to_the_ticket(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("40.00"))
+        state: CreditState = await handle.result()
+    assert state.status == "applied"
+    assert state.erp_number == "CN-2026-00007"
+    assert desk.applied[0].amount == usd("40.00") and desk.applied[0].invoice_id is None
+    [posted] = desk.posted
+    assert (posted.posting.kind, posted.posting.reference, posted.posting.total) == (
+        "credit_note", "cbtxn_1", usd("40.00"))  # fmt: skip
+    assert desk.journal[0].entry.workflow_id.startswith("credit/1001/r1")
+    [outcome] = desk.outcomes
+    assert outcome.tags == ["credit_applied"] and "CN-2026-00007" in outcome.internal_note
+    assert [a.action for a in desk.audit] == ["credit.auto_approved"]
+
+
+async def test_large_credit_waits_for_finance_across_days_then_is_applied(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("200.00"))
+        await env.sleep(timedelta(hours=25))
+        assert (await handle.query(CaseToCreditWorkflow.state)).status == "reminded"
+        assert desk.applied == []
+        await env.sleep(timedelta(hours=48))
+        assert (await handle.query(CaseToCreditWorkflow.state)).status == "escalated"
+        await handle.execute_update(
+            CaseToCreditWorkflow.decide,
+            CreditApproval(approve=True, reason="confirmed outage", approver="fiona",
+                           role="finance"),
+        )  # fmt: skip
+        state: CreditState = await handle.result()
+    assert state.status == "applied"
+    assert [a.action for a in desk.audit] == ["credit.approved"]
+    assert desk.audit[0].actor == "fiona" and desk.audit[0].reason == "confirmed outage"
+
+
+async def test_undecided_credit_expires_after_seven_days_and_the_ticket_is_told(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("200.00"))
+        state: CreditState = await handle.result()
+    assert state.status == "rejected"
+    assert desk.applied == [] and desk.posted == []
+    assert "no decision within 7 days" in desk.outcomes[0].public_reply
+
+
+@pytest.mark.parametrize(
+    ("setup", "amount", "reason"),
+    [
+        ("unmapped", "40.00", "not mapped"),
+        ("canceled", "40.00", "no active subscription"),
+        ("capped", "901.00", "over the cap"),
+        ("rolling", "200.00", "90-day cap"),
+    ],
+)
+async def test_ineligible_or_capped_credits_are_rejected_with_the_reason_on_the_ticket(
+    time_skipping_env: WorkflowEnvironment,
+    queue_prefix: str,
+    setup: str,
+    amount: str,
+    reason: str,
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    if setup == "unmapped":
+        desk.organization_customer = None
+    elif setup == "canceled":
+        desk.subscription_status = "canceled"
+    elif setup == "rolling":
+        desk.recent = usd("1300.00")
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit(amount))
+        state: CreditState = await handle.result()
+    assert state.status == "rejected"
+    assert reason in desk.outcomes[0].internal_note
+    assert desk.outcomes[0].tags == ["credit_rejected"]
+    assert desk.applied == []
+
+
+async def test_erp_refusing_for_good_reverses_the_billing_credit_and_opens_an_exception(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    desk.erp_refusal = "party has no receivable account"
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("40.00"))
+        state: CreditState = await handle.result()
+        exception = env.client.get_workflow_handle(state.exception_id or "")
+        context = (await exception.query(FinanceExceptionWorkflow.state)).context
+    assert state.status == "compensated"
+    assert [r.applied.document_id for r in desk.reversed] == ["cbtxn_1"]
+    assert desk.journal == []
+    assert context.process == "case_to_credit" and context.case_id == "1001"
+    assert "billing credit reversed" in context.error_message
+    assert desk.outcomes[0].tags == ["credit_exception"]
+
+
+async def test_billing_refusing_a_settled_invoice_opens_an_exception_and_applies_nothing(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    desk.billing_refusal = "Invoice in_9 is already paid and cannot be credited this way"
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("40.00", invoice_id="in_9"))
+        state: CreditState = await handle.result()
+        exception = env.client.get_workflow_handle(state.exception_id or "")
+        context = (await exception.query(FinanceExceptionWorkflow.state)).context
+    assert state.status == "exception"
+    assert desk.reversed == [] and desk.posted == []
+    assert context.invoice_id == "in_9" and context.amount == usd("40.00")
+    assert context.error_type == "RejectedError" and "already paid" in context.error_message
+
+
+@pytest.mark.parametrize(
+    ("approver", "role", "amount", "monthly", "refusal"),
+    [
+        ("agent-ana", "finance", "200.00", "900.00", "own credit"),
+        ("sam", "support", "200.00", "900.00", "may not approve"),
+        ("fiona", "finance", "1500.00", "2000.00", "approval limit"),
+    ],
+)
+async def test_approvals_the_validator_refuses_change_nothing(
+    dev_server_env: WorkflowEnvironment,
+    queue_prefix: str,
+    approver: str,
+    role: str,
+    amount: str,
+    monthly: str,
+    refusal: str,
+) -> None:
+    # The dev server: the time-skipping test server cannot report a rejected Update.
+    env, desk = dev_server_env, FakeDesk(monthly)
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit(amount))
+        for _ in range(50):
+            if (await handle.query(CaseToCreditWorkflow.state)).status == "awaiting_approval":
+                break
+            await env.sleep(timedelta(milliseconds=200))
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                CaseToCreditWorkflow.decide,
+                CreditApproval(approve=True, reason="ok", approver=approver, role=role),
+            )
+        assert refusal in str(refused.value.cause)
+        assert (await handle.query(CaseToCreditWorkflow.state)).approval is None
+        await handle.terminate("test over")
+    assert desk.applied == [] and desk.audit == []
