@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import WorkflowHistory
@@ -19,6 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from canonical import Customer
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
 from tests.workflow.test_account_sync import FakeSystems, running_workers, sync
+from tests.workflow.test_case_to_credit import FakeDesk, credit
+from tests.workflow.test_case_to_credit import running as credit_workers
+from tests.workflow.test_case_to_credit import start as start_credit
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
     decision,
@@ -30,6 +34,7 @@ from tests.workflow.test_subscription_ledger import (
     until,
 )
 from workflows.account_sync import AccountSyncWorkflow
+from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval
 from workflows.finance_exception import FinanceExceptionWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -60,6 +65,21 @@ async def record_subscription_ledger(env: WorkflowEnvironment) -> None:
         save("finance_exception_retry", await exception.fetch_history())
 
 
+async def record_case_to_credit(env: WorkflowEnvironment) -> None:
+    """A credit above the threshold, approved by finance after a reminder."""
+    desk = FakeDesk()
+    async with credit_workers(env.client, "replay-credit.", desk):
+        handle = await start_credit(env.client, "replay-credit.", credit("200.00"))
+        await env.sleep(timedelta(hours=25))
+        await handle.execute_update(
+            CaseToCreditWorkflow.decide,
+            CreditApproval(approve=True, reason="outage confirmed", approver="fiona",
+                           role="finance"),
+        )  # fmt: skip
+        await handle.result()
+        save("case_to_credit_approved", await handle.fetch_history())
+
+
 async def record() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
@@ -78,6 +98,7 @@ async def record() -> None:
             history = await handle.fetch_history()
         save("account_sync_two_requests", history)
         await record_subscription_ledger(env)
+        await record_case_to_credit(env)
     finally:
         await env.shutdown()
         await asyncio.sleep(0.5)
