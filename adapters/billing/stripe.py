@@ -834,19 +834,10 @@ class StripeBilling:
         next finalized invoice. Stripe records it as a negative balance transaction."""
         if amount.amount <= 0:
             raise ValueError("a balance credit is a positive amount")
-        params = {
-            "amount": -amount.to_minor(),
-            "currency": amount.currency.lower(),
-            "description": description,
-        }
-        data = await self._request(
-            "POST",
-            f"/v1/customers/{_segment(customer_id)}/balance_transactions",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_balance_credit",
-        )
-        return self._mapped(balance_transaction_from_stripe, data, "create_balance_credit")
+        return await self._balance_transaction(
+            customer_id, -amount.to_minor(), amount.currency, description, idempotency_key,
+            "create_balance_credit",
+        )  # fmt: skip
 
     async def reverse_balance_credit(
         self, customer_id: str, amount: Money, description: str, idempotency_key: str
@@ -854,19 +845,29 @@ class StripeBilling:
         """Take back a balance credit (compensation): a positive balance transaction."""
         if amount.amount <= 0:
             raise ValueError("the credit to reverse is a positive amount")
-        params = {
-            "amount": amount.to_minor(),
-            "currency": amount.currency.lower(),
-            "description": description,
-        }
+        return await self._balance_transaction(
+            customer_id, amount.to_minor(), amount.currency, description, idempotency_key,
+            "reverse_balance_credit",
+        )  # fmt: skip
+
+    async def _balance_transaction(
+        self,
+        customer_id: str,
+        minor: int,
+        currency: str,
+        description: str,
+        idempotency_key: str,
+        operation: str,
+    ) -> BalanceTransaction:
+        params = {"amount": minor, "currency": currency.lower(), "description": description}
         data = await self._request(
             "POST",
             f"/v1/customers/{_segment(customer_id)}/balance_transactions",
             params,
             idempotency_key=idempotency_key,
-            operation="reverse_balance_credit",
+            operation=operation,
         )
-        return self._mapped(balance_transaction_from_stripe, data, "reverse_balance_credit")
+        return self._mapped(balance_transaction_from_stripe, data, operation)
 
     async def active_subscription(self, customer_id: str) -> Subscription | None:
         """The customer's newest active (or trialing, past-due) subscription, if any."""
