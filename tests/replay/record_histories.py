@@ -12,6 +12,7 @@ import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -40,10 +41,20 @@ from workflows.finance_exception import FinanceExceptionWorkflow
 HISTORIES = Path(__file__).parent / "histories"
 
 
+def without_stack_traces(node: Any) -> Any:
+    """Failures carry the recording machine's file paths; replay needs none of them."""
+    if isinstance(node, dict):
+        return {k: "" if k == "stackTrace" else without_stack_traces(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [without_stack_traces(item) for item in node]
+    return node
+
+
 def save(name: str, history: WorkflowHistory) -> None:
     HISTORIES.mkdir(exist_ok=True)
     path = HISTORIES / f"{name}.json"
-    document = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+    events = without_stack_traces(json.loads(history.to_json()))
+    document = {"workflow_id": history.workflow_id, "history": events}
     path.write_text(json.dumps(document, indent=1) + "\n")
     print(f"wrote {path}")
 
