@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 NON_RETRYABLE = [
     "RejectedError",
@@ -63,3 +65,34 @@ def activity_queue(system: str) -> str:
     """The activity queue of a system, derived from the running workflow's own queue."""
     prefix = workflow.info().task_queue.removesuffix(WORKFLOW_QUEUE)
     return task_queue(prefix, system)
+
+
+class StepFailed(Exception):
+    """A step that no retry will cure: the process decides, usually by asking finance."""
+
+    def __init__(self, step: str, error_type: str, message: str, details: object = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.error_type = error_type
+        self.message = message
+        self.details = details
+
+
+async def call_system(activity_name: str, arg: BaseModel, result: Any, system: str) -> Any:
+    """An activity on an external system's queue with that system's options; what no retry
+    cures (a non-retryable error, or retries exhausted) becomes a StepFailed."""
+    options = ERP_CALL if system == "erp" else SAAS_CALL
+    try:
+        return await workflow.execute_activity(
+            activity_name, arg, result_type=result, task_queue=activity_queue(system), **options
+        )
+    except ActivityError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            details = cause.details[0] if cause.details else None
+            raise StepFailed(
+                activity_name, cause.type or "ApplicationError", cause.message, details
+            ) from err
+        raise StepFailed(
+            activity_name, "RetriesExhausted", f"{activity_name} kept failing: {cause}"
+        ) from err

@@ -18,7 +18,6 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -44,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from canonical.credit import CreditAssessment, CreditPolicy, CreditRequest
     from canonical.support import SupportCase
     from workflows import visibility
-    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+    from workflows.activity_options import STORE_CALL, StepFailed, call_system
     from workflows.credit_policy import approval_refusal, assess, eligibility_problems
     from workflows.finance_exception import (
         FinanceExceptionInput,
@@ -86,12 +85,6 @@ class CreditState(BaseModel):
     billing_document: str | None
     erp_number: str | None
     exception_id: str | None
-
-
-class CreditFailed(Exception):
-    def __init__(self, step: str, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.step, self.error_type, self.message = step, error_type, message
 
 
 @workflow.defn(name="CaseToCredit")
@@ -229,11 +222,11 @@ class CaseToCreditWorkflow:
                 AppliedCredit,
                 "billing",
             )
-        except CreditFailed as failure:
+        except StepFailed as failure:
             return await self._finish_with_exception(failure, compensated=False)
         try:
             posted = await self._post_credit_note(customer_id, self._applied)
-        except CreditFailed as failure:
+        except StepFailed as failure:
             # Saga: the ledger will never hold this credit, so billing must not either.
             await self._call(
                 "reverse_billing_credit",
@@ -299,7 +292,7 @@ class CaseToCreditWorkflow:
         )
         return posted
 
-    async def _finish_with_exception(self, failure: CreditFailed, compensated: bool) -> CreditState:
+    async def _finish_with_exception(self, failure: StepFailed, compensated: bool) -> CreditState:
         assert self._input is not None
         credit = self._input.request
         info = workflow.info()
@@ -392,17 +385,7 @@ class CaseToCreditWorkflow:
         )
 
     async def _call(self, name: str, arg: BaseModel, result: Any, system: str) -> Any:
-        """An activity on a system's queue; what no retry cures becomes a CreditFailed."""
-        options = ERP_CALL if system == "erp" else SAAS_CALL
-        try:
-            return await workflow.execute_activity(
-                name, arg, result_type=result, task_queue=activity_queue(system), **options
-            )
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                raise CreditFailed(name, cause.type or "ApplicationError", cause.message) from err
-            raise CreditFailed(name, "RetriesExhausted", f"{name} kept failing: {cause}") from err
+        return await call_system(name, arg, result, system)
 
     def _finish(self, status: str, details: str) -> CreditState:
         self._set_status(status, details)

@@ -17,7 +17,6 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -49,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Subscription,
     )
     from workflows import visibility
-    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+    from workflows.activity_options import STORE_CALL, StepFailed, call_system
     from workflows.finance_exception import (
         FinanceExceptionInput,
         FinanceExceptionWorkflow,
@@ -110,17 +109,6 @@ class LedgerStatus(BaseModel):
     processed_events: int
     blocked_by: str | None
     last_posted: list[str]
-
-
-class StepFailed(Exception):
-    """A step that no retry will cure: finance decides."""
-
-    def __init__(self, step: str, error_type: str, message: str, details: object = None) -> None:
-        super().__init__(message)
-        self.step = step
-        self.error_type = error_type
-        self.message = message
-        self.details = details
 
 
 @workflow.defn(name="SubscriptionLedger")
@@ -364,26 +352,7 @@ class SubscriptionLedgerWorkflow:
         return await self._call(activity_name, arg, result, "erp")
 
     async def _call(self, activity_name: str, arg: BaseModel, result: type[T], system: str) -> T:
-        """An activity on a system's queue; what no retry cures becomes a StepFailed."""
-        options = ERP_CALL if system == "erp" else SAAS_CALL
-        try:
-            return await workflow.execute_activity(
-                activity_name,
-                arg,
-                result_type=result,
-                task_queue=activity_queue(system),
-                **options,
-            )
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                details = cause.details[0] if cause.details else None
-                raise StepFailed(
-                    activity_name, cause.type or "ApplicationError", cause.message, details
-                ) from err
-            raise StepFailed(
-                activity_name, "RetriesExhausted", f"{activity_name} kept failing: {cause}"
-            ) from err
+        return await call_system(activity_name, arg, result, system)  # type: ignore[no-any-return]
 
     # --- finance ------------------------------------------------------------------------
 

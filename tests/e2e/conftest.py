@@ -49,10 +49,6 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within
         await asyncio.sleep(0.2)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    return settings.to_env()
-
-
 @dataclass
 class Stack:
     settings: Settings
@@ -69,7 +65,7 @@ class Stack:
         log = (self.tmp_path / "worker.log").open("ab")
         return subprocess.Popen(
             [sys.executable, "-m", "workers"],
-            env={**os.environ, **settings_env(self.settings)},
+            env={**os.environ, **self.settings.to_env()},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

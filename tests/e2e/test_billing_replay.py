@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import API_KEYS, Stack, settings_env
+from tests.e2e.conftest import API_KEYS, Stack
 from tests.e2e.test_amendments_e2e import invoices_of, posted, subscribe
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 
 async def replay_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a thread, so the in-process worker keeps working meanwhile."""
-    env = {**os.environ, **settings_env(stack.settings), "LEDGERBRIDGE_API_KEY": API_KEYS["ops"]}
+    env = {**os.environ, **stack.settings.to_env(), "LEDGERBRIDGE_API_KEY": API_KEYS["ops"]}
     return await asyncio.to_thread(
         subprocess.run, [str(BIN / "ledgerbridge"), "replay", "billing", *args], env=env,
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,

@@ -114,7 +114,7 @@ def test_every_activity_a_workflow_calls_is_registered_on_a_worker() -> None:
             if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
                 func = node.func
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name in ("execute_activity", "_call", "_call_erp"):
+                if name in ("execute_activity", "call_system", "_call", "_call_erp"):
                     called.add(node.args[0].value)
     assert {"post_ledger_document", "ensure_erp_party"} <= called, "the scan found too little"
     assert called <= registered, f"not registered on any worker: {sorted(called - registered)}"
