@@ -34,19 +34,25 @@ def build_billing(settings: Settings) -> BillingSystem:
     return StripeBilling(settings.billing_url, settings.billing_api_key.get_secret_value())
 
 
+def build_support(settings: Settings) -> SupportDesk:
+    return ZendeskSupport(
+        settings.support_url, settings.support_email, settings.support_api_token.get_secret_value()
+    )
+
+
+def build_ledger(settings: Settings) -> Ledger:
+    return TrytonLedger(
+        settings.erp_url,
+        settings.erp_database,
+        settings.erp_user,
+        settings.erp_password.get_secret_value(),
+    )
+
+
 def build_adapters(settings: Settings) -> Adapters:
     return Adapters(
         billing=build_billing(settings),
-        support=ZendeskSupport(
-            settings.support_url,
-            settings.support_email,
-            settings.support_api_token.get_secret_value(),
-        ),
-        ledger=TrytonLedger(
-            settings.erp_url,
-            settings.erp_database,
-            settings.erp_user,
-            settings.erp_password.get_secret_value(),
-        ),
+        support=build_support(settings),
+        ledger=build_ledger(settings),
         store=build_store(settings),
     )

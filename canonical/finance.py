@@ -33,6 +33,9 @@ class ExceptionContext(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict, description="the input that failed")
     correlation_id: str
     allowed_decisions: list[Decision]
+    decision_effects: dict[Decision, str] = Field(
+        default_factory=dict, description="what the origin does on each allowed decision"
+    )
 
 
 class DecisionRequest(BaseModel):

@@ -12,8 +12,10 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from canonical import BusinessEvent
+from canonical.credit import CreditPolicy, CreditRequest
 from workflows import visibility
 from workflows.account_sync import PROCESS as ACCOUNT_SYNC
 from workflows.account_sync import (
@@ -23,6 +25,8 @@ from workflows.account_sync import (
     account_workflow_id,
 )
 from workflows.activity_options import task_queue
+from workflows.case_to_credit import PROCESS as CREDIT_PROCESS
+from workflows.case_to_credit import CaseToCreditInput, CaseToCreditWorkflow, credit_workflow_id
 from workflows.subscription_ledger import PROCESS as LEDGER_PROCESS
 from workflows.subscription_ledger import (
     BillingEventRef,
@@ -48,15 +52,16 @@ LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription"]] = {
 
 @dataclass(frozen=True)
 class ProcessStart:
-    """A signal-with-start of one business process."""
+    """The start of one business process: with a signal for long-lived processes that are
+    fed events (signal-with-start), without one for a process that runs once per request."""
 
     workflow: Any
     workflow_id: str
     input: Any
-    signal: str
-    signal_input: Any
     search_attributes: TypedSearchAttributes
     summary: str
+    signal: str | None = None
+    signal_input: Any = None
 
 
 def account_sync_start(
@@ -121,6 +126,29 @@ def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessS
     )
 
 
+def credit_start(
+    request: CreditRequest,
+    policy: CreditPolicy,
+    correlation_id: str,
+    customer_id: str | None = None,
+) -> ProcessStart:
+    return ProcessStart(
+        workflow=CaseToCreditWorkflow.run,
+        workflow_id=credit_workflow_id(request.case_id, request.request_id),
+        input=CaseToCreditInput(request=request, policy=policy),
+        search_attributes=visibility.start_attributes(
+            CREDIT_PROCESS,
+            "checking",
+            customer_id=customer_id,
+            case_id=request.case_id,
+            invoice_id=request.invoice_id,
+            amount_minor=request.amount.to_minor(),
+            correlation_id=correlation_id,
+        ),
+        summary=f"Credit of {request.amount} on case {request.case_id} ({request.reason})",
+    )
+
+
 def route_billing_event(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessStart | None:
     """The process a billing event belongs to; None for events no process handles."""
     if event.type in ACCOUNT_EVENTS and event.subject.customer_id:
@@ -134,6 +162,7 @@ async def signal_with_start(
     client: Client, start: ProcessStart, prefix: str, rpc_timeout_seconds: float = 5.0
 ) -> str:
     """Hand the work to Temporal; returns the run id once the server has durably accepted it."""
+    assert start.signal is not None, f"{start.workflow_id} is not fed by signals"
     handle = await client.start_workflow(
         start.workflow,
         start.input,
@@ -148,3 +177,25 @@ async def signal_with_start(
         rpc_timeout=timedelta(seconds=rpc_timeout_seconds),
     )
     return handle.result_run_id or ""
+
+
+async def start_once(
+    client: Client, start: ProcessStart, prefix: str, rpc_timeout_seconds: float = 5.0
+) -> bool:
+    """Start a process that runs once per id; False when that id has already been started
+    (running or finished), so the same request twice starts one process."""
+    try:
+        await client.start_workflow(
+            start.workflow,
+            start.input,
+            id=start.workflow_id,
+            task_queue=task_queue(prefix),
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=start.search_attributes,
+            static_summary=start.summary,
+            rpc_timeout=timedelta(seconds=rpc_timeout_seconds),
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True

@@ -6,7 +6,10 @@ role, not the requester, within the approver's limit, not twice), with a reminde
 24 h, escalation after 72 h and expiry after 7 days. If the ERP refuses the credit note for
 good after billing applied the credit, the billing credit is reversed (saga) and finance
 gets an exception; if billing refuses the credit (e.g. the invoice is already settled),
-finance gets an exception with the full context.
+finance gets an exception with the full context. The workflow waits for finance's decision
+and acts on it: `retry` applies and posts again, `compensate` credits the next invoice
+instead of the settled one, `resolve_manually` records what finance did by hand, `reject`
+tells the ticket the credit is not granted.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ with workflow.unsafe.imports_passed_through():
         ReverseCreditInput,
     )
     from canonical import (
+        Decision,
         ExceptionContext,
+        FinanceDecision,
         LedgerLine,
         LedgerPosting,
         Money,
@@ -85,6 +90,7 @@ class CreditState(BaseModel):
     billing_document: str | None
     erp_number: str | None
     exception_id: str | None
+    finance_decision: FinanceDecision | None = None
 
 
 @workflow.defn(name="CaseToCredit")
@@ -98,6 +104,7 @@ class CaseToCreditWorkflow:
         self._applied: AppliedCredit | None = None
         self._erp_number: str | None = None
         self._exception_id: str | None = None
+        self._finance_decision: FinanceDecision | None = None
 
     @workflow.run
     async def run(self, request: CaseToCreditInput) -> CreditState:
@@ -199,15 +206,59 @@ class CaseToCreditWorkflow:
             billing_document=self._applied.document_id if self._applied else None,
             erp_number=self._erp_number,
             exception_id=self._exception_id,
+            finance_decision=self._finance_decision,
         )
 
     # --- apply, post, compensate ------------------------------------------------------------
 
     async def _apply_and_post(self, customer_id: str) -> CreditState:
+        """Apply in billing, post to the ERP; on a failure for good, ask finance and act."""
         assert self._input is not None
         credit = self._input.request
-        key = f"{workflow.info().workflow_id}/apply_billing_credit"
-        description = f"Support credit, case {credit.case_id}: {credit.reason}"
+        invoice_id = credit.invoice_id
+        attempt = 1
+        while True:
+            failure = await self._attempt(customer_id, invoice_id, attempt)
+            if failure is None:
+                assert self._applied is not None
+                await self._tell_ticket(
+                    internal=f"Credit of {credit.amount} applied in billing "
+                    f"({self._applied.document_id}) and posted to the ERP as {self._erp_number}.",
+                    public=f"We have credited {credit.amount} to your account: {credit.reason}.",
+                    tags=["credit_applied"],
+                    stage="applied",
+                )
+                return self._finish(
+                    "applied", f"Credit applied; ERP credit note {self._erp_number}"
+                )
+            step_failed, compensated = failure
+            decision = await self._ask_finance(step_failed, compensated, attempt, invoice_id)
+            attempt += 1
+            if decision.decision == "compensate":
+                invoice_id = None  # the invoice is settled: credit the next one instead
+            elif decision.decision == "resolve_manually":
+                await self._tell_ticket(
+                    internal=f"Finance resolved the credit by hand ({decision.actor}: "
+                    f"{decision.reason}); ERP document {decision.manual_erp_number}.",
+                    public=f"Our finance team has credited {credit.amount} to your account.",
+                    tags=["credit_applied", "credit_resolved_manually"],
+                    stage="resolved",
+                )
+                self._erp_number = decision.manual_erp_number
+                return self._finish(
+                    "resolved_manually", f"Resolved by hand: ERP {decision.manual_erp_number}"
+                )
+            elif decision.decision == "reject":
+                return await self._finish_rejected(f"finance decided: {decision.reason}")
+
+    async def _attempt(
+        self, customer_id: str, invoice_id: str | None, attempt: int
+    ) -> tuple[StepFailed, bool] | None:
+        """One try at billing then ERP: None when both hold the credit; else the failure and
+        whether the billing credit was reversed."""
+        assert self._input is not None
+        credit = self._input.request
+        suffix = "" if attempt == 1 else f"/{attempt}"
         self._set_status("applying", "Applying the credit in billing")
         try:
             self._applied = await self._call(
@@ -215,15 +266,15 @@ class CaseToCreditWorkflow:
                 ApplyCreditInput(
                     customer_id=customer_id,
                     amount=credit.amount,
-                    description=description,
-                    invoice_id=credit.invoice_id,
-                    idempotency_key=key,
+                    description=f"Support credit, case {credit.case_id}: {credit.reason}",
+                    invoice_id=invoice_id,
+                    idempotency_key=f"{workflow.info().workflow_id}/apply_billing_credit{suffix}",
                 ),
                 AppliedCredit,
                 "billing",
             )
         except StepFailed as failure:
-            return await self._finish_with_exception(failure, compensated=False)
+            return failure, False
         try:
             posted = await self._post_credit_note(customer_id, self._applied)
         except StepFailed as failure:
@@ -234,20 +285,14 @@ class CaseToCreditWorkflow:
                     customer_id=customer_id,
                     applied=self._applied,
                     amount=credit.amount,
-                    idempotency_key=f"{workflow.info().workflow_id}/reverse",
+                    idempotency_key=f"{workflow.info().workflow_id}/reverse{suffix}",
                 ),
                 type(None),
                 "billing",
             )
-            return await self._finish_with_exception(failure, compensated=True)
+            return failure, True
         self._erp_number = posted.erp_number
-        await self._tell_ticket(
-            internal=f"Credit of {credit.amount} applied in billing ({self._applied.document_id}) "
-            f"and posted to the ERP as {posted.erp_number}.",
-            public=f"We have credited {credit.amount} to your account: {credit.reason}.",
-            tags=["credit_applied"],
-        )
-        return self._finish("applied", f"Credit applied; ERP credit note {posted.erp_number}")
+        return None
 
     async def _post_credit_note(self, customer_id: str, applied: AppliedCredit) -> PostedDocument:
         assert self._input is not None
@@ -292,27 +337,49 @@ class CaseToCreditWorkflow:
         )
         return posted
 
-    async def _finish_with_exception(self, failure: StepFailed, compensated: bool) -> CreditState:
+    async def _ask_finance(
+        self, failure: StepFailed, compensated: bool, attempt: int, invoice_id: str | None
+    ) -> FinanceDecision:
+        """Open a finance exception with the full context and wait for its decision."""
         assert self._input is not None
         credit = self._input.request
         info = workflow.info()
-        self._exception_id = exception_workflow_id(info.workflow_id, 1)
+        self._exception_id = exception_workflow_id(info.workflow_id, attempt)
+        effects: dict[Decision, str] = {
+            "retry": "apply the credit in billing and post it to the ERP again",
+            "resolve_manually": "finance applied and posted it by hand (give the ERP number)",
+            "reject": "the credit is not granted; the ticket is told why",
+        }
+        if invoice_id and not compensated:
+            effects["compensate"] = f"credit the next invoice instead of {invoice_id}"
         context = ExceptionContext(
             process=PROCESS,
             origin_workflow_id=info.workflow_id,
             origin_run_id=info.run_id,
             step=failure.step,
             customer_id=self._customer_id,
-            invoice_id=credit.invoice_id,
+            invoice_id=invoice_id,
             case_id=credit.case_id,
             amount=credit.amount,
             error_type=failure.error_type,
             error_message=failure.message + (" (billing credit reversed)" if compensated else ""),
+            remote_answer=failure.details,
             payload=credit.model_dump(mode="json"),
             correlation_id=info.workflow_id,
-            allowed_decisions=["resolve_manually", "reject"],
+            allowed_decisions=list(effects),
+            decision_effects=effects,
         )
-        await workflow.start_child_workflow(
+        self._set_status(
+            "blocked", f"Waiting for finance exception {self._exception_id}: {failure.message}"
+        )
+        await self._tell_ticket(
+            internal=f"Credit of {credit.amount} could not be applied ({failure.error_type}: "
+            f"{failure.message}); finance exception {self._exception_id} opened.",
+            public="Your credit request needs a review by our finance team; we will be in touch.",
+            tags=["credit_exception"],
+            stage=f"exception/{attempt}",
+        )
+        decision = await workflow.execute_child_workflow(
             FinanceExceptionWorkflow.run,
             FinanceExceptionInput(context=context),
             id=self._exception_id,
@@ -324,19 +391,14 @@ class CaseToCreditWorkflow:
                 "open",
                 customer_id=self._customer_id,
                 case_id=credit.case_id,
-                invoice_id=credit.invoice_id,
+                invoice_id=invoice_id,
                 amount_minor=credit.amount.to_minor(),
             ),
             static_summary=f"Finance exception: {PROCESS} {failure.step}, case {credit.case_id}",
         )
-        await self._tell_ticket(
-            internal=f"Credit of {credit.amount} could not be applied ({failure.error_type}: "
-            f"{failure.message}); finance exception {self._exception_id} opened.",
-            public="Your credit request needs a review by our finance team; we will be in touch.",
-            tags=["credit_exception"],
-        )
-        status = "compensated" if compensated else "exception"
-        return self._finish(status, f"Finance exception {self._exception_id}: {failure.message}")
+        self._finance_decision = decision
+        workflow.logger.info("finance decided %s for %s", decision.decision, self._exception_id)
+        return decision
 
     async def _finish_rejected(self, reason: str) -> CreditState:
         assert self._input is not None
@@ -344,12 +406,13 @@ class CaseToCreditWorkflow:
             internal=f"Credit of {self._input.request.amount} not granted: {reason}",
             public="We have reviewed your credit request and cannot grant it: " + reason,
             tags=["credit_rejected"],
+            stage="rejected",
         )
         return self._finish("rejected", f"Rejected: {reason}")
 
     # --- helpers ------------------------------------------------------------------------
 
-    async def _tell_ticket(self, internal: str, public: str, tags: list[str]) -> None:
+    async def _tell_ticket(self, internal: str, public: str, tags: list[str], stage: str) -> None:
         assert self._input is not None
         await self._call(
             "write_case_outcome",
@@ -358,7 +421,7 @@ class CaseToCreditWorkflow:
                 internal_note=internal,
                 public_reply=public,
                 tags=tags,
-                idempotency_key=f"{workflow.info().workflow_id}/outcome",
+                idempotency_key=f"{workflow.info().workflow_id}/outcome/{stage}",
             ),
             type(None),
             "support",

@@ -25,25 +25,32 @@ from temporalio.service import RPCError
 
 from adapters.billing.events import StripeEventPayload, to_business_event
 from adapters.billing.webhook_signature import SignatureError, verify_stripe
-from adapters.bootstrap import build_billing, build_store
+from adapters.bootstrap import build_billing, build_ledger, build_store, build_support
 from adapters.errors import AdapterError, NotFoundError
+from adapters.errors import ValidationError as InvalidInSystem
 from adapters.logs import get_logger
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.support.webhook_signature import verify_zendesk
 from canonical import AccountRecord
+from canonical.credit import CreditPolicy, CreditRequest
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.credits import credits_router
 from starters.api.finance import finance_router
 from starters.api.temporal import TemporalConnection, TemporalUnavailable
 from starters.routing import (
     ProcessStart,
     account_sync_start,
+    credit_start,
     route_billing_event,
     signal_with_start,
+    start_once,
 )
 
 log = get_logger("ledgerbridge.api")
 CORRELATION_HEADER = "X-Correlation-Id"
+CREDIT_FIELD_CHANGED = "zen:event-type:ticket.custom_field_changed"
+CREDIT_AMOUNT_FIELD = "Credit amount"
 
 
 class Accepted(BaseModel):
@@ -74,6 +81,9 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     keyring = ApiKeyring(settings.api_keys)
     temporal = TemporalConnection(settings)
     billing = build_billing(settings)
+    support = build_support(settings)
+    ledger = build_ledger(settings)
+    policy = CreditPolicy()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -85,7 +95,8 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         log.info("api ready", host=settings.api_host, port=settings.api_port)
         yield
         warm.cancel()
-        await billing.aclose()
+        for system in (billing, support, ledger):
+            await system.aclose()
 
     app = FastAPI(
         title="ledgerbridge",
@@ -147,7 +158,10 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         """Returns once the server has durably accepted the work; 503 otherwise."""
         client = await temporal.client()
         try:
-            await signal_with_start(client, start, settings.task_queue_prefix)
+            if start.signal is None:
+                await start_once(client, start, settings.task_queue_prefix)
+            else:
+                await signal_with_start(client, start, settings.task_queue_prefix)
         except RPCError as err:
             raise TemporalUnavailable(str(err)) from err
 
@@ -215,7 +229,47 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         except ValueError as err:
             raise HTTPException(400, f"malformed event: {_first_line(err)}") from None
         kind = str(payload.get("type", "unknown"))
-        return Accepted(status="ignored", detail=f"no process handles {kind}")
+        event_id = payload.get("id")
+        if not _is_credit_request(payload) or not isinstance(event_id, str):
+            return Accepted(status="ignored", detail=f"no process handles {kind}")
+        detail = payload.get("detail")
+        case_id = str(detail.get("id", "")) if isinstance(detail, dict) else ""
+        if not case_id:
+            raise HTTPException(400, "malformed event: detail.id (the ticket) is missing")
+        if await run_in_threadpool(store.webhook_receipt, "support", event_id) is not None:
+            return Accepted(status="duplicate", workflow_id=f"credit/{case_id}/{event_id}")
+        credit = await credit_from_ticket(case_id, event_id)
+        if isinstance(credit, str):
+            return Accepted(status="ignored", detail=credit)
+        start = credit_start(credit, policy, request.state.correlation_id)
+        return await start_process(start, "support", event_id, "credit.requested")
+
+    async def credit_from_ticket(case_id: str, event_id: str) -> CreditRequest | str:
+        """The credit asked on the ticket, read from the ticket itself (its fields may arrive
+        as separate events, in any order); a string says why there is none."""
+        try:
+            case = await support.get_case(case_id)
+        except NotFoundError:
+            return f"ticket {case_id} no longer exists"
+        except InvalidInSystem as err:
+            await _note_on_ticket(support, case_id, f"Credit request not accepted: {err}",
+                                  f"credit-invalid/{event_id}")  # fmt: skip
+            return f"credit fields on ticket {case_id} are invalid: {err}"
+        except AdapterError as err:
+            log.warning("support unreadable; asking the sender to retry", error=str(err))
+            raise HTTPException(503, "support could not be read, retry later",
+                                headers={"Retry-After": "5"}) from None  # fmt: skip
+        if case.credit is None:
+            return f"ticket {case_id} asks for no credit"
+        return CreditRequest(
+            case_id=case_id,
+            request_id=event_id,
+            organization_id=case.organization_id or "none",
+            requested_by=f"zendesk-agent:{case.assignee_id or 'unknown'}",
+            amount=case.credit.amount,
+            reason=case.credit.reason,
+            incident_reference=case.credit.incident_reference,
+        )
 
     @app.post("/v1/billing/events:replay", tags=["billing"], response_model=list[ReplayOutcome])
     async def replay_billing_events(
@@ -316,7 +370,27 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         return {"temporal": temporal_state, "store": store.engine.dialect.name}
 
     app.include_router(finance_router(settings, temporal, keyring))
+    app.include_router(
+        credits_router(settings, temporal, keyring, (support, billing, ledger), store, policy)
+    )
     return app
+
+
+def _is_credit_request(payload: dict[str, Any]) -> bool:
+    """A credit amount set on a ticket (Zendesk has no "credit requested" event)."""
+    event = payload.get("event")
+    if payload.get("type") != CREDIT_FIELD_CHANGED or not isinstance(event, dict):
+        return False
+    field = event.get("field")
+    title = field.get("title") if isinstance(field, dict) else None
+    return title == CREDIT_AMOUNT_FIELD and bool(str(event.get("current") or "").strip())
+
+
+async def _note_on_ticket(support: Any, case_id: str, note: str, key: str) -> None:
+    try:
+        await support.add_internal_note(case_id, note, key)
+    except AdapterError as err:
+        log.warning("could not note on the ticket", case_id=case_id, error=str(err))
 
 
 def _first_line(err: BaseException) -> str:

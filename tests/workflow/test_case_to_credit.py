@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -28,7 +29,15 @@ from activities.credits import (
     FetchCaseInput,
     ReverseCreditInput,
 )
-from canonical import Money, PostedDocument, Subscription, SubscriptionItem
+from canonical import (
+    DecisionRequest,
+    ExceptionContext,
+    FinanceDecision,
+    Money,
+    PostedDocument,
+    Subscription,
+    SubscriptionItem,
+)
 from canonical.credit import CreditRequest
 from canonical.support import SupportCase
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
@@ -269,38 +278,102 @@ async def test_ineligible_or_capped_credits_are_rejected_with_the_reason_on_the_
     assert desk.applied == []
 
 
-async def test_erp_refusing_for_good_reverses_the_billing_credit_and_opens_an_exception(
+async def decide_exception(
+    env: WorkflowEnvironment,
+    handle: WorkflowHandle[Any, Any],
+    decision: str,
+    fix: Callable[[], None] = lambda: None,
+    **extra: Any,
+) -> ExceptionContext:
+    """Wait until the credit is blocked on its finance exception, let finance `fix` the
+    cause, then decide it."""
+    for _ in range(100):
+        state = await handle.query(CaseToCreditWorkflow.state)
+        if state.status == "blocked" and state.exception_id:
+            exception = env.client.get_workflow_handle(state.exception_id)
+            try:
+                context = (await exception.query(FinanceExceptionWorkflow.state)).context
+            except RPCError:
+                await asyncio.sleep(0.1)  # the child is not started yet
+                continue
+            fix()
+            request = DecisionRequest(decision=decision, reason="checked with the customer",
+                                      actor="fiona", role="finance", **extra)  # type: ignore[arg-type]  # fmt: skip
+            await exception.execute_update("decide", request, result_type=FinanceDecision)
+            return context
+        await asyncio.sleep(0.1)
+    raise AssertionError("the credit never waited for finance")
+
+
+async def test_erp_refusing_for_good_reverses_the_billing_credit_and_finance_rejects_it(
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, desk = time_skipping_env, FakeDesk()
     desk.erp_refusal = "party has no receivable account"
     async with running(env.client, queue_prefix, desk):
         handle = await start(env.client, queue_prefix, credit("40.00"))
+        context = await decide_exception(env, handle, "reject")
         state: CreditState = await handle.result()
-        exception = env.client.get_workflow_handle(state.exception_id or "")
-        context = (await exception.query(FinanceExceptionWorkflow.state)).context
-    assert state.status == "compensated"
     assert [r.applied.document_id for r in desk.reversed] == ["cbtxn_1"]
     assert desk.journal == []
     assert context.process == "case_to_credit" and context.case_id == "1001"
     assert "billing credit reversed" in context.error_message
-    assert desk.outcomes[0].tags == ["credit_exception"]
+    assert "compensate" not in context.allowed_decisions
+    assert state.status == "rejected" and state.finance_decision is not None
+    assert state.finance_decision.decision == "reject"
+    assert [o.tags for o in desk.outcomes] == [["credit_exception"], ["credit_rejected"]]
+    assert len({o.idempotency_key for o in desk.outcomes}) == 2
 
 
-async def test_billing_refusing_a_settled_invoice_opens_an_exception_and_applies_nothing(
+async def test_after_an_erp_failure_finance_retry_applies_and_posts_again(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    desk.erp_refusal = "party has no receivable account"
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("40.00"))
+        await decide_exception(env, handle, "retry", fix=lambda: setattr(desk, "erp_refusal", None))
+        state: CreditState = await handle.result()
+    assert state.status == "applied" and state.erp_number == "CN-2026-00007"
+    first, second = desk.applied
+    assert first.idempotency_key != second.idempotency_key  # a new billing credit
+    assert len(desk.reversed) == 1 and len(desk.posted) == 1 and len(desk.journal) == 1
+    assert desk.outcomes[-1].tags == ["credit_applied"]
+
+
+async def test_settled_invoice_opens_an_exception_and_compensate_credits_the_next_invoice(
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, desk = time_skipping_env, FakeDesk()
     desk.billing_refusal = "Invoice in_9 is already paid and cannot be credited this way"
     async with running(env.client, queue_prefix, desk):
         handle = await start(env.client, queue_prefix, credit("40.00", invoice_id="in_9"))
+        context = await decide_exception(
+            env, handle, "compensate", fix=lambda: setattr(desk, "billing_refusal", None)
+        )
         state: CreditState = await handle.result()
-        exception = env.client.get_workflow_handle(state.exception_id or "")
-        context = (await exception.query(FinanceExceptionWorkflow.state)).context
-    assert state.status == "exception"
-    assert desk.reversed == [] and desk.posted == []
     assert context.invoice_id == "in_9" and context.amount == usd("40.00")
     assert context.error_type == "RejectedError" and "already paid" in context.error_message
+    assert "in_9" in context.decision_effects["compensate"]
+    assert state.status == "applied"
+    [applied] = desk.applied
+    assert applied.invoice_id is None  # the next invoice, as finance decided
+    assert desk.posted[0].posting.total == usd("40.00")
+
+
+async def test_finance_resolving_by_hand_is_told_to_the_ticket(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    desk.billing_refusal = "Invoice in_9 is already paid and cannot be credited this way"
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("40.00", invoice_id="in_9"))
+        await decide_exception(env, handle, "resolve_manually", manual_erp_number="CN-MAN-1")
+        state: CreditState = await handle.result()
+    assert (state.status, state.erp_number) == ("resolved_manually", "CN-MAN-1")
+    assert desk.applied == [] and desk.posted == []
+    assert "credit_resolved_manually" in desk.outcomes[-1].tags
+    assert "CN-MAN-1" in desk.outcomes[-1].internal_note
 
 
 @pytest.mark.parametrize(
