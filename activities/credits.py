@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities._errors import adapter_errors_as_application_errors
+from adapters.errors import RejectedError
 from adapters.ports import BillingSystem, SupportDesk
 from adapters.store import IntegrationStore
 from canonical import Money, Subscription
@@ -95,6 +96,7 @@ class BillingCreditActivities:
     async def apply_billing_credit(self, request: ApplyCreditInput) -> AppliedCredit:
         with adapter_errors_as_application_errors():
             if request.invoice_id:
+                await self._creditable(request.invoice_id, request.customer_id)
                 note = await self._billing.create_credit_note(
                     request.invoice_id, request.amount, request.description, "order_change",
                     request.idempotency_key,
@@ -104,6 +106,27 @@ class BillingCreditActivities:
                 request.customer_id, request.amount, request.description, request.idempotency_key
             )
             return AppliedCredit(document_id=credit.transaction_id, kind="balance_credit")
+
+    async def _creditable(self, invoice_id: str, customer_id: str) -> None:
+        """A credit note only reduces what is still owed: on a settled invoice it would pay
+        money out (refund or balance), which is finance's decision, not support's."""
+        invoice = await self._billing.get_invoice(invoice_id)
+        problem = None
+        if invoice.customer_id != customer_id:
+            problem = f"invoice {invoice.number or invoice_id} belongs to another customer"
+        elif invoice.status != "open":
+            problem = (
+                f"invoice {invoice.number or invoice_id} is already {invoice.status}: a credit "
+                f"note on it would pay money out rather than reduce what is owed"
+            )
+        if problem:
+            raise RejectedError(
+                problem,
+                system="billing",
+                operation="apply_billing_credit",
+                remote_code="invoice_settled",
+                remote_answer={"invoice": invoice_id, "status": invoice.status},
+            )
 
     @activity.defn(name="reverse_billing_credit")
     async def reverse_billing_credit(self, request: ReverseCreditInput) -> None:

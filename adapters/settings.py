@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, model_validator
+from pydantic import PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LEDGERBRIDGE_"
@@ -64,8 +64,11 @@ class Settings(BaseSettings):
     api_port: int = 8080
     webhook_tolerance_seconds: int = 300
     webhook_max_bytes: int = 256 * 1024
-    # API keys as "name:role:sha256-of-key"; the keys themselves are never stored
+    # API keys as "name:role:sha256-of-key[:expiry]"; the keys themselves are never stored
     api_keys: list[str] = []
+    # Per key name: a token bucket refilled at this rate, holding at most `burst` requests
+    api_rate_limit_per_second: PositiveFloat = 20.0
+    api_rate_burst: PositiveInt = 40
 
     # Logging
     log_level: str = "INFO"

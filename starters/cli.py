@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -13,31 +12,21 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import httpx
-
 from adapters.settings import Settings
-
-
-def _echo(line: str) -> None:
-    print(line, flush=True)
-
-
-def fail(message: str, code: int = 1) -> int:
-    """One readable line on stderr, never a traceback."""
-    print(f"ledgerbridge: {message}", file=sys.stderr, flush=True)
-    return code
+from starters.console import ApiCallFailed, call_api, echo, fail, table
+from starters.inbox import add_parsers, cmd_credits, cmd_finance
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from starters.stack import LocalStack, StackError
 
     stop = _stop_flag()
-    stack = LocalStack(settings, echo=_echo)
+    stack = LocalStack(settings, echo=echo)
     try:
         with stack.running():
-            _echo(_banner(settings))
+            echo(_banner(settings))
             stack.supervise(lambda: stop["requested"])
-            _echo("stopping the stack")
+            echo("stopping the stack")
     except StackError as err:
         return fail(str(err))
     return 0
@@ -50,18 +39,18 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_logging("WARNING", "console")  # the demo's own lines are the story; logs are in files
     stop = _stop_flag()
-    stack = LocalStack(settings, echo=_echo)
+    stack = LocalStack(settings, echo=echo)
     try:
         with stack.running():
             try:
-                asyncio.run(play(settings, echo=_echo))
+                asyncio.run(play(settings, echo=echo))
             except DemoFailed as err:
                 return fail(f"demo failed: {err}")
             keep_running = not args.exit and sys.stdin.isatty()
             if keep_running:
-                _echo(_banner(settings))
+                echo(_banner(settings))
                 stack.supervise(lambda: stop["requested"])
-            _echo("stopping the stack (state kept in .ledgerbridge/; `ledgerbridge up` resumes)")
+            echo("stopping the stack (state kept in .ledgerbridge/; `ledgerbridge up` resumes)")
     except StackError as err:
         return fail(str(err))
     return 0
@@ -100,76 +89,25 @@ def cmd_status(_args: argparse.Namespace, settings: Settings) -> int:
         ok = component.ready()
         healthy &= ok
         rows.append((component.name, "up" if ok else "DOWN", component.listens))
-    _echo(_table(("component", "state", "where"), rows))
+    echo(table(("component", "state", "where"), rows))
     return 0 if healthy else 1
 
 
 def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "sync":
-        response = _api(settings, "post", f"/v1/accounts/{args.customer_id}:sync", role="ops")
+        response = call_api(settings, "post", f"/v1/accounts/{args.customer_id}:sync", role="ops")
         body = response.json()
-        _echo(f"{body['status']}: {body['workflow_id']}")
+        echo(f"{body['status']}: {body['workflow_id']}")
     else:
-        response = _api(settings, "get", f"/v1/accounts/{args.customer_id}", role="ops")
+        response = call_api(settings, "get", f"/v1/accounts/{args.customer_id}", role="ops")
         records = response.json()["records"]
-        _echo(
-            _table(
+        echo(
+            table(
                 ("system", "id", "name"),
                 [(r["system"], r["external_id"], r["name"]) for r in records],
             )
         )
     return 0
-
-
-def cmd_finance(args: argparse.Namespace, settings: Settings) -> int:
-    """Finance's inbox, from the terminal, through the API with the user's key."""
-    if args.action == "inbox":
-        params = {"customer_id": args.customer, "process": args.process}
-        items = _api(settings, "get", "/v1/exceptions", role="finance",
-                     params={k: v for k, v in params.items() if v}).json()  # fmt: skip
-        if not items:
-            _echo("inbox is empty: nothing waits for finance")
-            return 0
-        rows = [
-            (
-                f"{item['age_hours']:.1f} h", item["process"], item["customer_id"] or "-",
-                _money(item["amount"]), item["asked"], item["exception_id"],
-            )
-            for item in items
-        ]  # fmt: skip
-        _echo(_table(("age", "process", "customer", "amount", "asked", "id"), rows))
-        return 0
-    if args.action == "show":
-        item = _api(settings, "get", f"/v1/exceptions/{args.id}", role="finance").json()
-        context = item["context"]
-        for label, value in (
-            ("exception", item["exception_id"]), ("status", item["status"]),
-            ("process", f"{item['process']} (step {item['step']})"),
-            ("origin", item["origin_workflow_id"]), ("customer", item["customer_id"]),
-            ("subscription", item["subscription_id"]), ("document", item["invoice_id"]),
-            ("amount", _money(item["amount"])), ("error", item["error"]),
-            ("remote answer", json.dumps(context["remote_answer"])),
-            ("correlation id", context["correlation_id"]), ("opened", item["opened_at"]),
-            ("asked", item["asked"]),
-        ):  # fmt: skip
-            _echo(f"{label:>15}  {value if value is not None else '-'}")
-        if item["decision"]:
-            decision = item["decision"]
-            _echo(f"{'decided':>15}  {decision['decision']} by {decision['actor']}: "
-                  f"{decision['reason']}")  # fmt: skip
-        return 0
-    decision = "reject" if args.action == "reject" else args.decision.replace("-", "_")
-    body = {"decision": decision, "reason": args.reason, "manual_erp_number": args.erp_number}
-    result = _api(
-        settings, "post", f"/v1/exceptions/{args.id}:decide", role="finance", json=body
-    ).json()
-    _echo(f"{result['exception_id']}: {result['decision']} by {result['actor']} "
-          f"({result['role']}), recorded in the audit trail")  # fmt: skip
-    return 0
-
-
-def _money(amount: dict[str, str] | None) -> str:
-    return f"{amount['amount']} {amount['currency']}" if amount else "-"
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -191,11 +129,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     ids = asyncio.run(event_ids())
     span = f"{args.since}..{args.until or 'now'}"
-    _echo(f"billing has {len(ids)} event(s) in {span}")
+    echo(f"billing has {len(ids)} event(s) in {span}")
     counts: Counter[str] = Counter()
     for start in range(0, len(ids), REPLAY_BATCH):
         batch = ids[start : start + REPLAY_BATCH]
-        response = _api(
+        response = call_api(
             settings, "post", "/v1/billing/events:replay", role="ops", json={"event_ids": batch}
         )
         counts.update(outcome["status"] for outcome in response.json())
@@ -203,7 +141,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if ids:
         print(file=sys.stderr)
     rows = [(status, counts[status]) for status in ("accepted", "duplicate", "ignored", "unknown")]
-    _echo(_table(("outcome", "events"), rows))
+    echo(table(("outcome", "events"), rows))
     return 0
 
 
@@ -226,7 +164,7 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
         store.migrate()
     finally:
         store.dispose()
-    _echo(f"store schema up to date ({store.engine.dialect.name})")
+    echo(f"store schema up to date ({store.engine.dialect.name})")
     return 0
 
 
@@ -234,7 +172,7 @@ def cmd_erp(args: argparse.Namespace, settings: Settings) -> int:
     """Bootstrap the Tryton database once, then serve it (the ERP container's command)."""
     from starters.stack import LocalStack
 
-    stack = LocalStack(settings, echo=_echo)
+    stack = LocalStack(settings, echo=echo)
     stack.prepare_erp(listen_host=args.host)
     command = stack.erp_command()
     os.execv(command[0], command)  # noqa: S606 - replace this process with trytond
@@ -244,38 +182,8 @@ def cmd_schemas(_args: argparse.Namespace, _settings: Settings) -> int:
     from canonical.schema_registry import export
 
     for path in export():
-        _echo(f"wrote {path}")
+        echo(f"wrote {path}")
     return 0
-
-
-class ApiCallFailed(Exception):
-    pass
-
-
-def _api_key(settings: Settings, role: str) -> str:
-    key = os.environ.get("LEDGERBRIDGE_API_KEY")
-    if key:
-        return key
-    local = settings.home / "local-api-keys.json"
-    if local.exists():
-        return str(json.loads(local.read_text())[role])
-    raise ApiCallFailed("no API key: set LEDGERBRIDGE_API_KEY")
-
-
-def _api(settings: Settings, method: str, path: str, *, role: str, **kwargs: Any) -> httpx.Response:
-    url = f"http://{settings.api_host}:{settings.api_port}{path}"
-    headers = {"Authorization": f"Bearer {_api_key(settings, role)}"}
-    try:
-        response = httpx.request(method, url, headers=headers, timeout=10, **kwargs)
-    except httpx.HTTPError as err:
-        raise ApiCallFailed(f"API not reachable at {url}: {err}") from None
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("error", response.text)
-        except ValueError:
-            detail = response.text
-        raise ApiCallFailed(f"{response.status_code}: {detail}")
-    return response
 
 
 def _stop_flag() -> dict[str, bool]:
@@ -301,14 +209,6 @@ def _banner(settings: Settings) -> str:
     )
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(str, header)), *[list(map(str, r)) for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ledgerbridge",
@@ -326,22 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("customer_id")
     sub.add_parser("schemas", help="export the canonical JSON Schemas")
     sub.add_parser("migrate", help="bring the integration store schema up to date")
-    finance = sub.add_parser("finance", help="the finance inbox: exceptions waiting for a decision")
-    finance_actions = finance.add_subparsers(dest="action", required=True)
-    inbox = finance_actions.add_parser("inbox", help="what waits for finance, oldest first")
-    inbox.add_argument("--customer", help="only this customer id")
-    inbox.add_argument("--process", help="only this process, e.g. amendment_to_erp")
-    show = finance_actions.add_parser("show", help="one exception with its full context")
-    show.add_argument("id")
-    decide = finance_actions.add_parser("decide", help="decide an exception")
-    decide.add_argument("id")
-    decide.add_argument("decision", choices=["retry", "compensate", "resolve-manually", "reject"])
-    decide.add_argument("--reason", required=True)
-    decide.add_argument("--erp-number", help="the ERP document posted by hand (resolve-manually)")
-    reject = finance_actions.add_parser("reject", help="decide `reject` (not to be posted)")
-    reject.add_argument("id")
-    reject.add_argument("--reason", required=True)
-    reject.set_defaults(erp_number=None)
+    add_parsers(sub)
     replay = sub.add_parser(
         "replay", help="feed past billing events through the webhook path (backfill, outages)"
     )
@@ -364,6 +249,7 @@ COMMANDS = {
     "schemas": cmd_schemas,
     "migrate": cmd_migrate,
     "finance": cmd_finance,
+    "credits": cmd_credits,
     "replay": cmd_replay,
     "erp": cmd_erp,
 }

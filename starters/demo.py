@@ -2,24 +2,32 @@
 
 Billing changes happen in the billing sandbox exactly as a person would make them in Stripe;
 everything else follows from the signed webhooks: nothing here calls a workflow directly.
-Today it plays account sync and the mid-cycle upgrade; the credit, exception and
-reconciliation parts join as those processes land.
+It plays account sync, the mid-cycle upgrade, a support credit approved by finance from
+the terminal, and a credit on a settled invoice that finance resolves from its inbox.
+Finance and support act through the `ledgerbridge` command line, as they would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
+
+import httpx
 
 from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
 from canonical import AccountRecord, BillingDocument, Money, PostalAddress, PostedDocument
+from starters.console import call_api
 from workflows.account_sync import account_workflow_id
 from workflows.subscription_ledger import ledger_workflow_id
 
@@ -50,8 +58,11 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
     demo = Demo(settings, adapters, billing, echo, uuid.uuid4().hex[:8])
     try:
         customer_id = await demo.account_sync()
-        await demo.mid_cycle_upgrade(customer_id)
-        echo("\nDemo complete: account sync and the mid-cycle upgrade, end to end.")
+        first_invoice = await demo.mid_cycle_upgrade(customer_id)
+        await demo.credit_approved_by_finance(customer_id)
+        await demo.credit_on_a_settled_invoice(customer_id, first_invoice)
+        echo("\nDemo complete: account sync, the mid-cycle upgrade, a credit approved by finance "
+             "and a settled-invoice exception decided by finance, end to end.")  # fmt: skip
     finally:
         await adapters.aclose()
 
@@ -119,7 +130,7 @@ class Demo:
         self.trace(account_workflow_id(cid), f"CustomerId = '{cid}'")
         return cid
 
-    async def mid_cycle_upgrade(self, customer_id: str) -> None:
+    async def mid_cycle_upgrade(self, customer_id: str) -> BillingDocument:
         echo, key = self.echo, f"demo/{self.run}"
         echo("\n== Amendment-to-ERP: the customer subscribes, then upgrades mid-cycle")
         product = await self.billing.create_product(
@@ -160,6 +171,183 @@ class Demo:
         echo(f"erp: invoice {posted.erp_number} {posted.total} posted: equal to the billing "
              f"invoice, once")  # fmt: skip
         self.trace(ledger_workflow_id(sid, customer_id), f"SubscriptionId = '{sid}'")
+        return first
+
+    async def credit_approved_by_finance(self, customer_id: str) -> None:
+        echo = self.echo
+        echo("\n== Case-to-credit: two days later an incident; support asks for a partial credit")
+        org = await self.adapters.support.find_organization(customer_id)
+        if org is None:
+            raise DemoFailed(f"customer {customer_id} has no support organization")
+        case_id = self._open_ticket(
+            int(org.external_id),
+            "Dashboards down for 6 hours",
+            credit=("45.00", "USD", "Dashboards unavailable for 6 hours", "INC-1142"),
+        )
+        echo(
+            f"support: ticket #{case_id} asks a credit of 45.00 USD (half of the 90.00 USD "
+            f"monthly; above the auto-approval threshold); the signed webhook follows"
+        )
+
+        async def waiting() -> str | None:
+            listed = self.cli("finance", "inbox", "--customer", customer_id)
+            lines = [line for line in listed.splitlines() if f"credit/{case_id}/" in line]
+            return lines[0].split()[-1] if lines else None
+
+        credit_id = await eventually("the credit in the finance inbox", waiting)
+        self.show_cli("finance", "inbox", "--customer", customer_id)
+        self.show_cli(
+            "finance",
+            "approve",
+            credit_id,
+            "--reason",
+            "Incident INC-1142 confirmed; within the SLA credit policy",
+        )
+        state = await self._credit_done(credit_id, "applied")
+        balance = await self.billing.get_customer_balance(customer_id)
+        posted = await self.adapters.ledger.find_document(state["billing_document"])
+        if posted is None or posted.total != Money.of("45.00", "USD"):
+            raise DemoFailed(f"the ERP does not hold the 45.00 USD credit note: {posted}")
+        echo(
+            f"billing: balance credit {state['billing_document']}; the customer's balance is "
+            f"{balance} (taken off the next invoice)"
+        )
+        echo(f"erp: credit note {posted.erp_number} {posted.total} posted, journaled")
+        case = await self.adapters.support.get_case(case_id)
+        echo(
+            f"support: ticket #{case_id} tagged {', '.join(case.tags)}; internal note and "
+            f"public reply written"
+        )
+        for entry in self.adapters.store.audit_entries(credit_id):
+            echo(f"audit: {entry.action} by {entry.actor} ({entry.role}): {entry.reason}")
+        self.trace(credit_id, f"CaseId = '{case_id}'")
+
+    async def credit_on_a_settled_invoice(self, customer_id: str, invoice: BillingDocument) -> None:
+        echo = self.echo
+        echo("\n== Finance exception: a second adjustment targets an invoice already settled")
+        await self.billing.pay_invoice(invoice.document_id, idempotency_key=f"demo/{self.run}/pay")
+        echo(f"billing: the customer paid invoice {invoice.number} ({invoice.total})")
+        org = await self.adapters.support.find_organization(customer_id)
+        assert org is not None
+        case_id = self._open_ticket(int(org.external_id), "Invoice question", credit=None)
+        echo(
+            f"support: on ticket #{case_id} an agent requests 8.00 USD against "
+            f"{invoice.number} through the API:"
+        )
+        request = (
+            "credits",
+            "request",
+            "--case",
+            case_id,
+            "--amount",
+            "8.00",
+            "--currency",
+            "USD",
+            "--reason",
+            "Goodwill: late invoice question",
+            "--invoice",
+            invoice.document_id,
+            "--request-id",
+            "goodwill-1",
+        )
+        self.show_cli(*request)
+        credit_id = f"credit/{case_id}/goodwill-1"
+        exception_id = f"exception/{credit_id}/1"
+
+        async def in_inbox() -> bool:
+            return exception_id in self.cli("finance", "inbox", "--customer", customer_id)
+
+        await eventually("the settled-invoice exception in the finance inbox", in_inbox)
+        self.show_cli("finance", "inbox", "--customer", customer_id)
+        self.show_cli("finance", "show", exception_id)
+        self.show_cli(
+            "finance",
+            "decide",
+            exception_id,
+            "compensate",
+            "--reason",
+            "Paid invoice: give the goodwill credit on the next invoice",
+        )
+        state = await self._credit_done(credit_id, "applied")
+        posted = await self.adapters.ledger.find_document(state["billing_document"])
+        if posted is None:
+            raise DemoFailed(f"no ERP credit note for {state['billing_document']}")
+        echo(
+            f"the credit workflow continued as finance decided: balance credit "
+            f"{state['billing_document']}, ERP credit note {posted.erp_number} {posted.total}"
+        )
+        for entry in self.adapters.store.audit_entries(exception_id):
+            echo(f"audit: {entry.action} by {entry.actor} ({entry.role}): {entry.reason}")
+        self.trace(
+            exception_id, f"BusinessProcess = 'finance_exception' AND CustomerId = '{customer_id}'"
+        )
+
+    # --- acting as the people who use ledgerbridge ----------------------------------------
+
+    def cli(self, *args: str) -> str:
+        """`ledgerbridge ...` as finance or support types it, with the local stack's keys."""
+        env = {**os.environ, **self.settings.to_env()}
+        env.pop("LEDGERBRIDGE_API_KEY", None)  # each command uses its role's local key
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ledgerbridge"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise DemoFailed(f"ledgerbridge {' '.join(args[:2])}: {done.stderr.strip()}")
+        return done.stdout
+
+    def show_cli(self, *args: str) -> None:
+        quoted = " ".join(f'"{a}"' if " " in a else a for a in args)
+        self.echo(f"\n$ ledgerbridge {quoted}")
+        for line in self.cli(*args).rstrip().splitlines():
+            self.echo(f"  {line}")
+
+    def _open_ticket(
+        self, organization_id: int, subject: str, credit: tuple[str, str, str, str] | None
+    ) -> str:
+        """A ticket as a support agent files it in Zendesk, credit fields filled in or not."""
+        auth = (
+            f"{self.settings.support_email}/token",
+            self.settings.support_api_token.get_secret_value(),
+        )
+        with httpx.Client(base_url=self.settings.support_url, auth=auth, timeout=10) as api:
+            fields: list[dict[str, Any]] = []
+            if credit:
+                ids = {
+                    f["title"]: f["id"]
+                    for f in api.get("/api/v2/ticket_fields.json").json()["ticket_fields"]
+                }
+                titles = ("Credit amount", "Credit currency", "Credit reason", "Incident reference")
+                fields = [{"id": ids[t], "value": v} for t, v in zip(titles, credit, strict=True)]
+            answer = api.post(
+                "/api/v2/tickets.json",
+                json={
+                    "ticket": {
+                        "subject": subject,
+                        "organization_id": organization_id,
+                        "custom_fields": fields,
+                        "comment": {"body": f"{subject}: the customer asks for a credit."},
+                    }
+                },
+                headers={"Idempotency-Key": f"demo/{self.run}/{subject}"},
+            )
+            answer.raise_for_status()
+        return str(answer.json()["ticket"]["id"])
+
+    async def _credit_done(self, credit_id: str, status: str) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            answer = await asyncio.to_thread(
+                call_api, self.settings, "get", f"/v1/credits/{credit_id}", role="finance"
+            )
+            state = dict(answer.json())
+            return state if state["status"] == status else None
+
+        return await eventually(f"{credit_id} {status}", reached, within=90)
 
     async def _latest_invoice(self, subscription_id: str) -> BillingDocument:
         async for newest in self.billing.list_invoices(subscription_id=subscription_id):

@@ -62,6 +62,18 @@ class WebhookDispatcher:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def add_endpoint(self, url: str) -> tuple[str, str]:
+        """Register an endpoint at run time (Zendesk's `POST /api/v2/webhooks`); returns its
+        webhook id and signing secret. Registering a known URL returns the same secret."""
+        secret = self._secrets.setdefault(url, "whsec_" + uuid.uuid4().hex)
+        return webhook_id(url), secret
+
+    def signing_secret(self, hook_id: str) -> str | None:
+        for url, secret in self._secrets.items():
+            if webhook_id(url) == hook_id:
+                return secret
+        return None
+
     # -- emitting (called by resource handlers inside their store transaction) ----------
 
     def emit(

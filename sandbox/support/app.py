@@ -203,6 +203,28 @@ def create_app(
             },
         )
 
+    @app.post("/api/v2/webhooks")
+    async def create_webhook(request: Request) -> Response:
+        """Zendesk's webhook registration (the subset a test or the local stack needs): every
+        event goes to the endpoint, signed with the secret `signing_secret` returns."""
+        try:
+            endpoint = str((await request.json())["webhook"]["endpoint"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ZendeskError(400, "InvalidParameter", "webhook.endpoint is required") from err
+        if not endpoint.startswith(("http://", "https://")):
+            raise ZendeskError(400, "InvalidParameter", "webhook.endpoint must be an http URL")
+        hook_id, _secret = webhooks.add_endpoint(endpoint)
+        return json_response(201, {"webhook": {"id": hook_id, "endpoint": endpoint,
+                                               "status": "active", "http_method": "POST",
+                                               "request_format": "json"}})  # fmt: skip
+
+    @app.get("/api/v2/webhooks/{hook_id}/signing_secret")
+    async def webhook_signing_secret(hook_id: str) -> Response:
+        secret = webhooks.signing_secret(hook_id)
+        if secret is None:
+            raise ZendeskError(404, "RecordNotFound", "Not found")
+        return json_response(200, {"signing_secret": {"algorithm": "SHA256", "secret": secret}})
+
     @app.get("/_sandbox/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "persistent": state_path is not None}

@@ -78,7 +78,7 @@ class AccountView(BaseModel):
 def create_app(settings: Settings | None = None, store: IntegrationStore | None = None) -> FastAPI:
     settings = settings or Settings()
     store = store or build_store(settings)
-    keyring = ApiKeyring(settings.api_keys)
+    keyring = ApiKeyring.from_settings(settings)
     temporal = TemporalConnection(settings)
     billing = build_billing(settings)
     support = build_support(settings)

@@ -91,6 +91,9 @@ async def stack(
     # The ERP sits behind the fault proxy in every e2e test; tests add rules when they need.
     erp_faults = stack_resources.enter_context(serve_fault_proxy(tryton_server.url))
     endpoint = billing_sandbox.add_webhook_endpoint(f"http://127.0.0.1:{api_port}/webhooks/stripe")
+    support_secret = support_sandbox.add_webhook_endpoint(
+        f"http://127.0.0.1:{api_port}/webhooks/zendesk"
+    )
     settings = Settings(
         home=tmp_path / "home",
         temporal_address=dev_server_env.client.service_client.config.target_host,
@@ -102,6 +105,7 @@ async def stack(
         support_url=support_sandbox.url,
         support_email=support_sandbox.email,
         support_api_token=SecretStr(support_sandbox.api_token),
+        support_webhook_secrets=[SecretStr(support_secret)],
         erp_url=erp_faults.url,
         erp_database=tryton_server.database,
         erp_user=tryton_server.user,
