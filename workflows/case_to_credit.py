@@ -346,12 +346,12 @@ class CaseToCreditWorkflow:
         info = workflow.info()
         self._exception_id = exception_workflow_id(info.workflow_id, attempt)
         effects: dict[Decision, str] = {
-            "retry": "apply the credit in billing and post it to the ERP again",
-            "resolve_manually": "finance applied and posted it by hand (give the ERP number)",
-            "reject": "the credit is not granted; the ticket is told why",
+            "retry": "apply the credit in billing and post it to the ERP again"
         }
         if invoice_id and not compensated:
             effects["compensate"] = f"credit the next invoice instead of {invoice_id}"
+        effects["resolve_manually"] = "finance applied and posted it by hand (give the ERP number)"
+        effects["reject"] = "the credit is not granted; the ticket is told why"
         context = ExceptionContext(
             process=PROCESS,
             origin_workflow_id=info.workflow_id,

@@ -6,7 +6,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -82,3 +95,137 @@ class WebhookReceipt(Base):
     event_type: Mapped[str] = mapped_column(String(120))
     workflow_id: Mapped[str] = mapped_column(String(255))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- three-way reconciliation: billing vs ERP vs the posting journal --------------------
+# Staging tables (expected, ERP, journal, support credits) hold one run's loaded documents
+# until it is classified; runs and items are the lasting report.
+
+_ROW_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def _run_fk() -> ForeignKey:
+    return ForeignKey("recon_runs.run_id", ondelete="CASCADE")
+
+
+class ReconRun(Base):
+    """One reconciliation of a period: its status and the report's totals."""
+
+    __tablename__ = "recon_runs"
+
+    run_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    loaded: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    totals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    healed_count: Mapped[int] = mapped_column(Integer, default=0)
+    exception_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReconExpected(Base):
+    """What billing says the ERP must hold: one row per expected ERP posting."""
+
+    __tablename__ = "recon_expected"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="ck_recon_expected_amount_positive"),
+        Index("ix_recon_expected_billing_document", "run_id", "billing_document_id"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(160), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    billing_document_id: Mapped[str] = mapped_column(String(128))
+    billing_kind: Mapped[str] = mapped_column(String(16))
+    is_credit: Mapped[bool] = mapped_column(Boolean)
+    case_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ReconErpDocument(Base):
+    """A customer invoice or credit note the ERP holds for the period."""
+
+    __tablename__ = "recon_erp"
+    __table_args__ = (Index("ix_recon_erp_reference", "run_id", "reference"),)
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    erp_document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reference: Mapped[str | None] = mapped_column(String(160))
+    kind: Mapped[str] = mapped_column(String(16))
+    number: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    state: Mapped[str] = mapped_column(String(16))
+
+
+class ReconJournalEntry(Base):
+    """A posting-journal entry copied into the run (what ledgerbridge says it posted)."""
+
+    __tablename__ = "recon_journal"
+    __table_args__ = (Index("ix_recon_journal_reference", "run_id", "reference"),)
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    posting_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    reference: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    erp_document_id: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+
+
+class ReconSupportCredit(Base):
+    """A credit support requested on a case, and the billing document the ticket names."""
+
+    __tablename__ = "recon_support_credits"
+    __table_args__ = (
+        Index("ix_recon_support_credits_billing_document", "run_id", "billing_document_id"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    billing_document_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class ReconItem(Base):
+    """One finding of a run: a class, the amounts each side holds, and what was done."""
+
+    __tablename__ = "recon_items"
+    __table_args__ = (
+        Index("ix_recon_items_class", "run_id", "classification", "id"),
+        Index("ix_recon_items_run", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk())
+    classification: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[str | None] = mapped_column(String(160))
+    kind: Mapped[str | None] = mapped_column(String(16))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    billing_amount: Mapped[Decimal | None] = mapped_column(Numeric(24, 6))
+    erp_amount: Mapped[Decimal | None] = mapped_column(Numeric(24, 6))
+    journal_amount: Mapped[Decimal | None] = mapped_column(Numeric(24, 6))
+    billing_document_id: Mapped[str | None] = mapped_column(String(128))
+    erp_document_ids: Mapped[str | None] = mapped_column(Text)
+    case_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    remedy: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    outcome_ref: Mapped[str | None] = mapped_column(String(255))
+    outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# The journal snapshot of a run selects by posting time.
+Index("ix_posting_journal_posted_at", Posting.posted_at)
