@@ -1,7 +1,8 @@
 """Record the committed histories that the replay test runs against.
 
-    .venv/bin/python -m tests.replay.record_histories
+    .venv/bin/python -m tests.replay.record_histories [NAME ...]
 
+With names, only those recorders run (see RECORDERS), so existing histories stay as they are.
 Run it only when a new history shape is worth keeping (a new workflow, a new path), never to
 "fix" a failing replay: a replay failure means the change would break running workflows.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from canonical import Customer
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
 from tests.workflow.test_account_sync import FakeSystems, running_workers, sync
-from tests.workflow.test_case_to_credit import FakeDesk, credit
+from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
 from tests.workflow.test_subscription_ledger import (
@@ -91,29 +93,56 @@ async def record_case_to_credit(env: WorkflowEnvironment) -> None:
         save("case_to_credit_approved", await handle.fetch_history())
 
 
-async def record() -> None:
+async def record_credit_settled_invoice(env: WorkflowEnvironment) -> None:
+    """A credit on a paid invoice: finance exception, finance decides `compensate`, the
+    credit goes on the next invoice."""
+    desk = FakeDesk()
+    desk.billing_refusal = "invoice 0001 is already paid"
+    async with credit_workers(env.client, "replay-settled.", desk):
+        handle = await start_credit(
+            env.client, "replay-settled.", credit("8.00", request_id="r2", invoice_id="in_9")
+        )
+
+        def paid_invoice_understood() -> None:
+            desk.billing_refusal = None
+
+        await decide_exception(env, handle, "compensate", fix=paid_invoice_understood)
+        await handle.result()
+        save("case_to_credit_settled_invoice", await handle.fetch_history())
+
+
+async def record_account_sync(env: WorkflowEnvironment) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_REPLAY1"] = Customer(customer_id="cus_REPLAY1", name="Replay Co")
+    async with running_workers(env.client, "replay.", systems):
+        for request in ("evt_r1", "evt_r2"):
+            await sync(env.client, "replay.", "cus_REPLAY1", request)
+        handle = env.client.get_workflow_handle_for(AccountSyncWorkflow.run, "account/cus_REPLAY1")
+        await handle.result()
+        history = await handle.fetch_history()
+    save("account_sync_two_requests", history)
+
+
+RECORDERS = {
+    "account_sync": record_account_sync,
+    "subscription_ledger": record_subscription_ledger,
+    "case_to_credit": record_case_to_credit,
+    "case_to_credit_settled_invoice": record_credit_settled_invoice,
+}
+
+
+async def record(names: list[str]) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
     )
     await register_search_attributes(env.client)
-    systems = FakeSystems()
-    systems.customers["cus_REPLAY1"] = Customer(customer_id="cus_REPLAY1", name="Replay Co")
     try:
-        async with running_workers(env.client, "replay.", systems):
-            for request in ("evt_r1", "evt_r2"):
-                await sync(env.client, "replay.", "cus_REPLAY1", request)
-            handle = env.client.get_workflow_handle_for(
-                AccountSyncWorkflow.run, "account/cus_REPLAY1"
-            )
-            await handle.result()
-            history = await handle.fetch_history()
-        save("account_sync_two_requests", history)
-        await record_subscription_ledger(env)
-        await record_case_to_credit(env)
+        for name in names or list(RECORDERS):
+            await RECORDERS[name](env)
     finally:
         await env.shutdown()
         await asyncio.sleep(0.5)
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(sys.argv[1:]))
