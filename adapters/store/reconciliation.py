@@ -1,0 +1,1180 @@
+"""Three-way reconciliation in the store: what billing expects, what the ERP holds, and what
+our posting journal says we posted.
+
+A run loads each side into staging tables, classifies every difference in SQL
+(INSERT … SELECT, so volume never passes through Python or workflow history) and keeps the
+items and their totals as the report. The staging rows can be dropped once classified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import islice
+from typing import Any, Final, Literal, get_args
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Executable,
+    Insert,
+    RowMapping,
+    Select,
+    SQLColumnExpression,
+    String,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    label,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    union,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.selectable import Subquery
+
+from adapters.store.models import (
+    Base,
+    Posting,
+    ReconErpDocument,
+    ReconExpected,
+    ReconItem,
+    ReconJournalEntry,
+    ReconRun,
+    ReconSupportCredit,
+    utcnow,
+)
+from adapters.store.store import IntegrationStore
+from canonical.money import CURRENCY_EXPONENTS, CurrencyError
+
+_RUNS = ReconRun.__table__
+_STAGING_TABLES: Final = ("recon_expected", "recon_erp", "recon_journal", "recon_support_credits")
+_ITEMS = ReconItem.__table__
+
+# --- classes of finding ----------------------------------------------------------------
+
+ReconClass = Literal[
+    "matched",
+    "matched_to_journal",
+    "missing_in_erp",
+    "posted_but_absent",
+    "amount_mismatch",
+    "duplicate_in_erp",
+    "orphan_in_erp",
+    "credit_without_ticket",
+    "ticket_credit_without_billing",
+]
+MATCHED: Final = "matched"
+MATCHED_TO_JOURNAL: Final = "matched_to_journal"
+MISSING_IN_ERP: Final = "missing_in_erp"
+POSTED_BUT_ABSENT: Final = "posted_but_absent"
+AMOUNT_MISMATCH: Final = "amount_mismatch"
+DUPLICATE_IN_ERP: Final = "duplicate_in_erp"
+ORPHAN_IN_ERP: Final = "orphan_in_erp"
+CREDIT_WITHOUT_TICKET: Final = "credit_without_ticket"
+TICKET_CREDIT_WITHOUT_BILLING: Final = "ticket_credit_without_billing"
+CLASSES: Final[tuple[ReconClass, ...]] = get_args(ReconClass)
+
+REMEDIES: Final[dict[ReconClass, str]] = {
+    MATCHED: "None: billing and the ERP agree.",
+    MATCHED_TO_JOURNAL: "None: the ERP holds what we journaled; billing lists it elsewhere.",
+    MISSING_IN_ERP: "Auto-heal: replay the normal posting path for the billing document.",
+    POSTED_BUT_ABSENT: "Finance exception: the journal records a posting the ERP does not hold.",
+    AMOUNT_MISMATCH: "Finance exception: correct the ERP document or the billing document.",
+    DUPLICATE_IN_ERP: "Finance exception: cancel or credit the extra ERP documents.",
+    ORPHAN_IN_ERP: "Finance exception: trace the ERP document's origin or reverse it.",
+    CREDIT_WITHOUT_TICKET: "Finance exception: confirm who granted the credit in billing.",
+    TICKET_CREDIT_WITHOUT_BILLING: "Finance exception: the requested credit never reached billing.",
+}
+# What a later healing step does with each class.
+IN_AGREEMENT: Final = frozenset({MATCHED, MATCHED_TO_JOURNAL})
+HEALABLE: Final = frozenset({MISSING_IN_ERP})
+EXCEPTIONS: Final = frozenset(set(CLASSES) - IN_AGREEMENT - HEALABLE)
+
+RunStatus = Literal["loading", "classified", "healing", "done", "failed"]
+LOADING: Final = "loading"
+CLASSIFIED: Final = "classified"
+HEALING: Final = "healing"
+DONE: Final = "done"
+FAILED: Final = "failed"
+
+Outcome = Literal["healed", "exception_opened", "healing_skipped"]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+
+ErpKind = Literal["invoice", "credit_note"]
+BillingKind = Literal["invoice", "credit_note", "balance_credit"]
+
+# An ERP document in this state is not in the books, whatever its amount says.
+CANCELLED: Final = "cancelled"
+# Amounts are summed as integer millionths: exact on SQLite (REAL) as on PostgreSQL.
+_MICROS: Final = 1_000_000
+_BATCH_SIZE: Final = 5_000
+
+
+class UnknownRunError(LookupError):
+    """No reconciliation run has that id."""
+
+
+class RunStateError(RuntimeError):
+    """The run's status does not allow the step (e.g. loading into a classified run)."""
+
+
+# --- rows loaded into a run --------------------------------------------------------------
+
+
+def _check_amount(amount: Decimal, *, positive: bool) -> None:
+    if not isinstance(amount, Decimal):  # money is never a float
+        raise TypeError(f"amount must be a Decimal, not {type(amount).__name__}")
+    if positive and not amount > 0:
+        raise ValueError(f"amount must be positive, not {amount}")
+
+
+def _check_currency(currency: str) -> None:
+    # Compared as text in SQL, so one spelling: the upper-case ISO code canonical uses.
+    if currency not in CURRENCY_EXPONENTS:
+        raise CurrencyError(f"unsupported currency {currency!r} (upper-case ISO 4217 expected)")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedPosting:
+    """An ERP posting billing says must exist (reference as the posting path computes it)."""
+
+    reference: str
+    kind: ErpKind
+    customer_id: str
+    currency: str
+    amount: Decimal
+    billing_document_id: str
+    billing_kind: BillingKind
+    is_credit: bool = False
+    case_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("kind", self.kind, get_args(ErpKind))
+        _check_choice("billing_kind", self.billing_kind, get_args(BillingKind))
+        _check_currency(self.currency)
+        _check_amount(self.amount, positive=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ErpDocument:
+    """A customer invoice or credit note as the ERP holds it (amount as a positive total)."""
+
+    erp_document_id: str
+    reference: str | None
+    kind: ErpKind
+    number: str | None
+    currency: str
+    amount: Decimal
+    state: str
+    customer_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("kind", self.kind, get_args(ErpKind))
+        _check_currency(self.currency)
+        _check_amount(self.amount, positive=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SupportCredit:
+    """A credit support requested on a case, and the billing document the ticket names."""
+
+    case_id: str
+    request_id: str
+    customer_id: str
+    currency: str
+    amount: Decimal
+    billing_document_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_currency(self.currency)
+        _check_amount(self.amount, positive=False)
+
+
+# --- what a run reports ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyTotal:
+    count: int
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ClassTotal:
+    count: int
+    by_currency: dict[str, CurrencyTotal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationRun:
+    """A run's status and report: item counts and amounts per class and currency."""
+
+    run_id: str
+    period_start: datetime
+    period_end: datetime
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None
+    loaded: dict[str, int]
+    totals: dict[str, ClassTotal]
+    healed_count: int
+    exception_count: int
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Items per class (every class named, zero included, once classified)."""
+        return {cls: total.count for cls, total in self.totals.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationItem:
+    """One finding: its class, what each side holds, and what was done about it."""
+
+    id: int
+    run_id: str
+    classification: ReconClass
+    reference: str | None
+    kind: str | None
+    customer_id: str | None
+    currency: str
+    amount: Decimal  # billing's amount, else the ERP's, else the journal's or the ticket's
+    billing_amount: Decimal | None
+    erp_amount: Decimal | None
+    journal_amount: Decimal | None
+    billing_document_id: str | None
+    erp_document_ids: tuple[str, ...]
+    case_id: str | None
+    request_id: str | None
+    detail: str | None
+    remedy: str
+    outcome: Outcome | None
+    outcome_ref: str | None
+    outcome_at: datetime | None
+
+
+# --- the store ---------------------------------------------------------------------------
+
+
+class ReconciliationStore:
+    """Runs, bulk loading, SQL classification and the report of three-way reconciliation."""
+
+    def __init__(self, store: IntegrationStore, batch_size: int = _BATCH_SIZE) -> None:
+        self._engine = store.engine
+        self._batch_size = batch_size
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def start_run(
+        self, run_id: str, period_start: datetime, period_end: datetime
+    ) -> ReconciliationRun:
+        """Open a run for a period; starting the same run again returns it unchanged."""
+        start, end = _utc(period_start), _utc(period_end)
+        if end <= start:
+            raise ValueError(f"period_end {end} must be after period_start {start}")
+        with self._engine.begin() as conn:
+            insert_run = _insert_ignoring_duplicates(conn, ReconRun).values(
+                run_id=run_id,
+                period_start=start,
+                period_end=end,
+                status=LOADING,
+                started_at=utcnow(),
+                loaded={},
+                totals={},
+                healed_count=0,
+                exception_count=0,
+            )
+            conn.execute(insert_run)
+            run = self._read_run(conn, run_id)
+        if (run.period_start, run.period_end) != (start, end):
+            raise RunStateError(
+                f"run {run_id} already covers {run.period_start} to {run.period_end}"
+            )
+        return run
+
+    def run(self, run_id: str) -> ReconciliationRun | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_RUNS).where(ReconRun.run_id == run_id)).mappings().first()
+        return _run_from(row) if row is not None else None
+
+    def latest_runs(self, limit: int = 20) -> list[ReconciliationRun]:
+        """The most recently started runs first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(_RUNS)
+                .order_by(ReconRun.started_at.desc(), ReconRun.run_id.desc())
+                .limit(limit)
+            )
+            return [_run_from(row) for row in rows.mappings()]
+
+    def begin_healing(self, run_id: str) -> None:
+        """The classified run's healable items are being replayed."""
+        with self._engine.begin() as conn:
+            if _lock_run(conn, run_id) not in (CLASSIFIED, HEALING):
+                raise RunStateError(f"run {run_id} is not classified: nothing to heal yet")
+            conn.execute(update(ReconRun).where(ReconRun.run_id == run_id).values(status=HEALING))
+
+    def finish_run(
+        self, run_id: str, status: Literal["done", "failed"], healed: int, exceptions: int
+    ) -> None:
+        """Close the run with how many items were healed and how many exceptions opened."""
+        _check_choice("status", status, (DONE, FAILED))
+        with self._engine.begin() as conn:
+            _lock_run(conn, run_id)
+            conn.execute(
+                update(ReconRun)
+                .where(ReconRun.run_id == run_id)
+                .values(
+                    status=status,
+                    healed_count=healed,
+                    exception_count=exceptions,
+                    finished_at=func.coalesce(ReconRun.finished_at, utcnow()),
+                )
+            )
+
+    # --- loading -------------------------------------------------------------------------
+    # Loaders insert in batches (Core executemany). A row offered twice (an activity retried
+    # after its page was stored) is kept once: natural keys and ON CONFLICT DO NOTHING.
+
+    def add_expected(self, run_id: str, rows: Iterable[ExpectedPosting]) -> int:
+        """Load billing's expected ERP postings; returns how many rows were offered."""
+        return self._load(
+            run_id,
+            ReconExpected,
+            (
+                {
+                    "run_id": run_id,
+                    "reference": row.reference,
+                    "kind": row.kind,
+                    "customer_id": row.customer_id,
+                    "currency": row.currency,
+                    "amount": row.amount,
+                    "billing_document_id": row.billing_document_id,
+                    "billing_kind": row.billing_kind,
+                    "is_credit": row.is_credit,
+                    "case_id": row.case_id,
+                }
+                for row in rows
+            ),
+        )
+
+    def add_erp(self, run_id: str, rows: Iterable[ErpDocument]) -> int:
+        """Load the ERP's documents; returns how many rows were offered."""
+        return self._load(
+            run_id,
+            ReconErpDocument,
+            (
+                {
+                    "run_id": run_id,
+                    "erp_document_id": row.erp_document_id,
+                    "reference": row.reference,
+                    "kind": row.kind,
+                    "number": row.number,
+                    "customer_id": row.customer_id,
+                    "currency": row.currency,
+                    "amount": row.amount,
+                    "state": row.state,
+                }
+                for row in rows
+            ),
+        )
+
+    def add_support_credits(self, run_id: str, rows: Iterable[SupportCredit]) -> int:
+        """Load the credits support requested; returns how many rows were offered."""
+        return self._load(
+            run_id,
+            ReconSupportCredit,
+            (
+                {
+                    "run_id": run_id,
+                    "case_id": row.case_id,
+                    "request_id": row.request_id,
+                    "customer_id": row.customer_id,
+                    "currency": row.currency,
+                    "amount": row.amount,
+                    "billing_document_id": row.billing_document_id,
+                }
+                for row in rows
+            ),
+        )
+
+    def snapshot_journal(
+        self,
+        run_id: str,
+        posted_from: datetime,
+        posted_to: datetime,
+        references_from_expected: bool = True,
+    ) -> int:
+        """Copy the journal entries posted in [posted_from, posted_to) and, unless told
+        otherwise, those for any reference billing expects, whenever posted. Load the
+        expected rows first. Taking the snapshot again replaces it. Returns the entry count."""
+        journal_columns = (
+            literal(run_id, String(255)),
+            Posting.id,
+            Posting.source_document_id,
+            Posting.document_type,
+            Posting.customer_id,
+            Posting.erp_document_id,
+            Posting.currency,
+            Posting.amount,
+        )
+        in_window = select(*journal_columns).where(
+            Posting.posted_at >= _utc(posted_from), Posting.posted_at < _utc(posted_to)
+        )
+        for_expected = select(*journal_columns).join(
+            ReconExpected,
+            and_(
+                ReconExpected.run_id == run_id,
+                ReconExpected.reference == Posting.source_document_id,
+            ),
+        )
+        entries = union(in_window, for_expected) if references_from_expected else in_window
+        copy = insert(ReconJournalEntry).from_select(
+            [
+                "run_id",
+                "posting_id",
+                "reference",
+                "kind",
+                "customer_id",
+                "erp_document_id",
+                "currency",
+                "amount",
+            ],
+            entries,
+        )
+        with self._engine.begin() as conn:
+            _lock_run(conn, run_id, allowed=(LOADING,))
+            conn.execute(delete(ReconJournalEntry).where(ReconJournalEntry.run_id == run_id))
+            conn.execute(copy)
+            return _count(conn, ReconJournalEntry.run_id == run_id)
+
+    def _load(self, run_id: str, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
+        offered = 0
+        with self._engine.begin() as conn:
+            # A shared lock: pages load side by side, classification waits for them.
+            _lock_run(conn, run_id, allowed=(LOADING,), shared=True)
+            statement = _insert_ignoring_duplicates(conn, model)
+            for batch in _batches(rows, self._batch_size):
+                conn.execute(statement, batch)
+                offered += len(batch)
+        return offered
+
+    # --- classification ------------------------------------------------------------------
+
+    def classify(self, run_id: str) -> ReconciliationRun:
+        """Classify the loaded run into items and store its totals. Classifying a run
+        that is already classified returns it unchanged (staging may be gone by then)."""
+        with self._engine.begin() as conn:
+            if _lock_run(conn, run_id) == LOADING:
+                _analyze_staging(conn)
+                conn.execute(delete(ReconItem).where(ReconItem.run_id == run_id))
+                for statement in _classification(run_id):
+                    conn.execute(statement)
+                conn.execute(
+                    update(ReconRun)
+                    .where(ReconRun.run_id == run_id)
+                    .values(
+                        status=CLASSIFIED,
+                        loaded=_loaded_counts(conn, run_id),
+                        totals=_totals(conn, run_id),
+                    )
+                )
+            return self._read_run(conn, run_id)
+
+    def plain_sql_diff(self, run_id: str) -> dict[str, int]:
+        """Counts per class by the plainest SQL over the loaded tables, writing nothing:
+        the baseline classify is measured and checked against."""
+        with self._engine.begin() as conn:
+            _analyze_staging(conn)  # the same fresh statistics classify plans with
+            return {
+                cls: int(conn.execute(text(sql), {"run_id": run_id}).scalar_one())
+                for cls, sql in PLAIN_SQL_DIFF.items()
+            }
+
+    def delete_staging(self, run_id: str) -> int:
+        """Drop the run's loaded documents once classified; items and totals stay."""
+        with self._engine.begin() as conn:
+            if _lock_run(conn, run_id) == LOADING:
+                raise RunStateError(f"run {run_id} is not classified: its staging is still needed")
+            staging = (
+                delete(ReconExpected).where(ReconExpected.run_id == run_id),
+                delete(ReconErpDocument).where(ReconErpDocument.run_id == run_id),
+                delete(ReconJournalEntry).where(ReconJournalEntry.run_id == run_id),
+                delete(ReconSupportCredit).where(ReconSupportCredit.run_id == run_id),
+            )
+            return sum(conn.execute(statement).rowcount for statement in staging)
+
+    # --- the report ----------------------------------------------------------------------
+
+    def items(
+        self,
+        run_id: str,
+        cls: ReconClass | None = None,
+        after_id: int | None = None,
+        limit: int = 500,
+    ) -> list[ReconciliationItem]:
+        """A page of the run's items in id order; pass the last id seen as `after_id`."""
+        query = select(_ITEMS).where(ReconItem.run_id == run_id)
+        if cls is not None:
+            query = query.where(ReconItem.classification == cls)
+        if after_id is not None:
+            query = query.where(ReconItem.id > after_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(ReconItem.id).limit(limit))
+            return [_item_from(row) for row in rows.mappings()]
+
+    def healable(self, run_id: str, limit: int = 500) -> list[ReconciliationItem]:
+        """Items the posting path may replay, not yet acted on, in id order."""
+        query = (
+            select(_ITEMS)
+            .where(
+                ReconItem.run_id == run_id,
+                ReconItem.classification.in_(sorted(HEALABLE)),
+                ReconItem.outcome.is_(None),
+            )
+            .order_by(ReconItem.id)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [_item_from(row) for row in conn.execute(query).mappings()]
+
+    def mark_outcome(self, item_id: int, outcome: Outcome, ref: str | None) -> None:
+        """Record what was done about an item (healed, exception opened, skipped)."""
+        _check_choice("outcome", outcome, OUTCOMES)
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(ReconItem)
+                .where(ReconItem.id == item_id)
+                .values(outcome=outcome, outcome_ref=ref, outcome_at=utcnow())
+            )
+            if result.rowcount != 1:
+                raise LookupError(f"no reconciliation item {item_id}")
+
+    def _read_run(self, conn: Connection, run_id: str) -> ReconciliationRun:
+        row = conn.execute(select(_RUNS).where(ReconRun.run_id == run_id)).mappings().first()
+        if row is None:
+            raise UnknownRunError(run_id)
+        return _run_from(row)
+
+
+# --- classification SQL ------------------------------------------------------------------
+
+
+def _classification(run_id: str) -> list[Executable]:
+    """One INSERT … SELECT per side; each statement decides its rows' class in SQL."""
+    erp = _erp_by_reference(run_id)
+    journal = _journal_by_reference(run_id)
+    return [
+        _expected_findings(run_id, erp, journal),
+        _erp_only_findings(run_id, erp, journal),
+        _unreferenced_erp_findings(run_id),
+        _journal_only_findings(run_id),
+        _credit_without_ticket(run_id),
+        _ticket_credit_without_billing(run_id),
+    ]
+
+
+def _erp_by_reference(run_id: str) -> Subquery:
+    doc = ReconErpDocument
+    return (
+        select(
+            doc.reference,
+            func.count().label("documents"),
+            func.min(doc.kind).label("kind"),
+            func.min(doc.currency).label("currency"),
+            func.sum(doc.amount).label("amount"),
+            func.min(doc.state).label("state"),
+            func.min(doc.customer_id).label("customer_id"),
+            func.aggregate_strings(doc.erp_document_id, ",").label("erp_document_ids"),
+        )
+        .where(doc.run_id == run_id, doc.reference.is_not(None))
+        .group_by(doc.reference)
+        .subquery("erp")
+    )
+
+
+def _journal_by_reference(run_id: str) -> Subquery:
+    entry = ReconJournalEntry
+    return (
+        select(
+            entry.reference,
+            func.count().label("entries"),
+            func.min(entry.kind).label("kind"),
+            func.min(entry.currency).label("currency"),
+            func.min(entry.amount).label("amount"),
+            func.min(entry.customer_id).label("customer_id"),
+            func.min(entry.erp_document_id).label("erp_document_id"),
+        )
+        .where(entry.run_id == run_id)
+        .group_by(entry.reference)
+        .subquery("journal")
+    )
+
+
+Branch = tuple[ColumnElement[bool], ReconClass, SQLColumnExpression[str] | str | None]
+
+
+def _classified(
+    branches: Sequence[Branch], otherwise: tuple[ReconClass, SQLColumnExpression[str] | str | None]
+) -> dict[str, ColumnElement[Any]]:
+    """The class, detail and remedy columns of one decision, first matching branch wins."""
+    whens = [(condition, cls) for condition, cls, _ in branches]
+    details = [(condition, _text(detail)) for condition, _, detail in branches]
+    remedies = [(condition, REMEDIES[cls]) for condition, cls, _ in branches]
+    return {
+        "classification": case(*whens, else_=otherwise[0]),
+        "detail": case(*details, else_=_text(otherwise[1])),
+        "remedy": case(*remedies, else_=REMEDIES[otherwise[0]]),
+    }
+
+
+def _text(value: SQLColumnExpression[Any] | str | None) -> SQLColumnExpression[Any]:
+    if value is None:
+        return null()
+    return literal(value, String) if isinstance(value, str) else value
+
+
+def _differences(
+    against: str,
+    erp: Subquery,
+    kind: SQLColumnExpression[str],
+    currency: SQLColumnExpression[str],
+    amount: SQLColumnExpression[Decimal],
+) -> ColumnElement[str]:
+    """'ERP document differs from billing in: kind (invoice vs credit_note), amount'."""
+    pieces: list[ColumnElement[str]] = [
+        case(
+            (kind != erp.c.kind, " kind (" + kind + " vs " + erp.c.kind + "),"),
+            else_="",
+        ),
+        case(
+            (currency != erp.c.currency, " currency (" + currency + " vs " + erp.c.currency + "),"),
+            else_="",
+        ),
+        case((amount != erp.c.amount, " amount,"), else_=""),
+        case((erp.c.state == CANCELLED, " state (cancelled),"), else_=""),
+    ]
+    sentence: ColumnElement[str] = literal(f"ERP document differs from {against} in:", String)
+    for piece in pieces:
+        sentence = sentence + piece
+    return func.rtrim(sentence, ",")
+
+
+def _agrees(
+    erp: Subquery,
+    kind: SQLColumnExpression[str],
+    currency: SQLColumnExpression[str],
+    amount: SQLColumnExpression[Decimal],
+) -> ColumnElement[bool]:
+    return and_(
+        erp.c.documents == 1,
+        erp.c.kind == kind,
+        erp.c.currency == currency,
+        erp.c.amount == amount,
+        erp.c.state != CANCELLED,
+    )
+
+
+def _agrees_with_journal(run_id: str, erp: Subquery) -> ColumnElement[bool]:
+    entry = ReconJournalEntry
+    return and_(
+        erp.c.documents == 1,
+        erp.c.state != CANCELLED,
+        exists().where(
+            entry.run_id == run_id,
+            entry.reference == erp.c.reference,
+            entry.kind == erp.c.kind,
+            entry.currency == erp.c.currency,
+            entry.amount == erp.c.amount,
+        ),
+    )
+
+
+_ITEM_COLUMNS: Final = (
+    "run_id",
+    "classification",
+    "reference",
+    "kind",
+    "customer_id",
+    "currency",
+    "amount",
+    "billing_amount",
+    "erp_amount",
+    "journal_amount",
+    "billing_document_id",
+    "erp_document_ids",
+    "case_id",
+    "request_id",
+    "detail",
+    "remedy",
+)
+
+
+def _item_columns(
+    run_id: str, **columns: SQLColumnExpression[Any] | str
+) -> tuple[list[str], Select[Any]]:
+    """The column names and the SELECT list of an INSERT INTO recon_items … SELECT."""
+    values: dict[str, SQLColumnExpression[Any]] = {"run_id": literal(run_id, String(255))}
+    values.update({name: _text(value) for name, value in columns.items()})
+    names: list[str] = [name for name in _ITEM_COLUMNS if name in values]
+    return names, select(*(label(name, values[name]) for name in names))
+
+
+def _insert_items(names: list[str], query: Select[Any]) -> Insert:
+    return insert(ReconItem).from_select(names, query)
+
+
+def _expected_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
+    """Every expected reference: matched, mismatched, duplicated, posted but absent, missing."""
+    e = ReconExpected
+    decision = _classified(
+        [
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp)),
+            (_agrees(erp, e.kind, e.currency, e.amount), MATCHED, None),
+            (
+                erp.c.documents == 1,
+                AMOUNT_MISMATCH,
+                _differences("billing", erp, e.kind, e.currency, e.amount),
+            ),
+            (
+                journal.c.entries.is_not(None),
+                POSTED_BUT_ABSENT,
+                "Journaled as ERP document "
+                + journal.c.erp_document_id
+                + "; the ERP holds no document with this reference",
+            ),
+        ],
+        otherwise=(MISSING_IN_ERP, "Neither the ERP nor the posting journal holds this reference"),
+    )
+    names, query = _item_columns(
+        run_id,
+        reference=e.reference,
+        kind=e.kind,
+        customer_id=e.customer_id,
+        currency=e.currency,
+        amount=e.amount,
+        billing_amount=e.amount,
+        erp_amount=erp.c.amount,
+        journal_amount=journal.c.amount,
+        billing_document_id=e.billing_document_id,
+        erp_document_ids=erp.c.erp_document_ids,
+        case_id=e.case_id,
+        **decision,
+    )
+    return _insert_items(
+        names,
+        query.select_from(e)
+        .outerjoin(erp, erp.c.reference == e.reference)
+        .outerjoin(journal, journal.c.reference == e.reference)
+        .where(e.run_id == run_id),
+    )
+
+
+def _erp_only_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
+    """ERP references billing does not expect: duplicates, orphans, or journaled postings
+    of a billing document outside the period (agreeing with the journal, or not)."""
+    e = ReconExpected
+    decision = _classified(
+        [
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp)),
+            (
+                journal.c.entries.is_(None),
+                ORPHAN_IN_ERP,
+                "The reference matches no billing document and no journal entry",
+            ),
+            (
+                _agrees_with_journal(run_id, erp),
+                MATCHED_TO_JOURNAL,
+                "Billing does not list this reference for the period; the ERP agrees with "
+                "the journal",
+            ),
+        ],
+        otherwise=(
+            AMOUNT_MISMATCH,
+            _differences("the journal", erp, journal.c.kind, journal.c.currency, journal.c.amount),
+        ),
+    )
+    names, query = _item_columns(
+        run_id,
+        reference=erp.c.reference,
+        kind=erp.c.kind,
+        customer_id=func.coalesce(journal.c.customer_id, erp.c.customer_id),
+        currency=erp.c.currency,
+        amount=erp.c.amount,
+        erp_amount=erp.c.amount,
+        journal_amount=journal.c.amount,
+        erp_document_ids=erp.c.erp_document_ids,
+        **decision,
+    )
+    return _insert_items(
+        names,
+        query.select_from(erp)
+        .outerjoin(e, and_(e.run_id == run_id, e.reference == erp.c.reference))
+        .outerjoin(journal, journal.c.reference == erp.c.reference)
+        .where(e.reference.is_(None)),
+    )
+
+
+def _duplicates(erp: Subquery) -> ColumnElement[str]:
+    return (
+        cast(erp.c.documents, String)
+        + " ERP documents carry this reference: "
+        + erp.c.erp_document_ids
+    )
+
+
+def _unreferenced_erp_findings(run_id: str) -> Insert:
+    """ERP documents without a reference: orphans, one item each."""
+    doc = ReconErpDocument
+    names, query = _item_columns(
+        run_id,
+        classification=ORPHAN_IN_ERP,
+        kind=doc.kind,
+        customer_id=doc.customer_id,
+        currency=doc.currency,
+        amount=doc.amount,
+        erp_amount=doc.amount,
+        erp_document_ids=doc.erp_document_id,
+        detail="ERP document " + func.coalesce(doc.number, "(unnumbered)") + " has no reference",
+        remedy=REMEDIES[ORPHAN_IN_ERP],
+    )
+    return _insert_items(names, query.where(doc.run_id == run_id, doc.reference.is_(None)))
+
+
+def _journal_only_findings(run_id: str) -> Insert:
+    """Journal entries neither billing nor the ERP knows: posted but absent."""
+    journal = _journal_by_reference(run_id)
+    expected = exists().where(
+        ReconExpected.run_id == run_id, ReconExpected.reference == journal.c.reference
+    )
+    in_erp = exists().where(
+        ReconErpDocument.run_id == run_id, ReconErpDocument.reference == journal.c.reference
+    )
+    names, query = _item_columns(
+        run_id,
+        classification=POSTED_BUT_ABSENT,
+        reference=journal.c.reference,
+        kind=journal.c.kind,
+        customer_id=journal.c.customer_id,
+        currency=journal.c.currency,
+        amount=journal.c.amount,
+        journal_amount=journal.c.amount,
+        detail="Journaled as ERP document "
+        + journal.c.erp_document_id
+        + "; neither the ERP nor billing holds this reference",
+        remedy=REMEDIES[POSTED_BUT_ABSENT],
+    )
+    return _insert_items(names, query.select_from(journal).where(~expected, ~in_erp))
+
+
+def _credit_without_ticket(run_id: str) -> Insert:
+    """Credits granted in billing that no support case asked for."""
+    e = ReconExpected
+    requested = exists().where(
+        ReconSupportCredit.run_id == run_id,
+        ReconSupportCredit.billing_document_id == e.billing_document_id,
+    )
+    names, query = _item_columns(
+        run_id,
+        classification=CREDIT_WITHOUT_TICKET,
+        reference=e.reference,
+        kind=e.kind,
+        customer_id=e.customer_id,
+        currency=e.currency,
+        amount=e.amount,
+        billing_amount=e.amount,
+        billing_document_id=e.billing_document_id,
+        detail="Billing " + e.billing_kind + " " + e.billing_document_id + " names no support case",
+        remedy=REMEDIES[CREDIT_WITHOUT_TICKET],
+    )
+    return _insert_items(
+        names,
+        query.where(e.run_id == run_id, e.is_credit.is_(True), e.case_id.is_(None), ~requested),
+    )
+
+
+def _ticket_credit_without_billing(run_id: str) -> Insert:
+    """Credits support requested that billing does not hold."""
+    s = ReconSupportCredit
+    in_billing = exists().where(
+        ReconExpected.run_id == run_id, ReconExpected.billing_document_id == s.billing_document_id
+    )
+    names, query = _item_columns(
+        run_id,
+        classification=TICKET_CREDIT_WITHOUT_BILLING,
+        reference=s.billing_document_id,
+        customer_id=s.customer_id,
+        currency=s.currency,
+        amount=s.amount,
+        billing_document_id=s.billing_document_id,
+        case_id=s.case_id,
+        request_id=s.request_id,
+        detail=case(
+            (s.billing_document_id.is_(None), "The ticket's credit names no billing document"),
+            else_="Billing does not list the document the ticket names",
+        ),
+        remedy=REMEDIES[TICKET_CREDIT_WITHOUT_BILLING],
+    )
+    return _insert_items(
+        names, query.where(s.run_id == run_id, or_(s.billing_document_id.is_(None), ~in_billing))
+    )
+
+
+# The benchmark's baseline and classify's cross-check: one plain COUNT per class over the
+# same staging tables, written out in full and independently of classify's statements.
+PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
+    MATCHED: """
+        SELECT count(*) FROM recon_expected e
+        WHERE e.run_id = :run_id
+          AND (SELECT count(*) FROM recon_erp r
+               WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
+          AND EXISTS (SELECT 1 FROM recon_erp r
+                      WHERE r.run_id = e.run_id AND r.reference = e.reference
+                        AND r.kind = e.kind AND r.currency = e.currency
+                        AND r.amount = e.amount AND r.state <> 'cancelled')
+    """,
+    MATCHED_TO_JOURNAL: """
+        SELECT count(*) FROM recon_erp r
+        WHERE r.run_id = :run_id AND r.state <> 'cancelled'
+          AND (SELECT count(*) FROM recon_erp r2
+               WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+          AND NOT EXISTS (SELECT 1 FROM recon_expected e
+                          WHERE e.run_id = r.run_id AND e.reference = r.reference)
+          AND EXISTS (SELECT 1 FROM recon_journal j
+                      WHERE j.run_id = r.run_id AND j.reference = r.reference
+                        AND j.kind = r.kind AND j.currency = r.currency
+                        AND j.amount = r.amount)
+    """,
+    MISSING_IN_ERP: """
+        SELECT count(*) FROM recon_expected e
+        WHERE e.run_id = :run_id
+          AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                          WHERE r.run_id = e.run_id AND r.reference = e.reference)
+          AND NOT EXISTS (SELECT 1 FROM recon_journal j
+                          WHERE j.run_id = e.run_id AND j.reference = e.reference)
+    """,
+    POSTED_BUT_ABSENT: """
+        SELECT count(DISTINCT j.reference) FROM recon_journal j
+        WHERE j.run_id = :run_id
+          AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                          WHERE r.run_id = j.run_id AND r.reference = j.reference)
+    """,
+    AMOUNT_MISMATCH: """
+        SELECT
+          (SELECT count(*) FROM recon_expected e
+           WHERE e.run_id = :run_id
+             AND (SELECT count(*) FROM recon_erp r
+                  WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
+             AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                             WHERE r.run_id = e.run_id AND r.reference = e.reference
+                               AND r.kind = e.kind AND r.currency = e.currency
+                               AND r.amount = e.amount AND r.state <> 'cancelled'))
+        + (SELECT count(*) FROM recon_erp r
+           WHERE r.run_id = :run_id
+             AND (SELECT count(*) FROM recon_erp r2
+                  WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+             AND NOT EXISTS (SELECT 1 FROM recon_expected e
+                             WHERE e.run_id = r.run_id AND e.reference = r.reference)
+             AND EXISTS (SELECT 1 FROM recon_journal j
+                         WHERE j.run_id = r.run_id AND j.reference = r.reference)
+             AND NOT (r.state <> 'cancelled'
+                      AND EXISTS (SELECT 1 FROM recon_journal j
+                                  WHERE j.run_id = r.run_id AND j.reference = r.reference
+                                    AND j.kind = r.kind AND j.currency = r.currency
+                                    AND j.amount = r.amount)))
+    """,
+    DUPLICATE_IN_ERP: """
+        SELECT count(*) FROM (
+          SELECT reference FROM recon_erp
+          WHERE run_id = :run_id AND reference IS NOT NULL
+          GROUP BY reference HAVING count(*) > 1
+        ) duplicated
+    """,
+    ORPHAN_IN_ERP: """
+        SELECT count(*) FROM recon_erp r
+        WHERE r.run_id = :run_id
+          AND (r.reference IS NULL
+               OR ((SELECT count(*) FROM recon_erp r2
+                    WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+                   AND NOT EXISTS (SELECT 1 FROM recon_expected e
+                                   WHERE e.run_id = r.run_id AND e.reference = r.reference)
+                   AND NOT EXISTS (SELECT 1 FROM recon_journal j
+                                   WHERE j.run_id = r.run_id AND j.reference = r.reference)))
+    """,
+    CREDIT_WITHOUT_TICKET: """
+        SELECT count(*) FROM recon_expected e
+        WHERE e.run_id = :run_id AND e.is_credit AND e.case_id IS NULL
+          AND NOT EXISTS (SELECT 1 FROM recon_support_credits s
+                          WHERE s.run_id = e.run_id
+                            AND s.billing_document_id = e.billing_document_id)
+    """,
+    TICKET_CREDIT_WITHOUT_BILLING: """
+        SELECT count(*) FROM recon_support_credits s
+        WHERE s.run_id = :run_id
+          AND (s.billing_document_id IS NULL
+               OR NOT EXISTS (SELECT 1 FROM recon_expected e
+                              WHERE e.run_id = s.run_id
+                                AND e.billing_document_id = s.billing_document_id))
+    """,
+}
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _insert_ignoring_duplicates(conn: Connection, model: type[Base]) -> Insert:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing()
+    raise NotImplementedError(f"reconciliation needs SQLite or PostgreSQL, not {conn.dialect.name}")
+
+
+def _lock_run(
+    conn: Connection,
+    run_id: str,
+    allowed: tuple[RunStatus, ...] | None = None,
+    shared: bool = False,
+) -> RunStatus:
+    """The run's status, its row locked for this transaction (PostgreSQL; SQLite locks the
+    whole database on write anyway)."""
+    status = conn.execute(
+        select(ReconRun.status).where(ReconRun.run_id == run_id).with_for_update(read=shared)
+    ).scalar_one_or_none()
+    if status is None:
+        raise UnknownRunError(run_id)
+    if allowed is not None and status not in allowed:
+        raise RunStateError(f"run {run_id} is {status}, not {' or '.join(allowed)}")
+    return status  # type: ignore[return-value]
+
+
+def _analyze_staging(conn: Connection) -> None:
+    """Fresh statistics after a bulk load, or PostgreSQL plans the joins for empty tables."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ANALYZE {', '.join(_STAGING_TABLES)}"))
+
+
+def _count(conn: Connection, *where: ColumnElement[bool]) -> int:
+    return int(conn.execute(select(func.count()).where(*where)).scalar_one())
+
+
+def _loaded_counts(conn: Connection, run_id: str) -> dict[str, int]:
+    return {
+        "expected": _count(conn, ReconExpected.run_id == run_id),
+        "erp": _count(conn, ReconErpDocument.run_id == run_id),
+        "journal": _count(conn, ReconJournalEntry.run_id == run_id),
+        "support_credits": _count(conn, ReconSupportCredit.run_id == run_id),
+    }
+
+
+def _totals(conn: Connection, run_id: str) -> dict[str, Any]:
+    """Per class: item count, and per currency count and amount (JSON, amounts as text)."""
+    micros = cast(func.round(ReconItem.amount * _MICROS), BigInteger)
+    rows = conn.execute(
+        select(ReconItem.classification, ReconItem.currency, func.count(), func.sum(micros))
+        .where(ReconItem.run_id == run_id)
+        .group_by(ReconItem.classification, ReconItem.currency)
+        .order_by(ReconItem.classification, ReconItem.currency)
+    )
+    totals: dict[str, Any] = {cls: {"count": 0, "by_currency": {}} for cls in CLASSES}
+    for cls, currency, count, amount in rows:
+        totals[cls]["count"] += count
+        totals[cls]["by_currency"][currency] = {
+            "count": count,
+            "amount": _amount_text(Decimal(int(amount)).scaleb(-6), currency),
+        }
+    return totals
+
+
+def _amount_text(amount: Decimal, currency: str) -> str:
+    """'12.50' for USD, '1200' for JPY; more places only when the amount has them."""
+    exponent = CURRENCY_EXPONENTS.get(currency.upper())
+    if exponent is not None:
+        quantized = amount.quantize(Decimal(1).scaleb(-exponent))
+        if quantized == amount:
+            return str(quantized)
+    return format(amount.normalize(), "f")
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment} has no timezone: periods are instants, give them in UTC")
+    return moment.astimezone(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back the UTC wall time without its zone.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _run_from(run: RowMapping) -> ReconciliationRun:
+    return ReconciliationRun(
+        run_id=run["run_id"],
+        period_start=_aware(run["period_start"]),
+        period_end=_aware(run["period_end"]),
+        status=run["status"],
+        started_at=_aware(run["started_at"]),
+        finished_at=_aware(run["finished_at"]) if run["finished_at"] else None,
+        loaded=dict(run["loaded"]),
+        totals={
+            cls: ClassTotal(
+                count=total["count"],
+                by_currency={
+                    currency: CurrencyTotal(count=sums["count"], amount=Decimal(sums["amount"]))
+                    for currency, sums in total["by_currency"].items()
+                },
+            )
+            for cls, total in run["totals"].items()
+        },
+        healed_count=run["healed_count"],
+        exception_count=run["exception_count"],
+    )
+
+
+def _item_from(item: RowMapping) -> ReconciliationItem:
+    ids = item["erp_document_ids"]
+    return ReconciliationItem(
+        id=item["id"],
+        run_id=item["run_id"],
+        classification=item["classification"],
+        reference=item["reference"],
+        kind=item["kind"],
+        customer_id=item["customer_id"],
+        currency=item["currency"],
+        amount=item["amount"],
+        billing_amount=item["billing_amount"],
+        erp_amount=item["erp_amount"],
+        journal_amount=item["journal_amount"],
+        billing_document_id=item["billing_document_id"],
+        # Numeric ERP ids in numeric order, whatever order the database aggregated them in.
+        erp_document_ids=tuple(sorted(ids.split(","), key=lambda i: (len(i), i))) if ids else (),
+        case_id=item["case_id"],
+        request_id=item["request_id"],
+        detail=item["detail"],
+        remedy=item["remedy"],
+        outcome=item["outcome"],
+        outcome_ref=item["outcome_ref"],
+        outcome_at=_aware(item["outcome_at"]) if item["outcome_at"] else None,
+    )

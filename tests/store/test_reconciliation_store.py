@@ -1,0 +1,474 @@
+"""Three-way reconciliation in the store, on SQLite and PostgreSQL: loading, classification
+in SQL, the plain-SQL baseline, and the report."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import count
+
+import pytest
+from sqlalchemy import insert, inspect, update
+
+from adapters.store import (
+    CLASSES,
+    ErpDocument,
+    ExpectedPosting,
+    IntegrationStore,
+    Posting,
+    ReconciliationItem,
+    ReconciliationStore,
+    RunStateError,
+    SupportCredit,
+    UnknownRunError,
+)
+
+NOW = datetime.now(UTC)
+PERIOD = (NOW - timedelta(days=1), NOW + timedelta(days=1))
+RUN = "recon/2026-11-26/r1"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[IntegrationStore]:
+    store = IntegrationStore(store_url)
+    store.migrate()
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def recon(store: IntegrationStore) -> ReconciliationStore:
+    return ReconciliationStore(store)
+
+
+def expected(
+    reference: str,
+    amount: str,
+    currency: str = "USD",
+    *,
+    kind: str = "invoice",
+    billing_kind: str = "invoice",
+    is_credit: bool = False,
+    case_id: str | None = None,
+) -> ExpectedPosting:
+    return ExpectedPosting(
+        reference=reference,
+        kind=kind,  # type: ignore[arg-type]
+        customer_id="cus_1",
+        currency=currency,
+        amount=Decimal(amount),
+        billing_document_id=reference.split("/")[0],
+        billing_kind=billing_kind,  # type: ignore[arg-type]
+        is_credit=is_credit,
+        case_id=case_id,
+    )
+
+
+def erp(
+    erp_id: str,
+    reference: str | None,
+    amount: str,
+    currency: str = "USD",
+    *,
+    kind: str = "invoice",
+    state: str = "posted",
+) -> ErpDocument:
+    return ErpDocument(
+        erp_document_id=erp_id,
+        reference=reference,
+        kind=kind,  # type: ignore[arg-type]
+        number=f"INV-{erp_id}",
+        currency=currency,
+        amount=Decimal(amount),
+        state=state,
+        customer_id="cus_1",
+    )
+
+
+def journal(
+    store: IntegrationStore, reference: str, erp_id: str, amount: str, currency: str = "USD"
+) -> None:
+    store.record_posting(
+        source_system="billing", source_document_id=reference, document_type="invoice",
+        customer_id="cus_1", erp_document_id=erp_id, erp_number=f"INV-{erp_id}",
+        amount=Decimal(amount), currency=currency, workflow_id="subscription/sub_1",
+        correlation_id=None,
+    )  # fmt: skip
+
+
+def post_long_ago(store: IntegrationStore, reference: str) -> None:
+    with store.session() as session:
+        session.execute(
+            update(Posting)
+            .where(Posting.source_document_id == reference)
+            .values(posted_at=datetime(2020, 1, 1, tzinfo=UTC))
+        )
+
+
+def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> None:
+    """Six agreeing references in two currencies and one difference of every class."""
+    recon.start_run(RUN, *PERIOD)
+    recon.add_expected(
+        RUN,
+        [
+            expected("in_m1", "100.00"),
+            expected("in_m2", "50.50"),
+            expected("in_m3", "75.00", "EUR"),
+            expected("cn_m4", "20.00", "EUR", kind="credit_note", billing_kind="credit_note",
+                     is_credit=True, case_id="1001"),
+            # granted in billing with no case on it: matched in the ERP, yet unrequested
+            expected("cbtxn_c1", "15.00", kind="credit_note", billing_kind="balance_credit",
+                     is_credit=True),
+            # no case on the billing side, but a ticket names it: requested after all
+            expected("cbtxn_c2", "5.00", kind="credit_note", billing_kind="balance_credit",
+                     is_credit=True),
+            expected("in_miss", "30.00"),
+            expected("in_gone", "40.00", "EUR"),
+            expected("in_diff", "60.00"),
+            expected("in_dup", "10.00"),
+        ],
+    )  # fmt: skip
+    recon.add_erp(
+        RUN,
+        [
+            erp("1", "in_m1", "100.00"),
+            erp("2", "in_m2", "50.50"),
+            erp("3", "in_m3", "75.00", "EUR"),
+            erp("4", "cn_m4", "20.00", "EUR", kind="credit_note"),
+            erp("5", "cbtxn_c1", "15.00", kind="credit_note"),
+            erp("6", "cbtxn_c2", "5.00", kind="credit_note", state="paid"),
+            erp("7", "in_diff", "66.00"),
+            erp("8", "in_dup", "10.00"),
+            erp("12", "in_dup", "10.00"),
+            erp("9", "in_stranger", "12.00"),
+            erp("10", None, "8.00", "EUR"),
+            erp("11", "in_old", "20.00"),
+        ],
+    )
+    journal(store, "in_m1", "1", "100.00")
+    journal(store, "in_m2", "2", "50.50")
+    post_long_ago(store, "in_m2")  # outside the window, but billing expects it
+    journal(store, "in_gone", "90", "40.00", "EUR")
+    journal(store, "in_old", "11", "20.00")  # billed last period, posted in this one
+    journal(store, "in_ancient", "70", "1.00")
+    post_long_ago(store, "in_ancient")  # neither in the window nor expected
+    recon.add_support_credits(
+        RUN,
+        [
+            SupportCredit(case_id="1001", request_id="r1", customer_id="cus_1", currency="EUR",
+                          amount=Decimal("20.00"), billing_document_id="cn_m4"),
+            SupportCredit(case_id="1003", request_id="r1", customer_id="cus_1", currency="USD",
+                          amount=Decimal("5.00"), billing_document_id="cbtxn_c2"),
+            SupportCredit(case_id="1002", request_id="r1", customer_id="cus_1", currency="USD",
+                          amount=Decimal("25.00"), billing_document_id=None),
+        ],
+    )  # fmt: skip
+    assert recon.snapshot_journal(RUN, *PERIOD) == 4
+
+
+def references(items: list[ReconciliationItem]) -> dict[str, list[str | None]]:
+    found: dict[str, list[str | None]] = {}
+    for item in items:
+        found.setdefault(item.classification, []).append(item.reference)
+    return {cls: sorted(refs, key=str) for cls, refs in found.items()}
+
+
+def all_items(
+    recon: ReconciliationStore, run_id: str, **filters: object
+) -> list[ReconciliationItem]:
+    return recon.items(run_id, limit=100_000, **filters)  # type: ignore[arg-type]
+
+
+def test_migrations_create_the_reconciliation_tables_and_run_twice_harmlessly(
+    store: IntegrationStore,
+) -> None:
+    store.migrate()
+    inspector = inspect(store.engine)
+    tables = set(inspector.get_table_names())
+    assert {
+        "recon_runs", "recon_expected", "recon_erp", "recon_journal", "recon_support_credits",
+        "recon_items",
+    } <= tables  # fmt: skip
+    indexes = {index["name"] for index in inspector.get_indexes("recon_items")}
+    assert {"ix_recon_items_class", "ix_recon_items_run"} <= indexes
+    assert "ix_recon_erp_reference" in {i["name"] for i in inspector.get_indexes("recon_erp")}
+
+
+def test_classify_finds_exactly_one_item_per_seeded_difference(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    run = recon.classify(RUN)
+
+    assert references(all_items(recon, RUN)) == {
+        "matched": ["cbtxn_c1", "cbtxn_c2", "cn_m4", "in_m1", "in_m2", "in_m3"],
+        "matched_to_journal": ["in_old"],
+        "missing_in_erp": ["in_miss"],
+        "posted_but_absent": ["in_gone"],
+        "amount_mismatch": ["in_diff"],
+        "duplicate_in_erp": ["in_dup"],
+        "orphan_in_erp": [None, "in_stranger"],
+        "credit_without_ticket": ["cbtxn_c1"],
+        "ticket_credit_without_billing": [None],
+    }
+    assert run.status == "classified"
+    assert run.loaded == {"expected": 10, "erp": 12, "journal": 4, "support_credits": 3}
+    assert run.counts == {
+        "matched": 6, "matched_to_journal": 1, "missing_in_erp": 1, "posted_but_absent": 1,
+        "amount_mismatch": 1, "duplicate_in_erp": 1, "orphan_in_erp": 2,
+        "credit_without_ticket": 1, "ticket_credit_without_billing": 1,
+    }  # fmt: skip
+
+
+def test_totals_count_and_sum_each_class_per_currency(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    run = recon.run(RUN)
+    assert run is not None
+
+    def sums(cls: str) -> dict[str, tuple[int, Decimal]]:
+        return {c: (t.count, t.amount) for c, t in run.totals[cls].by_currency.items()}
+
+    assert sums("matched") == {"USD": (4, Decimal("170.50")), "EUR": (2, Decimal("95.00"))}
+    assert sums("missing_in_erp") == {"USD": (1, Decimal("30.00"))}
+    assert sums("posted_but_absent") == {"EUR": (1, Decimal("40.00"))}
+    assert sums("amount_mismatch") == {"USD": (1, Decimal("60.00"))}  # billing's amount
+    assert sums("duplicate_in_erp") == {"USD": (1, Decimal("10.00"))}
+    assert sums("orphan_in_erp") == {"USD": (1, Decimal("12.00")), "EUR": (1, Decimal("8.00"))}
+    assert sums("credit_without_ticket") == {"USD": (1, Decimal("15.00"))}
+    assert sums("ticket_credit_without_billing") == {"USD": (1, Decimal("25.00"))}
+    assert sums("matched_to_journal") == {"USD": (1, Decimal("20.00"))}
+
+
+def test_items_carry_both_sides_and_the_remedy(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    [mismatch] = all_items(recon, RUN, cls="amount_mismatch")
+    assert (mismatch.billing_amount, mismatch.erp_amount) == (Decimal("60"), Decimal("66"))
+    assert mismatch.erp_document_ids == ("7",)
+    assert mismatch.detail == "ERP document differs from billing in: amount"
+    assert mismatch.remedy.startswith("Finance exception")
+    [duplicate] = all_items(recon, RUN, cls="duplicate_in_erp")
+    assert duplicate.erp_document_ids == ("8", "12")
+    assert duplicate.erp_amount == Decimal("20")
+    [gone] = all_items(recon, RUN, cls="posted_but_absent")
+    assert gone.journal_amount == Decimal("40") and gone.erp_document_ids == ()
+    assert gone.detail is not None and "ERP document 90" in gone.detail
+    [missing] = all_items(recon, RUN, cls="missing_in_erp")
+    assert missing.billing_document_id == "in_miss" and missing.remedy.startswith("Auto-heal")
+    [ticket] = all_items(recon, RUN, cls="ticket_credit_without_billing")
+    assert (ticket.case_id, ticket.request_id, ticket.amount) == ("1002", "r1", Decimal("25"))
+
+
+def test_plain_sql_diff_agrees_with_classify(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    baseline = recon.plain_sql_diff(RUN)
+    assert baseline == recon.classify(RUN).counts
+    assert set(baseline) == set(CLASSES)
+
+
+def test_cancelled_or_differently_kinded_erp_documents_do_not_match(
+    recon: ReconciliationStore,
+) -> None:
+    recon.start_run(RUN, *PERIOD)
+    recon.add_expected(RUN, [expected("in_1", "10.00"), expected("in_2", "10.00", "EUR")])
+    recon.add_erp(
+        RUN,
+        [
+            erp("1", "in_1", "10.00", state="cancelled"),
+            erp("2", "in_2", "10.00", kind="credit_note"),
+        ],
+    )
+    recon.classify(RUN)
+    assert {i.reference: i.detail for i in all_items(recon, RUN)} == {
+        "in_1": "ERP document differs from billing in: state (cancelled)",
+        "in_2": "ERP document differs from billing in: kind (invoice vs credit_note), "
+        "currency (EUR vs USD)",
+    }
+    assert recon.plain_sql_diff(RUN)["amount_mismatch"] == 2
+
+
+def test_keyset_paging_returns_every_item_once(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    everything = [item.id for item in all_items(recon, RUN)]
+    paged: list[int] = []
+    after: int | None = None
+    while page := recon.items(RUN, after_id=after, limit=4):
+        paged += [item.id for item in page]
+        after = page[-1].id
+    assert paged == everything and len(set(paged)) == len(paged) == 15
+    matched = recon.items(RUN, cls="matched", limit=4)
+    rest = recon.items(RUN, cls="matched", after_id=matched[-1].id, limit=4)
+    assert len(matched) == 4 and len(rest) == 2
+    assert {i.classification for i in matched + rest} == {"matched"}
+
+
+def test_snapshot_takes_the_window_and_expected_references_and_replaces_itself(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)  # takes the snapshot: 4 entries
+    assert recon.snapshot_journal(RUN, *PERIOD, references_from_expected=False) == 3
+    assert recon.snapshot_journal(RUN, *PERIOD) == 4
+    later = (NOW + timedelta(days=2), NOW + timedelta(days=3))
+    assert recon.snapshot_journal(RUN, *later, references_from_expected=False) == 0
+    with pytest.raises(ValueError, match="timezone"):
+        recon.snapshot_journal(RUN, datetime(2026, 11, 1), datetime(2026, 12, 1))
+
+
+def test_a_page_loaded_twice_is_kept_once(recon: ReconciliationStore) -> None:
+    recon.start_run(RUN, *PERIOD)
+    page = [expected("in_1", "10.00"), expected("in_2", "20.00")]
+    assert recon.add_expected(RUN, page) == 2
+    recon.add_expected(RUN, page)  # the activity retried after the page was stored
+    recon.add_erp(RUN, [erp("1", "in_1", "10.00")])
+    recon.add_erp(RUN, [erp("1", "in_1", "10.00")])
+    assert recon.classify(RUN).counts["matched"] == 1
+    assert recon.run(RUN).loaded == {  # type: ignore[union-attr]
+        "expected": 2, "erp": 1, "journal": 0, "support_credits": 0
+    }  # fmt: skip
+
+
+def test_a_classified_run_keeps_its_report_and_refuses_more_rows(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    first = recon.classify(RUN)
+    with pytest.raises(RunStateError, match="classified"):
+        recon.add_expected(RUN, [expected("in_late", "1.00")])
+    assert recon.delete_staging(RUN) == 10 + 12 + 4 + 3
+    again = recon.classify(RUN)  # a retried activity: staging is gone, the report is not
+    assert again.counts == first.counts
+    assert len(all_items(recon, RUN)) == 15
+    assert recon.plain_sql_diff(RUN) == dict.fromkeys(CLASSES, 0)
+
+
+def test_unknown_runs_and_loading_runs_are_refused(recon: ReconciliationStore) -> None:
+    with pytest.raises(UnknownRunError):
+        recon.add_erp("recon/none", [erp("1", "in_1", "1.00")])
+    assert recon.run("recon/none") is None
+    recon.start_run(RUN, *PERIOD)
+    with pytest.raises(RunStateError, match="still needed"):
+        recon.delete_staging(RUN)
+    with pytest.raises(RunStateError, match="not classified"):
+        recon.begin_healing(RUN)
+
+
+def test_starting_a_run_again_returns_it_and_another_period_is_refused(
+    recon: ReconciliationStore,
+) -> None:
+    first = recon.start_run(RUN, *PERIOD)
+    assert recon.start_run(RUN, *PERIOD) == first
+    assert first.period_start == PERIOD[0] and first.period_start.tzinfo is not None
+    with pytest.raises(RunStateError, match="already covers"):
+        recon.start_run(RUN, PERIOD[0], PERIOD[1] + timedelta(days=1))
+
+
+def test_healing_works_through_missing_items_and_the_run_closes(
+    recon: ReconciliationStore,
+) -> None:
+    recon.start_run(RUN, *PERIOD)
+    recon.add_expected(RUN, [expected(f"in_{n}", "10.00") for n in range(5)])
+    recon.classify(RUN)
+    recon.begin_healing(RUN)
+    first, second, *rest = recon.healable(RUN, limit=10)
+    assert len(rest) == 3 and {i.classification for i in rest} == {"missing_in_erp"}
+    recon.mark_outcome(first.id, "healed", "subscription/sub_1")
+    recon.mark_outcome(second.id, "exception_opened", "exception/recon/2026-11-26/1")
+    assert [i.id for i in recon.healable(RUN, limit=10)] == [i.id for i in rest]
+    [marked] = recon.items(RUN, limit=1)
+    assert (marked.outcome, marked.outcome_ref) == ("healed", "subscription/sub_1")
+    assert marked.outcome_at is not None
+    with pytest.raises(LookupError):
+        recon.mark_outcome(10**9, "healed", None)
+    recon.finish_run(RUN, "done", healed=1, exceptions=1)
+    run = recon.run(RUN)
+    assert run is not None and run.status == "done" and run.finished_at is not None
+    assert (run.healed_count, run.exception_count) == (1, 1)
+
+
+def test_latest_runs_come_newest_first(recon: ReconciliationStore) -> None:
+    for n in range(3):
+        recon.start_run(f"recon/2026-11-2{n}/r1", *PERIOD)
+    assert [r.run_id for r in recon.latest_runs(2)] == [
+        "recon/2026-11-22/r1",
+        "recon/2026-11-21/r1",
+    ]
+
+
+def test_rows_refuse_floats_unknown_kinds_lower_case_currencies_and_non_positive_amounts() -> None:
+    with pytest.raises(TypeError, match="Decimal"):
+        ExpectedPosting("in_1", "invoice", "cus_1", "USD", 1.5, "in_1", "invoice")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kind"):
+        erp("1", "in_1", "1.00", kind="receipt")
+    with pytest.raises(ValueError, match="positive"):
+        expected("in_1", "0.00")
+    with pytest.raises(ValueError, match="currency 'usd'"):
+        expected("in_1", "1.00", "usd")
+
+
+def test_twenty_thousand_rows_load_and_classify_in_agreement_with_the_baseline(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    """A random mix at volume; each reference's fate is drawn, so the counts are known."""
+    rng = random.Random(20261126)
+    weights = {
+        "matched": 88, "missing_in_erp": 3, "amount_mismatch": 3, "duplicate_in_erp": 2,
+        "orphan_in_erp": 2, "posted_but_absent": 1, "matched_to_journal": 1,
+    }  # fmt: skip
+    expected_rows: list[ExpectedPosting] = []
+    erp_rows: list[ErpDocument] = []
+    postings: list[dict[str, object]] = []
+    drawn: Counter[str] = Counter()
+    for n in count():
+        if len(expected_rows) + len(erp_rows) >= 20_000:
+            break
+        [fate] = rng.choices(list(weights), weights=list(weights.values()))
+        drawn[fate] += 1
+        reference, amount = f"in_{n}", f"{rng.randint(1, 99_999)}.{rng.randint(0, 99):02d}"
+        currency = rng.choice(["USD", "EUR"])
+        if fate not in ("orphan_in_erp", "matched_to_journal"):
+            expected_rows.append(expected(reference, amount, currency))
+        if fate in ("matched", "orphan_in_erp", "duplicate_in_erp", "matched_to_journal"):
+            erp_rows.append(erp(str(n), reference, amount, currency))
+        if fate == "duplicate_in_erp":
+            erp_rows.append(erp(f"d{n}", reference, amount, currency))
+        if fate == "amount_mismatch":
+            erp_rows.append(erp(str(n), reference, str(Decimal(amount) + 1), currency))
+        if fate in ("posted_but_absent", "matched_to_journal"):
+            postings.append({
+                "source_system": "billing", "source_document_id": reference,
+                "document_type": "invoice", "customer_id": "cus_1", "erp_document_id": str(n),
+                "amount": Decimal(amount), "currency": currency, "workflow_id": "wf",
+                "posted_at": NOW,
+            })  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(insert(Posting), postings)
+    recon.start_run(RUN, *PERIOD)
+    recon.add_expected(RUN, iter(expected_rows))
+    recon.add_erp(RUN, iter(erp_rows))
+    recon.snapshot_journal(RUN, *PERIOD)
+    run = recon.classify(RUN)
+
+    assert {cls: n for cls, n in run.counts.items() if n} == dict(drawn)
+    assert recon.plain_sql_diff(RUN) == run.counts
+    unmatched = ("missing_in_erp", "amount_mismatch", "duplicate_in_erp", "posted_but_absent")
+    matched_usd = sum(
+        (row.amount for row in expected_rows if row.currency == "USD"), Decimal(0)
+    ) - sum(
+        (item.amount for item in all_items(recon, RUN)
+         if item.currency == "USD" and item.classification in unmatched),
+        Decimal(0),
+    )  # fmt: skip
+    assert run.totals["matched"].by_currency["USD"].amount == matched_usd
