@@ -15,6 +15,9 @@ from adapters.store import IntegrationStore
 from canonical import Money, Subscription
 from canonical.support import SupportCase
 
+CASE_ID = "case_id"  # billing metadata naming the support case a credit came from
+REVERSES = "reverses"  # billing metadata of a reversal: the adjustment it takes back
+
 
 class FetchCaseInput(BaseModel):
     case_id: str
@@ -36,6 +39,7 @@ class ApplyCreditInput(BaseModel):
     description: str
     invoice_id: str | None = None  # credit note on this invoice; none: balance credit
     idempotency_key: str
+    case_id: str | None = None  # kept on the billing credit, so reconciliation finds the ticket
 
 
 class AppliedCredit(BaseModel):
@@ -94,17 +98,19 @@ class BillingCreditActivities:
 
     @activity.defn(name="apply_billing_credit")
     async def apply_billing_credit(self, request: ApplyCreditInput) -> AppliedCredit:
+        metadata = {CASE_ID: request.case_id} if request.case_id else None
         with adapter_errors_as_application_errors():
             if request.invoice_id:
                 await self._creditable(request.invoice_id, request.customer_id)
                 note = await self._billing.create_credit_note(
                     request.invoice_id, request.amount, request.description, "order_change",
-                    request.idempotency_key,
+                    request.idempotency_key, metadata=metadata,
                 )  # fmt: skip
                 return AppliedCredit(document_id=note.document_id, kind="credit_note")
             credit = await self._billing.create_balance_credit(
-                request.customer_id, request.amount, request.description, request.idempotency_key
-            )
+                request.customer_id, request.amount, request.description, request.idempotency_key,
+                metadata=metadata,
+            )  # fmt: skip
             return AppliedCredit(document_id=credit.transaction_id, kind="balance_credit")
 
     async def _creditable(self, invoice_id: str, customer_id: str) -> None:
@@ -140,6 +146,7 @@ class BillingCreditActivities:
                 await self._billing.reverse_balance_credit(
                     request.customer_id, request.amount,
                     f"reversal of {request.applied.document_id}", request.idempotency_key,
+                    metadata={REVERSES: request.applied.document_id},
                 )  # fmt: skip
 
 

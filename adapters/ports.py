@@ -21,6 +21,12 @@ from canonical import (
     PostedDocument,
     Subscription,
 )
+from canonical.reconciliation import (
+    BalanceCreditPage,
+    BillingDocumentPage,
+    LedgerDocumentPage,
+    TicketCreditPage,
+)
 from canonical.support import SupportCase
 
 
@@ -48,15 +54,27 @@ class BillingSystem(Protocol):
         ...
 
     async def create_balance_credit(
-        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+        self,
+        customer_id: str,
+        amount: Money,
+        description: str,
+        idempotency_key: str,
+        *,
+        metadata: dict[str, str] | None = None,
     ) -> BalanceTransaction:
-        """Credit the customer's next invoice by `amount`."""
+        """Credit the customer's next invoice by `amount`; `metadata` is stored with it."""
         ...
 
     async def reverse_balance_credit(
-        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+        self,
+        customer_id: str,
+        amount: Money,
+        description: str,
+        idempotency_key: str,
+        *,
+        metadata: dict[str, str] | None = None,
     ) -> BalanceTransaction:
-        """Take a balance credit back (compensation)."""
+        """Take a balance credit back (compensation); `metadata` is stored with it."""
         ...
 
     async def create_credit_note(
@@ -66,8 +84,11 @@ class BillingSystem(Protocol):
         description: str,
         reason: Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"] | None,
         idempotency_key: str,
+        *,
+        metadata: dict[str, str] | None = None,
     ) -> BillingDocument:
-        """A credit note against an open or paid invoice; RejectedError when billing refuses."""
+        """A credit note against an open or paid invoice; RejectedError when billing refuses.
+        `metadata` is stored on it in billing."""
         ...
 
     async def void_credit_note(
@@ -76,6 +97,29 @@ class BillingSystem(Protocol):
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
         """One raw billing event, as billing recorded it."""
+        ...
+
+    async def invoice_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingDocumentPage:
+        """One page of the invoices created in [from, until), oldest first (reconciliation)."""
+        ...
+
+    async def credit_note_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingDocumentPage:
+        """One page of the credit notes created in [from, until), oldest first."""
+        ...
+
+    async def balance_credit_page(
+        self,
+        customer_id: str,
+        created_from: datetime,
+        created_until: datetime,
+        cursor: str | None,
+        limit: int,
+    ) -> BalanceCreditPage:
+        """One page of a customer's balance adjustments created in [from, until)."""
         ...
 
     def list_events(
@@ -116,6 +160,12 @@ class SupportDesk(Protocol):
         """Add tags to the case, keeping the ones it has."""
         ...
 
+    async def credit_ticket_page(
+        self, updated_from: datetime, updated_until: datetime, cursor: str | None, limit: int
+    ) -> TicketCreditPage:
+        """One page of the tickets tagged `credit_applied` updated in [from, until)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -141,6 +191,13 @@ class Ledger(Protocol):
 
     async def is_period_open(self, on: date) -> bool:
         """Whether the ERP accepts postings dated `on`."""
+        ...
+
+    async def document_page(
+        self, date_from: date, date_to: date, cursor: str | None, limit: int
+    ) -> LedgerDocumentPage:
+        """One page of the customer invoices and credit notes dated in [from, to], in every
+        state (drafts too: a stray draft may be a duplicate), in a stable order."""
         ...
 
     async def aclose(self) -> None: ...

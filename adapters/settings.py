@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LEDGERBRIDGE_"
@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     erp_password: SecretStr = SecretStr(LOCAL_ERP_PASSWORD)
     # Currencies the ledger books in; documents in any other go to finance, never posted
     ledger_currencies: list[str] = ["USD"]
+
+    # Reconciliation: the nightly schedule (the previous UTC day, at this local hour)
+    recon_hour: int = Field(default=2, ge=0, le=23)
+    recon_timezone: str = "UTC"
+    recon_heal_limit: int = Field(default=50, ge=0)
+    recon_exception_limit: int = Field(default=20, ge=0)
 
     # API and webhooks
     api_host: str = "127.0.0.1"

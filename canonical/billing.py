@@ -60,6 +60,9 @@ class BillingDocument(BaseModel):
     created_at: AwareDatetime
     finalized_at: AwareDatetime | None = None
     voided_at: AwareDatetime | None = None
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="e.g. case_id on a credit note a support case asked"
+    )
 
     @property
     def was_finalized(self) -> bool:
@@ -81,6 +84,12 @@ class BalanceTransaction(BaseModel):
     invoice_id: str | None = None
     credit_note_id: str | None = None
     created_at: AwareDatetime
+    kind: str | None = Field(
+        default=None, description="billing's type: adjustment, applied_to_invoice, credit_note…"
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="case_id of a support credit; `reverses` on a reversal"
+    )
 
 
 class SubscriptionItem(BaseModel):

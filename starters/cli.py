@@ -15,6 +15,8 @@ from typing import Any
 from adapters.settings import Settings
 from starters.console import ApiCallFailed, call_api, echo, fail, table
 from starters.inbox import add_parsers, cmd_credits, cmd_finance
+from starters.recon_commands import add_parsers as add_recon_parsers
+from starters.recon_commands import cmd_recon
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schemas", help="export the canonical JSON Schemas")
     sub.add_parser("migrate", help="bring the integration store schema up to date")
     add_parsers(sub)
+    add_recon_parsers(sub)
     replay = sub.add_parser(
         "replay", help="feed past billing events through the webhook path (backfill, outages)"
     )
@@ -250,6 +253,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "finance": cmd_finance,
     "credits": cmd_credits,
+    "recon": cmd_recon,
     "replay": cmd_replay,
     "erp": cmd_erp,
 }

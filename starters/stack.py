@@ -311,6 +311,23 @@ class LocalStack:
         env = self.child_env()
         for component in self.components:
             self._start(component, env)
+        self._apply_recon_schedule()
+
+    def _apply_recon_schedule(self) -> None:
+        """The nightly reconciliation exists in the local Temporal after every `up`."""
+        from starters.reconciliation import apply_schedule
+
+        async def apply() -> str:
+            client = await connect_temporal(
+                self.settings.temporal_address, self.settings.temporal_namespace
+            )
+            return await apply_schedule(client, self.settings)
+
+        outcome = asyncio.run(apply())
+        self.echo(
+            f"schedule: nightly reconciliation {outcome} ({self.settings.recon_hour:02d}:00 "
+            f"{self.settings.recon_timezone})"
+        )
 
     def prepare_erp(self, listen_host: str = "127.0.0.1") -> None:
         s = self.settings

@@ -29,6 +29,7 @@ from activities.credits import (
     CreditJournalActivities,
     SupportCaseActivities,
 )
+from activities.reconciliation import ReconciliationActivities
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.settings import Settings
@@ -37,6 +38,7 @@ from workflows.account_sync import AccountSyncWorkflow
 from workflows.activity_options import task_queue
 from workflows.case_to_credit import CaseToCreditWorkflow
 from workflows.finance_exception import FinanceExceptionWorkflow
+from workflows.reconciliation import ReconciliationWorkflow
 from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
 WORKFLOWS = [
@@ -44,6 +46,7 @@ WORKFLOWS = [
     SubscriptionLedgerWorkflow,
     CaseToCreditWorkflow,
     FinanceExceptionWorkflow,
+    ReconciliationWorkflow,
 ]
 
 log = get_logger("ledgerbridge.worker")
@@ -69,6 +72,9 @@ def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]
     erp_posting = ErpPostingActivities(adapters.ledger)
     billing_credits = BillingCreditActivities(adapters.billing)
     support_cases = SupportCaseActivities(adapters.support)
+    recon = ReconciliationActivities(
+        adapters.store, adapters.billing, adapters.ledger, adapters.support
+    )
     return {
         "": [
             StoreAccountActivities(adapters.store).record_account_links,
@@ -77,6 +83,12 @@ def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]
             journal.record_journal_entry,
             journal.account_links,
             CreditJournalActivities(adapters.store).credited_recently,
+            recon.start_run,
+            recon.snapshot_journal,
+            recon.classify,
+            recon.findings,
+            recon.mark_outcome,
+            recon.finish_run,
         ],
         "billing": [
             BillingAccountActivities(adapters.billing).fetch_billing_customer,
@@ -86,15 +98,19 @@ def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]
             billing_credits.fetch_active_subscription,
             billing_credits.apply_billing_credit,
             billing_credits.reverse_billing_credit,
+            recon.load_billing_page,
+            recon.heal_missing_posting,
         ],
         "support": [
             SupportAccountActivities(adapters.support).ensure_support_organization,
             support_cases.fetch_support_case,
             support_cases.write_case_outcome,
+            recon.load_ticket_page,
         ],
         "erp": [
             ErpAccountActivities(adapters.ledger).ensure_erp_party,
             erp_posting.post_ledger_document,
+            recon.load_erp_page,
         ],
     }
 

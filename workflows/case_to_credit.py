@@ -269,6 +269,7 @@ class CaseToCreditWorkflow:
                     description=f"Support credit, case {credit.case_id}: {credit.reason}",
                     invoice_id=invoice_id,
                     idempotency_key=f"{workflow.info().workflow_id}/apply_billing_credit{suffix}",
+                    case_id=credit.case_id,
                 ),
                 AppliedCredit,
                 "billing",

@@ -8,7 +8,9 @@ integer minor units and nowhere else: `Money.from_minor` in, `Money.to_minor` ou
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -39,6 +41,7 @@ from canonical import (
     SubscriptionItem,
     currency_exponent,
 )
+from canonical.reconciliation import BalanceCreditPage, BillingDocumentPage
 
 if TYPE_CHECKING:
     from adapters.ports import BillingSystem
@@ -348,7 +351,16 @@ def balance_transaction_from_stripe(data: Mapping[str, Any]) -> BalanceTransacti
         invoice_id=_id_of(data.get("invoice")),
         credit_note_id=_id_of(data.get("credit_note")),
         created_at=datetime.fromtimestamp(int(data["created"]), UTC),
+        kind=data.get("type"),
+        metadata=_metadata(data.get("metadata")),
     )
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    """Stripe metadata as text keys and values (Stripe stores strings; None is no metadata)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(key): str(item) for key, item in value.items()}
 
 
 class StripeBilling:
@@ -758,11 +770,13 @@ class StripeBilling:
         *,
         invoice_line_id: str | None = None,
         memo: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> BillingDocument:
         """Credit `amount` on a finalized invoice: against one of its lines when
         `invoice_line_id` is given, else as a custom line. On an open invoice it reduces
         what is due; on a paid one billing credits the customer balance. Billing refuses
-        (RejectedError) drafts, void invoices and more than is left to credit."""
+        (RejectedError) drafts, void invoices and more than is left to credit. `metadata`
+        is stored on the credit note in billing (BillingDocument does not carry it)."""
         if amount.amount <= 0:
             raise ValueError("a credit note credits a positive amount")
         line: dict[str, Any]
@@ -788,7 +802,13 @@ class StripeBilling:
                 f"invoice {invoice_id} is in {str(invoice.get('currency')).upper()}, "
                 f"the credit in {amount.currency}"
             )
-        params = {"invoice": invoice_id, "lines": [line], "reason": reason, "memo": memo}
+        params = {
+            "invoice": invoice_id,
+            "lines": [line],
+            "reason": reason,
+            "memo": memo,
+            "metadata": dict(metadata) if metadata else None,
+        }
         data = await self._request(
             "POST",
             "/v1/credit_notes",
@@ -828,26 +848,39 @@ class StripeBilling:
     # customer balance --------------------------------------------------------------------
 
     async def create_balance_credit(
-        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+        self,
+        customer_id: str,
+        amount: Money,
+        description: str,
+        idempotency_key: str,
+        *,
+        metadata: dict[str, str] | None = None,
     ) -> BalanceTransaction:
         """Credit the customer's balance by `amount` (positive): billing applies it to the
-        next finalized invoice. Stripe records it as a negative balance transaction."""
+        next finalized invoice. Stripe records it as a negative balance transaction;
+        `metadata` (e.g. the support case) is stored on it."""
         if amount.amount <= 0:
             raise ValueError("a balance credit is a positive amount")
         return await self._balance_transaction(
             customer_id, -amount.to_minor(), amount.currency, description, idempotency_key,
-            "create_balance_credit",
+            "create_balance_credit", metadata,
         )  # fmt: skip
 
     async def reverse_balance_credit(
-        self, customer_id: str, amount: Money, description: str, idempotency_key: str
+        self,
+        customer_id: str,
+        amount: Money,
+        description: str,
+        idempotency_key: str,
+        *,
+        metadata: dict[str, str] | None = None,
     ) -> BalanceTransaction:
         """Take back a balance credit (compensation): a positive balance transaction."""
         if amount.amount <= 0:
             raise ValueError("the credit to reverse is a positive amount")
         return await self._balance_transaction(
             customer_id, amount.to_minor(), amount.currency, description, idempotency_key,
-            "reverse_balance_credit",
+            "reverse_balance_credit", metadata,
         )  # fmt: skip
 
     async def _balance_transaction(
@@ -858,8 +891,15 @@ class StripeBilling:
         description: str,
         idempotency_key: str,
         operation: str,
+        metadata: Mapping[str, str] | None,
     ) -> BalanceTransaction:
-        params = {"amount": minor, "currency": currency.lower(), "description": description}
+        params = {
+            "amount": minor,
+            "currency": currency.lower(),
+            "description": description,
+            # Sent as metadata[key]=value; an empty mapping sends nothing (not "unset all").
+            "metadata": dict(metadata) if metadata else None,
+        }
         data = await self._request(
             "POST",
             f"/v1/customers/{_segment(customer_id)}/balance_transactions",
@@ -892,6 +932,83 @@ class StripeBilling:
             return None
         return Money.from_minor(int(data.get("balance") or 0), str(data["currency"]))
 
+    # reconciliation pages ----------------------------------------------------------------
+    #
+    # One page of a period at a time, oldest first, with a cursor that stays valid while
+    # billing keeps writing. Stripe lists newest first; `ending_before=<id>` answers the
+    # documents just newer than <id>, so walking towards newer documents from the newest
+    # one before the period, with the period as a `created` filter, reads each document
+    # once: the cursor is the id of the newest document given so far, a document created
+    # while paging lands after it (read on a later page when still inside the period) and
+    # nothing already given moves. See `_oldest_first_page`.
+
+    async def invoice_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingDocumentPage:
+        """Up to `limit` (at most 100) invoices created in [from, until), oldest first, in
+        every status (drafts too), with all their lines. `cursor` is None for the first page,
+        then the `next_cursor` of the page before; `next_cursor` is None on the last page.
+        Pass the same period with a cursor. A draft invoice deleted in billing after it was
+        given as the last of a page leaves its cursor unknown (NotFoundError): read the
+        period again."""
+        operation = "invoice_page"
+        items, next_cursor = await self._oldest_first_page(
+            "/v1/invoices", created_from, created_until, cursor, limit, operation
+        )
+        documents = [await self._invoice(item, operation) for item in items]
+        return BillingDocumentPage(documents=documents, next_cursor=next_cursor)
+
+    async def credit_note_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingDocumentPage:
+        """Up to `limit` (at most 100) credit notes created in [from, until), oldest first,
+        issued and void, with all their lines; cursor as in `invoice_page`."""
+        operation = "credit_note_page"
+        items, next_cursor = await self._oldest_first_page(
+            "/v1/credit_notes",
+            created_from,
+            created_until,
+            cursor,
+            limit,
+            operation,
+            # The credited invoice names the subscription: one list call, not one per note.
+            expand=["data.invoice"],
+        )
+        documents = []
+        for item in items:
+            invoice = item.get("invoice")
+            documents.append(
+                await self._credit_note(
+                    item, operation, invoice=invoice if isinstance(invoice, Mapping) else None
+                )
+            )
+        return BillingDocumentPage(documents=documents, next_cursor=next_cursor)
+
+    async def balance_credit_page(
+        self,
+        customer_id: str,
+        created_from: datetime,
+        created_until: datetime,
+        cursor: str | None,
+        limit: int,
+    ) -> BalanceCreditPage:
+        """Up to `limit` (at most 100) of the customer's balance transactions created in
+        [from, until), oldest first, of every type (`kind`: adjustment, applied_to_invoice,
+        credit_note...) with their metadata; cursor as in `invoice_page`."""
+        operation = "balance_credit_page"
+        items, next_cursor = await self._oldest_first_page(
+            f"/v1/customers/{_segment(customer_id)}/balance_transactions",
+            created_from,
+            created_until,
+            cursor,
+            limit,
+            operation,
+        )
+        transactions = [
+            self._mapped(balance_transaction_from_stripe, item, operation) for item in items
+        ]
+        return BalanceCreditPage(transactions=transactions, next_cursor=next_cursor)
+
     # events ------------------------------------------------------------------------------
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
@@ -922,7 +1039,7 @@ class StripeBilling:
             "/v1/events",
             {
                 "limit": 1,
-                "created": {"lt": _unix(created_from)},
+                "created": {"lt": _whole_second(created_from)},
                 "types": filters["types"],
             },
             operation="list_events",
@@ -968,6 +1085,65 @@ class StripeBilling:
             if not page.get("has_more") or not items:
                 return
             params["starting_after"] = items[-1]["id"]
+
+    async def _oldest_first_page(
+        self,
+        path: str,
+        created_from: datetime,
+        created_until: datetime,
+        cursor: str | None,
+        limit: int,
+        operation: str,
+        *,
+        expand: list[str] | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a Stripe list restricted to created in [from, until), oldest first,
+        and the cursor of the next page (None when this is the last).
+
+        The cursor is the id of the newest item given so far; the next page is
+        `ending_before=<cursor>` (the items just newer than it, which Stripe answers newest
+        first: reversed here) with `has_more` telling whether newer ones remain. The first
+        page starts from the newest item created before the period. When there is none (the
+        period reaches back to the first item ever), the period is read newest first once,
+        keeping only the oldest `limit` items in memory.
+        """
+        if limit < 1:
+            raise ValueError("a page holds at least one item")
+        size = min(limit, 100)  # Stripe's largest page
+        filters: dict[str, Any] = {
+            "created": _created_range(created_from, created_until),
+            "expand": expand,
+        }
+        if cursor is None:
+            anchor_page = await self._request(
+                "GET",
+                path,
+                {"created": {"lt": _whole_second(created_from)}, "limit": 1},
+                operation=operation,
+            )
+            anchor = anchor_page.get("data") or []
+            if not anchor:
+                return await self._oldest_by_reading_back(path, filters, size, operation)
+            cursor = str(anchor[0]["id"])
+        page = await self._request(
+            "GET", path, {**filters, "limit": size, "ending_before": cursor}, operation=operation
+        )
+        items = list(reversed(page.get("data") or []))
+        if not items or not page.get("has_more"):
+            return items, None
+        return items, str(items[-1]["id"])
+
+    async def _oldest_by_reading_back(
+        self, path: str, filters: dict[str, Any], size: int, operation: str
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The oldest `size` items matching `filters` (no item precedes them to start from)."""
+        oldest: deque[dict[str, Any]] = deque(maxlen=size)
+        seen = 0
+        async for item in self._pages(path, {**filters, "limit": 100}, operation):
+            oldest.append(item)  # newest first: what stays at the end is the oldest
+            seen += 1
+        items = list(reversed(oldest))
+        return items, str(items[-1]["id"]) if seen > size else None
 
     async def _all_lines(self, data: Mapping[str, Any], path: str, operation: str) -> list[Any]:
         """All of a document's lines: the embedded first page, then the rest by cursor."""
@@ -1144,13 +1320,21 @@ def _unix(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def _whole_second(moment: datetime) -> int:
+    """The first whole second at or after `moment`: Stripe's `created` is whole seconds, so
+    created >= moment is created >= this, and created < moment is created < this."""
+    if moment.tzinfo is None:
+        raise ValueError("datetimes sent to billing must be timezone-aware")
+    return math.ceil(moment.timestamp())
+
+
 def _created_range(start: datetime | None, end: datetime | None) -> dict[str, int] | None:
     """Stripe's `created[gte]` / `created[lt]` filter (start inclusive, end exclusive)."""
     bounds = {}
     if start is not None:
-        bounds["gte"] = _unix(start)
+        bounds["gte"] = _whole_second(start)
     if end is not None:
-        bounds["lt"] = _unix(end)
+        bounds["lt"] = _whole_second(end)
     return bounds or None
 
 

@@ -63,6 +63,7 @@ from canonical import (
     PostalAddress,
     PostedDocument,
 )
+from canonical.reconciliation import LedgerDocument, LedgerDocumentPage
 
 SYSTEM = "erp"
 OPEN_PERIOD_TRUSTED_SECONDS = 60.0
@@ -539,6 +540,46 @@ class TrytonLedger:
             self._open_periods[on] = time.monotonic() + OPEN_PERIOD_TRUSTED_SECONDS
         return is_open
 
+    async def document_page(
+        self, date_from: dt.date, date_to: dt.date, cursor: str | None, limit: int
+    ) -> LedgerDocumentPage:
+        """One page of the customer invoices and credit notes of [date_from, date_to], by id.
+
+        Every state counts (draft, validated, posted, paid, cancelled): a stray draft may be a
+        duplicate. A document is in the range by its `invoice_date`; one without (a draft
+        never posted) is in it by the UTC day of its `create_date`, and reads with
+        `document_date` None. `cursor` is the last id seen; ids only grow, so documents
+        created while paging land on a later page, never shift an earlier one. One RPC call.
+        """
+        operation = "document_page"
+        if limit < 1:
+            raise ValidationError(
+                f"page limit must be at least 1, not {limit}", system=SYSTEM, operation=operation
+            )
+        if date_from > date_to:
+            raise ValidationError(
+                f"date range {date_from}..{date_to} is empty", system=SYSTEM, operation=operation
+            )
+        after_id = _cursor_id(cursor, operation)
+        rows = await self.call(
+            "model.account.invoice.search_read",
+            [
+                ("type", "=", "out"),
+                ("company", "=", await self._company_id()),
+                ("id", ">", after_id),
+                _document_date_domain(date_from, date_to),
+            ],
+            0,
+            limit,
+            [("id", "ASC")],
+            # `party.code` rides along in the same call: no second read for the customers.
+            INVOICE_FIELDS,
+        )
+        documents = [_ledger_document(row, operation) for row in rows]
+        # A short page is the last; a full one may be too, and the next page then says so.
+        next_cursor = documents[-1].erp_document_id if len(documents) == limit else None
+        return LedgerDocumentPage(documents=documents, next_cursor=next_cursor)
+
     async def _invoice_rows(self, reference: str) -> list[dict[str, Any]]:
         rows = await self.call(
             "model.account.invoice.search_read",
@@ -990,30 +1031,76 @@ def _posted_document(
     kind: Literal["invoice", "credit_note"] | None,
     created_now: bool,
 ) -> PostedDocument:
+    return PostedDocument(
+        reference=str(row["reference"]),
+        kind=kind or _document_kind(row),
+        erp_document_id=str(row["id"]),
+        erp_number=row.get("number") or None,
+        total=_document_total(row, "read_document"),
+        state=str(row["state"]),
+        created_now=created_now,
+    )
+
+
+def _document_kind(row: Mapping[str, Any]) -> Literal["invoice", "credit_note"]:
+    # Tryton's own classification once numbered; before that, the sign says it.
+    cached = row.get("sequence_type_cache")
     total = row["total_amount"]
-    if kind is None:
-        # Tryton's own classification once numbered; before that, the sign says it.
-        cached = row.get("sequence_type_cache")
-        kind = "credit_note" if cached == "credit_note" or (not cached and total < 0) else "invoice"
+    return "credit_note" if cached == "credit_note" or (not cached and total < 0) else "invoice"
+
+
+def _document_total(row: Mapping[str, Any], operation: str) -> Money:
+    """The document's total, positive for both kinds (a credit note is negative in Tryton)."""
     currency = (row.get("currency.") or {}).get("code")
     try:
-        money = Money(amount=abs(total), currency=str(currency))
+        return Money(amount=abs(row["total_amount"]), currency=str(currency))
     except (CurrencyError, ValueError) as err:
         raise RejectedError(
             f"ERP document {row['id']} is in a currency ledgerbridge does not know: {currency}",
             system=SYSTEM,
-            operation="read_document",
+            operation=operation,
             remote_answer=_jsonable(row),
         ) from err
-    return PostedDocument(
-        reference=str(row["reference"]),
-        kind=kind,
+
+
+def _ledger_document(row: Mapping[str, Any], operation: str) -> LedgerDocument:
+    return LedgerDocument(
         erp_document_id=str(row["id"]),
-        erp_number=row.get("number") or None,
-        total=money,
+        reference=row.get("reference") or None,
+        kind=_document_kind(row),
+        number=row.get("number") or None,
+        total=_document_total(row, operation),
         state=str(row["state"]),
-        created_now=created_now,
+        customer_id=(row.get("party.") or {}).get("code") or None,
+        document_date=row.get("invoice_date"),
     )
+
+
+def _cursor_id(cursor: str | None, operation: str) -> int:
+    """The last id a previous page returned (0 before the first page)."""
+    if cursor is None:
+        return 0
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValidationError(
+            f"not an ERP document page cursor: {cursor!r}", system=SYSTEM, operation=operation
+        ) from None
+
+
+def _document_date_domain(date_from: dt.date, date_to: dt.date) -> list[Any]:
+    """Dated by `invoice_date`; an undated draft by the UTC day it was created."""
+    created_from = dt.datetime.combine(date_from, dt.time(), tzinfo=dt.UTC)
+    created_until = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return [
+        "OR",
+        [("invoice_date", ">=", date_from), ("invoice_date", "<=", date_to)],
+        [
+            ("invoice_date", "=", None),
+            ("create_date", ">=", created_from),
+            ("create_date", "<", created_until),
+        ],
+    ]
 
 
 def _jsonable(value: Any) -> Any:

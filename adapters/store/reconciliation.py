@@ -912,8 +912,15 @@ def _credit_without_ticket(run_id: str) -> Insert:
 def _ticket_credit_without_billing(run_id: str) -> Insert:
     """Credits support requested that billing does not hold."""
     s = ReconSupportCredit
+    e = ReconExpected
+    # Billing holds it when the document the ticket names is listed, or a billing credit
+    # carries the ticket's case id (support credits are tagged with their case in billing).
     in_billing = exists().where(
-        ReconExpected.run_id == run_id, ReconExpected.billing_document_id == s.billing_document_id
+        e.run_id == run_id,
+        or_(
+            e.billing_document_id == s.billing_document_id,
+            and_(e.is_credit.is_(True), e.case_id == s.case_id),
+        ),
     )
     names, query = _item_columns(
         run_id,
@@ -926,14 +933,12 @@ def _ticket_credit_without_billing(run_id: str) -> Insert:
         case_id=s.case_id,
         request_id=s.request_id,
         detail=case(
-            (s.billing_document_id.is_(None), "The ticket's credit names no billing document"),
+            (s.billing_document_id.is_(None), "No billing credit carries the ticket's case"),
             else_="Billing does not list the document the ticket names",
         ),
         remedy=REMEDIES[TICKET_CREDIT_WITHOUT_BILLING],
     )
-    return _insert_items(
-        names, query.where(s.run_id == run_id, or_(s.billing_document_id.is_(None), ~in_billing))
-    )
+    return _insert_items(names, query.where(s.run_id == run_id, ~in_billing))
 
 
 # The benchmark's baseline and classify's cross-check: one plain COUNT per class over the
@@ -1027,10 +1032,10 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
     TICKET_CREDIT_WITHOUT_BILLING: """
         SELECT count(*) FROM recon_support_credits s
         WHERE s.run_id = :run_id
-          AND (s.billing_document_id IS NULL
-               OR NOT EXISTS (SELECT 1 FROM recon_expected e
-                              WHERE e.run_id = s.run_id
-                                AND e.billing_document_id = s.billing_document_id))
+          AND NOT EXISTS (SELECT 1 FROM recon_expected e
+                          WHERE e.run_id = s.run_id
+                            AND (e.billing_document_id = s.billing_document_id
+                                 OR (e.is_credit AND e.case_id = s.case_id)))
     """,
 }
 

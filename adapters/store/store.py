@@ -100,6 +100,14 @@ class IntegrationStore:
                 for row in rows
             ]
 
+    def customer_ids_page(self, after: str | None, limit: int) -> list[str]:
+        """Customers known to ledgerbridge (synced at least once), in id order."""
+        with self.session() as session:
+            query = select(AccountLink.customer_id).distinct().order_by(AccountLink.customer_id)
+            if after is not None:
+                query = query.where(AccountLink.customer_id > after)
+            return list(session.scalars(query.limit(limit)))
+
     # --- audit trail ------------------------------------------------------------------
 
     def append_audit(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -27,6 +28,7 @@ from adapters.errors import (
 )
 from canonical import AccountRecord, Customer
 from canonical.money import CurrencyError, Money, currency_exponent
+from canonical.reconciliation import TicketCredit, TicketCreditPage
 from canonical.support import CreditAsk, SupportCase
 
 SYSTEM = "support"
@@ -38,6 +40,22 @@ INCIDENT_REFERENCE = "Incident reference"
 CREDIT_FIELD_TITLES = (CREDIT_AMOUNT, CREDIT_CURRENCY, CREDIT_REASON, INCIDENT_REFERENCE)
 # An organization's external id rarely changes; a minute of staleness saves a GET per case.
 ORGANIZATION_CACHE_SECONDS = 60.0
+# The tag the case-to-credit process puts on a ticket once the credit is given.
+CREDIT_APPLIED_TAG = "credit_applied"
+# Export Search Results answers at most this many results a page.
+MAX_EXPORT_PAGE_SIZE = 1000
+
+
+def _search_second(moment: datetime) -> int:
+    """The first whole second at or after `moment`: Zendesk times are whole seconds, so
+    updated >= moment is updated >= this, and updated < moment is updated < this."""
+    if moment.tzinfo is None:
+        raise ValueError("datetimes sent to support must be timezone-aware")
+    return math.ceil(moment.timestamp())
+
+
+def _search_time(unix: int) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _record(org: dict[str, Any]) -> AccountRecord:
@@ -69,6 +87,41 @@ def _credit_amount(value: Any, currency: str) -> Money:
     if amount != amount.quantize(Decimal(1).scaleb(-currency_exponent(currency))):
         raise ValueError(f"{CREDIT_AMOUNT!r} {value!r} has more decimals than {currency} allows")
     return Money(amount=amount, currency=currency)
+
+
+class _InvalidCreditField(ValueError):
+    def __init__(self, title: str, problem: str) -> None:
+        super().__init__(f"{title!r}: {problem}")
+        self.title = title
+        self.problem = problem
+
+
+def _field_value(values: dict[str, Any], fields: dict[str, list[str]], title: str) -> Any:
+    """The value of the credit field titled `title`; several fields may share a title, and
+    the one that holds a value speaks."""
+    for field_id in fields.get(title, []):
+        if _text(values.get(field_id)) is not None:
+            return values[field_id]
+    return None
+
+
+def _credit_money(values: dict[str, Any], fields: dict[str, list[str]]) -> Money | None:
+    """The credit amount filled in on a ticket, None when there is none; _InvalidCreditField
+    when the amount or its currency is malformed."""
+    raw_amount = _field_value(values, fields, CREDIT_AMOUNT)
+    if _text(raw_amount) is None:
+        return None
+    currency = (_text(_field_value(values, fields, CREDIT_CURRENCY)) or "").upper()
+    if not currency:
+        raise _InvalidCreditField(CREDIT_CURRENCY, "is empty but a credit amount is set")
+    try:
+        currency_exponent(currency)
+    except CurrencyError:
+        raise _InvalidCreditField(CREDIT_CURRENCY, f"unknown currency {currency!r}") from None
+    try:
+        return _credit_amount(raw_amount, currency)
+    except ValueError as err:
+        raise _InvalidCreditField(CREDIT_AMOUNT, str(err)) from None
 
 
 def _is_duplicate(error: AdapterError, field: str) -> bool:
@@ -183,6 +236,83 @@ class ZendeskSupport:
             case_id, {"additional_tags": list(tags)}, idempotency_key, "add_tags"
         )
 
+    async def credit_ticket_page(
+        self, updated_from: datetime, updated_until: datetime, cursor: str | None, limit: int
+    ) -> TicketCreditPage:
+        """Up to `limit` (at most 1,000) tickets tagged `credit_applied` whose updated_at is in
+        [from, until), in the order support answers them (no order is promised).
+
+        Read with Zendesk's Export Search Results (`GET /api/v2/search/export`, query
+        `type:ticket tags:credit_applied updated>=… updated<…`, `filter[type]=ticket`):
+        cursor paged, unlike `/search.json`, whose offset pages shift when a ticket leaves
+        the range while being read and stop at 1,000 results. `cursor` is None for the first
+        page, then the `next_cursor` of the page before (pass the same period); Zendesk's
+        cursors expire after an hour, and search sees a change a few minutes late, so read a
+        period once it has closed. The tag and the range are checked again here, so a page
+        may hold fewer than `limit` tickets. The amount is None when the credit fields are
+        unset or malformed (never an error: reconciliation reports the ticket either way);
+        the customer is the ticket organization's external id, None without one.
+        """
+        if limit < 1:
+            raise ValueError("a page holds at least one ticket")
+        operation = "credit_ticket_page"
+        start, end = _search_second(updated_from), _search_second(updated_until)
+        params: dict[str, Any] = {
+            "query": (
+                f"type:ticket tags:{CREDIT_APPLIED_TAG}"
+                f" updated>={_search_time(start)} updated<{_search_time(end)}"
+            ),
+            "filter[type]": "ticket",
+            "page[size]": min(limit, MAX_EXPORT_PAGE_SIZE),
+        }
+        if cursor is not None:
+            params["page[after]"] = cursor
+        response = await self._send("GET", "/api/v2/search/export", operation, params=params)
+        # Decimal field values must never pass through float.
+        answer = json.loads(response.content, parse_float=Decimal)
+        fields = await self._credit_fields(operation)
+        tickets = []
+        for result in answer.get("results") or []:
+            if result.get("result_type", "ticket") != "ticket":
+                continue
+            credit = await self._ticket_credit(result, fields, operation)
+            in_range = start <= credit.updated_at.timestamp() < end
+            if in_range and CREDIT_APPLIED_TAG in (result.get("tags") or []):
+                tickets.append(credit)
+        meta = answer.get("meta") or {}
+        after = meta.get("after_cursor")
+        next_cursor = str(after) if meta.get("has_more") and after else None
+        return TicketCreditPage(tickets=tickets, next_cursor=next_cursor)
+
+    async def _ticket_credit(
+        self, ticket: dict[str, Any], fields: dict[str, list[str]], operation: str
+    ) -> TicketCredit:
+        organization_id = ticket.get("organization_id")
+        customer_id = (
+            None
+            if organization_id is None
+            else await self._customer_id(str(organization_id), operation)
+        )
+        values = {str(f.get("id")): f.get("value") for f in ticket.get("custom_fields") or []}
+        try:
+            amount = _credit_money(values, fields)
+        except _InvalidCreditField:
+            amount = None  # reconciliation lists the ticket without an amount
+        try:
+            return TicketCredit(
+                case_id=str(ticket["id"]),
+                customer_id=customer_id,
+                amount=amount,
+                updated_at=datetime.fromisoformat(str(ticket["updated_at"])),
+            )
+        except (KeyError, ValueError) as err:
+            raise AdapterError(
+                f"unmappable ticket from support: {err}",
+                system=SYSTEM,
+                operation=operation,
+                remote_answer={"id": ticket.get("id")},
+            ) from err
+
     # -- cases -----------------------------------------------------------------------
 
     @staticmethod
@@ -249,13 +379,6 @@ class ZendeskSupport:
         fields: dict[str, list[str]],
         operation: str,
     ) -> CreditAsk | None:
-        def value(title: str) -> Any:
-            # Several fields may share a title; the one that holds a value speaks.
-            for field_id in fields.get(title, []):
-                if _text(values.get(field_id)) is not None:
-                    return values[field_id]
-            return None
-
         def invalid(title: str, problem: str) -> ValidationError:
             return ValidationError(
                 f"ticket {case_id} field {title!r}: {problem}",
@@ -265,25 +388,19 @@ class ZendeskSupport:
                 remote_answer={"ticket_id": case_id, "field": title},
             )
 
-        raw_amount = value(CREDIT_AMOUNT)
-        if _text(raw_amount) is None:
+        try:
+            amount = _credit_money(values, fields)
+        except _InvalidCreditField as err:
+            raise invalid(err.title, err.problem) from None
+        if amount is None:
             return None
-        currency = (_text(value(CREDIT_CURRENCY)) or "").upper()
-        if not currency:
-            raise invalid(CREDIT_CURRENCY, "is empty but a credit amount is set")
-        try:
-            currency_exponent(currency)
-        except CurrencyError:
-            raise invalid(CREDIT_CURRENCY, f"unknown currency {currency!r}") from None
-        try:
-            amount = _credit_amount(raw_amount, currency)
-        except ValueError as err:
-            raise invalid(CREDIT_AMOUNT, str(err)) from None
-        reason = _text(value(CREDIT_REASON))
+        reason = _text(_field_value(values, fields, CREDIT_REASON))
         if reason is None:
             raise invalid(CREDIT_REASON, "is empty but a credit amount is set")
         return CreditAsk(
-            amount=amount, reason=reason, incident_reference=_text(value(INCIDENT_REFERENCE))
+            amount=amount,
+            reason=reason,
+            incident_reference=_text(_field_value(values, fields, INCIDENT_REFERENCE)),
         )
 
     # -- steps -----------------------------------------------------------------------
@@ -431,4 +548,4 @@ class ZendeskSupport:
         )
 
 
-__all__ = ["CREDIT_FIELD_TITLES", "ZendeskSupport"]
+__all__ = ["CREDIT_APPLIED_TAG", "CREDIT_FIELD_TITLES", "ZendeskSupport"]

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from canonical.money import CURRENCY_EXPONENTS
-from sandbox.billing._engine import SYSTEM, BillingEngine, CallContext, new_id
+from sandbox.billing._engine import SYSTEM, BillingEngine, CallContext, created_filter, new_id
 from sandbox.billing._errors import StripeError, missing_param, no_such, param_error
 from sandbox.billing._params import (
     Validator,
@@ -1738,8 +1738,13 @@ class BillingOperations:
     def list_balance_transactions(
         self, customer_id: str, params: Mapping[str, Any], url: str
     ) -> dict[str, Any]:
+        """Newest first, as Stripe: `created` (a timestamp or gt/gte/lt/lte), `invoice`,
+        `limit`, `starting_after` / `ending_before`."""
         self.engine.get(self.customers, customer_id)
-        clean = validate(params, {**_LINES_LIST, "invoice": string(255, clearable=False)})
+        clean = validate(
+            params,
+            {**_LINES_LIST, "invoice": string(255, clearable=False), "created": created_filter},
+        )
         equals: dict[str, Any] = {"customer": customer_id}
         if "invoice" in clean:
             equals["invoice"] = clean["invoice"]
@@ -1756,6 +1761,7 @@ class BillingOperations:
                 starting_after=clean.get("starting_after"),
                 ending_before=clean.get("ending_before"),
                 equals=equals,
+                created=clean.get("created"),
             )
         except CursorNotFound:
             raise no_such(

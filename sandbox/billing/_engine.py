@@ -131,14 +131,17 @@ def previous_attributes(before: Mapping[str, Any], after: Mapping[str, Any]) -> 
     return changed
 
 
+_CREATED_RANGE = obj({op: integer() for op in ("gt", "gte", "lt", "lte")}, clearable=False)
+
+
+def created_filter(value: Any, param: str) -> dict[str, int]:
+    """Stripe's `created` list filter: a timestamp, or `created[gte]=...&created[lt]=...`."""
+    if isinstance(value, dict):
+        return dict(_CREATED_RANGE(value, param) or {})
+    return {"eq": integer()(value, param)}
+
+
 def _list_schema(extra: Mapping[str, Validator]) -> dict[str, Validator]:
-    created = obj({op: integer() for op in ("gt", "gte", "lt", "lte")}, clearable=False)
-
-    def created_filter(value: Any, param: str) -> dict[str, int]:
-        if isinstance(value, dict):
-            return dict(created(value, param) or {})
-        return {"eq": integer()(value, param)}
-
     return {
         "limit": integer(1, 100),
         "starting_after": string(clearable=False),
@@ -525,5 +528,6 @@ __all__ = [
     "CallContext",
     "Resource",
     "SandboxSettings",
+    "created_filter",
     "new_id",
 ]

@@ -98,11 +98,11 @@ def api_url(request: Request, path: str) -> str:
 # -- pagination ----------------------------------------------------------------------
 
 
-def _encode_cursor(object_id: int) -> str:
+def encode_cursor(object_id: int) -> str:
     return base64.urlsafe_b64encode(f"id:{object_id}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = text.partition(":")
@@ -115,7 +115,7 @@ def _decode_cursor(cursor: str) -> int:
         ) from err
 
 
-def _int_param(request: Request, name: str, default: int, maximum: int | None = None) -> int:
+def int_param(request: Request, name: str, default: int, maximum: int | None = None) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -142,11 +142,11 @@ def paginate(
     query = request.query_params
     path = request.url.path
     if any(name in query for name in ("page[size]", "page[after]", "page[before]")):
-        size = _int_param(request, "page[size]", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = int_param(request, "page[size]", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
         after = query.get("page[after]")
         before = query.get("page[before]")
-        after_id = _decode_cursor(after) if after else None
-        before_id = _decode_cursor(before) if before else None
+        after_id = decode_cursor(after) if after else None
+        before_id = decode_cursor(before) if before else None
         # One extra row tells whether another page follows without a count query.
         rows = store.page(kind, limit=size + 1, after_id=after_id, before_id=before_id, **equals)
         if before_id is not None:
@@ -155,8 +155,8 @@ def paginate(
         else:
             has_more = len(rows) > size
             rows = rows[:size]
-        after_cursor = _encode_cursor(int(rows[-1]["id"])) if rows else None
-        before_cursor = _encode_cursor(int(rows[0]["id"])) if rows else None
+        after_cursor = encode_cursor(int(rows[-1]["id"])) if rows else None
+        before_cursor = encode_cursor(int(rows[0]["id"])) if rows else None
         base = api_url(request, path)
         return {
             key: [render(row) for row in rows],
@@ -178,8 +178,8 @@ def paginate(
                 ),
             },
         }
-    per_page = _int_param(request, "per_page", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
-    page_number = _int_param(request, "page", 1)
+    per_page = int_param(request, "per_page", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+    page_number = int_param(request, "page", 1)
     total = store.count(kind, **equals)
     rows = store.page(kind, limit=per_page, offset=(page_number - 1) * per_page, **equals)
     base = api_url(request, path)
@@ -245,7 +245,10 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "ZendeskError",
     "api_url",
+    "decode_cursor",
+    "encode_cursor",
     "idempotent",
+    "int_param",
     "json_response",
     "normalize_tags",
     "not_found",

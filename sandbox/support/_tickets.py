@@ -133,6 +133,24 @@ def _comment_fields(value: Any) -> dict[str, Any]:
     return {"body": body, "public": public, "author_id": author_id}
 
 
+def render_ticket(store: SupportStore, request: Request, ticket: dict[str, Any]) -> dict[str, Any]:
+    """A stored ticket as the API shows it."""
+    values = ticket["custom_fields"]
+    # Fields set on this ticket, in definition order. Zendesk lists every active field
+    # (null when unset); listing only the set ones keeps seeded fields out of tickets
+    # that never used them. Readers must accept both shapes.
+    defined = [str(field["id"]) for field in store.find(TICKET_FIELD)]
+    ids = [key for key in defined if key in values]
+    ids += [key for key in values if key not in defined]
+    custom = [{"id": int(key), "value": values.get(key)} for key in ids]
+    return {
+        "url": api_url(request, f"/api/v2/tickets/{ticket['id']}.json"),
+        **ticket,
+        "custom_fields": custom,
+        "fields": custom,
+    }
+
+
 def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRouter:
     router = APIRouter(prefix="/api/v2")
     seed_ticket_fields(store)
@@ -148,20 +166,7 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
             raise record_invalid("organization_id", "is invalid", "InvalidValue")
 
     def render(request: Request, ticket: dict[str, Any]) -> dict[str, Any]:
-        values = ticket["custom_fields"]
-        # Fields set on this ticket, in definition order. Zendesk lists every active field
-        # (null when unset); listing only the set ones keeps seeded fields out of tickets
-        # that never used them. Readers must accept both shapes.
-        defined = [str(field["id"]) for field in store.find(TICKET_FIELD)]
-        ids = [key for key in defined if key in values]
-        ids += [key for key in values if key not in defined]
-        custom = [{"id": int(key), "value": values.get(key)} for key in ids]
-        return {
-            "url": api_url(request, f"/api/v2/tickets/{ticket['id']}.json"),
-            **ticket,
-            "custom_fields": custom,
-            "fields": custom,
-        }
+        return render_ticket(store, request, ticket)
 
     def render_comment(comment: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in comment.items() if key != "ticket_id"}
@@ -469,4 +474,4 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
     return router
 
 
-__all__ = ["CREDIT_FIELDS", "seed_ticket_fields", "tickets_router"]
+__all__ = ["CREDIT_FIELDS", "TICKET", "render_ticket", "seed_ticket_fields", "tickets_router"]

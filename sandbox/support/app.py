@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sandbox.support._http import ZendeskError, json_response
 from sandbox.support._organizations import organizations_router
+from sandbox.support._search import search_router
 from sandbox.support._store import SupportStore
 from sandbox.support._tickets import API_USER_ID, tickets_router
 from sandbox.support._webhooks import (
@@ -185,6 +186,7 @@ def create_app(
 
     app.include_router(organizations_router(store, webhooks))
     app.include_router(tickets_router(store, webhooks))
+    app.include_router(search_router(store))
 
     @app.get("/api/v2/users/me.json")
     async def current_user(request: Request) -> Response:

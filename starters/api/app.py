@@ -37,6 +37,7 @@ from canonical.credit import CreditPolicy, CreditRequest
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
 from starters.api.credits import credits_router
 from starters.api.finance import finance_router
+from starters.api.reconciliation import reconciliation_router
 from starters.api.temporal import TemporalConnection, TemporalUnavailable
 from starters.routing import (
     ProcessStart,
@@ -373,6 +374,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     app.include_router(
         credits_router(settings, temporal, keyring, (support, billing, ledger), store, policy)
     )
+    app.include_router(reconciliation_router(settings, temporal, keyring, store))
     return app
 
 

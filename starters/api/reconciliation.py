@@ -1,0 +1,194 @@
+"""Reconciliation over HTTP: start a run for a range, follow it, read its stored report."""
+
+# No `from __future__ import annotations`: FastAPI must see the closures in Depends().
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from adapters.settings import Settings
+from adapters.store import IntegrationStore
+from adapters.store.reconciliation import CLASSES, ReconciliationStore
+from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.temporal import TemporalConnection, TemporalUnavailable
+from starters.reconciliation import start_reconciliation
+from workflows.reconciliation import ReconciliationResult, ReconciliationWorkflow
+
+
+class ReconRequest(BaseModel):
+    period_from: date = Field(description="first UTC day")
+    period_to: date | None = Field(default=None, description="last UTC day, included")
+
+
+class ReconStarted(BaseModel):
+    workflow_id: str
+
+
+class ReconProgressView(BaseModel):
+    workflow_id: str
+    state: str = Field(description="running | completed | failed | …")
+    progress: dict[str, Any]
+    result: ReconciliationResult | None
+
+
+class CurrencyFigure(BaseModel):
+    count: int
+    amount: Decimal
+
+
+class ReconItemView(BaseModel):
+    id: int
+    classification: str
+    reference: str | None
+    customer_id: str | None
+    currency: str
+    amount: Decimal
+    billing_amount: Decimal | None
+    erp_amount: Decimal | None
+    erp_document_ids: list[str]
+    case_id: str | None
+    detail: str | None
+    remedy: str
+    outcome: str | None
+    outcome_ref: str | None
+
+
+class ReconReport(BaseModel):
+    run_id: str
+    period_start: datetime
+    period_end: datetime
+    status: str
+    loaded: dict[str, int]
+    totals: dict[str, dict[str, CurrencyFigure]]
+    counts: dict[str, int]
+    healed: int
+    exceptions: int
+    items: list[ReconItemView]
+    next_after_id: int | None
+
+
+def reconciliation_router(
+    settings: Settings, temporal: TemporalConnection, keyring: ApiKeyring, store: IntegrationStore
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
+    starters = role_dependency(keyring, "ops", "finance", "finance_admin")
+    readers = role_dependency(keyring, "ops", "finance", "finance_admin")
+    recon = ReconciliationStore(store)
+
+    @router.post("", response_model=ReconStarted, status_code=202)
+    async def start_run(
+        body: ReconRequest, request: Request, principal: Annotated[ApiPrincipal, Depends(starters)]
+    ) -> ReconStarted:
+        """Reconcile billing, the ERP and the journal for the days given."""
+        client = await temporal.client()
+        try:
+            workflow_id = await start_reconciliation(
+                client, settings, body.period_from, body.period_to or body.period_from
+            )
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
+        except WorkflowAlreadyStartedError:
+            raise HTTPException(409, "a reconciliation of this period is running") from None
+        except RPCError as err:
+            raise TemporalUnavailable(str(err)) from err
+        await run_in_threadpool(
+            store.append_audit,
+            actor=principal.name,
+            role=principal.role,
+            action="reconciliation.started",
+            subject=workflow_id,
+            correlation_id=request.state.correlation_id,
+            details={"from": str(body.period_from), "to": str(body.period_to)},
+        )
+        return ReconStarted(workflow_id=workflow_id)
+
+    @router.get("/runs/{run_id:path}", response_model=ReconReport)
+    async def report(
+        run_id: str,
+        _principal: Annotated[ApiPrincipal, Depends(readers)],
+        classification: Annotated[str | None, Query(alias="class")] = None,
+        after_id: Annotated[int | None, Query(ge=0)] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> ReconReport:
+        """A stored run: totals per class and currency, and its items (keyset pages)."""
+        if classification is not None and classification not in CLASSES:
+            raise HTTPException(422, f"class must be one of {', '.join(CLASSES)}")
+        run = await run_in_threadpool(recon.run, run_id)
+        if run is None:
+            raise HTTPException(404, f"no reconciliation run {run_id}")
+        items = await run_in_threadpool(recon.items, run_id, classification, after_id, limit)  # type: ignore[arg-type]
+        return ReconReport(
+            run_id=run.run_id,
+            period_start=run.period_start,
+            period_end=run.period_end,
+            status=run.status,
+            loaded=run.loaded,
+            totals={
+                cls: {
+                    cur: CurrencyFigure(count=t.count, amount=t.amount)
+                    for cur, t in total.by_currency.items()
+                }
+                for cls, total in run.totals.items()
+            },
+            counts=run.counts,
+            healed=run.healed_count,
+            exceptions=run.exception_count,
+            items=[
+                ReconItemView(
+                    id=i.id,
+                    classification=i.classification,
+                    reference=i.reference,
+                    customer_id=i.customer_id,
+                    currency=i.currency,
+                    amount=i.amount,
+                    billing_amount=i.billing_amount,
+                    erp_amount=i.erp_amount,
+                    erp_document_ids=list(i.erp_document_ids),
+                    case_id=i.case_id,
+                    detail=i.detail,
+                    remedy=i.remedy,
+                    outcome=i.outcome,
+                    outcome_ref=i.outcome_ref,
+                )
+                for i in items
+            ],
+            next_after_id=items[-1].id if len(items) == limit else None,
+        )
+
+    @router.get("/{workflow_id:path}", response_model=ReconProgressView)
+    async def follow(
+        workflow_id: str, _principal: Annotated[ApiPrincipal, Depends(readers)]
+    ) -> ReconProgressView:
+        """Where a run is (sources loaded, phase), and its result once done."""
+        if not workflow_id.startswith("recon/"):
+            raise HTTPException(404, f"no reconciliation {workflow_id[:80]}")
+        client = await temporal.client()
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            description = await handle.describe()
+            status = description.status
+            result = None
+            progress: dict[str, Any] = {}
+            if status == WorkflowExecutionStatus.COMPLETED:
+                result = ReconciliationResult.model_validate(await handle.result())
+            elif status == WorkflowExecutionStatus.RUNNING:
+                progress = await handle.query(ReconciliationWorkflow.progress)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise HTTPException(404, f"no reconciliation {workflow_id}") from None
+            raise TemporalUnavailable(str(err)) from err
+        state = status.name.lower() if status else "unknown"
+        return ReconProgressView(
+            workflow_id=workflow_id, state=state, progress=progress, result=result
+        )
+
+    return router
+
+
+__all__ = ["reconciliation_router"]

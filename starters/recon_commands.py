@@ -1,0 +1,148 @@
+"""`ledgerbridge recon`: run a reconciliation and watch it, read a report, apply the nightly
+schedule. Runs and reports go through the API; the schedule is a deployment step and talks
+to Temporal with the deployment's own connection."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from adapters.settings import Settings
+from starters.console import ApiCallFailed, call_api, echo, table
+
+POLL_SECONDS = 1.0
+
+
+def cmd_recon(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "schedule":
+        return _apply_schedule(settings)
+    if args.action == "run":
+        body = {
+            "period_from": str(args.period_from),
+            "period_to": str(args.period_to or args.period_from),
+        }
+        started = call_api(settings, "post", "/v1/reconciliations", role="ops", json=body).json()
+        workflow_id = started["workflow_id"]
+        echo(f"started {workflow_id}")
+        result = _follow(settings, workflow_id, args.timeout)
+        _print_result(result)
+        echo(f"report: ledgerbridge recon report {result['run_id']}")
+        return 0 if result["unexplained"] == 0 or not args.strict else 2
+    return _report(settings, args.id, args.csv, args.cls)
+
+
+def _follow(settings: Settings, workflow_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        view = call_api(settings, "get", f"/v1/reconciliations/{workflow_id}", role="ops").json()
+        if view["result"] is not None:
+            return dict(view["result"])
+        if view["state"] not in ("running", "continued_as_new"):
+            raise ApiCallFailed(f"{workflow_id} ended {view['state']}; see the Temporal Web UI")
+        progress = view["progress"]
+        line = f"  {progress.get('status', '…')}: " + ", ".join(
+            f"{source} {rows}" for source, rows in progress.get("loaded", {}).items()
+        )
+        if line != last:
+            echo(line)
+            last = line
+        if time.monotonic() > deadline:
+            raise ApiCallFailed(f"{workflow_id} still running after {timeout:.0f} s")
+        time.sleep(POLL_SECONDS)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    rows = [(cls, n) for cls, n in result["counts"].items() if n]
+    echo(table(("class", "items"), rows or [("(nothing loaded)", 0)]))
+    echo(
+        f"{result['in_agreement']} in agreement, {result['healed']} healed, "
+        f"{len(result['exceptions_opened'])} finance exception(s) opened, "
+        f"{result['unexplained']} unexplained"
+    )
+
+
+def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | None) -> int:
+    params: dict[str, Any] = {"limit": 5000}
+    if cls:
+        params["class"] = cls
+    report = call_api(settings, "get", f"/v1/reconciliations/runs/{run_id}", role="ops",
+                      params=params).json()  # fmt: skip
+    echo(f"{report['run_id']}: {report['period_start'][:10]} to {report['period_end'][:10]}, "
+         f"{report['status']}; loaded {report['loaded']}")  # fmt: skip
+    totals = [
+        (cls_name, currency, figure["count"], figure["amount"])
+        for cls_name, by_currency in report["totals"].items()
+        for currency, figure in by_currency.items()
+    ]
+    echo(table(("class", "currency", "items", "amount"), totals or [("-", "-", 0, "0")]))
+    items = list(report["items"])
+    after = report["next_after_id"]
+    while csv_path and after is not None:  # the CSV holds every item, page after page
+        params["after_id"] = after
+        page = call_api(settings, "get", f"/v1/reconciliations/runs/{run_id}", role="ops",
+                        params=params).json()  # fmt: skip
+        items.extend(page["items"])
+        after = page["next_after_id"]
+    differences = [i for i in items if i["classification"] not in ("matched", "matched_to_journal")]
+    if differences:
+        echo(table(
+            ("class", "reference", "customer", "amount", "outcome", "detail"),
+            [(i["classification"], i["reference"] or i["case_id"] or "-", i["customer_id"] or "-",
+              f"{i['amount']} {i['currency']}", i["outcome"] or "-", (i["detail"] or "")[:60])
+             for i in differences[:50]],
+        ))  # fmt: skip
+    if csv_path:
+        _write_csv(Path(csv_path), items)
+        echo(f"wrote {len(items)} items to {csv_path}")
+    return 0
+
+
+def _write_csv(path: Path, items: list[dict[str, Any]]) -> None:
+    columns = ["id", "classification", "reference", "customer_id", "currency", "amount",
+               "billing_amount", "erp_amount", "erp_document_ids", "case_id", "detail", "remedy",
+               "outcome", "outcome_ref"]  # fmt: skip
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for item in items:
+            writer.writerow({**item, "erp_document_ids": " ".join(item["erp_document_ids"])})
+
+
+def _apply_schedule(settings: Settings) -> int:
+    from adapters.temporal import connect_temporal
+    from starters.reconciliation import SCHEDULE_ID, apply_schedule
+
+    async def apply() -> str:
+        client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        return await apply_schedule(client, settings)
+
+    outcome = asyncio.run(apply())
+    echo(f"schedule {settings.task_queue_prefix}{SCHEDULE_ID} {outcome}: daily at "
+         f"{settings.recon_hour:02d}:00 {settings.recon_timezone}, the previous UTC day, "
+         f"overlap skip, catch-up window 1 day")  # fmt: skip
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    recon = sub.add_parser("recon", help="reconcile billing, the ERP and the posting journal")
+    actions = recon.add_subparsers(dest="action", required=True)
+    run = actions.add_parser("run", help="reconcile a range of days now and show progress")
+    run.add_argument("--from", dest="period_from", type=date.fromisoformat, required=True,
+                     help="first day, YYYY-MM-DD (UTC)")  # fmt: skip
+    run.add_argument("--to", dest="period_to", type=date.fromisoformat,
+                     help="last day, included (default: --from)")  # fmt: skip
+    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 2 when differences remain unexplained")  # fmt: skip
+    report = actions.add_parser("report", help="a stored run as a table (and CSV)")
+    report.add_argument("id", help="the run id printed by `recon run`")
+    report.add_argument("--csv", help="write every item to this CSV file")
+    report.add_argument("--class", dest="cls", help="only items of this class")
+    schedule = actions.add_parser("schedule", help="the nightly Temporal Schedule")
+    schedule.add_argument("apply", choices=["apply"], help="create or update it")

@@ -1,0 +1,170 @@
+"""Reconciliation end to end: one difference of each class seeded in the real billing
+sandbox, Tryton, the support sandbox and the posting journal; the run finds exactly those,
+heals the missing posting through the normal path and opens finance exceptions for the rest.
+
+Tryton is private to this module: the run reads every ERP document of the day, and other
+tests' documents would be orphans here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from adapters.billing.stripe import StripeBilling
+from adapters.erp.tryton import TrytonLedger
+from canonical import BillingDocument, LedgerPosting, Money, PostedDocument
+from tests.e2e.conftest import API_KEYS, Stack, eventually
+from tests.fixtures.support import create_ticket_with_credit
+from tests.fixtures.tryton import TrytonServer
+from workflows.policy import required_postings
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def tryton_server(tryton_module_server: TrytonServer) -> Iterator[TrytonServer]:
+    yield tryton_module_server
+
+
+async def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.settings.to_env(), "LEDGERBRIDGE_API_KEY": API_KEYS["ops"]}
+    return await asyncio.to_thread(
+        subprocess.run, [str(BIN / "ledgerbridge"), *args], env=env,
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def invoice(
+    billing: StripeBilling, customer_id: str, amount: str, key: str
+) -> BillingDocument:
+    await billing.create_invoice_item(
+        customer_id, Money.of(amount, "USD"), f"Service {key}", idempotency_key=f"{key}/item"
+    )
+    draft = await billing.create_invoice(customer_id, idempotency_key=f"{key}/invoice")
+    return await billing.finalize_invoice(draft.document_id, idempotency_key=f"{key}/final")
+
+
+def posting(document: BillingDocument, total: str | None = None) -> LedgerPosting:
+    [main] = required_postings(document)
+    if total is None:
+        return main
+    line = main.lines[0].model_copy(update={"unit_price": Decimal(total)})
+    return main.model_copy(update={"lines": [line], "total": Money.of(total, "USD")})
+
+
+def journal(stack: Stack, customer_id: str, reference: str, erp_id: str, amount: str) -> None:
+    """What our posting journal says, seeded as if ledgerbridge had posted it."""
+    stack.adapters.store.record_posting(
+        source_system="billing", source_document_id=reference, document_type="invoice",
+        customer_id=customer_id, erp_document_id=erp_id, erp_number=None,
+        amount=Decimal(amount), currency="USD", workflow_id="seeded-by-test", correlation_id=None,
+    )  # fmt: skip
+
+
+async def test_a_run_finds_each_difference_heals_the_missing_posting_and_reports_the_rest(
+    stack: Stack, in_process_worker: None, tmp_path: Path
+) -> None:
+    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
+    ledger: TrytonLedger = stack.adapters.ledger  # type: ignore[assignment]
+    run = uuid.uuid4().hex[:6]
+    today = datetime.now(UTC).date()
+    customer = await billing.create_customer(name=f"Recon Co {run}", email=None,
+                                             idempotency_key=f"{run}/c")  # fmt: skip
+    cid = customer.customer_id
+
+    async def synced() -> str | None:
+        org = await stack.adapters.support.find_organization(cid)
+        party = await ledger.find_party(cid)
+        return org.external_id if org and party else None
+
+    org_id = await eventually(synced, "account sync", 90)
+
+    # matched: an invoice that flows through the webhooks and the normal posting path
+    matched = await invoice(billing, cid, "10.00", f"{run}/a")
+
+    async def journaled() -> bool:
+        return stack.adapters.store.find_posting("billing", matched.document_id) is not None
+
+    await eventually(journaled, "the first invoice posted", 90)
+
+    # From here on billing's webhooks stop reaching us: what happens next, we seed by hand.
+    for endpoint in stack.billing._call("GET", "/v1/webhook_endpoints")["data"]:
+        stack.billing._call("POST", f"/v1/webhook_endpoints/{endpoint['id']}",
+                            data={"disabled": "true"})  # fmt: skip
+    missing = await invoice(billing, cid, "20.00", f"{run}/b")
+    mismatched = await invoice(billing, cid, "30.00", f"{run}/c")
+    duplicated = await invoice(billing, cid, "40.00", f"{run}/d")
+    absent = await invoice(billing, cid, "50.00", f"{run}/f")
+
+    posted_c = await ledger.post_document(posting(mismatched, "25.00"))
+    journal(stack, cid, mismatched.document_id, posted_c.erp_document_id, "25.00")
+    posted_d = await ledger.post_document(posting(duplicated))
+    # a second ERP document for the same billing invoice, copied by hand in the ERP
+    await ledger.call("model.account.invoice.copy", [int(posted_d.erp_document_id)],
+                      {"reference": duplicated.document_id, "invoice_date": today})  # fmt: skip
+    journal(stack, cid, duplicated.document_id, posted_d.erp_document_id, "40.00")
+    orphan = posting(mismatched, "7.00").model_copy(update={"reference": f"in_orphan_{run}"})
+    await ledger.post_document(orphan)
+    journal(stack, cid, absent.document_id, "999999", "50.00")
+    # a credit granted in billing, without a support case, posted and journaled
+    granted = await billing.create_balance_credit(
+        cid, Money.of("5.00", "USD"), "goodwill by the billing team", f"{run}/credit"
+    )
+    credit_posting = orphan.model_copy(update={
+        "reference": granted.transaction_id, "kind": "credit_note",
+        "total": Money.of("5.00", "USD"),
+        "lines": [orphan.lines[0].model_copy(update={"unit_price": Decimal("5.00")})],
+    })  # fmt: skip
+    posted_credit = await ledger.post_document(credit_posting)
+    journal(stack, cid, granted.transaction_id, posted_credit.erp_document_id, "5.00")
+    # a ticket telling the customer a credit was given, which billing never saw
+    ticket = create_ticket_with_credit(stack.support, organization_id=int(org_id),
+                                       amount="12.00", currency="USD",
+                                       tags=["credit_applied"])  # fmt: skip
+
+    ran = await cli(stack, "recon", "run", "--from", str(today))
+    assert ran.returncode == 0, ran.stderr
+    run_id = ran.stdout.strip().splitlines()[-1].split()[-1]
+    report = await cli(stack, "recon", "report", run_id, "--csv", str(tmp_path / "r.csv"))
+    assert report.returncode == 0, report.stderr
+    with (tmp_path / "r.csv").open() as out:
+        items = list(csv.DictReader(out))
+    found = sorted((i["classification"], i["reference"] or i["case_id"]) for i in items)
+    assert found == sorted([
+        ("matched", matched.document_id),
+        ("matched", granted.transaction_id),
+        ("missing_in_erp", missing.document_id),
+        ("amount_mismatch", mismatched.document_id),
+        ("duplicate_in_erp", duplicated.document_id),
+        ("orphan_in_erp", f"in_orphan_{run}"),
+        ("posted_but_absent", absent.document_id),
+        ("credit_without_ticket", granted.transaction_id),
+        ("ticket_credit_without_billing", str(ticket["id"])),
+    ]), report.stdout  # fmt: skip
+    outcomes = {i["classification"]: i["outcome"] for i in items}
+    assert outcomes["missing_in_erp"] == "healed"
+    assert all(
+        outcome == "exception_opened"
+        for cls, outcome in outcomes.items()
+        if cls not in ("matched", "missing_in_erp")
+    )
+
+    async def healed() -> PostedDocument | None:
+        return await ledger.find_document(missing.document_id)
+
+    posted_b = await eventually(healed, "the missing invoice posted by the normal path", 90)
+    assert posted_b.total == Money.of("20.00", "USD")
+    inbox = await cli(stack, "finance", "inbox", "--process", "reconciliation")
+    assert inbox.stdout.count("reconciliation") >= 6, inbox.stdout

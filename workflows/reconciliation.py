@@ -1,0 +1,315 @@
+"""Reconciliation: billing, the ERP and our posting journal compared for a period
+(`recon/{period}`), differences classified in SQL, the missing postings replayed through the
+normal posting path, everything else handed to finance.
+
+The history holds page cursors and counts, never documents: each loader activity writes its
+page into the store's staging tables. Long ranges continue as new between pages, carrying
+only where they were.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.reconciliation import (
+        FindingsInput,
+        FinishInput,
+        HealInput,
+        HealOutcome,
+        JournalSnapshotInput,
+        LoadPageInput,
+        OutcomeInput,
+        PageLoaded,
+        ReconCounts,
+        ReconFinding,
+        RunRef,
+        StartRunInput,
+    )
+    from adapters.store.reconciliation import EXCEPTIONS, HEALABLE, IN_AGREEMENT
+    from canonical import Decision, ExceptionContext, Money
+    from workflows import visibility
+    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+    from workflows.finance_exception import FinanceExceptionInput, FinanceExceptionWorkflow
+
+PROCESS = "reconciliation"
+# Where each source is read, in load order: the journal snapshot needs billing's references.
+SOURCES: tuple[tuple[str, str], ...] = (
+    ("invoices", "billing"),
+    ("credit_notes", "billing"),
+    ("balance_credits", "billing"),
+    ("journal", ""),
+    ("erp", "erp"),
+    ("tickets", "support"),
+)
+HISTORY_LIMIT = 1_500  # continue as new well before Temporal's suggestion
+PAGE_CALL: dict[str, Any] = {**SAAS_CALL, "start_to_close_timeout": timedelta(minutes=5)}
+# Classifying 100,000 rows takes seconds; a slow SQLite file may take longer.
+RECON_STORE_CALL: dict[str, Any] = {**STORE_CALL, "start_to_close_timeout": timedelta(minutes=10)}
+EXCEPTION_EFFECTS: dict[Decision, str] = {
+    "retry": "nothing now: the next reconciliation checks the document again",
+    "resolve_manually": "finance corrected the ERP by hand (give the ERP document number)",
+    "reject": "the difference is accepted as it is; nothing will be posted",
+}
+
+
+def recon_workflow_id(period_start: datetime, period_end: datetime) -> str:
+    """`recon/2026-11-26` for one day, `recon/2026-11-01..2026-11-30` for a range."""
+    first, last = period_start.date(), (period_end - timedelta(microseconds=1)).date()
+    return f"recon/{first}" if first == last else f"recon/{first}..{last}"
+
+
+def day_before(moment: datetime) -> tuple[datetime, datetime]:
+    """The UTC day before `moment`: what the nightly schedule reconciles."""
+    end = datetime.combine(moment.astimezone(UTC).date(), time(), UTC)
+    return end - timedelta(days=1), end
+
+
+class ReconProgress(BaseModel):
+    """Where a run is: carried across continue-as-new instead of any document."""
+
+    run_id: str
+    period_start: datetime
+    period_end: datetime
+    source: int = 0
+    cursor: str | None = None
+    loaded: dict[str, int] = {}
+
+
+class ReconciliationInput(BaseModel):
+    # None: the UTC day before the run starts (the nightly schedule's case).
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    heal_limit: int = 50  # missing postings replayed per run
+    exception_limit: int = 20  # finance exceptions opened per run (the report holds the rest)
+    page_size: int = 200
+    ledger_currencies: list[str] = ["USD"]
+    progress: ReconProgress | None = None
+
+
+class ReconciliationResult(BaseModel):
+    run_id: str
+    period_start: datetime
+    period_end: datetime
+    loaded: dict[str, int]
+    counts: dict[str, int]
+    in_agreement: int
+    healed: int
+    exceptions_opened: list[str]
+    unexplained: int
+
+
+@workflow.defn(name="Reconciliation")
+class ReconciliationWorkflow:
+    def __init__(self) -> None:
+        self._progress: ReconProgress | None = None
+        self._status = "loading"
+        self._counts: dict[str, int] = {}
+
+    @workflow.run
+    async def run(self, request: ReconciliationInput) -> ReconciliationResult:
+        progress = request.progress or await self._start(request)
+        self._progress = progress
+        await self._load(request, progress)
+        self._set_status("classifying", "Classifying the differences in the store")
+        classified = await self._store_step("recon_classify", RunRef(run_id=progress.run_id),
+                                            ReconCounts)  # fmt: skip
+        self._counts = classified.counts
+        healed, unhealed = await self._heal(request, progress)
+        opened = await self._open_exceptions(request, progress, unhealed)
+        unexplained = sum(n for cls, n in self._counts.items() if cls in EXCEPTIONS) + unhealed
+        await self._store_step(
+            "recon_finish_run",
+            FinishInput(run_id=progress.run_id, status="done", healed=healed,
+                        exceptions=len(opened)),
+            type(None),
+        )  # fmt: skip
+        verdict = "in agreement" if unexplained == 0 else f"{unexplained} unexplained"
+        self._set_status("done", f"{progress.run_id}: {verdict}, {healed} healed")
+        return ReconciliationResult(
+            run_id=progress.run_id,
+            period_start=progress.period_start,
+            period_end=progress.period_end,
+            loaded=progress.loaded,
+            counts=self._counts,
+            in_agreement=sum(n for cls, n in self._counts.items() if cls in IN_AGREEMENT),
+            healed=healed,
+            exceptions_opened=opened,
+            unexplained=unexplained,
+        )
+
+    @workflow.query(name="progress")
+    def progress(self) -> dict[str, Any]:
+        """What a terminal shows while the run is going: phase, rows per source, counts."""
+        progress = self._progress
+        return {
+            "status": self._status,
+            "run_id": progress.run_id if progress else None,
+            "source": SOURCES[progress.source][0] if progress and progress.source < len(SOURCES)
+            else None,
+            "loaded": progress.loaded if progress else {},
+            "counts": self._counts,
+        }  # fmt: skip
+
+    # --- steps ----------------------------------------------------------------------------
+
+    async def _start(self, request: ReconciliationInput) -> ReconProgress:
+        info = workflow.info()
+        if request.period_start and request.period_end:
+            start, end = request.period_start, request.period_end
+        else:
+            start, end = day_before(info.start_time)
+        progress = ReconProgress(
+            run_id=f"{info.workflow_id}@{info.start_time:%Y%m%dT%H%M%S}",
+            period_start=start,
+            period_end=end,
+        )
+        await self._store_step(
+            "recon_start_run",
+            StartRunInput(run_id=progress.run_id, period_start=start, period_end=end),
+            type(None),
+        )
+        return progress
+
+    async def _load(self, request: ReconciliationInput, progress: ReconProgress) -> None:
+        while progress.source < len(SOURCES):
+            source, system = SOURCES[progress.source]
+            self._set_status("loading", f"Loading {source} of {progress.run_id}")
+            page = await self._load_page(request, progress, source, system)
+            progress.loaded[source] = progress.loaded.get(source, 0) + page.rows
+            progress.cursor = page.next_cursor
+            if page.next_cursor is None:
+                progress.source += 1
+            if workflow.info().get_current_history_length() > HISTORY_LIMIT:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(request.model_copy(update={"progress": progress}))
+
+    async def _load_page(
+        self, request: ReconciliationInput, progress: ReconProgress, source: str, system: str
+    ) -> PageLoaded:
+        period = {"run_id": progress.run_id, "period_start": progress.period_start,
+                  "period_end": progress.period_end}  # fmt: skip
+        if source == "journal":
+            return await self._store_step(
+                "recon_snapshot_journal", JournalSnapshotInput(**period), PageLoaded
+            )
+        activity_name = {"erp": "recon_load_erp_page", "tickets": "recon_load_ticket_page"}.get(
+            source, "recon_load_billing_page"
+        )
+        options = ERP_CALL if system == "erp" else PAGE_CALL
+        result: PageLoaded = await workflow.execute_activity(
+            activity_name,
+            LoadPageInput(**period, source=source, cursor=progress.cursor,  # type: ignore[arg-type]
+                          page_size=request.page_size),
+            result_type=PageLoaded,
+            task_queue=activity_queue(system),
+            summary=f"{source} page after {progress.cursor or 'the start'}",
+            **options,
+        )  # fmt: skip
+        return result
+
+    async def _heal(self, request: ReconciliationInput, progress: ReconProgress) -> tuple[int, int]:
+        """Replay missing postings (bounded per run); returns (healed, left unhealed)."""
+        missing = await self._findings(progress.run_id, sorted(HEALABLE), request.heal_limit)
+        if not missing:
+            return 0, 0
+        self._set_status("healing", f"Replaying {len(missing)} missing posting(s)")
+        healed = unhealed = 0
+        for finding in missing:
+            outcome: HealOutcome = await workflow.execute_activity(
+                "recon_heal_missing_posting",
+                HealInput(finding=finding, task_queue=workflow.info().task_queue,
+                          ledger_currencies=request.ledger_currencies,
+                          correlation_id=progress.run_id),
+                result_type=HealOutcome,
+                task_queue=activity_queue("billing"),
+                **SAAS_CALL,
+            )  # fmt: skip
+            healed += outcome.healed
+            unhealed += not outcome.healed
+            await self._mark(finding, "healed" if outcome.healed else "healing_skipped",
+                             outcome.workflow_id)  # fmt: skip
+        return healed, unhealed
+
+    async def _open_exceptions(
+        self, request: ReconciliationInput, progress: ReconProgress, unhealed: int
+    ) -> list[str]:
+        """One finance exception per unexplained finding, up to the per-run limit."""
+        classes = sorted(EXCEPTIONS) + (sorted(HEALABLE) if unhealed else [])
+        findings = await self._findings(progress.run_id, classes, request.exception_limit)
+        if findings:
+            self._set_status("exceptions", f"Opening {len(findings)} finance exception(s)")
+        opened = []
+        for finding in findings:
+            exception_id = f"exception/{workflow.info().workflow_id}/{finding.item_id}"
+            await workflow.start_child_workflow(
+                FinanceExceptionWorkflow.run,
+                FinanceExceptionInput(context=self._context(progress, finding)),
+                id=exception_id,
+                task_queue=workflow.info().task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=visibility.start_attributes(
+                    "finance_exception", "open", customer_id=finding.customer_id,
+                    invoice_id=finding.billing_document_id, case_id=finding.case_id,
+                    correlation_id=progress.run_id,
+                ),
+                static_summary=f"Reconciliation: {finding.classification} "
+                f"{finding.reference or finding.case_id}",
+            )  # fmt: skip
+            await self._mark(finding, "exception_opened", exception_id)
+            opened.append(exception_id)
+        return opened
+
+    def _context(self, progress: ReconProgress, finding: ReconFinding) -> ExceptionContext:
+        info = workflow.info()
+        return ExceptionContext(
+            process=PROCESS,
+            origin_workflow_id=info.workflow_id,
+            origin_run_id=info.run_id,
+            step=finding.classification,
+            customer_id=finding.customer_id,
+            invoice_id=finding.billing_document_id,
+            case_id=finding.case_id,
+            amount=Money(amount=finding.amount, currency=finding.currency),
+            error_type=finding.classification,
+            error_message=f"{finding.detail or finding.classification}. {finding.remedy}",
+            payload=finding.model_dump(mode="json"),
+            correlation_id=progress.run_id,
+            allowed_decisions=list(EXCEPTION_EFFECTS),
+            decision_effects=EXCEPTION_EFFECTS,
+        )
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _findings(self, run_id: str, classes: list[str], limit: int) -> list[ReconFinding]:
+        if limit <= 0:
+            return []
+        found: list[ReconFinding] = await self._store_step(
+            "recon_findings", FindingsInput(run_id=run_id, classes=classes, limit=limit),
+            list[ReconFinding],
+        )  # fmt: skip
+        return found
+
+    async def _mark(self, finding: ReconFinding, outcome: str, ref: str | None) -> None:
+        await self._store_step(
+            "recon_mark_outcome",
+            OutcomeInput(item_id=finding.item_id, outcome=outcome, ref=ref),  # type: ignore[arg-type]
+            type(None),
+        )
+
+    async def _store_step(self, name: str, arg: BaseModel, result: Any) -> Any:
+        return await workflow.execute_activity(
+            name, arg, result_type=result, task_queue=workflow.info().task_queue, **RECON_STORE_CALL
+        )
+
+    def _set_status(self, status: str, details: str) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([visibility.PROCESS_STATUS.value_set(status)])
+        workflow.set_current_details(details)
