@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -61,8 +61,11 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         first_invoice = await demo.mid_cycle_upgrade(customer_id)
         await demo.credit_approved_by_finance(customer_id)
         await demo.credit_on_a_settled_invoice(customer_id, first_invoice)
-        echo("\nDemo complete: account sync, the mid-cycle upgrade, a credit approved by finance "
-             "and a settled-invoice exception decided by finance, end to end.")  # fmt: skip
+        await demo.reconcile()
+        echo(
+            "\nDemo complete: account sync, the mid-cycle upgrade, a credit approved by finance, "
+            "a settled-invoice exception decided by finance and a reconciliation in agreement."
+        )
     finally:
         await adapters.aclose()
 
@@ -281,6 +284,18 @@ class Demo:
         self.trace(
             exception_id, f"BusinessProcess = 'finance_exception' AND CustomerId = '{customer_id}'"
         )
+
+    async def reconcile(self) -> None:
+        self.echo("\n== Reconciliation: billing, the ERP and the posting journal, for today")
+        today = str(datetime.now(UTC).date())
+        ran = await asyncio.to_thread(self.cli, "recon", "run", "--from", today)
+        for line in ran.rstrip().splitlines():
+            self.echo(f"  {line}")
+        summary = [line for line in ran.splitlines() if "unexplained" in line]
+        if not summary or not summary[-1].rstrip().endswith(" 0 unexplained"):
+            raise DemoFailed("reconciliation found differences; see `ledgerbridge recon report`")
+        self.echo("the nightly run of the same is a Temporal Schedule: search "
+                  "`BusinessProcess = 'reconciliation'` in the Web UI")  # fmt: skip
 
     # --- acting as the people who use ledgerbridge ----------------------------------------
 

@@ -49,7 +49,7 @@ def _follow(settings: Settings, workflow_id: str, timeout: float) -> dict[str, A
         line = f"  {progress.get('status', '…')}: " + ", ".join(
             f"{source} {rows}" for source, rows in progress.get("loaded", {}).items()
         )
-        if line != last:
+        if line != last and progress.get("loaded"):
             echo(line)
             last = line
         if time.monotonic() > deadline:
