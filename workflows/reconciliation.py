@@ -48,7 +48,6 @@ SOURCES: tuple[tuple[str, str], ...] = (
     ("erp", "erp"),
     ("tickets", "support"),
 )
-HISTORY_LIMIT = 1_500  # continue as new well before Temporal's suggestion
 PAGE_CALL: dict[str, Any] = {**SAAS_CALL, "start_to_close_timeout": timedelta(minutes=5)}
 # Classifying 100,000 rows takes seconds; a slow SQLite file may take longer.
 RECON_STORE_CALL: dict[str, Any] = {**STORE_CALL, "start_to_close_timeout": timedelta(minutes=10)}
@@ -90,6 +89,8 @@ class ReconciliationInput(BaseModel):
     exception_limit: int = 20  # finance exceptions opened per run (the report holds the rest)
     page_size: int = 200
     ledger_currencies: list[str] = ["USD"]
+    # Continue as new once the history passes this many events (a run stays under 2,000).
+    continue_after_events: int = 1_500
     progress: ReconProgress | None = None
 
 
@@ -186,7 +187,7 @@ class ReconciliationWorkflow:
             progress.cursor = page.next_cursor
             if page.next_cursor is None:
                 progress.source += 1
-            if workflow.info().get_current_history_length() > HISTORY_LIMIT:
+            if workflow.info().get_current_history_length() > request.continue_after_events:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(request.model_copy(update={"progress": progress}))
 
