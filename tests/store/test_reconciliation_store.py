@@ -340,6 +340,26 @@ def test_a_page_loaded_twice_is_kept_once(recon: ReconciliationStore) -> None:
     }  # fmt: skip
 
 
+def test_a_ticket_credit_is_found_in_billing_by_the_case_its_billing_credit_carries(
+    recon: ReconciliationStore,
+) -> None:
+    recon.start_run(RUN, *PERIOD)
+    credit = expected("cbtxn_1", "45.00", kind="credit_note", billing_kind="balance_credit",
+                      is_credit=True, case_id="1042")  # fmt: skip
+    recon.add_expected(RUN, [credit])
+    recon.add_erp(RUN, [erp("1", "cbtxn_1", "45.00", kind="credit_note")])
+    recon.add_support_credits(RUN, [
+        SupportCredit(case_id="1042", request_id="ticket", customer_id="cus_1",
+                      currency="USD", amount=Decimal("45.00")),
+        SupportCredit(case_id="1043", request_id="ticket", customer_id="cus_1",
+                      currency="USD", amount=Decimal("12.00")),
+    ])  # fmt: skip
+    counts = recon.classify(RUN).counts
+    assert counts["matched"] == 1 and counts["credit_without_ticket"] == 0
+    [lonely] = recon.items(RUN, "ticket_credit_without_billing")
+    assert lonely.case_id == "1043"
+
+
 def test_a_classified_run_keeps_its_report_and_refuses_more_rows(
     store: IntegrationStore, recon: ReconciliationStore
 ) -> None:
