@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     api_rate_limit_per_second: PositiveFloat = 20.0
     api_rate_burst: PositiveInt = 40
 
+    # Payload encryption: "id:base64key" entries (32-byte AES keys), the first encrypts, all
+    # decrypt (rotation). None configured: payloads stay plain JSON. See adapters/codec.py.
+    payload_keys: list[SecretStr] = []
+    # Browser origins allowed to call the codec endpoint (the Temporal Web UI)
+    codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]
+
     # Logging
     log_level: str = "INFO"
     log_format: str = "json"
@@ -93,6 +99,7 @@ class Settings(BaseSettings):
             "erp_password",
             "store_url",
             "api_keys",
+            "payload_keys",
         ):
             file_var = f"{ENV_PREFIX}{name.upper()}_FILE"
             if file_var in os.environ and name not in data:

@@ -115,11 +115,11 @@ def _write_csv(path: Path, items: list[dict[str, Any]]) -> None:
 
 
 def _apply_schedule(settings: Settings) -> int:
-    from adapters.temporal import connect_temporal
+    from adapters.temporal import connect_for
     from starters.reconciliation import SCHEDULE_ID, apply_schedule
 
     async def apply() -> str:
-        client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        client = await connect_for(settings)
         return await apply_schedule(client, settings)
 
     outcome = asyncio.run(apply())

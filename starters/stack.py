@@ -34,7 +34,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from adapters.bootstrap import build_store
 from adapters.erp import tryton_bootstrap
 from adapters.settings import Settings
-from adapters.temporal import connect_temporal
+from adapters.temporal import connect_for, connect_temporal
 from starters.api.auth import ROLES, key_entry
 from workflows.activity_options import task_queue
 from workflows.visibility import search_attribute_flags
@@ -143,6 +143,8 @@ class LocalStack:
         ]  # fmt: skip
         for flag in search_attribute_flags():
             temporal_cmd += ["--search-attribute", flag]
+        if s.payload_keys:  # the Web UI decrypts payloads through the API's codec endpoint
+            temporal_cmd += ["--ui-codec-endpoint", f"{api_base}/codec"]
         return [
             Component(
                 "temporal",
@@ -318,9 +320,7 @@ class LocalStack:
         from starters.reconciliation import apply_schedule
 
         async def apply() -> str:
-            client = await connect_temporal(
-                self.settings.temporal_address, self.settings.temporal_namespace
-            )
+            client = await connect_for(self.settings)
             return await apply_schedule(client, self.settings)
 
         outcome = asyncio.run(apply())

@@ -33,7 +33,7 @@ from activities.reconciliation import ReconciliationActivities
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.settings import Settings
-from adapters.temporal import connect_temporal
+from adapters.temporal import connect_for
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.activity_options import task_queue
 from workflows.case_to_credit import CaseToCreditWorkflow
@@ -153,9 +153,7 @@ def build_workers(
 
 async def run_workers(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight activities finish (graceful shutdown)."""
-    client = await connect_temporal(
-        settings.temporal_address, settings.temporal_namespace, wait_seconds=60
-    )
+    client = await connect_for(settings, wait_seconds=60)
     adapters = build_adapters(settings)
     workers = build_workers(client, adapters, settings.task_queue_prefix)
     stop = asyncio.Event()

@@ -35,6 +35,7 @@ from adapters.support.webhook_signature import verify_zendesk
 from canonical import AccountRecord
 from canonical.credit import CreditPolicy, CreditRequest
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.codec import codec_router
 from starters.api.credits import credits_router
 from starters.api.finance import finance_router
 from starters.api.reconciliation import reconciliation_router
@@ -375,6 +376,8 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         credits_router(settings, temporal, keyring, (support, billing, ledger), store, policy)
     )
     app.include_router(reconciliation_router(settings, temporal, keyring, store))
+    if settings.payload_keys:  # the Web UI shows decrypted payloads through /codec
+        app.include_router(codec_router(settings, keyring))
     return app
 
 

@@ -5,6 +5,7 @@ import asyncio
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from adapters.codec import codec_from_settings
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
 
@@ -18,6 +19,8 @@ class TemporalConnection:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # Built now, so a malformed payload key stops start-up instead of failing requests.
+        self._codec = codec_from_settings(settings)
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -27,7 +30,9 @@ class TemporalConnection:
                 try:
                     self._client = await asyncio.wait_for(
                         connect_temporal(
-                            self._settings.temporal_address, self._settings.temporal_namespace
+                            self._settings.temporal_address,
+                            self._settings.temporal_namespace,
+                            codec=self._codec,
                         ),
                         timeout=5,
                     )
