@@ -56,7 +56,11 @@ def _inbox(args: argparse.Namespace, settings: Settings) -> int:
         params = {"customer_id": args.customer} if args.customer else {}
         for item in call_api(settings, "get", "/v1/approvals", role="finance",
                              params=params).json():  # fmt: skip
-            asked = f"approve? ({'; '.join(item['why'])})"
+            asked = (
+                item["reason"]
+                if item["status"] == "unreadable"
+                else f"approve? ({'; '.join(item['why'])})"
+            )
             rows.append((item["age_hours"], (
                 f"{item['age_hours']:.1f} h", "approval", "case_to_credit",
                 item["customer_id"] or "-", money(item["amount"]), asked, item["credit_id"],

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.errors import AdapterError, NotFoundError, ValidationError
@@ -28,8 +28,9 @@ from canonical import Money
 from canonical.credit import CreditAssessment, CreditPolicy, CreditRequest
 from canonical.support import SupportCase
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
-from starters.api.temporal import TemporalConnection, TemporalUnavailable
+from starters.api.temporal import TemporalConnection, TemporalUnavailable, open_runs
 from starters.routing import credit_start, start_once
+from workflows import visibility
 from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval, CreditState
 from workflows.credit_policy import assess, eligibility_problems
 
@@ -78,10 +79,11 @@ class CreditAccepted(BaseModel):
 
 class ApprovalSummary(BaseModel):
     credit_id: str
-    status: str
+    status: str = Field(description="awaiting_approval | reminded | escalated | unreadable")
     case_id: str
     customer_id: str | None
-    amount: Money
+    amount: Money | None
+    amount_minor: int | None = Field(default=None, description="when only visibility answered")
     requested_by: str
     reason: str
     invoice_id: str | None
@@ -256,14 +258,15 @@ def credits_router(
             before = datetime.now(UTC) - timedelta(hours=min_age_hours)
             query += f" AND StartTime <= '{before.isoformat()}'"
         client = await temporal.client()
-        found = []
         try:
-            async for execution in client.list_workflows(query, limit=LIST_LIMIT):
-                state = await _state(client, execution.id)
-                if state is not None and state.status in WAITING:
-                    found.append(_approval(state, execution.start_time))
+            runs = await open_runs(client, query, "state", CreditState, LIST_LIMIT)
         except RPCError as err:
             raise TemporalUnavailable(str(err)) from err
+        found = [
+            _approval(state, execution.start_time) if state else _unreadable(execution)
+            for execution, state in runs
+            if state is None or state.status in WAITING
+        ]
         return sorted(found, key=lambda a: a.opened_at)
 
     @router.get("/credits/{credit_id:path}", response_model=CreditState)
@@ -333,11 +336,26 @@ def _not_found_or_unavailable(err: RPCError, credit_id: str) -> Exception:
     return TemporalUnavailable(str(err))
 
 
-async def _state(client: Client, workflow_id: str) -> CreditState | None:
-    try:
-        return await client.get_workflow_handle(workflow_id).query(CaseToCreditWorkflow.state)
-    except RPCError:
-        return None  # finished between the listing and the query
+def _unreadable(execution: WorkflowExecution) -> ApprovalSummary:
+    """What visibility alone knows of a credit whose workflow did not answer."""
+    attributes = execution.typed_search_attributes
+    opened = execution.start_time if execution.start_time.tzinfo else (
+        execution.start_time.replace(tzinfo=UTC))  # fmt: skip
+    amount_minor = attributes.get(visibility.AMOUNT_MINOR)
+    return ApprovalSummary(
+        credit_id=execution.id,
+        status="unreadable",
+        case_id=attributes.get(visibility.CASE_ID) or "?",
+        customer_id=attributes.get(visibility.CUSTOMER_ID),
+        amount=None,
+        amount_minor=amount_minor,
+        requested_by="?",
+        reason="its workflow did not answer (is a worker running?); try again",
+        invoice_id=attributes.get(visibility.INVOICE_ID),
+        why=[],
+        opened_at=opened,
+        age_hours=round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+    )
 
 
 def _approval(state: CreditState, started: datetime) -> ApprovalSummary:

@@ -12,13 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.settings import Settings
 from canonical import Decision, DecisionRequest, ExceptionContext, FinanceDecision, Money
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
-from starters.api.temporal import TemporalConnection, TemporalUnavailable
+from starters.api.temporal import TemporalConnection, TemporalUnavailable, open_runs
+from workflows import visibility
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 
 # Ids and filters are pasted into a visibility query: only these characters get there.
@@ -28,7 +29,7 @@ LIST_LIMIT = 200
 
 class ExceptionSummary(BaseModel):
     exception_id: str
-    status: str = Field(description="open | reminded | escalated | decided")
+    status: str = Field(description="open | reminded | escalated | decided | unreadable")
     process: str
     step: str
     customer_id: str | None
@@ -78,14 +79,15 @@ def finance_router(
         if min_age_hours is not None:
             before = datetime.now(UTC) - timedelta(hours=min_age_hours)
             query += f" AND StartTime <= '{before.isoformat()}'"
-        found = []
         try:
-            async for execution in client.list_workflows(query, limit=LIST_LIMIT):
-                state = await _state(client, execution.id)
-                if state is not None and (process is None or state.context.process == process):
-                    found.append(_summary(state, execution.start_time))
+            runs = await open_runs(client, query, "state", FinanceExceptionState, LIST_LIMIT)
         except RPCError as err:
             raise TemporalUnavailable(str(err)) from err
+        found = [
+            _summary(state, execution.start_time) if state else _unreadable(execution)
+            for execution, state in runs
+            if state is None or process is None or state.context.process == process
+        ]
         return sorted(found, key=lambda s: s.opened_at)
 
     @router.get("/{exception_id:path}", response_model=ExceptionDetail)
@@ -155,11 +157,29 @@ def _not_found_or_unavailable(err: RPCError, exception_id: str) -> Exception:
     return TemporalUnavailable(str(err))
 
 
-async def _state(client: Client, workflow_id: str) -> FinanceExceptionState | None:
-    try:
-        return await client.get_workflow_handle(workflow_id).query(FinanceExceptionWorkflow.state)
-    except RPCError:
-        return None  # closed between the listing and the query
+def _unreadable(execution: WorkflowExecution) -> ExceptionSummary:
+    """What visibility alone knows of an exception whose workflow did not answer."""
+    attributes = execution.typed_search_attributes
+    opened = _aware(execution.start_time)
+    return ExceptionSummary(
+        exception_id=execution.id,
+        status="unreadable",
+        process="?",
+        step="?",
+        customer_id=attributes.get(visibility.CUSTOMER_ID),
+        subscription_id=attributes.get(visibility.SUBSCRIPTION_ID),
+        invoice_id=attributes.get(visibility.INVOICE_ID),
+        case_id=attributes.get(visibility.CASE_ID),
+        amount=None,
+        error="its workflow did not answer (is a worker running?); try again",
+        asked="-",
+        opened_at=opened,
+        age_hours=round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _summary(state: FinanceExceptionState, started: datetime) -> ExceptionSummary:

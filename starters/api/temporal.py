@@ -1,13 +1,17 @@
 """The API's Temporal client: connected once, on first use or at start-up."""
 
 import asyncio
+from datetime import timedelta
+from typing import TypeVar
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError
 
 from adapters.codec import codec_from_settings
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
+
+T = TypeVar("T")
 
 
 class TemporalUnavailable(Exception):
@@ -39,3 +43,31 @@ class TemporalConnection:
                 except (TimeoutError, RuntimeError, RPCError, OSError) as err:
                     raise TemporalUnavailable(str(err)) from err
             return self._client
+
+
+QUERY_TIMEOUT = timedelta(seconds=3)
+QUERIES_IN_FLIGHT = 10
+
+
+async def open_runs(
+    client: Client, visibility_query: str, query_name: str, result_type: type[T], limit: int
+) -> list[tuple[WorkflowExecution, T | None]]:
+    """Running workflows matching `visibility_query`, each with the answer to its query —
+    asked side by side, each bounded, so one workflow whose worker is down cannot stall a
+    list: its answer is None and the caller shows it as unreadable rather than hiding it."""
+    executions = [e async for e in client.list_workflows(visibility_query, limit=limit)]
+    gate = asyncio.Semaphore(QUERIES_IN_FLIGHT)
+
+    async def ask(execution: WorkflowExecution) -> T | None:
+        async with gate:
+            try:
+                handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+                answer: T = await handle.query(
+                    query_name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT
+                )
+                return answer
+            except RPCError:
+                return None  # finished meanwhile, or no worker answered in time
+
+    answers = await asyncio.gather(*(ask(e) for e in executions))
+    return list(zip(executions, answers, strict=True))

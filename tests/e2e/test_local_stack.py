@@ -17,9 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.client import ScheduleOverlapPolicy
 
 from adapters.bootstrap import build_adapters
 from adapters.settings import Settings
+from adapters.temporal import connect_temporal
+from starters.reconciliation import SCHEDULE_ID
 from tests.e2e.conftest import eventually
 from tests.fixtures.servers import free_port
 
@@ -84,8 +87,11 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "erp: bootstrapping database" in demo.stdout
-    assert "Demo complete: account sync and the mid-cycle upgrade" in demo.stdout
+    assert "Demo complete: account sync, the mid-cycle upgrade" in demo.stdout
     assert "posted: equal to the billing invoice, once" in demo.stdout
+    assert "approved by local-finance (finance)" in demo.stdout
+    assert "exception/credit/" in demo.stdout and "compensate by local-finance" in demo.stdout
+    assert " 0 unexplained" in demo.stdout
     for component in ("temporal", "erp", "billing", "support", "worker", "api"):
         assert f"{component}: ready, listening on" in demo.stdout
         assert f"{component}: stopped" in demo.stdout
@@ -93,6 +99,12 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     # Second start: a sync is stuck half-way (support is down) when the stack is stopped.
     up = RunningUp(env, tmp_path)
     assert "erp: reusing database" in up.output
+    assert "schedule: nightly reconciliation updated" in up.output
+    temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    schedule = await temporal.get_schedule_handle(
+        f"{settings.task_queue_prefix}{SCHEDULE_ID}"
+    ).describe()
+    assert schedule.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
     adapters = build_adapters(settings)
     try:
         httpx.post(

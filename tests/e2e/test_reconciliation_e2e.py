@@ -166,5 +166,5 @@ async def test_a_run_finds_each_difference_heals_the_missing_posting_and_reports
 
     posted_b = await eventually(healed, "the missing invoice posted by the normal path", 90)
     assert posted_b.total == Money.of("20.00", "USD")
-    inbox = await cli(stack, "finance", "inbox", "--process", "reconciliation")
+    inbox = await cli(stack, "finance", "inbox", "--process", "reconciliation", "--customer", cid)
     assert inbox.stdout.count("reconciliation") >= 6, inbox.stdout
