@@ -56,6 +56,7 @@ def private_settings(home: Path) -> Settings:
         billing_url=f"http://127.0.0.1:{free_port()}",
         support_url=f"http://127.0.0.1:{free_port()}",
         api_port=free_port(),
+        erp_proxy_port=free_port(),
         log_level="WARNING",
     )
 

@@ -199,6 +199,9 @@ class Demo:
 
         credit_id = await eventually("the credit in the finance inbox", waiting)
         self.show_cli("finance", "inbox", "--customer", customer_id)
+        await self._erp_faults("PUT", "rules", {"rules": [{"mode": "unavailable"}]})
+        await self._erp_faults("DELETE", "stats")
+        echo("\nerp: down for maintenance from now on (every call answered 503)")
         self.show_cli(
             "finance",
             "approve",
@@ -206,7 +209,19 @@ class Demo:
             "--reason",
             "Incident INC-1142 confirmed; within the SLA credit policy",
         )
+
+        async def refused_twice() -> int | None:
+            refused = int((await self._erp_faults("GET", "stats"))["faults"]["unavailable"])
+            return refused if refused >= 2 else None
+
+        refused = await eventually("the credit note post retried against the ERP", refused_twice)
+        await self._erp_faults("DELETE", "rules")
+        echo(f"erp: back; it refused {refused} attempts to post the credit note meanwhile, "
+             f"and the workflow kept retrying with backoff")  # fmt: skip
         state = await self._credit_done(credit_id, "applied")
+        copies = await self._erp_copies(state["billing_document"])
+        if copies != 1:
+            raise DemoFailed(f"the ERP holds {copies} credit notes for {state['billing_document']}")
         balance = await self.billing.get_customer_balance(customer_id)
         posted = await self.adapters.ledger.find_document(state["billing_document"])
         if posted is None or posted.total != Money.of("45.00", "USD"):
@@ -215,7 +230,7 @@ class Demo:
             f"billing: balance credit {state['billing_document']}; the customer's balance is "
             f"{balance} (taken off the next invoice)"
         )
-        echo(f"erp: credit note {posted.erp_number} {posted.total} posted, journaled")
+        echo(f"erp: credit note {posted.erp_number} {posted.total} posted once, journaled")
         case = await self.adapters.support.get_case(case_id)
         echo(
             f"support: ticket #{case_id} tagged {', '.join(case.tags)}; internal note and "
@@ -296,6 +311,27 @@ class Demo:
             raise DemoFailed("reconciliation found differences; see `ledgerbridge recon report`")
         self.echo("the nightly run of the same is a Temporal Schedule: search "
                   "`BusinessProcess = 'reconciliation'` in the Web UI")  # fmt: skip
+
+    async def _erp_faults(
+        self, method: str, what: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The local stack's fault proxy in front of the ERP, as an operator drives it."""
+        url = f"http://127.0.0.1:{self.settings.erp_proxy_port}/_faults/{what}"
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.request(method, url, json=body)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    async def _erp_copies(self, reference: str) -> int:
+        """How many ERP documents of today carry this reference (exactly once: 1)."""
+        today = datetime.now(UTC).date()
+        copies, cursor = 0, None
+        while True:
+            page = await self.adapters.ledger.document_page(today, today, cursor, 200)
+            copies += sum(d.reference == reference for d in page.documents)
+            if page.next_cursor is None:
+                return copies
+            cursor = page.next_cursor
 
     # --- acting as the people who use ledgerbridge ----------------------------------------
 

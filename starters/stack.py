@@ -124,7 +124,13 @@ class LocalStack:
             entries = [key_entry(f"local-{r}", r, k) for r, k in self.local_api_keys().items()]
             env["LEDGERBRIDGE_API_KEYS"] = json.dumps(entries)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The worker and the API reach the ERP through the fault proxy (demo, chaos runs).
+        env["LEDGERBRIDGE_ERP_URL"] = self.erp_proxy_url
         return env
+
+    @property
+    def erp_proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.erp_proxy_port}"
 
     # --- components ---------------------------------------------------------------------
 
@@ -162,6 +168,23 @@ class LocalStack:
                     json_rpc={"id": 0, "method": "common.server.version", "params": []},
                 ),
                 port=erp_port,
+            ),
+            Component(
+                "erp-faults",
+                [
+                    sys.executable,
+                    "-m",
+                    "sandbox.faults",
+                    "--host",
+                    "127.0.0.1",
+                    "--listen-port",
+                    str(s.erp_proxy_port),
+                    "--upstream",
+                    s.erp_url,
+                ],
+                f"{self.erp_proxy_url} (fault proxy in front of the ERP, rules at /_faults/)",
+                _http_ok(f"{self.erp_proxy_url}/_faults/health"),
+                port=s.erp_proxy_port,
             ),
             Component(
                 "billing",

@@ -40,6 +40,7 @@ def stack_env(home: Path) -> dict[str, str]:
         LEDGERBRIDGE_BILLING_URL=f"http://127.0.0.1:{free_port()}",
         LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{free_port()}",
         LEDGERBRIDGE_API_PORT=str(free_port()),
+        LEDGERBRIDGE_ERP_PROXY_PORT=str(free_port()),
     )
     return env
 
