@@ -28,7 +28,12 @@ from canonical import Money
 from canonical.credit import CreditAssessment, CreditPolicy, CreditRequest
 from canonical.support import SupportCase
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
-from starters.api.temporal import TemporalConnection, TemporalUnavailable, open_runs
+from starters.api.temporal import (
+    TemporalConnection,
+    TemporalUnavailable,
+    open_runs,
+    opened_and_age,
+)
 from starters.routing import credit_start, start_once
 from workflows import visibility
 from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval, CreditState
@@ -339,8 +344,6 @@ def _not_found_or_unavailable(err: RPCError, credit_id: str) -> Exception:
 def _unreadable(execution: WorkflowExecution) -> ApprovalSummary:
     """What visibility alone knows of a credit whose workflow did not answer."""
     attributes = execution.typed_search_attributes
-    opened = execution.start_time if execution.start_time.tzinfo else (
-        execution.start_time.replace(tzinfo=UTC))  # fmt: skip
     amount_minor = attributes.get(visibility.AMOUNT_MINOR)
     return ApprovalSummary(
         credit_id=execution.id,
@@ -353,13 +356,11 @@ def _unreadable(execution: WorkflowExecution) -> ApprovalSummary:
         reason="its workflow did not answer (is a worker running?); try again",
         invoice_id=attributes.get(visibility.INVOICE_ID),
         why=[],
-        opened_at=opened,
-        age_hours=round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+        **opened_and_age(execution.start_time),
     )
 
 
 def _approval(state: CreditState, started: datetime) -> ApprovalSummary:
-    opened = started if started.tzinfo else started.replace(tzinfo=UTC)
     credit = state.request
     return ApprovalSummary(
         credit_id=state.workflow_id,
@@ -371,8 +372,7 @@ def _approval(state: CreditState, started: datetime) -> ApprovalSummary:
         reason=credit.reason,
         invoice_id=credit.invoice_id,
         why=state.assessment.reasons if state.assessment else [],
-        opened_at=opened,
-        age_hours=round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+        **opened_and_age(started),
     )
 
 

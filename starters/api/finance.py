@@ -18,7 +18,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from adapters.settings import Settings
 from canonical import Decision, DecisionRequest, ExceptionContext, FinanceDecision, Money
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
-from starters.api.temporal import TemporalConnection, TemporalUnavailable, open_runs
+from starters.api.temporal import (
+    TemporalConnection,
+    TemporalUnavailable,
+    open_runs,
+    opened_and_age,
+)
 from workflows import visibility
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 
@@ -160,7 +165,6 @@ def _not_found_or_unavailable(err: RPCError, exception_id: str) -> Exception:
 def _unreadable(execution: WorkflowExecution) -> ExceptionSummary:
     """What visibility alone knows of an exception whose workflow did not answer."""
     attributes = execution.typed_search_attributes
-    opened = _aware(execution.start_time)
     return ExceptionSummary(
         exception_id=execution.id,
         status="unreadable",
@@ -173,18 +177,12 @@ def _unreadable(execution: WorkflowExecution) -> ExceptionSummary:
         amount=None,
         error="its workflow did not answer (is a worker running?); try again",
         asked="-",
-        opened_at=opened,
-        age_hours=round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+        **opened_and_age(execution.start_time),
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _summary(state: FinanceExceptionState, started: datetime) -> ExceptionSummary:
     context = state.context
-    opened = started if started.tzinfo else started.replace(tzinfo=UTC)
     return ExceptionSummary(
         exception_id=state.exception_id,
         status=state.status,
@@ -197,8 +195,7 @@ def _summary(state: FinanceExceptionState, started: datetime) -> ExceptionSummar
         amount=context.amount,
         error=f"{context.error_type}: {context.error_message}",
         asked=" | ".join(context.allowed_decisions),
-        opened_at=opened,
-        age_hours=round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+        **opened_and_age(started),
     )
 
 

@@ -1,8 +1,8 @@
 """The API's Temporal client: connected once, on first use or at start-up."""
 
 import asyncio
-from datetime import timedelta
-from typing import TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError
@@ -71,3 +71,12 @@ async def open_runs(
 
     answers = await asyncio.gather(*(ask(e) for e in executions))
     return list(zip(executions, answers, strict=True))
+
+
+def opened_and_age(started: datetime) -> dict[str, Any]:
+    """`opened_at` (aware) and `age_hours` of an inbox item, from its workflow's start."""
+    opened = started if started.tzinfo else started.replace(tzinfo=UTC)
+    return {
+        "opened_at": opened,
+        "age_hours": round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
+    }
