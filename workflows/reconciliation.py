@@ -9,6 +9,7 @@ only where they were.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -39,14 +40,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.finance_exception import FinanceExceptionInput, FinanceExceptionWorkflow
 
 PROCESS = "reconciliation"
-# Where each source is read, in load order: the journal snapshot needs billing's references.
-SOURCES: tuple[tuple[str, str], ...] = (
-    ("invoices", "billing"),
-    ("credit_notes", "billing"),
-    ("balance_credits", "billing"),
-    ("journal", ""),
-    ("erp", "erp"),
-    ("tickets", "support"),
+# Where each source is read. The three systems are read side by side, each chain in its
+# order: the journal snapshot needs billing's references, so it closes billing's chain.
+SYSTEM_OF = {"invoices": "billing", "credit_notes": "billing", "balance_credits": "billing",
+             "journal": "", "erp": "erp", "tickets": "support"}  # fmt: skip
+CHAINS: tuple[tuple[str, ...], ...] = (
+    ("invoices", "credit_notes", "balance_credits", "journal"),
+    ("erp",),
+    ("tickets",),
 )
 PAGE_CALL: dict[str, Any] = {**SAAS_CALL, "start_to_close_timeout": timedelta(minutes=5)}
 # Classifying 100,000 rows takes seconds; a slow SQLite file may take longer.
@@ -76,8 +77,8 @@ class ReconProgress(BaseModel):
     run_id: str
     period_start: datetime
     period_end: datetime
-    source: int = 0
-    cursor: str | None = None
+    cursors: dict[str, str] = {}  # the next page of each source being read
+    done: list[str] = []  # sources read completely
     loaded: dict[str, int] = {}
 
 
@@ -111,6 +112,7 @@ class ReconciliationWorkflow:
     def __init__(self) -> None:
         self._progress: ReconProgress | None = None
         self._status = "loading"
+        self._status_published = False
         self._counts: dict[str, int] = {}
 
     @workflow.run
@@ -152,8 +154,7 @@ class ReconciliationWorkflow:
         return {
             "status": self._status,
             "run_id": progress.run_id if progress else None,
-            "source": SOURCES[progress.source][0] if progress and progress.source < len(SOURCES)
-            else None,
+            "done": progress.done if progress else [],
             "loaded": progress.loaded if progress else {},
             "counts": self._counts,
         }  # fmt: skip
@@ -179,21 +180,35 @@ class ReconciliationWorkflow:
         return progress
 
     async def _load(self, request: ReconciliationInput, progress: ReconProgress) -> None:
-        while progress.source < len(SOURCES):
-            source, system = SOURCES[progress.source]
-            self._set_status("loading", f"Loading {source} of {progress.run_id}")
-            page = await self._load_page(request, progress, source, system)
-            progress.loaded[source] = progress.loaded.get(source, 0) + page.rows
-            progress.cursor = page.next_cursor
-            if page.next_cursor is None:
-                progress.source += 1
-            if workflow.info().get_current_history_length() > request.continue_after_events:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(request.model_copy(update={"progress": progress}))
+        """Read every source; past the history budget, every chain stops after its page in
+        flight and the run continues as new from the cursors."""
+        self._set_status("loading", f"Loading billing, ERP and tickets for {progress.run_id}")
+        budget_spent = False
+
+        async def read(chain: tuple[str, ...]) -> None:
+            nonlocal budget_spent
+            for source in chain:
+                while source not in progress.done and not budget_spent:
+                    cursor = progress.cursors.get(source)
+                    page = await self._load_page(request, progress, source, cursor)
+                    progress.loaded[source] = progress.loaded.get(source, 0) + page.rows
+                    if page.next_cursor is None:
+                        progress.done.append(source)
+                        progress.cursors.pop(source, None)
+                    else:
+                        progress.cursors[source] = page.next_cursor
+                    history = workflow.info().get_current_history_length()
+                    budget_spent = history > request.continue_after_events
+
+        await asyncio.gather(*(read(chain) for chain in CHAINS))
+        if budget_spent and len(progress.done) < len(SYSTEM_OF):
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(request.model_copy(update={"progress": progress}))
 
     async def _load_page(
-        self, request: ReconciliationInput, progress: ReconProgress, source: str, system: str
+        self, request: ReconciliationInput, progress: ReconProgress, source: str, cursor: str | None
     ) -> PageLoaded:
+        system = SYSTEM_OF[source]
         period = {"run_id": progress.run_id, "period_start": progress.period_start,
                   "period_end": progress.period_end}  # fmt: skip
         if source == "journal":
@@ -206,11 +221,11 @@ class ReconciliationWorkflow:
         options = ERP_CALL if system == "erp" else PAGE_CALL
         result: PageLoaded = await workflow.execute_activity(
             activity_name,
-            LoadPageInput(**period, source=source, cursor=progress.cursor,  # type: ignore[arg-type]
+            LoadPageInput(**period, source=source, cursor=cursor,  # type: ignore[arg-type]
                           page_size=request.page_size),
             result_type=PageLoaded,
             task_queue=activity_queue(system),
-            summary=f"{source} page after {progress.cursor or 'the start'}",
+            summary=f"{source} page after {cursor or 'the start'}",
             **options,
         )  # fmt: skip
         return result
@@ -311,6 +326,9 @@ class ReconciliationWorkflow:
         )
 
     def _set_status(self, status: str, details: str) -> None:
+        # Only a change of status is an event in history; the details are free.
+        if status != self._status or not self._status_published:
+            workflow.upsert_search_attributes([visibility.PROCESS_STATUS.value_set(status)])
+            self._status_published = True
         self._status = status
-        workflow.upsert_search_attributes([visibility.PROCESS_STATUS.value_set(status)])
         workflow.set_current_details(details)

@@ -132,6 +132,7 @@ class ReconExpected(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="ck_recon_expected_amount_positive"),
         Index("ix_recon_expected_billing_document", "run_id", "billing_document_id"),
+        Index("ix_recon_expected_case", "run_id", "case_id"),
     )
 
     run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)

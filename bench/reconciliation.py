@@ -1,0 +1,995 @@
+"""Reconciliation at volume: 100,000 billing documents against 100,000 ERP records.
+
+    .venv/bin/python -m bench.reconciliation [--documents 100000] [--store postgresql|sqlite]
+
+One script, one machine, three measurements:
+- the workflow: a Temporal dev server, the real worker (`build_workers`, in a subprocess so
+  its memory is its own) and the real store, with billing, the ERP and support replaced by
+  in-memory ports that generate a seeded day of documents page by page (creating 100,000
+  documents through the sandboxes' HTTP APIs would take hours and measure them, not us).
+  A one-day ReconciliationWorkflow runs with page_size 1000 (Stripe's real maximum is 100:
+  production makes ten times the page calls) and healing and exceptions off;
+- the classification: the same pages loaded by the same activity code (no Temporal) into a
+  fresh run, then `ReconciliationStore.classify` timed against `plain_sql_diff`, the plain
+  COUNT-per-class SQL over the same staging tables, run by this script on the same database;
+- the history (events per execution, continue-as-new included) and the worker's memory
+  (VmRSS sampled from /proc while it works, VmHWM at the end).
+A known number of differences of every class is seeded (one document in 1,000 each); the
+run's counts are checked against them. Figures are printed and merged into bench/results.json.
+Nothing here asserts a time: it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast
+
+from sqlalchemy import insert
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from activities.credits import CASE_ID
+from activities.reconciliation import (
+    JournalSnapshotInput,
+    LoadPageInput,
+    ReconciliationActivities,
+)
+from adapters.bootstrap import Adapters
+from adapters.ports import BillingSystem, Ledger, SupportDesk
+from adapters.store import IntegrationStore
+from adapters.store.models import AccountLink, Posting
+from adapters.store.reconciliation import (
+    AMOUNT_MISMATCH,
+    CLASSES,
+    CREDIT_WITHOUT_TICKET,
+    DUPLICATE_IN_ERP,
+    MATCHED,
+    MATCHED_TO_JOURNAL,
+    MISSING_IN_ERP,
+    ORPHAN_IN_ERP,
+    POSTED_BUT_ABSENT,
+    TICKET_CREDIT_WITHOUT_BILLING,
+    ReconciliationStore,
+)
+from adapters.temporal import connect_temporal
+from canonical import BalanceTransaction, BillingDocument, DocumentLine, Money
+from canonical.reconciliation import (
+    BalanceCreditPage,
+    BillingDocumentPage,
+    LedgerDocument,
+    LedgerDocumentPage,
+    TicketCredit,
+    TicketCreditPage,
+)
+from workers.main import QueueLimits, build_workers, run_until_stopped
+from workflows import visibility
+from workflows.activity_options import task_queue
+from workflows.reconciliation import (
+    PROCESS,
+    ReconciliationInput,
+    ReconciliationResult,
+    ReconciliationWorkflow,
+    recon_workflow_id,
+)
+
+RESULTS = Path(__file__).parent / "results.json"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "LEDGERBRIDGE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+DAY: Final = date(2026, 11, 26)
+SEED: Final = 20261126
+PAGE_SIZE: Final = 1000  # Stripe's real maximum is 100
+DIFFERENCE_RATE: Final = 1000  # one document in 1,000 per class of difference
+DOCUMENTS_PER_CUSTOMER: Final = 50
+CURRENCY: Final = "USD"
+
+TARGET_CLASSIFY_RATIO: Final = 2.0
+TARGET_HISTORY_EVENTS: Final = 2000
+# "Flat": the peak over the whole run against the peak while the first tenth was loaded.
+TARGET_RSS_GROWTH: Final = 1.25
+
+# What the generator does to a billing document (none: billing, the ERP and the journal agree).
+MISSING: Final = "missing"  # neither the ERP nor the journal holds it
+ABSENT: Final = "absent"  # journaled, but the ERP holds nothing
+MISMATCH: Final = "mismatch"  # the ERP holds another amount
+DUPLICATE: Final = "duplicate"  # the ERP holds a second (draft) document with its reference
+CASELESS: Final = "caseless"  # a credit naming no support case, and no ticket asks for it
+
+T = TypeVar("T")
+
+
+# --- the seeded day ----------------------------------------------------------------------
+
+
+def kind_of(index: int) -> str:
+    """4 % credit notes, 2 % balance credits, the rest invoices; every customer has each."""
+    slot = index % DOCUMENTS_PER_CUSTOMER
+    if slot in (7, 31):
+        return "credit_note"
+    return "balance_credit" if slot == 13 else "invoice"
+
+
+def is_voided(index: int) -> bool:
+    """1 % of invoices and one credit note in 1,000 are voided: two postings each."""
+    return index % 100 == 41 or index % 1000 == 507
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Billing document `index` of the day, what the ERP, the journal and support hold for
+    it, and the extra records nobody in billing knows. Everything is a function of the
+    index: the ports build each page when it is asked for, nothing is held."""
+
+    documents: int
+    day: date
+    differences: int  # per class
+    fates: dict[int, str] = field(repr=False)
+
+    @classmethod
+    def seeded(cls, documents: int, day: date = DAY, seed: int = SEED) -> Plan:
+        n = max(1, documents // DIFFERENCE_RATE)
+        rng = random.Random(seed)
+        invoices = [i for i in range(documents) if kind_of(i) == "invoice" and not is_voided(i)]
+        credits = [i for i in range(documents) if kind_of(i) != "invoice" and not is_voided(i)]
+        picked = rng.sample(invoices, 4 * n)
+        fates: dict[int, str] = {}
+        for k, fate in enumerate((MISSING, ABSENT, MISMATCH, DUPLICATE)):
+            fates.update(dict.fromkeys(picked[k * n : (k + 1) * n], fate))
+        fates.update(dict.fromkeys(rng.sample(credits, n), CASELESS))
+        return cls(documents=documents, day=day, differences=n, fates=fates)
+
+    # --- billing
+
+    @property
+    def period(self) -> tuple[datetime, datetime]:
+        start = datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
+        return start, start + timedelta(days=1)
+
+    @property
+    def customers(self) -> int:
+        return -(-self.documents // DOCUMENTS_PER_CUSTOMER)
+
+    def customer(self, index: int) -> str:
+        return f"cus_{index // DOCUMENTS_PER_CUSTOMER:06d}"
+
+    def created_at(self, index: int) -> datetime:
+        step = 86_400_000_000 // self.documents
+        return self.period[0] + timedelta(microseconds=index * step)
+
+    def subtotal(self, index: int) -> Decimal:
+        return Decimal(1_000 + (index * 7_919) % 90_000).scaleb(-2)
+
+    def tax(self, index: int) -> Decimal:
+        return (
+            (self.subtotal(index) / 5).quantize(Decimal("0.01")) if index % 4 == 0 else Decimal(0)
+        )
+
+    def total(self, index: int) -> Decimal:
+        return self.subtotal(index) + self.tax(index)
+
+    def document_id(self, index: int) -> str:
+        prefix = {"invoice": "in", "credit_note": "cn", "balance_credit": "cbtxn"}[kind_of(index)]
+        return f"{prefix}_{index:07d}"
+
+    def case_id(self, index: int) -> str | None:
+        if kind_of(index) == "invoice" or self.fates.get(index) == CASELESS:
+            return None
+        return f"case_{index:07d}"
+
+    def billing_document(self, index: int) -> BillingDocument:
+        kind = kind_of(index)
+        created, voided = self.created_at(index), is_voided(index)
+        money = {
+            name: Money(amount=amount, currency=CURRENCY)
+            for name, amount in (("subtotal", self.subtotal(index)), ("tax", self.tax(index)),
+                                 ("total", self.total(index)))
+        }  # fmt: skip
+        case_id = self.case_id(index)
+        return BillingDocument(
+            document_id=self.document_id(index),
+            kind="invoice" if kind == "invoice" else "credit_note",
+            status="void" if voided else "paid" if kind == "invoice" else "issued",
+            number=f"BENCH-{index:07d}",
+            customer_id=self.customer(index),
+            subscription_id=f"sub_{index // DOCUMENTS_PER_CUSTOMER:06d}",
+            invoice_id=None if kind == "invoice" else f"in_{index - 1:07d}",
+            billing_reason="subscription_cycle" if kind == "invoice" else None,
+            currency=CURRENCY,
+            lines=[
+                DocumentLine(
+                    line_id=f"il_{index:07d}",
+                    description="Pro plan",
+                    quantity=Decimal(1),
+                    unit_amount=money["subtotal"],
+                    amount=money["subtotal"],
+                    period_start=self.day,
+                    period_end=self.day + timedelta(days=30),
+                )
+            ],
+            subtotal=money["subtotal"],
+            tax=money["tax"],
+            total=money["total"],
+            created_at=created,
+            finalized_at=created if kind == "invoice" else None,
+            voided_at=created if voided else None,
+            metadata={CASE_ID: case_id} if case_id else {},
+        )
+
+    def balance_credit(self, index: int) -> BalanceTransaction:
+        case_id = self.case_id(index)
+        credit = Money(amount=-self.total(index), currency=CURRENCY)
+        return BalanceTransaction(
+            transaction_id=self.document_id(index),
+            customer_id=self.customer(index),
+            amount=credit,
+            ending_balance=credit,
+            description="Support credit",
+            created_at=self.created_at(index),
+            kind="adjustment",
+            metadata={CASE_ID: case_id} if case_id else {},
+        )
+
+    def postings(self, index: int) -> list[tuple[str, str, Decimal]]:
+        """(reference, ERP kind, amount) the posting path makes of the document."""
+        main = "invoice" if kind_of(index) == "invoice" else "credit_note"
+        rows = [(self.document_id(index), main, self.total(index))]
+        if is_voided(index):
+            reversal = "credit_note" if main == "invoice" else "invoice"
+            rows.append((self.document_id(index) + "/void", reversal, self.total(index)))
+        return rows
+
+    # --- the ERP, the journal, support: one slot per billing document, then the extras
+
+    @property
+    def slots(self) -> int:
+        return self.documents + self.differences
+
+    def erp_documents(self, slot: int) -> list[LedgerDocument]:
+        if slot >= self.documents:  # an orphan, a reference-less orphan, a journaled stray
+            j, base = slot - self.documents, 4 * self.documents + 3 * (slot - self.documents)
+            amount = self.total(j)
+            return [
+                self._ledger_document(base + 1, f"in_orphan_{j}", "invoice", amount, j),
+                self._ledger_document(base + 2, None, "invoice", amount, j),
+                self._ledger_document(base + 3, f"in_prev_{j}", "invoice", amount, j),
+            ]
+        fate = self.fates.get(slot)
+        if fate in (MISSING, ABSENT):
+            return []
+        documents = [
+            self._ledger_document(4 * slot + k + 1, reference, kind,
+                                  amount + 1 if fate == MISMATCH else amount, slot)
+            for k, (reference, kind, amount) in enumerate(self.postings(slot))
+        ]  # fmt: skip
+        if fate == DUPLICATE:
+            reference, kind, amount = self.postings(slot)[0]
+            documents.append(
+                self._ledger_document(4 * slot + 3, reference, kind, amount, slot, "draft")
+            )
+        return documents
+
+    def _ledger_document(
+        self, erp_id: int, reference: str | None, kind: str, amount: Decimal, index: int,
+        state: str = "posted",
+    ) -> LedgerDocument:  # fmt: skip
+        return LedgerDocument(
+            erp_document_id=str(erp_id),
+            reference=reference,
+            kind=kind,  # type: ignore[arg-type]
+            number=f"INV/{erp_id}",
+            total=Money(amount=amount, currency=CURRENCY),
+            state=state,
+            customer_id=self.customer(index),
+            document_date=self.day,
+        )
+
+    def journal(self) -> Iterator[dict[str, Any]]:
+        """The posting journal as ledgerbridge would have written it (rows for bulk insert)."""
+        for slot in range(self.slots):
+            if slot >= self.documents:
+                j, base = slot - self.documents, 4 * self.documents + 3 * (slot - self.documents)
+                gone = 4 * self.documents + 3 * self.differences + j + 1  # in no ERP
+                yield self._journal_row(f"in_gone_{j}", "invoice", f"{gone}", self.total(j), j)
+                yield self._journal_row(f"in_prev_{j}", "invoice", f"{base + 3}", self.total(j), j)
+                continue
+            if self.fates.get(slot) == MISSING:
+                continue
+            for k, (reference, kind, amount) in enumerate(self.postings(slot)):
+                yield self._journal_row(reference, kind, str(4 * slot + k + 1), amount, slot)
+
+    def _journal_row(
+        self, reference: str, kind: str, erp_id: str, amount: Decimal, index: int
+    ) -> dict[str, Any]:
+        return {
+            "source_system": "billing",
+            "source_document_id": reference,
+            "document_type": kind,
+            "customer_id": self.customer(index),
+            "erp_document_id": erp_id,
+            "erp_number": f"INV/{erp_id}",
+            "amount": amount,
+            "currency": CURRENCY,
+            "workflow_id": f"ledger/{self.customer(index)}",
+            "correlation_id": None,
+            "posted_at": self.created_at(index % self.documents) + timedelta(seconds=1),
+        }
+
+    def tickets(self, slot: int) -> list[TicketCredit]:
+        index = slot if slot < self.documents else slot - self.documents
+        # past the documents: support promised a credit billing never saw
+        case_id = self.case_id(slot) if slot < self.documents else f"case_lost_{index}"
+        if case_id is None:
+            return []
+        return [
+            TicketCredit(
+                case_id=case_id,
+                customer_id=self.customer(index),
+                amount=Money(amount=self.total(index), currency=CURRENCY),
+                updated_at=self.created_at(index),
+            )
+        ]
+
+    # --- what the run must find
+
+    def expected_counts(self) -> dict[str, int]:
+        n = self.differences
+        agreeing = sum(
+            len(self.postings(i))
+            for i in range(self.documents)
+            if self.fates.get(i) in (None, CASELESS)
+        )
+        return {
+            MATCHED: agreeing,
+            MATCHED_TO_JOURNAL: n,
+            MISSING_IN_ERP: n,
+            POSTED_BUT_ABSENT: 2 * n,  # journaled for billing's document; journaled only
+            AMOUNT_MISMATCH: n,
+            DUPLICATE_IN_ERP: n,
+            ORPHAN_IN_ERP: 2 * n,  # unknown reference; no reference
+            CREDIT_WITHOUT_TICKET: n,
+            TICKET_CREDIT_WITHOUT_BILLING: n,
+        }
+
+    def erp_records(self) -> int:
+        per_document = {None: 0, CASELESS: 0, MISMATCH: 0, DUPLICATE: 1, MISSING: -1, ABSENT: -1}
+        return 3 * self.differences + sum(
+            max(0, len(self.postings(i)) + per_document[self.fates.get(i)])
+            for i in range(self.documents)
+        )
+
+
+# --- the systems, in memory ---------------------------------------------------------------
+
+
+def _slot_page(
+    slots: int, cursor: str | None, limit: int, rows_of: Callable[[int], list[T]]
+) -> tuple[list[T], str | None]:
+    """Whole slots up to `limit` rows; the cursor is the next slot."""
+    slot, rows = int(cursor or 0), list[T]()
+    while slot < slots:
+        batch = rows_of(slot)
+        if rows and len(rows) + len(batch) > limit:
+            break
+        rows.extend(batch)
+        slot += 1
+    return rows, (str(slot) if slot < slots else None)
+
+
+class BulkBilling:
+    """The reconciliation pages of BillingSystem over the seeded day (nothing else exists)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+
+    async def invoice_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingDocumentPage:
+        return self._page("invoice", created_from, created_until, cursor, limit)
+
+    async def credit_note_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingDocumentPage:
+        return self._page("credit_note", created_from, created_until, cursor, limit)
+
+    async def balance_credit_page(
+        self,
+        customer_id: str,
+        created_from: datetime,
+        created_until: datetime,
+        cursor: str | None,
+        limit: int,
+    ) -> BalanceCreditPage:
+        plan = self._plan
+        first = int(customer_id.removeprefix("cus_")) * DOCUMENTS_PER_CUSTOMER
+        start = max(first, int(cursor or first))
+        end = min(first + DOCUMENTS_PER_CUSTOMER, plan.documents)
+        found, index = list[BalanceTransaction](), start
+        while index < end and len(found) < limit:
+            if kind_of(index) == "balance_credit" and (
+                created_from <= plan.created_at(index) < created_until
+            ):
+                found.append(plan.balance_credit(index))
+            index += 1
+        return BalanceCreditPage(
+            transactions=found, next_cursor=str(index) if index < end else None
+        )
+
+    def _page(
+        self, kind: str, start: datetime, end: datetime, cursor: str | None, limit: int
+    ) -> BillingDocumentPage:
+        plan = self._plan
+        index, found = int(cursor or 0), list[BillingDocument]()
+        while index < plan.documents and len(found) < limit:
+            if kind_of(index) == kind and start <= plan.created_at(index) < end:
+                found.append(plan.billing_document(index))
+            index += 1
+        next_cursor = str(index) if index < plan.documents else None
+        return BillingDocumentPage(documents=found, next_cursor=next_cursor)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BulkLedger:
+    """Ledger.document_page over the seeded ERP documents, in a stable order."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+
+    async def document_page(
+        self, date_from: date, date_to: date, cursor: str | None, limit: int
+    ) -> LedgerDocumentPage:
+        def dated(slot: int) -> list[LedgerDocument]:
+            return [
+                d
+                for d in self._plan.erp_documents(slot)
+                if d.document_date and date_from <= d.document_date <= date_to
+            ]
+
+        documents, next_cursor = _slot_page(self._plan.slots, cursor, limit, dated)
+        return LedgerDocumentPage(documents=documents, next_cursor=next_cursor)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BulkSupport:
+    """SupportDesk.credit_ticket_page over the seeded tickets tagged credit_applied."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+
+    async def credit_ticket_page(
+        self, updated_from: datetime, updated_until: datetime, cursor: str | None, limit: int
+    ) -> TicketCreditPage:
+        def updated(slot: int) -> list[TicketCredit]:
+            return [
+                t for t in self._plan.tickets(slot) if updated_from <= t.updated_at < updated_until
+            ]
+
+        tickets, next_cursor = _slot_page(self._plan.slots, cursor, limit, updated)
+        return TicketCreditPage(tickets=tickets, next_cursor=next_cursor)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def bulk_adapters(plan: Plan, store: IntegrationStore) -> Adapters:
+    # Only the reconciliation pages exist: any other call fails with AttributeError.
+    return Adapters(
+        billing=cast(BillingSystem, BulkBilling(plan)),
+        support=cast(SupportDesk, BulkSupport(plan)),
+        ledger=cast(Ledger, BulkLedger(plan)),
+        store=store,
+    )
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int = 5_000) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def seed_store(store: IntegrationStore, plan: Plan) -> int:
+    """The customers ledgerbridge knows and the posting journal, inserted in bulk."""
+    synced = plan.period[0]
+    links = (
+        {"customer_id": f"cus_{c:06d}", "system": system, "external_id": f"{system}-{c}",
+         "name": f"Bench customer {c}", "workflow_id": None, "synced_at": synced}
+        for c in range(plan.customers)
+        for system in ("erp", "support")
+    )  # fmt: skip
+    journaled = 0
+    with store.engine.begin() as conn:
+        for batch in _batches(links):
+            conn.execute(insert(AccountLink), batch)
+        for batch in _batches(plan.journal()):
+            conn.execute(insert(Posting), batch)
+            journaled += len(batch)
+    return journaled
+
+
+@contextmanager
+def database(kind: str) -> Iterator[tuple[str, str]]:
+    """A store URL and its label: a fresh PostgreSQL database (dropped after), or SQLite."""
+    if kind in ("auto", "postgresql"):
+        import psycopg
+        from psycopg import sql
+
+        try:
+            admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+        except psycopg.OperationalError as err:
+            if kind == "postgresql":
+                raise SystemExit(
+                    f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {err}"
+                ) from err
+        else:
+            name = f"ledgerbridge_bench_{uuid.uuid4().hex[:12]}"
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+            try:
+                yield (
+                    f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}",
+                    "postgresql",
+                )
+            finally:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+                admin.close()
+            return
+    with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as home:
+        yield f"sqlite:///{home}/store.sqlite", "sqlite"
+
+
+# --- the worker, in its own process ---------------------------------------------------------
+
+
+async def serve_worker(args: argparse.Namespace) -> None:
+    """The real workers on the bench's queues, until SIGTERM."""
+    plan = Plan.seeded(args.documents)
+    client = await connect_temporal(args.temporal, "default", wait_seconds=30)
+    adapters = bulk_adapters(plan, IntegrationStore(args.store_url))
+    workers = build_workers(client, adapters, args.prefix)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    running = asyncio.create_task(run_until_stopped(workers, stop))
+    await asyncio.sleep(1)  # polling by now
+    print("ready", flush=True)
+    try:
+        await running
+    finally:
+        await adapters.aclose()
+
+
+def proc_status_kb(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a live process, in kB."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+@dataclass
+class WorkerProcess:
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+
+@asynccontextmanager
+async def worker_process(
+    temporal: str, store_url: str, prefix: str, documents: int, log_dir: Path
+) -> AsyncIterator[WorkerProcess]:
+    log_path = log_dir / "worker.log"
+    with log_path.open("w") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.reconciliation", "--serve-worker",
+            "--temporal", temporal, "--store-url", store_url, "--prefix", prefix,
+            "--documents", str(documents),
+            cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
+        )  # fmt: skip
+        worker = WorkerProcess(process, log_path)
+        try:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"the worker did not start:\n{worker.log_tail()}")
+            yield worker
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), timeout=60)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+
+
+# --- the workflow run -------------------------------------------------------------------------
+
+
+@dataclass
+class RssSample:
+    seconds: float
+    rss_kb: int
+    loaded: int | None  # rows the workflow reported loaded, when the query answered
+
+
+@dataclass
+class WorkflowRun:
+    result: ReconciliationResult
+    wall_seconds: float
+    histories: list[WorkflowHistory]
+    samples: list[RssSample]
+    idle_rss_kb: int
+    peak_rss_kb: int
+
+
+async def sample_worker(
+    client: Client, workflow_id: str, pid: int, started: float, samples: list[RssSample]
+) -> None:
+    handle = client.get_workflow_handle(workflow_id)
+    while True:
+        loaded: int | None = None
+        try:
+            progress = await asyncio.wait_for(handle.query("progress"), timeout=2)
+            loaded = sum(progress["loaded"].values())
+        except Exception:  # between executions, or busy: the RSS sample still counts
+            loaded = None
+        rss = proc_status_kb(pid)["VmRSS"]
+        samples.append(RssSample(time.monotonic() - started, rss, loaded))
+        await asyncio.sleep(0.5)
+
+
+async def run_workflow(
+    client: Client, plan: Plan, prefix: str, worker: WorkerProcess
+) -> WorkflowRun:
+    start, end = plan.period
+    workflow_id = recon_workflow_id(start, end)
+    idle = proc_status_kb(worker.pid)["VmRSS"]
+    samples: list[RssSample] = []
+    started = time.monotonic()
+    handle = await client.start_workflow(
+        ReconciliationWorkflow.run,
+        ReconciliationInput(period_start=start, period_end=end, heal_limit=0,
+                            exception_limit=0, page_size=PAGE_SIZE),
+        id=workflow_id,
+        task_queue=task_queue(prefix),
+        search_attributes=visibility.start_attributes(PROCESS, "loading"),
+    )  # fmt: skip
+    sampler = asyncio.create_task(sample_worker(client, workflow_id, worker.pid, started, samples))
+    try:
+        result = await handle.result()
+    except Exception as err:
+        raise RuntimeError(f"the workflow failed: {err}\n{worker.log_tail()}") from err
+    finally:
+        sampler.cancel()
+    wall = time.monotonic() - started
+    peak = proc_status_kb(worker.pid)["VmHWM"]
+    histories = await executions(client, workflow_id, handle.first_execution_run_id)
+    return WorkflowRun(result, wall, histories, samples, idle, peak)
+
+
+async def executions(client: Client, workflow_id: str, run_id: str | None) -> list[WorkflowHistory]:
+    """The history of every execution, following continue-as-new from the first."""
+    histories = []
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        continued = last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        attributes = last.workflow_execution_continued_as_new_event_attributes
+        run_id = attributes.new_execution_run_id if continued else None
+    return histories
+
+
+def _seconds(later: HistoryEvent, earlier: HistoryEvent) -> float:
+    return (later.event_time.ToNanoseconds() - earlier.event_time.ToNanoseconds()) / 1e9
+
+
+def time_by_step(histories: list[WorkflowHistory]) -> dict[str, tuple[int, float, float]]:
+    """Per activity (and workflow task): count, seconds running, seconds queued."""
+    steps: dict[str, list[float]] = {}
+    for history in histories:
+        by_id = {event.event_id: event for event in history.events}
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                attributes = event.activity_task_completed_event_attributes
+                scheduled = by_id[attributes.scheduled_event_id]
+                name = scheduled.activity_task_scheduled_event_attributes.activity_type.name
+                begun = by_id[attributes.started_event_id]
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                attributes_wt = event.workflow_task_completed_event_attributes
+                scheduled = by_id[attributes_wt.scheduled_event_id]
+                name, begun = "(workflow task)", by_id[attributes_wt.started_event_id]
+            else:
+                continue
+            step = steps.setdefault(name, [0, 0.0, 0.0])
+            step[0] += 1
+            step[1] += _seconds(event, begun)
+            step[2] += _seconds(begun, scheduled)
+    return {name: (int(n), run, queued) for name, (n, run, queued) in steps.items()}
+
+
+# --- the same pages without Temporal, then classify against the plain SQL diff ---------------
+
+
+@dataclass
+class DirectRun:
+    load_seconds: float
+    plain_seconds: list[float]
+    classify_seconds: float
+    plain_counts: dict[str, int]
+    classify_counts: dict[str, int]
+    loaded: dict[str, int]
+
+
+async def direct_run(plan: Plan, store: IntegrationStore) -> DirectRun:
+    """Load the same pages with the same activity code into a fresh run, then time the
+    store's classify and its plain SQL diff over the same staging rows."""
+    adapters = bulk_adapters(plan, store)
+    activities = ReconciliationActivities(
+        store, adapters.billing, adapters.ledger, adapters.support
+    )
+    recon, env = ReconciliationStore(store), ActivityEnvironment()
+    start, end = plan.period
+    run_id = f"bench-direct-{uuid.uuid4().hex[:8]}"
+    recon.start_run(run_id, start, end)
+    loaded: dict[str, int] = {}
+    began = time.monotonic()
+    for source in ("invoices", "credit_notes", "balance_credits", "journal", "erp", "tickets"):
+        cursor: str | None = None
+        while True:
+            if source == "journal":
+                page = activities.snapshot_journal(
+                    JournalSnapshotInput(run_id=run_id, period_start=start, period_end=end)
+                )
+            else:
+                request = LoadPageInput(run_id=run_id, period_start=start, period_end=end,
+                                        source=source, cursor=cursor, page_size=PAGE_SIZE)  # type: ignore[arg-type]  # fmt: skip
+                if source == "erp":
+                    page = await env.run(activities.load_erp_page, request)
+                elif source == "tickets":
+                    page = await env.run(activities.load_ticket_page, request)
+                else:
+                    page = await env.run(activities.load_billing_page, request)
+            loaded[source] = loaded.get(source, 0) + page.rows
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    load_seconds = time.monotonic() - began
+    plain_seconds = []
+    began = time.monotonic()
+    plain_counts = recon.plain_sql_diff(run_id)
+    plain_seconds.append(time.monotonic() - began)
+    began = time.monotonic()
+    classified = recon.classify(run_id)
+    classify_seconds = time.monotonic() - began
+    began = time.monotonic()
+    again = recon.plain_sql_diff(run_id)
+    plain_seconds.append(time.monotonic() - began)
+    assert again == plain_counts  # the same rows: the same counts
+    recon.finish_run(run_id, "done", 0, 0)
+    recon.delete_staging(run_id)
+    return DirectRun(
+        load_seconds, plain_seconds, classify_seconds, plain_counts, classified.counts, loaded
+    )
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def record(figures: list[dict[str, Any]]) -> None:
+    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    names = {f["name"] for f in figures}
+    merged = [f for f in existing if f["name"] not in names] + figures
+    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+def differing(counts: dict[str, int], expected: dict[str, int]) -> list[str]:
+    return [f"{cls}: {counts.get(cls, 0)} vs {expected[cls]}" for cls in CLASSES
+            if counts.get(cls, 0) != expected[cls]]  # fmt: skip
+
+
+def rss_growth(run: WorkflowRun, total_rows: int) -> tuple[float, float]:
+    """(peak RSS in MB while the first tenth of the rows loaded, peak of the whole run)."""
+    early = [s.rss_kb for s in run.samples if s.loaded is not None and s.loaded <= total_rows / 10]
+    baseline = max(early) if early else run.idle_rss_kb
+    return baseline / 1024, run.peak_rss_kb / 1024
+
+
+def report(
+    plan: Plan, store_label: str, seed_seconds: float, run: WorkflowRun, direct: DirectRun
+) -> None:
+    expected = plan.expected_counts()
+    events = [len(h.events) for h in run.histories]
+    plain = min(direct.plain_seconds)
+    classify_ratio = direct.classify_seconds / plain
+    wall_ratio = run.wall_seconds / plain
+    loaded_rows = sum(run.result.loaded.values())
+    early_mb, peak_mb = rss_growth(run, loaded_rows)
+    wrong = {
+        "workflow": differing(run.result.counts, expected),
+        "classify": differing(direct.classify_counts, expected),
+        "plain SQL": differing(direct.plain_counts, expected),
+    }
+    wrong_classes = sum(len(w) for w in wrong.values())
+    figures = [
+        {
+            "name": "recon_classify_vs_plain_sql", "ours": round(direct.classify_seconds, 3),
+            "baseline": round(plain, 3), "ratio": round(classify_ratio, 3),
+            "target": f"<= {TARGET_CLASSIFY_RATIO}", "met": classify_ratio <= TARGET_CLASSIFY_RATIO,
+        },
+        {
+            "name": "recon_workflow_wall_seconds", "ours": round(run.wall_seconds, 1),
+            "baseline": round(plain, 3), "ratio": round(wall_ratio, 1),
+            "target": f"<= {TARGET_CLASSIFY_RATIO}", "met": wall_ratio <= TARGET_CLASSIFY_RATIO,
+        },
+        {
+            "name": "recon_history_events_max", "ours": max(events), "baseline": None,
+            "ratio": None, "target": f"< {TARGET_HISTORY_EVENTS}",
+            "met": max(events) < TARGET_HISTORY_EVENTS,
+        },
+        {
+            "name": "recon_worker_peak_rss_mb", "ours": round(peak_mb, 1),
+            "baseline": round(early_mb, 1), "ratio": round(peak_mb / early_mb, 3),
+            "target": f"<= {TARGET_RSS_GROWTH}", "met": peak_mb / early_mb <= TARGET_RSS_GROWTH,
+        },
+        {
+            "name": "recon_counts_not_as_seeded", "ours": wrong_classes, "baseline": 0,
+            "ratio": None, "target": "== 0", "met": wrong_classes == 0,
+        },
+    ]  # fmt: skip
+    for f in figures:
+        f["documents"] = plan.documents
+        f["store"] = store_label
+    record(figures)
+
+    print(f"{'figure':<30} {'ours':>9} {'baseline':>9} {'ratio':>7}  {'target':<8} met")
+    for f in figures:
+        ratio_text = f"{f['ratio']}" if f["ratio"] is not None else "-"
+        baseline_text = f"{f['baseline']}" if f["baseline"] is not None else "-"
+        print(f"{f['name']:<30} {f['ours']:>9} {baseline_text:>9} {ratio_text:>7}  "
+              f"{f['target']:<8} {'yes' if f['met'] else 'NO'}")  # fmt: skip
+    print()
+    print(f"{plan.documents} billing documents, {plan.erp_records()} ERP records, store "
+          f"{store_label}, page size {PAGE_SIZE}; journal and customers seeded in "
+          f"{seed_seconds:.1f} s")  # fmt: skip
+    print(f"loaded by the workflow: {run.result.loaded}")
+    print(f"counts as seeded: {'yes' if wrong_classes == 0 else 'no'} "
+          f"({', '.join(f'{c}={n}' for c, n in run.result.counts.items())})")  # fmt: skip
+    for who, classes in wrong.items():
+        if classes:
+            print(f"  {who} differs: {'; '.join(classes)}")
+    plain_runs = ", ".join(f"{s:.3f} s" for s in direct.plain_seconds)
+    print(f"plain SQL diff: {plain_runs} (before and after classify; the faster is the "
+          f"baseline); classify {direct.classify_seconds:.3f} s")  # fmt: skip
+    print(f"workflow: {run.wall_seconds:.1f} s wall, {plan.documents / run.wall_seconds:.0f} "
+          f"documents/s; the same pages loaded by the same activities without Temporal: "
+          f"{direct.load_seconds:.1f} s")  # fmt: skip
+    print(f"executions: {len(events)}, events each: {events}")
+    types = Counter(
+        EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
+        for h in run.histories for e in h.events
+    )  # fmt: skip
+    print(f"event types: {dict(types.most_common())}")
+    steps = time_by_step(run.histories)
+    print("where the workflow's time went (from its history): count, running s, queued s")
+    for name, (n, running, queued) in sorted(steps.items(), key=lambda item: -item[1][1]):
+        print(f"  {name:<28} {n:>5} {running:>8.1f} {queued:>8.1f}")
+    activities = sum(n for name, (n, _, _) in steps.items() if not name.startswith("("))
+    erp_pages, erp_rate = steps.get("recon_load_erp_page", (0, 0.0, 0.0))[0], QueueLimits().erp
+    print(f"bounds: the workflow reads each system one page at a time, the three systems side "
+          f"by side: {activities} activities; the ERP queue admits {erp_rate:g} activities/s "
+          f"(QueueLimits.erp), so its {erp_pages} pages take at least "
+          f"{max(0, erp_pages - 1) / erp_rate:.1f} s. Stripe pages hold 100, not {PAGE_SIZE}: "
+          f"ten times the pages in production.")  # fmt: skip
+    print(f"worker RSS: idle {run.idle_rss_kb / 1024:.0f} MB, first tenth loaded "
+          f"{early_mb:.0f} MB, peak (VmHWM) {peak_mb:.0f} MB; "
+          f"samples (s: MB) {_sample_summary(run.samples)}")  # fmt: skip
+
+
+def _sample_summary(samples: list[RssSample], points: int = 8) -> str:
+    if not samples:
+        return "-"
+    step = -(-len(samples) // points)
+    picked = [*samples[::step][:points], samples[-1]]
+    return ", ".join(f"{s.seconds:.0f}: {s.rss_kb / 1024:.0f}" for s in picked)
+
+
+async def bench(args: argparse.Namespace) -> None:
+    plan = Plan.seeded(args.documents)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    with (
+        database(args.store) as (store_url, store_label),
+        tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as logs,
+    ):
+        store = IntegrationStore(store_url)
+        try:
+            store.migrate()
+            began = time.monotonic()
+            seed_store(store, plan)
+            seed_seconds = time.monotonic() - began
+            port = free_port()
+            env = await WorkflowEnvironment.start_local(
+                port=port, dev_server_existing_path=str(TEMPORAL_CLI),
+                data_converter=pydantic_data_converter, search_attributes=list(visibility.ALL_KEYS),
+                ui=False, dev_server_log_level="error",
+            )  # fmt: skip
+            try:
+                async with worker_process(
+                    f"127.0.0.1:{port}", store_url, prefix, plan.documents, Path(logs)
+                ) as worker:
+                    run = await run_workflow(env.client, plan, prefix, worker)
+            finally:
+                await env.shutdown()
+                await asyncio.sleep(0.5)  # the SDK's native side dislikes an instant exit
+            direct = await direct_run(plan, store)
+        finally:
+            store.dispose()
+    report(plan, store_label, seed_seconds, run, direct)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=100_000)
+    parser.add_argument("--store", choices=("auto", "postgresql", "sqlite"), default="auto")
+    # The worker subprocess this script starts.
+    parser.add_argument("--serve-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--temporal", help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.documents < DIFFERENCE_RATE:
+        parser.error(f"--documents must be at least {DIFFERENCE_RATE}")
+    asyncio.run(serve_worker(args) if args.serve_worker else bench(args))
+
+
+if __name__ == "__main__":
+    main()
