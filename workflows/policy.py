@@ -14,6 +14,11 @@ from pydantic import BaseModel
 from canonical import BillingDocument, LedgerLine, LedgerPosting, Money
 
 VOID_SUFFIX = "/void"
+# Why billing made an invoice: the subscription changes we know how to book. Anything else
+# (metered thresholds, quotes, a reason billing adds later) goes to finance, not the ledger.
+KNOWN_BILLING_REASONS = frozenset(
+    {"subscription_create", "subscription_cycle", "subscription_update", "subscription", "manual"}
+)
 
 
 class PolicyViolation(BaseModel):
@@ -35,6 +40,15 @@ def check_postable(
             PolicyViolation(
                 code="unsupported_currency",
                 message=f"{document.currency} is not a ledger currency ({allowed})",
+            )
+        )
+    reason = document.billing_reason  # on a credit note it is the credit's reason, not this
+    if document.kind == "invoice" and reason is not None and reason not in KNOWN_BILLING_REASONS:
+        violations.append(
+            PolicyViolation(
+                code="unknown_billing_reason",
+                message=f"billing made this invoice for {reason!r}, "
+                "a kind of subscription change the ledger has no rule for",
             )
         )
     for line in document.lines:

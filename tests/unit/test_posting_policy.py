@@ -105,6 +105,10 @@ def test_credit_note_becomes_an_erp_credit_note_and_its_void_an_invoice() -> Non
 
 def test_a_sound_document_has_no_violations() -> None:
     assert check_postable(document(line("il_1", "10"), line("il_2", "5")), ["USD"]) == []
+    for reason in ("subscription_create", "subscription_cycle", "subscription_update", "manual"):
+        assert check_postable(document(line("il_1", "10"), billing_reason=reason), ["USD"]) == []
+    credit = document(line("il_1", "10"), kind="credit_note", billing_reason="order_change")
+    assert check_postable(credit, ["USD"]) == []
 
 
 @pytest.mark.parametrize(
@@ -119,8 +123,10 @@ def test_a_sound_document_has_no_violations() -> None:
         (document(line("il_1", "10", quantity="-1")), "negative_quantity"),
         (document(line("il_1", "10"), subtotal=usd("11"), total=usd("11")), "lines_do_not_add_up"),
         (document(line("il_1", "10"), tax=usd("1")), "total_inconsistent"),
+        (document(line("il_1", "10"), billing_reason="subscription_threshold"),
+         "unknown_billing_reason"),
     ],
-    ids=["currency", "negative quantity", "lines", "total"],
+    ids=["currency", "negative quantity", "lines", "total", "unknown subscription change"],
 )  # fmt: skip
 def test_violations_are_named(doc: BillingDocument, code: str) -> None:
     assert code in [v.code for v in check_postable(doc, ["usd"])]
