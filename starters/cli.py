@@ -58,6 +58,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace, _settings: Settings) -> int:
+    from adapters.logs import configure_logging
+    from starters.chaos import ChaosOptions, run_chaos
+
+    configure_logging("WARNING", "console")  # the run's own lines are the story
+    options = ChaosOptions(
+        events=args.events, seed=args.seed, kills=args.kills, keep_home=args.keep_home
+    )
+    return run_chaos(options, echo=echo)
+
+
 def cmd_worker(_args: argparse.Namespace, _settings: Settings) -> int:
     from workers.main import main
 
@@ -220,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="start the local stack and supervise it until Ctrl-C")
     demo = sub.add_parser("demo", help="start the local stack and play the demo scenario")
     demo.add_argument("--exit", action="store_true", help="stop the stack when the demo ends")
+    chaos = sub.add_parser(
+        "chaos", help="drive business through a private stack while it fails; check the books"
+    )
+    chaos.add_argument("--events", type=int, default=200, help="business events to drive")
+    chaos.add_argument("--seed", type=int, default=1, help="seed of the mix and the faults")
+    chaos.add_argument("--kills", type=int, default=3, help="times the worker is SIGKILLed")
+    chaos.add_argument("--keep-home", action="store_true", help="keep the private stack's state")
     sub.add_parser("worker", help="run the Temporal worker (all task queues)")
     sub.add_parser("api", help="serve the webhooks and the /v1 API")
     sub.add_parser("status", help="health of every component of the local stack")
@@ -245,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "up": cmd_up,
     "demo": cmd_demo,
+    "chaos": cmd_chaos,
     "worker": cmd_worker,
     "api": cmd_api,
     "status": cmd_status,

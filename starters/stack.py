@@ -262,8 +262,10 @@ class LocalStack:
         except Exception:
             return False
 
-    def _worker_ready(self) -> bool:
-        """Ready when every queue of ours has a poller: the worker is connected and polling."""
+    def _worker_ready(self, process: subprocess.Popen[bytes] | None = None) -> bool:
+        """Ready when every queue of ours has a poller: the worker is connected and polling
+        (with `process`: a poller of that process, whose identity starts with its pid)."""
+        mine = f"{process.pid}@" if process is not None else ""
 
         async def check() -> bool:
             client = await connect_temporal(
@@ -282,7 +284,7 @@ class LocalStack:
                         task_queue_type=kind,
                     )
                 )
-                if not response.pollers:
+                if not any(p.identity.startswith(mine) for p in response.pollers):
                     return False
             return True
 
@@ -416,6 +418,32 @@ class LocalStack:
             f"{component.name}: ready, listening on {component.listens} (pid "
             f"{component.process.pid}, log {log_path.relative_to(self.home.parent)})"
         )
+
+    def restart(self, name: str, sig: int = signal.SIGKILL, down_seconds: float = 0.0) -> int:
+        """Stop one component with `sig` (SIGKILL: a crash; SIGTERM: an orderly stop), leave it
+        down `down_seconds`, start it again with the same command and environment and wait
+        until it is ready; returns the new pid. For chaos runs: `up` never calls it."""
+        component = next((c for c in self.components if c.name == name), None)
+        if component is None or component.process is None:
+            raise StackError(f"{name}: not a running component of this stack")
+        process = component.process
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if component.log_file is not None:
+            component.log_file.close()
+            component.log_file = None
+        time.sleep(down_seconds)
+        if name == "worker":
+            # Pollers of the killed worker stay listed for minutes: wait for this one's.
+            component.ready = lambda: self._worker_ready(component.process)
+        self._start(component, self.child_env())
+        assert component.process is not None
+        return component.process.pid
 
     def tail(self, name: str, lines: int = 8) -> str:
         path = self.logs_dir / f"{name}.log"

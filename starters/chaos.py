@@ -1,0 +1,1256 @@
+"""`ledgerbridge chaos --events N --seed S`: a realistic mix of business driven through the
+front doors while the machinery fails, then the books checked from the systems themselves.
+
+It starts a private local stack (a temporary home and free ports, so it never meets a
+running `up`), with billing's webhooks shuffled and duplicated and the ERP behind the fault
+proxy (answers lost at random, outages now and then). It then plays N business events as
+people make them — customers signing up and renamed, subscriptions, mid-cycle upgrades,
+downgrades and quantity changes (prorated), renewals, payments, voids, cancellations, credits
+asked on tickets, small ones auto-approved and larger ones decided by finance through the
+API — while it SIGKILLs the worker K times and restarts the Temporal dev server once. When
+everything is done or waits on a finance exception, it checks, reading billing, support,
+Tryton, Temporal and the store (never its own notes of what it did):
+
+1. every webhook accepted (2xx) reached its workflow, which completed or waits on an open
+   finance exception;
+2. exactly one ERP document per billing document reference;
+3. exactly one billing credit per approved credit;
+4. per currency, the journal, the ERP and billing's expected postings agree;
+5. a reconciliation of the run's days reports nothing unexplained;
+6. per subscription, the ERP numbers its invoices in billing order.
+
+Exit 0 when all hold; 1 otherwise (the private home is then kept for the post-mortem).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import tempfile
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from activities.reconciliation import expected_postings, granted_credits
+from adapters.billing.events import StripeEventPayload, to_business_event
+from adapters.billing.stripe import StripeBilling
+from adapters.bootstrap import Adapters, build_adapters
+from adapters.erp import tryton_bootstrap
+from adapters.settings import Settings
+from adapters.store.models import WebhookReceipt
+from adapters.store.reconciliation import ExpectedPosting
+from adapters.temporal import connect_for
+from canonical import BalanceTransaction, BillingDocument, Money, Subscription
+from canonical.reconciliation import LedgerDocument
+from starters.console import ApiCallFailed, call_api, table
+from starters.routing import route_billing_event
+from starters.stack import LocalStack, StackError
+
+DEFAULT_EVENTS = 200
+DEFAULT_KILLS = 3
+DEFAULT_SEED = 1
+ERP_DROP_PROBABILITY = 0.05  # of every ERP call: forwarded, committed, the answer lost
+WEBHOOK_DUPLICATE_RATE = 0.25  # of billing's deliveries: sent a second time, later
+TIERS = ("Basic", "Pro", "Team")
+PRICES = {"USD": ("30.00", "90.00", "150.00"), "EUR": ("25.00", "75.00", "125.00")}
+# Every 8th new customer (the 4th, 12th, ...) bills in EUR, which the ledger does not book:
+# its documents must end up held by an open finance exception, never posted, never lost.
+FOREIGN_EVERY, FOREIGN_FIRST = 8, 3
+# The mix of business, by weight; a kind that cannot happen now (nothing to upgrade) is
+# drawn again.
+MIX: dict[str, int] = {
+    "new_customer": 14,
+    "rename_customer": 5,
+    "subscribe": 14,
+    "upgrade": 11,
+    "downgrade": 7,
+    "change_quantity": 10,
+    "renew": 4,
+    "pay_invoice": 5,
+    "void_invoice": 2,
+    "cancel": 4,
+    "small_credit": 12,
+    "large_credit": 12,
+}
+FINANCE_REJECTS = 0.15  # of the credits finance decides during the drive (at the end: approve)
+CREDIT_WAITING = ("awaiting_approval", "reminded", "escalated")
+CENT = Decimal("0.01")
+
+
+class ChaosAborted(Exception):
+    """The run could not go on (a component died on its own, work never settled)."""
+
+
+@dataclass(frozen=True)
+class ChaosOptions:
+    events: int = DEFAULT_EVENTS
+    seed: int = DEFAULT_SEED
+    kills: int = DEFAULT_KILLS
+    keep_home: bool = False
+    settle_seconds: float | None = None  # default: 120 s + 4 s per event
+
+    @property
+    def settle_timeout(self) -> float:
+        return self.settle_seconds or 120.0 + 4.0 * self.events
+
+
+# --- the private stack ------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports nobody listens on now, all different (bound together, then released)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def private_settings(home: Path) -> Settings:
+    """Defaults, a private home and free ports, for this process and every child it starts:
+    the caller's LEDGERBRIDGE_* settings are dropped, so a chaos run never meets an `up`."""
+    for name in [n for n in os.environ if n.startswith("LEDGERBRIDGE_")]:
+        del os.environ[name]
+    temporal, ui, erp, billing, support, api, proxy = _free_ports(7)
+    os.environ.update(
+        LEDGERBRIDGE_HOME=str(home),
+        LEDGERBRIDGE_TEMPORAL_ADDRESS=f"127.0.0.1:{temporal}",
+        LEDGERBRIDGE_TEMPORAL_UI_PORT=str(ui),
+        LEDGERBRIDGE_ERP_URL=f"http://127.0.0.1:{erp}",
+        LEDGERBRIDGE_BILLING_URL=f"http://127.0.0.1:{billing}",
+        LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{support}",
+        LEDGERBRIDGE_API_PORT=str(api),
+        LEDGERBRIDGE_ERP_PROXY_PORT=str(proxy),
+    )
+    return Settings()
+
+
+def seed_erp_from_cache(stack: LocalStack, cache_root: Path) -> None:
+    """Copy a bootstrapped ERP database into the stack's home instead of bootstrapping it
+    (~30 s); the cached one is made once per trytond version, bootstrap code and year."""
+    settings = stack.settings
+    digest = hashlib.sha256(Path(tryton_bootstrap.__file__).read_bytes())
+    digest.update(f"{version('trytond')}/{date.today().year}/{settings.erp_user}".encode())
+    digest.update(settings.erp_password.get_secret_value().encode())
+    cache = cache_root / f"chaos-erp-{digest.hexdigest()[:12]}"
+    database = settings.erp_database
+    tryton_bootstrap.bootstrap_database(
+        cache, database, os.urandom(12).hex(), settings.erp_user,
+        settings.erp_password.get_secret_value(),
+    )  # fmt: skip
+    tryton_bootstrap.copy_template(
+        tryton_bootstrap.sqlite_path(cache, database), stack.erp_dir, database
+    )
+    marker = f"{database}{tryton_bootstrap.MARKER_SUFFIX}"
+    shutil.copy(cache / marker, stack.erp_dir / marker)
+
+
+def run_chaos(options: ChaosOptions, echo: Callable[[str], None] = print) -> int:
+    """Start the private stack, play, check, print the figures; the exit code."""
+    if options.events < 1 or options.kills < 0:
+        echo("chaos: --events must be at least 1 and --kills at least 0")
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="ledgerbridge-chaos-"))
+    home = root / ".ledgerbridge"
+    settings = private_settings(home)
+    started = time.monotonic()
+
+    def log(line: str) -> None:
+        echo(f"[{time.monotonic() - started:6.1f}s] {line}")
+
+    echo(
+        f"chaos: {options.events} events, seed {options.seed}, {options.kills} worker kill(s), "
+        f"1 Temporal restart; private stack in {home}"
+    )
+    stack = LocalStack(settings, echo=log)
+    report: ChaosReport | None = None
+    try:
+        seed_erp_from_cache(stack, Path.cwd() / ".ledgerbridge" / "cache")
+        with stack.running():
+            report = asyncio.run(ChaosRun(stack, settings, options, log).play())
+    except (StackError, ChaosAborted) as err:
+        echo(f"chaos: aborted: {err}")
+    except Exception:
+        traceback.print_exc()  # a fault of the run itself, not a finding: show all of it
+        echo("chaos: aborted by an unexpected error (above)")
+    if report is not None:
+        echo(report.render())
+    ok = report is not None and report.ok
+    if ok and not options.keep_home:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        echo(f"chaos: state and logs kept in {home}")
+    echo("chaos: all invariants hold" if ok else "chaos: FAILED")
+    return 0 if ok else 1
+
+
+# --- the business, as people make it --------------------------------------------------------
+
+
+@dataclass
+class Account:
+    customer_id: str
+    currency: str
+    number: int
+    subscription: Subscription | None = None
+    tier: int = 0
+    quantity: int = 1
+    organization_id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.subscription is not None and self.subscription.status != "canceled"
+
+    def monthly(self) -> Decimal:
+        return Decimal(PRICES[self.currency][self.tier]) * self.quantity
+
+
+@dataclass
+class ChaosReport:
+    figures: list[tuple[str, str]]
+    invariants: list[tuple[bool, str, str]]
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return all(passed for passed, _, _ in self.invariants) and not self.violations
+
+    def render(self) -> str:
+        lines = ["", table(("figure", "value"), self.figures), ""]
+        lines.append(
+            table(
+                ("result", "invariant", "evidence"),
+                [("PASS" if ok else "FAIL", name, detail) for ok, name, detail in self.invariants],
+            )
+        )
+        if self.violations:
+            lines += ["", "violations:"] + [f"  - {v}" for v in self.violations[:60]]
+            if len(self.violations) > 60:
+                lines.append(f"  ... and {len(self.violations) - 60} more")
+        return "\n".join(lines)
+
+
+class ChaosRun:
+    def __init__(
+        self,
+        stack: LocalStack,
+        settings: Settings,
+        options: ChaosOptions,
+        log: Callable[[str], None],
+    ) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.options = options
+        self.log = log
+        self.run = f"s{options.seed}"
+        # Separate streams: the business mix stays the same whatever the faults do.
+        self.mix = random.Random(f"{options.seed}/business")
+        self.chaos = random.Random(f"{options.seed}/chaos")
+        self.finance = random.Random(f"{options.seed}/finance")
+        self.accounts: list[Account] = []
+        self.prices: dict[str, list[str]] = {}
+        self.credit_tickets: list[str] = []
+        self.driven: Counter[str] = Counter()
+        self.finance_decisions: Counter[str] = Counter()
+        self.kills = 0
+        self.server_restarts = 0
+        self.erp_outages = 0
+        self._outages_on = 0  # outages may overlap: the ERP is back when the last one ends
+        self.started_at = datetime.now(UTC)
+        self._restarting = asyncio.Lock()
+        self._faults: list[asyncio.Task[None]] = []
+        self._drop_rule = {"mode": "drop", "probability": ERP_DROP_PROBABILITY, "method": "POST"}
+        self.adapters: Adapters
+        self.billing: StripeBilling
+        self.client: Client
+
+    async def play(self) -> ChaosReport:
+        self.adapters = build_adapters(self.settings)
+        billing = self.adapters.billing
+        assert isinstance(billing, StripeBilling)  # the run acts as a person using billing
+        self.billing = billing
+        try:
+            self.client = await connect_for(self.settings, wait_seconds=30)
+            await self._set_the_stage()
+            await self._drive()
+            if self._faults:
+                self.log("chaos: waiting for the last injected fault to end")
+                await asyncio.gather(*self._faults)
+            await self._settle()
+            return await Checker(self).check()
+        finally:
+            await self.adapters.aclose()
+
+    # --- stage: delivery modes, fault rules, the catalog -----------------------------------
+
+    async def _set_the_stage(self) -> None:
+        await self._sandbox("billing", "POST", "/_sandbox/webhooks/mode", {
+            "shuffle": True, "shuffle_window_seconds": 1.0,
+            "duplicate_rate": WEBHOOK_DUPLICATE_RATE, "seed": self.options.seed,
+        })  # fmt: skip
+        await self._erp_rules([self._drop_rule], seed=self.options.seed)
+        self.log(
+            f"chaos: billing webhooks shuffled, {WEBHOOK_DUPLICATE_RATE:.0%} delivered twice; "
+            f"ERP answers lost at random ({ERP_DROP_PROBABILITY:.0%} of calls)"
+        )
+        for currency, amounts in PRICES.items():
+            key = f"chaos/{self.run}/{currency}"
+            product = await self.billing.create_product(
+                name=f"Chaos Analytics {currency}", idempotency_key=f"{key}/product"
+            )
+            self.prices[currency] = [
+                await self.billing.create_price(
+                    product_id=product,
+                    unit_amount=Money.of(amount, currency),
+                    nickname=tier,
+                    idempotency_key=f"{key}/{tier}",
+                )
+                for tier, amount in zip(TIERS, amounts, strict=True)
+            ]
+
+    def _fault_plan(self) -> dict[int, list[Callable[[], Coroutine[Any, Any, None]]]]:
+        """At which event each fault starts (seeded): kills spread over the run, the server
+        restart in its middle third, ERP outages of 3-8 s, one per 40 events."""
+        n = self.options.events
+        plan: dict[int, list[Callable[[], Coroutine[Any, Any, None]]]] = defaultdict(list)
+        window = range(max(1, n // 10), max(2, n * 9 // 10))
+        for at in sorted(self.chaos.choices(window, k=self.options.kills)):
+            plan[at].append(self._kill_worker)
+        plan[self.chaos.randrange(max(1, n // 3), max(2, n * 2 // 3))].append(
+            self._restart_temporal
+        )
+        for _ in range(max(1, n // 40)):
+            seconds = self.chaos.uniform(3, 8)
+            plan[self.chaos.randrange(1, max(2, n))].append(
+                lambda seconds=seconds: self._erp_outage(seconds)  # type: ignore[misc]
+            )
+        return plan
+
+    # --- the drive ------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        plan = self._fault_plan()
+        kinds, weights = list(MIX), list(MIX.values())
+        done = 0
+        self.log(f"drive: {self.options.events} business events through the front doors")
+        while done < self.options.events:
+            for fault in plan.pop(done, []):
+                self._faults.append(asyncio.create_task(fault()))
+            kind = self.mix.choices(kinds, weights)[0]
+            if not await getattr(self, f"_{kind}")():
+                continue  # nothing to do that with now: draw again
+            done += 1
+            self.driven[kind] += 1
+            if done % 25 == 0:
+                self.log(f"drive: {done} events driven")
+            if self.mix.random() < 0.2 and not self._restarting.locked():
+                await self._finance_round(final=False)  # (not while the API cannot answer)
+            self._check_components()
+            await asyncio.sleep(self.mix.uniform(0.05, 0.4))
+        self.log(f"drive: done, {done} events ({self._mix_summary()})")
+
+    def _mix_summary(self) -> str:
+        return ", ".join(f"{kind} {self.driven[kind]}" for kind in MIX if self.driven[kind])
+
+    def _key(self, *parts: object) -> str:
+        return "/".join(["chaos", self.run, *map(str, parts)])
+
+    async def _new_customer(self) -> bool:
+        number = len(self.accounts)
+        foreign = number % FOREIGN_EVERY == FOREIGN_FIRST
+        currency = "EUR" if foreign else "USD"
+        customer = await self.billing.create_customer(
+            name=f"Chaos Customer {self.run}-{number}", email=None, currency=currency,
+            metadata={"chaos_run": self.run}, idempotency_key=self._key("customer", number),
+        )  # fmt: skip
+        self.accounts.append(Account(customer.customer_id, currency, number))
+        return True
+
+    async def _rename_customer(self) -> bool:
+        if not self.accounts:
+            return False
+        account = self.mix.choice(self.accounts)
+        renamed = self.mix.randrange(1000)
+        await self.billing.update_customer(
+            account.customer_id, name=f"Chaos Customer {self.run}-{account.number} r{renamed}",
+            idempotency_key=self._key("rename", account.number, renamed),
+        )  # fmt: skip
+        return True
+
+    async def _subscribe(self) -> bool:
+        waiting = [a for a in self.accounts if a.subscription is None]
+        if not waiting:
+            return False
+        account = self.mix.choice(waiting)
+        account.tier = self.mix.randrange(len(TIERS))
+        account.quantity = self.mix.randint(1, 4)
+        account.subscription = await self.billing.create_subscription(
+            account.customer_id,
+            self.prices[account.currency][account.tier],
+            account.quantity,
+            idempotency_key=self._key("subscribe", account.number),
+        )
+        return True
+
+    def _active(self, predicate: Callable[[Account], bool] = lambda a: True) -> Account | None:
+        found = [a for a in self.accounts if a.active and predicate(a)]
+        return self.mix.choice(found) if found else None
+
+    async def _amend(self, account: Account, tier: int, quantity: int, what: str) -> None:
+        assert account.subscription is not None
+        period = account.subscription
+        span = (period.current_period_end - period.current_period_start).total_seconds()
+        # Stripe prorates to the second: a change "later this month" as people make them.
+        when = period.current_period_start + timedelta(seconds=span * self.mix.uniform(0.05, 0.95))
+        account.tier, account.quantity = tier, quantity
+        account.subscription = await self.billing.update_subscription(
+            period.subscription_id,
+            price_id=self.prices[account.currency][tier],
+            quantity=quantity,
+            proration_behavior="always_invoice",
+            proration_date=when,
+            idempotency_key=self._key(what, account.number, self.driven[what]),
+        )
+
+    async def _upgrade(self) -> bool:
+        account = self._active(lambda a: a.tier < len(TIERS) - 1)
+        if account is None:
+            return False
+        await self._amend(account, account.tier + 1, account.quantity, "upgrade")
+        return True
+
+    async def _downgrade(self) -> bool:
+        account = self._active(lambda a: a.tier > 0)
+        if account is None:
+            return False
+        await self._amend(account, account.tier - 1, account.quantity, "downgrade")
+        return True
+
+    async def _change_quantity(self) -> bool:
+        account = self._active()
+        if account is None:
+            return False
+        quantity = self.mix.choice([q for q in range(1, 6) if q != account.quantity])
+        await self._amend(account, account.tier, quantity, "change_quantity")
+        return True
+
+    async def _renew(self) -> bool:
+        account = self._active()
+        if account is None or account.subscription is None:
+            return False
+        subscription_id = account.subscription.subscription_id
+        await self._sandbox("billing", "POST", f"/_sandbox/subscriptions/{subscription_id}/advance")
+        account.subscription = await self.billing.get_subscription(subscription_id)
+        return True
+
+    async def _open_invoice(self) -> BillingDocument | None:
+        account = self._active()
+        if account is None or account.subscription is None:
+            return None
+        async for invoice in self.billing.list_invoices(
+            subscription_id=account.subscription.subscription_id
+        ):
+            if invoice.status == "open" and invoice.total.amount > 0:
+                return invoice
+        return None
+
+    async def _pay_invoice(self) -> bool:
+        invoice = await self._open_invoice()
+        if invoice is None:
+            return False
+        await self.billing.pay_invoice(
+            invoice.document_id, idempotency_key=self._key("pay", invoice.document_id)
+        )
+        return True
+
+    async def _void_invoice(self) -> bool:
+        invoice = await self._open_invoice()
+        if invoice is None:
+            return False
+        await self.billing.void_invoice(
+            invoice.document_id, idempotency_key=self._key("void", invoice.document_id)
+        )
+        return True
+
+    async def _cancel(self) -> bool:
+        account = self._active()
+        if account is None or account.subscription is None:
+            return False
+        # The unused time is credited on a final invoice: a negative one, an ERP credit note.
+        account.subscription = await self.billing.cancel_subscription(
+            account.subscription.subscription_id, prorate=True, invoice_now=True,
+            idempotency_key=self._key("cancel", account.number),
+        )  # fmt: skip
+        return True
+
+    async def _small_credit(self) -> bool:
+        return await self._credit(large=False)
+
+    async def _large_credit(self) -> bool:
+        return await self._credit(large=True)
+
+    async def _credit(self, *, large: bool) -> bool:
+        """A credit asked on a ticket, as an agent fills in its credit fields."""
+        account = self._active(lambda a: a.currency == "USD")
+        if account is None:
+            return False
+        threshold = min(account.monthly() * Decimal("0.1"), Decimal(50))
+        if large:
+            share = Decimal(str(round(self.mix.uniform(0.15, 0.45), 3)))
+            amount = (account.monthly() * share).quantize(CENT, ROUND_DOWN)
+        else:
+            share = Decimal(str(round(self.mix.uniform(0.3, 1.0), 3)))
+            amount = max((threshold * share).quantize(CENT, ROUND_DOWN), CENT)
+        organization = await self._organization(account)
+        if organization is None:
+            return False  # its account sync is still on its way (the ERP is slow today)
+        incident = f"INC-{self.mix.randrange(1000, 9999)}"
+        case_id = await self._open_ticket(
+            organization,
+            f"Outage {incident} ({self.run}-{len(self.credit_tickets)})",
+            (str(amount), "USD", f"Service credit for {incident}", incident),
+        )
+        self.credit_tickets.append(case_id)
+        return True
+
+    async def _organization(self, account: Account) -> int | None:
+        deadline = time.monotonic() + 20
+        while account.organization_id is None and time.monotonic() < deadline:
+            found = await self.adapters.support.find_organization(account.customer_id)
+            if found is not None:
+                account.organization_id = int(found.external_id)
+            else:
+                await asyncio.sleep(1)
+        return account.organization_id
+
+    async def _open_ticket(
+        self, organization_id: int, subject: str, credit: tuple[str, str, str, str]
+    ) -> str:
+        auth = (
+            f"{self.settings.support_email}/token",
+            self.settings.support_api_token.get_secret_value(),
+        )
+        async with httpx.AsyncClient(
+            base_url=self.settings.support_url, auth=auth, timeout=10
+        ) as api:
+            listed = (await api.get("/api/v2/ticket_fields.json")).json()["ticket_fields"]
+            ids = {f["title"]: f["id"] for f in listed}
+            titles = ("Credit amount", "Credit currency", "Credit reason", "Incident reference")
+            fields = [{"id": ids[t], "value": v} for t, v in zip(titles, credit, strict=True)]
+            answer = await api.post(
+                "/api/v2/tickets.json",
+                json={"ticket": {
+                    "subject": subject, "organization_id": organization_id,
+                    "custom_fields": fields,
+                    "comment": {"body": f"{subject}: the customer asks for a credit."},
+                }},
+                headers={"Idempotency-Key": self._key("ticket", subject)},
+            )  # fmt: skip
+            answer.raise_for_status()
+        return str(answer.json()["ticket"]["id"])
+
+    async def _finance_round(self, *, final: bool) -> int:
+        """Finance works through the credits waiting for it, through the API with its key
+        (as `ledgerbridge finance approve|reject` does); at the end it approves them all."""
+        try:
+            waiting = (await self._api("get", "/v1/approvals", "finance")).json()
+        except ApiCallFailed:
+            return 0  # the API answers 503 while Temporal restarts: next round
+        decided = 0
+        for item in waiting:
+            if item.get("status") not in CREDIT_WAITING:
+                continue
+            approve = final or self.finance.random() >= FINANCE_REJECTS
+            body = {
+                "approve": approve,
+                "reason": "incident confirmed" if approve else "outside the SLA credit policy",
+            }
+            try:
+                await self._api("post", f"/v1/credits/{item['credit_id']}:decide", "finance", body)
+            except ApiCallFailed:
+                continue  # decided meanwhile (409), or the worker is down: next round
+            self.finance_decisions["approved" if approve else "rejected"] += 1
+            decided += 1
+        return decided
+
+    # --- faults -----------------------------------------------------------------------------
+
+    async def _kill_worker(self) -> None:
+        async with self._restarting:
+            worker = next(c for c in self.stack.components if c.name == "worker")
+            pid = worker.process.pid if worker.process else None
+            down = self.chaos.uniform(0.5, 3.0)
+            self.log(f"chaos: SIGKILL worker (pid {pid}); back in {down:.1f} s")
+            await asyncio.to_thread(self.stack.restart, "worker", signal.SIGKILL, down)
+            self.kills += 1
+
+    async def _restart_temporal(self) -> None:
+        async with self._restarting:
+            # Long enough for the API's Temporal calls to time out: webhooks then get a 503
+            # and billing and support must send them again.
+            down = self.chaos.uniform(6.0, 10.0)
+            self.log(f"chaos: SIGTERM Temporal dev server; starting it again in {down:.1f} s")
+            await asyncio.to_thread(self.stack.restart, "temporal", signal.SIGTERM, down)
+            self.server_restarts += 1
+
+    async def _erp_outage(self, seconds: float) -> None:
+        self._outages_on += 1
+        await self._erp_rules([{"mode": "unavailable", "status": 503}, self._drop_rule])
+        self.log(f"chaos: ERP down for maintenance for {seconds:.1f} s (503 to every call)")
+        await asyncio.sleep(seconds)
+        self.erp_outages += 1
+        self._outages_on -= 1
+        if not self._outages_on:
+            await self._erp_rules([self._drop_rule])
+            self.log("chaos: ERP back")
+
+    async def _erp_rules(self, rules: list[dict[str, Any]], seed: int | None = None) -> None:
+        body: dict[str, Any] = {"rules": rules}
+        if seed is not None:
+            body["seed"] = seed
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.put(f"{self.stack.erp_proxy_url}/_faults/rules", json=body)
+            answer.raise_for_status()
+
+    def _check_components(self) -> None:
+        """A component that stopped without being told to ends the run (a restart in progress
+        is not one)."""
+        if self._restarting.locked():
+            return
+        failed = self.stack.failed_component()
+        if failed is not None:
+            raise ChaosAborted(
+                f"{failed.name} stopped on its own; last log lines:\n{self.stack.tail(failed.name)}"
+            )
+
+    # --- settling -----------------------------------------------------------------------------
+
+    async def _settle(self) -> None:
+        """Until every process is done or waits on an open finance exception (twice in a
+        row, 2 s apart), approving the credits still waiting for finance."""
+        timeout = self.options.settle_timeout
+        self.log(f"settle: waiting for quiescence (at most {timeout:.0f} s)")
+        deadline = time.monotonic() + timeout
+        calm, last_said = 0, 0.0
+        while calm < 2:
+            self._check_components()
+            await self._finance_round(final=True)
+            busy = await self._busy()
+            calm = 0 if busy else calm + 1
+            if busy and time.monotonic() > deadline:
+                raise ChaosAborted(f"not quiescent after {timeout:.0f} s: {'; '.join(busy[:12])}")
+            if busy and time.monotonic() - last_said > 15:
+                self.log(f"settle: {len(busy)} still busy, e.g. {'; '.join(busy[:3])}")
+                last_said = time.monotonic()
+            await asyncio.sleep(2)
+        self.log("settle: quiescent")
+
+    async def _busy(self) -> list[str]:
+        busy = []
+        for system in ("billing", "support"):
+            pending = await self._pending_deliveries(system)
+            if pending:
+                busy.append(f"{pending} {system} webhook deliveries pending")
+        try:
+            running = [e async for e in self.client.list_workflows("ExecutionStatus = 'Running'")]
+        except RPCError as err:
+            return [*busy, f"Temporal unreachable ({err})"]
+        gate = asyncio.Semaphore(10)
+
+        async def why_busy(execution: WorkflowExecution) -> str | None:
+            async with gate:
+                return await self._why_busy(execution)
+
+        answers = await asyncio.gather(*(why_busy(e) for e in running))
+        return busy + [a for a in answers if a]
+
+    async def _why_busy(self, execution: WorkflowExecution) -> str | None:
+        kind = execution.workflow_type
+        if kind == "FinanceException":
+            return None  # open: waits for finance, which is what settled means for it
+        if kind not in ("SubscriptionLedger", "CaseToCredit"):
+            return f"{execution.id} running"
+        query = "status" if kind == "SubscriptionLedger" else "state"
+        try:
+            state = await self.client.get_workflow_handle(execution.id).query(
+                query, rpc_timeout=timedelta(seconds=5)
+            )
+        except RPCError:
+            return f"{execution.id} does not answer (no worker yet?)"
+        if state.get("status") == "blocked" or state.get("blocked_by"):
+            return None
+        if kind == "SubscriptionLedger" and state["status"] == "waiting":
+            return None if state["pending_events"] == 0 else f"{execution.id} has events queued"
+        return f"{execution.id} {state['status']}"
+
+    async def _pending_deliveries(self, system: str) -> int:
+        path = "/_sandbox/webhooks/deliveries"
+        listed = await self._sandbox(system, "GET", path, params={"status": "pending"})
+        return len(listed["data"] if system == "billing" else listed["deliveries"])
+
+    # --- small helpers ---------------------------------------------------------------------------
+
+    async def _sandbox(
+        self,
+        system: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        base = self.settings.billing_url if system == "billing" else self.settings.support_url
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            answer = await client.request(method, path, json=body, params=params)
+        answer.raise_for_status()
+        return answer.json()
+
+    async def _api(
+        self, method: str, path: str, role: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        kwargs: dict[str, Any] = {} if body is None else {"json": body}
+        return await asyncio.to_thread(call_api, self.settings, method, path, role=role, **kwargs)
+
+
+# --- the checks -------------------------------------------------------------------------------
+
+
+def _signed(kind: str, amount: Decimal) -> Decimal:
+    return amount if kind == "invoice" else -amount
+
+
+def _ids_in(value: Any) -> set[str]:
+    """Event and request ids anywhere in a decoded workflow input or signal."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("event_id", "request_id") and isinstance(item, str):
+                found.add(item)
+            elif key == "seen_event_ids" and isinstance(item, list):
+                found.update(str(i) for i in item)
+            else:
+                found |= _ids_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _ids_in(item)
+    return found
+
+
+@dataclass
+class WorkflowRecord:
+    """What Temporal holds of one workflow id: its runs, the ids they received, its state."""
+
+    workflow_id: str
+    runs: list[WorkflowExecution]
+    received: dict[str, set[str]] = field(default_factory=dict)  # run id -> ids
+    results: dict[str, Any] = field(default_factory=dict)  # run id -> result (completed)
+    state: dict[str, Any] | None = None  # the query answer of the running run
+
+    @property
+    def latest(self) -> WorkflowExecution:
+        return max(self.runs, key=lambda run: run.start_time)
+
+
+class Checker:
+    """Reads billing, support, Tryton, Temporal and the store, and judges."""
+
+    def __init__(self, run: ChaosRun) -> None:
+        self.run = run
+        self.settings = run.settings
+        self.client = run.client
+        self.billing = run.billing
+        self.violations: list[str] = []
+        self.duplicates = 0
+        self.lost = 0
+        self.open_exceptions: set[str] = set()
+        self.held: dict[str, str] = {}  # reference -> the open exception that holds it
+
+    async def check(self) -> ChaosReport:
+        run = self.run
+        run.log("check: reading billing, support, Tryton, Temporal and the store")
+        self.open_exceptions = {
+            e.id
+            async for e in self.client.list_workflows(
+                "WorkflowType = 'FinanceException' AND ExecutionStatus = 'Running'"
+            )
+        }
+        receipts = self._receipts()
+        records = await self._temporal_records({r.workflow_id for r in receipts})
+        documents, transactions = await self._billing_documents()
+        expected = self._expected(documents, transactions)
+        self._hold(records, documents, expected)
+        erp = await self._erp_documents()
+        invariants = [
+            await self._accepted_webhooks_finished(receipts, records),
+            self._one_erp_document_each(expected, erp),
+            await self._one_billing_credit_per_approved_credit(transactions),
+            self._totals_agree(expected, erp),
+        ]
+        invariants.append(await self._reconciliation_explains_everything())
+        invariants.append(self._billing_order_kept(documents, erp))
+        figures = await self._figures(receipts)
+        return ChaosReport(figures, invariants, self.violations)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _receipts(self) -> list[WebhookReceipt]:
+        with self.run.adapters.store.session() as session:
+            return list(session.scalars(select(WebhookReceipt)))
+
+    async def _temporal_records(self, workflow_ids: Iterable[str]) -> dict[str, WorkflowRecord]:
+        gate = asyncio.Semaphore(8)
+
+        async def read(workflow_id: str) -> WorkflowRecord:
+            async with gate:
+                return await self._temporal_record(workflow_id)
+
+        records = await asyncio.gather(*(read(w) for w in sorted(workflow_ids)))
+        return {r.workflow_id: r for r in records}
+
+    async def _temporal_record(self, workflow_id: str) -> WorkflowRecord:
+        runs = [e async for e in self.client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+        record = WorkflowRecord(workflow_id, runs)
+        converter = self.client.data_converter
+        for execution in runs:
+            handle = self.client.get_workflow_handle(workflow_id, run_id=execution.run_id)
+            ids: set[str] = set()
+            async for event in handle.fetch_history_events():
+                if event.HasField("workflow_execution_signaled_event_attributes"):
+                    payloads = event.workflow_execution_signaled_event_attributes.input.payloads
+                elif event.HasField("workflow_execution_started_event_attributes"):
+                    payloads = event.workflow_execution_started_event_attributes.input.payloads
+                else:
+                    continue
+                for value in await converter.decode(list(payloads)):
+                    ids |= _ids_in(value)
+            record.received[execution.run_id] = ids
+            if execution.status == WorkflowExecutionStatus.COMPLETED:
+                record.results[execution.run_id] = await handle.result()
+            elif execution.status == WorkflowExecutionStatus.RUNNING:
+                query = "state" if workflow_id.startswith("credit/") else "status"
+                record.state = await handle.query(query, rpc_timeout=timedelta(seconds=10))
+        return record
+
+    async def _billing_documents(
+        self,
+    ) -> tuple[list[BillingDocument], list[BalanceTransaction]]:
+        since, until = self._period()
+        documents: list[BillingDocument] = []
+        for page_of in (self.billing.invoice_page, self.billing.credit_note_page):
+            cursor = None
+            while True:
+                page = await page_of(since, until, cursor, 100)
+                documents.extend(page.documents)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        transactions: list[BalanceTransaction] = []
+        async for customer in self.billing.list_customers():
+            cursor = None
+            while True:
+                credits = await self.billing.balance_credit_page(
+                    customer.customer_id, since, until, cursor, 100
+                )
+                transactions.extend(credits.transactions)
+                if credits.next_cursor is None:
+                    break
+                cursor = credits.next_cursor
+        return documents, transactions
+
+    def _period(self) -> tuple[datetime, datetime]:
+        return self.run.started_at - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=1)
+
+    def _days(self) -> tuple[date, date]:
+        since, until = self._period()
+        return since.date(), until.date()
+
+    def _expected(
+        self, documents: list[BillingDocument], transactions: list[BalanceTransaction]
+    ) -> dict[str, ExpectedPosting]:
+        by_customer: dict[str, list[BalanceTransaction]] = defaultdict(list)
+        for transaction in transactions:
+            by_customer[transaction.customer_id].append(transaction)
+        rows = [row for document in documents for row in expected_postings(document)]
+        for adjustments in by_customer.values():
+            rows.extend(granted_credits(adjustments))
+        expected: dict[str, ExpectedPosting] = {}
+        for row in rows:
+            if row.reference in expected:
+                self.violations.append(f"billing lists {row.reference} twice")
+            expected[row.reference] = row
+        return expected
+
+    def _hold(
+        self,
+        records: dict[str, WorkflowRecord],
+        documents: list[BillingDocument],
+        expected: dict[str, ExpectedPosting],
+    ) -> None:
+        """The references a ledger waiting on an open finance exception still holds back:
+        its documents not journaled (policy stopped one; the later ones queue behind it)."""
+        blocked = {
+            wid: record.state["blocked_by"]
+            for wid, record in records.items()
+            if record.state and record.state.get("blocked_by") in self.open_exceptions
+        }
+        store = self.run.adapters.store
+        for document in documents:
+            ledger = (
+                f"subscription/{document.subscription_id}"
+                if document.subscription_id
+                else f"customer-ledger/{document.customer_id}"
+            )
+            if ledger not in blocked:
+                continue
+            for row in expected_postings(document):
+                if store.find_posting("billing", row.reference) is None:
+                    self.held[row.reference] = blocked[ledger]
+        self.held = {ref: exc for ref, exc in self.held.items() if ref in expected}
+
+    async def _erp_documents(self) -> list[LedgerDocument]:
+        first, last = self._days()
+        found: list[LedgerDocument] = []
+        cursor = None
+        while True:
+            page = await self.run.adapters.ledger.document_page(first, last, cursor, 200)
+            found.extend(page.documents)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+    # --- invariants ------------------------------------------------------------------------------
+
+    async def _accepted_webhooks_finished(
+        self, receipts: list[WebhookReceipt], records: dict[str, WorkflowRecord]
+    ) -> tuple[bool, str, str]:
+        """(1) Each accepted delivery is in its workflow's history, and that workflow
+        completed it or waits on an open finance exception. Also counts lost events: billing
+        events a process must see, and credit tickets, that never reached Temporal."""
+        done = held = 0
+        failures: list[str] = []
+        for receipt in receipts:
+            record = records[receipt.workflow_id]
+            where = f"{receipt.source} event {receipt.event_id} -> {receipt.workflow_id}"
+            runs = [r for r in record.runs if receipt.event_id in record.received[r.run_id]]
+            if not runs:
+                self.lost += 1
+                failures.append(f"{where}: accepted, but in no history of that workflow")
+                continue
+            verdict = self._verdict(record, receipt.event_id, runs)
+            if verdict == "done":
+                done += 1
+            elif verdict == "held":
+                held += 1
+            else:
+                failures.append(f"{where}: {verdict}")
+        self.lost += await self._never_accepted({r.event_id for r in receipts}, records)
+        self.violations.extend(failures)
+        detail = (
+            f"{len(receipts)} accepted: {done} completed, {held} waiting on "
+            f"{len(self.open_exceptions)} open finance exception(s), {len(failures)} not"
+        )
+        return not failures and self.lost == 0, "1 accepted webhooks finished", detail
+
+    def _verdict(self, record: WorkflowRecord, event_id: str, runs: list[WorkflowExecution]) -> str:
+        latest = record.latest
+        if record.workflow_id.startswith("account/"):
+            for run in runs:
+                result = record.results.get(run.run_id)
+                if result and event_id in result.get("handled_requests", []):
+                    return "done"
+            status = runs[-1].status.name.lower() if runs[-1].status else "unknown"
+            return f"account sync run {status} without handling it"
+        if latest.status == WorkflowExecutionStatus.RUNNING and record.state is not None:
+            state = record.state
+            exception = state.get("blocked_by") or state.get("exception_id")
+            if state.get("status") == "blocked":
+                return "held" if exception in self.open_exceptions else f"blocked by {exception}"
+            if record.workflow_id.startswith("credit/"):
+                return f"credit still {state.get('status')}"
+            if state.get("status") == "waiting" and state.get("pending_events") == 0:
+                return "done"
+            return f"ledger {state.get('status')} with {state.get('pending_events')} queued"
+        if latest.status == WorkflowExecutionStatus.COMPLETED:
+            return "done"
+        return f"workflow {latest.status.name if latest.status else '?'}"
+
+    async def _never_accepted(self, accepted: set[str], records: dict[str, WorkflowRecord]) -> int:
+        """Billing events a process must see, and credit tickets, with no trace in Temporal."""
+        lost = 0
+        since, _ = self._period()
+        async for raw in self.billing.list_events(created_from=since):
+            event = to_business_event(StripeEventPayload.model_validate(raw), None)
+            start = route_billing_event(event, self.settings.ledger_currencies)
+            if start is not None and event.event_id not in accepted:
+                lost += 1
+                self.violations.append(f"billing event {event.event_id} ({event.type}) lost")
+        for case_id in self.run.credit_tickets:
+            query = f"WorkflowType = 'CaseToCredit' AND CaseId = '{case_id}'"
+            if not [e async for e in self.client.list_workflows(query)]:
+                lost += 1
+                self.violations.append(f"the credit asked on ticket {case_id} started nothing")
+        return lost
+
+    def _one_erp_document_each(
+        self, expected: dict[str, ExpectedPosting], erp: list[LedgerDocument]
+    ) -> tuple[bool, str, str]:
+        """(2) One ERP document per billing document reference, of its kind and amount."""
+        by_reference: dict[str | None, list[LedgerDocument]] = defaultdict(list)
+        for document in erp:
+            by_reference[document.reference].append(document)
+        problems = twice = 0
+        for reference, row in expected.items():
+            copies = by_reference.get(reference, [])
+            if not copies and reference in self.held:
+                continue
+            if len(copies) != 1:
+                problems += 1
+                if len(copies) > 1:
+                    twice += 1
+                    self.duplicates += len(copies) - 1
+                numbers = ", ".join(d.number or d.erp_document_id for d in copies)
+                self.violations.append(
+                    f"{reference}: {len(copies)} ERP documents ({numbers or 'none'})"
+                )
+                continue
+            copy = copies[0]
+            if (copy.kind, copy.total.amount, copy.total.currency) != (
+                row.kind, row.amount, row.currency
+            ):  # fmt: skip
+                problems += 1
+                self.violations.append(
+                    f"{reference}: ERP {copy.kind} {copy.total} != billing {row.kind} "
+                    f"{row.amount} {row.currency}"
+                )
+        orphans = [d for ref, docs in by_reference.items() if ref not in expected for d in docs]
+        for document in orphans:
+            self.violations.append(
+                f"ERP document {document.number or document.erp_document_id} "
+                f"({document.reference}) mirrors no billing document"
+            )
+        detail = (
+            f"{len(expected)} billing references: {len(expected) - len(self.held) - problems} "
+            f"posted once, {len(self.held)} held by finance, {twice} twice, "
+            f"{problems - twice} missing or different, {len(orphans)} ERP orphans"
+        )
+        ok = problems == 0 and not orphans
+        return ok, "2 one ERP document per billing document", detail
+
+    async def _one_billing_credit_per_approved_credit(
+        self, transactions: list[BalanceTransaction]
+    ) -> tuple[bool, str, str]:
+        """(3) An approved credit that was applied has exactly one billing credit (not taken
+        back); every other credit has none."""
+        by_case: dict[str, list[ExpectedPosting]] = defaultdict(list)
+        by_customer: dict[str, list[BalanceTransaction]] = defaultdict(list)
+        for transaction in transactions:
+            by_customer[transaction.customer_id].append(transaction)
+        for adjustments in by_customer.values():
+            for credit in granted_credits(adjustments):
+                by_case[credit.case_id or "-"].append(credit)
+        approved = credited_once = 0
+        problems: list[str] = []
+        processes: Counter[str] = Counter()
+        query = "WorkflowType = 'CaseToCredit'"
+        async for execution in self.client.list_workflows(query):
+            state = await self._credit_state(execution)
+            request = state["request"]
+            processes[request["case_id"]] += 1
+            assessment = state.get("assessment") or {}
+            approval = state.get("approval") or {}
+            was_approved = assessment.get("outcome") == "auto_approve" or bool(
+                approval.get("approve")
+            )
+            approved += was_approved
+            given = len(by_case.get(request["case_id"], []))
+            want = 1 if state["status"] == "applied" else 0
+            if state["status"] == "applied" and not was_approved:
+                problems.append(f"{execution.id}: applied without an approval")
+            if given != want:
+                problems.append(
+                    f"{execution.id} ({state['status']}): {given} billing credit(s), want {want}"
+                )
+                self.duplicates += max(0, given - 1)
+            elif want == 1:
+                credited_once += 1
+        for case_id, count in processes.items():
+            if count > 1:
+                self.duplicates += count - 1
+                problems.append(f"ticket {case_id} started {count} credit processes")
+        self.violations.extend(problems)
+        detail = (
+            f"{approved} approved ({self.run.finance_decisions['approved']} by finance), "
+            f"{credited_once} credited once, {len(problems)} wrong"
+        )
+        return not problems, "3 one billing credit per approved credit", detail
+
+    async def _credit_state(self, execution: WorkflowExecution) -> dict[str, Any]:
+        handle = self.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        if execution.status == WorkflowExecutionStatus.COMPLETED:
+            return dict(await handle.result())
+        return dict(await handle.query("state", rpc_timeout=timedelta(seconds=10)))
+
+    def _totals_agree(
+        self, expected: dict[str, ExpectedPosting], erp: list[LedgerDocument]
+    ) -> tuple[bool, str, str]:
+        """(4) Per currency: the journal = the ERP = billing's expected postings (less what
+        open finance exceptions hold back)."""
+        totals: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for ref, row in expected.items():
+            side = "held" if ref in self.held else "billing"
+            totals[row.currency][side] += _signed(row.kind, row.amount)
+        for posting in self.run.adapters.store.postings():
+            totals[posting.currency]["journal"] += _signed(posting.document_type, posting.amount)
+        for document in erp:
+            totals[document.total.currency]["erp"] += _signed(document.kind, document.total.amount)
+        ok, parts = True, []
+        for currency, sides in sorted(totals.items()):
+            journal, books, billing = sides["journal"], sides["erp"], sides["billing"]
+            agree = journal == books == billing
+            ok &= agree
+            text = f"{currency} journal {journal:.2f} {'=' if agree else '?'} ERP {books:.2f} " + (
+                f"{'=' if agree else '?'} billing {billing:.2f}"
+            )
+            if sides["held"]:
+                text += f" (+{sides['held']:.2f} held)"
+            parts.append(text)
+            if not agree:
+                self.violations.append(f"totals differ in {currency}: {dict(sides)}")
+        return ok, "4 totals agree per currency", "; ".join(parts) or "nothing posted"
+
+    async def _reconciliation_explains_everything(self) -> tuple[bool, str, str]:
+        """(5) The product's own reconciliation of the run's days: nothing unexplained, and
+        whatever it had to replay is held by an open finance exception (else it was lost)."""
+        first, last = self._days()
+        body = {"period_from": str(first), "period_to": str(last)}
+        started = (await self.run._api("post", "/v1/reconciliations", "ops", body)).json()
+        workflow_id = started["workflow_id"]
+        deadline = time.monotonic() + 300
+        while True:
+            view = (await self.run._api("get", f"/v1/reconciliations/{workflow_id}", "ops")).json()
+            if view["result"] is not None:
+                result = view["result"]
+                break
+            if view["state"] not in ("running", "continued_as_new") or (
+                time.monotonic() > deadline
+            ):
+                self.violations.append(f"{workflow_id} ended {view['state']}")
+                return False, "5 reconciliation explains everything", f"{workflow_id} failed"
+            await asyncio.sleep(1)
+        report = (
+            await self.run._api(
+                "get", f"/v1/reconciliations/runs/{result['run_id']}?limit=5000", "ops"
+            )
+        ).json()
+        replayed = [i for i in report["items"] if i["outcome"] == "healed"]
+        unheld = [i for i in replayed if i["reference"] not in self.held]
+        for item in unheld:
+            self.lost += 1
+            self.violations.append(
+                f"reconciliation found {item['reference']} missing in the ERP and replayed it"
+            )
+        for item in report["items"]:
+            if item["classification"] not in ("matched", "matched_to_journal", "missing_in_erp"):
+                self.violations.append(
+                    f"reconciliation: {item['classification']} {item['reference'] or '-'} "
+                    f"{item['amount']} {item['currency']}: {item['detail']}"
+                )
+        ok = result["unexplained"] == 0 and not unheld
+        detail = (
+            f"{result['run_id']}: {result['in_agreement']} in agreement, {len(replayed)} "
+            f"replayed ({len(replayed) - len(unheld)} held by finance), "
+            f"{result['unexplained']} unexplained"
+        )
+        return ok, "5 reconciliation explains everything", detail
+
+    def _billing_order_kept(
+        self, documents: list[BillingDocument], erp: list[LedgerDocument]
+    ) -> tuple[bool, str, str]:
+        """(6) Per subscription, ERP document ids (Tryton numbers as it posts) rise in
+        billing order (the billing number: per customer, in the order billing issued)."""
+        erp_ids = {d.reference: int(d.erp_document_id) for d in erp}
+        by_subscription: dict[str, list[BillingDocument]] = defaultdict(list)
+        for document in documents:
+            if document.kind == "invoice" and document.subscription_id and document.number:
+                by_subscription[document.subscription_id].append(document)
+        checked = 0
+        out_of_order: list[str] = []
+        for subscription_id, invoices in by_subscription.items():
+            posted = [i for i in sorted(invoices, key=lambda i: i.number or "")
+                      if i.document_id in erp_ids]  # fmt: skip
+            ids = [erp_ids[i.document_id] for i in posted]
+            checked += len(ids)
+            if ids != sorted(ids):
+                out_of_order.append(
+                    f"{subscription_id}: billing order "
+                    f"{', '.join(f'{i.number}={erp_ids[i.document_id]}' for i in posted)}"
+                )
+        self.violations.extend(f"posted out of order: {line}" for line in out_of_order)
+        detail = (
+            f"{checked} invoices of {len(by_subscription)} subscriptions, "
+            f"{len(out_of_order)} out of order"
+        )
+        return not out_of_order, "6 billing order kept in the ERP", detail
+
+    # --- figures -----------------------------------------------------------------------------
+
+    async def _figures(self, receipts: list[WebhookReceipt]) -> list[tuple[str, str]]:
+        run = self.run
+        billing = (await run._sandbox("billing", "GET", "/_sandbox/webhooks/deliveries"))["data"]
+        support = (await run._sandbox("support", "GET", "/_sandbox/webhooks/deliveries"))[
+            "deliveries"
+        ]
+        async with httpx.AsyncClient(timeout=10) as client:
+            stats = (await client.get(f"{run.stack.erp_proxy_url}/_faults/stats")).json()
+        refused = sum(
+            1
+            for delivery in billing + support
+            for attempt in delivery["attempts"]
+            if attempt.get("status_code") == 503
+        )
+        erp_faults = {mode: n for mode, n in stats["faults"].items() if n}
+        faults = [f"erp {mode} {n}" for mode, n in sorted(erp_faults.items())] + [
+            f"erp outages {run.erp_outages}",
+            f"webhooks delivered twice {sum(d['reason'] == 'duplicate' for d in billing)}",
+            f"webhooks answered 503 {refused}",
+            f"worker SIGKILL {run.kills}",
+            f"temporal restart {run.server_restarts}",
+        ]
+        by_source = Counter(r.source for r in receipts)
+        decisions = ", ".join(f"{k} {v}" for k, v in run.finance_decisions.items())
+        return [
+            ("events driven", f"{sum(run.driven.values())} ({run._mix_summary()})"),
+            ("webhooks delivered", f"billing {len(billing)} (shuffled), support {len(support)}"),
+            ("webhooks accepted", ", ".join(f"{s} {n}" for s, n in sorted(by_source.items()))),
+            ("finance decisions", decisions or "none"),
+            ("faults injected", ", ".join(faults)),
+            ("worker kills", str(run.kills)),
+            ("server restarts", str(run.server_restarts)),
+            ("open finance exceptions", str(len(self.open_exceptions))),
+            ("duplicates found", str(self.duplicates)),
+            ("lost events", str(self.lost)),
+        ]
+
+
+__all__ = ["ChaosOptions", "private_settings", "run_chaos"]
