@@ -259,6 +259,7 @@ class CaseToCreditWorkflow:
         assert self._input is not None
         credit = self._input.request
         suffix = "" if attempt == 1 else f"/{attempt}"
+        self._applied = None  # an earlier attempt's credit was refused or reversed
         self._set_status("applying", "Applying the credit in billing")
         try:
             self._applied = await self._call(
