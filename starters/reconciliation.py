@@ -36,6 +36,8 @@ def period(first: date, last: date) -> tuple[datetime, datetime]:
     """The UTC days `first` to `last`, both included, as [start, end)."""
     if last < first:
         raise ValueError(f"--to {last} is before --from {first}")
+    if last == date.max:  # its end, the next midnight, is past what datetime can hold
+        raise ValueError(f"--to {last} is past the last day a period can end on")
     return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(1), time(), UTC)
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 from adapters.errors import SignatureError
 
 SIGNATURE_SCHEME = "v1"
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 def _hmac_hex(payload: bytes, secret: str, timestamp: int) -> str:
@@ -33,7 +35,8 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             raise SignatureError("malformed Stripe-Signature header: item without '='")
         if key == "t":
-            if not value.isdigit():
+            # ASCII digits only, and few: str.isdigit() admits "²" and int() refuses 4301 digits.
+            if not UNIX_SECONDS.fullmatch(value):
                 raise SignatureError(
                     "malformed Stripe-Signature header: timestamp is not an integer"
                 )

@@ -62,7 +62,10 @@ class Accepted(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    event_ids: list[str] = Field(min_length=1, max_length=200)
+    # Each id as StripeEventPayload bounds it; an empty one is no path segment to ask billing.
+    event_ids: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        min_length=1, max_length=200
+    )
 
 
 class ReplayOutcome(BaseModel):
@@ -202,7 +205,8 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         try:
             payload = StripeEventPayload.model_validate(json.loads(body))
             event = to_business_event(payload, request.state.correlation_id)
-        except (ValueError, ValidationError) as err:
+        # Also malformed: JSON nested past the parser's depth, `created` past any date.
+        except (ValueError, ValidationError, RecursionError, OverflowError) as err:
             raise HTTPException(400, f"malformed event: {_first_line(err)}") from None
         start = route_billing_event(event, settings.ledger_currencies)
         if start is None:
@@ -228,7 +232,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
             payload = json.loads(body)
             if not isinstance(payload, dict):
                 raise ValueError("body must be a JSON object")
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # JSON nested past the parser's depth
             raise HTTPException(400, f"malformed event: {_first_line(err)}") from None
         kind = str(payload.get("type", "unknown"))
         event_id = payload.get("id")

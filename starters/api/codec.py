@@ -118,7 +118,7 @@ async def _read_payloads(request: Request) -> list[Payload]:
     message = Payloads()
     try:
         json_format.Parse(bytes(body), message)
-    except json_format.ParseError as err:
+    except (json_format.ParseError, UnicodeDecodeError) as err:  # Parse() decodes bytes itself
         first = (str(err).splitlines() or ["invalid"])[0][:200]
         raise HTTPException(400, f"expected Payloads as protobuf JSON: {first}") from None
     return list(message.payloads)

@@ -246,7 +246,8 @@ def credits_router(
     async def list_pending_approvals(
         _principal: Annotated[ApiPrincipal, Depends(readers)],
         customer_id: Annotated[str | None, Query(pattern=SAFE_ID)] = None,
-        min_age_hours: Annotated[float | None, Query(ge=0)] = None,
+        # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
+        min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
         min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
     ) -> list[ApprovalSummary]:
         """Credits waiting for finance, oldest first."""

@@ -72,7 +72,8 @@ def finance_router(
         _principal: Annotated[ApiPrincipal, Depends(readers)],
         process: Annotated[str | None, Query(description="e.g. amendment_to_erp")] = None,
         customer_id: Annotated[str | None, Query()] = None,
-        min_age_hours: Annotated[float | None, Query(ge=0)] = None,
+        # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
+        min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
         min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
     ) -> list[ExceptionSummary]:
         client = await temporal.client()
