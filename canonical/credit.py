@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from canonical.finance import FinanceDecision
 from canonical.money import Money
 
 CreditOutcome = Literal["auto_approve", "needs_approval", "reject"]
@@ -58,3 +59,37 @@ class CreditAssessment(BaseModel):
     reasons: list[str]
     monthly_recurring: Money | None = None
     credited_last_90_days: Money | None = None
+
+
+# The process's messages. They live here, not in the workflow module, because the workflow
+# sandbox re-imports a workflow's module for every run: models defined there cost each
+# waiting credit about 55 KB of worker memory; models here are imported once.
+
+
+class CaseToCreditInput(BaseModel):
+    request: CreditRequest
+    policy: CreditPolicy = CreditPolicy()
+
+
+class CreditApproval(BaseModel):
+    """Finance's answer to a credit waiting for approval (identity set by the API)."""
+
+    approve: bool
+    reason: str
+    approver: str
+    role: str
+
+
+class CreditState(BaseModel):
+    """A credit as an agent or finance sees it: state, decision, amounts and ids."""
+
+    workflow_id: str
+    status: str
+    request: CreditRequest
+    customer_id: str | None
+    assessment: CreditAssessment | None
+    approval: CreditApproval | None
+    billing_document: str | None
+    erp_number: str | None
+    exception_id: str | None
+    finance_decision: FinanceDecision | None = None

@@ -45,7 +45,12 @@ with workflow.unsafe.imports_passed_through():
         PostedDocument,
         Subscription,
     )
-    from canonical.credit import CreditAssessment, CreditPolicy, CreditRequest
+    from canonical.credit import (
+        CaseToCreditInput,
+        CreditApproval,
+        CreditAssessment,
+        CreditState,
+    )
     from canonical.support import SupportCase
     from workflows import visibility
     from workflows.activity_options import STORE_CALL, StepFailed, call_system
@@ -64,33 +69,6 @@ EXPIRE_AFTER = timedelta(days=7)
 
 def credit_workflow_id(case_id: str, request_id: str) -> str:
     return f"credit/{case_id}/{request_id}"
-
-
-class CaseToCreditInput(BaseModel):
-    request: CreditRequest
-    policy: CreditPolicy = CreditPolicy()
-
-
-class CreditApproval(BaseModel):
-    """Finance's answer to a credit waiting for approval (identity set by the API)."""
-
-    approve: bool
-    reason: str
-    approver: str
-    role: str
-
-
-class CreditState(BaseModel):
-    workflow_id: str
-    status: str
-    request: CreditRequest
-    customer_id: str | None
-    assessment: CreditAssessment | None
-    approval: CreditApproval | None
-    billing_document: str | None
-    erp_number: str | None
-    exception_id: str | None
-    finance_decision: FinanceDecision | None = None
 
 
 @workflow.defn(name="CaseToCredit")

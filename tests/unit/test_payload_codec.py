@@ -149,6 +149,7 @@ def test_without_keys_there_is_no_codec_and_the_converter_stays_plain_pydantic()
         (f"k1:{base64.b64encode(os.urandom(16)).decode()}", "'k1' must be 32 bytes, not 16"),
         (f"bad id:{key_material(K1)}", "entry #1"),
     ],
+    ids=["no colon", "not base64", "16 bytes", "space in id"],  # stable under pytest-xdist
 )
 def test_a_malformed_key_entry_fails_at_start_up_without_quoting_the_key(
     entry: str, expected: str
