@@ -5,6 +5,7 @@
     python3 tasks.py test     create .venv, run the whole test suite
     python3 tasks.py up       create .venv, start the local stack
     python3 tasks.py lint     ruff and mypy
+    python3 tasks.py bench    create .venv, run every benchmark (--quick, --only NAME ...)
     python3 tasks.py setup    only create/refresh .venv
 
 The environment is rebuilt only when pyproject.toml changes.
@@ -47,7 +48,7 @@ def run(*command: str) -> int:
 
 def main(argv: list[str]) -> int:
     task, rest = (argv[0], argv[1:]) if argv else ("help", [])
-    if task not in {"setup", "demo", "up", "test", "lint"}:
+    if task not in {"setup", "demo", "up", "test", "lint", "bench"}:
         print(__doc__)
         return 0 if task == "help" else 2
     setup()
@@ -57,6 +58,8 @@ def main(argv: list[str]) -> int:
         return run(str(BIN / "ledgerbridge"), "up", *rest)
     if task == "test":
         return run(str(BIN / "pytest"), *rest)
+    if task == "bench":
+        return run(str(BIN / "python"), "-m", "bench", *rest)
     if task == "lint":
         return (
             run(str(BIN / "ruff"), "check", ".")

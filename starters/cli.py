@@ -191,6 +191,19 @@ def cmd_erp(args: argparse.Namespace, settings: Settings) -> int:
     os.execv(command[0], command)  # noqa: S606 - replace this process with trytond
 
 
+def cmd_bench(args: argparse.Namespace, _settings: Settings) -> int:
+    """The benchmarks (bench/, in the source tree only), one after the other, then a table."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__main__.py").exists():
+        return fail(f"no benchmarks in {root}: they live in a source checkout (bench/)")
+    only = ["--only", *args.only] if args.only else []
+    quick = ["--quick"] if args.quick else []
+    return subprocess.call([sys.executable, "-m", "bench", *only, *quick], cwd=root)
+
+
 def cmd_schemas(_args: argparse.Namespace, _settings: Settings) -> int:
     from canonical.schema_registry import export
 
@@ -254,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("source", choices=["billing"])
     replay.add_argument("--since", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
     replay.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD, inclusive")
+    bench = sub.add_parser("bench", help="run the benchmarks, then print all their figures")
+    bench.add_argument("--only", nargs="+", action="extend", metavar="NAME",
+                       help="only these benchmarks (e.g. footprint reconciliation)")  # fmt: skip
+    bench.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
     erp = sub.add_parser("erp", help="bootstrap (once) and serve the Tryton ERP")
     erp.add_argument("action", choices=["serve"])
     erp.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -275,6 +292,7 @@ COMMANDS = {
     "recon": cmd_recon,
     "replay": cmd_replay,
     "erp": cmd_erp,
+    "bench": cmd_bench,
 }
 
 
