@@ -9,7 +9,7 @@ items and their totals as the report. The staging rows can be dropped once class
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
@@ -206,6 +206,11 @@ class SupportCredit:
         _check_amount(self.amount, positive=False)
 
 
+def _staged(run_id: str, row: ExpectedPosting | ErpDocument | SupportCredit) -> dict[str, Any]:
+    """A row as its staging table holds it: the run, then the row's own fields."""
+    return {"run_id": run_id, **{f.name: getattr(row, f.name) for f in fields(row)}}
+
+
 # --- what a run reports ------------------------------------------------------------------
 
 
@@ -353,65 +358,15 @@ class ReconciliationStore:
 
     def add_expected(self, run_id: str, rows: Iterable[ExpectedPosting]) -> int:
         """Load billing's expected ERP postings; returns how many rows were offered."""
-        return self._load(
-            run_id,
-            ReconExpected,
-            (
-                {
-                    "run_id": run_id,
-                    "reference": row.reference,
-                    "kind": row.kind,
-                    "customer_id": row.customer_id,
-                    "currency": row.currency,
-                    "amount": row.amount,
-                    "billing_document_id": row.billing_document_id,
-                    "billing_kind": row.billing_kind,
-                    "is_credit": row.is_credit,
-                    "case_id": row.case_id,
-                }
-                for row in rows
-            ),
-        )
+        return self._load(run_id, ReconExpected, (_staged(run_id, row) for row in rows))
 
     def add_erp(self, run_id: str, rows: Iterable[ErpDocument]) -> int:
         """Load the ERP's documents; returns how many rows were offered."""
-        return self._load(
-            run_id,
-            ReconErpDocument,
-            (
-                {
-                    "run_id": run_id,
-                    "erp_document_id": row.erp_document_id,
-                    "reference": row.reference,
-                    "kind": row.kind,
-                    "number": row.number,
-                    "customer_id": row.customer_id,
-                    "currency": row.currency,
-                    "amount": row.amount,
-                    "state": row.state,
-                }
-                for row in rows
-            ),
-        )
+        return self._load(run_id, ReconErpDocument, (_staged(run_id, row) for row in rows))
 
     def add_support_credits(self, run_id: str, rows: Iterable[SupportCredit]) -> int:
         """Load the credits support requested; returns how many rows were offered."""
-        return self._load(
-            run_id,
-            ReconSupportCredit,
-            (
-                {
-                    "run_id": run_id,
-                    "case_id": row.case_id,
-                    "request_id": row.request_id,
-                    "customer_id": row.customer_id,
-                    "currency": row.currency,
-                    "amount": row.amount,
-                    "billing_document_id": row.billing_document_id,
-                }
-                for row in rows
-            ),
-        )
+        return self._load(run_id, ReconSupportCredit, (_staged(run_id, row) for row in rows))
 
     def snapshot_journal(
         self,
