@@ -20,8 +20,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.amendments import JournalEntry, PostDocumentInput, RecordJournalInput
@@ -55,11 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import visibility
     from workflows.activity_options import STORE_CALL, StepFailed, call_system
     from workflows.credit_policy import approval_refusal, assess, eligibility_problems
-    from workflows.finance_exception import (
-        FinanceExceptionInput,
-        FinanceExceptionWorkflow,
-        exception_workflow_id,
-    )
+    from workflows.finance_exception import exception_workflow_id, open_finance_exception
 
 PROCESS = "case_to_credit"
 REMIND_AFTER = timedelta(hours=24)
@@ -359,22 +353,12 @@ class CaseToCreditWorkflow:
             tags=["credit_exception"],
             stage=f"exception/{attempt}",
         )
-        decision = await workflow.execute_child_workflow(
-            FinanceExceptionWorkflow.run,
-            FinanceExceptionInput(context=context),
-            id=self._exception_id,
-            task_queue=info.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            search_attributes=visibility.start_attributes(
-                "finance_exception",
-                "open",
-                customer_id=self._customer_id,
-                case_id=credit.case_id,
-                invoice_id=invoice_id,
-                amount_minor=credit.amount.to_minor(),
-            ),
-            static_summary=f"Finance exception: {PROCESS} {failure.step}, case {credit.case_id}",
+        decision = await (
+            await open_finance_exception(
+                context,
+                self._exception_id,
+                f"Finance exception: {PROCESS} {failure.step}, case {credit.case_id}",
+            )
         )
         self._finance_decision = decision
         workflow.logger.info("finance decided %s for %s", decision.decision, self._exception_id)

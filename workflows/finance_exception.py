@@ -12,6 +12,8 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditRecordInput
@@ -168,3 +170,30 @@ def decision_refusal(
     if not request.actor.strip():
         return "the deciding user is unknown"
     return None
+
+
+async def open_finance_exception(
+    context: ExceptionContext, exception_id: str, summary: str
+) -> workflow.ChildWorkflowHandle[FinanceExceptionWorkflow, FinanceDecision]:
+    """Start an exception as a child of the running workflow, findable by the business ids
+    of its context; it outlives its origin (ABANDON). Await the handle for the decision."""
+    amount = context.amount
+    return await workflow.start_child_workflow(
+        FinanceExceptionWorkflow.run,
+        FinanceExceptionInput(context=context),
+        id=exception_id,
+        task_queue=workflow.info().task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        parent_close_policy=ParentClosePolicy.ABANDON,
+        search_attributes=visibility.start_attributes(
+            PROCESS,
+            "open",
+            customer_id=context.customer_id,
+            correlation_id=context.correlation_id,
+            subscription_id=context.subscription_id,
+            invoice_id=context.invoice_id,
+            case_id=context.case_id,
+            amount_minor=amount.to_minor() if amount else None,
+        ),
+        static_summary=summary,
+    )

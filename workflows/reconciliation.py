@@ -15,8 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.reconciliation import (
@@ -37,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from canonical import Decision, ExceptionContext, Money
     from workflows import visibility
     from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
-    from workflows.finance_exception import FinanceExceptionInput, FinanceExceptionWorkflow
+    from workflows.finance_exception import open_finance_exception
 
 PROCESS = "reconciliation"
 # Where each source is read. The three systems are read side by side, each chain in its
@@ -264,21 +262,11 @@ class ReconciliationWorkflow:
         opened = []
         for finding in findings:
             exception_id = f"exception/{workflow.info().workflow_id}/{finding.item_id}"
-            await workflow.start_child_workflow(
-                FinanceExceptionWorkflow.run,
-                FinanceExceptionInput(context=self._context(progress, finding)),
-                id=exception_id,
-                task_queue=workflow.info().task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                search_attributes=visibility.start_attributes(
-                    "finance_exception", "open", customer_id=finding.customer_id,
-                    invoice_id=finding.billing_document_id, case_id=finding.case_id,
-                    correlation_id=progress.run_id,
-                ),
-                static_summary=f"Reconciliation: {finding.classification} "
-                f"{finding.reference or finding.case_id}",
-            )  # fmt: skip
+            await open_finance_exception(
+                self._context(progress, finding),
+                exception_id,
+                f"Reconciliation: {finding.classification} {finding.reference or finding.case_id}",
+            )
             await self._mark(finding, "exception_opened", exception_id)
             opened.append(exception_id)
         return opened

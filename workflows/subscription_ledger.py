@@ -16,8 +16,6 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.accounts import (
@@ -49,11 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import visibility
     from workflows.activity_options import STORE_CALL, StepFailed, call_system
-    from workflows.finance_exception import (
-        FinanceExceptionInput,
-        FinanceExceptionWorkflow,
-        exception_workflow_id,
-    )
+    from workflows.finance_exception import exception_workflow_id, open_finance_exception
     from workflows.policy import check_postable, required_postings
 
 T = TypeVar("T")
@@ -384,23 +378,12 @@ class SubscriptionLedgerWorkflow:
             correlation_id=event.correlation_id,
             allowed_decisions=DECISIONS_FOR_POSTING,
         )
-        decision = await workflow.execute_child_workflow(
-            FinanceExceptionWorkflow.run,
-            FinanceExceptionInput(context=context),
-            id=exception_id,
-            task_queue=info.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            search_attributes=visibility.start_attributes(
-                "finance_exception",
-                "open",
-                customer_id=event.customer_id,
-                correlation_id=event.correlation_id,
-                subscription_id=self._input.subscription_id,
-                invoice_id=self._current_document,
-                amount_minor=self._current_amount.to_minor() if self._current_amount else None,
-            ),
-            static_summary=f"Finance exception: {PROCESS} {failure.step} for {event.object_id}",
+        decision = await (
+            await open_finance_exception(
+                context,
+                exception_id,
+                f"Finance exception: {PROCESS} {failure.step} for {event.object_id}",
+            )
         )
         self._blocked_by = None
         workflow.logger.info("finance decided %s for %s", decision.decision, exception_id)
