@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from adapters.errors import AdapterError, NotFoundError, ValidationError
 from adapters.logs import get_logger
@@ -31,6 +31,7 @@ from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
 from starters.api.temporal import (
     TemporalConnection,
     TemporalUnavailable,
+    not_found_or_unavailable,
     open_runs,
     opened_and_age,
 )
@@ -285,7 +286,7 @@ def credits_router(
         try:
             return await handle.query(CaseToCreditWorkflow.state)
         except RPCError as err:
-            raise _not_found_or_unavailable(err, credit_id) from err
+            raise not_found_or_unavailable(err, f"no credit {credit_id}") from err
 
     @router.post(
         "/credits/{credit_id:path}:decide", response_model=CreditApproval, tags=["finance"]
@@ -309,7 +310,7 @@ def credits_router(
         except RPCError as err:
             if "already completed" in str(err):
                 raise HTTPException(409, f"{credit_id} is no longer waiting") from None
-            raise _not_found_or_unavailable(err, credit_id) from err
+            raise not_found_or_unavailable(err, f"no credit {credit_id}") from err
 
     return router
 
@@ -334,12 +335,6 @@ def _credit_id(credit_id: str) -> str:
     ):
         raise HTTPException(404, f"no credit {credit_id[:80]}")
     return credit_id
-
-
-def _not_found_or_unavailable(err: RPCError, credit_id: str) -> Exception:
-    if err.status == RPCStatusCode.NOT_FOUND:
-        return HTTPException(404, f"no credit {credit_id}")
-    return TemporalUnavailable(str(err))
 
 
 def _unreadable(execution: WorkflowExecution) -> ApprovalSummary:

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from adapters.settings import Settings
 from canonical import Decision, DecisionRequest, ExceptionContext, FinanceDecision, Money
@@ -21,6 +21,7 @@ from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
 from starters.api.temporal import (
     TemporalConnection,
     TemporalUnavailable,
+    not_found_or_unavailable,
     open_runs,
     opened_and_age,
 )
@@ -105,7 +106,7 @@ def finance_router(
         try:
             description = await handle.describe()
         except RPCError as err:
-            raise _not_found_or_unavailable(err, exception_id) from err
+            raise not_found_or_unavailable(err, f"no finance exception {exception_id}") from err
         if description.workflow_type != "FinanceException":
             raise HTTPException(404, f"no finance exception {exception_id}")
         state = await handle.query(FinanceExceptionWorkflow.state)
@@ -140,7 +141,7 @@ def finance_router(
         except RPCError as err:
             if "already completed" in str(err):
                 raise HTTPException(409, f"{exception_id} is already decided") from None
-            raise _not_found_or_unavailable(err, exception_id) from err
+            raise not_found_or_unavailable(err, f"no finance exception {exception_id}") from err
 
     return router
 
@@ -155,12 +156,6 @@ def _exception_id(exception_id: str) -> str:
     if not exception_id.startswith("exception/"):
         raise HTTPException(404, f"no finance exception {exception_id}")
     return _safe(exception_id)
-
-
-def _not_found_or_unavailable(err: RPCError, exception_id: str) -> Exception:
-    if err.status == RPCStatusCode.NOT_FOUND:
-        return HTTPException(404, f"no finance exception {exception_id}")
-    return TemporalUnavailable(str(err))
 
 
 def _unreadable(execution: WorkflowExecution) -> ExceptionSummary:

@@ -10,13 +10,17 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.store.reconciliation import CLASSES, ReconciliationStore
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
-from starters.api.temporal import TemporalConnection, TemporalUnavailable
+from starters.api.temporal import (
+    TemporalConnection,
+    TemporalUnavailable,
+    not_found_or_unavailable,
+)
 from starters.reconciliation import start_reconciliation
 from workflows.reconciliation import ReconciliationResult, ReconciliationWorkflow
 
@@ -180,9 +184,7 @@ def reconciliation_router(
             elif status == WorkflowExecutionStatus.RUNNING:
                 progress = await handle.query(ReconciliationWorkflow.progress)
         except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise HTTPException(404, f"no reconciliation {workflow_id}") from None
-            raise TemporalUnavailable(str(err)) from err
+            raise not_found_or_unavailable(err, f"no reconciliation {workflow_id}") from err
         state = status.name.lower() if status else "unknown"
         return ReconProgressView(
             workflow_id=workflow_id, state=state, progress=progress, result=result

@@ -4,8 +4,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from fastapi import HTTPException
 from temporalio.client import Client, WorkflowExecution
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.codec import codec_from_settings
 from adapters.settings import Settings
@@ -80,3 +81,11 @@ def opened_and_age(started: datetime) -> dict[str, Any]:
         "opened_at": opened,
         "age_hours": round((datetime.now(UTC) - opened).total_seconds() / 3600, 1),
     }
+
+
+def not_found_or_unavailable(err: RPCError, missing: str) -> Exception:
+    """What a failed call on one workflow means to the caller: `missing` (404) when Temporal
+    knows no such workflow, otherwise Temporal is unavailable (503)."""
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return HTTPException(404, missing)
+    return TemporalUnavailable(str(err))
