@@ -47,6 +47,8 @@ class CurrencyFigure(BaseModel):
 
 
 class ReconItemView(BaseModel):
+    """A stored finding, read straight from the store's item (same field names)."""
+
     id: int
     classification: str
     reference: str | None
@@ -143,25 +145,7 @@ def reconciliation_router(
             counts=run.counts,
             healed=run.healed_count,
             exceptions=run.exception_count,
-            items=[
-                ReconItemView(
-                    id=i.id,
-                    classification=i.classification,
-                    reference=i.reference,
-                    customer_id=i.customer_id,
-                    currency=i.currency,
-                    amount=i.amount,
-                    billing_amount=i.billing_amount,
-                    erp_amount=i.erp_amount,
-                    erp_document_ids=list(i.erp_document_ids),
-                    case_id=i.case_id,
-                    detail=i.detail,
-                    remedy=i.remedy,
-                    outcome=i.outcome,
-                    outcome_ref=i.outcome_ref,
-                )
-                for i in items
-            ],
+            items=[ReconItemView.model_validate(i, from_attributes=True) for i in items],
             next_after_id=items[-1].id if len(items) == limit else None,
         )
 
