@@ -21,11 +21,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results.json"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from bench._common import PROJECT_ROOT, RESULTS
 
 MODULES = ("erp_posting", "orchestration", "ingress", "reconciliation", "footprint")
 # Smaller sizes for --quick, by module: each pair is passed when the module accepts the flag.

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import socket
 import statistics
 import tempfile
 import time
@@ -33,32 +31,12 @@ from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import build_adapters
 from adapters.logs import configure_logging
 from adapters.settings import Settings
+from bench._common import private_settings, record
 from canonical import LedgerLine, LedgerPosting, Money
 from starters.stack import LocalStack
 
-RESULTS = Path(__file__).parent / "results.json"
 TARGET_RATIO = 0.9
 TARGET_ACK_P99_MS = 100.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def private_settings(home: Path) -> Settings:
-    return Settings(
-        home=home,
-        temporal_address=f"127.0.0.1:{free_port()}",
-        temporal_ui_port=free_port(),
-        erp_url=f"http://127.0.0.1:{free_port()}",
-        billing_url=f"http://127.0.0.1:{free_port()}",
-        support_url=f"http://127.0.0.1:{free_port()}",
-        api_port=free_port(),
-        erp_proxy_port=free_port(),
-        log_level="WARNING",
-    )
 
 
 async def direct_rate(settings: Settings, customer_id: str, count: int) -> float:
@@ -144,13 +122,6 @@ async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
         }
     finally:
         await adapters.aclose()
-
-
-def record(figures: list[dict[str, Any]]) -> None:
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    names = {f["name"] for f in figures}
-    merged = [f for f in existing if f["name"] not in names] + figures
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def main() -> None:

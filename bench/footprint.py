@@ -32,7 +32,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.temporal import connect_temporal
+from bench._common import PROJECT_ROOT, free_port, private_settings, record
 from canonical import Money, Subscription, SubscriptionItem
 from canonical.credit import CreditPolicy, CreditRequest
 from canonical.support import SupportCase
@@ -66,8 +66,6 @@ from starters.stack import LocalStack
 from workers import main as worker_main
 from workers.main import QueueLimits, build_workers, run_until_stopped
 
-RESULTS = Path(__file__).parent / "results.json"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 T0: Final = datetime(2026, 11, 1, tzinfo=UTC)
@@ -87,26 +85,6 @@ TARGET_RSS_RATIO: Final = 2.0
 TARGET_KB_PER_WORKFLOW: Final = 100.0
 TARGET_UP_COLD_SECONDS: Final = 60.0
 TARGET_UP_WARM_SECONDS: Final = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def private_settings(home: Path) -> Settings:
-    return Settings(
-        home=home,
-        temporal_address=f"127.0.0.1:{free_port()}",
-        temporal_ui_port=free_port(),
-        erp_url=f"http://127.0.0.1:{free_port()}",
-        billing_url=f"http://127.0.0.1:{free_port()}",
-        support_url=f"http://127.0.0.1:{free_port()}",
-        api_port=free_port(),
-        erp_proxy_port=free_port(),
-        log_level="WARNING",
-    )
 
 
 def proc_status_kb(pid: int) -> dict[str, int]:
@@ -515,13 +493,6 @@ def measure_up(root: Path, log_dir: Path) -> UpTimes:
 
 
 # --- the report -----------------------------------------------------------------------------------
-
-
-def record(figures: list[dict[str, Any]]) -> None:
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    names = {f["name"] for f in figures}
-    merged = [f for f in existing if f["name"] not in names] + figures
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def rss_figures(run: RssRun) -> list[dict[str, Any]]:

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -72,6 +70,7 @@ from adapters.store.reconciliation import (
     ReconciliationStore,
 )
 from adapters.temporal import connect_temporal
+from bench._common import PROJECT_ROOT, TEMPORAL_CLI, free_port, record
 from canonical import BalanceTransaction, BillingDocument, DocumentLine, Money
 from canonical.reconciliation import (
     BalanceCreditPage,
@@ -92,9 +91,6 @@ from workflows.reconciliation import (
     recon_workflow_id,
 )
 
-RESULTS = Path(__file__).parent / "results.json"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 POSTGRES_ADMIN_URL = os.environ.get(
     "LEDGERBRIDGE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -817,19 +813,6 @@ async def direct_run(plan: Plan, store: IntegrationStore) -> DirectRun:
 
 
 # --- the report -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def record(figures: list[dict[str, Any]]) -> None:
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    names = {f["name"] for f in figures}
-    merged = [f for f in existing if f["name"] not in names] + figures
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def differing(counts: dict[str, int], expected: dict[str, int]) -> list[str]:
