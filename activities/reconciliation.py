@@ -263,7 +263,9 @@ class ReconciliationActivities:
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
 
     async def _load_balance_credits(self, request: LoadPageInput) -> PageLoaded:
-        customers = self._store.customer_ids_page(request.cursor, max(1, request.page_size // 20))
+        # Billing lists balance adjustments per customer: a page is a handful of customers.
+        batch = max(1, request.page_size // 20)
+        customers = self._store.customer_ids_page(request.cursor, batch)
         granted: list[ExpectedPosting] = []
         for customer_id in customers:
             adjustments: list[BalanceTransaction] = []
@@ -279,7 +281,7 @@ class ReconciliationActivities:
                 cursor = page.next_cursor
             granted.extend(granted_credits(adjustments))
         self._recon.add_expected(request.run_id, granted)
-        next_cursor = customers[-1] if len(customers) == max(1, request.page_size // 20) else None
+        next_cursor = customers[-1] if len(customers) == batch else None
         return PageLoaded(rows=len(granted), next_cursor=next_cursor)
 
     @activity.defn(name="recon_load_erp_page")
