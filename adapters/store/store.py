@@ -16,6 +16,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +25,8 @@ from adapters.store.models import AccountLink, AuditEntry, Posting, WebhookRecei
 from canonical import AccountRecord
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Rows per multi-row INSERT: 5 columns each stays under SQLite's oldest limit of 999 variables.
+_ROWS_PER_INSERT = 150
 
 
 class DuplicatePostingError(RuntimeError):
@@ -46,7 +50,9 @@ class IntegrationStore:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        # A ping per checkout guards a network database against dropped connections; a local
+        # SQLite file has none to drop, and the ping would cost every webhook a round trip.
+        self.engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -157,20 +163,30 @@ class IntegrationStore:
         self, source: str, event_id: str, event_type: str, workflow_id: str
     ) -> bool:
         """True when this delivery is new; False when it was already recorded."""
-        try:
-            with self.session() as session:
-                session.add(
-                    WebhookReceipt(
-                        source=source,
-                        event_id=event_id,
-                        event_type=event_type,
-                        workflow_id=workflow_id,
-                        received_at=utcnow(),
-                    )
+        return self.record_webhook_receipts([(source, event_id, event_type, workflow_id)]) == 1
+
+    def record_webhook_receipts(self, receipts: Sequence[tuple[str, str, str, str]]) -> int:
+        """Record (source, event_id, event_type, workflow_id) rows in one transaction, skipping
+        those already recorded; returns how many were new."""
+        if not receipts:
+            return 0
+        now = utcnow()
+        rows = [
+            {"source": s, "event_id": e, "event_type": t, "workflow_id": w, "received_at": now}
+            for s, e, t, w in receipts
+        ]
+        insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        new = 0
+        with self.engine.begin() as connection:
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                statement = (
+                    insert(WebhookReceipt)
+                    .values(rows[start : start + _ROWS_PER_INSERT])
+                    .on_conflict_do_nothing(index_elements=["source", "event_id"])
+                    .returning(WebhookReceipt.event_id)
                 )
-        except IntegrityError:
-            return False
-        return True
+                new += len(connection.execute(statement).all())
+        return new
 
     # --- posting journal --------------------------------------------------------------
 

@@ -9,13 +9,12 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import structlog
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
@@ -36,8 +35,10 @@ from canonical import AccountRecord
 from canonical.credit import CreditPolicy, CreditRequest
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
 from starters.api.codec import codec_router
+from starters.api.correlation import CorrelationMiddleware
 from starters.api.credits import credits_router
 from starters.api.finance import finance_router
+from starters.api.receipts import WebhookReceipts
 from starters.api.reconciliation import reconciliation_router
 from starters.api.temporal import TemporalConnection, TemporalUnavailable
 from starters.routing import (
@@ -50,7 +51,6 @@ from starters.routing import (
 )
 
 log = get_logger("ledgerbridge.api")
-CORRELATION_HEADER = "X-Correlation-Id"
 CREDIT_FIELD_CHANGED = "zen:event-type:ticket.custom_field_changed"
 CREDIT_AMOUNT_FIELD = "Credit amount"
 
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     support = build_support(settings)
     ledger = build_ledger(settings)
     policy = CreditPolicy()
+    receipts = WebhookReceipts(store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         log.info("api ready", host=settings.api_host, port=settings.api_port)
         yield
         warm.cancel()
+        await receipts.close()
         for system in (billing, support, ledger):
             await system.aclose()
 
@@ -111,20 +113,9 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     )
     app.state.store = store
     app.state.temporal = temporal
+    app.state.receipts = receipts
 
-    @app.middleware("http")
-    async def correlation(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        correlation_id = request.headers.get(CORRELATION_HEADER, "")[:128] or str(uuid.uuid4())
-        request.state.correlation_id = correlation_id
-        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.clear_contextvars()
-        response.headers[CORRELATION_HEADER] = correlation_id
-        return response
+    app.add_middleware(CorrelationMiddleware)
 
     @app.exception_handler(StarletteHTTPException)  # also the router's own 404 and 405
     async def one_line_errors(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -170,14 +161,16 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         except RPCError as err:
             raise TemporalUnavailable(str(err)) from err
 
-    async def start_process(start: ProcessStart, source: str, event_id: str, kind: str) -> Accepted:
-        if await run_in_threadpool(store.webhook_receipt, source, event_id) is not None:
+    async def start_process(
+        start: ProcessStart, source: str, event_id: str, kind: str, *, checked: bool = False
+    ) -> Accepted:
+        """Hand a delivery to Temporal unless it was accepted before (`checked`: the caller
+        has just looked)."""
+        if not checked and await receipts.seen(source, event_id):
             log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
             return Accepted(status="duplicate", workflow_id=start.workflow_id)
         await hand_to_temporal(start)
-        await run_in_threadpool(
-            store.record_webhook_receipt, source, event_id, kind, start.workflow_id
-        )
+        receipts.record(source, event_id, kind, start.workflow_id)
         log.info("accepted", event_id=event_id, event_type=kind, workflow_id=start.workflow_id)
         return Accepted(status="accepted", workflow_id=start.workflow_id)
 
@@ -242,13 +235,14 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         case_id = str(detail.get("id", "")) if isinstance(detail, dict) else ""
         if not case_id:
             raise HTTPException(400, "malformed event: detail.id (the ticket) is missing")
-        if await run_in_threadpool(store.webhook_receipt, "support", event_id) is not None:
+        # Looked up before the ticket is read, so a redelivery costs no call to support.
+        if await receipts.seen("support", event_id):
             return Accepted(status="duplicate", workflow_id=f"credit/{case_id}/{event_id}")
         credit = await credit_from_ticket(case_id, event_id)
         if isinstance(credit, str):
             return Accepted(status="ignored", detail=credit)
         start = credit_start(credit, policy, request.state.correlation_id)
-        return await start_process(start, "support", event_id, "credit.requested")
+        return await start_process(start, "support", event_id, "credit.requested", checked=True)
 
     async def credit_from_ticket(case_id: str, event_id: str) -> CreditRequest | str:
         """The credit asked on the ticket, read from the ticket itself (its fields may arrive
