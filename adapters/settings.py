@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     payload_keys: list[SecretStr] = []
     # Browser origins allowed to call the codec endpoint (the Temporal Web UI)
     codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]
+    # Signs the Web UI's codec sign-in cookies (at least 32 characters); unset, a random secret
+    # per process: sessions then end on restart. See starters/api/codec_session.py.
+    codec_session_secret: SecretStr | None = None
+    codec_session_max_age_seconds: PositiveInt = 8 * 60 * 60
 
     # Logging
     log_level: str = "INFO"
@@ -103,6 +107,7 @@ class Settings(BaseSettings):
             "store_url",
             "api_keys",
             "payload_keys",
+            "codec_session_secret",
         ):
             file_var = f"{ENV_PREFIX}{name.upper()}_FILE"
             if file_var in os.environ and name not in data:

@@ -190,7 +190,7 @@ def instrument(store: IntegrationStore, timings: Timings) -> None:
     wrapped["run_in_threadpool"] = hop
     for name, timed in wrapped.items():  # looked up by name at each request
         setattr(app_module, name, timed)
-    receipts_module.run_in_threadpool = hop  # type: ignore[attr-defined]
+    receipts_module.run_in_threadpool = hop  # type: ignore[assignment]
     store.webhook_receipt = timings.sync("store: receipt lookup (in thread)", store.webhook_receipt)  # type: ignore[method-assign]
     store.record_webhook_receipts = timings.sync(  # type: ignore[method-assign]
         "store: receipts write, batched behind the answer (in thread)",

@@ -375,7 +375,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     )
     app.include_router(reconciliation_router(settings, temporal, keyring, store))
     if settings.payload_keys:  # the Web UI shows decrypted payloads through /codec
-        app.include_router(codec_router(settings, keyring))
+        app.include_router(codec_router(settings, keyring, store))
     return app
 
 

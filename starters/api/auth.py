@@ -33,7 +33,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
@@ -46,6 +46,7 @@ from adapters.settings import Settings
 ROLES = frozenset({"support", "finance", "finance_admin", "ops"})
 DEFAULT_RATE_PER_SECOND = 20.0
 DEFAULT_RATE_BURST = 40
+UNKNOWN_KEY = "missing or unknown API key"
 
 log = get_logger("ledgerbridge.api.auth")
 
@@ -154,10 +155,16 @@ class ApiKeyring:
         if not key:
             return None
         digest = hashlib.sha256(key.encode()).digest()
+        return self.authenticate_matching(lambda known: hmac.compare_digest(known, digest))
+
+    def authenticate_matching(self, matches: Callable[[bytes], bool]) -> ApiPrincipal | None:
+        """As `authenticate`, for the configured key whose SHA-256 digest `matches`: how a
+        holder of something derived from a key (a codec session) is checked against the
+        keyring as it is now, expiry included."""
         found = None
         for entry in self._entries:
-            # Compare against every entry so timing does not reveal which one matched.
-            if hmac.compare_digest(entry.digest, digest):
+            # Test every entry so timing does not reveal which one matched.
+            if matches(entry.digest):
                 found = entry
         if found is None:
             return None
@@ -173,25 +180,42 @@ def role_dependency(keyring: ApiKeyring, *roles: str) -> Callable[..., ApiPrinci
     rate limit is spent, 403 with the wrong role."""
 
     def check(authorization: Annotated[str | None, Header()] = None) -> ApiPrincipal:
-        key = None
-        if authorization and authorization.lower().startswith("bearer "):
-            key = authorization[7:].strip()
-        try:
-            principal = keyring.authenticate(key)
-        except ApiKeyExpired as expired:
-            raise HTTPException(401, str(expired)) from None
-        if principal is None:
-            raise HTTPException(401, "missing or unknown API key")
-        try:
-            keyring.rate_limiter.take(principal.name)
-        except RateLimitExceeded as limited:
-            headers = {"Retry-After": str(limited.retry_after)}
-            raise HTTPException(429, str(limited), headers=headers) from None
-        if roles and principal.role not in roles:
-            raise HTTPException(403, f"role {principal.role} may not do this")
-        return principal
+        return admit(keyring, principal_for_key(keyring, bearer_key(authorization)), roles)
 
     return check
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return None
+
+
+def principal_for_key(keyring: ApiKeyring, key: str | None) -> ApiPrincipal | None:
+    """The holder of `key`, None when unknown; 401 for an expired key."""
+    try:
+        return keyring.authenticate(key)
+    except ApiKeyExpired as expired:
+        raise HTTPException(401, str(expired)) from None
+
+
+def admit(
+    keyring: ApiKeyring, principal: ApiPrincipal | None, roles: Sequence[str]
+) -> ApiPrincipal:
+    """`principal` if it may act in one of `roles` (any role when none is named): 401 without
+    one, 429 when its rate limit is spent (allowed by its role or not), 403 with the wrong
+    role."""
+    if principal is None:
+        raise HTTPException(401, UNKNOWN_KEY)
+    try:
+        keyring.rate_limiter.take(principal.name)
+    except RateLimitExceeded as limited:
+        headers = {"Retry-After": str(limited.retry_after)}
+        raise HTTPException(429, str(limited), headers=headers) from None
+    if roles and principal.role not in roles:
+        raise HTTPException(403, f"role {principal.role} may not do this")
+    return principal
 
 
 def key_entry(name: str, role: str, key: str, expires: date | datetime | None = None) -> str:

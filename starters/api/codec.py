@@ -4,38 +4,70 @@ payloads it shows here and displays what comes back, decrypted.
 Temporal's codec-server protocol: `POST .../encode` and `POST .../decode`, each taking and
 returning a Payloads message in protobuf JSON, `{"payloads": [{"metadata": {k: base64},
 "data": base64}]}`; the client names its namespace in `X-Namespace`; bad input is a 400.
-Only keys of role ops or finance_admin may call it. Browsers reach it from the origins in
-LEDGERBRIDGE_CODEC_CORS_ORIGINS (the Web UI), preflight included.
+Only keys of role ops or finance_admin may call it, as `Authorization: Bearer <key>` or, from
+a browser, through a session cookie got at `/codec/login` (see starters/api/codec_session.py).
+Browsers reach it from the origins in LEDGERBRIDGE_CODEC_CORS_ORIGINS (the Web UI), preflight
+included, with credentials; a cookie-authenticated call from any other origin is refused 403.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the closures in Depends().
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from google.protobuf import json_format
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.api.common.v1 import Payload, Payloads
 
 from adapters.codec import PayloadDecryptionError, codec_from_settings
 from adapters.logs import get_logger
 from adapters.settings import Settings
-from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from adapters.store import IntegrationStore
+from starters.api.auth import (
+    UNKNOWN_KEY,
+    ApiKeyExpired,
+    ApiKeyring,
+    ApiPrincipal,
+    admit,
+    bearer_key,
+    principal_for_key,
+)
+from starters.api.codec_session import (
+    COOKIE_NAME,
+    COOKIE_PATH,
+    PAGE_HEADERS,
+    CodecSession,
+    CodecSessions,
+    SessionRefused,
+    login_page,
+    refused_page,
+    signed_in_page,
+    signed_out_page,
+)
 
 # The UI sends one event's payloads at a time; Temporal caps a payload at 2 MB.
 CODEC_MAX_BYTES = 4 * 1024 * 1024
-ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
+LOGIN_MAX_BYTES = 4 * 1024
+CODEC_ROLES = ("ops", "finance_admin")
+# What the Web UI may send (Authorization and Authorization-Extras: its own OIDC tokens when
+# "Pass the user access token" is ticked); Caller-Type is what it adds to its own API calls.
+ALLOWED_HEADERS = "Authorization, Authorization-Extras, Caller-Type, Content-Type, X-Namespace"
 
 log = get_logger("ledgerbridge.api.codec")
 
 
-def codec_router(settings: Settings, keyring: ApiKeyring) -> APIRouter:
+def codec_router(settings: Settings, keyring: ApiKeyring, store: IntegrationStore) -> APIRouter:
     codec = codec_from_settings(settings)
     if codec is None:
         raise ValueError("the codec endpoint needs payload keys (LEDGERBRIDGE_PAYLOAD_KEYS)")
     origins = frozenset(settings.codec_cors_origins)
+    sessions = CodecSessions.from_settings(settings, keyring)
+    if sessions.secret_is_random:
+        log.info("codec sessions end when this process stops (no codec session secret set)")
 
     def cors_headers(request: Request) -> dict[str, str]:
         origin = request.headers.get("origin")
@@ -67,7 +99,134 @@ def codec_router(settings: Settings, keyring: ApiKeyring) -> APIRouter:
             return with_cors
 
     router = APIRouter(prefix="/codec", tags=["ops"], route_class=CorsRoute)
-    authorised = role_dependency(keyring, "ops", "finance_admin")
+
+    def authorised(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> ApiPrincipal:
+        """The Bearer key's holder, else the signed-in browser's; 401, 403 or 429 as for
+        /v1. A Bearer the keyring does not know (the UI's own OIDC token) defers to the cookie."""
+        principal = principal_for_key(keyring, bearer_key(authorization))
+        token = request.cookies.get(COOKIE_NAME)
+        if principal is None and token:
+            principal = session_principal(request, token)
+        return admit(keyring, principal, CODEC_ROLES)
+
+    def session_principal(request: Request, token: str) -> ApiPrincipal:
+        origin = request.headers.get("origin")
+        if origin not in origins:
+            # The browser attaches the cookie to any site's request: only the UI may use it.
+            log.warning("codec session used from a foreign origin", origin=(origin or "")[:200])
+            raise HTTPException(
+                403, "a signed-in browser may call the codec only from the Web UI's origin"
+            )
+        try:
+            return sessions.check(token).principal
+        except SessionRefused as refused:
+            raise HTTPException(401, str(refused)) from None
+
+    async def audit(
+        request: Request, action: str, principal: ApiPrincipal | None, **details: Any
+    ) -> None:
+        await run_in_threadpool(
+            store.append_audit,
+            actor=principal.name if principal else "unknown",
+            role=principal.role if principal else "none",
+            action=action,
+            subject="codec/session",
+            correlation_id=request.state.correlation_id,
+            details=details,
+        )
+
+    def page(content: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+        return HTMLResponse(
+            content, status_code=status, headers={**PAGE_HEADERS, **(headers or {})}
+        )
+
+    def endpoint_of(request: Request) -> str:
+        """The codec endpoint as this browser reached it: what the Web UI should call."""
+        return str(request.url.replace(query="", fragment="")).removesuffix("/login")
+
+    def cookie_flags(request: Request) -> dict[str, Any]:
+        secure = request.url.scheme == "https"
+        return {"path": COOKIE_PATH, "secure": secure, "httponly": True, "samesite": "lax"}
+
+    def current_session(request: Request) -> CodecSession | None:
+        token = request.cookies.get(COOKIE_NAME)
+        try:
+            return sessions.check(token) if token else None
+        except SessionRefused:
+            return None
+
+    async def refuse_sign_in(
+        request: Request,
+        status: int,
+        reason: str,
+        principal: ApiPrincipal | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        key_name = principal.name if principal else None
+        log.warning("codec sign-in refused", status=status, reason=reason, key_name=key_name)
+        # A known key's refusal is audited; an unknown key's is only logged, so an anonymous
+        # caller cannot grow the append-only audit trail at will.
+        if principal is not None:
+            await audit(request, "codec.sign_in_refused", principal, status=status, reason=reason)
+        return page(refused_page(status, reason), status, headers)
+
+    @router.get("/login", include_in_schema=False)
+    async def login_form(request: Request) -> Response:
+        session = current_session(request)
+        if session is not None:
+            return page(signed_in_page(session, endpoint_of(request), settings.codec_cors_origins))
+        return page(login_page())
+
+    @router.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        """Checks the key exactly as the Bearer path does; sets a session cookie, never the key."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return page(login_page("Send the sign-in form."), 415)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > LOGIN_MAX_BYTES:
+                return page(login_page("The sign-in form is too large."), 413)
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        key = (form.get("api_key") or [""])[0].strip()
+
+        try:
+            principal = keyring.authenticate(key)
+        except ApiKeyExpired as expired:
+            return await refuse_sign_in(request, 401, str(expired), expired.principal)
+        if principal is None:
+            return await refuse_sign_in(request, 401, UNKNOWN_KEY, None)
+        try:
+            admit(keyring, principal, CODEC_ROLES)  # the rate limit, then the role
+        except HTTPException as refused:
+            return await refuse_sign_in(
+                request, refused.status_code, str(refused.detail), principal, refused.headers
+            )
+
+        session = sessions.issue(key, principal)
+        expires_at = session.expires_at.isoformat()
+        log.info(
+            "codec sign-in", key_name=principal.name, role=principal.role, expires_at=expires_at
+        )
+        await audit(request, "codec.signed_in", principal, expires_at=expires_at)
+        response = page(signed_in_page(session, endpoint_of(request), settings.codec_cors_origins))
+        response.set_cookie(
+            COOKIE_NAME, session.token, max_age=sessions.max_age_seconds, **cookie_flags(request)
+        )
+        return response
+
+    @router.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        session = current_session(request)
+        if session is not None:
+            log.info("codec sign-out", key_name=session.principal.name)
+            await audit(request, "codec.signed_out", session.principal)
+        response = page(signed_out_page())
+        response.delete_cookie(COOKIE_NAME, **cookie_flags(request))
+        return response
 
     @router.options("/{action}", include_in_schema=False)
     async def preflight(action: str, request: Request) -> Response:

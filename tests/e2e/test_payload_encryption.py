@@ -1,7 +1,7 @@
 """Payload encryption on the dev server: our workflows run on a client and worker with the codec;
 the history the server stores, read raw by a client without it, holds no names, emails or
 amounts; the codec endpoint the Web UI calls decrypts a payload of that history for an
-operator's key and for no one else."""
+operator's key, or a browser signed in with one, and for no one else."""
 
 from __future__ import annotations
 
@@ -155,3 +155,12 @@ async def test_credit_history_holds_no_amount_and_the_codec_endpoint_decrypts_it
     workflow_input = json.loads(base64.b64decode(item["data"]))
     assert workflow_input["request"]["amount"]["amount"] == AMOUNT
     assert workflow_input["request"]["reason"] == f"outage reported by {NAME}"
+
+    # The Web UI's way: a browser signed in once at /codec/login decodes with its cookie alone.
+    with TestClient(create_app(settings)) as browser:  # lifespan: the store holds the audit
+        signed_in = browser.post("/codec/login", data={"api_key": OPS_KEY})
+        assert signed_in.status_code == 200 and OPS_KEY not in signed_in.headers["set-cookie"]
+        by_cookie = browser.post("/codec/decode", json=body, headers=ui)
+    assert by_cookie.status_code == 200, by_cookie.text
+    [item] = by_cookie.json()["payloads"]
+    assert json.loads(base64.b64decode(item["data"]))["request"]["amount"]["amount"] == AMOUNT
