@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     # Currencies the ledger books in; documents in any other go to finance, never posted
     ledger_currencies: list[str] = ["USD"]
 
+    # Worker tuning (bench/README.md has the measurements behind the defaults): activities
+    # per second the whole fleet may start against each system, ERP calls in flight per worker
+    # process, and workflows kept in a worker's cache (evicted ones are replayed on demand)
+    worker_billing_per_second: PositiveFloat = 50.0
+    worker_support_per_second: PositiveFloat = 10.0
+    worker_erp_per_second: PositiveFloat = 10.0
+    worker_erp_concurrency: PositiveInt = 2
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
+
     # Reconciliation: the nightly schedule (the previous UTC day, at this local hour)
     recon_hour: int = Field(default=2, ge=0, le=23)
     recon_timezone: str = "UTC"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -76,8 +77,8 @@ AWAITING: Final = "awaiting_approval"
 # The in-memory ports need no protection; the production rates (support 10/s) would only
 # make the bench wait 100 s for 1,000 tickets. What is measured is memory at rest.
 BENCH_LIMITS: Final = QueueLimits(billing=1000.0, support=1000.0)
-# The SDK's default, which build_workers does not override (checked at run time below).
-DEFAULT_MAX_CACHED: Final = 1000
+# The worker's default (LEDGERBRIDGE_WORKER_MAX_CACHED_WORKFLOWS), the SDK's too.
+DEFAULT_MAX_CACHED: Final = QueueLimits().max_cached_workflows
 
 # Proposed targets (the issue names none): 1,000 waiting credits cost at most what the idle
 # worker does; a developer's `up` is ready within a minute on a fresh clone, 20 s after.
@@ -188,7 +189,8 @@ async def serve_worker(args: argparse.Namespace) -> None:
         )
     client = await connect_temporal(args.temporal, "default", wait_seconds=30)
     adapters = memory_adapters(IntegrationStore(args.store_url))
-    workers = build_workers(client, adapters, args.prefix, BENCH_LIMITS)
+    limits = dataclasses.replace(BENCH_LIMITS, max_cached_workflows=args.max_cached)
+    workers = build_workers(client, adapters, args.prefix, limits)
     cached = {w.task_queue: w.config()["max_cached_workflows"]
               for w in workers if w.config().get("workflows")}  # fmt: skip
     stop = asyncio.Event()
@@ -229,7 +231,7 @@ class WorkerProcess:
 
 @asynccontextmanager
 async def worker_process(
-    temporal: str, store_url: str, prefix: str, runner: str, log_dir: Path
+    temporal: str, store_url: str, prefix: str, runner: str, log_dir: Path, max_cached: int
 ) -> AsyncIterator[WorkerProcess]:
     log_path = log_dir / "worker.log"
     metrics_port = free_port()
@@ -238,6 +240,7 @@ async def worker_process(
             sys.executable, "-m", "bench.footprint", "--serve-worker",
             "--temporal", temporal, "--store-url", store_url, "--prefix", prefix,
             "--metrics-port", str(metrics_port), "--runner", runner,
+            "--max-cached", str(max_cached),
             cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
         )  # fmt: skip
         try:
@@ -319,7 +322,12 @@ async def count_waiting(client: Client) -> int:
 
 
 async def measure_rss(
-    settings: Settings, workflows: int, server_pid: int, runner: str, log_dir: Path
+    settings: Settings,
+    workflows: int,
+    server_pid: int,
+    runner: str,
+    log_dir: Path,
+    max_cached: int = DEFAULT_MAX_CACHED,
 ) -> RssRun:
     store = IntegrationStore(settings.resolved_store_url)
     store.migrate()
@@ -327,7 +335,7 @@ async def measure_rss(
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     client = await connect_temporal(settings.temporal_address, "default", wait_seconds=30)
     async with worker_process(
-        settings.temporal_address, settings.resolved_store_url, prefix, runner, log_dir
+        settings.temporal_address, settings.resolved_store_url, prefix, runner, log_dir, max_cached
     ) as worker:
         await asyncio.sleep(3)  # settled: connected, polling, nothing to do
         idle = statistics.median(proc_status_kb(worker.pid)["VmRSS"] for _ in range(5))
@@ -394,6 +402,8 @@ def stack_env(home: Path) -> dict[str, str]:
         LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{free_port()}",
         LEDGERBRIDGE_API_PORT=str(free_port()),
         LEDGERBRIDGE_ERP_PROXY_PORT=str(free_port()),
+        LEDGERBRIDGE_BILLING_PROXY_PORT=str(free_port()),
+        LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(free_port()),
     )
     return env
 
@@ -552,7 +562,7 @@ def report_rss(run: RssRun) -> None:
     print(f"worker: {run.workflows} CaseToCredit workflows at {AWAITING} after "
           f"{run.seconds_to_all_waiting:.1f} s ({run.workflows / run.seconds_to_all_waiting:.0f}"
           f"/s); {run.events_per_workflow} history events each; max_cached_workflows "
-          f"{run.max_cached} (the SDK default, not set by build_workers); sticky cache "
+          f"{run.max_cached}; sticky cache "
           f"holds {run.cached if run.cached is not None else '?'}; workflow runner "
           f"{run.runner}")  # fmt: skip
     print(f"worker VmRSS: idle {run.idle_kb / 1024:.1f} MB, {run.workflows} open "
@@ -592,6 +602,11 @@ def main() -> None:
         "--runner", choices=("sandboxed", "unsandboxed"), default="sandboxed",
         help="diagnosis: run the workflows outside the sandbox (figures are not recorded)",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-cached", type=int, default=DEFAULT_MAX_CACHED, metavar="N",
+        help="diagnosis: the worker's max_cached_workflows (figures are recorded only at the "
+        f"default, {DEFAULT_MAX_CACHED})",
+    )  # fmt: skip
     # The worker subprocess this script starts.
     parser.add_argument("--serve-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--temporal", help=argparse.SUPPRESS)
@@ -599,7 +614,8 @@ def main() -> None:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.runner != "sandboxed":
+    diagnosis = args.runner != "sandboxed" or args.max_cached != DEFAULT_MAX_CACHED
+    if diagnosis:
         args.skip_up = True
     if args.serve_worker:
         asyncio.run(serve_worker(args))
@@ -616,13 +632,15 @@ def main() -> None:
             settings = private_settings(root / "rss" / ".ledgerbridge")
             with dev_server(settings, logs / "temporal.log", in_memory=True) as (server, _):
                 rss = asyncio.run(
-                    measure_rss(settings, args.workflows, server.pid, args.runner, logs)
+                    measure_rss(
+                        settings, args.workflows, server.pid, args.runner, logs, args.max_cached
+                    )
                 )
             figures += rss_figures(rss)
         if not args.skip_up:
             up = measure_up(root, logs)
             figures += up_figures(up)
-    if args.runner == "sandboxed":  # the product's worker; a diagnosis is not a figure
+    if not diagnosis:  # the product's worker as configured; a diagnosis is not a figure
         record(figures)
     print_table(figures)
     print()

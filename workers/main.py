@@ -7,10 +7,10 @@ starve billing work and the ERP is never hammered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client
@@ -52,16 +52,29 @@ WORKFLOWS = [
 log = get_logger("ledgerbridge.worker")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class QueueLimits:
-    """Activities per second the whole fleet may start against each system."""
+    """What the worker may do against each system: activities per second the whole fleet
+    may start (server-side rate limit per task queue), ERP calls in flight per worker process,
+    and how many workflows one worker keeps cached. Defaults are the settings' defaults."""
 
     billing: float = 50.0  # Stripe allows ~100 req/s in live mode; keep headroom
     support: float = 10.0  # Zendesk plans allow 200-700 req/min
-    # Tryton writes serially (~1.5 postings/s on SQLite): the concurrency cap below is what
+    # Tryton writes serially (~1.5-2.5 postings/s on SQLite): the concurrency cap below is what
     # protects it; this rate only stops a stampede of cheap reads after an outage.
     erp: float = 10.0
     erp_concurrency: int = 2  # calls in flight per worker process
+    max_cached_workflows: int = 1000  # the SDK's default
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueLimits:
+        return cls(
+            billing=settings.worker_billing_per_second,
+            support=settings.worker_support_per_second,
+            erp=settings.worker_erp_per_second,
+            erp_concurrency=settings.worker_erp_concurrency,
+            max_cached_workflows=settings.worker_max_cached_workflows,
+        )
 
 
 def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]]]:
@@ -128,6 +141,7 @@ def build_workers(
             workflows=WORKFLOWS,
             activities=activities[""],
             activity_executor=store_executor,
+            max_cached_workflows=limits.max_cached_workflows,
         ),
         Worker(
             client,
@@ -155,13 +169,19 @@ async def run_workers(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight activities finish (graceful shutdown)."""
     client = await connect_for(settings, wait_seconds=60)
     adapters = build_adapters(settings)
-    workers = build_workers(client, adapters, settings.task_queue_prefix)
+    limits = QueueLimits.from_settings(settings)
+    workers = build_workers(client, adapters, settings.task_queue_prefix, limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     queues = [w.task_queue for w in workers]
-    log.info("worker polling", temporal=settings.temporal_address, task_queues=queues)
+    log.info(
+        "worker polling",
+        temporal=settings.temporal_address,
+        task_queues=queues,
+        limits=dataclasses.asdict(limits),
+    )
     try:
         await run_until_stopped(workers, stop)
     finally:
