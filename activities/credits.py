@@ -12,7 +12,7 @@ from activities._errors import adapter_errors_as_application_errors
 from adapters.errors import RejectedError
 from adapters.ports import BillingSystem, SupportDesk
 from adapters.store import IntegrationStore
-from canonical import Money, Subscription
+from canonical import BillingDocument, Money, Subscription
 from canonical.support import SupportCase
 
 CASE_ID = "case_id"  # billing metadata naming the support case a credit came from
@@ -101,11 +101,12 @@ class BillingCreditActivities:
         metadata = {CASE_ID: request.case_id} if request.case_id else None
         with adapter_errors_as_application_errors():
             if request.invoice_id:
-                await self._creditable(request.invoice_id, request.customer_id)
-                note = await self._billing.create_credit_note(
-                    request.invoice_id, request.amount, request.description, "order_change",
-                    request.idempotency_key, metadata=metadata,
-                )  # fmt: skip
+                note = await self._creditable(request, request.invoice_id)
+                if note is None:
+                    note = await self._billing.create_credit_note(
+                        request.invoice_id, request.amount, request.description, "order_change",
+                        request.idempotency_key, metadata=metadata,
+                    )  # fmt: skip
                 return AppliedCredit(document_id=note.document_id, kind="credit_note")
             credit = await self._billing.create_balance_credit(
                 request.customer_id, request.amount, request.description, request.idempotency_key,
@@ -113,14 +114,21 @@ class BillingCreditActivities:
             )  # fmt: skip
             return AppliedCredit(document_id=credit.transaction_id, kind="balance_credit")
 
-    async def _creditable(self, invoice_id: str, customer_id: str) -> None:
+    async def _creditable(
+        self, request: ApplyCreditInput, invoice_id: str
+    ) -> BillingDocument | None:
         """A credit note only reduces what is still owed: on a settled invoice it would pay
-        money out (refund or balance), which is finance's decision, not support's."""
+        money out (refund or balance), which is finance's decision, not support's. None when
+        one may be made; the one this very call made, when a retry finds the invoice settled
+        by it (its answer was lost); RejectedError otherwise."""
         invoice = await self._billing.get_invoice(invoice_id)
         problem = None
-        if invoice.customer_id != customer_id:
+        if invoice.customer_id != request.customer_id:
             problem = f"invoice {invoice.number or invoice_id} belongs to another customer"
         elif invoice.status != "open":
+            made = await self._billing.find_credit_note(invoice_id, request.idempotency_key)
+            if made is not None:
+                return made
             problem = (
                 f"invoice {invoice.number or invoice_id} is already {invoice.status}: a credit "
                 f"note on it would pay money out rather than reduce what is owed"
@@ -133,6 +141,7 @@ class BillingCreditActivities:
                 remote_code="invoice_settled",
                 remote_answer={"invoice": invoice_id, "status": invoice.status},
             )
+        return None
 
     @activity.defn(name="reverse_billing_credit")
     async def reverse_billing_credit(self, request: ReverseCreditInput) -> None:

@@ -91,6 +91,13 @@ class BillingSystem(Protocol):
         `metadata` is stored on it in billing."""
         ...
 
+    async def find_credit_note(
+        self, invoice_id: str, idempotency_key: str
+    ) -> BillingDocument | None:
+        """The credit note `create_credit_note` made on the invoice with this idempotency key,
+        if any (its answer may have been lost)."""
+        ...
+
     async def void_credit_note(
         self, credit_note_id: str, *, idempotency_key: str
     ) -> BillingDocument: ...

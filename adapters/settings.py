@@ -56,9 +56,11 @@ class Settings(BaseSettings):
     erp_database: str = "ledgerbridge"
     erp_user: str = "ledgerbridge"
     erp_password: SecretStr = SecretStr(LOCAL_ERP_PASSWORD)
-    # The local stack puts a fault-injection proxy in front of the ERP on this port (the
-    # worker and the API call the ERP through it; `ledgerbridge up` only)
+    # The local stack puts a fault-injection proxy in front of the ERP, billing and support
+    # on these ports (the worker and the API call them through it; `ledgerbridge up` only)
     erp_proxy_port: int = 8009
+    billing_proxy_port: int = 8010
+    support_proxy_port: int = 8011
     # Currencies the ledger books in; documents in any other go to finance, never posted
     ledger_currencies: list[str] = ["USD"]
 

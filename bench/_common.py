@@ -44,6 +44,8 @@ def private_settings(home: Path) -> Settings:
         support_url=f"http://127.0.0.1:{free_port()}",
         api_port=free_port(),
         erp_proxy_port=free_port(),
+        billing_proxy_port=free_port(),
+        support_proxy_port=free_port(),
         log_level="WARNING",
     )
 

@@ -2,8 +2,10 @@
 front doors while the machinery fails, then the books checked from the systems themselves.
 
 It starts a private local stack (a temporary home and free ports, so it never meets a
-running `up`), with billing's webhooks shuffled and duplicated and the ERP behind the fault
-proxy (answers lost at random, outages now and then). It then plays N business events as
+running `up`), with billing's webhooks shuffled and duplicated, and the worker and the API
+meeting every counterpart through its fault proxy: the ERP loses answers at random, billing
+and support throttle (429 + Retry-After), answer late and lose answers to writes, and each
+of the three is down for maintenance now and then (503). It then plays N business events as
 people make them — customers signing up and renamed, subscriptions, mid-cycle upgrades,
 downgrades and quantity changes (prorated), renewals, payments, voids, cancellations, credits
 asked on tickets, small ones auto-approved and larger ones decided by finance through the
@@ -17,7 +19,9 @@ Tryton, Temporal and the store (never its own notes of what it did):
 3. exactly one billing credit per approved credit;
 4. per currency, the journal, the ERP and billing's expected postings agree;
 5. a reconciliation of the run's days reports nothing unexplained;
-6. per subscription, the ERP numbers its invoices in billing order.
+6. per subscription, the ERP numbers its invoices in billing order;
+7. what the processes write to support landed once: every billing customer has its support
+   organization under its billing name, and no credit ticket holds an internal note twice.
 
 Exit 0 when all hold; 1 otherwise (the private home is then kept for the post-mortem).
 """
@@ -25,6 +29,7 @@ Exit 0 when all hold; 1 otherwise (the private home is then kept for the post-mo
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import random
@@ -67,6 +72,16 @@ DEFAULT_EVENTS = 200
 DEFAULT_KILLS = 3
 DEFAULT_SEED = 1
 ERP_DROP_PROBABILITY = 0.05  # of every ERP call: forwarded, committed, the answer lost
+# Billing and support as the worker and the API meet them (the people the run plays reach
+# them directly): of every call, some throttled and some late; of every write, some answers
+# lost after the write committed (retried with the same Idempotency-Key: one effect).
+SAAS_RATE_LIMITED = 0.04  # 429 + Retry-After 1 s, not forwarded
+SAAS_LATENCY = 0.08  # answered SAAS_LATENCY_SECONDS late
+SAAS_LATENCY_SECONDS = 0.7
+SAAS_DROP_PROBABILITY = 0.05
+SAAS_WRITES = {"billing": ("POST", "DELETE"), "support": ("POST", "PUT")}
+# Maintenance windows (503 to every call), one per 40 events per system, at least one each
+OUTAGE_SECONDS = {"erp": (3.0, 8.0), "billing": (2.0, 5.0), "support": (2.0, 5.0)}
 WEBHOOK_DUPLICATE_RATE = 0.25  # of billing's deliveries: sent a second time, later
 TIERS = ("Basic", "Pro", "Team")
 PRICES = {"USD": ("30.00", "90.00", "150.00"), "EUR": ("25.00", "75.00", "125.00")}
@@ -96,6 +111,28 @@ CENT = Decimal("0.01")
 
 class ChaosAborted(Exception):
     """The run could not go on (a component died on its own, work never settled)."""
+
+
+@dataclass
+class FaultedSystem:
+    """A counterpart behind its fault proxy: the rules it always has, and its outages."""
+
+    name: str
+    label: str  # as the run's log names it
+    proxy_url: str
+    rules: list[dict[str, Any]]
+    outages: int = 0
+    down: int = 0  # outages may overlap: the system is back when the last one ends
+
+
+def saas_rules(writes: Iterable[str]) -> list[dict[str, Any]]:
+    """A SaaS API on a bad day (latency first: it adds its delay and lets the others fire)."""
+    rules: list[dict[str, Any]] = [
+        {"mode": "latency", "probability": SAAS_LATENCY, "delay": SAAS_LATENCY_SECONDS},
+        {"mode": "rate_limited", "probability": SAAS_RATE_LIMITED, "retry_after": 1},
+    ]
+    rules += [{"mode": "drop", "probability": SAAS_DROP_PROBABILITY, "method": m} for m in writes]
+    return rules
 
 
 @dataclass(frozen=True)
@@ -133,7 +170,7 @@ def private_settings(home: Path) -> Settings:
     the caller's LEDGERBRIDGE_* settings are dropped, so a chaos run never meets an `up`."""
     for name in [n for n in os.environ if n.startswith("LEDGERBRIDGE_")]:
         del os.environ[name]
-    temporal, ui, erp, billing, support, api, proxy = _free_ports(7)
+    temporal, ui, erp, billing, support, api, *proxies = _free_ports(9)
     os.environ.update(
         LEDGERBRIDGE_HOME=str(home),
         LEDGERBRIDGE_TEMPORAL_ADDRESS=f"127.0.0.1:{temporal}",
@@ -142,7 +179,9 @@ def private_settings(home: Path) -> Settings:
         LEDGERBRIDGE_BILLING_URL=f"http://127.0.0.1:{billing}",
         LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{support}",
         LEDGERBRIDGE_API_PORT=str(api),
-        LEDGERBRIDGE_ERP_PROXY_PORT=str(proxy),
+        LEDGERBRIDGE_ERP_PROXY_PORT=str(proxies[0]),
+        LEDGERBRIDGE_BILLING_PROXY_PORT=str(proxies[1]),
+        LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(proxies[2]),
     )
     return Settings()
 
@@ -276,12 +315,19 @@ class ChaosRun:
         self.finance_decisions: Counter[str] = Counter()
         self.kills = 0
         self.server_restarts = 0
-        self.erp_outages = 0
-        self._outages_on = 0  # outages may overlap: the ERP is back when the last one ends
+        erp_drop = {"mode": "drop", "probability": ERP_DROP_PROBABILITY, "method": "POST"}
+        self.systems = {
+            "billing": FaultedSystem(
+                "billing", "billing", stack.billing_proxy_url, saas_rules(SAAS_WRITES["billing"])
+            ),
+            "support": FaultedSystem(
+                "support", "support", stack.support_proxy_url, saas_rules(SAAS_WRITES["support"])
+            ),
+            "erp": FaultedSystem("erp", "ERP", stack.erp_proxy_url, [erp_drop]),
+        }
         self.started_at = datetime.now(UTC)
         self._restarting = asyncio.Lock()
         self._faults: list[asyncio.Task[None]] = []
-        self._drop_rule = {"mode": "drop", "probability": ERP_DROP_PROBABILITY, "method": "POST"}
         self.adapters: Adapters
         self.billing: StripeBilling
         self.client: Client
@@ -310,10 +356,13 @@ class ChaosRun:
             "shuffle": True, "shuffle_window_seconds": 1.0,
             "duplicate_rate": WEBHOOK_DUPLICATE_RATE, "seed": self.options.seed,
         })  # fmt: skip
-        await self._erp_rules([self._drop_rule], seed=self.options.seed)
+        for system in self.systems.values():  # each proxy draws from its own seeded RNG
+            await self._fault_rules(system, system.rules, seed=self.chaos.randrange(2**31))
         self.log(
             f"chaos: billing webhooks shuffled, {WEBHOOK_DUPLICATE_RATE:.0%} delivered twice; "
-            f"ERP answers lost at random ({ERP_DROP_PROBABILITY:.0%} of calls)"
+            f"ERP answers lost at random ({ERP_DROP_PROBABILITY:.0%} of calls); billing and "
+            f"support {SAAS_RATE_LIMITED:.0%} of calls throttled, {SAAS_LATENCY:.0%} "
+            f"{SAAS_LATENCY_SECONDS} s late, {SAAS_DROP_PROBABILITY:.0%} of writes' answers lost"
         )
         for currency, amounts in PRICES.items():
             key = f"chaos/{self.run}/{currency}"
@@ -332,7 +381,8 @@ class ChaosRun:
 
     def _fault_plan(self) -> dict[int, list[Callable[[], Coroutine[Any, Any, None]]]]:
         """At which event each fault starts (seeded): kills spread over the run, the server
-        restart in its middle third, ERP outages of 3-8 s, one per 40 events."""
+        restart in its middle third, per system one outage per 40 events (ERP 3-8 s, billing
+        and support 2-5 s)."""
         n = self.options.events
         plan: dict[int, list[Callable[[], Coroutine[Any, Any, None]]]] = defaultdict(list)
         window = range(max(1, n // 10), max(2, n * 9 // 10))
@@ -341,11 +391,12 @@ class ChaosRun:
         plan[self.chaos.randrange(max(1, n // 3), max(2, n * 2 // 3))].append(
             self._restart_temporal
         )
-        for _ in range(max(1, n // 40)):
-            seconds = self.chaos.uniform(3, 8)
-            plan[self.chaos.randrange(1, max(2, n))].append(
-                lambda seconds=seconds: self._erp_outage(seconds)  # type: ignore[misc]
-            )
+        for system in self.systems.values():
+            for _ in range(max(1, n // 40)):
+                seconds = self.chaos.uniform(*OUTAGE_SECONDS[system.name])
+                plan[self.chaos.randrange(1, max(2, n))].append(
+                    functools.partial(self._outage, system, seconds)
+                )
         return plan
 
     # --- the drive ------------------------------------------------------------------------
@@ -545,16 +596,18 @@ class ChaosRun:
                 await asyncio.sleep(1)
         return account.organization_id
 
-    async def _open_ticket(
-        self, organization_id: int, subject: str, credit: tuple[str, str, str, str]
-    ) -> str:
+    def support_api(self) -> httpx.AsyncClient:
+        """Support's API as an agent uses it: straight to support, not through the proxy."""
         auth = (
             f"{self.settings.support_email}/token",
             self.settings.support_api_token.get_secret_value(),
         )
-        async with httpx.AsyncClient(
-            base_url=self.settings.support_url, auth=auth, timeout=10
-        ) as api:
+        return httpx.AsyncClient(base_url=self.settings.support_url, auth=auth, timeout=10)
+
+    async def _open_ticket(
+        self, organization_id: int, subject: str, credit: tuple[str, str, str, str]
+    ) -> str:
+        async with self.support_api() as api:
             listed = (await api.get("/api/v2/ticket_fields.json")).json()["ticket_fields"]
             ids = {f["title"]: f["id"] for f in listed}
             titles = ("Credit amount", "Credit currency", "Credit reason", "Incident reference")
@@ -615,23 +668,27 @@ class ChaosRun:
             await asyncio.to_thread(self.stack.restart, "temporal", signal.SIGTERM, down)
             self.server_restarts += 1
 
-    async def _erp_outage(self, seconds: float) -> None:
-        self._outages_on += 1
-        await self._erp_rules([{"mode": "unavailable", "status": 503}, self._drop_rule])
-        self.log(f"chaos: ERP down for maintenance for {seconds:.1f} s (503 to every call)")
+    async def _outage(self, system: FaultedSystem, seconds: float) -> None:
+        system.down += 1
+        await self._fault_rules(system, [{"mode": "unavailable", "status": 503}, *system.rules])
+        self.log(
+            f"chaos: {system.label} down for maintenance for {seconds:.1f} s (503 to every call)"
+        )
         await asyncio.sleep(seconds)
-        self.erp_outages += 1
-        self._outages_on -= 1
-        if not self._outages_on:
-            await self._erp_rules([self._drop_rule])
-            self.log("chaos: ERP back")
+        system.outages += 1
+        system.down -= 1
+        if not system.down:
+            await self._fault_rules(system, system.rules)
+            self.log(f"chaos: {system.label} back")
 
-    async def _erp_rules(self, rules: list[dict[str, Any]], seed: int | None = None) -> None:
+    async def _fault_rules(
+        self, system: FaultedSystem, rules: list[dict[str, Any]], seed: int | None = None
+    ) -> None:
         body: dict[str, Any] = {"rules": rules}
         if seed is not None:
             body["seed"] = seed
         async with httpx.AsyncClient(timeout=10) as client:
-            answer = await client.put(f"{self.stack.erp_proxy_url}/_faults/rules", json=body)
+            answer = await client.put(f"{system.proxy_url}/_faults/rules", json=body)
             answer.raise_for_status()
 
     def _check_components(self) -> None:
@@ -809,6 +866,7 @@ class Checker:
         ]
         invariants.append(await self._reconciliation_explains_everything())
         invariants.append(self._billing_order_kept(documents, erp))
+        invariants.append(await self._support_written_once())
         figures = await self._figures(receipts)
         return ChaosReport(figures, invariants, self.violations)
 
@@ -1213,6 +1271,53 @@ class Checker:
         )
         return not out_of_order, "6 billing order kept in the ERP", detail
 
+    async def _support_written_once(self) -> tuple[bool, str, str]:
+        """(7) Support's side of exactly once, lost answers or not: every billing customer has
+        one organization (support refuses a second) under its billing name, and no credit
+        ticket holds the same internal note twice (each names its stage: a second copy is a
+        retried write that support did not recognise)."""
+        names = {c.customer_id: c.name async for c in self.billing.list_customers()}
+        organizations: dict[str, str] = {}
+        twice: list[str] = []
+        notes = 0
+        async with self.run.support_api() as api:
+            path: str | None = "/api/v2/organizations.json?per_page=100"
+            while path:
+                page = (await api.get(path)).raise_for_status().json()
+                organizations.update(
+                    (str(o.get("external_id")), str(o["name"])) for o in page["organizations"]
+                )
+                path = page.get("next_page")
+            for case_id in self.run.credit_tickets:
+                answer = await api.get(f"/api/v2/tickets/{case_id}/comments.json?per_page=100")
+                comments = answer.raise_for_status().json()["comments"]
+                bodies = Counter(c["body"] for c in comments if not c["public"])
+                notes += sum(bodies.values())
+                twice += [
+                    f"ticket {case_id}: internal note written {n} times: {body[:80]}"
+                    for body, n in bodies.items()
+                    if n > 1
+                ]
+        missing = [
+            f"customer {c} has no support organization" for c in names if c not in organizations
+        ]
+        stale = [
+            f"support organization of {c} not named as in billing"
+            for c, name in names.items()
+            if c in organizations and organizations[c] != name
+        ]
+        self.duplicates += len(twice)
+        self.lost += len(missing)
+        self.violations.extend(twice + missing + stale)
+        wrong = len(twice) + len(missing) + len(stale)
+        detail = (
+            f"{len(names)} customers: {len(names) - len(missing) - len(stale)} with their "
+            f"organization, {len(missing)} without, {len(stale)} misnamed; "
+            f"{notes} internal notes on {len(self.run.credit_tickets)} credit tickets, "
+            f"{len(twice)} twice"
+        )
+        return wrong == 0, "7 support written once", detail
+
     # --- figures -----------------------------------------------------------------------------
 
     async def _figures(self, receipts: list[WebhookReceipt]) -> list[tuple[str, str]]:
@@ -1221,17 +1326,20 @@ class Checker:
         support = (await run._sandbox("support", "GET", "/_sandbox/webhooks/deliveries"))[
             "deliveries"
         ]
-        async with httpx.AsyncClient(timeout=10) as client:
-            stats = (await client.get(f"{run.stack.erp_proxy_url}/_faults/stats")).json()
         refused = sum(
             1
             for delivery in billing + support
             for attempt in delivery["attempts"]
             if attempt.get("status_code") == 503
         )
-        erp_faults = {mode: n for mode, n in stats["faults"].items() if n}
-        faults = [f"erp {mode} {n}" for mode, n in sorted(erp_faults.items())] + [
-            f"erp outages {run.erp_outages}",
+        faults: list[str] = []
+        async with httpx.AsyncClient(timeout=10) as client:
+            for system in run.systems.values():
+                stats = (await client.get(f"{system.proxy_url}/_faults/stats")).json()
+                fired = sorted((mode, n) for mode, n in stats["faults"].items() if n)
+                faults += [f"{system.name} {mode} {n}" for mode, n in fired]
+                faults.append(f"{system.name} outages {system.outages}")
+        faults += [
             f"webhooks delivered twice {sum(d['reason'] == 'duplicate' for d in billing)}",
             f"webhooks answered 503 {refused}",
             f"worker SIGKILL {run.kills}",

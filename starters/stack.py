@@ -1,6 +1,7 @@
 """`ledgerbridge up`: the whole local stack as supervised child processes.
 
-Temporal dev server, the real Tryton ERP, the billing and support sandboxes, the worker and
+Temporal dev server, the real Tryton ERP, the billing and support sandboxes, a fault proxy in
+front of each of those three (the worker and the API call them through it), the worker and
 the API, each health-checked before the next starts, each logging to .ledgerbridge/logs/.
 A component that fails to start or dies stops the stack with a message naming it; Ctrl-C
 stops everything in reverse order. State lives under .ledgerbridge/, so a restart resumes
@@ -124,13 +125,24 @@ class LocalStack:
             entries = [key_entry(f"local-{r}", r, k) for r, k in self.local_api_keys().items()]
             env["LEDGERBRIDGE_API_KEYS"] = json.dumps(entries)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        # The worker and the API reach the ERP through the fault proxy (demo, chaos runs).
+        # The worker and the API reach every counterpart through its fault proxy (demo, chaos
+        # runs); the sandboxes' webhooks reach the API directly.
         env["LEDGERBRIDGE_ERP_URL"] = self.erp_proxy_url
+        env["LEDGERBRIDGE_BILLING_URL"] = self.billing_proxy_url
+        env["LEDGERBRIDGE_SUPPORT_URL"] = self.support_proxy_url
         return env
 
     @property
     def erp_proxy_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.erp_proxy_port}"
+
+    @property
+    def billing_proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.billing_proxy_port}"
+
+    @property
+    def support_proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.support_proxy_port}"
 
     # --- components ---------------------------------------------------------------------
 
@@ -169,23 +181,7 @@ class LocalStack:
                 ),
                 port=erp_port,
             ),
-            Component(
-                "erp-faults",
-                [
-                    sys.executable,
-                    "-m",
-                    "sandbox.faults",
-                    "--host",
-                    "127.0.0.1",
-                    "--listen-port",
-                    str(s.erp_proxy_port),
-                    "--upstream",
-                    s.erp_url,
-                ],
-                f"{self.erp_proxy_url} (fault proxy in front of the ERP, rules at /_faults/)",
-                _http_ok(f"{self.erp_proxy_url}/_faults/health"),
-                port=s.erp_proxy_port,
-            ),
+            self._fault_proxy("erp", s.erp_proxy_port, s.erp_url, "the ERP"),
             Component(
                 "billing",
                 self._sandbox_command(
@@ -202,6 +198,7 @@ class LocalStack:
                 _http_ok(f"{s.billing_url}/_sandbox/health"),
                 port=billing_port,
             ),
+            self._fault_proxy("billing", s.billing_proxy_port, s.billing_url, "billing"),
             Component(
                 "support",
                 self._sandbox_command(
@@ -220,6 +217,7 @@ class LocalStack:
                 _http_ok(f"{s.support_url}/_sandbox/health"),
                 port=support_port,
             ),
+            self._fault_proxy("support", s.support_proxy_port, s.support_url, "support"),
             Component(
                 "worker",
                 [sys.executable, "-m", "workers"],
@@ -234,6 +232,19 @@ class LocalStack:
                 port=s.api_port,
             ),
         ]
+
+    def _fault_proxy(self, system: str, port: int, upstream: str, what: str) -> Component:
+        """`{system}-faults`: the fault proxy the worker and the API reach `upstream` through."""
+        url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "sandbox.faults", "--host", "127.0.0.1",
+                   "--listen-port", str(port), "--upstream", upstream]  # fmt: skip
+        return Component(
+            f"{system}-faults",
+            command,
+            f"{url} (fault proxy in front of {what}, rules at /_faults/)",
+            _http_ok(f"{url}/_faults/health"),
+            port=port,
+        )
 
     def _sandbox_command(self, system: str, port: int, *options: str) -> list[str]:
         state = str(self.home / f"{system}.sqlite")

@@ -54,6 +54,9 @@ ADDRESS_FIELDS = ("line1", "line2", "city", "postal_code", "state", "country")
 # Stripe has no currency parameter on customers (the first subscription, invoice or balance
 # transaction fixes it), so the currency asked for at creation waits in this metadata key.
 INTENDED_CURRENCY_KEY = "ledgerbridge_currency"
+# Every credit note we create carries its Idempotency-Key in this metadata key: a retry whose
+# first answer was lost can then find it even where billing would refuse a new one.
+IDEMPOTENCY_KEY_METADATA = "ledgerbridge_idempotency_key"
 
 # Error codes of requests malformed for Stripe (ValidationError); any other 400 code is a
 # business rule refusing the request (RejectedError), e.g. invoice_not_editable.
@@ -776,7 +779,8 @@ class StripeBilling:
         `invoice_line_id` is given, else as a custom line. On an open invoice it reduces
         what is due; on a paid one billing credits the customer balance. Billing refuses
         (RejectedError) drafts, void invoices and more than is left to credit. `metadata`
-        is stored on the credit note in billing (BillingDocument does not carry it)."""
+        is stored on the credit note in billing (BillingDocument does not carry it), with
+        the idempotency key (see `find_credit_note`)."""
         if amount.amount <= 0:
             raise ValueError("a credit note credits a positive amount")
         line: dict[str, Any]
@@ -807,7 +811,7 @@ class StripeBilling:
             "lines": [line],
             "reason": reason,
             "memo": memo,
-            "metadata": dict(metadata) if metadata else None,
+            "metadata": {**(metadata or {}), IDEMPOTENCY_KEY_METADATA: idempotency_key},
         }
         data = await self._request(
             "POST",
@@ -817,6 +821,21 @@ class StripeBilling:
             operation="create_credit_note",
         )
         return await self._credit_note(data, "create_credit_note", invoice=invoice)
+
+    async def find_credit_note(
+        self, invoice_id: str, idempotency_key: str
+    ) -> BillingDocument | None:
+        """The credit note `create_credit_note` made on the invoice with this idempotency key,
+        if any: after a lost answer the invoice may be settled by it, and billing would refuse
+        the retry's new one before it looked at the key."""
+        params = {"invoice": invoice_id, "limit": 100}
+        async for item in self._pages("/v1/credit_notes", params, "find_credit_note"):
+            metadata = item.get("metadata")
+            if isinstance(metadata, Mapping) and (
+                metadata.get(IDEMPOTENCY_KEY_METADATA) == idempotency_key
+            ):
+                return await self._credit_note(item, "find_credit_note")
+        return None
 
     async def void_credit_note(
         self, credit_note_id: str, *, idempotency_key: str
@@ -1346,6 +1365,7 @@ def _segment(identifier: str) -> str:
 
 
 __all__ = [
+    "IDEMPOTENCY_KEY_METADATA",
     "INTENDED_CURRENCY_KEY",
     "STRIPE_API_VERSION",
     "BalanceTransaction",

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from adapters.billing import StripeBilling
+from adapters.billing.stripe import IDEMPOTENCY_KEY_METADATA
 from adapters.ports import BillingSystem, SupportDesk
 from adapters.support import ZendeskSupport
 from canonical import BalanceTransaction, BillingDocument, Money
@@ -210,7 +211,10 @@ async def test_credit_note_pages_give_each_note_once_and_keep_its_metadata(
     assert page.documents[0].invoice_id == invoice.document_id
     for number, note in enumerate(inside):
         stored = raw(billing_sandbox, f"/v1/credit_notes/{note.document_id}")
-        assert stored["metadata"] == {"case_id": f"36000{number}"}
+        assert stored["metadata"] == {
+            "case_id": f"36000{number}",
+            IDEMPOTENCY_KEY_METADATA: f"cn/{number}",  # how a retry after a lost answer finds it
+        }
 
 
 # balance adjustments ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`ledgerbridge chaos` as a user runs it: a private stack, business driven through webhooks
-while the worker is SIGKILLed and the Temporal server restarted, the books checked after."""
+while the worker is SIGKILLed, the Temporal server restarted and billing, support and the ERP
+misbehave behind their fault proxies, the books checked after."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from adapters.store.models import Posting
 from adapters.store.reconciliation import ExpectedPosting
-from canonical import BillingDocument, Money
+from canonical import BillingDocument, Customer, Money
 from canonical.reconciliation import LedgerDocument
+from sandbox.faults import MODES
 from starters.chaos import Checker, WorkflowRecord, _ids_in
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +36,16 @@ def figure(output: str, name: str) -> str:
     return found.group(1)
 
 
+def faults_fired(output: str, system: str) -> dict[str, int]:
+    """What the fault proxy in front of `system` injected, by mode, per the figures."""
+    found = re.search(r"^faults injected\s+(.+)$", output, re.MULTILINE)
+    assert found, f"no figure 'faults injected' in:\n{output}"
+    modes = "|".join(MODES)
+    return {m: int(n) for m, n in re.findall(rf"\b{system} ({modes}) (\d+)", found.group(1))}
+
+
 @pytest.mark.timeout(420)
-def test_chaos_run_with_a_worker_kill_and_a_server_restart_keeps_the_books_exact() -> None:
+def test_chaos_run_with_kills_restarts_and_faults_on_every_system_keeps_the_books_exact() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERBRIDGE_")}
     run = subprocess.run(
         [str(BIN / "ledgerbridge"), "chaos", "--events", "20", "--seed", "7", "--kills", "1"],
@@ -49,10 +60,13 @@ def test_chaos_run_with_a_worker_kill_and_a_server_restart_keeps_the_books_exact
     assert figure(output, "server restarts") == "1"
     assert figure(output, "duplicates found") == "0"
     assert figure(output, "lost events") == "0"
-    for number in range(1, 7):
+    for number in range(1, 8):
         assert re.search(rf"^PASS\s+{number} ", output, re.MULTILINE), output
     assert "chaos: SIGKILL worker" in output and "SIGTERM Temporal dev server" in output
     assert re.search(r"erp outages [1-9]", output) and "temporal restart 1" in output
+    for system in ("billing", "support", "erp"):
+        assert re.search(rf"{system} outages [1-9]", output), output
+        assert sum(faults_fired(output, system).values()) > 0, (system, output)
 
 
 # --- the judge itself: a checker that cannot fail would prove nothing ----------------------
@@ -159,3 +173,45 @@ def test_ids_are_found_in_signals_starts_and_continued_runs() -> None:
     continued = {"pending": [{"event_id": "evt_1"}], "seen_event_ids": ["evt_0", "evt_1"]}
     assert _ids_in(started) == {"evt_9"}
     assert _ids_in(continued) == {"evt_0", "evt_1"}
+
+
+def _support_checker(
+    customers: dict[str, str], organizations: dict[str, str], notes: dict[str, list[str]]
+) -> Checker:
+    """A checker over a billing with these customers (id -> name) and a support holding these
+    organizations (external id -> name) and credit tickets (id -> internal notes)."""
+
+    async def list_customers() -> Any:
+        for customer_id, name in customers.items():
+            yield Customer(customer_id=customer_id, name=name)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v2/organizations.json":
+            listed = [{"external_id": c, "name": n} for c, n in organizations.items()]
+            return httpx.Response(200, json={"organizations": listed, "next_page": None})
+        case_id = request.url.path.split("/")[4]
+        comments = [{"body": "the customer asks for a credit", "public": True}]
+        comments += [{"body": body, "public": False} for body in notes[case_id]]
+        return httpx.Response(200, json={"comments": comments})
+
+    run = SimpleNamespace(
+        settings=None, client=None, billing=SimpleNamespace(list_customers=list_customers),
+        credit_tickets=list(notes),
+        support_api=lambda: httpx.AsyncClient(base_url="http://support",
+                                              transport=httpx.MockTransport(answer)),
+    )  # fmt: skip
+    return Checker(run)  # type: ignore[arg-type]
+
+
+async def test_checker_fails_a_note_written_twice_and_a_customer_support_never_got() -> None:
+    customers = {"cus_1": "Acme", "cus_2": "Globex"}
+    once = {"7": ["Credit applied (cbtxn_1)"], "8": ["Credit applied (cbtxn_2)"]}
+    ok, _, detail = await _support_checker(customers, customers, once)._support_written_once()
+    assert ok and "2 with their organization" in detail and "0 twice" in detail
+
+    twice = {"7": ["Credit applied (cbtxn_1)", "Credit applied (cbtxn_1)"]}
+    checker = _support_checker(customers, {"cus_1": "Acme (old name)"}, twice)
+    ok, _, detail = await checker._support_written_once()
+    assert not ok and "1 twice" in detail and "1 without" in detail and "1 misnamed" in detail
+    assert checker.duplicates == 1 and checker.lost == 1
+    assert len(checker.violations) == 3

@@ -28,6 +28,8 @@ from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
+COMPONENTS = ("temporal", "erp", "erp-faults", "billing", "billing-faults", "support",
+              "support-faults", "worker", "api")  # fmt: skip
 
 
 def stack_env(home: Path) -> dict[str, str]:
@@ -41,6 +43,8 @@ def stack_env(home: Path) -> dict[str, str]:
         LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{free_port()}",
         LEDGERBRIDGE_API_PORT=str(free_port()),
         LEDGERBRIDGE_ERP_PROXY_PORT=str(free_port()),
+        LEDGERBRIDGE_BILLING_PROXY_PORT=str(free_port()),
+        LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(free_port()),
     )
     return env
 
@@ -93,7 +97,7 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     assert "approved by local-finance (finance)" in demo.stdout
     assert "exception/credit/" in demo.stdout and "compensate by local-finance" in demo.stdout
     assert " 0 unexplained" in demo.stdout
-    for component in ("temporal", "erp", "billing", "support", "worker", "api"):
+    for component in COMPONENTS:
         assert f"{component}: ready, listening on" in demo.stdout
         assert f"{component}: stopped" in demo.stdout
 
@@ -120,6 +124,10 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
         # (support answers 503 to everyone now, the test too: ask the store instead)
         links = adapters.store.account_links(customer.customer_id)
         assert [link.system for link in links] == []
+        # The worker read the customer from billing and tried support through their proxies.
+        for port in (settings.billing_proxy_port, settings.support_proxy_port):
+            stats = httpx.get(f"http://127.0.0.1:{port}/_faults/stats").json()
+            assert stats["forwarded"] > 0 and not any(stats["faults"].values()), stats
         assert up.interrupt() == 0, up.output
         assert "api: stopped" in up.output and "temporal: stopped" in up.output
 
@@ -135,7 +143,7 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert status.returncode == 0, status.stdout
-        for component in ("temporal", "erp", "billing", "support", "worker", "api"):
+        for component in COMPONENTS:
             assert re.search(rf"^{component}\s+up\s", status.stdout, re.MULTILINE), status.stdout
         assert up.interrupt() == 0, up.output
     finally:
