@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.erp_posting [--documents 40]
 
-Starts a private local stack (free ports, a temporary home), then in the same run:
+Starts a private local stack (free ports, a temporary home; no fault proxies, so the worker
+and the API call Tryton and billing directly, as deployed), then in the same run:
 - baseline: the same script creates and posts N invoices in Tryton directly, one after the
   other (TrytonLedger.post_document, the fastest path the ERP offers us);
 - ours: N subscriptions are created in billing; each first invoice travels as a signed
@@ -187,7 +188,8 @@ def main() -> None:
         parser.error("--documents must be at least 4 (two rounds a side, two postings each)")
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as home:
         settings = private_settings(Path(home) / ".ledgerbridge")
-        with LocalStack(settings, echo=lambda _line: None).running():
+        # As deployed: the worker and the API call Tryton and billing directly, no fault proxy.
+        with LocalStack(settings, echo=lambda _line: None, fault_proxies=False).running():
             result = asyncio.run(pipeline(settings, args.documents))
     ratio = result["ours"] / result["baseline"]
     end_to_end = result["ours_end_to_end"] / result["baseline_end_to_end"]

@@ -90,8 +90,17 @@ def _http_ok(url: str, *, json_rpc: dict[str, Any] | None = None) -> Callable[[]
 class LocalStack:
     """Starts, watches and stops the local components in dependency order."""
 
-    def __init__(self, settings: Settings, *, echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        echo: Callable[[str], None] = print,
+        fault_proxies: bool = True,
+    ) -> None:
+        """`fault_proxies=False` leaves the fault proxies out: the worker and the API call
+        each counterpart directly, as in production (benchmarks)."""
         self.settings = settings
+        self.fault_proxies = fault_proxies
         self.home = settings.home.resolve()
         self.echo = echo
         self.components: list[Component] = []
@@ -127,9 +136,10 @@ class LocalStack:
         env.setdefault("PYTHONUNBUFFERED", "1")
         # The worker and the API reach every counterpart through its fault proxy (demo, chaos
         # runs); the sandboxes' webhooks reach the API directly.
-        env["LEDGERBRIDGE_ERP_URL"] = self.erp_proxy_url
-        env["LEDGERBRIDGE_BILLING_URL"] = self.billing_proxy_url
-        env["LEDGERBRIDGE_SUPPORT_URL"] = self.support_proxy_url
+        if self.fault_proxies:
+            env["LEDGERBRIDGE_ERP_URL"] = self.erp_proxy_url
+            env["LEDGERBRIDGE_BILLING_URL"] = self.billing_proxy_url
+            env["LEDGERBRIDGE_SUPPORT_URL"] = self.support_proxy_url
         return env
 
     @property
@@ -161,13 +171,15 @@ class LocalStack:
         ]  # fmt: skip
         for flag in search_attribute_flags():
             temporal_cmd += ["--search-attribute", flag]
+        web_ui = f"Web UI http://{t_host}:{s.temporal_ui_port}"
         if s.payload_keys:  # the Web UI decrypts payloads through the API's codec endpoint
             temporal_cmd += ["--ui-codec-endpoint", f"{api_base}/codec"]
-        return [
+            web_ui += f"; to decrypt payloads there, sign in at {api_base}/codec/login"
+        components = [
             Component(
                 "temporal",
                 temporal_cmd,
-                f"{s.temporal_address} (Web UI http://{t_host}:{s.temporal_ui_port})",
+                f"{s.temporal_address} ({web_ui})",
                 self._temporal_ready,
                 port=t_port,
             ),
@@ -232,6 +244,9 @@ class LocalStack:
                 port=s.api_port,
             ),
         ]
+        if not self.fault_proxies:
+            return [c for c in components if not c.name.endswith("-faults")]
+        return components
 
     def _fault_proxy(self, system: str, port: int, upstream: str, what: str) -> Component:
         """`{system}-faults`: the fault proxy the worker and the API reach `upstream` through."""

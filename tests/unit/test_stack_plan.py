@@ -1,0 +1,50 @@
+"""The local stack's plan: which components `up` starts and where the worker and API call."""
+
+from pathlib import Path
+
+from adapters.settings import Settings
+from starters.stack import LocalStack
+
+
+def settings(home: Path, **overrides: object) -> Settings:
+    return Settings(
+        home=home,
+        erp_url="http://127.0.0.1:18000",
+        billing_url="http://127.0.0.1:18001",
+        support_url="http://127.0.0.1:18002",
+        erp_proxy_port=18009,
+        billing_proxy_port=18010,
+        support_proxy_port=18011,
+        api_keys=["ops-1:ops:" + "0" * 64],
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def test_up_puts_a_fault_proxy_in_front_of_each_counterpart(tmp_path: Path) -> None:
+    stack = LocalStack(settings(tmp_path))
+    names = [c.name for c in stack.plan()]
+    assert names == ["temporal", "erp", "erp-faults", "billing", "billing-faults", "support",
+                     "support-faults", "worker", "api"]  # fmt: skip
+    env = stack.child_env()
+    assert env["LEDGERBRIDGE_ERP_URL"] == "http://127.0.0.1:18009"
+    assert env["LEDGERBRIDGE_BILLING_URL"] == "http://127.0.0.1:18010"
+    assert env["LEDGERBRIDGE_SUPPORT_URL"] == "http://127.0.0.1:18011"
+
+
+def test_without_fault_proxies_the_worker_and_api_call_each_system_directly(
+    tmp_path: Path,
+) -> None:
+    stack = LocalStack(settings(tmp_path), fault_proxies=False)
+    names = [c.name for c in stack.plan()]
+    assert names == ["temporal", "erp", "billing", "support", "worker", "api"]
+    env = stack.child_env()
+    assert env["LEDGERBRIDGE_ERP_URL"] == "http://127.0.0.1:18000"
+    assert env["LEDGERBRIDGE_BILLING_URL"] == "http://127.0.0.1:18001"
+    assert env["LEDGERBRIDGE_SUPPORT_URL"] == "http://127.0.0.1:18002"
+
+
+def test_with_payload_keys_up_names_the_codec_sign_in(tmp_path: Path) -> None:
+    key = "k1:" + "A" * 43 + "="
+    [temporal, *_] = LocalStack(settings(tmp_path, payload_keys=[key])).plan()
+    assert "--ui-codec-endpoint" in temporal.command
+    assert "sign in at http://127.0.0.1:8080/codec/login" in temporal.listens
