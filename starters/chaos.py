@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import os
 import random
 import shutil
@@ -44,7 +43,6 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +55,6 @@ from activities.reconciliation import expected_postings, granted_credits
 from adapters.billing.events import StripeEventPayload, to_business_event
 from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
-from adapters.erp import tryton_bootstrap
 from adapters.settings import Settings
 from adapters.store.models import WebhookReceipt
 from adapters.store.reconciliation import ExpectedPosting
@@ -167,8 +164,10 @@ def _free_ports(count: int) -> list[int]:
 
 def private_settings(home: Path) -> Settings:
     """Defaults, a private home and free ports, for this process and every child it starts:
-    the caller's LEDGERBRIDGE_* settings are dropped, so a chaos run never meets an `up`."""
-    for name in [n for n in os.environ if n.startswith("LEDGERBRIDGE_")]:
+    the caller's LEDGERBRIDGE_* settings are dropped, so a chaos run never meets an `up` (but
+    the ERP template cache is shared: a fresh home copies its ERP database from it)."""
+    kept = ("LEDGERBRIDGE_ERP_TEMPLATE_CACHE",)  # the machine's ERP template, not a stack's
+    for name in [n for n in os.environ if n.startswith("LEDGERBRIDGE_") and n not in kept]:
         del os.environ[name]
     temporal, ui, erp, billing, support, api, *proxies = _free_ports(9)
     os.environ.update(
@@ -184,26 +183,6 @@ def private_settings(home: Path) -> Settings:
         LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(proxies[2]),
     )
     return Settings()
-
-
-def seed_erp_from_cache(stack: LocalStack, cache_root: Path) -> None:
-    """Copy a bootstrapped ERP database into the stack's home instead of bootstrapping it
-    (~30 s); the cached one is made once per trytond version, bootstrap code and year."""
-    settings = stack.settings
-    digest = hashlib.sha256(Path(tryton_bootstrap.__file__).read_bytes())
-    digest.update(f"{version('trytond')}/{date.today().year}/{settings.erp_user}".encode())
-    digest.update(settings.erp_password.get_secret_value().encode())
-    cache = cache_root / f"chaos-erp-{digest.hexdigest()[:12]}"
-    database = settings.erp_database
-    tryton_bootstrap.bootstrap_database(
-        cache, database, os.urandom(12).hex(), settings.erp_user,
-        settings.erp_password.get_secret_value(),
-    )  # fmt: skip
-    tryton_bootstrap.copy_template(
-        tryton_bootstrap.sqlite_path(cache, database), stack.erp_dir, database
-    )
-    marker = f"{database}{tryton_bootstrap.MARKER_SUFFIX}"
-    shutil.copy(cache / marker, stack.erp_dir / marker)
 
 
 def run_chaos(options: ChaosOptions, echo: Callable[[str], None] = print) -> int:
@@ -226,7 +205,6 @@ def run_chaos(options: ChaosOptions, echo: Callable[[str], None] = print) -> int
     stack = LocalStack(settings, echo=log)
     report: ChaosReport | None = None
     try:
-        seed_erp_from_cache(stack, Path.cwd() / ".ledgerbridge" / "cache")
         with stack.running():
             report = asyncio.run(ChaosRun(stack, settings, options, log).play())
     except (StackError, ChaosAborted) as err:

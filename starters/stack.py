@@ -56,8 +56,11 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None
     startup_seconds: float = 60.0
+    # Components of one wave start side by side; a wave starts once the one before is ready.
+    wave: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
+    started_at: float = 0.0
 
 
 def _host_port(url_or_address: str) -> tuple[str, int]:
@@ -230,11 +233,13 @@ class LocalStack:
                 port=support_port,
             ),
             self._fault_proxy("support", s.support_proxy_port, s.support_url, "support"),
+            # Both need Temporal: the second wave.
             Component(
                 "worker",
                 [sys.executable, "-m", "workers"],
                 f"task queues {', '.join(self._queues())}",
                 self._worker_ready,
+                wave=1,
             ),
             Component(
                 "api",
@@ -242,6 +247,7 @@ class LocalStack:
                 f"{api_base} (webhooks, /v1, OpenAPI at {api_base}/docs)",
                 _http_ok(f"{api_base}/healthz"),
                 port=s.api_port,
+                wave=1,
             ),
         ]
         if not self.fault_proxies:
@@ -362,8 +368,14 @@ class LocalStack:
         self.prepare_erp()
         self._migrate_store()
         env = self.child_env()
-        for component in self.components:
-            self._start(component, env)
+        # The counterparts, their proxies and Temporal boot side by side, then the worker and
+        # the API; readiness is still reported in plan order.
+        for wave in sorted({c.wave for c in self.components}):
+            members = [c for c in self.components if c.wave == wave]
+            for component in members:
+                self._spawn(component, env)
+            for component in members:
+                self._wait_ready(component)
         self._apply_recon_schedule()
 
     def _apply_recon_schedule(self) -> None:
@@ -392,8 +404,23 @@ class LocalStack:
         if tryton_bootstrap.is_bootstrapped(self.erp_dir, s.erp_database):
             self.echo(f"erp: reusing database {s.erp_database} in {self.erp_dir}")
             return
-        self.echo(f"erp: bootstrapping database {s.erp_database} (once, about 30 s)")
         started = time.monotonic()
+        if s.erp_template_cache is not None:
+            self.echo(
+                f"erp: database {s.erp_database} from the template cache in "
+                f"{s.erp_template_cache} (bootstrapped there first if absent, about 30 s)"
+            )
+            template = tryton_bootstrap.seed_from_template_cache(
+                s.erp_template_cache,
+                self.erp_dir,
+                s.erp_database,
+                s.erp_user,
+                s.erp_password.get_secret_value(),
+            )
+            seconds = time.monotonic() - started
+            self.echo(f"erp: ready in {seconds:.1f} s (template {template.name})")
+            return
+        self.echo(f"erp: bootstrapping database {s.erp_database} (once, about 30 s)")
         tryton_bootstrap.bootstrap_database(
             self.erp_dir,
             s.erp_database,
@@ -413,6 +440,10 @@ class LocalStack:
             store.dispose()
 
     def _start(self, component: Component, env: dict[str, str]) -> None:
+        self._spawn(component, env)
+        self._wait_ready(component)
+
+    def _spawn(self, component: Component, env: dict[str, str]) -> None:
         log_path = self.logs_dir / f"{component.name}.log"
         component.log_file = log_path.open("ab")
         try:
@@ -427,7 +458,11 @@ class LocalStack:
             )
         except OSError as err:
             raise StackError(f"{component.name}: could not start: {err}") from err
-        deadline = time.monotonic() + component.startup_seconds
+        component.started_at = time.monotonic()
+
+    def _wait_ready(self, component: Component) -> None:
+        assert component.process is not None, f"{component.name} was never spawned"
+        deadline = component.started_at + component.startup_seconds
         while not component.ready():
             if component.process.poll() is not None:
                 raise StackError(
@@ -439,7 +474,8 @@ class LocalStack:
                     f"{component.name}: not ready after {component.startup_seconds:.0f} s; "
                     f"last log lines:\n{self.tail(component.name)}"
                 )
-            time.sleep(0.3)
+            time.sleep(0.1)
+        log_path = self.logs_dir / f"{component.name}.log"
         self.echo(
             f"{component.name}: ready, listening on {component.listens} (pid "
             f"{component.process.pid}, log {log_path.relative_to(self.home.parent)})"

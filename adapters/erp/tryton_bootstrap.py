@@ -7,8 +7,9 @@ parts run in child processes: `trytond-admin` creates the database and activates
 up the company and accounting with proteus. Keeping trytond out of the caller's process
 matters because trytond's configuration and pool are process-global.
 
-Bootstrapping takes ~20 s, so tests and `ledgerbridge up` bootstrap a template once and
-start each server from a copy (`copy_template`).
+Bootstrapping takes ~20 s, so tests, the chaos run and `ledgerbridge up` bootstrap a
+template once (per trytond version, year and this module's code) and start each fresh home
+from a copy (`seed_from_template_cache`, `copy_template`: 0.01 s).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -176,6 +178,38 @@ def bootstrap_database(
             )
         )
         return db_file
+
+
+def template_key(database: str, user: str, user_password: str) -> str:
+    """What a cached template depends on: this module's code, the trytond version, the year
+    (the fiscal year it opens) and the integration user's credentials (as a digest)."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(f"{trytond_version()}/{dt.date.today().year}/{database}/{user}/".encode())
+    digest.update(user_password.encode())
+    return digest.hexdigest()[:16]
+
+
+def seed_from_template_cache(
+    cache_root: Path, data_dir: Path, database: str, user: str, user_password: str
+) -> Path:
+    """Give `data_dir` a bootstrapped `database` copied from a template under `cache_root`,
+    bootstrapping that template first if no earlier run left one (the one slow time).
+    Returns the template's directory; its admin password is copied with the database."""
+    cache = Path(cache_root).resolve() / f"tryton-{template_key(database, user, user_password)}"
+    admin_password_file = cache / "admin-password"
+    with _exclusive_lock(cache / ".admin-password.lock"):
+        if not admin_password_file.exists():
+            admin_password_file.touch(mode=0o600)
+            admin_password_file.write_text(os.urandom(12).hex())
+    bootstrap_database(
+        cache, database, admin_password_file.read_text().strip(), user, user_password
+    )
+    copy_template(sqlite_path(cache, database), data_dir, database)
+    data_dir = Path(data_dir).resolve()
+    shutil.copy(admin_password_file, data_dir / "admin-password")
+    marker = _marker_path(cache, database)
+    shutil.copy(marker, _marker_path(data_dir, database))
+    return cache
 
 
 def copy_template(template_sqlite: Path, data_dir: Path, database: str) -> Path:

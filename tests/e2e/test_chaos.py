@@ -47,6 +47,8 @@ def faults_fired(output: str, system: str) -> dict[str, int]:
 @pytest.mark.timeout(420)
 def test_chaos_run_with_kills_restarts_and_faults_on_every_system_keeps_the_books_exact() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERBRIDGE_")}
+    # The ERP template is bootstrapped once and kept with the tests' other Tryton templates.
+    env["LEDGERBRIDGE_ERP_TEMPLATE_CACHE"] = str(PROJECT_ROOT / ".ledgerbridge" / "cache")
     run = subprocess.run(
         [str(BIN / "ledgerbridge"), "chaos", "--events", "20", "--seed", "7", "--kills", "1"],
         env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,

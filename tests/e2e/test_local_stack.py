@@ -45,6 +45,8 @@ def stack_env(home: Path) -> dict[str, str]:
         LEDGERBRIDGE_ERP_PROXY_PORT=str(free_port()),
         LEDGERBRIDGE_BILLING_PROXY_PORT=str(free_port()),
         LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(free_port()),
+        # Empty at first: the first start bootstraps the ERP template, then copies it.
+        LEDGERBRIDGE_ERP_TEMPLATE_CACHE=str(home.parent / "erp-template-cache"),
     )
     return env
 
@@ -91,7 +93,9 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "erp: bootstrapping database" in demo.stdout
+    assert "erp: database ledgerbridge from the template cache" in demo.stdout
+    [template] = (tmp_path / "erp-template-cache").glob("tryton-*")
+    assert (template / "ledgerbridge.bootstrapped.json").exists()
     assert "Demo complete: account sync, the mid-cycle upgrade" in demo.stdout
     assert "posted: equal to the billing invoice, once" in demo.stdout
     assert "approved by local-finance (finance)" in demo.stdout

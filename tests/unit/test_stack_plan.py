@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from adapters.settings import Settings
 from starters.stack import LocalStack
 
@@ -48,3 +50,14 @@ def test_with_payload_keys_up_names_the_codec_sign_in(tmp_path: Path) -> None:
     [temporal, *_] = LocalStack(settings(tmp_path, payload_keys=[key])).plan()
     assert "--ui-codec-endpoint" in temporal.command
     assert "sign in at http://127.0.0.1:8080/codec/login" in temporal.listens
+
+
+def test_the_erp_template_cache_defaults_to_the_user_cache_and_none_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Settings().erp_template_cache == tmp_path / "xdg" / "ledgerbridge"
+    monkeypatch.setenv("LEDGERBRIDGE_ERP_TEMPLATE_CACHE", "none")
+    assert Settings().erp_template_cache is None
+    monkeypatch.setenv("LEDGERBRIDGE_ERP_TEMPLATE_CACHE", str(tmp_path / "mine"))
+    assert Settings().erp_template_cache == tmp_path / "mine"
