@@ -38,6 +38,11 @@ class WebhookReceipts:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def queued(self) -> int:
+        """Receipts accepted but not stored yet."""
+        return len(self._queued)
+
     async def seen(self, source: str, event_id: str) -> bool:
         if (source, event_id) in self._queued:
             return True
