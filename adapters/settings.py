@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     worker_erp_per_second: PositiveFloat = 10.0
     worker_erp_concurrency: PositiveInt = 2
     worker_max_cached_workflows: int = Field(default=1000, ge=0)
+    # Workflow tasks one worker runs at once, and its long polls per task queue
+    worker_workflow_task_slots: PositiveInt = 100
+    worker_workflow_pollers: int = Field(default=5, ge=2)  # sticky polling needs two
+    worker_activity_pollers: PositiveInt = 5
 
     # Reconciliation: the nightly schedule (the previous UTC day, at this local hour)
     recon_hour: int = Field(default=2, ge=0, le=23)

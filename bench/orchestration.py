@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import tempfile
@@ -63,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from adapters.billing.events import StripeEventPayload, to_business_event
     from adapters.bootstrap import Adapters
     from adapters.ports import BillingSystem, Ledger, SupportDesk
+    from adapters.settings import Settings
     from adapters.store import IntegrationStore
     from adapters.store.models import AccountLink, Posting
     from adapters.temporal import connect_temporal
@@ -98,8 +100,18 @@ WARM_UP: Final = 20
 FEEDERS: Final = 8  # concurrent signal-with-start callers, both sides
 CURRENCIES: Final = ["USD"]
 INVOICE_DAY: Final = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
 # Lifted limits (diagnostic only): what the workflows do without the ERP's protection.
-UNTHROTTLED: Final = QueueLimits(billing=10_000, support=10_000, erp=10_000, erp_concurrency=100)
+def production_limits() -> QueueLimits:
+    """The worker's limits as LEDGERBRIDGE_WORKER_* set them (the defaults unless given)."""
+    return QueueLimits.from_settings(Settings())
+
+
+def unthrottled_limits() -> QueueLimits:
+    return dataclasses.replace(
+        production_limits(), billing=10_000, support=10_000, erp=10_000, erp_concurrency=100
+    )
 
 
 # --- the billing events and the documents they name ------------------------------------------
@@ -297,19 +309,16 @@ async def noop_support(_event: BillingEventRef) -> None:
 
 
 def baseline_workers(client: Client, prefix: str, limits: QueueLimits) -> list[Worker]:
-    """The four workers of `build_workers` (queues, rate limits, ERP concurrency, the store
-    activities' thread pool of 8), running the no-op workflow and no-op activities."""
+    """The four workers of `build_workers` (the same options per queue from the same limits,
+    the store activities' thread pool of 8), running the no-op workflow and activities."""
     store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-activity")
+    options = limits.worker_options()
+    noop = {"billing": noop_billing, "support": noop_support, "erp": noop_erp}
     return [
         Worker(client, task_queue=task_queue(prefix), workflows=[NoopAmendmentWorkflow],
-               activities=[noop_store], activity_executor=store_executor),
-        Worker(client, task_queue=task_queue(prefix, "billing"), activities=[noop_billing],
-               max_task_queue_activities_per_second=limits.billing),
-        Worker(client, task_queue=task_queue(prefix, "support"), activities=[noop_support],
-               max_task_queue_activities_per_second=limits.support),
-        Worker(client, task_queue=task_queue(prefix, "erp"), activities=[noop_erp],
-               max_task_queue_activities_per_second=limits.erp,
-               max_concurrent_activities=limits.erp_concurrency),
+               activities=[noop_store], activity_executor=store_executor, **options[""]),
+        *(Worker(client, task_queue=task_queue(prefix, queue), activities=[activity],
+                 **options[queue]) for queue, activity in noop.items()),
     ]  # fmt: skip
 
 
@@ -335,7 +344,7 @@ def baseline_starts(tag: str, count: int, steps: list[str], sleep: float) -> lis
 async def serve_worker(args: argparse.Namespace) -> None:
     """The workers of one side until SIGTERM: the real ones on in-memory ports, or the no-op."""
     client = await connect_temporal(args.temporal, "default", wait_seconds=30)
-    limits = UNTHROTTLED if args.limits == "unthrottled" else QueueLimits()
+    limits = unthrottled_limits() if args.limits == "unthrottled" else production_limits()
     store = IntegrationStore(args.store_url)
     adapters = in_memory_adapters(store)
     if args.serve_worker == "ours":
@@ -720,12 +729,15 @@ def report(
         f"one amendment's activities, in order: "
         f"{', '.join(f'{name}@{queue or WORKFLOW_QUEUE}' for name, queue in order)}"
     )
-    limits = QueueLimits()
+    limits, unthrottled = production_limits(), unthrottled_limits()
     print(
         f"worker settings, both sides: QueueLimits billing {limits.billing:g}/s, "
         f"erp {limits.erp:g}/s and {limits.erp_concurrency} in flight, support "
-        f"{limits.support:g}/s; store activities on the workflow queue, 8 threads; "
-        f"unthrottled: {UNTHROTTLED.erp:g}/s and {UNTHROTTLED.erp_concurrency} in flight"
+        f"{limits.support:g}/s; workflow task slots {limits.workflow_task_slots}, pollers "
+        f"{limits.workflow_pollers} for workflow tasks and {limits.activity_pollers} per "
+        f"activity queue, cache {limits.max_cached_workflows}; store activities on the "
+        f"workflow queue, 8 threads; unthrottled: {unthrottled.erp:g}/s and "
+        f"{unthrottled.erp_concurrency} in flight"
     )
     for run in (ours, baseline, *diagnostics):
         print()
@@ -760,7 +772,7 @@ def erp_rate(run: Run) -> float:
 
 def bounds(ours: Run, baseline: Run, diagnostics: list[Run]) -> list[str]:
     """What the figures say about what bounds the throughput."""
-    limits = QueueLimits()
+    limits = production_limits()
     ours_shape, base_shape = shape(ours.histories), shape(baseline.histories)
     cores = os.cpu_count() or 1
     lines = [

@@ -55,8 +55,8 @@ log = get_logger("ledgerbridge.worker")
 @dataclasses.dataclass(frozen=True)
 class QueueLimits:
     """What the worker may do against each system: activities per second the whole fleet
-    may start (server-side rate limit per task queue), ERP calls in flight per worker process,
-    and how many workflows one worker keeps cached. Defaults are the settings' defaults."""
+    may start (server-side rate limit per task queue), ERP calls in flight per worker process;
+    and how one worker polls and caches. Defaults are the settings' defaults."""
 
     billing: float = 50.0  # Stripe allows ~100 req/s in live mode; keep headroom
     support: float = 10.0  # Zendesk plans allow 200-700 req/min
@@ -65,6 +65,9 @@ class QueueLimits:
     erp: float = 10.0
     erp_concurrency: int = 2  # calls in flight per worker process
     max_cached_workflows: int = 1000  # the SDK's default
+    workflow_task_slots: int = 100  # workflow tasks run at once (the SDK's default)
+    workflow_pollers: int = 5  # long polls for workflow tasks (the SDK's default)
+    activity_pollers: int = 5  # long polls for activity tasks, per queue (the SDK's default)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueLimits:
@@ -74,7 +77,30 @@ class QueueLimits:
             erp=settings.worker_erp_per_second,
             erp_concurrency=settings.worker_erp_concurrency,
             max_cached_workflows=settings.worker_max_cached_workflows,
+            workflow_task_slots=settings.worker_workflow_task_slots,
+            workflow_pollers=settings.worker_workflow_pollers,
+            activity_pollers=settings.worker_activity_pollers,
         )
+
+    def worker_options(self) -> dict[str, dict[str, Any]]:
+        """`Worker` options per queue ("" is the workflow queue), from these limits; the
+        benchmarks' baseline workers take the same."""
+        polls = {"max_concurrent_activity_task_polls": self.activity_pollers}
+        return {
+            "": {
+                **polls,
+                "max_cached_workflows": self.max_cached_workflows,
+                "max_concurrent_workflow_tasks": self.workflow_task_slots,
+                "max_concurrent_workflow_task_polls": self.workflow_pollers,
+            },
+            "billing": {**polls, "max_task_queue_activities_per_second": self.billing},
+            "support": {**polls, "max_task_queue_activities_per_second": self.support},
+            "erp": {
+                **polls,
+                "max_task_queue_activities_per_second": self.erp,
+                "max_concurrent_activities": self.erp_concurrency,
+            },
+        }
 
 
 def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]]]:
@@ -134,6 +160,7 @@ def build_workers(
     limits = limits or QueueLimits()
     activities = activities_by_queue(adapters)
     store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-activity")
+    options = limits.worker_options()
     return [
         Worker(
             client,
@@ -141,26 +168,16 @@ def build_workers(
             workflows=WORKFLOWS,
             activities=activities[""],
             activity_executor=store_executor,
-            max_cached_workflows=limits.max_cached_workflows,
+            **options[""],
         ),
-        Worker(
-            client,
-            task_queue=task_queue(prefix, "billing"),
-            activities=activities["billing"],
-            max_task_queue_activities_per_second=limits.billing,
-        ),
-        Worker(
-            client,
-            task_queue=task_queue(prefix, "support"),
-            activities=activities["support"],
-            max_task_queue_activities_per_second=limits.support,
-        ),
-        Worker(
-            client,
-            task_queue=task_queue(prefix, "erp"),
-            activities=activities["erp"],
-            max_task_queue_activities_per_second=limits.erp,
-            max_concurrent_activities=limits.erp_concurrency,
+        *(
+            Worker(
+                client,
+                task_queue=task_queue(prefix, queue),
+                activities=activities[queue],
+                **options[queue],
+            )
+            for queue in ("billing", "support", "erp")
         ),
     ]
 

@@ -1,0 +1,39 @@
+"""Worker tuning: LEDGERBRIDGE_WORKER_* settings become the options of each queue's Worker."""
+
+import pytest
+
+from adapters.settings import Settings
+from workers.main import QueueLimits
+
+
+def test_the_defaults_are_the_settings_defaults() -> None:
+    assert QueueLimits.from_settings(Settings()) == QueueLimits()
+
+
+def test_settings_reach_the_options_of_each_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "ERP_CONCURRENCY": "3", "ERP_PER_SECOND": "4.5", "BILLING_PER_SECOND": "20",
+        "SUPPORT_PER_SECOND": "2", "MAX_CACHED_WORKFLOWS": "250", "WORKFLOW_TASK_SLOTS": "40",
+        "WORKFLOW_POLLERS": "2", "ACTIVITY_POLLERS": "3",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(f"LEDGERBRIDGE_WORKER_{name}", value)
+    options = QueueLimits.from_settings(Settings()).worker_options()
+    assert options[""] == {
+        "max_cached_workflows": 250,
+        "max_concurrent_workflow_tasks": 40,
+        "max_concurrent_workflow_task_polls": 2,
+        "max_concurrent_activity_task_polls": 3,
+    }
+    assert options["erp"] == {
+        "max_task_queue_activities_per_second": 4.5,
+        "max_concurrent_activities": 3,
+        "max_concurrent_activity_task_polls": 3,
+    }
+    assert options["billing"]["max_task_queue_activities_per_second"] == 20
+    assert options["support"]["max_task_queue_activities_per_second"] == 2
+
+
+def test_sticky_polling_needs_two_workflow_pollers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERBRIDGE_WORKER_WORKFLOW_POLLERS", "1")
+    with pytest.raises(ValueError, match="worker_workflow_pollers"):
+        Settings()
