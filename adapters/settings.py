@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     support_email: str = "ledgerbridge@support.local"
     support_api_token: SecretStr = SecretStr(LOCAL_SUPPORT_TOKEN)
     support_webhook_secrets: list[SecretStr] = [SecretStr(LOCAL_SUPPORT_WEBHOOK_SECRET)]
+    # Who each support agent is, by Zendesk user id: the API key name the same person holds.
+    # A credit asked on a ticket names its assignee so; separation of duties then stops that
+    # person approving it with their finance key. Unmapped agents are "zendesk-agent:<id>".
+    support_agent_identities: dict[str, str] = {}
 
     # ERP (Tryton JSON-RPC)
     erp_url: str = "http://127.0.0.1:8000"

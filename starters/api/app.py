@@ -244,6 +244,12 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         start = credit_start(credit, policy, request.state.correlation_id)
         return await start_process(start, "support", event_id, "credit.requested", checked=True)
 
+    def agent_identity(agent_id: str | None) -> str:
+        """The person behind a support agent (LEDGERBRIDGE_SUPPORT_AGENT_IDENTITIES), as their
+        API key is named, so they cannot approve what they asked for."""
+        known = settings.support_agent_identities.get(str(agent_id)) if agent_id else None
+        return known or f"zendesk-agent:{agent_id or 'unknown'}"
+
     async def credit_from_ticket(case_id: str, event_id: str) -> CreditRequest | str:
         """The credit asked on the ticket, read from the ticket itself (its fields may arrive
         as separate events, in any order); a string says why there is none."""
@@ -265,7 +271,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
             case_id=case_id,
             request_id=event_id,
             organization_id=case.organization_id or "none",
-            requested_by=f"zendesk-agent:{case.assignee_id or 'unknown'}",
+            requested_by=agent_identity(case.assignee_id),
             amount=case.credit.amount,
             reason=case.credit.reason,
             incident_reference=case.credit.incident_reference,

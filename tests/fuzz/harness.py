@@ -49,6 +49,7 @@ class TemporalCall:
     method: str
     workflow_id: str | None
     took_effect: bool  # the server would now hold a new workflow, signal or update
+    arg: Any = None  # what a start was given
 
 
 @dataclass
@@ -74,8 +75,10 @@ class RecordingTemporal:
             raise TemporalUnavailable("fuzz: no connection to the workflow engine")
         return self
 
-    def note(self, method: str, workflow_id: str | None, took_effect: bool = False) -> None:
-        self.calls.append(TemporalCall(method, workflow_id, took_effect))
+    def note(
+        self, method: str, workflow_id: str | None, took_effect: bool = False, arg: Any = None
+    ) -> None:
+        self.calls.append(TemporalCall(method, workflow_id, took_effect, arg))
 
     def fail_if_unavailable(self) -> None:
         if self.mode == "unavailable":
@@ -94,7 +97,7 @@ class RecordingTemporal:
             self.note("start_workflow", id)
             raise WorkflowAlreadyStartedError(id, "fuzz")
         self.started.add(id)
-        self.note("start_workflow", id, took_effect=True)
+        self.note("start_workflow", id, took_effect=True, arg=arg)
         return _Handle(self, id, "fuzz-run")
 
     def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None, **_: Any) -> Any:

@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 
 from adapters.billing.webhook_signature import sign_stripe
 from adapters.support.webhook_signature import sign_zendesk, zendesk_timestamp
+from canonical.credit import CreditPolicy
 from starters.routing import account_workflow_id
 from tests.fixtures.support import (
     SupportSandbox,
@@ -59,6 +60,7 @@ from tests.fuzz.harness import (
     fuzz_settings,
     serve_harness,
 )
+from workflows.credit_policy import approval_refusal
 
 # Modest and derandomized: the whole module runs in well under a minute, the same way in CI.
 # 150 examples per webhook property; 12 per operation and way of being refused; 60 per
@@ -447,6 +449,42 @@ def test_a_correctly_signed_stripe_event_is_answered_503_and_not_recorded_when_t
         assert response.status_code == 503, (mode, response.text)
         assert_clean_answer(response, f"Temporal {mode}")
         assert_nothing_happened(harness, before, f"Temporal {mode}")
+
+
+def test_a_ticket_credit_names_its_agent_as_the_person_so_they_cannot_approve_it(
+    support_sandbox: SupportSandbox, tmp_path: Path
+) -> None:
+    """Separation of duties across systems: the agent's Zendesk id maps to the name of the
+    API key the same person holds, and the credit's requester is that name."""
+    org = create_organization(support_sandbox, "Duties Ltd", external_id="cus_duties")
+    ticket = create_ticket_with_credit(support_sandbox, organization_id=org["id"])
+    assigned = httpx.put(
+        f"{support_sandbox.url}/api/v2/tickets/{ticket['id']}.json",
+        json={"ticket": {"assignee_id": 4242}},
+        auth=(f"{support_sandbox.email}/token", support_sandbox.api_token),
+        timeout=10,
+    )
+    assert assigned.status_code == 200, assigned.text
+    for identities, requester in (({"4242": "alice"}, "alice"), ({}, "zendesk-agent:4242")):
+        configured = fuzz_settings(
+            tmp_path / requester.replace(":", "-"),
+            support_url=support_sandbox.url,
+            support_email=support_sandbox.email,
+            support_api_token=support_sandbox.api_token,
+            support_agent_identities=identities,
+        )
+        event = zendesk_credit_event(str(ticket["id"]))
+        body = json.dumps(event).encode()
+        with serve_harness(configured) as harness:
+            accepted = harness.client.post(
+                "/webhooks/zendesk", content=body, headers=signed_headers("/webhooks/zendesk", body)
+            )
+            assert accepted.json()["status"] == "accepted", accepted.text
+            [start] = harness.temporal.effective()
+        assert start.arg.request.requested_by == requester
+        # The approval rule then refuses that person's own key.
+        refusal = approval_refusal(start.arg.request, requester, "finance", CreditPolicy(), False)
+        assert refusal == "the requester may not approve their own credit"
 
 
 def test_a_correctly_signed_zendesk_credit_event_is_accepted_once_and_refused_when_forged(
