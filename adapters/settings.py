@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from canonical.credit import CreditPolicy
+
 ENV_PREFIX = "LEDGERBRIDGE_"
 
 # Development-only credentials of the local counterparts; real deployments set their own.
@@ -66,6 +68,11 @@ class Settings(BaseSettings):
     # A credit asked on a ticket names its assignee so; separation of duties then stops that
     # person approving it with their finance key. Unmapped agents are "zendesk-agent:<id>".
     support_agent_identities: dict[str, str] = {}
+
+    # Finance's rules for support credits, as JSON: caps as shares of the monthly amount,
+    # the auto-approval threshold, approver limits per role (canonical/credit.py has the
+    # fields and defaults), e.g. '{"auto_approve_up_to": {"amount": "25", "currency": "USD"}}'
+    credit_policy: CreditPolicy = CreditPolicy()
 
     # ERP (Tryton JSON-RPC)
     erp_url: str = "http://127.0.0.1:8000"
@@ -158,12 +165,15 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """LEDGERBRIDGE_* variables that give a child process exactly these settings."""
         env = {}
+        as_json = self.model_dump(mode="json")  # mappings and models as their JSON
         for name, value in self.model_dump().items():
             if value is None:
                 continue
             if isinstance(value, list):
                 plain = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
                 text = json.dumps(plain)
+            elif isinstance(value, dict):
+                text = json.dumps(as_json[name])
             elif isinstance(value, SecretStr):
                 text = value.get_secret_value()
             else:

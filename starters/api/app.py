@@ -32,7 +32,7 @@ from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.support.webhook_signature import verify_zendesk
 from canonical import AccountRecord
-from canonical.credit import CreditPolicy, CreditRequest
+from canonical.credit import CreditRequest
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
 from starters.api.codec import codec_router
 from starters.api.correlation import CorrelationMiddleware
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     billing = build_billing(settings)
     support = build_support(settings)
     ledger = build_ledger(settings)
-    policy = CreditPolicy()
+    policy = settings.credit_policy
     receipts = WebhookReceipts(store)
 
     @asynccontextmanager

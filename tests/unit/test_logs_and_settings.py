@@ -52,3 +52,23 @@ def test_secrets_can_come_from_files_named_by_the_environment(
         "whsec_old",
     ]
     assert "from-a-file" not in repr(settings)
+
+
+def test_mappings_and_the_credit_policy_reach_child_processes_intact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`up` hands its settings to the worker and the API as variables (`to_env`)."""
+    policy = {
+        "auto_approve_up_to": {"amount": "25.00", "currency": "USD"},
+        "approver_limits": {"finance": {"amount": "500", "currency": "USD"}, "lead": None},
+    }
+    monkeypatch.setenv("LEDGERBRIDGE_CREDIT_POLICY", json.dumps(policy))
+    monkeypatch.setenv("LEDGERBRIDGE_SUPPORT_AGENT_IDENTITIES", '{"4242": "alice"}')
+    parent = Settings()
+    assert str(parent.credit_policy.auto_approve_up_to) == "25.00 USD"
+    assert parent.credit_policy.max_share_of_monthly == 1  # unset fields keep their default
+    for name, value in parent.to_env().items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    assert child.credit_policy == parent.credit_policy
+    assert child.support_agent_identities == {"4242": "alice"}
