@@ -34,9 +34,19 @@ LOCAL_SUPPORT_WEBHOOK_SECRET = "zdsec_ledgerbridge_local"  # noqa: S105
 LOCAL_ERP_PASSWORD = "ledgerbridge-erp-Local-2026"  # noqa: S105
 
 
-def _user_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/ledgerbridge, else ~/.cache/ledgerbridge."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ledgerbridge"
+# Settings whose None is spelled "none" (their default is not None).
+NONE_AS_TEXT = frozenset({"erp_template_cache"})
+
+
+def _user_cache_dir() -> Path | None:
+    """$XDG_CACHE_HOME/ledgerbridge, else ~/.cache/ledgerbridge; None (no cache) for a user
+    without a home (a container's arbitrary uid)."""
+    if cache := os.environ.get("XDG_CACHE_HOME"):
+        return Path(cache) / "ledgerbridge"
+    try:
+        return Path.home() / ".cache" / "ledgerbridge"
+    except (KeyError, RuntimeError):
+        return None
 
 
 class Settings(BaseSettings):
@@ -99,7 +109,7 @@ class Settings(BaseSettings):
     worker_erp_concurrency: PositiveInt = 2
     worker_max_cached_workflows: int = Field(default=1000, ge=0)
     # Workflow tasks one worker runs at once, and its long polls per task queue
-    worker_workflow_task_slots: PositiveInt = 100
+    worker_workflow_task_slots: int = Field(default=100, ge=2)  # the cache needs two
     worker_workflow_pollers: int = Field(default=5, ge=2)  # sticky polling needs two
     worker_activity_pollers: PositiveInt = 5
 
@@ -168,6 +178,8 @@ class Settings(BaseSettings):
         as_json = self.model_dump(mode="json")  # mappings and models as their JSON
         for name, value in self.model_dump().items():
             if value is None:
+                if name in NONE_AS_TEXT:  # turned off, where the default is on
+                    env[f"{ENV_PREFIX}{name.upper()}"] = "none"
                 continue
             if isinstance(value, list):
                 plain = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]

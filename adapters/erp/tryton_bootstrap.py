@@ -198,9 +198,13 @@ def seed_from_template_cache(
     cache = Path(cache_root).resolve() / f"tryton-{template_key(database, user, user_password)}"
     admin_password_file = cache / "admin-password"
     with _exclusive_lock(cache / ".admin-password.lock"):
-        if not admin_password_file.exists():
-            admin_password_file.touch(mode=0o600)
-            admin_password_file.write_text(os.urandom(12).hex())
+        if not admin_password_file.exists() or not admin_password_file.read_text().strip():
+            # Written whole or not at all: a crash leaves no empty password behind.
+            partial = cache / ".admin-password.partial"
+            partial.unlink(missing_ok=True)
+            partial.touch(mode=0o600)
+            partial.write_text(os.urandom(12).hex())
+            partial.replace(admin_password_file)
     bootstrap_database(
         cache, database, admin_password_file.read_text().strip(), user, user_password
     )

@@ -171,9 +171,9 @@ class IntegrationStore:
         if not receipts:
             return 0
         now = utcnow()
-        rows = [
+        rows = [  # in key order: concurrent writers of overlapping keys lock alike, no deadlock
             {"source": s, "event_id": e, "event_type": t, "workflow_id": w, "received_at": now}
-            for s, e, t, w in receipts
+            for s, e, t, w in sorted(receipts)
         ]
         insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         new = 0

@@ -53,6 +53,8 @@ from starters.routing import (
 log = get_logger("ledgerbridge.api")
 CREDIT_FIELD_CHANGED = "zen:event-type:ticket.custom_field_changed"
 CREDIT_AMOUNT_FIELD = "Credit amount"
+MAX_EVENT_ID = 128
+MAX_CASE_ID = 64
 
 
 class Accepted(BaseModel):
@@ -150,16 +152,17 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
                 raise HTTPException(413, f"body larger than {limit} bytes")
         return bytes(body)
 
-    async def hand_to_temporal(start: ProcessStart) -> None:
-        """Returns once the server has durably accepted the work; 503 otherwise."""
+    async def hand_to_temporal(start: ProcessStart) -> bool:
+        """Returns once the server has durably accepted the work (503 otherwise): False when
+        a process started once per id already had been (a concurrent duplicate delivery)."""
         client = await temporal.client()
         try:
             if start.signal is None:
-                await start_once(client, start, settings.task_queue_prefix)
-            else:
-                await signal_with_start(client, start, settings.task_queue_prefix)
+                return await start_once(client, start, settings.task_queue_prefix)
+            await signal_with_start(client, start, settings.task_queue_prefix)
         except RPCError as err:
             raise TemporalUnavailable(str(err)) from err
+        return True
 
     async def start_process(
         start: ProcessStart, source: str, event_id: str, kind: str, *, checked: bool = False
@@ -169,8 +172,11 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         if not checked and await receipts.seen(source, event_id):
             log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
             return Accepted(status="duplicate", workflow_id=start.workflow_id)
-        await hand_to_temporal(start)
-        receipts.record(source, event_id, kind, start.workflow_id)
+        new = await hand_to_temporal(start)
+        await receipts.record(source, event_id, kind, start.workflow_id)
+        if not new:
+            log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
+            return Accepted(status="duplicate", workflow_id=start.workflow_id)
         log.info("accepted", event_id=event_id, event_type=kind, workflow_id=start.workflow_id)
         return Accepted(status="accepted", workflow_id=start.workflow_id)
 
@@ -230,11 +236,18 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         kind = str(payload.get("type", "unknown"))
         event_id = payload.get("id")
         if not _is_credit_request(payload) or not isinstance(event_id, str):
-            return Accepted(status="ignored", detail=f"no process handles {kind}")
+            return Accepted(status="ignored", detail=f"no process handles {kind[:120]}")
         detail = payload.get("detail")
         case_id = str(detail.get("id", "")) if isinstance(detail, dict) else ""
         if not case_id:
             raise HTTPException(400, "malformed event: detail.id (the ticket) is missing")
+        # As the receipts (and Zendesk's own ids) hold them; credit/{case}/{id} fits 255.
+        if not 0 < len(event_id) <= MAX_EVENT_ID or len(case_id) > MAX_CASE_ID:
+            raise HTTPException(
+                400,
+                f"malformed event: id must be 1-{MAX_EVENT_ID} characters and detail.id at "
+                f"most {MAX_CASE_ID}",
+            )
         # Looked up before the ticket is read, so a redelivery costs no call to support.
         if await receipts.seen("support", event_id):
             return Accepted(status="duplicate", workflow_id=f"credit/{case_id}/{event_id}")

@@ -166,11 +166,19 @@ def codec_router(settings: Settings, keyring: ApiKeyring, store: IntegrationStor
     ) -> Response:
         key_name = principal.name if principal else None
         log.warning("codec sign-in refused", status=status, reason=reason, key_name=key_name)
-        # A known key's refusal is audited; an unknown key's is only logged, so an anonymous
-        # caller cannot grow the append-only audit trail at will.
-        if principal is not None:
+        # Only a refusal that got past the key's rate limit (a valid key of another role) is
+        # audited; unknown, expired and throttled keys are only logged, so nobody can grow
+        # the append-only audit trail faster than the rate limit lets them.
+        if principal is not None and status == 403:
             await audit(request, "codec.sign_in_refused", principal, status=status, reason=reason)
         return page(refused_page(status, reason), status, headers)
+
+    def foreign_form(request: Request) -> bool:
+        """A browser posting from another site's page (login or logout CSRF); clients that
+        send no Origin (curl, scripts) are not browsers acting for someone else."""
+        origin = request.headers.get("origin")
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        return origin is not None and origin != own
 
     @router.get("/login", include_in_schema=False)
     async def login_form(request: Request) -> Response:
@@ -182,6 +190,8 @@ def codec_router(settings: Settings, keyring: ApiKeyring, store: IntegrationStor
     @router.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         """Checks the key exactly as the Bearer path does; sets a session cookie, never the key."""
+        if foreign_form(request):
+            return page(login_page("Sign in from this page, not another site's."), 403)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             return page(login_page("Send the sign-in form."), 415)
@@ -190,7 +200,10 @@ def codec_router(settings: Settings, keyring: ApiKeyring, store: IntegrationStor
             body.extend(chunk)
             if len(body) > LOGIN_MAX_BYTES:
                 return page(login_page("The sign-in form is too large."), 413)
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        except ValueError:  # more fields than a sign-in form has
+            return page(login_page("Send the sign-in form."), 400)
         key = (form.get("api_key") or [""])[0].strip()
 
         try:
@@ -220,6 +233,8 @@ def codec_router(settings: Settings, keyring: ApiKeyring, store: IntegrationStor
 
     @router.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
+        if foreign_form(request):
+            return page(login_page("Sign out from this page, not another site's."), 403)
         session = current_session(request)
         if session is not None:
             log.info("codec sign-out", key_name=session.principal.name)

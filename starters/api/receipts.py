@@ -10,13 +10,20 @@ first is still recognised.
 If the API dies with receipts still queued, a later redelivery of those events reaches
 Temporal again, where it changes nothing: a subscription or account workflow drops an event
 id it has seen, and a credit's workflow id is started once (`start_once`).
+
+Bounds: at most `MAX_QUEUED` receipts wait in memory; past that (the database has been
+refusing writes for a while) `record` stores the receipt itself before the answer, so a
+request fails rather than memory growing. A row the database refuses for good (a constraint,
+a value it cannot hold) is logged and dropped, never left blocking the rows behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from adapters.logs import get_logger
@@ -27,6 +34,8 @@ log = get_logger("ledgerbridge.api.receipts")
 Receipt = tuple[str, str, str, str]  # source, event_id, event_type, workflow_id
 # Writes that fail (the database is away) are tried again after this long, oldest kept first.
 RETRY_SECONDS = 1.0
+MAX_QUEUED = 10_000
+MAX_BATCH = 1_000
 
 
 class WebhookReceipts:
@@ -35,7 +44,7 @@ class WebhookReceipts:
     def __init__(self, store: IntegrationStore) -> None:
         self.store = store
         self._queued: dict[tuple[str, str], Receipt] = {}
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -48,12 +57,16 @@ class WebhookReceipts:
             return True
         return await run_in_threadpool(self.store.webhook_receipt, source, event_id) is not None
 
-    def record(self, source: str, event_id: str, event_type: str, workflow_id: str) -> None:
-        """Queue the receipt of a delivery Temporal has accepted; stored shortly after."""
-        self._queued.setdefault((source, event_id), (source, event_id, event_type, workflow_id))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued(), name="webhook-receipts")
-        self._wake.set()
+    async def record(self, source: str, event_id: str, event_type: str, workflow_id: str) -> None:
+        """Queue the receipt of a delivery Temporal has accepted; stored shortly after (or
+        now, when too many wait already)."""
+        receipt = (source, event_id, event_type, workflow_id)
+        if len(self._queued) >= MAX_QUEUED:
+            log.warning("receipts backlog full; storing this one now", queued=len(self._queued))
+            await run_in_threadpool(self.store.record_webhook_receipts, [receipt])
+            return
+        self._queued.setdefault((source, event_id), receipt)
+        self._ensure_writer().set()
 
     async def flush(self) -> None:
         """Store everything queued now (at shutdown; tests)."""
@@ -63,31 +76,66 @@ class WebhookReceipts:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Cancelled, or already ended on another event loop (a test client's).
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
+            self._writer = None
         with contextlib.suppress(Exception):  # the database is away: nothing more to do
             await self.flush()
         if self._queued:
             log.warning("receipts not stored at shutdown", count=len(self._queued))
 
-    async def _write_queued(self) -> None:
+    def _ensure_writer(self) -> asyncio.Event:
+        """The writer of the running event loop, started on first use; its wake-up event."""
+        loop = asyncio.get_running_loop()
+        writer = self._writer
+        if writer is None or writer.done() or writer.get_loop() is not loop or not self._wake:
+            self._wake = asyncio.Event()
+            # A context of its own: not the correlation id of the request that started it.
+            self._writer = loop.create_task(
+                self._write_queued(self._wake),
+                name="webhook-receipts",
+                context=contextvars.Context(),
+            )
+        return self._wake
+
+    async def _write_queued(self, wake: asyncio.Event) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await wake.wait()
+            wake.clear()
             try:
                 await self._write_batch()
             except Exception as err:  # the database is away: keep them, try again
                 log.warning("receipts not stored yet", count=len(self._queued), error=str(err))
                 await asyncio.sleep(RETRY_SECONDS)
-                self._wake.set()
+            if self._queued:
+                wake.set()
 
     async def _write_batch(self) -> None:
-        batch = dict(self._queued)
+        batch = dict(list(self._queued.items())[:MAX_BATCH])
         if not batch:
             return
-        await run_in_threadpool(self.store.record_webhook_receipts, list(batch.values()))
+        try:
+            await run_in_threadpool(self.store.record_webhook_receipts, list(batch.values()))
+        except (DataError, IntegrityError):
+            await self._write_one_by_one(batch)
         for key in batch:  # only now: until stored, `seen` must find them here
             self._queued.pop(key, None)
 
+    async def _write_one_by_one(self, batch: dict[tuple[str, str], Receipt]) -> None:
+        for receipt in batch.values():
+            try:
+                await run_in_threadpool(self.store.record_webhook_receipts, [receipt])
+            except (DataError, IntegrityError) as err:
+                source, event_id, event_type, workflow_id = (str(part) for part in receipt)
+                log.error(
+                    "receipt refused by the store; dropped (the process is in Temporal)",
+                    source=source,
+                    event_id=event_id[:100],
+                    event_type=event_type[:100],
+                    workflow_id=workflow_id[:200],
+                    error=str(err).splitlines()[0][:300],
+                )
 
-__all__ = ["WebhookReceipts"]
+
+__all__ = ["MAX_QUEUED", "WebhookReceipts"]

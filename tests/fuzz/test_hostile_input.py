@@ -451,6 +451,27 @@ def test_a_correctly_signed_stripe_event_is_answered_503_and_not_recorded_when_t
         assert_nothing_happened(harness, before, f"Temporal {mode}")
 
 
+@pytest.mark.parametrize(
+    ("event_id", "ticket_id"),
+    [("e" * 129, "1042"), ("", "1042"), ("evt-1", "9" * 65)],
+    ids=["long-event-id", "empty-event-id", "long-ticket-id"],
+)
+def test_a_signed_credit_event_with_ids_out_of_bounds_is_refused_before_anything(
+    harness: Harness, event_id: str, ticket_id: str
+) -> None:
+    """Ids the receipts could not hold never reach support, Temporal or the store."""
+    harness.temporal.reset("accepting")
+    before = harness.rows()
+    event = {**zendesk_credit_event(ticket_id), "id": event_id}
+    body = json.dumps(event).encode()
+    answer = harness.client.post(
+        "/webhooks/zendesk", content=body, headers=signed_headers("/webhooks/zendesk", body)
+    )
+    assert answer.status_code == 400, answer.text
+    assert_clean_answer(answer, "ids out of bounds")
+    assert_nothing_happened(harness, before, "ids out of bounds")
+
+
 def test_a_ticket_credit_names_its_agent_as_the_person_so_they_cannot_approve_it(
     support_sandbox: SupportSandbox, tmp_path: Path
 ) -> None:

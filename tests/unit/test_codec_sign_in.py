@@ -194,7 +194,7 @@ def test_a_refused_sign_in_sets_no_cookie_and_is_audited_or_logged_without_the_k
     assert "set-cookie" not in refused.headers
     assert reason in refused.text and 'name="api_key"' in refused.text  # the form, again
     entries = store.audit_entries("codec/session")
-    if actor == "unknown":  # nobody to name: logged only, the audit trail does not grow
+    if status != 403:  # unknown, expired: logged only, so no loop can grow the audit trail
         assert entries == []
     else:
         [entry] = entries
@@ -388,3 +388,23 @@ def test_signing_out_without_a_session_audits_nothing(tmp_path: Path) -> None:
     client, store = started(settings_for(tmp_path))
     assert client.post("/codec/logout").status_code == 200  # nobody signed in: nothing audited
     assert store.audit_entries("codec/session") == []
+
+
+def test_another_sites_page_can_neither_sign_in_nor_sign_out(tmp_path: Path) -> None:
+    """Login and logout CSRF: a form posted from a foreign page is refused."""
+    client, store = started(settings_for(tmp_path))
+    foreign = {"Origin": "https://elsewhere.example"}
+    refused = client.post("/codec/login", data={"api_key": OPS_KEY}, headers=foreign)
+    assert refused.status_code == 403 and "set-cookie" not in refused.headers
+    own = {"Origin": "http://testserver"}  # the API's own page
+    signed_in = client.post("/codec/login", data={"api_key": OPS_KEY}, headers=own)
+    assert signed_in.status_code == 200 and "set-cookie" in signed_in.headers
+    assert client.post("/codec/logout", headers=foreign).status_code == 403
+    actions = [e.action for e in store.audit_entries("codec/session")]
+    assert actions == ["codec.signed_in"]
+
+
+def test_a_sign_in_form_with_too_many_fields_is_a_clean_refusal(tmp_path: Path) -> None:
+    client, _store = started(settings_for(tmp_path))
+    crowded = client.post("/codec/login", data={f"f{n}": "x" for n in range(20)})
+    assert crowded.status_code == 400 and "set-cookie" not in crowded.headers

@@ -61,3 +61,12 @@ def test_the_erp_template_cache_defaults_to_the_user_cache_and_none_turns_it_off
     assert Settings().erp_template_cache is None
     monkeypatch.setenv("LEDGERBRIDGE_ERP_TEMPLATE_CACHE", str(tmp_path / "mine"))
     assert Settings().erp_template_cache == tmp_path / "mine"
+
+
+def test_a_cache_turned_off_stays_off_in_child_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = settings(tmp_path, erp_template_cache="none").to_env()
+    assert env["LEDGERBRIDGE_ERP_TEMPLATE_CACHE"] == "none"
+    monkeypatch.setenv("LEDGERBRIDGE_ERP_TEMPLATE_CACHE", env["LEDGERBRIDGE_ERP_TEMPLATE_CACHE"])
+    assert Settings().erp_template_cache is None

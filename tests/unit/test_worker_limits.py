@@ -37,3 +37,9 @@ def test_sticky_polling_needs_two_workflow_pollers(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LEDGERBRIDGE_WORKER_WORKFLOW_POLLERS", "1")
     with pytest.raises(ValueError, match="worker_workflow_pollers"):
         Settings()
+
+
+def test_a_cached_worker_needs_two_workflow_task_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERBRIDGE_WORKER_WORKFLOW_TASK_SLOTS", "1")
+    with pytest.raises(ValueError, match="worker_workflow_task_slots"):
+        Settings()
