@@ -191,7 +191,9 @@ def instrument(store: IntegrationStore, timings: Timings) -> None:
     for name, timed in wrapped.items():  # looked up by name at each request
         setattr(app_module, name, timed)
     receipts_module.run_in_threadpool = hop  # type: ignore[assignment]
-    store.webhook_receipt = timings.sync("store: receipt lookup (in thread)", store.webhook_receipt)  # type: ignore[method-assign]
+    store.has_webhook_receipt = timings.sync(  # type: ignore[method-assign]
+        "store: receipt lookup (in thread)", store.has_webhook_receipt
+    )
     store.record_webhook_receipts = timings.sync(  # type: ignore[method-assign]
         "store: receipts write, batched behind the answer (in thread)",
         store.record_webhook_receipts,
@@ -379,7 +381,7 @@ async def breakdown(
     return Breakdown(side, timings["wall"], timings["cpu"])
 
 
-LOOKUP = IntegrationStore.webhook_receipt.__name__
+LOOKUP = IntegrationStore.has_webhook_receipt.__name__
 
 
 def breakdown_lines(b: Breakdown) -> list[str]:

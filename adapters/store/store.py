@@ -159,6 +159,17 @@ class IntegrationStore:
         with self.session() as session:
             return session.get(WebhookReceipt, (source, event_id))
 
+    def has_webhook_receipt(self, source: str, event_id: str) -> bool:
+        """Whether this delivery was recorded: the webhook path's lookup, one indexed read
+        without the ORM session (every webhook pays for it)."""
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(WebhookReceipt.event_id).where(
+                    WebhookReceipt.source == source, WebhookReceipt.event_id == event_id
+                )
+            ).first()
+        return found is not None
+
     def record_webhook_receipt(
         self, source: str, event_id: str, event_type: str, workflow_id: str
     ) -> bool:

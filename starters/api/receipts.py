@@ -55,7 +55,7 @@ class WebhookReceipts:
     async def seen(self, source: str, event_id: str) -> bool:
         if (source, event_id) in self._queued:
             return True
-        return await run_in_threadpool(self.store.webhook_receipt, source, event_id) is not None
+        return await run_in_threadpool(self.store.has_webhook_receipt, source, event_id)
 
     async def record(self, source: str, event_id: str, event_type: str, workflow_id: str) -> None:
         """Queue the receipt of a delivery Temporal has accepted; stored shortly after (or

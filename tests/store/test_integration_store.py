@@ -56,6 +56,16 @@ def test_webhook_receipt_is_recorded_once(store: IntegrationStore) -> None:
     receipt = store.webhook_receipt("billing", "evt_1")
     assert receipt is not None and receipt.workflow_id == "account/cus_1"
     assert store.webhook_receipt("support", "evt_1") is None
+    assert store.has_webhook_receipt("billing", "evt_1")
+    assert not store.has_webhook_receipt("support", "evt_1")
+
+
+def test_webhook_receipts_in_a_batch_count_only_the_new_ones(store: IntegrationStore) -> None:
+    assert store.record_webhook_receipt("billing", "evt_2", "invoice.paid", "subscription/s")
+    batch = [("billing", f"evt_{n}", "invoice.paid", "subscription/s") for n in range(1, 302)]
+    assert store.record_webhook_receipts(batch) == 300  # evt_2 was there; 301 rows, 3 inserts
+    assert store.record_webhook_receipts(batch) == 0
+    assert store.has_webhook_receipt("billing", "evt_301")
 
 
 def test_audit_entries_keep_exact_amounts(store: IntegrationStore) -> None:
