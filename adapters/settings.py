@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # per process: sessions then end on restart. See starters/api/codec_session.py.
     codec_session_secret: SecretStr | None = None
     codec_session_max_age_seconds: PositiveInt = 8 * 60 * 60
+    # Mark the sign-in cookie Secure whatever the request's scheme: behind a proxy that ends
+    # TLS and forwards plain HTTP (unset, the cookie is Secure when the request was https)
+    codec_cookie_always_secure: bool = False
 
     # Logging
     log_level: str = "INFO"

@@ -369,13 +369,12 @@ class LocalStack:
         self._migrate_store()
         env = self.child_env()
         # The counterparts, their proxies and Temporal boot side by side, then the worker and
-        # the API; readiness is still reported in plan order.
+        # the API.
         for wave in sorted({c.wave for c in self.components}):
             members = [c for c in self.components if c.wave == wave]
             for component in members:
                 self._spawn(component, env)
-            for component in members:
-                self._wait_ready(component)
+            self._wait_ready(*members)
         self._apply_recon_schedule()
 
     def _apply_recon_schedule(self) -> None:
@@ -460,26 +459,33 @@ class LocalStack:
             raise StackError(f"{component.name}: could not start: {err}") from err
         component.started_at = time.monotonic()
 
-    def _wait_ready(self, component: Component) -> None:
-        assert component.process is not None, f"{component.name} was never spawned"
-        deadline = component.started_at + component.startup_seconds
-        while not component.ready():
-            if component.process.poll() is not None:
-                raise StackError(
-                    f"{component.name}: exited with code {component.process.returncode} while "
-                    f"starting; last log lines:\n{self.tail(component.name)}"
-                )
-            if time.monotonic() > deadline:
-                raise StackError(
-                    f"{component.name}: not ready after {component.startup_seconds:.0f} s; "
-                    f"last log lines:\n{self.tail(component.name)}"
-                )
-            time.sleep(0.1)
-        log_path = self.logs_dir / f"{component.name}.log"
-        self.echo(
-            f"{component.name}: ready, listening on {component.listens} (pid "
-            f"{component.process.pid}, log {log_path.relative_to(self.home.parent)})"
-        )
+    def _wait_ready(self, *components: Component) -> None:
+        """Until every one is ready, in the order they become so; the first that dies or
+        overruns its startup time stops the wait, whichever of them it is."""
+        waiting = list(components)
+        while waiting:
+            for component in list(waiting):
+                process = component.process
+                assert process is not None, f"{component.name} was never spawned"
+                if component.ready():
+                    waiting.remove(component)
+                    log_path = self.logs_dir / f"{component.name}.log"
+                    self.echo(
+                        f"{component.name}: ready, listening on {component.listens} (pid "
+                        f"{process.pid}, log {log_path.relative_to(self.home.parent)})"
+                    )
+                elif process.poll() is not None:
+                    raise StackError(
+                        f"{component.name}: exited with code {process.returncode} while "
+                        f"starting; last log lines:\n{self.tail(component.name)}"
+                    )
+                elif time.monotonic() > component.started_at + component.startup_seconds:
+                    raise StackError(
+                        f"{component.name}: not ready after {component.startup_seconds:.0f} s; "
+                        f"last log lines:\n{self.tail(component.name)}"
+                    )
+            if waiting:
+                time.sleep(0.1)
 
     def restart(self, name: str, sig: int = signal.SIGKILL, down_seconds: float = 0.0) -> int:
         """Stop one component with `sig` (SIGKILL: a crash; SIGTERM: an orderly stop), leave it

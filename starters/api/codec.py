@@ -147,7 +147,7 @@ def codec_router(settings: Settings, keyring: ApiKeyring, store: IntegrationStor
         return str(request.url.replace(query="", fragment="")).removesuffix("/login")
 
     def cookie_flags(request: Request) -> dict[str, Any]:
-        secure = request.url.scheme == "https"
+        secure = settings.codec_cookie_always_secure or request.url.scheme == "https"
         return {"path": COOKIE_PATH, "secure": secure, "httponly": True, "samesite": "lax"}
 
     def current_session(request: Request) -> CodecSession | None:

@@ -12,9 +12,13 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.logs import get_logger
+
 CORRELATION_HEADER = "X-Correlation-Id"
 _HEADER = CORRELATION_HEADER.lower().encode()
 MAX_LENGTH = 128
+
+log = get_logger("ledgerbridge.api")
 
 
 class CorrelationMiddleware:
@@ -38,6 +42,10 @@ class CorrelationMiddleware:
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # The server answers 500 after this; the log line is what ties it to the request.
+            log.exception("unhandled error", method=scope.get("method"), path=scope.get("path"))
+            raise
         finally:
             structlog.contextvars.clear_contextvars()
 

@@ -168,6 +168,13 @@ def test_over_https_the_cookie_is_secure(tmp_path: Path) -> None:
     assert "https://codec.example/codec" in signed_in.text  # the endpoint to give the Web UI
 
 
+def test_behind_a_tls_proxy_the_cookie_can_be_made_secure_always(tmp_path: Path) -> None:
+    client, _store = started(settings_for(tmp_path, codec_cookie_always_secure=True))
+    signed_in = sign_in(client, OPS_KEY)  # plain http, as a TLS-ending proxy forwards it
+    attributes = [part.strip().lower() for part in signed_in.headers["set-cookie"].split(";")]
+    assert "secure" in attributes
+
+
 @pytest.mark.parametrize(
     ("api_keys", "key", "status", "reason", "actor"),
     [

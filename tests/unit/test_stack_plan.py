@@ -1,11 +1,14 @@
 """The local stack's plan: which components `up` starts and where the worker and API call."""
 
+import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from adapters.settings import Settings
-from starters.stack import LocalStack
+from starters.stack import Component, LocalStack, StackError
 
 
 def settings(home: Path, **overrides: object) -> Settings:
@@ -70,3 +73,23 @@ def test_a_cache_turned_off_stays_off_in_child_processes(
     assert env["LEDGERBRIDGE_ERP_TEMPLATE_CACHE"] == "none"
     monkeypatch.setenv("LEDGERBRIDGE_ERP_TEMPLATE_CACHE", env["LEDGERBRIDGE_ERP_TEMPLATE_CACHE"])
     assert Settings().erp_template_cache is None
+
+
+def test_a_component_that_dies_while_its_wave_boots_stops_the_wait_at_once(
+    tmp_path: Path,
+) -> None:
+    stack = LocalStack(settings(tmp_path), echo=lambda _line: None)
+    stack.logs_dir.mkdir(parents=True)
+    slow = Component("slow", [sys.executable, "-c", "import time; time.sleep(30)"], "-",
+                     lambda: False, startup_seconds=60)  # fmt: skip
+    dying = Component("dying", [sys.executable, "-c", "raise SystemExit(3)"], "-", lambda: False)
+    stack.components = [slow, dying]
+    try:
+        for component in stack.components:
+            stack._spawn(component, dict(os.environ))
+        began = time.monotonic()
+        with pytest.raises(StackError, match="dying: exited with code 3 while starting"):
+            stack._wait_ready(slow, dying)
+        assert time.monotonic() - began < 10  # not after slow's 60 s
+    finally:
+        stack.stop()
