@@ -12,7 +12,8 @@ Without that secret each process draws a random one when it starts: sessions the
 every restart, and an API run as several processes (replicas, uvicorn workers) needs the
 secret set, or a session signed by one process is refused by the others.
 
-The cookie is HttpOnly, SameSite=Lax, Path=/codec, Secure over https. Lax suffices because
+The cookie is HttpOnly, SameSite=Lax, Path=/codec, Secure over https (or always, with
+LEDGERBRIDGE_CODEC_COOKIE_ALWAYS_SECURE behind a TLS-ending proxy). Lax suffices because
 the Web UI and the API are the same site (same host name, other port); it also means the
 operator must open the Web UI under the host name of its codec endpoint (127.0.0.1 is not
 localhost). Since the browser attaches the cookie on its own, a request authenticated by it
