@@ -133,12 +133,23 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         await asyncio.sleep(0.5)  # the SDK's native side dislikes an instant exit
 
 
+def proc_status_kb(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a live process, in kB."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
 @dataclass
 class HelperProcess:
     """A `python -m bench.<module> --serve-...` process the benchmark started."""
 
     process: asyncio.subprocess.Process
     log_path: Path
+    hello: str = ""  # what followed `ready` on its first line
 
     @property
     def pid(self) -> int:
@@ -152,8 +163,9 @@ class HelperProcess:
 async def helper_process(
     args: Sequence[str], log_path: Path, ready_timeout: float = 120
 ) -> AsyncIterator[HelperProcess]:
-    """Start `python <args>` in the project root; yield once it prints `ready` on stdout;
-    SIGTERM it (then SIGKILL after 60 s) on exit. Its stderr goes to `log_path`."""
+    """Start `python <args>` in the project root; yield once it prints `ready` (optionally
+    followed by what it wants to tell, kept as `hello`) on stdout; SIGTERM it (then SIGKILL
+    after 60 s) on exit. Its stderr goes to `log_path`."""
     with log_path.open("w") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, *args, cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=log
@@ -162,8 +174,10 @@ async def helper_process(
         try:
             assert process.stdout is not None
             line = await asyncio.wait_for(process.stdout.readline(), timeout=ready_timeout)
-            if line.strip() != b"ready":
+            word, _, hello = line.decode(errors="replace").strip().partition(" ")
+            if word != "ready":
                 raise RuntimeError(f"{' '.join(args)} did not start:\n{helper.log_tail()}")
+            helper.hello = hello
             yield helper
         finally:
             if process.returncode is None:

@@ -59,7 +59,14 @@ from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.temporal import connect_temporal
-from bench._common import PROJECT_ROOT, free_port, private_settings, record
+from bench._common import (
+    HelperProcess,
+    free_port,
+    helper_process,
+    private_settings,
+    proc_status_kb,
+    record,
+)
 from canonical import Money, Subscription, SubscriptionItem
 from canonical.credit import CreditPolicy, CreditRequest
 from canonical.support import SupportCase
@@ -87,16 +94,6 @@ TARGET_RSS_RATIO: Final = 2.0
 TARGET_KB_PER_WORKFLOW: Final = 100.0
 TARGET_UP_COLD_SECONDS: Final = 60.0
 TARGET_UP_WARM_SECONDS: Final = 20.0
-
-
-def proc_status_kb(pid: int) -> dict[str, int]:
-    """VmRSS (now) and VmHWM (peak) of a live process, in kB."""
-    fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
 
 
 def cpu_seconds(pid: int) -> float:
@@ -198,7 +195,7 @@ async def serve_worker(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     running = asyncio.create_task(run_until_stopped(workers, stop))
     await asyncio.sleep(1)  # polling by now
-    print(json.dumps({"ready": True, "max_cached_workflows": cached}), flush=True)
+    print(f"ready {json.dumps({'max_cached_workflows': cached})}", flush=True)
     try:
         await running
     finally:
@@ -207,17 +204,20 @@ async def serve_worker(args: argparse.Namespace) -> None:
 
 @dataclass
 class WorkerProcess:
-    process: asyncio.subprocess.Process
-    log_path: Path
+    helper: HelperProcess
     metrics_port: int
-    max_cached: dict[str, int]
+    max_cached: dict[str, int]  # as the worker reports it
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.helper.pid
+
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        return self.helper.process
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        return self.helper.log_tail(lines)
 
     def cached_workflows(self) -> int | None:
         """The worker's sticky-cache gauge (workflows it holds), None when unreadable."""
@@ -234,34 +234,13 @@ class WorkerProcess:
 async def worker_process(
     temporal: str, store_url: str, prefix: str, runner: str, log_dir: Path, max_cached: int
 ) -> AsyncIterator[WorkerProcess]:
-    log_path = log_dir / "worker.log"
     metrics_port = free_port()
-    with log_path.open("w") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.footprint", "--serve-worker",
-            "--temporal", temporal, "--store-url", store_url, "--prefix", prefix,
-            "--metrics-port", str(metrics_port), "--runner", runner,
-            "--max-cached", str(max_cached),
-            cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
-        )  # fmt: skip
-        try:
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-            try:
-                hello = json.loads(line)
-            except ValueError:
-                hello = {}
-            if not hello.get("ready"):
-                raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
-            yield WorkerProcess(process, log_path, metrics_port, hello["max_cached_workflows"])
-        finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), timeout=60)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+    args = ["-m", "bench.footprint", "--serve-worker", "--temporal", temporal,
+            "--store-url", store_url, "--prefix", prefix, "--metrics-port", str(metrics_port),
+            "--runner", runner, "--max-cached", str(max_cached)]  # fmt: skip
+    async with helper_process(args, log_dir / "worker.log") as helper:
+        hello = json.loads(helper.hello)
+        yield WorkerProcess(helper, metrics_port, hello["max_cached_workflows"])
 
 
 # --- the Temporal dev server, as `up` starts it ---------------------------------------------------

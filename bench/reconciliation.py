@@ -26,13 +26,12 @@ import asyncio
 import os
 import random
 import signal
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -43,8 +42,7 @@ from sqlalchemy import insert
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment
 
 from activities.credits import CASE_ID
 from activities.reconciliation import (
@@ -70,7 +68,13 @@ from adapters.store.reconciliation import (
     ReconciliationStore,
 )
 from adapters.temporal import connect_temporal
-from bench._common import PROJECT_ROOT, TEMPORAL_CLI, free_port, record
+from bench._common import (
+    HelperProcess,
+    dev_server,
+    helper_process,
+    proc_status_kb,
+    record,
+)
 from canonical import BalanceTransaction, BillingDocument, DocumentLine, Money
 from canonical.reconciliation import (
     BalanceCreditPage,
@@ -589,56 +593,14 @@ async def serve_worker(args: argparse.Namespace) -> None:
         await adapters.aclose()
 
 
-def proc_status_kb(pid: int) -> dict[str, int]:
-    """VmRSS (now) and VmHWM (peak) of a live process, in kB."""
-    fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
-@dataclass
-class WorkerProcess:
-    process: asyncio.subprocess.Process
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-
-
-@asynccontextmanager
-async def worker_process(
+def worker_process(
     temporal: str, store_url: str, prefix: str, documents: int, log_dir: Path
-) -> AsyncIterator[WorkerProcess]:
-    log_path = log_dir / "worker.log"
-    with log_path.open("w") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.reconciliation", "--serve-worker",
-            "--temporal", temporal, "--store-url", store_url, "--prefix", prefix,
-            "--documents", str(documents),
-            cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
-        )  # fmt: skip
-        worker = WorkerProcess(process, log_path)
-        try:
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-            if line.strip() != b"ready":
-                raise RuntimeError(f"the worker did not start:\n{worker.log_tail()}")
-            yield worker
-        finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), timeout=60)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+) -> AbstractAsyncContextManager[HelperProcess]:
+    return helper_process(
+        ["-m", "bench.reconciliation", "--serve-worker", "--temporal", temporal,
+         "--store-url", store_url, "--prefix", prefix, "--documents", str(documents)],
+        log_dir / "worker.log",
+    )  # fmt: skip
 
 
 # --- the workflow run -------------------------------------------------------------------------
@@ -678,7 +640,7 @@ async def sample_worker(
 
 
 async def run_workflow(
-    client: Client, plan: Plan, prefix: str, worker: WorkerProcess
+    client: Client, plan: Plan, prefix: str, worker: HelperProcess
 ) -> WorkflowRun:
     start, end = plan.period
     workflow_id = recon_workflow_id(start, end)
@@ -939,20 +901,12 @@ async def bench(args: argparse.Namespace) -> None:
             began = time.monotonic()
             seed_store(store, plan)
             seed_seconds = time.monotonic() - began
-            port = free_port()
-            env = await WorkflowEnvironment.start_local(
-                port=port, dev_server_existing_path=str(TEMPORAL_CLI),
-                data_converter=pydantic_data_converter, search_attributes=list(visibility.ALL_KEYS),
-                ui=False, dev_server_log_level="error",
-            )  # fmt: skip
-            try:
+            async with dev_server() as env:
+                address = env.client.service_client.config.target_host
                 async with worker_process(
-                    f"127.0.0.1:{port}", store_url, prefix, plan.documents, Path(logs)
+                    address, store_url, prefix, plan.documents, Path(logs)
                 ) as worker:
                     run = await run_workflow(env.client, plan, prefix, worker)
-            finally:
-                await env.shutdown()
-                await asyncio.sleep(0.5)  # the SDK's native side dislikes an instant exit
             direct = await direct_run(plan, store)
         finally:
             store.dispose()
