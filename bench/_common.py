@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.settings import Settings
+from starters.stack import private_stack_settings
 from workflows import visibility
 
 RESULTS = Path(__file__).parent / "results.json"
@@ -35,19 +36,7 @@ def free_port() -> int:
 
 def private_settings(home: Path) -> Settings:
     """Settings of a private local stack: a temporary home and every port free."""
-    return Settings(
-        home=home,
-        temporal_address=f"127.0.0.1:{free_port()}",
-        temporal_ui_port=free_port(),
-        erp_url=f"http://127.0.0.1:{free_port()}",
-        billing_url=f"http://127.0.0.1:{free_port()}",
-        support_url=f"http://127.0.0.1:{free_port()}",
-        api_port=free_port(),
-        erp_proxy_port=free_port(),
-        billing_proxy_port=free_port(),
-        support_proxy_port=free_port(),
-        log_level="WARNING",
-    )
+    return Settings(**private_stack_settings(home), log_level="WARNING")
 
 
 def record(figures: list[dict[str, Any]]) -> None:

@@ -71,7 +71,7 @@ from canonical import Money, Subscription, SubscriptionItem
 from canonical.credit import CreditPolicy, CreditRequest
 from canonical.support import SupportCase
 from starters.routing import credit_start, start_once
-from starters.stack import LocalStack
+from starters.stack import LocalStack, private_stack_env
 from workers import main as worker_main
 from workers.main import QueueLimits, build_workers, run_until_stopped
 
@@ -377,20 +377,11 @@ def stack_env(home: Path, template_cache: Path) -> dict[str, str]:
     """Every port free, the home and the ERP template cache private (as
     tests/e2e/test_local_stack.py sets them)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERBRIDGE_")}
-    env.update(
-        LEDGERBRIDGE_HOME=str(home),
-        LEDGERBRIDGE_ERP_TEMPLATE_CACHE=str(template_cache),
-        LEDGERBRIDGE_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_TEMPORAL_UI_PORT=str(free_port()),
-        LEDGERBRIDGE_ERP_URL=f"http://127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_BILLING_URL=f"http://127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_API_PORT=str(free_port()),
-        LEDGERBRIDGE_ERP_PROXY_PORT=str(free_port()),
-        LEDGERBRIDGE_BILLING_PROXY_PORT=str(free_port()),
-        LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(free_port()),
-    )
-    return env
+    return {
+        **env,
+        **private_stack_env(home),
+        "LEDGERBRIDGE_ERP_TEMPLATE_CACHE": str(template_cache),
+    }
 
 
 @dataclass

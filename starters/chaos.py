@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import traceback
@@ -63,7 +62,7 @@ from canonical import BalanceTransaction, BillingDocument, Money, Subscription
 from canonical.reconciliation import LedgerDocument
 from starters.console import ApiCallFailed, call_api, table
 from starters.routing import route_billing_event
-from starters.stack import LocalStack, StackError
+from starters.stack import LocalStack, StackError, private_stack_env
 
 DEFAULT_EVENTS = 200
 DEFAULT_KILLS = 3
@@ -148,20 +147,6 @@ class ChaosOptions:
 # --- the private stack ------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now, all different (bound together, then released)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def private_settings(home: Path) -> Settings:
     """Defaults, a private home and free ports, for this process and every child it starts:
     the caller's LEDGERBRIDGE_* settings are dropped, so a chaos run never meets an `up` (but
@@ -169,19 +154,7 @@ def private_settings(home: Path) -> Settings:
     kept = ("LEDGERBRIDGE_ERP_TEMPLATE_CACHE",)  # the machine's ERP template, not a stack's
     for name in [n for n in os.environ if n.startswith("LEDGERBRIDGE_") and n not in kept]:
         del os.environ[name]
-    temporal, ui, erp, billing, support, api, *proxies = _free_ports(9)
-    os.environ.update(
-        LEDGERBRIDGE_HOME=str(home),
-        LEDGERBRIDGE_TEMPORAL_ADDRESS=f"127.0.0.1:{temporal}",
-        LEDGERBRIDGE_TEMPORAL_UI_PORT=str(ui),
-        LEDGERBRIDGE_ERP_URL=f"http://127.0.0.1:{erp}",
-        LEDGERBRIDGE_BILLING_URL=f"http://127.0.0.1:{billing}",
-        LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{support}",
-        LEDGERBRIDGE_API_PORT=str(api),
-        LEDGERBRIDGE_ERP_PROXY_PORT=str(proxies[0]),
-        LEDGERBRIDGE_BILLING_PROXY_PORT=str(proxies[1]),
-        LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(proxies[2]),
-    )
+    os.environ.update(private_stack_env(home))
     return Settings()
 
 

@@ -76,6 +76,46 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on now, all different (bound together, then released)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def private_stack_settings(home: Path) -> dict[str, Any]:
+    """The settings that make a local stack private: its own `home` and every port free, so
+    it never meets an `up` (chaos runs, benchmarks, tests). `private_stack_env` gives them as
+    the variables a child process reads."""
+    temporal, ui, erp, billing, support, api, erp_faults, billing_faults, support_faults = (
+        free_ports(9)
+    )
+    return {
+        "home": home,
+        "temporal_address": f"127.0.0.1:{temporal}",
+        "temporal_ui_port": ui,
+        "erp_url": f"http://127.0.0.1:{erp}",
+        "billing_url": f"http://127.0.0.1:{billing}",
+        "support_url": f"http://127.0.0.1:{support}",
+        "api_port": api,
+        "erp_proxy_port": erp_faults,
+        "billing_proxy_port": billing_faults,
+        "support_proxy_port": support_faults,
+    }
+
+
+def private_stack_env(home: Path) -> dict[str, str]:
+    return {f"LEDGERBRIDGE_{name.upper()}": str(value)
+            for name, value in private_stack_settings(home).items()}  # fmt: skip
+
+
 def _http_ok(url: str, *, json_rpc: dict[str, Any] | None = None) -> Callable[[], bool]:
     def check() -> bool:
         try:

@@ -23,8 +23,8 @@ from adapters.bootstrap import build_adapters
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
 from starters.reconciliation import SCHEDULE_ID
+from starters.stack import private_stack_env
 from tests.e2e.conftest import eventually
-from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -34,21 +34,12 @@ COMPONENTS = ("temporal", "erp", "erp-faults", "billing", "billing-faults", "sup
 
 def stack_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERBRIDGE_")}
-    env.update(
-        LEDGERBRIDGE_HOME=str(home),
-        LEDGERBRIDGE_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_TEMPORAL_UI_PORT=str(free_port()),
-        LEDGERBRIDGE_ERP_URL=f"http://127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_BILLING_URL=f"http://127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_SUPPORT_URL=f"http://127.0.0.1:{free_port()}",
-        LEDGERBRIDGE_API_PORT=str(free_port()),
-        LEDGERBRIDGE_ERP_PROXY_PORT=str(free_port()),
-        LEDGERBRIDGE_BILLING_PROXY_PORT=str(free_port()),
-        LEDGERBRIDGE_SUPPORT_PROXY_PORT=str(free_port()),
+    return {
+        **env,
+        **private_stack_env(home),
         # Empty at first: the first start bootstraps the ERP template, then copies it.
-        LEDGERBRIDGE_ERP_TEMPLATE_CACHE=str(home.parent / "erp-template-cache"),
-    )
-    return env
+        "LEDGERBRIDGE_ERP_TEMPLATE_CACHE": str(home.parent / "erp-template-cache"),
+    }
 
 
 class RunningUp:
