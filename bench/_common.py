@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +18,11 @@ from typing import Any
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from adapters.settings import Settings
 from starters.stack import private_stack_settings
+from workers.main import run_until_stopped
 from workflows import visibility
 
 RESULTS = Path(__file__).parent / "results.json"
@@ -176,6 +178,22 @@ async def helper_process(
                 except TimeoutError:
                     process.kill()
                     await process.wait()
+
+
+async def serve_workers(
+    workers: Sequence[Worker], close: Callable[[], Awaitable[None]], hello: str = ""
+) -> None:
+    """The other end of `helper_process`: run `workers` until SIGTERM, saying `ready` (and
+    `hello`) once they poll; `close` (the adapters') at the end."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    running = asyncio.create_task(run_until_stopped(list(workers), stop))
+    await asyncio.sleep(1)  # polling by now
+    print(f"ready {hello}".rstrip(), flush=True)
+    try:
+        await running
+    finally:
+        await close()
 
 
 def stripe_invoice_event(

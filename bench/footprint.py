@@ -66,6 +66,7 @@ from bench._common import (
     private_settings,
     proc_status_kb,
     record,
+    serve_workers,
 )
 from canonical import Money, Subscription, SubscriptionItem
 from canonical.credit import CreditPolicy, CreditRequest
@@ -73,7 +74,7 @@ from canonical.support import SupportCase
 from starters.routing import credit_start, start_once
 from starters.stack import LocalStack, private_stack_env
 from workers import main as worker_main
-from workers.main import QueueLimits, build_workers, run_until_stopped
+from workers.main import QueueLimits, build_workers
 
 BIN = Path(sys.executable).parent
 
@@ -191,15 +192,7 @@ async def serve_worker(args: argparse.Namespace) -> None:
     workers = build_workers(client, adapters, args.prefix, limits)
     cached = {w.task_queue: w.config()["max_cached_workflows"]
               for w in workers if w.config().get("workflows")}  # fmt: skip
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    running = asyncio.create_task(run_until_stopped(workers, stop))
-    await asyncio.sleep(1)  # polling by now
-    print(f"ready {json.dumps({'max_cached_workflows': cached})}", flush=True)
-    try:
-        await running
-    finally:
-        await adapters.aclose()
+    await serve_workers(workers, adapters.aclose, json.dumps({"max_cached_workflows": cached}))
 
 
 @dataclass

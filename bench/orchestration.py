@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import signal
 import tempfile
 import time
 import uuid
@@ -77,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         percentile,
         print_table,
         record,
+        serve_workers,
         stripe_invoice_event,
     )
     from bench.reconciliation import database, time_by_step
@@ -90,7 +90,7 @@ with workflow.unsafe.imports_passed_through():
         PostedDocument,
     )
     from starters.routing import ProcessStart, ledger_start, signal_with_start
-    from workers.main import QueueLimits, build_workers, run_until_stopped
+    from workers.main import QueueLimits, build_workers
     from workflows.activity_options import STORE_CALL, WORKFLOW_QUEUE, call_system, task_queue
     from workflows.subscription_ledger import REORDER_WINDOW, BillingEventRef
 
@@ -351,15 +351,7 @@ async def serve_worker(args: argparse.Namespace) -> None:
         workers = build_workers(client, adapters, args.prefix, limits)
     else:
         workers = baseline_workers(client, args.prefix, limits)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    running = asyncio.create_task(run_until_stopped(workers, stop))
-    await asyncio.sleep(1)  # polling by now
-    print("ready", flush=True)
-    try:
-        await running
-    finally:
-        await adapters.aclose()
+    await serve_workers(workers, adapters.aclose)
 
 
 # --- one measured run -------------------------------------------------------------------------

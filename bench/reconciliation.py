@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import tempfile
 import time
 import uuid
@@ -74,6 +73,7 @@ from bench._common import (
     helper_process,
     proc_status_kb,
     record,
+    serve_workers,
 )
 from canonical import BalanceTransaction, BillingDocument, DocumentLine, Money
 from canonical.reconciliation import (
@@ -84,7 +84,7 @@ from canonical.reconciliation import (
     TicketCredit,
     TicketCreditPage,
 )
-from workers.main import QueueLimits, build_workers, run_until_stopped
+from workers.main import QueueLimits, build_workers
 from workflows import visibility
 from workflows.activity_options import task_queue
 from workflows.reconciliation import (
@@ -582,15 +582,7 @@ async def serve_worker(args: argparse.Namespace) -> None:
     client = await connect_temporal(args.temporal, "default", wait_seconds=30)
     adapters = bulk_adapters(plan, IntegrationStore(args.store_url))
     workers = build_workers(client, adapters, args.prefix)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    running = asyncio.create_task(run_until_stopped(workers, stop))
-    await asyncio.sleep(1)  # polling by now
-    print("ready", flush=True)
-    try:
-        await running
-    finally:
-        await adapters.aclose()
+    await serve_workers(workers, adapters.aclose)
 
 
 def worker_process(
