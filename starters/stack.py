@@ -403,7 +403,7 @@ class LocalStack:
             if component.port and port_in_use("127.0.0.1", component.port):
                 raise StackError(
                     f"{component.name}: port {component.port} is already in use; stop what "
-                    f"holds it or configure another port (see README, Configuration)"
+                    f"holds it or configure another port (see docs/operations.md, Configuration)"
                 )
         self.prepare_erp()
         self._migrate_store()
