@@ -441,3 +441,16 @@ async def test_concurrent_calls_on_an_expired_session_log_in_again_only_once() -
 
     assert results == [None] * 5
     assert logins == ["token0", "token1"]
+
+
+@pytest.mark.parametrize("hostile", ["..", ".", "../rpc/", "%", "_", "cus_%", "a/b?c=d"])
+async def test_ids_are_exact_values_never_paths_or_patterns(
+    tryton_ledger: TrytonLedger, hostile: str
+) -> None:
+    """Tryton takes ids in the JSON-RPC body (the URL holds only the configured database), as
+    exact `=` values: no id can reach another endpoint or match other records as a pattern."""
+    existing = await tryton_ledger.ensure_party(new_customer())
+    assert existing.customer_id  # a party exists that a pattern such as "%" would match
+
+    assert await tryton_ledger.find_party(hostile) is None
+    assert await tryton_ledger.find_document(hostile) is None
