@@ -39,7 +39,6 @@ from canonical import (
     PostalAddress,
     Subscription,
     SubscriptionItem,
-    currency_exponent,
 )
 from canonical.reconciliation import BalanceCreditPage, BillingDocumentPage
 
@@ -98,14 +97,6 @@ def _encode_value(key: str, value: Any) -> Iterator[tuple[str, str]]:
         yield key, str(value)
     else:
         raise TypeError(f"cannot form-encode {type(value).__name__} for {key}")
-
-
-def _address_params(address: PostalAddress | None) -> dict[str, str] | None:
-    if address is None:
-        return None
-    fields = address.model_dump()
-    # Stripe merges address keys on update, so send every key: "" clears what is gone.
-    return {name: fields.get(name) or "" for name in ADDRESS_FIELDS}
 
 
 def customer_from_stripe(data: Mapping[str, Any]) -> Customer:
@@ -398,141 +389,6 @@ class StripeBilling:
         )
         return self._customer(data, "get_customer")
 
-    async def create_customer(
-        self,
-        *,
-        name: str,
-        email: str | None,
-        idempotency_key: str,
-        currency: str | None = None,
-        address: PostalAddress | None = None,
-        metadata: Mapping[str, str] | None = None,
-        description: str | None = None,
-    ) -> Customer:
-        """A new billing customer.
-
-        Stripe refuses `currency` on customers and fixes it with the first subscription,
-        invoice or balance transaction; the currency given here is kept in metadata
-        (`ledgerbridge_currency`) and reported as the customer's currency until then.
-        """
-        all_metadata = dict(metadata or {})
-        if currency is not None:
-            # CurrencyError now, rather than store a currency nothing downstream can use.
-            currency_exponent(currency)
-            all_metadata[INTENDED_CURRENCY_KEY] = currency.lower()
-        params = {
-            "name": name,
-            "email": email,
-            "address": _address_params(address),
-            "metadata": all_metadata or None,
-            "description": description,
-        }
-        data = await self._request(
-            "POST",
-            "/v1/customers",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_customer",
-        )
-        return self._customer(data, "create_customer")
-
-    async def update_customer(
-        self,
-        customer_id: str,
-        *,
-        idempotency_key: str,
-        name: str | None = None,
-        email: str | None = None,
-        address: PostalAddress | None = None,
-        metadata: Mapping[str, str | None] | None = None,
-        description: str | None = None,
-    ) -> Customer:
-        """Change the given fields only (None = leave as is). A metadata value of "" or
-        None removes that key, as in Stripe."""
-        params: dict[str, Any] = {
-            "name": name,
-            "email": email,
-            "address": _address_params(address),
-            "description": description,
-        }
-        if metadata is not None:
-            params["metadata"] = {k: ("" if v is None else v) for k, v in metadata.items()}
-        data = await self._request(
-            "POST",
-            f"/v1/customers/{_segment(customer_id)}",
-            params,
-            idempotency_key=idempotency_key,
-            operation="update_customer",
-        )
-        return self._customer(data, "update_customer")
-
-    async def delete_customer(self, customer_id: str) -> Customer:
-        """Delete in billing (idempotent by nature: a second delete answers NotFoundError)."""
-        data = await self._request(
-            "DELETE", f"/v1/customers/{_segment(customer_id)}", operation="delete_customer"
-        )
-        return self._customer(data, "delete_customer")
-
-    async def list_customers(
-        self, *, email: str | None = None, page_size: int = 100
-    ) -> AsyncIterator[Customer]:
-        """Every customer, newest first, following Stripe's cursor pages as they are read."""
-        params: dict[str, Any] = {"limit": page_size, "email": email}
-        while True:
-            page = await self._request("GET", "/v1/customers", params, operation="list_customers")
-            items = page.get("data") or []
-            for item in items:
-                yield self._customer(item, "list_customers")
-            if not page.get("has_more") or not items:
-                return
-            params["starting_after"] = items[-1]["id"]
-
-    # catalog -----------------------------------------------------------------------------
-
-    async def create_product(
-        self,
-        *,
-        name: str,
-        idempotency_key: str,
-        description: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> str:
-        """A product (what a price sells); its id."""
-        params = {"name": name, "description": description, "metadata": dict(metadata or {})}
-        data = await self._request(
-            "POST",
-            "/v1/products",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_product",
-        )
-        return str(data["id"])
-
-    async def create_price(
-        self,
-        *,
-        product_id: str,
-        unit_amount: Money,
-        idempotency_key: str,
-        interval: Literal["day", "week", "month", "year"] | None = "month",
-        interval_count: int = 1,
-        nickname: str | None = None,
-    ) -> str:
-        """A price of the product: recurring every `interval_count` `interval`s, or one-time
-        when `interval` is None; its id."""
-        params: dict[str, Any] = {
-            "product": product_id,
-            "unit_amount": unit_amount.to_minor(),
-            "currency": unit_amount.currency.lower(),
-            "nickname": nickname,
-        }
-        if interval is not None:
-            params["recurring"] = {"interval": interval, "interval_count": interval_count}
-        data = await self._request(
-            "POST", "/v1/prices", params, idempotency_key=idempotency_key, operation="create_price"
-        )
-        return str(data["id"])
-
     # subscriptions -----------------------------------------------------------------------
 
     # Product names for SubscriptionItem.description (four levels: Stripe's expansion limit).
@@ -547,98 +403,6 @@ class StripeBilling:
         )
         return self._mapped(subscription_from_stripe, data, "get_subscription")
 
-    async def create_subscription(
-        self, customer_id: str, price_id: str, quantity: int, idempotency_key: str
-    ) -> Subscription:
-        """Subscribe the customer; billing invoices the first period at once."""
-        params = {
-            "customer": customer_id,
-            "items": [{"price": price_id, "quantity": quantity}],
-            "expand": list(self._SUBSCRIPTION_EXPAND),
-        }
-        data = await self._request(
-            "POST",
-            "/v1/subscriptions",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_subscription",
-        )
-        return self._mapped(subscription_from_stripe, data, "create_subscription")
-
-    async def update_subscription(
-        self,
-        subscription_id: str,
-        *,
-        idempotency_key: str,
-        price_id: str | None = None,
-        quantity: int | None = None,
-        proration_behavior: Literal[
-            "create_prorations", "always_invoice", "none"
-        ] = "create_prorations",
-        proration_date: datetime | None = None,
-        item_id: str | None = None,
-    ) -> Subscription:
-        """Change the price and/or quantity of the subscription's item (`item_id`, needed
-        only when it has several), prorated as of `proration_date` (default: now)."""
-        if price_id is None and quantity is None:
-            raise ValueError("give a new price_id, a new quantity, or both")
-        if item_id is None:
-            current = await self._request(
-                "GET",
-                f"/v1/subscriptions/{_segment(subscription_id)}",
-                operation="update_subscription",
-            )
-            items = (current.get("items") or {}).get("data") or []
-            if len(items) != 1:
-                raise ValueError(
-                    f"subscription {subscription_id} has {len(items)} items: name the item_id"
-                )
-            item_id = str(items[0]["id"])
-        params: dict[str, Any] = {
-            "items": [{"id": item_id, "price": price_id, "quantity": quantity}],
-            "proration_behavior": proration_behavior,
-            "expand": list(self._SUBSCRIPTION_EXPAND),
-        }
-        if proration_date is not None:
-            params["proration_date"] = _unix(proration_date)
-        data = await self._request(
-            "POST",
-            f"/v1/subscriptions/{_segment(subscription_id)}",
-            params,
-            idempotency_key=idempotency_key,
-            operation="update_subscription",
-        )
-        return self._mapped(subscription_from_stripe, data, "update_subscription")
-
-    async def cancel_subscription(
-        self,
-        subscription_id: str,
-        *,
-        idempotency_key: str,
-        prorate: bool = False,
-        invoice_now: bool = False,
-    ) -> Subscription:
-        """Cancel now; with `prorate` the unused time is credited, with `invoice_now` on a
-        final invoice. Idempotent: an already-canceled subscription is returned as it is."""
-        path = f"/v1/subscriptions/{_segment(subscription_id)}"
-        params = {"prorate": prorate, "invoice_now": invoice_now}
-        try:
-            # Stripe takes no Idempotency-Key on DELETE (it is sent, and ignored): a retry
-            # after a lost answer meets a canceled subscription, handled below.
-            await self._request(
-                "DELETE",
-                path,
-                params,
-                idempotency_key=idempotency_key,
-                operation="cancel_subscription",
-            )
-        except RejectedError:
-            current = await self.get_subscription(subscription_id)
-            if current.status != "canceled":
-                raise
-            return current
-        return await self.get_subscription(subscription_id)
-
     # invoices ----------------------------------------------------------------------------
 
     async def get_invoice(self, invoice_id: str) -> BillingDocument:
@@ -646,93 +410,6 @@ class StripeBilling:
             "GET", f"/v1/invoices/{_segment(invoice_id)}", operation="get_invoice"
         )
         return await self._invoice(data, "get_invoice")
-
-    async def create_invoice(
-        self,
-        customer_id: str,
-        *,
-        idempotency_key: str,
-        subscription_id: str | None = None,
-        include_pending_items: bool = True,
-        description: str | None = None,
-    ) -> BillingDocument:
-        """A draft invoice, by default holding the customer's pending invoice items (only
-        the subscription's when one is named)."""
-        params = {
-            "customer": customer_id,
-            "subscription": subscription_id,
-            "description": description,
-            "pending_invoice_items_behavior": "include" if include_pending_items else "exclude",
-        }
-        data = await self._request(
-            "POST",
-            "/v1/invoices",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_invoice",
-        )
-        return await self._invoice(data, "create_invoice")
-
-    async def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> BillingDocument:
-        return await self._invoice_action(invoice_id, "finalize", idempotency_key)
-
-    async def pay_invoice(
-        self, invoice_id: str, *, idempotency_key: str, paid_out_of_band: bool = False
-    ) -> BillingDocument:
-        params = {"paid_out_of_band": True} if paid_out_of_band else None
-        return await self._invoice_action(invoice_id, "pay", idempotency_key, params)
-
-    async def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> BillingDocument:
-        """Void an open invoice; billing refuses (RejectedError) to void a paid one."""
-        return await self._invoice_action(invoice_id, "void", idempotency_key)
-
-    async def mark_invoice_uncollectible(
-        self, invoice_id: str, *, idempotency_key: str
-    ) -> BillingDocument:
-        return await self._invoice_action(invoice_id, "mark_uncollectible", idempotency_key)
-
-    async def _invoice_action(
-        self,
-        invoice_id: str,
-        action: str,
-        idempotency_key: str,
-        params: Params | None = None,
-    ) -> BillingDocument:
-        operation = f"{action}_invoice"
-        data = await self._request(
-            "POST",
-            f"/v1/invoices/{_segment(invoice_id)}/{action}",
-            params,
-            idempotency_key=idempotency_key,
-            operation=operation,
-        )
-        return await self._invoice(data, operation)
-
-    async def create_invoice_item(
-        self,
-        customer_id: str,
-        amount: Money,
-        description: str,
-        *,
-        idempotency_key: str,
-        subscription_id: str | None = None,
-    ) -> str:
-        """A pending invoice item (negative amount = a credit line) for the next invoice."""
-        params = {
-            "customer": customer_id,
-            "amount": amount.to_minor(),
-            "currency": amount.currency.lower(),
-            "description": description,
-            "subscription": subscription_id,
-        }
-        data = await self._request(
-            "POST",
-            "/v1/invoiceitems",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_invoice_item",
-        )
-        return str(data["id"])
 
     async def list_invoices(
         self,
@@ -848,22 +525,6 @@ class StripeBilling:
         )
         return await self._credit_note(data, "void_credit_note")
 
-    async def list_credit_notes(
-        self,
-        *,
-        invoice_id: str | None = None,
-        customer_id: str | None = None,
-        page_size: int = 100,
-    ) -> AsyncIterator[BillingDocument]:
-        """Credit notes, newest first, following cursor pages."""
-        params: dict[str, Any] = {
-            "limit": page_size,
-            "invoice": invoice_id,
-            "customer": customer_id,
-        }
-        async for item in self._pages("/v1/credit_notes", params, "list_credit_notes"):
-            yield await self._credit_note(item, "list_credit_notes")
-
     # customer balance --------------------------------------------------------------------
 
     async def create_balance_credit(
@@ -940,16 +601,6 @@ class StripeBilling:
             if data.get("status") in ("active", "trialing", "past_due"):
                 return self._mapped(subscription_from_stripe, data, "active_subscription")
         return None
-
-    async def get_customer_balance(self, customer_id: str) -> Money | None:
-        """What billing owes the customer (negative) or the customer owes (positive); None
-        while billing has fixed no currency for the customer."""
-        data = await self._request(
-            "GET", f"/v1/customers/{_segment(customer_id)}", operation="get_customer_balance"
-        )
-        if not data.get("currency"):
-            return None
-        return Money.from_minor(int(data.get("balance") or 0), str(data["currency"]))
 
     # reconciliation pages ----------------------------------------------------------------
     #
@@ -1331,12 +982,6 @@ class StripeBilling:
 if TYPE_CHECKING:
     # mypy proves the adapter satisfies its port.
     _port_check: type[BillingSystem] = StripeBilling
-
-
-def _unix(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("datetimes sent to billing must be timezone-aware")
-    return int(moment.timestamp())
 
 
 def _whole_second(moment: datetime) -> int:
