@@ -15,11 +15,12 @@ Activities translate these into ApplicationError (retryable or not, next_retry_d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import stripe
 
 
 class AdapterError(Exception):
@@ -162,6 +163,69 @@ def error_for_status(
     return RejectedError(message, **common)
 
 
+# Error codes of requests malformed for Stripe (ValidationError); any other 400 code is a
+# business rule refusing the request (RejectedError), e.g. invoice_not_editable.
+_STRIPE_MALFORMED_CODE_PREFIXES = ("parameter_", "email_invalid", "url_invalid", "invalid_")
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A response header whatever the case its sender wrote it in."""
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def error_from_stripe(err: stripe.StripeError, system: str, operation: str) -> AdapterError:
+    """The taxonomy member for an exception of the stripe SDK (its network retries are off:
+    Temporal retries, by this meaning)."""
+    status = err.http_status
+    if isinstance(err, stripe.APIConnectionError) or status is None:
+        cause = err.__cause__
+        if isinstance(cause, httpx.TimeoutException):
+            reason = f"no answer in time ({type(cause).__name__})"
+        elif cause is not None:
+            reason = f"cannot reach {system} ({type(cause).__name__}: {cause})"
+        else:
+            reason = f"cannot reach {system} ({err.user_message})"
+        return TransientError(reason, system=system, operation=operation)
+    answer: Any = err.json_body if err.json_body is not None else (err.http_body or "")[:500]
+    error = answer.get("error") if isinstance(answer, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = str(err.user_message or error.get("message") or f"{system} error")
+    code = error.get("code") or error.get("type")
+    common: dict[str, Any] = {
+        "system": system,
+        "operation": operation,
+        "status": status,
+        "remote_code": code,
+        "remote_answer": answer,
+    }
+    if status < 400:
+        # A success whose body is not a Stripe object: a proxy or a half-written answer.
+        return TransientError(f"{system} answered what is not a Stripe object", **common)
+    if status == 409 and _header(err.headers, "stripe-should-retry") == "true":
+        # A concurrent request holds the same Idempotency-Key: retry, it is not a duplicate.
+        return TransientError(message, **common)
+    if status == 400 and error.get("type") == "invalid_request_error" and code:
+        # Stripe answers 400 both to malformed requests and to its business rules;
+        # the code tells them apart (the rules are what workflows decide on).
+        if code == "resource_missing":
+            return NotFoundError(message, **common)
+        if code.startswith(_STRIPE_MALFORMED_CODE_PREFIXES):
+            return ValidationError(message, **common)
+        return RejectedError(message, **common)
+    return error_for_status(
+        status,
+        message,
+        system=system,
+        operation=operation,
+        retry_after=_header(err.headers, "retry-after"),
+        remote_code=code,
+        remote_answer=answer,
+    )
+
+
 __all__ = [
     "AdapterError",
     "AuthenticationError",
@@ -173,6 +237,7 @@ __all__ = [
     "TransientError",
     "ValidationError",
     "error_for_status",
+    "error_from_stripe",
     "parse_retry_after",
     "transport_errors_as_transient",
 ]

@@ -57,6 +57,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # The HTTP client logs every request line at INFO; that is noise in a service log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The stripe SDK logs request URLs at INFO and whole answers (names, emails) at DEBUG.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> Any:

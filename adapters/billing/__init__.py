@@ -8,9 +8,9 @@ from adapters.billing.stripe import (
     balance_transaction_from_stripe,
     credit_note_from_stripe,
     customer_from_stripe,
-    encode_form,
     invoice_from_stripe,
     invoice_line_from_stripe,
+    invoice_subscription_id,
     subscription_from_stripe,
 )
 
@@ -22,8 +22,8 @@ __all__ = [
     "balance_transaction_from_stripe",
     "credit_note_from_stripe",
     "customer_from_stripe",
-    "encode_form",
     "invoice_from_stripe",
     "invoice_line_from_stripe",
+    "invoice_subscription_id",
     "subscription_from_stripe",
 ]

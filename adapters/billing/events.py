@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.billing.stripe import invoice_subscription_id
 from canonical import BusinessEvent, SubjectIds
 
 
@@ -22,7 +23,8 @@ class StripeEventPayload(BaseModel):
 
 
 def subject_of(event_type: str, obj: dict[str, Any]) -> SubjectIds:
-    """The business ids a Stripe object names, by the object's kind."""
+    """The business ids a Stripe object names, by the object's kind (fields of the pinned
+    API version only: an invoice names its subscription under `parent`)."""
     kind = obj.get("object") or event_type.split(".", 1)[0]
     oid = obj.get("id") if isinstance(obj.get("id"), str) else None
     customer = obj.get("customer") if isinstance(obj.get("customer"), str) else None
@@ -31,8 +33,9 @@ def subject_of(event_type: str, obj: dict[str, Any]) -> SubjectIds:
     if kind == "subscription":
         return SubjectIds(customer_id=customer, subscription_id=oid)
     if kind == "invoice":
-        sub = obj.get("subscription") if isinstance(obj.get("subscription"), str) else None
-        return SubjectIds(customer_id=customer, subscription_id=sub, invoice_id=oid)
+        return SubjectIds(
+            customer_id=customer, subscription_id=invoice_subscription_id(obj), invoice_id=oid
+        )
     if kind == "credit_note":
         inv = obj.get("invoice") if isinstance(obj.get("invoice"), str) else None
         return SubjectIds(customer_id=customer, invoice_id=inv, credit_note_id=oid)

@@ -1,35 +1,32 @@
-"""StripeBilling: the BillingSystem port over Stripe's REST API (or the local sandbox).
+"""StripeBilling: the BillingSystem port over Stripe's official SDK (or the local sandbox).
 
-Form-encoded requests in Stripe's bracket notation, an explicit Idempotency-Key on every
-write (built by the workflow; never invented here, or each activity retry would be a new
-write), and every failure mapped onto `adapters.errors`. Amounts cross this boundary as
-integer minor units and nowhere else: `Money.from_minor` in, `Money.to_minor` out.
+`stripe.StripeClient`'s async methods over its HTTPX client, with the API version pinned, the
+SDK's network retries off (Temporal retries the activity), an explicit Idempotency-Key on every
+write (built by the workflow; never invented here or by the SDK, or each activity retry would
+be a new write), and every failure mapped once by `adapters.errors.error_from_stripe`. Answers
+are read as the JSON Stripe sent (`to_dict(for_json=True)`), the same shapes a webhook carries,
+so one set of mapping functions serves both. Amounts cross this boundary as integer minor units
+and nowhere else: `Money.from_minor` in, `Money.to_minor` out.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import quote, urlencode
 
 import httpx
 import pydantic
+import stripe
 import structlog
 
-from adapters.errors import (
-    AdapterError,
-    NotFoundError,
-    RejectedError,
-    TransientError,
-    ValidationError,
-    error_for_status,
-    transport_errors_as_transient,
-)
+from adapters.errors import AdapterError, NotFoundError, error_from_stripe
 from canonical import (
     BalanceTransaction,
     BillingDocument,
@@ -39,12 +36,20 @@ from canonical import (
     PostalAddress,
     Subscription,
     SubscriptionItem,
-    currency_exponent,
 )
 from canonical.reconciliation import BalanceCreditPage, BillingDocumentPage
 
 if TYPE_CHECKING:
+    from stripe.params import (
+        CreditNoteCreateParams,
+        CreditNoteCreateParamsLine,
+        CustomerBalanceTransactionCreateParams,
+    )
+
     from adapters.ports import BillingSystem
+
+# Off: it would send our request ids, timings and the host's platform to Stripe on every call.
+stripe.enable_telemetry = False
 
 SYSTEM = "billing"
 # The API version the mapping below is written against; pinned so an account upgrade in
@@ -57,55 +62,14 @@ INTENDED_CURRENCY_KEY = "ledgerbridge_currency"
 # Every credit note we create carries its Idempotency-Key in this metadata key: a retry whose
 # first answer was lost can then find it even where billing would refuse a new one.
 IDEMPOTENCY_KEY_METADATA = "ledgerbridge_idempotency_key"
-
-# Error codes of requests malformed for Stripe (ValidationError); any other 400 code is a
-# business rule refusing the request (RejectedError), e.g. invoice_not_editable.
-_MALFORMED_CODE_PREFIXES = ("parameter_", "email_invalid", "url_invalid", "invalid_")
+# Stripe's ids: a kind prefix, then letters, digits and underscores (never '/', '.', '?').
+STRIPE_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
 
 logger = structlog.get_logger(__name__)
 
-Params = Mapping[str, Any]
 T = TypeVar("T")
-
-
-def encode_form(params: Params | None) -> list[tuple[str, str]]:
-    """Stripe's bracket notation: {"metadata": {"k": "v"}} -> [("metadata[k]", "v")].
-
-    Lists become indexed keys (`items[0][price]`), booleans `true`/`false`; None is left out
-    and "" is sent as-is, which is how Stripe unsets a field.
-    """
-    pairs: list[tuple[str, str]] = []
-    for key, value in (params or {}).items():
-        pairs.extend(_encode_value(str(key), value))
-    return pairs
-
-
-def _encode_value(key: str, value: Any) -> Iterator[tuple[str, str]]:
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        for sub_key, sub_value in value.items():
-            yield from _encode_value(f"{key}[{sub_key}]", sub_value)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from _encode_value(f"{key}[{index}]", item)
-    elif isinstance(value, bool):
-        yield key, "true" if value else "false"
-    elif isinstance(value, float):
-        # Amounts travel as integer minor units; a float here is a bug upstream.
-        raise TypeError(f"refusing to send a float for {key}; use int minor units or Decimal")
-    elif isinstance(value, int | str | Decimal):
-        yield key, str(value)
-    else:
-        raise TypeError(f"cannot form-encode {type(value).__name__} for {key}")
-
-
-def _address_params(address: PostalAddress | None) -> dict[str, str] | None:
-    if address is None:
-        return None
-    fields = address.model_dump()
-    # Stripe merges address keys on update, so send every key: "" clears what is gone.
-    return {name: fields.get(name) or "" for name in ADDRESS_FIELDS}
+# One page of a Stripe list: `await list_call(params=...)`.
+ListCall = Callable[..., Awaitable[stripe.ListObject[Any]]]
 
 
 def customer_from_stripe(data: Mapping[str, Any]) -> Customer:
@@ -148,35 +112,32 @@ def _id_of(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-def _invoice_subscription(data: Mapping[str, Any]) -> str | None:
-    """`parent.subscription_details.subscription` since 2025, `subscription` before."""
-    parent = data.get("parent")
-    if isinstance(parent, Mapping):
-        details = parent.get("subscription_details")
-        if isinstance(details, Mapping) and details.get("subscription"):
-            return _id_of(details["subscription"])
-    return _id_of(data.get("subscription"))
+def _nested(data: Mapping[str, Any], *path: str) -> Any:
+    """data[a][b]... or None where a level is missing or not an object."""
+    value: Any = data
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def invoice_subscription_id(invoice: Mapping[str, Any]) -> str | None:
+    """The subscription that billed an invoice: `parent.subscription_details.subscription`
+    (the top-level `subscription` left the invoice in API version 2025-03-31)."""
+    return _id_of(_nested(invoice, "parent", "subscription_details", "subscription"))
 
 
 def _line_is_proration(line: Mapping[str, Any]) -> bool:
-    if line.get("proration"):
-        return True
-    parent = line.get("parent")
-    if isinstance(parent, Mapping):
-        for key in ("subscription_item_details", "invoice_item_details"):
-            details = parent.get(key)
-            if isinstance(details, Mapping) and details.get("proration"):
-                return True
-    return False
+    """`parent.*_details.proration` (the line's own `proration` left in 2025-03-31)."""
+    return any(
+        _nested(line, "parent", details, "proration")
+        for details in ("subscription_item_details", "invoice_item_details")
+    )
 
 
 def _line_price_id(line: Mapping[str, Any]) -> str | None:
-    pricing = line.get("pricing")
-    if isinstance(pricing, Mapping):
-        details = pricing.get("price_details")
-        if isinstance(details, Mapping) and details.get("price"):
-            return _id_of(details["price"])
-    return _id_of(line.get("price"))
+    return _id_of(_nested(line, "pricing", "price_details", "price"))
 
 
 def _quantity_and_unit(
@@ -199,13 +160,7 @@ def invoice_line_from_stripe(line: Mapping[str, Any], currency: str) -> Document
     """One Stripe invoice line item -> DocumentLine (a proration credit stays negative)."""
     amount = int(line["amount"])
     proration = _line_is_proration(line)
-    unit_minor = None
-    if not proration:
-        pricing = line.get("pricing")
-        if isinstance(pricing, Mapping) and pricing.get("unit_amount_decimal") is not None:
-            unit_minor = pricing["unit_amount_decimal"]
-        elif isinstance(line.get("price"), Mapping):
-            unit_minor = line["price"].get("unit_amount")
+    unit_minor = None if proration else _nested(line, "pricing", "unit_amount_decimal")
     quantity, unit_amount = _quantity_and_unit(amount, line.get("quantity"), unit_minor, currency)
     period = line.get("period")
     if not isinstance(period, Mapping):
@@ -238,12 +193,12 @@ def invoice_from_stripe(
         status=data["status"],
         number=data.get("number"),
         customer_id=str(_id_of(data["customer"])),
-        subscription_id=_invoice_subscription(data),
+        subscription_id=invoice_subscription_id(data),
         billing_reason=data.get("billing_reason"),
         currency=currency,
         lines=[invoice_line_from_stripe(line, currency) for line in raw_lines],
         subtotal=Money.from_minor(int(data["subtotal"]), currency),
-        tax=Money.from_minor(int(data.get("tax") or 0), currency),
+        tax=Money.from_minor(_exclusive_tax(data), currency),
         total=Money.from_minor(int(data["total"]), currency),
         amount_remaining=(
             Money.from_minor(int(remaining), currency) if remaining is not None else None
@@ -251,6 +206,16 @@ def invoice_from_stripe(
         created_at=datetime.fromtimestamp(int(data["created"]), UTC),
         finalized_at=_timestamp(transitions.get("finalized_at")),
         voided_at=_timestamp(transitions.get("voided_at")),
+    )
+
+
+def _exclusive_tax(invoice: Mapping[str, Any]) -> int:
+    """The tax added on top of the subtotal (`total_taxes`, exclusive ones: inclusive tax is
+    already inside the subtotal), so subtotal + tax is the total before discounts."""
+    return sum(
+        int(tax["amount"])
+        for tax in invoice.get("total_taxes") or []
+        if tax.get("tax_behavior") == "exclusive"
     )
 
 
@@ -324,19 +289,17 @@ def subscription_from_stripe(data: Mapping[str, Any]) -> Subscription:
             )
         )
     raw_items = (data.get("items") or {}).get("data") or []
-    # On the subscription before 2025-03-31, on each item since: read either.
-    starts = [i["current_period_start"] for i in raw_items if i.get("current_period_start")]
-    ends = [i["current_period_end"] for i in raw_items if i.get("current_period_end")]
-    period_start = data.get("current_period_start") or min(starts)
-    period_end = data.get("current_period_end") or max(ends)
+    # The period is on each item since API version 2025-03-31 (no longer on the subscription).
+    period_start = min(int(item["current_period_start"]) for item in raw_items)
+    period_end = max(int(item["current_period_end"]) for item in raw_items)
     return Subscription(
         subscription_id=str(data["id"]),
         customer_id=str(_id_of(data["customer"])),
         status=data["status"],
         currency=currency,
         items=items,
-        current_period_start=datetime.fromtimestamp(int(period_start), UTC),
-        current_period_end=datetime.fromtimestamp(int(period_end), UTC),
+        current_period_start=datetime.fromtimestamp(period_start, UTC),
+        current_period_end=datetime.fromtimestamp(period_end, UTC),
         cancel_at_period_end=bool(data.get("cancel_at_period_end")),
         canceled_at=_timestamp(data.get("canceled_at")),
         created_at=datetime.fromtimestamp(int(data["created"]), UTC),
@@ -367,19 +330,19 @@ def _metadata(value: Any) -> dict[str, str]:
 
 
 class StripeBilling:
-    """The billing platform, spoken to as Stripe. One pooled HTTP client per instance."""
+    """The billing platform, spoken to through the official stripe SDK. One pooled HTTP
+    client per instance."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Stripe-Version": STRIPE_API_VERSION,
-                "User-Agent": "ledgerbridge (StripeBilling)",
-            },
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        self._http = stripe.HTTPXClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+        self._stripe = stripe.StripeClient(
+            api_key,
+            stripe_version=STRIPE_API_VERSION,
+            base_addresses={"api": base_url.rstrip("/")},
+            max_network_retries=0,
+            http_client=self._http,
         )
+        self._v1 = self._stripe.v1
 
     async def __aenter__(self) -> StripeBilling:
         return self
@@ -388,351 +351,58 @@ class StripeBilling:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.close_async()
 
     # customers ---------------------------------------------------------------------------
 
     async def get_customer(self, customer_id: str) -> Customer:
-        data = await self._request(
-            "GET", f"/v1/customers/{_segment(customer_id)}", operation="get_customer"
-        )
-        return self._customer(data, "get_customer")
-
-    async def create_customer(
-        self,
-        *,
-        name: str,
-        email: str | None,
-        idempotency_key: str,
-        currency: str | None = None,
-        address: PostalAddress | None = None,
-        metadata: Mapping[str, str] | None = None,
-        description: str | None = None,
-    ) -> Customer:
-        """A new billing customer.
-
-        Stripe refuses `currency` on customers and fixes it with the first subscription,
-        invoice or balance transaction; the currency given here is kept in metadata
-        (`ledgerbridge_currency`) and reported as the customer's currency until then.
-        """
-        all_metadata = dict(metadata or {})
-        if currency is not None:
-            # CurrencyError now, rather than store a currency nothing downstream can use.
-            currency_exponent(currency)
-            all_metadata[INTENDED_CURRENCY_KEY] = currency.lower()
-        params = {
-            "name": name,
-            "email": email,
-            "address": _address_params(address),
-            "metadata": all_metadata or None,
-            "description": description,
-        }
-        data = await self._request(
-            "POST",
-            "/v1/customers",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_customer",
-        )
-        return self._customer(data, "create_customer")
-
-    async def update_customer(
-        self,
-        customer_id: str,
-        *,
-        idempotency_key: str,
-        name: str | None = None,
-        email: str | None = None,
-        address: PostalAddress | None = None,
-        metadata: Mapping[str, str | None] | None = None,
-        description: str | None = None,
-    ) -> Customer:
-        """Change the given fields only (None = leave as is). A metadata value of "" or
-        None removes that key, as in Stripe."""
-        params: dict[str, Any] = {
-            "name": name,
-            "email": email,
-            "address": _address_params(address),
-            "description": description,
-        }
-        if metadata is not None:
-            params["metadata"] = {k: ("" if v is None else v) for k, v in metadata.items()}
-        data = await self._request(
-            "POST",
-            f"/v1/customers/{_segment(customer_id)}",
-            params,
-            idempotency_key=idempotency_key,
-            operation="update_customer",
-        )
-        return self._customer(data, "update_customer")
-
-    async def delete_customer(self, customer_id: str) -> Customer:
-        """Delete in billing (idempotent by nature: a second delete answers NotFoundError)."""
-        data = await self._request(
-            "DELETE", f"/v1/customers/{_segment(customer_id)}", operation="delete_customer"
-        )
-        return self._customer(data, "delete_customer")
-
-    async def list_customers(
-        self, *, email: str | None = None, page_size: int = 100
-    ) -> AsyncIterator[Customer]:
-        """Every customer, newest first, following Stripe's cursor pages as they are read."""
-        params: dict[str, Any] = {"limit": page_size, "email": email}
-        while True:
-            page = await self._request("GET", "/v1/customers", params, operation="list_customers")
-            items = page.get("data") or []
-            for item in items:
-                yield self._customer(item, "list_customers")
-            if not page.get("has_more") or not items:
-                return
-            params["starting_after"] = items[-1]["id"]
-
-    # catalog -----------------------------------------------------------------------------
-
-    async def create_product(
-        self,
-        *,
-        name: str,
-        idempotency_key: str,
-        description: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> str:
-        """A product (what a price sells); its id."""
-        params = {"name": name, "description": description, "metadata": dict(metadata or {})}
-        data = await self._request(
-            "POST",
-            "/v1/products",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_product",
-        )
-        return str(data["id"])
-
-    async def create_price(
-        self,
-        *,
-        product_id: str,
-        unit_amount: Money,
-        idempotency_key: str,
-        interval: Literal["day", "week", "month", "year"] | None = "month",
-        interval_count: int = 1,
-        nickname: str | None = None,
-    ) -> str:
-        """A price of the product: recurring every `interval_count` `interval`s, or one-time
-        when `interval` is None; its id."""
-        params: dict[str, Any] = {
-            "product": product_id,
-            "unit_amount": unit_amount.to_minor(),
-            "currency": unit_amount.currency.lower(),
-            "nickname": nickname,
-        }
-        if interval is not None:
-            params["recurring"] = {"interval": interval, "interval_count": interval_count}
-        data = await self._request(
-            "POST", "/v1/prices", params, idempotency_key=idempotency_key, operation="create_price"
-        )
-        return str(data["id"])
+        """The customer as billing knows it now (a deleted one reads as `deleted`)."""
+        operation = "get_customer"
+        customer_id = _checked_id(customer_id, "cus_", operation)
+        data = await self._call(operation, self._v1.customers.retrieve_async(customer_id))
+        return self._mapped(customer_from_stripe, data, operation)
 
     # subscriptions -----------------------------------------------------------------------
 
     # Product names for SubscriptionItem.description (four levels: Stripe's expansion limit).
-    _SUBSCRIPTION_EXPAND = ("items.data.price.product",)
+    _SUBSCRIPTION_EXPAND = "items.data.price.product"
 
     async def get_subscription(self, subscription_id: str) -> Subscription:
-        data = await self._request(
-            "GET",
-            f"/v1/subscriptions/{_segment(subscription_id)}",
-            {"expand": list(self._SUBSCRIPTION_EXPAND)},
-            operation="get_subscription",
+        operation = "get_subscription"
+        subscription_id = _checked_id(subscription_id, "sub_", operation)
+        data = await self._call(
+            operation,
+            self._v1.subscriptions.retrieve_async(
+                subscription_id, params={"expand": [self._SUBSCRIPTION_EXPAND]}
+            ),
         )
-        return self._mapped(subscription_from_stripe, data, "get_subscription")
+        return self._mapped(subscription_from_stripe, data, operation)
 
-    async def create_subscription(
-        self, customer_id: str, price_id: str, quantity: int, idempotency_key: str
-    ) -> Subscription:
-        """Subscribe the customer; billing invoices the first period at once."""
-        params = {
-            "customer": customer_id,
-            "items": [{"price": price_id, "quantity": quantity}],
-            "expand": list(self._SUBSCRIPTION_EXPAND),
-        }
-        data = await self._request(
-            "POST",
-            "/v1/subscriptions",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_subscription",
+    async def active_subscription(self, customer_id: str) -> Subscription | None:
+        """The customer's newest active (or trialing, past-due) subscription, if any."""
+        operation = "active_subscription"
+        page = await self._call(
+            operation,
+            self._v1.subscriptions.list_async(
+                params={
+                    "customer": customer_id,
+                    "limit": 10,
+                    "expand": [f"data.{self._SUBSCRIPTION_EXPAND}"],
+                }
+            ),
         )
-        return self._mapped(subscription_from_stripe, data, "create_subscription")
-
-    async def update_subscription(
-        self,
-        subscription_id: str,
-        *,
-        idempotency_key: str,
-        price_id: str | None = None,
-        quantity: int | None = None,
-        proration_behavior: Literal[
-            "create_prorations", "always_invoice", "none"
-        ] = "create_prorations",
-        proration_date: datetime | None = None,
-        item_id: str | None = None,
-    ) -> Subscription:
-        """Change the price and/or quantity of the subscription's item (`item_id`, needed
-        only when it has several), prorated as of `proration_date` (default: now)."""
-        if price_id is None and quantity is None:
-            raise ValueError("give a new price_id, a new quantity, or both")
-        if item_id is None:
-            current = await self._request(
-                "GET",
-                f"/v1/subscriptions/{_segment(subscription_id)}",
-                operation="update_subscription",
-            )
-            items = (current.get("items") or {}).get("data") or []
-            if len(items) != 1:
-                raise ValueError(
-                    f"subscription {subscription_id} has {len(items)} items: name the item_id"
-                )
-            item_id = str(items[0]["id"])
-        params: dict[str, Any] = {
-            "items": [{"id": item_id, "price": price_id, "quantity": quantity}],
-            "proration_behavior": proration_behavior,
-            "expand": list(self._SUBSCRIPTION_EXPAND),
-        }
-        if proration_date is not None:
-            params["proration_date"] = _unix(proration_date)
-        data = await self._request(
-            "POST",
-            f"/v1/subscriptions/{_segment(subscription_id)}",
-            params,
-            idempotency_key=idempotency_key,
-            operation="update_subscription",
-        )
-        return self._mapped(subscription_from_stripe, data, "update_subscription")
-
-    async def cancel_subscription(
-        self,
-        subscription_id: str,
-        *,
-        idempotency_key: str,
-        prorate: bool = False,
-        invoice_now: bool = False,
-    ) -> Subscription:
-        """Cancel now; with `prorate` the unused time is credited, with `invoice_now` on a
-        final invoice. Idempotent: an already-canceled subscription is returned as it is."""
-        path = f"/v1/subscriptions/{_segment(subscription_id)}"
-        params = {"prorate": prorate, "invoice_now": invoice_now}
-        try:
-            # Stripe takes no Idempotency-Key on DELETE (it is sent, and ignored): a retry
-            # after a lost answer meets a canceled subscription, handled below.
-            await self._request(
-                "DELETE",
-                path,
-                params,
-                idempotency_key=idempotency_key,
-                operation="cancel_subscription",
-            )
-        except RejectedError:
-            current = await self.get_subscription(subscription_id)
-            if current.status != "canceled":
-                raise
-            return current
-        return await self.get_subscription(subscription_id)
+        for data in page.get("data") or []:
+            if data.get("status") in ("active", "trialing", "past_due"):
+                return self._mapped(subscription_from_stripe, data, operation)
+        return None
 
     # invoices ----------------------------------------------------------------------------
 
     async def get_invoice(self, invoice_id: str) -> BillingDocument:
-        data = await self._request(
-            "GET", f"/v1/invoices/{_segment(invoice_id)}", operation="get_invoice"
-        )
-        return await self._invoice(data, "get_invoice")
-
-    async def create_invoice(
-        self,
-        customer_id: str,
-        *,
-        idempotency_key: str,
-        subscription_id: str | None = None,
-        include_pending_items: bool = True,
-        description: str | None = None,
-    ) -> BillingDocument:
-        """A draft invoice, by default holding the customer's pending invoice items (only
-        the subscription's when one is named)."""
-        params = {
-            "customer": customer_id,
-            "subscription": subscription_id,
-            "description": description,
-            "pending_invoice_items_behavior": "include" if include_pending_items else "exclude",
-        }
-        data = await self._request(
-            "POST",
-            "/v1/invoices",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_invoice",
-        )
-        return await self._invoice(data, "create_invoice")
-
-    async def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> BillingDocument:
-        return await self._invoice_action(invoice_id, "finalize", idempotency_key)
-
-    async def pay_invoice(
-        self, invoice_id: str, *, idempotency_key: str, paid_out_of_band: bool = False
-    ) -> BillingDocument:
-        params = {"paid_out_of_band": True} if paid_out_of_band else None
-        return await self._invoice_action(invoice_id, "pay", idempotency_key, params)
-
-    async def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> BillingDocument:
-        """Void an open invoice; billing refuses (RejectedError) to void a paid one."""
-        return await self._invoice_action(invoice_id, "void", idempotency_key)
-
-    async def mark_invoice_uncollectible(
-        self, invoice_id: str, *, idempotency_key: str
-    ) -> BillingDocument:
-        return await self._invoice_action(invoice_id, "mark_uncollectible", idempotency_key)
-
-    async def _invoice_action(
-        self,
-        invoice_id: str,
-        action: str,
-        idempotency_key: str,
-        params: Params | None = None,
-    ) -> BillingDocument:
-        operation = f"{action}_invoice"
-        data = await self._request(
-            "POST",
-            f"/v1/invoices/{_segment(invoice_id)}/{action}",
-            params,
-            idempotency_key=idempotency_key,
-            operation=operation,
-        )
+        operation = "get_invoice"
+        invoice_id = _checked_id(invoice_id, "in_", operation)
+        data = await self._call(operation, self._v1.invoices.retrieve_async(invoice_id))
         return await self._invoice(data, operation)
-
-    async def create_invoice_item(
-        self,
-        customer_id: str,
-        amount: Money,
-        description: str,
-        *,
-        idempotency_key: str,
-        subscription_id: str | None = None,
-    ) -> str:
-        """A pending invoice item (negative amount = a credit line) for the next invoice."""
-        params = {
-            "customer": customer_id,
-            "amount": amount.to_minor(),
-            "currency": amount.currency.lower(),
-            "description": description,
-            "subscription": subscription_id,
-        }
-        data = await self._request(
-            "POST",
-            "/v1/invoiceitems",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_invoice_item",
-        )
-        return str(data["id"])
 
     async def list_invoices(
         self,
@@ -745,23 +415,23 @@ class StripeBilling:
         page_size: int = 100,
     ) -> AsyncIterator[BillingDocument]:
         """Invoices, newest first, following cursor pages (created_until is exclusive)."""
-        params: dict[str, Any] = {
+        params = {
             "limit": page_size,
             "customer": customer_id,
             "subscription": subscription_id,
             "status": status,
             "created": _created_range(created_from, created_until),
         }
-        async for item in self._pages("/v1/invoices", params, "list_invoices"):
+        async for item in self._pages(self._v1.invoices.list_async, params, "list_invoices"):
             yield await self._invoice(item, "list_invoices")
 
     # credit notes ------------------------------------------------------------------------
 
     async def get_credit_note(self, credit_note_id: str) -> BillingDocument:
-        data = await self._request(
-            "GET", f"/v1/credit_notes/{_segment(credit_note_id)}", operation="get_credit_note"
-        )
-        return await self._credit_note(data, "get_credit_note")
+        operation = "get_credit_note"
+        credit_note_id = _checked_id(credit_note_id, "cn_", operation)
+        data = await self._call(operation, self._v1.credit_notes.retrieve_async(credit_note_id))
+        return await self._credit_note(data, operation)
 
     async def create_credit_note(
         self,
@@ -772,7 +442,6 @@ class StripeBilling:
         idempotency_key: str,
         *,
         invoice_line_id: str | None = None,
-        memo: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> BillingDocument:
         """Credit `amount` on a finalized invoice: against one of its lines when
@@ -781,9 +450,11 @@ class StripeBilling:
         (RejectedError) drafts, void invoices and more than is left to credit. `metadata`
         is stored on the credit note in billing (BillingDocument does not carry it), with
         the idempotency key (see `find_credit_note`)."""
+        operation = "create_credit_note"
+        invoice_id = _checked_id(invoice_id, "in_", operation)
         if amount.amount <= 0:
             raise ValueError("a credit note credits a positive amount")
-        line: dict[str, Any]
+        line: CreditNoteCreateParamsLine
         if invoice_line_id is not None:
             line = {
                 "type": "invoice_line_item",
@@ -798,29 +469,24 @@ class StripeBilling:
                 "quantity": 1,
                 "description": description,
             }
-        invoice = await self._request(
-            "GET", f"/v1/invoices/{_segment(invoice_id)}", operation="create_credit_note"
-        )
+        invoice = await self._call(operation, self._v1.invoices.retrieve_async(invoice_id))
         if str(invoice.get("currency", "")).upper() != amount.currency:
             raise ValueError(
                 f"invoice {invoice_id} is in {str(invoice.get('currency')).upper()}, "
                 f"the credit in {amount.currency}"
             )
-        params = {
+        params: CreditNoteCreateParams = {
             "invoice": invoice_id,
             "lines": [line],
-            "reason": reason,
-            "memo": memo,
             "metadata": {**(metadata or {}), IDEMPOTENCY_KEY_METADATA: idempotency_key},
         }
-        data = await self._request(
-            "POST",
-            "/v1/credit_notes",
-            params,
-            idempotency_key=idempotency_key,
-            operation="create_credit_note",
+        if reason is not None:
+            params["reason"] = reason
+        data = await self._call(
+            operation,
+            self._v1.credit_notes.create_async(params=params, options=_write(idempotency_key)),
         )
-        return await self._credit_note(data, "create_credit_note", invoice=invoice)
+        return await self._credit_note(data, operation, invoice=invoice)
 
     async def find_credit_note(
         self, invoice_id: str, idempotency_key: str
@@ -828,41 +494,25 @@ class StripeBilling:
         """The credit note `create_credit_note` made on the invoice with this idempotency key,
         if any: after a lost answer the invoice may be settled by it, and billing would refuse
         the retry's new one before it looked at the key."""
+        operation = "find_credit_note"
         params = {"invoice": invoice_id, "limit": 100}
-        async for item in self._pages("/v1/credit_notes", params, "find_credit_note"):
-            metadata = item.get("metadata")
-            if isinstance(metadata, Mapping) and (
-                metadata.get(IDEMPOTENCY_KEY_METADATA) == idempotency_key
-            ):
-                return await self._credit_note(item, "find_credit_note")
+        async for item in self._pages(self._v1.credit_notes.list_async, params, operation):
+            if _nested(item, "metadata", IDEMPOTENCY_KEY_METADATA) == idempotency_key:
+                return await self._credit_note(item, operation)
         return None
 
     async def void_credit_note(
         self, credit_note_id: str, *, idempotency_key: str
     ) -> BillingDocument:
-        data = await self._request(
-            "POST",
-            f"/v1/credit_notes/{_segment(credit_note_id)}/void",
-            idempotency_key=idempotency_key,
-            operation="void_credit_note",
+        operation = "void_credit_note"
+        credit_note_id = _checked_id(credit_note_id, "cn_", operation)
+        data = await self._call(
+            operation,
+            self._v1.credit_notes.void_credit_note_async(
+                credit_note_id, options=_write(idempotency_key)
+            ),
         )
-        return await self._credit_note(data, "void_credit_note")
-
-    async def list_credit_notes(
-        self,
-        *,
-        invoice_id: str | None = None,
-        customer_id: str | None = None,
-        page_size: int = 100,
-    ) -> AsyncIterator[BillingDocument]:
-        """Credit notes, newest first, following cursor pages."""
-        params: dict[str, Any] = {
-            "limit": page_size,
-            "invoice": invoice_id,
-            "customer": customer_id,
-        }
-        async for item in self._pages("/v1/credit_notes", params, "list_credit_notes"):
-            yield await self._credit_note(item, "list_credit_notes")
+        return await self._credit_note(data, operation)
 
     # customer balance --------------------------------------------------------------------
 
@@ -912,44 +562,21 @@ class StripeBilling:
         operation: str,
         metadata: Mapping[str, str] | None,
     ) -> BalanceTransaction:
-        params = {
+        customer_id = _checked_id(customer_id, "cus_", operation)
+        params: CustomerBalanceTransactionCreateParams = {
             "amount": minor,
             "currency": currency.lower(),
             "description": description,
-            # Sent as metadata[key]=value; an empty mapping sends nothing (not "unset all").
-            "metadata": dict(metadata) if metadata else None,
         }
-        data = await self._request(
-            "POST",
-            f"/v1/customers/{_segment(customer_id)}/balance_transactions",
-            params,
-            idempotency_key=idempotency_key,
-            operation=operation,
+        if metadata:  # an empty mapping sends nothing (`metadata=""` would unset every key)
+            params["metadata"] = dict(metadata)
+        data = await self._call(
+            operation,
+            self._v1.customers.balance_transactions.create_async(
+                customer_id, params=params, options=_write(idempotency_key)
+            ),
         )
         return self._mapped(balance_transaction_from_stripe, data, operation)
-
-    async def active_subscription(self, customer_id: str) -> Subscription | None:
-        """The customer's newest active (or trialing, past-due) subscription, if any."""
-        page = await self._request(
-            "GET",
-            "/v1/subscriptions",
-            {"customer": customer_id, "limit": 10, "expand": ["data.items.data.price.product"]},
-            operation="active_subscription",
-        )
-        for data in page.get("data") or []:
-            if data.get("status") in ("active", "trialing", "past_due"):
-                return self._mapped(subscription_from_stripe, data, "active_subscription")
-        return None
-
-    async def get_customer_balance(self, customer_id: str) -> Money | None:
-        """What billing owes the customer (negative) or the customer owes (positive); None
-        while billing has fixed no currency for the customer."""
-        data = await self._request(
-            "GET", f"/v1/customers/{_segment(customer_id)}", operation="get_customer_balance"
-        )
-        if not data.get("currency"):
-            return None
-        return Money.from_minor(int(data.get("balance") or 0), str(data["currency"]))
 
     # reconciliation pages ----------------------------------------------------------------
     #
@@ -972,7 +599,7 @@ class StripeBilling:
         period again."""
         operation = "invoice_page"
         items, next_cursor = await self._oldest_first_page(
-            "/v1/invoices", created_from, created_until, cursor, limit, operation
+            self._v1.invoices.list_async, created_from, created_until, cursor, limit, operation
         )
         documents = [await self._invoice(item, operation) for item in items]
         return BillingDocumentPage(documents=documents, next_cursor=next_cursor)
@@ -984,7 +611,7 @@ class StripeBilling:
         issued and void, with all their lines; cursor as in `invoice_page`."""
         operation = "credit_note_page"
         items, next_cursor = await self._oldest_first_page(
-            "/v1/credit_notes",
+            self._v1.credit_notes.list_async,
             created_from,
             created_until,
             cursor,
@@ -1015,8 +642,9 @@ class StripeBilling:
         [from, until), oldest first, of every type (`kind`: adjustment, applied_to_invoice,
         credit_note...) with their metadata; cursor as in `invoice_page`."""
         operation = "balance_credit_page"
+        customer_id = _checked_id(customer_id, "cus_", operation)
         items, next_cursor = await self._oldest_first_page(
-            f"/v1/customers/{_segment(customer_id)}/balance_transactions",
+            functools.partial(self._v1.customers.balance_transactions.list_async, customer_id),
             created_from,
             created_until,
             cursor,
@@ -1032,7 +660,9 @@ class StripeBilling:
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
         """One event as billing recorded it (the authority when replaying)."""
-        return await self._request("GET", f"/v1/events/{_segment(event_id)}", operation="get_event")
+        operation = "get_event"
+        event_id = _checked_id(event_id, "evt_", operation)
+        return await self._call(operation, self._v1.events.retrieve_async(event_id))
 
     async def list_events(
         self,
@@ -1049,38 +679,29 @@ class StripeBilling:
         none, the range reaches back to the first event and is read newest first, then
         given back reversed.
         """
+        operation = "list_events"
+        list_call = self._v1.events.list_async
         filters: dict[str, Any] = {
             "created": _created_range(created_from, created_until),
             "types": list(types) if types else None,
         }
-        anchor_page = await self._request(
-            "GET",
-            "/v1/events",
-            {
-                "limit": 1,
-                "created": {"lt": _whole_second(created_from)},
-                "types": filters["types"],
-            },
-            operation="list_events",
+        anchor_page = await self._list(
+            list_call,
+            {"limit": 1, "created": {"lt": _whole_second(created_from)}, "types": filters["types"]},
+            operation,
         )
         anchor = anchor_page.get("data") or []
         if not anchor:
             backlog = [
-                e
-                async for e in self._pages(
-                    "/v1/events", {**filters, "limit": page_size}, "list_events"
-                )
+                e async for e in self._pages(list_call, {**filters, "limit": page_size}, operation)
             ]
             for event in reversed(backlog):
                 yield event
             return
         cursor = str(anchor[0]["id"])
         while True:
-            page = await self._request(
-                "GET",
-                "/v1/events",
-                {**filters, "limit": page_size, "ending_before": cursor},
-                operation="list_events",
+            page = await self._list(
+                list_call, {**filters, "limit": page_size, "ending_before": cursor}, operation
             )
             items = page.get("data") or []
             for event in reversed(items):
@@ -1089,15 +710,22 @@ class StripeBilling:
                 return
             cursor = str(items[0]["id"])
 
-    # mapping helpers ---------------------------------------------------------------------
+    # paging ------------------------------------------------------------------------------
+
+    async def _list(
+        self, list_call: ListCall, params: Mapping[str, Any], operation: str
+    ) -> dict[str, Any]:
+        """One page of a Stripe list; parameters that are None are not sent."""
+        sent = {key: value for key, value in params.items() if value is not None}
+        return await self._call(operation, list_call(params=sent))
 
     async def _pages(
-        self, path: str, params: dict[str, Any], operation: str
+        self, list_call: ListCall, params: Mapping[str, Any], operation: str
     ) -> AsyncIterator[dict[str, Any]]:
         """Every item of a Stripe list, newest first, page by page."""
         params = dict(params)
         while True:
-            page = await self._request("GET", path, params, operation=operation)
+            page = await self._list(list_call, params, operation)
             items = page.get("data") or []
             for item in items:
                 yield item
@@ -1107,7 +735,7 @@ class StripeBilling:
 
     async def _oldest_first_page(
         self,
-        path: str,
+        list_call: ListCall,
         created_from: datetime,
         created_until: datetime,
         cursor: str | None,
@@ -1134,18 +762,15 @@ class StripeBilling:
             "expand": expand,
         }
         if cursor is None:
-            anchor_page = await self._request(
-                "GET",
-                path,
-                {"created": {"lt": _whole_second(created_from)}, "limit": 1},
-                operation=operation,
+            anchor_page = await self._list(
+                list_call, {"created": {"lt": _whole_second(created_from)}, "limit": 1}, operation
             )
             anchor = anchor_page.get("data") or []
             if not anchor:
-                return await self._oldest_by_reading_back(path, filters, size, operation)
+                return await self._oldest_by_reading_back(list_call, filters, size, operation)
             cursor = str(anchor[0]["id"])
-        page = await self._request(
-            "GET", path, {**filters, "limit": size, "ending_before": cursor}, operation=operation
+        page = await self._list(
+            list_call, {**filters, "limit": size, "ending_before": cursor}, operation
         )
         items = list(reversed(page.get("data") or []))
         if not items or not page.get("has_more"):
@@ -1153,31 +778,35 @@ class StripeBilling:
         return items, str(items[-1]["id"])
 
     async def _oldest_by_reading_back(
-        self, path: str, filters: dict[str, Any], size: int, operation: str
+        self, list_call: ListCall, filters: dict[str, Any], size: int, operation: str
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The oldest `size` items matching `filters` (no item precedes them to start from)."""
         oldest: deque[dict[str, Any]] = deque(maxlen=size)
         seen = 0
-        async for item in self._pages(path, {**filters, "limit": 100}, operation):
+        async for item in self._pages(list_call, {**filters, "limit": 100}, operation):
             oldest.append(item)  # newest first: what stays at the end is the oldest
             seen += 1
         items = list(reversed(oldest))
         return items, str(items[-1]["id"]) if seen > size else None
 
-    async def _all_lines(self, data: Mapping[str, Any], path: str, operation: str) -> list[Any]:
+    # documents ---------------------------------------------------------------------------
+
+    async def _all_lines(
+        self, data: Mapping[str, Any], line_items: ListCall, operation: str
+    ) -> list[Any]:
         """All of a document's lines: the embedded first page, then the rest by cursor."""
         embedded = data.get("lines") or {}
         lines = list(embedded.get("data") or [])
         if embedded.get("has_more") and lines:
             params = {"limit": 100, "starting_after": lines[-1]["id"]}
-            async for line in self._pages(path, params, operation):
+            async for line in self._pages(line_items, params, operation):
                 lines.append(line)
         return lines
 
     async def _invoice(self, data: Mapping[str, Any], operation: str) -> BillingDocument:
-        lines = await self._all_lines(
-            data, f"/v1/invoices/{_segment(str(data['id']))}/lines", operation
-        )
+        invoice_id = _checked_id(str(data.get("id")), "in_", operation)
+        line_items = functools.partial(self._v1.invoices.line_items.list_async, invoice_id)
+        lines = await self._all_lines(data, line_items, operation)
         return self._mapped(lambda d: invoice_from_stripe(d, lines), data, operation)
 
     async def _credit_note(
@@ -1187,14 +816,13 @@ class StripeBilling:
         *,
         invoice: Mapping[str, Any] | None = None,
     ) -> BillingDocument:
-        lines = await self._all_lines(
-            data, f"/v1/credit_notes/{_segment(str(data['id']))}/lines", operation
-        )
+        credit_note_id = _checked_id(str(data.get("id")), "cn_", operation)
+        line_items = functools.partial(self._v1.credit_notes.line_items.list_async, credit_note_id)
+        lines = await self._all_lines(data, line_items, operation)
         if invoice is None and data.get("invoice"):
-            invoice = await self._request(
-                "GET", f"/v1/invoices/{_segment(str(_id_of(data['invoice'])))}", operation=operation
-            )
-        subscription_id = _invoice_subscription(invoice) if invoice else None
+            invoice_id = _checked_id(str(_id_of(data["invoice"])), "in_", operation)
+            invoice = await self._call(operation, self._v1.invoices.retrieve_async(invoice_id))
+        subscription_id = invoice_subscription_id(invoice) if invoice else None
         return self._mapped(
             lambda d: credit_note_from_stripe(d, lines, subscription_id=subscription_id),
             data,
@@ -1215,117 +843,26 @@ class StripeBilling:
 
     # transport ---------------------------------------------------------------------------
 
-    def _customer(self, data: Mapping[str, Any], operation: str) -> Customer:
-        try:
-            return customer_from_stripe(data)
-        except (KeyError, TypeError, ValueError, pydantic.ValidationError) as exc:
-            # Billing answered something we cannot represent; retrying will not change it.
-            raise AdapterError(
-                f"unmappable customer from billing: {exc}",
-                system=SYSTEM,
-                operation=operation,
-                remote_answer={"id": data.get("id")} if isinstance(data, Mapping) else None,
-            ) from exc
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        params: Params | None = None,
-        idempotency_key: str | None = None,
-        *,
-        operation: str | None = None,
+    async def _call(
+        self, operation: str, request: Awaitable[stripe.StripeObject]
     ) -> dict[str, Any]:
-        """One Stripe call; the JSON answer, or an `adapters.errors` exception."""
-        operation = operation or f"{method} {path}"
-        form = encode_form(params)
-        headers: dict[str, str] = {}
-        if method == "POST":
-            if idempotency_key:
-                headers["Idempotency-Key"] = idempotency_key
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            request = self._client.build_request(
-                method, path, content=urlencode(form), headers=headers
-            )
-        else:
-            if method == "DELETE" and idempotency_key:
-                headers["Idempotency-Key"] = idempotency_key  # Stripe ignores it on DELETE
-            request = self._client.build_request(
-                method, path, params=urlencode(form), headers=headers
-            )
+        """One Stripe call; the JSON Stripe answered, or an `adapters.errors` exception."""
         started = time.monotonic()
-        with transport_errors_as_transient(SYSTEM, operation):
-            response = await self._client.send(request)
+        try:
+            answer = await request
+        except stripe.StripeError as err:
+            raise error_from_stripe(err, SYSTEM, operation) from err
+        response = answer.last_response
         logger.debug(
             "billing call",
-            operation=operation,
-            method=method,
-            path=path,  # ids only; query strings (which may hold emails) are not logged
-            status=response.status_code,
-            request_id=response.headers.get("request-id"),
-            idempotent_replay=response.headers.get("idempotent-replayed") == "true",
+            operation=operation,  # ids only: parameters (which may hold emails) are not logged
+            request_id=response.request_id if response else None,
+            idempotent_replay=bool(
+                response and response.headers.get("idempotent-replayed") == "true"
+            ),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
-        if response.is_success:
-            try:
-                body = response.json()
-            except ValueError as exc:
-                raise TransientError(
-                    "billing answered non-JSON success", system=SYSTEM, operation=operation
-                ) from exc
-            if not isinstance(body, dict):
-                raise AdapterError(
-                    "billing answered a non-object", system=SYSTEM, operation=operation
-                )
-            return body
-        raise self._error(response, operation)
-
-    @staticmethod
-    def _error(response: httpx.Response, operation: str) -> AdapterError:
-        try:
-            answer: Any = response.json()
-        except ValueError:
-            answer = response.text[:500]
-        error = answer.get("error") if isinstance(answer, dict) else None
-        error = error if isinstance(error, dict) else {}
-        message = str(error.get("message") or response.reason_phrase or "billing error")
-        code = error.get("code") or error.get("type")
-        status = response.status_code
-        should_retry = response.headers.get("stripe-should-retry")
-        if status == 409 and should_retry == "true":
-            # A concurrent request holds the same Idempotency-Key: retry, it is not a duplicate.
-            return TransientError(
-                message,
-                system=SYSTEM,
-                operation=operation,
-                status=status,
-                remote_code=code,
-                remote_answer=answer,
-            )
-        common: dict[str, Any] = {
-            "system": SYSTEM,
-            "operation": operation,
-            "status": status,
-            "remote_code": code,
-            "remote_answer": answer,
-        }
-        if status == 400 and error.get("type") == "invalid_request_error" and code:
-            # Stripe answers 400 both to malformed requests and to its business rules;
-            # the code tells them apart (the rules are what workflows decide on).
-            if code == "resource_missing":
-                return NotFoundError(message, **common)
-            if not code.startswith(_MALFORMED_CODE_PREFIXES):
-                return RejectedError(message, **common)
-            return ValidationError(message, **common)
-        return error_for_status(
-            status,
-            message,
-            system=SYSTEM,
-            operation=operation,
-            retry_after=response.headers.get("retry-after"),
-            remote_code=code,
-            remote_answer=answer,
-        )
+        return answer.to_dict(for_json=True)
 
 
 if TYPE_CHECKING:
@@ -1333,10 +870,24 @@ if TYPE_CHECKING:
     _port_check: type[BillingSystem] = StripeBilling
 
 
-def _unix(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("datetimes sent to billing must be timezone-aware")
-    return int(moment.timestamp())
+def _write(idempotency_key: str) -> stripe.RequestOptions:
+    """Request options of a write: the workflow's key (the SDK would invent a new one per
+    call, and a retried activity would then write twice)."""
+    if not idempotency_key or not idempotency_key.strip():
+        raise ValueError("every write to billing needs the workflow's idempotency key")
+    return {"idempotency_key": idempotency_key}
+
+
+def _checked_id(identifier: str, prefix: str, operation: str) -> str:
+    """An id of Stripe's shape, or NotFoundError before any call: no such object can exist,
+    and an id like '..' would otherwise reach another endpoint once the path is normalised."""
+    if not (identifier.startswith(prefix) and STRIPE_ID.fullmatch(identifier)):
+        raise NotFoundError(
+            f"{identifier[:80]!r} is not a billing id of the form {prefix}...",
+            system=SYSTEM,
+            operation=operation,
+        )
+    return identifier
 
 
 def _whole_second(moment: datetime) -> int:
@@ -1357,13 +908,6 @@ def _created_range(start: datetime | None, end: datetime | None) -> dict[str, in
     return bounds or None
 
 
-def _segment(identifier: str) -> str:
-    """An id as one path segment: a stray '/' or '?' must not reach another endpoint."""
-    if not identifier:
-        raise ValueError("empty id")
-    return quote(identifier, safe="")
-
-
 __all__ = [
     "IDEMPOTENCY_KEY_METADATA",
     "INTENDED_CURRENCY_KEY",
@@ -1373,8 +917,8 @@ __all__ = [
     "balance_transaction_from_stripe",
     "credit_note_from_stripe",
     "customer_from_stripe",
-    "encode_form",
     "invoice_from_stripe",
     "invoice_line_from_stripe",
+    "invoice_subscription_id",
     "subscription_from_stripe",
 ]

@@ -28,22 +28,25 @@ def sign_stripe(payload: bytes, secret: str, timestamp: int) -> str:
 
 
 def _parse_header(header: str) -> tuple[int, list[str]]:
+    """The header read as Stripe's own libraries read it: the first `t`, every `v1`; items
+    of other schemes (v0 test signatures, future ones) and items without '=' are ignored."""
     timestamp: int | None = None
     signatures: list[str] = []
     for item in header.split(","):
-        key, sep, value = item.strip().partition("=")
-        if not sep:
-            raise SignatureError("malformed Stripe-Signature header: item without '='")
-        if key == "t":
+        key, *values = item.split("=", 2)
+        if key not in ("t", SIGNATURE_SCHEME):
+            continue
+        if not values:
+            raise SignatureError(f"malformed Stripe-Signature header: '{key}' without a value")
+        if key == SIGNATURE_SCHEME:
+            signatures.append(values[0])
+        elif timestamp is None:
             # ASCII digits only, and few: str.isdigit() admits "²" and int() refuses 4301 digits.
-            if not UNIX_SECONDS.fullmatch(value):
+            if not UNIX_SECONDS.fullmatch(values[0]):
                 raise SignatureError(
                     "malformed Stripe-Signature header: timestamp is not an integer"
                 )
-            timestamp = int(value)
-        elif key == SIGNATURE_SCHEME:
-            signatures.append(value)
-        # Other schemes (v0 test signatures, future ones) are ignored, as Stripe's libraries do.
+            timestamp = int(values[0])
     if timestamp is None:
         raise SignatureError("malformed Stripe-Signature header: no timestamp")
     if not signatures:
@@ -57,13 +60,14 @@ def verify_stripe(
     """Check a Stripe-Signature header against the raw body; returns the signed timestamp.
 
     Raises SignatureError when the header is missing or malformed, when no v1 signature
-    matches any of `secrets`, or when the timestamp is more than `tolerance` seconds away
-    from `now` in either direction (a replay, or a sender whose clock is off).
+    matches any of `secrets`, or when the timestamp is more than `tolerance` seconds before
+    `now` (a replay). A timestamp ahead of `now` is accepted, as `stripe.WebhookSignature`
+    does: only Stripe can sign one, and refusing it would lose deliveries to clock skew.
     """
     if not header or not header.strip():
         raise SignatureError("missing Stripe-Signature header")
     timestamp, signatures = _parse_header(header)
-    expected = [_hmac_hex(payload, secret, timestamp) for secret in secrets if secret]
+    expected = [_hmac_hex(payload, secret, timestamp) for secret in secrets if secret.strip()]
     # Compare every pair so timing does not reveal which secret or position matched.
     matched = False
     for candidate in signatures:
@@ -71,9 +75,9 @@ def verify_stripe(
             matched |= hmac.compare_digest(candidate.encode("ascii", "replace"), good.encode())
     if not matched:
         raise SignatureError("no matching v1 signature for any configured secret")
-    if abs(now - timestamp) > tolerance:
+    if now - timestamp > tolerance:
         raise SignatureError(
-            f"timestamp outside tolerance: {now - timestamp:+d}s from now, allowed ±{tolerance}s"
+            f"timestamp outside tolerance: {now - timestamp}s old, allowed {tolerance}s"
         )
     return timestamp
 

@@ -1,0 +1,55 @@
+"""A billing webhook is routed by the fields of the pinned Stripe API version only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.billing.events import StripeEventPayload, to_business_event
+from starters.routing import route_billing_event
+
+
+def invoice_finalized(invoice: dict[str, Any]) -> StripeEventPayload:
+    return StripeEventPayload.model_validate(
+        {
+            "id": "evt_1NvXq2",
+            "type": "invoice.finalized",
+            "created": 1_790_000_000,
+            "data": {"object": {"object": "invoice", "id": "in_1NvXq2", **invoice}},
+        }
+    )
+
+
+def test_subscription_invoice_routes_to_its_subscription_by_parent_details() -> None:
+    payload = invoice_finalized(
+        {
+            "customer": "cus_9",
+            "parent": {
+                "type": "subscription_details",
+                "quote_details": None,
+                "subscription_details": {"subscription": "sub_3", "metadata": {}},
+            },
+        }
+    )
+
+    start = route_billing_event(to_business_event(payload, None), ["USD"])
+
+    assert start is not None
+    assert start.workflow_id == "subscription/sub_3"
+
+
+def test_invoice_without_a_parent_routes_to_the_customer_ledger() -> None:
+    payload = invoice_finalized({"customer": "cus_9", "parent": None})
+
+    start = route_billing_event(to_business_event(payload, None), ["USD"])
+
+    assert start is not None
+    assert start.workflow_id == "customer-ledger/cus_9"
+
+
+def test_top_level_subscription_removed_from_the_api_is_not_read() -> None:
+    # Stripe no longer sends it (2025-03-31); a payload carrying it must not be trusted for it.
+    payload = invoice_finalized({"customer": "cus_9", "subscription": "sub_3", "parent": None})
+
+    event = to_business_event(payload, None)
+
+    assert event.subject.subscription_id is None
