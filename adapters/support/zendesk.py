@@ -72,16 +72,9 @@ def without_write_marker(body: str) -> str:
     return body
 
 
-def _zendesk_id(value: str, kind: str, operation: str) -> str:
-    """`value` when it has the shape of a Zendesk id (digits); a non-numeric id would reach
-    another endpoint (or none), so it is refused before any call."""
-    if not (value.isascii() and value.isdigit()):
-        raise NotFoundError(
-            f"no support {kind} {value!r} ({kind} ids are numeric)",
-            system=SYSTEM,
-            operation=operation,
-        )
-    return value
+def _is_zendesk_id(value: str) -> bool:
+    """Zendesk ids are digits; anything else in a path would reach another endpoint (or none)."""
+    return value.isascii() and value.isdigit()
 
 
 def _search_second(moment: datetime) -> int:
@@ -350,11 +343,25 @@ class ZendeskSupport:
 
     @staticmethod
     def _ticket_path(case_id: str, operation: str) -> str:
-        return f"/api/v2/tickets/{_zendesk_id(case_id, 'ticket', operation)}.json"
+        if not _is_zendesk_id(case_id):
+            raise NotFoundError(
+                f"no support ticket {case_id!r} (ticket ids are numeric)",
+                system=SYSTEM,
+                operation=operation,
+            )
+        return f"/api/v2/tickets/{case_id}.json"
 
     @staticmethod
     def _organization_path(org_id: str, operation: str) -> str:
-        return f"/api/v2/organizations/{_zendesk_id(org_id, 'organization', operation)}.json"
+        # Organization ids come from support's own answers: a malformed one is unmappable.
+        if not _is_zendesk_id(org_id):
+            raise AdapterError(
+                f"support answered organization id {org_id!r} (organization ids are numeric)",
+                system=SYSTEM,
+                operation=operation,
+                remote_answer={"organization_id": org_id},
+            )
+        return f"/api/v2/organizations/{org_id}.json"
 
     async def _ticket(self, case_id: str, operation: str) -> dict[str, Any]:
         response = await self._send("GET", self._ticket_path(case_id, operation), operation)
