@@ -57,6 +57,7 @@ from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
 from adapters.store.models import WebhookReceipt
 from adapters.store.reconciliation import ExpectedPosting
+from adapters.support.zendesk import without_write_marker
 from adapters.temporal import connect_for
 from canonical import BalanceTransaction, BillingDocument, Money, Subscription
 from canonical.reconciliation import LedgerDocument
@@ -1242,7 +1243,10 @@ class Checker:
             for case_id in self.run.credit_tickets:
                 answer = await api.get(f"/api/v2/tickets/{case_id}/comments.json?per_page=100")
                 comments = answer.raise_for_status().json()["comments"]
-                bodies = Counter(c["body"] for c in comments if not c["public"])
+                # Compared without the write marker, so a note written twice under two keys counts.
+                bodies = Counter(
+                    without_write_marker(c["body"]) for c in comments if not c["public"]
+                )
                 notes += sum(bodies.values())
                 twice += [
                     f"ticket {case_id}: internal note written {n} times: {body[:80]}"

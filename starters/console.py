@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from adapters.settings import Settings
+from canonical.money import Money
 
 
 def echo(line: str) -> None:
@@ -65,4 +66,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def money(amount: dict[str, str] | None) -> str:
-    return f"{amount['amount']} {amount['currency']}" if amount else "-"
+    """An API amount as people read it: the currency's decimals (45.00 USD, 5 JPY), whatever
+    precision the store kept it in."""
+    if not amount:
+        return "-"
+    try:
+        return str(Money.of(amount["amount"], amount["currency"]))
+    except ValueError:  # a currency we do not know is shown as given
+        return f"{amount['amount']} {amount['currency']}"

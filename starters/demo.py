@@ -110,8 +110,9 @@ class Demo:
         async def in_sync(name: str) -> tuple[AccountRecord, AccountRecord] | None:
             party = await adapters.ledger.find_party(cid)
             org = await adapters.support.find_organization(cid)
-            links = adapters.store.account_links(cid)
-            if party and org and party.name == name and org.name == name and len(links) == 2:
+            # The cross-references are stored after both systems: wait for them to say it too.
+            names = [link.name for link in adapters.store.account_links(cid)]
+            if party and org and party.name == name and org.name == name and names == [name] * 2:
                 return party, org
             return None
 

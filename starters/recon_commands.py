@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.settings import Settings
-from starters.console import ApiCallFailed, call_api, echo, table
+from starters.console import ApiCallFailed, call_api, echo, money, table
 
 POLL_SECONDS = 1.0
 
@@ -94,7 +94,7 @@ def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | No
         echo(table(
             ("class", "reference", "customer", "amount", "outcome", "detail"),
             [(i["classification"], i["reference"] or i["case_id"] or "-", i["customer_id"] or "-",
-              f"{i['amount']} {i['currency']}", i["outcome"] or "-", (i["detail"] or "")[:60])
+              money(i), i["outcome"] or "-", (i["detail"] or "")[:60])
              for i in differences[:50]],
         ))  # fmt: skip
     if csv_path:

@@ -98,6 +98,13 @@ class FinanceExceptionWorkflow:
         # Claimed before the audit write, so a second decision is refused meanwhile.
         self._decision = decision
         self._mark("decided")
+        manual = (
+            f" (ERP document {decision.manual_erp_number})" if decision.manual_erp_number else ""
+        )
+        workflow.set_current_details(
+            f"Decided: {decision.decision}{manual} by {decision.actor} ({decision.role}) "
+            f"at {decision.decided_at:%Y-%m-%d %H:%M} UTC: {decision.reason}"
+        )
         await workflow.execute_activity(
             "append_audit",
             AuditRecordInput(

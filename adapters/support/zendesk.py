@@ -4,11 +4,18 @@ A customer is a Zendesk organization whose `external_id` is the canonical custom
 A support case is a ticket; the credit an agent asks for lives in four ticket custom
 fields found by title (`CREDIT_FIELD_TITLES`). Every failure surfaces as the taxonomy of
 `adapters.errors`.
+
+Zendesk honours `Idempotency-Key` on ticket creation only, which this adapter never does, so
+it sends none and looks before it writes: an organization is searched by external id before
+it is created; a note or reply ends with a marker line derived from the caller's idempotency
+key (`write_marker`) and is skipped when a comment of the ticket already carries it; tags are
+added with `additional_tags`, which adding twice leaves as once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import time
@@ -44,6 +51,30 @@ ORGANIZATION_CACHE_SECONDS = 60.0
 CREDIT_APPLIED_TAG = "credit_applied"
 # Export Search Results answers at most this many results a page.
 MAX_EXPORT_PAGE_SIZE = 1000
+# List Comments answers at most this many comments a cursor page.
+MAX_COMMENT_PAGE_SIZE = 100
+# The last line of a note or reply: the key's digest, so no customer data shows in it.
+WRITE_MARKER_PREFIX = "ref lb-"
+WRITE_MARKER_DIGITS = 16
+
+
+def write_marker(idempotency_key: str) -> str:
+    """The line a note or reply written under `idempotency_key` ends with."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:WRITE_MARKER_DIGITS]
+    return f"{WRITE_MARKER_PREFIX}{digest}"
+
+
+def without_write_marker(body: str) -> str:
+    """A comment body as its writer meant it, the marker line taken off."""
+    text, _, last = body.rstrip().rpartition("\n")
+    if last.startswith(WRITE_MARKER_PREFIX) and len(last) == len(write_marker("")):
+        return text.rstrip()
+    return body
+
+
+def _is_zendesk_id(value: str) -> bool:
+    """Zendesk ids are digits; anything else in a path would reach another endpoint (or none)."""
+    return value.isascii() and value.isdigit()
 
 
 def _search_second(moment: datetime) -> int:
@@ -180,10 +211,13 @@ class ZendeskSupport:
         return None if org is None else _record(org)
 
     async def ensure_organization(self, customer: Customer, idempotency_key: str) -> AccountRecord:
+        """The customer's organization, created or renamed to match. Zendesk keeps no
+        idempotency for organizations: the search by external id before the create is what
+        makes a retry find the first attempt's work, so `idempotency_key` is not sent."""
         operation = "ensure_organization"
         org = await self._find(customer.customer_id, operation)
         if org is None:
-            org = await self._create(customer, idempotency_key, operation)
+            org = await self._create(customer, operation)
         if org["name"] != customer.name:
             org = await self._rename(org, customer, operation)
         return _record(org)
@@ -213,28 +247,19 @@ class ZendeskSupport:
         )
 
     async def add_internal_note(self, case_id: str, body: str, idempotency_key: str) -> None:
-        """A private comment (`public: false`): agents see it, the customer does not."""
-        await self._update_ticket(
-            case_id,
-            {"comment": {"body": body, "public": False}},
-            idempotency_key,
-            "add_internal_note",
-        )
+        """A private comment (`public: false`): agents see it, the customer does not. Written
+        once per `idempotency_key`, however often it is retried."""
+        await self._comment_once(case_id, body, False, idempotency_key, "add_internal_note")
 
     async def add_public_reply(self, case_id: str, body: str, idempotency_key: str) -> None:
-        """A public comment (`public: true`): the customer is told."""
-        await self._update_ticket(
-            case_id,
-            {"comment": {"body": body, "public": True}},
-            idempotency_key,
-            "add_public_reply",
-        )
+        """A public comment (`public: true`): the customer is told. Written once per
+        `idempotency_key`, however often it is retried."""
+        await self._comment_once(case_id, body, True, idempotency_key, "add_public_reply")
 
     async def add_tags(self, case_id: str, tags: list[str], idempotency_key: str) -> None:
-        """Add tags, keeping the ticket's others (`additional_tags`, never a replace)."""
-        await self._update_ticket(
-            case_id, {"additional_tags": list(tags)}, idempotency_key, "add_tags"
-        )
+        """Add tags, keeping the ticket's others (`additional_tags`, never a replace). Adding
+        a tag twice leaves it once, so `idempotency_key` is not needed."""
+        await self._update_ticket(case_id, {"additional_tags": list(tags)}, "add_tags")
 
     async def credit_ticket_page(
         self, updated_from: datetime, updated_until: datetime, cursor: str | None, limit: int
@@ -243,7 +268,8 @@ class ZendeskSupport:
         [from, until), in the order support answers them (no order is promised).
 
         Read with Zendesk's Export Search Results (`GET /api/v2/search/export`, query
-        `type:ticket tags:credit_applied updated>=… updated<…`, `filter[type]=ticket`):
+        `tags:credit_applied updated>=… updated<…`, the type only as `filter[type]=ticket`,
+        since the export refuses `type:` in the query):
         cursor paged, unlike `/search.json`, whose offset pages shift when a ticket leaves
         the range while being read and stop at 1,000 results. `cursor` is None for the first
         page, then the `next_cursor` of the page before (pass the same period); Zendesk's
@@ -259,7 +285,7 @@ class ZendeskSupport:
         start, end = _search_second(updated_from), _search_second(updated_until)
         params: dict[str, Any] = {
             "query": (
-                f"type:ticket tags:{CREDIT_APPLIED_TAG}"
+                f"tags:{CREDIT_APPLIED_TAG}"
                 f" updated>={_search_time(start)} updated<{_search_time(end)}"
             ),
             "filter[type]": "ticket",
@@ -317,8 +343,7 @@ class ZendeskSupport:
 
     @staticmethod
     def _ticket_path(case_id: str, operation: str) -> str:
-        # A non-numeric id would reach another endpoint (or none): refuse it here.
-        if not case_id.isdigit():
+        if not _is_zendesk_id(case_id):
             raise NotFoundError(
                 f"no support ticket {case_id!r} (ticket ids are numeric)",
                 system=SYSTEM,
@@ -326,21 +351,54 @@ class ZendeskSupport:
             )
         return f"/api/v2/tickets/{case_id}.json"
 
+    @staticmethod
+    def _organization_path(org_id: str, operation: str) -> str:
+        # Organization ids come from support's own answers: a malformed one is unmappable.
+        if not _is_zendesk_id(org_id):
+            raise AdapterError(
+                f"support answered organization id {org_id!r} (organization ids are numeric)",
+                system=SYSTEM,
+                operation=operation,
+                remote_answer={"organization_id": org_id},
+            )
+        return f"/api/v2/organizations/{org_id}.json"
+
     async def _ticket(self, case_id: str, operation: str) -> dict[str, Any]:
         response = await self._send("GET", self._ticket_path(case_id, operation), operation)
         # Decimal field values must never pass through float.
         return dict(json.loads(response.content, parse_float=Decimal)["ticket"])
 
-    async def _update_ticket(
-        self, case_id: str, changes: dict[str, Any], idempotency_key: str, operation: str
-    ) -> None:
+    async def _update_ticket(self, case_id: str, changes: dict[str, Any], operation: str) -> None:
         await self._send(
-            "PUT",
-            self._ticket_path(case_id, operation),
-            operation,
-            json={"ticket": changes},
-            headers={"Idempotency-Key": idempotency_key},
+            "PUT", self._ticket_path(case_id, operation), operation, json={"ticket": changes}
         )
+
+    async def _comment_once(
+        self, case_id: str, body: str, public: bool, idempotency_key: str, operation: str
+    ) -> None:
+        """Comment unless a comment of the ticket carries this key's marker: Zendesk does not
+        honour Idempotency-Key on updates, so a retried comment would post twice."""
+        path = self._ticket_path(case_id, operation)
+        marker = write_marker(idempotency_key)
+        if await self._has_comment_marked(path.removesuffix(".json"), marker, operation):
+            return
+        comment = {"body": f"{body.rstrip()}\n\n{marker}", "public": public}
+        await self._send("PUT", path, operation, json={"ticket": {"comment": comment}})
+
+    async def _has_comment_marked(self, ticket_path: str, marker: str, operation: str) -> bool:
+        """Whether a comment of the ticket carries `marker`, newest comments read first (a
+        retry follows its lost write closely)."""
+        path = f"{ticket_path}/comments.json"
+        params: dict[str, Any] = {"sort": "-created_at", "page[size]": MAX_COMMENT_PAGE_SIZE}
+        while True:
+            answer = await self._call("GET", path, operation, params=params)
+            for comment in answer.get("comments") or []:
+                if any(marker in str(comment.get(k) or "") for k in ("body", "plain_body")):
+                    return True
+            meta = answer.get("meta") or {}
+            if not (meta.get("has_more") and meta.get("after_cursor")):
+                return False
+            params = {**params, "page[after]": str(meta["after_cursor"])}
 
     async def _customer_id(self, org_id: str, operation: str) -> str | None:
         """The organization's external id (the canonical customer id), cached a minute."""
@@ -349,7 +407,7 @@ class ZendeskSupport:
         if cached is not None and now - cached[0] < ORGANIZATION_CACHE_SECONDS:
             return cached[1]
         try:
-            answer = await self._call("GET", f"/api/v2/organizations/{org_id}.json", operation)
+            answer = await self._call("GET", self._organization_path(org_id, operation), operation)
         except NotFoundError:
             return None  # the organization is gone: the case has no known customer
         external_id = answer["organization"].get("external_id") or None
@@ -425,18 +483,10 @@ class ZendeskSupport:
             )
         return found[0] if found else None
 
-    async def _create(
-        self, customer: Customer, idempotency_key: str, operation: str
-    ) -> dict[str, Any]:
+    async def _create(self, customer: Customer, operation: str) -> dict[str, Any]:
         body = {"organization": {"name": customer.name, "external_id": customer.customer_id}}
         try:
-            response = await self._send(
-                "POST",
-                "/api/v2/organizations.json",
-                operation,
-                json=body,
-                headers={"Idempotency-Key": idempotency_key},
-            )
+            answer = await self._call("POST", "/api/v2/organizations.json", operation, json=body)
         except AdapterError as err:
             if not (_is_duplicate(err, "external_id") or _is_duplicate(err, "name")):
                 raise
@@ -447,13 +497,7 @@ class ZendeskSupport:
             if _is_duplicate(err, "name"):
                 raise await self._name_taken(customer, operation, err) from err
             raise
-        org = dict(response.json()["organization"])
-        if response.headers.get("x-idempotency-lookup") == "hit":
-            # A replayed answer is as old as the first call; read what the org is now.
-            current = await self._find(customer.customer_id, operation)
-            if current is not None:
-                return current
-        return org
+        return dict(answer["organization"])
 
     async def _rename(
         self, org: dict[str, Any], customer: Customer, operation: str
@@ -461,7 +505,7 @@ class ZendeskSupport:
         try:
             answer = await self._call(
                 "PUT",
-                f"/api/v2/organizations/{org['id']}.json",
+                self._organization_path(str(org["id"]), operation),
                 operation,
                 json={"organization": {"name": customer.name}},
             )
@@ -548,4 +592,10 @@ class ZendeskSupport:
         )
 
 
-__all__ = ["CREDIT_APPLIED_TAG", "CREDIT_FIELD_TITLES", "ZendeskSupport"]
+__all__ = [
+    "CREDIT_APPLIED_TAG",
+    "CREDIT_FIELD_TITLES",
+    "ZendeskSupport",
+    "without_write_marker",
+    "write_marker",
+]

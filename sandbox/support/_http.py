@@ -130,17 +130,32 @@ def int_param(request: Request, name: str, default: int, maximum: int | None = N
     return value
 
 
+def _newest_first(request: Request, sortable: bool) -> bool:
+    """Whether `sort` asks for newest first; refused where the endpoint has no such sort."""
+    sort = request.query_params.get("sort")
+    if sort is None:
+        return False
+    if not sortable or sort not in ("created_at", "-created_at"):
+        raise ZendeskError(400, "InvalidParameter", f"sort {sort!r} is not supported here")
+    return sort == "-created_at"
+
+
 def paginate(
     request: Request,
     store: SupportStore,
     kind: str,
     key: str,
     render: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    sortable: bool = False,
     **equals: Any,
 ) -> dict[str, Any]:
-    """A list endpoint: cursor pagination when any `page[...]` is given, offset otherwise."""
+    """A list endpoint: cursor pagination when any `page[...]` is given, offset otherwise.
+    `sortable` lists accept `sort=created_at|-created_at` (ids grow with creation time)."""
     query = request.query_params
     path = request.url.path
+    descending = _newest_first(request, sortable)
+    sort = f"&sort={query['sort']}" if "sort" in query else ""  # links keep the order asked
     if any(name in query for name in ("page[size]", "page[after]", "page[before]")):
         size = int_param(request, "page[size]", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
         after = query.get("page[after]")
@@ -148,13 +163,17 @@ def paginate(
         after_id = decode_cursor(after) if after else None
         before_id = decode_cursor(before) if before else None
         # One extra row tells whether another page follows without a count query.
-        rows = store.page(kind, limit=size + 1, after_id=after_id, before_id=before_id, **equals)
-        if before_id is not None:
-            has_more = len(rows) > size
-            rows = rows[-size:] if has_more else rows
-        else:
-            has_more = len(rows) > size
-            rows = rows[:size]
+        rows = store.page(
+            kind,
+            limit=size + 1,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=descending,
+            **equals,
+        )
+        has_more = len(rows) > size
+        # Before a cursor, the rows nearest it end the list.
+        rows = rows[-size:] if before_id is not None else rows[:size]
         after_cursor = encode_cursor(int(rows[-1]["id"])) if rows else None
         before_cursor = encode_cursor(int(rows[0]["id"])) if rows else None
         base = api_url(request, path)
@@ -167,12 +186,12 @@ def paginate(
             },
             "links": {
                 "next": (
-                    f"{base}?page[size]={size}&page[after]={after_cursor}"
+                    f"{base}?page[size]={size}&page[after]={after_cursor}{sort}"
                     if has_more and after_cursor
                     else None
                 ),
                 "prev": (
-                    f"{base}?page[size]={size}&page[before]={before_cursor}"
+                    f"{base}?page[size]={size}&page[before]={before_cursor}{sort}"
                     if before_cursor
                     else None
                 ),
@@ -181,17 +200,23 @@ def paginate(
     per_page = int_param(request, "per_page", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
     page_number = int_param(request, "page", 1)
     total = store.count(kind, **equals)
-    rows = store.page(kind, limit=per_page, offset=(page_number - 1) * per_page, **equals)
+    rows = store.page(
+        kind,
+        limit=per_page,
+        offset=(page_number - 1) * per_page,
+        newest_first=descending,
+        **equals,
+    )
     base = api_url(request, path)
     return {
         key: [render(row) for row in rows],
         "next_page": (
-            f"{base}?page={page_number + 1}&per_page={per_page}"
+            f"{base}?page={page_number + 1}&per_page={per_page}{sort}"
             if page_number * per_page < total
             else None
         ),
         "previous_page": (
-            f"{base}?page={page_number - 1}&per_page={per_page}" if page_number > 1 else None
+            f"{base}?page={page_number - 1}&per_page={per_page}{sort}" if page_number > 1 else None
         ),
         "count": total,
     }
@@ -204,12 +229,22 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+async def not_idempotent(
+    request: Request, write: Callable[[bytes], tuple[int, dict[str, Any]]]
+) -> Response:
+    """Run a write Zendesk keeps no idempotency for: an `Idempotency-Key` is ignored, so the
+    same request sent twice writes twice, as it does against Zendesk."""
+    status, body = write(await request.body())
+    return json_response(status, body)
+
+
 async def idempotent(
     request: Request,
     store: SupportStore,
     create: Callable[[bytes], tuple[int, dict[str, Any]]],
 ) -> Response:
     """Run a create once per `Idempotency-Key`; replay its answer for the same request.
+    Zendesk documents this for ticket creation (POST /api/v2/tickets) only.
 
     Only successful answers are kept: a rejected request changed nothing, so a retry with the
     same key is judged afresh (the conflicting record may be gone by then).
@@ -252,6 +287,7 @@ __all__ = [
     "json_response",
     "normalize_tags",
     "not_found",
+    "not_idempotent",
     "now_iso",
     "paginate",
     "parse_body",

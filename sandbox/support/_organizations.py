@@ -1,5 +1,6 @@
 """Organizations (`/api/v2/organizations`): a customer is an organization whose external_id is
-the canonical customer id. Names and external ids are unique, as in Zendesk.
+the canonical customer id. Names and external ids are unique, as in Zendesk, which keeps no
+idempotency for organizations (an Idempotency-Key is ignored).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from fastapi import APIRouter, Request, Response
 from sandbox.support._http import (
     ZendeskError,
     api_url,
-    idempotent,
     json_response,
     normalize_tags,
     not_found,
+    not_idempotent,
     now_iso,
     paginate,
     parse_body,
@@ -153,7 +154,7 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
             raise not_found()
         return org
 
-    @router.post("/organizations.json")
+    @router.post("/organizations")
     async def create_organization(request: Request) -> Response:
         def create(raw: bytes) -> tuple[int, dict[str, Any]]:
             fields = _clean(parse_body(raw, "organization"))
@@ -174,15 +175,15 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
                 )
             return 201, {"organization": render(request, org)}
 
-        return await idempotent(request, store, create)
+        return await not_idempotent(request, create)
 
-    @router.get("/organizations.json")
+    @router.get("/organizations")
     async def list_organizations(request: Request) -> Response:
         return json_response(
             200, paginate(request, store, KIND, "organizations", lambda o: render(request, o))
         )
 
-    @router.get("/organizations/search.json")
+    @router.get("/organizations/search")
     async def search_organizations(request: Request) -> Response:
         external_id = request.query_params.get("external_id")
         name = request.query_params.get("name")
@@ -202,11 +203,11 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
             },
         )
 
-    @router.get("/organizations/{org_id:int}.json")
+    @router.get("/organizations/{org_id:int}")
     async def show_organization(request: Request, org_id: int) -> Response:
         return json_response(200, {"organization": render(request, load(org_id))})
 
-    @router.put("/organizations/{org_id:int}.json")
+    @router.put("/organizations/{org_id:int}")
     async def update_organization(request: Request, org_id: int) -> Response:
         fields = _clean(parse_body(await request.body(), "organization"))
         with store.transaction():
@@ -225,7 +226,7 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
                 _emit_changes(webhooks, before, after)
         return json_response(200, {"organization": render(request, after)})
 
-    @router.delete("/organizations/{org_id:int}.json")
+    @router.delete("/organizations/{org_id:int}")
     async def delete_organization(org_id: int) -> Response:
         with store.transaction():
             org = load(org_id)

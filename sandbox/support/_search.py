@@ -9,9 +9,9 @@ Zendesk's cursor-paginated sibling of `/api/v2/search.json` (no 1,000-result cap
      "links": {"next": "...?page[after]=...", "prev": null}}
 
 The sandbox supports this subset of Zendesk's search query syntax: terms separated by
-spaces, every one of which must hold.
+spaces, every one of which must hold. The type goes in `filter[type]` only: the export
+refuses `type:` in the query, as Zendesk does.
 
-    type:ticket               tickets are the only type (`filter[type]=ticket`)
     tags:<tag> / tag:<tag>    the ticket carries the tag (at most one such term)
     status:<status>           the ticket's status is exactly this one
     updated<op><time>         the ticket's updated_at compared with <time>; likewise created
@@ -103,10 +103,9 @@ def parse_ticket_query(query: str) -> list[Predicate]:
         if match is None:
             raise _invalid(f"the sandbox does not support the search term {term!r}")
         name, op, value = match["name"].lower(), match["op"], match["value"]
-        if name == "type" and op == ":":
-            if value.lower() != "ticket":
-                raise _invalid("the sandbox searches tickets only (type:ticket)")
-        elif name in ("tags", "tag") and op == ":":
+        if name == "type":
+            raise _invalid("the export takes the type in filter[type], not in the query")
+        if name in ("tags", "tag") and op == ":":
             tag_terms += 1
             if tag_terms > 1:
                 raise _invalid("the sandbox supports one tags: term per query")
@@ -178,9 +177,7 @@ def search_router(store: SupportStore) -> APIRouter:
             },
         )
 
-    # Zendesk documents the path without `.json` and answers both.
     router.add_api_route("/search/export", export, methods=["GET"])
-    router.add_api_route("/search/export.json", export, methods=["GET"])
     return router
 
 

@@ -201,9 +201,11 @@ class SupportStore:
         after_id: int | None = None,
         before_id: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
         **equals: Any,
     ) -> list[dict[str, Any]]:
-        """Up to `limit` objects in id order after `after_id` (or just before `before_id`)."""
+        """Up to `limit` objects in id order (descending when `newest_first`) that come after
+        `after_id` in that order, or just before `before_id`."""
         clauses = ["kind = ?"]
         params: list[Any] = [kind]
         for field, value in equals.items():
@@ -211,14 +213,16 @@ class SupportStore:
                 raise ValueError(f"not a field name: {field!r}")
             clauses.append(f"json_extract(data, '$.{field}') = ?")
             params.append(value)
-        order = "ASC"
+        later, earlier = (">", "<") if not newest_first else ("<", ">")
+        order = "DESC" if newest_first else "ASC"
         if after_id is not None:
-            clauses.append("id > ?")
+            clauses.append(f"id {later} ?")
             params.append(after_id)
         if before_id is not None:
-            clauses.append("id < ?")
+            clauses.append(f"id {earlier} ?")
             params.append(before_id)
-            order = "DESC"  # the page just before the cursor, re-sorted ascending below
+            # The page just before the cursor, put back in the listing order below.
+            order = "ASC" if newest_first else "DESC"
         sql = (
             f"SELECT data FROM objects WHERE {' AND '.join(clauses)} "  # noqa: S608
             f"ORDER BY id {order} LIMIT ? OFFSET ?"
@@ -226,7 +230,7 @@ class SupportStore:
         params.extend([limit, offset])
         with self.transaction() as conn:
             rows = [dict(json.loads(row["data"])) for row in conn.execute(sql, params)]
-        return sorted(rows, key=lambda item: int(item["id"]))
+        return sorted(rows, key=lambda item: int(item["id"]), reverse=newest_first)
 
     def count(self, kind: str, **equals: Any) -> int:
         return len(self.find(kind, **equals))

@@ -3,8 +3,9 @@
 Basic Zendesk semantics: a ticket is created with its first comment (its description);
 PUT changes fields, replaces `tags` or adds/removes with `additional_tags`/`remove_tags`,
 merges `custom_fields` by id and appends a `comment`; closed tickets refuse updates.
-Creates and updates honour `Idempotency-Key` (same key + same request = the first answer
-replayed, nothing changed twice).
+Ticket creation honours `Idempotency-Key` (same key + same request = the first answer
+replayed, nothing created twice), the only place Zendesk documents it: an update with a key
+is applied again, as Zendesk does. Comments list newest first with `sort=-created_at`.
 
 Credit requests. The sandbox seeds the ticket fields support agents use to ask for a
 credit (`CREDIT_FIELDS`: "Credit amount" (decimal, sent as a string like "120.00"),
@@ -41,6 +42,7 @@ from sandbox.support._http import (
     json_response,
     normalize_tags,
     not_found,
+    not_idempotent,
     now_iso,
     paginate,
     parse_body,
@@ -319,7 +321,7 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
 
     # -- tickets ---------------------------------------------------------------------
 
-    @router.post("/tickets.json")
+    @router.post("/tickets")
     async def create_ticket(request: Request) -> Response:
         def create(raw: bytes) -> tuple[int, dict[str, Any]]:
             body = parse_body(raw, "ticket")
@@ -365,13 +367,13 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
 
         return await idempotent(request, store, create)
 
-    @router.get("/tickets.json")
+    @router.get("/tickets")
     async def list_tickets(request: Request) -> Response:
         return json_response(
             200, paginate(request, store, TICKET, "tickets", lambda t: render(request, t))
         )
 
-    @router.get("/organizations/{org_id:int}/tickets.json")
+    @router.get("/organizations/{org_id:int}/tickets")
     async def list_organization_tickets(request: Request, org_id: int) -> Response:
         if store.get("organization", org_id) is None:
             raise not_found()
@@ -387,11 +389,11 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
             ),
         )
 
-    @router.get("/tickets/{ticket_id:int}.json")
+    @router.get("/tickets/{ticket_id:int}")
     async def show_ticket(request: Request, ticket_id: int) -> Response:
         return json_response(200, {"ticket": render(request, load(ticket_id))})
 
-    @router.put("/tickets/{ticket_id:int}.json")
+    @router.put("/tickets/{ticket_id:int}")
     async def update_ticket(request: Request, ticket_id: int) -> Response:
         def update(raw: bytes) -> tuple[int, dict[str, Any]]:
             body = parse_body(raw, "ticket")
@@ -410,19 +412,27 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
                         emit_comment(after, add_comment(after, comment_fields))
             return 200, {"ticket": render(request, after)}
 
-        # A retried update (a comment above all) must not land twice.
-        return await idempotent(request, store, update)
+        return await not_idempotent(request, update)
 
-    @router.get("/tickets/{ticket_id:int}/comments.json")
+    @router.get("/tickets/{ticket_id:int}/comments")
     async def list_comments(request: Request, ticket_id: int) -> Response:
         load(ticket_id)
         return json_response(
-            200, paginate(request, store, COMMENT, "comments", render_comment, ticket_id=ticket_id)
+            200,
+            paginate(
+                request,
+                store,
+                COMMENT,
+                "comments",
+                render_comment,
+                sortable=True,
+                ticket_id=ticket_id,
+            ),
         )
 
     # -- ticket fields (custom field definitions) --------------------------------------
 
-    @router.post("/ticket_fields.json")
+    @router.post("/ticket_fields")
     async def create_ticket_field(request: Request) -> Response:
         def create(raw: bytes) -> tuple[int, dict[str, Any]]:
             body = parse_body(raw, "ticket_field")
@@ -453,9 +463,9 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
                 }
             }
 
-        return await idempotent(request, store, create)
+        return await not_idempotent(request, create)
 
-    @router.get("/ticket_fields.json")
+    @router.get("/ticket_fields")
     async def list_ticket_fields(request: Request) -> Response:
         fields = [
             {"url": api_url(request, f"/api/v2/ticket_fields/{field['id']}.json"), **field}
@@ -463,7 +473,7 @@ def tickets_router(store: SupportStore, webhooks: WebhookDispatcher) -> APIRoute
         ]
         return json_response(200, {"ticket_fields": fields, "count": len(fields)})
 
-    @router.get("/ticket_fields/{field_id:int}.json")
+    @router.get("/ticket_fields/{field_id:int}")
     async def show_ticket_field(request: Request, field_id: int) -> Response:
         field = store.get(TICKET_FIELD, field_id)
         if field is None:

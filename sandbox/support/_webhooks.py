@@ -1,8 +1,12 @@
 """Zendesk-style event webhooks: queued in SQLite with the change, delivered at least once.
 
-An event is stored as one delivery per endpoint in the same transaction as the change that
-caused it, so a crash never loses one; a background task posts due deliveries, signed like
-Zendesk, and reschedules failures with backoff. A restart picks up whatever is pending.
+A webhook receives the events it subscribes to: its `subscriptions` list event types
+(`zen:event-type:organization.created`, ...); one connected to triggers and automations
+(`conditional_ticket_events`) gets no events (the sandbox has no triggers). Endpoints
+configured at start subscribe to every event type the sandbox emits (`EVENT_TYPES`).
+An event is stored as one delivery per subscribed endpoint in the same transaction as the
+change that caused it, so a crash never loses one; a background task posts due deliveries,
+signed like Zendesk, and reschedules failures with backoff. A restart picks up whatever is pending.
 """
 
 from __future__ import annotations
@@ -20,17 +24,40 @@ from typing import Any
 
 import httpx
 
-from adapters.support.webhook_signature import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    sign_zendesk,
-    zendesk_timestamp,
-)
+from sandbox.support._signature import signature_headers, signature_timestamp
 from sandbox.support._store import Delivery, SupportStore
 
 logger = logging.getLogger("sandbox.support.webhooks")
 
 EVENT_VERSION = "2022-11-06"
+EVENT_TYPE_PREFIX = "zen:event-type:"
+# A webhook with this subscription is invoked by triggers and automations, never by events.
+TRIGGER_SUBSCRIPTION = "conditional_ticket_events"
+# Every event type the sandbox emits, as a webhook subscribes to it.
+EVENT_TYPES: frozenset[str] = frozenset(
+    f"{EVENT_TYPE_PREFIX}{name}"
+    for name in (
+        "organization.created",
+        "organization.deleted",
+        "organization.name_changed",
+        "organization.external_id_changed",
+        "organization.group_changed",
+        "organization.tags_changed",
+        "organization.custom_field_changed",
+        "ticket.created",
+        "ticket.comment_added",
+        "ticket.status_changed",
+        "ticket.priority_changed",
+        "ticket.subject_changed",
+        "ticket.type_changed",
+        "ticket.organization_changed",
+        "ticket.group_assignment_changed",
+        "ticket.agent_assignment_changed",
+        "ticket.external_id_changed",
+        "ticket.tags_changed",
+        "ticket.custom_field_changed",
+    )
+)
 # Local stacks are often down for minutes: retry for hours before giving up on a delivery.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300)
 DEFAULT_MAX_ATTEMPTS = 50
@@ -56,16 +83,19 @@ class WebhookDispatcher:
             raise ValueError("retry_delays needs at least one delay")
         self._store = store
         self._secrets = {url: secret for url, secret in endpoints}
+        self._subscriptions: dict[str, frozenset[str]] = dict.fromkeys(self._secrets, EVENT_TYPES)
         self._retry_delays = tuple(retry_delays)
         self._max_attempts = max_attempts
         self._timeout = timeout
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def add_endpoint(self, url: str) -> tuple[str, str]:
+    def add_endpoint(self, url: str, subscriptions: Sequence[str]) -> tuple[str, str]:
         """Register an endpoint at run time (Zendesk's `POST /api/v2/webhooks`); returns its
-        webhook id and signing secret. Registering a known URL returns the same secret."""
+        webhook id and signing secret. Registering a known URL returns the same secret and
+        replaces its subscriptions (one webhook per URL in the sandbox)."""
         secret = self._secrets.setdefault(url, "whsec_" + uuid.uuid4().hex)
+        self._subscriptions[url] = frozenset(subscriptions)
         return webhook_id(url), secret
 
     def signing_secret(self, hook_id: str) -> str | None:
@@ -83,21 +113,25 @@ class WebhookDispatcher:
         detail: dict[str, Any],
         event: dict[str, Any] | None = None,
     ) -> str:
-        """Queue `zen:event-type:{event_type}` for every endpoint; returns the event id."""
+        """Queue `zen:event-type:{event_type}` for every endpoint subscribed to it; returns
+        the event id."""
         event_id = str(uuid.uuid4())
-        full_type = f"zen:event-type:{event_type}"
+        full_type = f"{EVENT_TYPE_PREFIX}{event_type}"
+        if full_type not in EVENT_TYPES:
+            raise ValueError(f"{full_type} is not an event type the sandbox knows")
         payload: dict[str, Any] = {
             "account_id": ACCOUNT_ID,
             "detail": detail,
             "event": event or {},
             "id": event_id,
             "subject": subject,
-            "time": zendesk_timestamp(datetime.now(UTC)),
+            "time": signature_timestamp(datetime.now(UTC)),
             "type": full_type,
             "zendesk_event_version": EVENT_VERSION,
         }
         body = json.dumps(payload, separators=(",", ":"))
-        for url in self._secrets:
+        subscribed = [url for url in self._secrets if full_type in self._subscriptions[url]]
+        for url in subscribed:
             self._store.enqueue_delivery(
                 delivery_id=str(uuid.uuid4()),
                 event_id=event_id,
@@ -106,7 +140,7 @@ class WebhookDispatcher:
                 endpoint_url=url,
                 payload=body,
             )
-        if self._wake is not None and self._secrets:
+        if self._wake is not None and subscribed:
             self._wake.set()
         return event_id
 
@@ -165,16 +199,14 @@ class WebhookDispatcher:
             )
             return
         body = delivery.payload.encode()
-        # Signed at send time, as Zendesk does, so a late retry is not rejected as stale.
-        timestamp = zendesk_timestamp(datetime.now(UTC))
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": "Zendesk Webhook",
             "X-Zendesk-Account-Id": str(ACCOUNT_ID),
             "X-Zendesk-Webhook-Id": webhook_id(delivery.endpoint_url),
             "X-Zendesk-Webhook-Invocation-Id": delivery.id,
-            SIGNATURE_HEADER: sign_zendesk(body, secret, timestamp),
-            TIMESTAMP_HEADER: timestamp,
+            # Signed at send time, as Zendesk does, so a late retry is not rejected as stale.
+            **signature_headers(body, secret, datetime.now(UTC)),
         }
         started = time.monotonic()
         status_code: int | None = None
@@ -257,4 +289,12 @@ class WebhookDispatcher:
         return listed
 
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_RETRY_DELAYS", "WebhookDispatcher", "webhook_id"]
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_RETRY_DELAYS",
+    "EVENT_TYPES",
+    "EVENT_TYPE_PREFIX",
+    "TRIGGER_SUBSCRIPTION",
+    "WebhookDispatcher",
+    "webhook_id",
+]

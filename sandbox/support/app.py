@@ -1,8 +1,9 @@
 """The Zendesk-compatible support sandbox as a FastAPI app.
 
 `/api/v2/...` speaks the Zendesk REST API subset we use (API-token basic auth, Zendesk
-error bodies, cursor pagination, Idempotency-Key, 429 + Retry-After). `/_sandbox/...` is
-test control with no auth: health, fault injection, webhook delivery log.
+error bodies, cursor pagination, Idempotency-Key on ticket creation only, 429 + Retry-After),
+each path with or without `.json`, as Zendesk answers both. `/_sandbox/...` is test control
+with no auth: health, fault injection, webhook delivery log.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox.support._http import ZendeskError, json_response
 from sandbox.support._organizations import organizations_router
@@ -30,10 +32,45 @@ from sandbox.support._tickets import API_USER_ID, tickets_router
 from sandbox.support._webhooks import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_DELAYS,
+    EVENT_TYPE_PREFIX,
+    TRIGGER_SUBSCRIPTION,
     WebhookDispatcher,
 )
 
 API_PREFIX = "/api/v2/"
+
+
+class _JsonSuffixOptional:
+    """Routes `/api/v2/x.json` as `/api/v2/x`: Zendesk answers both spellings."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(API_PREFIX) and path.endswith(".json"):
+            scope = {**scope, "path": path.removesuffix(".json")}
+        await self.app(scope, receive, send)
+
+
+def _webhook_subscriptions(webhook: dict[str, Any]) -> list[str]:
+    """The validated `subscriptions` of a webhook being created, refused as Zendesk does."""
+    subscriptions = webhook.get("subscriptions", [])
+    if not isinstance(subscriptions, list) or not all(isinstance(s, str) for s in subscriptions):
+        raise ZendeskError(400, "InvalidParameter", "webhook.subscriptions must be a list")
+    events = [s for s in subscriptions if s != TRIGGER_SUBSCRIPTION]
+    unknown = [s for s in events if not s.startswith(EVENT_TYPE_PREFIX)]
+    if unknown:
+        raise ZendeskError(400, "InvalidParameter", f"unknown subscriptions {unknown}")
+    if events and len(events) != len(subscriptions):
+        raise ZendeskError(
+            400,
+            "InvalidParameter",
+            "a webhook subscribes to events or connects to triggers, not both",
+        )
+    if events and (webhook.get("http_method"), webhook.get("request_format")) != ("POST", "json"):
+        raise ZendeskError(400, "InvalidParameter", "a webhook subscribed to events must POST json")
+    return subscriptions
 
 
 class _Faults:
@@ -123,7 +160,8 @@ def create_app(
 ) -> FastAPI:
     """A support sandbox keeping its state in SQLite at `state_path` (memory when None).
 
-    `webhook_endpoints` are (url, secret) pairs receiving every event; the retry keywords
+    `webhook_endpoints` are (url, secret) pairs subscribed to every event type the sandbox
+    emits; the retry keywords
     let tests shorten the backoff between delivery attempts.
     """
     store = SupportStore(state_path)
@@ -147,6 +185,7 @@ def create_app(
             store.close()
 
     app = FastAPI(title="ledgerbridge support sandbox (Zendesk API v2 subset)", lifespan=lifespan)
+    app.add_middleware(_JsonSuffixOptional)
     app.state.store = store
     app.state.webhooks = webhooks
 
@@ -188,7 +227,7 @@ def create_app(
     app.include_router(tickets_router(store, webhooks))
     app.include_router(search_router(store))
 
-    @app.get("/api/v2/users/me.json")
+    @app.get("/api/v2/users/me")
     async def current_user(request: Request) -> Response:
         # The integration's own agent; tickets and comments default to it as author.
         return json_response(
@@ -207,18 +246,29 @@ def create_app(
 
     @app.post("/api/v2/webhooks")
     async def create_webhook(request: Request) -> Response:
-        """Zendesk's webhook registration (the subset a test or the local stack needs): every
-        event goes to the endpoint, signed with the secret `signing_secret` returns."""
+        """Zendesk's webhook registration (the subset a test or the local stack needs): the
+        webhook receives the event types it subscribes to, signed with the secret
+        `signing_secret` returns."""
         try:
-            endpoint = str((await request.json())["webhook"]["endpoint"])
+            webhook = (await request.json())["webhook"]
+            if not isinstance(webhook, dict):
+                raise TypeError("webhook")
         except (ValueError, KeyError, TypeError) as err:
-            raise ZendeskError(400, "InvalidParameter", "webhook.endpoint is required") from err
+            raise ZendeskError(400, "InvalidParameter", "the body needs a webhook object") from err
+        for mandatory in ("name", "endpoint", "http_method", "request_format", "status"):
+            if not isinstance(webhook.get(mandatory), str) or not webhook[mandatory].strip():
+                raise ZendeskError(400, "InvalidParameter", f"webhook.{mandatory} is required")
+        endpoint = webhook["endpoint"]
         if not endpoint.startswith(("http://", "https://")):
             raise ZendeskError(400, "InvalidParameter", "webhook.endpoint must be an http URL")
-        hook_id, _secret = webhooks.add_endpoint(endpoint)
-        return json_response(201, {"webhook": {"id": hook_id, "endpoint": endpoint,
-                                               "status": "active", "http_method": "POST",
-                                               "request_format": "json"}})  # fmt: skip
+        subscriptions = _webhook_subscriptions(webhook)
+        active = webhook["status"] == "active"
+        hook_id, _secret = webhooks.add_endpoint(endpoint, subscriptions if active else [])
+        return json_response(201, {"webhook": {
+            "id": hook_id, "name": webhook["name"], "endpoint": endpoint,
+            "status": webhook["status"], "http_method": webhook["http_method"],
+            "request_format": webhook["request_format"], "subscriptions": subscriptions,
+        }})  # fmt: skip
 
     @app.get("/api/v2/webhooks/{hook_id}/signing_secret")
     async def webhook_signing_secret(hook_id: str) -> Response:

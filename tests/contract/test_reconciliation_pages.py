@@ -497,7 +497,7 @@ def test_sandbox_search_export_refuses_what_it_cannot_apply(
     with support_sandbox.api() as api:
         free_text = api.get(
             "/api/v2/search/export",
-            params={"query": "type:ticket outage", "filter[type]": "ticket"},
+            params={"query": "tags:credit_applied outage", "filter[type]": "ticket"},
         )
         no_type = api.get("/api/v2/search/export", params={"query": "tags:credit_applied"})
         bad_time = api.get(
@@ -518,7 +518,7 @@ def test_sandbox_search_export_pages_by_cursor_in_zendesks_shape(
         create_ticket_with_credit(support_sandbox, organization_id=org["id"], tags=["vip"])
         for _ in range(3)
     ]
-    query = {"query": "type:ticket tags:vip status:new", "filter[type]": "ticket"}
+    query = {"query": "tags:vip status:new", "filter[type]": "ticket"}
 
     with support_sandbox.api() as api:
         first = api.get("/api/v2/search/export.json", params={**query, "page[size]": 2}).json()

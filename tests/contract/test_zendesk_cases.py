@@ -4,7 +4,7 @@ what the case-to-credit process reads from and writes to the support desk."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,9 +13,11 @@ import pytest
 from adapters.errors import NotFoundError, RateLimitedError, ValidationError
 from adapters.support import ZendeskSupport
 from adapters.support.webhook_signature import verify_zendesk
+from adapters.support.zendesk import without_write_marker, write_marker
 from canonical.money import Money
 from canonical.support import CreditAsk
 from tests.fixtures.support import (
+    RecordingTransport,
     SupportSandbox,
     WebhookReceiver,
     create_organization,
@@ -30,6 +32,18 @@ CUSTOM_FIELD_CHANGED = "zen:event-type:ticket.custom_field_changed"
 def comments(sandbox: SupportSandbox, ticket_id: int) -> list[dict[str, Any]]:
     with sandbox.api() as api:
         return list(api.get(f"/api/v2/tickets/{ticket_id}/comments.json").json()["comments"])
+
+
+def comments_all(sandbox: SupportSandbox, ticket_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with sandbox.api() as api:
+        params: dict[str, Any] = {"page[size]": 100}
+        while True:
+            page = api.get(f"/api/v2/tickets/{ticket_id}/comments", params=params).json()
+            found += page["comments"]
+            if not page["meta"]["has_more"]:
+                return found
+            params["page[after]"] = page["meta"]["after_cursor"]
 
 
 def ticket(sandbox: SupportSandbox, ticket_id: int) -> dict[str, Any]:
@@ -152,8 +166,29 @@ async def test_unknown_ticket_is_not_found(zendesk_support: ZendeskSupport) -> N
         await zendesk_support.get_case("360000009999")
     with pytest.raises(NotFoundError):
         await zendesk_support.add_internal_note("360000009999", "note", "k1")
-    with pytest.raises(NotFoundError):
-        await zendesk_support.get_case("../organizations/1")
+
+
+@pytest.mark.parametrize("case_id", ["../organizations/1", "12/comments", "١٢", "12.json", ""])
+@pytest.mark.parametrize(
+    "method", ["get_case", "add_internal_note", "add_public_reply", "add_tags"]
+)
+async def test_a_ticket_id_not_shaped_like_zendesks_is_refused_before_any_call(
+    support_sandbox: SupportSandbox, method: str, case_id: str
+) -> None:
+    recording = RecordingTransport()
+    async with ZendeskSupport(
+        support_sandbox.url, support_sandbox.email, support_sandbox.api_token, transport=recording
+    ) as support:
+        calls = {
+            "get_case": lambda: support.get_case(case_id),
+            "add_internal_note": lambda: support.add_internal_note(case_id, "note", "k"),
+            "add_public_reply": lambda: support.add_public_reply(case_id, "reply", "k"),
+            "add_tags": lambda: support.add_tags(case_id, ["vip"], "k"),
+        }
+        with pytest.raises(NotFoundError, match="ticket ids are numeric"):
+            await calls[method]()
+
+    assert recording.requests == []
 
 
 async def test_429_on_get_case_is_rate_limited_with_the_retry_after(
@@ -182,7 +217,14 @@ async def test_internal_note_is_private_and_public_reply_is_public(
     await zendesk_support.add_public_reply(case_id, "We credited 120.00 EUR.", "credit/1/reply")
 
     written = [(c["body"], c["public"]) for c in comments(support_sandbox, created["id"])][1:]
-    assert written == [("Approved by finance.", False), ("We credited 120.00 EUR.", True)]
+    assert [(without_write_marker(body), public) for body, public in written] == [
+        ("Approved by finance.", False),
+        ("We credited 120.00 EUR.", True),
+    ]
+    # The marker is the last line, apart from the text, and tells nothing of the customer.
+    assert written[0][0] == f"Approved by finance.\n\n{write_marker('credit/1/note')}"
+    assert written[1][0].endswith(f"\n\n{write_marker('credit/1/reply')}")
+    assert "credit/1" not in written[0][0]
 
 
 async def test_same_idempotency_key_adds_a_note_once(
@@ -193,44 +235,93 @@ async def test_same_idempotency_key_adds_a_note_once(
 
     await zendesk_support.add_internal_note(case_id, "Approved.", "credit/1/note")
     await zendesk_support.add_internal_note(case_id, "Approved.", "credit/1/note")
+    await zendesk_support.add_public_reply(case_id, "Credited.", "credit/1/reply")
+    await zendesk_support.add_public_reply(case_id, "Credited.", "credit/1/reply")
     await zendesk_support.add_internal_note(case_id, "Approved.", "credit/1/note-2")
 
-    assert [c["body"] for c in comments(support_sandbox, created["id"])][1:] == [
-        "Approved.",
-        "Approved.",
-    ]
+    assert [without_write_marker(c["body"]) for c in comments(support_sandbox, created["id"])][
+        1:
+    ] == ["Approved.", "Credited.", "Approved."]
 
 
-async def test_tags_are_added_once_per_idempotency_key(
-    zendesk_support: ZendeskSupport, support_sandbox: SupportSandbox
-) -> None:
-    created = create_ticket_with_credit(support_sandbox, organization_id=None, tags=["outage"])
-    case_id = str(created["id"])
-
-    await zendesk_support.add_tags(case_id, ["credit_applied"], "credit/1/tags")
-    # Someone removes the tag; a retry of the same step must not put it back.
-    with support_sandbox.api() as api:
-        api.put(
-            f"/api/v2/tickets/{case_id}.json", json={"ticket": {"remove_tags": ["credit_applied"]}}
-        ).raise_for_status()
-    await zendesk_support.add_tags(case_id, ["credit_applied"], "credit/1/tags")
-
-    assert ticket(support_sandbox, created["id"])["tags"] == ["outage"]
-    await zendesk_support.add_tags(case_id, ["Credit_Applied", "vip"], "credit/1/tags-2")
-    assert ticket(support_sandbox, created["id"])["tags"] == ["outage", "credit_applied", "vip"]
-
-
-async def test_same_idempotency_key_for_another_write_is_refused(
+async def test_a_note_is_found_behind_many_newer_comments(
     zendesk_support: ZendeskSupport, support_sandbox: SupportSandbox
 ) -> None:
     created = create_ticket_with_credit(support_sandbox, organization_id=None)
     case_id = str(created["id"])
-    await zendesk_support.add_tags(case_id, ["a"], "credit/1/step")
+    await zendesk_support.add_internal_note(case_id, "Approved.", "credit/1/note")
+    with support_sandbox.api() as api:
+        for n in range(105):  # more than one page of comments, newest first
+            api.put(
+                f"/api/v2/tickets/{case_id}", json={"ticket": {"comment": {"body": f"c{n}"}}}
+            ).raise_for_status()
 
-    with pytest.raises(ValidationError):
-        await zendesk_support.add_tags(case_id, ["b"], "credit/1/step")
+    await zendesk_support.add_internal_note(case_id, "Approved.", "credit/1/note")
 
-    assert "b" not in ticket(support_sandbox, created["id"])["tags"]
+    bodies = [without_write_marker(c["body"]) for c in comments_all(support_sandbox, case_id)]
+    assert bodies.count("Approved.") == 1
+    assert len(bodies) == 107
+
+
+async def test_tags_are_added_without_replacing_and_once_however_often(
+    zendesk_support: ZendeskSupport, support_sandbox: SupportSandbox
+) -> None:
+    created = create_ticket_with_credit(support_sandbox, organization_id=None, tags=["outage"])
+    case_id = str(created["id"])
+    recording = RecordingTransport()
+
+    async with ZendeskSupport(
+        support_sandbox.url, support_sandbox.email, support_sandbox.api_token, transport=recording
+    ) as support:
+        await support.add_tags(case_id, ["credit_applied"], "credit/1/tags")
+        await support.add_tags(case_id, ["credit_applied"], "credit/1/tags")
+    await zendesk_support.add_tags(case_id, ["Credit_Applied", "vip"], "credit/1/tags-2")
+
+    assert ticket(support_sandbox, created["id"])["tags"] == ["outage", "credit_applied", "vip"]
+    assert [json.loads(r.content) for r in recording.requests] == [
+        {"ticket": {"additional_tags": ["credit_applied"]}}
+    ] * 2
+    assert not [r for r in recording.requests if "idempotency-key" in r.headers]
+
+
+# -- the ticket export reconciliation reads ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "refusal"),
+    [
+        ({"query": "type:ticket tags:credit_applied", "filter[type]": "ticket"}, "filter[type]"),
+        ({"query": "tags:credit_applied"}, "filter[type] is required"),
+        ({"query": "tags:credit_applied", "filter[type]": "ticket", "page[size]": 1001}, "1000"),
+    ],
+)
+def test_export_refuses_what_zendesk_refuses(
+    support_sandbox: SupportSandbox, params: dict[str, Any], refusal: str
+) -> None:
+    with support_sandbox.api() as api:
+        answer = api.get("/api/v2/search/export", params=params)
+
+    assert answer.status_code == 400
+    assert refusal in answer.json()["description"]
+
+
+async def test_credit_ticket_page_sends_the_type_as_a_filter_only(
+    support_sandbox: SupportSandbox,
+) -> None:
+    created = create_ticket_with_credit(
+        support_sandbox, organization_id=None, tags=["credit_applied"]
+    )
+    updated = datetime.fromisoformat(str(created["updated_at"]))
+    recording = RecordingTransport()
+    async with ZendeskSupport(
+        support_sandbox.url, support_sandbox.email, support_sandbox.api_token, transport=recording
+    ) as support:
+        page = await support.credit_ticket_page(updated, updated + timedelta(days=1), None, 50)
+
+    assert [t.case_id for t in page.tickets] == [str(created["id"])]
+    [export] = [r for r in recording.requests if r.url.path == "/api/v2/search/export"]
+    assert export.url.params["filter[type]"] == "ticket"
+    assert "type:" not in export.url.params["query"]
 
 
 # -- the webhook an ingress sees when a credit is asked ----------------------------------

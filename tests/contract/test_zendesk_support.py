@@ -15,13 +15,13 @@ from adapters.errors import (
     ConflictError,
     RateLimitedError,
     TransientError,
-    ValidationError,
 )
 from adapters.support import ZendeskSupport
 from adapters.support.webhook_signature import verify_zendesk
 from canonical import AccountRecord, Customer
 from tests.fixtures.servers import free_port
 from tests.fixtures.support import (
+    RecordingTransport,
     SupportSandbox,
     WebhookReceiver,
     serve_support_sandbox,
@@ -125,61 +125,88 @@ async def test_rename_onto_a_taken_name_is_a_conflict(
         )
 
 
-# -- idempotency -----------------------------------------------------------------------
+# -- idempotency: Zendesk documents Idempotency-Key for ticket creation only ------------
 
 
-async def test_adapter_sends_its_idempotency_key_so_a_replay_creates_nothing(
-    zendesk_support: ZendeskSupport, support_sandbox: SupportSandbox
+def create_ticket(api: httpx.Client, body: str, key: str) -> httpx.Response:
+    return api.post(
+        "/api/v2/tickets.json",
+        json={"ticket": {"subject": "Outage", "comment": {"body": body}}},
+        headers={"Idempotency-Key": key},
+    )
+
+
+async def test_adapter_sends_no_idempotency_key_and_finds_the_organization_it_created(
+    support_sandbox: SupportSandbox,
 ) -> None:
-    created = await zendesk_support.ensure_organization(ACME, "account/cus_acme001/create")
-    body = {"organization": {"name": ACME.name, "external_id": ACME.customer_id}}
+    recording = RecordingTransport()
+    async with ZendeskSupport(
+        support_sandbox.url, support_sandbox.email, support_sandbox.api_token, transport=recording
+    ) as support:
+        created = await support.ensure_organization(ACME, "account/cus_acme001/create")
+        again = await support.ensure_organization(ACME, "account/cus_acme001/create")
 
-    with support_sandbox.api() as api:
-        replay = api.post(
-            "/api/v2/organizations.json",
-            json=body,
-            headers={"Idempotency-Key": "account/cus_acme001/create"},
-        )
-
-    assert replay.status_code == 201
-    assert replay.headers["x-idempotency-lookup"] == "hit"
-    assert str(replay.json()["organization"]["id"]) == created.external_id
+    assert again == created
+    assert [r.method for r in recording.requests] == ["GET", "POST", "GET"]
+    assert not [r for r in recording.requests if "idempotency-key" in r.headers]
     assert len(all_organizations(support_sandbox)) == 1
 
 
-def test_same_idempotency_key_with_same_body_replays_the_first_answer(
-    support_sandbox: SupportSandbox,
-) -> None:
+def test_organization_creation_ignores_an_idempotency_key(support_sandbox: SupportSandbox) -> None:
     body = {"organization": {"name": "Gamma", "external_id": "cus_gamma01"}}
     with support_sandbox.api() as api:
         first = api.post("/api/v2/organizations.json", json=body, headers={"Idempotency-Key": "g"})
         second = api.post("/api/v2/organizations.json", json=body, headers={"Idempotency-Key": "g"})
 
+    assert first.status_code == 201
+    assert "x-idempotency-lookup" not in first.headers
+    # The key did not make the second request a replay: Zendesk judges it afresh.
+    assert second.status_code == 422
+    assert second.json()["details"]["name"][0]["error"] == "DuplicateValue"
+    assert len(all_organizations(support_sandbox)) == 1
+
+
+def test_same_idempotency_key_on_ticket_creation_replays_the_first_answer(
+    support_sandbox: SupportSandbox,
+) -> None:
+    with support_sandbox.api() as api:
+        first = create_ticket(api, "The customer asks for a credit.", "t-1")
+        second = create_ticket(api, "The customer asks for a credit.", "t-1")
+        tickets = api.get("/api/v2/tickets.json").json()["tickets"]
+
     assert first.status_code == second.status_code == 201
     assert first.headers["x-idempotency-lookup"] == "miss"
     assert second.headers["x-idempotency-lookup"] == "hit"
     assert first.json() == second.json()
-    assert len(all_organizations(support_sandbox)) == 1
+    assert [t["id"] for t in tickets] == [first.json()["ticket"]["id"]]
 
 
-def test_same_idempotency_key_with_another_body_is_refused(
+def test_same_idempotency_key_on_ticket_creation_with_another_body_is_refused(
     support_sandbox: SupportSandbox,
 ) -> None:
     with support_sandbox.api() as api:
-        api.post(
-            "/api/v2/organizations.json",
-            json={"organization": {"name": "Gamma"}},
-            headers={"Idempotency-Key": "g"},
-        ).raise_for_status()
-        mismatch = api.post(
-            "/api/v2/organizations.json",
-            json={"organization": {"name": "Delta"}},
-            headers={"Idempotency-Key": "g"},
-        )
+        create_ticket(api, "First", "t-1").raise_for_status()
+        mismatch = create_ticket(api, "Second", "t-1")
+        tickets = api.get("/api/v2/tickets.json").json()["tickets"]
 
     assert mismatch.status_code == 400
     assert mismatch.json()["error"] == "IdempotentRequestError"
-    assert [o["name"] for o in all_organizations(support_sandbox)] == ["Gamma"]
+    assert [t["description"] for t in tickets] == ["First"]
+
+
+def test_idempotency_key_on_a_ticket_update_is_ignored(support_sandbox: SupportSandbox) -> None:
+    with support_sandbox.api() as api:
+        ticket_id = create_ticket(api, "Opening", "t-1").json()["ticket"]["id"]
+        update = {"ticket": {"comment": {"body": "Credit applied.", "public": False}}}
+        for _ in range(2):
+            answer = api.put(
+                f"/api/v2/tickets/{ticket_id}.json", json=update, headers={"Idempotency-Key": "u"}
+            )
+            assert answer.status_code == 200
+            assert "x-idempotency-lookup" not in answer.headers
+        comments = api.get(f"/api/v2/tickets/{ticket_id}/comments.json").json()["comments"]
+
+    assert [c["body"] for c in comments] == ["Opening", "Credit applied.", "Credit applied."]
 
 
 def test_duplicate_name_answers_zendesk_record_invalid(support_sandbox: SupportSandbox) -> None:
@@ -252,22 +279,6 @@ async def test_wrong_token_is_an_authentication_error(support_sandbox: SupportSa
 
     assert raised.value.status == 401
     assert raised.value.remote_answer == {"error": "Couldn't authenticate you"}
-
-
-async def test_idempotency_mismatch_is_a_validation_error(
-    zendesk_support: ZendeskSupport, support_sandbox: SupportSandbox
-) -> None:
-    with support_sandbox.api() as api:
-        api.post(
-            "/api/v2/organizations.json",
-            json={"organization": {"name": "Unrelated"}},
-            headers={"Idempotency-Key": "reused-key"},
-        ).raise_for_status()
-
-    with pytest.raises(ValidationError) as raised:
-        await zendesk_support.ensure_organization(ACME, "reused-key")
-
-    assert raised.value.remote_code == "IdempotentRequestError"
 
 
 # -- pagination ------------------------------------------------------------------------
@@ -349,6 +360,63 @@ async def test_organization_events_are_delivered_signed_like_zendesk(
     assert created_event["id"] != renamed_event["id"]
 
 
+async def test_a_webhook_gets_only_the_event_types_it_subscribes_to(
+    support_sandbox: SupportSandbox,
+) -> None:
+    with serve_webhook_receiver() as organizations, serve_webhook_receiver() as triggers:
+        support_sandbox.add_webhook_endpoint(
+            organizations.url, ["zen:event-type:organization.created"]
+        )
+        support_sandbox.add_webhook_endpoint(triggers.url, ["conditional_ticket_events"])
+        async with ZendeskSupport(
+            support_sandbox.url, support_sandbox.email, support_sandbox.api_token
+        ) as support:
+            await support.ensure_organization(ACME, "k1")
+            await support.ensure_organization(ACME.model_copy(update={"name": "Acme AG"}), "k2")
+        # Deliveries are queued with the change: the log is complete once the calls answered.
+        deliveries = await support_sandbox.wait_for_deliveries(
+            lambda ds: [d["status"] for d in ds] == ["delivered"]
+        )
+
+    assert [d["event_type"] for d in deliveries] == ["zen:event-type:organization.created"]
+    assert {d["endpoint_url"] for d in deliveries} == {organizations.url}
+    assert [json.loads(h.body)["type"] for h in organizations.accepted()] == [
+        "zen:event-type:organization.created"
+    ]
+    assert triggers.received == []
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"name": None}, "webhook.name is required"),
+        ({"subscriptions": ["organization.created"]}, "unknown subscriptions"),
+        (
+            {"subscriptions": ["conditional_ticket_events", "zen:event-type:ticket.created"]},
+            "not both",
+        ),
+        ({"http_method": "GET"}, "must POST json"),
+    ],
+)
+def test_webhook_registration_refuses_what_zendesk_refuses(
+    support_sandbox: SupportSandbox, change: dict[str, Any], refusal: str
+) -> None:
+    webhook = {
+        "name": "ledgerbridge",
+        "endpoint": "http://127.0.0.1:9/hook",
+        "http_method": "POST",
+        "request_format": "json",
+        "status": "active",
+        "subscriptions": ["zen:event-type:organization.created"],
+        **change,
+    }
+    with support_sandbox.api() as api:
+        answer = api.post("/api/v2/webhooks", json={"webhook": webhook})
+
+    assert answer.status_code == 400
+    assert refusal in answer.json()["description"]
+
+
 async def test_webhook_signed_with_another_secret_does_not_verify(
     zendesk_webhook_receiver: WebhookReceiver,
 ) -> None:
@@ -404,8 +472,11 @@ async def test_state_and_pending_webhooks_survive_a_restart(tmp_path: Path) -> N
     with serve_support_sandbox(state, webhook_endpoints=webhooks) as sandbox:
         async with ZendeskSupport(sandbox.url, sandbox.email, sandbox.api_token) as support:
             created = await support.ensure_organization(ACME, "account/cus_acme001/create")
+        with sandbox.api() as api:
+            first_ticket = create_ticket(api, "Opened before the restart", "ticket-before-restart")
         await sandbox.wait_for_deliveries(
-            lambda ds: len(ds) == 1 and ds[0]["attempt_count"] >= 1 and ds[0]["status"] == "pending"
+            lambda ds: [(d["status"], d["attempt_count"] >= 1) for d in ds] == [("pending", True)],
+            event_type="organization.created",
         )
 
     with (
@@ -418,20 +489,75 @@ async def test_state_and_pending_webhooks_survive_a_restart(tmp_path: Path) -> N
                 Customer(customer_id="cus_beta0001", name="Beta GmbH"), "k-beta"
             )
         with restarted.api() as api:
-            replay = api.post(
-                "/api/v2/organizations.json",
-                json={"organization": {"name": ACME.name, "external_id": ACME.customer_id}},
-                headers={"Idempotency-Key": "account/cus_acme001/create"},
-            )
+            replay = create_ticket(api, "Opened before the restart", "ticket-before-restart")
         await restarted.wait_for_deliveries(
-            lambda ds: len(ds) == 2 and all(d["status"] == "delivered" for d in ds)
+            lambda ds: len(ds) == 2 and all(d["status"] == "delivered" for d in ds),
+            event_type="organization.created",
         )
 
     assert beta.external_id != created.external_id
     assert replay.headers["x-idempotency-lookup"] == "hit"
-    events = [json.loads(hook.body) for hook in receiver.accepted()]
+    assert replay.json()["ticket"]["id"] == first_ticket.json()["ticket"]["id"]
+    events = delivered_to(receiver, "zen:event-type:organization.created")
     created_ids = sorted(e["detail"]["id"] for e in events)
     assert created_ids == sorted([created.external_id, beta.external_id])
+
+
+# -- paths with and without .json ------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", ".json"])
+def test_api_paths_answer_with_and_without_json(
+    support_sandbox: SupportSandbox, suffix: str
+) -> None:
+    with support_sandbox.api() as api:
+        created = api.post(
+            f"/api/v2/organizations{suffix}", json={"organization": {"name": f"Org{suffix}"}}
+        )
+        org_id = created.json()["organization"]["id"]
+        shown = api.get(f"/api/v2/organizations/{org_id}{suffix}")
+        ticket = api.post(
+            f"/api/v2/tickets{suffix}",
+            json={"ticket": {"comment": {"body": "Hello"}, "organization_id": org_id}},
+        )
+        ticket_id = ticket.json()["ticket"]["id"]
+        comments = api.get(f"/api/v2/tickets/{ticket_id}/comments{suffix}")
+        fields = api.get(f"/api/v2/ticket_fields{suffix}")
+        me = api.get(f"/api/v2/users/me{suffix}")
+        exported = api.get(
+            f"/api/v2/search/export{suffix}",
+            params={"query": "status:new", "filter[type]": "ticket"},
+        )
+
+    assert created.status_code == ticket.status_code == 201
+    assert shown.json()["organization"]["name"] == f"Org{suffix}"
+    assert [c["body"] for c in comments.json()["comments"]] == ["Hello"]
+    assert fields.status_code == me.status_code == 200
+    assert [r["id"] for r in exported.json()["results"]] == [ticket_id]
+
+
+def test_comments_list_newest_first_by_cursor(support_sandbox: SupportSandbox) -> None:
+    with support_sandbox.api() as api:
+        ticket_id = create_ticket(api, "c0", "t-1").json()["ticket"]["id"]
+        for n in range(1, 5):
+            api.put(
+                f"/api/v2/tickets/{ticket_id}", json={"ticket": {"comment": {"body": f"c{n}"}}}
+            ).raise_for_status()
+        path = f"/api/v2/tickets/{ticket_id}/comments"
+        params: dict[str, Any] = {"sort": "-created_at", "page[size]": 2}
+        bodies: list[str] = []
+        while True:
+            page = api.get(path, params=params).json()
+            bodies += [c["body"] for c in page["comments"]]
+            if not page["meta"]["has_more"]:
+                break
+            params["page[after]"] = page["meta"]["after_cursor"]
+        oldest_first = api.get(path, params={"page[size]": 10}).json()["comments"]
+        unknown_sort = api.get(path, params={"sort": "-author_id"})
+
+    assert bodies == ["c4", "c3", "c2", "c1", "c0"]
+    assert [c["body"] for c in oldest_first] == ["c0", "c1", "c2", "c3", "c4"]
+    assert unknown_sort.status_code == 400
 
 
 # -- tickets (the basics the credit flow will build on) --------------------------------

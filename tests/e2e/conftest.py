@@ -91,8 +91,10 @@ async def stack(
     # The ERP sits behind the fault proxy in every e2e test; tests add rules when they need.
     erp_faults = stack_resources.enter_context(serve_fault_proxy(tryton_server.url))
     endpoint = billing_sandbox.add_webhook_endpoint(f"http://127.0.0.1:{api_port}/webhooks/stripe")
+    # The ingress acts on credit fields changing on a ticket, so that is what it subscribes to.
     support_secret = support_sandbox.add_webhook_endpoint(
-        f"http://127.0.0.1:{api_port}/webhooks/zendesk"
+        f"http://127.0.0.1:{api_port}/webhooks/zendesk",
+        ["zen:event-type:ticket.custom_field_changed"],
     )
     settings = Settings(
         home=tmp_path / "home",

@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from canonical import CurrencyError, Money
+from starters.console import money
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,25 @@ def test_from_minor_needs_an_int() -> None:
         Money.from_minor(19.99, "USD")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Money.from_minor(True, "USD")
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [
+        ("45.000000", "USD", "45.00 USD"),  # as the store's numeric(24, 6) gives it back
+        ("45", "USD", "45.00 USD"),
+        ("1000.000000", "JPY", "1000 JPY"),
+        ("1.5", "KWD", "1.500 KWD"),
+        ("-12.500000", "EUR", "-12.50 EUR"),
+    ],
+)
+def test_money_prints_with_the_currency_decimals(amount: str, currency: str, text: str) -> None:
+    assert str(Money.of(amount, currency)) == text
+
+
+def test_the_console_prints_an_api_amount_with_the_currency_decimals() -> None:
+    assert money({"amount": "45.000000", "currency": "USD"}) == "45.00 USD"
+    assert money({"amount": "1000.000000", "currency": "JPY"}) == "1000 JPY"
+    assert money({"amount": "1.5", "currency": "KWD"}) == "1.500 KWD"
+    assert money({"amount": "7.1", "currency": "XYZ"}) == "7.1 XYZ"  # unknown: as given
+    assert money(None) == "-"

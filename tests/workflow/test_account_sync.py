@@ -157,6 +157,33 @@ async def test_requests_arriving_together_coalesce_into_one_pass_with_newest_sta
     assert systems.parties["cus_C1"].name == "Newest Name"
 
 
+async def test_a_rename_in_billing_stores_the_new_name_for_every_system(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_R1"] = Customer(customer_id="cus_R1", name="Before Rename")
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_R1", "evt_created")
+        await client.get_workflow_handle_for(AccountSyncWorkflow.run, workflow_id).result()
+        systems.customers["cus_R1"] = Customer(customer_id="cus_R1", name="After Rename")
+        await sync(client, queue_prefix, "cus_R1", "evt_renamed")
+        renamed = await client.get_workflow_handle_for(
+            AccountSyncWorkflow.run, workflow_id
+        ).result()
+
+    first, second = systems.links
+    assert [(r.system, r.name) for r in first.records] == [
+        ("erp", "Before Rename"),
+        ("support", "Before Rename"),
+    ]
+    # Same ids in both systems, the new name stored for each.
+    assert [(r.system, r.external_id, r.name) for r in second.records] == [
+        (r.system, r.external_id, "After Rename") for r in first.records
+    ]
+    assert renamed.records == second.records
+
+
 async def test_customer_unknown_to_billing_creates_nothing(
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:

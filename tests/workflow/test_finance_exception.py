@@ -1,0 +1,75 @@
+"""FinanceExceptionWorkflow on the time-skipping server, its audit activity replaced by a
+same-named double: what the exception shows once finance has decided."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.audit import AuditRecordInput
+from canonical import DecisionRequest, ExceptionContext, FinanceDecision, Money
+from workflows import visibility
+from workflows.activity_options import task_queue
+from workflows.finance_exception import FinanceExceptionInput, FinanceExceptionWorkflow
+
+CONTEXT = ExceptionContext(
+    process="case_to_credit",
+    origin_workflow_id="credit/360000000123/req-1",
+    origin_run_id="run-1",
+    step="post_ledger_document",
+    case_id="360000000123",
+    amount=Money.of("45.00", "USD"),
+    error_type="ValidationError",
+    error_message="the ERP refused the credit note",
+    correlation_id="corr-1",
+    allowed_decisions=["retry", "reject"],
+)
+
+
+async def current_details(env: WorkflowEnvironment, workflow_id: str) -> str:
+    handle = env.client.get_workflow_handle(workflow_id)
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return metadata.current_details
+
+
+async def test_a_decided_exception_says_what_was_decided_and_by_whom(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    audited: list[AuditRecordInput] = []
+
+    @activity.defn(name="append_audit")
+    async def append_audit(record: AuditRecordInput) -> None:
+        audited.append(record)
+
+    env = time_skipping_env
+    queue = task_queue(queue_prefix)
+    workflow_id = f"exception/{queue_prefix}credit/1"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[FinanceExceptionWorkflow],
+        activities=[append_audit],
+    ):
+        handle = await env.client.start_workflow(
+            FinanceExceptionWorkflow.run,
+            FinanceExceptionInput(context=CONTEXT),
+            id=workflow_id,
+            task_queue=queue,
+        )
+        waiting = await current_details(env, workflow_id)
+        request = DecisionRequest(
+            decision="reject", reason="duplicate of case 122", actor="fiona", role="finance"
+        )
+        await handle.execute_update("decide", request, result_type=FinanceDecision)
+        decided = await current_details(env, workflow_id)
+        status = (await handle.describe()).typed_search_attributes.get(visibility.PROCESS_STATUS)
+        await handle.result()
+
+    assert waiting.startswith("Waiting for finance")
+    assert decided.startswith("Decided: reject by fiona (finance) at ")
+    assert decided.endswith("UTC: duplicate of case 122")
+    assert "Waiting" not in decided
+    assert status == "decided"
+    assert [r.action for r in audited] == ["exception.reject"]
