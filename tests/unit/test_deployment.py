@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from adapters.settings import Settings
+from adapters.visibility import ALL_KEYS
 from starters.cli import build_parser
 from workers.main import activities_by_queue
-from workflows.visibility import ALL_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -29,6 +29,7 @@ from activities.credits import (
     FetchCaseInput,
     ReverseCreditInput,
 )
+from adapters.task_queues import task_queue
 from canonical import (
     DecisionRequest,
     ExceptionContext,
@@ -41,7 +42,6 @@ from canonical import (
 from canonical.credit import CreditRequest
 from canonical.support import SupportCase
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
-from workflows.activity_options import task_queue
 from workflows.case_to_credit import (
     CaseToCreditInput,
     CaseToCreditWorkflow,
