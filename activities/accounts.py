@@ -6,6 +6,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities._errors import adapter_errors_as_application_errors
+from activities._system import SystemActivities
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
 from canonical import AccountRecord, Customer
@@ -30,7 +31,9 @@ class RecordAccountLinksInput(BaseModel):
     workflow_id: str
 
 
-class BillingAccountActivities:
+class BillingAccountActivities(SystemActivities):
+    system = "billing"
+
     def __init__(self, billing: BillingSystem) -> None:
         self._billing = billing
 
@@ -40,7 +43,9 @@ class BillingAccountActivities:
             return await self._billing.get_customer(request.customer_id)
 
 
-class SupportAccountActivities:
+class SupportAccountActivities(SystemActivities):
+    system = "support"
+
     def __init__(self, support: SupportDesk) -> None:
         self._support = support
 
@@ -52,7 +57,9 @@ class SupportAccountActivities:
             )
 
 
-class ErpAccountActivities:
+class ErpAccountActivities(SystemActivities):
+    system = "erp"
+
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
@@ -62,8 +69,10 @@ class ErpAccountActivities:
             return await self._ledger.ensure_party(request.customer)
 
 
-class StoreAccountActivities:
+class StoreAccountActivities(SystemActivities):
     """Runs on the workflow task queue: the store is ours, not an external system."""
+
+    system = "store"
 
     def __init__(self, store: IntegrationStore) -> None:
         self._store = store

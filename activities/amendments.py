@@ -11,6 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._errors import adapter_errors_as_application_errors
+from activities._system import SystemActivities
 from adapters.ports import BillingSystem, Ledger
 from adapters.store import DuplicatePostingError, IntegrationStore
 from canonical import AccountRecord, BillingDocument, LedgerPosting, PostedDocument, Subscription
@@ -59,7 +60,9 @@ class AccountLinksInput(BaseModel):
     customer_id: str
 
 
-class BillingDocumentActivities:
+class BillingDocumentActivities(SystemActivities):
+    system = "billing"
+
     def __init__(self, billing: BillingSystem) -> None:
         self._billing = billing
 
@@ -94,7 +97,9 @@ class BillingDocumentActivities:
             return await self._billing.get_subscription(request.subscription_id)
 
 
-class ErpPostingActivities:
+class ErpPostingActivities(SystemActivities):
+    system = "erp"
+
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
@@ -114,8 +119,10 @@ class ErpPostingActivities:
             return await self._ledger.post_document(request.posting)
 
 
-class JournalActivities:
+class JournalActivities(SystemActivities):
     """The posting journal and cross-references; on the workflow queue (the store is ours)."""
+
+    system = "store"
 
     def __init__(self, store: IntegrationStore) -> None:
         self._store = store

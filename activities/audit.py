@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import activity
 
+from activities._system import SystemActivities
 from adapters.store import IntegrationStore
 
 
@@ -23,7 +24,9 @@ class AuditRecordInput(BaseModel):
     details: dict[str, Any] = {}
 
 
-class AuditActivities:
+class AuditActivities(SystemActivities):
+    system = "store"
+
     def __init__(self, store: IntegrationStore) -> None:
         self._store = store
 

@@ -1,22 +1,33 @@
-"""Activities of case-to-credit: the ticket, the billing credit, the 90-day total."""
+"""Activities of case-to-credit: the facts the policy decides on, the billing credit, the
+outcome on the ticket."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 from temporalio import activity
 
 from activities._errors import adapter_errors_as_application_errors
+from activities._system import SystemActivities
 from adapters.errors import RejectedError
-from adapters.ports import BillingSystem, SupportDesk
+from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
 from canonical import BillingDocument, Money, Subscription
+from canonical.credit import CreditFacts
 from canonical.support import SupportCase
 
+CREDITED_WINDOW = timedelta(days=90)  # the policy's rolling cap looks back this far
 CASE_ID = "case_id"  # billing metadata naming the support case a credit came from
 REVERSES = "reverses"  # billing metadata of a reversal: the adjustment it takes back
+
+
+class CreditFactsInput(BaseModel):
+    case_id: str
+    currency: str = Field(description="the credit's currency: the 90-day total is summed in it")
+    as_of: AwareDatetime = Field(description="now: dates the ERP period and the 90-day window")
 
 
 class FetchCaseInput(BaseModel):
@@ -62,7 +73,58 @@ class CaseOutcomeInput(BaseModel):
     idempotency_key: str
 
 
-class SupportCaseActivities:
+async def gather_credit_facts(
+    request: CreditFactsInput,
+    support: SupportDesk,
+    billing: BillingSystem,
+    ledger: Ledger,
+    store: IntegrationStore,
+) -> CreditFacts:
+    """Everything the credit policy needs, for the API's live check and the workflow alike.
+    The ticket first (it names the customer), then billing, the ERP and the journal side by
+    side. Adapter errors propagate: their `system` says which one failed."""
+    case = await support.get_case(request.case_id)
+    customer_id = case.customer_id
+    if customer_id is None:
+        return CreditFacts(case=case)
+    as_of = request.as_of.astimezone(UTC)
+    subscription, party, period_open, credited = await asyncio.gather(
+        billing.active_subscription(customer_id),
+        ledger.find_party(customer_id),
+        ledger.is_period_open(as_of.date()),
+        asyncio.to_thread(
+            store.credited_since, customer_id, request.currency, as_of - CREDITED_WINDOW
+        ),
+    )
+    return CreditFacts(
+        case=case,
+        subscription=subscription,
+        erp_party=party.external_id if party else None,
+        erp_period_open=period_open,
+        credited_last_90_days=Money(amount=credited, currency=request.currency),
+    )
+
+
+class CreditFactsActivities(SystemActivities):
+    """The credit facts as one activity. On the billing queue: it has the most headroom
+    (50/s), and its two ERP reads are cheap lookups the ERP's posting cap need not guard."""
+
+    system = "billing"
+
+    def __init__(
+        self, support: SupportDesk, billing: BillingSystem, ledger: Ledger, store: IntegrationStore
+    ) -> None:
+        self._systems = (support, billing, ledger, store)
+
+    @activity.defn(name="gather_credit_facts")
+    async def gather_credit_facts(self, request: CreditFactsInput) -> CreditFacts:
+        with adapter_errors_as_application_errors():
+            return await gather_credit_facts(request, *self._systems)
+
+
+class SupportCaseActivities(SystemActivities):
+    system = "support"
+
     def __init__(self, support: SupportDesk) -> None:
         self._support = support
 
@@ -85,7 +147,9 @@ class SupportCaseActivities:
             await self._support.add_tags(request.case_id, request.tags, f"{key}/tags")
 
 
-class BillingCreditActivities:
+class BillingCreditActivities(SystemActivities):
+    system = "billing"
+
     def __init__(self, billing: BillingSystem) -> None:
         self._billing = billing
 
@@ -159,7 +223,9 @@ class BillingCreditActivities:
                 )  # fmt: skip
 
 
-class CreditJournalActivities:
+class CreditJournalActivities(SystemActivities):
+    system = "store"
+
     def __init__(self, store: IntegrationStore) -> None:
         self._store = store
 

@@ -10,9 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities._errors import adapter_errors_as_application_errors
+from activities._system import SystemActivities
 from activities.credits import CASE_ID, REVERSES
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
@@ -22,16 +22,10 @@ from adapters.store.reconciliation import (
     ReconciliationStore,
     SupportCredit,
 )
+from adapters.task_queues import WORKFLOW_QUEUE
+from adapters.workflow_starts import feed_ledger
 from canonical import BalanceTransaction, BillingDocument
-from workflows import visibility
-from workflows.policy import required_postings
-from workflows.subscription_ledger import PROCESS as LEDGER_PROCESS
-from workflows.subscription_ledger import (
-    BillingEventRef,
-    SubscriptionLedgerInput,
-    SubscriptionLedgerWorkflow,
-    ledger_workflow_id,
-)
+from canonical.ledger import BillingEventRef, ledger_workflow_id, required_postings
 
 
 class ReconPeriod(BaseModel):
@@ -162,21 +156,12 @@ def granted_credits(adjustments: list[BalanceTransaction]) -> list[ExpectedPosti
     ]
 
 
-class ReconciliationActivities:
-    """Loaders per system (each on that system's activity queue) and the store steps."""
+class _ReconciliationStep:
+    """What every reconciliation activity shares: the run's tables in the store."""
 
-    def __init__(
-        self,
-        store: IntegrationStore,
-        billing: BillingSystem,
-        ledger: Ledger,
-        support: SupportDesk,
-    ) -> None:
+    def __init__(self, store: IntegrationStore) -> None:
         self._store = store
         self._recon_store: ReconciliationStore | None = None
-        self._billing = billing
-        self._ledger = ledger
-        self._support = support
 
     @property
     def _recon(self) -> ReconciliationStore:
@@ -184,7 +169,11 @@ class ReconciliationActivities:
             self._recon_store = ReconciliationStore(self._store)
         return self._recon_store
 
-    # --- store steps (workflow queue) ----------------------------------------------------
+
+class ReconciliationStoreActivities(_ReconciliationStep, SystemActivities):
+    """The run's steps in the store: start, journal snapshot, classify, findings, finish."""
+
+    system = "store"
 
     @activity.defn(name="recon_start_run")
     def start_run(self, request: StartRunInput) -> None:
@@ -241,7 +230,15 @@ class ReconciliationActivities:
         self._recon.finish_run(request.run_id, request.status, request.healed, request.exceptions)
         self._recon.delete_staging(request.run_id)
 
-    # --- loaders (one page each, on the queue of the system they read) -------------------
+
+class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
+    """Billing's pages, and healing (it reads the document before handing it on)."""
+
+    system = "billing"
+
+    def __init__(self, store: IntegrationStore, billing: BillingSystem) -> None:
+        super().__init__(store)
+        self._billing = billing
 
     @activity.defn(name="recon_load_billing_page")
     async def load_billing_page(self, request: LoadPageInput) -> PageLoaded:
@@ -284,6 +281,49 @@ class ReconciliationActivities:
         next_cursor = customers[-1] if len(customers) == batch else None
         return PageLoaded(rows=len(granted), next_cursor=next_cursor)
 
+    @activity.defn(name="recon_heal_missing_posting")
+    async def heal_missing_posting(self, request: HealInput) -> HealOutcome:
+        """Replay the normal posting path for a document the ERP lacks: the subscription's
+        ledger workflow refetches it, checks policy and posts it (lookup before create)."""
+        finding = request.finding
+        document_id = finding.billing_document_id or ""
+        if not document_id.startswith(("in_", "cn_")):
+            return HealOutcome(healed=False, detail="only invoices and credit notes replay")
+        with adapter_errors_as_application_errors():
+            document = (
+                await self._billing.get_invoice(document_id)
+                if document_id.startswith("in_")
+                else await self._billing.get_credit_note(document_id)
+            )
+        ref = BillingEventRef(
+            event_id=f"recon:{request.correlation_id}:{document_id}",
+            event_type="invoice.finalized" if document.kind == "invoice" else "credit_note.created",
+            created=int((document.finalized_at or document.created_at).timestamp()),
+            object_kind=document.kind,
+            object_id=document_id,
+            customer_id=document.customer_id,
+            correlation_id=request.correlation_id,
+            document_number=document.number,
+        )
+        prefix = request.task_queue.removesuffix(WORKFLOW_QUEUE)
+        await feed_ledger(
+            activity.client(), ref, document.subscription_id, request.ledger_currencies, prefix
+        )
+        workflow_id = ledger_workflow_id(document.subscription_id, document.customer_id)
+        return HealOutcome(
+            healed=True, workflow_id=workflow_id, detail=f"replayed to {workflow_id}"
+        )
+
+
+class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
+    """The ERP's documents of the period."""
+
+    system = "erp"
+
+    def __init__(self, store: IntegrationStore, ledger: Ledger) -> None:
+        super().__init__(store)
+        self._ledger = ledger
+
     @activity.defn(name="recon_load_erp_page")
     async def load_erp_page(self, request: LoadPageInput) -> PageLoaded:
         """ERP documents dated in the period (the period's last day included)."""
@@ -310,6 +350,16 @@ class ReconciliationActivities:
         )
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
 
+
+class SupportReconciliationActivities(_ReconciliationStep, SystemActivities):
+    """The tickets that told a customer a credit was given."""
+
+    system = "support"
+
+    def __init__(self, store: IntegrationStore, support: SupportDesk) -> None:
+        super().__init__(store)
+        self._support = support
+
     @activity.defn(name="recon_load_ticket_page")
     async def load_ticket_page(self, request: LoadPageInput) -> PageLoaded:
         """Tickets on which support told the customer a credit was given."""
@@ -330,55 +380,3 @@ class ReconciliationActivities:
         ]
         self._recon.add_support_credits(request.run_id, credits)
         return PageLoaded(rows=len(credits), next_cursor=page.next_cursor)
-
-    # --- healing (billing queue: it reads the document before handing it on) -------------
-
-    @activity.defn(name="recon_heal_missing_posting")
-    async def heal_missing_posting(self, request: HealInput) -> HealOutcome:
-        """Replay the normal posting path for a document the ERP lacks: the subscription's
-        ledger workflow refetches it, checks policy and posts it (lookup before create)."""
-        finding = request.finding
-        document_id = finding.billing_document_id or ""
-        if not document_id.startswith(("in_", "cn_")):
-            return HealOutcome(healed=False, detail="only invoices and credit notes replay")
-        with adapter_errors_as_application_errors():
-            document = (
-                await self._billing.get_invoice(document_id)
-                if document_id.startswith("in_")
-                else await self._billing.get_credit_note(document_id)
-            )
-        workflow_id = ledger_workflow_id(document.subscription_id, document.customer_id)
-        ref = BillingEventRef(
-            event_id=f"recon:{request.correlation_id}:{document_id}",
-            event_type="invoice.finalized" if document.kind == "invoice" else "credit_note.created",
-            created=int((document.finalized_at or document.created_at).timestamp()),
-            object_kind=document.kind,
-            object_id=document_id,
-            customer_id=document.customer_id,
-            correlation_id=request.correlation_id,
-            document_number=document.number,
-        )
-        await activity.client().start_workflow(
-            SubscriptionLedgerWorkflow.run,
-            SubscriptionLedgerInput(
-                subscription_id=document.subscription_id,
-                customer_id=document.customer_id,
-                supported_currencies=request.ledger_currencies,
-            ),
-            id=workflow_id,
-            task_queue=request.task_queue,
-            start_signal="billing_event",
-            start_signal_args=[ref],
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=visibility.start_attributes(
-                LEDGER_PROCESS,
-                "waiting",
-                customer_id=document.customer_id,
-                correlation_id=request.correlation_id,
-                subscription_id=document.subscription_id,
-            ),
-        )
-        return HealOutcome(
-            healed=True, workflow_id=workflow_id, detail=f"replayed to {workflow_id}"
-        )

@@ -20,10 +20,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from adapters import visibility
 from adapters.settings import Settings
 from starters.stack import private_stack_settings
 from workers.main import run_until_stopped
-from workflows import visibility
 
 RESULTS = Path(__file__).parent / "results.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

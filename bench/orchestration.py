@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
     from adapters.settings import Settings
     from adapters.store import IntegrationStore
     from adapters.store.models import AccountLink, Posting
+    from adapters.task_queues import WORKFLOW_QUEUE, System, task_queue
     from adapters.temporal import connect_temporal
     from bench._common import (
         cpu_seconds,
@@ -89,10 +90,11 @@ with workflow.unsafe.imports_passed_through():
         Money,
         PostedDocument,
     )
+    from canonical.ledger import BillingEventRef
     from starters.routing import ProcessStart, ledger_start, signal_with_start
     from workers.main import QueueLimits, build_workers
-    from workflows.activity_options import STORE_CALL, WORKFLOW_QUEUE, call_system, task_queue
-    from workflows.subscription_ledger import REORDER_WINDOW, BillingEventRef
+    from workflows.activity_options import STORE_CALL, SYSTEM_OPTIONS, activity_queue
+    from workflows.subscription_ledger import REORDER_WINDOW
 
 TARGET_RATIO: Final = 0.8
 SUBSCRIPTIONS_PER_CUSTOMER: Final = 10
@@ -276,7 +278,11 @@ class NoopAmendmentWorkflow:
         event = self._events[0]
         for system in request.steps:
             if system:  # an external system's queue, with its timeouts and retry policy
-                await call_system(f"noop_{system}", event, None, system)
+                queue = cast(System, system)
+                await workflow.execute_activity(
+                    f"noop_{system}", event, task_queue=activity_queue(queue),
+                    **SYSTEM_OPTIONS[queue],
+                )  # fmt: skip
             else:  # the store's activities run on the workflow queue
                 await workflow.execute_activity(
                     "noop_store", event, task_queue=workflow.info().task_queue, **STORE_CALL

@@ -45,27 +45,20 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.credits import CASE_ID
 from activities.reconciliation import (
+    BillingReconciliationActivities,
+    ErpReconciliationActivities,
     JournalSnapshotInput,
     LoadPageInput,
-    ReconciliationActivities,
+    ReconciliationStoreActivities,
+    SupportReconciliationActivities,
 )
+from adapters import visibility
 from adapters.bootstrap import Adapters
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
 from adapters.store.models import AccountLink, Posting
-from adapters.store.reconciliation import (
-    AMOUNT_MISMATCH,
-    CLASSES,
-    CREDIT_WITHOUT_TICKET,
-    DUPLICATE_IN_ERP,
-    MATCHED,
-    MATCHED_TO_JOURNAL,
-    MISSING_IN_ERP,
-    ORPHAN_IN_ERP,
-    POSTED_BUT_ABSENT,
-    TICKET_CREDIT_WITHOUT_BILLING,
-    ReconciliationStore,
-)
+from adapters.store.reconciliation import ReconciliationStore
+from adapters.task_queues import task_queue
 from adapters.temporal import connect_temporal
 from bench._common import (
     HelperProcess,
@@ -77,6 +70,16 @@ from bench._common import (
 )
 from canonical import BalanceTransaction, BillingDocument, DocumentLine, Money
 from canonical.reconciliation import (
+    AMOUNT_MISMATCH,
+    CLASSES,
+    CREDIT_WITHOUT_TICKET,
+    DUPLICATE_IN_ERP,
+    MATCHED,
+    MATCHED_TO_JOURNAL,
+    MISSING_IN_ERP,
+    ORPHAN_IN_ERP,
+    POSTED_BUT_ABSENT,
+    TICKET_CREDIT_WITHOUT_BILLING,
     BalanceCreditPage,
     BillingDocumentPage,
     LedgerDocument,
@@ -85,8 +88,6 @@ from canonical.reconciliation import (
     TicketCreditPage,
 )
 from workers.main import QueueLimits, build_workers
-from workflows import visibility
-from workflows.activity_options import task_queue
 from workflows.reconciliation import (
     PROCESS,
     ReconciliationInput,
@@ -718,9 +719,10 @@ async def direct_run(plan: Plan, store: IntegrationStore) -> DirectRun:
     """Load the same pages with the same activity code into a fresh run, then time the
     store's classify and its plain SQL diff over the same staging rows."""
     adapters = bulk_adapters(plan, store)
-    activities = ReconciliationActivities(
-        store, adapters.billing, adapters.ledger, adapters.support
-    )
+    steps = ReconciliationStoreActivities(store)
+    billing = BillingReconciliationActivities(store, adapters.billing)
+    erp = ErpReconciliationActivities(store, adapters.ledger)
+    tickets = SupportReconciliationActivities(store, adapters.support)
     recon, env = ReconciliationStore(store), ActivityEnvironment()
     start, end = plan.period
     run_id = f"bench-direct-{uuid.uuid4().hex[:8]}"
@@ -731,18 +733,18 @@ async def direct_run(plan: Plan, store: IntegrationStore) -> DirectRun:
         cursor: str | None = None
         while True:
             if source == "journal":
-                page = activities.snapshot_journal(
+                page = steps.snapshot_journal(
                     JournalSnapshotInput(run_id=run_id, period_start=start, period_end=end)
                 )
             else:
                 request = LoadPageInput(run_id=run_id, period_start=start, period_end=end,
                                         source=source, cursor=cursor, page_size=PAGE_SIZE)  # type: ignore[arg-type]  # fmt: skip
                 if source == "erp":
-                    page = await env.run(activities.load_erp_page, request)
+                    page = await env.run(erp.load_erp_page, request)
                 elif source == "tickets":
-                    page = await env.run(activities.load_ticket_page, request)
+                    page = await env.run(tickets.load_ticket_page, request)
                 else:
-                    page = await env.run(activities.load_billing_page, request)
+                    page = await env.run(billing.load_billing_page, request)
             loaded[source] = loaded.get(source, 0) + page.rows
             cursor = page.next_cursor
             if cursor is None:

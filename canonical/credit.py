@@ -7,8 +7,10 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from canonical.billing import Subscription
 from canonical.finance import FinanceDecision
 from canonical.money import Money
+from canonical.support import SupportCase
 
 CreditOutcome = Literal["auto_approve", "needs_approval", "reject"]
 
@@ -58,6 +60,19 @@ class CreditAssessment(BaseModel):
     outcome: CreditOutcome
     reasons: list[str]
     monthly_recurring: Money | None = None
+    credited_last_90_days: Money | None = None
+
+
+class CreditFacts(BaseModel):
+    """What the credit policy decides on, read live at one moment: the ticket, the
+    customer's active subscription, the ERP's readiness and the 90-day credited total."""
+
+    case: SupportCase
+    subscription: Subscription | None = None
+    erp_party: str | None = Field(default=None, description="the ERP party's id, when one exists")
+    erp_period_open: bool | None = Field(
+        default=None, description="whether the ERP accepts postings dated today (UTC)"
+    )
     credited_last_90_days: Money | None = None
 
 

@@ -1,15 +1,54 @@
 """What reconciliation reads from each system, one page at a time (a cursor, never a whole
-period in memory or in workflow history)."""
+period in memory or in workflow history), and the classes of what it finds."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Final, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from canonical.billing import BalanceTransaction, BillingDocument
 from canonical.money import Money
+
+# The classes of finding, what finance is told to do about each, and what healing does.
+ReconClass = Literal[
+    "matched",
+    "matched_to_journal",
+    "missing_in_erp",
+    "posted_but_absent",
+    "amount_mismatch",
+    "duplicate_in_erp",
+    "orphan_in_erp",
+    "credit_without_ticket",
+    "ticket_credit_without_billing",
+]
+MATCHED: Final = "matched"
+MATCHED_TO_JOURNAL: Final = "matched_to_journal"
+MISSING_IN_ERP: Final = "missing_in_erp"
+POSTED_BUT_ABSENT: Final = "posted_but_absent"
+AMOUNT_MISMATCH: Final = "amount_mismatch"
+DUPLICATE_IN_ERP: Final = "duplicate_in_erp"
+ORPHAN_IN_ERP: Final = "orphan_in_erp"
+CREDIT_WITHOUT_TICKET: Final = "credit_without_ticket"
+TICKET_CREDIT_WITHOUT_BILLING: Final = "ticket_credit_without_billing"
+CLASSES: Final[tuple[ReconClass, ...]] = get_args(ReconClass)
+
+REMEDIES: Final[dict[ReconClass, str]] = {
+    MATCHED: "None: billing and the ERP agree.",
+    MATCHED_TO_JOURNAL: "None: the ERP holds what we journaled; billing lists it elsewhere.",
+    MISSING_IN_ERP: "Auto-heal: replay the normal posting path for the billing document.",
+    POSTED_BUT_ABSENT: "Finance exception: the journal records a posting the ERP does not hold.",
+    AMOUNT_MISMATCH: "Finance exception: correct the ERP document or the billing document.",
+    DUPLICATE_IN_ERP: "Finance exception: cancel or credit the extra ERP documents.",
+    ORPHAN_IN_ERP: "Finance exception: trace the ERP document's origin or reverse it.",
+    CREDIT_WITHOUT_TICKET: "Finance exception: confirm who granted the credit in billing.",
+    TICKET_CREDIT_WITHOUT_BILLING: "Finance exception: the requested credit never reached billing.",
+}
+# What a later healing step does with each class.
+IN_AGREEMENT: Final = frozenset({MATCHED, MATCHED_TO_JOURNAL})
+HEALABLE: Final = frozenset({MISSING_IN_ERP})
+EXCEPTIONS: Final = frozenset(set(CLASSES) - IN_AGREEMENT - HEALABLE)
 
 
 class BillingDocumentPage(BaseModel):

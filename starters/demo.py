@@ -27,9 +27,9 @@ from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
 from canonical import AccountRecord, BillingDocument, Money, PostalAddress, PostedDocument
+from canonical.ledger import ledger_workflow_id
 from starters.console import call_api
 from workflows.account_sync import account_workflow_id
-from workflows.subscription_ledger import ledger_workflow_id
 
 T = TypeVar("T")
 

@@ -19,9 +19,9 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
+from adapters import visibility
 from adapters.settings import Settings
-from workflows import visibility
-from workflows.activity_options import task_queue
+from adapters.task_queues import task_queue
 from workflows.reconciliation import (
     PROCESS,
     ReconciliationInput,

@@ -16,6 +16,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities._system import SystemActivities
 from activities.accounts import (
     BillingAccountActivities,
     ErpAccountActivities,
@@ -26,16 +27,22 @@ from activities.amendments import BillingDocumentActivities, ErpPostingActivitie
 from activities.audit import AuditActivities
 from activities.credits import (
     BillingCreditActivities,
+    CreditFactsActivities,
     CreditJournalActivities,
     SupportCaseActivities,
 )
-from activities.reconciliation import ReconciliationActivities
+from activities.reconciliation import (
+    BillingReconciliationActivities,
+    ErpReconciliationActivities,
+    ReconciliationStoreActivities,
+    SupportReconciliationActivities,
+)
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.settings import Settings
+from adapters.task_queues import SYSTEM_QUEUES, task_queue
 from adapters.temporal import connect_for
 from workflows.account_sync import AccountSyncWorkflow
-from workflows.activity_options import task_queue
 from workflows.case_to_credit import CaseToCreditWorkflow
 from workflows.finance_exception import FinanceExceptionWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
@@ -103,55 +110,35 @@ class QueueLimits:
         }
 
 
+def activity_groups(adapters: Adapters) -> list[SystemActivities]:
+    """Every activity class, wired to the adapters it calls."""
+    return [
+        StoreAccountActivities(adapters.store),
+        AuditActivities(adapters.store),
+        JournalActivities(adapters.store),
+        CreditJournalActivities(adapters.store),
+        ReconciliationStoreActivities(adapters.store),
+        BillingAccountActivities(adapters.billing),
+        BillingDocumentActivities(adapters.billing),
+        BillingCreditActivities(adapters.billing),
+        BillingReconciliationActivities(adapters.store, adapters.billing),
+        CreditFactsActivities(adapters.support, adapters.billing, adapters.ledger, adapters.store),
+        SupportAccountActivities(adapters.support),
+        SupportCaseActivities(adapters.support),
+        SupportReconciliationActivities(adapters.store, adapters.support),
+        ErpAccountActivities(adapters.ledger),
+        ErpPostingActivities(adapters.ledger),
+        ErpReconciliationActivities(adapters.store, adapters.ledger),
+    ]
+
+
 def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]]]:
-    """Every activity, under the queue of the system it calls ("" is the workflow queue,
-    where activities on our own store run)."""
-    journal = JournalActivities(adapters.store)
-    billing_documents = BillingDocumentActivities(adapters.billing)
-    erp_posting = ErpPostingActivities(adapters.ledger)
-    billing_credits = BillingCreditActivities(adapters.billing)
-    support_cases = SupportCaseActivities(adapters.support)
-    recon = ReconciliationActivities(
-        adapters.store, adapters.billing, adapters.ledger, adapters.support
-    )
-    return {
-        "": [
-            StoreAccountActivities(adapters.store).record_account_links,
-            AuditActivities(adapters.store).append_audit,
-            journal.find_journal_entry,
-            journal.record_journal_entry,
-            journal.account_links,
-            CreditJournalActivities(adapters.store).credited_recently,
-            recon.start_run,
-            recon.snapshot_journal,
-            recon.classify,
-            recon.findings,
-            recon.mark_outcome,
-            recon.finish_run,
-        ],
-        "billing": [
-            BillingAccountActivities(adapters.billing).fetch_billing_customer,
-            billing_documents.fetch_billing_document,
-            billing_documents.fetch_subscription,
-            billing_documents.earlier_invoice_ids,
-            billing_credits.fetch_active_subscription,
-            billing_credits.apply_billing_credit,
-            billing_credits.reverse_billing_credit,
-            recon.load_billing_page,
-            recon.heal_missing_posting,
-        ],
-        "support": [
-            SupportAccountActivities(adapters.support).ensure_support_organization,
-            support_cases.fetch_support_case,
-            support_cases.write_case_outcome,
-            recon.load_ticket_page,
-        ],
-        "erp": [
-            ErpAccountActivities(adapters.ledger).ensure_erp_party,
-            erp_posting.post_ledger_document,
-            recon.load_erp_page,
-        ],
-    }
+    """Every activity, under the queue of the system its class declares ("" is the workflow
+    queue, where activities on our own store run)."""
+    by_queue: dict[str, list[Callable[..., Any]]] = {"": [], **{q: [] for q in SYSTEM_QUEUES}}
+    for group in activity_groups(adapters):
+        by_queue["" if group.system == "store" else group.system].extend(group.activities())
+    return by_queue
 
 
 def build_workers(
@@ -177,7 +164,7 @@ def build_workers(
                 activities=activities[queue],
                 **options[queue],
             )
-            for queue in ("billing", "support", "erp")
+            for queue in SYSTEM_QUEUES
         ),
     ]
 

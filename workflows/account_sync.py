@@ -15,14 +15,18 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.accounts import (
+        BillingAccountActivities,
         EnsureOrganizationInput,
         EnsurePartyInput,
+        ErpAccountActivities,
         FetchCustomerInput,
         RecordAccountLinksInput,
+        StoreAccountActivities,
+        SupportAccountActivities,
     )
+    from adapters import visibility
     from canonical import AccountRecord, Customer
-    from workflows import visibility
-    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+    from workflows.activity_options import run_activity
 
 PROCESS = "account_sync"
 # Remember this many handled request ids per run; a run rarely sees more than a handful.
@@ -131,15 +135,13 @@ class AccountSyncWorkflow:
         party = await self._ensure_erp_party(customer)
         organization = await self._ensure_support_organization(customer)
         self._records = [party, organization]
-        await workflow.execute_activity(
-            "record_account_links",
+        await run_activity(
+            StoreAccountActivities.record_account_links,
             RecordAccountLinksInput(
                 customer_id=customer.customer_id,
                 records=self._records,
                 workflow_id=workflow.info().workflow_id,
             ),
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
         )
         self._set_status("in_sync", correlation_id)
         workflow.set_current_details(
@@ -149,12 +151,9 @@ class AccountSyncWorkflow:
 
     async def _fetch_customer(self) -> Customer | None:
         try:
-            return await workflow.execute_activity(
-                "fetch_billing_customer",
+            return await run_activity(
+                BillingAccountActivities.fetch_billing_customer,
                 FetchCustomerInput(customer_id=self._customer_id),
-                result_type=Customer,
-                task_queue=activity_queue("billing"),
-                **SAAS_CALL,
             )
         except ActivityError as err:
             if isinstance(err.cause, ApplicationError) and err.cause.type == "NotFoundError":
@@ -163,24 +162,17 @@ class AccountSyncWorkflow:
             raise
 
     async def _ensure_erp_party(self, customer: Customer) -> AccountRecord:
-        return await workflow.execute_activity(
-            "ensure_erp_party",
-            EnsurePartyInput(customer=customer),
-            result_type=AccountRecord,
-            task_queue=activity_queue("erp"),
-            **ERP_CALL,
+        return await run_activity(
+            ErpAccountActivities.ensure_erp_party, EnsurePartyInput(customer=customer)
         )
 
     async def _ensure_support_organization(self, customer: Customer) -> AccountRecord:
         info = workflow.info()
         # Built here, not in the client library, so every retry of this step sends the same key.
         key = f"{info.workflow_id}/{info.run_id}/ensure_support_organization/{self._passes}"
-        return await workflow.execute_activity(
-            "ensure_support_organization",
+        return await run_activity(
+            SupportAccountActivities.ensure_support_organization,
             EnsureOrganizationInput(customer=customer, idempotency_key=key),
-            result_type=AccountRecord,
-            task_queue=activity_queue("support"),
-            **SAAS_CALL,
         )
 
     def _set_status(self, status: str, correlation_id: str) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities._system import activity_name, system_of
+    from adapters.task_queues import WORKFLOW_QUEUE, System, queue_of
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 NON_RETRYABLE = [
     "RejectedError",
@@ -52,19 +59,47 @@ STORE_CALL: dict[str, Any] = {
     ),
 }
 
-WORKFLOW_QUEUE = "ledgerbridge"
-SYSTEM_QUEUES = ("billing", "support", "erp")
+# Each system's calls get its options; the store's run on the workflow queue.
+SYSTEM_OPTIONS: dict[System, dict[str, Any]] = {
+    "billing": SAAS_CALL,
+    "support": SAAS_CALL,
+    "erp": ERP_CALL,
+    "store": STORE_CALL,
+}
 
 
-def task_queue(prefix: str, name: str = WORKFLOW_QUEUE) -> str:
-    """`ledgerbridge` for workflows, one queue per external system; a prefix isolates tests."""
-    return f"{prefix}{name}"
+def activity_queue(system: System) -> str:
+    """The queue of a system's activities, derived from the running workflow's own queue."""
+    if system == "store":
+        return workflow.info().task_queue
+    return queue_of(system, workflow.info().task_queue.removesuffix(WORKFLOW_QUEUE))
 
 
-def activity_queue(system: str) -> str:
-    """The activity queue of a system, derived from the running workflow's own queue."""
-    prefix = workflow.info().task_queue.removesuffix(WORKFLOW_QUEUE)
-    return task_queue(prefix, system)
+@overload
+async def run_activity(
+    method: Callable[[Any, A], Awaitable[R]], arg: A, *, summary: str | None = None, **options: Any
+) -> R: ...
+
+
+@overload
+async def run_activity(
+    method: Callable[[Any, A], R], arg: A, *, summary: str | None = None, **options: Any
+) -> R: ...
+
+
+async def run_activity(
+    method: Callable[[Any, A], Any], arg: A, *, summary: str | None = None, **options: Any
+) -> Any:
+    """An activity method of a SystemActivities class, on the queue of the system its class
+    names, with that system's timeouts and retries (`options` override them)."""
+    system = system_of(method)
+    return await workflow.execute_activity_method(
+        method,  # type: ignore[arg-type]
+        arg,
+        task_queue=activity_queue(system),
+        summary=summary,
+        **{**SYSTEM_OPTIONS[system], **options},
+    )
 
 
 class StepFailed(Exception):
@@ -78,21 +113,17 @@ class StepFailed(Exception):
         self.details = details
 
 
-async def call_system(activity_name: str, arg: BaseModel, result: Any, system: str) -> Any:
+async def call_system(method: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
     """An activity on an external system's queue with that system's options; what no retry
     cures (a non-retryable error, or retries exhausted) becomes a StepFailed."""
-    options = ERP_CALL if system == "erp" else SAAS_CALL
     try:
-        return await workflow.execute_activity(
-            activity_name, arg, result_type=result, task_queue=activity_queue(system), **options
-        )
+        return await run_activity(method, arg)
     except ActivityError as err:
+        step = activity_name(method)
         cause = err.cause
         if isinstance(cause, ApplicationError):
             details = cause.details[0] if cause.details else None
             raise StepFailed(
-                activity_name, cause.type or "ApplicationError", cause.message, details
+                step, cause.type or "ApplicationError", cause.message, details
             ) from err
-        raise StepFailed(
-            activity_name, "RetriesExhausted", f"{activity_name} kept failing: {cause}"
-        ) from err
+        raise StepFailed(step, "RetriesExhausted", f"{step} kept failing: {cause}") from err

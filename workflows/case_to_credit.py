@@ -16,46 +16,56 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.amendments import JournalEntry, PostDocumentInput, RecordJournalInput
-    from activities.audit import AuditRecordInput
+    from activities.amendments import (
+        ErpPostingActivities,
+        JournalActivities,
+        JournalEntry,
+        PostDocumentInput,
+        RecordJournalInput,
+    )
+    from activities.audit import AuditActivities, AuditRecordInput
     from activities.credits import (
         ActiveSubscriptionInput,
         AppliedCredit,
         ApplyCreditInput,
+        BillingCreditActivities,
         CaseOutcomeInput,
         CreditedInput,
+        CreditFactsActivities,
+        CreditFactsInput,
+        CreditJournalActivities,
         FetchCaseInput,
         ReverseCreditInput,
+        SupportCaseActivities,
     )
+    from adapters import visibility
     from canonical import (
         Decision,
         ExceptionContext,
         FinanceDecision,
         LedgerLine,
         LedgerPosting,
-        Money,
         PostedDocument,
-        Subscription,
     )
     from canonical.credit import (
         CaseToCreditInput,
         CreditApproval,
         CreditAssessment,
+        CreditFacts,
+        CreditRequest,
         CreditState,
     )
-    from canonical.support import SupportCase
-    from workflows import visibility
-    from workflows.activity_options import STORE_CALL, StepFailed, call_system
+    from workflows.activity_options import StepFailed, call_system, run_activity
     from workflows.credit_policy import approval_refusal, assess, eligibility_problems
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
 
 PROCESS = "case_to_credit"
+# Runs started since read the credit facts in one activity; older ones replay step by step.
+CREDIT_FACTS_ONCE = "credit-facts-once"
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 EXPIRE_AFTER = timedelta(days=7)
@@ -82,29 +92,12 @@ class CaseToCreditWorkflow:
     async def run(self, request: CaseToCreditInput) -> CreditState:
         self._input = request
         credit = request.request
-        case = await self._call(
-            "fetch_support_case", FetchCaseInput(case_id=credit.case_id), SupportCase, "support"
-        )
-        self._customer_id = case.customer_id
-        subscription = None
-        if case.customer_id:
-            workflow.upsert_search_attributes([visibility.CUSTOMER_ID.value_set(case.customer_id)])
-            subscription = await self._call(
-                "fetch_active_subscription",
-                ActiveSubscriptionInput(customer_id=case.customer_id),
-                Subscription | None,
-                "billing",
-            )
-        problems = eligibility_problems(credit, subscription, case.customer_id)
-        if problems or subscription is None or case.customer_id is None:
+        facts = await self._gather_facts(credit)
+        customer_id, subscription = facts.case.customer_id, facts.subscription
+        recent = facts.credited_last_90_days
+        problems = eligibility_problems(credit, subscription, customer_id)
+        if problems or subscription is None or customer_id is None or recent is None:
             return await self._finish_rejected("; ".join(problems))
-        recent = await workflow.execute_activity(
-            "credited_recently",
-            CreditedInput(customer_id=case.customer_id, currency=credit.amount.currency),
-            result_type=Money,
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
-        )
         self._assessment = assess(credit, subscription, recent, request.policy)
         if self._assessment.outcome == "reject":
             return await self._finish_rejected("; ".join(self._assessment.reasons))
@@ -115,7 +108,46 @@ class CaseToCreditWorkflow:
             await self._audit(
                 "system", "policy", "credit.auto_approved", "; ".join(self._assessment.reasons)
             )
-        return await self._apply_and_post(case.customer_id)
+        return await self._apply_and_post(customer_id)
+
+    async def _gather_facts(self, credit: CreditRequest) -> CreditFacts:
+        """What the policy decides on, read in one activity (the API's check reads the same)."""
+        if not workflow.patched(CREDIT_FACTS_ONCE):
+            return await self._facts_step_by_step(credit)
+        facts = await call_system(
+            CreditFactsActivities.gather_credit_facts,
+            CreditFactsInput(
+                case_id=credit.case_id, currency=credit.amount.currency, as_of=workflow.now()
+            ),
+        )
+        self._note_customer(facts.case.customer_id)
+        return facts
+
+    async def _facts_step_by_step(self, credit: CreditRequest) -> CreditFacts:
+        """The facts as runs started before credit-facts-once read them (kept for their
+        replay): ticket, subscription, then the 90-day total only for an eligible customer."""
+        case = await call_system(
+            SupportCaseActivities.fetch_support_case, FetchCaseInput(case_id=credit.case_id)
+        )
+        self._note_customer(case.customer_id)
+        if case.customer_id is None:
+            return CreditFacts(case=case)
+        subscription = await call_system(
+            BillingCreditActivities.fetch_active_subscription,
+            ActiveSubscriptionInput(customer_id=case.customer_id),
+        )
+        if eligibility_problems(credit, subscription, case.customer_id):
+            return CreditFacts(case=case, subscription=subscription)
+        recent = await run_activity(
+            CreditJournalActivities.credited_recently,
+            CreditedInput(customer_id=case.customer_id, currency=credit.amount.currency),
+        )
+        return CreditFacts(case=case, subscription=subscription, credited_last_90_days=recent)
+
+    def _note_customer(self, customer_id: str | None) -> None:
+        self._customer_id = customer_id
+        if customer_id:
+            workflow.upsert_search_attributes([visibility.CUSTOMER_ID.value_set(customer_id)])
 
     # --- approval -----------------------------------------------------------------------
 
@@ -234,8 +266,8 @@ class CaseToCreditWorkflow:
         self._applied = None  # an earlier attempt's credit was refused or reversed
         self._set_status("applying", "Applying the credit in billing")
         try:
-            self._applied = await self._call(
-                "apply_billing_credit",
+            self._applied = await call_system(
+                BillingCreditActivities.apply_billing_credit,
                 ApplyCreditInput(
                     customer_id=customer_id,
                     amount=credit.amount,
@@ -244,8 +276,6 @@ class CaseToCreditWorkflow:
                     idempotency_key=f"{workflow.info().workflow_id}/apply_billing_credit{suffix}",
                     case_id=credit.case_id,
                 ),
-                AppliedCredit,
-                "billing",
             )
         except StepFailed as failure:
             return failure, False
@@ -253,16 +283,14 @@ class CaseToCreditWorkflow:
             posted = await self._post_credit_note(customer_id, self._applied)
         except StepFailed as failure:
             # Saga: the ledger will never hold this credit, so billing must not either.
-            await self._call(
-                "reverse_billing_credit",
+            await call_system(
+                BillingCreditActivities.reverse_billing_credit,
                 ReverseCreditInput(
                     customer_id=customer_id,
                     applied=self._applied,
                     amount=credit.amount,
                     idempotency_key=f"{workflow.info().workflow_id}/reverse{suffix}",
                 ),
-                type(None),
-                "billing",
             )
             return failure, True
         self._erp_number = posted.erp_number
@@ -288,11 +316,11 @@ class CaseToCreditWorkflow:
             description=f"Support credit {applied.document_id}, case {credit.case_id}",
         )
         self._set_status("posting", f"Posting credit note {applied.document_id} to the ERP")
-        posted = await self._call(
-            "post_ledger_document", PostDocumentInput(posting=posting), PostedDocument, "erp"
+        posted = await call_system(
+            ErpPostingActivities.post_ledger_document, PostDocumentInput(posting=posting)
         )
-        await workflow.execute_activity(
-            "record_journal_entry",
+        await run_activity(
+            JournalActivities.record_journal_entry,
             RecordJournalInput(
                 entry=JournalEntry(
                     reference=posting.reference,
@@ -306,8 +334,6 @@ class CaseToCreditWorkflow:
                 ),
                 correlation_id=workflow.info().workflow_id,
             ),
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
         )
         return posted
 
@@ -378,8 +404,8 @@ class CaseToCreditWorkflow:
 
     async def _tell_ticket(self, internal: str, public: str, tags: list[str], stage: str) -> None:
         assert self._input is not None
-        await self._call(
-            "write_case_outcome",
+        await call_system(
+            SupportCaseActivities.write_case_outcome,
             CaseOutcomeInput(
                 case_id=self._input.request.case_id,
                 internal_note=internal,
@@ -387,15 +413,13 @@ class CaseToCreditWorkflow:
                 tags=tags,
                 idempotency_key=f"{workflow.info().workflow_id}/outcome/{stage}",
             ),
-            type(None),
-            "support",
         )
 
     async def _audit(self, actor: str, role: str, action: str, reason: str) -> None:
         assert self._input is not None
         credit = self._input.request
-        await workflow.execute_activity(
-            "append_audit",
+        await run_activity(
+            AuditActivities.append_audit,
             AuditRecordInput(
                 actor=actor,
                 role=role,
@@ -407,12 +431,7 @@ class CaseToCreditWorkflow:
                 correlation_id=workflow.info().workflow_id,
                 details={"case_id": credit.case_id, "requested_by": credit.requested_by},
             ),
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
         )
-
-    async def _call(self, name: str, arg: BaseModel, result: Any, system: str) -> Any:
-        return await call_system(name, arg, result, system)
 
     def _finish(self, status: str, details: str) -> CreditState:
         self._set_status(status, details)

@@ -16,10 +16,10 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.audit import AuditRecordInput
+    from activities.audit import AuditActivities, AuditRecordInput
+    from adapters import visibility
     from canonical import FINANCE_ROLES, DecisionRequest, ExceptionContext, FinanceDecision, Money
-    from workflows import visibility
-    from workflows.activity_options import STORE_CALL
+    from workflows.activity_options import run_activity
 
 PROCESS = "finance_exception"
 REMIND_AFTER = timedelta(hours=24)
@@ -105,8 +105,8 @@ class FinanceExceptionWorkflow:
             f"Decided: {decision.decision}{manual} by {decision.actor} ({decision.role}) "
             f"at {decision.decided_at:%Y-%m-%d %H:%M} UTC: {decision.reason}"
         )
-        await workflow.execute_activity(
-            "append_audit",
+        await run_activity(
+            AuditActivities.append_audit,
             AuditRecordInput(
                 actor=request.actor,
                 role=request.role,
@@ -122,8 +122,6 @@ class FinanceExceptionWorkflow:
                     "manual_erp_number": request.manual_erp_number,
                 },
             ),
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
         )
         return decision
 

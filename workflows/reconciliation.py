@@ -10,38 +10,49 @@ only where they were.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities._system import system_of
     from activities.reconciliation import (
+        BillingReconciliationActivities,
+        ErpReconciliationActivities,
         FindingsInput,
         FinishInput,
         HealInput,
-        HealOutcome,
         JournalSnapshotInput,
         LoadPageInput,
         OutcomeInput,
         PageLoaded,
-        ReconCounts,
+        ReconciliationStoreActivities,
         ReconFinding,
         RunRef,
         StartRunInput,
+        SupportReconciliationActivities,
     )
-    from adapters.store.reconciliation import EXCEPTIONS, HEALABLE, IN_AGREEMENT
+    from adapters import visibility
     from canonical import Decision, ExceptionContext, Money
-    from workflows import visibility
-    from workflows.activity_options import ERP_CALL, SAAS_CALL, STORE_CALL, activity_queue
+    from canonical.reconciliation import EXCEPTIONS, HEALABLE, IN_AGREEMENT
+    from workflows.activity_options import SAAS_CALL, STORE_CALL, run_activity
     from workflows.finance_exception import open_finance_exception
 
+A = TypeVar("A")
+R = TypeVar("R")
 PROCESS = "reconciliation"
 # Where each source is read. The three systems are read side by side, each chain in its
 # order: the journal snapshot needs billing's references, so it closes billing's chain.
 SYSTEM_OF = {"invoices": "billing", "credit_notes": "billing", "balance_credits": "billing",
              "journal": "", "erp": "erp", "tickets": "support"}  # fmt: skip
+LOADER_OF: dict[str, Callable[[Any, LoadPageInput], Awaitable[PageLoaded]]] = {
+    "billing": BillingReconciliationActivities.load_billing_page,
+    "erp": ErpReconciliationActivities.load_erp_page,
+    "support": SupportReconciliationActivities.load_ticket_page,
+}
 CHAINS: tuple[tuple[str, ...], ...] = (
     ("invoices", "credit_notes", "balance_credits", "journal"),
     ("erp",),
@@ -119,17 +130,17 @@ class ReconciliationWorkflow:
         self._progress = progress
         await self._load(request, progress)
         self._set_status("classifying", "Classifying the differences in the store")
-        classified = await self._store_step("recon_classify", RunRef(run_id=progress.run_id),
-                                            ReconCounts)  # fmt: skip
+        classified = await self._store_step(
+            ReconciliationStoreActivities.classify, RunRef(run_id=progress.run_id)
+        )
         self._counts = classified.counts
         healed, unhealed = await self._heal(request, progress)
         opened = await self._open_exceptions(request, progress, unhealed)
         unexplained = sum(n for cls, n in self._counts.items() if cls in EXCEPTIONS) + unhealed
         await self._store_step(
-            "recon_finish_run",
+            ReconciliationStoreActivities.finish_run,
             FinishInput(run_id=progress.run_id, status="done", healed=healed,
                         exceptions=len(opened)),
-            type(None),
         )  # fmt: skip
         verdict = "in agreement" if unexplained == 0 else f"{unexplained} unexplained"
         self._set_status("done", f"{progress.run_id}: {verdict}, {healed} healed")
@@ -171,9 +182,8 @@ class ReconciliationWorkflow:
             period_end=end,
         )
         await self._store_step(
-            "recon_start_run",
+            ReconciliationStoreActivities.start_run,
             StartRunInput(run_id=progress.run_id, period_start=start, period_end=end),
-            type(None),
         )
         return progress
 
@@ -206,27 +216,22 @@ class ReconciliationWorkflow:
     async def _load_page(
         self, request: ReconciliationInput, progress: ReconProgress, source: str, cursor: str | None
     ) -> PageLoaded:
-        system = SYSTEM_OF[source]
         period = {"run_id": progress.run_id, "period_start": progress.period_start,
                   "period_end": progress.period_end}  # fmt: skip
         if source == "journal":
             return await self._store_step(
-                "recon_snapshot_journal", JournalSnapshotInput(**period), PageLoaded
+                ReconciliationStoreActivities.snapshot_journal, JournalSnapshotInput(**period)
             )
-        activity_name = {"erp": "recon_load_erp_page", "tickets": "recon_load_ticket_page"}.get(
-            source, "recon_load_billing_page"
-        )
-        options = ERP_CALL if system == "erp" else PAGE_CALL
-        result: PageLoaded = await workflow.execute_activity(
-            activity_name,
+        load_page = LOADER_OF[SYSTEM_OF[source]]
+        # The ERP's own options; the SaaS pages may take longer than one quick call.
+        options = {} if system_of(load_page) == "erp" else PAGE_CALL
+        return await run_activity(
+            load_page,
             LoadPageInput(**period, source=source, cursor=cursor,  # type: ignore[arg-type]
                           page_size=request.page_size),
-            result_type=PageLoaded,
-            task_queue=activity_queue(system),
             summary=f"{source} page after {cursor or 'the start'}",
             **options,
         )  # fmt: skip
-        return result
 
     async def _heal(self, request: ReconciliationInput, progress: ReconProgress) -> tuple[int, int]:
         """Replay missing postings (bounded per run); returns (healed, left unhealed)."""
@@ -236,14 +241,11 @@ class ReconciliationWorkflow:
         self._set_status("healing", f"Replaying {len(missing)} missing posting(s)")
         healed = unhealed = 0
         for finding in missing:
-            outcome: HealOutcome = await workflow.execute_activity(
-                "recon_heal_missing_posting",
+            outcome = await run_activity(
+                BillingReconciliationActivities.heal_missing_posting,
                 HealInput(finding=finding, task_queue=workflow.info().task_queue,
                           ledger_currencies=request.ledger_currencies,
                           correlation_id=progress.run_id),
-                result_type=HealOutcome,
-                task_queue=activity_queue("billing"),
-                **SAAS_CALL,
             )  # fmt: skip
             healed += outcome.healed
             unhealed += not outcome.healed
@@ -295,23 +297,19 @@ class ReconciliationWorkflow:
     async def _findings(self, run_id: str, classes: list[str], limit: int) -> list[ReconFinding]:
         if limit <= 0:
             return []
-        found: list[ReconFinding] = await self._store_step(
-            "recon_findings", FindingsInput(run_id=run_id, classes=classes, limit=limit),
-            list[ReconFinding],
-        )  # fmt: skip
-        return found
+        return await self._store_step(
+            ReconciliationStoreActivities.findings,
+            FindingsInput(run_id=run_id, classes=classes, limit=limit),
+        )
 
     async def _mark(self, finding: ReconFinding, outcome: str, ref: str | None) -> None:
         await self._store_step(
-            "recon_mark_outcome",
+            ReconciliationStoreActivities.mark_outcome,
             OutcomeInput(item_id=finding.item_id, outcome=outcome, ref=ref),  # type: ignore[arg-type]
-            type(None),
         )
 
-    async def _store_step(self, name: str, arg: BaseModel, result: Any) -> Any:
-        return await workflow.execute_activity(
-            name, arg, result_type=result, task_queue=workflow.info().task_queue, **RECON_STORE_CALL
-        )
+    async def _store_step(self, method: Callable[[Any, A], R], arg: A) -> R:
+        return await run_activity(method, arg, **RECON_STORE_CALL)
 
     def _set_status(self, status: str, details: str) -> None:
         # Only a change of status is an event in history; the details are free.

@@ -14,86 +14,61 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.accounts import (
+        BillingAccountActivities,
         EnsurePartyInput,
+        ErpAccountActivities,
         FetchCustomerInput,
         RecordAccountLinksInput,
+        StoreAccountActivities,
     )
     from activities.amendments import (
         AccountLinksInput,
+        BillingDocumentActivities,
         EarlierInvoicesInput,
+        ErpPostingActivities,
         FetchDocumentInput,
         FetchSubscriptionInput,
+        JournalActivities,
         JournalEntry,
         JournalLookupInput,
         PostDocumentInput,
         RecordJournalInput,
     )
+    from adapters import visibility
     from canonical import (
-        AccountRecord,
         BillingDocument,
-        Customer,
         Decision,
         ExceptionContext,
         FinanceDecision,
         LedgerPosting,
         Money,
-        PostedDocument,
         Subscription,
     )
-    from workflows import visibility
-    from workflows.activity_options import STORE_CALL, StepFailed, call_system
+    from canonical.ledger import (
+        BILLING_EVENT_SIGNAL,
+        LEDGER_PROCESS,
+        LEDGER_WORKFLOW,
+        BillingEventRef,
+        SubscriptionLedgerInput,
+        required_postings,
+    )
+    from workflows.activity_options import StepFailed, call_system, run_activity
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
-    from workflows.policy import check_postable, required_postings
+    from workflows.policy import check_postable
 
 T = TypeVar("T")
-PROCESS = "amendment_to_erp"
+PROCESS = LEDGER_PROCESS
 # Stripe delivers out of order within seconds; waiting this long after the first event of a
 # burst lets the earlier ones arrive, so documents reach the ERP in billing order.
 REORDER_WINDOW = timedelta(seconds=2)
 IDLE_BEFORE_FRESH_HISTORY = timedelta(days=7)
 SEEN_LIMIT = 1000
-CONTINUE_AS_NEW_AFTER = 500
 DECISIONS_FOR_POSTING: list[Decision] = ["retry", "resolve_manually", "reject"]
-
-
-def ledger_workflow_id(subscription_id: str | None, customer_id: str) -> str:
-    if subscription_id:
-        return f"subscription/{subscription_id}"
-    return f"customer-ledger/{customer_id}"
-
-
-class BillingEventRef(BaseModel):
-    """A billing event, reduced to what ordering and refetching need (no documents)."""
-
-    event_id: str
-    event_type: str
-    created: int = Field(description="billing's own event time, unix seconds")
-    object_kind: Literal["invoice", "credit_note", "subscription"]
-    object_id: str
-    customer_id: str
-    correlation_id: str
-    # The document's billing number (per customer, sequential): orders same-second events.
-    document_number: str | None = None
-
-    def billing_order(self) -> tuple[int, str, str]:
-        return (self.created, self.document_number or "", self.event_id)
-
-
-class SubscriptionLedgerInput(BaseModel):
-    subscription_id: str | None
-    customer_id: str
-    supported_currencies: list[str]
-    # Carried across continue-as-new: only what is still pending, and recent event ids.
-    pending: list[BillingEventRef] = []
-    seen_event_ids: list[str] = []
-    settled_documents: list[str] = []
-    exceptions_opened: int = 0
-    continue_as_new_after: int = CONTINUE_AS_NEW_AFTER
 
 
 class LedgerStatus(BaseModel):
@@ -105,7 +80,7 @@ class LedgerStatus(BaseModel):
     last_posted: list[str]
 
 
-@workflow.defn(name="SubscriptionLedger")
+@workflow.defn(name=LEDGER_WORKFLOW)
 class SubscriptionLedgerWorkflow:
     def __init__(self) -> None:
         self._pending: list[BillingEventRef] = []
@@ -165,7 +140,7 @@ class SubscriptionLedgerWorkflow:
             )
         )
 
-    @workflow.signal(name="billing_event")
+    @workflow.signal(name=BILLING_EVENT_SIGNAL)
     def billing_event(self, event: BillingEventRef) -> None:
         self._enqueue(event)
 
@@ -260,8 +235,8 @@ class SubscriptionLedgerWorkflow:
     async def _post(self, posting: LedgerPosting, event: BillingEventRef) -> None:
         await self._ensure_customer_in_erp(posting.customer_id)
         # post_ledger_document checks that today's ERP period is open before it writes.
-        posted = await self._call_erp(
-            "post_ledger_document", PostDocumentInput(posting=posting), PostedDocument
+        posted = await call_system(
+            ErpPostingActivities.post_ledger_document, PostDocumentInput(posting=posting)
         )
         await self._journal(posting, posted.erp_document_id, posted.erp_number, event)
         self._last_posted = [*self._last_posted, f"{posting.reference}={posted.erp_number}"][-20:]
@@ -275,78 +250,56 @@ class SubscriptionLedgerWorkflow:
         kind: Literal["invoice", "credit_note"] = (
             "credit_note" if object_kind == "credit_note" else "invoice"
         )
-        return await self._call(
-            "fetch_billing_document",
+        return await call_system(
+            BillingDocumentActivities.fetch_billing_document,
             FetchDocumentInput(kind=kind, document_id=document_id),
-            BillingDocument,
-            "billing",
         )
 
     async def _earlier_invoices(self, document: BillingDocument) -> list[str]:
         assert document.subscription_id is not None
-        earlier = await self._call(
-            "earlier_invoice_ids",
+        earlier = await call_system(
+            BillingDocumentActivities.earlier_invoice_ids,
             EarlierInvoicesInput(
                 subscription_id=document.subscription_id, invoice_id=document.document_id
             ),
-            list[str],
-            "billing",
         )
         return [doc_id for doc_id in earlier if doc_id not in self._settled]
 
     async def _fetch_subscription(self, subscription_id: str) -> Subscription:
-        return await self._call(
-            "fetch_subscription",
+        return await call_system(
+            BillingDocumentActivities.fetch_subscription,
             FetchSubscriptionInput(subscription_id=subscription_id),
-            Subscription,
-            "billing",
         )
 
     async def _journaled(self, reference: str) -> JournalEntry | None:
-        return await workflow.execute_activity(
-            "find_journal_entry",
-            JournalLookupInput(reference=reference),
-            result_type=JournalEntry | None,  # type: ignore[arg-type]
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
+        return await run_activity(
+            JournalActivities.find_journal_entry, JournalLookupInput(reference=reference)
         )
 
     async def _ensure_customer_in_erp(self, customer_id: str) -> None:
         """Enrichment: the ERP party must exist before a document can name it."""
         if customer_id in self._erp_customers:
             return
-        links = await workflow.execute_activity(
-            "account_links",
-            AccountLinksInput(customer_id=customer_id),
-            result_type=list[AccountRecord],
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
+        links = await run_activity(
+            JournalActivities.account_links, AccountLinksInput(customer_id=customer_id)
         )
         if not any(link.system == "erp" for link in links):
-            customer = await self._call(
-                "fetch_billing_customer", FetchCustomerInput(customer_id=customer_id), Customer,
-                "billing",
-            )  # fmt: skip
-            party = await self._call_erp(
-                "ensure_erp_party", EnsurePartyInput(customer=customer), AccountRecord
+            customer = await call_system(
+                BillingAccountActivities.fetch_billing_customer,
+                FetchCustomerInput(customer_id=customer_id),
             )
-            await workflow.execute_activity(
-                "record_account_links",
+            party = await call_system(
+                ErpAccountActivities.ensure_erp_party, EnsurePartyInput(customer=customer)
+            )
+            await run_activity(
+                StoreAccountActivities.record_account_links,
                 RecordAccountLinksInput(
                     customer_id=customer_id,
                     records=[party],
                     workflow_id=workflow.info().workflow_id,
                 ),
-                task_queue=workflow.info().task_queue,
-                **STORE_CALL,
             )
         self._erp_customers.add(customer_id)
-
-    async def _call_erp(self, activity_name: str, arg: BaseModel, result: type[T]) -> T:
-        return await self._call(activity_name, arg, result, "erp")
-
-    async def _call(self, activity_name: str, arg: BaseModel, result: type[T], system: str) -> T:
-        return await call_system(activity_name, arg, result, system)  # type: ignore[no-any-return]
 
     # --- finance ------------------------------------------------------------------------
 
@@ -406,8 +359,8 @@ class SubscriptionLedgerWorkflow:
         erp_number: str | None,
         event: BillingEventRef,
     ) -> None:
-        await workflow.execute_activity(
-            "record_journal_entry",
+        await run_activity(
+            JournalActivities.record_journal_entry,
             RecordJournalInput(
                 entry=JournalEntry(
                     reference=posting.reference,
@@ -421,8 +374,6 @@ class SubscriptionLedgerWorkflow:
                 ),
                 correlation_id=event.correlation_id,
             ),
-            task_queue=workflow.info().task_queue,
-            **STORE_CALL,
         )
 
     def _set_status(self, status: str, details: str) -> None:

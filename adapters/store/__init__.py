@@ -13,11 +13,6 @@ from adapters.store.models import (
     WebhookReceipt,
 )
 from adapters.store.reconciliation import (
-    CLASSES,
-    EXCEPTIONS,
-    HEALABLE,
-    IN_AGREEMENT,
-    REMEDIES,
     ClassTotal,
     CurrencyTotal,
     ErpDocument,
@@ -26,13 +21,20 @@ from adapters.store.reconciliation import (
     ReconciliationItem,
     ReconciliationRun,
     ReconciliationStore,
-    ReconClass,
     RunStateError,
     RunStatus,
     SupportCredit,
     UnknownRunError,
 )
 from adapters.store.store import AppendOnlyError, DuplicatePostingError, IntegrationStore
+from canonical.reconciliation import (
+    CLASSES,
+    EXCEPTIONS,
+    HEALABLE,
+    IN_AGREEMENT,
+    REMEDIES,
+    ReconClass,
+)
 
 __all__ = [
     "CLASSES",

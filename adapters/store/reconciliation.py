@@ -56,50 +56,25 @@ from adapters.store.models import (
 )
 from adapters.store.store import IntegrationStore
 from canonical.money import CURRENCY_EXPONENTS, CurrencyError
+from canonical.reconciliation import (
+    AMOUNT_MISMATCH,
+    CLASSES,
+    CREDIT_WITHOUT_TICKET,
+    DUPLICATE_IN_ERP,
+    HEALABLE,
+    MATCHED,
+    MATCHED_TO_JOURNAL,
+    MISSING_IN_ERP,
+    ORPHAN_IN_ERP,
+    POSTED_BUT_ABSENT,
+    REMEDIES,
+    TICKET_CREDIT_WITHOUT_BILLING,
+    ReconClass,
+)
 
 _RUNS = ReconRun.__table__
 _STAGING_TABLES: Final = ("recon_expected", "recon_erp", "recon_journal", "recon_support_credits")
 _ITEMS = ReconItem.__table__
-
-# --- classes of finding ----------------------------------------------------------------
-
-ReconClass = Literal[
-    "matched",
-    "matched_to_journal",
-    "missing_in_erp",
-    "posted_but_absent",
-    "amount_mismatch",
-    "duplicate_in_erp",
-    "orphan_in_erp",
-    "credit_without_ticket",
-    "ticket_credit_without_billing",
-]
-MATCHED: Final = "matched"
-MATCHED_TO_JOURNAL: Final = "matched_to_journal"
-MISSING_IN_ERP: Final = "missing_in_erp"
-POSTED_BUT_ABSENT: Final = "posted_but_absent"
-AMOUNT_MISMATCH: Final = "amount_mismatch"
-DUPLICATE_IN_ERP: Final = "duplicate_in_erp"
-ORPHAN_IN_ERP: Final = "orphan_in_erp"
-CREDIT_WITHOUT_TICKET: Final = "credit_without_ticket"
-TICKET_CREDIT_WITHOUT_BILLING: Final = "ticket_credit_without_billing"
-CLASSES: Final[tuple[ReconClass, ...]] = get_args(ReconClass)
-
-REMEDIES: Final[dict[ReconClass, str]] = {
-    MATCHED: "None: billing and the ERP agree.",
-    MATCHED_TO_JOURNAL: "None: the ERP holds what we journaled; billing lists it elsewhere.",
-    MISSING_IN_ERP: "Auto-heal: replay the normal posting path for the billing document.",
-    POSTED_BUT_ABSENT: "Finance exception: the journal records a posting the ERP does not hold.",
-    AMOUNT_MISMATCH: "Finance exception: correct the ERP document or the billing document.",
-    DUPLICATE_IN_ERP: "Finance exception: cancel or credit the extra ERP documents.",
-    ORPHAN_IN_ERP: "Finance exception: trace the ERP document's origin or reverse it.",
-    CREDIT_WITHOUT_TICKET: "Finance exception: confirm who granted the credit in billing.",
-    TICKET_CREDIT_WITHOUT_BILLING: "Finance exception: the requested credit never reached billing.",
-}
-# What a later healing step does with each class.
-IN_AGREEMENT: Final = frozenset({MATCHED, MATCHED_TO_JOURNAL})
-HEALABLE: Final = frozenset({MISSING_IN_ERP})
-EXCEPTIONS: Final = frozenset(set(CLASSES) - IN_AGREEMENT - HEALABLE)
 
 RunStatus = Literal["loading", "classified", "healing", "done", "failed"]
 LOADING: Final = "loading"

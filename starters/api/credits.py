@@ -8,9 +8,8 @@ credits waiting for approval and decides them through the workflow's validated U
 """
 
 # No `from __future__ import annotations`: FastAPI must see the closures in Depends().
-import asyncio
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -19,14 +18,15 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities.credits import CreditFactsInput, gather_credit_facts
+from adapters import visibility
 from adapters.errors import AdapterError, NotFoundError, ValidationError
 from adapters.logs import get_logger
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from canonical import Money
-from canonical.credit import CreditAssessment, CreditPolicy, CreditRequest
-from canonical.support import SupportCase
+from canonical.credit import CreditAssessment, CreditFacts, CreditPolicy, CreditRequest
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
 from starters.api.temporal import (
     TemporalConnection,
@@ -36,7 +36,6 @@ from starters.api.temporal import (
     opened_and_age,
 )
 from starters.routing import credit_start, start_once
-from workflows import visibility
 from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval, CreditState
 from workflows.credit_policy import assess, eligibility_problems
 
@@ -120,77 +119,70 @@ def credits_router(
 
     async def check(body: CreditBody, requested_by: str) -> tuple[CreditCheck, CreditRequest]:
         try:
-            case = await support.get_case(body.case_id)
-        except NotFoundError:
-            raise HTTPException(404, f"no support ticket {body.case_id}") from None
-        except ValidationError as err:
-            raise HTTPException(422, f"ticket {body.case_id}: {err}") from None
+            facts = await gather_credit_facts(
+                CreditFactsInput(
+                    case_id=body.case_id, currency=body.amount.currency, as_of=datetime.now(UTC)
+                ),
+                support,
+                billing,
+                ledger,
+                store,
+            )
         except AdapterError as err:
+            if err.system != "support":
+                raise HTTPException(502, f"billing or ERP could not be read: {err}") from None
+            if isinstance(err, NotFoundError):
+                raise HTTPException(404, f"no support ticket {body.case_id}") from None
+            if isinstance(err, ValidationError):
+                raise HTTPException(422, f"ticket {body.case_id}: {err}") from None
             raise HTTPException(502, f"support could not be read: {err}") from None
         request = CreditRequest(
             case_id=body.case_id,
             request_id=body.request_id or "check",
-            organization_id=case.organization_id or "none",
+            organization_id=facts.case.organization_id or "none",
             requested_by=requested_by,
             amount=body.amount,
             reason=body.reason,
             incident_reference=body.incident_reference,
             invoice_id=body.invoice_id,
         )
-        try:
-            return await live_check(case, request), request
-        except AdapterError as err:
-            raise HTTPException(502, f"billing or ERP could not be read: {err}") from None
+        return live_check(facts, request), request
 
-    async def live_check(case: SupportCase, request: CreditRequest) -> CreditCheck:
+    def live_check(facts: CreditFacts, request: CreditRequest) -> CreditCheck:
+        case, subscription = facts.case, facts.subscription
         customer_id = case.customer_id
-        facts = CreditCheck(
+        answer = CreditCheck(
             outcome="ineligible",
             reasons=[],
             warnings=[],
             case_id=case.case_id,
             organization_id=case.organization_id,
             customer_id=customer_id,
-            subscription_id=None,
+            subscription_id=subscription.subscription_id if subscription else None,
             monthly_recurring=None,
             credited_last_90_days=None,
-            erp_party=None,
-            erp_period_open=None,
+            erp_party=facts.erp_party,
+            erp_period_open=facts.erp_period_open,
         )
         if customer_id is None:
-            facts.reasons.extend(eligibility_problems(request, None, None))
-            return facts
-        # Billing, ERP and the journal are read side by side: one round trip of waiting.
-        subscription, party, period_open, credited = await asyncio.gather(
-            billing.active_subscription(customer_id),
-            ledger.find_party(customer_id),
-            ledger.is_period_open(date.today()),
-            run_in_threadpool(
-                store.credited_since,
-                customer_id,
-                request.amount.currency,
-                datetime.now(UTC) - timedelta(days=90),
-            ),
-        )
-        facts.subscription_id = subscription.subscription_id if subscription else None
-        facts.erp_party = party.external_id if party else None
-        facts.erp_period_open = period_open
-        if party is None:
-            facts.warnings.append(f"customer {customer_id} has no ERP party yet (account sync)")
-        if not period_open:
-            facts.warnings.append("the ERP period is closed: posting would go to finance")
+            answer.reasons.extend(eligibility_problems(request, None, None))
+            return answer
+        if facts.erp_party is None:
+            answer.warnings.append(f"customer {customer_id} has no ERP party yet (account sync)")
+        if not facts.erp_period_open:
+            answer.warnings.append("the ERP period is closed: posting would go to finance")
         problems = eligibility_problems(request, subscription, customer_id)
-        if problems or subscription is None:
-            facts.reasons.extend(problems)
-            return facts
+        if problems or subscription is None or facts.credited_last_90_days is None:
+            answer.reasons.extend(problems)
+            return answer
         assessment: CreditAssessment = assess(
-            request, subscription, Money(amount=credited, currency=request.amount.currency), policy
+            request, subscription, facts.credited_last_90_days, policy
         )
-        facts.outcome = assessment.outcome
-        facts.reasons.extend(assessment.reasons)
-        facts.monthly_recurring = assessment.monthly_recurring
-        facts.credited_last_90_days = assessment.credited_last_90_days
-        return facts
+        answer.outcome = assessment.outcome
+        answer.reasons.extend(assessment.reasons)
+        answer.monthly_recurring = assessment.monthly_recurring
+        answer.credited_last_90_days = assessment.credited_last_90_days
+        return answer
 
     @router.post("/credits:validate", response_model=CreditCheck)
     async def validate_credit(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from adapters import visibility
 from adapters.settings import Settings
 from canonical import Decision, DecisionRequest, ExceptionContext, FinanceDecision, Money
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
@@ -25,7 +26,6 @@ from starters.api.temporal import (
     open_runs,
     opened_and_age,
 )
-from workflows import visibility
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 
 # Ids and filters are pasted into a visibility query: only these characters get there.

@@ -14,7 +14,8 @@ from temporalio.service import RPCError
 
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
-from adapters.store.reconciliation import CLASSES, ReconciliationStore
+from adapters.store.reconciliation import ReconciliationStore
+from canonical.reconciliation import CLASSES
 from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
 from starters.api.temporal import (
     TemporalConnection,

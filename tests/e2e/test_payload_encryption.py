@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from adapters.codec import ENCODING, KEY_ID_KEY, new_key_entry
 from adapters.settings import Settings
 from adapters.temporal import connect_for
+from adapters.visibility import ALL_KEYS
 from canonical import Customer
 from canonical.credit import CreditPolicy
 from starters.api import create_app
@@ -32,7 +33,6 @@ from tests.workflow.test_account_sync import FakeSystems, running_workers, sync
 from tests.workflow.test_case_to_credit import FakeDesk, credit, running
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.case_to_credit import CaseToCreditWorkflow
-from workflows.visibility import ALL_KEYS
 
 pytestmark = pytest.mark.e2e
 

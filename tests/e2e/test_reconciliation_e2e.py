@@ -24,10 +24,10 @@ import pytest
 from adapters.billing.stripe import StripeBilling
 from adapters.erp.tryton import TrytonLedger
 from canonical import BillingDocument, LedgerPosting, Money, PostedDocument
+from canonical.ledger import required_postings
 from tests.e2e.conftest import API_KEYS, Stack, eventually
 from tests.fixtures.support import create_ticket_with_credit
 from tests.fixtures.tryton import TrytonServer
-from workflows.policy import required_postings
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

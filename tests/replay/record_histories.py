@@ -93,6 +93,15 @@ async def record_case_to_credit(env: WorkflowEnvironment) -> None:
         save("case_to_credit_approved", await handle.fetch_history())
 
 
+async def record_credit_facts_once(env: WorkflowEnvironment) -> None:
+    """A small credit auto-approved, its facts read in one activity (credit-facts-once)."""
+    desk = FakeDesk()
+    async with credit_workers(env.client, "replay-facts.", desk):
+        handle = await start_credit(env.client, "replay-facts.", credit("40.00", request_id="r3"))
+        await handle.result()
+        save("case_to_credit_facts_once", await handle.fetch_history())
+
+
 async def record_credit_settled_invoice(env: WorkflowEnvironment) -> None:
     """A credit on a paid invoice: finance exception, finance decides `compensate`, the
     credit goes on the next invoice."""
@@ -128,6 +137,7 @@ RECORDERS = {
     "subscription_ledger": record_subscription_ledger,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
+    "case_to_credit_facts_once": record_credit_facts_once,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ast
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from activities._system import SystemActivities, activity_name
 from adapters.settings import Settings
+from adapters.visibility import ALL_KEYS
 from starters.cli import build_parser
 from workers.main import activities_by_queue
-from workflows.visibility import ALL_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,25 +97,32 @@ def test_secrets_come_from_files_never_inline(compose: dict[str, Any]) -> None:
     assert "sk_live_" not in text and "whsec_" not in text
 
 
-def test_every_activity_a_workflow_calls_is_registered_on_a_worker() -> None:
-    """A workflow calling an activity no worker offers would stall in production."""
+def test_every_activity_is_registered_on_the_queue_its_class_names() -> None:
+    """A workflow calls an activity on the queue its class names; a worker that does not
+    poll that queue for it would leave the workflow stalled in production."""
 
     class NoAdapters:
         def __getattr__(self, _name: str) -> None:
             return None
 
+    for module in (ROOT / "activities").glob("[!_]*.py"):
+        importlib.import_module(f"activities.{module.stem}")
+    classes, pending = set(), list(SystemActivities.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        classes.add(cls)
+        pending.extend(cls.__subclasses__())
     registered = {
-        fn.__temporal_activity_definition.name  # type: ignore[attr-defined]
-        for queue in activities_by_queue(NoAdapters()).values()  # type: ignore[arg-type]
-        for fn in queue
+        (queue, fn.__temporal_activity_definition.name)  # type: ignore[attr-defined]
+        for queue, fns in activities_by_queue(NoAdapters()).items()  # type: ignore[arg-type]
+        for fn in fns
     }
-    called = set()
-    for path in (ROOT / "workflows").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-                func = node.func
-                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name in ("execute_activity", "call_system", "_call", "_call_erp"):
-                    called.add(node.args[0].value)
-    assert {"post_ledger_document", "ensure_erp_party"} <= called, "the scan found too little"
-    assert called <= registered, f"not registered on any worker: {sorted(called - registered)}"
+    expected = {
+        ("" if cls.system == "store" else cls.system, activity_name(member))
+        for cls in classes
+        for member in vars(cls).values()
+        if hasattr(member, "__temporal_activity_definition")
+    }
+    assert ("erp", "post_ledger_document") in expected, "the scan found too little"
+    assert ("billing", "gather_credit_facts") in expected
+    assert expected == registered

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from canonical import BillingDocument, DocumentLine, Money
-from workflows.policy import check_postable, required_postings
+from canonical.ledger import required_postings
+from workflows.policy import check_postable
 
 FINALIZED = datetime(2026, 11, 14, 9, 30, tzinfo=UTC)
 

@@ -20,11 +20,11 @@ from activities.accounts import (
     FetchCustomerInput,
     RecordAccountLinksInput,
 )
+from adapters import visibility
+from adapters.task_queues import task_queue
 from canonical import AccountRecord, Customer
 from starters.routing import account_sync_start, signal_with_start
-from workflows import visibility
 from workflows.account_sync import AccountSyncWorkflow
-from workflows.activity_options import task_queue
 
 
 class FakeSystems:

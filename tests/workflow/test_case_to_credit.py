@@ -21,14 +21,13 @@ from temporalio.worker import Worker
 from activities.amendments import PostDocumentInput, RecordJournalInput
 from activities.audit import AuditRecordInput
 from activities.credits import (
-    ActiveSubscriptionInput,
     AppliedCredit,
     ApplyCreditInput,
     CaseOutcomeInput,
-    CreditedInput,
-    FetchCaseInput,
+    CreditFactsInput,
     ReverseCreditInput,
 )
+from adapters.task_queues import task_queue
 from canonical import (
     DecisionRequest,
     ExceptionContext,
@@ -38,10 +37,9 @@ from canonical import (
     Subscription,
     SubscriptionItem,
 )
-from canonical.credit import CreditRequest
+from canonical.credit import CreditFacts, CreditRequest
 from canonical.support import SupportCase
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
-from workflows.activity_options import task_queue
 from workflows.case_to_credit import (
     CaseToCreditInput,
     CaseToCreditWorkflow,
@@ -89,29 +87,34 @@ class FakeDesk:
         self.audit: list[AuditRecordInput] = []
         self.billing_refusal: str | None = None
         self.erp_refusal: str | None = None
+        self.facts_read: list[CreditFactsInput] = []
+
+    def subscription(self) -> Subscription | None:
+        if self.subscription_status is None:
+            return None
+        item = SubscriptionItem(item_id="si_1", price_id="p", product_id="prod",
+                                description="Pro", quantity=1, unit_amount=usd(self.monthly),
+                                interval="month")  # fmt: skip
+        return Subscription(subscription_id="sub_1", customer_id="cus_1",
+                            status=self.subscription_status, currency="USD", items=[item],
+                            current_period_start=T0, current_period_end=T0 + timedelta(30),
+                            created_at=T0)  # fmt: skip
 
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
-        @activity.defn(name="fetch_support_case")
-        async def fetch_support_case(request: FetchCaseInput) -> SupportCase:
-            return SupportCase(case_id=request.case_id, organization_id="360000000001",
+        @activity.defn(name="gather_credit_facts")
+        async def gather_credit_facts(request: CreditFactsInput) -> CreditFacts:
+            self.facts_read.append(request)
+            case = SupportCase(case_id=request.case_id, organization_id="360000000001",
                                customer_id=self.organization_customer, subject="Outage",
                                status="open", updated_at=T0)  # fmt: skip
+            if case.customer_id is None:
+                return CreditFacts(case=case)
+            return CreditFacts(case=case, subscription=self.subscription(), erp_party="7",
+                               erp_period_open=True, credited_last_90_days=self.recent)  # fmt: skip
 
         @activity.defn(name="write_case_outcome")
         async def write_case_outcome(request: CaseOutcomeInput) -> None:
             self.outcomes.append(request)
-
-        @activity.defn(name="fetch_active_subscription")
-        async def fetch_active_subscription(_r: ActiveSubscriptionInput) -> Subscription | None:
-            if self.subscription_status is None:
-                return None
-            item = SubscriptionItem(item_id="si_1", price_id="p", product_id="prod",
-                                    description="Pro", quantity=1, unit_amount=usd(self.monthly),
-                                    interval="month")  # fmt: skip
-            return Subscription(subscription_id="sub_1", customer_id="cus_1",
-                                status=self.subscription_status, currency="USD", items=[item],
-                                current_period_start=T0, current_period_end=T0 + timedelta(30),
-                                created_at=T0)  # fmt: skip
 
         @activity.defn(name="apply_billing_credit")
         async def apply_billing_credit(request: ApplyCreditInput) -> AppliedCredit:
@@ -143,19 +146,15 @@ class FakeDesk:
         async def record_journal_entry(request: RecordJournalInput) -> None:
             self.journal.append(request)
 
-        @activity.defn(name="credited_recently")
-        async def credited_recently(_request: CreditedInput) -> Money:
-            return self.recent
-
         @activity.defn(name="append_audit")
         async def append_audit(record: AuditRecordInput) -> int:
             self.audit.append(record)
             return len(self.audit)
 
         return {
-            "": [record_journal_entry, credited_recently, append_audit],
-            "support": [fetch_support_case, write_case_outcome],
-            "billing": [fetch_active_subscription, apply_billing_credit, reverse_billing_credit],
+            "": [record_journal_entry, append_audit],
+            "support": [write_case_outcome],
+            "billing": [gather_credit_facts, apply_billing_credit, reverse_billing_credit],
             "erp": [post_ledger_document],
         }
 
@@ -210,6 +209,9 @@ async def test_small_credit_is_applied_posted_and_told_to_the_ticket(
     [outcome] = desk.outcomes
     assert outcome.tags == ["credit_applied"] and "CN-2026-00007" in outcome.internal_note
     assert [a.action for a in desk.audit] == ["credit.auto_approved"]
+    # The facts the policy decided on were read once, on the workflow's (UTC) clock.
+    [facts] = desk.facts_read
+    assert (facts.case_id, facts.currency, facts.as_of.utcoffset()) == ("1001", "USD", timedelta(0))
 
 
 async def test_large_credit_waits_for_finance_across_days_then_is_applied(

@@ -29,7 +29,7 @@ from activities.reconciliation import (
     RunRef,
     StartRunInput,
 )
-from workflows.activity_options import task_queue
+from adapters.task_queues import task_queue
 from workflows.finance_exception import FinanceExceptionWorkflow
 from workflows.reconciliation import (
     ReconciliationInput,

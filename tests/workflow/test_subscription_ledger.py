@@ -29,6 +29,8 @@ from activities.amendments import (
     RecordJournalInput,
 )
 from activities.audit import AuditRecordInput
+from adapters import visibility
+from adapters.task_queues import task_queue
 from canonical import (
     AccountRecord,
     BillingDocument,
@@ -40,15 +42,10 @@ from canonical import (
     PostedDocument,
     Subscription,
 )
+from canonical.ledger import BillingEventRef, SubscriptionLedgerInput
 from starters.routing import ProcessStart, signal_with_start
-from workflows import visibility
-from workflows.activity_options import task_queue
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
-from workflows.subscription_ledger import (
-    BillingEventRef,
-    SubscriptionLedgerInput,
-    SubscriptionLedgerWorkflow,
-)
+from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 

@@ -1,0 +1,89 @@
+"""The credit facts, gathered once for the API's check and the workflow alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from activities.credits import CreditFactsInput, gather_credit_facts
+from adapters.errors import TransientError
+from canonical import AccountRecord, Money, Subscription, SubscriptionItem
+from canonical.support import SupportCase
+
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+
+
+class Systems:
+    """Support, billing, the ERP and the store, answering from fields and noting each read."""
+
+    def __init__(self, customer_id: str | None = "cus_1") -> None:
+        self.customer_id = customer_id
+        self.reads: list[tuple[str, Any]] = []
+        self.billing_error: Exception | None = None
+
+    async def get_case(self, case_id: str) -> SupportCase:
+        self.reads.append(("case", case_id))
+        return SupportCase(case_id=case_id, organization_id="360000000001",
+                           customer_id=self.customer_id, subject="Outage", status="open",
+                           updated_at=T0)  # fmt: skip
+
+    async def active_subscription(self, customer_id: str) -> Subscription | None:
+        self.reads.append(("subscription", customer_id))
+        if self.billing_error:
+            raise self.billing_error
+        item = SubscriptionItem(item_id="si_1", price_id="p", product_id="prod",
+                                description="Pro", quantity=1, unit_amount=Money.of("900", "USD"),
+                                interval="month")  # fmt: skip
+        return Subscription(subscription_id="sub_1", customer_id=customer_id, status="active",
+                            currency="USD", items=[item], current_period_start=T0,
+                            current_period_end=T0 + timedelta(30), created_at=T0)  # fmt: skip
+
+    async def find_party(self, customer_id: str) -> AccountRecord | None:
+        self.reads.append(("party", customer_id))
+        return AccountRecord(customer_id=customer_id, system="erp", external_id="7", name="Acme")
+
+    async def is_period_open(self, on: date) -> bool:
+        self.reads.append(("period", on))
+        return True
+
+    def credited_since(self, customer_id: str, currency: str, since: datetime) -> Decimal:
+        self.reads.append(("credited", (customer_id, currency, since)))
+        return Decimal("12.50")
+
+
+async def gather(systems: Systems, as_of: datetime) -> Any:
+    request = CreditFactsInput(case_id="1001", currency="USD", as_of=as_of)
+    return await gather_credit_facts(request, systems, systems, systems, systems)  # type: ignore[arg-type]
+
+
+async def test_facts_are_read_on_the_utc_clock() -> None:
+    systems = Systems()
+    # 21:30 in New York on 1 Nov is already 2 Nov in UTC: the ERP period is asked for UTC's day.
+    evening = datetime(2026, 11, 1, 21, 30, tzinfo=timezone(timedelta(hours=-5)))
+    facts = await gather(systems, evening)
+    assert facts.case.customer_id == "cus_1"
+    assert facts.subscription.subscription_id == "sub_1"
+    assert (facts.erp_party, facts.erp_period_open) == ("7", True)
+    assert facts.credited_last_90_days == Money.of("12.50", "USD")
+    reads = dict(systems.reads)
+    assert reads["period"] == date(2026, 11, 2)
+    assert reads["credited"] == ("cus_1", "USD", datetime(2026, 8, 4, 2, 30, tzinfo=UTC))
+
+
+async def test_a_ticket_without_a_customer_reads_nothing_else() -> None:
+    systems = Systems(customer_id=None)
+    facts = await gather(systems, T0)
+    assert facts.case.case_id == "1001"
+    assert (facts.subscription, facts.erp_party, facts.credited_last_90_days) == (None, None, None)
+    assert [kind for kind, _ in systems.reads] == ["case"]
+
+
+async def test_a_system_that_fails_is_named_by_its_error() -> None:
+    systems = Systems()
+    systems.billing_error = TransientError("down", system="billing", operation="subscriptions")
+    with pytest.raises(TransientError) as raised:
+        await gather(systems, T0)
+    assert raised.value.system == "billing"
