@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from adapters.settings import Settings
-from starters.stack import private_stack_settings
+from starters.local.stack import private_stack_settings
 from workers.main import run_until_stopped
 from workflows import visibility
 

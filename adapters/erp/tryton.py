@@ -41,7 +41,6 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from adapters.erp.tryton_bootstrap import SERVICE_PRODUCT_CODE
 from adapters.errors import (
     AdapterError,
     AuthenticationError,
@@ -64,6 +63,7 @@ from canonical import (
     PostedDocument,
 )
 from canonical.reconciliation import LedgerDocument, LedgerDocumentPage
+from starters.local.tryton_bootstrap import SERVICE_PRODUCT_CODE
 
 SYSTEM = "erp"
 OPEN_PERIOD_TRUSTED_SECONDS = 60.0

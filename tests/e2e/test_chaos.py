@@ -23,7 +23,7 @@ from adapters.store.reconciliation import ExpectedPosting
 from canonical import BillingDocument, Customer, Money
 from canonical.reconciliation import LedgerDocument
 from sandbox.faults import MODES
-from starters.chaos import Checker, WorkflowRecord, _ids_in
+from starters.local.chaos import Checker, WorkflowRecord, _ids_in
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

@@ -3,7 +3,7 @@
 `bootstrap_database` is idempotent (a marker file next to the database says it is done) and
 safe when several processes race for it (an `fcntl` lock in the data directory). The slow
 parts run in child processes: `trytond-admin` creates the database and activates
-`account_invoice`, then this module, run as `python -m adapters.erp.tryton_bootstrap`, sets
+`account_invoice`, then this module, run as `python -m starters.local.tryton_bootstrap`, sets
 up the company and accounting with proteus. Keeping trytond out of the caller's process
 matters because trytond's configuration and pool are process-global.
 
@@ -280,7 +280,7 @@ def _run_setup(conf: Path, database: str, user: str, user_password: str) -> None
     command = [
         sys.executable,
         "-m",
-        "adapters.erp.tryton_bootstrap",
+        "starters.local.tryton_bootstrap",
         "setup",
         "--config",
         str(conf),

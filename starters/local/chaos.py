@@ -61,8 +61,8 @@ from adapters.temporal import connect_for
 from canonical import BalanceTransaction, BillingDocument, Money, Subscription
 from canonical.reconciliation import LedgerDocument
 from starters.console import ApiCallFailed, call_api, table
+from starters.local.stack import LocalStack, StackError, private_stack_env
 from starters.routing import route_billing_event
-from starters.stack import LocalStack, StackError, private_stack_env
 
 DEFAULT_EVENTS = 200
 DEFAULT_KILLS = 3
