@@ -63,9 +63,10 @@ from canonical import (
     PostedDocument,
 )
 from canonical.reconciliation import LedgerDocument, LedgerDocumentPage
-from starters.local.tryton_bootstrap import SERVICE_PRODUCT_CODE
 
 SYSTEM = "erp"
+# The ERP product every invoice line is booked against (the ERP database's setup creates it).
+SERVICE_PRODUCT_CODE = "SUBSCRIPTION"
 OPEN_PERIOD_TRUSTED_SECONDS = 60.0
 PARTY_FIELDS = ["id", "code", "name"]
 INVOICE_FIELDS = [

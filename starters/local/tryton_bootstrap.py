@@ -32,10 +32,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from adapters.erp.tryton import SERVICE_PRODUCT_CODE
+
 COMPANY_NAME = "ledgerbridge demo company"
 COMPANY_CURRENCY = "USD"
 SERVICE_PRODUCT_NAME = "Subscription service"
-SERVICE_PRODUCT_CODE = "SUBSCRIPTION"
 PAYMENT_TERM_NAME = "Direct"
 ACCOUNT_CATEGORY_NAME = "Services"
 # Groups that let the integration user maintain parties and create, post and credit invoices.

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from adapters.erp import TrytonLedger, tryton_dumps, tryton_loads
+from adapters.erp.tryton import SERVICE_PRODUCT_CODE
 from adapters.errors import (
     AuthenticationError,
     RateLimitedError,
@@ -22,7 +23,6 @@ from adapters.errors import (
     ValidationError,
 )
 from canonical import Customer, PostalAddress
-from starters.local.tryton_bootstrap import SERVICE_PRODUCT_CODE
 from tests.fixtures.servers import free_port
 from tests.fixtures.tryton import TrytonServer, TrytonTemplate, run_tryton_server
 
