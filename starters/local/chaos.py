@@ -15,15 +15,18 @@ Tryton, Temporal and the store (never its own notes of what it did):
 
 1. every webhook accepted (2xx) reached its workflow, which completed or waits on an open
    finance exception;
-2. exactly one ERP document per billing document reference;
+2. exactly one ERP document per billing document reference (none for money the ledger does
+   not book: an open finance exception holds it);
 3. exactly one billing credit per approved credit;
-4. per currency, the journal, the ERP and billing's expected postings agree;
+4. per currency, the journal, the ERP and what billing's documents call for agree;
 5. a reconciliation of the run's days reports nothing unexplained;
 6. per subscription, the ERP numbers its invoices in billing order;
 7. what the processes write to support landed once: every billing customer has its support
    organization under its billing name, and no credit ticket holds an internal note twice.
 
-Exit 0 when all hold; 1 otherwise (the private home is then kept for the post-mortem).
+What billing's documents call for is stated by the run itself (`starters.local.expectations`),
+never with the posting path's rules it checks. Exit 0 when all hold; 1 otherwise (the
+private home is then kept for the post-mortem).
 """
 
 from __future__ import annotations
