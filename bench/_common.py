@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from adapters import visibility
 from adapters.settings import Settings
-from starters.stack import private_stack_settings
+from starters.local.stack import private_stack_settings
 from workers.main import run_until_stopped
 
 RESULTS = Path(__file__).parent / "results.json"

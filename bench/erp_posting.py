@@ -43,7 +43,7 @@ from adapters.ports import Ledger
 from adapters.settings import Settings
 from bench._common import print_table, private_settings, record
 from canonical import LedgerLine, LedgerPosting, Money
-from starters.stack import LocalStack
+from starters.local.stack import LocalStack
 
 TARGET_RATIO = 0.9
 TARGET_ACK_P99_MS = 100.0

@@ -54,7 +54,6 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from adapters.bootstrap import Adapters
-from adapters.erp import tryton_bootstrap
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
@@ -71,8 +70,9 @@ from bench._common import (
 from canonical import Money, Subscription, SubscriptionItem
 from canonical.credit import CreditPolicy, CreditRequest
 from canonical.support import SupportCase
+from starters.local import tryton_bootstrap
+from starters.local.stack import LocalStack, private_stack_env
 from starters.routing import credit_start, start_once
-from starters.stack import LocalStack, private_stack_env
 from workers import main as worker_main
 from workers.main import QueueLimits, build_workers
 

@@ -1,1 +1,1 @@
-"""How work enters: the HTTP app, the CLI, schedules and the local stack."""
+"""How work enters: the HTTP app, the CLI, schedules; the local tooling in `starters.local`."""

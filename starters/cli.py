@@ -20,7 +20,7 @@ from starters.recon_commands import cmd_recon
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from starters.stack import LocalStack, StackError
+    from starters.local.stack import LocalStack, StackError
 
     stop = _stop_flag()
     stack = LocalStack(settings, echo=echo)
@@ -36,8 +36,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.logs import configure_logging
-    from starters.demo import DemoFailed, play
-    from starters.stack import LocalStack, StackError
+    from starters.local.demo import DemoFailed, play
+    from starters.local.stack import LocalStack, StackError
 
     configure_logging("WARNING", "console")  # the demo's own lines are the story; logs are in files
     stop = _stop_flag()
@@ -60,7 +60,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chaos(args: argparse.Namespace, _settings: Settings) -> int:
     from adapters.logs import configure_logging
-    from starters.chaos import ChaosOptions, run_chaos
+    from starters.local.chaos import ChaosOptions, run_chaos
 
     configure_logging("WARNING", "console")  # the run's own lines are the story
     options = ChaosOptions(
@@ -94,7 +94,7 @@ def cmd_api(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(_args: argparse.Namespace, settings: Settings) -> int:
-    from starters.stack import LocalStack
+    from starters.local.stack import LocalStack
 
     rows = []
     healthy = True
@@ -183,7 +183,7 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_erp(args: argparse.Namespace, settings: Settings) -> int:
     """Bootstrap the Tryton database once, then serve it (the ERP container's command)."""
-    from starters.stack import LocalStack
+    from starters.local.stack import LocalStack
 
     stack = LocalStack(settings, echo=echo)
     stack.prepare_erp(listen_host=args.host)

@@ -1,4 +1,4 @@
-"""The ERP adapter: Tryton 8.2 over JSON-RPC (`TrytonLedger`) and its local bootstrap."""
+"""The ERP adapter: Tryton 8.2 over JSON-RPC (`TrytonLedger`)."""
 
 from adapters.erp.tryton import TrytonLedger, tryton_dumps, tryton_loads
 

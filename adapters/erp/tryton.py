@@ -41,7 +41,6 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from adapters.erp.tryton_bootstrap import SERVICE_PRODUCT_CODE
 from adapters.errors import (
     AdapterError,
     AuthenticationError,
@@ -66,6 +65,8 @@ from canonical import (
 from canonical.reconciliation import LedgerDocument, LedgerDocumentPage
 
 SYSTEM = "erp"
+# The ERP product every invoice line is booked against (the ERP database's setup creates it).
+SERVICE_PRODUCT_CODE = "SUBSCRIPTION"
 OPEN_PERIOD_TRUSTED_SECONDS = 60.0
 PARTY_FIELDS = ["id", "code", "name"]
 INVOICE_FIELDS = [

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from adapters.erp import TrytonLedger, tryton_dumps, tryton_loads
-from adapters.erp.tryton_bootstrap import SERVICE_PRODUCT_CODE
+from adapters.erp.tryton import SERVICE_PRODUCT_CODE
 from adapters.errors import (
     AuthenticationError,
     RateLimitedError,

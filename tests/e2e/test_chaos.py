@@ -19,11 +19,11 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from adapters.store.models import Posting
-from adapters.store.reconciliation import ExpectedPosting
 from canonical import BillingDocument, Customer, Money
 from canonical.reconciliation import LedgerDocument
 from sandbox.faults import MODES
-from starters.chaos import Checker, WorkflowRecord, _ids_in
+from starters.local.chaos import Checker, WorkflowRecord, _ids_in
+from starters.local.expectations import ExpectedDocument
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -83,9 +83,8 @@ def _checker(postings: list[Posting] | None = None, held: dict[str, str] | None 
     return checker
 
 
-def _expected(reference: str, amount: str = "90.00") -> ExpectedPosting:
-    return ExpectedPosting(reference, "invoice", "cus_1", "USD", Decimal(amount), reference,
-                           "invoice")  # fmt: skip
+def _expected(reference: str, amount: str = "90.00") -> ExpectedDocument:
+    return ExpectedDocument(reference, "invoice", "USD", Decimal(amount))
 
 
 def _erp(reference: str, erp_id: int, amount: str = "90.00") -> LedgerDocument:
@@ -110,6 +109,20 @@ def test_checker_excuses_a_missing_document_only_when_an_open_exception_holds_it
     checker = _checker(held={"in_1": "exc/1"})
     ok, _, _ = checker._one_erp_document_each(expected, [])
     assert not ok and checker.violations == ["in_2: 0 ERP documents (none)"]
+
+
+def test_checker_wants_money_the_ledger_does_not_book_unposted_and_held_by_finance() -> None:
+    expected = {"in_1": ExpectedDocument("in_1", "invoice", "EUR", Decimal("75.00"))}
+    checker = _checker(held={"in_1": "exc/1"})
+    checker.awaiting_finance = {"in_1"}
+    assert checker._one_erp_document_each(expected, [])[0]
+    posted = _erp("in_1", 1, "75.00").model_copy(update={"total": Money.of("75.00", "EUR")})
+    assert not checker._one_erp_document_each(expected, [posted])[0]
+    assert checker.violations == ["in_1: the ledger does not book EUR, yet the ERP holds INV-1"]
+    unheld = _checker()
+    unheld.awaiting_finance = {"in_1"}
+    assert not unheld._one_erp_document_each(expected, [])[0]
+    assert unheld.violations == ["in_1: 75.00 EUR waits on no open finance exception"]
 
 
 def test_checker_fails_an_erp_orphan_and_a_different_amount() -> None:

@@ -22,8 +22,8 @@ from temporalio.client import ScheduleOverlapPolicy
 from adapters.bootstrap import build_adapters
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
+from starters.local.stack import private_stack_env
 from starters.reconciliation import SCHEDULE_ID
-from starters.stack import private_stack_env
 from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e

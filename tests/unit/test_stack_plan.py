@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.settings import Settings
-from starters.stack import Component, LocalStack, StackError
+from starters.local.stack import Component, LocalStack, StackError
 
 
 def settings(home: Path, **overrides: object) -> Settings:

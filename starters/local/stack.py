@@ -33,12 +33,12 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from adapters.bootstrap import build_store
-from adapters.erp import tryton_bootstrap
 from adapters.settings import Settings
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal
 from adapters.visibility import search_attribute_flags
 from starters.api.auth import ROLES, key_entry
+from starters.local import tryton_bootstrap
 
 BIN = Path(sys.executable).parent
 

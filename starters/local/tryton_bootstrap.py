@@ -3,7 +3,7 @@
 `bootstrap_database` is idempotent (a marker file next to the database says it is done) and
 safe when several processes race for it (an `fcntl` lock in the data directory). The slow
 parts run in child processes: `trytond-admin` creates the database and activates
-`account_invoice`, then this module, run as `python -m adapters.erp.tryton_bootstrap`, sets
+`account_invoice`, then this module, run as `python -m starters.local.tryton_bootstrap`, sets
 up the company and accounting with proteus. Keeping trytond out of the caller's process
 matters because trytond's configuration and pool are process-global.
 
@@ -32,10 +32,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from adapters.erp.tryton import SERVICE_PRODUCT_CODE
+
 COMPANY_NAME = "ledgerbridge demo company"
 COMPANY_CURRENCY = "USD"
 SERVICE_PRODUCT_NAME = "Subscription service"
-SERVICE_PRODUCT_CODE = "SUBSCRIPTION"
 PAYMENT_TERM_NAME = "Direct"
 ACCOUNT_CATEGORY_NAME = "Services"
 # Groups that let the integration user maintain parties and create, post and credit invoices.
@@ -280,7 +281,7 @@ def _run_setup(conf: Path, database: str, user: str, user_password: str) -> None
     command = [
         sys.executable,
         "-m",
-        "adapters.erp.tryton_bootstrap",
+        "starters.local.tryton_bootstrap",
         "setup",
         "--config",
         str(conf),

@@ -15,15 +15,18 @@ Tryton, Temporal and the store (never its own notes of what it did):
 
 1. every webhook accepted (2xx) reached its workflow, which completed or waits on an open
    finance exception;
-2. exactly one ERP document per billing document reference;
+2. exactly one ERP document per billing document reference (none for money the ledger does
+   not book: an open finance exception holds it);
 3. exactly one billing credit per approved credit;
-4. per currency, the journal, the ERP and billing's expected postings agree;
+4. per currency, the journal, the ERP and what billing's documents call for agree;
 5. a reconciliation of the run's days reports nothing unexplained;
 6. per subscription, the ERP numbers its invoices in billing order;
 7. what the processes write to support landed once: every billing customer has its support
    organization under its billing name, and no credit ticket holds an internal note twice.
 
-Exit 0 when all hold; 1 otherwise (the private home is then kept for the post-mortem).
+What billing's documents call for is stated by the run itself (`starters.local.expectations`),
+never with the posting path's rules it checks. Exit 0 when all hold; 1 otherwise (the
+private home is then kept for the post-mortem).
 """
 
 from __future__ import annotations
@@ -50,20 +53,25 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from activities.reconciliation import expected_postings, granted_credits
 from adapters.billing.events import StripeEventPayload, to_business_event
 from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
 from adapters.store.models import WebhookReceipt
-from adapters.store.reconciliation import ExpectedPosting
 from adapters.support.zendesk import without_write_marker
 from adapters.temporal import connect_for
 from canonical import BalanceTransaction, BillingDocument, Money, Subscription
 from canonical.reconciliation import LedgerDocument
 from starters.console import ApiCallFailed, call_api, table
-from starters.routing import route_billing_event
-from starters.stack import LocalStack, StackError, private_stack_env
+from starters.local.expectations import (
+    CASE_ID,
+    ExpectedDocument,
+    expected_for_balance_credits,
+    expected_for_document,
+    must_reach_a_process,
+    waits_on_finance,
+)
+from starters.local.stack import LocalStack, StackError, private_stack_env
 
 DEFAULT_EVENTS = 200
 DEFAULT_KILLS = 3
@@ -794,6 +802,7 @@ class Checker:
         self.lost = 0
         self.open_exceptions: set[str] = set()
         self.held: dict[str, str] = {}  # reference -> the open exception that holds it
+        self.awaiting_finance: set[str] = set()  # references the ledger does not book
 
     async def check(self) -> ChaosReport:
         run = self.run
@@ -897,25 +906,26 @@ class Checker:
 
     def _expected(
         self, documents: list[BillingDocument], transactions: list[BalanceTransaction]
-    ) -> dict[str, ExpectedPosting]:
-        by_customer: dict[str, list[BalanceTransaction]] = defaultdict(list)
-        for transaction in transactions:
-            by_customer[transaction.customer_id].append(transaction)
-        rows = [row for document in documents for row in expected_postings(document)]
-        for adjustments in by_customer.values():
-            rows.extend(granted_credits(adjustments))
-        expected: dict[str, ExpectedPosting] = {}
+    ) -> dict[str, ExpectedDocument]:
+        """The ERP documents billing's books call for (the run's own rules, in
+        `starters.local.expectations`), and which of them wait on finance."""
+        rows = [row for document in documents for row in expected_for_document(document)]
+        rows.extend(expected_for_balance_credits(transactions))
+        expected: dict[str, ExpectedDocument] = {}
         for row in rows:
             if row.reference in expected:
                 self.violations.append(f"billing lists {row.reference} twice")
             expected[row.reference] = row
+        self.awaiting_finance = {
+            row.reference for row in rows if waits_on_finance(row, self.settings.ledger_currencies)
+        }
         return expected
 
     def _hold(
         self,
         records: dict[str, WorkflowRecord],
         documents: list[BillingDocument],
-        expected: dict[str, ExpectedPosting],
+        expected: dict[str, ExpectedDocument],
     ) -> None:
         """The references a ledger waiting on an open finance exception still holds back:
         its documents not journaled (policy stopped one; the later ones queue behind it)."""
@@ -933,7 +943,7 @@ class Checker:
             )
             if ledger not in blocked:
                 continue
-            for row in expected_postings(document):
+            for row in expected_for_document(document):
                 if store.find_posting("billing", row.reference) is None:
                     self.held[row.reference] = blocked[ledger]
         self.held = {ref: exc for ref, exc in self.held.items() if ref in expected}
@@ -1011,8 +1021,7 @@ class Checker:
         since, _ = self._period()
         async for raw in self.billing.list_events(created_from=since):
             event = to_business_event(StripeEventPayload.model_validate(raw), None)
-            start = route_billing_event(event, self.settings.ledger_currencies)
-            if start is not None and event.event_id not in accepted:
+            if must_reach_a_process(event) and event.event_id not in accepted:
                 lost += 1
                 self.violations.append(f"billing event {event.event_id} ({event.type}) lost")
         for case_id in self.run.credit_tickets:
@@ -1023,15 +1032,19 @@ class Checker:
         return lost
 
     def _one_erp_document_each(
-        self, expected: dict[str, ExpectedPosting], erp: list[LedgerDocument]
+        self, expected: dict[str, ExpectedDocument], erp: list[LedgerDocument]
     ) -> tuple[bool, str, str]:
-        """(2) One ERP document per billing document reference, of its kind and amount."""
+        """(2) One ERP document per billing document reference, of its kind and amount; none
+        for money the ledger does not book, which an open finance exception holds instead."""
         by_reference: dict[str | None, list[LedgerDocument]] = defaultdict(list)
         for document in erp:
             by_reference[document.reference].append(document)
         problems = twice = 0
         for reference, row in expected.items():
             copies = by_reference.get(reference, [])
+            if reference in self.awaiting_finance:
+                problems += self._waits_on_finance(row, copies)
+                continue
             if not copies and reference in self.held:
                 continue
             if len(copies) != 1:
@@ -1067,18 +1080,32 @@ class Checker:
         ok = problems == 0 and not orphans
         return ok, "2 one ERP document per billing document", detail
 
+    def _waits_on_finance(self, row: ExpectedDocument, copies: list[LedgerDocument]) -> int:
+        """The problems of a document in a currency the ledger does not book (0 or 1)."""
+        if copies:
+            numbers = ", ".join(d.number or d.erp_document_id for d in copies)
+            self.violations.append(
+                f"{row.reference}: the ledger does not book {row.currency}, yet the ERP holds "
+                f"{numbers}"
+            )
+            return 1
+        if row.reference not in self.held:
+            self.violations.append(
+                f"{row.reference}: {row.amount} {row.currency} waits on no open finance exception"
+            )
+            return 1
+        return 0
+
     async def _one_billing_credit_per_approved_credit(
         self, transactions: list[BalanceTransaction]
     ) -> tuple[bool, str, str]:
         """(3) An approved credit that was applied has exactly one billing credit (not taken
         back); every other credit has none."""
-        by_case: dict[str, list[ExpectedPosting]] = defaultdict(list)
-        by_customer: dict[str, list[BalanceTransaction]] = defaultdict(list)
+        granted = {row.reference for row in expected_for_balance_credits(transactions)}
+        by_case: dict[str, list[BalanceTransaction]] = defaultdict(list)
         for transaction in transactions:
-            by_customer[transaction.customer_id].append(transaction)
-        for adjustments in by_customer.values():
-            for credit in granted_credits(adjustments):
-                by_case[credit.case_id or "-"].append(credit)
+            if transaction.transaction_id in granted:
+                by_case[transaction.metadata.get(CASE_ID) or "-"].append(transaction)
         approved = credited_once = 0
         problems: list[str] = []
         processes: Counter[str] = Counter()
@@ -1122,7 +1149,7 @@ class Checker:
         return dict(await handle.query("state", rpc_timeout=timedelta(seconds=10)))
 
     def _totals_agree(
-        self, expected: dict[str, ExpectedPosting], erp: list[LedgerDocument]
+        self, expected: dict[str, ExpectedDocument], erp: list[LedgerDocument]
     ) -> tuple[bool, str, str]:
         """(4) Per currency: the journal = the ERP = billing's expected postings (less what
         open finance exceptions hold back)."""
