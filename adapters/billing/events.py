@@ -31,7 +31,9 @@ def subject_of(event_type: str, obj: dict[str, Any]) -> SubjectIds:
     if kind == "subscription":
         return SubjectIds(customer_id=customer, subscription_id=oid)
     if kind == "invoice":
-        sub = obj.get("subscription") if isinstance(obj.get("subscription"), str) else None
+        # Under parent.subscription_details since API version 2025-03-31.
+        details = (obj.get("parent") or {}).get("subscription_details") or {}
+        sub = details.get("subscription") if isinstance(details.get("subscription"), str) else None
         return SubjectIds(customer_id=customer, subscription_id=sub, invoice_id=oid)
     if kind == "credit_note":
         inv = obj.get("invoice") if isinstance(obj.get("invoice"), str) else None

@@ -43,7 +43,10 @@ def test_stripe_event_becomes_a_business_event_with_subject_ids() -> None:
                     "object": "invoice",
                     "id": "in_1",
                     "customer": "cus_9",
-                    "subscription": "sub_3",
+                    "parent": {
+                        "type": "subscription_details",
+                        "subscription_details": {"subscription": "sub_3"},
+                    },
                 }
             },
         }
