@@ -18,8 +18,21 @@ ProrationBehavior = Literal["create_prorations", "always_invoice", "none"]
 
 
 class BillingDriver:
-    def __init__(self, client: stripe.StripeClient) -> None:
+    def __init__(
+        self, client: stripe.StripeClient, *, http: stripe.HTTPXClient | None = None
+    ) -> None:
         self.client = client
+        self._http = http  # closed by aclose() when the driver made it
+
+    async def __aenter__(self) -> BillingDriver:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close_async()
 
     @classmethod
     def connect(
@@ -31,7 +44,7 @@ class BillingDriver:
         client = stripe.StripeClient(
             api_key, base_addresses=addresses, max_network_retries=0, http_client=http
         )
-        return cls(client)
+        return cls(client, http=http)
 
     @staticmethod
     def _key(idempotency_key: str) -> Any:
