@@ -62,7 +62,7 @@ class BillingDriver:
         metadata: Mapping[str, str] | None = None,
         address: Mapping[str, str] | None = None,
     ) -> stripe.Customer:
-        params: dict[str, Any] = {"name": name}
+        params: Any = {"name": name}
         optional = {
             "email": email,
             "description": description,
@@ -76,10 +76,9 @@ class BillingDriver:
         self, customer_id: str, *, idempotency_key: str, **changes: Any
     ) -> stripe.Customer:
         """Change the named fields only; a metadata value of "" removes that key."""
+        params: Any = changes
         return await self.client.v1.customers.update_async(
-            customer_id,
-            changes,
-            self._key(idempotency_key),  # type: ignore[arg-type]
+            customer_id, params, self._key(idempotency_key)
         )
 
     async def delete_customer(self, customer_id: str) -> stripe.Customer:
@@ -96,7 +95,7 @@ class BillingDriver:
         """What the customer is owed (negative) or owes, in minor units, and its currency
         (None until billing has fixed one)."""
         customer = await self.client.v1.customers.retrieve_async(customer_id)
-        return customer.balance, customer.currency
+        return customer.balance or 0, customer.currency
 
     # catalog -----------------------------------------------------------------------------
 
@@ -118,7 +117,7 @@ class BillingDriver:
     ) -> stripe.Price:
         """A price of `unit_amount` minor units, recurring every `interval_count` `interval`s
         or one-time when `interval` is None."""
-        params: dict[str, Any] = {
+        params: Any = {
             "product": product_id,
             "unit_amount": unit_amount,
             "currency": currency.lower(),
@@ -127,10 +126,7 @@ class BillingDriver:
             params["recurring"] = {"interval": interval, "interval_count": interval_count}
         if nickname is not None:
             params["nickname"] = nickname
-        return await self.client.v1.prices.create_async(
-            params,  # type: ignore[arg-type]
-            self._key(idempotency_key),
-        )
+        return await self.client.v1.prices.create_async(params, self._key(idempotency_key))
 
     # subscriptions -----------------------------------------------------------------------
 
@@ -167,13 +163,11 @@ class BillingDriver:
             item["price"] = price_id
         if quantity is not None:
             item["quantity"] = quantity
-        params: dict[str, Any] = {"items": [item], "proration_behavior": proration_behavior}
+        params: Any = {"items": [item], "proration_behavior": proration_behavior}
         if proration_date is not None:
             params["proration_date"] = proration_date
         return await self.client.v1.subscriptions.update_async(
-            subscription_id,
-            params,  # type: ignore[arg-type]
-            self._key(idempotency_key),
+            subscription_id, params, self._key(idempotency_key)
         )
 
     async def cancel(
@@ -205,7 +199,7 @@ class BillingDriver:
         subscription_id: str | None = None,
     ) -> stripe.InvoiceItem:
         """A pending item of `amount` minor units (negative: a credit) for the next invoice."""
-        params: dict[str, Any] = {
+        params: Any = {
             "customer": customer_id,
             "amount": amount,
             "currency": currency.lower(),
@@ -213,26 +207,31 @@ class BillingDriver:
         }
         if subscription_id is not None:
             params["subscription"] = subscription_id
-        return await self.client.v1.invoice_items.create_async(
-            params,  # type: ignore[arg-type]
-            self._key(idempotency_key),
-        )
+        return await self.client.v1.invoice_items.create_async(params, self._key(idempotency_key))
 
     async def invoice_pending_items(
         self, customer_id: str, *, idempotency_key: str, subscription_id: str | None = None
     ) -> stripe.Invoice:
         """A draft invoice holding the customer's pending items (only the subscription's
         when one is named)."""
-        params: dict[str, Any] = {
+        params: Any = {
             "customer": customer_id,
             "pending_invoice_items_behavior": "include",
         }
         if subscription_id is not None:
             params["subscription"] = subscription_id
-        return await self.client.v1.invoices.create_async(
-            params,  # type: ignore[arg-type]
-            self._key(idempotency_key),
+        return await self.client.v1.invoices.create_async(params, self._key(idempotency_key))
+
+    async def charge_once(
+        self, customer_id: str, amount: int, currency: str, description: str, *, key: str
+    ) -> stripe.Invoice:
+        """An open invoice of one line of `amount` minor units; each step's idempotency key
+        is `key` with the step appended."""
+        await self.add_invoice_item(
+            customer_id, amount, currency, description, idempotency_key=f"{key}/item"
         )
+        draft = await self.invoice_pending_items(customer_id, idempotency_key=f"{key}/draft")
+        return await self.finalize(str(draft.id), idempotency_key=f"{key}/finalize")
 
     async def finalize(self, invoice_id: str, *, idempotency_key: str) -> stripe.Invoice:
         return await self.client.v1.invoices.finalize_invoice_async(

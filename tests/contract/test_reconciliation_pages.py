@@ -54,12 +54,8 @@ async def open_invoice(
     driver: BillingDriver, port: BillingSystem, customer_id: str, key: str
 ) -> BillingDocument:
     """A finalized (open) invoice of 100.00 USD, as the port reads it."""
-    await driver.add_invoice_item(
-        customer_id, 10000, "usd", f"Service {key}", idempotency_key=f"{key}/item"
-    )
-    draft = await driver.invoice_pending_items(customer_id, idempotency_key=f"{key}/draft")
-    final = await driver.finalize(str(draft.id), idempotency_key=f"{key}/finalize")
-    return await port.get_invoice(str(final.id))
+    created = await driver.charge_once(customer_id, 10000, "usd", f"Service {key}", key=key)
+    return await port.get_invoice(str(created.id))
 
 
 async def read_documents(
