@@ -36,13 +36,21 @@ class BillingDriver:
 
     @classmethod
     def connect(
-        cls, api_key: str, base_url: str | None = None, *, timeout: float = 10.0
+        cls,
+        api_key: str,
+        base_url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        max_network_retries: int = 0,
     ) -> BillingDriver:
         """A driver of the billing at `base_url` (None: Stripe itself)."""
         addresses: Any = {"api": base_url} if base_url else {}
         http = stripe.HTTPXClient(timeout=timeout)
         client = stripe.StripeClient(
-            api_key, base_addresses=addresses, max_network_retries=0, http_client=http
+            api_key,
+            base_addresses=addresses,
+            max_network_retries=max_network_retries,
+            http_client=http,
         )
         return cls(client, http=http)
 
