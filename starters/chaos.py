@@ -801,7 +801,6 @@ class Checker:
         self.settings = run.settings
         self.client = run.client
         self.billing = run.billing
-        self.driver = run.driver
         self.violations: list[str] = []
         self.duplicates = 0
         self.lost = 0
@@ -889,7 +888,7 @@ class Checker:
                     break
                 cursor = page.next_cursor
         transactions: list[BalanceTransaction] = []
-        async for customer in self.driver.customers():
+        async for customer in self.run.driver.customers():
             cursor = None
             while True:
                 credits = await self.billing.balance_credit_page(
@@ -1241,7 +1240,7 @@ class Checker:
         one organization (support refuses a second) under its billing name, and no credit
         ticket holds the same internal note twice (each names its stage: a second copy is a
         retried write that support did not recognise)."""
-        names = {c.id: c.name async for c in self.driver.customers()}
+        names = {c.id: c.name async for c in self.run.driver.customers()}
         organizations: dict[str, str] = {}
         twice: list[str] = []
         notes = 0
