@@ -36,13 +36,13 @@ from typing import Any
 
 import httpx
 
-from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging
 from adapters.ports import Ledger
 from adapters.settings import Settings
 from bench._common import print_table, private_settings, record
 from canonical import LedgerLine, LedgerPosting, Money
+from sandbox.billing.driver import BillingDriver
 from starters.local.stack import LocalStack
 
 TARGET_RATIO = 0.9
@@ -99,17 +99,18 @@ async def direct_round(ledger: Ledger, customer_id: str, numbers: range, rate: R
 
 
 async def pipeline_round(
-    adapters: Adapters, customer_id: str, price: str, numbers: range, rate: Rate
+    adapters: Adapters,
+    driver: BillingDriver,
+    customer_id: str,
+    price: str,
+    numbers: range,
+    rate: Rate,
 ) -> list[str]:
     """Ours: subscriptions in billing, their first invoices posted through webhooks."""
-    billing = adapters.billing
-    assert isinstance(billing, StripeBilling)
     started, invoices = time.monotonic(), []
     for n in numbers:
-        subscription = await billing.create_subscription(
-            customer_id, price, 1, idempotency_key=f"bench/s/{n}"
-        )
-        async for invoice in billing.list_invoices(subscription_id=subscription.subscription_id):
+        subscription = await driver.subscribe(customer_id, price, idempotency_key=f"bench/s/{n}")
+        async for invoice in adapters.billing.list_invoices(subscription_id=subscription.id):
             invoices.append(invoice.document_id)
     while not all(adapters.store.find_posting("billing", i) for i in invoices):
         await asyncio.sleep(0.1)
@@ -126,27 +127,24 @@ def _aware(at: datetime) -> datetime:
 
 async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
     adapters = build_adapters(settings)
-    billing = adapters.billing
-    assert isinstance(billing, StripeBilling)
+    driver = BillingDriver.connect(
+        settings.billing_api_key.get_secret_value(), settings.billing_url
+    )
     try:
-        customer = await billing.create_customer(
-            name="Bench Co", email=None, idempotency_key="bench/customer"
-        )
-        cid = customer.customer_id
+        customer = await driver.create_customer("Bench Co", idempotency_key="bench/customer")
+        cid = customer.id
         while await adapters.ledger.find_party(cid) is None:  # account sync first
             await asyncio.sleep(0.2)
-        product = await billing.create_product(name="Bench", idempotency_key="bench/p")
-        price = await billing.create_price(
-            product_id=product, unit_amount=Money.of("30.00", "USD"), idempotency_key="bench/b"
-        )
+        product = await driver.create_product("Bench", idempotency_key="bench/p")
+        price = (await driver.create_price(product.id, 3000, "usd", idempotency_key="bench/b")).id
         # Two rounds a side, in the order baseline, ours, ours, baseline: drift in what else
         # the machine does weighs on both sides alike.
         half = count // 2
         first, second = range(half), range(half, count)
         baseline, ours, invoices = Rate(), Rate(), []
         await direct_round(adapters.ledger, cid, first, baseline)
-        invoices += await pipeline_round(adapters, cid, price, first, ours)
-        invoices += await pipeline_round(adapters, cid, price, second, ours)
+        invoices += await pipeline_round(adapters, driver, cid, price, first, ours)
+        invoices += await pipeline_round(adapters, driver, cid, price, second, ours)
         await direct_round(adapters.ledger, cid, second, baseline)
 
         duplicates = 0
@@ -176,6 +174,7 @@ async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
             "slowest_acks": acks[-5:],
         }
     finally:
+        await driver.aclose()
         await adapters.aclose()
 
 

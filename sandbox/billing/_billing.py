@@ -27,12 +27,12 @@ of its period (a per-subscription test clock); proration dates default to that c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from canonical.money import CURRENCY_EXPONENTS
+from sandbox.billing._currencies import CURRENCY_DECIMALS
 from sandbox.billing._engine import SYSTEM, BillingEngine, CallContext, created_filter, new_id
 from sandbox.billing._errors import StripeError, missing_param, no_such, param_error
 from sandbox.billing._params import (
@@ -54,6 +54,7 @@ from sandbox.billing._proration import (
     billing_period,
     prorate_change,
 )
+from sandbox.billing._resources import invoice_line_view
 from sandbox.billing._store import CursorNotFound
 
 MAX_AMOUNT = 99_999_999
@@ -68,7 +69,7 @@ def refused(message: str, *, code: str, param: str | None = None) -> StripeError
 
 
 def format_amount(minor: int, currency_code: str) -> str:
-    exponent = CURRENCY_EXPONENTS.get(currency_code.upper(), 2)
+    exponent = CURRENCY_DECIMALS.get(currency_code.upper(), 2)
     return f"{format(Decimal(minor).scaleb(-exponent), 'f')} {currency_code.upper()}"
 
 
@@ -1394,7 +1395,11 @@ class BillingOperations:
             return self.engine.delete(self.invoices, invoice_id, ctx)
 
     def list_lines(
-        self, owner: Mapping[str, Any], params: Mapping[str, Any], url: str
+        self,
+        owner: Mapping[str, Any],
+        params: Mapping[str, Any],
+        url: str,
+        view: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
     ) -> dict[str, Any]:
         """Cursor pages over an invoice's or credit note's lines (in document order)."""
         clean = validate(params, _LINES_LIST)
@@ -1413,11 +1418,17 @@ class BillingOperations:
         except ValueError:
             cursor = clean.get("starting_after") or clean.get("ending_before")
             raise no_such("line_item", str(cursor), param="starting_after", status=400) from None
-        return {"object": "list", "data": page, "has_more": more, "url": url}
+        return {
+            "object": "list",
+            "data": [view(line) for line in page],
+            "has_more": more,
+            "url": url,
+        }
 
     def invoice_lines(self, invoice_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
         invoice = self.engine.get(self.invoices, invoice_id)
-        return self.list_lines(invoice, params, f"/v1/invoices/{invoice_id}/lines")
+        url = f"/v1/invoices/{invoice_id}/lines"
+        return self.list_lines(invoice, params, url, invoice_line_view)
 
     # credit notes -------------------------------------------------------------------------
 

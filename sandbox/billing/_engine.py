@@ -88,6 +88,8 @@ class Resource:
     update_schema: ClassVar[Mapping[str, Validator]] = {}
     # List filters: query parameter -> validator; the clean value must equal the same field.
     list_filters: ClassVar[Mapping[str, Validator]] = {}
+    # Stored for the sandbox's own rules but absent from the pinned API version's object.
+    unpublished: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def events_named(self) -> str:
@@ -109,7 +111,7 @@ class Resource:
 
     def render(self, obj: Mapping[str, Any], *, just_created: bool = False) -> dict[str, Any]:
         """The API view: fields starting with "_" are the sandbox's own bookkeeping."""
-        return {k: v for k, v in obj.items() if not k.startswith("_")}
+        return {k: v for k, v in obj.items() if not k.startswith("_") and k not in self.unpublished}
 
     def deleted_view(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         return {"id": obj["id"], "object": self.object_name, "deleted": True}

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from canonical.money import CURRENCY_EXPONENTS
+from sandbox.billing._currencies import CURRENCY_DECIMALS
 from sandbox.billing._errors import missing_param, param_error, unknown_param
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
@@ -159,7 +159,7 @@ def currency() -> Validator:
     """A three-letter ISO code Stripe supports; answered lowercase as Stripe does."""
 
     def check(value: Any, param: str) -> str:
-        if not isinstance(value, str) or value.upper() not in CURRENCY_EXPONENTS:
+        if not isinstance(value, str) or value.upper() not in CURRENCY_DECIMALS:
             raise param_error(f"Invalid currency: {value}.", param=param)
         return value.lower()
 

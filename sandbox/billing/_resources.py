@@ -24,6 +24,18 @@ from sandbox.billing._params import (
 )
 from sandbox.billing._proration import INTERVALS
 
+# Kept on stored invoice lines for the sandbox's rules; since API version 2025-03-31 Stripe
+# answers them only under `pricing` and `parent.*_details`.
+INVOICE_LINE_UNPUBLISHED = frozenset(
+    {"invoice_item", "price", "proration", "subscription_item", "type"}
+)
+
+
+def invoice_line_view(line: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored invoice line as the pinned API version answers it."""
+    return {k: v for k, v in line.items() if k not in INVOICE_LINE_UNPUBLISHED}
+
+
 # Stripe embeds the first lines of an invoice or credit note; the rest are paged.
 EMBEDDED_LINES = 10
 # Stripe's longest recurring interval is one year.
@@ -356,6 +368,8 @@ class SubscriptionResource(Resource):
     creatable = False
     updatable = False
     deletable = False
+    # On each item since API version 2025-03-31 (items may renew on different days).
+    unpublished = frozenset({"current_period_start", "current_period_end"})
     list_filters: ClassVar[dict[str, Validator]] = {
         "customer": string(255, clearable=False),
         "status": enum(
@@ -400,6 +414,8 @@ class InvoiceResource(Resource):
     collection = "invoices"
     creatable = False
     deletable = False
+    # `subscription` lives under parent.subscription_details, `tax` under total_taxes.
+    unpublished = frozenset({"subscription", "tax", "days_until_due", "paid_out_of_band"})
     update_schema: ClassVar[dict[str, Validator]] = {
         "auto_advance": boolean(),
         "description": string(1500),
@@ -435,7 +451,9 @@ class InvoiceResource(Resource):
     def render(self, obj: Mapping[str, Any], *, just_created: bool = False) -> dict[str, Any]:
         view = super().render(obj)
         view["lines"] = _list_object(
-            f"/v1/invoices/{obj['id']}/lines", list(obj["_lines"]), EMBEDDED_LINES
+            f"/v1/invoices/{obj['id']}/lines",
+            [invoice_line_view(line) for line in obj["_lines"]],
+            EMBEDDED_LINES,
         )
         return view
 
@@ -446,6 +464,18 @@ class InvoiceItemResource(Resource):
     collection = "invoiceitems"
     creatable = False
     deletable = False
+    # The pinned version answers these under `pricing` and `parent.subscription_details`;
+    # an invoice item has its `date`, no `created`.
+    unpublished = frozenset(
+        {
+            "created",
+            "price",
+            "subscription",
+            "subscription_item",
+            "unit_amount",
+            "unit_amount_decimal",
+        }
+    )
     update_schema: ClassVar[dict[str, Validator]] = {
         "description": string(),
         "metadata": metadata(),

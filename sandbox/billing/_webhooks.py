@@ -17,8 +17,8 @@ from collections import defaultdict
 
 import httpx
 
-from adapters.billing.webhook_signature import sign_stripe
 from sandbox.billing._engine import BillingEngine
+from sandbox.billing._signature import stripe_signature
 from sandbox.billing._store import Delivery
 
 logger = logging.getLogger("sandbox.billing.webhooks")
@@ -136,7 +136,7 @@ class WebhookDispatcher:
         timestamp = int(engine.clock())
         headers = {
             "Content-Type": "application/json; charset=utf-8",
-            "Stripe-Signature": sign_stripe(body, endpoint["secret"], timestamp),
+            "Stripe-Signature": stripe_signature(body, endpoint["secret"], timestamp),
         }
         started = time.monotonic()
         status_code: int | None = None

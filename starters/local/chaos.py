@@ -53,6 +53,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from adapters.billing import INTENDED_CURRENCY_KEY
 from adapters.billing.events import StripeEventPayload, to_business_event
 from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
@@ -62,6 +63,7 @@ from adapters.support.zendesk import without_write_marker
 from adapters.temporal import connect_for
 from canonical import BalanceTransaction, BillingDocument, Money, Subscription
 from canonical.reconciliation import LedgerDocument
+from sandbox.billing.driver import BillingDriver
 from starters.console import ApiCallFailed, call_api, table
 from starters.local.expectations import (
     CASE_ID,
@@ -289,7 +291,8 @@ class ChaosRun:
         self._restarting = asyncio.Lock()
         self._faults: list[asyncio.Task[None]] = []
         self.adapters: Adapters
-        self.billing: StripeBilling
+        self.billing: StripeBilling  # what the product reads
+        self.driver: BillingDriver  # the people the run plays, acting in billing
         self.client: Client
 
     async def play(self) -> ChaosReport:
@@ -297,6 +300,8 @@ class ChaosRun:
         billing = self.adapters.billing
         assert isinstance(billing, StripeBilling)  # the run acts as a person using billing
         self.billing = billing
+        api_key = self.settings.billing_api_key.get_secret_value()
+        self.driver = BillingDriver.connect(api_key, self.settings.billing_url)
         try:
             self.client = await connect_for(self.settings, wait_seconds=30)
             await self._set_the_stage()
@@ -307,6 +312,7 @@ class ChaosRun:
             await self._settle()
             return await Checker(self).check()
         finally:
+            await self.driver.aclose()
             await self.adapters.aclose()
 
     # --- stage: delivery modes, fault rules, the catalog -----------------------------------
@@ -326,16 +332,19 @@ class ChaosRun:
         )
         for currency, amounts in PRICES.items():
             key = f"chaos/{self.run}/{currency}"
-            product = await self.billing.create_product(
-                name=f"Chaos Analytics {currency}", idempotency_key=f"{key}/product"
+            product = await self.driver.create_product(
+                f"Chaos Analytics {currency}", idempotency_key=f"{key}/product"
             )
             self.prices[currency] = [
-                await self.billing.create_price(
-                    product_id=product,
-                    unit_amount=Money.of(amount, currency),
-                    nickname=tier,
-                    idempotency_key=f"{key}/{tier}",
-                )
+                (
+                    await self.driver.create_price(
+                        product.id,
+                        Money.of(amount, currency).to_minor(),
+                        currency,
+                        nickname=tier,
+                        idempotency_key=f"{key}/{tier}",
+                    )
+                ).id
                 for tier, amount in zip(TIERS, amounts, strict=True)
             ]
 
@@ -392,11 +401,14 @@ class ChaosRun:
         number = len(self.accounts)
         foreign = number % FOREIGN_EVERY == FOREIGN_FIRST
         currency = "EUR" if foreign else "USD"
-        customer = await self.billing.create_customer(
-            name=f"Chaos Customer {self.run}-{number}", email=None, currency=currency,
-            metadata={"chaos_run": self.run}, idempotency_key=self._key("customer", number),
+        # Billing fixes a customer's currency with its first subscription; until then the
+        # product reads the intended one from metadata.
+        metadata = {"chaos_run": self.run, INTENDED_CURRENCY_KEY: currency.lower()}
+        customer = await self.driver.create_customer(
+            f"Chaos Customer {self.run}-{number}", metadata=metadata,
+            idempotency_key=self._key("customer", number),
         )  # fmt: skip
-        self.accounts.append(Account(customer.customer_id, currency, number))
+        self.accounts.append(Account(customer.id, currency, number))
         return True
 
     async def _rename_customer(self) -> bool:
@@ -404,7 +416,7 @@ class ChaosRun:
             return False
         account = self.mix.choice(self.accounts)
         renamed = self.mix.randrange(1000)
-        await self.billing.update_customer(
+        await self.driver.update_customer(
             account.customer_id, name=f"Chaos Customer {self.run}-{account.number} r{renamed}",
             idempotency_key=self._key("rename", account.number, renamed),
         )  # fmt: skip
@@ -417,12 +429,13 @@ class ChaosRun:
         account = self.mix.choice(waiting)
         account.tier = self.mix.randrange(len(TIERS))
         account.quantity = self.mix.randint(1, 4)
-        account.subscription = await self.billing.create_subscription(
+        created = await self.driver.subscribe(
             account.customer_id,
             self.prices[account.currency][account.tier],
-            account.quantity,
+            quantity=account.quantity,
             idempotency_key=self._key("subscribe", account.number),
         )
+        account.subscription = await self.billing.get_subscription(created.id)
         return True
 
     def _active(self, predicate: Callable[[Account], bool] = lambda a: True) -> Account | None:
@@ -436,14 +449,15 @@ class ChaosRun:
         # Stripe prorates to the second: a change "later this month" as people make them.
         when = period.current_period_start + timedelta(seconds=span * self.mix.uniform(0.05, 0.95))
         account.tier, account.quantity = tier, quantity
-        account.subscription = await self.billing.update_subscription(
+        await self.driver.change_plan(
             period.subscription_id,
             price_id=self.prices[account.currency][tier],
             quantity=quantity,
             proration_behavior="always_invoice",
-            proration_date=when,
+            proration_date=int(when.timestamp()),
             idempotency_key=self._key(what, account.number, self.driven[what]),
         )
+        account.subscription = await self.billing.get_subscription(period.subscription_id)
 
     async def _upgrade(self) -> bool:
         account = self._active(lambda a: a.tier < len(TIERS) - 1)
@@ -491,7 +505,7 @@ class ChaosRun:
         invoice = await self._open_invoice()
         if invoice is None:
             return False
-        await self.billing.pay_invoice(
+        await self.driver.pay(
             invoice.document_id, idempotency_key=self._key("pay", invoice.document_id)
         )
         return True
@@ -500,7 +514,7 @@ class ChaosRun:
         invoice = await self._open_invoice()
         if invoice is None:
             return False
-        await self.billing.void_invoice(
+        await self.driver.void(
             invoice.document_id, idempotency_key=self._key("void", invoice.document_id)
         )
         return True
@@ -510,10 +524,9 @@ class ChaosRun:
         if account is None or account.subscription is None:
             return False
         # The unused time is credited on a final invoice: a negative one, an ERP credit note.
-        account.subscription = await self.billing.cancel_subscription(
-            account.subscription.subscription_id, prorate=True, invoice_now=True,
-            idempotency_key=self._key("cancel", account.number),
-        )  # fmt: skip
+        subscription_id = account.subscription.subscription_id
+        await self.driver.cancel(subscription_id, prorate=True, invoice_now=True)
+        account.subscription = await self.billing.get_subscription(subscription_id)
         return True
 
     async def _small_credit(self) -> bool:
@@ -885,11 +898,11 @@ class Checker:
                     break
                 cursor = page.next_cursor
         transactions: list[BalanceTransaction] = []
-        async for customer in self.billing.list_customers():
+        async for customer in self.run.driver.customers():
             cursor = None
             while True:
                 credits = await self.billing.balance_credit_page(
-                    customer.customer_id, since, until, cursor, 100
+                    customer.id, since, until, cursor, 100
                 )
                 transactions.extend(credits.transactions)
                 if credits.next_cursor is None:
@@ -1255,7 +1268,7 @@ class Checker:
         one organization (support refuses a second) under its billing name, and no credit
         ticket holds the same internal note twice (each names its stage: a second copy is a
         retried write that support did not recognise)."""
-        names = {c.customer_id: c.name async for c in self.billing.list_customers()}
+        names = {c.id: c.name async for c in self.run.driver.customers()}
         organizations: dict[str, str] = {}
         twice: list[str] = []
         notes = 0

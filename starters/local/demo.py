@@ -23,11 +23,11 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
-from canonical import AccountRecord, BillingDocument, Money, PostalAddress, PostedDocument
+from canonical import AccountRecord, BillingDocument, Money, PostedDocument
 from canonical.ledger import ledger_workflow_id
+from sandbox.billing.driver import BillingDriver
 from starters.console import call_api
 from workflows.account_sync import account_workflow_id
 
@@ -53,9 +53,11 @@ async def eventually(
 
 async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
     adapters = build_adapters(settings)
-    billing = adapters.billing
-    assert isinstance(billing, StripeBilling)  # the demo acts as a person using billing
-    demo = Demo(settings, adapters, billing, echo, uuid.uuid4().hex[:8])
+    # The demo acts in billing as a person does, through Stripe's own SDK.
+    driver = BillingDriver.connect(
+        settings.billing_api_key.get_secret_value(), settings.billing_url
+    )
+    demo = Demo(settings, adapters, driver, echo, uuid.uuid4().hex[:8])
     try:
         customer_id = await demo.account_sync()
         first_invoice = await demo.mid_cycle_upgrade(customer_id)
@@ -67,6 +69,7 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
             "a settled-invoice exception decided by finance and a reconciliation in agreement."
         )
     finally:
+        await driver.aclose()
         await adapters.aclose()
 
 
@@ -75,13 +78,13 @@ class Demo:
         self,
         settings: Settings,
         adapters: Adapters,
-        billing: StripeBilling,
+        driver: BillingDriver,
         echo: Callable[[str], None],
         run: str,
     ) -> None:
         self.settings = settings
         self.adapters = adapters
-        self.billing = billing
+        self.driver = driver
         self.echo = echo
         self.run = run
 
@@ -95,16 +98,16 @@ class Demo:
     async def account_sync(self) -> str:
         echo, run, adapters = self.echo, self.run, self.adapters
         echo("\n== Account sync: a new customer signs up in billing")
-        customer = await self.billing.create_customer(
-            name=f"Northwind Analytics {run}",
+        name = f"Northwind Analytics {run}"
+        customer = await self.driver.create_customer(
+            name,
             email=f"ap+{run}@northwind.example",
-            address=PostalAddress(
-                line1="1 Harbour Way", city="Boston", postal_code="02110", country="US"
-            ),
+            address={"line1": "1 Harbour Way", "city": "Boston", "postal_code": "02110",
+                     "country": "US"},
             metadata={"demo_run": run},
             idempotency_key=f"demo/{run}/create-customer",
-        )
-        cid = customer.customer_id
+        )  # fmt: skip
+        cid = customer.id
         echo(f"billing: created customer {cid}; the signed customer.created webhook follows")
 
         async def in_sync(name: str) -> tuple[AccountRecord, AccountRecord] | None:
@@ -116,15 +119,13 @@ class Demo:
                 return party, org
             return None
 
-        party, org = await eventually(
-            "ERP party and support organization", lambda: in_sync(customer.name)
-        )
+        party, org = await eventually("ERP party and support organization", lambda: in_sync(name))
         echo(f"erp: party {party.external_id} with code {cid}")
         echo(f"support: organization {org.external_id} with external id {cid}")
 
         echo("\n== Account sync: the customer is renamed in billing")
         renamed = f"Northwind Analytics Group {run}"
-        await self.billing.update_customer(
+        await self.driver.update_customer(
             cid, name=renamed, idempotency_key=f"demo/{run}/rename-customer"
         )
         await eventually("renamed ERP party and support organization", lambda: in_sync(renamed))
@@ -137,21 +138,20 @@ class Demo:
     async def mid_cycle_upgrade(self, customer_id: str) -> BillingDocument:
         echo, key = self.echo, f"demo/{self.run}"
         echo("\n== Amendment-to-ERP: the customer subscribes, then upgrades mid-cycle")
-        product = await self.billing.create_product(
-            name="Northwind Insights", idempotency_key=f"{key}/product"
+        product = await self.driver.create_product(
+            "Northwind Insights", idempotency_key=f"{key}/product"
         )
-        basic = await self.billing.create_price(
-            product_id=product, unit_amount=Money.of("30.00", "USD"), nickname="Basic",
-            idempotency_key=f"{key}/basic",
-        )  # fmt: skip
-        pro = await self.billing.create_price(
-            product_id=product, unit_amount=Money.of("90.00", "USD"), nickname="Pro",
-            idempotency_key=f"{key}/pro",
-        )  # fmt: skip
-        subscription = await self.billing.create_subscription(
-            customer_id, basic, 1, idempotency_key=f"{key}/subscribe"
+        basic = await self.driver.create_price(
+            product.id, 3000, "usd", nickname="Basic", idempotency_key=f"{key}/basic"
         )
-        sid = subscription.subscription_id
+        pro = await self.driver.create_price(
+            product.id, 9000, "usd", nickname="Pro", idempotency_key=f"{key}/pro"
+        )
+        created = await self.driver.subscribe(
+            customer_id, basic.id, idempotency_key=f"{key}/subscribe"
+        )
+        sid = created.id
+        subscription = await self.adapters.billing.get_subscription(sid)
         first = await self._latest_invoice(sid)
         echo(f"billing: subscription {sid} on Basic (30.00 USD/month); invoice "
              f"{first.number} {first.total}")  # fmt: skip
@@ -159,9 +159,9 @@ class Demo:
         echo(f"erp: invoice {posted.erp_number} {posted.total} posted, journaled")
 
         upgrade_at = subscription.current_period_start + timedelta(days=12)
-        await self.billing.update_subscription(
-            sid, price_id=pro, proration_behavior="always_invoice", proration_date=upgrade_at,
-            idempotency_key=f"{key}/upgrade",
+        await self.driver.change_plan(
+            sid, price_id=pro.id, proration_behavior="always_invoice",
+            proration_date=int(upgrade_at.timestamp()), idempotency_key=f"{key}/upgrade",
         )  # fmt: skip
         prorated = await self._latest_invoice(sid)
         echo(f"billing: upgraded to Pro (90.00 USD/month) on {upgrade_at.date()}; "
@@ -223,7 +223,8 @@ class Demo:
         copies = await self._erp_copies(state["billing_document"])
         if copies != 1:
             raise DemoFailed(f"the ERP holds {copies} credit notes for {state['billing_document']}")
-        balance = await self.billing.get_customer_balance(customer_id)
+        minor, currency = await self.driver.balance(customer_id)
+        balance = Money.from_minor(minor, currency) if currency else minor
         posted = await self.adapters.ledger.find_document(state["billing_document"])
         if posted is None or posted.total != Money.of("45.00", "USD"):
             raise DemoFailed(f"the ERP does not hold the 45.00 USD credit note: {posted}")
@@ -244,7 +245,7 @@ class Demo:
     async def credit_on_a_settled_invoice(self, customer_id: str, invoice: BillingDocument) -> None:
         echo = self.echo
         echo("\n== Finance exception: a second adjustment targets an invoice already settled")
-        await self.billing.pay_invoice(invoice.document_id, idempotency_key=f"demo/{self.run}/pay")
+        await self.driver.pay(invoice.document_id, idempotency_key=f"demo/{self.run}/pay")
         echo(f"billing: the customer paid invoice {invoice.number} ({invoice.total})")
         org = await self.adapters.support.find_organization(customer_id)
         assert org is not None
@@ -402,7 +403,7 @@ class Demo:
         return await eventually(f"{credit_id} {status}", reached, within=90)
 
     async def _latest_invoice(self, subscription_id: str) -> BillingDocument:
-        async for newest in self.billing.list_invoices(subscription_id=subscription_id):
+        async for newest in self.adapters.billing.list_invoices(subscription_id=subscription_id):
             return newest  # billing lists newest first; `created` ties within a second
         raise DemoFailed(f"subscription {subscription_id} has no invoice")
 

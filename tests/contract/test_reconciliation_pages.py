@@ -18,6 +18,7 @@ from adapters.ports import BillingSystem, SupportDesk
 from adapters.support import ZendeskSupport
 from canonical import BalanceTransaction, BillingDocument, Money
 from canonical.reconciliation import BillingDocumentPage, TicketCredit
+from sandbox.billing.driver import BillingDriver
 from tests.fixtures.billing import BillingSandbox
 from tests.fixtures.support import (
     SupportSandbox,
@@ -42,20 +43,19 @@ def raw(sandbox: BillingSandbox, path: str, **params: Any) -> Any:
     return answer.json()
 
 
-async def customer(billing: StripeBilling, name: str) -> str:
-    created = await billing.create_customer(
-        name=name, email=f"{name.lower()}@example.test", idempotency_key=f"{name}/customer"
+async def customer(driver: BillingDriver, name: str) -> str:
+    created = await driver.create_customer(
+        name, email=f"{name.lower()}@example.test", idempotency_key=f"{name}/customer"
     )
-    return created.customer_id
+    return created.id
 
 
-async def open_invoice(billing: StripeBilling, customer_id: str, key: str) -> BillingDocument:
-    """A finalized (open) invoice of 100.00 USD."""
-    await billing.create_invoice_item(
-        customer_id, usd("100.00"), f"Service {key}", idempotency_key=f"{key}/item"
-    )
-    draft = await billing.create_invoice(customer_id, idempotency_key=f"{key}/draft")
-    return await billing.finalize_invoice(draft.document_id, idempotency_key=f"{key}/finalize")
+async def open_invoice(
+    driver: BillingDriver, port: BillingSystem, customer_id: str, key: str
+) -> BillingDocument:
+    """A finalized (open) invoice of 100.00 USD, as the port reads it."""
+    created = await driver.charge_once(customer_id, 10000, "usd", f"Service {key}", key=key)
+    return await port.get_invoice(str(created.id))
 
 
 async def read_documents(
@@ -79,17 +79,17 @@ async def read_documents(
 
 
 async def test_invoice_pages_give_each_invoice_of_the_period_once_oldest_first(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
     port: BillingSystem = stripe_billing
-    buyer = await customer(stripe_billing, "Pager")
-    await open_invoice(stripe_billing, buyer, "before")
+    buyer = await customer(billing_driver, "Pager")
+    await open_invoice(billing_driver, stripe_billing, buyer, "before")
     inside = []
     for number in range(5):
         billing_sandbox.shift_clock(HOUR)
-        inside.append(await open_invoice(stripe_billing, buyer, f"in{number}"))
+        inside.append(await open_invoice(billing_driver, stripe_billing, buyer, f"in{number}"))
     billing_sandbox.shift_clock(HOUR)
-    at_end = await open_invoice(stripe_billing, buyer, "after")
+    at_end = await open_invoice(billing_driver, stripe_billing, buyer, "after")
 
     ids, pages = await read_documents(
         port.invoice_page, inside[0].created_at, at_end.created_at, limit=2
@@ -100,14 +100,14 @@ async def test_invoice_pages_give_each_invoice_of_the_period_once_oldest_first(
 
 
 async def test_invoice_pages_start_right_when_nothing_precedes_the_period(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
-    buyer = await customer(stripe_billing, "First")
+    buyer = await customer(billing_driver, "First")
     inside = []
     for number in range(5):
-        inside.append(await open_invoice(stripe_billing, buyer, f"in{number}"))
+        inside.append(await open_invoice(billing_driver, stripe_billing, buyer, f"in{number}"))
         billing_sandbox.shift_clock(HOUR)
-    after = await open_invoice(stripe_billing, buyer, "after")
+    after = await open_invoice(billing_driver, stripe_billing, buyer, "after")
 
     ids, pages = await read_documents(
         stripe_billing.invoice_page, inside[0].created_at - FAR, after.created_at, limit=2
@@ -118,14 +118,15 @@ async def test_invoice_pages_start_right_when_nothing_precedes_the_period(
 
 
 async def test_invoice_pages_map_drafts_and_every_line(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
-    buyer = await customer(stripe_billing, "Lines")
+    buyer = await customer(billing_driver, "Lines")
     for number in range(12):  # more lines than Stripe embeds in an invoice (10)
-        await stripe_billing.create_invoice_item(
-            buyer, usd("1.00"), f"Line {number}", idempotency_key=f"lines/{number}"
+        await billing_driver.add_invoice_item(
+            buyer, 100, "usd", f"Line {number}", idempotency_key=f"lines/{number}"
         )
-    draft = await stripe_billing.create_invoice(buyer, idempotency_key="lines/draft")
+    created = await billing_driver.invoice_pending_items(buyer, idempotency_key="lines/draft")
+    draft = await stripe_billing.get_invoice(str(created.id))
 
     page = await stripe_billing.invoice_page(
         draft.created_at, draft.created_at + timedelta(seconds=1), None, 10
@@ -137,17 +138,17 @@ async def test_invoice_pages_map_drafts_and_every_line(
 
 
 async def test_invoice_created_while_paging_is_read_once_on_a_later_page(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
-    buyer = await customer(stripe_billing, "Busy")
-    await open_invoice(stripe_billing, buyer, "before")
+    buyer = await customer(billing_driver, "Busy")
+    await open_invoice(billing_driver, stripe_billing, buyer, "before")
     billing_sandbox.shift_clock(HOUR)
-    inside = [await open_invoice(stripe_billing, buyer, f"in{n}") for n in range(3)]
+    inside = [await open_invoice(billing_driver, stripe_billing, buyer, f"in{n}") for n in range(3)]
     start, end = inside[0].created_at, inside[0].created_at + FAR
 
     first = await stripe_billing.invoice_page(start, end, None, 2)
     billing_sandbox.shift_clock(HOUR)
-    late = await open_invoice(stripe_billing, buyer, "late")
+    late = await open_invoice(billing_driver, stripe_billing, buyer, "late")
     ids = [d.document_id for d in first.documents]
     cursor = first.next_cursor
     while cursor is not None:
@@ -159,10 +160,10 @@ async def test_invoice_created_while_paging_is_read_once_on_a_later_page(
 
 
 async def test_an_empty_period_is_one_empty_last_page(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
-    buyer = await customer(stripe_billing, "Quiet")
-    invoice = await open_invoice(stripe_billing, buyer, "only")
+    buyer = await customer(billing_driver, "Quiet")
+    invoice = await open_invoice(billing_driver, stripe_billing, buyer, "only")
     later = invoice.created_at + timedelta(hours=1)
 
     for start in (invoice.created_at - FAR, later):
@@ -174,11 +175,11 @@ async def test_an_empty_period_is_one_empty_last_page(
 
 
 async def test_credit_note_pages_give_each_note_once_and_keep_its_metadata(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
     port: BillingSystem = stripe_billing
-    buyer = await customer(stripe_billing, "Noted")
-    invoice = await open_invoice(stripe_billing, buyer, "noted")
+    buyer = await customer(billing_driver, "Noted")
+    invoice = await open_invoice(billing_driver, stripe_billing, buyer, "noted")
     await stripe_billing.create_credit_note(
         invoice.document_id, usd("1.00"), "Before", None, "cn/before"
     )
@@ -221,10 +222,10 @@ async def test_credit_note_pages_give_each_note_once_and_keep_its_metadata(
 
 
 async def test_balance_credits_carry_their_kind_and_metadata_written_and_read(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
     port: BillingSystem = stripe_billing
-    buyer = await customer(stripe_billing, "Credited")
+    buyer = await customer(billing_driver, "Credited")
 
     granted = await port.create_balance_credit(
         buyer, usd("10.00"), "Support credit", "bal/grant", metadata={"case_id": "360001"}
@@ -249,10 +250,10 @@ async def test_balance_credits_carry_their_kind_and_metadata_written_and_read(
 
 
 async def test_balance_credit_pages_give_each_adjustment_of_the_period_once(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
     port: BillingSystem = stripe_billing
-    buyer = await customer(stripe_billing, "Ledgered")
+    buyer = await customer(billing_driver, "Ledgered")
     await port.create_balance_credit(buyer, usd("1.00"), "Before", "p/before")
     billing_sandbox.shift_clock(HOUR)
     granted = await port.create_balance_credit(
@@ -263,14 +264,16 @@ async def test_balance_credit_pages_give_each_adjustment_of_the_period_once(
         buyer, usd("10.00"), "Reversal", "p/reverse", metadata={"reverses": granted.transaction_id}
     )
     billing_sandbox.shift_clock(HOUR)
-    paid = await open_invoice(stripe_billing, buyer, "p/invoice")  # uses the 1.00 credit
-    await stripe_billing.pay_invoice(paid.document_id, idempotency_key="p/pay")
+    paid = await open_invoice(
+        billing_driver, stripe_billing, buyer, "p/invoice"
+    )  # uses the 1.00 credit
+    await billing_driver.pay(paid.document_id, idempotency_key="p/pay")
     note = await stripe_billing.create_credit_note(
         paid.document_id, usd("5.00"), "Refund to balance", None, "p/note"
     )
     billing_sandbox.shift_clock(HOUR)
     after = await port.create_balance_credit(buyer, usd("1.00"), "After", "p/after")
-    other = await customer(stripe_billing, "Other")
+    other = await customer(billing_driver, "Other")
     await port.create_balance_credit(other, usd("3.00"), "Someone else", "p/other")
 
     seen: list[BalanceTransaction] = []

@@ -17,9 +17,10 @@ import stripe
 
 from adapters.billing import StripeBilling, invoice_from_stripe, subscription_from_stripe
 from adapters.billing.webhook_signature import verify_stripe
-from adapters.errors import NotFoundError, RejectedError, ValidationError
+from adapters.errors import RejectedError
 from adapters.ports import BillingSystem
 from canonical import BillingDocument, Money, Subscription
+from sandbox.billing.driver import BillingDriver
 from tests.fixtures.billing import BillingSandbox, WebhookReceiver, wait_until
 
 TIMES = "\N{MULTIPLICATION SIGN}"  # Stripe's "2 TIMES Pro" in line descriptions
@@ -46,19 +47,43 @@ class Catalog:
     team: str  # 90.00 USD a month
 
 
-async def catalog(billing: StripeBilling, name: str = "Acme") -> Catalog:
-    customer = await billing.create_customer(
-        name=name, email=f"{name.lower()}@example.test", idempotency_key=f"{name}/customer"
+async def catalog(driver: BillingDriver, name: str = "Acme") -> Catalog:
+    customer = await driver.create_customer(
+        name, email=f"{name.lower()}@example.test", idempotency_key=f"{name}/customer"
     )
-    product_id = await billing.create_product(name="Pro", idempotency_key=f"{name}/product")
-    pro = await billing.create_price(
-        product_id=product_id, unit_amount=usd("30.00"), idempotency_key=f"{name}/price/pro"
+    product = await driver.create_product("Pro", idempotency_key=f"{name}/product")
+    pro = await driver.create_price(product.id, 3000, "usd", idempotency_key=f"{name}/price/pro")
+    team_product = await driver.create_product("Team", idempotency_key=f"{name}/team")
+    team = await driver.create_price(
+        team_product.id, 9000, "usd", idempotency_key=f"{name}/price/team"
     )
-    team_product = await billing.create_product(name="Team", idempotency_key=f"{name}/team")
-    team = await billing.create_price(
-        product_id=team_product, unit_amount=usd("90.00"), idempotency_key=f"{name}/price/team"
-    )
-    return Catalog(customer.customer_id, pro, team)
+    return Catalog(customer.id, pro.id, team.id)
+
+
+async def subscribe(
+    driver: BillingDriver,
+    port: BillingSystem,
+    customer_id: str,
+    price_id: str,
+    quantity: int,
+    key: str,
+) -> Subscription:
+    """Subscribe through the SDK; the subscription as the port reads it."""
+    created = await driver.subscribe(customer_id, price_id, quantity=quantity, idempotency_key=key)
+    return await port.get_subscription(created.id)
+
+
+async def change_plan(
+    driver: BillingDriver, port: BillingSystem, subscription_id: str, **changes: Any
+) -> Subscription:
+    """Amend through the SDK; the subscription as the port reads it."""
+    await driver.change_plan(subscription_id, **changes)
+    return await port.get_subscription(subscription_id)
+
+
+async def balance(driver: BillingDriver, customer_id: str) -> Money | None:
+    minor, currency = await driver.balance(customer_id)
+    return Money.from_minor(minor, currency) if currency else None
 
 
 async def invoices_of(billing: StripeBilling, subscription_id: str) -> list[BillingDocument]:
@@ -71,11 +96,9 @@ def period_of(sub: Subscription) -> tuple[int, int]:
     return unix(sub.current_period_start), unix(sub.current_period_end)
 
 
-def raw(sandbox: BillingSandbox, path: str, **params: Any) -> Any:
-    with sandbox.http() as client:
-        answer = client.get(path, params=params)
-    answer.raise_for_status()
-    return answer.json()
+def raw(sdk: stripe.StripeClient, path: str, **params: Any) -> Any:
+    """The JSON the sandbox answers to a GET, as the SDK receives it."""
+    return json.loads(sdk.raw_request("get", path, **params).body)
 
 
 def types_after(sandbox: BillingSandbox, seen: set[str]) -> list[dict[str, Any]]:
@@ -86,12 +109,14 @@ def types_after(sandbox: BillingSandbox, seen: set[str]) -> list[dict[str, Any]]
 
 
 async def test_subscription_create_finalizes_the_first_invoice_for_the_full_period(
-    stripe_billing: StripeBilling,
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
 ) -> None:
     port: BillingSystem = stripe_billing
-    shop = await catalog(stripe_billing)
+    shop = await catalog(billing_driver)
 
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 2, "sub/create")
+    sub = await subscribe(
+        billing_driver, stripe_billing, shop.customer_id, shop.pro, 2, "sub/create"
+    )
 
     assert sub.subscription_id.startswith("sub_") and sub.status == "active"
     assert sub.currency == "USD" and sub.customer_id == shop.customer_id
@@ -122,20 +147,24 @@ async def test_subscription_create_finalizes_the_first_invoice_for_the_full_peri
 
 
 async def test_mid_cycle_upgrade_with_always_invoice_invoices_the_hand_computed_proration(
-    stripe_billing: StripeBilling,
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "up/create")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(
+        billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "up/create"
+    )
     start, end = period_of(sub)
     on = start + (end - start) * 2 // 5 + 4321  # about 40 % into the period
     remaining, period = end - on, end - start
     assert (3000 * remaining) % period and (9000 * remaining) % period  # rounding matters
 
-    upgraded = await stripe_billing.update_subscription(
+    upgraded = await change_plan(
+        billing_driver,
+        stripe_billing,
         sub.subscription_id,
         price_id=shop.team,
         proration_behavior="always_invoice",
-        proration_date=datetime.fromtimestamp(on, UTC),
+        proration_date=on,
         idempotency_key="up/upgrade",
     )
 
@@ -158,21 +187,28 @@ async def test_mid_cycle_upgrade_with_always_invoice_invoices_the_hand_computed_
 
 
 async def test_downgrade_credit_goes_to_the_balance_and_is_applied_to_the_next_invoice(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.team, 1, "down/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(
+        billing_driver, stripe_billing, shop.customer_id, shop.team, 1, "down/new"
+    )
     [first] = await invoices_of(stripe_billing, sub.subscription_id)
-    await stripe_billing.pay_invoice(first.document_id, idempotency_key="down/pay")
+    await billing_driver.pay(first.document_id, idempotency_key="down/pay")
     start, end = period_of(sub)
     half = start + (end - start) // 2  # periods are whole days: exactly half is left
 
-    await stripe_billing.update_subscription(
+    await change_plan(
+        billing_driver,
+        stripe_billing,
         sub.subscription_id,
         price_id=shop.pro,
         quantity=2,
         proration_behavior="always_invoice",
-        proration_date=datetime.fromtimestamp(half, UTC),
+        proration_date=half,
         idempotency_key="down/downgrade",
     )
 
@@ -180,38 +216,43 @@ async def test_downgrade_credit_goes_to_the_balance_and_is_applied_to_the_next_i
     assert credit_invoice.total == usd("-15.00")  # -45.00 unused Team, +30.00 for two Pro
     assert credit_invoice.status == "paid"  # nothing is due on a negative invoice
     assert credit_invoice.amount_remaining == usd("0")
-    assert await stripe_billing.get_customer_balance(shop.customer_id) == usd("-15.00")
+    assert await balance(billing_driver, shop.customer_id) == usd("-15.00")
 
     advanced = billing_sandbox.advance_subscription(sub.subscription_id)
 
     cycle = await stripe_billing.get_invoice(advanced["invoice"]["id"])
     assert cycle.billing_reason == "subscription_cycle" and cycle.status == "open"
     assert cycle.total == usd("60.00") and cycle.amount_remaining == usd("45.00")
-    raw_cycle = raw(billing_sandbox, f"/v1/invoices/{cycle.document_id}")
+    raw_cycle = raw(stripe_sdk, f"/v1/invoices/{cycle.document_id}")
     assert (raw_cycle["starting_balance"], raw_cycle["ending_balance"]) == (-1500, 0)
     assert raw_cycle["amount_due"] == 4500
-    assert await stripe_billing.get_customer_balance(shop.customer_id) == usd("0")
-    balance = raw(billing_sandbox, f"/v1/customers/{shop.customer_id}/balance_transactions")
-    assert [(t["type"], t["amount"]) for t in reversed(balance["data"])] == [
+    assert await balance(billing_driver, shop.customer_id) == usd("0")
+    history = raw(stripe_sdk, f"/v1/customers/{shop.customer_id}/balance_transactions")
+    assert [(t["type"], t["amount"]) for t in reversed(history["data"])] == [
         ("applied_to_invoice", -1500),
         ("applied_to_invoice", 1500),
     ]
 
 
 async def test_quantity_change_credits_the_old_quantity_and_charges_the_new(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 2, "qty/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 2, "qty/new")
     start, end = period_of(sub)
     on = start + (end - start) // 3 + 777
     assert (6000 * (end - on)) % (end - start)  # rounding matters
 
-    updated = await stripe_billing.update_subscription(
+    updated = await change_plan(
+        billing_driver,
+        stripe_billing,
         sub.subscription_id,
         quantity=5,
         proration_behavior="always_invoice",
-        proration_date=datetime.fromtimestamp(on, UTC),
+        proration_date=on,
         idempotency_key="qty/seats",
     )
 
@@ -222,7 +263,7 @@ async def test_quantity_change_credits_the_old_quantity_and_charges_the_new(
         -hand_prorated(3000, 2, remaining, period),
         hand_prorated(3000, 5, remaining, period),
     ]
-    raw_lines = raw(billing_sandbox, f"/v1/invoices/{prorated.document_id}/lines")["data"]
+    raw_lines = raw(stripe_sdk, f"/v1/invoices/{prorated.document_id}/lines")["data"]
     assert [line["quantity"] for line in raw_lines] == [2, 5]
     # Canonical lines always multiply out: a proration reads as one unit of its amount.
     assert all(
@@ -231,27 +272,25 @@ async def test_quantity_change_credits_the_old_quantity_and_charges_the_new(
 
 
 async def test_yen_subscription_is_prorated_and_mapped_in_whole_yen(
-    stripe_billing: StripeBilling,
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
 ) -> None:
-    customer = await stripe_billing.create_customer(
-        name="Kabushiki", email=None, idempotency_key="jpy/customer"
-    )
-    product = await stripe_billing.create_product(name="Basic", idempotency_key="jpy/product")
+    customer = await billing_driver.create_customer("Kabushiki", idempotency_key="jpy/customer")
+    product = await billing_driver.create_product("Basic", idempotency_key="jpy/product")
     basic, plus = [
-        await stripe_billing.create_price(
-            product_id=product, unit_amount=Money.of(yen, "JPY"), idempotency_key=f"jpy/{yen}"
-        )
-        for yen in ("1000", "2500")
+        (await billing_driver.create_price(product.id, yen, "jpy", idempotency_key=f"jpy/{yen}")).id
+        for yen in (1000, 2500)
     ]
-    sub = await stripe_billing.create_subscription(customer.customer_id, basic, 1, "jpy/sub")
+    sub = await subscribe(billing_driver, stripe_billing, customer.id, basic, 1, "jpy/sub")
     start, end = period_of(sub)
     on = start + (end - start) // 3 + 555
 
-    await stripe_billing.update_subscription(
+    await change_plan(
+        billing_driver,
+        stripe_billing,
         sub.subscription_id,
         price_id=plus,
         proration_behavior="always_invoice",
-        proration_date=datetime.fromtimestamp(on, UTC),
+        proration_date=on,
         idempotency_key="jpy/upgrade",
     )
 
@@ -268,22 +307,27 @@ async def test_yen_subscription_is_prorated_and_mapped_in_whole_yen(
 
 
 async def test_create_prorations_leaves_pending_items_that_the_next_cycle_invoices(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "pend/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "pend/new")
     start, end = period_of(sub)
     on = start + (end - start) // 4 + 999
 
-    await stripe_billing.update_subscription(
+    await change_plan(
+        billing_driver,
+        stripe_billing,
         sub.subscription_id,
         price_id=shop.team,
-        proration_date=datetime.fromtimestamp(on, UTC),
+        proration_date=on,
         idempotency_key="pend/upgrade",
     )
 
     assert len(await invoices_of(stripe_billing, sub.subscription_id)) == 1  # nothing invoiced
-    pending = raw(billing_sandbox, "/v1/invoiceitems", customer=shop.customer_id, pending="true")
+    pending = raw(stripe_sdk, "/v1/invoiceitems", customer=shop.customer_id, pending="true")
     assert [(i["proration"], i["invoice"]) for i in pending["data"]] == [(True, None)] * 2
     credit = -hand_prorated(3000, 1, end - on, end - start)
     charge = hand_prorated(9000, 1, end - on, end - start)
@@ -303,22 +347,24 @@ async def test_create_prorations_leaves_pending_items_that_the_next_cycle_invoic
     ]
     assert cycle.lines[2].period_start == renewed.current_period_start.date()
     assert cycle.total == Money.from_minor(credit + charge + 9000, "USD")
-    left = raw(billing_sandbox, "/v1/invoiceitems", customer=shop.customer_id, pending="true")
+    left = raw(stripe_sdk, "/v1/invoiceitems", customer=shop.customer_id, pending="true")
     assert left["data"] == []
 
 
 async def test_cancel_with_proration_and_invoice_now_issues_a_final_credit_invoice(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "end/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "end/new")
     [first] = await invoices_of(stripe_billing, sub.subscription_id)
-    await stripe_billing.pay_invoice(first.document_id, idempotency_key="end/pay")
+    await billing_driver.pay(first.document_id, idempotency_key="end/pay")
     start, end = period_of(sub)
 
-    canceled = await stripe_billing.cancel_subscription(
-        sub.subscription_id, prorate=True, invoice_now=True, idempotency_key="end/cancel"
-    )
+    await billing_driver.cancel(sub.subscription_id, prorate=True, invoice_now=True)
+    canceled = await stripe_billing.get_subscription(sub.subscription_id)
 
     assert canceled.status == "canceled" and canceled.canceled_at is not None
     _, final = await invoices_of(stripe_billing, sub.subscription_id)
@@ -328,29 +374,29 @@ async def test_cancel_with_proration_and_invoice_now_issues_a_final_credit_invoi
         f"Unused time on 1 {TIMES} Pro"
     ]
     assert final.status == "paid"
-    assert await stripe_billing.get_customer_balance(shop.customer_id) == final.total
-    again = await stripe_billing.cancel_subscription(
-        sub.subscription_id, prorate=True, invoice_now=True, idempotency_key="end/cancel"
-    )
-    assert again == canceled
+    assert await balance(billing_driver, shop.customer_id) == final.total
+    again = await billing_driver.cancel(sub.subscription_id, prorate=True, invoice_now=True)
+    assert again.status == "canceled" and again.canceled_at == unix(canceled.canceled_at)
     assert len(await invoices_of(stripe_billing, sub.subscription_id)) == 2
     assert "customer.subscription.deleted" in [e["type"] for e in billing_sandbox.events()]
     # As in Stripe, lists leave canceled subscriptions out unless asked for them.
-    assert raw(billing_sandbox, "/v1/subscriptions", customer=shop.customer_id)["data"] == []
-    listed = raw(billing_sandbox, "/v1/subscriptions", customer=shop.customer_id, status="all")
+    assert raw(stripe_sdk, "/v1/subscriptions", customer=shop.customer_id)["data"] == []
+    listed = raw(stripe_sdk, "/v1/subscriptions", customer=shop.customer_id, status="all")
     assert [s["id"] for s in listed["data"]] == [sub.subscription_id]
 
 
 async def test_subscription_set_to_cancel_at_period_end_ends_when_advanced(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "ape/new")
-    with billing_sandbox.http() as client:
-        marked = client.post(
-            f"/v1/subscriptions/{sub.subscription_id}", data={"cancel_at_period_end": "true"}
-        ).json()
-    assert marked["cancel_at_period_end"] is True and marked["status"] == "active"
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "ape/new")
+    marked = await stripe_sdk.v1.subscriptions.update_async(
+        sub.subscription_id, {"cancel_at_period_end": True}
+    )
+    assert marked.cancel_at_period_end is True and marked.status == "active"
 
     advanced = billing_sandbox.advance_subscription(sub.subscription_id)
 
@@ -364,106 +410,119 @@ async def test_subscription_set_to_cancel_at_period_end_ends_when_advanced(
 
 
 async def test_void_open_invoice_succeeds_and_voiding_a_paid_one_is_refused(
-    stripe_billing: StripeBilling,
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
 ) -> None:
-    shop = await catalog(stripe_billing)
-    one = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "void/one")
-    two = await stripe_billing.create_subscription(shop.customer_id, shop.team, 1, "void/two")
+    shop = await catalog(billing_driver)
+    one = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "void/one")
+    two = await subscribe(
+        billing_driver, stripe_billing, shop.customer_id, shop.team, 1, "void/two"
+    )
     [open_invoice] = await invoices_of(stripe_billing, one.subscription_id)
     [paid_invoice] = await invoices_of(stripe_billing, two.subscription_id)
-    await stripe_billing.pay_invoice(paid_invoice.document_id, idempotency_key="void/pay")
+    await billing_driver.pay(paid_invoice.document_id, idempotency_key="void/pay")
 
-    voided = await stripe_billing.void_invoice(open_invoice.document_id, idempotency_key="v/1")
+    await billing_driver.void(open_invoice.document_id, idempotency_key="v/1")
 
+    voided = await stripe_billing.get_invoice(open_invoice.document_id)
     assert voided.status == "void" and voided.voided_at is not None
     assert voided.amount_remaining == usd("0") and voided.total == usd("30.00")
-    with pytest.raises(RejectedError) as refused:
-        await stripe_billing.void_invoice(paid_invoice.document_id, idempotency_key="v/2")
-    assert not isinstance(refused.value, ValidationError)  # a business rule, not a bad call
-    assert refused.value.status == 400 and refused.value.remote_code == "invoice_not_editable"
-    assert "paid" in refused.value.message and refused.value.retryable is False
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await billing_driver.void(paid_invoice.document_id, idempotency_key="v/2")
+    assert refused.value.http_status == 400 and refused.value.code == "invoice_not_editable"
+    assert "paid" in str(refused.value.user_message)
     assert (await stripe_billing.get_invoice(paid_invoice.document_id)).status == "paid"
 
 
 async def test_manual_invoice_collects_pending_items_and_walks_the_lifecycle(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    await stripe_billing.create_invoice_item(
-        shop.customer_id, usd("120.00"), "Onboarding", idempotency_key="man/item"
+    shop = await catalog(billing_driver)
+    await billing_driver.add_invoice_item(
+        shop.customer_id, 12000, "usd", "Onboarding", idempotency_key="man/item"
     )
 
-    draft = await stripe_billing.create_invoice(shop.customer_id, idempotency_key="man/draft")
+    created = await billing_driver.invoice_pending_items(
+        shop.customer_id, idempotency_key="man/draft"
+    )
+    draft = await stripe_billing.get_invoice(str(created.id))
 
     assert draft.status == "draft" and draft.number is None and draft.finalized_at is None
     assert draft.billing_reason == "manual" and draft.subscription_id is None
     assert [(line.description, line.amount) for line in draft.lines] == [
         ("Onboarding", usd("120.00"))
     ]
-    finalized = await stripe_billing.finalize_invoice(draft.document_id, idempotency_key="m/f")
+    finalized = await billing_driver.finalize(draft.document_id, idempotency_key="m/f")
     assert finalized.status == "open" and finalized.number is not None
-    with pytest.raises(RejectedError, match="already finalized"):
-        await stripe_billing.finalize_invoice(draft.document_id, idempotency_key="m/f2")
-    uncollectible = await stripe_billing.mark_invoice_uncollectible(
+    with pytest.raises(stripe.InvalidRequestError, match="already finalized"):
+        await billing_driver.finalize(draft.document_id, idempotency_key="m/f2")
+    uncollectible = await billing_driver.mark_uncollectible(
         draft.document_id, idempotency_key="m/u"
     )
     assert uncollectible.status == "uncollectible"
-    paid = await stripe_billing.pay_invoice(draft.document_id, idempotency_key="m/p")
-    assert paid.status == "paid" and paid.amount_remaining == usd("0")
-    body = raw(billing_sandbox, f"/v1/invoices/{draft.document_id}")
+    paid = await billing_driver.pay(draft.document_id, idempotency_key="m/p")
+    assert paid.status == "paid" and paid.amount_remaining == 0
+    body = raw(stripe_sdk, f"/v1/invoices/{draft.document_id}")
     assert body["amount_paid"] == 12000 and body["status_transitions"]["paid_at"] is not None
     assert body["status_transitions"]["marked_uncollectible_at"] is not None
 
 
-def test_deleting_a_draft_puts_its_items_back_to_pending(billing_sandbox: BillingSandbox) -> None:
-    with billing_sandbox.http() as client:
-        customer = client.post("/v1/customers", data={"name": "Drafty"}).json()["id"]
-        item = client.post(
-            "/v1/invoiceitems", data={"customer": customer, "amount": 700, "currency": "gbp"}
-        ).json()
-        draft = client.post(
-            "/v1/invoices",
-            data={"customer": customer, "pending_invoice_items_behavior": "include"},
-        ).json()
-        excluded = client.post("/v1/invoices", data={"customer": customer}).json()
-        attached = client.get(f"/v1/invoiceitems/{item['id']}").json()
-        deleted = client.delete(f"/v1/invoices/{draft['id']}").json()
-        pending = client.get(f"/v1/invoiceitems/{item['id']}").json()
-        client.post(f"/v1/invoices/{excluded['id']}/finalize")
-        refused = client.delete(f"/v1/invoices/{excluded['id']}")
+def test_deleting_a_draft_puts_its_items_back_to_pending(stripe_sdk: stripe.StripeClient) -> None:
+    client = stripe_sdk.v1
+    customer = client.customers.create({"name": "Drafty"}).id
+    item = client.invoice_items.create({"customer": customer, "amount": 700, "currency": "gbp"})
+    draft = client.invoices.create(
+        {"customer": customer, "pending_invoice_items_behavior": "include"}
+    )
+    excluded = client.invoices.create({"customer": customer})
+    attached = client.invoice_items.retrieve(item.id)
+    deleted = client.invoices.delete(str(draft.id))
+    pending = client.invoice_items.retrieve(item.id)
+    client.invoices.finalize_invoice(str(excluded.id))
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.invoices.delete(str(excluded.id))
 
-    assert (draft["total"], draft["currency"], draft["lines"]["total_count"]) == (700, "gbp", 1)
-    assert excluded["total"] == 0  # Stripe's default since 2022: pending items stay out
-    assert attached["invoice"] == draft["id"]
-    assert deleted == {"id": draft["id"], "object": "invoice", "deleted": True}
-    assert pending["invoice"] is None
-    assert refused.status_code == 400
-    assert refused.json()["error"]["code"] == "invoice_not_editable"
+    assert (draft.total, draft.currency, draft.lines.total_count) == (700, "gbp", 1)
+    assert excluded.total == 0  # Stripe's default since 2022: pending items stay out
+    assert attached.invoice == draft.id
+    assert deleted.to_dict() == {"id": draft.id, "object": "invoice", "deleted": True}
+    assert pending.invoice is None
+    assert refused.value.http_status == 400 and refused.value.code == "invoice_not_editable"
 
 
 async def test_invoice_lines_beyond_the_embedded_first_page_are_read(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
+    shop = await catalog(billing_driver)
     for n in range(12):
-        await stripe_billing.create_invoice_item(
-            shop.customer_id, usd(f"{n + 1}.00"), f"Item {n}", idempotency_key=f"many/{n}"
+        await billing_driver.add_invoice_item(
+            shop.customer_id, (n + 1) * 100, "usd", f"Item {n}", idempotency_key=f"many/{n}"
         )
 
-    draft = await stripe_billing.create_invoice(shop.customer_id, idempotency_key="many/inv")
+    created = await billing_driver.invoice_pending_items(
+        shop.customer_id, idempotency_key="many/inv"
+    )
+    draft = await stripe_billing.get_invoice(str(created.id))
 
-    embedded = raw(billing_sandbox, f"/v1/invoices/{draft.document_id}")["lines"]
+    embedded = raw(stripe_sdk, f"/v1/invoices/{draft.document_id}")["lines"]
     assert len(embedded["data"]) == 10 and embedded["has_more"] is True
     assert [line.description for line in draft.lines] == [f"Item {n}" for n in range(12)]
     assert draft.total == usd("78.00")
 
 
-async def test_list_invoices_filters_by_status(stripe_billing: StripeBilling) -> None:
-    shop = await catalog(stripe_billing)
-    one = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "ls/one")
-    two = await stripe_billing.create_subscription(shop.customer_id, shop.team, 1, "ls/two")
+async def test_list_invoices_filters_by_status(
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
+) -> None:
+    shop = await catalog(billing_driver)
+    one = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "ls/one")
+    two = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.team, 1, "ls/two")
     [paid] = await invoices_of(stripe_billing, two.subscription_id)
-    await stripe_billing.pay_invoice(paid.document_id, idempotency_key="ls/pay")
+    await billing_driver.pay(paid.document_id, idempotency_key="ls/pay")
 
     open_ones = [i async for i in stripe_billing.list_invoices(status="open")]
     everything = [
@@ -478,11 +537,14 @@ async def test_list_invoices_filters_by_status(stripe_billing: StripeBilling) ->
 
 
 async def test_credit_note_on_an_open_invoice_reduces_what_remains_due(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
     port: BillingSystem = stripe_billing
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "cn/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "cn/new")
     [invoice] = await invoices_of(stripe_billing, sub.subscription_id)
 
     note = await stripe_billing.create_credit_note(
@@ -504,10 +566,10 @@ async def test_credit_note_on_an_open_invoice_reduces_what_remains_due(
     assert await port.get_credit_note(note.document_id) == note
     after = await stripe_billing.get_invoice(invoice.document_id)
     assert after.amount_remaining == usd("20.00") and after.total == usd("30.00")
-    assert await stripe_billing.get_customer_balance(shop.customer_id) == usd("0")
-    assert raw(billing_sandbox, f"/v1/credit_notes/{note.document_id}")["type"] == "pre_payment"
-    listed = [n async for n in stripe_billing.list_credit_notes(invoice_id=invoice.document_id)]
-    assert listed == [note]
+    assert await balance(billing_driver, shop.customer_id) == usd("0")
+    assert raw(stripe_sdk, f"/v1/credit_notes/{note.document_id}")["type"] == "pre_payment"
+    listed = await billing_driver.credit_notes(invoice.document_id)
+    assert [n.id for n in listed] == [note.document_id]
 
     voided = await stripe_billing.void_credit_note(note.document_id, idempotency_key="cn/v")
 
@@ -517,12 +579,15 @@ async def test_credit_note_on_an_open_invoice_reduces_what_remains_due(
 
 
 async def test_credit_note_on_a_paid_invoice_credits_the_customer_balance(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.team, 1, "pcn/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.team, 1, "pcn/new")
     [invoice] = await invoices_of(stripe_billing, sub.subscription_id)
-    await stripe_billing.pay_invoice(invoice.document_id, idempotency_key="pcn/pay")
+    await billing_driver.pay(invoice.document_id, idempotency_key="pcn/pay")
 
     note = await stripe_billing.create_credit_note(
         invoice.document_id,
@@ -534,14 +599,14 @@ async def test_credit_note_on_a_paid_invoice_credits_the_customer_balance(
     )
 
     assert note.total == usd("12.50")
-    assert await stripe_billing.get_customer_balance(shop.customer_id) == usd("-12.50")
+    assert await balance(billing_driver, shop.customer_id) == usd("-12.50")
     after = await stripe_billing.get_invoice(invoice.document_id)
     assert after.status == "paid" and after.amount_remaining == usd("0")
-    body = raw(billing_sandbox, f"/v1/credit_notes/{note.document_id}")
+    body = raw(stripe_sdk, f"/v1/credit_notes/{note.document_id}")
     assert body["type"] == "post_payment" and body["post_payment_amount"] == 1250
     assert body["lines"]["data"][0]["invoice_line_item"] == invoice.lines[0].line_id
     transaction = raw(
-        billing_sandbox,
+        stripe_sdk,
         f"/v1/customers/{shop.customer_id}/balance_transactions/{body['customer_balance_transaction']}",
     )
     assert (transaction["type"], transaction["amount"]) == ("credit_note", -1250)
@@ -549,10 +614,10 @@ async def test_credit_note_on_a_paid_invoice_credits_the_customer_balance(
 
 
 async def test_crediting_more_than_is_left_on_the_invoice_is_refused(
-    stripe_billing: StripeBilling,
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "over/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "over/new")
     [invoice] = await invoices_of(stripe_billing, sub.subscription_id)
     await stripe_billing.create_credit_note(
         invoice.document_id, usd("20.00"), "First", None, "over/1"
@@ -573,13 +638,16 @@ async def test_crediting_more_than_is_left_on_the_invoice_is_refused(
 
 
 async def test_crediting_a_draft_or_void_invoice_is_refused(
-    stripe_billing: StripeBilling,
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
 ) -> None:
-    shop = await catalog(stripe_billing)
-    await stripe_billing.create_invoice_item(
-        shop.customer_id, usd("50.00"), "Setup", idempotency_key="draft/item"
+    shop = await catalog(billing_driver)
+    await billing_driver.add_invoice_item(
+        shop.customer_id, 5000, "usd", "Setup", idempotency_key="draft/item"
     )
-    draft = await stripe_billing.create_invoice(shop.customer_id, idempotency_key="draft/inv")
+    created = await billing_driver.invoice_pending_items(
+        shop.customer_id, idempotency_key="draft/inv"
+    )
+    draft = await stripe_billing.get_invoice(str(created.id))
 
     with pytest.raises(RejectedError) as on_draft:
         await stripe_billing.create_credit_note(
@@ -588,8 +656,8 @@ async def test_crediting_a_draft_or_void_invoice_is_refused(
 
     assert on_draft.value.remote_code == "invoice_not_editable"
     assert "draft" in on_draft.value.message
-    await stripe_billing.finalize_invoice(draft.document_id, idempotency_key="draft/fin")
-    await stripe_billing.void_invoice(draft.document_id, idempotency_key="draft/void")
+    await billing_driver.finalize(draft.document_id, idempotency_key="draft/fin")
+    await billing_driver.void(draft.document_id, idempotency_key="draft/void")
     with pytest.raises(RejectedError, match="void"):
         await stripe_billing.create_credit_note(
             draft.document_id, usd("5.00"), "Late", None, "draft/cn2"
@@ -600,9 +668,12 @@ async def test_crediting_a_draft_or_void_invoice_is_refused(
 
 
 async def test_balance_credit_is_applied_to_the_next_finalized_invoice(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
+    shop = await catalog(billing_driver)
     seen = {e["id"] for e in billing_sandbox.events()}
 
     credit = await stripe_billing.create_balance_credit(
@@ -619,25 +690,29 @@ async def test_balance_credit_is_applied_to_the_next_finalized_invoice(
     assert events[2]["data"]["object"]["balance"] == -1000
     assert credit.transaction_id.startswith("cbtxn_")
     assert (credit.amount, credit.ending_balance) == (usd("-10.00"), usd("-10.00"))
-    assert await stripe_billing.get_customer_balance(shop.customer_id) == usd("-10.00")
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "credit/sub")
+    assert await balance(billing_driver, shop.customer_id) == usd("-10.00")
+    sub = await subscribe(
+        billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "credit/sub"
+    )
     [invoice] = await invoices_of(stripe_billing, sub.subscription_id)
     assert invoice.total == usd("30.00") and invoice.amount_remaining == usd("20.00")
-    body = raw(billing_sandbox, f"/v1/invoices/{invoice.document_id}")
+    body = raw(stripe_sdk, f"/v1/invoices/{invoice.document_id}")
     assert (body["starting_balance"], body["ending_balance"], body["amount_due"]) == (
         -1000,
         0,
         2000,
     )
-    assert await stripe_billing.get_customer_balance(shop.customer_id) == usd("0")
+    assert await balance(billing_driver, shop.customer_id) == usd("0")
     replayed = await stripe_billing.create_balance_credit(
         shop.customer_id, usd("10.00"), "Support credit case 17", "credit/17"
     )
     assert replayed == credit  # the same key: no second credit
 
 
-async def test_mixing_currencies_on_a_customer_is_refused(stripe_billing: StripeBilling) -> None:
-    shop = await catalog(stripe_billing)
+async def test_mixing_currencies_on_a_customer_is_refused(
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
+) -> None:
+    shop = await catalog(billing_driver)
     await stripe_billing.create_balance_credit(shop.customer_id, usd("1.00"), "x", "mix/usd")
 
     with pytest.raises(RejectedError) as refused:
@@ -648,33 +723,38 @@ async def test_mixing_currencies_on_a_customer_is_refused(stripe_billing: Stripe
     assert refused.value.remote_code == "currency_mismatch"
 
 
-async def test_unknown_price_is_not_found(stripe_billing: StripeBilling) -> None:
-    shop = await catalog(stripe_billing)
+async def test_unknown_price_is_not_found(
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
+) -> None:
+    shop = await catalog(billing_driver)
 
-    with pytest.raises(NotFoundError) as missing:
-        await stripe_billing.create_subscription(shop.customer_id, "price_nope", 1, "nf/1")
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        await billing_driver.subscribe(shop.customer_id, "price_nope", idempotency_key="nf/1")
 
-    assert missing.value.status == 400 and "price_nope" in missing.value.message
+    assert missing.value.http_status == 400 and missing.value.code == "resource_missing"
+    assert "price_nope" in str(missing.value.user_message)
 
 
 # events -----------------------------------------------------------------------------------
 
 
 async def test_subscription_and_upgrade_emit_stripe_events_in_billing_order(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
-    shop = await catalog(stripe_billing)
+    shop = await catalog(billing_driver)
     seen = {e["id"] for e in billing_sandbox.events()}
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "ev/new")
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "ev/new")
     created = types_after(billing_sandbox, seen)
     seen |= {e["id"] for e in created}
     start, end = period_of(sub)
 
-    await stripe_billing.update_subscription(
+    await change_plan(
+        billing_driver,
+        stripe_billing,
         sub.subscription_id,
         price_id=shop.team,
         proration_behavior="always_invoice",
-        proration_date=datetime.fromtimestamp((start + end) // 2, UTC),
+        proration_date=(start + end) // 2,
         idempotency_key="ev/upgrade",
     )
 
@@ -708,14 +788,16 @@ async def test_subscription_and_upgrade_emit_stripe_events_in_billing_order(
 
 
 async def test_list_events_returns_a_time_range_oldest_first_across_pages(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox, billing_driver: BillingDriver
 ) -> None:
     t0 = int(time.time())
-    shop = await catalog(stripe_billing, "Early")  # events at ~t0
+    shop = await catalog(billing_driver, "Early")  # events at ~t0
     billing_sandbox.shift_clock(1000)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "range/sub")
+    sub = await subscribe(
+        billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "range/sub"
+    )
     billing_sandbox.shift_clock(1000)  # now ~t0 + 2000
-    await stripe_billing.cancel_subscription(sub.subscription_id, idempotency_key="range/end")
+    await billing_driver.cancel(sub.subscription_id)
     everything = billing_sandbox.events()
     middle = [e for e in everything if t0 + 500 <= e["created"] < t0 + 1500]
 
@@ -752,49 +834,53 @@ async def test_list_events_returns_a_time_range_oldest_first_across_pages(
 
 
 def test_events_api_filters_by_created_and_types_and_pages_oldest_first(
-    billing_sandbox: BillingSandbox,
+    billing_sandbox: BillingSandbox, stripe_sdk: stripe.StripeClient
 ) -> None:
-    with billing_sandbox.http() as client:
-        for n in range(5):
-            client.post("/v1/products", data={"name": f"P{n}"})
-        billing_sandbox.shift_clock(100)
-        client.post("/v1/customers", data={"name": "Later"})
-        everything = billing_sandbox.events()
-        oldest = everything[0]
-        later = int(everything[-1]["created"])
-        pages = []
-        cursor = oldest["id"]
-        while True:
-            page = client.get(
-                "/v1/events",
-                params={"ending_before": cursor, "limit": 2, "types[]": ["product.created"]},
-            ).json()
-            pages.append([e["data"]["object"]["name"] for e in page["data"]])
-            if not page["has_more"]:
-                break
-            cursor = page["data"][0]["id"]
-        recent = client.get("/v1/events", params={"created[gte]": later}).json()
-        before = client.get("/v1/events", params={"created[lt]": later}).json()
+    client = stripe_sdk.v1
+    for n in range(5):
+        client.products.create({"name": f"P{n}"})
+    billing_sandbox.shift_clock(100)
+    client.customers.create({"name": "Later"})
+    everything = billing_sandbox.events()
+    oldest = everything[0]
+    later = int(everything[-1]["created"])
+    pages = []
+    cursor = oldest["id"]
+    while True:
+        page = client.events.list(
+            {"ending_before": cursor, "limit": 2, "types": ["product.created"]}
+        )
+        pages.append([e.data.object["name"] for e in page.data])
+        if not page.has_more:
+            break
+        cursor = page.data[0].id
+    recent = client.events.list({"created": {"gte": later}})
+    before = client.events.list({"created": {"lt": later}})
 
     # Each page lists newest first (as Stripe does); pages walk towards newer events.
     assert pages == [["P2", "P1"], ["P4", "P3"]]
-    assert [e["type"] for e in recent["data"]] == ["customer.created"]
-    assert len(before["data"]) == 5
+    assert [e.type for e in recent.data] == ["customer.created"]
+    assert len(before.data) == 5
 
 
 # idempotency ------------------------------------------------------------------------------
 
 
 async def test_replayed_subscription_update_makes_no_second_proration(
-    stripe_billing: StripeBilling, billing_sandbox: BillingSandbox
+    stripe_billing: StripeBilling,
+    billing_sandbox: BillingSandbox,
+    billing_driver: BillingDriver,
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
-    shop = await catalog(stripe_billing)
-    sub = await stripe_billing.create_subscription(shop.customer_id, shop.pro, 1, "idem/new")
+    shop = await catalog(billing_driver)
+    sub = await subscribe(billing_driver, stripe_billing, shop.customer_id, shop.pro, 1, "idem/new")
     start, end = period_of(sub)
-    on = datetime.fromtimestamp((start + end) // 2, UTC)
+    on = (start + end) // 2
 
     async def upgrade(key: str, price: str) -> Subscription:
-        return await stripe_billing.update_subscription(
+        return await change_plan(
+            billing_driver,
+            stripe_billing,
             sub.subscription_id,
             price_id=price,
             proration_behavior="always_invoice",
@@ -809,26 +895,26 @@ async def test_replayed_subscription_update_makes_no_second_proration(
     assert second == first
     invoices = await invoices_of(stripe_billing, sub.subscription_id)
     assert [i.billing_reason for i in invoices] == ["subscription_create", "subscription_update"]
-    items = raw(billing_sandbox, "/v1/invoiceitems", customer=shop.customer_id)
+    items = raw(stripe_sdk, "/v1/invoiceitems", customer=shop.customer_id)
     assert len(items["data"]) == 2
     assert len(billing_sandbox.events()) == events_after_first
-    with pytest.raises(ValidationError) as reused:
+    with pytest.raises(stripe.IdempotencyError) as reused:
         await upgrade("subscription/x/upgrade-1", shop.pro)
-    assert reused.value.remote_code == "idempotency_error"
+    assert reused.value.http_status == 400
 
 
 # webhooks ---------------------------------------------------------------------------------
 
 
-async def upgrade_scenario(billing: StripeBilling, name: str) -> None:
-    shop = await catalog(billing, name)
-    sub = await billing.create_subscription(shop.customer_id, shop.pro, 1, f"{name}/sub")
+async def upgrade_scenario(driver: BillingDriver, billing: StripeBilling, name: str) -> None:
+    shop = await catalog(driver, name)
+    sub = await subscribe(driver, billing, shop.customer_id, shop.pro, 1, f"{name}/sub")
     start, end = period_of(sub)
-    await billing.update_subscription(
+    await driver.change_plan(
         sub.subscription_id,
         price_id=shop.team,
         proration_behavior="always_invoice",
-        proration_date=datetime.fromtimestamp((start + end) // 2, UTC),
+        proration_date=(start + end) // 2,
         idempotency_key=f"{name}/upgrade",
     )
     [_, prorated] = await invoices_of(billing, sub.subscription_id)
@@ -841,10 +927,11 @@ async def test_billing_webhooks_are_delivered_signed(
     stripe_billing: StripeBilling,
     billing_sandbox: BillingSandbox,
     billing_webhook_receiver: WebhookReceiver,
+    billing_driver: BillingDriver,
 ) -> None:
     endpoint = billing_sandbox.add_webhook_endpoint(billing_webhook_receiver.url)
 
-    await upgrade_scenario(stripe_billing, "Hooked")
+    await upgrade_scenario(billing_driver, stripe_billing, "Hooked")
 
     events = billing_sandbox.events()
     received = billing_webhook_receiver.wait_for(len(events))
@@ -864,13 +951,14 @@ async def test_shuffled_and_duplicated_deliveries_still_bring_every_event(
     stripe_billing: StripeBilling,
     billing_sandbox: BillingSandbox,
     billing_webhook_receiver: WebhookReceiver,
+    billing_driver: BillingDriver,
 ) -> None:
     endpoint = billing_sandbox.add_webhook_endpoint(billing_webhook_receiver.url)
     billing_sandbox.set_delivery_mode(
         shuffle=True, shuffle_window_seconds=0.2, duplicate_rate=1.0, seed=11
     )
 
-    await upgrade_scenario(stripe_billing, "Chaos")
+    await upgrade_scenario(billing_driver, stripe_billing, "Chaos")
 
     expected = [e["id"] for e in billing_sandbox.events()]
 
@@ -1049,25 +1137,22 @@ def test_official_sdk_drives_an_amendment_a_credit_note_and_a_refusal(
 
 
 async def test_active_subscription_and_a_reversed_balance_credit(
-    stripe_billing: StripeBilling,
+    stripe_billing: StripeBilling, billing_driver: BillingDriver
 ) -> None:
-    customer = await stripe_billing.create_customer(
-        name="Credit Co", email=None, idempotency_key="ab/c"
-    )
+    created = await billing_driver.create_customer("Credit Co", idempotency_key="ab/c")
+    customer = await stripe_billing.get_customer(created.id)
     assert await stripe_billing.active_subscription(customer.customer_id) is None
-    product = await stripe_billing.create_product(name="P", idempotency_key="ab/p")
-    price = await stripe_billing.create_price(
-        product_id=product, unit_amount=Money.of("90.00", "USD"), idempotency_key="ab/pr"
-    )
-    subscription = await stripe_billing.create_subscription(
-        customer.customer_id, price, 1, idempotency_key="ab/s"
+    product = await billing_driver.create_product("P", idempotency_key="ab/p")
+    price = await billing_driver.create_price(product.id, 9000, "usd", idempotency_key="ab/pr")
+    subscription = await billing_driver.subscribe(
+        customer.customer_id, price.id, idempotency_key="ab/s"
     )
     found = await stripe_billing.active_subscription(customer.customer_id)
-    assert found is not None and found.subscription_id == subscription.subscription_id
+    assert found is not None and found.subscription_id == subscription.id
     assert found.monthly_recurring() == Money.of("90.00", "USD")
 
     credit = Money.of("25.00", "USD")
     await stripe_billing.create_balance_credit(customer.customer_id, credit, "outage", "ab/cr")
-    assert await stripe_billing.get_customer_balance(customer.customer_id) == -credit
+    assert await balance(billing_driver, customer.customer_id) == -credit
     await stripe_billing.reverse_balance_credit(customer.customer_id, credit, "undo", "ab/rv")
-    assert await stripe_billing.get_customer_balance(customer.customer_id) == Money.zero("USD")
+    assert await balance(billing_driver, customer.customer_id) == Money.zero("USD")

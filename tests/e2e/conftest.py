@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
+from sandbox.billing.driver import BillingDriver
 from starters.api import create_app
 from starters.api.auth import key_entry
 from tests.fixtures.billing import BillingSandbox
@@ -60,6 +61,7 @@ class Stack:
     erp_faults: FaultProxyHandle
     api_url: str
     tmp_path: Path
+    driver: BillingDriver  # acts as billing's customers and admins do
 
     def start_worker_process(self) -> subprocess.Popen[bytes]:
         log = (self.tmp_path / "worker.log").open("ab")
@@ -117,6 +119,7 @@ async def stack(
     )
     adapters = build_adapters(settings)
     adapters.store.migrate()
+    driver = billing_sandbox.driver()
     with _served(create_app(settings), api_port) as api_url:
         yield Stack(
             settings,
@@ -128,7 +131,9 @@ async def stack(
             erp_faults,
             api_url,
             tmp_path,
+            driver,
         )
+    await driver.aclose()
     await adapters.aclose()
     stack_resources.close()
 

@@ -12,9 +12,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from adapters.billing.stripe import StripeBilling
 from adapters.billing.webhook_signature import sign_stripe
-from canonical import PostalAddress
 from tests.e2e.conftest import Stack, eventually, stop_process
 from workflows.account_sync import AccountSyncWorkflow
 
@@ -22,14 +20,13 @@ pytestmark = pytest.mark.e2e
 
 
 async def create_customer(stack: Stack, name: str) -> str:
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    customer = await billing.create_customer(
-        name=name,
+    customer = await stack.driver.create_customer(
+        name,
         email="ap@example.com",
-        address=PostalAddress(line1="1 Main St", city="Boston", postal_code="02110", country="US"),
+        address={"line1": "1 Main St", "city": "Boston", "postal_code": "02110", "country": "US"},
         idempotency_key=f"test/{name}",
     )
-    return customer.customer_id
+    return customer.id
 
 
 async def synced_result(stack: Stack, customer_id: str):  # type: ignore[no-untyped-def]
@@ -93,7 +90,7 @@ async def test_rename_in_billing_reaches_erp_and_support(
 ) -> None:
     customer_id = await create_customer(stack, "E2E Before Rename")
     await synced_result(stack, customer_id)
-    await stack.adapters.billing.update_customer(  # type: ignore[attr-defined]
+    await stack.driver.update_customer(
         customer_id, name="E2E After Rename", idempotency_key="test/rename"
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from canonical import PostalAddress
 from tests.e2e.conftest import API_KEYS, Stack, eventually
 from workflows.account_sync import AccountSyncWorkflow
 
@@ -36,13 +35,10 @@ async def test_sync_request_without_the_right_key_is_refused_and_starts_nothing(
 async def test_ops_can_request_a_sync_which_runs_and_is_audited(
     stack: Stack, in_process_worker: None
 ) -> None:
-    customer = await stack.adapters.billing.create_customer(  # type: ignore[attr-defined]
-        name="API Sync Co",
-        email=None,
-        address=PostalAddress(country="US"),
-        idempotency_key="test/api-sync",
+    customer = await stack.driver.create_customer(
+        "API Sync Co", address={"country": "US"}, idempotency_key="test/api-sync"
     )
-    cid = customer.customer_id
+    cid = customer.id
     # The billing webhook is not wired here to another endpoint: the API request alone syncs.
     response = httpx.post(
         f"{stack.api_url}/v1/accounts/{cid}:sync",

@@ -21,20 +21,16 @@ def usd(amount: str) -> Money:
 
 async def subscribe(stack: Stack, name: str, quantity: int = 1) -> tuple[str, str, str]:
     """A customer on the Basic plan; returns (customer id, subscription id, Pro price id)."""
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
+    driver = stack.driver
     key = f"e2e/{name}"
-    customer = await billing.create_customer(name=name, email=None, idempotency_key=f"{key}/c")
-    product = await billing.create_product(name="Analytics", idempotency_key=f"{key}/p")
-    basic = await billing.create_price(
-        product_id=product, unit_amount=usd("30.00"), idempotency_key=f"{key}/basic"
+    customer = await driver.create_customer(name, idempotency_key=f"{key}/c")
+    product = await driver.create_product("Analytics", idempotency_key=f"{key}/p")
+    basic = await driver.create_price(product.id, 3000, "usd", idempotency_key=f"{key}/basic")
+    pro = await driver.create_price(product.id, 9000, "usd", idempotency_key=f"{key}/pro")
+    subscription = await driver.subscribe(
+        customer.id, basic.id, quantity=quantity, idempotency_key=f"{key}/s"
     )
-    pro = await billing.create_price(
-        product_id=product, unit_amount=usd("90.00"), idempotency_key=f"{key}/pro"
-    )
-    subscription = await billing.create_subscription(
-        customer.customer_id, basic, quantity, idempotency_key=f"{key}/s"
-    )
-    return customer.customer_id, subscription.subscription_id, pro
+    return customer.id, subscription.id, pro.id
 
 
 async def invoices_of(stack: Stack, subscription_id: str) -> list[BillingDocument]:
@@ -67,8 +63,7 @@ async def test_mid_cycle_upgrade_posts_a_prorated_invoice_equal_to_billing(
     first_erp = await posted(stack, first.document_id)
     assert first_erp.total == first.total == usd("30.00")
 
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    await billing.update_subscription(
+    await stack.driver.change_plan(
         subscription_id, price_id=pro, proration_behavior="always_invoice",
         idempotency_key="e2e/upgrade",
     )  # fmt: skip
@@ -86,14 +81,13 @@ async def test_mid_cycle_upgrade_posts_a_prorated_invoice_equal_to_billing(
 
 
 async def test_voided_invoice_is_reversed_in_the_erp(stack: Stack, in_process_worker: None) -> None:
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
     customer_id, subscription_id, pro = await subscribe(stack, "Void Co")
-    await billing.update_subscription(
+    await stack.driver.change_plan(
         subscription_id, price_id=pro, proration_behavior="always_invoice",
         idempotency_key="e2e/void-upgrade",
     )  # fmt: skip
     proration = (await invoices_of(stack, subscription_id))[-1]
-    await billing.void_invoice(proration.document_id, idempotency_key="e2e/void")
+    await stack.driver.void(proration.document_id, idempotency_key="e2e/void")
     reversal = await posted(stack, f"{proration.document_id}/void")
     original = await posted(stack, proration.document_id)
     assert reversal.kind == "credit_note"
@@ -151,16 +145,12 @@ async def test_worker_killed_during_erp_posting_does_not_duplicate(stack: Stack)
 async def test_unsupported_currency_is_held_for_finance_never_posted(
     stack: Stack, in_process_worker: None
 ) -> None:
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    customer = await billing.create_customer(name="Euro Co", email=None, idempotency_key="eur/c")
-    product = await billing.create_product(name="Analytics EU", idempotency_key="eur/p")
-    price = await billing.create_price(
-        product_id=product, unit_amount=Money.of("25.00", "EUR"), idempotency_key="eur/price"
-    )
-    subscription = await billing.create_subscription(
-        customer.customer_id, price, 1, idempotency_key="eur/s"
-    )
-    ledger = stack.client.get_workflow_handle(f"subscription/{subscription.subscription_id}")
+    driver = stack.driver
+    customer = await driver.create_customer("Euro Co", idempotency_key="eur/c")
+    product = await driver.create_product("Analytics EU", idempotency_key="eur/p")
+    price = await driver.create_price(product.id, 2500, "eur", idempotency_key="eur/price")
+    subscription = await driver.subscribe(customer.id, price.id, idempotency_key="eur/s")
+    ledger = stack.client.get_workflow_handle(f"subscription/{subscription.id}")
 
     async def blocked_by() -> str | None:
         try:
@@ -169,8 +159,8 @@ async def test_unsupported_currency_is_held_for_finance_never_posted(
             return None
 
     exception_id = await eventually(blocked_by, "finance exception opened", 90)
-    assert exception_id == f"exception/subscription/{subscription.subscription_id}/1"
-    [invoice] = await invoices_of(stack, subscription.subscription_id)
+    assert exception_id == f"exception/subscription/{subscription.id}/1"
+    [invoice] = await invoices_of(stack, subscription.id)
     assert stack.adapters.store.find_posting("billing", invoice.document_id) is None
     assert await erp_documents_with_reference(stack, invoice.document_id) == 0
     assert Decimal(invoice.total.amount) == Decimal("25.00")
@@ -180,11 +170,10 @@ async def test_shuffled_duplicated_webhooks_for_20_subscriptions_post_each_docum
     stack: Stack, in_process_worker: None
 ) -> None:
     stack.billing.set_delivery_mode(shuffle=True, duplicate_rate=0.3, seed=11)
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
     subscriptions = []
     for n in range(20):
         _customer, subscription_id, pro = await subscribe(stack, f"Scale Co {n}")
-        await billing.update_subscription(
+        await stack.driver.change_plan(
             subscription_id, price_id=pro, proration_behavior="always_invoice",
             idempotency_key=f"e2e/scale/{n}/upgrade",
         )  # fmt: skip

@@ -19,7 +19,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from adapters.store.models import Posting
-from canonical import BillingDocument, Customer, Money
+from canonical import BillingDocument, Money
 from canonical.reconciliation import LedgerDocument
 from sandbox.faults import MODES
 from starters.local.chaos import Checker, WorkflowRecord, _ids_in
@@ -196,9 +196,9 @@ def _support_checker(
     """A checker over a billing with these customers (id -> name) and a support holding these
     organizations (external id -> name) and credit tickets (id -> internal notes)."""
 
-    async def list_customers() -> Any:
+    async def listed_customers() -> Any:
         for customer_id, name in customers.items():
-            yield Customer(customer_id=customer_id, name=name)
+            yield SimpleNamespace(id=customer_id, name=name)  # as the stripe SDK lists them
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/v2/organizations.json":
@@ -210,7 +210,8 @@ def _support_checker(
         return httpx.Response(200, json={"comments": comments})
 
     run = SimpleNamespace(
-        settings=None, client=None, billing=SimpleNamespace(list_customers=list_customers),
+        settings=None, client=None, billing=None,
+        driver=SimpleNamespace(customers=listed_customers),
         credit_tickets=list(notes),
         support_api=lambda: httpx.AsyncClient(base_url="http://support",
                                               transport=httpx.MockTransport(answer)),

@@ -41,15 +41,11 @@ async def subscribed_customer(stack: Stack, tag: str) -> tuple[str, str, str]:
     """A customer on 90.00 USD/month, synced to the ERP and support: (customer, support
     organization, first invoice)."""
     billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    customer = await billing.create_customer(
-        name=f"Credit Co {tag}", email=None, idempotency_key=f"{tag}/c"
-    )
-    cid = customer.customer_id
-    product = await billing.create_product(name="Credits Pro", idempotency_key=f"{tag}/p")
-    price = await billing.create_price(
-        product_id=product, unit_amount=Money.of("90.00", "USD"), idempotency_key=f"{tag}/price"
-    )
-    subscription = await billing.create_subscription(cid, price, 1, idempotency_key=f"{tag}/s")
+    customer = await stack.driver.create_customer(f"Credit Co {tag}", idempotency_key=f"{tag}/c")
+    cid = customer.id
+    product = await stack.driver.create_product("Credits Pro", idempotency_key=f"{tag}/p")
+    price = await stack.driver.create_price(product.id, 9000, "usd", idempotency_key=f"{tag}/price")
+    subscription = await stack.driver.subscribe(cid, price.id, idempotency_key=f"{tag}/s")
 
     async def synced() -> str | None:
         org = await stack.adapters.support.find_organization(cid)
@@ -57,7 +53,7 @@ async def subscribed_customer(stack: Stack, tag: str) -> tuple[str, str, str]:
         return org.external_id if org and party else None
 
     org_id = await eventually(synced, "account sync to support and the ERP", 90)
-    async for invoice in billing.list_invoices(subscription_id=subscription.subscription_id):
+    async for invoice in billing.list_invoices(subscription_id=subscription.id):
         return cid, org_id, invoice.document_id
     raise AssertionError("the subscription has no invoice")
 
@@ -105,8 +101,7 @@ async def test_a_credit_asked_on_a_ticket_is_approved_from_the_terminal_and_land
         return state if state["status"] == "applied" else None
 
     state = await eventually(applied, "credit applied and posted", 90)
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    assert await billing.get_customer_balance(cid) == Money.of("-45.00", "USD")
+    assert await stack.driver.balance(cid) == (-4500, "usd")
     posted = await stack.adapters.ledger.find_document(state["billing_document"])
     assert posted is not None and posted.kind == "credit_note"
     assert posted.total == Money.of("45.00", "USD") and posted.erp_number == state["erp_number"]
@@ -127,8 +122,7 @@ async def test_a_credit_on_a_settled_invoice_goes_to_finance_who_credits_the_nex
     stack: Stack, in_process_worker: None
 ) -> None:
     cid, _org_id, invoice_id = await subscribed_customer(stack, "e2e-credit-2")
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    await billing.pay_invoice(invoice_id, idempotency_key="e2e-credit-2/pay")
+    await stack.driver.pay(invoice_id, idempotency_key="e2e-credit-2/pay")
     case_id = str(create_ticket_with_credit(stack.support, organization_id=None, amount=None)["id"])
     body = {
         "case_id": case_id, "amount": {"amount": "8.00", "currency": "USD"},
@@ -185,7 +179,7 @@ async def test_a_credit_on_a_settled_invoice_goes_to_finance_who_credits_the_nex
 
     state = await eventually(applied, "credit applied to the next invoice", 90)
     assert state["finance_decision"]["decision"] == "compensate"
-    assert await billing.get_customer_balance(cid) == Money.of("-8.00", "USD")
+    assert await stack.driver.balance(cid) == (-800, "usd")
     posted = await stack.adapters.ledger.find_document(state["billing_document"])
     assert posted is not None and posted.total == Money.of("8.00", "USD")
     [decision] = stack.adapters.store.audit_entries(exception_id)

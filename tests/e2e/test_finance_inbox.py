@@ -11,8 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.billing.stripe import StripeBilling
-from canonical import Money
 from tests.e2e.conftest import API_KEYS, Stack, eventually
 
 pytestmark = pytest.mark.e2e
@@ -31,16 +29,11 @@ async def finance_cli(
 
 
 async def euro_subscription(stack: Stack) -> tuple[str, str]:
-    billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
-    customer = await billing.create_customer(name="Inbox Co", email=None, idempotency_key="fi/c")
-    product = await billing.create_product(name="Inbox EU", idempotency_key="fi/p")
-    price = await billing.create_price(
-        product_id=product, unit_amount=Money.of("25.00", "EUR"), idempotency_key="fi/price"
-    )
-    subscription = await billing.create_subscription(
-        customer.customer_id, price, 1, idempotency_key="fi/s"
-    )
-    return customer.customer_id, subscription.subscription_id
+    customer = await stack.driver.create_customer("Inbox Co", idempotency_key="fi/c")
+    product = await stack.driver.create_product("Inbox EU", idempotency_key="fi/p")
+    price = await stack.driver.create_price(product.id, 2500, "eur", idempotency_key="fi/price")
+    subscription = await stack.driver.subscribe(customer.id, price.id, idempotency_key="fi/s")
+    return customer.id, subscription.id
 
 
 async def test_finance_sees_and_rejects_an_exception_from_the_terminal(

@@ -22,6 +22,7 @@ from temporalio.client import ScheduleOverlapPolicy
 from adapters.bootstrap import build_adapters
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
+from sandbox.billing.driver import BillingDriver
 from starters.local.stack import private_stack_env
 from starters.reconciliation import SCHEDULE_ID
 from tests.e2e.conftest import eventually
@@ -110,14 +111,14 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
         httpx.post(
             f"{settings.support_url}/_sandbox/faults", json={"status": 503, "count": 100_000}
         ).raise_for_status()
-        customer = await adapters.billing.create_customer(  # type: ignore[attr-defined]
-            name="Restarted Stack Co", email=None, idempotency_key="test/restart"
-        )
-        party = await eventually(
-            lambda: adapters.ledger.find_party(customer.customer_id), "ERP party", 90
-        )
+        key = settings.billing_api_key.get_secret_value()
+        async with BillingDriver.connect(key, settings.billing_url) as driver:
+            customer = await driver.create_customer(
+                "Restarted Stack Co", idempotency_key="test/restart"
+            )
+        party = await eventually(lambda: adapters.ledger.find_party(customer.id), "ERP party", 90)
         # (support answers 503 to everyone now, the test too: ask the store instead)
-        links = adapters.store.account_links(customer.customer_id)
+        links = adapters.store.account_links(customer.id)
         assert [link.system for link in links] == []
         # The worker read the customer from billing and tried support through their proxies.
         for port in (settings.billing_proxy_port, settings.support_proxy_port):
@@ -129,10 +130,10 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
         # Third start: the sandbox's injected fault is gone; the same run finishes the work.
         up = RunningUp(env, tmp_path)
         org = await eventually(
-            lambda: adapters.support.find_organization(customer.customer_id), "support org", 120
+            lambda: adapters.support.find_organization(customer.id), "support org", 120
         )
         assert org.name == "Restarted Stack Co"
-        assert await adapters.ledger.find_party(customer.customer_id) == party
+        assert await adapters.ledger.find_party(customer.id) == party
         status = await asyncio.to_thread(
             subprocess.run, [str(BIN / "ledgerbridge"), "status"], env=env, cwd=tmp_path,
             capture_output=True, text=True, timeout=60,

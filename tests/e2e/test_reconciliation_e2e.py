@@ -46,14 +46,11 @@ async def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-async def invoice(
-    billing: StripeBilling, customer_id: str, amount: str, key: str
-) -> BillingDocument:
-    await billing.create_invoice_item(
-        customer_id, Money.of(amount, "USD"), f"Service {key}", idempotency_key=f"{key}/item"
-    )
-    draft = await billing.create_invoice(customer_id, idempotency_key=f"{key}/invoice")
-    return await billing.finalize_invoice(draft.document_id, idempotency_key=f"{key}/final")
+async def invoice(stack: Stack, customer_id: str, amount: str, key: str) -> BillingDocument:
+    """An open invoice of `amount` USD, as the billing port reads it."""
+    minor = Money.of(amount, "USD").to_minor()
+    created = await stack.driver.charge_once(customer_id, minor, "usd", f"Service {key}", key=key)
+    return await stack.adapters.billing.get_invoice(str(created.id))
 
 
 def posting(document: BillingDocument, total: str | None = None) -> LedgerPosting:
@@ -80,9 +77,8 @@ async def test_a_run_finds_each_difference_heals_the_missing_posting_and_reports
     ledger: TrytonLedger = stack.adapters.ledger  # type: ignore[assignment]
     run = uuid.uuid4().hex[:6]
     today = datetime.now(UTC).date()
-    customer = await billing.create_customer(name=f"Recon Co {run}", email=None,
-                                             idempotency_key=f"{run}/c")  # fmt: skip
-    cid = customer.customer_id
+    customer = await stack.driver.create_customer(f"Recon Co {run}", idempotency_key=f"{run}/c")
+    cid = customer.id
 
     async def synced() -> str | None:
         org = await stack.adapters.support.find_organization(cid)
@@ -92,7 +88,7 @@ async def test_a_run_finds_each_difference_heals_the_missing_posting_and_reports
     org_id = await eventually(synced, "account sync", 90)
 
     # matched: an invoice that flows through the webhooks and the normal posting path
-    matched = await invoice(billing, cid, "10.00", f"{run}/a")
+    matched = await invoice(stack, cid, "10.00", f"{run}/a")
 
     async def journaled() -> bool:
         return stack.adapters.store.find_posting("billing", matched.document_id) is not None
@@ -103,10 +99,10 @@ async def test_a_run_finds_each_difference_heals_the_missing_posting_and_reports
     for endpoint in stack.billing._call("GET", "/v1/webhook_endpoints")["data"]:
         stack.billing._call("POST", f"/v1/webhook_endpoints/{endpoint['id']}",
                             data={"disabled": "true"})  # fmt: skip
-    missing = await invoice(billing, cid, "20.00", f"{run}/b")
-    mismatched = await invoice(billing, cid, "30.00", f"{run}/c")
-    duplicated = await invoice(billing, cid, "40.00", f"{run}/d")
-    absent = await invoice(billing, cid, "50.00", f"{run}/f")
+    missing = await invoice(stack, cid, "20.00", f"{run}/b")
+    mismatched = await invoice(stack, cid, "30.00", f"{run}/c")
+    duplicated = await invoice(stack, cid, "40.00", f"{run}/d")
+    absent = await invoice(stack, cid, "50.00", f"{run}/f")
 
     posted_c = await ledger.post_document(posting(mismatched, "25.00"))
     journal(stack, cid, mismatched.document_id, posted_c.erp_document_id, "25.00")

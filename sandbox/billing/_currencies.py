@@ -1,0 +1,20 @@
+"""The currencies the sandbox accepts and their decimal places, as Stripe's API counts them.
+
+Stripe charges in the currency's smallest unit; its documentation lists the zero-decimal and
+three-decimal currencies, every other supported one has two decimals.
+"""
+
+from __future__ import annotations
+
+_TWO_DECIMALS = (
+    "AED AUD BRL CAD CHF CNY CZK DKK EUR GBP HKD ILS INR MXN "
+    "MYR NOK NZD PHP PLN RON SAR SEK SGD THB TRY TWD USD ZAR"
+)
+_ZERO_DECIMALS = "CLP ISK JPY KRW VND XAF XOF"
+_THREE_DECIMALS = "BHD JOD KWD OMR TND"
+
+CURRENCY_DECIMALS: dict[str, int] = {
+    **dict.fromkeys(_TWO_DECIMALS.split(), 2),
+    **dict.fromkeys(_ZERO_DECIMALS.split(), 0),
+    **dict.fromkeys(_THREE_DECIMALS.split(), 3),
+}
