@@ -176,7 +176,7 @@ def test_the_run_and_the_posting_path_agree_on_what_billing_documents_call_for(
     billing_document: BillingDocument,
 ) -> None:
     """Two statements of one business rule: a difference is a defect in one of them."""
-    from workflows.policy import required_postings
+    from canonical.ledger import required_postings
 
     product = [(p.reference, p.kind, p.total.amount) for p in required_postings(billing_document)]
     run = [(e.reference, e.kind, e.amount) for e in expected_for_document(billing_document)]

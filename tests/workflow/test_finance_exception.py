@@ -9,9 +9,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.audit import AuditRecordInput
+from adapters import visibility
+from adapters.task_queues import task_queue
 from canonical import DecisionRequest, ExceptionContext, FinanceDecision, Money
-from workflows import visibility
-from workflows.activity_options import task_queue
 from workflows.finance_exception import FinanceExceptionInput, FinanceExceptionWorkflow
 
 CONTEXT = ExceptionContext(
