@@ -330,7 +330,46 @@ async def preflight(action: str, request: Request) -> Response:
     )
 
 
-@router.post("/encode", summary="Encrypt payloads (Temporal codec-server protocol)")
+# The body is read raw (protobuf JSON); declared here so clients know its shape.
+PAYLOADS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "payloads": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "metadata": {
+                                        "type": "object",
+                                        "additionalProperties": {
+                                            "type": "string",
+                                            "format": "byte",
+                                        },
+                                    },
+                                    "data": {"type": "string", "format": "byte"},
+                                },
+                                "additionalProperties": False,
+                            },
+                        }
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/encode",
+    summary="Encrypt payloads (Temporal codec-server protocol)",
+    openapi_extra=PAYLOADS_BODY,
+)
 async def encode(
     request: Request, principal: Annotated[ApiPrincipal, Depends(authorised)], service: CodecDep
 ) -> JSONResponse:
@@ -340,7 +379,11 @@ async def encode(
     return _payloads_response(encoded)
 
 
-@router.post("/decode", summary="Decrypt payloads (Temporal codec-server protocol)")
+@router.post(
+    "/decode",
+    summary="Decrypt payloads (Temporal codec-server protocol)",
+    openapi_extra=PAYLOADS_BODY,
+)
 async def decode(
     request: Request, principal: Annotated[ApiPrincipal, Depends(authorised)], service: CodecDep
 ) -> JSONResponse:

@@ -42,7 +42,13 @@ from starters.api.dependencies import (
     finance_deciders,
 )
 from starters.api.errors import V1_ERRORS, counterpart_unavailable, error_answers
-from starters.api.shapes import STRIPE_CUSTOMER_ID, STRIPE_INVOICE_ID, ZENDESK_TICKET_ID, StrictBody
+from starters.api.shapes import (
+    STRIPE_CUSTOMER_ID,
+    STRIPE_INVOICE_ID,
+    ZENDESK_TICKET_ID,
+    MoneyIn,
+    StrictBody,
+)
 from starters.api.temporal import (
     TemporalUnavailable,
     not_found_or_unavailable,
@@ -62,7 +68,7 @@ LIST_LIMIT = 200
 
 class CreditBody(StrictBody):
     case_id: str = Field(pattern=ZENDESK_TICKET_ID, description="the support ticket's number")
-    amount: Money
+    amount: MoneyIn
     reason: str = Field(min_length=1, max_length=500)
     invoice_id: str | None = Field(
         default=None,

@@ -28,7 +28,7 @@ _RETRY_AFTER = {
     }
 }
 _MEANINGS = {
-    400: "malformed or unverifiable input",
+    400: "malformed input: a body that is not JSON, a webhook that is unsigned or unverifiable",
     401: "missing, unknown or expired API key",
     403: "the key's role may not do this",
     404: "no such resource",
@@ -54,7 +54,7 @@ def error_answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # What any /v1 operation may answer: no or a wrong key, its rate limit, bad input, and the
 # workflow engine or a counterpart out of reach.
-V1_ERRORS = error_answers(401, 403, 422, 429, 503)
+V1_ERRORS = error_answers(400, 401, 403, 422, 429, 503)
 
 
 def counterpart_unavailable(what: str, err: Exception) -> HTTPException:

@@ -126,7 +126,9 @@ async def report(
     run_id: str,
     _principal: Annotated[ApiPrincipal, Depends(reconcilers)],
     store: StoreDep,
-    classification: Annotated[str | None, Query(alias="class")] = None,
+    classification: Annotated[
+        str | None, Query(alias="class", json_schema_extra={"enum": list(CLASSES)})
+    ] = None,
     after_id: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> ReconReport:

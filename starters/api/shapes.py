@@ -13,7 +13,10 @@ import re
 from datetime import date
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
+
+from canonical import Money
+from canonical.money import CURRENCY_EXPONENTS
 
 # Stripe's ids: a prefix naming the object, then letters and digits; bounded as receipts hold them.
 STRIPE_EVENT_ID = r"^evt_[A-Za-z0-9]{1,124}$"
@@ -34,6 +37,30 @@ def _iso_day(value: Any) -> Any:
 
 IsoDate = Annotated[date, BeforeValidator(_iso_day)]
 
+# Money as a request may write it: the document says what Money really takes (no float, a
+# known currency), so a client built from it never sends what is refused.
+MoneyIn = Annotated[
+    Money,
+    WithJsonSchema(
+        {
+            "type": "object",
+            "title": "MoneyIn",
+            "properties": {
+                "amount": {
+                    "anyOf": [
+                        {"type": "integer"},
+                        {"type": "string", "pattern": r"^-?[0-9]{1,15}(\.[0-9]{1,3})?$"},
+                    ],
+                    "description": 'a decimal amount: an integer, or a string such as "12.50"',
+                },
+                "currency": {"type": "string", "enum": sorted(CURRENCY_EXPONENTS)},
+            },
+            "required": ["amount", "currency"],
+            "additionalProperties": False,
+        }
+    ),
+]
+
 
 class StrictBody(BaseModel):
     """A request body: no type coercion (a number is no date, "true" no boolean), no field
@@ -52,6 +79,7 @@ __all__ = [
     "STRIPE_INVOICE_ID",
     "ZENDESK_TICKET_ID",
     "IsoDate",
+    "MoneyIn",
     "StrictBody",
     "is_ticket_id",
 ]

@@ -61,7 +61,21 @@ async def read_body(request: Request, settings: SettingsDep) -> bytes:
 BodyDep = Annotated[bytes, Depends(read_body)]
 
 
-@router.post("/stripe", response_model=Accepted)
+def signed_json(signature_headers: tuple[str, ...]) -> dict[str, Any]:
+    """The OpenAPI of a webhook whose raw body the handler reads and verifies itself."""
+    return {
+        "parameters": [
+            {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+            for name in signature_headers
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+    }
+
+
+@router.post("/stripe", response_model=Accepted, openapi_extra=signed_json(("Stripe-Signature",)))
 async def stripe_webhook(
     request: Request,
     body: BodyDep,
@@ -92,7 +106,13 @@ async def stripe_webhook(
     return await intake.start_process(start, "billing", event.event_id, event.type)
 
 
-@router.post("/zendesk", response_model=Accepted)
+@router.post(
+    "/zendesk",
+    response_model=Accepted,
+    openapi_extra=signed_json(
+        ("X-Zendesk-Webhook-Signature", "X-Zendesk-Webhook-Signature-Timestamp")
+    ),
+)
 async def zendesk_webhook(
     request: Request,
     body: BodyDep,
