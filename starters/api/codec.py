@@ -331,6 +331,7 @@ async def preflight(action: str, request: Request) -> Response:
 
 
 # The body is read raw (protobuf JSON); declared here so clients know its shape.
+# Protobuf's JSON mapping reads null as the field's default.
 PAYLOADS_BODY = {
     "requestBody": {
         "required": True,
@@ -340,18 +341,18 @@ PAYLOADS_BODY = {
                     "type": "object",
                     "properties": {
                         "payloads": {
-                            "type": "array",
+                            "type": ["array", "null"],
                             "items": {
                                 "type": "object",
                                 "properties": {
                                     "metadata": {
-                                        "type": "object",
+                                        "type": ["object", "null"],
                                         "additionalProperties": {
                                             "type": "string",
                                             "format": "byte",
                                         },
                                     },
-                                    "data": {"type": "string", "format": "byte"},
+                                    "data": {"type": ["string", "null"], "format": "byte"},
                                 },
                                 "additionalProperties": False,
                             },

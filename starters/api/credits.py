@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecution
 from temporalio.service import RPCError
 
 from adapters.errors import AdapterError, NotFoundError, ValidationError
@@ -51,6 +51,7 @@ from starters.api.shapes import (
 )
 from starters.api.temporal import (
     TemporalUnavailable,
+    decide_through_update,
     not_found_or_unavailable,
     open_runs,
     opened_and_age,
@@ -355,17 +356,14 @@ async def decide_credit(
     approval = CreditApproval(
         approve=body.approve, reason=body.reason, approver=principal.name, role=principal.role
     )
-    try:
-        return await handle.execute_update(
-            "decide", approval, result_type=CreditApproval, rpc_timeout=timedelta(seconds=10)
-        )
-    except WorkflowUpdateFailedError as err:
-        refusal = str(err.cause) if err.cause else "refused"
-        raise HTTPException(409, f"decision refused: {refusal}") from None
-    except RPCError as err:
-        if "already completed" in str(err):
-            raise HTTPException(409, f"{credit_id} is no longer waiting") from None
-        raise not_found_or_unavailable(err, f"no credit {credit_id}") from err
+    return await decide_through_update(
+        handle,
+        approval,
+        CreditApproval,
+        missing=f"no credit {credit_id}",
+        closed=f"{credit_id} is no longer waiting",
+        rpc_timeout=timedelta(seconds=10),
+    )
 
 
 async def _note_refusal(

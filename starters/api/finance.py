@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecution
 from temporalio.service import RPCError
 
 from canonical import Decision, DecisionRequest, ExceptionContext, FinanceDecision, Money
@@ -22,6 +22,7 @@ from starters.api.errors import V1_ERRORS, error_answers
 from starters.api.shapes import STRIPE_CUSTOMER_ID, StrictBody
 from starters.api.temporal import (
     TemporalUnavailable,
+    decide_through_update,
     not_found_or_unavailable,
     open_runs,
     opened_and_age,
@@ -140,15 +141,13 @@ async def decide_exception(
         role=principal.role,
         manual_erp_number=body.manual_erp_number,
     )
-    try:
-        return await handle.execute_update("decide", request, result_type=FinanceDecision)
-    except WorkflowUpdateFailedError as err:
-        refusal = str(err.cause) if err.cause else "refused"
-        raise HTTPException(409, f"decision refused: {refusal}") from None
-    except RPCError as err:
-        if "already completed" in str(err):
-            raise HTTPException(409, f"{exception_id} is already decided") from None
-        raise not_found_or_unavailable(err, f"no finance exception {exception_id}") from err
+    return await decide_through_update(
+        handle,
+        request,
+        FinanceDecision,
+        missing=f"no finance exception {exception_id}",
+        closed=f"{exception_id} is already decided",
+    )
 
 
 def _safe(value: str) -> str:

@@ -37,10 +37,22 @@ def _iso_day(value: Any) -> Any:
 
 IsoDate = Annotated[date, BeforeValidator(_iso_day)]
 
+
+def _integral_amount(value: Any) -> Any:
+    """JSON does not tell 12.0 from 12: an integral number is that integer, exactly; any
+    other float is left for Money to refuse."""
+    if isinstance(value, dict):
+        amount = value.get("amount")
+        if isinstance(amount, float) and amount.is_integer() and abs(amount) < 2**53:
+            return {**value, "amount": int(amount)}
+    return value
+
+
 # Money as a request may write it: the document says what Money really takes (no float, a
 # known currency), so a client built from it never sends what is refused.
 MoneyIn = Annotated[
     Money,
+    BeforeValidator(_integral_amount),
     WithJsonSchema(
         {
             "type": "object",

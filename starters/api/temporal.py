@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from fastapi import HTTPException
-from temporalio.client import Client, WorkflowExecution
+from temporalio.client import Client, WorkflowExecution, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.codec import codec_from_settings
@@ -89,3 +89,29 @@ def not_found_or_unavailable(err: RPCError, missing: str) -> Exception:
     if err.status == RPCStatusCode.NOT_FOUND:
         return HTTPException(404, missing)
     return TemporalUnavailable(str(err))
+
+
+async def decide_through_update(
+    handle: WorkflowHandle[Any, Any],
+    decision: Any,
+    result_type: type[T],
+    *,
+    missing: str,
+    closed: str,
+    rpc_timeout: timedelta | None = None,
+) -> T:
+    """Hands `decision` to the workflow's `decide` Update, which validates and audits it:
+    409 when its validator refuses or the workflow has ended (`closed`), 404 when Temporal
+    knows no such workflow (`missing`), otherwise Temporal is unavailable (503)."""
+    try:
+        answer: T = await handle.execute_update(
+            "decide", decision, result_type=result_type, rpc_timeout=rpc_timeout
+        )
+    except WorkflowUpdateFailedError as err:
+        refusal = str(err.cause) if err.cause else "refused"
+        raise HTTPException(409, f"decision refused: {refusal}") from None
+    except RPCError as err:
+        if "already completed" in str(err):
+            raise HTTPException(409, closed) from None
+        raise not_found_or_unavailable(err, missing) from err
+    return answer

@@ -327,9 +327,19 @@ def test_the_finance_filters_take_billings_customer_ids_only() -> None:
         assert response.json()["error"].startswith("query.customer_id: String should match")
 
 
-def test_money_in_a_credit_stays_decimal() -> None:
-    body = credits.CreditBody.model_validate(credit_body(amount={"amount": 12, "currency": "usd"}))
+@pytest.mark.parametrize("amount", [12, "12", "12.00", 12.0])
+def test_money_in_a_credit_stays_decimal(amount: Any) -> None:
+    body = credits.CreditBody.model_validate(
+        credit_body(amount={"amount": amount, "currency": "usd"})
+    )
     assert body.amount == Money(amount=Decimal("12.00"), currency="USD")
+    assert isinstance(body.amount.amount, Decimal)
+
+
+@pytest.mark.parametrize("amount", [12.5, 0.1, 1e300, float("nan")])
+def test_a_fractional_or_huge_json_number_is_no_amount(amount: float) -> None:
+    with pytest.raises(ValidationError, match="money amounts must not be floats"):
+        credits.CreditBody.model_validate(credit_body(amount={"amount": amount, "currency": "USD"}))
 
 
 # --- webhooks -----------------------------------------------------------------------------
