@@ -76,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
         _request: Request, exc: RequestValidationError
     ) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()))
+        where = ".".join(_shown(part) for part in first.get("loc", ()))
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
 
     @app.exception_handler(TemporalUnavailable)
@@ -87,6 +87,13 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+
+
+def _shown(part: object) -> str:
+    """A part of an error's location; a field name sent by the caller (an extra field) is
+    quoted when it holds a line break or another control character, so the error stays one line."""
+    text = str(part)
+    return text[:80] if text.isprintable() else repr(text)[:80]
 
 
 def first_line(err: BaseException) -> str:

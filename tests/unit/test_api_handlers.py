@@ -197,6 +197,15 @@ def test_replay_takes_no_field_it_does_not_know() -> None:
     assert response.json()["error"].startswith("body.force: Extra inputs are not permitted")
 
 
+def test_an_unknown_field_named_with_a_line_break_is_refused_on_one_line() -> None:
+    api = mounted(replay.router)
+    response = api.client.post(
+        "/v1/billing/events:replay", json={"event_ids": ["evt_1"], "a\nb": 1}
+    )
+    assert response.status_code == 422
+    assert response.json() == {"error": "body.'a\\nb': Extra inputs are not permitted"}
+
+
 # --- accounts -----------------------------------------------------------------------------
 
 
