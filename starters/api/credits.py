@@ -52,6 +52,7 @@ from starters.api.shapes import (
 from starters.api.temporal import (
     TemporalUnavailable,
     decide_through_update,
+    inbox_filters,
     not_found_or_unavailable,
     open_runs,
     opened_and_age,
@@ -303,18 +304,9 @@ async def list_pending_approvals(
         "BusinessProcess = 'case_to_credit' AND ExecutionStatus = 'Running' "
         f"AND ProcessStatus IN ({statuses})"
     )
-    if customer_id:
-        query += f" AND CustomerId = '{customer_id}'"
-    if min_amount_minor is not None:
-        query += f" AND AmountMinor >= {min_amount_minor}"
-    if min_age_hours is not None:
-        before = datetime.now(UTC) - timedelta(hours=min_age_hours)
-        query += f" AND StartTime <= '{before.isoformat()}'"
+    query += inbox_filters(customer_id, min_amount_minor, min_age_hours)
     client = await temporal.client()
-    try:
-        runs = await open_runs(client, query, "state", CreditState, LIST_LIMIT)
-    except RPCError as err:
-        raise TemporalUnavailable(str(err)) from err
+    runs = await open_runs(client, query, "state", CreditState, LIST_LIMIT)
     found = [
         _approval(state, execution.start_time) if state else _unreadable(execution)
         for execution, state in runs

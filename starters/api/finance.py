@@ -7,7 +7,7 @@ identity, so the workflow's validator judges them and the workflow audits them.
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -21,8 +21,8 @@ from starters.api.dependencies import TemporalDep, finance_deciders, finance_rea
 from starters.api.errors import V1_ERRORS, error_answers
 from starters.api.shapes import STRIPE_CUSTOMER_ID, StrictBody
 from starters.api.temporal import (
-    TemporalUnavailable,
     decide_through_update,
+    inbox_filters,
     not_found_or_unavailable,
     open_runs,
     opened_and_age,
@@ -78,17 +78,8 @@ async def list_open_exceptions(
 ) -> list[ExceptionSummary]:
     client = await temporal.client()
     query = "BusinessProcess = 'finance_exception' AND ExecutionStatus = 'Running'"
-    if customer_id:
-        query += f" AND CustomerId = '{customer_id}'"
-    if min_amount_minor is not None:
-        query += f" AND AmountMinor >= {min_amount_minor}"
-    if min_age_hours is not None:
-        before = datetime.now(UTC) - timedelta(hours=min_age_hours)
-        query += f" AND StartTime <= '{before.isoformat()}'"
-    try:
-        runs = await open_runs(client, query, "state", FinanceExceptionState, LIST_LIMIT)
-    except RPCError as err:
-        raise TemporalUnavailable(str(err)) from err
+    query += inbox_filters(customer_id, min_amount_minor, min_age_hours)
+    runs = await open_runs(client, query, "state", FinanceExceptionState, LIST_LIMIT)
     found = [
         _summary(state, execution.start_time) if state else _unreadable(execution)
         for execution, state in runs

@@ -56,7 +56,10 @@ async def open_runs(
     """Running workflows matching `visibility_query`, each with the answer to its query —
     asked side by side, each bounded, so one workflow whose worker is down cannot stall a
     list: its answer is None and the caller shows it as unreadable rather than hiding it."""
-    executions = [e async for e in client.list_workflows(visibility_query, limit=limit)]
+    try:
+        executions = [e async for e in client.list_workflows(visibility_query, limit=limit)]
+    except RPCError as err:
+        raise TemporalUnavailable(str(err)) from err
     gate = asyncio.Semaphore(QUERIES_IN_FLIGHT)
 
     async def ask(execution: WorkflowExecution) -> T | None:
@@ -72,6 +75,22 @@ async def open_runs(
 
     answers = await asyncio.gather(*(ask(e) for e in executions))
     return list(zip(executions, answers, strict=True))
+
+
+def inbox_filters(
+    customer_id: str | None, min_amount_minor: int | None, min_age_hours: float | None
+) -> str:
+    """The visibility-query conditions of an inbox's filters, each already validated to its
+    shape (a customer id of billing's, numbers in range) before it is pasted here."""
+    conditions = ""
+    if customer_id:
+        conditions += f" AND CustomerId = '{customer_id}'"
+    if min_amount_minor is not None:
+        conditions += f" AND AmountMinor >= {min_amount_minor}"
+    if min_age_hours is not None:
+        before = datetime.now(UTC) - timedelta(hours=min_age_hours)
+        conditions += f" AND StartTime <= '{before.isoformat()}'"
+    return conditions
 
 
 def opened_and_age(started: datetime) -> dict[str, Any]:
