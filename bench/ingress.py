@@ -165,12 +165,13 @@ class Timings:
 
 
 def instrument(store: IntegrationStore, timings: Timings) -> None:
-    """Timers around each step of the webhook path, put in the app module's own names."""
-    import starters.api.app as app_module
+    """Timers around each step of the webhook path, put in the names its modules look up."""
+    import starters.api.intake as intake_module
     import starters.api.receipts as receipts_module
+    import starters.api.webhooks as webhooks_module
 
     wrapped: dict[str, Any] = {
-        "verify_stripe": timings.sync("verify signature", app_module.verify_stripe),
+        "verify_stripe": timings.sync("verify signature", webhooks_module.verify_stripe),
         "json": SimpleNamespace(loads=timings.sync("json.loads", json.loads)),
         "StripeEventPayload": SimpleNamespace(
             model_validate=timings.sync(
@@ -179,17 +180,18 @@ def instrument(store: IntegrationStore, timings: Timings) -> None:
         ),
         "to_business_event": timings.sync("to_business_event", to_business_event),
         "route_billing_event": timings.sync("route_billing_event", route_billing_event),
-        "signal_with_start": timings.coroutine("Temporal signal_with_start", signal_with_start),
     }
-    run_in_threadpool = app_module.run_in_threadpool
+    run_in_threadpool = receipts_module.run_in_threadpool
 
     async def hop(fn: Callable[..., T], *args: Any) -> T:  # the thread pool: wait + hop + work
         name = f"thread pool: {getattr(fn, '__name__', 'call')} (wait + hop + work)"
         return await timings.coroutine(name, run_in_threadpool)(fn, *args)
 
-    wrapped["run_in_threadpool"] = hop
     for name, timed in wrapped.items():  # looked up by name at each request
-        setattr(app_module, name, timed)
+        setattr(webhooks_module, name, timed)
+    intake_module.signal_with_start = timings.coroutine(  # type: ignore[assignment]
+        "Temporal signal_with_start", signal_with_start
+    )
     receipts_module.run_in_threadpool = hop  # type: ignore[assignment]
     store.has_webhook_receipt = timings.sync(  # type: ignore[method-assign]
         "store: receipt lookup (in thread)", store.has_webhook_receipt

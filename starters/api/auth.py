@@ -26,7 +26,8 @@ Every authenticated request, allowed or not by its role, takes a token from its 
 answered 429 with Retry-After. Buckets live in this process: each replica limits on its own.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the closure's Header() annotation.
+from __future__ import annotations
+
 import hashlib
 import hmac
 import math
@@ -36,9 +37,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
 
-from fastapi import Header, HTTPException
+from fastapi import HTTPException
 
 from adapters.logs import get_logger
 from adapters.settings import Settings
@@ -142,7 +142,7 @@ class ApiKeyring:
         self.rate_limiter = KeyRateLimiter(rate_per_second, rate_burst, clock)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ApiKeyring":
+    def from_settings(cls, settings: Settings) -> ApiKeyring:
         return cls(
             settings.api_keys,
             rate_per_second=settings.api_rate_limit_per_second,
@@ -172,17 +172,6 @@ class ApiKeyring:
             log.warning("expired API key used", key_name=found.principal.name)
             raise ApiKeyExpired(found.principal, found.expired_on)
         return found.principal
-
-
-def role_dependency(keyring: ApiKeyring, *roles: str) -> Callable[..., ApiPrincipal]:
-    """A FastAPI dependency: the caller's principal, if its key holds one of `roles`
-    (any role when none is named); 401 without a known, unexpired key, 429 when the key's
-    rate limit is spent, 403 with the wrong role."""
-
-    def check(authorization: Annotated[str | None, Header()] = None) -> ApiPrincipal:
-        return admit(keyring, principal_for_key(keyring, bearer_key(authorization)), roles)
-
-    return check
 
 
 def bearer_key(authorization: str | None) -> str | None:

@@ -7,15 +7,15 @@ starts `credit/{case_id}/{request_id}` once, however often it is sent. Finance l
 credits waiting for approval and decides them through the workflow's validated Update.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the closures in Depends().
+# No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecution
 from temporalio.service import RPCError
 
 from activities.credits import CreditFactsInput, gather_credit_facts
@@ -23,14 +23,36 @@ from adapters import visibility
 from adapters.errors import AdapterError, NotFoundError, ValidationError
 from adapters.logs import get_logger
 from adapters.ports import BillingSystem, Ledger, SupportDesk
-from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from canonical import Money
 from canonical.credit import CreditAssessment, CreditFacts, CreditPolicy, CreditRequest
-from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.auth import ApiPrincipal
+from starters.api.dependencies import (
+    BillingDep,
+    CorrelationIdDep,
+    LedgerDep,
+    PolicyDep,
+    SettingsDep,
+    StoreDep,
+    SupportDep,
+    TemporalDep,
+    credit_checkers,
+    credit_readers,
+    credit_requesters,
+    finance_deciders,
+)
+from starters.api.errors import V1_ERRORS, counterpart_unavailable, error_answers
+from starters.api.shapes import (
+    STRIPE_CUSTOMER_ID,
+    STRIPE_INVOICE_ID,
+    ZENDESK_TICKET_ID,
+    MoneyIn,
+    StrictBody,
+)
 from starters.api.temporal import (
-    TemporalConnection,
     TemporalUnavailable,
+    decide_through_update,
+    inbox_filters,
     not_found_or_unavailable,
     open_runs,
     opened_and_age,
@@ -45,12 +67,14 @@ WAITING = ("awaiting_approval", "reminded", "escalated")
 LIST_LIMIT = 200
 
 
-class CreditBody(BaseModel):
-    case_id: str = Field(pattern=SAFE_ID, description="the support ticket")
-    amount: Money
+class CreditBody(StrictBody):
+    case_id: str = Field(pattern=ZENDESK_TICKET_ID, description="the support ticket's number")
+    amount: MoneyIn
     reason: str = Field(min_length=1, max_length=500)
     invoice_id: str | None = Field(
-        default=None, pattern=SAFE_ID, description="credit this open invoice; none: the next one"
+        default=None,
+        pattern=STRIPE_INVOICE_ID,
+        description="credit this open invoice (in_...); none: the next one",
     )
     incident_reference: str | None = Field(default=None, max_length=128)
     request_id: str | None = Field(
@@ -97,214 +121,231 @@ class ApprovalSummary(BaseModel):
     age_hours: float
 
 
-class ApprovalBody(BaseModel):
+class ApprovalBody(StrictBody):
     approve: bool
     reason: str = Field(min_length=1, max_length=2000)
 
 
-def credits_router(
-    settings: Settings,
-    temporal: TemporalConnection,
-    keyring: ApiKeyring,
-    systems: tuple[SupportDesk, BillingSystem, Ledger],
+async def check(
+    body: CreditBody,
+    requested_by: str,
+    support: SupportDesk,
+    billing: BillingSystem,
+    ledger: Ledger,
     store: IntegrationStore,
     policy: CreditPolicy,
-) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["credits"])
-    support, billing, ledger = systems
-    requesters = role_dependency(keyring, "support")
-    checkers = role_dependency(keyring, "support", "finance", "finance_admin")
-    readers = role_dependency(keyring, "support", "finance", "finance_admin", "ops")
-    deciders = role_dependency(keyring, "finance", "finance_admin")
-
-    async def check(body: CreditBody, requested_by: str) -> tuple[CreditCheck, CreditRequest]:
-        try:
-            facts = await gather_credit_facts(
-                CreditFactsInput(
-                    case_id=body.case_id, currency=body.amount.currency, as_of=datetime.now(UTC)
-                ),
-                support,
-                billing,
-                ledger,
-                store,
-            )
-        except AdapterError as err:
-            if err.system != "support":
-                raise HTTPException(502, f"billing or ERP could not be read: {err}") from None
-            if isinstance(err, NotFoundError):
-                raise HTTPException(404, f"no support ticket {body.case_id}") from None
-            if isinstance(err, ValidationError):
-                raise HTTPException(422, f"ticket {body.case_id}: {err}") from None
-            raise HTTPException(502, f"support could not be read: {err}") from None
-        request = CreditRequest(
-            case_id=body.case_id,
-            request_id=body.request_id or "check",
-            organization_id=facts.case.organization_id or "none",
-            requested_by=requested_by,
-            amount=body.amount,
-            reason=body.reason,
-            incident_reference=body.incident_reference,
-            invoice_id=body.invoice_id,
+) -> tuple[CreditCheck, CreditRequest]:
+    """The facts the credit policy needs, gathered once as the workflow gathers them, and what
+    the policy decides on them now."""
+    try:
+        facts = await gather_credit_facts(
+            CreditFactsInput(
+                case_id=body.case_id, currency=body.amount.currency, as_of=datetime.now(UTC)
+            ),
+            support,
+            billing,
+            ledger,
+            store,
         )
-        return live_check(facts, request), request
-
-    def live_check(facts: CreditFacts, request: CreditRequest) -> CreditCheck:
-        case, subscription = facts.case, facts.subscription
-        customer_id = case.customer_id
-        answer = CreditCheck(
-            outcome="ineligible",
-            reasons=[],
-            warnings=[],
-            case_id=case.case_id,
-            organization_id=case.organization_id,
-            customer_id=customer_id,
-            subscription_id=subscription.subscription_id if subscription else None,
-            monthly_recurring=None,
-            credited_last_90_days=None,
-            erp_party=facts.erp_party,
-            erp_period_open=facts.erp_period_open,
-        )
-        if customer_id is None:
-            answer.reasons.extend(eligibility_problems(request, None, None))
-            return answer
-        if facts.erp_party is None:
-            answer.warnings.append(f"customer {customer_id} has no ERP party yet (account sync)")
-        if not facts.erp_period_open:
-            answer.warnings.append("the ERP period is closed: posting would go to finance")
-        problems = eligibility_problems(request, subscription, customer_id)
-        if problems or subscription is None or facts.credited_last_90_days is None:
-            answer.reasons.extend(problems)
-            return answer
-        assessment: CreditAssessment = assess(
-            request, subscription, facts.credited_last_90_days, policy
-        )
-        answer.outcome = assessment.outcome
-        answer.reasons.extend(assessment.reasons)
-        answer.monthly_recurring = assessment.monthly_recurring
-        answer.credited_last_90_days = assessment.credited_last_90_days
-        return answer
-
-    @router.post("/credits:validate", response_model=CreditCheck)
-    async def validate_credit(
-        body: CreditBody, principal: Annotated[ApiPrincipal, Depends(checkers)]
-    ) -> CreditCheck:
-        """What the policy would decide for this credit now; starts nothing."""
-        facts, _request = await check(body, principal.name)
-        return facts
-
-    @router.post("/credits", response_model=CreditAccepted, status_code=202)
-    async def request_credit(
-        body: CreditBody,
-        request: Request,
-        principal: Annotated[ApiPrincipal, Depends(requesters)],
-        idempotency_key: Annotated[str | None, Header(pattern=SAFE_ID)] = None,
-    ) -> CreditAccepted:
-        """Request a credit on a ticket; the same request id twice starts one process."""
-        request_id = body.request_id or idempotency_key
-        if not request_id:
-            raise HTTPException(
-                422, "request_id (or an Idempotency-Key header) is required, so a retry "
-                "cannot credit twice",
-            )  # fmt: skip
-        body = body.model_copy(update={"request_id": request_id})
-        facts, credit = await check(body, principal.name)
-        if facts.outcome in ("ineligible", "reject"):
-            refusal = "; ".join(facts.reasons)
-            await _note_refusal(support, credit, principal.name, refusal)
-            raise HTTPException(422, f"credit refused: {refusal}")
-        start = credit_start(credit, policy, request.state.correlation_id, facts.customer_id)
-        client = await temporal.client()
-        try:
-            started = await start_once(client, start, settings.task_queue_prefix)
-        except RPCError as err:
-            raise TemporalUnavailable(str(err)) from err
-        if started:
-            await run_in_threadpool(
-                store.append_audit,
-                actor=principal.name,
-                role=principal.role,
-                action="credit.requested",
-                subject=start.workflow_id,
-                reason=credit.reason,
-                amount=credit.amount.amount,
-                currency=credit.amount.currency,
-                correlation_id=request.state.correlation_id,
-                details={"case_id": credit.case_id, "outcome": facts.outcome},
-            )
-        log.info("credit request", workflow_id=start.workflow_id, started=started)
-        status: Literal["accepted", "duplicate"] = "accepted" if started else "duplicate"
-        return CreditAccepted(status=status, workflow_id=start.workflow_id, check=facts)
-
-    @router.get("/approvals", response_model=list[ApprovalSummary], tags=["finance"])
-    async def list_pending_approvals(
-        _principal: Annotated[ApiPrincipal, Depends(readers)],
-        customer_id: Annotated[str | None, Query(pattern=SAFE_ID)] = None,
-        # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
-        min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
-        min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
-    ) -> list[ApprovalSummary]:
-        """Credits waiting for finance, oldest first."""
-        statuses = ", ".join(f"'{s}'" for s in WAITING)
-        query = (
-            "BusinessProcess = 'case_to_credit' AND ExecutionStatus = 'Running' "
-            f"AND ProcessStatus IN ({statuses})"
-        )
-        if customer_id:
-            query += f" AND CustomerId = '{customer_id}'"
-        if min_amount_minor is not None:
-            query += f" AND AmountMinor >= {min_amount_minor}"
-        if min_age_hours is not None:
-            before = datetime.now(UTC) - timedelta(hours=min_age_hours)
-            query += f" AND StartTime <= '{before.isoformat()}'"
-        client = await temporal.client()
-        try:
-            runs = await open_runs(client, query, "state", CreditState, LIST_LIMIT)
-        except RPCError as err:
-            raise TemporalUnavailable(str(err)) from err
-        found = [
-            _approval(state, execution.start_time) if state else _unreadable(execution)
-            for execution, state in runs
-            if state is None or state.status in WAITING
-        ]
-        return sorted(found, key=lambda a: a.opened_at)
-
-    @router.get("/credits/{credit_id:path}", response_model=CreditState)
-    async def show_credit(
-        credit_id: str, _principal: Annotated[ApiPrincipal, Depends(readers)]
-    ) -> CreditState:
-        """A credit's state, decision, amounts and ids in billing, the ERP and finance."""
-        client = await temporal.client()
-        handle = client.get_workflow_handle(_credit_id(credit_id))
-        try:
-            return await handle.query(CaseToCreditWorkflow.state)
-        except RPCError as err:
-            raise not_found_or_unavailable(err, f"no credit {credit_id}") from err
-
-    @router.post(
-        "/credits/{credit_id:path}:decide", response_model=CreditApproval, tags=["finance"]
+    except NotFoundError as err:
+        if err.system != "support":
+            raise counterpart_unavailable("billing or the ERP", err) from None
+        raise HTTPException(404, f"no support ticket {body.case_id}") from None
+    except ValidationError as err:
+        if err.system != "support":
+            raise counterpart_unavailable("billing or the ERP", err) from None
+        raise HTTPException(422, f"ticket {body.case_id}: {err}") from None
+    except AdapterError as err:
+        system = "support" if err.system == "support" else "billing or the ERP"
+        raise counterpart_unavailable(system, err) from None
+    request = CreditRequest(
+        case_id=body.case_id,
+        request_id=body.request_id or "check",
+        organization_id=facts.case.organization_id or "none",
+        requested_by=requested_by,
+        amount=body.amount,
+        reason=body.reason,
+        incident_reference=body.incident_reference,
+        invoice_id=body.invoice_id,
     )
-    async def decide_credit(
-        credit_id: str, body: ApprovalBody, principal: Annotated[ApiPrincipal, Depends(deciders)]
-    ) -> CreditApproval:
-        """Approve or reject a credit waiting for finance; the workflow validates and audits."""
-        client = await temporal.client()
-        handle = client.get_workflow_handle(_credit_id(credit_id))
-        approval = CreditApproval(
-            approve=body.approve, reason=body.reason, approver=principal.name, role=principal.role
-        )
-        try:
-            return await handle.execute_update(
-                "decide", approval, result_type=CreditApproval, rpc_timeout=timedelta(seconds=10)
-            )
-        except WorkflowUpdateFailedError as err:
-            refusal = str(err.cause) if err.cause else "refused"
-            raise HTTPException(409, f"decision refused: {refusal}") from None
-        except RPCError as err:
-            if "already completed" in str(err):
-                raise HTTPException(409, f"{credit_id} is no longer waiting") from None
-            raise not_found_or_unavailable(err, f"no credit {credit_id}") from err
+    return live_check(facts, request, policy), request
 
-    return router
+
+def live_check(facts: CreditFacts, request: CreditRequest, policy: CreditPolicy) -> CreditCheck:
+    case, subscription = facts.case, facts.subscription
+    customer_id = case.customer_id
+    answer = CreditCheck(
+        outcome="ineligible",
+        reasons=[],
+        warnings=[],
+        case_id=case.case_id,
+        organization_id=case.organization_id,
+        customer_id=customer_id,
+        subscription_id=subscription.subscription_id if subscription else None,
+        monthly_recurring=None,
+        credited_last_90_days=None,
+        erp_party=facts.erp_party,
+        erp_period_open=facts.erp_period_open,
+    )
+    if customer_id is None:
+        answer.reasons.extend(eligibility_problems(request, None, None))
+        return answer
+    if facts.erp_party is None:
+        answer.warnings.append(f"customer {customer_id} has no ERP party yet (account sync)")
+    if not facts.erp_period_open:
+        answer.warnings.append("the ERP period is closed: posting would go to finance")
+    problems = eligibility_problems(request, subscription, customer_id)
+    if problems or subscription is None or facts.credited_last_90_days is None:
+        answer.reasons.extend(problems)
+        return answer
+    assessment: CreditAssessment = assess(
+        request, subscription, facts.credited_last_90_days, policy
+    )
+    answer.outcome = assessment.outcome
+    answer.reasons.extend(assessment.reasons)
+    answer.monthly_recurring = assessment.monthly_recurring
+    answer.credited_last_90_days = assessment.credited_last_90_days
+    return answer
+
+
+router = APIRouter(prefix="/v1", tags=["credits"], responses=V1_ERRORS)
+
+
+@router.post("/credits:validate", response_model=CreditCheck, responses=error_answers(404))
+async def validate_credit(
+    body: CreditBody,
+    principal: Annotated[ApiPrincipal, Depends(credit_checkers)],
+    support: SupportDep,
+    billing: BillingDep,
+    ledger: LedgerDep,
+    store: StoreDep,
+    policy: PolicyDep,
+) -> CreditCheck:
+    """What the policy would decide for this credit now; starts nothing."""
+    facts, _request = await check(body, principal.name, support, billing, ledger, store, policy)
+    return facts
+
+
+@router.post(
+    "/credits", response_model=CreditAccepted, status_code=202, responses=error_answers(404)
+)
+async def request_credit(
+    body: CreditBody,
+    principal: Annotated[ApiPrincipal, Depends(credit_requesters)],
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    support: SupportDep,
+    billing: BillingDep,
+    ledger: LedgerDep,
+    store: StoreDep,
+    policy: PolicyDep,
+    correlation_id: CorrelationIdDep,
+    idempotency_key: Annotated[str | None, Header(pattern=SAFE_ID)] = None,
+) -> CreditAccepted:
+    """Request a credit on a ticket; the same request id twice starts one process."""
+    request_id = body.request_id or idempotency_key
+    if not request_id:
+        raise HTTPException(
+            422, "request_id (or an Idempotency-Key header) is required, so a retry "
+            "cannot credit twice",
+        )  # fmt: skip
+    body = body.model_copy(update={"request_id": request_id})
+    facts, credit = await check(body, principal.name, support, billing, ledger, store, policy)
+    if facts.outcome in ("ineligible", "reject"):
+        refusal = "; ".join(facts.reasons)
+        await _note_refusal(support, credit, principal.name, refusal)
+        raise HTTPException(422, f"credit refused: {refusal}")
+    start = credit_start(credit, policy, correlation_id, facts.customer_id)
+    client = await temporal.client()
+    try:
+        started = await start_once(client, start, settings.task_queue_prefix)
+    except RPCError as err:
+        raise TemporalUnavailable(str(err)) from err
+    if started:
+        await run_in_threadpool(
+            store.append_audit,
+            actor=principal.name,
+            role=principal.role,
+            action="credit.requested",
+            subject=start.workflow_id,
+            reason=credit.reason,
+            amount=credit.amount.amount,
+            currency=credit.amount.currency,
+            correlation_id=correlation_id,
+            details={"case_id": credit.case_id, "outcome": facts.outcome},
+        )
+    log.info("credit request", workflow_id=start.workflow_id, started=started)
+    status: Literal["accepted", "duplicate"] = "accepted" if started else "duplicate"
+    return CreditAccepted(status=status, workflow_id=start.workflow_id, check=facts)
+
+
+@router.get("/approvals", response_model=list[ApprovalSummary], tags=["finance"])
+async def list_pending_approvals(
+    _principal: Annotated[ApiPrincipal, Depends(credit_readers)],
+    temporal: TemporalDep,
+    customer_id: Annotated[str | None, Query(pattern=STRIPE_CUSTOMER_ID)] = None,
+    # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
+    min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
+    min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
+) -> list[ApprovalSummary]:
+    """Credits waiting for finance, oldest first."""
+    statuses = ", ".join(f"'{s}'" for s in WAITING)
+    query = (
+        "BusinessProcess = 'case_to_credit' AND ExecutionStatus = 'Running' "
+        f"AND ProcessStatus IN ({statuses})"
+    )
+    query += inbox_filters(customer_id, min_amount_minor, min_age_hours)
+    client = await temporal.client()
+    runs = await open_runs(client, query, "state", CreditState, LIST_LIMIT)
+    found = [
+        _approval(state, execution.start_time) if state else _unreadable(execution)
+        for execution, state in runs
+        if state is None or state.status in WAITING
+    ]
+    return sorted(found, key=lambda a: a.opened_at)
+
+
+@router.get("/credits/{credit_id:path}", response_model=CreditState, responses=error_answers(404))
+async def show_credit(
+    credit_id: str,
+    _principal: Annotated[ApiPrincipal, Depends(credit_readers)],
+    temporal: TemporalDep,
+) -> CreditState:
+    """A credit's state, decision, amounts and ids in billing, the ERP and finance."""
+    client = await temporal.client()
+    handle = client.get_workflow_handle(_credit_id(credit_id))
+    try:
+        return await handle.query(CaseToCreditWorkflow.state)
+    except RPCError as err:
+        raise not_found_or_unavailable(err, f"no credit {credit_id}") from err
+
+
+@router.post(
+    "/credits/{credit_id:path}:decide",
+    response_model=CreditApproval,
+    tags=["finance"],
+    responses=error_answers(404, 409),
+)
+async def decide_credit(
+    credit_id: str,
+    body: ApprovalBody,
+    principal: Annotated[ApiPrincipal, Depends(finance_deciders)],
+    temporal: TemporalDep,
+) -> CreditApproval:
+    """Approve or reject a credit waiting for finance; the workflow validates and audits."""
+    client = await temporal.client()
+    handle = client.get_workflow_handle(_credit_id(credit_id))
+    approval = CreditApproval(
+        approve=body.approve, reason=body.reason, approver=principal.name, role=principal.role
+    )
+    return await decide_through_update(
+        handle,
+        approval,
+        CreditApproval,
+        missing=f"no credit {credit_id}",
+        closed=f"{credit_id} is no longer waiting",
+        rpc_timeout=timedelta(seconds=10),
+    )
 
 
 async def _note_refusal(
@@ -364,4 +405,4 @@ def _approval(state: CreditState, started: datetime) -> ApprovalSummary:
     )
 
 
-__all__ = ["credits_router"]
+__all__ = ["check", "live_check", "router"]

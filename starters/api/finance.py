@@ -5,23 +5,25 @@ exception workflows, and hands decisions to their `decide` Update with the calle
 identity, so the workflow's validator judges them and the workflow audits them.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the closures in Depends().
+# No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecution
 from temporalio.service import RPCError
 
 from adapters import visibility
-from adapters.settings import Settings
 from canonical import Decision, DecisionRequest, ExceptionContext, FinanceDecision, Money
-from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.auth import ApiPrincipal
+from starters.api.dependencies import TemporalDep, finance_deciders, finance_readers
+from starters.api.errors import V1_ERRORS, error_answers
+from starters.api.shapes import STRIPE_CUSTOMER_ID, StrictBody
 from starters.api.temporal import (
-    TemporalConnection,
-    TemporalUnavailable,
+    decide_through_update,
+    inbox_filters,
     not_found_or_unavailable,
     open_runs,
     opened_and_age,
@@ -55,95 +57,88 @@ class ExceptionDetail(ExceptionSummary):
     origin_workflow_id: str
 
 
-class DecisionBody(BaseModel):
+class DecisionBody(StrictBody):
     decision: Decision
     reason: str = Field(min_length=1, max_length=2000)
     manual_erp_number: str | None = Field(default=None, max_length=64)
 
 
-def finance_router(
-    settings: Settings, temporal: TemporalConnection, keyring: ApiKeyring
-) -> APIRouter:
-    router = APIRouter(prefix="/v1/exceptions", tags=["finance"])
-    readers = role_dependency(keyring, "finance", "finance_admin", "ops")
-    deciders = role_dependency(keyring, "finance", "finance_admin")
+router = APIRouter(prefix="/v1/exceptions", tags=["finance"], responses=V1_ERRORS)
 
-    @router.get("", response_model=list[ExceptionSummary])
-    async def list_open_exceptions(
-        _principal: Annotated[ApiPrincipal, Depends(readers)],
-        process: Annotated[str | None, Query(description="e.g. amendment_to_erp")] = None,
-        customer_id: Annotated[str | None, Query()] = None,
-        # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
-        min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
-        min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
-    ) -> list[ExceptionSummary]:
-        client = await temporal.client()
-        query = "BusinessProcess = 'finance_exception' AND ExecutionStatus = 'Running'"
-        if customer_id:
-            query += f" AND CustomerId = '{_safe(customer_id)}'"
-        if min_amount_minor is not None:
-            query += f" AND AmountMinor >= {min_amount_minor}"
-        if min_age_hours is not None:
-            before = datetime.now(UTC) - timedelta(hours=min_age_hours)
-            query += f" AND StartTime <= '{before.isoformat()}'"
-        try:
-            runs = await open_runs(client, query, "state", FinanceExceptionState, LIST_LIMIT)
-        except RPCError as err:
-            raise TemporalUnavailable(str(err)) from err
-        found = [
-            _summary(state, execution.start_time) if state else _unreadable(execution)
-            for execution, state in runs
-            if state is None or process is None or state.context.process == process
-        ]
-        return sorted(found, key=lambda s: s.opened_at)
 
-    @router.get("/{exception_id:path}", response_model=ExceptionDetail)
-    async def show_exception(
-        exception_id: str, _principal: Annotated[ApiPrincipal, Depends(readers)]
-    ) -> ExceptionDetail:
-        client = await temporal.client()
-        handle = client.get_workflow_handle(_exception_id(exception_id))
-        try:
-            description = await handle.describe()
-        except RPCError as err:
-            raise not_found_or_unavailable(err, f"no finance exception {exception_id}") from err
-        if description.workflow_type != "FinanceException":
-            raise HTTPException(404, f"no finance exception {exception_id}")
-        state = await handle.query(FinanceExceptionWorkflow.state)
-        summary = _summary(state, description.start_time)
-        return ExceptionDetail(
-            **summary.model_dump(),
-            context=state.context,
-            decision=state.decision,
-            origin_workflow_id=state.context.origin_workflow_id,
-        )
+@router.get("", response_model=list[ExceptionSummary])
+async def list_open_exceptions(
+    _principal: Annotated[ApiPrincipal, Depends(finance_readers)],
+    temporal: TemporalDep,
+    process: Annotated[str | None, Query(description="e.g. amendment_to_erp")] = None,
+    customer_id: Annotated[str | None, Query(pattern=STRIPE_CUSTOMER_ID)] = None,
+    # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
+    min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
+    min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
+) -> list[ExceptionSummary]:
+    client = await temporal.client()
+    query = "BusinessProcess = 'finance_exception' AND ExecutionStatus = 'Running'"
+    query += inbox_filters(customer_id, min_amount_minor, min_age_hours)
+    runs = await open_runs(client, query, "state", FinanceExceptionState, LIST_LIMIT)
+    found = [
+        _summary(state, execution.start_time) if state else _unreadable(execution)
+        for execution, state in runs
+        if state is None or process is None or state.context.process == process
+    ]
+    return sorted(found, key=lambda s: s.opened_at)
 
-    @router.post("/{exception_id:path}:decide", response_model=FinanceDecision)
-    async def decide_exception(
-        exception_id: str,
-        body: DecisionBody,
-        principal: Annotated[ApiPrincipal, Depends(deciders)],
-    ) -> FinanceDecision:
-        client = await temporal.client()
-        handle = client.get_workflow_handle(_exception_id(exception_id))
-        request = DecisionRequest(
-            decision=body.decision,
-            reason=body.reason,
-            actor=principal.name,
-            role=principal.role,
-            manual_erp_number=body.manual_erp_number,
-        )
-        try:
-            return await handle.execute_update("decide", request, result_type=FinanceDecision)
-        except WorkflowUpdateFailedError as err:
-            refusal = str(err.cause) if err.cause else "refused"
-            raise HTTPException(409, f"decision refused: {refusal}") from None
-        except RPCError as err:
-            if "already completed" in str(err):
-                raise HTTPException(409, f"{exception_id} is already decided") from None
-            raise not_found_or_unavailable(err, f"no finance exception {exception_id}") from err
 
-    return router
+@router.get("/{exception_id:path}", response_model=ExceptionDetail, responses=error_answers(404))
+async def show_exception(
+    exception_id: str,
+    _principal: Annotated[ApiPrincipal, Depends(finance_readers)],
+    temporal: TemporalDep,
+) -> ExceptionDetail:
+    client = await temporal.client()
+    handle = client.get_workflow_handle(_exception_id(exception_id))
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        raise not_found_or_unavailable(err, f"no finance exception {exception_id}") from err
+    if description.workflow_type != "FinanceException":
+        raise HTTPException(404, f"no finance exception {exception_id}")
+    state = await handle.query(FinanceExceptionWorkflow.state)
+    summary = _summary(state, description.start_time)
+    return ExceptionDetail(
+        **summary.model_dump(),
+        context=state.context,
+        decision=state.decision,
+        origin_workflow_id=state.context.origin_workflow_id,
+    )
+
+
+@router.post(
+    "/{exception_id:path}:decide",
+    response_model=FinanceDecision,
+    responses=error_answers(404, 409),
+)
+async def decide_exception(
+    exception_id: str,
+    body: DecisionBody,
+    principal: Annotated[ApiPrincipal, Depends(finance_deciders)],
+    temporal: TemporalDep,
+) -> FinanceDecision:
+    client = await temporal.client()
+    handle = client.get_workflow_handle(_exception_id(exception_id))
+    request = DecisionRequest(
+        decision=body.decision,
+        reason=body.reason,
+        actor=principal.name,
+        role=principal.role,
+        manual_erp_number=body.manual_erp_number,
+    )
+    return await decide_through_update(
+        handle,
+        request,
+        FinanceDecision,
+        missing=f"no finance exception {exception_id}",
+        closed=f"{exception_id} is already decided",
+    )
 
 
 def _safe(value: str) -> str:
@@ -195,4 +190,4 @@ def _summary(state: FinanceExceptionState, started: datetime) -> ExceptionSummar
     )
 
 
-__all__ = ["finance_router"]
+__all__ = ["router"]

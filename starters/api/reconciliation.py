@@ -1,24 +1,30 @@
 """Reconciliation over HTTP: start a run for a range, follow it, read its stored report."""
 
-# No `from __future__ import annotations`: FastAPI must see the closures in Depends().
-from datetime import date, datetime
+# No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from adapters.settings import Settings
-from adapters.store import IntegrationStore
 from adapters.store.reconciliation import ReconciliationStore
 from canonical.reconciliation import CLASSES
-from starters.api.auth import ApiKeyring, ApiPrincipal, role_dependency
+from starters.api.auth import ApiPrincipal
+from starters.api.dependencies import (
+    CorrelationIdDep,
+    SettingsDep,
+    StoreDep,
+    TemporalDep,
+    reconcilers,
+)
+from starters.api.errors import V1_ERRORS, error_answers
+from starters.api.shapes import IsoDate, StrictBody
 from starters.api.temporal import (
-    TemporalConnection,
     TemporalUnavailable,
     not_found_or_unavailable,
 )
@@ -26,9 +32,9 @@ from starters.reconciliation import start_reconciliation
 from workflows.reconciliation import ReconciliationResult, ReconciliationWorkflow
 
 
-class ReconRequest(BaseModel):
-    period_from: date = Field(description="first UTC day")
-    period_to: date | None = Field(default=None, description="last UTC day, included")
+class ReconRequest(StrictBody):
+    period_from: IsoDate = Field(description="first UTC day")
+    period_to: IsoDate | None = Field(default=None, description="last UTC day, included")
 
 
 class ReconStarted(BaseModel):
@@ -80,102 +86,106 @@ class ReconReport(BaseModel):
     next_after_id: int | None
 
 
-def reconciliation_router(
-    settings: Settings, temporal: TemporalConnection, keyring: ApiKeyring, store: IntegrationStore
-) -> APIRouter:
-    router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
-    starters = role_dependency(keyring, "ops", "finance", "finance_admin")
-    readers = role_dependency(keyring, "ops", "finance", "finance_admin")
+router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"], responses=V1_ERRORS)
+
+
+@router.post("", response_model=ReconStarted, status_code=202, responses=error_answers(409))
+async def start_run(
+    body: ReconRequest,
+    principal: Annotated[ApiPrincipal, Depends(reconcilers)],
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    store: StoreDep,
+    correlation_id: CorrelationIdDep,
+) -> ReconStarted:
+    """Reconcile billing, the ERP and the journal for the days given."""
+    client = await temporal.client()
+    try:
+        workflow_id = await start_reconciliation(
+            client, settings, body.period_from, body.period_to or body.period_from
+        )
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from None
+    except WorkflowAlreadyStartedError:
+        raise HTTPException(409, "a reconciliation of this period is running") from None
+    except RPCError as err:
+        raise TemporalUnavailable(str(err)) from err
+    await run_in_threadpool(
+        store.append_audit,
+        actor=principal.name,
+        role=principal.role,
+        action="reconciliation.started",
+        subject=workflow_id,
+        correlation_id=correlation_id,
+        details={"from": str(body.period_from), "to": str(body.period_to)},
+    )
+    return ReconStarted(workflow_id=workflow_id)
+
+
+@router.get("/runs/{run_id:path}", response_model=ReconReport, responses=error_answers(404))
+async def report(
+    run_id: str,
+    _principal: Annotated[ApiPrincipal, Depends(reconcilers)],
+    store: StoreDep,
+    classification: Annotated[
+        str | None, Query(alias="class", json_schema_extra={"enum": list(CLASSES)})
+    ] = None,
+    after_id: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> ReconReport:
+    """A stored run: totals per class and currency, and its items (keyset pages)."""
+    if classification is not None and classification not in CLASSES:
+        raise HTTPException(422, f"class must be one of {', '.join(CLASSES)}")
     recon = ReconciliationStore(store)
-
-    @router.post("", response_model=ReconStarted, status_code=202)
-    async def start_run(
-        body: ReconRequest, request: Request, principal: Annotated[ApiPrincipal, Depends(starters)]
-    ) -> ReconStarted:
-        """Reconcile billing, the ERP and the journal for the days given."""
-        client = await temporal.client()
-        try:
-            workflow_id = await start_reconciliation(
-                client, settings, body.period_from, body.period_to or body.period_from
-            )
-        except ValueError as err:
-            raise HTTPException(422, str(err)) from None
-        except WorkflowAlreadyStartedError:
-            raise HTTPException(409, "a reconciliation of this period is running") from None
-        except RPCError as err:
-            raise TemporalUnavailable(str(err)) from err
-        await run_in_threadpool(
-            store.append_audit,
-            actor=principal.name,
-            role=principal.role,
-            action="reconciliation.started",
-            subject=workflow_id,
-            correlation_id=request.state.correlation_id,
-            details={"from": str(body.period_from), "to": str(body.period_to)},
-        )
-        return ReconStarted(workflow_id=workflow_id)
-
-    @router.get("/runs/{run_id:path}", response_model=ReconReport)
-    async def report(
-        run_id: str,
-        _principal: Annotated[ApiPrincipal, Depends(readers)],
-        classification: Annotated[str | None, Query(alias="class")] = None,
-        after_id: Annotated[int | None, Query(ge=0)] = None,
-        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    ) -> ReconReport:
-        """A stored run: totals per class and currency, and its items (keyset pages)."""
-        if classification is not None and classification not in CLASSES:
-            raise HTTPException(422, f"class must be one of {', '.join(CLASSES)}")
-        run = await run_in_threadpool(recon.run, run_id)
-        if run is None:
-            raise HTTPException(404, f"no reconciliation run {run_id}")
-        items = await run_in_threadpool(recon.items, run_id, classification, after_id, limit)  # type: ignore[arg-type]
-        return ReconReport(
-            run_id=run.run_id,
-            period_start=run.period_start,
-            period_end=run.period_end,
-            status=run.status,
-            loaded=run.loaded,
-            totals={
-                cls: {
-                    cur: CurrencyFigure(count=t.count, amount=t.amount)
-                    for cur, t in total.by_currency.items()
-                }
-                for cls, total in run.totals.items()
-            },
-            counts=run.counts,
-            healed=run.healed_count,
-            exceptions=run.exception_count,
-            items=[ReconItemView.model_validate(i, from_attributes=True) for i in items],
-            next_after_id=items[-1].id if len(items) == limit else None,
-        )
-
-    @router.get("/{workflow_id:path}", response_model=ReconProgressView)
-    async def follow(
-        workflow_id: str, _principal: Annotated[ApiPrincipal, Depends(readers)]
-    ) -> ReconProgressView:
-        """Where a run is (sources loaded, phase), and its result once done."""
-        if not workflow_id.startswith("recon/"):
-            raise HTTPException(404, f"no reconciliation {workflow_id[:80]}")
-        client = await temporal.client()
-        handle = client.get_workflow_handle(workflow_id)
-        try:
-            description = await handle.describe()
-            status = description.status
-            result = None
-            progress: dict[str, Any] = {}
-            if status == WorkflowExecutionStatus.COMPLETED:
-                result = ReconciliationResult.model_validate(await handle.result())
-            elif status == WorkflowExecutionStatus.RUNNING:
-                progress = await handle.query(ReconciliationWorkflow.progress)
-        except RPCError as err:
-            raise not_found_or_unavailable(err, f"no reconciliation {workflow_id}") from err
-        state = status.name.lower() if status else "unknown"
-        return ReconProgressView(
-            workflow_id=workflow_id, state=state, progress=progress, result=result
-        )
-
-    return router
+    run = await run_in_threadpool(recon.run, run_id)
+    if run is None:
+        raise HTTPException(404, f"no reconciliation run {run_id}")
+    items = await run_in_threadpool(recon.items, run_id, classification, after_id, limit)  # type: ignore[arg-type]
+    return ReconReport(
+        run_id=run.run_id,
+        period_start=run.period_start,
+        period_end=run.period_end,
+        status=run.status,
+        loaded=run.loaded,
+        totals={
+            cls: {
+                cur: CurrencyFigure(count=t.count, amount=t.amount)
+                for cur, t in total.by_currency.items()
+            }
+            for cls, total in run.totals.items()
+        },
+        counts=run.counts,
+        healed=run.healed_count,
+        exceptions=run.exception_count,
+        items=[ReconItemView.model_validate(i, from_attributes=True) for i in items],
+        next_after_id=items[-1].id if len(items) == limit else None,
+    )
 
 
-__all__ = ["reconciliation_router"]
+@router.get("/{workflow_id:path}", response_model=ReconProgressView, responses=error_answers(404))
+async def follow(
+    workflow_id: str,
+    _principal: Annotated[ApiPrincipal, Depends(reconcilers)],
+    temporal: TemporalDep,
+) -> ReconProgressView:
+    """Where a run is (sources loaded, phase), and its result once done."""
+    if not workflow_id.startswith("recon/"):
+        raise HTTPException(404, f"no reconciliation {workflow_id[:80]}")
+    client = await temporal.client()
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+        status = description.status
+        result = None
+        progress: dict[str, Any] = {}
+        if status == WorkflowExecutionStatus.COMPLETED:
+            result = ReconciliationResult.model_validate(await handle.result())
+        elif status == WorkflowExecutionStatus.RUNNING:
+            progress = await handle.query(ReconciliationWorkflow.progress)
+    except RPCError as err:
+        raise not_found_or_unavailable(err, f"no reconciliation {workflow_id}") from err
+    state = status.name.lower() if status else "unknown"
+    return ReconProgressView(workflow_id=workflow_id, state=state, progress=progress, result=result)
+
+
+__all__ = ["router"]

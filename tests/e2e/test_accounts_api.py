@@ -67,6 +67,13 @@ async def test_ops_can_request_a_sync_which_runs_and_is_audited(
 
 
 async def test_unknown_account_is_a_404_with_a_reason(stack: Stack) -> None:
-    response = httpx.get(f"{stack.api_url}/v1/accounts/cus_never_seen", headers=_auth("ops"))
+    response = httpx.get(f"{stack.api_url}/v1/accounts/cus_NeverSeen", headers=_auth("ops"))
     assert response.status_code == 404
-    assert "cus_never_seen" in response.json()["error"]
+    assert "cus_NeverSeen" in response.json()["error"]
+
+
+async def test_an_id_billing_could_not_have_made_is_a_422(stack: Stack) -> None:
+    for customer_id in ("cus_never_seen", "cus_", "42", "cus_a.b"):
+        response = httpx.get(f"{stack.api_url}/v1/accounts/{customer_id}", headers=_auth("ops"))
+        assert response.status_code == 422, customer_id
+        assert response.json()["error"].startswith("path.customer_id: "), response.text

@@ -21,8 +21,8 @@ from starters.api.auth import (
     KeyRateLimiter,
     RateLimitExceeded,
     key_entry,
-    role_dependency,
 )
+from starters.api.dependencies import require_role
 
 ALICE_OLD = "lb_alice_old_key_0123456789"
 ALICE_NEW = "lb_alice_new_key_9876543210"
@@ -85,7 +85,8 @@ class Handled:
     def __init__(self, ring: ApiKeyring, *roles: str) -> None:
         self.calls = 0
         app = FastAPI()
-        guard = role_dependency(ring, *roles)
+        app.state.keyring = ring
+        guard = require_role(*roles)
 
         @app.get("/guarded")
         def guarded(principal: Annotated[ApiPrincipal, Depends(guard)]) -> dict[str, str]:

@@ -1,0 +1,60 @@
+"""Input handed to Temporal: answered only once the server has durably accepted the work, and
+recognised when it comes again (webhook receipts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from temporalio.service import RPCError
+
+from adapters.logs import get_logger
+from starters.api.receipts import WebhookReceipts
+from starters.api.temporal import TemporalConnection, TemporalUnavailable
+from starters.routing import ProcessStart, signal_with_start, start_once
+
+log = get_logger("ledgerbridge.api")
+
+
+class Accepted(BaseModel):
+    status: str  # accepted | duplicate | ignored
+    workflow_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Intake:
+    temporal: TemporalConnection
+    receipts: WebhookReceipts
+    task_queue_prefix: str
+
+    async def hand_to_temporal(self, start: ProcessStart) -> bool:
+        """Returns once the server has durably accepted the work (503 otherwise): False when
+        a process started once per id already had been (a concurrent duplicate delivery)."""
+        client = await self.temporal.client()
+        try:
+            if start.signal is None:
+                return await start_once(client, start, self.task_queue_prefix)
+            await signal_with_start(client, start, self.task_queue_prefix)
+        except RPCError as err:
+            raise TemporalUnavailable(str(err)) from err
+        return True
+
+    async def start_process(
+        self, start: ProcessStart, source: str, event_id: str, kind: str, *, checked: bool = False
+    ) -> Accepted:
+        """Hand a delivery to Temporal unless it was accepted before (`checked`: the caller
+        has just looked)."""
+        if not checked and await self.receipts.seen(source, event_id):
+            log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
+            return Accepted(status="duplicate", workflow_id=start.workflow_id)
+        new = await self.hand_to_temporal(start)
+        await self.receipts.record(source, event_id, kind, start.workflow_id)
+        if not new:
+            log.info("duplicate delivery", event_id=event_id, workflow_id=start.workflow_id)
+            return Accepted(status="duplicate", workflow_id=start.workflow_id)
+        log.info("accepted", event_id=event_id, event_type=kind, workflow_id=start.workflow_id)
+        return Accepted(status="accepted", workflow_id=start.workflow_id)
+
+
+__all__ = ["Accepted", "Intake"]
