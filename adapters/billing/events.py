@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.billing.stripe import invoice_subscription_id
+from adapters.billing.stripe import STRIPE_API_VERSION, invoice_subscription_id
 from canonical import BusinessEvent, SubjectIds
 
 
@@ -20,6 +20,8 @@ class StripeEventPayload(BaseModel):
     type: str = Field(min_length=1, max_length=120)
     created: int = Field(ge=0)
     data: dict[str, Any]
+    # Stripe renders an event at its endpoint's (or the account's) version, not the caller's.
+    api_version: str | None = Field(default=None, max_length=64)
 
 
 def subject_of(event_type: str, obj: dict[str, Any]) -> SubjectIds:
@@ -42,7 +44,18 @@ def subject_of(event_type: str, obj: dict[str, Any]) -> SubjectIds:
     return SubjectIds(customer_id=customer)
 
 
+class UnreadableVersion(ValueError):
+    """An event rendered at another API version than the one the mapping reads."""
+
+
 def to_business_event(payload: StripeEventPayload, correlation_id: str | None) -> BusinessEvent:
+    """The canonical envelope; UnreadableVersion for an event of another API version, whose
+    fields (e.g. where an invoice names its subscription) would be misread."""
+    if payload.api_version is not None and payload.api_version != STRIPE_API_VERSION:
+        raise UnreadableVersion(
+            f"event rendered at Stripe API version {payload.api_version}; ledgerbridge reads "
+            f"{STRIPE_API_VERSION}: create the webhook endpoint with that api_version"
+        )
     obj = payload.data.get("object")
     if not isinstance(obj, dict):
         raise ValueError("event data.object must be an object")

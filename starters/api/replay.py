@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from adapters.billing.events import StripeEventPayload, to_business_event
+from adapters.billing.events import StripeEventPayload, UnreadableVersion, to_business_event
 from adapters.errors import AdapterError, NotFoundError
 from starters.api.auth import ApiPrincipal
 from starters.api.dependencies import (
@@ -34,7 +34,7 @@ class ReplayRequest(StrictBody):
 
 class ReplayOutcome(BaseModel):
     event_id: str
-    status: str  # accepted | duplicate | ignored | unknown
+    status: str  # accepted | duplicate | ignored | unknown | refused
     workflow_id: str | None = None
     detail: str | None = None
 
@@ -67,7 +67,11 @@ async def replay_billing_events(
         except AdapterError as err:
             raise counterpart_unavailable("billing", err) from None
         payload = StripeEventPayload.model_validate(raw)
-        event = to_business_event(payload, correlation_id)
+        try:
+            event = to_business_event(payload, correlation_id)
+        except UnreadableVersion as err:
+            outcomes.append(ReplayOutcome(event_id=event_id, status="refused", detail=str(err)))
+            continue
         start = route_billing_event(event, settings.ledger_currencies)
         if start is None:
             outcome = ReplayOutcome(

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import ValidationError
 
-from adapters.billing.events import StripeEventPayload, to_business_event
+from adapters.billing.events import StripeEventPayload, UnreadableVersion, to_business_event
 from adapters.billing.webhook_signature import SignatureError, verify_stripe
 from adapters.errors import AdapterError, NotFoundError
 from adapters.errors import ValidationError as InvalidInSystem
@@ -97,6 +97,10 @@ async def stripe_webhook(
     try:
         payload = StripeEventPayload.model_validate(json.loads(body))
         event = to_business_event(payload, correlation_id)
+    except UnreadableVersion as err:
+        # Refused loudly (Stripe retries and shows it): read at the wrong version it would misroute.
+        log.error("stripe webhook of another API version refused", reason=str(err))
+        raise HTTPException(400, f"event refused: {err}") from None
     # Also malformed: JSON nested past the parser's depth, `created` past any date.
     except (ValueError, ValidationError, RecursionError, OverflowError) as err:
         raise HTTPException(400, f"malformed event: {first_line(err)}") from None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.billing.events import StripeEventPayload, to_business_event
+import pytest
+
+from adapters.billing.events import StripeEventPayload, UnreadableVersion, to_business_event
+from adapters.billing.stripe import STRIPE_API_VERSION
 from starters.routing import route_billing_event
 
 
@@ -53,3 +56,25 @@ def test_top_level_subscription_removed_from_the_api_is_not_read() -> None:
     event = to_business_event(payload, None)
 
     assert event.subject.subscription_id is None
+
+
+def test_an_event_of_another_api_version_is_refused_not_misrouted() -> None:
+    """Stripe renders a webhook at its endpoint's version: an endpoint left at a version before
+    2025-03-31 names an invoice's subscription at the top level, which this mapping never reads."""
+    payload = StripeEventPayload.model_validate(
+        {
+            **invoice_finalized({"customer": "cus_9", "subscription": "sub_3"}).model_dump(),
+            "api_version": "2024-06-20",
+        }
+    )
+
+    with pytest.raises(UnreadableVersion, match="2024-06-20"):
+        to_business_event(payload, None)
+
+
+def test_an_event_of_the_pinned_version_is_read() -> None:
+    payload = StripeEventPayload.model_validate(
+        {**invoice_finalized({"customer": "cus_9"}).model_dump(), "api_version": STRIPE_API_VERSION}
+    )
+
+    assert to_business_event(payload, None).subject.customer_id == "cus_9"
