@@ -12,10 +12,10 @@ from temporalio import activity
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
-from adapters.errors import RejectedError
+from adapters.errors import AdapterError, RejectedError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
-from canonical import BillingDocument, Money, Subscription
+from canonical import AccountRecord, BillingDocument, Money, Subscription
 from canonical.credit import CreditFacts
 from canonical.support import SupportCase
 
@@ -88,10 +88,9 @@ async def gather_credit_facts(
     if customer_id is None:
         return CreditFacts(case=case)
     as_of = request.as_of.astimezone(UTC)
-    subscription, party, period_open, credited = await asyncio.gather(
+    subscription, (party, period_open, erp_unreadable), credited = await asyncio.gather(
         billing.active_subscription(customer_id),
-        ledger.find_party(customer_id),
-        ledger.is_period_open(as_of.date()),
+        _erp_facts(ledger, customer_id, as_of),
         asyncio.to_thread(
             store.credited_since, customer_id, request.currency, as_of - CREDITED_WINDOW
         ),
@@ -102,7 +101,22 @@ async def gather_credit_facts(
         erp_party=party.external_id if party else None,
         erp_period_open=period_open,
         credited_last_90_days=Money(amount=credited, currency=request.currency),
+        erp_unreadable=erp_unreadable,
     )
+
+
+async def _erp_facts(
+    ledger: Ledger, customer_id: str, as_of: datetime
+) -> tuple[AccountRecord | None, bool | None, str | None]:
+    """The ERP party and today's period, or why they could not be read: the policy does not
+    decide on them (they only warn), so an ERP outage must not hold a credit at its start."""
+    try:
+        party, period_open = await asyncio.gather(
+            ledger.find_party(customer_id), ledger.is_period_open(as_of.date())
+        )
+    except AdapterError as err:
+        return None, None, str(err)
+    return party, period_open, None
 
 
 class CreditFactsActivities(SystemActivities):

@@ -74,6 +74,10 @@ class CreditFacts(BaseModel):
         default=None, description="whether the ERP accepts postings dated today (UTC)"
     )
     credited_last_90_days: Money | None = None
+    erp_unreadable: str | None = Field(
+        default=None,
+        description="why the ERP could not be read; its facts are advisory, so a credit goes on",
+    )
 
 
 # The process's messages. They live here, not in the workflow module, because the workflow

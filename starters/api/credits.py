@@ -190,9 +190,11 @@ def live_check(facts: CreditFacts, request: CreditRequest, policy: CreditPolicy)
     if customer_id is None:
         answer.reasons.extend(eligibility_problems(request, None, None))
         return answer
-    if facts.erp_party is None:
+    if facts.erp_unreadable is not None:
+        answer.warnings.append(f"the ERP could not be read ({facts.erp_unreadable}): posting waits")
+    elif facts.erp_party is None:
         answer.warnings.append(f"customer {customer_id} has no ERP party yet (account sync)")
-    if not facts.erp_period_open:
+    if facts.erp_period_open is False:
         answer.warnings.append("the ERP period is closed: posting would go to finance")
     problems = eligibility_problems(request, subscription, customer_id)
     if problems or subscription is None or facts.credited_last_90_days is None:

@@ -23,6 +23,7 @@ class Systems:
         self.customer_id = customer_id
         self.reads: list[tuple[str, Any]] = []
         self.billing_error: Exception | None = None
+        self.erp_error: Exception | None = None
 
     async def get_case(self, case_id: str) -> SupportCase:
         self.reads.append(("case", case_id))
@@ -43,6 +44,8 @@ class Systems:
 
     async def find_party(self, customer_id: str) -> AccountRecord | None:
         self.reads.append(("party", customer_id))
+        if self.erp_error:
+            raise self.erp_error
         return AccountRecord(customer_id=customer_id, system="erp", external_id="7", name="Acme")
 
     async def is_period_open(self, on: date) -> bool:
@@ -87,3 +90,15 @@ async def test_a_system_that_fails_is_named_by_its_error() -> None:
     with pytest.raises(TransientError) as raised:
         await gather(systems, T0)
     assert raised.value.system == "billing"
+
+
+async def test_an_unreachable_erp_marks_its_facts_unread_and_holds_nothing() -> None:
+    """The policy decides on the ticket, billing and the journal; the ERP's facts only warn, so
+    an ERP outage does not stop a credit at its first step (posting retries it later)."""
+    systems = Systems()
+    systems.erp_error = TransientError("no answer in time", system="erp", operation="find_party")
+    facts = await gather(systems, T0)
+    assert facts.erp_unreadable == "erp.find_party: no answer in time"
+    assert (facts.erp_party, facts.erp_period_open) == (None, None)
+    assert facts.subscription.subscription_id == "sub_1"
+    assert facts.credited_last_90_days == Money.of("12.50", "USD")
