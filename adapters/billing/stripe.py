@@ -804,7 +804,7 @@ class StripeBilling:
         return lines
 
     async def _invoice(self, data: Mapping[str, Any], operation: str) -> BillingDocument:
-        invoice_id = _checked_id(str(data.get("id")), "in_", operation)
+        invoice_id = _answered_id(str(data.get("id")), "in_", operation)
         line_items = functools.partial(self._v1.invoices.line_items.list_async, invoice_id)
         lines = await self._all_lines(data, line_items, operation)
         return self._mapped(lambda d: invoice_from_stripe(d, lines), data, operation)
@@ -816,11 +816,11 @@ class StripeBilling:
         *,
         invoice: Mapping[str, Any] | None = None,
     ) -> BillingDocument:
-        credit_note_id = _checked_id(str(data.get("id")), "cn_", operation)
+        credit_note_id = _answered_id(str(data.get("id")), "cn_", operation)
         line_items = functools.partial(self._v1.credit_notes.line_items.list_async, credit_note_id)
         lines = await self._all_lines(data, line_items, operation)
         if invoice is None and data.get("invoice"):
-            invoice_id = _checked_id(str(_id_of(data["invoice"])), "in_", operation)
+            invoice_id = _answered_id(str(_id_of(data["invoice"])), "in_", operation)
             invoice = await self._call(operation, self._v1.invoices.retrieve_async(invoice_id))
         subscription_id = invoice_subscription_id(invoice) if invoice else None
         return self._mapped(
@@ -888,6 +888,17 @@ def _checked_id(identifier: str, prefix: str, operation: str) -> str:
             operation=operation,
         )
     return identifier
+
+
+def _answered_id(identifier: str, prefix: str, operation: str) -> str:
+    """An id billing itself answered, checked before it goes into a path: a malformed one is an
+    answer we cannot represent (not a missing object), and retrying will not change it."""
+    try:
+        return _checked_id(identifier, prefix, operation)
+    except NotFoundError as err:
+        raise AdapterError(
+            f"unmappable answer from billing: {err.message}", system=SYSTEM, operation=operation
+        ) from None
 
 
 def _whole_second(moment: datetime) -> int:
