@@ -1,4 +1,5 @@
-"""Every activity class talks to one system and says which, once: the workflows send its
+"""Every activity class says once which system's queue it runs on (the credit facts, which
+read several systems, run on billing's): the workflows send its
 calls to that system's task queue with that system's retries, and the workers poll that
 queue for them, so the two cannot disagree."""
 

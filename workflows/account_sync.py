@@ -168,7 +168,8 @@ class AccountSyncWorkflow:
 
     async def _ensure_support_organization(self, customer: Customer) -> AccountRecord:
         info = workflow.info()
-        # Built here, not in the client library, so every retry of this step sends the same key.
+        # Built here, so every retry of this step names the same write (Zendesk takes no key
+        # for organizations: the adapter looks for the organization before it creates one).
         key = f"{info.workflow_id}/{info.run_id}/ensure_support_organization/{self._passes}"
         return await run_activity(
             SupportAccountActivities.ensure_support_organization,

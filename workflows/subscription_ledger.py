@@ -12,7 +12,7 @@ retry cures opens a finance exception and holds the later events until finance d
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import Literal
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -61,7 +61,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
     from workflows.policy import check_postable
 
-T = TypeVar("T")
 PROCESS = LEDGER_PROCESS
 # Stripe delivers out of order within seconds; waiting this long after the first event of a
 # burst lets the earlier ones arrive, so documents reach the ERP in billing order.

@@ -1,4 +1,4 @@
-"""Stripe webhook signatures, shared by the billing sandbox (signs) and the ingress (verifies).
+"""Stripe webhook signatures: the ingress verifies them (tests sign with `sign_stripe`).
 
 Header: `Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "{t}.{body}">[,v1=...]`.
 Several v1 values appear while an endpoint's secret is being rolled; any one may match any

@@ -1,4 +1,4 @@
-"""Zendesk webhook signatures: sign (the support sandbox) and verify (our ingress, tests).
+"""Zendesk webhook signatures: the ingress verifies them (tests sign with `sign_zendesk`).
 
 Zendesk signs `timestamp + body` with HMAC-SHA256 and sends the base64 digest in
 `X-Zendesk-Webhook-Signature`, the timestamp (ISO-8601 UTC) in

@@ -51,6 +51,8 @@ class BillingDriver:
             base_addresses=addresses,
             max_network_retries=max_network_retries,
             http_client=http,
+            # The version the SDK's typed models describe, whatever the account's default is.
+            stripe_version=stripe.api_version,
         )
         return cls(client, http=http)
 

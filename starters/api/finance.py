@@ -30,7 +30,7 @@ from starters.api.temporal import (
 )
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 
-# Ids and filters are pasted into a visibility query: only these characters get there.
+# Exception ids are checked to these characters before they name a workflow.
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_\-./:]{1,200}$")
 LIST_LIMIT = 200
 

@@ -15,6 +15,8 @@ from typing import Any
 import stripe
 from stripe._object_classes import get_object_class
 
+from adapters.billing.stripe import STRIPE_API_VERSION
+from sandbox.billing._engine import API_VERSION as SANDBOX_API_VERSION
 from sandbox.billing.driver import BillingDriver
 from tests.fixtures.billing import BillingSandbox, WebhookReceiver
 
@@ -87,8 +89,10 @@ class RecordingHTTPXClient(stripe.HTTPXClient):
         return content, status, answer_headers
 
 
-def test_the_sandbox_speaks_the_sdks_pinned_api_version() -> None:
+def test_the_sandbox_the_adapter_and_the_sdk_speak_one_api_version() -> None:
     assert stripe.api_version == PINNED_API_VERSION
+    assert SANDBOX_API_VERSION == PINNED_API_VERSION
+    assert STRIPE_API_VERSION == PINNED_API_VERSION
 
 
 async def test_every_object_the_sandbox_answers_is_declared_by_the_sdk(

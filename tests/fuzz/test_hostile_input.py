@@ -77,7 +77,7 @@ BODY_LIMIT = 256 * 1024  # bytes: Settings.webhook_max_bytes
 RECEIPTS = "webhook_receipts"
 AUDIT = "audit_trail"
 
-# Who may call what, as README "Webhooks and the API" and the routers say; None: no key needed.
+# Who may call what, as docs/api.md and the routers say; None: no key needed.
 ROLES_BY_OPERATION: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/healthz"): None,
     ("POST", "/v1/billing/events:replay"): frozenset({"ops", "finance_admin"}),
