@@ -30,9 +30,9 @@ from starters.api.auth import ApiPrincipal
 from starters.api.dependencies import (
     BillingDep,
     CorrelationIdDep,
+    IntakeDep,
     LedgerDep,
     PolicyDep,
-    SettingsDep,
     StoreDep,
     SupportDep,
     TemporalDep,
@@ -50,14 +50,13 @@ from starters.api.shapes import (
     StrictBody,
 )
 from starters.api.temporal import (
-    TemporalUnavailable,
     decide_through_update,
     inbox_filters,
     not_found_or_unavailable,
     open_runs,
     opened_and_age,
 )
-from starters.routing import credit_start, start_once
+from starters.routing import credit_start
 from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval, CreditState
 from workflows.credit_policy import assess, eligibility_problems
 
@@ -234,8 +233,7 @@ async def validate_credit(
 async def request_credit(
     body: CreditBody,
     principal: Annotated[ApiPrincipal, Depends(credit_requesters)],
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    intake: IntakeDep,
     support: SupportDep,
     billing: BillingDep,
     ledger: LedgerDep,
@@ -258,11 +256,7 @@ async def request_credit(
         await _note_refusal(support, credit, principal.name, refusal)
         raise HTTPException(422, f"credit refused: {refusal}")
     start = credit_start(credit, policy, correlation_id, facts.customer_id)
-    client = await temporal.client()
-    try:
-        started = await start_once(client, start, settings.task_queue_prefix)
-    except RPCError as err:
-        raise TemporalUnavailable(str(err)) from err
+    started = await intake.hand_to_temporal(start)
     if started:
         await run_in_threadpool(
             store.append_audit,
