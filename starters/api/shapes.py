@@ -43,7 +43,9 @@ def _integral_amount(value: Any) -> Any:
     other float is left for Money to refuse."""
     if isinstance(value, dict):
         amount = value.get("amount")
-        if isinstance(amount, float) and amount.is_integer() and abs(amount) < 2**53:
+        if (
+            isinstance(amount, float) and amount.is_integer() and abs(amount) < 2**53
+        ):  # exactly, as documented
             return {**value, "amount": int(amount)}
     return value
 
@@ -60,7 +62,8 @@ MoneyIn = Annotated[
             "properties": {
                 "amount": {
                     "anyOf": [
-                        {"type": "integer"},
+                        # As far as a JSON number holds an integer exactly (2**53).
+                        {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1},
                         {"type": "string", "pattern": r"^-?[0-9]{1,15}(\.[0-9]{1,3})?$"},
                     ],
                     "description": 'a decimal amount: an integer, or a string such as "12.50"',
