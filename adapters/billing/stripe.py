@@ -12,6 +12,7 @@ and nowhere else: `Money.from_minor` in, `Money.to_minor` out.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 import time
@@ -26,7 +27,7 @@ import pydantic
 import stripe
 import structlog
 
-from adapters.errors import AdapterError, NotFoundError, error_from_stripe
+from adapters.errors import AdapterError, NotFoundError, error_for_status, error_from_stripe
 from canonical import (
     BalanceTransaction,
     BillingDocument,
@@ -329,12 +330,41 @@ def _metadata(value: Any) -> dict[str, str]:
     return {str(key): str(item) for key, item in value.items()}
 
 
+class _ForeignAnswer(Exception):
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.headers, self.body = status, headers, body
+
+
+class _StripeHTTPClient(stripe.HTTPXClient):
+    """The SDK's HTTPX client with one check it lacks: an error answer whose `error` is not
+    Stripe's error object (a gateway or proxy in front of billing) makes the SDK fail reading
+    it (AttributeError), so such an answer is raised as it is, to be taken by its status."""
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        content, status, answered = await super().request_async(method, url, headers, post_data)
+        if status >= 400 and _foreign_error(content):
+            raise _ForeignAnswer(status, answered, content)
+        return content, status, answered
+
+
+def _foreign_error(content: bytes) -> bool:
+    """JSON whose `error` is there but not an object; what is not JSON the SDK reports itself."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" in body and not isinstance(body["error"], dict)
+
+
 class StripeBilling:
     """The billing platform, spoken to through the official stripe SDK. One pooled HTTP
     client per instance."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
-        self._http = stripe.HTTPXClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+        self._http = _StripeHTTPClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
         self._stripe = stripe.StripeClient(
             api_key,
             stripe_version=STRIPE_API_VERSION,
@@ -852,6 +882,15 @@ class StripeBilling:
             answer = await request
         except stripe.StripeError as err:
             raise error_from_stripe(err, SYSTEM, operation) from err
+        except _ForeignAnswer as foreign:
+            raise error_for_status(
+                foreign.status,
+                f"billing's gateway answered HTTP {foreign.status} (not a Stripe error)",
+                system=SYSTEM,
+                operation=operation,
+                retry_after=foreign.headers.get("retry-after"),
+                remote_answer=foreign.body[:500].decode("utf-8", "replace"),
+            ) from None
         response = answer.last_response
         logger.debug(
             "billing call",

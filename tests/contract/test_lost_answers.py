@@ -23,6 +23,7 @@ from activities.credits import (
     SupportCaseActivities,
 )
 from adapters.billing import StripeBilling
+from adapters.errors import RateLimitedError, TransientError
 from adapters.support import ZendeskSupport
 from adapters.support.zendesk import without_write_marker
 from canonical import BillingDocument, Customer, Money
@@ -218,3 +219,21 @@ async def test_organization_whose_creation_answer_was_lost_exists_once(
         ).json()["organizations"]
     assert [(str(o["id"]), o["name"]) for o in found] == [(record.external_id, "Lost Org Ltd")]
     assert proxy.stats()["faults"]["drop"] == 1
+
+
+async def test_a_gateway_in_front_of_billing_is_taken_by_its_status(billing: Billing) -> None:
+    """A 503 or 429 from something in front of billing (here the fault proxy, whose `error` is
+    a sentence, not Stripe's error object) is transient, with its Retry-After, rather than a
+    crash of the SDK reading an answer Stripe would never give."""
+    customer = billing.admin.v1.customers.create(params={"name": "Gateway Ltd"})
+    billing.proxy.add_rule("unavailable", count=1)
+    with pytest.raises(TransientError) as unavailable:
+        await billing.through_proxy.get_customer(customer.id)
+    assert unavailable.value.status == 503 and not isinstance(unavailable.value, RateLimitedError)
+
+    billing.proxy.add_rule("rate_limited", retry_after=7, count=1)
+    with pytest.raises(RateLimitedError) as throttled:
+        await billing.through_proxy.get_customer(customer.id)
+    assert (throttled.value.status, throttled.value.retry_after) == (429, 7.0)
+
+    assert (await billing.through_proxy.get_customer(customer.id)).name == "Gateway Ltd"
