@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from adapters import visibility
+from adapters.billing.stripe import STRIPE_API_VERSION
 from adapters.settings import Settings
 from starters.local.stack import private_stack_settings
 from workers.main import run_until_stopped
@@ -206,19 +207,22 @@ def stripe_invoice_event(
     number: str,
     event_type: str = "invoice.finalized",
 ) -> dict[str, Any]:
-    """A Stripe `invoice.*` event with the fields a real invoice object carries (about 2 kB
-    of JSON, as billing sends it), for a subscription's first invoice."""
+    """A Stripe `invoice.*` event with the fields a real invoice object carries at the pinned
+    API version (about 2 kB of JSON, as billing sends it), for a subscription's first invoice."""
     period_end = created + 30 * 86_400
     line = {
         "id": f"il_{invoice_id}", "object": "line_item", "amount": amount_minor,
         "currency": "usd", "description": f"1 x Pro plan (at ${amount_minor / 100:.2f} / month)",
         "discountable": True, "livemode": False, "metadata": {},
         "period": {"start": created, "end": period_end},
-        "price": {"id": "price_pro_monthly", "object": "price", "currency": "usd",
-                  "product": "prod_pro", "unit_amount": amount_minor, "type": "recurring",
-                  "recurring": {"interval": "month", "interval_count": 1}},
-        "proration": False, "quantity": 1, "subscription": subscription_id,
-        "type": "subscription",
+        "pricing": {"type": "price_details", "unit_amount_decimal": str(amount_minor),
+                    "price_details": {"price": "price_pro_monthly", "product": "prod_pro"}},
+        "parent": {"type": "subscription_item_details", "invoice_item_details": None,
+                   "subscription_item_details": {"invoice_item": None, "proration": False,
+                                                 "proration_details": {"credited_items": None},
+                                                 "subscription": subscription_id,
+                                                 "subscription_item": f"si_{subscription_id}"}},
+        "quantity": 1, "taxes": [],
     }  # fmt: skip
     invoice = {
         "id": invoice_id, "object": "invoice", "account_country": "US",
@@ -227,18 +231,20 @@ def stripe_invoice_event(
         "attempted": False, "auto_advance": True, "billing_reason": "subscription_create",
         "collection_method": "charge_automatically", "created": created, "currency": "usd",
         "customer": customer_id, "customer_tax_exempt": "none", "default_payment_method": None,
-        "description": None, "discount": None, "due_date": None, "ending_balance": 0,
+        "description": None, "discounts": [], "due_date": None, "ending_balance": 0,
         "hosted_invoice_url": None, "invoice_pdf": None, "livemode": False, "metadata": {},
         "lines": {"object": "list", "data": [line], "has_more": False, "total_count": 1,
                   "url": f"/v1/invoices/{invoice_id}/lines"},
-        "number": number, "paid": False, "period_end": created, "period_start": created,
+        "number": number, "period_end": created, "period_start": created,
+        "parent": {"type": "subscription_details", "quote_details": None,
+                   "subscription_details": {"metadata": {}, "subscription": subscription_id}},
         "starting_balance": 0, "status": "open",
         "status_transitions": {"finalized_at": created, "paid_at": None, "voided_at": None},
-        "subscription": subscription_id, "subtotal": amount_minor, "tax": None,
+        "subtotal": amount_minor, "total_taxes": [],
         "total": amount_minor, "webhooks_delivered_at": None,
     }  # fmt: skip
     return {
-        "id": event_id, "object": "event", "api_version": "2024-06-20", "created": created,
+        "id": event_id, "object": "event", "api_version": STRIPE_API_VERSION, "created": created,
         "livemode": False, "pending_webhooks": 1, "type": event_type,
         "request": {"id": None, "idempotency_key": None},
         "data": {"object": invoice},

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, cast
 
@@ -148,7 +148,14 @@ class MemoryBilling:
 
 
 class NoLedger:
-    """No credit gets as far as the ERP: any call fails with AttributeError."""
+    """An ERP that knows no party and has today's period open: what a credit's facts read;
+    no credit gets as far as posting."""
+
+    async def find_party(self, customer_id: str) -> None:
+        return None
+
+    async def is_period_open(self, on: date) -> bool:
+        return True
 
     async def aclose(self) -> None:
         return None
