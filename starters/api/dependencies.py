@@ -10,7 +10,7 @@ so a missing or unknown key stays a 401 with the one-line error body.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -33,52 +33,56 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are coroutines: FastAPI runs a plain `def` one in the thread pool, a thread
+# hop per dependency on every request (webhooks included), for what is an attribute read.
+
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> IntegrationStore:
+async def get_store(request: Request) -> IntegrationStore:
     store: IntegrationStore = request.app.state.store
     return store
 
 
-def get_temporal(request: Request) -> TemporalConnection:
+async def get_temporal(request: Request) -> TemporalConnection:
     temporal: TemporalConnection = request.app.state.temporal
     return temporal
 
 
-def get_keyring(request: Request) -> ApiKeyring:
+async def get_keyring(request: Request) -> ApiKeyring:
     keyring: ApiKeyring = request.app.state.keyring
     return keyring
 
 
-def get_billing(request: Request) -> BillingSystem:
+async def get_billing(request: Request) -> BillingSystem:
     billing: BillingSystem = request.app.state.billing
     return billing
 
 
-def get_support(request: Request) -> SupportDesk:
+async def get_support(request: Request) -> SupportDesk:
     support: SupportDesk = request.app.state.support
     return support
 
 
-def get_ledger(request: Request) -> Ledger:
+async def get_ledger(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
 
 
-def get_receipts(request: Request) -> WebhookReceipts:
+async def get_receipts(request: Request) -> WebhookReceipts:
     receipts: WebhookReceipts = request.app.state.receipts
     return receipts
 
 
-def get_policy(request: Request) -> CreditPolicy:
+async def get_policy(request: Request) -> CreditPolicy:
     policy: CreditPolicy = request.app.state.policy
     return policy
 
 
-def get_correlation_id(request: Request) -> str:
+async def get_correlation_id(request: Request) -> str:
     """Set by CorrelationMiddleware on every request."""
     correlation_id: str = request.state.correlation_id
     return correlation_id
@@ -96,7 +100,7 @@ PolicyDep = Annotated[CreditPolicy, Depends(get_policy)]
 CorrelationIdDep = Annotated[str, Depends(get_correlation_id)]
 
 
-def get_intake(temporal: TemporalDep, receipts: ReceiptsDep, settings: SettingsDep) -> Intake:
+async def get_intake(temporal: TemporalDep, receipts: ReceiptsDep, settings: SettingsDep) -> Intake:
     return Intake(temporal, receipts, settings.task_queue_prefix)
 
 
@@ -104,12 +108,14 @@ IntakeDep = Annotated[Intake, Depends(get_intake)]
 BearerDeclared = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
 
 
-def require_role(*roles: str) -> Callable[..., ApiPrincipal]:
+def require_role(*roles: str) -> Callable[..., Awaitable[ApiPrincipal]]:
     """A dependency: the caller's principal, if its key holds one of `roles` (any role when
     none is named); 401 without a known, unexpired key, 429 when the key's rate limit is
     spent, 403 with the wrong role."""
 
-    def principal(request: Request, keyring: KeyringDep, _declared: BearerDeclared) -> ApiPrincipal:
+    async def principal(
+        request: Request, keyring: KeyringDep, _declared: BearerDeclared
+    ) -> ApiPrincipal:
         key = bearer_key(request.headers.get("authorization"))
         return admit(keyring, principal_for_key(keyring, key), roles)
 
