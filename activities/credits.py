@@ -142,6 +142,7 @@ class SupportCaseActivities(SystemActivities):
     def __init__(self, support: SupportDesk) -> None:
         self._support = support
 
+    # Only for credits started before the workflow patch "credit-facts-once"; remove once none runs.
     @activity.defn(name="fetch_support_case")
     async def fetch_support_case(self, request: FetchCaseInput) -> SupportCase:
         with adapter_errors_as_application_errors():
@@ -167,6 +168,7 @@ class BillingCreditActivities(SystemActivities):
     def __init__(self, billing: BillingSystem) -> None:
         self._billing = billing
 
+    # Only for credits started before the workflow patch "credit-facts-once"; remove once none runs.
     @activity.defn(name="fetch_active_subscription")
     async def fetch_active_subscription(
         self, request: ActiveSubscriptionInput
@@ -243,6 +245,7 @@ class CreditJournalActivities(SystemActivities):
     def __init__(self, store: IntegrationStore) -> None:
         self._store = store
 
+    # Only for credits started before the workflow patch "credit-facts-once"; remove once none runs.
     @activity.defn(name="credited_recently")
     def credited_recently(self, request: CreditedInput) -> Money:
         since = datetime.now(UTC) - timedelta(days=request.days)
