@@ -18,13 +18,22 @@ from canonical import (
     Customer,
     LedgerPosting,
     Money,
+    Payment,
+    PaymentPosting,
     PostedDocument,
+    PostedPayment,
+    Refund,
     Subscription,
 )
+from canonical.mapping import CatalogEntry
 from canonical.reconciliation import (
     BalanceCreditPage,
     BillingDocumentPage,
+    BillingPaymentPage,
+    BillingRefundPage,
     LedgerDocumentPage,
+    LedgerPaymentPage,
+    ReceivablePage,
     TicketCreditPage,
 )
 from canonical.support import SupportCase
@@ -135,6 +144,41 @@ class BillingSystem(Protocol):
         """Raw billing events in a time range, oldest first (backfill and replay)."""
         ...
 
+    # --- money that moved (payments and refunds) --------------------------------------
+
+    async def invoice_payments(self, invoice_id: str) -> list[Payment]:
+        """The invoice's payments in every status, oldest first (partial ones included)."""
+        ...
+
+    async def get_refund(self, refund_id: str) -> Refund:
+        """One refund, with the invoice payment and credit note it belongs to resolved."""
+        ...
+
+    async def charge_refunds(self, charge_id: str) -> list[Refund]:
+        """The refunds of one charge, oldest first."""
+        ...
+
+    async def payment_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingPaymentPage:
+        """One page of the invoice payments paid in [from, until), oldest first."""
+        ...
+
+    async def refund_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingRefundPage:
+        """One page of the refunds created in [from, until), oldest first."""
+        ...
+
+    async def open_receivable_page(self, cursor: str | None, limit: int) -> ReceivablePage:
+        """What each customer owes now, per currency: the amount remaining on its open and
+        uncollectible invoices plus its balance (negative: credit owed to the customer)."""
+        ...
+
+    async def catalog(self) -> list[CatalogEntry]:
+        """Products, prices, tax rates and currencies in use: what a mapping must cover."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -205,6 +249,31 @@ class Ledger(Protocol):
     ) -> LedgerDocumentPage:
         """One page of the customer invoices and credit notes dated in [from, to], in every
         state (drafts too: a stray draft may be a duplicate), in a stable order."""
+        ...
+
+    async def find_payment(self, reference: str) -> PostedPayment | None:
+        """The payment or refund the ERP holds for this billing id, or None."""
+        ...
+
+    async def post_payment(self, posting: PaymentPosting) -> PostedPayment:
+        """Record the money and apply it to the document `applies_to` names (which must be
+        posted: NotFoundError otherwise), so an invoice paid in full is paid in the ERP
+        too. Idempotent by reference, like `post_document`. RejectedError when the amount
+        exceeds what remains open on that document."""
+        ...
+
+    async def payment_page(
+        self, date_from: date, date_to: date, cursor: str | None, limit: int
+    ) -> LedgerPaymentPage:
+        """One page of the payments and refunds dated in [from, to], in a stable order."""
+        ...
+
+    async def open_receivable_page(self, cursor: str | None, limit: int) -> ReceivablePage:
+        """What each party (by code) owes now on its receivable, per document currency."""
+        ...
+
+    async def catalog(self) -> list[CatalogEntry]:
+        """Products, accounts, taxes, payment journals and currencies a mapping may name."""
         ...
 
     async def aclose(self) -> None: ...

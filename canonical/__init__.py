@@ -6,9 +6,11 @@ from canonical.billing import (
     DocumentLine,
     LedgerLine,
     LedgerPosting,
+    LedgerTax,
     PostedDocument,
     Subscription,
     SubscriptionItem,
+    TaxLine,
 )
 from canonical.customer import AccountRecord, Customer, PostalAddress, System
 from canonical.events import BusinessEvent, EventSource, SubjectIds
@@ -20,6 +22,13 @@ from canonical.finance import (
     FinanceDecision,
 )
 from canonical.money import CURRENCY_EXPONENTS, CurrencyError, Money, currency_exponent
+from canonical.payments import (
+    Payment,
+    PaymentPosting,
+    PostedPayment,
+    Refund,
+    Settlement,
+)
 
 __all__ = [
     "CURRENCY_EXPONENTS",
@@ -38,12 +47,19 @@ __all__ = [
     "FinanceDecision",
     "LedgerLine",
     "LedgerPosting",
+    "LedgerTax",
     "Money",
+    "Payment",
+    "PaymentPosting",
     "PostalAddress",
     "PostedDocument",
+    "PostedPayment",
+    "Refund",
+    "Settlement",
     "SubjectIds",
     "Subscription",
     "SubscriptionItem",
     "System",
+    "TaxLine",
     "currency_exponent",
 ]

@@ -23,7 +23,25 @@ SubscriptionStatus = Literal[
 ]  # fmt: skip
 
 
+class TaxLine(BaseModel):
+    """Tax of one rate, as billing computed it: on one document line, or summed over a
+    whole document. `amount` is billing's own figure, never recomputed from the rate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rate_id: str = Field(description="billing's tax rate id, e.g. txr_...")
+    display_name: str | None = Field(default=None, description="e.g. VAT, Sales tax")
+    jurisdiction: str | None = None
+    percentage: Decimal
+    inclusive: bool = Field(description="True when the line amount already includes the tax")
+    taxable_amount: Money = Field(description="the amount the rate applies to, tax excluded")
+    amount: Money
+
+
 class DocumentLine(BaseModel):
+    """One line of a document. `amount` is billing's line amount: it includes the line's
+    inclusive taxes and excludes its exclusive ones (Stripe's meaning)."""
+
     model_config = ConfigDict(frozen=True)
 
     line_id: str
@@ -33,8 +51,15 @@ class DocumentLine(BaseModel):
     amount: Money
     proration: bool = False
     price_id: str | None = None
+    product_id: str | None = None
     period_start: date | None = None
     period_end: date | None = None
+    tax_lines: list[TaxLine] = Field(default_factory=list)
+
+    def net_amount(self) -> Money:
+        """The line's amount without any tax: what the revenue account receives."""
+        inclusive = sum((t.amount.amount for t in self.tax_lines if t.inclusive), Decimal(0))
+        return Money(amount=self.amount.amount - inclusive, currency=self.amount.currency)
 
 
 class BillingDocument(BaseModel):
@@ -54,8 +79,12 @@ class BillingDocument(BaseModel):
     currency: str
     lines: list[DocumentLine]
     subtotal: Money
-    tax: Money
+    tax: Money = Field(description="all tax of the document, inclusive and exclusive")
     total: Money
+    tax_lines: list[TaxLine] = Field(
+        default_factory=list, description="the document's tax per rate (billing's total_taxes)"
+    )
+    amount_paid: Money | None = None
     amount_remaining: Money | None = None
     created_at: AwareDatetime
     finalized_at: AwareDatetime | None = None
@@ -134,22 +163,44 @@ class Subscription(BaseModel):
 
 
 class LedgerLine(BaseModel):
+    """A revenue line of an ERP document: net of tax. The billing ids say what was sold;
+    the ERP fields are filled from finance's mapping before the ERP sees the line."""
+
     model_config = ConfigDict(frozen=True)
 
     description: str
     quantity: Decimal
     unit_price: Decimal
+    product_id: str | None = None
+    price_id: str | None = None
+    erp_product: str | None = Field(default=None, description="ERP product code (mapped)")
+    revenue_account: str | None = Field(default=None, description="ERP account code (mapped)")
+
+
+class LedgerTax(BaseModel):
+    """Billing's tax of one rate on an ERP document, posted as the ERP's tax with billing's
+    exact amount (a manual tax line where the ERP's computation could round otherwise).
+    Signed like the lines."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rate_id: str
+    description: str
+    base: Decimal = Field(description="the taxable amount, in the posting's sign")
+    amount: Decimal
+    erp_tax: str | None = Field(default=None, description="the ERP's tax (mapped)")
 
 
 class LedgerPosting(BaseModel):
     """What ledgerbridge asks the ERP to record for one billing document (or its reversal).
 
-    `total` is positive; the lines sum to it (sum of quantity * unit_price), a proration
-    credit being a negative line inside an invoice. For a credit note the ERP adapter turns
-    the lines into the ERP's own credit form (negative quantities in Tryton).
+    `total` is positive; the lines plus the taxes sum to it (quantity * unit_price, and
+    each tax amount), a proration credit being a negative line inside an invoice. For a
+    credit note the ERP adapter turns the lines into the ERP's own credit form (negative
+    quantities in Tryton).
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
     model_config = ConfigDict(frozen=True)
 
     reference: str = Field(description="unique: the billing document id, `/void` for reversal")
@@ -157,9 +208,19 @@ class LedgerPosting(BaseModel):
     customer_id: str
     currency: str
     lines: list[LedgerLine]
-    total: Money = Field(description="positive: what the document is worth")
-    billing_date: date
+    taxes: list[LedgerTax] = Field(default_factory=list)
+    total: Money = Field(description="positive: what the document is worth, tax included")
+    billing_date: date = Field(description="the document's date: also its exchange-rate date")
     description: str
+
+    def unmapped(self) -> list[str]:
+        """What the ERP cannot be told yet: lines or taxes without their mapped ERP names."""
+        missing = [
+            f"line {line.description!r}" for line in self.lines
+            if not (line.erp_product and line.revenue_account)
+        ]  # fmt: skip
+        missing += [f"tax rate {tax.rate_id}" for tax in self.taxes if not tax.erp_tax]
+        return missing
 
 
 class PostedDocument(BaseModel):

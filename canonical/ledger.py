@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from canonical.billing import BillingDocument, LedgerLine, LedgerPosting
+from canonical.billing import BillingDocument, LedgerLine, LedgerPosting, LedgerTax, TaxLine
 from canonical.money import Money
 
 LEDGER_PROCESS = "amendment_to_erp"
@@ -19,6 +19,8 @@ LEDGER_WORKFLOW = "SubscriptionLedger"  # the workflow type: signal-with-start b
 BILLING_EVENT_SIGNAL = "billing_event"
 VOID_SUFFIX = "/void"
 CONTINUE_AS_NEW_AFTER = 500
+# The rate id of tax that billing reported without a rate: no mapping can name it.
+UNATTRIBUTED_TAX = "unattributed"
 
 
 def ledger_workflow_id(subscription_id: str | None, customer_id: str) -> str:
@@ -33,7 +35,8 @@ class BillingEventRef(BaseModel):
     event_id: str
     event_type: str
     created: int = Field(description="billing's own event time, unix seconds")
-    object_kind: Literal["invoice", "credit_note", "subscription"]
+    # A charge's events (refunds) go to the customer's ledger: a charge names no subscription.
+    object_kind: Literal["invoice", "credit_note", "subscription", "charge"]
     object_id: str
     customer_id: str
     correlation_id: str
@@ -79,16 +82,27 @@ def _posting(document: BillingDocument) -> LedgerPosting:
         LedgerLine(
             description=_line_description(line.description, line.period_start, line.period_end),
             quantity=Decimal(1),
-            unit_price=sign * line.amount.amount,
+            # Revenue is the line without its tax; the tax goes on the tax accounts.
+            unit_price=sign * line.net_amount().amount,
+            product_id=line.product_id,
+            price_id=line.price_id,
         )
         for line in document.lines
     ]
-    if document.tax.amount:
-        lines.append(
-            LedgerLine(
-                description="Tax", quantity=Decimal(1), unit_price=sign * document.tax.amount
-            )
+    taxes = [
+        LedgerTax(
+            rate_id=tax.rate_id,
+            description=_tax_description(tax),
+            base=sign * tax.taxable_amount.amount,
+            amount=sign * tax.amount.amount,
         )
+        for tax in document.tax_lines
+    ]
+    untold = document.tax.amount - sum((t.amount.amount for t in document.tax_lines), Decimal(0))
+    if untold:
+        # Tax billing did not attribute to a rate: never guessed; the mapping refuses it.
+        taxes.append(LedgerTax(rate_id=UNATTRIBUTED_TAX, description="Tax without a rate",
+                               base=Decimal(0), amount=sign * untold))  # fmt: skip
     label = "Credit note" if document.kind == "credit_note" else "Invoice"
     billing_date = (document.finalized_at or document.created_at).date()
     posting = LedgerPosting(
@@ -97,6 +111,7 @@ def _posting(document: BillingDocument) -> LedgerPosting:
         customer_id=document.customer_id,
         currency=document.currency,
         lines=lines,
+        taxes=taxes,
         total=Money(amount=abs(document.total.amount), currency=document.currency),
         billing_date=billing_date,
         description=(
@@ -105,6 +120,13 @@ def _posting(document: BillingDocument) -> LedgerPosting:
         ),
     )
     return _net_credit_lines(posting)
+
+
+def _tax_description(tax: TaxLine) -> str:
+    name = tax.display_name or "Tax"
+    where = f" {tax.jurisdiction}" if tax.jurisdiction else ""
+    kind = "incl." if tax.inclusive else "excl."
+    return f"{name}{where} {tax.percentage.normalize():f}% ({kind})"
 
 
 def _reversal(posting: LedgerPosting) -> LedgerPosting:
@@ -120,15 +142,31 @@ def _reversal(posting: LedgerPosting) -> LedgerPosting:
 
 def _net_credit_lines(posting: LedgerPosting) -> LedgerPosting:
     """An ERP credit note takes lines of one sign (Tryton numbers it as a credit note only
-    then): a credit with a proration charge inside is booked as one net line."""
-    if posting.kind != "credit_note" or all(
-        ln.unit_price * ln.quantity >= 0 for ln in posting.lines
-    ):
+    then): a credit with a proration charge inside is booked net, one line per product
+    and price. If products still differ in sign the net line names no product, and the
+    mapping refuses it rather than guess which revenue account it belongs to."""
+    if posting.kind != "credit_note" or _one_sign(posting.lines):
         return posting
-    parts = "; ".join(f"{ln.description}: {ln.unit_price * ln.quantity}" for ln in posting.lines)
-    net = LedgerLine(description=f"Net of {parts}"[:500], quantity=Decimal(1),
-                     unit_price=posting.total.amount)  # fmt: skip
-    return posting.model_copy(update={"lines": [net]})
+    groups: dict[tuple[str | None, str | None], list[LedgerLine]] = {}
+    for line in posting.lines:
+        groups.setdefault((line.product_id, line.price_id), []).append(line)
+    netted = [_net_line(group, key) for key, group in groups.items()]
+    if not _one_sign(netted):
+        netted = [_net_line(posting.lines, (None, None))]
+    return posting.model_copy(update={"lines": [ln for ln in netted if ln.unit_price]})
+
+
+def _one_sign(lines: list[LedgerLine]) -> bool:
+    return all(ln.unit_price * ln.quantity >= 0 for ln in lines)
+
+
+def _net_line(lines: list[LedgerLine], key: tuple[str | None, str | None]) -> LedgerLine:
+    if len(lines) == 1:
+        return lines[0]
+    parts = "; ".join(f"{ln.description}: {ln.unit_price * ln.quantity}" for ln in lines)
+    amount = sum((ln.unit_price * ln.quantity for ln in lines), Decimal(0))
+    return LedgerLine(description=f"Net of {parts}"[:500], quantity=Decimal(1),
+                      unit_price=amount, product_id=key[0], price_id=key[1])  # fmt: skip
 
 
 def _line_description(text: str, start: date | None, end: date | None) -> str:

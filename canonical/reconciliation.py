@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from canonical.billing import BalanceTransaction, BillingDocument
 from canonical.money import Money
+from canonical.payments import Payment, Refund
 
 # The classes of finding, what finance is told to do about each, and what healing does.
 ReconClass = Literal[
@@ -78,10 +79,61 @@ class LedgerDocument(BaseModel):
     state: str = Field(description="draft | validated | posted | paid | cancelled")
     customer_id: str | None = Field(description="the party's code: the canonical customer id")
     document_date: dt.date | None
+    taxes: dict[str, Money] = Field(
+        default_factory=dict, description="tax per ERP tax name, positive for both kinds"
+    )
 
 
 class LedgerDocumentPage(BaseModel):
     documents: list[LedgerDocument]
+    next_cursor: str | None = None
+
+
+class BillingPaymentPage(BaseModel):
+    """Invoice payments (status paid) made in a period, oldest first."""
+
+    payments: list[Payment]
+    next_cursor: str | None = None
+
+
+class BillingRefundPage(BaseModel):
+    """Refunds (status succeeded) created in a period, oldest first."""
+
+    refunds: list[Refund]
+    next_cursor: str | None = None
+
+
+class LedgerPayment(BaseModel):
+    """A payment received or a refund paid out, as the ERP holds it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    erp_document_id: str
+    reference: str | None = Field(description="the billing payment or refund id")
+    kind: Literal["payment", "refund"]
+    amount: Money = Field(description="positive for both kinds")
+    applies_to: str | None = Field(description="reference of the ERP document it settles")
+    customer_id: str | None
+    payment_date: dt.date | None
+    state: str
+
+
+class LedgerPaymentPage(BaseModel):
+    payments: list[LedgerPayment]
+    next_cursor: str | None = None
+
+
+class Receivable(BaseModel):
+    """What one customer owes in one currency (negative: what is owed to the customer)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customer_id: str
+    amount: Money
+
+
+class ReceivablePage(BaseModel):
+    receivables: list[Receivable]
     next_cursor: str | None = None
 
 

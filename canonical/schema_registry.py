@@ -18,6 +18,7 @@ from canonical.customer import AccountRecord, Customer
 from canonical.events import BusinessEvent
 from canonical.finance import ExceptionContext, FinanceDecision
 from canonical.money import Money
+from canonical.payments import Payment, PaymentPosting, PostedPayment, Refund
 from canonical.support import SupportCase
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -35,6 +36,10 @@ VERSIONED_MODELS: tuple[type[BaseModel], ...] = (
     FinanceDecision,
     CreditRequest,
     SupportCase,
+    Payment,
+    Refund,
+    PaymentPosting,
+    PostedPayment,
 )
 
 
