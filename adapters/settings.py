@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     support_proxy_port: int = 8011
     # Currencies the ledger books in; documents in any other go to finance, never posted
     ledger_currencies: list[str] = ["USD"]
+    # Finance's mapping file (products, tax rates, payment journals: adapters/mapping_file.py);
+    # unset, `home`/finance-mapping.toml (the one `ledgerbridge up` writes)
+    finance_mapping: Path | None = None
 
     # Worker tuning (bench/README.md has the measurements behind the defaults): activities
     # per second the whole fleet may start against each system, ERP calls in flight per worker
