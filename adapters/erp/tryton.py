@@ -34,7 +34,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from types import TracebackType
 from typing import Any, Literal
 
@@ -59,10 +59,20 @@ from canonical import (
     Customer,
     LedgerPosting,
     Money,
+    PaymentPosting,
     PostalAddress,
     PostedDocument,
+    PostedPayment,
 )
-from canonical.reconciliation import LedgerDocument, LedgerDocumentPage
+from canonical.mapping import CatalogEntry
+from canonical.reconciliation import (
+    LedgerDocument,
+    LedgerDocumentPage,
+    LedgerPayment,
+    LedgerPaymentPage,
+    Receivable,
+    ReceivablePage,
+)
 
 SYSTEM = "erp"
 # The ERP product every invoice line is booked against (the ERP database's setup creates it).
@@ -79,6 +89,25 @@ INVOICE_FIELDS = [
     "sequence_type_cache",
     "party.code",
     "currency.code",
+    "tax_amount",
+]
+# What settling a document reads of it besides INVOICE_FIELDS.
+SETTLE_FIELDS = ["amount_to_pay", "account", "party", "currency", "payment_lines", "lines_to_pay"]
+# What a payment or refund reads as: its receivable line, with the move around it.
+PAYMENT_LINE_FIELDS = [
+    "id",
+    "debit",
+    "credit",
+    "amount_second_currency",
+    "second_currency.code",
+    "party.code",
+    "reconciliation",
+    "move",
+    "move.description",
+    "move.number",
+    "move.state",
+    "move.date",
+    "move.origin",
 ]
 # States in which an invoice is in the books; `post` turns the two others into one of these.
 BOOKED_STATES = ("posted", "paid")
@@ -420,6 +449,7 @@ class TrytonLedger:
         self._invoicing: _InvoicingSetup | None = None
         self._invoicing_lock = asyncio.Lock()
         self._currency_ids: dict[str, int] = {}
+        self._codes: dict[tuple[_CodeKind, str], _BooksEntry] = {}
         self._open_periods: dict[dt.date, float] = {}
         # One posting per reference at a time in this process (see `post_document`).
         self._posting_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -498,7 +528,26 @@ class TrytonLedger:
         the earlier attempt left: a posted document is returned, a draft is posted.
         Concurrent calls for one reference queue on a per-reference lock in this process;
         across processes the re-check after create (`_adopt_created`) backs off.
+
+        Each line books on its mapped ERP product and revenue account (no tax computed by
+        the ERP); billing's tax of each rate becomes a manual invoice tax of the mapped ERP
+        tax with billing's exact base and amount, so the ERP's tax and total are billing's
+        to the minor unit.
+
+        Dates: a document in the company currency is dated by posting (the ERP's today),
+        which keeps the strict invoice sequence chronological whatever the delay. Tryton
+        8.2 converts a foreign document at its invoice date (`currency_date` is the invoice
+        date, not the accounting date), so a foreign document is dated the billing date;
+        Tryton refuses to number it (RejectedError) when a later-dated document of the
+        same sequence was numbered first, i.e. when it reaches the ERP days late.
         """
+        unmapped = posting.unmapped()
+        if unmapped:
+            raise ValidationError(
+                f"{posting.reference} is not mapped to the ERP's books: {'; '.join(unmapped)}",
+                system=SYSTEM,
+                operation="post_document",
+            )
         lock = self._posting_locks.get(posting.reference)
         if lock is None:
             lock = self._posting_locks[posting.reference] = asyncio.Lock()
@@ -550,7 +599,8 @@ class TrytonLedger:
         duplicate. A document is in the range by its `invoice_date`; one without (a draft
         never posted) is in it by the UTC day of its `create_date`, and reads with
         `document_date` None. `cursor` is the last id seen; ids only grow, so documents
-        created while paging land on a later page, never shift an earlier one. One RPC call.
+        created while paging land on a later page, never shift an earlier one. Two RPC
+        calls: the documents, then their taxes (per ERP tax name, positive).
         """
         operation = "document_page"
         if limit < 1:
@@ -576,10 +626,492 @@ class TrytonLedger:
             # `party.code` rides along in the same call: no second read for the customers.
             INVOICE_FIELDS,
         )
-        documents = [_ledger_document(row, operation) for row in rows]
+        taxes = await self._document_taxes([row["id"] for row in rows])
+        documents = [_ledger_document(row, operation, taxes.get(row["id"], {})) for row in rows]
         # A short page is the last; a full one may be too, and the next page then says so.
         next_cursor = documents[-1].erp_document_id if len(documents) == limit else None
         return LedgerDocumentPage(documents=documents, next_cursor=next_cursor)
+
+    async def _document_books(self, posting: LedgerPosting) -> _DocumentBooks:
+        """The ERP ids the mapped names of a posting stand for (each read once)."""
+        operation = "post_document"
+        lines = []
+        for line in posting.lines:
+            assert line.erp_product and line.revenue_account  # post_document refused others
+            product = await self._books_code("product", line.erp_product, operation)
+            account = await self._books_code("account", line.revenue_account, operation)
+            lines.append(_LineBooks(product.id, int(product.values["default_uom"]), account.id))
+        taxes = []
+        for tax in posting.taxes:
+            assert tax.erp_tax
+            found = await self._books_code("tax", tax.erp_tax, operation)
+            taxes.append(
+                _TaxBooks(
+                    found.id,
+                    int(found.values["invoice_account"]),
+                    int(found.values["credit_note_account"]),
+                )
+            )
+        return _DocumentBooks(lines, taxes)
+
+    # --- payments and refunds -----------------------------------------------------------
+
+    async def find_payment(self, reference: str) -> PostedPayment | None:
+        """The payment or refund move carrying `reference` (its description), any state.
+
+        Several is a finding, as for documents: ConflictError naming them.
+        """
+        rows = await self._payment_lines([("move.description", "=", reference)])
+        row = _single(rows, reference, "find_payment")
+        if row is None:
+            return None
+        documents = await self._documents_of([row])
+        return _posted_payment(
+            row,
+            documents.get(_origin_id((row.get("move.") or {}).get("origin"))),
+            created_now=False,
+        )
+
+    async def post_payment(self, posting: PaymentPosting) -> PostedPayment:
+        """Record the money and apply it to the document `applies_to` names, once per
+        reference (lookup before create, a draft an earlier attempt left is adopted).
+
+        A payment is a move in the mapped (cash) journal, dated the payment date: the
+        mapped clearing account against the document's receivable, converted at that
+        date's rate when the document is foreign, its origin the document. Its receivable
+        line joins the document's payment lines (what Tryton's own pay wizard does), and
+        once nothing remains to pay, the document's receivable lines are reconciled by
+        Tryton's reconcile wizard, which books any exchange difference and marks the
+        document paid. A refund is the same with the money going out, on a credit note.
+        """
+        operation = "post_payment"
+        unmapped = posting.unmapped()
+        if unmapped:
+            raise ValidationError(
+                f"{posting.reference} is not mapped to the ERP's books: {'; '.join(unmapped)}",
+                system=SYSTEM,
+                operation=operation,
+            )
+        lock = self._posting_locks.get(posting.reference)
+        if lock is None:
+            lock = self._posting_locks[posting.reference] = asyncio.Lock()
+        async with lock:
+            rows = await self._payment_lines([("move.description", "=", posting.reference)])
+            existing = _single(rows, posting.reference, operation)
+            document = await self._document_to_settle(posting)
+            if existing is not None:
+                return await self._adopt_payment(existing, document, posting)
+            return await self._create_payment(document, posting)
+
+    async def payment_page(
+        self, date_from: dt.date, date_to: dt.date, cursor: str | None, limit: int
+    ) -> LedgerPaymentPage:
+        """One page of the payments and refunds dated in [date_from, date_to], in every
+        state, by id (the cursor is the last receivable line id seen). Two RPC calls: the
+        receivable lines of the cash journals' moves, then the documents they settle."""
+        operation = "payment_page"
+        _check_page(date_from, date_to, limit, operation)
+        after_id = _cursor_id(cursor, operation)
+        rows = await self._payment_lines(
+            [
+                ("id", ">", after_id),
+                ("move.date", ">=", date_from),
+                ("move.date", "<=", date_to),
+            ],
+            limit=limit,
+        )
+        documents = await self._documents_of(rows)
+        payments = [
+            _ledger_payment(row, documents.get(_origin_id((row.get("move.") or {}).get("origin"))))
+            for row in rows
+        ]
+        next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
+        return LedgerPaymentPage(payments=payments, next_cursor=next_cursor)
+
+    async def open_receivable_page(self, cursor: str | None, limit: int) -> ReceivablePage:
+        """What each party (by code) owes now, per document currency: the sum of its
+        unreconciled posted receivable lines, in the document's currency (the second
+        currency where a line has one). Parties owing nothing are left out. The cursor is
+        the last party id of the previous page. Two RPC calls."""
+        operation = "open_receivable_page"
+        if limit < 1:
+            raise ValidationError(
+                f"page limit must be at least 1, not {limit}", system=SYSTEM, operation=operation
+            )
+        setup = await self._invoicing_setup()
+        after_id = _cursor_id(cursor, operation)
+        parties = await self.call(
+            "model.party.party.search",
+            [("id", ">", after_id), ("code", "!=", None)],
+            0,
+            limit,
+            [("id", "ASC")],
+            context={"active_test": False},
+        )
+        if not parties:
+            return ReceivablePage(receivables=[], next_cursor=None)
+        lines = await self.call(
+            "model.account.move.line.search_read",
+            [
+                ("party", "in", parties),
+                ("account.type.receivable", "=", True),
+                ("reconciliation", "=", None),
+                ("move.state", "=", "posted"),
+                ("move.company", "=", await self._company_id()),
+            ],
+            0,
+            None,
+            [("id", "ASC")],
+            ["party", "party.code", "debit", "credit", "amount_second_currency",
+             "second_currency.code"],
+        )  # fmt: skip
+        owed: dict[tuple[int, str, str], Decimal] = {}
+        for line in lines:
+            code, amount = _line_amount(line, setup.company_currency)
+            key = (int(line["party"]), str((line.get("party.") or {}).get("code")), code)
+            owed[key] = owed.get(key, Decimal(0)) + amount
+        receivables = [
+            Receivable(customer_id=party_code, amount=Money(amount=amount, currency=currency))
+            for (_, party_code, currency), amount in sorted(owed.items())
+            if amount
+        ]
+        next_cursor = str(parties[-1]) if len(parties) == limit else None
+        return ReceivablePage(receivables=receivables, next_cursor=next_cursor)
+
+    async def catalog(self) -> list[CatalogEntry]:
+        """Products, coded accounts, taxes, payment (cash) journals and currencies: what a
+        finance mapping may name. A currency without any rate reads as inactive."""
+        company_id = await self._company_id()
+        products = await self.call(
+            "model.product.product.search_read",
+            [("code", "!=", None)],
+            0,
+            None,
+            [("code", "ASC")],
+            ["code", "rec_name", "active"],
+        )
+        accounts = await self.call(
+            "model.account.account.search_read",
+            [("code", "!=", None), ("company", "=", company_id), ("type", "!=", None)],
+            0,
+            None,
+            [("code", "ASC")],
+            ["code", "name", "closed"],
+        )
+        taxes = await self.call(
+            "model.account.tax.search_read",
+            [("company", "=", company_id), ("parent", "=", None)],
+            0,
+            None,
+            [("name", "ASC")],
+            ["name", "description", "active"],
+        )
+        journals = await self.call(
+            "model.account.journal.search_read",
+            [("type", "=", "cash")],
+            0,
+            None,
+            [("code", "ASC")],
+            ["code", "name", "active"],
+        )
+        currencies = await self.call(
+            "model.currency.currency.search_read",
+            [],
+            0,
+            None,
+            [("code", "ASC")],
+            ["code", "name", "active", "rates"],
+        )
+        entries = [
+            CatalogEntry(kind="product", key=row["code"], name=row["rec_name"] or "",
+                         active=bool(row["active"]))
+            for row in products
+        ]  # fmt: skip
+        entries += [
+            CatalogEntry(kind="account", key=row["code"], name=row["name"] or "",
+                         active=not row["closed"])
+            for row in accounts
+        ]  # fmt: skip
+        entries += [
+            CatalogEntry(kind="tax", key=row["name"], name=row["description"] or "",
+                         active=bool(row["active"]))
+            for row in taxes
+        ]  # fmt: skip
+        entries += [
+            CatalogEntry(kind="journal", key=row["code"] or row["name"], name=row["name"] or "",
+                         active=bool(row["active"]))
+            for row in journals
+        ]  # fmt: skip
+        entries += [
+            CatalogEntry(kind="currency", key=row["code"], name=row["name"] or "",
+                         active=bool(row["active"] and row["rates"]))
+            for row in currencies
+        ]  # fmt: skip
+        return entries
+
+    async def _payment_lines(
+        self, domain: list[Any], *, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The receivable lines of payment moves (cash journals) matching `domain`."""
+        rows = await self.call(
+            "model.account.move.line.search_read",
+            [
+                ("move.journal.type", "=", "cash"),
+                ("account.type.receivable", "=", True),
+                ("move.description", "!=", None),
+                ("move.company", "=", await self._company_id()),
+                *domain,
+            ],
+            0,
+            limit,
+            [("id", "ASC")],
+            PAYMENT_LINE_FIELDS,
+        )
+        return list(rows)
+
+    async def _documents_of(self, rows: list[dict[str, Any]]) -> dict[int | None, dict[str, Any]]:
+        ids = sorted(
+            {i for row in rows if (i := _origin_id((row.get("move.") or {}).get("origin")))}
+        )
+        if not ids:
+            return {}
+        documents = await self.call(
+            "model.account.invoice.read",
+            ids,
+            [*INVOICE_FIELDS, *SETTLE_FIELDS],
+        )
+        return {int(row["id"]): dict(row) for row in documents}
+
+    async def _document_to_settle(self, posting: PaymentPosting) -> dict[str, Any]:
+        """The posted ERP document `applies_to` names, checked against the posting."""
+        operation = "post_payment"
+        rows = await self.call(
+            "model.account.invoice.search_read",
+            [("type", "=", "out"), ("reference", "=", posting.applies_to)],
+            0,
+            None,
+            [("id", "ASC")],
+            [*INVOICE_FIELDS, *SETTLE_FIELDS],
+        )
+        row = _single(list(rows), posting.applies_to, operation)
+        if row is None or row["state"] not in BOOKED_STATES:
+            state = "no document" if row is None else f"only a {row['state']} document"
+            raise NotFoundError(
+                f"the ERP has {state} for {posting.applies_to!r}: {posting.kind} "
+                f"{posting.reference} waits until it is posted",
+                system=SYSTEM,
+                operation=operation,
+            )
+        wanted = "invoice" if posting.kind == "payment" else "credit_note"
+        problems = []
+        if _document_kind(row) != wanted:
+            problems.append(f"a {posting.kind} settles a {wanted}, not a {_document_kind(row)}")
+        currency = (row.get("currency.") or {}).get("code")
+        if currency != posting.amount.currency.upper():
+            problems.append(f"document in {currency}, {posting.kind} in {posting.amount.currency}")
+        party = (row.get("party.") or {}).get("code")
+        if party != posting.customer_id:
+            problems.append(f"document of {party}, {posting.kind} of {posting.customer_id}")
+        if problems:
+            raise RejectedError(
+                f"{posting.reference} cannot settle ERP document {row['id']} "
+                f"({posting.applies_to}): {'; '.join(problems)}",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="mismatch",
+                remote_answer=_jsonable(row),
+            )
+        return dict(row)
+
+    async def _create_payment(
+        self, document: dict[str, Any], posting: PaymentPosting
+    ) -> PostedPayment:
+        operation = "post_payment"
+        remaining = abs(document["amount_to_pay"])
+        if posting.amount.amount > remaining:
+            raise RejectedError(
+                f"{posting.kind} {posting.reference} of {posting.amount} exceeds the "
+                f"{remaining} {posting.amount.currency} open on {posting.applies_to}",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="overpayment",
+                remote_answer={"open": str(remaining), "amount": str(posting.amount.amount)},
+            )
+        assert posting.journal and posting.clearing_account  # post_payment refused others
+        journal = await self._books_code("journal", posting.journal, operation)
+        if journal.values.get("type") != "cash":
+            raise RejectedError(
+                f"ERP journal {posting.journal!r} is not a cash (payment) journal",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="unknown_erp_code",
+                remote_answer={"kind": "journal", "code": posting.journal},
+            )
+        clearing = await self._books_code("account", posting.clearing_account, operation)
+        setup = await self._invoicing_setup()
+        company_amount = await self._company_amount(posting, setup)
+        period_id = await self._period_id(posting.payment_date, operation)
+        values = _payment_move_values(
+            posting,
+            document,
+            journal_id=journal.id,
+            clearing_account_id=clearing.id,
+            period_id=period_id,
+            company_id=await self._company_id(),
+            company_amount=company_amount,
+            foreign=posting.amount.currency.upper() != setup.company_currency,
+        )
+        (move_id,) = await self.call("model.account.move.create", [values])
+        rows = await self._payment_lines([("move.description", "=", posting.reference)])
+        others = [row["move"] for row in rows if row["move"] != move_id]
+        if others:
+            with contextlib.suppress(AdapterError):
+                await self.call("model.account.move.delete", [move_id])
+            raise TransientError(
+                f"another ERP payment ({others}) was created for {posting.reference!r} "
+                "concurrently; this draft was withdrawn, retry adopts it",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="concurrent_create",
+            )
+        (row,) = [row for row in rows if row["move"] == move_id]
+        posted = await self._adopt_payment(row, document, posting, created_now=True)
+        log.info(
+            "posted ERP payment",
+            reference=posting.reference,
+            kind=posting.kind,
+            erp_document_id=move_id,
+            applies_to=posting.applies_to,
+            applied_state=posted.applied_document_state,
+        )
+        return posted
+
+    async def _adopt_payment(
+        self,
+        row: dict[str, Any],
+        document: dict[str, Any],
+        posting: PaymentPosting,
+        *,
+        created_now: bool = False,
+    ) -> PostedPayment:
+        """Finish what a payment needs, from wherever an earlier attempt stopped: post the
+        move, apply its receivable line to the document, reconcile once fully paid."""
+        operation = "post_payment"
+        if _origin_id((row.get("move.") or {}).get("origin")) != document["id"]:
+            raise RejectedError(
+                f"ERP payment {row['move']} for {posting.reference!r} settles another "
+                f"document than {posting.applies_to!r}",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="mismatch",
+                remote_answer=_jsonable(row),
+            )
+        amount = _payment_amount(row, posting.kind)
+        if amount != posting.amount.amount:
+            raise RejectedError(
+                f"ERP payment {row['move']} for {posting.reference!r} is of {amount}, "
+                f"not {posting.amount.amount}",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="mismatch",
+                remote_answer=_jsonable(row),
+            )
+        if row.get("move.") and row["move."].get("state") != "posted":
+            await self.call("model.account.move.post", [row["move"]])
+        if row["id"] not in document["payment_lines"] and document["state"] != "paid":
+            await self.call(
+                "model.account.invoice.write",
+                [document["id"]],
+                {"payment_lines": [("add", [row["id"]])]},
+            )
+        (document,) = await self.call(
+            "model.account.invoice.read",
+            [document["id"]],
+            [*INVOICE_FIELDS, "amount_to_pay", "payment_lines", "lines_to_pay"],
+        )
+        if document["state"] != "paid" and not document["amount_to_pay"]:
+            await self._reconcile(document)
+            (document,) = await self.call(
+                "model.account.invoice.read", [document["id"]], INVOICE_FIELDS
+            )
+        (row,) = await self._payment_lines([("id", "=", row["id"])])
+        return _posted_payment(row, document, created_now=created_now)
+
+    async def _reconcile(self, document: dict[str, Any]) -> None:
+        """Reconcile a fully paid document's receivable lines with its payment lines, by
+        Tryton's own wizard: it books an exchange difference (foreign documents paid at
+        another rate) and the reconciliation marks the document paid."""
+        lines = await self.call(
+            "model.account.move.line.search",
+            [
+                ("id", "in", [*document["lines_to_pay"], *document["payment_lines"]]),
+                ("reconciliation", "=", None),
+            ],
+        )
+        if not lines:
+            return
+        context = {"active_model": "account.move.line", "active_ids": lines,
+                   "active_id": lines[0]}  # fmt: skip
+        wizard = "wizard.account.move.reconcile_lines"
+        session, _, _ = await self.call(f"{wizard}.create")
+        try:
+            await self.call(f"{wizard}.execute", session, {}, "start", context=context)
+        finally:
+            with contextlib.suppress(AdapterError):
+                await self.call(f"{wizard}.delete", session)
+
+    async def _company_amount(self, posting: PaymentPosting, setup: _InvoicingSetup) -> Decimal:
+        """The posting's amount in the company currency at the payment date's ERP rate."""
+        code = posting.amount.currency.upper()
+        if code == setup.company_currency:
+            return posting.amount.amount
+        currency_id = await self._currency_id(code, setup, posting.payment_date)
+        rate = await self._rate(code, currency_id, setup, posting.payment_date)
+        unit = Decimal(1).scaleb(-setup.company_digits)
+        # Tryton's Currency.compute rounds half-even to the target currency.
+        return (posting.amount.amount / rate).quantize(unit, rounding=ROUND_HALF_EVEN)
+
+    async def _period_id(self, on: dt.date, operation: str) -> int:
+        periods = await self.call(
+            "model.account.period.search",
+            [
+                ("start_date", "<=", on),
+                ("end_date", ">=", on),
+                ("fiscalyear.company", "=", await self._company_id()),
+                ("type", "=", "standard"),
+                ("state", "=", "open"),
+            ],
+            0,
+            1,
+            [("start_date", "DESC")],
+        )
+        if not periods:
+            raise RejectedError(
+                f"the ERP has no open period for {on.isoformat()}; reopen the period",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="period_closed",
+            )
+        return int(periods[0])
+
+    async def _document_taxes(self, invoice_ids: list[int]) -> dict[int, dict[str, Decimal]]:
+        """Each document's tax per ERP tax name, signed as in the ERP."""
+        if not invoice_ids:
+            return {}
+        rows = await self.call(
+            "model.account.invoice.tax.search_read",
+            [("invoice", "in", invoice_ids)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["invoice", "amount", "tax.name", "description"],
+        )
+        taxes: dict[int, dict[str, Decimal]] = {}
+        for row in rows:
+            name = str((row.get("tax.") or {}).get("name") or row.get("description") or "")
+            per_name = taxes.setdefault(int(row["invoice"]), {})
+            per_name[name] = per_name.get(name, Decimal(0)) + Decimal(row["amount"])
+        return taxes
 
     async def _invoice_rows(self, reference: str) -> list[dict[str, Any]]:
         rows = await self.call(
@@ -619,9 +1151,10 @@ class TrytonLedger:
         operation = "post_document"
         party = await self._invoicing_party(posting.customer_id)
         setup = await self._invoicing_setup()
-        currency_id = await self._currency_id(posting.currency, setup)
+        currency_id = await self._currency_id(posting.currency, setup, posting.billing_date)
         company_id = await self._company_id()
-        values = _invoice_values(posting, party, setup, currency_id, company_id)
+        books = await self._document_books(posting)
+        values = _invoice_values(posting, party, setup, currency_id, company_id, books)
         (invoice_id,) = await self.call("model.account.invoice.create", [values])
         created = await self._adopt_created(invoice_id, posting)
         try:
@@ -755,7 +1288,9 @@ class TrytonLedger:
         operation = "post_document"
         company_id = await self._company_id()
         (company,) = await self.call(
-            "model.company.company.read", [company_id], ["currency", "currency.code"]
+            "model.company.company.read",
+            [company_id],
+            ["currency", "currency.code", "currency.digits"],
         )
         journals = await self.call(
             "model.account.journal.search", [("type", "=", "revenue")], 0, 1, [("id", "ASC")]
@@ -765,41 +1300,26 @@ class TrytonLedger:
             [1],
             ["default_account_receivable", "default_customer_payment_term"],
         )
-        products = await self.call(
-            "model.product.product.search_read",
-            [("code", "=", SERVICE_PRODUCT_CODE)],
-            0,
-            1,
-            None,
-            ["default_uom", "template.account_category.account_revenue"],
-        )
-        if not journals or not products or not configuration["default_account_receivable"]:
+        if not journals or not configuration["default_account_receivable"]:
             raise RejectedError(
-                "the ERP lacks a revenue journal, a default receivable account or the service "
-                f"product {SERVICE_PRODUCT_CODE!r}; bootstrap the ERP database",
+                "the ERP lacks a revenue journal or a default receivable account; "
+                "bootstrap the ERP database",
                 system=SYSTEM,
                 operation=operation,
             )
-        product = products[0]
-        category = (product.get("template.") or {}).get("account_category.") or {}
-        if not category.get("account_revenue"):
-            raise RejectedError(
-                f"the service product {SERVICE_PRODUCT_CODE!r} has no revenue account",
-                system=SYSTEM,
-                operation=operation,
-            )
+        currency = company.get("currency.") or {}
         return _InvoicingSetup(
             company_currency_id=company["currency"],
-            company_currency=str((company.get("currency.") or {}).get("code") or ""),
+            company_currency=str(currency.get("code") or ""),
+            company_digits=int(currency.get("digits") or 2),
             journal_id=journals[0],
             default_receivable_id=configuration["default_account_receivable"],
             default_payment_term_id=configuration["default_customer_payment_term"],
-            product_id=product["id"],
-            unit_id=product["default_uom"],
-            revenue_account_id=category["account_revenue"],
         )
 
-    async def _currency_id(self, code: str, setup: _InvoicingSetup) -> int:
+    async def _currency_id(self, code: str, setup: _InvoicingSetup, on: dt.date) -> int:
+        """The ERP currency of `code`, refused unless the ERP has a rate for `on` (the
+        date its amounts are converted at into the company's currency)."""
         code = code.upper()
         if code == setup.company_currency:
             return setup.company_currency_id
@@ -821,16 +1341,59 @@ class TrytonLedger:
                 )
             self._currency_ids[code] = rows[0]["id"]
         currency_id = self._currency_ids[code]
-        # Rates change with time: asked each time, for today's date (the ERP's default).
-        (rate,) = await self.call("model.currency.currency.read", [currency_id], ["rate"])
-        if not rate.get("rate"):
-            raise RejectedError(
-                f"the ERP has no exchange rate from {code} to {setup.company_currency} today",
-                system=SYSTEM,
-                operation="post_document",
-                remote_code="no_exchange_rate",
-            )
+        await self._rate(code, currency_id, setup, on)
         return currency_id
+
+    async def _rate(
+        self, code: str, currency_id: int, setup: _InvoicingSetup, on: dt.date
+    ) -> Decimal:
+        """Units of `code` per unit of the company currency on `on`, the ERP's own rate
+        (the latest dated on or before `on`). Rates change: asked each time."""
+        rows = await self.call(
+            "model.currency.currency.read",
+            [currency_id, setup.company_currency_id],
+            ["rate"],
+            context={"date": on},
+        )
+        rates = {row["id"]: row.get("rate") for row in rows}
+        rate, company_rate = rates.get(currency_id), rates.get(setup.company_currency_id)
+        if not rate or not company_rate:
+            raise RejectedError(
+                f"the ERP has no exchange rate from {code} to {setup.company_currency} "
+                f"for {on.isoformat()}",
+                system=SYSTEM,
+                operation="exchange_rate",
+                remote_code="no_exchange_rate",
+                remote_answer={"currency": code, "date": on.isoformat()},
+            )
+        return Decimal(rate) / Decimal(company_rate)
+
+    async def _books_code(self, kind: _CodeKind, code: str, operation: str) -> _BooksEntry:
+        """The ERP record a mapping names (product or account code, tax name, journal code
+        or name), read once per adapter; RejectedError `unknown_erp_code` naming it."""
+        key = (kind, code)
+        if key in self._codes:
+            return self._codes[key]
+        model, domain, fields = _CODE_LOOKUPS[kind]
+        company_id = await self._company_id()
+        found = None
+        for clause in domain(code, company_id):
+            rows = await self.call(f"model.{model}.search_read", clause, 0, 2, None, fields)
+            if len(rows) == 1:
+                found = rows[0]
+                break
+        if found is None:
+            raise RejectedError(
+                f"the ERP has no {kind} {code!r} (finance mapping names it); add it to the "
+                "ERP or correct the mapping",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="unknown_erp_code",
+                remote_answer={"kind": kind, "code": code},
+            )
+        entry = _BooksEntry(id=int(found["id"]), values=dict(found))
+        self._codes[key] = entry
+        return entry
 
     async def _company_id(self) -> int:
         await self._rpc.ensure_session()
@@ -910,12 +1473,10 @@ class TrytonLedger:
 class _InvoicingSetup:
     company_currency_id: int
     company_currency: str
+    company_digits: int
     journal_id: int
     default_receivable_id: int
     default_payment_term_id: int | None
-    product_id: int
-    unit_id: int
-    revenue_account_id: int
 
 
 @dataclass(frozen=True)
@@ -926,32 +1487,102 @@ class _InvoicingParty:
     payment_term: int | None
 
 
+_CodeKind = Literal["product", "account", "tax", "journal"]
+
+
+@dataclass(frozen=True)
+class _BooksEntry:
+    id: int
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _LineBooks:
+    product_id: int
+    unit_id: int
+    account_id: int
+
+
+@dataclass(frozen=True)
+class _TaxBooks:
+    tax_id: int
+    invoice_account_id: int
+    credit_note_account_id: int
+
+
+@dataclass(frozen=True)
+class _DocumentBooks:
+    lines: list[_LineBooks]
+    taxes: list[_TaxBooks]
+
+
+def _by_code(code: str, company_id: int) -> list[list[Any]]:
+    return [[("code", "=", code)]]
+
+
+def _account_by_code(code: str, company_id: int) -> list[list[Any]]:
+    return [[("code", "=", code), ("company", "=", company_id), ("closed", "!=", True)]]
+
+
+def _tax_by_name(name: str, company_id: int) -> list[list[Any]]:
+    return [[("name", "=", name), ("company", "=", company_id), ("parent", "=", None)]]
+
+
+def _journal_by_code_or_name(code: str, company_id: int) -> list[list[Any]]:
+    # A code is what finance should name; a journal's name is accepted when it is unique.
+    return [[("code", "=", code)], [("name", "=", code)]]
+
+
+_CODE_LOOKUPS: dict[_CodeKind, tuple[str, Any, list[str]]] = {
+    "product": ("product.product", _by_code, ["id", "default_uom"]),
+    "account": ("account.account", _account_by_code, ["id", "type.receivable"]),
+    "tax": ("account.tax", _tax_by_name, ["id", "invoice_account", "credit_note_account"]),
+    "journal": ("account.journal", _journal_by_code_or_name, ["id", "type"]),
+}
+
+
 def _invoice_values(
     posting: LedgerPosting,
     party: _InvoicingParty,
     setup: _InvoicingSetup,
     currency_id: int,
     company_id: int,
+    books: _DocumentBooks,
 ) -> dict[str, Any]:
-    """The `account.invoice.create` values of a posting.
-
-    No `invoice_date`: posting fills it with the ERP's today, so a draft left by a failed
-    attempt and posted days later still keeps the strict sequence chronological. The
-    billing date stays readable in the description.
-    """
+    """The `account.invoice.create` values of a posting (see `post_document`)."""
     # Tryton's credit note is an invoice whose lines are all negative.
     sign = -1 if posting.kind == "credit_note" else 1
-    lines = [
+    lines: list[dict[str, Any]] = [
         {
             "type": "line",
-            "product": setup.product_id,
-            "unit": setup.unit_id,
-            "account": setup.revenue_account_id,
+            # The invoice's lines are in its currency and company (Tryton's line domain).
+            "currency": currency_id,
+            "company": company_id,
+            "product": line_books.product_id,
+            "unit": line_books.unit_id,
+            "account": line_books.account_id,
             "quantity": _quantity(line.quantity * sign),
             "unit_price": line.unit_price,
             "description": line.description,
+            # No tax computed by the ERP: billing's own amounts follow as manual taxes.
+            "taxes": [],
         }
-        for line in posting.lines
+        for line, line_books in zip(posting.lines, books.lines, strict=True)
+    ]
+    taxes = [
+        {
+            "manual": True,
+            "tax": tax_books.tax_id,
+            "description": tax.description,
+            "base": tax.base * sign,
+            "amount": tax.amount * sign,
+            # Tryton's own choice: the invoice account for a positive base, else the
+            # credit-note account.
+            "account": tax_books.invoice_account_id
+            if tax.base * sign >= 0
+            else tax_books.credit_note_account_id,
+        }
+        for tax, tax_books in zip(posting.taxes, books.taxes, strict=True)
     ]
     values: dict[str, Any] = {
         "type": "out",
@@ -967,6 +1598,12 @@ def _invoice_values(
         "description": _description(posting),
         "lines": [("create", lines)],
     }
+    if currency_id != setup.company_currency_id:
+        # Tryton 8.2 converts at the invoice date (`currency_date`); only a foreign document
+        # needs it to be billing's date. See `post_document` for the sequence's order.
+        values["invoice_date"] = posting.billing_date
+    if taxes:
+        values["taxes"] = [("create", taxes)]
     payment_term = party.payment_term or setup.default_payment_term_id
     if payment_term:
         values["payment_term"] = payment_term
@@ -990,12 +1627,20 @@ def _expected_erp_total(posting: LedgerPosting) -> Decimal:
     return -amount if posting.kind == "credit_note" else amount
 
 
+def _expected_erp_tax(posting: LedgerPosting) -> Decimal:
+    amount = sum((tax.amount for tax in posting.taxes), Decimal(0))
+    return -amount if posting.kind == "credit_note" else amount
+
+
 def _verify_matches(row: Mapping[str, Any], posting: LedgerPosting, operation: str) -> None:
     """Refuse an ERP document that does not say what the posting says (never accept it)."""
     problems = []
     expected = _expected_erp_total(posting)
     if row.get("total_amount") != expected:
         problems.append(f"total {row.get('total_amount')} instead of {expected}")
+    expected_tax = _expected_erp_tax(posting)
+    if "tax_amount" in row and row["tax_amount"] != expected_tax:
+        problems.append(f"tax {row['tax_amount']} instead of {expected_tax}")
     currency = (row.get("currency.") or {}).get("code")
     if currency != posting.currency.upper():
         problems.append(f"currency {currency} instead of {posting.currency.upper()}")
@@ -1064,16 +1709,145 @@ def _document_total(row: Mapping[str, Any], operation: str) -> Money:
         ) from err
 
 
-def _ledger_document(row: Mapping[str, Any], operation: str) -> LedgerDocument:
+def _ledger_document(
+    row: Mapping[str, Any], operation: str, taxes: Mapping[str, Decimal]
+) -> LedgerDocument:
+    total = _document_total(row, operation)
     return LedgerDocument(
         erp_document_id=str(row["id"]),
         reference=row.get("reference") or None,
         kind=_document_kind(row),
         number=row.get("number") or None,
-        total=_document_total(row, operation),
+        total=total,
         state=str(row["state"]),
         customer_id=(row.get("party.") or {}).get("code") or None,
         document_date=row.get("invoice_date"),
+        taxes={
+            name: Money(amount=abs(amount), currency=total.currency)
+            for name, amount in taxes.items()
+        },
+    )
+
+
+def _check_page(date_from: dt.date, date_to: dt.date, limit: int, operation: str) -> None:
+    if limit < 1:
+        raise ValidationError(
+            f"page limit must be at least 1, not {limit}", system=SYSTEM, operation=operation
+        )
+    if date_from > date_to:
+        raise ValidationError(
+            f"date range {date_from}..{date_to} is empty", system=SYSTEM, operation=operation
+        )
+
+
+def _origin_id(origin: Any) -> int | None:
+    """The invoice id of a move's origin (`"account.invoice,42"`), None for any other."""
+    if isinstance(origin, str) and origin.startswith("account.invoice,"):
+        with contextlib.suppress(ValueError):
+            return int(origin.split(",", 1)[1])
+    return None
+
+
+def _line_amount(line: Mapping[str, Any], company_currency: str) -> tuple[str, Decimal]:
+    """A receivable line's signed amount (debit positive) in its document's currency."""
+    second = (line.get("second_currency.") or {}).get("code")
+    if second and line.get("amount_second_currency") is not None:
+        return str(second), Decimal(line["amount_second_currency"])
+    return company_currency, Decimal(line["debit"]) - Decimal(line["credit"])
+
+
+def _payment_amount(row: Mapping[str, Any], kind: Literal["payment", "refund"]) -> Decimal:
+    """Positive: a payment credits the receivable, a refund debits it."""
+    second = row.get("amount_second_currency")
+    amount = Decimal(second) if second is not None else Decimal(row["debit"] - row["credit"])
+    return -amount if kind == "payment" else amount
+
+
+def _payment_kind(row: Mapping[str, Any]) -> Literal["payment", "refund"]:
+    return "payment" if row["credit"] > 0 else "refund"
+
+
+def _payment_move_values(
+    posting: PaymentPosting,
+    document: Mapping[str, Any],
+    *,
+    journal_id: int,
+    clearing_account_id: int,
+    period_id: int,
+    company_id: int,
+    company_amount: Decimal,
+    foreign: bool,
+) -> dict[str, Any]:
+    """The `account.move.create` values of a payment (money in: the clearing account
+    debited, the receivable credited) or a refund (the other way round)."""
+    money_in = posting.kind == "payment"
+    amount = posting.amount.amount
+    receivable: dict[str, Any] = {
+        "account": document["account"],
+        "party": document["party"],
+        "debit": Decimal(0) if money_in else company_amount,
+        "credit": company_amount if money_in else Decimal(0),
+        "description": posting.description,
+    }
+    clearing: dict[str, Any] = {
+        "account": clearing_account_id,
+        "debit": company_amount if money_in else Decimal(0),
+        "credit": Decimal(0) if money_in else company_amount,
+        "description": posting.description,
+    }
+    if foreign:
+        currency = document["currency"]
+        receivable |= {"amount_second_currency": -amount if money_in else amount,
+                       "second_currency": currency}  # fmt: skip
+        clearing |= {"amount_second_currency": amount if money_in else -amount,
+                     "second_currency": currency}  # fmt: skip
+    return {
+        "company": company_id,
+        "journal": journal_id,
+        "period": period_id,
+        "date": posting.payment_date,
+        # The reference: what lookup-before-create finds (Tryton moves have no other).
+        "description": posting.reference,
+        "origin": f"account.invoice,{document['id']}",
+        "lines": [("create", [receivable, clearing])],
+    }
+
+
+def _posted_payment(
+    row: Mapping[str, Any], document: Mapping[str, Any] | None, *, created_now: bool
+) -> PostedPayment:
+    kind = _payment_kind(row)
+    move = row.get("move.") or {}
+    currency = (row.get("second_currency.") or {}).get("code")
+    if currency is None and document is not None:
+        currency = (document.get("currency.") or {}).get("code")
+    return PostedPayment(
+        reference=str(move.get("description")),
+        kind=kind,
+        erp_document_id=str(row["move"]),
+        erp_number=move.get("number") or None,
+        amount=Money(amount=_payment_amount(row, kind), currency=str(currency)),
+        applies_to=str((document or {}).get("reference") or ""),
+        applied_document_state=str((document or {}).get("state") or "unknown"),
+        created_now=created_now,
+    )
+
+
+def _ledger_payment(row: Mapping[str, Any], document: Mapping[str, Any] | None) -> LedgerPayment:
+    kind = _payment_kind(row)
+    move = row.get("move.") or {}
+    currency = (row.get("second_currency.") or {}).get("code")
+    if currency is None and document is not None:
+        currency = (document.get("currency.") or {}).get("code")
+    return LedgerPayment(
+        erp_document_id=str(row["move"]),
+        reference=move.get("description") or None,
+        kind=kind,
+        amount=Money(amount=_payment_amount(row, kind), currency=str(currency)),
+        applies_to=(document or {}).get("reference") or None,
+        customer_id=(row.get("party.") or {}).get("code") or None,
+        payment_date=move.get("date"),
+        state=str(move.get("state") or ""),
     )
 
 

@@ -7,6 +7,23 @@ parts run in child processes: `trytond-admin` creates the database and activates
 up the company and accounting with proteus. Keeping trytond out of the caller's process
 matters because trytond's configuration and pool are process-global.
 
+The books finance maps to (stable codes and names; `ledgerbridge mapping check` lists them
+from the ERP's catalog):
+
+- revenue accounts `4000` Subscription revenue, `4100` Add-on and usage revenue, `4200`
+  Services revenue and `4900` Refunds (contra revenue), each with an ERP product of the
+  same purpose: `SUBSCRIPTION`, `ADDON`, `SERVICES`, `REFUND` (REVENUE_ACCOUNTS, PRODUCTS);
+- taxes by name, on their payable accounts (TAXES): "VAT 20%" and "VAT 19%" on `2200`
+  EU VAT payable, "UK VAT 20%" on `2210` UK VAT payable, "US sales tax 8.875%" on `2220`
+  US sales tax payable;
+- currencies USD (the company's), EUR, GBP, JPY (0 decimals) and KWD (3 decimals) with dated
+  rates from three years back (RATES); CHF exists without any rate, so a document in it is
+  refused for want of one;
+- payment journals (type cash) by code with their clearing accounts (PAYMENT_JOURNALS):
+  `CARD-USD`/`1150-USD`, `CARD-EUR`/`1150-EUR`, `CARD-GBP`/`1150-GBP`, `CARD-JPY`/`1150-JPY`,
+  `CARD-KWD`/`1150-KWD` for card payments and `BANK`/`1100` for money received out of band;
+  the receivable is `1200`; exchange differences of a foreign payment go to `7600` / `6600`.
+
 Bootstrapping takes ~20 s, so tests, the chaos run and `ledgerbridge up` bootstrap a
 template once (per trytond version, year and this module's code) and start each fresh home
 from a copy (`seed_from_template_cache`, `copy_template`: 0.01 s).
@@ -42,6 +59,63 @@ ACCOUNT_CATEGORY_NAME = "Services"
 # Groups that let the integration user maintain parties and create, post and credit invoices.
 INTEGRATION_GROUPS = ("Party Administration", "Accounting")
 DEFAULT_SESSION_TIMEOUT = 300
+RECEIVABLE_CODE = "1200"
+# code -> (name, kind of account it is like): revenue, tax payable, cash, expense
+REVENUE_ACCOUNTS = {
+    "4000": "Subscription revenue",
+    "4100": "Add-on and usage revenue",
+    "4200": "Services revenue",
+    "4900": "Refunds (contra revenue)",
+}
+# ERP product code -> (name, revenue account code)
+PRODUCTS = {
+    SERVICE_PRODUCT_CODE: ("Subscription service", "4000"),
+    "ADDON": ("Add-ons and usage", "4100"),
+    "SERVICES": ("Professional services", "4200"),
+    "REFUND": ("Refunds", "4900"),
+}
+TAX_PAYABLE_ACCOUNTS = {
+    "2200": "EU VAT payable",
+    "2210": "UK VAT payable",
+    "2220": "US sales tax payable",
+}
+# Tax name (what finance maps a billing tax rate to) -> (rate, payable account code)
+TAXES = {
+    "VAT 20%": ("0.20", "2200"),
+    "VAT 19%": ("0.19", "2200"),
+    "UK VAT 20%": ("0.20", "2210"),
+    "US sales tax 8.875%": ("0.08875", "2220"),
+}
+# code -> (name, digits); the company currency first
+CURRENCIES = {
+    "USD": ("U.S. Dollar", 2),
+    "EUR": ("Euro", 2),
+    "GBP": ("Pound Sterling", 2),
+    "JPY": ("Yen", 0),
+    "KWD": ("Kuwaiti Dinar", 3),
+    "CHF": ("Swiss Franc", 2),
+}
+NO_RATE_CURRENCY = "CHF"
+# Units of the currency per USD, from (years after this one, month): a document date picks
+# the latest step on or before it. Steps start three years back and reach next year.
+RATES = {
+    "USD": [((-3, 1), "1")],
+    "EUR": [((-3, 1), "0.90"), ((0, 1), "0.92"), ((0, 7), "0.95"), ((1, 1), "0.93")],
+    "GBP": [((-3, 1), "0.78"), ((0, 1), "0.80"), ((0, 7), "0.79"), ((1, 1), "0.81")],
+    "JPY": [((-3, 1), "140"), ((0, 1), "150"), ((0, 7), "155"), ((1, 1), "148")],
+    "KWD": [((-3, 1), "0.305"), ((0, 1), "0.307"), ((1, 1), "0.306")],
+}
+OUT_OF_BAND_JOURNAL = "BANK"
+# journal code -> (journal name, clearing account code, clearing account name)
+PAYMENT_JOURNALS = {
+    **{
+        f"CARD-{code}": (f"Card payments {code}", f"1150-{code}", f"Card clearing {code}")
+        for code in ("USD", "EUR", "GBP", "JPY", "KWD")
+    },
+    OUT_OF_BAND_JOURNAL: ("Bank (out of band)", "1100", "Bank"),
+}
+EXCHANGE_GAIN_CODE = "7600"
+EXCHANGE_LOSS_CODE = "6600"
 MARKER_SUFFIX = ".bootstrapped.json"
 
 
@@ -335,12 +409,17 @@ def setup_company_and_accounting(
     accounts = get_accounts(company)
 
     today = dt.date.today()
-    for year in (today.year, today.year + 1):
+    for year in (today.year - 1, today.year, today.year + 1):
         _ensure_fiscal_year(company, year)
 
     payment_term = _ensure_payment_term()
     _ensure_default_payment_term(payment_term)
-    _ensure_service_product(accounts)
+    chart = _ensure_books_accounts(company, accounts)
+    _ensure_products(accounts, chart)
+    _ensure_taxes(company, chart)
+    _ensure_currencies(today.year)
+    _ensure_payment_journals(chart)
+    _ensure_exchange_accounts(chart)
     _ensure_integration_user(company, user, user_password)
 
 
@@ -411,33 +490,145 @@ def _ensure_default_payment_term(payment_term: Any) -> None:
         configuration.save()
 
 
-def _ensure_service_product(accounts: dict[str, Any]) -> None:
+def _ensure_books_accounts(company: Any, accounts: dict[str, Any]) -> dict[str, Any]:
+    """The coded accounts finance maps to, next to the chart's accounts of the same kind;
+    returns every account of the books by code."""
+    from proteus import Model
+
+    Account = Model.get("account.account")
+    receivable = accounts["receivable"]
+    if receivable.code != RECEIVABLE_CODE:
+        receivable.code = RECEIVABLE_CODE
+        receivable.save()
+    like = {
+        **dict.fromkeys(REVENUE_ACCOUNTS, accounts["revenue"]),
+        **dict.fromkeys(TAX_PAYABLE_ACCOUNTS, accounts["payable"]),
+        **{clearing: accounts["cash"] for _, clearing, _ in PAYMENT_JOURNALS.values()},
+        EXCHANGE_GAIN_CODE: accounts["revenue"],
+        EXCHANGE_LOSS_CODE: accounts["expense"],
+    }
+    names = {
+        **REVENUE_ACCOUNTS,
+        **TAX_PAYABLE_ACCOUNTS,
+        **{clearing: name for _, clearing, name in PAYMENT_JOURNALS.values()},
+        EXCHANGE_GAIN_CODE: "Exchange gains",
+        EXCHANGE_LOSS_CODE: "Exchange losses",
+    }
+    chart = {RECEIVABLE_CODE: receivable}
+    for code, name in names.items():
+        found = Account.find([("code", "=", code), ("company", "=", company.id)])
+        if found:
+            chart[code] = found[0]
+            continue
+        model = like[code]
+        account = Account(name=name, code=code, type=model.type, parent=model.parent)
+        # A tax payable account holds no party's balance (the chart's payable one does).
+        account.party_required = False
+        account.reconcile = False
+        account.save()
+        chart[code] = account
+    return chart
+
+
+def _ensure_products(accounts: dict[str, Any], chart: dict[str, Any]) -> None:
+    """One service product per revenue account: its category books on that account."""
     from decimal import Decimal
 
     from proteus import Model
 
     Product = Model.get("product.product")
-    if Product.find([("code", "=", SERVICE_PRODUCT_CODE)]):
-        return
     ProductCategory = Model.get("product.category")
     ProductTemplate = Model.get("product.template")
     Uom = Model.get("product.uom")
-
-    category = ProductCategory(name=ACCOUNT_CATEGORY_NAME)
-    category.accounting = True
-    category.account_revenue = accounts["revenue"]
-    category.account_expense = accounts["expense"]
-    category.save()
-
     (unit,) = Uom.find([("name", "=", "Unit")])
-    template = ProductTemplate(name=SERVICE_PRODUCT_NAME)
-    template.type = "service"
-    template.default_uom = unit
-    template.list_price = Decimal("0")
-    template.account_category = category
-    # The template code is the prefix of the variant's code; one variant, so they are equal.
-    template.code = SERVICE_PRODUCT_CODE
-    template.save()
+    for code, (name, revenue_code) in PRODUCTS.items():
+        if Product.find([("code", "=", code)]):
+            continue
+        category_name = ACCOUNT_CATEGORY_NAME if code == SERVICE_PRODUCT_CODE else name
+        category = ProductCategory(name=category_name)
+        category.accounting = True
+        category.account_revenue = chart[revenue_code]
+        category.account_expense = accounts["expense"]
+        category.save()
+
+        template = ProductTemplate(name=SERVICE_PRODUCT_NAME if code == SERVICE_PRODUCT_CODE
+                                   else name)  # fmt: skip
+        template.type = "service"
+        template.default_uom = unit
+        template.list_price = Decimal("0")
+        template.account_category = category
+        # The template code is the prefix of the variant's code; one variant, so they match.
+        template.code = code
+        template.save()
+
+
+def _ensure_taxes(company: Any, chart: dict[str, Any]) -> None:
+    from decimal import Decimal
+
+    from proteus import Model
+
+    Tax = Model.get("account.tax")
+    for name, (rate, account_code) in TAXES.items():
+        if Tax.find([("name", "=", name), ("company", "=", company.id)]):
+            continue
+        tax = Tax(name=name, description=name, type="percentage", rate=Decimal(rate))
+        tax.company = company
+        tax.invoice_account = chart[account_code]
+        tax.credit_note_account = chart[account_code]
+        tax.save()
+
+
+def _ensure_currencies(year: int) -> None:
+    from decimal import Decimal
+
+    from proteus import Model
+
+    Currency = Model.get("currency.currency")
+    Rate = Model.get("currency.currency.rate")
+    for code, (name, digits) in CURRENCIES.items():
+        found = Currency.find([("code", "=", code)])
+        currency = found[0] if found else Currency(code=code)
+        currency.name = name
+        currency.digits = digits
+        currency.rounding = Decimal(1).scaleb(-digits)
+        currency.save()
+        steps = {
+            dt.date(year + years, month, 1): Decimal(rate)
+            for (years, month), rate in RATES.get(code, [])
+        }
+        existing = {rate.date: rate for rate in Rate.find([("currency", "=", currency.id)])}
+        if code == NO_RATE_CURRENCY:
+            Rate.delete(list(existing.values()))
+            continue
+        for rate in existing.values():
+            if rate.date not in steps:
+                rate.delete()
+        for date, value in steps.items():
+            rate = existing.get(date) or Rate(currency=currency, date=date)
+            rate.rate = value
+            rate.save()
+
+
+def _ensure_payment_journals(chart: dict[str, Any]) -> None:
+    from proteus import Model
+
+    Journal = Model.get("account.journal")
+    for code, (name, _clearing, _) in PAYMENT_JOURNALS.items():
+        if Journal.find([("code", "=", code)]):
+            continue
+        Journal(name=name, code=code, type="cash").save()
+
+
+def _ensure_exchange_accounts(chart: dict[str, Any]) -> None:
+    """Where Tryton books the difference when a foreign payment is reconciled with an
+    invoice converted at another date's rate (its own currency exchange journal)."""
+    from proteus import Model
+
+    Configuration = Model.get("account.configuration")
+    configuration = Configuration(1)
+    configuration.currency_exchange_credit_account = chart[EXCHANGE_GAIN_CODE]
+    configuration.currency_exchange_debit_account = chart[EXCHANGE_LOSS_CODE]
+    configuration.save()
 
 
 def _ensure_integration_user(company: Any, login: str, password: str) -> None:
