@@ -20,6 +20,7 @@ from adapters.erp import TrytonLedger
 from adapters.errors import ValidationError
 from canonical import Customer, LedgerLine, LedgerPosting, Money
 from canonical.reconciliation import LedgerDocument
+from starters.local.tryton_bootstrap import PRODUCTS, SERVICE_PRODUCT_CODE
 from tests.fixtures.tryton import TrytonServer
 
 
@@ -51,7 +52,11 @@ def posting(
     customer_id: str, *, kind: str, quantity: str, unit_price: str, reference: str
 ) -> LedgerPosting:
     line = LedgerLine(
-        description=f"{kind} line", quantity=Decimal(quantity), unit_price=Decimal(unit_price)
+        description=f"{kind} line",
+        quantity=Decimal(quantity),
+        unit_price=Decimal(unit_price),
+        erp_product=SERVICE_PRODUCT_CODE,
+        revenue_account=PRODUCTS[SERVICE_PRODUCT_CODE][1],
     )
     return LedgerPosting(
         reference=reference,
@@ -277,7 +282,7 @@ async def test_cursor_resumes_after_the_id_it_names(ledger: TrytonLedger, books:
     assert all(erp_id > ids[0] for erp_id in listed)
 
 
-async def test_a_page_takes_one_rpc_call(tryton_module_server: TrytonServer, books: Books) -> None:
+async def test_a_page_takes_two_rpc_calls_the_documents_and_their_taxes(tryton_module_server: TrytonServer, books: Books) -> None:
     transport = CountingTransport()
     server = tryton_module_server
     async with TrytonLedger(
@@ -288,7 +293,7 @@ async def test_a_page_takes_one_rpc_call(tryton_module_server: TrytonServer, boo
 
         page = await ledger.document_page(books.past_day, books.today, None, 3)
 
-        assert transport.requests - before == 1
+        assert transport.requests - before == 2
         assert len(page.documents) == 3
 
 

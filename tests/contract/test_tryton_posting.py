@@ -19,9 +19,11 @@ import pytest_asyncio
 from adapters.erp import TrytonLedger
 from adapters.errors import ConflictError, NotFoundError, RejectedError
 from canonical import Customer, LedgerLine, LedgerPosting, Money
+from starters.local.tryton_bootstrap import PRODUCTS, SERVICE_PRODUCT_CODE
 from tests.fixtures.tryton import TrytonServer
 
 BILLING_DATE = dt.date(2026, 3, 9)
+SUBSCRIPTION_REVENUE = PRODUCTS[SERVICE_PRODUCT_CODE][1]
 
 
 @pytest_asyncio.fixture
@@ -56,7 +58,13 @@ def posting(
     """A posting whose total is its lines' sum unless `total` says otherwise."""
     lines = lines or [("Pro plan, March", "1", "49.00")]
     ledger_lines = [
-        LedgerLine(description=text, quantity=Decimal(quantity), unit_price=Decimal(price))
+        LedgerLine(
+            description=text,
+            quantity=Decimal(quantity),
+            unit_price=Decimal(price),
+            erp_product=SERVICE_PRODUCT_CODE,
+            revenue_account=SUBSCRIPTION_REVENUE,
+        )
         for text, quantity, price in lines
     ]
     computed = sum((line.quantity * line.unit_price for line in ledger_lines), Decimal(0))
@@ -208,9 +216,9 @@ async def test_unknown_party_is_not_found_and_nothing_is_created(ledger: TrytonL
 async def test_currency_the_erp_does_not_have_is_rejected(
     ledger: TrytonLedger, customer_id: str
 ) -> None:
-    in_euros = posting(customer_id, currency="EUR")
+    in_euros = posting(customer_id, currency="SEK")
 
-    with pytest.raises(RejectedError, match="no currency EUR") as raised:
+    with pytest.raises(RejectedError, match="no currency SEK") as raised:
         await ledger.post_document(in_euros)
 
     assert raised.value.retryable is False
