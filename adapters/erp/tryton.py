@@ -19,7 +19,17 @@ Wire facts (verified against trytond 8.2.1):
 - `account.invoice.post` on an already posted invoice is a no-op; posting numbers a
   customer invoice from the strict invoice sequence, or from the credit-note sequence
   when every line is <= 0 and the total < 0, and fills an empty `invoice_date` with the
-  ERP's today.
+  ERP's today;
+- Tryton 8.2 converts a foreign invoice at its `currency_date`, which is the invoice date
+  (or today), not the accounting date; a currency's `rate` read with `date` in the context
+  is the latest rate on or before that date, None when there is none;
+- manual invoice taxes (`account.invoice.tax`, `manual`) survive posting untouched when the
+  lines carry no taxes; an invoice line must carry the invoice's `currency` and `company`;
+- a posted invoice accepts `payment_lines` writes; the `account.move.reconcile_lines`
+  wizard (create / execute "start" with `active_model`/`active_ids` / delete) reconciles
+  with an exchange-difference move, and the reconciliation marks the invoice paid (its
+  queued `process` runs at the end of the request when no queue worker is configured);
+- dotted fields in `search_read` come back nested (`"move.origin"` as `row["move."]`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.erp import TrytonLedger
+from adapters.erp.tryton import _payment_move_values
 from adapters.errors import NotFoundError, RejectedError, ValidationError
 from canonical import Customer, LedgerLine, LedgerPosting, LedgerTax, Money, PaymentPosting
 from starters.local import tryton_bootstrap as books
@@ -339,6 +340,42 @@ async def test_two_partial_payments_leave_it_open_then_paid_and_a_duplicate_chan
     )
 
 
+async def test_a_draft_payment_an_earlier_attempt_left_is_posted_and_applied_never_doubled(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    invoice = document(customer_id, [line("Pro plan", "25.00")])
+    await ledger.post_document(invoice)
+    money = payment(invoice, "25.00")
+    # What an attempt whose answer was lost leaves: the move, created but not yet posted.
+    (row,) = await ledger.call(
+        "model.account.invoice.search_read",
+        [("reference", "=", invoice.reference)],
+        0,
+        1,
+        None,
+        ["account", "party", "currency"],
+    )
+    (journal,) = await ledger.call("model.account.journal.search", [("code", "=", "CARD-USD")])
+    (clearing,) = await ledger.call("model.account.account.search", [("code", "=", "1150-USD")])
+    (period,) = await ledger.call(
+        "model.account.period.search",
+        [("start_date", "<=", BILLING_DATE), ("end_date", ">=", BILLING_DATE),
+         ("type", "=", "standard")],
+    )  # fmt: skip
+    values = _payment_move_values(
+        money, row, journal_id=journal, clearing_account_id=clearing, period_id=period,
+        company_id=ledger.context["company"], company_amount=Decimal("25.00"), foreign=False,
+    )  # fmt: skip
+    (draft,) = await ledger.call("model.account.move.create", [values])
+
+    posted = await ledger.post_payment(money)
+
+    assert posted.erp_document_id == str(draft) and posted.created_now is False
+    assert posted.applied_document_state == "paid"
+    moves = await ledger.call("model.account.move.search", [("description", "=", money.reference)])
+    assert moves == [draft]
+
+
 async def test_overpayment_is_refused_and_nothing_is_posted(
     ledger: TrytonLedger, customer_id: str
 ) -> None:
@@ -464,7 +501,8 @@ def billing_view(
     """What billing computes (Stripe's way: per line, rounded half-up to the minor unit)
     and what the canonical posting makes of it: net lines, tax per rate summed."""
     unit = Decimal(1).scaleb(-DIGITS[currency])
-    ledger_lines, per_tax = [], {}
+    ledger_lines: list[LedgerLine] = []
+    per_tax: dict[str, tuple[Decimal, Decimal]] = {}
     for n, (amount, name, inclusive) in enumerate(lines):
         rate = RATES[name]
         if inclusive:
