@@ -282,7 +282,9 @@ async def test_cursor_resumes_after_the_id_it_names(ledger: TrytonLedger, books:
     assert all(erp_id > ids[0] for erp_id in listed)
 
 
-async def test_a_page_takes_two_rpc_calls_the_documents_and_their_taxes(tryton_module_server: TrytonServer, books: Books) -> None:
+async def test_a_page_takes_two_rpc_calls_the_documents_and_their_taxes(
+    tryton_module_server: TrytonServer, books: Books
+) -> None:
     transport = CountingTransport()
     server = tryton_module_server
     async with TrytonLedger(
