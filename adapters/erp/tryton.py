@@ -88,6 +88,7 @@ SYSTEM = "erp"
 # The ERP product every invoice line is booked against (the ERP database's setup creates it).
 SERVICE_PRODUCT_CODE = "SUBSCRIPTION"
 OPEN_PERIOD_TRUSTED_SECONDS = 60.0
+ERP_TODAY_TRUSTED_SECONDS = 60.0
 PARTY_FIELDS = ["id", "code", "name"]
 INVOICE_FIELDS = [
     "id",
@@ -461,6 +462,8 @@ class TrytonLedger:
         self._currency_ids: dict[str, int] = {}
         self._codes: dict[tuple[_CodeKind, str], _BooksEntry] = {}
         self._open_periods: dict[dt.date, float] = {}
+        self._fiscal_years: list[tuple[dt.date, dt.date]] = []
+        self._today: tuple[dt.date, float] | None = None
         # One posting per reference at a time in this process (see `post_document`).
         self._posting_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -544,12 +547,14 @@ class TrytonLedger:
         tax with billing's exact base and amount, so the ERP's tax and total are billing's
         to the minor unit.
 
-        Dates: a document in the company currency is dated by posting (the ERP's today),
-        which keeps the strict invoice sequence chronological whatever the delay. Tryton
-        8.2 converts a foreign document at its invoice date (`currency_date` is the invoice
-        date, not the accounting date), so a foreign document is dated the billing date;
-        Tryton refuses to number it (RejectedError) when a later-dated document of the
-        same sequence was numbered first, i.e. when it reaches the ERP days late.
+        Dates (`_invoice_date`): Tryton numbers from a strict sequence, refusing a customer
+        document dated before one already numbered in it or dated in its future, and it
+        converts a foreign document at its invoice date. A document in the company
+        currency is dated by posting (the ERP's today: always in order). A foreign one is
+        dated the billing date, or the nearest date Tryton accepts (today for a date in the
+        ERP's future, the latest numbered document's date for one reaching the ERP late)
+        when that date's rate is the billing date's; otherwise RejectedError
+        `out_of_sequence` naming both dates (finance decides), nothing created.
         """
         unmapped = posting.unmapped()
         if unmapped:
@@ -1164,7 +1169,10 @@ class TrytonLedger:
         currency_id = await self._currency_id(posting.currency, setup, posting.billing_date)
         company_id = await self._company_id()
         books = await self._document_books(posting)
+        invoice_date = await self._invoice_date(posting, currency_id, setup)
         values = _invoice_values(posting, party, setup, currency_id, company_id, books)
+        if invoice_date is not None:
+            values["invoice_date"] = invoice_date
         (invoice_id,) = await self.call("model.account.invoice.create", [values])
         created = await self._adopt_created(invoice_id, posting)
         try:
@@ -1353,6 +1361,92 @@ class TrytonLedger:
         currency_id = self._currency_ids[code]
         await self._rate(code, currency_id, setup, on)
         return currency_id
+
+    async def _invoice_date(
+        self, posting: LedgerPosting, currency_id: int, setup: _InvoicingSetup
+    ) -> dt.date | None:
+        """The invoice date to create the document with (None: posting's today, for the
+        company currency); see `post_document`."""
+        if currency_id == setup.company_currency_id:
+            return None
+        today = await self._erp_today()
+        # Tryton refuses a customer invoice dated in the future, and one dated before a
+        # document its sequence already numbered.
+        wanted = min(posting.billing_date, today)
+        date = await self._latest_numbered_date(posting.kind, wanted) or wanted
+        if date == posting.billing_date:
+            return date
+        code = posting.currency.upper()
+        at_billing = await self._rate(code, currency_id, setup, posting.billing_date)
+        if await self._rate(code, currency_id, setup, date) == at_billing:
+            return date
+        why = (
+            "is in the ERP's future"
+            if posting.billing_date > today
+            else f"comes before a document the ERP already numbered on {date.isoformat()}"
+        )
+        raise RejectedError(
+            f"{posting.reference} is dated {posting.billing_date.isoformat()}, which {why}; "
+            f"dated {date.isoformat()} it would convert {code} at another rate. Post it by "
+            "hand or let finance decide",
+            system=SYSTEM,
+            operation="post_document",
+            remote_code="out_of_sequence",
+            remote_answer={"billing_date": posting.billing_date.isoformat(),
+                           "erp_date": date.isoformat(), "currency": code},
+        )  # fmt: skip
+
+    async def _latest_numbered_date(
+        self, kind: Literal["invoice", "credit_note"], after: dt.date
+    ) -> dt.date | None:
+        """The latest invoice date after `after` of a numbered customer document of this
+        kind in the fiscal year of `after` (the strict sequence Tryton checks)."""
+        company_id = await self._company_id()
+        year_end = next((end for start, end in self._fiscal_years if start <= after <= end), None)
+        if year_end is None:
+            years = await self.call(
+                "model.account.fiscalyear.search_read",
+                [("company", "=", company_id)],
+                0,
+                None,
+                None,
+                ["start_date", "end_date"],
+            )
+            # Fiscal years are few and never move: read once, again only for a new one.
+            self._fiscal_years = [(year["start_date"], year["end_date"]) for year in years]
+            year_end = next(
+                (end for start, end in self._fiscal_years if start <= after <= end), None
+            )
+        if year_end is None:
+            return None  # Tryton refuses the date itself, with its own reason
+        rows = await self.call(
+            "model.account.invoice.search_read",
+            [
+                ("type", "=", "out"),
+                ("company", "=", company_id),
+                ("number", "!=", None),
+                ("sequence_type_cache", "=", kind),
+                ("invoice_date", ">", after),
+                ("invoice_date", "<=", year_end),
+            ],
+            0,
+            1,
+            [("invoice_date", "DESC")],
+            ["invoice_date"],
+        )
+        return rows[0]["invoice_date"] if rows else None
+
+    async def _erp_today(self) -> dt.date:
+        """The ERP's date, trusted for a minute (asked for every document posted)."""
+        if self._today is not None and self._today[1] > time.monotonic():
+            return self._today[0]
+        today = await self.call("model.ir.date.today")
+        if not isinstance(today, dt.date):
+            raise TransientError(
+                f"the ERP's date reads {today!r}", system=SYSTEM, operation="ir.date.today"
+            )
+        self._today = (today, time.monotonic() + ERP_TODAY_TRUSTED_SECONDS)
+        return today
 
     async def _rate(
         self, code: str, currency_id: int, setup: _InvoicingSetup, on: dt.date
@@ -1608,10 +1702,6 @@ def _invoice_values(
         "description": _description(posting),
         "lines": [("create", lines)],
     }
-    if currency_id != setup.company_currency_id:
-        # Tryton 8.2 converts at the invoice date (`currency_date`); only a foreign document
-        # needs it to be billing's date. See `post_document` for the sequence's order.
-        values["invoice_date"] = posting.billing_date
     if taxes:
         values["taxes"] = [("create", taxes)]
     payment_term = party.payment_term or setup.default_payment_term_id

@@ -537,3 +537,71 @@ async def test_generated_documents_match_billing_total_and_tax_to_the_minor_unit
     (found,) = [d for d in page.documents if d.reference == posting.reference]
     expected = {t.erp_tax: Money.of(t.amount, currency) for t in posting.taxes}
     assert found.taxes == expected
+
+
+# --- the strict sequence: documents reaching the ERP out of billing's date order ---------
+
+
+def earlier_day_at_another_rate() -> dt.date | None:
+    """A day of this year before today whose EUR rate is not today's (None if none is)."""
+    day = dt.date(THIS_YEAR, 1, 2)
+    while day < TODAY:
+        if rate_on("EUR", day) != rate_on("EUR", TODAY):
+            return day
+        day += dt.timedelta(days=1)
+    return None
+
+
+async def test_late_foreign_document_at_another_rate_is_refused_naming_both_dates(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    late_day = earlier_day_at_another_rate()
+    if late_day is None:
+        pytest.skip("every earlier day of this year has today's EUR rate")
+    await ledger.post_document(document(customer_id, [line("Today's", "10.00")]))
+    late = document(customer_id, [line("Pro plan", "92.00")], currency="EUR",
+                    billing_date=late_day)  # fmt: skip
+
+    with pytest.raises(RejectedError) as refused:
+        await ledger.post_document(late)
+
+    assert refused.value.remote_code == "out_of_sequence"
+    assert late_day.isoformat() in str(refused.value) and TODAY.isoformat() in str(refused.value)
+    assert await ledger.find_document(late.reference) is None
+
+
+async def test_foreign_document_billed_in_the_erps_future_is_dated_today_at_the_same_rate(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    # Billing's clock ran ahead (a subscription advanced); Tryton refuses a future date.
+    ahead = TODAY + dt.timedelta(days=3)
+    if rate_on("EUR", ahead) != rate_on("EUR", TODAY):
+        pytest.skip("three days ahead has another EUR rate")
+    renewal = document(customer_id, [line("Renewal", "92.00")], currency="EUR",
+                       billing_date=ahead)  # fmt: skip
+
+    await ledger.post_document(renewal)
+
+    row = await invoice_row(ledger, renewal.reference)
+    assert (row["state"], row["invoice_date"]) == ("posted", TODAY)
+    assert row["total_amount"] == renewal.total.amount
+    assert by_account(await move_lines(ledger, row["move"]))["1200"] == usd("92.00", "EUR", ahead)
+
+
+async def test_late_foreign_document_at_the_same_rate_takes_the_latest_numbered_date(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    yesterday = TODAY - dt.timedelta(days=1)
+    if yesterday.year != THIS_YEAR or rate_on("EUR", yesterday) != rate_on("EUR", TODAY):
+        pytest.skip("yesterday is in another fiscal year or has another EUR rate")
+    await ledger.post_document(document(customer_id, [line("Today's", "10.00")]))
+    late = document(customer_id, [line("Pro plan", "92.00")], currency="EUR",
+                    billing_date=yesterday)  # fmt: skip
+
+    await ledger.post_document(late)
+
+    row = await invoice_row(ledger, late.reference)
+    assert (row["state"], row["invoice_date"]) == ("posted", TODAY)
+    assert by_account(await move_lines(ledger, row["move"]))["1200"] == usd(
+        "92.00", "EUR", yesterday
+    )
