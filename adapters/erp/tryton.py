@@ -614,8 +614,8 @@ class TrytonLedger:
         duplicate. A document is in the range by its `invoice_date`; one without (a draft
         never posted) is in it by the UTC day of its `create_date`, and reads with
         `document_date` None. `cursor` is the last id seen; ids only grow, so documents
-        created while paging land on a later page, never shift an earlier one. Two RPC
-        calls: the documents, then their taxes (per ERP tax name, positive).
+        created while paging land on a later page, never shift an earlier one. One RPC
+        call: the taxes (per ERP tax name, positive) ride along as dotted fields.
         """
         operation = "document_page"
         if limit < 1:
@@ -638,11 +638,10 @@ class TrytonLedger:
             0,
             limit,
             [("id", "ASC")],
-            # `party.code` rides along in the same call: no second read for the customers.
-            INVOICE_FIELDS,
+            # `party.code` and the taxes ride along in the same call: no second read.
+            [*INVOICE_FIELDS, "taxes.amount", "taxes.description", "taxes.tax.name"],
         )
-        taxes = await self._document_taxes([row["id"] for row in rows])
-        documents = [_ledger_document(row, operation, taxes.get(row["id"], {})) for row in rows]
+        documents = [_ledger_document(row, operation) for row in rows]
         # A short page is the last; a full one may be too, and the next page then says so.
         next_cursor = documents[-1].erp_document_id if len(documents) == limit else None
         return LedgerDocumentPage(documents=documents, next_cursor=next_cursor)
@@ -1108,25 +1107,6 @@ class TrytonLedger:
                 remote_code="period_closed",
             )
         return int(periods[0])
-
-    async def _document_taxes(self, invoice_ids: list[int]) -> dict[int, dict[str, Decimal]]:
-        """Each document's tax per ERP tax name, signed as in the ERP."""
-        if not invoice_ids:
-            return {}
-        rows = await self.call(
-            "model.account.invoice.tax.search_read",
-            [("invoice", "in", invoice_ids)],
-            0,
-            None,
-            [("id", "ASC")],
-            ["invoice", "amount", "tax.name", "description"],
-        )
-        taxes: dict[int, dict[str, Decimal]] = {}
-        for row in rows:
-            name = str((row.get("tax.") or {}).get("name") or row.get("description") or "")
-            per_name = taxes.setdefault(int(row["invoice"]), {})
-            per_name[name] = per_name.get(name, Decimal(0)) + Decimal(row["amount"])
-        return taxes
 
     async def _invoice_rows(self, reference: str) -> list[dict[str, Any]]:
         rows = await self.call(
@@ -1809,10 +1789,12 @@ def _document_total(row: Mapping[str, Any], operation: str) -> Money:
         ) from err
 
 
-def _ledger_document(
-    row: Mapping[str, Any], operation: str, taxes: Mapping[str, Decimal]
-) -> LedgerDocument:
+def _ledger_document(row: Mapping[str, Any], operation: str) -> LedgerDocument:
     total = _document_total(row, operation)
+    taxes: dict[str, Decimal] = {}
+    for tax in row.get("taxes.") or []:
+        name = str((tax.get("tax.") or {}).get("name") or tax.get("description") or "")
+        taxes[name] = taxes.get(name, Decimal(0)) + Decimal(tax["amount"])
     return LedgerDocument(
         erp_document_id=str(row["id"]),
         reference=row.get("reference") or None,
