@@ -354,13 +354,15 @@ async def upgrade(direct: TrytonLedger) -> LedgerPosting:
         customer_id=customer.customer_id,
         currency="USD",
         lines=[
-            LedgerLine(description="Unused Basic", quantity=Decimal(1), unit_price=Decimal("-5")),
-            LedgerLine(description="Remaining Pro", quantity=Decimal(1), unit_price=Decimal(25)),
+            LedgerLine(description="Unused Basic", quantity=Decimal(1), unit_price=Decimal("-5"),
+                       erp_product="SUBSCRIPTION", revenue_account="4000"),
+            LedgerLine(description="Remaining Pro", quantity=Decimal(1), unit_price=Decimal(25),
+                       erp_product="SUBSCRIPTION", revenue_account="4000"),
         ],
         total=Money.of("20.00", "USD"),
         billing_date=dt.date(2026, 3, 9),
         description="Upgrade of sub_fault",
-    )
+    )  # fmt: skip
 
 
 async def documents_with(direct: TrytonLedger, reference: str) -> int:

@@ -415,6 +415,17 @@ async def test_eur_payment_at_another_rate_pays_the_invoice_and_books_the_differ
     assert posted.applied_document_state == "paid"
     lines = await move_lines(ledger, int(posted.erp_document_id))
     assert by_account(lines) == {"1150-EUR": paid, "1200": -paid}
+    # The exchange difference is booked: the customer's receivable is zero in USD too.
+    receivable = await ledger.call(
+        "model.account.move.line.search_read",
+        [("party.code", "=", customer_id), ("account.code", "=", "1200")],
+        0,
+        None,
+        None,
+        ["debit", "credit", "reconciliation", "move.journal.code"],
+    )
+    assert sum(row["debit"] - row["credit"] for row in receivable) == 0
+    assert all(row["reconciliation"] for row in receivable) and len(receivable) == 3
     receivable = await ledger.open_receivable_page(None, 10_000)
     assert customer_id not in {r.customer_id for r in receivable.receivables}
 
