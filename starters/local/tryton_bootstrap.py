@@ -22,7 +22,13 @@ from the ERP's catalog):
 - payment journals (type cash) by code with their clearing accounts (PAYMENT_JOURNALS):
   `CARD-USD`/`1150-USD`, `CARD-EUR`/`1150-EUR`, `CARD-GBP`/`1150-GBP`, `CARD-JPY`/`1150-JPY`,
   `CARD-KWD`/`1150-KWD` for card payments and `BANK`/`1100` for money received out of band;
-  the receivable is `1200`; exchange differences of a foreign payment go to `7600` / `6600`.
+  the receivable is `1200`; exchange differences of a foreign payment go to `7600` / `6600`
+  (the configuration's currency exchange accounts, booked by Tryton's reconciliation).
+
+Payments are Tryton's own: a move in the payment journal whose receivable line joins the
+invoice's payment lines, reconciled by Tryton's reconcile wizard once nothing remains to pay
+(see `TrytonLedger.post_payment`); no statement module is needed. The integration user's
+groups (Party Administration, Accounting) may do all of it over RPC.
 
 Bootstrapping takes ~20 s, so tests, the chaos run and `ledgerbridge up` bootstrap a
 template once (per trytond version, year and this module's code) and start each fresh home

@@ -7,6 +7,7 @@ One private server for the module: the payments and documents here change the bo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from adapters.erp import TrytonLedger
 from adapters.erp.tryton import _payment_move_values
-from adapters.errors import NotFoundError, RejectedError, ValidationError
+from adapters.errors import NotFoundError, RejectedError, TransientError, ValidationError
 from canonical import Customer, LedgerLine, LedgerPosting, LedgerTax, Money, PaymentPosting
 from starters.local import tryton_bootstrap as books
 from tests.fixtures.tryton import TrytonServer
@@ -374,6 +375,47 @@ async def test_a_draft_payment_an_earlier_attempt_left_is_posted_and_applied_nev
     assert posted.applied_document_state == "paid"
     moves = await ledger.call("model.account.move.search", [("description", "=", money.reference)])
     assert moves == [draft]
+
+
+async def test_concurrent_posts_of_one_payment_make_one_move(
+    ledger: TrytonLedger, customer_id: str, tryton_module_server: TrytonServer
+) -> None:
+    invoice = document(customer_id, [line("Pro plan", "60.00")])
+    await ledger.post_document(invoice)
+    money = payment(invoice, "60.00")
+
+    # In this process the reference's lock queues them; another process's ledger races.
+    async with tryton_module_server.ledger() as other:
+        outcomes = await asyncio.gather(
+            ledger.post_payment(money), ledger.post_payment(money), other.post_payment(money),
+            return_exceptions=True,
+        )  # fmt: skip
+        for outcome in outcomes:
+            # A loser withdraws its draft and says to retry (TransientError); retried, it adopts.
+            if isinstance(outcome, BaseException):
+                assert isinstance(outcome, TransientError), outcome
+        settled = await other.post_payment(money)
+
+    moves = await ledger.call("model.account.move.search", [("description", "=", money.reference)])
+    assert moves == [int(settled.erp_document_id)]
+    assert settled.applied_document_state == "paid"
+    assert (await invoice_row(ledger, invoice.reference))["amount_to_pay"] == 0
+
+
+async def test_payment_applied_to_a_credit_note_or_in_another_currency_is_refused(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    credit = document(customer_id, [line("Goodwill", "5.00")], kind="credit_note")
+    await ledger.post_document(credit)
+
+    with pytest.raises(RejectedError, match="settles a invoice, not a credit_note"):
+        await ledger.post_payment(payment(credit, "5.00"))
+    invoice = document(customer_id, [line("Pro plan", "5.00")])
+    await ledger.post_document(invoice)
+    in_euros = payment(invoice, "5.00").model_copy(update={"amount": Money.of("5.00", "EUR")})
+    with pytest.raises(RejectedError, match="document in USD, payment in EUR"):
+        await ledger.post_payment(in_euros)
+    assert await ledger.find_payment(in_euros.reference) is None
 
 
 async def test_overpayment_is_refused_and_nothing_is_posted(
