@@ -1030,26 +1030,44 @@ class TrytonLedger:
                 remote_code="mismatch",
                 remote_answer=_jsonable(row),
             )
-        if row.get("move.") and row["move."].get("state") != "posted":
-            await self.call("model.account.move.post", [row["move"]])
+        # Each step may race another writer finishing the same payment: Tryton then refuses
+        # (already posted, already applied, already reconciled); what it holds decides.
+        if (row.get("move.") or {}).get("state") != "posted":
+            try:
+                await self.call("model.account.move.post", [row["move"]])
+            except RejectedError:
+                (move,) = await self.call("model.account.move.read", [row["move"]], ["state"])
+                if move["state"] != "posted":
+                    raise
+        document = await self._settled_document(document["id"])
         if row["id"] not in document["payment_lines"] and document["state"] != "paid":
-            await self.call(
-                "model.account.invoice.write",
-                [document["id"]],
-                {"payment_lines": [("add", [row["id"]])]},
-            )
-        (document,) = await self.call(
-            "model.account.invoice.read",
-            [document["id"]],
-            [*INVOICE_FIELDS, "amount_to_pay", "payment_lines", "lines_to_pay"],
-        )
+            try:
+                await self.call(
+                    "model.account.invoice.write",
+                    [document["id"]],
+                    {"payment_lines": [("add", [row["id"]])]},
+                )
+            except RejectedError:
+                if row["id"] not in (await self._settled_document(document["id"]))["payment_lines"]:
+                    raise
+            document = await self._settled_document(document["id"])
         if document["state"] != "paid" and not document["amount_to_pay"]:
-            await self._reconcile(document)
-            (document,) = await self.call(
-                "model.account.invoice.read", [document["id"]], INVOICE_FIELDS
-            )
+            try:
+                await self._reconcile(document)
+            except RejectedError:
+                if (await self._settled_document(document["id"]))["state"] != "paid":
+                    raise
+            document = await self._settled_document(document["id"])
         (row,) = await self._payment_lines([("id", "=", row["id"])])
         return _posted_payment(row, document, created_now=created_now)
+
+    async def _settled_document(self, document_id: int) -> dict[str, Any]:
+        (document,) = await self.call(
+            "model.account.invoice.read",
+            [document_id],
+            [*INVOICE_FIELDS, "amount_to_pay", "payment_lines", "lines_to_pay"],
+        )
+        return dict(document)
 
     async def _reconcile(self, document: dict[str, Any]) -> None:
         """Reconcile a fully paid document's receivable lines with its payment lines, by
