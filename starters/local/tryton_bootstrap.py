@@ -123,6 +123,9 @@ PAYMENT_JOURNALS = {
 EXCHANGE_GAIN_CODE = "7600"
 EXCHANGE_LOSS_CODE = "6600"
 MARKER_SUFFIX = ".bootstrapped.json"
+# Bumped when the books (chart, taxes, currencies, journals) change: a database set up with
+# older books is brought up to date in place, its documents kept.
+BOOKS_VERSION = 2
 
 
 def trytond_version() -> str:
@@ -201,16 +204,23 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
 
 
 def is_bootstrapped(data_dir: Path, database: str) -> bool:
-    """True once a bootstrap finished. Any trytond version counts: a newer trytond upgrades
-    a database with `trytond-admin --all`, it never rebuilds (that would lose ERP data)."""
+    """True once a bootstrap finished with the current books. Any trytond version counts: a
+    newer trytond upgrades a database with `trytond-admin --all`, it never rebuilds (that
+    would lose ERP data); older books are added to in place by `bootstrap_database`."""
+    info = _marker(data_dir, database)
+    return info is not None and int(info.get("books", 1)) >= BOOKS_VERSION
+
+
+def _marker(data_dir: Path, database: str) -> dict[str, Any] | None:
+    """What the marker of a finished bootstrap says, or None when there is none."""
     marker = _marker_path(data_dir, database)
     if not marker.exists() or not sqlite_path(data_dir, database).exists():
-        return False
+        return None
     try:
         info = json.loads(marker.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and "trytond" in info
+        return None
+    return info if isinstance(info, dict) and "trytond" in info else None
 
 
 def bootstrap_database(
@@ -230,6 +240,10 @@ def bootstrap_database(
     db_file = sqlite_path(data_dir, database)
     with _exclusive_lock(data_dir / f".{database}.bootstrap.lock"):
         if is_bootstrapped(data_dir, database):
+            return db_file
+        earlier = _marker(data_dir, database)
+        if earlier is not None:
+            _add_current_books(data_dir, database, user, user_password, earlier)
             return db_file
         started = time.monotonic()
         # Marker first: nobody may take a half-removed database for a finished one.
@@ -252,6 +266,7 @@ def bootstrap_database(
                     "database": database,
                     "user": user,
                     "company": COMPANY_NAME,
+                    "books": BOOKS_VERSION,
                     "bootstrapped_at": dt.datetime.now(dt.UTC).isoformat(),
                     "seconds": round(time.monotonic() - started, 1),
                 },
@@ -259,6 +274,24 @@ def bootstrap_database(
             )
         )
         return db_file
+
+
+def _add_current_books(
+    data_dir: Path, database: str, user: str, user_password: str, marker: dict[str, Any]
+) -> None:
+    """Run the (idempotent) setup again on a database bootstrapped with older books: what
+    is missing is added, nothing is removed, its documents stay. The ERP server must not be
+    serving it meanwhile (the local stack bootstraps before it starts the server)."""
+    db_file = sqlite_path(data_dir, database)
+    conf = write_config(data_dir, name=f".{database}.bootstrap.conf")
+    try:
+        _run_setup(conf, database, user, user_password)
+        _checkpoint(db_file)
+    finally:
+        conf.unlink(missing_ok=True)
+    marker = {**marker, "books": BOOKS_VERSION,
+              "books_added_at": dt.datetime.now(dt.UTC).isoformat()}  # fmt: skip
+    _marker_path(data_dir, database).write_text(json.dumps(marker, indent=2))
 
 
 def template_key(database: str, user: str, user_password: str) -> str:
@@ -548,7 +581,13 @@ def _ensure_products(accounts: dict[str, Any], chart: dict[str, Any]) -> None:
     Uom = Model.get("product.uom")
     (unit,) = Uom.find([("name", "=", "Unit")])
     for code, (name, revenue_code) in PRODUCTS.items():
-        if Product.find([("code", "=", code)]):
+        existing = Product.find([("code", "=", code)])
+        if existing:
+            # Books set up before the coded accounts: the category moves to its account.
+            category = existing[0].template.account_category
+            if category is not None and category.account_revenue != chart[revenue_code]:
+                category.account_revenue = chart[revenue_code]
+                category.save()
             continue
         category_name = ACCOUNT_CATEGORY_NAME if code == SERVICE_PRODUCT_CODE else name
         category = ProductCategory(name=category_name)
