@@ -11,8 +11,9 @@ The books finance maps to (stable codes and names; `ledgerbridge mapping check` 
 from the ERP's catalog):
 
 - revenue accounts `4000` Subscription revenue, `4100` Add-on and usage revenue, `4200`
-  Services revenue and `4900` Refunds (contra revenue), each with an ERP product of the
-  same purpose: `SUBSCRIPTION`, `ADDON`, `SERVICES`, `REFUND` (REVENUE_ACCOUNTS, PRODUCTS);
+  Services revenue, `4900` Refunds and `4910` Support credits (both contra revenue), each
+  with an ERP product of the same purpose: `SUBSCRIPTION`, `ADDON`, `SERVICES`, `REFUND`,
+  `SUPPORT_CREDIT` (REVENUE_ACCOUNTS, PRODUCTS);
 - taxes by name, on their payable accounts (TAXES): "VAT 20%" and "VAT 19%" on `2200`
   EU VAT payable, "UK VAT 20%" on `2210` UK VAT payable, "US sales tax 8.875%" on `2220`
   US sales tax payable;
@@ -72,6 +73,7 @@ REVENUE_ACCOUNTS = {
     "4100": "Add-on and usage revenue",
     "4200": "Services revenue",
     "4900": "Refunds (contra revenue)",
+    "4910": "Support credits (contra revenue)",
 }
 # ERP product code -> (name, revenue account code)
 PRODUCTS = {
@@ -79,6 +81,7 @@ PRODUCTS = {
     "ADDON": ("Add-ons and usage", "4100"),
     "SERVICES": ("Professional services", "4200"),
     "REFUND": ("Refunds", "4900"),
+    "SUPPORT_CREDIT": ("Support credits", "4910"),
 }
 TAX_PAYABLE_ACCOUNTS = {
     "2200": "EU VAT payable",
