@@ -75,6 +75,10 @@ class CatalogEntry(BaseModel):
     key: str = Field(description="the id or code a mapping entry names")
     name: str = ""
     active: bool = True
+    parent: str | None = Field(
+        default=None, description="what it belongs to: a price's product (a price is mapped "
+        "by its own entry or its product's)",
+    )  # fmt: skip
 
 
 class Unmapped(ValueError):
