@@ -31,11 +31,19 @@ __all__ = [
 
 ACCOUNT_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
 # Events whose document may change what the ERP must hold; drafts (invoice.created) never do.
-LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription"]] = {
+# An invoice's payment events feed its ledger as invoice events: the ledger then reads the
+# invoice's payments from billing and posts each paid one after the invoice itself. A
+# charge's refunds feed the customer's ledger (a charge names no subscription). The other
+# money events (payment_intent.*, charge.succeeded, refund.*, invoice_payment.*) are
+# acknowledged and start nothing: these events already carry what they say.
+LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription", "charge"]] = {
     "invoice.finalized": "invoice",
     "invoice.paid": "invoice",
+    "invoice.payment_succeeded": "invoice",
+    "invoice.payment_failed": "invoice",
     "invoice.voided": "invoice",
     "invoice.marked_uncollectible": "invoice",
+    "charge.refunded": "charge",
     "credit_note.created": "credit_note",
     "credit_note.voided": "credit_note",
     "customer.subscription.created": "subscription",
@@ -79,7 +87,9 @@ def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessS
         correlation_id=event.correlation_id,
         document_number=obj.get("number") if isinstance(obj.get("number"), str) else None,
     )
-    return ledger_feed(ref, event.subject.subscription_id, ledger_currencies)
+    # A charge's refunds belong to no subscription: the customer's ledger posts them.
+    subscription_id = None if kind == "charge" else event.subject.subscription_id
+    return ledger_feed(ref, subscription_id, ledger_currencies)
 
 
 def credit_start(

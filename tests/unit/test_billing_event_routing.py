@@ -6,8 +6,15 @@ from typing import Any
 
 import pytest
 
-from adapters.billing.events import StripeEventPayload, UnreadableVersion, to_business_event
+from adapters.billing.events import (
+    StripeEventPayload,
+    UnreadableVersion,
+    subject_of,
+    to_business_event,
+)
 from adapters.billing.stripe import STRIPE_API_VERSION
+from canonical import SubjectIds
+from canonical.ledger import BillingEventRef
 from starters.routing import route_billing_event
 
 
@@ -78,3 +85,116 @@ def test_an_event_of_the_pinned_version_is_read() -> None:
     )
 
     assert to_business_event(payload, None).subject.customer_id == "cus_9"
+
+
+def billing_event(event_type: str, obj: dict[str, Any], event_id: str = "evt_1Money") -> Any:
+    payload = StripeEventPayload.model_validate(
+        {"id": event_id, "type": event_type, "created": 1_790_000_100, "data": {"object": obj}}
+    )
+    return to_business_event(payload, None)
+
+
+SUBSCRIPTION_INVOICE = {
+    "object": "invoice",
+    "id": "in_1Pay",
+    "customer": "cus_9",
+    "number": "ABC-0002",
+    "parent": {"type": "subscription_details", "subscription_details": {"subscription": "sub_3"}},
+}
+
+
+@pytest.mark.parametrize(
+    "event_type", ["invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed"]
+)
+def test_invoice_payment_events_feed_the_subscription_ledger_as_invoice_events(
+    event_type: str,
+) -> None:
+    start = route_billing_event(billing_event(event_type, SUBSCRIPTION_INVOICE), ["USD"])
+
+    assert start is not None
+    assert start.workflow_id == "subscription/sub_3"
+    ref = start.signal_input
+    assert isinstance(ref, BillingEventRef)
+    assert (ref.object_kind, ref.object_id, ref.event_type) == ("invoice", "in_1Pay", event_type)
+    assert ref.document_number == "ABC-0002"
+
+
+def test_charge_refunded_feeds_the_customer_ledger_as_a_charge_event() -> None:
+    charge = {
+        "object": "charge",
+        "id": "ch_1Refunded",
+        "customer": "cus_9",
+        "payment_intent": "pi_1Paid",
+        "amount_refunded": 1500,
+    }
+
+    start = route_billing_event(billing_event("charge.refunded", charge), ["USD", "EUR"])
+
+    assert start is not None
+    assert start.workflow_id == "customer-ledger/cus_9"
+    assert start.input.subscription_id is None
+    assert start.input.supported_currencies == ["USD", "EUR"]
+    ref = start.signal_input
+    assert isinstance(ref, BillingEventRef)
+    assert (ref.object_kind, ref.object_id, ref.customer_id) == ("charge", "ch_1Refunded", "cus_9")
+
+
+def test_charge_refunded_without_a_customer_is_not_routed() -> None:
+    # A charge with no customer is no customer's money: there is no ledger to feed.
+    charge = {"object": "charge", "id": "ch_1Guest", "customer": None}
+
+    assert route_billing_event(billing_event("charge.refunded", charge), ["USD"]) is None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj"),
+    [
+        (
+            "payment_intent.succeeded",
+            {"object": "payment_intent", "id": "pi_1", "customer": "cus_9"},
+        ),
+        (
+            "payment_intent.payment_failed",
+            {"object": "payment_intent", "id": "pi_1", "customer": "cus_9"},
+        ),
+        ("charge.succeeded", {"object": "charge", "id": "ch_1", "customer": "cus_9"}),
+        ("charge.failed", {"object": "charge", "id": "ch_1", "customer": "cus_9"}),
+        (
+            "refund.created",
+            {"object": "refund", "id": "re_1", "charge": "ch_1", "customer": "cus_9"},
+        ),
+        (
+            "refund.updated",
+            {"object": "refund", "id": "re_1", "charge": "ch_1", "customer": "cus_9"},
+        ),
+        (
+            "invoice_payment.paid",
+            {"object": "invoice_payment", "id": "inpay_1", "invoice": "in_1Pay"},
+        ),
+    ],
+)
+def test_other_money_events_are_acknowledged_and_start_nothing(
+    event_type: str, obj: dict[str, Any]
+) -> None:
+    assert route_billing_event(billing_event(event_type, obj), ["USD"]) is None
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        ({"object": "charge", "id": "ch_1", "customer": "cus_9", "invoice": "in_9"},
+         SubjectIds(customer_id="cus_9")),
+        ({"object": "refund", "id": "re_1", "charge": "ch_1", "customer": "cus_9"},
+         SubjectIds(customer_id="cus_9")),
+        ({"object": "payment_intent", "id": "pi_1", "customer": "cus_9", "invoice": "in_9"},
+         SubjectIds(customer_id="cus_9")),
+        ({"object": "invoice_payment", "id": "inpay_1", "invoice": "in_9"},
+         SubjectIds(invoice_id="in_9")),
+        ({"object": "charge", "id": "ch_1", "customer": {"id": "cus_9"}}, SubjectIds()),
+    ],
+)  # fmt: skip
+def test_money_objects_name_their_customer_or_invoice(
+    obj: dict[str, Any], expected: SubjectIds
+) -> None:
+    # A charge's or payment intent's top-level `invoice` left the API in 2025-03-31: not read.
+    assert subject_of("x.y", obj) == expected
