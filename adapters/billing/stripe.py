@@ -617,8 +617,19 @@ class StripeBilling:
     """The billing platform, spoken to through the official stripe SDK. One pooled HTTP
     client per instance."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`transport` replaces the network (httpx.MockTransport in unit tests of mapping
+        code); contract tests reach billing over HTTP."""
         self._http = _StripeHTTPClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+        if transport is not None:
+            self._http._client_async = httpx.AsyncClient(transport=transport)
         self._stripe = stripe.StripeClient(
             api_key,
             stripe_version=STRIPE_API_VERSION,
