@@ -1291,7 +1291,8 @@ class StripeBilling:
         first: reversed here) with `has_more` telling whether newer ones remain. The first
         page starts from the newest item created before the period. When there is none (the
         period reaches back to the first item ever), the period is read newest first once,
-        keeping only the oldest `limit` items in memory.
+        keeping only the oldest `limit` items in memory. `where` filters (e.g. a status)
+        apply to the starting item too, so the walk stays within the filtered list.
         """
         if limit < 1:
             raise ValueError("a page holds at least one item")
