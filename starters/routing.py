@@ -35,7 +35,7 @@ ACCOUNT_EVENTS = frozenset({"customer.created", "customer.updated", "customer.de
 # invoice's payments from billing and posts each paid one after the invoice itself. A
 # charge's refunds feed the customer's ledger (a charge names no subscription). The other
 # money events (payment_intent.*, charge.succeeded, refund.*, invoice_payment.*) are
-# acknowledged and start nothing: these events already carry what they say.
+# acknowledged and start nothing: the invoice and charge events above bring the same facts.
 LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription", "charge"]] = {
     "invoice.finalized": "invoice",
     "invoice.paid": "invoice",

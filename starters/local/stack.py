@@ -422,7 +422,7 @@ class LocalStack:
             for component in members:
                 self._spawn(component, env)
             self._wait_ready(*members)
-            if wave == 0:  # billing is up, the worker not yet: what it posts is mapped
+            if wave == 0:  # billing is up and the worker not yet: the mapping precedes postings
                 self._ensure_catalog()
         self._apply_recon_schedule()
 
