@@ -1,13 +1,17 @@
-"""SubscriptionLedgerWorkflow on the time-skipping server with same-named activity doubles."""
+"""SubscriptionLedgerWorkflow on the time-skipping server: billing, journal and audit as
+same-named activity doubles; the ERP activities are the real ones (finance's mapping read
+from a real TOML file) over an in-memory ERP."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from temporalio import activity
@@ -21,15 +25,20 @@ from activities.accounts import EnsurePartyInput, FetchCustomerInput, RecordAcco
 from activities.amendments import (
     AccountLinksInput,
     EarlierInvoicesInput,
+    ErpPostingActivities,
     FetchDocumentInput,
     FetchSubscriptionInput,
     JournalEntry,
     JournalLookupInput,
-    PostDocumentInput,
     RecordJournalInput,
 )
 from activities.audit import AuditRecordInput
+from activities.payments import ChargeRefundsInput, InvoicePaymentsInput
 from adapters import visibility
+from adapters.errors import AdapterError, NotFoundError, RejectedError, TransientError
+from adapters.errors import ValidationError as ErpValidationError
+from adapters.mapping_file import MappingFile, render_mapping
+from adapters.ports import Ledger
 from adapters.task_queues import task_queue
 from canonical import (
     AccountRecord,
@@ -39,9 +48,14 @@ from canonical import (
     DocumentLine,
     LedgerPosting,
     Money,
+    Payment,
+    PaymentPosting,
     PostedDocument,
+    PostedPayment,
+    Refund,
     Subscription,
 )
+from canonical.mapping import FinanceMapping, PaymentJournal, ProductAccount
 from canonical.ledger import BillingEventRef, SubscriptionLedgerInput
 from starters.routing import ProcessStart, signal_with_start
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
@@ -54,10 +68,31 @@ def usd(amount: str) -> Money:
     return Money.of(amount, "USD")
 
 
-def invoice(doc_id: str, *amounts: str, minute: int = 0, **changes: Any) -> BillingDocument:
+PRODUCT = "prod_basic"
+
+
+def finance_mapping(version: int = 1, **products: str) -> FinanceMapping:
+    """What finance maps: PRODUCT (and `products`: billing id -> ERP product), card and out of
+    band payments in USD, refunds and support credits."""
+    entries = {PRODUCT: "SUBSCRIPTION", **products}
+    return FinanceMapping(
+        version=version,
+        currencies=["USD"],
+        products={k: ProductAccount(erp_product=v, revenue_account="4000")
+                  for k, v in entries.items()},
+        payments={"card/USD": PaymentJournal(journal="STRIPE-USD", clearing_account="1110"),
+                  "out_of_band/USD": PaymentJournal(journal="BANK", clearing_account="1000")},
+        refunds=ProductAccount(erp_product="REFUND", revenue_account="4900"),
+        support_credits=ProductAccount(erp_product="REFUND", revenue_account="4900"),
+    )  # fmt: skip
+
+
+def invoice(
+    doc_id: str, *amounts: str, minute: int = 0, product: str = PRODUCT, **changes: Any
+) -> BillingDocument:
     lines = [
         DocumentLine(line_id=f"{doc_id}-l{i}", description=f"line {i}", quantity=Decimal(1),
-                     unit_amount=usd(a), amount=usd(a))
+                     unit_amount=usd(a), amount=usd(a), product_id=product)
         for i, a in enumerate(amounts)
     ]  # fmt: skip
     total = sum((Decimal(a) for a in amounts), Decimal(0))
@@ -72,14 +107,116 @@ def invoice(doc_id: str, *amounts: str, minute: int = 0, **changes: Any) -> Bill
     return BillingDocument(**fields)
 
 
+def payment(
+    payment_id: str, invoice_id: str, amount: str, minute: int = 10, method: str = "card",
+    status: str = "paid",
+) -> Payment:
+    return Payment(
+        payment_id=payment_id, invoice_id=invoice_id, customer_id="cus_1", status=status,
+        amount=usd(amount), method=method, charge_id=f"ch_{payment_id}",
+        paid_at=T0 + timedelta(minutes=minute) if status == "paid" else None,
+    )  # fmt: skip
+
+
+def refund(
+    refund_id: str, of: Payment | None, amount: str, credit_note_id: str | None = None
+) -> Refund:
+    return Refund(
+        refund_id=refund_id, charge_id=of.charge_id if of and of.charge_id else "ch_x",
+        payment_id=of.payment_id if of else None, invoice_id=of.invoice_id if of else None,
+        customer_id="cus_1", status="succeeded", amount=usd(amount),
+        credit_note_id=credit_note_id, created_at=T0 + timedelta(hours=1),
+    )  # fmt: skip
+
+
+def _erp_error(kind: str, message: str, remote_code: str | None = None) -> AdapterError:
+    errors = {"TransientError": TransientError, "ValidationError": ErpValidationError,
+              "RejectedError": RejectedError, "NotFoundError": NotFoundError}  # fmt: skip
+    return errors[kind](message, system="erp", operation="post", remote_code=remote_code)
+
+
+class FakeErp:
+    """The Ledger port in memory: documents and payments by reference, what each document
+    has left open, and the refusals a real ERP gives (no rate, overpayment, not posted)."""
+
+    def __init__(self, world: FakeWorld) -> None:
+        self._world = world
+
+    async def is_period_open(self, on: date) -> bool:
+        return self._world.period_open
+
+    async def post_document(self, posting: LedgerPosting) -> PostedDocument:
+        world = self._world
+        world.post_calls += 1
+        if posting.unmapped():
+            raise _erp_error("ValidationError", f"unmapped: {posting.unmapped()}")
+        if world.post_failures:
+            kind, _final = world.post_failures.pop(0)
+            raise _erp_error(kind, f"ERP said {kind}")
+        if posting.currency in world.no_rate_currencies:
+            raise _erp_error(
+                "RejectedError",
+                f"no {posting.currency} rate for {posting.billing_date.isoformat()}",
+                "no_exchange_rate",
+            )
+        return world.post(posting)
+
+    async def post_payment(self, posting: PaymentPosting) -> PostedPayment:
+        world = self._world
+        world.payment_calls += 1
+        if posting.unmapped():
+            raise _erp_error("ValidationError", f"unmapped: {posting.unmapped()}")
+        existing = world.erp_payments.get(posting.reference)
+        if existing is not None:
+            return existing.model_copy(update={"created_now": False})
+        document = world.erp.get(posting.applies_to)
+        if document is None:
+            raise _erp_error("NotFoundError", f"no ERP document {posting.applies_to}")
+        open_amount = document.total.amount - world.applied.get(posting.applies_to, Decimal(0))
+        if posting.amount.amount > open_amount:
+            raise _erp_error(
+                "RejectedError",
+                f"{posting.amount} exceeds the {open_amount} open on {posting.applies_to}",
+                "overpayment",
+            )
+        world.applied[posting.applies_to] = (
+            world.applied.get(posting.applies_to, Decimal(0)) + posting.amount.amount
+        )
+        posted = PostedPayment(
+            reference=posting.reference, kind=posting.kind,
+            erp_document_id=f"pay-{len(world.erp_payments) + 1}",
+            erp_number=f"PAY-{len(world.erp_payments) + 1}", amount=posting.amount,
+            applies_to=posting.applies_to,
+            applied_document_state="paid" if posting.amount.amount == open_amount else "posted",
+            created_now=True,
+        )  # fmt: skip
+        world.erp_payments[posting.reference] = posted
+        world.erp_payment_postings[posting.reference] = posting
+        world.erp_order.append(posting.reference)
+        return posted
+
+
 class FakeWorld:
-    """Billing, ERP, journal and audit in memory, with scripted failures."""
+    """Billing, ERP, journal and audit in memory, with scripted failures; finance's mapping
+    in a real file."""
 
     def __init__(self) -> None:
         self.documents: dict[str, BillingDocument] = {}
+        self.payments: dict[str, list[Payment]] = {}
+        self.refunds: dict[str, list[Refund]] = {}
         self.erp: dict[str, PostedDocument] = {}
+        self.erp_postings: dict[str, LedgerPosting] = {}
+        self.erp_payments: dict[str, PostedPayment] = {}
+        self.erp_payment_postings: dict[str, PaymentPosting] = {}
+        # What payments already settled of each ERP document (also by hand: see overpayment)
+        self.applied: dict[str, Decimal] = {}
         self.erp_order: list[str] = []
         self.post_calls = 0
+        self.payment_calls = 0
+        self.no_rate_currencies: set[str] = set()
+        self._mapping_dir = tempfile.TemporaryDirectory(prefix="finance-mapping-")
+        self.mapping_path = Path(self._mapping_dir.name) / "finance-mapping.toml"
+        self.set_mapping(finance_mapping())
         self.journal: dict[str, JournalEntry] = {}
         self.audit: list[AuditRecordInput] = []
         self.links: dict[str, list[AccountRecord]] = {"cus_1": [
@@ -90,6 +227,10 @@ class FakeWorld:
         self.post_failures: list[tuple[str, bool]] = []
         self.commit_then_lose_answer = 0
         self.journal_failures = 0
+
+    def set_mapping(self, mapping: FinanceMapping) -> None:
+        """Finance edits its file (the workers re-read it on their next posting)."""
+        self.mapping_path.write_text(render_mapping(mapping))
 
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
         @activity.defn(name="fetch_billing_document")
@@ -127,15 +268,17 @@ class FakeWorld:
                 system="erp", external_id="99", customer_id=customer_id, name="New Customer"
             )
 
-        @activity.defn(name="post_ledger_document")
-        async def post_ledger_document(request: PostDocumentInput) -> PostedDocument:
-            self.post_calls += 1
-            if not self.period_open:
-                raise ApplicationError("period closed", type="PeriodClosed", non_retryable=True)
-            if self.post_failures:
-                kind, final = self.post_failures.pop(0)
-                raise ApplicationError(f"ERP said {kind}", type=kind, non_retryable=final)
-            return self._post(request.posting)
+        @activity.defn(name="fetch_invoice_payments")
+        async def fetch_invoice_payments(request: InvoicePaymentsInput) -> list[Payment]:
+            if request.invoice_id not in self.documents:
+                raise ApplicationError("no such invoice", type="NotFoundError", non_retryable=True)
+            return self.payments.get(request.invoice_id, [])
+
+        @activity.defn(name="fetch_charge_refunds")
+        async def fetch_charge_refunds(request: ChargeRefundsInput) -> list[Refund]:
+            return self.refunds.get(request.charge_id, [])
+
+        erp = ErpPostingActivities(cast(Ledger, FakeErp(self)), MappingFile(self.mapping_path))
 
         @activity.defn(name="find_journal_entry")
         async def find_journal_entry(request: JournalLookupInput) -> JournalEntry | None:
@@ -165,11 +308,11 @@ class FakeWorld:
             "": [find_journal_entry, record_journal_entry, account_links, record_account_links,
                  append_audit],
             "billing": [fetch_billing_document, fetch_subscription, fetch_billing_customer,
-                        earlier_invoice_ids],
-            "erp": [post_ledger_document, ensure_erp_party],
+                        earlier_invoice_ids, fetch_invoice_payments, fetch_charge_refunds],
+            "erp": [*erp.activities(), ensure_erp_party],
         }  # fmt: skip
 
-    def _post(self, posting: LedgerPosting) -> PostedDocument:
+    def post(self, posting: LedgerPosting) -> PostedDocument:
         existing = self.erp.get(posting.reference)
         if existing is not None:
             return existing.model_copy(update={"created_now": False})
@@ -179,10 +322,11 @@ class FakeWorld:
             total=posting.total, state="posted", created_now=True,
         )  # fmt: skip
         self.erp[posting.reference] = posted
+        self.erp_postings[posting.reference] = posting
         self.erp_order.append(posting.reference)
         if self.commit_then_lose_answer:
             self.commit_then_lose_answer -= 1
-            raise ApplicationError("no answer in time", type="TransientError")
+            raise _erp_error("TransientError", "no answer in time")
         return posted
 
 
