@@ -55,8 +55,8 @@ from canonical import (
     Refund,
     Subscription,
 )
-from canonical.mapping import FinanceMapping, PaymentJournal, ProductAccount
 from canonical.ledger import BillingEventRef, SubscriptionLedgerInput
+from canonical.mapping import FinanceMapping, PaymentJournal, ProductAccount
 from starters.routing import ProcessStart, signal_with_start
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 from workflows.subscription_ledger import SubscriptionLedgerWorkflow
@@ -108,7 +108,11 @@ def invoice(
 
 
 def payment(
-    payment_id: str, invoice_id: str, amount: str, minute: int = 10, method: str = "card",
+    payment_id: str,
+    invoice_id: str,
+    amount: str,
+    minute: int = 10,
+    method: str = "card",
     status: str = "paid",
 ) -> Payment:
     return Payment(
@@ -709,3 +713,370 @@ async def test_long_history_continues_as_new_carrying_only_what_is_pending(
     assert description.typed_search_attributes.get(visibility.CUSTOMER_ID) == "cus_1"
     assert world.post_calls == 5
     assert world.erp_order == [f"in_{n}" for n in range(1, 6)]
+
+
+# --- money that moved: payments and refunds --------------------------------------------
+
+
+def paid_event(event_id: str, doc_id: str, created: int) -> BillingEventRef:
+    return event(event_id, doc_id, created).model_copy(update={"event_type": "invoice.paid"})
+
+
+def charge_event(event_id: str, charge_id: str, created: int) -> BillingEventRef:
+    return BillingEventRef(
+        event_id=event_id, event_type="charge.refunded", created=created, object_kind="charge",
+        object_id=charge_id, customer_id="cus_1", correlation_id=f"c-{event_id}",
+    )  # fmt: skip
+
+
+async def deliver_to_customer_ledger(client: Client, prefix: str, ref: BillingEventRef) -> str:
+    """Refunds go to the customer's ledger (a charge names no subscription)."""
+    start = ProcessStart(
+        workflow=SubscriptionLedgerWorkflow.run,
+        workflow_id=f"customer-ledger/cus_1-{prefix}",
+        input=SubscriptionLedgerInput(subscription_id=None, customer_id="cus_1",
+                                      supported_currencies=["USD"]),
+        signal="billing_event",
+        signal_input=ref,
+        search_attributes=visibility.start_attributes("amendment_to_erp", "waiting"),
+        summary="test",
+    )  # fmt: skip
+    await signal_with_start(client, start, prefix)
+    return start.workflow_id
+
+
+def paid_invoice(doc_id: str, total: str, *payments: Payment) -> BillingDocument:
+    paid = sum((p.amount.amount for p in payments if p.status == "paid"), Decimal(0))
+    status = "paid" if paid == Decimal(total) else "open"
+    return invoice(doc_id, total, status=status, amount_paid=usd(str(paid)),
+                   amount_remaining=usd(str(Decimal(total) - paid)))  # fmt: skip
+
+
+async def test_payment_is_posted_after_its_invoice_and_settles_it(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.payments["in_p"] = [payment("inpay_1", "in_p", "50.00", minute=7)]
+    world.documents["in_p"] = paid_invoice("in_p", "50.00", *world.payments["in_p"])
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_p", 100))
+        await until(lambda: "inpay_1" in world.journal, env, "payment journaled")
+        # Another event of the same payment (invoice.payment_succeeded) changes nothing.
+        await deliver(env.client, queue_prefix, paid_event("evt_succeeded", "in_p", 101))
+        await env.sleep(timedelta(minutes=1))
+        ledger = env.client.get_workflow_handle(workflow_id)
+        assert (await ledger.query(SubscriptionLedgerWorkflow.status)).processed_events == 2
+    assert world.erp_order == ["in_p", "inpay_1"]
+    posting = world.erp_payment_postings["inpay_1"]
+    assert (posting.applies_to, posting.amount, posting.payment_date) == (
+        "in_p",
+        usd("50.00"),
+        date(2026, 11, 2),
+    )
+    assert (posting.journal, posting.clearing_account) == ("STRIPE-USD", "1110")
+    assert world.journal["inpay_1"].document_type == "payment"
+    assert world.journal["inpay_1"].erp_number == "PAY-1"
+    assert world.applied["in_p"] == Decimal("50.00")
+    assert (world.post_calls, world.payment_calls) == (1, 1)
+
+
+async def test_payment_event_before_the_finalized_event_posts_invoice_then_payment_once(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.payments["in_f"] = [payment("inpay_f", "in_f", "30.00", method="out_of_band")]
+    world.documents["in_f"] = paid_invoice("in_f", "30.00", *world.payments["in_f"])
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_f", 200))
+        await until(lambda: "inpay_f" in world.journal, env, "payment journaled")
+        # The finalized event, minutes late, finds the invoice settled.
+        await deliver(env.client, queue_prefix, event("evt_fin", "in_f", 100))
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_f", "inpay_f"]
+    assert world.erp_payment_postings["inpay_f"].journal == "BANK"
+    assert (world.post_calls, world.payment_calls) == (1, 1)
+
+
+async def test_two_partial_payments_are_each_posted_once_and_settle_the_invoice(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    first = payment("inpay_1", "in_2p", "40.00", minute=5)
+    world.payments["in_2p"] = [first]
+    world.documents["in_2p"] = paid_invoice("in_2p", "100.00", first)
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, paid_event("evt_part1", "in_2p", 100))
+        await until(lambda: "inpay_1" in world.journal, env, "first payment")
+        second = payment("inpay_2", "in_2p", "60.00", minute=50)
+        world.payments["in_2p"] = [first, second]
+        world.documents["in_2p"] = paid_invoice("in_2p", "100.00", first, second)
+        for event_id, created in (("evt_part2", 200), ("evt_part2", 200), ("evt_paid", 201)):
+            await deliver(env.client, queue_prefix, paid_event(event_id, "in_2p", created))
+        await until(lambda: "inpay_2" in world.journal, env, "second payment")
+        await env.sleep(timedelta(minutes=1))
+        ledger = env.client.get_workflow_handle(workflow_id)
+        assert (await ledger.query(SubscriptionLedgerWorkflow.status)).processed_events == 3
+    assert world.erp_order == ["in_2p", "inpay_1", "inpay_2"]
+    assert world.payment_calls == 2
+    assert world.applied["in_2p"] == Decimal("100.00")
+
+
+async def test_refund_waits_for_its_payment_then_posts_a_refund_credit_note_and_payout(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    paid = payment("inpay_r", "in_r", "80.00")
+    world.payments["in_r"] = [paid]
+    world.documents["in_r"] = paid_invoice("in_r", "80.00", paid)
+    world.refunds["ch_inpay_r"] = [refund("re_1", paid, "25.00")]
+    async with running(env.client, queue_prefix, world):
+        # The refund's webhook comes first: its payment is not in the ERP yet.
+        customer_ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_r", 300)
+        )
+        await env.sleep(timedelta(minutes=5))
+        handle = env.client.get_workflow_handle(customer_ledger)
+        assert await status_of(handle) == "waiting_for_erp"
+        assert world.erp_order == []
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_r", 100))
+        await until(lambda: "re_1/payout" in world.journal, env, "refund paid out")
+    assert world.erp_order == ["in_r", "inpay_r", "re_1", "re_1/payout"]
+    credit_note = world.erp_postings["re_1"]
+    assert credit_note.kind == "credit_note" and credit_note.taxes == []
+    [line] = credit_note.lines
+    assert (line.erp_product, line.revenue_account, line.unit_price) == (
+        "REFUND",
+        "4900",
+        Decimal("25.00"),
+    )
+    payout = world.erp_payment_postings["re_1/payout"]
+    assert (payout.kind, payout.applies_to, payout.amount, payout.method) == (
+        "refund",
+        "re_1",
+        usd("25.00"),
+        "card",
+    )
+    assert world.journal["re_1"].document_type == "credit_note"
+    assert world.journal["re_1/payout"].document_type == "refund"
+    # The customer owes nothing in the ERP: 80 invoiced - 80 paid - 25 credited + 25 paid out.
+    assert world.applied == {"in_r": Decimal("80.00"), "re_1": Decimal("25.00")}
+
+
+async def test_refund_made_by_a_billing_credit_note_is_paid_out_on_that_credit_note(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    paid = payment("inpay_c", "in_c", "60.00")
+    world.payments["in_c"] = [paid]
+    world.documents["in_c"] = paid_invoice("in_c", "60.00", paid)
+    world.documents["cn_1"] = invoice("cn_1", "60.00", kind="credit_note", status="issued",
+                                      invoice_id="in_c")  # fmt: skip
+    world.refunds["ch_inpay_c"] = [refund("re_c", paid, "60.00", credit_note_id="cn_1")]
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_c", 100))
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_c", 300)
+        )
+        await env.sleep(timedelta(minutes=3))
+        assert "re_c/payout" not in world.journal  # billing's credit note is not posted yet
+        await deliver(env.client, queue_prefix, event("evt_cn", "cn_1", 299, kind="credit_note"))
+        await until(lambda: "re_c/payout" in world.journal, env, "refund paid out")
+        # A duplicate refund event, and a later one of the same charge, post nothing more.
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded_again", "ch_inpay_c", 400)
+        )
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_c", "inpay_c", "cn_1", "re_c/payout"]
+    assert "re_c" not in world.erp  # no refund credit note besides billing's own
+    assert world.erp_payment_postings["re_c/payout"].applies_to == "cn_1"
+    assert world.payment_calls == 2
+
+
+async def test_refund_whose_payment_never_reaches_the_erp_goes_to_finance_after_an_hour(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    paid = payment("inpay_n", "in_n", "20.00")
+    world.payments["in_n"] = [paid]
+    world.documents["in_n"] = paid_invoice("in_n", "20.00", paid)
+    world.refunds["ch_inpay_n"] = [refund("re_n", paid, "20.00")]
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_n", 300)
+        )
+        await env.sleep(timedelta(minutes=50))
+        assert await status_of(env.client.get_workflow_handle(workflow_id)) == "waiting_for_erp"
+        await env.sleep(timedelta(minutes=20))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert (state.context.step, state.context.error_type) == (
+            "await_payment_posting",
+            "PaymentNotInErp",
+        )
+        assert "inpay_n" in state.context.error_message
+        assert state.context.amount == usd("20.00")
+        assert state.context.invoice_id == "in_n"
+        assert state.context.payload["refund"]["refund_id"] == "re_n"
+        assert set(state.context.decision_effects) == set(state.context.allowed_decisions)
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: world.audit, env, "decision audited")
+        ledger = env.client.get_workflow_handle(workflow_id)
+        await until(lambda: True, env, "settle")
+        # Rejected: a later event of the same charge does not bring it back.
+        await ledger.signal("billing_event", charge_event("evt_again", "ch_inpay_n", 400))
+        await env.sleep(timedelta(hours=2))
+        assert await status_of(ledger) == "waiting"
+    assert world.erp_order == [] and world.journal == {}
+
+
+async def test_refund_of_a_charge_that_paid_no_invoice_is_a_finance_exception(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.refunds["ch_x"] = [refund("re_x", None, "9.00")]
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_x", 300)
+        )
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+    assert state.context.error_type == "RefundWithoutInvoice"
+    assert "re_x" in state.context.error_message and "ch_x" in state.context.error_message
+    assert state.context.amount == usd("9.00")
+    assert state.context.remote_answer["refund"]["charge_id"] == "ch_x"
+    assert world.erp_order == []
+
+
+async def test_refund_larger_than_its_payment_is_a_finance_exception_and_posts_nothing(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    paid = payment("inpay_b", "in_b", "30.00")
+    world.payments["in_b"] = [paid]
+    world.documents["in_b"] = paid_invoice("in_b", "30.00", paid)
+    world.refunds["ch_inpay_b"] = [refund("re_b1", paid, "20.00"), refund("re_b2", paid, "15.00")]
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_b", 100))
+        workflow_id = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_b", 300)
+        )
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert "re_b1/payout" in world.journal  # the first refund fits and is posted
+    assert (state.context.step, state.context.error_type) == ("check_refund", "PolicyViolation")
+    assert "refund_exceeds_payment" in state.context.error_message
+    assert state.context.amount == usd("15.00")
+    assert "re_b2" not in world.erp and "re_b2/payout" not in world.erp_payments
+
+
+async def test_unmapped_product_names_it_and_posts_after_finance_fixes_the_mapping(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_u"] = invoice("in_u", "45.00", product="prod_seats")
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_u", "in_u", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert (state.context.step, state.context.error_type) == (
+            "post_ledger_document",
+            "Unmapped",
+        )
+        assert "prod_seats" in state.context.error_message
+        assert state.context.remote_answer["missing"] == [
+            "product prod_seats (price none, line 'line 0')"
+        ]
+        assert state.context.remote_answer["mapping_version"] == 1
+        assert world.erp == {} and world.post_calls == 0  # the ERP was never asked
+        world.set_mapping(finance_mapping(version=2, prod_seats="ADDON"))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "in_u" in world.journal, env, "posted after the fix")
+    [line] = world.erp_postings["in_u"].lines
+    assert line.erp_product == "ADDON"
+
+
+async def test_unreadable_mapping_file_is_a_finance_exception(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_bf"] = invoice("in_bf", "5.00")
+    world.mapping_path.write_text("version = 'three'\n")
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_bf", "in_bf", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+    assert state.context.error_type == "MappingFileError"
+    assert "version" in state.context.error_message
+    assert world.erp == {}
+
+
+async def test_unmapped_payment_method_holds_the_payment_until_finance_decides(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.payments["in_m"] = [payment("inpay_m", "in_m", "12.00", method="sepa_debit")]
+    world.documents["in_m"] = paid_invoice("in_m", "12.00", *world.payments["in_m"])
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, paid_event("evt_m", "in_m", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.context.error_type == "Unmapped"
+        assert "payment journal for sepa_debit/USD" in state.context.error_message
+        assert state.context.invoice_id == "in_m"
+        assert state.context.payload["payment"]["reference"] == "inpay_m"
+        mapping = finance_mapping(version=2)
+        journals = {**mapping.payments, "sepa_debit/USD": mapping.payments["out_of_band/USD"]}
+        world.set_mapping(mapping.model_copy(update={"payments": journals}))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "inpay_m" in world.journal, env, "payment after the fix")
+    assert world.erp_order == ["in_m", "inpay_m"]
+    assert world.erp_payment_postings["inpay_m"].journal == "BANK"
+
+
+async def test_missing_exchange_rate_is_a_finance_exception_naming_currency_and_date(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_fx"] = invoice("in_fx", "70.00")
+    world.no_rate_currencies = {"USD"}
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_fx", "in_fx", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+    assert state.context.remote_answer["remote_code"] == "no_exchange_rate"
+    assert "USD" in state.context.error_message and "2026-11-02" in state.context.error_message
+    assert state.context.amount == usd("70.00")
+    assert world.erp == {}
+
+
+async def test_overpayment_refused_by_the_erp_goes_to_finance_and_manual_resolution_settles(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.payments["in_o"] = [payment("inpay_o", "in_o", "50.00")]
+    world.documents["in_o"] = paid_invoice("in_o", "50.00", *world.payments["in_o"])
+    world.applied["in_o"] = Decimal("20.00")  # someone already applied 20 in the ERP by hand
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, paid_event("evt_o", "in_o", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert (state.context.step, state.context.error_type) == (
+            "post_ledger_payment",
+            "RejectedError",
+        )
+        assert state.context.remote_answer["remote_code"] == "overpayment"
+        assert state.context.amount == usd("50.00")
+        assert state.context.invoice_id == "in_o"
+        assert "inpay_o" not in world.erp_payments
+        await exception.execute_update(
+            FinanceExceptionWorkflow.decide,
+            decision("resolve_manually", manual_erp_number="PAY-MANUAL-3"),
+        )
+        await until(lambda: "inpay_o" in world.journal, env, "manual journal entry")
+        # The invoice is settled: a later event of it asks the ERP nothing more.
+        calls = world.payment_calls
+        await deliver(env.client, queue_prefix, paid_event("evt_o2", "in_o", 101))
+        await env.sleep(timedelta(minutes=1))
+    assert world.journal["inpay_o"].erp_number == "PAY-MANUAL-3"
+    assert world.journal["inpay_o"].document_type == "payment"
+    assert world.payment_calls == calls
