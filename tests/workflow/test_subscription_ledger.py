@@ -197,6 +197,9 @@ class FakeErp:
         world.erp_payments[posting.reference] = posted
         world.erp_payment_postings[posting.reference] = posting
         world.erp_order.append(posting.reference)
+        if world.payment_answers_lost:
+            world.payment_answers_lost -= 1
+            raise _erp_error("TransientError", "no answer in time")
         return posted
 
 
@@ -217,6 +220,7 @@ class FakeWorld:
         self.erp_order: list[str] = []
         self.post_calls = 0
         self.payment_calls = 0
+        self.payment_answers_lost = 0
         self.no_rate_currencies: set[str] = set()
         self._mapping_dir = tempfile.TemporaryDirectory(prefix="finance-mapping-")
         self.mapping_path = Path(self._mapping_dir.name) / "finance-mapping.toml"
@@ -239,6 +243,11 @@ class FakeWorld:
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
         @activity.defn(name="fetch_billing_document")
         async def fetch_billing_document(request: FetchDocumentInput) -> BillingDocument:
+            if request.document_id not in self.documents:
+                raise ApplicationError(
+                    f"billing has no {request.kind} {request.document_id}",
+                    type="NotFoundError", non_retryable=True,
+                )  # fmt: skip
             return self.documents[request.document_id]
 
         @activity.defn(name="earlier_invoice_ids")
@@ -1080,3 +1089,35 @@ async def test_overpayment_refused_by_the_erp_goes_to_finance_and_manual_resolut
     assert world.journal["inpay_o"].erp_number == "PAY-MANUAL-3"
     assert world.journal["inpay_o"].document_type == "payment"
     assert world.payment_calls == calls
+
+
+async def test_lost_answer_of_a_payment_is_retried_into_the_same_erp_payment(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.payments["in_l"] = [payment("inpay_l", "in_l", "19.00")]
+    world.documents["in_l"] = paid_invoice("in_l", "19.00", *world.payments["in_l"])
+    world.payment_answers_lost = 1
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_l", "in_l", 100))
+        await until(lambda: "inpay_l" in world.journal, env, "payment journaled")
+    assert world.payment_calls == 2
+    assert list(world.erp_payments) == ["inpay_l"]
+    assert world.journal["inpay_l"].erp_document_id == world.erp_payments["inpay_l"].erp_document_id
+
+
+async def test_payment_event_for_an_invoice_billing_does_not_know_goes_to_finance(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, paid_event("evt_g", "in_ghost", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+    assert (state.context.step, state.context.error_type) == (
+        "fetch_billing_document",
+        "NotFoundError",
+    )
+    assert state.context.invoice_id == "in_ghost"
+    assert state.context.payload["event_type"] == "invoice.paid"
+    assert world.erp_order == [] and world.journal == {}
