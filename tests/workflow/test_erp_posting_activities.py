@@ -3,7 +3,8 @@ applied before the ERP is asked, and what stops a posting is non-retryable and n
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import cast
 
 import pytest
@@ -13,8 +14,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.amendments import ErpPostingActivities, PostDocumentInput, PostPaymentInput
 from adapters.mapping_file import MappingFile
 from adapters.ports import Ledger
-from canonical import PaymentPosting
+from canonical import LedgerLine, LedgerPosting, PaymentPosting
 from canonical.ledger import required_postings
+from canonical.mapping import SUPPORT_CREDIT_LINE
 from tests.workflow.test_subscription_ledger import (
     FakeErp,
     FakeWorld,
@@ -81,3 +83,18 @@ async def test_closed_period_refuses_a_payment_before_the_erp_writes() -> None:
         )
     assert (refused.value.type, refused.value.non_retryable) == ("PeriodClosed", True)
     assert world.payment_calls == 0
+
+
+async def test_support_credit_is_booked_on_the_mapping_support_credits_entry() -> None:
+    world = FakeWorld()  # its mapping file is written by render_mapping, read by MappingFile
+    posting = LedgerPosting(
+        reference="cbtxn_1", kind="credit_note", customer_id="cus_1", currency="USD",
+        lines=[LedgerLine(description="Support credit", quantity=Decimal(1),
+                          unit_price=Decimal("40.00"), product_id=SUPPORT_CREDIT_LINE)],
+        total=usd("40.00"), billing_date=date(2026, 11, 2), description="Support credit",
+    )  # fmt: skip
+    await ActivityEnvironment().run(
+        activities(world).post_ledger_document, PostDocumentInput(posting=posting)
+    )
+    [line] = world.erp_postings["cbtxn_1"].lines
+    assert (line.erp_product, line.revenue_account) == ("REFUND", "4900")
