@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from canonical.billing import BillingDocument, LedgerLine, LedgerPosting, LedgerTax, TaxLine
-from canonical.mapping import REFUND_LINE
+from canonical.mapping import REFUND_LINE, SUPPORT_CREDIT_LINE
 from canonical.money import Money
 from canonical.payments import Payment, PaymentPosting, Refund
 
@@ -24,6 +24,9 @@ VOID_SUFFIX = "/void"
 # A refund made without a billing credit note is two ERP rows: its credit note (reference =
 # the refund id) and the payment out applied to it (this suffix), each journaled once.
 PAYOUT_SUFFIX = "/payout"
+# Billing metadata naming the support case a credit note was made for: such a credit note is
+# a support credit, booked on finance's `support_credits` entry whichever way it reaches the ERP.
+SUPPORT_CASE_METADATA = "case_id"
 CONTINUE_AS_NEW_AFTER = 500
 # The rate id of tax that billing reported without a rate: no mapping can name it.
 UNATTRIBUTED_TAX = "unattributed"
@@ -84,14 +87,16 @@ def required_postings(document: BillingDocument) -> list[LedgerPosting]:
 def _posting(document: BillingDocument) -> LedgerPosting:
     credit = (document.kind == "credit_note") != (document.total.amount < 0)
     sign = Decimal(-1) if document.total.amount < 0 else Decimal(1)
+    # The same account as the case-to-credit workflow's own posting of it, whichever is first.
+    support_credit = document.kind == "credit_note" and SUPPORT_CASE_METADATA in document.metadata
     lines = [
         LedgerLine(
             description=_line_description(line.description, line.period_start, line.period_end),
             quantity=Decimal(1),
             # Revenue is the line without its tax; the tax goes on the tax accounts.
             unit_price=sign * line.net_amount().amount,
-            product_id=line.product_id,
-            price_id=line.price_id,
+            product_id=SUPPORT_CREDIT_LINE if support_credit else line.product_id,
+            price_id=None if support_credit else line.price_id,
         )
         for line in document.lines
     ]

@@ -249,3 +249,14 @@ def test_refund_and_support_credit_lines_map_to_their_own_entries_or_name_the_ga
     assert unmapped.value.missing == [
         "support credits (the [support_credits] entry: ERP product and account)"
     ]
+
+
+def test_credit_note_made_for_a_support_case_is_booked_as_a_support_credit() -> None:
+    note = document(line("cnli_1", "12.50"), document_id="cn_1", kind="credit_note",
+                    status="issued", invoice_id="in_1", metadata={"case_id": "1001"})  # fmt: skip
+    [posting] = required_postings(note)
+    assert [(ln.product_id, ln.price_id) for ln in posting.lines] == [(SUPPORT_CREDIT_LINE, None)]
+    other = note.model_copy(
+        update={"metadata": {}, "lines": [line("cnli_1", "12.50", product_id="prod_a")]}
+    )
+    assert [ln.product_id for ln in required_postings(other)[0].lines] == ["prod_a"]

@@ -1033,12 +1033,17 @@ async def test_unmapped_payment_method_holds_the_payment_until_finance_decides(
         assert "payment journal for sepa_debit/USD" in state.context.error_message
         assert state.context.invoice_id == "in_m"
         assert state.context.payload["payment"]["reference"] == "inpay_m"
+        # A later invoice of the subscription is held behind the exception.
+        world.documents["in_next"] = invoice("in_next", "8.00", minute=30)
+        await deliver(env.client, queue_prefix, event("evt_next", "in_next", 400))
+        await env.sleep(timedelta(minutes=5))
+        assert "in_next" not in world.journal
         mapping = finance_mapping(version=2)
         journals = {**mapping.payments, "sepa_debit/USD": mapping.payments["out_of_band/USD"]}
         world.set_mapping(mapping.model_copy(update={"payments": journals}))
         await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
-        await until(lambda: "inpay_m" in world.journal, env, "payment after the fix")
-    assert world.erp_order == ["in_m", "inpay_m"]
+        await until(lambda: "in_next" in world.journal, env, "held invoice after the fix")
+    assert world.erp_order == ["in_m", "inpay_m", "in_next"]
     assert world.erp_payment_postings["inpay_m"].journal == "BANK"
 
 
