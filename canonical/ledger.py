@@ -24,6 +24,9 @@ VOID_SUFFIX = "/void"
 # A refund made without a billing credit note is two ERP rows: its credit note (reference =
 # the refund id) and the payment out applied to it (this suffix), each journaled once.
 PAYOUT_SUFFIX = "/payout"
+# Reconciliation's healing replays a document with an event id of this prefix: the ledger then
+# looks again even at a document it had settled (a payment may be missing behind it).
+HEAL_EVENT_PREFIX = "recon:"
 # Billing metadata naming the support case a credit note was made for: such a credit note is
 # a support credit, booked on finance's `support_credits` entry whichever way it reaches the ERP.
 SUPPORT_CASE_METADATA = "case_id"

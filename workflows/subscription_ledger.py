@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from canonical.ledger import (
         BILLING_EVENT_SIGNAL,
+        HEAL_EVENT_PREFIX,
         LEDGER_PROCESS,
         LEDGER_WORKFLOW,
         PAYOUT_SUFFIX,
@@ -257,7 +258,7 @@ class SubscriptionLedgerWorkflow:
         await self._apply_document(document, event)
 
     async def _apply_document(self, document: BillingDocument, event: BillingEventRef) -> None:
-        if document.document_id in self._settled:
+        if document.document_id in self._settled and not self._healing(event):
             return
         self._current_document = document.document_id
         self._current_kind = document.kind
@@ -288,6 +289,11 @@ class SubscriptionLedgerWorkflow:
                 self._settle(document.document_id)
         elif document.status == "paid":
             self._settle(document.document_id)
+
+    def _healing(self, event: BillingEventRef) -> bool:
+        """Reconciliation replays a settled document when something behind it is missing
+        (e.g. a payment): journal lookups keep that idempotent."""
+        return event.event_id.startswith(HEAL_EVENT_PREFIX) and workflow.patched(PAYMENTS_PATCH)
 
     def _settle(self, document_id: str) -> None:
         self._settled = [*self._settled, document_id][-SEEN_LIMIT:]

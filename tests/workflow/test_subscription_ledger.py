@@ -1126,3 +1126,24 @@ async def test_payment_event_for_an_invoice_billing_does_not_know_goes_to_financ
     assert state.context.invoice_id == "in_ghost"
     assert state.context.payload["event_type"] == "invoice.paid"
     assert world.erp_order == [] and world.journal == {}
+
+
+async def test_reconciliation_replay_of_a_settled_invoice_posts_a_payment_missing_behind_it(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    world.payments["in_h"] = [payment("inpay_h", "in_h", "33.00")]
+    world.documents["in_h"] = paid_invoice("in_h", "33.00", *world.payments["in_h"])
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_h", 100))
+        await until(lambda: "inpay_h" in world.journal, env, "payment journaled")
+        # The payment went missing (say, deleted in the ERP, its journal row with it).
+        del world.journal["inpay_h"], world.erp_payments["inpay_h"]
+        world.applied.clear()
+        await deliver(env.client, queue_prefix, paid_event("evt_again", "in_h", 101))
+        await env.sleep(timedelta(minutes=1))
+        assert "inpay_h" not in world.journal  # a settled invoice is not looked at again
+        heal = paid_event("recon:run-1:in_h", "in_h", 100)
+        await deliver(env.client, queue_prefix, heal)
+        await until(lambda: "inpay_h" in world.journal, env, "payment healed")
+    assert world.post_calls == 1 and world.payment_calls == 2
