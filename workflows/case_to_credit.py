@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         CreditRequest,
         CreditState,
     )
+    from canonical.mapping import SUPPORT_CREDIT_LINE
     from workflows.activity_options import StepFailed, call_system, run_activity
     from workflows.credit_policy import approval_refusal, assess, eligibility_problems
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
@@ -309,6 +310,8 @@ class CaseToCreditWorkflow:
                     description=f"Support credit, case {credit.case_id}: {credit.reason}",
                     quantity=Decimal(1),
                     unit_price=credit.amount.amount,
+                    # Booked on finance's [support_credits] entry of the mapping.
+                    product_id=SUPPORT_CREDIT_LINE,
                 )
             ],
             total=credit.amount,

@@ -28,11 +28,17 @@ from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
+    charge_event,
     decision,
     deliver,
+    deliver_to_customer_ledger,
     event,
     exception_handle,
     invoice,
+    paid_event,
+    paid_invoice,
+    payment,
+    refund,
     running,
     until,
 )
@@ -76,6 +82,35 @@ async def record_subscription_ledger(env: WorkflowEnvironment) -> None:
         ledger = env.client.get_workflow_handle(workflow_id)
         save("subscription_ledger_exception_retry", await ledger.fetch_history())
         save("finance_exception_retry", await exception.fetch_history())
+
+
+async def record_ledger_payments(env: WorkflowEnvironment) -> None:
+    """An invoice paid in two parts (each payment posted once, the invoice settled after the
+    second), and a refund of the first that waits for it, then posts its credit note and
+    payout in the customer's ledger."""
+    world = FakeWorld()
+    first = payment("inpay_1", "in_1", "40.00", minute=5)
+    second = payment("inpay_2", "in_1", "60.00", minute=50)
+    world.payments["in_1"] = [first]
+    world.documents["in_1"] = paid_invoice("in_1", "100.00", first)
+    world.refunds["ch_inpay_1"] = [refund("re_1", first, "15.00")]
+    async with running(env.client, "replay-pay.", world):
+        customer_ledger = await deliver_to_customer_ledger(
+            env.client, "replay-pay.", charge_event("evt_refunded", "ch_inpay_1", 300)
+        )
+        await env.sleep(timedelta(minutes=3))
+        ledger = await deliver(env.client, "replay-pay.", paid_event("evt_part", "in_1", 100))
+        await until(lambda: "re_1/payout" in world.journal, env, "refund paid out")
+        world.payments["in_1"] = [first, second]
+        world.documents["in_1"] = paid_invoice("in_1", "100.00", first, second)
+        await deliver(env.client, "replay-pay.", paid_event("evt_paid", "in_1", 400))
+        await until(lambda: "inpay_2" in world.journal, env, "second payment")
+        await deliver(env.client, "replay-pay.", event("evt_fin", "in_1", 50))
+        await env.sleep(timedelta(minutes=1))
+        save("subscription_ledger_payments",
+             await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
+        save("customer_ledger_refund",
+             await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
 async def record_case_to_credit(env: WorkflowEnvironment) -> None:
@@ -135,6 +170,7 @@ async def record_account_sync(env: WorkflowEnvironment) -> None:
 RECORDERS = {
     "account_sync": record_account_sync,
     "subscription_ledger": record_subscription_ledger,
+    "ledger_payments": record_ledger_payments,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,

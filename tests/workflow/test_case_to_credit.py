@@ -38,6 +38,7 @@ from canonical import (
     SubscriptionItem,
 )
 from canonical.credit import CreditFacts, CreditRequest
+from canonical.mapping import SUPPORT_CREDIT_LINE
 from canonical.support import SupportCase
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
 from workflows.case_to_credit import (
@@ -205,6 +206,8 @@ async def test_small_credit_is_applied_posted_and_told_to_the_ticket(
     [posted] = desk.posted
     assert (posted.posting.kind, posted.posting.reference, posted.posting.total) == (
         "credit_note", "cbtxn_1", usd("40.00"))  # fmt: skip
+    # Finance maps it: support credits are booked on the mapping's [support_credits] entry.
+    assert [ln.product_id for ln in posted.posting.lines] == [SUPPORT_CREDIT_LINE]
     assert desk.journal[0].entry.workflow_id.startswith("credit/1001/r1")
     [outcome] = desk.outcomes
     assert outcome.tags == ["credit_applied"] and "CN-2026-00007" in outcome.internal_note
