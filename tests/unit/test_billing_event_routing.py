@@ -34,19 +34,17 @@ def test_subscription_invoice_routes_to_its_subscription_by_parent_details() -> 
         }
     )
 
-    start = route_billing_event(to_business_event(payload, None), ["USD"])
+    starts = route_billing_event(to_business_event(payload, None), ["USD"])
 
-    assert start is not None
-    assert start.workflow_id == "subscription/sub_3"
+    assert [start.workflow_id for start in starts] == ["subscription/sub_3"]
 
 
 def test_invoice_without_a_parent_routes_to_the_customer_ledger() -> None:
     payload = invoice_finalized({"customer": "cus_9", "parent": None})
 
-    start = route_billing_event(to_business_event(payload, None), ["USD"])
+    starts = route_billing_event(to_business_event(payload, None), ["USD"])
 
-    assert start is not None
-    assert start.workflow_id == "customer-ledger/cus_9"
+    assert [start.workflow_id for start in starts] == ["customer-ledger/cus_9"]
 
 
 def test_top_level_subscription_removed_from_the_api_is_not_read() -> None:
@@ -78,3 +76,71 @@ def test_an_event_of_the_pinned_version_is_read() -> None:
     )
 
     assert to_business_event(payload, None).subject.customer_id == "cus_9"
+
+
+def event(kind: str, obj: dict[str, Any]) -> StripeEventPayload:
+    return StripeEventPayload.model_validate(
+        {"id": "evt_2Ab", "type": kind, "created": 1_790_000_000, "data": {"object": obj}}
+    )
+
+
+SUBSCRIPTION_PARENT = {
+    "type": "subscription_details",
+    "quote_details": None,
+    "subscription_details": {"subscription": "sub_3", "metadata": {}},
+}
+
+
+def test_a_paid_invoice_feeds_its_ledger_and_asks_account_sync_for_entitlements() -> None:
+    payload = event(
+        "invoice.paid",
+        {"object": "invoice", "id": "in_7", "customer": "cus_9", "parent": SUBSCRIPTION_PARENT},
+    )
+
+    starts = route_billing_event(to_business_event(payload, None), ["USD"])
+
+    assert [start.workflow_id for start in starts] == ["subscription/sub_3", "account/cus_9"]
+    sync = starts[1].signal_input
+    assert sync is not None
+    assert (sync.request_id, sync.reason, sync.subscription_id) == (  # type: ignore[attr-defined]
+        "evt_2Ab", "invoice.paid", "sub_3",
+    )
+
+
+def test_a_failed_payment_asks_account_sync_even_where_no_ledger_takes_it() -> None:
+    payload = event(
+        "invoice.payment_failed",
+        {"object": "invoice", "id": "in_7", "customer": "cus_9", "parent": SUBSCRIPTION_PARENT},
+    )
+
+    starts = route_billing_event(to_business_event(payload, None), ["USD"])
+
+    assert "account/cus_9" in [start.workflow_id for start in starts]
+
+
+@pytest.mark.parametrize(
+    "kind", ["customer.subscription.updated", "customer.subscription.deleted"]
+)
+def test_a_subscription_change_feeds_its_ledger_and_names_the_subscription_to_sync(
+    kind: str,
+) -> None:
+    payload = event(kind, {"object": "subscription", "id": "sub_3", "customer": "cus_9"})
+
+    starts = route_billing_event(to_business_event(payload, None), ["USD"])
+
+    assert [start.workflow_id for start in starts] == ["subscription/sub_3", "account/cus_9"]
+    assert starts[1].signal_input.subscription_id == "sub_3"  # type: ignore[union-attr]
+
+
+def test_a_customer_update_starts_account_sync_only() -> None:
+    payload = event("customer.updated", {"object": "customer", "id": "cus_9"})
+
+    starts = route_billing_event(to_business_event(payload, None), ["USD"])
+
+    assert [start.workflow_id for start in starts] == ["account/cus_9"]
+
+
+def test_an_event_no_process_takes_routes_nowhere() -> None:
+    payload = event("invoice.created", {"object": "invoice", "id": "in_7", "customer": "cus_9"})
+
+    assert route_billing_event(to_business_event(payload, None), ["USD"]) == []
