@@ -54,7 +54,9 @@ def plan_name(subscription: Subscription) -> str:
     """The plan as agents know it: the items' names (product name or price nickname)."""
     names = []
     for item in subscription.items:
-        names.append(item.description if item.quantity == 1 else f"{item.description} x{item.quantity}")
+        names.append(
+            item.description if item.quantity == 1 else f"{item.description} x{item.quantity}"
+        )
     return ", ".join(names)
 
 

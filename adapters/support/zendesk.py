@@ -346,7 +346,11 @@ class ZendeskSupport:
         changes = {
             key: value
             for key, value in wanted.items()
-            if (_field_date(current.get(key)) if key == PAID_THROUGH_FIELD else _text(current.get(key)))
+            if (
+                _field_date(current.get(key))
+                if key == PAID_THROUGH_FIELD
+                else _text(current.get(key))
+            )
             != (_field_date(value) if key == PAID_THROUGH_FIELD else value)
         }
         answer = await self._call(

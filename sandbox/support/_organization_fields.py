@@ -136,9 +136,7 @@ def checked_values(store: SupportStore, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise record_invalid("organization_fields", "is invalid", "InvalidValue")
     by_key = {field["key"]: field for field in defined_fields(store)}
-    return {
-        key: _checked_value(by_key[key], value) for key, value in raw.items() if key in by_key
-    }
+    return {key: _checked_value(by_key[key], value) for key, value in raw.items() if key in by_key}
 
 
 def rendered_values(store: SupportStore, stored: dict[str, Any]) -> dict[str, Any]:

@@ -170,9 +170,7 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
                 org = {
                     **_WRITABLE,
                     **fields,
-                    "organization_fields": checked_values(
-                        store, fields.get("organization_fields")
-                    ),
+                    "organization_fields": checked_values(store, fields.get("organization_fields")),
                     "created_at": stamp,
                     "updated_at": stamp,
                 }

@@ -103,7 +103,9 @@ def test_a_paid_invoice_feeds_its_ledger_and_asks_account_sync_for_entitlements(
     sync = starts[1].signal_input
     assert sync is not None
     assert (sync.request_id, sync.reason, sync.subscription_id) == (  # type: ignore[attr-defined]
-        "evt_2Ab", "invoice.paid", "sub_3",
+        "evt_2Ab",
+        "invoice.paid",
+        "sub_3",
     )
 
 
@@ -118,9 +120,7 @@ def test_a_failed_payment_asks_account_sync_even_where_no_ledger_takes_it() -> N
     assert "account/cus_9" in [start.workflow_id for start in starts]
 
 
-@pytest.mark.parametrize(
-    "kind", ["customer.subscription.updated", "customer.subscription.deleted"]
-)
+@pytest.mark.parametrize("kind", ["customer.subscription.updated", "customer.subscription.deleted"])
 def test_a_subscription_change_feeds_its_ledger_and_names_the_subscription_to_sync(
     kind: str,
 ) -> None:
