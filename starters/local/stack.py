@@ -32,7 +32,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from adapters.bootstrap import build_store
+from adapters.bootstrap import build_store, build_support
 from adapters.settings import Settings
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal
@@ -416,6 +416,21 @@ class LocalStack:
                 self._spawn(component, env)
             self._wait_ready(*members)
         self._apply_recon_schedule()
+        self._define_entitlement_fields()
+
+    def _define_entitlement_fields(self) -> None:
+        """Agents see plan, status and paid-through on organizations from the first `up`
+        (the adapter would define them at its first write; defining them never repeats)."""
+
+        async def define() -> list[str]:
+            support = build_support(self.settings)
+            try:
+                return await support.ensure_entitlement_fields()
+            finally:
+                await support.aclose()
+
+        created = asyncio.run(define())
+        self.echo(f"support: entitlement fields {'defined' if created else 'present'}")
 
     def _apply_recon_schedule(self) -> None:
         """The nightly reconciliation exists in the local Temporal after every `up`."""
