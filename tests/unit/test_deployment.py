@@ -135,9 +135,9 @@ QUEUES = {
          "record_journal_entry"],
     "billing": ["apply_billing_credit", "earlier_invoice_ids", "fetch_active_subscription",
                 "fetch_billing_customer", "fetch_billing_document", "fetch_subscription",
-                "gather_credit_facts", "recon_heal_missing_posting", "recon_load_billing_page",
-                "reverse_billing_credit"],
+                "gather_credit_facts", "read_billing_entitlements", "recon_heal_missing_posting",
+                "recon_load_billing_page", "reverse_billing_credit"],
     "erp": ["ensure_erp_party", "post_ledger_document", "recon_load_erp_page"],
-    "support": ["ensure_support_organization", "fetch_support_case", "recon_load_ticket_page",
-                "write_case_outcome"],
+    "support": ["ensure_support_organization", "fetch_support_case", "read_support_entitlements",
+                "recon_load_ticket_page", "write_case_outcome", "write_support_entitlements"],
 }  # fmt: skip
