@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from canonical.billing import BillingDocument, Subscription, SubscriptionStatus
 
@@ -34,6 +34,12 @@ class Entitlements(BaseModel):
         default=None, description="the period end of the subscription's latest paid invoice"
     )
     as_of: AwareDatetime = Field(description="when billing was read (or support last written)")
+
+    @field_validator("plan", "subscription_id")
+    @classmethod
+    def _trimmed(cls, value: str | None) -> str | None:
+        """As support keeps text: trimmed, blank is none (so a read compares with a write)."""
+        return (value.strip() or None) if value is not None else None
 
     def same_standing(self, other: Entitlements | None) -> bool:
         """Whether `other` says the same (as_of aside): nothing to write then."""

@@ -145,6 +145,12 @@ def _entitlement_values(entitlements: Entitlements) -> dict[str, Any]:
     }
 
 
+def _comparable(key: str, value: Any) -> Any:
+    """A field value as written or as answered, so the two compare (dates come back as
+    midnight UTC)."""
+    return _field_date(value) if key == PAID_THROUGH_FIELD else _text(value)
+
+
 def _entitlements_of(org: dict[str, Any]) -> Entitlements | None:
     """The entitlements an organization carries; None when none were ever written."""
     values = org.get("organization_fields") or {}
@@ -341,17 +347,11 @@ class ZendeskSupport:
             )
         if entitlements.same_standing(self._entitlements(org, operation)):
             return False
-        wanted = _entitlement_values(entitlements)
         current = org.get("organization_fields") or {}
         changes = {
             key: value
-            for key, value in wanted.items()
-            if (
-                _field_date(current.get(key))
-                if key == PAID_THROUGH_FIELD
-                else _text(current.get(key))
-            )
-            != (_field_date(value) if key == PAID_THROUGH_FIELD else value)
+            for key, value in _entitlement_values(entitlements).items()
+            if _comparable(key, current.get(key)) != _comparable(key, value)
         }
         answer = await self._call(
             "PUT",
