@@ -208,6 +208,36 @@ def test_a_changed_value_emits_zendesks_custom_field_changed_event_once(
     assert (event["current"], event["previous"], event["field"]["key"]) == ("Pro", None, "plan")
 
 
+def test_the_export_finds_organizations_by_an_organization_field(
+    support_sandbox: SupportSandbox,
+) -> None:
+    """Zendesk searches custom organization fields by key: an agent lists who is past due."""
+    with support_sandbox.api() as api:
+        define(api, key="status", title="Status", type="dropdown",
+               custom_field_options=[{"name": "Active", "value": "active"},
+                                     {"name": "Past due", "value": "past_due"}])  # fmt: skip
+        define(api, key="paid", title="Paid", type="date")
+        late = organization(api, organization_fields={"status": "past_due", "paid": "2026-10-31"})
+        body = {"organization": {"name": "Fine Co", "external_id": "cus_fine001",
+                                 "organization_fields": {"status": "active"}}}  # fmt: skip
+        api.post("/api/v2/organizations.json", json=body).raise_for_status()
+        found = api.get(
+            "/api/v2/search/export.json",
+            params={"query": "status:past_due", "filter[type]": "organization"},
+        ).json()
+        unknown = api.get(
+            "/api/v2/search/export.json",
+            params={"query": "undefined_key:x", "filter[type]": "organization"},
+        )
+
+    assert [(r["id"], r["result_type"]) for r in found["results"]] == [(late["id"], "organization")]
+    assert found["results"][0]["organization_fields"] == {
+        "status": "past_due", "paid": "2026-10-31T00:00:00+00:00",
+    }  # fmt: skip
+    assert found["meta"]["has_more"] is False
+    assert unknown.status_code == 400
+
+
 # -- the adapter -----------------------------------------------------------------------------
 
 
