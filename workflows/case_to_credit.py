@@ -67,6 +67,8 @@ with workflow.unsafe.imports_passed_through():
 PROCESS = "case_to_credit"
 # Runs started since read the credit facts in one activity; older ones replay step by step.
 CREDIT_FACTS_ONCE = "credit-facts-once"
+# Runs started since decide on the customer's standing as support's entitlements show it.
+STANDING_FROM_ENTITLEMENTS = "credit-standing-from-entitlements"
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 EXPIRE_AFTER = timedelta(days=7)
@@ -96,10 +98,11 @@ class CaseToCreditWorkflow:
         facts = await self._gather_facts(credit)
         customer_id, subscription = facts.case.customer_id, facts.subscription
         recent = facts.credited_last_90_days
-        problems = eligibility_problems(credit, subscription, customer_id)
+        standing = facts.entitlements if workflow.patched(STANDING_FROM_ENTITLEMENTS) else None
+        problems = eligibility_problems(credit, subscription, customer_id, standing)
         if problems or subscription is None or customer_id is None or recent is None:
             return await self._finish_rejected("; ".join(problems))
-        self._assessment = assess(credit, subscription, recent, request.policy)
+        self._assessment = assess(credit, subscription, recent, request.policy, standing)
         if self._assessment.outcome == "reject":
             return await self._finish_rejected("; ".join(self._assessment.reasons))
         if self._assessment.outcome == "needs_approval" and not await self._approved():

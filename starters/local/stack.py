@@ -32,7 +32,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from adapters.bootstrap import build_store
+from adapters.bootstrap import build_store, build_support
 from adapters.settings import Settings
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal
@@ -425,6 +425,21 @@ class LocalStack:
             if wave == 0:  # billing is up and the worker not yet: the mapping precedes postings
                 self._ensure_catalog()
         self._apply_recon_schedule()
+        self._define_entitlement_fields()
+
+    def _define_entitlement_fields(self) -> None:
+        """Agents see plan, status and paid-through on organizations from the first `up`
+        (the adapter would define them at its first write; defining them never repeats)."""
+
+        async def define() -> list[str]:
+            support = build_support(self.settings)
+            try:
+                return await support.ensure_entitlement_fields()
+            finally:
+                await support.aclose()
+
+        created = asyncio.run(define())
+        self.echo(f"support: entitlement fields {'defined' if created else 'present'}")
 
     def _ensure_catalog(self) -> None:
         """Billing's products and tax rates and finance's mapping of them (catalog.py)."""

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from canonical import Customer
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
-from tests.workflow.test_account_sync import FakeSystems, running_workers, sync
+from tests.workflow.test_account_sync import FakeSystems, running_workers, standing, sync
 from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
@@ -167,7 +167,39 @@ async def record_account_sync(env: WorkflowEnvironment) -> None:
     save("account_sync_two_requests", history)
 
 
+async def record_account_sync_entitlements(env: WorkflowEnvironment) -> None:
+    """A failed payment: billing says past due, account sync writes it to support
+    (account-entitlements)."""
+    systems = FakeSystems()
+    systems.customers["cus_REPLAY2"] = Customer(customer_id="cus_REPLAY2", name="Replay Two")
+    systems.billing_standing["cus_REPLAY2"] = standing("cus_REPLAY2", "past_due", "2026-10-31")
+    async with running_workers(env.client, "replay-ent.", systems):
+        await sync(env.client, "replay-ent.", "cus_REPLAY2", "evt_r3")
+        handle = env.client.get_workflow_handle_for(AccountSyncWorkflow.run, "account/cus_REPLAY2")
+        await handle.result()
+        history = await handle.fetch_history()
+    save("account_sync_entitlements", history)
+
+
+async def record_credit_past_due(env: WorkflowEnvironment) -> None:
+    """A small credit for a customer support shows past due: finance approves it
+    (credit-standing-from-entitlements)."""
+    desk = FakeDesk()
+    desk.shown_status = "past_due"
+    async with credit_workers(env.client, "replay-pastdue.", desk):
+        handle = await start_credit(env.client, "replay-pastdue.", credit("40.00", request_id="r4"))
+        await env.sleep(timedelta(hours=1))
+        await handle.execute_update(
+            CaseToCreditWorkflow.decide,
+            CreditApproval(approve=True, reason="goodwill", approver="fiona", role="finance"),
+        )
+        await handle.result()
+        save("case_to_credit_past_due", await handle.fetch_history())
+
+
 RECORDERS = {
+    "account_sync_entitlements": record_account_sync_entitlements,
+    "case_to_credit_past_due": record_credit_past_due,
     "account_sync": record_account_sync,
     "subscription_ledger": record_subscription_ledger,
     "ledger_payments": record_ledger_payments,

@@ -136,9 +136,10 @@ QUEUES = {
     "billing": ["apply_billing_credit", "earlier_invoice_ids", "fetch_active_subscription",
                 "fetch_billing_customer", "fetch_billing_document", "fetch_charge_refunds",
                 "fetch_invoice_payments", "fetch_subscription", "gather_credit_facts",
-                "recon_heal_missing_posting", "recon_load_billing_page", "reverse_billing_credit"],
+                "read_billing_entitlements", "recon_heal_missing_posting",
+                "recon_load_billing_page", "reverse_billing_credit"],
     "erp": ["ensure_erp_party", "post_ledger_document", "post_ledger_payment",
             "recon_load_erp_page"],
-    "support": ["ensure_support_organization", "fetch_support_case", "recon_load_ticket_page",
-                "write_case_outcome"],
+    "support": ["ensure_support_organization", "fetch_support_case", "read_support_entitlements",
+                "recon_load_ticket_page", "write_case_outcome", "write_support_entitlements"],
 }  # fmt: skip
