@@ -189,6 +189,7 @@ class RefundResource(Resource):
     object_name = "refund"
     id_prefix = "re"
     collection = "refunds"
+    unpublished = frozenset({"livemode"})  # a refund has none at the pinned version
     creatable = False  # POST /v1/refunds moves money: see _payments.py
     deletable = False
     update_schema: ClassVar[dict[str, Validator]] = {"metadata": metadata()}
@@ -212,6 +213,7 @@ class BalanceTransactionResource(_ReadOnly):
     object_name = "balance_transaction"
     id_prefix = "txn"
     collection = "balance_transactions"
+    unpublished = frozenset({"livemode"})  # a balance transaction has none
     emits_events = False
     list_filters: ClassVar[dict[str, Validator]] = {
         "source": string(255, clearable=False),
