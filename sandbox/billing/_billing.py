@@ -172,6 +172,7 @@ _INVOICE_CREATE: dict[str, Validator] = {
     "description": string(1500),
     "metadata": metadata(),
     "pending_invoice_items_behavior": enum("exclude", "include"),
+    "default_tax_rates": _TAX_RATES,
 }
 _INVOICE_ITEM_CREATE: dict[str, Validator] = {
     "customer": string(255, clearable=False),
@@ -428,6 +429,17 @@ class BillingOperations:
             period = billing_period(now, interval[0], interval[1], 0)
             sub_id, invoice_id = new_id("sub"), new_id("in")
             items = [self._new_item(sub_id, p, q, period, md, r) for p, q, md, r in entries]
+            status = "active"
+            if collection_method == "charge_automatically" and behavior == "default_incomplete":
+                # Stripe starts it incomplete when the first invoice will ask for money.
+                due = int(self.engine.get(self.customers, customer["id"])["balance"])
+                for price, quantity, _md, rates in entries:
+                    amount = int(price["unit_amount"]) * quantity
+                    taxes = line_taxes(amount, rates or default_rates)
+                    due += amount + sum(
+                        t["amount"] for t in taxes if t["tax_behavior"] == "exclusive"
+                    )
+                status = "incomplete" if due > 0 else "active"
             sub = self.engine.insert(
                 self.subscriptions,
                 {
@@ -461,7 +473,7 @@ class BillingOperations:
                     "pending_update": None,
                     "schedule": None,
                     "start_date": now,
-                    "status": "active",
+                    "status": status,
                     "test_clock": None,
                     "trial_end": None,
                     "trial_start": None,
@@ -503,10 +515,7 @@ class BillingOperations:
             return None
         stored = self.engine.get(self.invoices, invoice["id"])
         if behavior == "default_incomplete":
-            if stored["billing_reason"] == "subscription_create":
-                current = self.engine.get(self.subscriptions, sub["id"])
-                self.engine.store.save_object({**current, "status": "incomplete"})
-            return None
+            return None  # the subscription waits, incomplete, for its intent to be confirmed
         method = self.payments.default_method(
             stored, self.engine.get(self.subscriptions, sub["id"])
         )
@@ -1028,7 +1037,10 @@ class BillingOperations:
             )
             if invoice is not None:
                 before = self.engine.get(self.invoices, invoice["id"])
-                lines = [*before["_lines"], self._item_line(before["id"], item)]
+                lines = [
+                    *before["_lines"],
+                    self._item_line(before["id"], item, before.get("default_tax_rates") or []),
+                ]
                 self.engine.save(
                     self.invoices, before, {**before, **self._totals(lines), "_lines": lines}, ctx
                 )
@@ -1156,7 +1168,13 @@ class BillingOperations:
             tax_rates=item.get("tax_rates") or sub.get("default_tax_rates") or [],
         )
 
-    def _item_line(self, invoice_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    def _item_line(
+        self,
+        invoice_id: str,
+        item: Mapping[str, Any],
+        default_rates: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """The invoice's line for an item: its own tax rates, else the invoice's defaults."""
         return self._line(
             invoice_id,
             amount=int(item["amount"]),
@@ -1170,7 +1188,7 @@ class BillingOperations:
             subscription=item["subscription"],
             subscription_item=item["subscription_item"],
             invoice_item=item["id"],
-            tax_rates=item.get("tax_rates") or [],
+            tax_rates=item.get("tax_rates") or default_rates,
         )
 
     @staticmethod
@@ -1196,11 +1214,12 @@ class BillingOperations:
         auto_advance: bool = True,
         description: str | None = None,
         metadata_: Mapping[str, str] | None = None,
+        default_tax_rates: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
         """A draft invoice (invoice.created): pending items first, then `lines`."""
         customer = self.engine.get(self.customers, customer_id)
         invoice_id = invoice_id or new_id("in")
-        all_lines = [self._item_line(invoice_id, item) for item in pending or []]
+        all_lines = [self._item_line(invoice_id, item, default_tax_rates) for item in pending or []]
         all_lines.extend(lines or [])
         for item in pending or []:
             # Attaching is bookkeeping: Stripe records no invoiceitem event for it.
@@ -1249,7 +1268,7 @@ class BillingOperations:
             "days_until_due": days_until_due,
             "default_payment_method": None,
             "default_source": None,
-            "default_tax_rates": [],
+            "default_tax_rates": list(default_tax_rates),
             "description": description,
             "discounts": [],
             "due_date": None,
@@ -1378,6 +1397,9 @@ class BillingOperations:
             raise missing_param("currency")
         collection_method = clean.get("collection_method", "charge_automatically")
         days_until_due = self._days_until_due(collection_method, clean.get("days_until_due"))
+        default_rates = self.payments.tax_rates_named(
+            clean.get("default_tax_rates") or [], "default_tax_rates"
+        )
         with self.engine.atomic():
             self._fix_currency(customer["id"], currency_code, ctx, param="currency")
             pending: list[dict[str, Any]] = []
@@ -1396,6 +1418,7 @@ class BillingOperations:
                 collection_method=collection_method,
                 days_until_due=days_until_due,
                 auto_advance=clean.get("auto_advance", False),
+                default_tax_rates=default_rates,
                 description=clean.get("description"),
                 metadata_=clean.get("metadata"),
             )
@@ -1496,6 +1519,13 @@ class BillingOperations:
                     code="invoice_not_editable",
                 )
             invoice = self._invoice_in(invoice_id, ("open", "uncollectible"), "void")
+            if int(invoice["amount_paid"]) > 0:
+                raise refused(
+                    f"Invoice {invoice['number']} has payments ({invoice['amount_paid']} paid); "
+                    "an invoice with payments cannot be voided. Refund the payments and issue "
+                    "a credit note instead.",
+                    code="invoice_not_editable",
+                )
             after = {
                 **invoice,
                 "status": "void",

@@ -50,18 +50,19 @@ if TYPE_CHECKING:
     from sandbox.billing._billing import BillingOperations
 
 ACCOUNT_CURRENCY = "usd"
-# Units of USD per unit of each currency: fixed so tests can state exact settled amounts.
+# Units of USD per unit of each currency the sandbox accepts: fixed (not market) rates, so
+# tests can state exact settled amounts. EUR 1.10, GBP 1.25 and JPY 0.0070 are the ones
+# the contract tests pin.
+_RATES = """
+AED 0.27   AUD 0.66   BRL 0.18   CAD 0.73   CHF 1.15   CNY 0.14     CZK 0.044  DKK 0.15
+EUR 1.10   GBP 1.25   HKD 0.128  ILS 0.27   INR 0.012  ISK 0.0073   MXN 0.055  MYR 0.22
+NOK 0.094  NZD 0.60   PHP 0.018  PLN 0.25   RON 0.22   SAR 0.27     SEK 0.095  SGD 0.75
+THB 0.029  TRY 0.03   TWD 0.031  USD 1      ZAR 0.054  CLP 0.0011   JPY 0.0070 KRW 0.00075
+VND 0.00004 XAF 0.0017 XOF 0.0017 BHD 2.65  JOD 1.41   KWD 3.25     OMR 2.60   TND 0.32
+"""
+_PAIRS = _RATES.split()
 USD_PER_UNIT: dict[str, Decimal] = {
-    "usd": Decimal(1),
-    "eur": Decimal("1.10"),
-    "gbp": Decimal("1.25"),
-    "jpy": Decimal("0.0070"),
-    "chf": Decimal("1.15"),
-    "cad": Decimal("0.73"),
-    "aud": Decimal("0.66"),
-    "sek": Decimal("0.095"),
-    "isk": Decimal("0.0073"),
-    "kwd": Decimal("3.25"),
+    code.lower(): Decimal(rate) for code, rate in zip(_PAIRS[::2], _PAIRS[1::2], strict=True)
 }
 FEE_PERCENT = Decimal("2.9")
 FEE_FIXED_CENTS = 30

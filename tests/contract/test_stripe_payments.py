@@ -63,7 +63,7 @@ async def test_charge_automatically_without_a_payment_method_is_refused_and_noth
 
 
 async def test_default_incomplete_creates_an_incomplete_subscription_without_charging(
-    billing_driver: BillingDriver,
+    billing_driver: BillingDriver, billing_sandbox: BillingSandbox
 ) -> None:
     customer_id, price_id = await shop(billing_driver, "inc")
 
@@ -78,6 +78,11 @@ async def test_default_incomplete_creates_an_incomplete_subscription_without_cha
     invoice = await billing_driver.client.v1.invoices.retrieve_async(str(sub.latest_invoice))
     assert sub.status == "incomplete"
     assert (invoice.status, invoice.attempted, invoice.amount_remaining) == ("open", False, 3000)
+    [created] = billing_sandbox.events("customer.subscription.created")
+    assert created["data"]["object"]["status"] == "incomplete"
+    paid = await billing_driver.pay(str(invoice.id), idempotency_key="inc/pay")
+    current = await billing_driver.client.v1.subscriptions.retrieve_async(sub.id)
+    assert (paid.status, current.status) == ("paid", "active")
 
 
 async def test_attaching_a_test_token_makes_a_new_method_listed_for_the_customer(
@@ -342,6 +347,21 @@ async def test_partial_payments_are_attached_intents_and_overpaying_is_refused(
         )
     assert twice.value.code in {"invoice_not_editable", "payment_intent_unexpected_state"}
     assert types_of(billing_sandbox).count("invoice_payment.paid") == 2
+
+
+async def test_an_invoice_with_a_partial_payment_cannot_be_voided(
+    billing_driver: BillingDriver,
+) -> None:
+    customer_id, _ = await shop(billing_driver, "novoid")
+    invoice_id = await open_invoice(billing_driver, customer_id, 3000, "novoid/inv")
+    await billing_driver.pay_part(invoice_id, 1000, idempotency_key="novoid/part")
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await billing_driver.void(invoice_id, idempotency_key="novoid/void")
+
+    invoice = await billing_driver.client.v1.invoices.retrieve_async(invoice_id)
+    assert refused.value.code == "invoice_not_editable"
+    assert (invoice.status, invoice.amount_paid, invoice.amount_remaining) == ("open", 1000, 2000)
 
 
 async def test_a_charge_in_another_currency_settles_in_usd_at_the_stated_rate(

@@ -264,3 +264,36 @@ async def test_a_tax_rate_keeps_its_percentage_and_refuses_what_stripe_refuses(
     assert [r.id for r in listed.data] == [vat_incl.id]
     created = [e for e in billing_sandbox.events() if e["type"] == "tax_rate.created"]
     assert len(created) == 2
+
+
+async def test_an_invoices_default_tax_rates_apply_to_items_without_their_own(
+    billing_driver: BillingDriver,
+) -> None:
+    vat = await tax_rate(billing_driver, "VAT default", "20", inclusive=False)
+    reduced = await tax_rate(billing_driver, "Reduced", "5.5", inclusive=False)
+    customer = await billing_driver.create_customer("Defaults", idempotency_key="dflt/c")
+    for key, rates in (("plain", None), ("own", [reduced.id])):
+        params: Any = {"customer": customer.id, "amount": 1000, "currency": "eur"}
+        if rates:
+            params["tax_rates"] = rates
+        await billing_driver.client.v1.invoice_items.create_async(
+            params, {"idempotency_key": f"dflt/{key}"}
+        )
+
+    draft = await billing_driver.client.v1.invoices.create_async(
+        {
+            "customer": customer.id,
+            "pending_invoice_items_behavior": "include",
+            "default_tax_rates": [vat.id],
+        }
+    )
+
+    applied = sorted(
+        (t.tax_rate_details.tax_rate, t.amount)
+        for line in draft.lines.data
+        for t in line.taxes or []
+        if t.tax_rate_details is not None
+    )
+    assert applied == sorted([(vat.id, 200), (reduced.id, 55)])
+    assert [r.id for r in draft.default_tax_rates] == [vat.id]
+    assert draft.total == 2255
