@@ -32,10 +32,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from sandbox.billing._currencies import CURRENCY_DECIMALS
+from sandbox.billing._currencies import format_amount
 from sandbox.billing._engine import SYSTEM, BillingEngine, CallContext, created_filter, new_id
 from sandbox.billing._errors import StripeError, missing_param, no_such, param_error
 from sandbox.billing._params import (
@@ -72,11 +71,6 @@ TIMES = "\N{MULTIPLICATION SIGN}"  # as in Stripe line descriptions: "2 TIMES Pr
 def refused(message: str, *, code: str, param: str | None = None) -> StripeError:
     """A business rule said no: Stripe's 400 invalid_request_error."""
     return StripeError(400, message, code=code, param=param)
-
-
-def format_amount(minor: int, currency_code: str) -> str:
-    exponent = CURRENCY_DECIMALS.get(currency_code.upper(), 2)
-    return f"{format(Decimal(minor).scaleb(-exponent), 'f')} {currency_code.upper()}"
 
 
 def _date(timestamp: int) -> str:

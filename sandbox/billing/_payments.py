@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sandbox.billing._currencies import CURRENCY_DECIMALS
+from sandbox.billing._currencies import CURRENCY_DECIMALS, format_amount
 from sandbox.billing._engine import SYSTEM, CallContext, new_id
 from sandbox.billing._errors import StripeError, missing_param, no_such, param_error
 from sandbox.billing._params import (
@@ -64,6 +64,13 @@ _PAIRS = _RATES.split()
 USD_PER_UNIT: dict[str, Decimal] = {
     code.lower(): Decimal(rate) for code, rate in zip(_PAIRS[::2], _PAIRS[1::2], strict=True)
 }
+# Stripe's minimum charge per currency (minor units); others must convert to 50 US cents.
+MINIMUM_CHARGE: dict[str, int] = {
+    "usd": 50, "aud": 50, "brl": 50, "cad": 50, "chf": 50, "czk": 1500, "dkk": 250,
+    "eur": 50, "gbp": 30, "hkd": 400, "inr": 50, "jpy": 50, "mxn": 1000, "myr": 200,
+    "nok": 300, "nzd": 50, "pln": 200, "ron": 200, "sek": 300, "sgd": 50, "thb": 1000,
+    "aed": 200,
+}  # fmt: skip
 FEE_PERCENT = Decimal("2.9")
 FEE_FIXED_CENTS = 30
 MAX_AMOUNT = 99_999_999
@@ -686,6 +693,7 @@ class Payments:
         customer_id = clean.get("customer")
         if customer_id is not None:
             self.billing._customer(customer_id)
+        self._check_minimum(clean["amount"], clean["currency"])
         if not clean.get("confirm"):
             raise param_error(
                 "The sandbox creates confirmed PaymentIntents only: pass confirm=true with a "
@@ -719,6 +727,30 @@ class Payments:
         if error is not None:
             error.extra["payment_intent"] = rendered
         return rendered, error
+
+    @staticmethod
+    def _check_minimum(amount: int, currency_code: str) -> None:
+        """Stripe refuses a PaymentIntent below its minimum charge amount."""
+        minimum = MINIMUM_CHARGE.get(currency_code)
+        if minimum is not None:
+            if amount < minimum:
+                raise StripeError(
+                    400,
+                    f"Amount must be at least {format_amount(minimum, currency_code)}",
+                    code="amount_too_small",
+                    param="amount",
+                    saved=False,
+                )
+        elif settle(amount, currency_code)[0] < MINIMUM_CHARGE[ACCOUNT_CURRENCY]:
+            raise StripeError(
+                400,
+                "Amount must convert to at least 50 cents. "
+                f"{format_amount(amount, currency_code)} converts to approximately "
+                f"{format_amount(settle(amount, currency_code)[0], ACCOUNT_CURRENCY)}.",
+                code="amount_too_small",
+                param="amount",
+                saved=False,
+            )
 
     def attach_payment(
         self, invoice_id: str, params: Mapping[str, Any], ctx: CallContext
@@ -824,8 +856,6 @@ class Payments:
             )
         amount = left if amount is None else amount
         if amount > left:
-            from sandbox.billing._billing import format_amount
-
             raise StripeError(
                 400,
                 f"Refund amount ({format_amount(amount, charge['currency'])}) is greater than "

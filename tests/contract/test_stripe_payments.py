@@ -349,6 +349,33 @@ async def test_partial_payments_are_attached_intents_and_overpaying_is_refused(
     assert types_of(billing_sandbox).count("invoice_payment.paid") == 2
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "message"),
+    [
+        (49, "usd", "Amount must be at least 0.50 USD"),
+        (29, "gbp", "Amount must be at least 0.30 GBP"),
+        (49, "jpy", "Amount must be at least 50 JPY"),
+        (400, "krw", "Amount must convert to at least 50 cents"),
+    ],
+)
+async def test_a_payment_below_stripes_minimum_charge_is_refused(
+    billing_driver: BillingDriver, amount: int, currency: str, message: str
+) -> None:
+    intent: Any = {
+        "amount": amount,
+        "currency": currency,
+        "payment_method": "pm_card_visa",
+        "confirm": True,
+    }
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await billing_driver.client.v1.payment_intents.create_async(intent)
+
+    assert (refused.value.code, refused.value.param) == ("amount_too_small", "amount")
+    assert message in str(refused.value)
+    assert (await billing_driver.client.v1.charges.list_async()).data == []
+
+
 async def test_an_invoice_with_a_partial_payment_cannot_be_voided(
     billing_driver: BillingDriver,
 ) -> None:
