@@ -10,6 +10,7 @@ Events come in the order Stripe emits them for one request:
     subscription create   customer.updated (currency fixed, first time only),
                           customer.subscription.created, invoice.created, invoice.finalized
                           [, invoice.paid, invoice.payment_succeeded when nothing is due]
+                          [, the payment's events when charged: see _payments.py]
     subscription update   invoiceitem.created (credit, charge per changed item),
                           customer.subscription.updated
                           [, invoice.created, invoice.finalized ... with always_invoice]
