@@ -257,24 +257,27 @@ class Payments:
                 "card_declined",
                 card.decline_code,
                 DECLINE_MESSAGES[card.decline_code or "generic_decline"],
-                param="",
             )
         with self.engine.atomic():
             if card is not None:
                 method = self._new_card(pm_id, card, customer["id"])
             else:
                 method = self.engine.get(self.payment_methods, pm_id)
-                if method["customer"] not in (None, customer["id"]):
+                if method["customer"] is None:
+                    # Here only a detached method or one made for a single charge is loose.
+                    raise StripeError(
+                        400,
+                        "This PaymentMethod was previously used without being attached to a "
+                        "Customer or was detached from a Customer, and may not be used again.",
+                        code="payment_method_unexpected_state",
+                    )
+                if method["customer"] != customer["id"]:
                     raise StripeError(
                         400,
                         "The payment method you provided has already been attached to a customer.",
                         code="payment_method_unexpected_state",
                     )
-                before = method
-                method = {**method, "customer": customer["id"]}
-                self.engine.store.save_object(method)
-                if before["customer"] == customer["id"]:
-                    return self.payment_methods.render(method)
+                return self.payment_methods.render(method)  # attached already: as it is
             rendered = self.payment_methods.render(method)
             self.engine.record_event("payment_method.attached", rendered, ctx)
             return rendered

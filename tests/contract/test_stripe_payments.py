@@ -131,6 +131,27 @@ async def test_a_declined_card_is_refused_when_attached(
     assert own.data == []
 
 
+async def test_a_detached_method_is_no_longer_the_default_and_cannot_come_back(
+    billing_driver: BillingDriver, billing_sandbox: BillingSandbox
+) -> None:
+    customer_id, _ = await shop(billing_driver, "detach")
+    method = await billing_driver.attach_payment_method(customer_id, idempotency_key="detach/pm")
+    client = billing_driver.client.v1
+
+    detached = await client.payment_methods.detach_async(str(method.id))
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        await client.payment_methods.attach_async(str(method.id), {"customer": customer_id})
+
+    customer = await client.customers.retrieve_async(customer_id)
+    assert detached.customer is None
+    assert customer.invoice_settings is not None
+    assert customer.invoice_settings.default_payment_method is None
+    assert "may not be used again" in str(again.value)
+    types = types_of(billing_sandbox)
+    assert types.count("payment_method.attached") == 1
+    assert types.count("payment_method.detached") == 1
+
+
 async def test_a_default_payment_method_must_belong_to_the_customer(
     billing_driver: BillingDriver,
 ) -> None:
