@@ -132,6 +132,7 @@ _SUBSCRIPTION_UPDATE: dict[str, Validator] = {
     ),
     "default_payment_method": string(255),
     "default_tax_rates": _TAX_RATES,
+    "payment_behavior": enum("allow_incomplete", "default_incomplete", "error_if_incomplete"),
     "proration_behavior": _PRORATION_BEHAVIOR,
     "proration_date": integer(0),
     "cancel_at_period_end": boolean(),
@@ -510,7 +511,14 @@ class BillingOperations:
             return None
         stored = self.engine.get(self.invoices, invoice["id"])
         if behavior == "default_incomplete":
-            return None  # the subscription waits, incomplete, for its intent to be confirmed
+            # The invoice waits for its payment to be confirmed; an active subscription
+            # falls due meanwhile (a new one was created incomplete).
+            current = self.engine.get(self.subscriptions, sub["id"])
+            if current["status"] == "active" and stored["billing_reason"] != "subscription_create":
+                self.engine.save(
+                    self.subscriptions, current, {**current, "status": "past_due"}, ctx
+                )
+            return None
         method = self.payments.default_method(
             stored, self.engine.get(self.subscriptions, sub["id"])
         )
@@ -626,7 +634,10 @@ class BillingOperations:
                     period=(now, now),
                 )
                 invoice = self._finalize(invoice_id, ctx)
-                self._collect_subscription_invoice(invoice, after, "allow_incomplete", ctx)
+                payment_behavior = clean.get("payment_behavior", "allow_incomplete")
+                declined = self._collect_subscription_invoice(invoice, after, payment_behavior, ctx)
+                if declined is not None and payment_behavior == "error_if_incomplete":
+                    raise declined  # Stripe leaves the subscription as it was: rolled back
             return self.subscriptions.render(self.engine.get(self.subscriptions, sub["id"]))
 
     def _changed_items(
@@ -763,11 +774,13 @@ class BillingOperations:
         ctx = SYSTEM  # Stripe's own renewals carry no request
         with self.engine.atomic():
             sub = self.engine.get(self.subscriptions, subscription_id)
-            if sub["status"] == "canceled":
+            if sub["status"] in ("canceled", "incomplete_expired"):
                 raise refused(
-                    f"The subscription {subscription_id} is canceled; nothing to advance.",
+                    f"The subscription {subscription_id} is {sub['status']}; nothing to advance.",
                     code="subscription_canceled",
                 )
+            if sub["status"] == "incomplete":
+                return self._expire_incomplete(sub, ctx)
             old_start, old_end = sub["current_period_start"], sub["current_period_end"]
             offset = max(int(sub.get("_clock_offset", 0)), old_end - self.engine.now())
             if sub["cancel_at_period_end"]:
@@ -831,6 +844,22 @@ class BillingOperations:
                 ),
                 "invoice": self.invoices.render(self.engine.get(self.invoices, invoice_id)),
             }
+
+    def _expire_incomplete(self, sub: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
+        """Stripe gives an incomplete subscription 23 hours to be paid; past that (a period
+        end always is) it becomes incomplete_expired, a final state, and its unpaid first
+        invoice is voided."""
+        now = self.engine.now()
+        after = {**sub, "status": "incomplete_expired", "ended_at": now}
+        self.engine.save(self.subscriptions, sub, after, ctx)
+        invoice = self.engine.get(self.invoices, sub["latest_invoice"])
+        if invoice["status"] == "open" and int(invoice["amount_paid"]) == 0:
+            self.void_invoice(invoice["id"], {}, ctx)  # gives back any balance it applied
+        return {
+            "object": "sandbox.subscription_advance",
+            "subscription": self.subscriptions.render(after),
+            "invoice": None,
+        }
 
     # invoice items ------------------------------------------------------------------------
 
@@ -1921,6 +1950,13 @@ class BillingOperations:
                     f"before payment and the invoice is now {invoice['status']}; it can no "
                     "longer be voided.",
                     code="invoice_not_editable",
+                )
+            if note.get("refunds"):
+                raise refused(
+                    f"The credit note {note['number']} gave money back (refunds "
+                    f"{', '.join(r['refund'] for r in note['refunds'])}); a credit note with "
+                    "refunds cannot be voided.",
+                    code="credit_note_not_voidable",
                 )
             after = {**note, "status": "void", "voided_at": self.engine.now()}
             self.engine.save(self.credit_notes, note, after, ctx, event_type="credit_note.voided")

@@ -614,3 +614,79 @@ async def test_payment_events_are_delivered_signed_with_their_objects(
         )
         seen[event["type"]] = json.loads(webhook.body)["data"]["object"]["object"]
     assert {t: seen.get(t) for t in wanted} == wanted
+
+
+async def test_a_credit_note_that_refunded_money_cannot_be_voided(
+    billing_driver: BillingDriver,
+) -> None:
+    customer_id, _ = await shop(billing_driver, "cnvoid")
+    invoice_id = await open_invoice(billing_driver, customer_id, 4000, "cnvoid/inv")
+    await billing_driver.pay(invoice_id, idempotency_key="cnvoid/pay")
+    note = await billing_driver.client.v1.credit_notes.create_async(
+        {"invoice": invoice_id, "amount": 1000, "refund_amount": 1000}
+    )
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await billing_driver.client.v1.credit_notes.void_credit_note_async(str(note.id))
+
+    kept = await billing_driver.client.v1.credit_notes.retrieve_async(str(note.id))
+    assert refused.value.code == "credit_note_not_voidable"
+    assert kept.status == "issued"
+
+
+async def test_an_incomplete_subscription_expires_and_its_first_invoice_is_voided(
+    billing_driver: BillingDriver, billing_sandbox: BillingSandbox
+) -> None:
+    customer_id, price_id = await shop(billing_driver, "expire")
+    sub = await billing_driver.subscribe(
+        customer_id,
+        price_id,
+        idempotency_key="expire/s",
+        collection_method="charge_automatically",
+        payment_behavior="default_incomplete",
+    )
+
+    advanced = billing_sandbox.advance_subscription(sub.id)
+
+    invoice = await billing_driver.client.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    assert (advanced["subscription"]["status"], advanced["invoice"]) == ("incomplete_expired", None)
+    assert invoice.status == "void"
+    with billing_sandbox.http() as http:
+        again = http.post(f"/_sandbox/subscriptions/{sub.id}/advance")
+    assert again.status_code == 400 and "incomplete_expired" in again.json()["error"]["message"]
+
+
+async def test_an_upgrade_with_error_if_incomplete_and_a_declined_card_changes_nothing(
+    billing_driver: BillingDriver,
+) -> None:
+    customer_id, price_id = await shop(billing_driver, "eii")
+    good = await billing_driver.attach_payment_method(customer_id, idempotency_key="eii/pm")
+    sub = await billing_driver.subscribe(
+        customer_id, price_id, idempotency_key="eii/s", payment_method=str(good.id)
+    )
+    failing = await billing_driver.attach_payment_method(
+        customer_id, "pm_card_chargeCustomerFail", idempotency_key="eii/fail", make_default=False
+    )
+    client = billing_driver.client.v1
+    await client.subscriptions.update_async(sub.id, {"default_payment_method": str(failing.id)})
+    item = sub["items"].data[0]
+    change: Any = {
+        "items": [{"id": item.id, "quantity": 3}],
+        "proration_behavior": "always_invoice",
+        "payment_behavior": "error_if_incomplete",
+    }
+
+    with pytest.raises(stripe.CardError):
+        await client.subscriptions.update_async(sub.id, change)
+    change["payment_behavior"] = "allow_incomplete"
+    allowed = await client.subscriptions.update_async(sub.id, change)
+
+    kept = [
+        i
+        async for i in (
+            await client.invoices.list_async({"customer": customer_id})
+        ).auto_paging_iter()
+    ]
+    assert len(kept) == 2  # the first and the allowed upgrade's: the refused one left nothing
+    assert allowed.status == "past_due"
+    assert allowed["items"].data[0].quantity == 3
