@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 import stripe
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sandbox.billing._tax import line_taxes
+from sandbox.billing._tax import document_totals, line_taxes
 from sandbox.billing.driver import BillingDriver
 from tests.fixtures.billing import BillingSandbox
 
@@ -39,6 +41,43 @@ def test_each_line_is_taxed_per_rate_rounded_half_away_from_zero(
     inclusive = sum(t["amount"] for t in taxes if t["tax_behavior"] == "inclusive")
     if inclusive:
         assert taxes[0]["taxable_amount"] + inclusive == amount  # net + tax is the price
+
+
+_PERCENTAGES = st.decimals(min_value=0, max_value=30, places=3).map(str)
+_RATES = st.lists(_PERCENTAGES, min_size=1, max_size=3)
+
+
+@given(
+    lines=st.lists(
+        st.tuples(st.integers(-(10**7), 10**7), _RATES, st.booleans()), min_size=1, max_size=8
+    )
+)
+def test_document_totals_hold_together_for_any_lines_and_rates(
+    lines: list[tuple[int, list[str], bool]],
+) -> None:
+    """Stripe's identities: total = subtotal + exclusive tax; subtotal_excluding_tax =
+    subtotal - inclusive tax; each inclusive line's net + its taxes = its amount."""
+    taxed: list[dict[str, Any]] = []
+    for index, (amount, percentages, inclusive) in enumerate(lines):
+        rates = [rate(f"r{index}_{n}", p, inclusive) for n, p in enumerate(percentages)]
+        taxes = line_taxes(amount, rates)
+        if inclusive:
+            assert taxes[0]["taxable_amount"] + sum(t["amount"] for t in taxes) == amount
+        taxed.append({"amount": amount, "taxes": taxes})
+
+    sums = document_totals(taxed)
+
+    exclusive = sum(
+        t["amount"] for ln in taxed for t in ln["taxes"] if t["tax_behavior"] == "exclusive"
+    )
+    inclusive_tax = sum(
+        t["amount"] for ln in taxed for t in ln["taxes"] if t["tax_behavior"] == "inclusive"
+    )
+    assert sums["subtotal"] == sum(amount for amount, _, _ in lines)
+    assert sums["total"] == sums["subtotal"] + exclusive
+    assert sums["subtotal_excluding_tax"] == sums["subtotal"] - inclusive_tax
+    assert sums["total_excluding_tax"] == sums["total"] - exclusive - inclusive_tax
+    assert sum(t["amount"] for t in sums["total_taxes"]) == exclusive + inclusive_tax
 
 
 async def tax_rate(
