@@ -532,7 +532,15 @@ class BillingOperations:
                     "setting#payment-method-priority.",
                     code="resource_missing",
                 )
-            # A renewal with nothing to charge stays open and the subscription falls due.
+            # A renewal with nothing to charge: the attempt fails, the invoice stays open and
+            # the subscription falls due.
+            attempted = {
+                **stored,
+                "attempted": True,
+                "attempt_count": int(stored["attempt_count"]) + 1,
+            }
+            self.engine.store.save_object(attempted)
+            self.engine.record_event("invoice.payment_failed", self.invoices.render(attempted), ctx)
             current = self.engine.get(self.subscriptions, sub["id"])
             if current["status"] == "active":
                 self.engine.save(

@@ -285,6 +285,27 @@ async def test_a_renewal_with_a_good_card_is_charged_when_billed(
     assert len(await billing_driver.invoice_payments(renewal["invoice"]["id"])) == 1
 
 
+async def test_a_renewal_with_nothing_to_charge_fails_and_falls_due(
+    billing_driver: BillingDriver, billing_sandbox: BillingSandbox
+) -> None:
+    customer_id, price_id = await shop(billing_driver, "gone")
+    method = await billing_driver.attach_payment_method(customer_id, idempotency_key="gone/pm")
+    sub = await billing_driver.subscribe(
+        customer_id,
+        price_id,
+        idempotency_key="gone/s",
+        collection_method="charge_automatically",
+    )
+    await billing_driver.client.v1.payment_methods.detach_async(str(method.id))
+    before = len(billing_sandbox.events())
+
+    renewal = billing_sandbox.advance_subscription(sub.id)
+
+    assert renewal["subscription"]["status"] == "past_due"
+    assert (renewal["invoice"]["status"], renewal["invoice"]["attempt_count"]) == ("open", 1)
+    assert "invoice.payment_failed" in types_of(billing_sandbox, before)
+
+
 async def test_paying_with_a_declined_card_answers_402_and_keeps_the_failed_attempt(
     billing_driver: BillingDriver, billing_sandbox: BillingSandbox
 ) -> None:
