@@ -37,8 +37,8 @@ def _entry(rate: Mapping[str, Any], amount: int, taxable: int) -> dict[str, Any]
         "amount": amount,
         "tax_behavior": "inclusive" if rate["inclusive"] else "exclusive",
         "tax_rate_details": {"tax_rate": rate["id"]},
-        # Stripe states a taxability reason only for its own tax calculation (Stripe Tax).
-        "taxability_reason": None,
+        # Stripe's own examples answer this for a manual tax rate (it computed no taxability).
+        "taxability_reason": "not_available",
         "taxable_amount": taxable,
         "type": "tax_rate_details",
     }

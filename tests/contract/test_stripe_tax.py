@@ -139,7 +139,7 @@ async def test_an_exclusive_rate_adds_its_tax_on_top_in_stripes_shape(
             "amount": 200,
             "tax_behavior": "exclusive",
             "tax_rate_details": {"tax_rate": sales.id},
-            "taxability_reason": None,
+            "taxability_reason": "not_available",
             "taxable_amount": 1000,
             "type": "tax_rate_details",
         }
