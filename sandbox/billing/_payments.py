@@ -619,7 +619,7 @@ class Payments:
         """Charge what remains on an open invoice with `method`; the invoice after it and,
         when the card was declined, the card error (the failure is kept, as in Stripe)."""
         amount = int(invoice["amount_remaining"])
-        intent, charge, error = self._charge(
+        intent, _charge, error = self._charge(
             amount=amount,
             currency_code=invoice["currency"],
             customer_id=invoice["customer"],
@@ -659,7 +659,8 @@ class Payments:
         paid = self.apply_payment(
             attempted,
             amount,
-            {"type": "payment_intent", "payment_intent": intent["id"], "charge": charge["id"]},
+            # Stripe names the intent only: `charge` is for charges made without one.
+            {"type": "payment_intent", "payment_intent": intent["id"]},
             ctx,
         )
         return paid, None
@@ -823,11 +824,7 @@ class Payments:
             return self.apply_payment(
                 invoice,
                 int(intent["amount"]),
-                {
-                    "type": "payment_intent",
-                    "payment_intent": intent["id"],
-                    "charge": intent["latest_charge"],
-                },
+                {"type": "payment_intent", "payment_intent": intent["id"]},
                 ctx,
             )
 
@@ -966,7 +963,12 @@ class Payments:
         """The succeeded charges that paid the invoice, oldest first."""
         charges = []
         for record in self.engine.store.find_objects("invoice_payment", {"invoice": invoice_id}):
-            charge_id = record["payment"].get("charge")
+            intent_id = record["payment"].get("payment_intent")
+            charge_id = (
+                self.engine.get(self.payment_intents, intent_id)["latest_charge"]
+                if intent_id
+                else record["payment"].get("charge")
+            )
             if charge_id:
                 charges.append(self.engine.get(self.charges, charge_id))
         return charges

@@ -32,6 +32,13 @@ async def open_invoice(driver: BillingDriver, customer_id: str, amount: int, tag
     return invoice.id
 
 
+async def charge_of(driver: BillingDriver, payment: stripe.InvoicePayment) -> stripe.Charge:
+    """The charge behind a card payment: Stripe's invoice payment names its intent."""
+    intent_id = str(payment.payment.payment_intent)
+    intent = await driver.client.v1.payment_intents.retrieve_async(intent_id)
+    return await driver.client.v1.charges.retrieve_async(str(intent.latest_charge))
+
+
 def types_of(sandbox: BillingSandbox, since: int = 0) -> list[str]:
     return [e["type"] for e in sandbox.events()[since:]]
 
@@ -191,8 +198,9 @@ async def test_a_subscription_with_a_card_pays_its_first_invoice_with_stripes_ob
     assert payment.id.startswith("inpay_")
     assert (payment.amount_paid, payment.status, payment.currency) == (3000, "paid", "usd")
     assert payment.payment.type == "payment_intent"
+    assert payment.payment.charge is None  # Stripe names the intent, not its charge
     intent = await client.payment_intents.retrieve_async(str(payment.payment.payment_intent))
-    charge = await client.charges.retrieve_async(str(payment.payment.charge))
+    charge = await client.charges.retrieve_async(str(intent.latest_charge))
     assert (intent.status, intent.amount_received, intent.latest_charge) == (
         "succeeded",
         3000,
@@ -443,7 +451,7 @@ async def test_a_charge_in_another_currency_settles_in_usd_at_the_stated_rate(
     )
 
     [payment] = await billing_driver.invoice_payments(str(sub.latest_invoice))
-    charge = await billing_driver.client.v1.charges.retrieve_async(str(payment.payment.charge))
+    charge = await charge_of(billing_driver, payment)
     txn = await billing_driver.client.v1.balance_transactions.retrieve_async(
         str(charge.balance_transaction)
     )
@@ -463,7 +471,7 @@ async def test_a_jpy_charge_is_in_whole_yen_and_settles_in_cents(
     )
 
     [payment] = await billing_driver.invoice_payments(str(sub.latest_invoice))
-    charge = await billing_driver.client.v1.charges.retrieve_async(str(payment.payment.charge))
+    charge = await charge_of(billing_driver, payment)
     txn = await billing_driver.client.v1.balance_transactions.retrieve_async(
         str(charge.balance_transaction)
     )
@@ -481,7 +489,7 @@ async def paid_charge(driver: BillingDriver, tag: str, amount: int = 5000) -> tu
     invoice_id = await open_invoice(driver, customer_id, amount, f"{tag}/inv")
     await driver.pay(invoice_id, idempotency_key=f"{tag}/pay")
     [payment] = await driver.invoice_payments(invoice_id)
-    return str(payment.payment.charge), customer_id
+    return str((await charge_of(driver, payment)).id), customer_id
 
 
 async def test_partial_then_full_refunds_give_back_what_remains_and_no_more(

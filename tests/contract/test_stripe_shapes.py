@@ -156,7 +156,8 @@ async def test_every_object_the_sandbox_answers_is_declared_by_the_sdk(
         default_tax_rates=[vat.id],
     )  # fmt: skip
     [payment] = await driver.invoice_payments(str(taxed.latest_invoice))
-    charge_id = str(payment.payment.charge)
+    intent = await client.v1.payment_intents.retrieve_async(str(payment.payment.payment_intent))
+    charge_id = str(intent.latest_charge)
     await driver.refund(charge_id=charge_id, amount=200, idempotency_key="shape/refund")
     await client.v1.credit_notes.create_async(
         {"invoice": str(taxed.latest_invoice), "amount": 100, "refund_amount": 100}
