@@ -21,6 +21,15 @@ The account settles in USD. A charge in another currency is converted at the fix
 table below (the sandbox's stand-in for Stripe's daily rates), the balance transaction
 carries that `exchange_rate`, and the fee is Stripe's US card price: 2.9 % + 30 cents of the
 settled amount. Refunds give back the settled amount at the charge's rate, with no fee.
+
+Invoice payments name what paid: `payment.type="payment_intent"` with the intent (its
+`latest_charge` is the charge), or `payment_record` for an invoice paid out of band (the
+`pr_...` record itself is not served). Partial payments are Stripe's: a confirmed
+PaymentIntent attached with `POST /v1/invoices/{id}/attach_payment`.
+
+Not modelled, and so never answered: 3-D Secure and other customer actions, unconfirmed
+intents, disputes, payouts, the payment records API, and Stripe's handling of an invoice
+below the minimum charge (Stripe credits it to the customer's balance; here it is charged).
 """
 
 from __future__ import annotations
