@@ -230,7 +230,28 @@ class InvoicePaymentResource(_ReadOnly):
     list_filters: ClassVar[dict[str, Validator]] = {
         "invoice": string(255, clearable=False),
         "status": enum("canceled", "open", "paid"),
+        # Stripe's `payment[type]`, `payment[payment_intent]`, `payment[payment_record]`.
+        "payment": obj(
+            {
+                "type": enum("payment_intent", "payment_record"),
+                "payment_intent": string(255, clearable=False),
+                "payment_record": string(255, clearable=False),
+            },
+            clearable=False,
+        ),
     }
+
+    def list_query(self, clean: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        equals, excludes = super().list_query(clean)
+        payment = equals.pop("payment", None) or {}
+        if payment and "type" not in payment:
+            raise param_error(
+                "Missing required param: payment[type].",
+                param="payment[type]",
+                code="parameter_missing",
+            )
+        equals.update({f"payment.{key}": value for key, value in payment.items()})
+        return equals, excludes
 
 
 __all__ = [

@@ -217,7 +217,9 @@ class ProductResource(Resource):
     id_prefix = "prod"
     collection = "products"
     deletable = False  # Stripe deletes only products without prices; not needed here
+    chosen_id = True  # "You can optionally override this ID" (Stripe's product create)
     create_schema: ClassVar[dict[str, Validator]] = {
+        "id": string(255, clearable=False),
         "name": string(250, clearable=False),
         "description": string(40000),
         "active": boolean(),
@@ -225,7 +227,9 @@ class ProductResource(Resource):
         "unit_label": string(12),
     }
     create_required = ("name",)
-    update_schema = create_schema
+    update_schema: ClassVar[dict[str, Validator]] = {
+        k: v for k, v in create_schema.items() if k != "id"
+    }
     list_filters: ClassVar[dict[str, Validator]] = {"active": boolean()}
 
     def build(self, params: dict[str, Any], engine: BillingEngine) -> dict[str, Any]:

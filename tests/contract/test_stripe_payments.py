@@ -719,3 +719,47 @@ async def test_an_upgrade_with_error_if_incomplete_and_a_declined_card_changes_n
     assert len(kept) == 2  # the first and the allowed upgrade's: the refused one left nothing
     assert allowed.status == "past_due"
     assert allowed["items"].data[0].quantity == 3
+
+
+# what the adapter's money reading relies on ----------------------------------------------
+
+
+async def test_a_product_takes_the_id_its_creator_chooses_once(
+    billing_driver: BillingDriver,
+) -> None:
+    # Stripe's product create: "You can optionally override this ID"; a taken id is refused.
+    params: Any = {"id": "prod_contract_chosen", "name": "Chosen"}
+    made = await billing_driver.client.v1.products.create_async(params)
+    assert made.id == "prod_contract_chosen"
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await billing_driver.client.v1.products.create_async({**params, "name": "Again"})
+    assert refused.value.code == "resource_already_exists"
+    kept = await billing_driver.client.v1.products.retrieve_async("prod_contract_chosen")
+    assert kept.name == "Chosen"
+
+
+async def test_invoice_payments_are_found_by_the_payment_intent_that_made_them(
+    billing_driver: BillingDriver,
+) -> None:
+    customer_id, _ = await shop(billing_driver, "bypi")
+    invoice_id = await open_invoice(billing_driver, customer_id, 2500, "bypi/inv")
+    await billing_driver.pay(invoice_id, idempotency_key="bypi/pay")
+    [payment] = (
+        await billing_driver.client.v1.invoice_payments.list_async({"invoice": invoice_id})
+    ).data
+    intent_id = str(payment.payment.payment_intent)
+
+    found = await billing_driver.client.v1.invoice_payments.list_async(
+        {"payment": {"type": "payment_intent", "payment_intent": intent_id}}
+    )
+    others = await billing_driver.client.v1.invoice_payments.list_async(
+        {"payment": {"type": "payment_intent", "payment_intent": "pi_none"}}
+    )
+
+    assert [p.id for p in found.data] == [payment.id]
+    assert others.data == []
+    with pytest.raises(stripe.InvalidRequestError):  # Stripe requires payment[type]
+        await billing_driver.client.v1.invoice_payments.list_async(
+            {"payment": {"payment_intent": intent_id}}  # type: ignore[arg-type]
+        )
