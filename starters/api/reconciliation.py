@@ -58,12 +58,17 @@ class ReconItemView(BaseModel):
 
     id: int
     classification: str
-    reference: str | None
+    kind: str | None = Field(
+        default=None, description="invoice, credit_note, payment, refund, tax or receivable"
+    )
+    reference: str | None = Field(description="billing id; for a tax item the ERP tax's name")
     customer_id: str | None
     currency: str
     amount: Decimal
     billing_amount: Decimal | None
     erp_amount: Decimal | None
+    journal_amount: Decimal | None = None
+    billing_document_id: str | None = None
     erp_document_ids: list[str]
     case_id: str | None
     detail: str | None
