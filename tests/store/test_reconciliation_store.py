@@ -375,7 +375,11 @@ def test_items_carry_both_sides_and_the_remedy(
     assert (duplicate.reference, duplicate.erp_document_ids) == ("in_dup", ("8", "12"))
     assert duplicate.erp_amount == Decimal("20")
     [gone, _] = all_items(recon, RUN, cls="posted_but_absent")
-    assert gone.reference == "in_gone" and gone.journal_amount == Decimal("40") and gone.erp_document_ids == ()
+    assert (
+        gone.reference == "in_gone"
+        and gone.journal_amount == Decimal("40")
+        and gone.erp_document_ids == ()
+    )
     assert gone.detail is not None and "ERP document 90" in gone.detail
     [missing] = all_items(recon, RUN, cls="missing_in_erp")
     assert missing.billing_document_id == "in_miss" and missing.remedy.startswith("Auto-heal")

@@ -3,19 +3,22 @@ healing, finance exceptions, and a history that holds cursors and counts only.""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.reconciliation import (
+    BillingReconciliationActivities,
     FindingsInput,
     FinishInput,
     HealInput,
@@ -29,7 +32,16 @@ from activities.reconciliation import (
     RunRef,
     StartRunInput,
 )
+from adapters.store import IntegrationStore
 from adapters.task_queues import task_queue
+from canonical import BillingDocument, Money, Refund
+from canonical.ledger import (
+    BILLING_EVENT_SIGNAL,
+    LEDGER_WORKFLOW,
+    BillingEventRef,
+    SubscriptionLedgerInput,
+)
+from tests.unit.test_posting_policy import FINALIZED, document, line
 from workflows.finance_exception import FinanceExceptionWorkflow
 from workflows.reconciliation import (
     ReconciliationInput,
@@ -38,25 +50,45 @@ from workflows.reconciliation import (
 )
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
-PAGES = {"invoices": 4, "credit_notes": 1, "balance_credits": 2, "erp": 4, "tickets": 1}
+PAGES = {"invoices": 4, "credit_notes": 1, "balance_credits": 2, "payments": 2, "refunds": 1,
+         "receivables": 1, "erp": 4, "erp_payments": 2, "erp_receivables": 1,
+         "tickets": 1}  # fmt: skip
 
 
-def finding(item_id: int, cls: str) -> ReconFinding:
+def finding(
+    item_id: int,
+    cls: str,
+    reference: str | None = None,
+    kind: str = "invoice",
+    billing_document_id: str | None = None,
+) -> ReconFinding:
+    reference = reference or f"in_{item_id}"
     return ReconFinding(
-        item_id=item_id, classification=cls, reference=f"in_{item_id}",
-        billing_document_id=f"in_{item_id}", customer_id="cus_1", case_id=None,
-        currency="USD", amount=Decimal("30.00"), detail=f"{cls} detail", remedy="remedy",
+        item_id=item_id, classification=cls, reference=reference,
+        billing_document_id=billing_document_id or reference, kind=kind, customer_id="cus_1",
+        case_id=None, currency="USD", amount=Decimal("30.00"), detail=f"{cls} detail",
+        remedy="remedy",
     )  # fmt: skip
+
+
+FINDINGS = [
+    finding(1, "missing_in_erp"),
+    finding(2, "amount_mismatch"),
+    finding(3, "payment_missing_in_erp", "inpay_3", "payment", "in_3"),
+    finding(4, "tax_differs", "VAT 20%", "tax", ""),
+]
 
 
 class FakeStore:
     """The store and the systems, as the loaders and store steps see them."""
 
-    def __init__(self) -> None:
+    def __init__(self, found: list[ReconFinding] = FINDINGS, heal: bool = True) -> None:
         self.pages_read: list[tuple[str, str | None]] = []
         self.outcomes: dict[int, str] = {}
         self.finished: FinishInput | None = None
         self.healed: list[str] = []
+        self.found = found
+        self.heal = heal
 
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
         @activity.defn(name="recon_start_run")
@@ -81,18 +113,19 @@ class FakeStore:
 
         @activity.defn(name="recon_classify")
         async def classify(_r: RunRef) -> ReconCounts:
-            counts = {"matched": 38, "missing_in_erp": 1, "amount_mismatch": 1}
+            counts = {"matched": 38}
+            for f in self.found:
+                counts[f.classification] = counts.get(f.classification, 0) + 1
             return ReconCounts(counts=counts, loaded={})
 
         @activity.defn(name="recon_findings")
         async def findings(request: FindingsInput) -> list[ReconFinding]:
-            found = [finding(1, "missing_in_erp"), finding(2, "amount_mismatch")]
-            return [f for f in found if f.classification in request.classes
+            return [f for f in self.found if f.classification in request.classes
                     and f.item_id not in self.outcomes][: request.limit]  # fmt: skip
 
         @activity.defn(name="recon_heal_missing_posting")
         async def heal(request: HealInput) -> HealOutcome:
-            self.healed.append(request.finding.billing_document_id or "")
+            self.healed.append(request.finding.reference or "")
             return HealOutcome(healed=True, workflow_id="customer-ledger/cus_1", detail="ok")
 
         @activity.defn(name="recon_mark_outcome")
@@ -105,7 +138,7 @@ class FakeStore:
 
         return {
             "": [start_run, snapshot_journal, classify, findings, mark_outcome, finish_run],
-            "billing": [load_billing_page, heal],
+            "billing": [load_billing_page, heal] if self.heal else [load_billing_page],
             "erp": [load_erp_page],
             "support": [load_ticket_page],
         }
@@ -118,17 +151,23 @@ class FakeStore:
 
 
 @asynccontextmanager
-async def running(client: Client, prefix: str, fake: FakeStore) -> AsyncIterator[None]:
+async def running(
+    client: Client,
+    prefix: str,
+    fake: FakeStore,
+    billing: tuple[Callable[..., Any], ...] = (),
+    workflows: tuple[type, ...] = (),
+) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         for queue, activities in fake.activities().items():
             await stack.enter_async_context(
                 Worker(
                     client,
                     task_queue=task_queue(prefix, queue) if queue else task_queue(prefix),
-                    workflows=[ReconciliationWorkflow, FinanceExceptionWorkflow]
+                    workflows=[ReconciliationWorkflow, FinanceExceptionWorkflow, *workflows]
                     if not queue
                     else [],
-                    activities=activities,
+                    activities=[*activities, *(billing if queue == "billing" else ())],
                 )
             )
         yield
@@ -153,7 +192,10 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
         first_history = await first_run.fetch_history()
         exception = client.get_workflow_handle(f"exception/{workflow_id}/2")
         context = (await exception.query(FinanceExceptionWorkflow.state)).context
-        await exception.terminate("test over")
+        tax = client.get_workflow_handle(f"exception/{workflow_id}/4")
+        tax_context = (await tax.query(FinanceExceptionWorkflow.state)).context
+        for opened in (exception, tax):
+            await opened.terminate("test over")
 
     # every page read once, in order, whatever execution read it
     assert len(fake.pages_read) == sum(PAGES.values())
@@ -162,11 +204,104 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     )
     assert result.loaded == {"invoices": 40, "credit_notes": 10, "balance_credits": 20,
-                             "journal": 7, "erp": 40, "tickets": 10}  # fmt: skip
-    assert (result.healed, result.in_agreement, result.unexplained) == (1, 38, 1)
-    assert result.exceptions_opened == [f"exception/{workflow_id}/2"]
-    assert fake.healed == ["in_1"] and fake.outcomes == {1: "healed", 2: "exception_opened"}
-    assert fake.finished is not None and (fake.finished.healed, fake.finished.exceptions) == (1, 1)
+                             "payments": 20, "refunds": 10, "journal": 7, "receivables": 10,
+                             "erp": 40, "erp_payments": 20, "erp_receivables": 10,
+                             "tickets": 10}  # fmt: skip
+    assert (result.healed, result.in_agreement, result.unexplained) == (2, 38, 2)
+    assert result.exceptions_opened == [f"exception/{workflow_id}/2", f"exception/{workflow_id}/4"]
+    # the missing invoice and the missing payment are replayed; the rest goes to finance
+    assert sorted(fake.healed) == ["in_1", "inpay_3"]
+    assert fake.outcomes == {1: "healed", 2: "exception_opened", 3: "healed",
+                             4: "exception_opened"}  # fmt: skip
+    assert fake.finished is not None and (fake.finished.healed, fake.finished.exceptions) == (2, 2)
     assert context.process == "reconciliation" and context.step == "amount_mismatch"
     assert "retry" in context.decision_effects
+    assert tax_context.step == "tax_differs" and tax_context.payload["kind"] == "tax"
     assert result.run_id.startswith(workflow_id)
+
+
+@workflow.defn(name=LEDGER_WORKFLOW, sandboxed=False)
+class LedgerStandIn:
+    """Takes the ledger's place: records the billing events it is fed (no sandbox: this
+    module imports the store)."""
+
+    def __init__(self) -> None:
+        self.events: list[BillingEventRef] = []
+
+    @workflow.run
+    async def run(self, _request: SubscriptionLedgerInput) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal(name=BILLING_EVENT_SIGNAL)
+    def billing_event(self, event: BillingEventRef) -> None:
+        self.events.append(event)
+
+    @workflow.query(name="events")
+    def fed(self) -> list[BillingEventRef]:
+        return self.events
+
+
+class BillingForHealing:
+    """Billing as healing reads it: the invoice a payment paid, the refund of a charge."""
+
+    def __init__(self, suffix: str) -> None:
+        self.subscription_id = f"sub_{suffix}"
+        self.customer_id = f"cus_{suffix}"
+
+    async def get_invoice(self, invoice_id: str) -> BillingDocument:
+        return document(line("l1", "30.00"), document_id=invoice_id, status="paid",
+                        subscription_id=self.subscription_id,
+                        customer_id=self.customer_id)  # fmt: skip
+
+    async def get_refund(self, refund_id: str) -> Refund:
+        return Refund(
+            refund_id=refund_id, charge_id="ch_9", customer_id=self.customer_id,
+            status="succeeded", amount=Money.of("5.00", "USD"), created_at=FINALIZED,
+        )  # fmt: skip
+
+
+async def test_a_missing_payment_and_refund_are_healed_by_replaying_their_billing_events(
+    dev_server_env: WorkflowEnvironment, queue_prefix: str, tmp_path: Path
+) -> None:
+    """The real healing activity: a missing payment feeds its invoice's payment event to the
+    subscription's ledger, a missing refund its charge's refund event to the customer's."""
+    client, suffix = dev_server_env.client, uuid.uuid4().hex[:10]
+    billing = BillingForHealing(suffix)
+    found = [
+        finding(1, "payment_missing_in_erp", "inpay_1", "payment", "in_7"),
+        finding(2, "refund_missing_in_erp", "re_2", "refund", "re_2"),
+    ]
+    found = [f.model_copy(update={"customer_id": billing.customer_id}) for f in found]
+    store = IntegrationStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    healer = BillingReconciliationActivities(store, billing)  # type: ignore[arg-type]
+    fake = FakeStore(found, heal=False)
+    workflow_id = f"recon/2026-11-26-{queue_prefix}"
+    async with running(
+        client, queue_prefix, fake, (healer.heal_missing_posting,), (LedgerStandIn,)
+    ):
+        result = await client.execute_workflow(
+            ReconciliationWorkflow.run,
+            ReconciliationInput(period_start=DAY, period_end=DAY.replace(day=27)),
+            id=workflow_id,
+            task_queue=task_queue(queue_prefix),
+        )
+        subscription = client.get_workflow_handle(f"subscription/{billing.subscription_id}")
+        customer = client.get_workflow_handle(f"customer-ledger/{billing.customer_id}")
+        paid = await subscription.query("events", result_type=list[BillingEventRef])
+        refunded = await customer.query("events", result_type=list[BillingEventRef])
+        for ledger in (subscription, customer):
+            await ledger.terminate("test over")
+    store.dispose()
+
+    assert (result.healed, result.unexplained, result.exceptions_opened) == (2, 0, [])
+    assert fake.outcomes == {1: "healed", 2: "healed"}
+    [payment_event] = paid
+    assert (payment_event.event_type, payment_event.object_kind, payment_event.object_id) == (
+        "invoice.paid", "invoice", "in_7",
+    )  # fmt: skip
+    assert payment_event.event_id == f"recon:{result.run_id}:inpay_1"
+    [refund_event] = refunded
+    assert (refund_event.event_type, refund_event.object_kind, refund_event.object_id) == (
+        "charge.refunded", "charge", "ch_9",
+    )  # fmt: skip
+    assert refund_event.customer_id == billing.customer_id
