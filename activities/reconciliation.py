@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -15,7 +15,7 @@ from temporalio import activity
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
 from activities.credits import CASE_ID, REVERSES
-from adapters.mapping_file import MappingFile, MappingFileError
+from adapters.mapping_file import MappingFileError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
 from adapters.store.reconciliation import (
@@ -35,6 +35,16 @@ from canonical import BalanceTransaction, BillingDocument, Payment, Refund
 from canonical.ledger import BillingEventRef, ledger_workflow_id, required_postings
 from canonical.mapping import FinanceMapping
 from canonical.reconciliation import LedgerDocument, Receivable
+
+# The ERP reference of a refund's payment out: the refund id is its credit note's reference
+# (the posting path's own rule, canonical.ledger's PAYOUT_SUFFIX on the ledger's side).
+REFUND_PAYOUT_SUFFIX = "/payout"
+
+
+class FinanceMappingNow(Protocol):
+    """Finance's mapping as it is now (`adapters.mapping_file.MappingFile`)."""
+
+    def current(self) -> FinanceMapping: ...
 
 
 class ReconPeriod(BaseModel):
@@ -169,8 +179,9 @@ def expected_payments(payments: list[Payment]) -> list[ExpectedPayment]:
 
 
 def expected_refunds(refunds: list[Refund]) -> tuple[list[ExpectedPayment], list[ExpectedPosting]]:
-    """Succeeded refunds: the payment out, applied to billing's credit note when one made
-    the refund, else to the refund's own ERP credit note (which must exist too)."""
+    """Succeeded refunds: the payment out (`re_…/payout`), applied to billing's credit note
+    when one made the refund, else to the refund's own ERP credit note (reference: the
+    refund id), which must exist too."""
     money_out: list[ExpectedPayment] = []
     credit_notes: list[ExpectedPosting] = []
     for r in refunds:
@@ -178,7 +189,7 @@ def expected_refunds(refunds: list[Refund]) -> tuple[list[ExpectedPayment], list
             continue
         money_out.append(
             ExpectedPayment(
-                reference=r.refund_id,
+                reference=r.refund_id + REFUND_PAYOUT_SUFFIX,
                 kind="refund",
                 customer_id=r.customer_id,
                 currency=r.amount.currency,
@@ -357,7 +368,10 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
     system = "billing"
 
     def __init__(
-        self, store: IntegrationStore, billing: BillingSystem, mapping: MappingFile | None = None
+        self,
+        store: IntegrationStore,
+        billing: BillingSystem,
+        mapping: FinanceMappingNow | None = None,
     ) -> None:
         super().__init__(store)
         self._billing = billing

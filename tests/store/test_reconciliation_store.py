@@ -114,7 +114,7 @@ def paid(
     return ExpectedPayment(
         reference=reference, kind=kind, customer_id="cus_1", currency=currency,  # type: ignore[arg-type]
         amount=Decimal(amount), applies_to=applies_to,
-        billing_document_id=applies_to if kind == "payment" else reference,
+        billing_document_id=applies_to if kind == "payment" else reference.split("/")[0],
     )  # fmt: skip
 
 
@@ -216,9 +216,9 @@ def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> Non
         RUN,
         [
             paid("inpay_m1", "100.00", "in_m1"),
-            paid("re_m2", "20.00", "cn_m4", "EUR", kind="refund"),  # made by a credit note
+            paid("re_m2/payout", "20.00", "cn_m4", "EUR", kind="refund"),  # made by a credit note
             paid("inpay_miss", "30.00", "in_miss"),
-            paid("re_miss", "5.00", "cn_m4", kind="refund"),
+            paid("re_miss/payout", "5.00", "cn_m4", kind="refund"),
             paid("inpay_diff", "60.00", "in_diff"),
             paid("inpay_dup", "10.00", "in_dup"),
             paid("inpay_gone", "7.00", "in_m2"),
@@ -229,7 +229,7 @@ def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> Non
         [
             # ERP ids of payments are their own: "1" here is not invoice "1"
             erp_paid("1", "inpay_m1", "100.00", "in_m1"),
-            erp_paid("2", "re_m2", "20.00", "cn_m4", "EUR", kind="refund"),
+            erp_paid("2", "re_m2/payout", "20.00", "cn_m4", "EUR", kind="refund"),
             erp_paid("3", "inpay_diff", "60.00", "in_m1"),  # applied to the wrong invoice
             erp_paid("4", "inpay_dup", "10.00", "in_dup"),
             erp_paid("5", "inpay_dup", "10.00", "in_dup"),
@@ -303,7 +303,7 @@ def test_classify_finds_exactly_one_item_per_seeded_difference(
 
     assert references(all_items(recon, RUN)) == {
         "matched": ["cbtxn_c1", "cbtxn_c2", "cn_m4", "in_m1", "in_m2", "in_m3", "inpay_m1",
-                    "re_m2"],
+                    "re_m2/payout"],
         "matched_to_journal": ["in_old"],
         "missing_in_erp": ["in_miss"],
         "posted_but_absent": ["in_gone", "inpay_gone"],
@@ -313,7 +313,7 @@ def test_classify_finds_exactly_one_item_per_seeded_difference(
         "credit_without_ticket": ["cbtxn_c1"],
         "ticket_credit_without_billing": [None],
         "payment_missing_in_erp": ["inpay_miss"],
-        "refund_missing_in_erp": ["re_miss"],
+        "refund_missing_in_erp": ["re_miss/payout"],
         "payment_amount_mismatch": ["inpay_diff"],
         "tax_differs": ["VAT 20%", "unmapped tax rate txr_x"],
         "receivable_differs": [None, None],
@@ -406,7 +406,7 @@ def test_payment_items_say_what_differs_and_what_healing_refetches(
     duplicated = {i.reference: i for i in all_items(recon, RUN, cls="duplicate_in_erp")}
     assert duplicated["inpay_dup"].erp_document_ids == ("4", "5")
     healable = {i.reference for i in recon.healable(RUN)}
-    assert healable == {"in_miss", "inpay_miss", "re_miss"}
+    assert healable == {"in_miss", "inpay_miss", "re_miss/payout"}
 
 
 def test_tax_per_rate_compares_only_documents_both_systems_hold_once(
@@ -439,20 +439,29 @@ def test_receivables_differ_per_customer_and_currency_absent_counting_as_zero(
     assert fourth.erp_amount == Decimal("12.34")
 
 
-def test_a_refund_credit_note_and_its_payment_out_share_a_reference_without_a_duplicate(
+def test_a_refund_credit_note_and_its_payout_are_each_matched_on_their_own_side(
     store: IntegrationStore, recon: ReconciliationStore
 ) -> None:
-    """A refund made without a billing credit note is an ERP credit note and a payment out,
-    both under the refund's id: each is matched on its own side, none is a duplicate."""
+    """A refund made without a billing credit note is an ERP credit note (the refund id)
+    and a payout on it; an ERP payment's id may equal an invoice's (ids of other tables)
+    and a payment may share a document's reference: neither is a duplicate or an orphan."""
     recon.start_run(RUN, *PERIOD)
     recon.add_expected(RUN, [expected("re_1", "5.00", kind="credit_note", billing_kind="refund")])
-    recon.add_expected_payments(RUN, [paid("re_1", "5.00", "re_1", kind="refund")])
+    recon.add_expected_payments(RUN, [
+        paid("re_1/payout", "5.00", "re_1", kind="refund"),
+        paid("in_9", "3.00", "in_9"),  # a payment journaled under a document's reference
+    ])  # fmt: skip
     recon.add_erp(RUN, [erp("1", "re_1", "5.00", kind="credit_note")])
-    recon.add_erp_payments(RUN, [erp_paid("1", "re_1", "5.00", "re_1", kind="refund")])
-    journal(store, "re_1", "1", "5.00", kind="refund")
+    recon.add_erp_payments(RUN, [
+        erp_paid("1", "re_1/payout", "5.00", "re_1", kind="refund"),
+        erp_paid("2", "in_9", "3.00", "in_9"),
+    ])  # fmt: skip
+    journal(store, "re_1", "1", "5.00", kind="credit_note")
+    journal(store, "re_1/payout", "1", "5.00", kind="refund")
+    journal(store, "in_9", "2", "3.00", kind="payment")
     recon.snapshot_journal(RUN, *PERIOD)
     run = recon.classify(RUN)
-    assert {cls: n for cls, n in run.counts.items() if n} == {"matched": 2}
+    assert {cls: n for cls, n in run.counts.items() if n} == {"matched": 3}
     assert recon.plain_sql_diff(RUN) == run.counts
 
 

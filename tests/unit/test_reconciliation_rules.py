@@ -132,7 +132,7 @@ def test_a_refund_without_a_credit_note_needs_its_own_erp_credit_note_and_one_wi
         refund("re_3", "1.00", status="pending"),
     ])  # fmt: skip
     assert [(r.reference, r.kind, r.applies_to, r.billing_document_id) for r in money_out] == [
-        ("re_1", "refund", "re_1", "re_1"), ("re_2", "refund", "cn_9", "re_2"),
+        ("re_1/payout", "refund", "re_1", "re_1"), ("re_2/payout", "refund", "cn_9", "re_2"),
     ]  # fmt: skip
     [own] = credit_notes
     assert (own.reference, own.kind, own.billing_kind, own.amount) == (

@@ -269,7 +269,7 @@ async def test_a_missing_payment_and_refund_are_healed_by_replaying_their_billin
     billing = BillingForHealing(suffix)
     found = [
         finding(1, "payment_missing_in_erp", "inpay_1", "payment", "in_7"),
-        finding(2, "refund_missing_in_erp", "re_2", "refund", "re_2"),
+        finding(2, "refund_missing_in_erp", "re_2/payout", "refund", "re_2"),
     ]
     found = [f.model_copy(update={"customer_id": billing.customer_id}) for f in found]
     store = IntegrationStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
