@@ -498,7 +498,8 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         with adapter_errors_as_application_errors():
             invoice = await self._billing.get_invoice(invoice_id)
         ref = BillingEventRef(
-            event_id=f"recon:{request.correlation_id}:{request.finding.reference}",
+            # One event per invoice and run: it posts every unjournaled payment of it.
+            event_id=f"recon:{request.correlation_id}:{invoice_id}:paid",
             event_type="invoice.paid",
             created=int(datetime.now(UTC).timestamp()),
             object_kind="invoice",

@@ -299,7 +299,7 @@ async def test_a_missing_payment_and_refund_are_healed_by_replaying_their_billin
     assert (payment_event.event_type, payment_event.object_kind, payment_event.object_id) == (
         "invoice.paid", "invoice", "in_7",
     )  # fmt: skip
-    assert payment_event.event_id == f"recon:{result.run_id}:inpay_1"
+    assert payment_event.event_id == f"recon:{result.run_id}:in_7:paid"
     [refund_event] = refunded
     assert (refund_event.event_type, refund_event.object_kind, refund_event.object_id) == (
         "charge.refunded", "charge", "ch_9",
