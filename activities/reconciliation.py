@@ -34,7 +34,7 @@ from adapters.workflow_starts import feed_ledger
 from canonical import BalanceTransaction, BillingDocument, Payment, Refund
 from canonical.ledger import BillingEventRef, ledger_workflow_id, required_postings
 from canonical.mapping import FinanceMapping
-from canonical.reconciliation import LedgerDocument, Receivable
+from canonical.reconciliation import UNMAPPED_TAX_PREFIX, LedgerDocument, Receivable
 
 # The ERP reference of a refund's payment out: the refund id is its credit note's reference
 # (the posting path's own rule, canonical.ledger's PAYOUT_SUFFIX on the ledger's side).
@@ -216,7 +216,7 @@ def expected_refunds(refunds: list[Refund]) -> tuple[list[ExpectedPayment], list
 def unmapped_tax_name(rate_id: str) -> str:
     """What a billing rate is compared under when finance's mapping does not name it: no
     ERP tax has this name, so its tax shows as a difference that names the rate."""
-    return f"unmapped tax rate {rate_id}"
+    return UNMAPPED_TAX_PREFIX + rate_id
 
 
 def billing_taxes(document: BillingDocument, mapping: FinanceMapping | None) -> list[DocumentTax]:

@@ -49,6 +49,9 @@ PAYMENT_AMOUNT_MISMATCH: Final = "payment_amount_mismatch"
 TAX_DIFFERS: Final = "tax_differs"
 RECEIVABLE_DIFFERS: Final = "receivable_differs"
 CLASSES: Final[tuple[ReconClass, ...]] = get_args(ReconClass)
+# Billing's tax of a rate finance's mapping does not name is compared under this prefix and
+# the rate id: no ERP tax has such a name, so it shows as a difference naming the rate.
+UNMAPPED_TAX_PREFIX: Final = "unmapped tax rate "
 
 REMEDIES: Final[dict[ReconClass, str]] = {
     MATCHED: "None: billing and the ERP agree.",

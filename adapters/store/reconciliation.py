@@ -80,6 +80,7 @@ from canonical.reconciliation import (
     REMEDIES,
     TAX_DIFFERS,
     TICKET_CREDIT_WITHOUT_BILLING,
+    UNMAPPED_TAX_PREFIX,
     ReconClass,
 )
 
@@ -912,10 +913,10 @@ def _erp_only_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
     )
 
 
-def _duplicates(erp: Subquery) -> ColumnElement[str]:
+def _duplicates(erp: Subquery, what: str = "documents") -> ColumnElement[str]:
     return (
         cast(erp.c.documents, String)
-        + " ERP documents carry this reference: "
+        + f" ERP {what} carry this reference: "
         + erp.c.erp_document_ids
     )
 
@@ -1097,7 +1098,7 @@ def _expected_payment_findings(run_id: str, erp: Subquery, journal: Subquery) ->
     e = ReconExpectedPayment
     decision = _classified(
         [
-            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp)),
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, "payments")),
             (
                 and_(_agrees(erp, e.kind, e.currency, e.amount), erp.c.applies_to == e.applies_to),
                 MATCHED,
@@ -1152,7 +1153,7 @@ def _erp_only_payment_findings(run_id: str, erp: Subquery, journal: Subquery) ->
     e = ReconExpectedPayment
     decision = _classified(
         [
-            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp)),
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, "payments")),
             (
                 journal.c.entries.is_(None),
                 ORPHAN_IN_ERP,
@@ -1302,6 +1303,10 @@ def _tax_findings(run_id: str) -> Insert:
         billing_amount=_from_micros(billing_micros),
         erp_amount=_from_micros(erp_micros),
         detail=case(
+            (
+                keys.c.tax.startswith(UNMAPPED_TAX_PREFIX),
+                "Finance's mapping names no ERP tax for billing's " + func.substr(keys.c.tax, 10),
+            ),
             (billing.c.tax.is_(None), "Billing has no tax the mapping names " + keys.c.tax),
             (erp.c.tax.is_(None), "The ERP holds no tax " + keys.c.tax + " on these documents"),
             else_="Tax " + keys.c.tax + " differs between billing and the ERP",

@@ -405,6 +405,7 @@ def test_payment_items_say_what_differs_and_what_healing_refetches(
     assert "ERP payment 91" in (gone["inpay_gone"].detail or "")
     duplicated = {i.reference: i for i in all_items(recon, RUN, cls="duplicate_in_erp")}
     assert duplicated["inpay_dup"].erp_document_ids == ("4", "5")
+    assert (duplicated["inpay_dup"].detail or "").startswith("2 ERP payments carry this")
     healable = {i.reference for i in recon.healable(RUN)}
     assert healable == {"in_miss", "inpay_miss", "re_miss/payout"}
 
@@ -421,7 +422,10 @@ def test_tax_per_rate_compares_only_documents_both_systems_hold_once(
     assert (vat.kind, vat.billing_amount, vat.erp_amount) == ("tax", Decimal("9.17"),
                                                               Decimal("6.67"))  # fmt: skip
     unmapped = taxes[("unmapped tax rate txr_x", "USD")]
-    assert unmapped.erp_amount == 0 and "ERP holds no tax" in (unmapped.detail or "")
+    assert unmapped.erp_amount == 0 and unmapped.detail == (
+        "Finance's mapping names no ERP tax for billing's tax rate txr_x (documents both hold "
+        "for the period)"
+    )
 
 
 def test_receivables_differ_per_customer_and_currency_absent_counting_as_zero(
