@@ -696,3 +696,70 @@ def test_twenty_thousand_rows_load_and_classify_in_agreement_with_the_baseline(
         Decimal(0),
     )  # fmt: skip
     assert run.totals["matched"].by_currency["USD"].amount == matched_usd
+
+
+def test_payments_taxes_and_receivables_at_volume_agree_with_the_baseline(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    """Each payment's, tax's and customer's fate drawn at random: the counts are known, and
+    classify and the plain SQL agree on them."""
+    rng = random.Random(20261207)
+    weights = {
+        "matched": 80, "payment_missing_in_erp": 3, "refund_missing_in_erp": 2,
+        "payment_amount_mismatch": 4, "duplicate_in_erp": 3, "orphan_in_erp": 3,
+        "posted_but_absent": 3, "matched_to_journal": 2,
+    }  # fmt: skip
+    recon.start_run(RUN, *PERIOD)
+    expected_rows: list[ExpectedPayment] = []
+    erp_rows: list[ErpPayment] = []
+    postings: list[dict[str, object]] = []
+    drawn: Counter[str] = Counter()
+    for n in range(3_000):
+        [fate] = rng.choices(list(weights), weights=list(weights.values()))
+        drawn[fate] += 1
+        kind = {"refund_missing_in_erp": "refund", "payment_missing_in_erp": "payment"}.get(
+            fate, "refund" if rng.random() < 0.2 else "payment"
+        )
+        reference = f"re_{n}/payout" if kind == "refund" else f"inpay_{n}"
+        amount, currency = f"{rng.randint(1, 9_999)}.{rng.randint(0, 99):02d}", "EUR"
+        if fate not in ("orphan_in_erp", "matched_to_journal"):
+            expected_rows.append(paid(reference, amount, f"in_{n}", currency, kind=kind))
+        if fate in ("matched", "orphan_in_erp", "duplicate_in_erp", "matched_to_journal"):
+            erp_rows.append(erp_paid(str(n), reference, amount, f"in_{n}", currency, kind=kind))
+        if fate == "duplicate_in_erp":
+            erp_rows.append(erp_paid(f"d{n}", reference, amount, f"in_{n}", currency, kind=kind))
+        if fate == "payment_amount_mismatch":  # another amount, or applied elsewhere
+            other = str(Decimal(amount) + 1) if n % 2 else amount
+            applied = f"in_{n}" if n % 2 else f"in_{n + 1}"
+            erp_rows.append(erp_paid(str(n), reference, other, applied, currency, kind=kind))
+        if fate in ("posted_but_absent", "matched_to_journal"):
+            postings.append({
+                "source_system": "billing", "source_document_id": reference,
+                "document_type": kind, "customer_id": "cus_1", "erp_document_id": str(n),
+                "amount": Decimal(amount), "currency": currency, "workflow_id": "wf",
+                "posted_at": NOW,
+            })  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(insert(Posting), postings)
+    recon.add_expected_payments(RUN, iter(expected_rows))
+    recon.add_erp_payments(RUN, iter(erp_rows))
+    # tax on 300 documents both systems hold; the ERP's on one of them is a cent more
+    recon.add_expected(RUN, [expected(f"in_t{n}", "120.00") for n in range(300)])
+    recon.add_erp(RUN, [erp(f"t{n}", f"in_t{n}", "120.00") for n in range(300)])
+    taxes: list[DocumentTax] = []
+    for n in range(300):
+        name = f"VAT {n % 5}"
+        taxes.append(tax("billing", f"in_t{n}", name, "20.00"))
+        taxes.append(tax("erp", f"in_t{n}", name, "20.01" if n == 35 else "20.00"))
+    recon.add_taxes(RUN, taxes)
+    owes = [owed("billing", f"cus_{n}", f"{n}.10") for n in range(500)]
+    owes += [owed("erp", f"cus_{n}", f"{n}.10" if n % 50 else f"{n}.11") for n in range(500)]
+    recon.add_receivables(RUN, owes)
+    recon.snapshot_journal(RUN, *PERIOD)
+    run = recon.classify(RUN)
+
+    drawn["matched"] += 300  # the documents whose tax is compared
+    drawn["tax_differs"] = 1  # VAT 0: document in_t35
+    drawn["receivable_differs"] = 10  # every fiftieth customer
+    assert {cls: n for cls, n in run.counts.items() if n} == dict(drawn)
+    assert recon.plain_sql_diff(RUN) == run.counts
