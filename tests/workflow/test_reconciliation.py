@@ -14,11 +14,12 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.reconciliation import (
     BillingReconciliationActivities,
+    ErpReconciliationActivities,
     FindingsInput,
     FinishInput,
     HealInput,
@@ -27,19 +28,33 @@ from activities.reconciliation import (
     LoadPageInput,
     OutcomeInput,
     PageLoaded,
+    ReconciliationStoreActivities,
     ReconCounts,
     ReconFinding,
     RunRef,
     StartRunInput,
 )
+from adapters.mapping_file import MappingFile, render_mapping
 from adapters.store import IntegrationStore
 from adapters.task_queues import task_queue
-from canonical import BillingDocument, Money, Refund
+from canonical import BillingDocument, Money, Payment, Refund, TaxLine
 from canonical.ledger import (
     BILLING_EVENT_SIGNAL,
     LEDGER_WORKFLOW,
     BillingEventRef,
     SubscriptionLedgerInput,
+)
+from canonical.mapping import FinanceMapping, TaxAccount
+from canonical.reconciliation import (
+    BillingDocumentPage,
+    BillingPaymentPage,
+    BillingRefundPage,
+    LedgerDocument,
+    LedgerDocumentPage,
+    LedgerPayment,
+    LedgerPaymentPage,
+    Receivable,
+    ReceivablePage,
 )
 from tests.unit.test_posting_policy import FINALIZED, document, line
 from workflows.finance_exception import FinanceExceptionWorkflow
@@ -305,3 +320,126 @@ async def test_a_missing_payment_and_refund_are_healed_by_replaying_their_billin
         "charge.refunded", "charge", "ch_9",
     )  # fmt: skip
     assert refund_event.customer_id == billing.customer_id
+
+
+# --- the loaders: each system's pages into the store, then classified ----------------------
+
+EUR_INVOICE_TAX = TaxLine(
+    rate_id="txr_vat20", display_name="VAT", jurisdiction="FR", percentage=Decimal(20),
+    inclusive=False, taxable_amount=Money.of("100.00", "EUR"), amount=Money.of("20.00", "EUR"),
+)  # fmt: skip
+
+
+class BooksBilling:
+    """Billing's reconciliation pages over one taxed EUR invoice, its payment and a partial
+    refund made without a credit note."""
+
+    def __init__(self) -> None:
+        hundred = Money.of("100.00", "EUR")
+        self.invoice = document(
+            line("l1", "100.00").model_copy(update={"amount": hundred, "unit_amount": hundred}),
+            document_id="in_eur", currency="EUR", subtotal=hundred, tax=Money.of("20.00", "EUR"),
+            total=Money.of("120.00", "EUR"), tax_lines=[EUR_INVOICE_TAX], status="paid",
+        )  # fmt: skip
+
+    async def invoice_page(self, *_: Any) -> BillingDocumentPage:
+        return BillingDocumentPage(documents=[self.invoice])
+
+    async def credit_note_page(self, *_: Any) -> BillingDocumentPage:
+        return BillingDocumentPage(documents=[])
+
+    async def payment_page(self, *_: Any) -> BillingPaymentPage:
+        return BillingPaymentPage(payments=[
+            Payment(payment_id="inpay_eur", invoice_id="in_eur", customer_id="cus_1",
+                    status="paid", amount=Money.of("120.00", "EUR"), method="card",
+                    charge_id="ch_eur", paid_at=FINALIZED),
+        ])  # fmt: skip
+
+    async def refund_page(self, *_: Any) -> BillingRefundPage:
+        return BillingRefundPage(refunds=[
+            Refund(refund_id="re_eur", charge_id="ch_eur", payment_id="inpay_eur",
+                   invoice_id="in_eur", customer_id="cus_1", status="succeeded",
+                   amount=Money.of("30.00", "EUR"), created_at=FINALIZED),
+        ])  # fmt: skip
+
+    async def open_receivable_page(self, *_: Any) -> ReceivablePage:
+        # paid in full, then 30.00 refunded: nothing open either way
+        return ReceivablePage(receivables=[
+            Receivable(customer_id="cus_1", amount=Money.of("0.00", "EUR"))
+        ])  # fmt: skip
+
+
+class BooksLedger:
+    """The ERP's pages: the invoice with its VAT, the refund's credit note, the payment and
+    the payout; `erp_vat` and `payout` let a test take something away."""
+
+    def __init__(self, erp_vat: str = "20.00", payout: bool = True) -> None:
+        self.erp_vat, self.payout = erp_vat, payout
+
+    async def document_page(self, *_: Any) -> LedgerDocumentPage:
+        def held(erp_id: str, reference: str, kind: str, total: str,
+                 taxes: dict[str, Money]) -> LedgerDocument:  # fmt: skip
+            return LedgerDocument(
+                erp_document_id=erp_id, reference=reference, kind=kind,  # type: ignore[arg-type]
+                number=f"N{erp_id}", total=Money.of(total, "EUR"), state="posted",
+                customer_id="cus_1", document_date=FINALIZED.date(), taxes=taxes,
+            )  # fmt: skip
+
+        return LedgerDocumentPage(documents=[
+            held("1", "in_eur", "invoice", "120.00", {"VAT 20% FR": Money.of(self.erp_vat, "EUR")}),
+            held("2", "re_eur", "credit_note", "30.00", {}),
+        ])  # fmt: skip
+
+    async def payment_page(self, *_: Any) -> LedgerPaymentPage:
+        def moved(erp_id: str, reference: str, kind: str, amount: str, on: str) -> LedgerPayment:
+            return LedgerPayment(
+                erp_document_id=erp_id, reference=reference, kind=kind,  # type: ignore[arg-type]
+                amount=Money.of(amount, "EUR"), applies_to=on, customer_id="cus_1",
+                payment_date=FINALIZED.date(), state="posted",
+            )  # fmt: skip
+
+        payments = [moved("1", "inpay_eur", "payment", "120.00", "in_eur")]
+        if self.payout:
+            payments.append(moved("2", "re_eur/payout", "refund", "30.00", "re_eur"))
+        return LedgerPaymentPage(payments=payments)
+
+    async def open_receivable_page(self, *_: Any) -> ReceivablePage:
+        return ReceivablePage(receivables=[])
+
+
+async def load_and_classify(tmp_path: Path, ledger: BooksLedger) -> dict[str, int]:
+    """Every source read by the real loader activities into a SQLite store, classified."""
+    mapping = tmp_path / "finance-mapping.toml"
+    mapping.write_text(render_mapping(FinanceMapping(
+        version=1, currencies=["EUR"], tax_rates={"txr_vat20": TaxAccount(erp_tax="VAT 20% FR")},
+    )))  # fmt: skip
+    store = IntegrationStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    store.migrate()
+    billing = BillingReconciliationActivities(store, BooksBilling(), MappingFile(mapping))  # type: ignore[arg-type]
+    erp = ErpReconciliationActivities(store, ledger)  # type: ignore[arg-type]
+    steps, env = ReconciliationStoreActivities(store), ActivityEnvironment()
+    period = {"run_id": "recon/books", "period_start": DAY.replace(month=11, day=14),
+              "period_end": DAY.replace(month=11, day=15)}  # fmt: skip
+    steps.start_run(StartRunInput(**period))
+    for source in ("invoices", "credit_notes", "payments", "refunds", "receivables"):
+        await env.run(billing.load_billing_page, LoadPageInput(**period, source=source))  # type: ignore[arg-type]
+    for source in ("erp", "erp_payments", "erp_receivables"):
+        await env.run(erp.load_erp_page, LoadPageInput(**period, source=source))  # type: ignore[arg-type]
+    steps.snapshot_journal(JournalSnapshotInput(**period))
+    counts = steps.classify(RunRef(run_id="recon/books")).counts
+    store.dispose()
+    return {cls: n for cls, n in counts.items() if n}
+
+
+async def test_the_loaders_find_taxed_paid_and_refunded_books_in_agreement(
+    tmp_path: Path,
+) -> None:
+    # the invoice, the refund's credit note, the payment and the payout; VAT and nothing owed
+    assert await load_and_classify(tmp_path, BooksLedger()) == {"matched": 4}
+
+
+async def test_the_loaders_find_a_missing_payout_and_tax_the_erp_books_otherwise(
+    tmp_path: Path,
+) -> None:
+    found = await load_and_classify(tmp_path, BooksLedger(erp_vat="19.99", payout=False))
+    assert found == {"matched": 3, "refund_missing_in_erp": 1, "tax_differs": 1}
