@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal, Protocol, get_args
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -61,8 +61,6 @@ BillingSource = Literal[
     "invoices", "credit_notes", "balance_credits", "payments", "refunds", "receivables"
 ]
 ErpSource = Literal["erp", "erp_payments", "erp_receivables"]
-BILLING_SOURCES: tuple[str, ...] = get_args(BillingSource)
-ERP_SOURCES: tuple[str, ...] = get_args(ErpSource)
 
 
 class LoadPageInput(ReconPeriod):
@@ -383,40 +381,54 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         by finance's mapping), payments and refunds of the period, what customers owe now,
         or the balance credits of a page of the customers ledgerbridge knows (the cursor
         walks customers then)."""
-        period = (request.period_start, request.period_end, request.cursor, request.page_size)
+        if request.source == "payments":
+            return await self._load_payments(request)
+        if request.source == "refunds":
+            return await self._load_refunds(request)
+        if request.source == "receivables":
+            return await self._load_receivables(request)
         with adapter_errors_as_application_errors():
             if request.source == "balance_credits":
                 return await self._load_balance_credits(request)
-            if request.source == "payments":
-                payments = await self._billing.payment_page(*period)
-                self._recon.add_expected_payments(
-                    request.run_id, expected_payments(payments.payments)
-                )
-                return PageLoaded(rows=len(payments.payments), next_cursor=payments.next_cursor)
-            if request.source == "refunds":
-                refunds = await self._billing.refund_page(*period)
-                money_out, credit_notes = expected_refunds(refunds.refunds)
-                self._recon.add_expected_payments(request.run_id, money_out)
-                self._recon.add_expected(request.run_id, credit_notes)
-                return PageLoaded(rows=len(refunds.refunds), next_cursor=refunds.next_cursor)
-            if request.source == "receivables":
-                owed = await self._billing.open_receivable_page(request.cursor, request.page_size)
-                self._recon.add_receivables(
-                    request.run_id, receivables("billing", owed.receivables)
-                )
-                return PageLoaded(rows=len(owed.receivables), next_cursor=owed.next_cursor)
             page_of = (
                 self._billing.invoice_page
                 if request.source == "invoices"
                 else self._billing.credit_note_page
             )
-            page = await page_of(*period)
+            page = await page_of(
+                request.period_start, request.period_end, request.cursor, request.page_size
+            )
         rows = [row for document in page.documents for row in expected_postings(document)]
         self._recon.add_expected(request.run_id, rows)
         mapping = self._current_mapping()
         taxes = [tax for document in page.documents for tax in billing_taxes(document, mapping)]
         self._recon.add_taxes(request.run_id, taxes)
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
+
+    async def _load_payments(self, request: LoadPageInput) -> PageLoaded:
+        with adapter_errors_as_application_errors():
+            page = await self._billing.payment_page(
+                request.period_start, request.period_end, request.cursor, request.page_size
+            )
+        self._recon.add_expected_payments(request.run_id, expected_payments(page.payments))
+        return PageLoaded(rows=len(page.payments), next_cursor=page.next_cursor)
+
+    async def _load_refunds(self, request: LoadPageInput) -> PageLoaded:
+        with adapter_errors_as_application_errors():
+            page = await self._billing.refund_page(
+                request.period_start, request.period_end, request.cursor, request.page_size
+            )
+        money_out, credit_notes = expected_refunds(page.refunds)
+        self._recon.add_expected_payments(request.run_id, money_out)
+        self._recon.add_expected(request.run_id, credit_notes)
+        return PageLoaded(rows=len(page.refunds), next_cursor=page.next_cursor)
+
+    async def _load_receivables(self, request: LoadPageInput) -> PageLoaded:
+        """What customers owe now, whatever the period: a page of billing's customers."""
+        with adapter_errors_as_application_errors():
+            page = await self._billing.open_receivable_page(request.cursor, request.page_size)
+        self._recon.add_receivables(request.run_id, receivables("billing", page.receivables))
+        return PageLoaded(rows=len(page.receivables), next_cursor=page.next_cursor)
 
     def _current_mapping(self) -> FinanceMapping | None:
         """Finance's mapping now; without one every billing rate is compared as unmapped
@@ -543,7 +555,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
 
 
 class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
-    """The ERP's documents of the period."""
+    """The ERP's documents and payments of the period, and its receivables now."""
 
     system = "erp"
 
@@ -556,32 +568,14 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
         """ERP documents (with their taxes) or payments and refunds dated in the period (the
         period's last day included), or what each party owes now."""
         last_day: date = (request.period_end - timedelta(microseconds=1)).date()
-        dates = (request.period_start.date(), last_day, request.cursor, request.page_size)
+        if request.source == "erp_payments":
+            return await self._load_payments(request, last_day)
+        if request.source == "erp_receivables":
+            return await self._load_receivables(request)
         with adapter_errors_as_application_errors():
-            if request.source == "erp_payments":
-                payments = await self._ledger.payment_page(*dates)
-                self._recon.add_erp_payments(
-                    request.run_id,
-                    [
-                        ErpPayment(
-                            erp_document_id=p.erp_document_id,
-                            reference=p.reference,
-                            kind=p.kind,
-                            currency=p.amount.currency,
-                            amount=p.amount.amount,
-                            applies_to=p.applies_to,
-                            state=p.state,
-                            customer_id=p.customer_id,
-                        )
-                        for p in payments.payments
-                    ],
-                )
-                return PageLoaded(rows=len(payments.payments), next_cursor=payments.next_cursor)
-            if request.source == "erp_receivables":
-                owed = await self._ledger.open_receivable_page(request.cursor, request.page_size)
-                self._recon.add_receivables(request.run_id, receivables("erp", owed.receivables))
-                return PageLoaded(rows=len(owed.receivables), next_cursor=owed.next_cursor)
-            page = await self._ledger.document_page(*dates)
+            page = await self._ledger.document_page(
+                request.period_start.date(), last_day, request.cursor, request.page_size
+            )
         self._recon.add_erp(
             request.run_id,
             [
@@ -600,6 +594,36 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
         )
         self._recon.add_taxes(request.run_id, erp_taxes(page.documents))
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
+
+    async def _load_payments(self, request: LoadPageInput, last_day: date) -> PageLoaded:
+        with adapter_errors_as_application_errors():
+            page = await self._ledger.payment_page(
+                request.period_start.date(), last_day, request.cursor, request.page_size
+            )
+        self._recon.add_erp_payments(
+            request.run_id,
+            [
+                ErpPayment(
+                    erp_document_id=p.erp_document_id,
+                    reference=p.reference,
+                    kind=p.kind,
+                    currency=p.amount.currency,
+                    amount=p.amount.amount,
+                    applies_to=p.applies_to,
+                    state=p.state,
+                    customer_id=p.customer_id,
+                )
+                for p in page.payments
+            ],
+        )
+        return PageLoaded(rows=len(page.payments), next_cursor=page.next_cursor)
+
+    async def _load_receivables(self, request: LoadPageInput) -> PageLoaded:
+        """What each party owes now, whatever the period."""
+        with adapter_errors_as_application_errors():
+            page = await self._ledger.open_receivable_page(request.cursor, request.page_size)
+        self._recon.add_receivables(request.run_id, receivables("erp", page.receivables))
+        return PageLoaded(rows=len(page.receivables), next_cursor=page.next_cursor)
 
 
 class SupportReconciliationActivities(_ReconciliationStep, SystemActivities):
