@@ -75,12 +75,18 @@ def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | No
                       params=params).json()  # fmt: skip
     echo(f"{report['run_id']}: {report['period_start'][:10]} to {report['period_end'][:10]}, "
          f"{report['status']}; loaded {report['loaded']}")  # fmt: skip
+    # Per kind where the run kept it: a class holds documents, payments, taxes alike.
+    by_kind = report.get("totals_by_kind") or {
+        cls_name: {"-": by_currency} for cls_name, by_currency in report["totals"].items()
+    }
     totals = [
-        (cls_name, currency, figure["count"], figure["amount"])
-        for cls_name, by_currency in report["totals"].items()
+        (cls_name, kind, currency, figure["count"], figure["amount"])
+        for cls_name, kinds in by_kind.items()
+        for kind, by_currency in kinds.items()
         for currency, figure in by_currency.items()
     ]
-    echo(table(("class", "currency", "items", "amount"), totals or [("-", "-", 0, "0")]))
+    echo(table(("class", "kind", "currency", "items", "amount"),
+               totals or [("-", "-", "-", 0, "0")]))  # fmt: skip
     items = list(report["items"])
     after = report["next_after_id"]
     while csv_path and after is not None:  # the CSV holds every item, page after page

@@ -115,6 +115,8 @@ PaymentKind = Literal["payment", "refund"]
 PAYMENT_KINDS: Final[tuple[PaymentKind, ...]] = get_args(PaymentKind)
 Side = Literal["billing", "erp"]
 
+# The kind the report's totals give items that have none (a ticket's credit).
+NO_KIND: Final = "-"
 # An ERP document in this state is not in the books, whatever its amount says.
 CANCELLED: Final = "cancelled"
 # Amounts are summed as integer millionths: exact on SQLite (REAL) as on PostgreSQL.
@@ -307,6 +309,9 @@ class CurrencyTotal:
 class ClassTotal:
     count: int
     by_currency: dict[str, CurrencyTotal] = field(default_factory=dict)
+    # The same split by what the items are (invoice, payment, tax, receivable, …): a class
+    # holds documents and money moved alike. Empty for runs classified before it was kept.
+    by_kind: dict[str, dict[str, CurrencyTotal]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1654,21 +1659,32 @@ def _loaded_counts(conn: Connection, run_id: str) -> dict[str, int]:
 
 
 def _totals(conn: Connection, run_id: str) -> dict[str, Any]:
-    """Per class: item count, and per currency count and amount (JSON, amounts as text)."""
+    """Per class: item count, per currency count and amount, and the same per kind of item
+    (JSON, amounts as text; items without a kind, a ticket's, under "-")."""
     micros = cast(func.round(ReconItem.amount * _MICROS), BigInteger)
+    kind = func.coalesce(ReconItem.kind, NO_KIND)
     rows = conn.execute(
-        select(ReconItem.classification, ReconItem.currency, func.count(), func.sum(micros))
+        select(ReconItem.classification, kind, ReconItem.currency, func.count(), func.sum(micros))
         .where(ReconItem.run_id == run_id)
-        .group_by(ReconItem.classification, ReconItem.currency)
-        .order_by(ReconItem.classification, ReconItem.currency)
+        .group_by(ReconItem.classification, kind, ReconItem.currency)
+        .order_by(ReconItem.classification, kind, ReconItem.currency)
     )
-    totals: dict[str, Any] = {cls: {"count": 0, "by_currency": {}} for cls in CLASSES}
-    for cls, currency, count, amount in rows:
-        totals[cls]["count"] += count
-        totals[cls]["by_currency"][currency] = {
+    totals: dict[str, Any] = {
+        cls: {"count": 0, "by_currency": {}, "by_kind": {}} for cls in CLASSES
+    }
+    for cls, item_kind, currency, count, amount in rows:
+        total = totals[cls]
+        total["count"] += count
+        in_currency = total["by_currency"].setdefault(currency, {"count": 0, "micros": 0})
+        in_currency["count"] += count
+        in_currency["micros"] += int(amount)
+        total["by_kind"].setdefault(item_kind, {})[currency] = {
             "count": count,
             "amount": _amount_text(Decimal(int(amount)).scaleb(-6), currency),
         }
+    for total in totals.values():
+        for currency, figure in total["by_currency"].items():
+            figure["amount"] = _amount_text(Decimal(figure.pop("micros")).scaleb(-6), currency)
     return totals
 
 
@@ -1711,9 +1727,10 @@ def _run_from(run: RowMapping) -> ReconciliationRun:
         totals={
             cls: ClassTotal(
                 count=total["count"],
-                by_currency={
-                    currency: CurrencyTotal(count=sums["count"], amount=Decimal(sums["amount"]))
-                    for currency, sums in total["by_currency"].items()
+                by_currency=_currency_totals(total["by_currency"]),
+                by_kind={
+                    kind: _currency_totals(by_currency)
+                    for kind, by_currency in total.get("by_kind", {}).items()
                 },
             )
             for cls, total in run["totals"].items()
@@ -1721,6 +1738,13 @@ def _run_from(run: RowMapping) -> ReconciliationRun:
         healed_count=run["healed_count"],
         exception_count=run["exception_count"],
     )
+
+
+def _currency_totals(by_currency: dict[str, Any]) -> dict[str, CurrencyTotal]:
+    return {
+        currency: CurrencyTotal(count=sums["count"], amount=Decimal(sums["amount"]))
+        for currency, sums in by_currency.items()
+    }
 
 
 def _item_from(item: RowMapping) -> ReconciliationItem:

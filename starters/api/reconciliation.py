@@ -84,6 +84,10 @@ class ReconReport(BaseModel):
     status: str
     loaded: dict[str, int]
     totals: dict[str, dict[str, CurrencyFigure]]
+    totals_by_kind: dict[str, dict[str, dict[str, CurrencyFigure]]] = Field(
+        default_factory=dict,
+        description="per class, the totals split by kind of item (invoice, payment, tax, …)",
+    )
     counts: dict[str, int]
     healed: int
     exceptions: int
@@ -156,6 +160,16 @@ async def report(
             cls: {
                 cur: CurrencyFigure(count=t.count, amount=t.amount)
                 for cur, t in total.by_currency.items()
+            }
+            for cls, total in run.totals.items()
+        },
+        totals_by_kind={
+            cls: {
+                kind: {
+                    cur: CurrencyFigure(count=t.count, amount=t.amount)
+                    for cur, t in by_currency.items()
+                }
+                for kind, by_currency in total.by_kind.items()
             }
             for cls, total in run.totals.items()
         },

@@ -356,6 +356,24 @@ def test_totals_count_and_sum_each_class_per_currency(
     # billing's side of each total: EUR VAT 12.50 - 3.33; the unmapped rate's 1.00
     assert sums("tax_differs") == {"EUR": (1, Decimal("9.17")), "USD": (1, Decimal("1.00"))}
     assert sums("receivable_differs") == {"EUR": (1, Decimal("50")), "USD": (1, Decimal("0"))}
+
+    def kinds(cls: str) -> dict[str, dict[str, tuple[int, Decimal]]]:
+        return {
+            kind: {c: (t.count, t.amount) for c, t in by_currency.items()}
+            for kind, by_currency in run.totals[cls].by_kind.items()
+        }
+
+    # documents and money moved are told apart within a class
+    assert kinds("matched") == {
+        "invoice": {"USD": (2, Decimal("150.50")), "EUR": (1, Decimal("75.00"))},
+        "credit_note": {"USD": (2, Decimal("20.00")), "EUR": (1, Decimal("20.00"))},
+        "payment": {"USD": (1, Decimal("100.00"))},
+        "refund": {"EUR": (1, Decimal("20.00"))},
+    }
+    assert kinds("ticket_credit_without_billing") == {"-": {"USD": (1, Decimal("25.00"))}}
+    assert kinds("receivable_differs") == {
+        "receivable": {"EUR": (1, Decimal("50")), "USD": (1, Decimal("0"))}
+    }
     assert sums("credit_without_ticket") == {"USD": (1, Decimal("15.00"))}
     assert sums("ticket_credit_without_billing") == {"USD": (1, Decimal("25.00"))}
     assert sums("matched_to_journal") == {"USD": (1, Decimal("20.00"))}
