@@ -3,16 +3,23 @@ in SQL, the plain-SQL baseline, and the report."""
 
 from __future__ import annotations
 
+import argparse
+import csv
 import random
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
+from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import insert, inspect, update
 
+from adapters.settings import Settings
 from adapters.store import (
     CLASSES,
     CustomerReceivable,
@@ -29,6 +36,8 @@ from adapters.store import (
     SupportCredit,
     UnknownRunError,
 )
+from starters import recon_commands
+from starters.api import dependencies, reconciliation
 
 NOW = datetime.now(UTC)
 PERIOD = (NOW - timedelta(days=1), NOW + timedelta(days=1))
@@ -781,3 +790,48 @@ def test_payments_taxes_and_receivables_at_volume_agree_with_the_baseline(
     drawn["receivable_differs"] = 10  # every fiftieth customer
     assert {cls: n for cls, n in run.counts.items() if n} == dict(drawn)
     assert recon.plain_sql_diff(RUN) == run.counts
+
+
+def test_recon_report_prints_every_new_class_with_its_kind_and_the_erp_side(
+    store: IntegrationStore,
+    recon: ReconciliationStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`ledgerbridge recon report` over the API's answer for a stored run: the totals per
+    class, kind and currency, the differences with both sides, and the CSV."""
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    app = FastAPI()
+    app.include_router(reconciliation.router)
+    app.dependency_overrides[dependencies.get_store] = lambda: store
+    app.dependency_overrides[dependencies.reconcilers] = lambda: None
+    client = TestClient(app)
+
+    def call_api(_settings: object, method: str, path: str, **kwargs: Any) -> Any:
+        answer = client.request(method, path, params=kwargs.get("params"))
+        assert answer.status_code == 200, answer.text
+        return answer
+
+    monkeypatch.setattr(recon_commands, "call_api", call_api)
+    assert recon_commands.cmd_recon(
+        argparse.Namespace(action="report", id=RUN, csv=str(tmp_path / "r.csv"), cls=None),
+        Settings(),
+    ) == 0  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+
+    def row(*cells: str) -> bool:
+        return any(line.split() == list(cells) for line in printed)
+
+    assert row("matched", "payment", "USD", "1", "100.00")
+    assert row("tax_differs", "tax", "EUR", "1", "9.17")
+    assert row("receivable_differs", "receivable", "USD", "1", "0.00")
+    said = " ".join(" ".join(printed).split())  # the tables' columns, one space apart
+    assert "payment_amount_mismatch payment inpay_diff cus_1 60.00 USD 60.00 USD" in said
+    assert "receivable_differs receivable - cus_2 50.00 EUR 45.00 EUR" in said
+    with (tmp_path / "r.csv").open() as out:
+        rows = list(csv.DictReader(out))
+    assert {r["classification"] for r in rows} == set(CLASSES)  # one item of every class
+    [refund] = [r for r in rows if r["classification"] == "refund_missing_in_erp"]
+    assert (refund["kind"], refund["billing_document_id"]) == ("refund", "re_miss")
