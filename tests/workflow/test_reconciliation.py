@@ -14,8 +14,9 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.reconciliation import (
     BillingReconciliationActivities,
@@ -205,6 +206,7 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
         result: ReconciliationResult = await handle.result()
         first_run = client.get_workflow_handle(workflow_id, run_id=handle.first_execution_run_id)
         first_history = await first_run.fetch_history()
+        last_history = await handle.fetch_history()
         exception = client.get_workflow_handle(f"exception/{workflow_id}/2")
         context = (await exception.query(FinanceExceptionWorkflow.state)).context
         tax = client.get_workflow_handle(f"exception/{workflow_id}/4")
@@ -233,6 +235,11 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
     assert "retry" in context.decision_effects
     assert tax_context.step == "tax_differs" and tax_context.payload["kind"] == "tax"
     assert result.run_id.startswith(workflow_id)
+    # the runs replay on this code (the new sources are read behind a patch marker)
+    replayer = Replayer(workflows=[ReconciliationWorkflow], data_converter=pydantic_data_converter)
+    for history in (first_history, last_history):
+        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert replayed.replay_failure is None
 
 
 @workflow.defn(name=LEDGER_WORKFLOW, sandboxed=False)
