@@ -1,6 +1,7 @@
 """Reconciliation: billing, the ERP and our posting journal compared for a period
-(`recon/{period}`), differences classified in SQL, the missing postings replayed through the
-normal posting path, everything else handed to finance.
+(`recon/{period}`): documents, payments and refunds, tax per rate, and each customer's open
+receivable. Differences are classified in SQL, the missing postings, payments and refunds
+replayed through the normal posting path, everything else handed to finance.
 
 The history holds page cursors and counts, never documents: each loader activity writes its
 page into the store's staging tables. Long ranges continue as new between pages, carrying

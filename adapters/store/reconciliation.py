@@ -1,5 +1,7 @@
 """Three-way reconciliation in the store: what billing expects, what the ERP holds, and what
-our posting journal says we posted.
+our posting journal says we posted, for documents and apart for the money that moved
+(payments and refund payouts); then two totals of both systems: tax per ERP tax and currency
+over the documents both hold, and what each customer owes now.
 
 A run loads each side into staging tables, classifies every difference in SQL
 (INSERT … SELECT, so volume never passes through Python or workflow history) and keeps the
