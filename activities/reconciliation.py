@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel
 from temporalio import activity
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
+from activities.amendments import FinanceMappingSource
 from activities.credits import CASE_ID, REVERSES
 from adapters.mapping_file import MappingFileError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
@@ -32,19 +33,15 @@ from adapters.store.reconciliation import (
 from adapters.task_queues import WORKFLOW_QUEUE
 from adapters.workflow_starts import feed_ledger
 from canonical import BalanceTransaction, BillingDocument, Payment, Refund
-from canonical.ledger import BillingEventRef, ledger_workflow_id, required_postings
+from canonical.ledger import (
+    HEAL_EVENT_PREFIX,
+    PAYOUT_SUFFIX,
+    BillingEventRef,
+    ledger_workflow_id,
+    required_postings,
+)
 from canonical.mapping import FinanceMapping
 from canonical.reconciliation import UNMAPPED_TAX_PREFIX, LedgerDocument, Receivable
-
-# The ERP reference of a refund's payment out: the refund id is its credit note's reference
-# (the posting path's own rule, canonical.ledger's PAYOUT_SUFFIX on the ledger's side).
-REFUND_PAYOUT_SUFFIX = "/payout"
-
-
-class FinanceMappingNow(Protocol):
-    """Finance's mapping as it is now (`adapters.mapping_file.MappingFile`)."""
-
-    def current(self) -> FinanceMapping: ...
 
 
 class ReconPeriod(BaseModel):
@@ -187,7 +184,8 @@ def expected_refunds(refunds: list[Refund]) -> tuple[list[ExpectedPayment], list
             continue
         money_out.append(
             ExpectedPayment(
-                reference=r.refund_id + REFUND_PAYOUT_SUFFIX,
+                # the payout's own reference: the refund id names its credit note
+                reference=r.refund_id + PAYOUT_SUFFIX,
                 kind="refund",
                 customer_id=r.customer_id,
                 currency=r.amount.currency,
@@ -369,7 +367,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         self,
         store: IntegrationStore,
         billing: BillingSystem,
-        mapping: FinanceMappingNow | None = None,
+        mapping: FinanceMappingSource | None = None,
     ) -> None:
         super().__init__(store)
         self._billing = billing
@@ -484,7 +482,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
                 else await self._billing.get_credit_note(document_id)
             )
         ref = BillingEventRef(
-            event_id=f"recon:{request.correlation_id}:{document_id}",
+            event_id=f"{HEAL_EVENT_PREFIX}{request.correlation_id}:{document_id}",
             event_type="invoice.finalized" if document.kind == "invoice" else "credit_note.created",
             created=int((document.finalized_at or document.created_at).timestamp()),
             object_kind=document.kind,
@@ -511,7 +509,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             invoice = await self._billing.get_invoice(invoice_id)
         ref = BillingEventRef(
             # One event per invoice and run: it posts every unjournaled payment of it.
-            event_id=f"recon:{request.correlation_id}:{invoice_id}:paid",
+            event_id=f"{HEAL_EVENT_PREFIX}{request.correlation_id}:{invoice_id}:paid",
             event_type="invoice.paid",
             created=int(datetime.now(UTC).timestamp()),
             object_kind="invoice",
@@ -529,7 +527,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         with adapter_errors_as_application_errors():
             refund = await self._billing.get_refund(refund_id)
         ref = BillingEventRef(
-            event_id=f"recon:{request.correlation_id}:{refund_id}",
+            event_id=f"{HEAL_EVENT_PREFIX}{request.correlation_id}:{refund_id}",
             event_type="charge.refunded",
             created=int(datetime.now(UTC).timestamp()),
             object_kind="charge",
