@@ -132,7 +132,7 @@ def activity_groups(
         BillingDocumentActivities(adapters.billing),
         BillingPaymentActivities(adapters.billing),
         BillingCreditActivities(adapters.billing),
-        BillingReconciliationActivities(adapters.store, adapters.billing),
+        BillingReconciliationActivities(adapters.store, adapters.billing, finance_mapping),
         CreditFactsActivities(adapters.support, adapters.billing, adapters.ledger, adapters.store),
         SupportAccountActivities(adapters.support),
         SupportCaseActivities(adapters.support),
