@@ -202,9 +202,6 @@ class Settings(BaseSettings):
             env[f"{ENV_PREFIX}{name.upper()}"] = text
         return env
 
-    def resolved_finance_mapping(self) -> Path:
-        return self.finance_mapping or self.home / "finance-mapping.toml"
-
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{(self.home / 'store.sqlite').resolve()}"
