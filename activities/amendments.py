@@ -1,10 +1,13 @@
-"""Activities of amendment-to-ERP: read billing documents, post them, journal them."""
+"""Activities of amendment-to-ERP: read billing documents, post them (and the payments and
+refunds that settle them) on finance's mapping, journal them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -12,9 +15,19 @@ from temporalio.exceptions import ApplicationError
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
+from adapters.mapping_file import MappingFileError
 from adapters.ports import BillingSystem, Ledger
 from adapters.store import DuplicatePostingError, IntegrationStore
-from canonical import AccountRecord, BillingDocument, LedgerPosting, PostedDocument, Subscription
+from canonical import (
+    AccountRecord,
+    BillingDocument,
+    LedgerPosting,
+    PaymentPosting,
+    PostedDocument,
+    PostedPayment,
+    Subscription,
+)
+from canonical.mapping import FinanceMapping, Unmapped, map_document, map_payment
 
 
 class FetchDocumentInput(BaseModel):
@@ -34,6 +47,10 @@ class EarlierInvoicesInput(BaseModel):
 
 class PostDocumentInput(BaseModel):
     posting: LedgerPosting
+
+
+class PostPaymentInput(BaseModel):
+    posting: PaymentPosting
 
 
 class JournalLookupInput(BaseModel):
@@ -97,11 +114,21 @@ class BillingDocumentActivities(SystemActivities):
             return await self._billing.get_subscription(request.subscription_id)
 
 
+class FinanceMappingSource(Protocol):
+    """Finance's mapping as it is now (`adapters.mapping_file.MappingFile`)."""
+
+    def current(self) -> FinanceMapping: ...
+
+
 class ErpPostingActivities(SystemActivities):
+    """Posts on finance's mapping as it is at the moment of posting: a `retry` after finance
+    fixed the file posts with the fix. What the mapping lacks is never guessed."""
+
     system = "erp"
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, finance_mapping: FinanceMappingSource | None = None) -> None:
         self._ledger = ledger
+        self._finance_mapping = finance_mapping
 
     @activity.defn(name="post_ledger_document")
     async def post_ledger_document(self, request: PostDocumentInput) -> PostedDocument:
@@ -110,13 +137,59 @@ class ErpPostingActivities(SystemActivities):
         The ERP posts with today's date, so today's period must be open; checked here, in
         the same call, because every extra round trip to the ERP costs its throughput.
         """
-        today = datetime.now(UTC).date()
+        mapping = self._mapping()
+        with _unmapped_as_application_error():
+            posting = map_document(request.posting, mapping)
         with adapter_errors_as_application_errors():
-            if not await self._ledger.is_period_open(today):
-                raise ApplicationError(
-                    f"the ERP period of {today} is closed", type="PeriodClosed", non_retryable=True
-                )
-            return await self._ledger.post_document(request.posting)
+            await self._require_open_period()
+            return await self._ledger.post_document(posting)
+
+    @activity.defn(name="post_ledger_payment")
+    async def post_ledger_payment(self, request: PostPaymentInput) -> PostedPayment:
+        """A payment in or a refund out, applied to its ERP document; idempotent by reference
+        like documents, on the payment journal finance maps its method and currency to."""
+        mapping = self._mapping()
+        with _unmapped_as_application_error():
+            posting = map_payment(request.posting, mapping)
+        with adapter_errors_as_application_errors():
+            await self._require_open_period()
+            return await self._ledger.post_payment(posting)
+
+    async def _require_open_period(self) -> None:
+        today = datetime.now(UTC).date()
+        if not await self._ledger.is_period_open(today):
+            raise ApplicationError(
+                f"the ERP period of {today} is closed", type="PeriodClosed", non_retryable=True
+            )
+
+    def _mapping(self) -> FinanceMapping:
+        """Finance's mapping now; an unreadable file is finance's to fix, not to retry."""
+        if self._finance_mapping is None:
+            raise ApplicationError(
+                "this worker was started without finance's mapping file",
+                type="MappingFileError",
+                non_retryable=True,
+            )
+        try:
+            return self._finance_mapping.current()
+        except MappingFileError as err:
+            raise ApplicationError(
+                str(err), {"error": str(err)}, type="MappingFileError", non_retryable=True
+            ) from err
+
+
+@contextmanager
+def _unmapped_as_application_error() -> Iterator[None]:
+    """Unmapped names every gap at once, so finance fixes the file in one go."""
+    try:
+        yield
+    except Unmapped as err:
+        raise ApplicationError(
+            str(err),
+            {"reference": err.reference, "missing": err.missing, "mapping_version": err.version},
+            type="Unmapped",
+            non_retryable=True,
+        ) from err
 
 
 class JournalActivities(SystemActivities):

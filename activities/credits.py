@@ -12,11 +12,13 @@ from temporalio import activity
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
-from adapters.errors import AdapterError, RejectedError
+from activities.accounts import billing_entitlements
+from adapters.errors import AdapterError, NotFoundError, RejectedError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
 from canonical import AccountRecord, BillingDocument, Money, Subscription
 from canonical.credit import CreditFacts
+from canonical.entitlements import Entitlements, EntitlementsSource
 from canonical.support import SupportCase
 
 CREDITED_WINDOW = timedelta(days=90)  # the policy's rolling cap looks back this far
@@ -88,13 +90,21 @@ async def gather_credit_facts(
     if customer_id is None:
         return CreditFacts(case=case)
     as_of = request.as_of.astimezone(UTC)
-    subscription, (party, period_open, erp_unreadable), credited = await asyncio.gather(
+    subscription, shown, (party, period_open, erp_unreadable), credited = await asyncio.gather(
         billing.active_subscription(customer_id),
+        _shown_entitlements(support, customer_id),
         _erp_facts(ledger, customer_id, as_of),
         asyncio.to_thread(
             store.credited_since, customer_id, request.currency, as_of - CREDITED_WINDOW
         ),
     )
+    entitlements = shown
+    source_named: EntitlementsSource = "support"
+    if entitlements is None:
+        # Account sync has not written them yet: billing says the same, only not in one place.
+        named = [subscription.subscription_id] if subscription else []
+        entitlements = await billing_entitlements(billing, customer_id, named, as_of)
+        source_named = "billing"
     return CreditFacts(
         case=case,
         subscription=subscription,
@@ -102,7 +112,18 @@ async def gather_credit_facts(
         erp_period_open=period_open,
         credited_last_90_days=Money(amount=credited, currency=request.currency),
         erp_unreadable=erp_unreadable,
+        entitlements=entitlements,
+        entitlements_source=source_named,
     )
+
+
+async def _shown_entitlements(support: SupportDesk, customer_id: str) -> Entitlements | None:
+    """What the customer's organization shows; None when it shows nothing yet (or the
+    organization is gone since the ticket named it)."""
+    try:
+        return await support.read_entitlements(customer_id)
+    except NotFoundError:
+        return None
 
 
 async def _erp_facts(

@@ -4,7 +4,8 @@ document; classification, the report and healing decisions read the store."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
@@ -13,19 +14,34 @@ from temporalio import activity
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
+from activities.amendments import FinanceMappingSource
 from activities.credits import CASE_ID, REVERSES
+from adapters.mapping_file import MappingFileError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
 from adapters.store.reconciliation import (
+    CustomerReceivable,
+    DocumentTax,
     ErpDocument,
+    ErpPayment,
+    ExpectedPayment,
     ExpectedPosting,
     ReconciliationStore,
+    Side,
     SupportCredit,
 )
 from adapters.task_queues import WORKFLOW_QUEUE
 from adapters.workflow_starts import feed_ledger
-from canonical import BalanceTransaction, BillingDocument
-from canonical.ledger import BillingEventRef, ledger_workflow_id, required_postings
+from canonical import BalanceTransaction, BillingDocument, Payment, Refund
+from canonical.ledger import (
+    HEAL_EVENT_PREFIX,
+    PAYOUT_SUFFIX,
+    BillingEventRef,
+    ledger_workflow_id,
+    required_postings,
+)
+from canonical.mapping import FinanceMapping
+from canonical.reconciliation import UNMAPPED_TAX_PREFIX, LedgerDocument, Receivable
 
 
 class ReconPeriod(BaseModel):
@@ -38,8 +54,14 @@ class StartRunInput(ReconPeriod):
     pass
 
 
+BillingSource = Literal[
+    "invoices", "credit_notes", "balance_credits", "payments", "refunds", "receivables"
+]
+ErpSource = Literal["erp", "erp_payments", "erp_receivables"]
+
+
 class LoadPageInput(ReconPeriod):
-    source: Literal["invoices", "credit_notes", "balance_credits", "erp", "tickets"]
+    source: BillingSource | ErpSource | Literal["tickets"]
     cursor: str | None = None
     page_size: int = 200
 
@@ -74,6 +96,7 @@ class ReconFinding(BaseModel):
     classification: str
     reference: str | None
     billing_document_id: str | None
+    kind: str | None = None  # invoice, credit_note, payment, refund, tax, receivable
     customer_id: str | None
     case_id: str | None
     currency: str
@@ -131,6 +154,109 @@ def expected_postings(document: BillingDocument) -> list[ExpectedPosting]:
         )
         for posting in required_postings(document)
     ]
+
+
+def expected_payments(payments: list[Payment]) -> list[ExpectedPayment]:
+    """Paid invoice payments: each must be in the ERP, applied to its invoice."""
+    return [
+        ExpectedPayment(
+            reference=p.payment_id,
+            kind="payment",
+            customer_id=p.customer_id,
+            currency=p.amount.currency,
+            amount=p.amount.amount,
+            applies_to=p.invoice_id,
+            billing_document_id=p.invoice_id,
+        )
+        for p in payments
+        if p.status == "paid" and p.amount.amount > 0
+    ]
+
+
+def expected_refunds(refunds: list[Refund]) -> tuple[list[ExpectedPayment], list[ExpectedPosting]]:
+    """Succeeded refunds: the payment out (`re_…/payout`), applied to billing's credit note
+    when one made the refund, else to the refund's own ERP credit note (reference: the
+    refund id), which must exist too."""
+    money_out: list[ExpectedPayment] = []
+    credit_notes: list[ExpectedPosting] = []
+    for r in refunds:
+        if r.status != "succeeded" or r.amount.amount <= 0:
+            continue
+        money_out.append(
+            ExpectedPayment(
+                # the payout's own reference: the refund id names its credit note
+                reference=r.refund_id + PAYOUT_SUFFIX,
+                kind="refund",
+                customer_id=r.customer_id,
+                currency=r.amount.currency,
+                amount=r.amount.amount,
+                applies_to=r.credit_note_id or r.refund_id,
+                billing_document_id=r.refund_id,
+            )
+        )
+        if r.credit_note_id is None:
+            credit_notes.append(
+                ExpectedPosting(
+                    reference=r.refund_id,
+                    kind="credit_note",
+                    customer_id=r.customer_id,
+                    currency=r.amount.currency,
+                    amount=r.amount.amount,
+                    billing_document_id=r.refund_id,
+                    billing_kind="refund",
+                )
+            )
+    return money_out, credit_notes
+
+
+def unmapped_tax_name(rate_id: str) -> str:
+    """What a billing rate is compared under when finance's mapping does not name it: no
+    ERP tax has this name, so its tax shows as a difference that names the rate."""
+    return UNMAPPED_TAX_PREFIX + rate_id
+
+
+def billing_taxes(document: BillingDocument, mapping: FinanceMapping | None) -> list[DocumentTax]:
+    """Billing's tax per ERP tax name for each ERP document the billing document needs,
+    signed as the ERP's effect (a credit note's tax negative); rates mapped to one ERP tax
+    are summed."""
+    summed: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    for posting in required_postings(document):
+        sign = 1 if posting.kind == "invoice" else -1
+        for tax in posting.taxes:
+            target = mapping.tax_rates.get(tax.rate_id) if mapping else None
+            name = target.erp_tax if target else unmapped_tax_name(tax.rate_id)
+            summed[(posting.reference, name, posting.currency.upper())] += sign * tax.amount
+    return [
+        DocumentTax(side="billing", reference=reference, tax=name, currency=currency,
+                    amount=amount)
+        for (reference, name, currency), amount in summed.items()
+    ]  # fmt: skip
+
+
+def erp_taxes(documents: list[LedgerDocument]) -> list[DocumentTax]:
+    """The ERP's tax per tax name of each referenced document; a credit note's negative."""
+    summed: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    seen: set[str] = set()
+    for d in documents:
+        # A second document of one reference is a duplicate: not compared for tax.
+        if d.reference is None or d.reference in seen:
+            continue
+        seen.add(d.reference)
+        sign = 1 if d.kind == "invoice" else -1
+        for name, amount in d.taxes.items():
+            summed[(d.reference, name, amount.currency)] += sign * amount.amount
+    return [
+        DocumentTax(side="erp", reference=reference, tax=name, currency=currency, amount=amount)
+        for (reference, name, currency), amount in summed.items()
+    ]
+
+
+def receivables(side: Side, owed: list[Receivable]) -> list[CustomerReceivable]:
+    return [
+        CustomerReceivable(side=side, customer_id=r.customer_id, currency=r.amount.currency,
+                           amount=r.amount.amount)
+        for r in owed
+    ]  # fmt: skip
 
 
 def granted_credits(adjustments: list[BalanceTransaction]) -> list[ExpectedPosting]:
@@ -209,6 +335,7 @@ class ReconciliationStoreActivities(_ReconciliationStep, SystemActivities):
                         classification=item.classification,
                         reference=item.reference,
                         billing_document_id=item.billing_document_id,
+                        kind=item.kind,
                         customer_id=item.customer_id,
                         case_id=item.case_id,
                         currency=item.currency,
@@ -236,14 +363,28 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
 
     system = "billing"
 
-    def __init__(self, store: IntegrationStore, billing: BillingSystem) -> None:
+    def __init__(
+        self,
+        store: IntegrationStore,
+        billing: BillingSystem,
+        mapping: FinanceMappingSource | None = None,
+    ) -> None:
         super().__init__(store)
         self._billing = billing
+        self._mapping = mapping
 
     @activity.defn(name="recon_load_billing_page")
     async def load_billing_page(self, request: LoadPageInput) -> PageLoaded:
-        """Invoices or credit notes created in the period, or the balance credits of a page
-        of the customers ledgerbridge knows (the cursor walks customers then)."""
+        """Invoices or credit notes created in the period (with their tax per rate, named
+        by finance's mapping), payments and refunds of the period, what customers owe now,
+        or the balance credits of a page of the customers ledgerbridge knows (the cursor
+        walks customers then)."""
+        if request.source == "payments":
+            return await self._load_payments(request)
+        if request.source == "refunds":
+            return await self._load_refunds(request)
+        if request.source == "receivables":
+            return await self._load_receivables(request)
         with adapter_errors_as_application_errors():
             if request.source == "balance_credits":
                 return await self._load_balance_credits(request)
@@ -257,7 +398,46 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             )
         rows = [row for document in page.documents for row in expected_postings(document)]
         self._recon.add_expected(request.run_id, rows)
+        mapping = self._current_mapping()
+        taxes = [tax for document in page.documents for tax in billing_taxes(document, mapping)]
+        self._recon.add_taxes(request.run_id, taxes)
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
+
+    async def _load_payments(self, request: LoadPageInput) -> PageLoaded:
+        with adapter_errors_as_application_errors():
+            page = await self._billing.payment_page(
+                request.period_start, request.period_end, request.cursor, request.page_size
+            )
+        self._recon.add_expected_payments(request.run_id, expected_payments(page.payments))
+        return PageLoaded(rows=len(page.payments), next_cursor=page.next_cursor)
+
+    async def _load_refunds(self, request: LoadPageInput) -> PageLoaded:
+        with adapter_errors_as_application_errors():
+            page = await self._billing.refund_page(
+                request.period_start, request.period_end, request.cursor, request.page_size
+            )
+        money_out, credit_notes = expected_refunds(page.refunds)
+        self._recon.add_expected_payments(request.run_id, money_out)
+        self._recon.add_expected(request.run_id, credit_notes)
+        return PageLoaded(rows=len(page.refunds), next_cursor=page.next_cursor)
+
+    async def _load_receivables(self, request: LoadPageInput) -> PageLoaded:
+        """What customers owe now, whatever the period: a page of billing's customers."""
+        with adapter_errors_as_application_errors():
+            page = await self._billing.open_receivable_page(request.cursor, request.page_size)
+        self._recon.add_receivables(request.run_id, receivables("billing", page.receivables))
+        return PageLoaded(rows=len(page.receivables), next_cursor=page.next_cursor)
+
+    def _current_mapping(self) -> FinanceMapping | None:
+        """Finance's mapping now; without one every billing rate is compared as unmapped
+        (nothing taxed can have been posted without it either)."""
+        if self._mapping is None:
+            return None
+        try:
+            return self._mapping.current()
+        except MappingFileError as err:
+            activity.logger.warning("tax compared unmapped: %s", err)
+            return None
 
     async def _load_balance_credits(self, request: LoadPageInput) -> PageLoaded:
         # Billing lists balance adjustments per customer: a page is a handful of customers.
@@ -283,10 +463,16 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
 
     @activity.defn(name="recon_heal_missing_posting")
     async def heal_missing_posting(self, request: HealInput) -> HealOutcome:
-        """Replay the normal posting path for a document the ERP lacks: the subscription's
-        ledger workflow refetches it, checks policy and posts it (lookup before create)."""
+        """Replay the normal posting path for a document, payment or refund the ERP lacks:
+        its ledger workflow refetches it, checks policy and posts it (lookup before create).
+        A payment is replayed as its invoice's payment event, a refund (and a refund's own
+        credit note) as its charge's refund event."""
         finding = request.finding
         document_id = finding.billing_document_id or ""
+        if finding.kind == "payment":
+            return await self._replay_invoice_payments(request, document_id)
+        if finding.kind == "refund" or document_id.startswith("re_"):
+            return await self._replay_refund(request, document_id)
         if not document_id.startswith(("in_", "cn_")):
             return HealOutcome(healed=False, detail="only invoices and credit notes replay")
         with adapter_errors_as_application_errors():
@@ -296,7 +482,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
                 else await self._billing.get_credit_note(document_id)
             )
         ref = BillingEventRef(
-            event_id=f"recon:{request.correlation_id}:{document_id}",
+            event_id=f"{HEAL_EVENT_PREFIX}{request.correlation_id}:{document_id}",
             event_type="invoice.finalized" if document.kind == "invoice" else "credit_note.created",
             created=int((document.finalized_at or document.created_at).timestamp()),
             object_kind=document.kind,
@@ -314,9 +500,60 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             healed=True, workflow_id=workflow_id, detail=f"replayed to {workflow_id}"
         )
 
+    async def _replay_invoice_payments(self, request: HealInput, invoice_id: str) -> HealOutcome:
+        """The ledger posts an invoice's paid payments not yet journaled on its payment
+        event, after the invoice itself: the same event again posts the missing one."""
+        if not invoice_id.startswith("in_"):
+            return HealOutcome(healed=False, detail=f"payment names no invoice ({invoice_id!r})")
+        with adapter_errors_as_application_errors():
+            invoice = await self._billing.get_invoice(invoice_id)
+        ref = BillingEventRef(
+            # One event per invoice and run: it posts every unjournaled payment of it.
+            event_id=f"{HEAL_EVENT_PREFIX}{request.correlation_id}:{invoice_id}:paid",
+            event_type="invoice.paid",
+            created=int(datetime.now(UTC).timestamp()),
+            object_kind="invoice",
+            object_id=invoice_id,
+            customer_id=invoice.customer_id,
+            correlation_id=request.correlation_id,
+            document_number=invoice.number,
+        )
+        return await self._replay(request, ref, invoice.subscription_id)
+
+    async def _replay_refund(self, request: HealInput, refund_id: str) -> HealOutcome:
+        """Refunds are posted by the customer's ledger on their charge's refund event."""
+        if not refund_id.startswith("re_"):
+            return HealOutcome(healed=False, detail=f"not a refund id ({refund_id!r})")
+        with adapter_errors_as_application_errors():
+            refund = await self._billing.get_refund(refund_id)
+        ref = BillingEventRef(
+            event_id=f"{HEAL_EVENT_PREFIX}{request.correlation_id}:{refund_id}",
+            event_type="charge.refunded",
+            created=int(datetime.now(UTC).timestamp()),
+            object_kind="charge",
+            object_id=refund.charge_id,
+            customer_id=refund.customer_id,
+            correlation_id=request.correlation_id,
+        )
+        return await self._replay(request, ref, None)
+
+    async def _replay(
+        self, request: HealInput, ref: BillingEventRef, subscription_id: str | None
+    ) -> HealOutcome:
+        prefix = request.task_queue.removesuffix(WORKFLOW_QUEUE)
+        await feed_ledger(
+            activity.client(), ref, subscription_id, request.ledger_currencies, prefix
+        )
+        workflow_id = ledger_workflow_id(subscription_id, ref.customer_id)
+        return HealOutcome(
+            healed=True,
+            workflow_id=workflow_id,
+            detail=f"replayed {ref.event_type} to {workflow_id}",
+        )
+
 
 class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
-    """The ERP's documents of the period."""
+    """The ERP's documents and payments of the period, and its receivables now."""
 
     system = "erp"
 
@@ -326,8 +563,13 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
 
     @activity.defn(name="recon_load_erp_page")
     async def load_erp_page(self, request: LoadPageInput) -> PageLoaded:
-        """ERP documents dated in the period (the period's last day included)."""
+        """ERP documents (with their taxes) or payments and refunds dated in the period (the
+        period's last day included), or what each party owes now."""
         last_day: date = (request.period_end - timedelta(microseconds=1)).date()
+        if request.source == "erp_payments":
+            return await self._load_payments(request, last_day)
+        if request.source == "erp_receivables":
+            return await self._load_receivables(request)
         with adapter_errors_as_application_errors():
             page = await self._ledger.document_page(
                 request.period_start.date(), last_day, request.cursor, request.page_size
@@ -348,7 +590,38 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
                 for d in page.documents
             ],
         )
+        self._recon.add_taxes(request.run_id, erp_taxes(page.documents))
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
+
+    async def _load_payments(self, request: LoadPageInput, last_day: date) -> PageLoaded:
+        with adapter_errors_as_application_errors():
+            page = await self._ledger.payment_page(
+                request.period_start.date(), last_day, request.cursor, request.page_size
+            )
+        self._recon.add_erp_payments(
+            request.run_id,
+            [
+                ErpPayment(
+                    erp_document_id=p.erp_document_id,
+                    reference=p.reference,
+                    kind=p.kind,
+                    currency=p.amount.currency,
+                    amount=p.amount.amount,
+                    applies_to=p.applies_to,
+                    state=p.state,
+                    customer_id=p.customer_id,
+                )
+                for p in page.payments
+            ],
+        )
+        return PageLoaded(rows=len(page.payments), next_cursor=page.next_cursor)
+
+    async def _load_receivables(self, request: LoadPageInput) -> PageLoaded:
+        """What each party owes now, whatever the period."""
+        with adapter_errors_as_application_errors():
+            page = await self._ledger.open_receivable_page(request.cursor, request.page_size)
+        self._recon.add_receivables(request.run_id, receivables("erp", page.receivables))
+        return PageLoaded(rows=len(page.receivables), next_cursor=page.next_cursor)
 
 
 class SupportReconciliationActivities(_ReconciliationStep, SystemActivities):

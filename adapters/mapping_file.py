@@ -81,6 +81,9 @@ def render_mapping(mapping: FinanceMapping) -> str:
     if mapping.refunds is not None:
         out += ["", "[refunds]", f'erp_product = {_q(mapping.refunds.erp_product)}',
                 f'revenue_account = {_q(mapping.refunds.revenue_account)}']  # fmt: skip
+    if mapping.support_credits is not None:
+        out += ["", "[support_credits]", f"erp_product = {_q(mapping.support_credits.erp_product)}",
+                f"revenue_account = {_q(mapping.support_credits.revenue_account)}"]  # fmt: skip
     return "\n".join(out) + "\n"
 
 

@@ -25,6 +25,7 @@ from canonical import (
     Refund,
     Subscription,
 )
+from canonical.entitlements import Entitlements
 from canonical.mapping import CatalogEntry
 from canonical.reconciliation import (
     BalanceCreditPage,
@@ -191,6 +192,20 @@ class SupportDesk(Protocol):
 
     async def ensure_organization(self, customer: Customer, idempotency_key: str) -> AccountRecord:
         """Create the organization, or correct its name, so it matches the customer."""
+        ...
+
+    async def ensure_entitlement_fields(self) -> list[str]:
+        """Define the organization fields entitlements live in where missing; the ones made."""
+        ...
+
+    async def read_entitlements(self, customer_id: str) -> Entitlements | None:
+        """The plan, status and paid-through date the customer's organization carries; None
+        when none were written yet. NotFoundError when there is no organization."""
+        ...
+
+    async def write_entitlements(self, entitlements: Entitlements) -> bool:
+        """Make the organization carry these entitlements (looks before it writes); False
+        when it already did."""
         ...
 
     async def get_case(self, case_id: str) -> SupportCase:

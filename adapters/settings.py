@@ -34,6 +34,9 @@ LOCAL_SUPPORT_WEBHOOK_SECRET = "zdsec_ledgerbridge_local"  # noqa: S105
 LOCAL_ERP_PASSWORD = "ledgerbridge-erp-Local-2026"  # noqa: S105
 
 
+# The finance mapping's name under `home` when LEDGERBRIDGE_FINANCE_MAPPING is not set.
+FINANCE_MAPPING_FILE = "finance-mapping.toml"
+
 # Settings whose None is spelled "none" (their default is not None).
 NONE_AS_TEXT = frozenset({"erp_template_cache"})
 
@@ -202,3 +205,8 @@ class Settings(BaseSettings):
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{(self.home / 'store.sqlite').resolve()}"
+
+    def resolved_finance_mapping(self) -> Path:
+        """Finance's mapping file: LEDGERBRIDGE_FINANCE_MAPPING, else the one under `home`
+        (which `ledgerbridge up` writes for the local stack)."""
+        return self.finance_mapping or self.home / FINANCE_MAPPING_FILE

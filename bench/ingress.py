@@ -110,9 +110,9 @@ def process_starts(tag: str, count: int) -> list[ProcessStart]:
         payload = StripeEventPayload.model_validate(
             json.loads(event_body(tag, n, int(time.time())))
         )
-        start = route_billing_event(to_business_event(payload, None), CURRENCIES)
-        assert start is not None
-        starts.append(start)
+        routed = route_billing_event(to_business_event(payload, None), CURRENCIES)
+        assert routed, "the bench's events each feed a process"
+        starts.extend(routed)
     return starts
 
 

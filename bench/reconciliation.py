@@ -82,8 +82,12 @@ from canonical.reconciliation import (
     TICKET_CREDIT_WITHOUT_BILLING,
     BalanceCreditPage,
     BillingDocumentPage,
+    BillingPaymentPage,
+    BillingRefundPage,
     LedgerDocument,
     LedgerDocumentPage,
+    LedgerPaymentPage,
+    ReceivablePage,
     TicketCredit,
     TicketCreditPage,
 )
@@ -450,6 +454,20 @@ class BulkBilling:
         next_cursor = str(index) if index < plan.documents else None
         return BillingDocumentPage(documents=found, next_cursor=next_cursor)
 
+    # The bench measures documents: no money moved, nothing owed.
+    async def payment_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingPaymentPage:
+        return BillingPaymentPage(payments=[])
+
+    async def refund_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingRefundPage:
+        return BillingRefundPage(refunds=[])
+
+    async def open_receivable_page(self, cursor: str | None, limit: int) -> ReceivablePage:
+        return ReceivablePage(receivables=[])
+
     async def aclose(self) -> None:
         return None
 
@@ -472,6 +490,14 @@ class BulkLedger:
 
         documents, next_cursor = _slot_page(self._plan.slots, cursor, limit, dated)
         return LedgerDocumentPage(documents=documents, next_cursor=next_cursor)
+
+    async def payment_page(
+        self, date_from: date, date_to: date, cursor: str | None, limit: int
+    ) -> LedgerPaymentPage:
+        return LedgerPaymentPage(payments=[])
+
+    async def open_receivable_page(self, cursor: str | None, limit: int) -> ReceivablePage:
+        return ReceivablePage(receivables=[])
 
     async def aclose(self) -> None:
         return None
@@ -772,8 +798,8 @@ async def direct_run(plan: Plan, store: IntegrationStore) -> DirectRun:
 
 
 def differing(counts: dict[str, int], expected: dict[str, int]) -> list[str]:
-    return [f"{cls}: {counts.get(cls, 0)} vs {expected[cls]}" for cls in CLASSES
-            if counts.get(cls, 0) != expected[cls]]  # fmt: skip
+    return [f"{cls}: {counts.get(cls, 0)} vs {expected.get(cls, 0)}" for cls in CLASSES
+            if counts.get(cls, 0) != expected.get(cls, 0)]  # fmt: skip
 
 
 def rss_growth(run: WorkflowRun, total_rows: int) -> tuple[float, float]:

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from canonical.billing import Subscription
+from canonical.entitlements import Entitlements, EntitlementsSource
 from canonical.finance import FinanceDecision
 from canonical.money import Money
 from canonical.support import SupportCase
@@ -50,6 +51,8 @@ class CreditPolicy(BaseModel):
         "finance": Money.of("1000", "USD"),
         "finance_admin": None,
     }
+    # A customer past due (as support's entitlements show) gets no credit without finance.
+    past_due_needs_approval: bool = True
 
 
 class CreditAssessment(BaseModel):
@@ -77,6 +80,16 @@ class CreditFacts(BaseModel):
     erp_unreadable: str | None = Field(
         default=None,
         description="why the ERP could not be read; its facts are advisory, so a credit goes on",
+    )
+    entitlements: Entitlements | None = Field(
+        default=None, description="plan, subscription status and paid-through date"
+    )
+    entitlements_source: EntitlementsSource | None = Field(
+        default=None,
+        description=(
+            "support: read from the customer's organization (the one place agents see); "
+            "billing: the organization carries none yet, so billing was read instead"
+        ),
     )
 
 

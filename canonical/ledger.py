@@ -1,4 +1,5 @@
-"""The subscription ledger's messages and the ERP documents a billing document needs.
+"""The subscription ledger's messages and the ERP documents a billing document needs, and
+the ERP payments its payments and refunds need.
 
 Pure: the ledger workflow, webhook routing and reconciliation's healing all read these.
 """
@@ -12,12 +13,23 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from canonical.billing import BillingDocument, LedgerLine, LedgerPosting, LedgerTax, TaxLine
+from canonical.mapping import REFUND_LINE, SUPPORT_CREDIT_LINE
 from canonical.money import Money
+from canonical.payments import Payment, PaymentPosting, Refund
 
 LEDGER_PROCESS = "amendment_to_erp"
 LEDGER_WORKFLOW = "SubscriptionLedger"  # the workflow type: signal-with-start by name
 BILLING_EVENT_SIGNAL = "billing_event"
 VOID_SUFFIX = "/void"
+# A refund made without a billing credit note is two ERP rows: its credit note (reference =
+# the refund id) and the payment out applied to it (this suffix), each journaled once.
+PAYOUT_SUFFIX = "/payout"
+# Reconciliation's healing replays a document with an event id of this prefix: the ledger then
+# looks again even at a document it had settled (a payment may be missing behind it).
+HEAL_EVENT_PREFIX = "recon:"
+# Billing metadata naming the support case a credit note was made for: such a credit note is
+# a support credit, booked on finance's `support_credits` entry whichever way it reaches the ERP.
+SUPPORT_CASE_METADATA = "case_id"
 CONTINUE_AS_NEW_AFTER = 500
 # The rate id of tax that billing reported without a rate: no mapping can name it.
 UNATTRIBUTED_TAX = "unattributed"
@@ -78,14 +90,16 @@ def required_postings(document: BillingDocument) -> list[LedgerPosting]:
 def _posting(document: BillingDocument) -> LedgerPosting:
     credit = (document.kind == "credit_note") != (document.total.amount < 0)
     sign = Decimal(-1) if document.total.amount < 0 else Decimal(1)
+    # The same account as the case-to-credit workflow's own posting of it, whichever is first.
+    support_credit = document.kind == "credit_note" and SUPPORT_CASE_METADATA in document.metadata
     lines = [
         LedgerLine(
             description=_line_description(line.description, line.period_start, line.period_end),
             quantity=Decimal(1),
             # Revenue is the line without its tax; the tax goes on the tax accounts.
             unit_price=sign * line.net_amount().amount,
-            product_id=line.product_id,
-            price_id=line.price_id,
+            product_id=SUPPORT_CREDIT_LINE if support_credit else line.product_id,
+            price_id=None if support_credit else line.price_id,
         )
         for line in document.lines
     ]
@@ -173,3 +187,75 @@ def _line_description(text: str, start: date | None, end: date | None) -> str:
     if start and end:
         return f"{text} ({start.isoformat()} to {end.isoformat()})"
     return text
+
+
+def payment_postings(invoice: BillingDocument, payments: list[Payment]) -> list[PaymentPosting]:
+    """The ERP payments an invoice's paid payments need, oldest first, each applied to the
+    invoice's own ERP document. Payments of nothing move no money and need nothing."""
+    postings = []
+    for payment in payments:
+        if payment.status != "paid" or payment.amount.amount <= 0:
+            continue
+        assert payment.paid_at is not None, "check_payments refuses a paid payment without date"
+        paid_on = payment.paid_at.date()
+        postings.append(
+            PaymentPosting(
+                reference=payment.payment_id,
+                kind="payment",
+                customer_id=payment.customer_id,
+                applies_to=invoice.document_id,
+                amount=payment.amount,
+                payment_date=paid_on,
+                method=payment.method,
+                description=(
+                    f"Payment {payment.payment_id} ({payment.method}) of invoice "
+                    f"{invoice.number or invoice.document_id} on {paid_on.isoformat()}"
+                ),
+            )
+        )
+    return postings
+
+
+def refund_credit_note(refund: Refund) -> LedgerPosting:
+    """The ERP credit note of a refund that no billing credit note made: one line on
+    finance's `refunds` entry, no tax (what billing gives back is money, not a sale)."""
+    on = refund.created_at.date()
+    about = f"payment {refund.payment_id}" + (
+        f" of invoice {refund.invoice_id}" if refund.invoice_id else ""
+    )
+    return LedgerPosting(
+        reference=refund.refund_id,
+        kind="credit_note",
+        customer_id=refund.customer_id,
+        currency=refund.amount.currency,
+        lines=[
+            LedgerLine(
+                description=f"Refund {refund.refund_id} of {about}",
+                quantity=Decimal(1),
+                unit_price=refund.amount.amount,
+                product_id=REFUND_LINE,
+            )
+        ],
+        total=refund.amount,
+        billing_date=on,
+        description=f"Refund {refund.refund_id} of {about} on {on.isoformat()}",
+    )
+
+
+def refund_payout(refund: Refund, method: str, applies_to: str) -> PaymentPosting:
+    """The money going back, applied to the ERP credit note of the refund: billing's own
+    credit note when one made the refund, else the refund's credit note."""
+    on = refund.created_at.date()
+    return PaymentPosting(
+        reference=refund.refund_id + PAYOUT_SUFFIX,
+        kind="refund",
+        customer_id=refund.customer_id,
+        applies_to=applies_to,
+        amount=refund.amount,
+        payment_date=on,
+        method=method,
+        description=(
+            f"Refund {refund.refund_id} paid out ({method}) for payment {refund.payment_id} "
+            f"on {on.isoformat()}"
+        ),
+    )

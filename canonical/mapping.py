@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from canonical.billing import LedgerPosting
+from canonical.billing import LedgerLine, LedgerPosting
 from canonical.payments import PaymentPosting
 
 ANY_METHOD = "*"
+# Lines ledgerbridge itself makes, booked on the mapping's own entries, not on a product's:
+# a refund made without a billing credit note (`refunds`), a support credit (`support_credits`).
+REFUND_LINE = "ledgerbridge:refund"
+SUPPORT_CREDIT_LINE = "ledgerbridge:support_credit"
 
 
 class ProductAccount(BaseModel):
@@ -41,7 +45,8 @@ class FinanceMapping(BaseModel):
     """Keys are billing ids: `products` by product id or price id (a price wins over its
     product), `tax_rates` by tax rate id, `payments` by `method/CURRENCY` (method `*` for
     any method of that currency). `refunds` names the product and account that a refund
-    made without a billing credit note is booked against."""
+    made without a billing credit note is booked against; `support_credits` those of the
+    credit notes support credits make (a contra-revenue account, as finance decides)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -51,8 +56,13 @@ class FinanceMapping(BaseModel):
     tax_rates: dict[str, TaxAccount] = Field(default_factory=dict)
     payments: dict[str, PaymentJournal] = Field(default_factory=dict)
     refunds: ProductAccount | None = None
+    support_credits: ProductAccount | None = None
 
     def product(self, product_id: str | None, price_id: str | None) -> ProductAccount | None:
+        if product_id == REFUND_LINE:
+            return self.refunds
+        if product_id == SUPPORT_CREDIT_LINE:
+            return self.support_credits
         for key in (price_id, product_id):
             if key and key in self.products:
                 return self.products[key]
@@ -75,6 +85,10 @@ class CatalogEntry(BaseModel):
     key: str = Field(description="the id or code a mapping entry names")
     name: str = ""
     active: bool = True
+    parent: str | None = Field(
+        default=None, description="what it belongs to: a price's product (a price is mapped "
+        "by its own entry or its product's)",
+    )  # fmt: skip
 
 
 class Unmapped(ValueError):
@@ -100,10 +114,7 @@ def map_document(posting: LedgerPosting, mapping: FinanceMapping) -> LedgerPosti
     for line in posting.lines:
         target = mapping.product(line.product_id, line.price_id)
         if target is None:
-            what = line.product_id or "none"
-            missing.append(
-                f"product {what} (price {line.price_id or 'none'}, line {line.description!r})"
-            )
+            missing.append(_unmapped_line(line))
             lines.append(line)
             continue
         mapped = {"erp_product": target.erp_product, "revenue_account": target.revenue_account}
@@ -133,6 +144,15 @@ def map_payment(posting: PaymentPosting, mapping: FinanceMapping) -> PaymentPost
     return posting.model_copy(
         update={"journal": target.journal, "clearing_account": target.clearing_account}
     )
+
+
+def _unmapped_line(line: LedgerLine) -> str:
+    if line.product_id == REFUND_LINE:
+        return "refunds (the [refunds] entry: ERP product and account of refunds)"
+    if line.product_id == SUPPORT_CREDIT_LINE:
+        return "support credits (the [support_credits] entry: ERP product and account)"
+    what = line.product_id or "none"
+    return f"product {what} (price {line.price_id or 'none'}, line {line.description!r})"
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -23,6 +23,11 @@ ReconClass = Literal[
     "orphan_in_erp",
     "credit_without_ticket",
     "ticket_credit_without_billing",
+    "payment_missing_in_erp",
+    "refund_missing_in_erp",
+    "payment_amount_mismatch",
+    "tax_differs",
+    "receivable_differs",
 ]
 MATCHED: Final = "matched"
 MATCHED_TO_JOURNAL: Final = "matched_to_journal"
@@ -33,7 +38,20 @@ DUPLICATE_IN_ERP: Final = "duplicate_in_erp"
 ORPHAN_IN_ERP: Final = "orphan_in_erp"
 CREDIT_WITHOUT_TICKET: Final = "credit_without_ticket"
 TICKET_CREDIT_WITHOUT_BILLING: Final = "ticket_credit_without_billing"
+# Money that moved: a payment or refund billing holds that the ERP lacks, or holds otherwise.
+# (Duplicates, orphans and journaled-but-absent payments share the documents' classes; the
+# item's kind says payment or refund.)
+PAYMENT_MISSING_IN_ERP: Final = "payment_missing_in_erp"
+REFUND_MISSING_IN_ERP: Final = "refund_missing_in_erp"
+PAYMENT_AMOUNT_MISMATCH: Final = "payment_amount_mismatch"
+# Totals compared, not documents: tax per ERP tax and currency over the documents both
+# systems hold for the period, and what each customer owes now per currency.
+TAX_DIFFERS: Final = "tax_differs"
+RECEIVABLE_DIFFERS: Final = "receivable_differs"
 CLASSES: Final[tuple[ReconClass, ...]] = get_args(ReconClass)
+# Billing's tax of a rate finance's mapping does not name is compared under this prefix and
+# the rate id: no ERP tax has such a name, so it shows as a difference naming the rate.
+UNMAPPED_TAX_PREFIX: Final = "unmapped tax rate "
 
 REMEDIES: Final[dict[ReconClass, str]] = {
     MATCHED: "None: billing and the ERP agree.",
@@ -45,10 +63,17 @@ REMEDIES: Final[dict[ReconClass, str]] = {
     ORPHAN_IN_ERP: "Finance exception: trace the ERP document's origin or reverse it.",
     CREDIT_WITHOUT_TICKET: "Finance exception: confirm who granted the credit in billing.",
     TICKET_CREDIT_WITHOUT_BILLING: "Finance exception: the requested credit never reached billing.",
+    PAYMENT_MISSING_IN_ERP: "Auto-heal: replay the invoice's payment event to its ledger.",
+    REFUND_MISSING_IN_ERP: "Auto-heal: replay the charge's refund event to the customer's ledger.",
+    PAYMENT_AMOUNT_MISMATCH: "Finance exception: correct the ERP payment or refund (amount, "
+    "currency or the document it is applied to).",
+    TAX_DIFFERS: "Finance exception: correct the ERP tax lines, or finance's tax mapping.",
+    RECEIVABLE_DIFFERS: "Finance exception: find the unposted or extra receivable entries "
+    "(the report's other items for the customer usually name them).",
 }
 # What a later healing step does with each class.
 IN_AGREEMENT: Final = frozenset({MATCHED, MATCHED_TO_JOURNAL})
-HEALABLE: Final = frozenset({MISSING_IN_ERP})
+HEALABLE: Final = frozenset({MISSING_IN_ERP, PAYMENT_MISSING_IN_ERP, REFUND_MISSING_IN_ERP})
 EXCEPTIONS: Final = frozenset(set(CLASSES) - IN_AGREEMENT - HEALABLE)
 
 

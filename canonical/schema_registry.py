@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from canonical.billing import BillingDocument, LedgerPosting, PostedDocument, Subscription
 from canonical.credit import CreditRequest
 from canonical.customer import AccountRecord, Customer
+from canonical.entitlements import Entitlements
 from canonical.events import BusinessEvent
 from canonical.finance import ExceptionContext, FinanceDecision
 from canonical.money import Money
@@ -40,6 +41,7 @@ VERSIONED_MODELS: tuple[type[BaseModel], ...] = (
     Refund,
     PaymentPosting,
     PostedPayment,
+    Entitlements,
 )
 
 

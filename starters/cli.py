@@ -15,6 +15,8 @@ from typing import Any
 from adapters.settings import Settings
 from starters.console import ApiCallFailed, call_api, echo, fail, table
 from starters.inbox import add_parsers, cmd_credits, cmd_finance
+from starters.mapping_commands import add_parsers as add_mapping_parsers
+from starters.mapping_commands import cmd_mapping
 from starters.recon_commands import add_parsers as add_recon_parsers
 from starters.recon_commands import cmd_recon
 
@@ -261,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the integration store schema up to date")
     add_parsers(sub)
     add_recon_parsers(sub)
+    add_mapping_parsers(sub)
     replay = sub.add_parser(
         "replay", help="feed past billing events through the webhook path (backfill, outages)"
     )
@@ -290,6 +293,7 @@ COMMANDS = {
     "finance": cmd_finance,
     "credits": cmd_credits,
     "recon": cmd_recon,
+    "mapping": cmd_mapping,
     "replay": cmd_replay,
     "erp": cmd_erp,
     "bench": cmd_bench,

@@ -75,12 +75,18 @@ def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | No
                       params=params).json()  # fmt: skip
     echo(f"{report['run_id']}: {report['period_start'][:10]} to {report['period_end'][:10]}, "
          f"{report['status']}; loaded {report['loaded']}")  # fmt: skip
+    # Per kind where the run kept it: a class holds documents, payments, taxes alike.
+    by_kind = report.get("totals_by_kind") or {
+        cls_name: {"-": by_currency} for cls_name, by_currency in report["totals"].items()
+    }
     totals = [
-        (cls_name, currency, figure["count"], figure["amount"])
-        for cls_name, by_currency in report["totals"].items()
+        (cls_name, kind, currency, figure["count"], figure["amount"])
+        for cls_name, kinds in by_kind.items()
+        for kind, by_currency in kinds.items()
         for currency, figure in by_currency.items()
     ]
-    echo(table(("class", "currency", "items", "amount"), totals or [("-", "-", 0, "0")]))
+    echo(table(("class", "kind", "currency", "items", "amount"),
+               totals or [("-", "-", "-", 0, "0")]))  # fmt: skip
     items = list(report["items"])
     after = report["next_after_id"]
     while csv_path and after is not None:  # the CSV holds every item, page after page
@@ -92,9 +98,10 @@ def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | No
     differences = [i for i in items if i["classification"] not in ("matched", "matched_to_journal")]
     if differences:
         echo(table(
-            ("class", "reference", "customer", "amount", "outcome", "detail"),
-            [(i["classification"], i["reference"] or i["case_id"] or "-", i["customer_id"] or "-",
-              money(i), i["outcome"] or "-", (i["detail"] or "")[:60])
+            ("class", "kind", "reference", "customer", "amount", "ERP", "outcome", "detail"),
+            [(i["classification"], i.get("kind") or "-", i["reference"] or i["case_id"] or "-",
+              i["customer_id"] or "-", money(i), _erp_figure(i), i["outcome"] or "-",
+              (i["detail"] or "")[:60])
              for i in differences[:50]],
         ))  # fmt: skip
     if csv_path:
@@ -103,10 +110,18 @@ def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | No
     return 0
 
 
+def _erp_figure(item: dict[str, Any]) -> str:
+    """What the ERP holds against billing's amount: how far apart a mismatch, a tax or a
+    receivable is, at a glance."""
+    erp = item.get("erp_amount")
+    return "-" if erp is None else money({"amount": erp, "currency": item["currency"]})
+
+
 def _write_csv(path: Path, items: list[dict[str, Any]]) -> None:
-    columns = ["id", "classification", "reference", "customer_id", "currency", "amount",
-               "billing_amount", "erp_amount", "erp_document_ids", "case_id", "detail", "remedy",
-               "outcome", "outcome_ref"]  # fmt: skip
+    columns = ["id", "classification", "kind", "reference", "customer_id", "currency", "amount",
+               "billing_amount", "erp_amount", "journal_amount", "billing_document_id",
+               "erp_document_ids", "case_id", "detail", "remedy", "outcome",
+               "outcome_ref"]  # fmt: skip
     with path.open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

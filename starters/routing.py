@@ -30,12 +30,33 @@ __all__ = [
 ]
 
 ACCOUNT_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+# Events that change what a customer is entitled to: account sync carries it to support
+# (besides the ledger, for those the ledger also takes).
+ENTITLEMENT_EVENTS = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+        "invoice.paid",
+        "invoice.payment_failed",
+    }
+)
 # Events whose document may change what the ERP must hold; drafts (invoice.created) never do.
-LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription"]] = {
+# An invoice's payment events feed its ledger as invoice events: the ledger then reads the
+# invoice's payments from billing and posts each paid one after the invoice itself. A
+# charge's refunds feed the customer's ledger (a charge names no subscription). The other
+# money events (payment_intent.*, charge.succeeded, refund.*, invoice_payment.*) are
+# acknowledged and start nothing: the invoice and charge events above bring the same facts.
+LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription", "charge"]] = {
     "invoice.finalized": "invoice",
     "invoice.paid": "invoice",
+    "invoice.payment_succeeded": "invoice",
+    "invoice.payment_failed": "invoice",
     "invoice.voided": "invoice",
     "invoice.marked_uncollectible": "invoice",
+    "charge.refunded": "charge",
     "credit_note.created": "credit_note",
     "credit_note.voided": "credit_note",
     "customer.subscription.created": "subscription",
@@ -45,7 +66,11 @@ LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription"]] = {
 
 
 def account_sync_start(
-    customer_id: str, request_id: str, reason: str, correlation_id: str
+    customer_id: str,
+    request_id: str,
+    reason: str,
+    correlation_id: str,
+    subscription_id: str | None = None,
 ) -> ProcessStart:
     return ProcessStart(
         workflow=AccountSyncWorkflow.run,
@@ -53,7 +78,10 @@ def account_sync_start(
         input=AccountSyncInput(customer_id=customer_id),
         signal="sync_requested",
         signal_input=SyncRequest(
-            request_id=request_id, reason=reason, correlation_id=correlation_id
+            request_id=request_id,
+            reason=reason,
+            correlation_id=correlation_id,
+            subscription_id=subscription_id,
         ),
         search_attributes=visibility.start_attributes(
             ACCOUNT_SYNC, "queued", customer_id=customer_id, correlation_id=correlation_id
@@ -79,7 +107,9 @@ def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessS
         correlation_id=event.correlation_id,
         document_number=obj.get("number") if isinstance(obj.get("number"), str) else None,
     )
-    return ledger_feed(ref, event.subject.subscription_id, ledger_currencies)
+    # A charge's refunds belong to no subscription: the customer's ledger posts them.
+    subscription_id = None if kind == "charge" else event.subject.subscription_id
+    return ledger_feed(ref, subscription_id, ledger_currencies)
 
 
 def credit_start(
@@ -105,10 +135,26 @@ def credit_start(
     )
 
 
-def route_billing_event(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessStart | None:
-    """The process a billing event belongs to; None for events no process handles."""
-    if event.type in ACCOUNT_EVENTS and event.subject.customer_id:
-        return account_sync_start(
-            event.subject.customer_id, event.event_id, event.type, event.correlation_id
+def route_billing_event(event: BusinessEvent, ledger_currencies: list[str]) -> list[ProcessStart]:
+    """The processes a billing event starts or feeds, the ledger first; empty for events no
+    process handles. A subscription or payment event feeds its ledger and asks account sync
+    to carry the customer's entitlements to support: the caller starts each and acknowledges
+    the event only once Temporal has accepted them all."""
+    customer_id = event.subject.customer_id
+    if event.type in ACCOUNT_EVENTS and customer_id:
+        return [account_sync_start(customer_id, event.event_id, event.type, event.correlation_id)]
+    starts = []
+    ledger = ledger_start(event, ledger_currencies)
+    if ledger is not None:
+        starts.append(ledger)
+    if event.type in ENTITLEMENT_EVENTS and customer_id:
+        subscription_id = event.subject.subscription_id
+        if event.type.startswith("customer.subscription."):
+            obj = event.data.get("object", {})
+            subscription_id = subscription_id or (obj.get("id") if isinstance(obj, dict) else None)
+        starts.append(
+            account_sync_start(
+                customer_id, event.event_id, event.type, event.correlation_id, subscription_id
+            )
         )
-    return ledger_start(event, ledger_currencies)
+    return starts

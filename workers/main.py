@@ -23,7 +23,12 @@ from activities.accounts import (
     StoreAccountActivities,
     SupportAccountActivities,
 )
-from activities.amendments import BillingDocumentActivities, ErpPostingActivities, JournalActivities
+from activities.amendments import (
+    BillingDocumentActivities,
+    ErpPostingActivities,
+    FinanceMappingSource,
+    JournalActivities,
+)
 from activities.audit import AuditActivities
 from activities.credits import (
     BillingCreditActivities,
@@ -31,6 +36,7 @@ from activities.credits import (
     CreditJournalActivities,
     SupportCaseActivities,
 )
+from activities.payments import BillingPaymentActivities
 from activities.reconciliation import (
     BillingReconciliationActivities,
     ErpReconciliationActivities,
@@ -39,6 +45,7 @@ from activities.reconciliation import (
 )
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
+from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
 from adapters.task_queues import SYSTEM_QUEUES, task_queue
 from adapters.temporal import connect_for
@@ -110,8 +117,11 @@ class QueueLimits:
         }
 
 
-def activity_groups(adapters: Adapters) -> list[SystemActivities]:
-    """Every activity class, wired to the adapters it calls."""
+def activity_groups(
+    adapters: Adapters, finance_mapping: FinanceMappingSource | None = None
+) -> list[SystemActivities]:
+    """Every activity class, wired to the adapters it calls (and the ERP postings to
+    finance's mapping: without one, every posting goes to finance naming the gap)."""
     return [
         StoreAccountActivities(adapters.store),
         AuditActivities(adapters.store),
@@ -120,32 +130,39 @@ def activity_groups(adapters: Adapters) -> list[SystemActivities]:
         ReconciliationStoreActivities(adapters.store),
         BillingAccountActivities(adapters.billing),
         BillingDocumentActivities(adapters.billing),
+        BillingPaymentActivities(adapters.billing),
         BillingCreditActivities(adapters.billing),
-        BillingReconciliationActivities(adapters.store, adapters.billing),
+        BillingReconciliationActivities(adapters.store, adapters.billing, finance_mapping),
         CreditFactsActivities(adapters.support, adapters.billing, adapters.ledger, adapters.store),
         SupportAccountActivities(adapters.support),
         SupportCaseActivities(adapters.support),
         SupportReconciliationActivities(adapters.store, adapters.support),
         ErpAccountActivities(adapters.ledger),
-        ErpPostingActivities(adapters.ledger),
+        ErpPostingActivities(adapters.ledger, finance_mapping),
         ErpReconciliationActivities(adapters.store, adapters.ledger),
     ]
 
 
-def activities_by_queue(adapters: Adapters) -> dict[str, list[Callable[..., Any]]]:
+def activities_by_queue(
+    adapters: Adapters, finance_mapping: FinanceMappingSource | None = None
+) -> dict[str, list[Callable[..., Any]]]:
     """Every activity, under the queue of the system its class declares ("" is the workflow
     queue, where activities on our own store run)."""
     by_queue: dict[str, list[Callable[..., Any]]] = {"": [], **{q: [] for q in SYSTEM_QUEUES}}
-    for group in activity_groups(adapters):
+    for group in activity_groups(adapters, finance_mapping):
         by_queue["" if group.system == "store" else group.system].extend(group.activities())
     return by_queue
 
 
 def build_workers(
-    client: Client, adapters: Adapters, prefix: str = "", limits: QueueLimits | None = None
+    client: Client,
+    adapters: Adapters,
+    prefix: str = "",
+    limits: QueueLimits | None = None,
+    finance_mapping: FinanceMappingSource | None = None,
 ) -> list[Worker]:
     limits = limits or QueueLimits()
-    activities = activities_by_queue(adapters)
+    activities = activities_by_queue(adapters, finance_mapping)
     store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-activity")
     options = limits.worker_options()
     return [
@@ -174,7 +191,9 @@ async def run_workers(settings: Settings) -> None:
     client = await connect_for(settings, wait_seconds=60)
     adapters = build_adapters(settings)
     limits = QueueLimits.from_settings(settings)
-    workers = build_workers(client, adapters, settings.task_queue_prefix, limits)
+    # Re-read whenever finance changes it: a fix and a `retry` are enough, no restart.
+    finance_mapping = MappingFile(settings.resolved_finance_mapping())
+    workers = build_workers(client, adapters, settings.task_queue_prefix, limits, finance_mapping)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,11 @@
 Workflow id `account/{customer_id}`. Webhooks and the API signal-with-start it; requests that
 arrive while a pass runs are coalesced into one more pass, which re-reads billing, so the
 newest state always wins whatever order the events came in.
+
+Each pass also carries the customer's entitlements (plan, subscription status, paid-through
+date) from billing to the support organization, so billing's subscription and payment events
+request a sync too: an agent then sees a past-due or canceled customer, and the credit policy
+reads its standing there.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.accounts import (
         BillingAccountActivities,
+        BillingEntitlementsInput,
         EnsureOrganizationInput,
         EnsurePartyInput,
         ErpAccountActivities,
@@ -23,14 +29,19 @@ with workflow.unsafe.imports_passed_through():
         RecordAccountLinksInput,
         StoreAccountActivities,
         SupportAccountActivities,
+        SupportEntitlementsInput,
+        WriteEntitlementsInput,
     )
     from adapters import visibility
     from canonical import AccountRecord, Customer
+    from canonical.entitlements import Entitlements
     from workflows.activity_options import run_activity
 
 PROCESS = "account_sync"
 # Remember this many handled request ids per run; a run rarely sees more than a handful.
 SEEN_LIMIT = 1000
+# Runs started since carry entitlements to support on every pass; older ones replay without.
+ENTITLEMENTS_PATCH = "account-entitlements"
 
 
 def account_workflow_id(customer_id: str) -> str:
@@ -44,6 +55,9 @@ class SyncRequest(BaseModel):
     reason: str = Field(description="e.g. customer.updated, api")
     correlation_id: str
     requested_at: datetime | None = None
+    subscription_id: str | None = Field(
+        default=None, description="the subscription a billing event named, if any"
+    )
 
 
 class AccountSyncInput(BaseModel):
@@ -57,6 +71,7 @@ class AccountSyncResult(BaseModel):
     passes: int
     handled_requests: list[str]
     records: list[AccountRecord] = []
+    entitlements: Entitlements | None = None
 
 
 class AccountSyncStatus(BaseModel):
@@ -65,6 +80,7 @@ class AccountSyncStatus(BaseModel):
     passes: int
     pending_requests: int
     records: list[AccountRecord]
+    entitlements: Entitlements | None = None
 
 
 @workflow.defn(name="AccountSync")
@@ -75,6 +91,7 @@ class AccountSyncWorkflow:
         self._passes = 0
         self._status = "idle"
         self._records: list[AccountRecord] = []
+        self._entitlements: Entitlements | None = None
         self._customer_id = ""
 
     @workflow.run
@@ -98,6 +115,7 @@ class AccountSyncWorkflow:
             passes=self._passes,
             handled_requests=self._handled,
             records=self._records,
+            entitlements=self._entitlements,
         )
 
     @workflow.signal(name="sync_requested")
@@ -117,6 +135,7 @@ class AccountSyncWorkflow:
             passes=self._passes,
             pending_requests=len(self._pending),
             records=self._records,
+            entitlements=self._entitlements,
         )
 
     async def _sync_pass(self, batch: list[SyncRequest]) -> None:
@@ -143,11 +162,40 @@ class AccountSyncWorkflow:
                 workflow_id=workflow.info().workflow_id,
             ),
         )
+        standing = ""
+        if workflow.patched(ENTITLEMENTS_PATCH):
+            self._entitlements = await self._carry_entitlements(batch)
+            standing = f"; entitlements: {self._entitlements.describe()}"
         self._set_status("in_sync", correlation_id)
         workflow.set_current_details(
             f"In sync after pass {self._passes}: ERP party {party.external_id}, "
-            f"support organization {organization.external_id}"
+            f"support organization {organization.external_id}{standing}"
         )
+
+    async def _carry_entitlements(self, batch: list[SyncRequest]) -> Entitlements:
+        """Billing's view of the customer's standing, written to its support organization
+        when it says otherwise. The subscription support last showed is read again, so a
+        sync that no subscription event asked for still sees it canceled."""
+        shown = await run_activity(
+            SupportAccountActivities.read_support_entitlements,
+            SupportEntitlementsInput(customer_id=self._customer_id),
+        )
+        named = [r.subscription_id for r in batch if r.subscription_id]
+        if shown is not None and shown.subscription_id:
+            named.append(shown.subscription_id)
+        billing_view = await run_activity(
+            BillingAccountActivities.read_billing_entitlements,
+            BillingEntitlementsInput(
+                customer_id=self._customer_id, subscription_ids=named, as_of=workflow.now()
+            ),
+        )
+        if billing_view.same_standing(shown):
+            return billing_view
+        written = await run_activity(
+            SupportAccountActivities.write_support_entitlements,
+            WriteEntitlementsInput(entitlements=billing_view),
+        )
+        return written.entitlements
 
     async def _fetch_customer(self) -> Customer | None:
         try:

@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         CreditRequest,
         CreditState,
     )
+    from canonical.mapping import SUPPORT_CREDIT_LINE
     from workflows.activity_options import StepFailed, call_system, run_activity
     from workflows.credit_policy import approval_refusal, assess, eligibility_problems
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
@@ -66,6 +67,8 @@ with workflow.unsafe.imports_passed_through():
 PROCESS = "case_to_credit"
 # Runs started since read the credit facts in one activity; older ones replay step by step.
 CREDIT_FACTS_ONCE = "credit-facts-once"
+# Runs started since decide on the customer's standing as support's entitlements show it.
+STANDING_FROM_ENTITLEMENTS = "credit-standing-from-entitlements"
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 EXPIRE_AFTER = timedelta(days=7)
@@ -95,10 +98,11 @@ class CaseToCreditWorkflow:
         facts = await self._gather_facts(credit)
         customer_id, subscription = facts.case.customer_id, facts.subscription
         recent = facts.credited_last_90_days
-        problems = eligibility_problems(credit, subscription, customer_id)
+        standing = facts.entitlements if workflow.patched(STANDING_FROM_ENTITLEMENTS) else None
+        problems = eligibility_problems(credit, subscription, customer_id, standing)
         if problems or subscription is None or customer_id is None or recent is None:
             return await self._finish_rejected("; ".join(problems))
-        self._assessment = assess(credit, subscription, recent, request.policy)
+        self._assessment = assess(credit, subscription, recent, request.policy, standing)
         if self._assessment.outcome == "reject":
             return await self._finish_rejected("; ".join(self._assessment.reasons))
         if self._assessment.outcome == "needs_approval" and not await self._approved():
@@ -309,6 +313,8 @@ class CaseToCreditWorkflow:
                     description=f"Support credit, case {credit.case_id}: {credit.reason}",
                     quantity=Decimal(1),
                     unit_price=credit.amount.amount,
+                    # Booked on finance's [support_credits] entry of the mapping.
+                    product_id=SUPPORT_CREDIT_LINE,
                 )
             ],
             total=credit.amount,

@@ -6,18 +6,26 @@ from decimal import Decimal
 
 from canonical import Money, Subscription
 from canonical.credit import CreditAssessment, CreditPolicy, CreditRequest
+from canonical.entitlements import SERVING, Entitlements
 
-ACTIVE = ("active", "trialing", "past_due")
+ACTIVE = SERVING
 
 
 def eligibility_problems(
-    request: CreditRequest, subscription: Subscription | None, customer_id: str | None
+    request: CreditRequest,
+    subscription: Subscription | None,
+    customer_id: str | None,
+    standing: Entitlements | None = None,
 ) -> list[str]:
-    """Why this customer cannot receive a credit at all (empty: eligible)."""
+    """Why this customer cannot receive a credit at all (empty: eligible). `standing` is the
+    customer's entitlements as support shows them: when given, its status decides (the one
+    place an agent and the policy both read); the subscription then only gives the amounts."""
     problems = []
     if customer_id is None:
         problems.append(f"organization {request.organization_id} is not mapped to a customer")
-    if subscription is None or subscription.status not in ACTIVE:
+    if standing is not None and standing.status not in ACTIVE:
+        problems.append(f"the customer's subscription is not in service: {standing.describe()}")
+    elif subscription is None or subscription.status not in ACTIVE:
         problems.append("the customer has no active subscription")
     elif subscription.currency != request.amount.currency:
         problems.append(
@@ -32,8 +40,36 @@ def assess(
     subscription: Subscription,
     credited_last_90_days: Money,
     policy: CreditPolicy,
+    standing: Entitlements | None = None,
 ) -> CreditAssessment:
-    """Reject, approve at once, or ask finance: caps first, then the threshold."""
+    """Reject, approve at once, or ask finance: caps first, then the threshold; a past-due
+    customer (by `standing`, support's entitlements) never gets a credit without finance."""
+    assessment = _assess_amount(request, subscription, credited_last_90_days, policy)
+    if (
+        assessment.outcome == "auto_approve"
+        and standing is not None
+        and standing.status == "past_due"
+        and policy.past_due_needs_approval
+    ):
+        return assessment.model_copy(
+            update={
+                "outcome": "needs_approval",
+                "reasons": [
+                    f"the customer is past due ({standing.describe()}): finance approves "
+                    "its credits",
+                    *assessment.reasons,
+                ],
+            }
+        )
+    return assessment
+
+
+def _assess_amount(
+    request: CreditRequest,
+    subscription: Subscription,
+    credited_last_90_days: Money,
+    policy: CreditPolicy,
+) -> CreditAssessment:
     amount = request.amount
     monthly = subscription.monthly_recurring()
     context = {"monthly_recurring": monthly, "credited_last_90_days": credited_last_90_days}

@@ -1,7 +1,8 @@
 """Business rules that decide, as pure functions: unit-tested without Temporal.
 
 Amendment-to-ERP: whether a billing document may be posted (which ERP documents it needs is
-`canonical.ledger.required_postings`, read by reconciliation too).
+`canonical.ledger.required_postings`, read by reconciliation too), and whether an invoice's
+payments and a charge's refunds may be.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
-from canonical import BillingDocument
+from canonical import BillingDocument, Payment, Refund
 
 # Why billing made an invoice: the subscription changes we know how to book. Anything else
 # (metered thresholds, quotes, a reason billing adds later) goes to finance, not the ledger.
@@ -75,14 +76,92 @@ def check_postable(
                 message=f"lines add up to {lines_total}, subtotal says {document.subtotal.amount}",
             )
         )
-    if document.subtotal.amount + document.tax.amount != document.total.amount:
+    # Billing's subtotal already holds inclusive tax; only exclusive tax comes on top.
+    inclusive = sum((t.amount.amount for t in document.tax_lines if t.inclusive), Decimal(0))
+    exclusive = document.tax.amount - inclusive
+    if document.subtotal.amount + exclusive != document.total.amount:
         violations.append(
             PolicyViolation(
                 code="total_inconsistent",
                 message=(
-                    f"subtotal {document.subtotal.amount} + tax {document.tax.amount} "
+                    f"subtotal {document.subtotal.amount} + exclusive tax {exclusive} "
                     f"!= total {document.total.amount}"
                 ),
+            )
+        )
+    return violations
+
+
+def check_payments(invoice: BillingDocument, payments: list[Payment]) -> list[PolicyViolation]:
+    """Everything wrong with an invoice's payments before any reaches the ledger: billing's
+    own figures must agree before the ERP is asked (it refuses an overpayment too)."""
+    violations: list[PolicyViolation] = []
+    paid = [p for p in payments if p.status == "paid"]
+    for payment in paid:
+        where = f"payment {payment.payment_id}"
+        if payment.invoice_id != invoice.document_id:
+            violations.append(PolicyViolation(
+                code="payment_of_another_invoice",
+                message=f"{where} pays {payment.invoice_id}, not {invoice.document_id}",
+            ))  # fmt: skip
+        if payment.amount.currency != invoice.currency:
+            violations.append(PolicyViolation(
+                code="mixed_currency",
+                message=f"{where} is in {payment.amount.currency}, the invoice in "
+                f"{invoice.currency}",
+            ))  # fmt: skip
+        if payment.amount.amount < 0:
+            violations.append(PolicyViolation(
+                code="negative_payment", message=f"{where} is of {payment.amount}"
+            ))  # fmt: skip
+        if payment.paid_at is None:
+            violations.append(PolicyViolation(
+                code="payment_without_date", message=f"{where} is paid but has no payment date"
+            ))  # fmt: skip
+    if violations:
+        return violations
+    paid_total = sum((p.amount.amount for p in paid), Decimal(0))
+    if paid and paid_total > invoice.total.amount:
+        violations.append(
+            PolicyViolation(
+                code="overpayment",
+                message=f"payments of {paid_total} {invoice.currency} exceed the invoice "
+                f"total {invoice.total.amount}",
+            )
+        )
+    return violations
+
+
+def check_refund(refund: Refund, payment: Payment, refunds: list[Refund]) -> list[PolicyViolation]:
+    """Everything wrong with a succeeded refund of `payment`, given the charge's refunds
+    (oldest first, this one among them): billing refuses a refund larger than what it gives
+    back, so one that shows up anyway is for finance, never posted."""
+    violations: list[PolicyViolation] = []
+    where = f"refund {refund.refund_id}"
+    if refund.amount.currency != payment.amount.currency:
+        violations.append(PolicyViolation(
+            code="mixed_currency",
+            message=f"{where} is in {refund.amount.currency}, payment {payment.payment_id} "
+            f"in {payment.amount.currency}",
+        ))  # fmt: skip
+        return violations
+    if refund.amount.amount <= 0:
+        violations.append(PolicyViolation(
+            code="refund_of_nothing", message=f"{where} is of {refund.amount}"
+        ))  # fmt: skip
+    given_back = Decimal(0)
+    for other in refunds:
+        if other.status == "succeeded" and other.payment_id == refund.payment_id:
+            given_back += other.amount.amount
+        if other.refund_id == refund.refund_id:
+            break
+    if given_back > payment.amount.amount:
+        violations.append(
+            PolicyViolation(
+                code="refund_exceeds_payment",
+                message=f"refunds of payment {payment.payment_id} up to {where} give back "
+                f"{given_back} {refund.amount.currency}, more than its "
+                f"{payment.amount.amount} paid",
             )
         )
     return violations

@@ -1,6 +1,7 @@
 """Reconciliation: billing, the ERP and our posting journal compared for a period
-(`recon/{period}`), differences classified in SQL, the missing postings replayed through the
-normal posting path, everything else handed to finance.
+(`recon/{period}`): documents, payments and refunds, tax per rate, and each customer's open
+receivable. Differences are classified in SQL, the missing postings, payments and refunds
+replayed through the normal posting path, everything else handed to finance.
 
 The history holds page cursors and counts, never documents: each loader activity writes its
 page into the store's staging tables. Long ranges continue as new between pages, carrying
@@ -45,19 +46,30 @@ A = TypeVar("A")
 R = TypeVar("R")
 PROCESS = "reconciliation"
 # Where each source is read. The three systems are read side by side, each chain in its
-# order: the journal snapshot needs billing's references, so it closes billing's chain.
+# order: the journal snapshot needs billing's references (documents, payments, refunds), so
+# it comes after them; what customers owe is read last on both sides, near in time.
 SYSTEM_OF = {"invoices": "billing", "credit_notes": "billing", "balance_credits": "billing",
-             "journal": "", "erp": "erp", "tickets": "support"}  # fmt: skip
+             "payments": "billing", "refunds": "billing", "journal": "",
+             "receivables": "billing", "erp": "erp", "erp_payments": "erp",
+             "erp_receivables": "erp", "tickets": "support"}  # fmt: skip
 LOADER_OF: dict[str, Callable[[Any, LoadPageInput], Awaitable[PageLoaded]]] = {
     "billing": BillingReconciliationActivities.load_billing_page,
     "erp": ErpReconciliationActivities.load_erp_page,
     "support": SupportReconciliationActivities.load_ticket_page,
 }
 CHAINS: tuple[tuple[str, ...], ...] = (
+    ("invoices", "credit_notes", "balance_credits", "payments", "refunds", "journal",
+     "receivables"),
+    ("erp", "erp_payments", "erp_receivables"),
+    ("tickets",),
+)  # fmt: skip
+# Runs started before payments, refunds, tax and receivables were reconciled read these.
+DOCUMENT_CHAINS: tuple[tuple[str, ...], ...] = (
     ("invoices", "credit_notes", "balance_credits", "journal"),
     ("erp",),
     ("tickets",),
 )
+MONEY_PATCH = "recon-payments-tax-receivables"
 PAGE_CALL: dict[str, Any] = {**SAAS_CALL, "start_to_close_timeout": timedelta(minutes=5)}
 # Classifying 100,000 rows takes seconds; a slow SQLite file may take longer.
 RECON_STORE_CALL: dict[str, Any] = {**STORE_CALL, "start_to_close_timeout": timedelta(minutes=10)}
@@ -95,7 +107,7 @@ class ReconciliationInput(BaseModel):
     # None: the UTC day before the run starts (the nightly schedule's case).
     period_start: datetime | None = None
     period_end: datetime | None = None
-    heal_limit: int = 50  # missing postings replayed per run
+    heal_limit: int = 50  # missing postings, payments and refunds replayed per run
     exception_limit: int = 20  # finance exceptions opened per run (the report holds the rest)
     page_size: int = 200
     ledger_currencies: list[str] = ["USD"]
@@ -191,6 +203,7 @@ class ReconciliationWorkflow:
         """Read every source; past the history budget, every chain stops after its page in
         flight and the run continues as new from the cursors."""
         self._set_status("loading", f"Loading billing, ERP and tickets for {progress.run_id}")
+        chains = CHAINS if workflow.patched(MONEY_PATCH) else DOCUMENT_CHAINS
         budget_spent = False
 
         async def read(chain: tuple[str, ...]) -> None:
@@ -208,8 +221,9 @@ class ReconciliationWorkflow:
                     history = workflow.info().get_current_history_length()
                     budget_spent = history > request.continue_after_events
 
-        await asyncio.gather(*(read(chain) for chain in CHAINS))
-        if budget_spent and len(progress.done) < len(SYSTEM_OF):
+        await asyncio.gather(*(read(chain) for chain in chains))
+        unread = [s for chain in chains for s in chain if s not in progress.done]
+        if budget_spent and unread:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(request.model_copy(update={"progress": progress}))
 
@@ -238,7 +252,7 @@ class ReconciliationWorkflow:
         missing = await self._findings(progress.run_id, sorted(HEALABLE), request.heal_limit)
         if not missing:
             return 0, 0
-        self._set_status("healing", f"Replaying {len(missing)} missing posting(s)")
+        self._set_status("healing", f"Replaying {len(missing)} missing posting(s) or payment(s)")
         healed = unhealed = 0
         for finding in missing:
             outcome = await run_activity(
@@ -267,7 +281,8 @@ class ReconciliationWorkflow:
             await open_finance_exception(
                 self._context(progress, finding),
                 exception_id,
-                f"Reconciliation: {finding.classification} {finding.reference or finding.case_id}",
+                f"Reconciliation: {finding.classification} "
+                f"{finding.reference or finding.case_id or finding.customer_id}",
             )
             await self._mark(finding, "exception_opened", exception_id)
             opened.append(exception_id)

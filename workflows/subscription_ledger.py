@@ -7,12 +7,21 @@ refetches the document from billing, so it always posts what billing holds now. 
 posting is idempotent by reference (journal first, then the ERP's own lookup), so a retry
 after a lost answer or a killed worker never makes a second document. A failure that no
 retry cures opens a finance exception and holds the later events until finance decides.
+
+Money that moved travels the same way. After an invoice's own postings the workflow reads
+the invoice's payments from billing and posts each paid one it has not journaled, so a
+payment never reaches the ERP before its invoice; an invoice is settled only once it is
+paid and its payments are in the ERP. A charge's refunds (the customer's ledger gets them)
+wait, bounded, for the payment they give back to be journaled, then post the payment out
+against billing's credit note or, when none made the refund, against a refund credit note
+posted first. Every ERP posting maps through finance's mapping in the ERP activity.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -37,7 +46,13 @@ with workflow.unsafe.imports_passed_through():
         JournalEntry,
         JournalLookupInput,
         PostDocumentInput,
+        PostPaymentInput,
         RecordJournalInput,
+    )
+    from activities.payments import (
+        BillingPaymentActivities,
+        ChargeRefundsInput,
+        InvoicePaymentsInput,
     )
     from adapters import visibility
     from canonical import (
@@ -47,19 +62,27 @@ with workflow.unsafe.imports_passed_through():
         FinanceDecision,
         LedgerPosting,
         Money,
+        Payment,
+        PaymentPosting,
+        Refund,
         Subscription,
     )
     from canonical.ledger import (
         BILLING_EVENT_SIGNAL,
+        HEAL_EVENT_PREFIX,
         LEDGER_PROCESS,
         LEDGER_WORKFLOW,
+        PAYOUT_SUFFIX,
         BillingEventRef,
         SubscriptionLedgerInput,
+        payment_postings,
+        refund_credit_note,
+        refund_payout,
         required_postings,
     )
     from workflows.activity_options import StepFailed, call_system, run_activity
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
-    from workflows.policy import check_postable
+    from workflows.policy import PolicyViolation, check_payments, check_postable, check_refund
 
 PROCESS = LEDGER_PROCESS
 # Stripe delivers out of order within seconds; waiting this long after the first event of a
@@ -68,6 +91,22 @@ REORDER_WINDOW = timedelta(seconds=2)
 IDLE_BEFORE_FRESH_HISTORY = timedelta(days=7)
 SEEN_LIMIT = 1000
 DECISIONS_FOR_POSTING: list[Decision] = ["retry", "resolve_manually", "reject"]
+DECISION_EFFECTS: dict[Decision, str] = {
+    "retry": "read billing again and post what is still missing, on finance's mapping as it "
+    "is then",
+    "resolve_manually": "finance posted it in the ERP by hand: it is journaled under the ERP "
+    "number given, and the ledger goes on",
+    "reject": "it is not posted; the audit trail says so and the ledger goes on",
+}
+# Runs started since post payments and settle an invoice only once they are in the ERP; runs
+# recorded before settle a paid invoice at once (they replay unchanged).
+PAYMENTS_PATCH = "ledger-payments"
+MONEY_KINDS = ("payment", "refund")
+# A refund waits this long, checking with backoff, for the payment (or billing credit note)
+# it gives back to reach the ERP through its own ledger; then finance is asked.
+POSTING_WAIT_LIMIT = timedelta(hours=1)
+POSTING_WAIT_FIRST = timedelta(seconds=30)
+POSTING_WAIT_LONGEST = timedelta(minutes=10)
 
 
 class LedgerStatus(BaseModel):
@@ -96,6 +135,11 @@ class SubscriptionLedgerWorkflow:
         self._current_document: str | None = None
         self._current_kind = "invoice"
         self._current_amount: Money | None = None
+        # Payments and refunds: the invoice they settle, what finance sees of them, and what
+        # `resolve_manually` journals: (reference, document type, customer, amount).
+        self._current_invoice: str | None = None
+        self._current_details: dict[str, Any] = {}
+        self._manual_journal: list[tuple[str, str, str, Money]] = []
         self._input: SubscriptionLedgerInput | None = None
 
     @workflow.run
@@ -174,7 +218,9 @@ class SubscriptionLedgerWorkflow:
             if decision.decision == "retry":
                 continue
             failed_document = self._current_document
-            if decision.decision == "resolve_manually" and failed_document:
+            if decision.decision == "resolve_manually" and self._current_kind in MONEY_KINDS:
+                await self._journal_money_manually(event, decision)
+            elif decision.decision == "resolve_manually" and failed_document:
                 await self._journal_manual(failed_document, event, decision)
             # reject: finance decided it is not to be posted; the audit trail says so. Either
             # way the document is done with, also when a later invoice looks back at it.
@@ -187,6 +233,14 @@ class SubscriptionLedgerWorkflow:
         self._current_document = event.object_id if event.object_kind != "subscription" else None
         self._current_kind = "credit_note" if event.object_kind == "credit_note" else "invoice"
         self._current_amount = None
+        self._current_invoice = None
+        self._current_details = {}
+        self._manual_journal = []
+        if event.object_kind == "charge":
+            self._current_kind = "refund"
+            self._set_status("posting", f"Posting the refunds of charge {event.object_id}")
+            await self._apply_refunds(event)
+            return
         if event.object_kind == "subscription":
             subscription = await self._fetch_subscription(event.object_id)
             self._subscription_canceled = subscription.status == "canceled"
@@ -204,7 +258,7 @@ class SubscriptionLedgerWorkflow:
         await self._apply_document(document, event)
 
     async def _apply_document(self, document: BillingDocument, event: BillingEventRef) -> None:
-        if document.document_id in self._settled:
+        if document.document_id in self._settled and not self._healing(event):
             return
         self._current_document = document.document_id
         self._current_kind = document.kind
@@ -224,9 +278,22 @@ class SubscriptionLedgerWorkflow:
         for posting in required_postings(document):
             if await self._journaled(posting.reference) is None:
                 await self._post(posting, event)
-        if document.kind == "invoice" and document.status in ("paid", "void"):
-            # Billing can do nothing more to a paid or voided invoice that reaches the ledger.
+        if document.kind != "invoice":
+            return
+        # Billing can do nothing more to a voided invoice, nor to a paid one once its
+        # payments are in the ERP.
+        if document.status == "void":
             self._settle(document.document_id)
+        elif workflow.patched(PAYMENTS_PATCH):
+            if await self._post_payments(document, event) and document.status == "paid":
+                self._settle(document.document_id)
+        elif document.status == "paid":
+            self._settle(document.document_id)
+
+    def _healing(self, event: BillingEventRef) -> bool:
+        """Reconciliation replays a settled document when something behind it is missing
+        (e.g. a payment): journal lookups keep that idempotent."""
+        return event.event_id.startswith(HEAL_EVENT_PREFIX) and workflow.patched(PAYMENTS_PATCH)
 
     def _settle(self, document_id: str) -> None:
         self._settled = [*self._settled, document_id][-SEEN_LIMIT:]
@@ -242,6 +309,180 @@ class SubscriptionLedgerWorkflow:
         workflow.logger.info(
             "posted %s as ERP %s %s", posting.reference, posting.kind, posted.erp_number
         )
+
+    # --- money that moved -------------------------------------------------------------
+
+    async def _post_payments(self, invoice: BillingDocument, event: BillingEventRef) -> bool:
+        """Post the invoice's paid payments not journaled yet, oldest first; whether all
+        that billing counts as paid on it is now in the ERP (or decided by finance)."""
+        nothing_paid = invoice.amount_paid is not None and invoice.amount_paid.amount == 0
+        if invoice.total.amount <= 0 or (invoice.status != "paid" and nothing_paid):
+            return True
+        payments = await call_system(
+            BillingPaymentActivities.fetch_invoice_payments,
+            InvoicePaymentsInput(invoice_id=invoice.document_id),
+        )
+        self._refuse_if(
+            "check_payments",
+            check_payments(invoice, payments),
+            {"payments": [p.model_dump(mode="json") for p in payments]},
+        )
+        in_erp = Decimal(0)
+        for posting in payment_postings(invoice, payments):
+            if posting.reference not in self._settled:
+                self._working_on(posting, invoice.document_id, [(posting.reference, "payment")])
+                if await self._journaled(posting.reference) is None:
+                    await self._post_money(posting, event)
+            in_erp += posting.amount.amount
+        paid = invoice.amount_paid.amount if invoice.amount_paid is not None else in_erp
+        if in_erp < paid:
+            workflow.logger.info(
+                "invoice %s: billing counts %s paid, lists %s: settled on a later event",
+                invoice.document_id, paid, in_erp,
+            )  # fmt: skip
+        return in_erp >= paid
+
+    async def _apply_refunds(self, event: BillingEventRef) -> None:
+        """Post the charge's succeeded refunds not yet in the ERP, oldest first."""
+        refunds = await call_system(
+            BillingPaymentActivities.fetch_charge_refunds,
+            ChargeRefundsInput(charge_id=event.object_id),
+        )
+        for refund in refunds:
+            if refund.status == "succeeded" and refund.refund_id not in self._settled:
+                await self._apply_refund(refund, refunds, event)
+
+    async def _apply_refund(
+        self, refund: Refund, refunds: list[Refund], event: BillingEventRef
+    ) -> None:
+        payout_reference = refund.refund_id + PAYOUT_SUFFIX
+        manual = [(payout_reference, "refund")]
+        if not refund.credit_note_id:
+            manual.insert(0, (refund.refund_id, "credit_note"))
+        self._working_on(refund, refund.invoice_id, manual)
+        if await self._journaled(payout_reference) is not None:
+            self._settle(refund.refund_id)
+            return
+        payment = await self._refunded_payment(refund)
+        self._refuse_if("check_refund", check_refund(refund, payment, refunds), {})
+        await self._await_journal(
+            refund.payment_id or "",
+            "await_payment_posting",
+            "PaymentNotInErp",
+            f"refund {refund.refund_id} ({refund.amount}) gives back payment "
+            f"{refund.payment_id} of invoice {refund.invoice_id}, which is not in the ERP",
+        )
+        if refund.credit_note_id:
+            # Billing's credit note made the refund: its own ledger posts it; pay out on it.
+            await self._await_journal(
+                refund.credit_note_id,
+                "await_credit_note_posting",
+                "CreditNoteNotInErp",
+                f"refund {refund.refund_id} ({refund.amount}) was made by credit note "
+                f"{refund.credit_note_id}, which is not in the ERP",
+            )
+            applies_to = refund.credit_note_id
+        else:
+            credit_note = refund_credit_note(refund)
+            if await self._journaled(credit_note.reference) is None:
+                await self._post(credit_note, event)
+            applies_to = credit_note.reference
+        await self._post_money(refund_payout(refund, payment.method, applies_to), event)
+        self._settle(refund.refund_id)
+
+    async def _refunded_payment(self, refund: Refund) -> Payment:
+        """The paid invoice payment a refund gives back, as billing lists it now; a refund
+        of money that paid no invoice billing knows is for finance, never guessed."""
+        if refund.payment_id is None or refund.invoice_id is None:
+            raise StepFailed(
+                "check_refund",
+                "RefundWithoutInvoice",
+                f"refund {refund.refund_id} of charge {refund.charge_id} ({refund.amount}) "
+                "gives back no payment of an invoice billing knows",
+                self._current_details,
+            )
+        payments = await call_system(
+            BillingPaymentActivities.fetch_invoice_payments,
+            InvoicePaymentsInput(invoice_id=refund.invoice_id),
+        )
+        for payment in payments:
+            if payment.payment_id == refund.payment_id and payment.status == "paid":
+                return payment
+        raise StepFailed(
+            "check_refund",
+            "PaymentUnknown",
+            f"refund {refund.refund_id} ({refund.amount}) gives back payment "
+            f"{refund.payment_id}, which billing does not list as paid on invoice "
+            f"{refund.invoice_id}",
+            {**self._current_details, "payments": [p.model_dump(mode="json") for p in payments]},
+        )
+
+    async def _await_journal(
+        self, reference: str, step: str, error_type: str, message: str
+    ) -> JournalEntry:
+        """Wait (durable timers, backing off) until another ledger journals `reference`;
+        past POSTING_WAIT_LIMIT it is finance's: `retry` waits again."""
+        waited, delay = timedelta(0), POSTING_WAIT_FIRST
+        while True:
+            entry = await self._journaled(reference)
+            if entry is not None:
+                return entry
+            if waited >= POSTING_WAIT_LIMIT:
+                raise StepFailed(
+                    step,
+                    error_type,
+                    f"{message} after {waited}",
+                    {**self._current_details, "waited_for": reference},
+                )
+            self._set_status("waiting_for_erp", f"Waiting for {reference} to reach the ERP")
+            await workflow.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, POSTING_WAIT_LONGEST)
+
+    async def _post_money(self, posting: PaymentPosting, event: BillingEventRef) -> None:
+        posted = await call_system(
+            ErpPostingActivities.post_ledger_payment, PostPaymentInput(posting=posting)
+        )
+        await self._journal_entry(
+            posting.reference, posting.kind, posting.customer_id, posting.amount,
+            posted.erp_document_id, posted.erp_number, event,
+        )  # fmt: skip
+        self._last_posted = [*self._last_posted, f"{posting.reference}={posted.erp_number}"][-20:]
+        workflow.logger.info(
+            "posted %s %s as ERP %s", posting.kind, posting.reference, posted.erp_number
+        )
+
+    def _working_on(
+        self,
+        subject: PaymentPosting | Refund,
+        invoice_id: str | None,
+        manual: list[tuple[str, str]],
+    ) -> None:
+        """What a failure from here on is about, for finance and for `resolve_manually`."""
+        if isinstance(subject, Refund):
+            reference, kind = subject.refund_id, "refund"
+        else:
+            reference, kind = subject.reference, "payment"
+        self._current_document = reference
+        self._current_kind = kind
+        self._current_amount = subject.amount
+        self._current_invoice = invoice_id
+        self._current_details = {kind: subject.model_dump(mode="json")}
+        self._manual_journal = [
+            (ref, doc_type, subject.customer_id, subject.amount) for ref, doc_type in manual
+        ]
+
+    def _refuse_if(
+        self, step: str, violations: list[PolicyViolation], details: dict[str, Any]
+    ) -> None:
+        if violations:
+            raise StepFailed(
+                step,
+                "PolicyViolation",
+                "; ".join(f"{v.code}: {v.message}" for v in violations),
+                {**self._current_details, **details,
+                 "violations": [v.model_dump() for v in violations]},
+            )  # fmt: skip
 
     # --- steps --------------------------------------------------------------------------
 
@@ -321,14 +562,19 @@ class SubscriptionLedgerWorkflow:
             step=failure.step,
             customer_id=event.customer_id,
             subscription_id=self._input.subscription_id,
-            invoice_id=self._current_document,
+            invoice_id=(
+                self._current_invoice
+                if self._current_kind in MONEY_KINDS
+                else self._current_document
+            ),
             amount=self._current_amount,
             error_type=failure.error_type,
             error_message=failure.message,
             remote_answer=failure.details,
-            payload=event.model_dump(),
+            payload={**event.model_dump(), **self._current_details},
             correlation_id=event.correlation_id,
             allowed_decisions=DECISIONS_FOR_POSTING,
+            decision_effects=DECISION_EFFECTS,
         )
         decision = await (
             await open_finance_exception(
@@ -351,9 +597,37 @@ class SubscriptionLedgerWorkflow:
                 number = decision.manual_erp_number
                 await self._journal(posting, f"manual:{number}", number, event)
 
+    async def _journal_money_manually(
+        self, event: BillingEventRef, decision: FinanceDecision
+    ) -> None:
+        """Finance posted the payment or refund by hand: journal what is not yet, so the
+        ledger, reconciliation and later events know."""
+        number = decision.manual_erp_number
+        for reference, document_type, customer_id, amount in self._manual_journal:
+            if await self._journaled(reference) is None:
+                await self._journal_entry(
+                    reference, document_type, customer_id, amount, f"manual:{number}", number,
+                    event,
+                )  # fmt: skip
+
     async def _journal(
         self,
         posting: LedgerPosting,
+        erp_document_id: str,
+        erp_number: str | None,
+        event: BillingEventRef,
+    ) -> None:
+        await self._journal_entry(
+            posting.reference, posting.kind, posting.customer_id, posting.total,
+            erp_document_id, erp_number, event,
+        )  # fmt: skip
+
+    async def _journal_entry(
+        self,
+        reference: str,
+        document_type: str,
+        customer_id: str,
+        amount: Money,
         erp_document_id: str,
         erp_number: str | None,
         event: BillingEventRef,
@@ -362,13 +636,13 @@ class SubscriptionLedgerWorkflow:
             JournalActivities.record_journal_entry,
             RecordJournalInput(
                 entry=JournalEntry(
-                    reference=posting.reference,
-                    document_type=posting.kind,
-                    customer_id=posting.customer_id,
+                    reference=reference,
+                    document_type=document_type,
+                    customer_id=customer_id,
                     erp_document_id=erp_document_id,
                     erp_number=erp_number,
-                    amount=posting.total.amount,
-                    currency=posting.total.currency,
+                    amount=amount.amount,
+                    currency=amount.currency,
                     workflow_id=workflow.info().workflow_id,
                 ),
                 correlation_id=event.correlation_id,

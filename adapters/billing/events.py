@@ -41,6 +41,12 @@ def subject_of(event_type: str, obj: dict[str, Any]) -> SubjectIds:
     if kind == "credit_note":
         inv = obj.get("invoice") if isinstance(obj.get("invoice"), str) else None
         return SubjectIds(customer_id=customer, invoice_id=inv, credit_note_id=oid)
+    if kind == "invoice_payment":
+        # It names its invoice, not its customer (the invoice does).
+        inv = obj.get("invoice") if isinstance(obj.get("invoice"), str) else None
+        return SubjectIds(invoice_id=inv)
+    # A charge, refund or payment intent names its customer only; the invoice it paid left
+    # charges and payment intents in 2025-03-31 (invoice payments link them now).
     return SubjectIds(customer_id=customer)
 
 

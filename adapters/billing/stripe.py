@@ -34,11 +34,23 @@ from canonical import (
     Customer,
     DocumentLine,
     Money,
+    Payment,
     PostalAddress,
+    Refund,
+    Settlement,
     Subscription,
     SubscriptionItem,
+    TaxLine,
 )
-from canonical.reconciliation import BalanceCreditPage, BillingDocumentPage
+from canonical.mapping import CatalogEntry
+from canonical.reconciliation import (
+    BalanceCreditPage,
+    BillingDocumentPage,
+    BillingPaymentPage,
+    BillingRefundPage,
+    Receivable,
+    ReceivablePage,
+)
 
 if TYPE_CHECKING:
     from stripe.params import (
@@ -65,6 +77,12 @@ INTENDED_CURRENCY_KEY = "ledgerbridge_currency"
 IDEMPOTENCY_KEY_METADATA = "ledgerbridge_idempotency_key"
 # Stripe's ids: a kind prefix, then letters, digits and underscores (never '/', '.', '?').
 STRIPE_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
+# How an invoice payment was made, by the kind of object behind it: a payment record is a
+# payment made outside Stripe (Stripe's "paid out of band"); the others name their charge.
+OUT_OF_BAND = "out_of_band"
+# Tax rates by (billing URL, rate id), for the life of the process: Stripe never changes a
+# rate's percentage (a new rate is made instead), so one read per rate is enough.
+_TAX_RATES: dict[tuple[str, str], dict[str, Any]] = {}
 
 logger = structlog.get_logger(__name__)
 
@@ -141,6 +159,56 @@ def _line_price_id(line: Mapping[str, Any]) -> str | None:
     return _id_of(_nested(line, "pricing", "price_details", "price"))
 
 
+def _line_product_id(line: Mapping[str, Any]) -> str | None:
+    return _id_of(_nested(line, "pricing", "price_details", "product"))
+
+
+def tax_rate_ids(*holders: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> set[str]:
+    """The tax rate ids named by the `taxes` / `total_taxes` of documents and lines."""
+    found: set[str] = set()
+    for holder in holders:
+        items = [holder] if isinstance(holder, Mapping) else list(holder)
+        for item in items:
+            for key in ("taxes", "total_taxes"):
+                for tax in item.get(key) or []:
+                    rate = _nested(tax, "tax_rate_details", "tax_rate")
+                    if rate:
+                        found.add(str(_id_of(rate)))
+    return found
+
+
+def tax_line_from_stripe(
+    tax: Mapping[str, Any], rates: Mapping[str, Mapping[str, Any]], currency: str
+) -> TaxLine:
+    """One entry of a line's `taxes` or a document's `total_taxes` -> TaxLine, with the
+    rate's percentage, jurisdiction and name from its TaxRate (`rates`, by id). Billing's
+    own amount, never recomputed; KeyError when the rate is not in `rates`."""
+    rate_id = str(_id_of(tax["tax_rate_details"]["tax_rate"]))
+    rate = rates[rate_id]
+    behavior = tax["tax_behavior"]
+    if behavior not in ("inclusive", "exclusive"):
+        raise ValueError(f"tax of rate {rate_id} has tax_behavior {behavior!r}")
+    return TaxLine(
+        rate_id=rate_id,
+        display_name=rate.get("display_name") or None,
+        jurisdiction=rate.get("jurisdiction") or None,
+        # JSON gives the percentage as a number (8.875): its text is the exact figure.
+        percentage=Decimal(str(rate["percentage"])),
+        inclusive=behavior == "inclusive",
+        taxable_amount=Money.from_minor(int(tax["taxable_amount"]), currency),
+        amount=Money.from_minor(int(tax["amount"]), currency),
+    )
+
+
+def _tax_lines(
+    taxes: Any, rates: Mapping[str, Mapping[str, Any]] | None, currency: str
+) -> list[TaxLine]:
+    taxes = taxes or []
+    if taxes and rates is None:
+        raise ValueError("taxes named without their tax rates")
+    return [tax_line_from_stripe(tax, rates or {}, currency) for tax in taxes]
+
+
 def _quantity_and_unit(
     amount_minor: int, quantity: Any, unit_minor: Any, currency: str
 ) -> tuple[Decimal, Money]:
@@ -157,8 +225,13 @@ def _quantity_and_unit(
     return Decimal(1), Money.from_minor(amount_minor, currency)
 
 
-def invoice_line_from_stripe(line: Mapping[str, Any], currency: str) -> DocumentLine:
-    """One Stripe invoice line item -> DocumentLine (a proration credit stays negative)."""
+def invoice_line_from_stripe(
+    line: Mapping[str, Any],
+    currency: str,
+    tax_rates: Mapping[str, Mapping[str, Any]] | None = None,
+) -> DocumentLine:
+    """One Stripe invoice line item -> DocumentLine (a proration credit stays negative), with
+    its price, product and taxes per rate (`tax_rates`: the TaxRates it names, by id)."""
     amount = int(line["amount"])
     proration = _line_is_proration(line)
     unit_minor = None if proration else _nested(line, "pricing", "unit_amount_decimal")
@@ -174,20 +247,28 @@ def invoice_line_from_stripe(line: Mapping[str, Any], currency: str) -> Document
         amount=Money.from_minor(amount, currency),
         proration=proration,
         price_id=_line_price_id(line),
+        product_id=_line_product_id(line),
         period_start=_day(period.get("start")),
         period_end=_day(period.get("end")),
+        tax_lines=_tax_lines(line.get("taxes"), tax_rates, currency),
     )
 
 
 def invoice_from_stripe(
-    data: Mapping[str, Any], lines: Sequence[Mapping[str, Any]] | None = None
+    data: Mapping[str, Any],
+    lines: Sequence[Mapping[str, Any]] | None = None,
+    tax_rates: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> BillingDocument:
     """Stripe invoice JSON -> BillingDocument(kind="invoice"). `lines` are all the invoice's
-    lines when the embedded first page was not all of them."""
+    lines when the embedded first page was not all of them; `tax_rates` the TaxRates its
+    taxes name, by id (needed as soon as it has tax: a tax's percentage is on its rate).
+    `tax` is all of its tax, inclusive and exclusive (`total_taxes`)."""
     currency = str(data["currency"]).upper()
     raw_lines = lines if lines is not None else (data.get("lines") or {}).get("data") or []
     transitions = data.get("status_transitions") or {}
     remaining = data.get("amount_remaining")
+    paid = data.get("amount_paid")
+    tax_lines = _tax_lines(data.get("total_taxes"), tax_rates, currency)
     return BillingDocument(
         document_id=str(data["id"]),
         kind="invoice",
@@ -197,10 +278,12 @@ def invoice_from_stripe(
         subscription_id=invoice_subscription_id(data),
         billing_reason=data.get("billing_reason"),
         currency=currency,
-        lines=[invoice_line_from_stripe(line, currency) for line in raw_lines],
+        lines=[invoice_line_from_stripe(line, currency, tax_rates) for line in raw_lines],
         subtotal=Money.from_minor(int(data["subtotal"]), currency),
-        tax=Money.from_minor(_exclusive_tax(data), currency),
+        tax=_tax_total(tax_lines, currency),
         total=Money.from_minor(int(data["total"]), currency),
+        tax_lines=tax_lines,
+        amount_paid=Money.from_minor(int(paid), currency) if paid is not None else None,
         amount_remaining=(
             Money.from_minor(int(remaining), currency) if remaining is not None else None
         ),
@@ -210,14 +293,9 @@ def invoice_from_stripe(
     )
 
 
-def _exclusive_tax(invoice: Mapping[str, Any]) -> int:
-    """The tax added on top of the subtotal (`total_taxes`, exclusive ones: inclusive tax is
-    already inside the subtotal), so subtotal + tax is the total before discounts."""
-    return sum(
-        int(tax["amount"])
-        for tax in invoice.get("total_taxes") or []
-        if tax.get("tax_behavior") == "exclusive"
-    )
+def _tax_total(tax_lines: Sequence[TaxLine], currency: str) -> Money:
+    """All of a document's tax: inclusive tax (already inside the subtotal) and exclusive."""
+    return Money(amount=sum((t.amount.amount for t in tax_lines), Decimal(0)), currency=currency)
 
 
 def credit_note_from_stripe(
@@ -225,17 +303,25 @@ def credit_note_from_stripe(
     lines: Sequence[Mapping[str, Any]] | None = None,
     *,
     subscription_id: str | None = None,
+    tax_rates: Mapping[str, Mapping[str, Any]] | None = None,
+    invoice_lines: Sequence[Mapping[str, Any]] = (),
 ) -> BillingDocument:
     """Stripe credit note JSON -> BillingDocument(kind="credit_note"): positive amounts
-    credited; `billing_reason` carries the credit note's `reason`; issued = finalized."""
+    credited; `billing_reason` carries the credit note's `reason`; issued = finalized.
+
+    A line crediting an invoice line takes that line's price and product (Stripe names them
+    only on the invoice line: `invoice_lines`, the credited invoice's lines); a custom line
+    has none. `tax_rates` as for invoices."""
     currency = str(data["currency"]).upper()
     raw_lines = lines if lines is not None else (data.get("lines") or {}).get("data") or []
+    credited = {str(line.get("id")): line for line in invoice_lines}
     document_lines = []
     for line in raw_lines:
         amount = int(line["amount"])
         quantity, unit_amount = _quantity_and_unit(
             amount, line.get("quantity"), line.get("unit_amount"), currency
         )
+        source = credited.get(str(_id_of(line.get("invoice_line_item"))), {})
         document_lines.append(
             DocumentLine(
                 line_id=str(line["id"]),
@@ -243,8 +329,12 @@ def credit_note_from_stripe(
                 quantity=quantity,
                 unit_amount=unit_amount,
                 amount=Money.from_minor(amount, currency),
+                price_id=_line_price_id(source),
+                product_id=_line_product_id(source),
+                tax_lines=_tax_lines(line.get("taxes"), tax_rates, currency),
             )
         )
+    tax_lines = _tax_lines(data.get("total_taxes"), tax_rates, currency)
     created = datetime.fromtimestamp(int(data["created"]), UTC)
     return BillingDocument(
         document_id=str(data["id"]),
@@ -258,8 +348,9 @@ def credit_note_from_stripe(
         currency=currency,
         lines=document_lines,
         subtotal=Money.from_minor(int(data["subtotal"]), currency),
-        tax=Money.from_minor(int(data["total"]) - int(data["subtotal"]), currency),
+        tax=_tax_total(tax_lines, currency),
         total=Money.from_minor(int(data["total"]), currency),
+        tax_lines=tax_lines,
         created_at=created,
         finalized_at=_timestamp(data.get("effective_at")) or created,
         voided_at=_timestamp(data.get("voided_at")),
@@ -323,6 +414,169 @@ def balance_transaction_from_stripe(data: Mapping[str, Any]) -> BalanceTransacti
     )
 
 
+def settlement_from_stripe(balance_transaction: Mapping[str, Any]) -> Settlement:
+    """A charge's balance transaction -> Settlement: amount, fee and net in the account's
+    currency, and the rate Stripe converted at when the charge was in another currency."""
+    currency = str(balance_transaction["currency"]).upper()
+    rate = balance_transaction.get("exchange_rate")
+    return Settlement(
+        balance_transaction_id=str(balance_transaction["id"]),
+        amount=Money.from_minor(int(balance_transaction["amount"]), currency),
+        fee=Money.from_minor(int(balance_transaction["fee"]), currency),
+        net=Money.from_minor(int(balance_transaction["net"]), currency),
+        # JSON gives the rate as a number: its text is Stripe's figure, never a float here.
+        exchange_rate=Decimal(str(rate)) if rate is not None else None,
+        available_on=_day(balance_transaction.get("available_on")),
+    )
+
+
+def payment_method_of(invoice_payment: Mapping[str, Any], charge: Mapping[str, Any] | None) -> str:
+    """How the money came: the charge's payment method type (card, sepa_debit, ...), or
+    `out_of_band` for a payment recorded outside Stripe (a payment record)."""
+    kind = _nested(invoice_payment, "payment", "type")
+    if kind == "payment_record":
+        return OUT_OF_BAND
+    method = _nested(charge, "payment_method_details", "type") if charge else None
+    if not method:
+        raise ValueError(f"invoice payment {invoice_payment.get('id')} names no charge method")
+    return str(method)
+
+
+def payment_from_stripe(
+    data: Mapping[str, Any],
+    customer_id: str,
+    *,
+    method: str,
+    charge: Mapping[str, Any] | None = None,
+) -> Payment:
+    """Stripe invoice payment JSON -> Payment. The invoice payment does not name its
+    customer (its invoice does) nor its method (its charge does): both come from the caller.
+    `amount` is what was paid once paid, else what was asked."""
+    currency = str(data["currency"]).upper()
+    status = data["status"]
+    paid = data.get("amount_paid")
+    amount = int(paid) if status == "paid" and paid is not None else int(data["amount_requested"])
+    payment_intent = _nested(data, "payment", "payment_intent")
+    balance_transaction = charge.get("balance_transaction") if charge else None
+    return Payment(
+        payment_id=str(data["id"]),
+        invoice_id=str(_id_of(data["invoice"])),
+        customer_id=customer_id,
+        status=status,
+        amount=Money.from_minor(amount, currency),
+        method=method,
+        payment_intent_id=_id_of(payment_intent),
+        charge_id=_id_of(charge) if charge else _id_of(_nested(data, "payment", "charge")),
+        paid_at=_timestamp(_nested(data, "status_transitions", "paid_at")),
+        settlement=(
+            settlement_from_stripe(balance_transaction)
+            if isinstance(balance_transaction, Mapping)
+            else None
+        ),
+    )
+
+
+def refund_from_stripe(
+    data: Mapping[str, Any],
+    customer_id: str,
+    *,
+    payment_id: str | None = None,
+    invoice_id: str | None = None,
+    credit_note_id: str | None = None,
+) -> Refund:
+    """Stripe refund JSON -> Refund; what it gives back (the invoice payment, its invoice)
+    and the credit note that made it are found by the caller (a refund names only its
+    charge and payment intent)."""
+    currency = str(data["currency"]).upper()
+    return Refund(
+        refund_id=str(data["id"]),
+        charge_id=str(_id_of(data["charge"])),
+        payment_intent_id=_id_of(data.get("payment_intent")),
+        payment_id=payment_id,
+        invoice_id=invoice_id,
+        customer_id=customer_id,
+        status=data["status"],
+        amount=Money.from_minor(int(data["amount"]), currency),
+        reason=data.get("reason"),
+        credit_note_id=credit_note_id,
+        created_at=datetime.fromtimestamp(int(data["created"]), UTC),
+    )
+
+
+def credit_note_of_refund(credit_notes: Sequence[Mapping[str, Any]], refund_id: str) -> str | None:
+    """The credit note whose `refunds[].refund` names the refund (the one that made it)."""
+    for note in credit_notes:
+        for entry in note.get("refunds") or []:
+            if _id_of(entry.get("refund")) == refund_id:
+                return str(note["id"])
+    return None
+
+
+def catalog_from_stripe(
+    products: Sequence[Mapping[str, Any]],
+    prices: Sequence[Mapping[str, Any]],
+    tax_rates: Sequence[Mapping[str, Any]],
+) -> list[CatalogEntry]:
+    """What a finance mapping must cover: products, prices (each naming its product as
+    `parent`), tax rates, and the currencies the prices charge in."""
+    names = {str(p["id"]): str(p.get("name") or "") for p in products}
+    entries = [
+        CatalogEntry(kind="product", key=str(p["id"]), name=names[str(p["id"])],
+                     active=bool(p.get("active", True)))
+        for p in products
+    ]  # fmt: skip
+    for price in prices:
+        product_id = str(_id_of(price["product"]))
+        entries.append(
+            CatalogEntry(
+                kind="price",
+                key=str(price["id"]),
+                name=str(price.get("nickname") or names.get(product_id, "")),
+                active=bool(price.get("active", True)),
+                parent=product_id,
+            )
+        )
+    for rate in tax_rates:
+        where = f" {rate['jurisdiction']}" if rate.get("jurisdiction") else ""
+        kind = "incl." if rate.get("inclusive") else "excl."
+        entries.append(
+            CatalogEntry(
+                kind="tax_rate",
+                key=str(rate["id"]),
+                name=f"{rate.get('display_name') or 'Tax'}{where} "
+                f"{Decimal(str(rate['percentage'])).normalize():f}% ({kind})",
+                active=bool(rate.get("active", True)),
+            )
+        )
+    currencies = sorted({str(price["currency"]).upper() for price in prices})
+    entries += [CatalogEntry(kind="currency", key=c, name=c) for c in currencies]
+    return entries
+
+
+def receivables_from_stripe(
+    customer: Mapping[str, Any], open_invoices: Sequence[Mapping[str, Any]]
+) -> list[Receivable]:
+    """What one customer owes per currency: the amount remaining on its open and
+    uncollectible invoices, plus its balance (Stripe's sign: negative is credit owed to the
+    customer). Currencies where that is zero give no row."""
+    owed: dict[str, int] = {}
+    for invoice in open_invoices:
+        currency = str(invoice["currency"]).upper()
+        owed[currency] = owed.get(currency, 0) + int(invoice.get("amount_remaining") or 0)
+    balance = int(customer.get("balance") or 0)
+    if balance:
+        if not customer.get("currency"):
+            raise ValueError(f"customer {customer.get('id')} has a balance but no currency")
+        currency = str(customer["currency"]).upper()
+        owed[currency] = owed.get(currency, 0) + balance
+    customer_id = str(customer["id"])
+    return [
+        Receivable(customer_id=customer_id, amount=Money.from_minor(minor, currency))
+        for currency, minor in sorted(owed.items())
+        if minor
+    ]
+
+
 def _metadata(value: Any) -> dict[str, str]:
     """Stripe metadata as text keys and values (Stripe stores strings; None is no metadata)."""
     if not isinstance(value, Mapping):
@@ -363,8 +617,19 @@ class StripeBilling:
     """The billing platform, spoken to through the official stripe SDK. One pooled HTTP
     client per instance."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`transport` replaces the network (httpx.MockTransport in unit tests of mapping
+        code); contract tests reach billing over HTTP."""
         self._http = _StripeHTTPClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+        if transport is not None:
+            self._http._client_async = httpx.AsyncClient(transport=transport)
         self._stripe = stripe.StripeClient(
             api_key,
             stripe_version=STRIPE_API_VERSION,
@@ -373,6 +638,7 @@ class StripeBilling:
             http_client=self._http,
         )
         self._v1 = self._stripe.v1
+        self._base_url = base_url.rstrip("/")
 
     async def __aenter__(self) -> StripeBilling:
         return self
@@ -686,6 +952,248 @@ class StripeBilling:
         ]
         return BalanceCreditPage(transactions=transactions, next_cursor=next_cursor)
 
+    # money that moved: invoice payments and refunds -------------------------------------
+
+    async def invoice_payments(self, invoice_id: str) -> list[Payment]:
+        """The invoice's payments in every status, oldest first, partial ones included; for
+        a charge, its method and settlement (balance transaction). NotFoundError when billing
+        does not know the invoice."""
+        operation = "invoice_payments"
+        invoice_id = _checked_id(invoice_id, "in_", operation)
+        invoice = await self._call(operation, self._v1.invoices.retrieve_async(invoice_id))
+        customer_id = str(_id_of(invoice.get("customer")))
+        params = {"invoice": invoice_id, "limit": 100}
+        newest_first = [
+            item async for item in self._pages(self._v1.invoice_payments.list_async, params,
+                                               operation)
+        ]  # fmt: skip
+        return [
+            await self._payment(item, customer_id, operation) for item in reversed(newest_first)
+        ]
+
+    async def payment_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingPaymentPage:
+        """Up to `limit` (at most 100) paid invoice payments created in [from, until), oldest
+        first; cursor as in `invoice_page`. Stripe filters invoice payments by creation, not
+        by payment time: one created before the period and paid in it belongs to the period
+        it was created in."""
+        operation = "payment_page"
+        items, next_cursor = await self._oldest_first_page(
+            self._v1.invoice_payments.list_async,
+            created_from,
+            created_until,
+            cursor,
+            limit,
+            operation,
+            where={"status": "paid"},
+        )
+        customers: dict[str, str] = {}
+        payments = []
+        for item in items:
+            invoice_id = _answered_id(str(_id_of(item.get("invoice"))), "in_", operation)
+            if invoice_id not in customers:
+                invoice = await self._call(operation, self._v1.invoices.retrieve_async(invoice_id))
+                customers[invoice_id] = str(_id_of(invoice.get("customer")))
+            payments.append(await self._payment(item, customers[invoice_id], operation))
+        return BillingPaymentPage(payments=payments, next_cursor=next_cursor)
+
+    async def get_refund(self, refund_id: str) -> Refund:
+        """One refund, with the invoice payment it gives back and the credit note that made
+        it (if one did) found in billing."""
+        operation = "get_refund"
+        refund_id = _checked_id(refund_id, "re_", operation)
+        data = await self._call(operation, self._v1.refunds.retrieve_async(refund_id))
+        return (await self._refunds([data], operation))[0]
+
+    async def charge_refunds(self, charge_id: str) -> list[Refund]:
+        """The refunds of one charge in every status, oldest first."""
+        operation = "charge_refunds"
+        charge_id = _checked_id(charge_id, "ch_", operation)
+        params = {"charge": charge_id, "limit": 100}
+        newest_first = [
+            item async for item in self._pages(self._v1.refunds.list_async, params, operation)
+        ]
+        return await self._refunds(list(reversed(newest_first)), operation)
+
+    async def refund_page(
+        self, created_from: datetime, created_until: datetime, cursor: str | None, limit: int
+    ) -> BillingRefundPage:
+        """Up to `limit` (at most 100) refunds created in [from, until), oldest first, of
+        which the succeeded ones are given (Stripe's list has no status filter: a page may
+        hold fewer than it read); cursor as in `invoice_page`."""
+        operation = "refund_page"
+        items, next_cursor = await self._oldest_first_page(
+            self._v1.refunds.list_async, created_from, created_until, cursor, limit, operation
+        )
+        succeeded = [item for item in items if item.get("status") == "succeeded"]
+        return BillingRefundPage(
+            refunds=await self._refunds(succeeded, operation), next_cursor=next_cursor
+        )
+
+    async def open_receivable_page(self, cursor: str | None, limit: int) -> ReceivablePage:
+        """What each customer owes now, per currency: the amount remaining on its open and
+        uncollectible invoices plus its balance (negative: credit owed to the customer).
+
+        Pages over customers, not invoices, so that one customer's figure is whole on one
+        page: up to `limit` (at most 100) customers in billing's order (newest first),
+        `cursor` the last customer of the page before (`starting_after`: a customer created
+        while paging lands before it and is left for the next run, nothing given moves).
+        Each customer costs two invoice lists (open, uncollectible). Customers owing nothing
+        give no row, so a page may hold fewer rows than customers."""
+        operation = "open_receivable_page"
+        if limit < 1:
+            raise ValueError("a page holds at least one item")
+        if cursor is not None:
+            cursor = _checked_id(cursor, "cus_", operation)
+        page = await self._list(
+            self._v1.customers.list_async,
+            {"limit": min(limit, 100), "starting_after": cursor},
+            operation,
+        )
+        customers = page.get("data") or []
+        receivables: list[Receivable] = []
+        for customer in customers:
+            customer_id = _answered_id(str(customer.get("id")), "cus_", operation)
+            open_invoices = []
+            for status in ("open", "uncollectible"):
+                params = {"customer": customer_id, "status": status, "limit": 100}
+                async for invoice in self._pages(self._v1.invoices.list_async, params, operation):
+                    open_invoices.append(invoice)
+            receivables += self._mapped(
+                functools.partial(receivables_from_stripe, open_invoices=open_invoices),
+                customer,
+                operation,
+            )
+        next_cursor = str(customers[-1]["id"]) if customers and page.get("has_more") else None
+        return ReceivablePage(receivables=receivables, next_cursor=next_cursor)
+
+    async def catalog(self) -> list[CatalogEntry]:
+        """Products, prices and tax rates, archived ones too (an existing subscription may
+        still bill them), and the currencies the prices charge in."""
+        operation = "catalog"
+        everything = {"limit": 100}
+        products = [
+            p async for p in self._pages(self._v1.products.list_async, everything, operation)
+        ]
+        prices = [p async for p in self._pages(self._v1.prices.list_async, everything, operation)]
+        rates = [r async for r in self._pages(self._v1.tax_rates.list_async, everything, operation)]
+        try:
+            return catalog_from_stripe(products, prices, rates)
+        except (KeyError, TypeError, ValueError, pydantic.ValidationError) as exc:
+            raise AdapterError(
+                f"unmappable catalog from billing: {exc}", system=SYSTEM, operation=operation
+            ) from exc
+
+    async def _payment(self, data: Mapping[str, Any], customer_id: str, operation: str) -> Payment:
+        """An invoice payment with its charge (method, settlement) read where it has one."""
+        charge = await self._charge_of(data, operation)
+        return self._mapped(
+            lambda d: payment_from_stripe(
+                d, customer_id, method=_method_or_pending(d, charge), charge=charge
+            ),
+            data,
+            operation,
+        )
+
+    async def _charge_of(self, payment: Mapping[str, Any], operation: str) -> dict[str, Any] | None:
+        """The charge behind a paid invoice payment, its balance transaction expanded: a
+        payment intent's latest charge, or the charge itself; None for a payment recorded
+        outside Stripe or one not paid yet."""
+        if payment.get("status") != "paid":
+            return None
+        details = payment.get("payment") or {}
+        if details.get("type") == "payment_intent" and details.get("payment_intent"):
+            intent_id = _answered_id(str(_id_of(details["payment_intent"])), "pi_", operation)
+            intent = await self._call(
+                operation,
+                self._v1.payment_intents.retrieve_async(
+                    intent_id, params={"expand": ["latest_charge.balance_transaction"]}
+                ),
+            )
+            charge = intent.get("latest_charge")
+            return dict(charge) if isinstance(charge, Mapping) else None
+        if details.get("type") == "charge" and details.get("charge"):
+            charge_id = _answered_id(str(_id_of(details["charge"])), "ch_", operation)
+            return await self._call(
+                operation,
+                self._v1.charges.retrieve_async(
+                    charge_id, params={"expand": ["balance_transaction"]}
+                ),
+            )
+        return None
+
+    async def _refunds(self, refunds: Sequence[Mapping[str, Any]], operation: str) -> list[Refund]:
+        """Refunds with what they give back found in billing: the invoice payment of their
+        payment intent (`invoice_payments?payment[payment_intent]=`), and the credit note of
+        that invoice whose `refunds` names them. Lookups are shared by refunds of one charge.
+        A payment intent that paid several invoices leaves the payment unresolved (None):
+        which invoice a refund gives back is then finance's to say."""
+        paid_by_intent: dict[str, list[dict[str, Any]]] = {}
+        notes_by_invoice: dict[str, list[dict[str, Any]]] = {}
+        customers_by_charge: dict[str, str] = {}
+        resolved = []
+        for data in refunds:
+            intent_id = _id_of(data.get("payment_intent"))
+            payment: dict[str, Any] | None = None
+            if intent_id:
+                intent_id = _answered_id(intent_id, "pi_", operation)
+                if intent_id not in paid_by_intent:
+                    params = {"payment": {"type": "payment_intent", "payment_intent": intent_id},
+                              "status": "paid", "limit": 100}  # fmt: skip
+                    paid_by_intent[intent_id] = [
+                        p async for p in self._pages(
+                            self._v1.invoice_payments.list_async, params, operation
+                        )
+                    ]  # fmt: skip
+                paid = paid_by_intent[intent_id]
+                payment = paid[0] if len(paid) == 1 else None
+            invoice_id = _id_of(payment.get("invoice")) if payment else None
+            credit_note_id = None
+            if invoice_id:
+                invoice_id = _answered_id(invoice_id, "in_", operation)
+                if invoice_id not in notes_by_invoice:
+                    params = {"invoice": invoice_id, "limit": 100}
+                    notes_by_invoice[invoice_id] = [
+                        n async for n in self._pages(
+                            self._v1.credit_notes.list_async, params, operation
+                        )
+                    ]  # fmt: skip
+                credit_note_id = credit_note_of_refund(
+                    notes_by_invoice[invoice_id], str(data.get("id"))
+                )
+            customer_id = _id_of(data.get("customer"))
+            if not customer_id:
+                customer_id = await self._charge_customer(data, customers_by_charge, operation)
+            mapper = functools.partial(
+                refund_from_stripe,
+                customer_id=customer_id,
+                payment_id=_id_of(payment.get("id")) if payment else None,
+                invoice_id=invoice_id,
+                credit_note_id=credit_note_id,
+            )
+            resolved.append(self._mapped(mapper, data, operation))
+        return resolved
+
+    async def _charge_customer(
+        self, refund: Mapping[str, Any], known: dict[str, str], operation: str
+    ) -> str:
+        """The customer of a refund that does not name one: its charge's."""
+        charge_id = _answered_id(str(_id_of(refund.get("charge"))), "ch_", operation)
+        if charge_id not in known:
+            charge = await self._call(operation, self._v1.charges.retrieve_async(charge_id))
+            customer = _id_of(charge.get("customer"))
+            if not customer:
+                raise AdapterError(
+                    f"refund {refund.get('id')} gives back charge {charge_id}, which has no "
+                    "customer: ledgerbridge books only customers' money",
+                    system=SYSTEM,
+                    operation=operation,
+                    remote_answer={"id": refund.get("id"), "charge": charge_id},
+                )
+            known[charge_id] = customer
+        return known[charge_id]
+
     # events ------------------------------------------------------------------------------
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
@@ -773,6 +1281,7 @@ class StripeBilling:
         operation: str,
         *,
         expand: list[str] | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a Stripe list restricted to created in [from, until), oldest first,
         and the cursor of the next page (None when this is the last).
@@ -782,18 +1291,22 @@ class StripeBilling:
         first: reversed here) with `has_more` telling whether newer ones remain. The first
         page starts from the newest item created before the period. When there is none (the
         period reaches back to the first item ever), the period is read newest first once,
-        keeping only the oldest `limit` items in memory.
+        keeping only the oldest `limit` items in memory. `where` filters (e.g. a status)
+        apply to the starting item too, so the walk stays within the filtered list.
         """
         if limit < 1:
             raise ValueError("a page holds at least one item")
         size = min(limit, 100)  # Stripe's largest page
         filters: dict[str, Any] = {
+            **(where or {}),
             "created": _created_range(created_from, created_until),
             "expand": expand,
         }
         if cursor is None:
             anchor_page = await self._list(
-                list_call, {"created": {"lt": _whole_second(created_from)}, "limit": 1}, operation
+                list_call,
+                {**(where or {}), "created": {"lt": _whole_second(created_from)}, "limit": 1},
+                operation,
             )
             anchor = anchor_page.get("data") or []
             if not anchor:
@@ -833,11 +1346,28 @@ class StripeBilling:
                 lines.append(line)
         return lines
 
-    async def _invoice(self, data: Mapping[str, Any], operation: str) -> BillingDocument:
+    async def _invoice_lines(self, data: Mapping[str, Any], operation: str) -> list[Any]:
         invoice_id = _answered_id(str(data.get("id")), "in_", operation)
         line_items = functools.partial(self._v1.invoices.line_items.list_async, invoice_id)
-        lines = await self._all_lines(data, line_items, operation)
-        return self._mapped(lambda d: invoice_from_stripe(d, lines), data, operation)
+        return await self._all_lines(data, line_items, operation)
+
+    async def _invoice(self, data: Mapping[str, Any], operation: str) -> BillingDocument:
+        lines = await self._invoice_lines(data, operation)
+        rates = await self._tax_rates(tax_rate_ids(data, lines), operation)
+        return self._mapped(lambda d: invoice_from_stripe(d, lines, rates), data, operation)
+
+    async def _tax_rates(self, rate_ids: set[str], operation: str) -> dict[str, dict[str, Any]]:
+        """The TaxRates by id, each read from billing once per process (see `_TAX_RATES`)."""
+        rates = {}
+        for rate_id in sorted(rate_ids):
+            key = (self._base_url, rate_id)
+            if key not in _TAX_RATES:
+                checked = _answered_id(rate_id, "txr_", operation)
+                _TAX_RATES[key] = await self._call(
+                    operation, self._v1.tax_rates.retrieve_async(checked)
+                )
+            rates[rate_id] = _TAX_RATES[key]
+        return rates
 
     async def _credit_note(
         self,
@@ -853,8 +1383,22 @@ class StripeBilling:
             invoice_id = _answered_id(str(_id_of(data["invoice"])), "in_", operation)
             invoice = await self._call(operation, self._v1.invoices.retrieve_async(invoice_id))
         subscription_id = invoice_subscription_id(invoice) if invoice else None
+        # Lines crediting an invoice line name their product only through that line.
+        credits_invoice_lines = any(line.get("invoice_line_item") for line in lines)
+        invoice_lines = (
+            await self._invoice_lines(invoice, operation)
+            if invoice is not None and credits_invoice_lines
+            else []
+        )
+        rates = await self._tax_rates(tax_rate_ids(data, lines), operation)
         return self._mapped(
-            lambda d: credit_note_from_stripe(d, lines, subscription_id=subscription_id),
+            lambda d: credit_note_from_stripe(
+                d,
+                lines,
+                subscription_id=subscription_id,
+                tax_rates=rates,
+                invoice_lines=invoice_lines,
+            ),
             data,
             operation,
         )
@@ -909,6 +1453,14 @@ if TYPE_CHECKING:
     _port_check: type[BillingSystem] = StripeBilling
 
 
+def _method_or_pending(payment: Mapping[str, Any], charge: Mapping[str, Any] | None) -> str:
+    """The payment's method; `pending` for one not paid yet (no charge says how, nothing
+    is posted for it)."""
+    if payment.get("status") != "paid":
+        return "pending"
+    return payment_method_of(payment, charge)
+
+
 def _write(idempotency_key: str) -> stripe.RequestOptions:
     """Request options of a write: the workflow's key (the SDK would invent a new one per
     call, and a retried activity would then write twice)."""
@@ -961,14 +1513,24 @@ def _created_range(start: datetime | None, end: datetime | None) -> dict[str, in
 __all__ = [
     "IDEMPOTENCY_KEY_METADATA",
     "INTENDED_CURRENCY_KEY",
+    "OUT_OF_BAND",
     "STRIPE_API_VERSION",
     "BalanceTransaction",
     "StripeBilling",
     "balance_transaction_from_stripe",
+    "catalog_from_stripe",
     "credit_note_from_stripe",
+    "credit_note_of_refund",
     "customer_from_stripe",
     "invoice_from_stripe",
     "invoice_line_from_stripe",
     "invoice_subscription_id",
+    "payment_from_stripe",
+    "payment_method_of",
+    "receivables_from_stripe",
+    "refund_from_stripe",
+    "settlement_from_stripe",
     "subscription_from_stripe",
+    "tax_line_from_stripe",
+    "tax_rate_ids",
 ]

@@ -197,6 +197,68 @@ class ReconSupportCredit(Base):
     billing_document_id: Mapped[str | None] = mapped_column(String(128))
 
 
+class ReconExpectedPayment(Base):
+    """A payment or refund billing holds for the period: the ERP must hold it, applied to
+    the document `applies_to` names."""
+
+    __tablename__ = "recon_expected_payments"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="ck_recon_expected_payments_amount_positive"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(160), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    applies_to: Mapped[str] = mapped_column(String(160))
+    billing_document_id: Mapped[str] = mapped_column(String(128))
+
+
+class ReconErpPayment(Base):
+    """A payment or refund the ERP holds for the period (its own ids: never an invoice's)."""
+
+    __tablename__ = "recon_erp_payments"
+    __table_args__ = (Index("ix_recon_erp_payments_reference", "run_id", "reference"),)
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    erp_document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reference: Mapped[str | None] = mapped_column(String(160))
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    applies_to: Mapped[str | None] = mapped_column(String(160))
+    state: Mapped[str] = mapped_column(String(16))
+
+
+class ReconTax(Base):
+    """Tax of one document under one ERP tax name, as one side holds it (billing's rates
+    named through finance's mapping). Signed: a credit note's tax is negative."""
+
+    __tablename__ = "recon_taxes"
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    side: Mapped[str] = mapped_column(String(8), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(160), primary_key=True)
+    tax: Mapped[str] = mapped_column(String(160), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+
+
+class ReconReceivable(Base):
+    """What one customer owes in one currency now, as one side holds it."""
+
+    __tablename__ = "recon_receivables"
+
+    run_id: Mapped[str] = mapped_column(String(255), _run_fk(), primary_key=True)
+    side: Mapped[str] = mapped_column(String(8), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+
+
 class ReconItem(Base):
     """One finding of a run: a class, the amounts each side holds, and what was done."""
 

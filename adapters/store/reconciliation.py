@@ -1,5 +1,7 @@
 """Three-way reconciliation in the store: what billing expects, what the ERP holds, and what
-our posting journal says we posted.
+our posting journal says we posted, for documents and apart for the money that moved
+(payments and refund payouts); then two totals of both systems: tax per ERP tax and currency
+over the documents both hold, and what each customer owes now.
 
 A run loads each side into staging tables, classifies every difference in SQL
 (INSERT … SELECT, so volume never passes through Python or workflow history) and keeps the
@@ -21,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Executable,
     Insert,
+    Numeric,
     RowMapping,
     Select,
     SQLColumnExpression,
@@ -34,6 +37,7 @@ from sqlalchemy import (
     insert,
     label,
     literal,
+    literal_column,
     null,
     select,
     text,
@@ -47,11 +51,15 @@ from adapters.store.models import (
     Base,
     Posting,
     ReconErpDocument,
+    ReconErpPayment,
     ReconExpected,
+    ReconExpectedPayment,
     ReconItem,
     ReconJournalEntry,
+    ReconReceivable,
     ReconRun,
     ReconSupportCredit,
+    ReconTax,
     utcnow,
 )
 from adapters.store.store import IntegrationStore
@@ -66,14 +74,29 @@ from canonical.reconciliation import (
     MATCHED_TO_JOURNAL,
     MISSING_IN_ERP,
     ORPHAN_IN_ERP,
+    PAYMENT_AMOUNT_MISMATCH,
+    PAYMENT_MISSING_IN_ERP,
     POSTED_BUT_ABSENT,
+    RECEIVABLE_DIFFERS,
+    REFUND_MISSING_IN_ERP,
     REMEDIES,
+    TAX_DIFFERS,
     TICKET_CREDIT_WITHOUT_BILLING,
+    UNMAPPED_TAX_PREFIX,
     ReconClass,
 )
 
 _RUNS = ReconRun.__table__
-_STAGING_TABLES: Final = ("recon_expected", "recon_erp", "recon_journal", "recon_support_credits")
+_STAGING_TABLES: Final = (
+    "recon_expected",
+    "recon_erp",
+    "recon_journal",
+    "recon_support_credits",
+    "recon_expected_payments",
+    "recon_erp_payments",
+    "recon_taxes",
+    "recon_receivables",
+)
 _ITEMS = ReconItem.__table__
 
 RunStatus = Literal["loading", "classified", "healing", "done", "failed"]
@@ -87,8 +110,15 @@ Outcome = Literal["healed", "exception_opened", "healing_skipped"]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 
 ErpKind = Literal["invoice", "credit_note"]
-BillingKind = Literal["invoice", "credit_note", "balance_credit"]
+# A refund made without a billing credit note is booked as its own ERP credit note.
+BillingKind = Literal["invoice", "credit_note", "balance_credit", "refund"]
+PaymentKind = Literal["payment", "refund"]
+# The journal's kinds of money moved; its other entries are documents.
+PAYMENT_KINDS: Final[tuple[PaymentKind, ...]] = get_args(PaymentKind)
+Side = Literal["billing", "erp"]
 
+# The kind the report's totals give items that have none (a ticket's credit).
+NO_KIND: Final = "-"
 # An ERP document in this state is not in the books, whatever its amount says.
 CANCELLED: Final = "cancelled"
 # Amounts are summed as integer millionths: exact on SQLite (REAL) as on PostgreSQL.
@@ -181,7 +211,89 @@ class SupportCredit:
         _check_amount(self.amount, positive=False)
 
 
-def _staged(run_id: str, row: ExpectedPosting | ErpDocument | SupportCredit) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ExpectedPayment:
+    """A payment or refund billing holds: the ERP must hold it under `reference`, applied to
+    the ERP document `applies_to` names (the invoice; a refund's credit note)."""
+
+    reference: str
+    kind: PaymentKind
+    customer_id: str
+    currency: str
+    amount: Decimal
+    applies_to: str
+    billing_document_id: str  # what healing refetches: the invoice paid, or the refund
+
+    def __post_init__(self) -> None:
+        _check_choice("kind", self.kind, PAYMENT_KINDS)
+        _check_currency(self.currency)
+        _check_amount(self.amount, positive=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ErpPayment:
+    """A payment received or a refund paid out, as the ERP holds it (amount positive)."""
+
+    erp_document_id: str
+    reference: str | None
+    kind: PaymentKind
+    currency: str
+    amount: Decimal
+    applies_to: str | None
+    state: str
+    customer_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("kind", self.kind, PAYMENT_KINDS)
+        _check_currency(self.currency)
+        _check_amount(self.amount, positive=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentTax:
+    """One document's tax under one ERP tax name, as one side holds it; negative on a
+    credit note. Billing's rates are named by finance's mapping before they get here."""
+
+    side: Side
+    reference: str
+    tax: str
+    currency: str
+    amount: Decimal
+
+    def __post_init__(self) -> None:
+        _check_choice("side", self.side, get_args(Side))
+        _check_currency(self.currency)
+        _check_amount(self.amount, positive=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerReceivable:
+    """What a customer owes now in one currency, as one side holds it (negative: owed to
+    the customer)."""
+
+    side: Side
+    customer_id: str
+    currency: str
+    amount: Decimal
+
+    def __post_init__(self) -> None:
+        _check_choice("side", self.side, get_args(Side))
+        _check_currency(self.currency)
+        _check_amount(self.amount, positive=False)
+
+
+StagedRow = (
+    ExpectedPosting
+    | ErpDocument
+    | SupportCredit
+    | ExpectedPayment
+    | ErpPayment
+    | DocumentTax
+    | CustomerReceivable
+)
+
+
+def _staged(run_id: str, row: StagedRow) -> dict[str, Any]:
     """A row as its staging table holds it: the run, then the row's own fields."""
     return {"run_id": run_id, **{f.name: getattr(row, f.name) for f in fields(row)}}
 
@@ -199,6 +311,9 @@ class CurrencyTotal:
 class ClassTotal:
     count: int
     by_currency: dict[str, CurrencyTotal] = field(default_factory=dict)
+    # The same split by what the items are (invoice, payment, tax, receivable, …): a class
+    # holds documents and money moved alike. Empty for runs classified before it was kept.
+    by_kind: dict[str, dict[str, CurrencyTotal]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +458,23 @@ class ReconciliationStore:
         """Load the credits support requested; returns how many rows were offered."""
         return self._load(run_id, ReconSupportCredit, (_staged(run_id, row) for row in rows))
 
+    def add_expected_payments(self, run_id: str, rows: Iterable[ExpectedPayment]) -> int:
+        """Load billing's payments and refunds; returns how many rows were offered."""
+        return self._load(run_id, ReconExpectedPayment, (_staged(run_id, row) for row in rows))
+
+    def add_erp_payments(self, run_id: str, rows: Iterable[ErpPayment]) -> int:
+        """Load the ERP's payments and refunds; returns how many rows were offered."""
+        return self._load(run_id, ReconErpPayment, (_staged(run_id, row) for row in rows))
+
+    def add_taxes(self, run_id: str, rows: Iterable[DocumentTax]) -> int:
+        """Load tax per document and ERP tax name, of either side. Rows of one document and
+        tax name must come summed (a second row for the same key is dropped as a retry's)."""
+        return self._load(run_id, ReconTax, (_staged(run_id, row) for row in rows))
+
+    def add_receivables(self, run_id: str, rows: Iterable[CustomerReceivable]) -> int:
+        """Load what customers owe now, of either side; returns how many rows were offered."""
+        return self._load(run_id, ReconReceivable, (_staged(run_id, row) for row in rows))
+
     def snapshot_journal(
         self,
         run_id: str,
@@ -351,8 +483,9 @@ class ReconciliationStore:
         references_from_expected: bool = True,
     ) -> int:
         """Copy the journal entries posted in [posted_from, posted_to) and, unless told
-        otherwise, those for any reference billing expects, whenever posted. Load the
-        expected rows first. Taking the snapshot again replaces it. Returns the entry count."""
+        otherwise, those for any reference billing expects (documents, payments, refunds),
+        whenever posted. Load the expected rows first. Taking the snapshot again replaces
+        it. Returns the entry count."""
         journal_columns = (
             literal(run_id, String(255)),
             Posting.id,
@@ -373,7 +506,18 @@ class ReconciliationStore:
                 ReconExpected.reference == Posting.source_document_id,
             ),
         )
-        entries = union(in_window, for_expected) if references_from_expected else in_window
+        for_expected_payments = select(*journal_columns).join(
+            ReconExpectedPayment,
+            and_(
+                ReconExpectedPayment.run_id == run_id,
+                ReconExpectedPayment.reference == Posting.source_document_id,
+            ),
+        )
+        entries = (
+            union(in_window, for_expected, for_expected_payments)
+            if references_from_expected
+            else in_window
+        )
         copy = insert(ReconJournalEntry).from_select(
             [
                 "run_id",
@@ -446,6 +590,10 @@ class ReconciliationStore:
                 delete(ReconErpDocument).where(ReconErpDocument.run_id == run_id),
                 delete(ReconJournalEntry).where(ReconJournalEntry.run_id == run_id),
                 delete(ReconSupportCredit).where(ReconSupportCredit.run_id == run_id),
+                delete(ReconExpectedPayment).where(ReconExpectedPayment.run_id == run_id),
+                delete(ReconErpPayment).where(ReconErpPayment.run_id == run_id),
+                delete(ReconTax).where(ReconTax.run_id == run_id),
+                delete(ReconReceivable).where(ReconReceivable.run_id == run_id),
             )
             return sum(conn.execute(statement).rowcount for statement in staging)
 
@@ -506,16 +654,26 @@ class ReconciliationStore:
 
 
 def _classification(run_id: str) -> list[Executable]:
-    """One INSERT … SELECT per side; each statement decides its rows' class in SQL."""
+    """One INSERT … SELECT per side; each statement decides its rows' class in SQL.
+    Documents and money moved are diffed apart (a refund's credit note and its payment out
+    share the refund's id as reference); then the totals: tax per rate, receivables."""
     erp = _erp_by_reference(run_id)
-    journal = _journal_by_reference(run_id)
+    journal = _journal_by_reference(run_id, payments=False)
+    erp_payments = _erp_payments_by_reference(run_id)
+    payment_journal = _journal_by_reference(run_id, payments=True)
     return [
         _expected_findings(run_id, erp, journal),
         _erp_only_findings(run_id, erp, journal),
         _unreferenced_erp_findings(run_id),
-        _journal_only_findings(run_id),
+        _journal_only_findings(run_id, journal),
         _credit_without_ticket(run_id),
         _ticket_credit_without_billing(run_id),
+        _expected_payment_findings(run_id, erp_payments, payment_journal),
+        _erp_only_payment_findings(run_id, erp_payments, payment_journal),
+        _unreferenced_erp_payment_findings(run_id),
+        _journal_only_payment_findings(run_id, payment_journal),
+        _tax_findings(run_id),
+        _receivable_findings(run_id),
     ]
 
 
@@ -538,8 +696,10 @@ def _erp_by_reference(run_id: str) -> Subquery:
     )
 
 
-def _journal_by_reference(run_id: str) -> Subquery:
+def _journal_by_reference(run_id: str, *, payments: bool) -> Subquery:
+    """The journal's documents, or its payments and refunds, one row per reference."""
     entry = ReconJournalEntry
+    of_kind = entry.kind.in_(PAYMENT_KINDS) if payments else entry.kind.not_in(PAYMENT_KINDS)
     return (
         select(
             entry.reference,
@@ -550,9 +710,9 @@ def _journal_by_reference(run_id: str) -> Subquery:
             func.min(entry.customer_id).label("customer_id"),
             func.min(entry.erp_document_id).label("erp_document_id"),
         )
-        .where(entry.run_id == run_id)
+        .where(entry.run_id == run_id, of_kind)
         .group_by(entry.reference)
-        .subquery("journal")
+        .subquery("payment_journal" if payments else "journal")
     )
 
 
@@ -760,10 +920,10 @@ def _erp_only_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
     )
 
 
-def _duplicates(erp: Subquery) -> ColumnElement[str]:
+def _duplicates(erp: Subquery, what: str = "documents") -> ColumnElement[str]:
     return (
         cast(erp.c.documents, String)
-        + " ERP documents carry this reference: "
+        + f" ERP {what} carry this reference: "
         + erp.c.erp_document_ids
     )
 
@@ -786,9 +946,8 @@ def _unreferenced_erp_findings(run_id: str) -> Insert:
     return _insert_items(names, query.where(doc.run_id == run_id, doc.reference.is_(None)))
 
 
-def _journal_only_findings(run_id: str) -> Insert:
+def _journal_only_findings(run_id: str, journal: Subquery) -> Insert:
     """Journal entries neither billing nor the ERP knows: posted but absent."""
-    journal = _journal_by_reference(run_id)
     expected = exists().where(
         ReconExpected.run_id == run_id, ReconExpected.reference == journal.c.reference
     )
@@ -870,30 +1029,392 @@ def _ticket_credit_without_billing(run_id: str) -> Insert:
     return _insert_items(names, query.where(s.run_id == run_id, ~names_listed, ~case_credited))
 
 
+# --- money moved: payments and refunds ---------------------------------------------------
+
+
+def _erp_payments_by_reference(run_id: str) -> Subquery:
+    pay = ReconErpPayment
+    return (
+        select(
+            pay.reference,
+            func.count().label("documents"),
+            func.min(pay.kind).label("kind"),
+            func.min(pay.currency).label("currency"),
+            func.sum(pay.amount).label("amount"),
+            func.min(pay.state).label("state"),
+            func.min(pay.customer_id).label("customer_id"),
+            func.min(pay.applies_to).label("applies_to"),
+            func.aggregate_strings(pay.erp_document_id, ",").label("erp_document_ids"),
+        )
+        .where(pay.run_id == run_id, pay.reference.is_not(None))
+        .group_by(pay.reference)
+        .subquery("erp_payments")
+    )
+
+
+def _payment_differences(
+    against: str,
+    erp: Subquery,
+    kind: SQLColumnExpression[str],
+    currency: SQLColumnExpression[str],
+    amount: SQLColumnExpression[Decimal],
+    applies_to: SQLColumnExpression[str] | None,
+) -> ColumnElement[str]:
+    """'ERP refund differs from billing in: amount, applied to (re_1 vs cn_1)'."""
+    applied = func.coalesce(erp.c.applies_to, "(nothing)")
+    pieces: list[ColumnElement[str]] = [
+        case((kind != erp.c.kind, " kind (" + kind + " vs " + erp.c.kind + "),"), else_=""),
+        case(
+            (currency != erp.c.currency, " currency (" + currency + " vs " + erp.c.currency + "),"),
+            else_="",
+        ),
+        case((amount != erp.c.amount, " amount,"), else_=""),
+    ]
+    if applies_to is not None:
+        pieces.append(
+            case(
+                (applied != applies_to, " applied to (" + applies_to + " vs " + applied + "),"),
+                else_="",
+            )
+        )
+    pieces.append(case((erp.c.state == CANCELLED, " state (cancelled),"), else_=""))
+    sentence: ColumnElement[str] = "ERP " + erp.c.kind + f" differs from {against} in:"
+    for piece in pieces:
+        sentence = sentence + piece
+    return func.rtrim(sentence, ",")
+
+
+def _payment_agrees_with_journal(run_id: str, erp: Subquery) -> ColumnElement[bool]:
+    entry = ReconJournalEntry
+    return and_(
+        erp.c.documents == 1,
+        erp.c.state != CANCELLED,
+        exists().where(
+            entry.run_id == run_id,
+            entry.reference == erp.c.reference,
+            entry.kind == erp.c.kind,
+            entry.currency == erp.c.currency,
+            entry.amount == erp.c.amount,
+        ),
+    )
+
+
+def _expected_payment_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
+    """Every payment and refund billing holds: matched, differing, duplicated, posted but
+    absent, or missing (the posting path can replay a missing one)."""
+    e = ReconExpectedPayment
+    decision = _classified(
+        [
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, "payments")),
+            (
+                and_(_agrees(erp, e.kind, e.currency, e.amount), erp.c.applies_to == e.applies_to),
+                MATCHED,
+                None,
+            ),
+            (
+                erp.c.documents == 1,
+                PAYMENT_AMOUNT_MISMATCH,
+                _payment_differences("billing", erp, e.kind, e.currency, e.amount, e.applies_to),
+            ),
+            (
+                journal.c.entries.is_not(None),
+                POSTED_BUT_ABSENT,
+                "Journaled as ERP " + e.kind + " " + journal.c.erp_document_id
+                + "; the ERP holds no " + e.kind + " with this reference",
+            ),
+            (
+                e.kind == "refund",
+                REFUND_MISSING_IN_ERP,
+                "Neither the ERP nor the posting journal holds this refund",
+            ),
+        ],
+        otherwise=(PAYMENT_MISSING_IN_ERP, "Neither the ERP nor the posting journal holds this "
+                   "payment"),
+    )  # fmt: skip
+    names, query = _item_columns(
+        run_id,
+        reference=e.reference,
+        kind=e.kind,
+        customer_id=e.customer_id,
+        currency=e.currency,
+        amount=e.amount,
+        billing_amount=e.amount,
+        erp_amount=erp.c.amount,
+        journal_amount=journal.c.amount,
+        billing_document_id=e.billing_document_id,
+        erp_document_ids=erp.c.erp_document_ids,
+        **decision,
+    )
+    return _insert_items(
+        names,
+        query.select_from(e)
+        .outerjoin(erp, erp.c.reference == e.reference)
+        .outerjoin(journal, journal.c.reference == e.reference)
+        .where(e.run_id == run_id),
+    )
+
+
+def _erp_only_payment_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
+    """ERP payments and refunds billing does not list for the period: duplicates, orphans,
+    or journaled ones of another period (agreeing with the journal, or not)."""
+    e = ReconExpectedPayment
+    decision = _classified(
+        [
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, "payments")),
+            (
+                journal.c.entries.is_(None),
+                ORPHAN_IN_ERP,
+                "The reference matches no billing " + erp.c.kind + " and no journal entry",
+            ),
+            (
+                _payment_agrees_with_journal(run_id, erp),
+                MATCHED_TO_JOURNAL,
+                "Billing does not list this reference for the period; the ERP agrees with "
+                "the journal",
+            ),
+        ],
+        otherwise=(
+            PAYMENT_AMOUNT_MISMATCH,
+            _payment_differences(
+                "the journal", erp, journal.c.kind, journal.c.currency, journal.c.amount, None
+            ),
+        ),
+    )
+    names, query = _item_columns(
+        run_id,
+        reference=erp.c.reference,
+        kind=erp.c.kind,
+        customer_id=func.coalesce(journal.c.customer_id, erp.c.customer_id),
+        currency=erp.c.currency,
+        amount=erp.c.amount,
+        erp_amount=erp.c.amount,
+        journal_amount=journal.c.amount,
+        erp_document_ids=erp.c.erp_document_ids,
+        **decision,
+    )
+    return _insert_items(
+        names,
+        query.select_from(erp)
+        .outerjoin(e, and_(e.run_id == run_id, e.reference == erp.c.reference))
+        .outerjoin(journal, journal.c.reference == erp.c.reference)
+        .where(e.reference.is_(None)),
+    )
+
+
+def _unreferenced_erp_payment_findings(run_id: str) -> Insert:
+    """ERP payments and refunds without a reference: orphans, one item each."""
+    pay = ReconErpPayment
+    names, query = _item_columns(
+        run_id,
+        classification=ORPHAN_IN_ERP,
+        kind=pay.kind,
+        customer_id=pay.customer_id,
+        currency=pay.currency,
+        amount=pay.amount,
+        erp_amount=pay.amount,
+        erp_document_ids=pay.erp_document_id,
+        detail="ERP " + pay.kind + " " + pay.erp_document_id + " has no reference",
+        remedy=REMEDIES[ORPHAN_IN_ERP],
+    )
+    return _insert_items(names, query.where(pay.run_id == run_id, pay.reference.is_(None)))
+
+
+def _journal_only_payment_findings(run_id: str, journal: Subquery) -> Insert:
+    """Journaled payments and refunds neither billing nor the ERP lists: posted but absent."""
+    expected = exists().where(
+        ReconExpectedPayment.run_id == run_id, ReconExpectedPayment.reference == journal.c.reference
+    )
+    in_erp = exists().where(
+        ReconErpPayment.run_id == run_id, ReconErpPayment.reference == journal.c.reference
+    )
+    names, query = _item_columns(
+        run_id,
+        classification=POSTED_BUT_ABSENT,
+        reference=journal.c.reference,
+        kind=journal.c.kind,
+        customer_id=journal.c.customer_id,
+        currency=journal.c.currency,
+        amount=journal.c.amount,
+        journal_amount=journal.c.amount,
+        detail="Journaled as ERP "
+        + journal.c.kind
+        + " "
+        + journal.c.erp_document_id
+        + "; neither the ERP nor billing holds this reference",
+        remedy=REMEDIES[POSTED_BUT_ABSENT],
+    )
+    return _insert_items(names, query.select_from(journal).where(~expected, ~in_erp))
+
+
+# --- totals: tax per rate, open receivables ----------------------------------------------
+
+
+def _micros(amount: SQLColumnExpression[Decimal]) -> ColumnElement[int]:
+    """An amount as integer millionths: sums and comparisons exact on SQLite's REAL too."""
+    return cast(func.round(amount * _MICROS), BigInteger)
+
+
+def _from_micros(micros: SQLColumnExpression[int]) -> ColumnElement[Decimal]:
+    # A numeric literal: PostgreSQL multiplies exactly, SQLite does not divide integers.
+    return cast(micros * literal_column("0.000001"), Numeric(24, 6))
+
+
+def _documents_both_hold(run_id: str) -> Select[Any]:
+    """References billing expects and the ERP holds once, not cancelled: where tax is
+    compared (a missing or doubled document is already a finding of its own)."""
+    doc = ReconErpDocument
+    expected = select(ReconExpected.reference).where(ReconExpected.run_id == run_id)
+    return (
+        select(doc.reference)
+        .where(doc.run_id == run_id, doc.reference.in_(expected))
+        .group_by(doc.reference)
+        .having(func.count() == 1, func.min(doc.state) != CANCELLED)
+    )
+
+
+def _tax_totals(run_id: str, side: Side) -> Subquery:
+    tax = ReconTax
+    return (
+        select(
+            tax.tax,
+            tax.currency,
+            func.count().label("documents"),
+            func.sum(_micros(tax.amount)).label("micros"),
+        )
+        .where(
+            tax.run_id == run_id,
+            tax.side == side,
+            tax.reference.in_(_documents_both_hold(run_id)),
+        )
+        .group_by(tax.tax, tax.currency)
+        .subquery(f"{side}_tax")
+    )
+
+
+def _tax_findings(run_id: str) -> Insert:
+    """Per ERP tax and currency, billing's tax against the ERP's over the documents both
+    hold for the period: one item where the totals differ."""
+    billing, erp = _tax_totals(run_id, "billing"), _tax_totals(run_id, "erp")
+    keys = union(
+        select(billing.c.tax, billing.c.currency), select(erp.c.tax, erp.c.currency)
+    ).subquery("tax_keys")
+    billing_micros = func.coalesce(billing.c.micros, 0)
+    erp_micros = func.coalesce(erp.c.micros, 0)
+    names, query = _item_columns(
+        run_id,
+        classification=TAX_DIFFERS,
+        reference=keys.c.tax,
+        kind="tax",
+        currency=keys.c.currency,
+        amount=_from_micros(billing_micros),
+        billing_amount=_from_micros(billing_micros),
+        erp_amount=_from_micros(erp_micros),
+        detail=case(
+            (
+                keys.c.tax.startswith(UNMAPPED_TAX_PREFIX),
+                "Finance's mapping names no ERP tax for billing's " + func.substr(keys.c.tax, 10),
+            ),
+            (billing.c.tax.is_(None), "Billing has no tax the mapping names " + keys.c.tax),
+            (erp.c.tax.is_(None), "The ERP holds no tax " + keys.c.tax + " on these documents"),
+            else_="Tax " + keys.c.tax + " differs between billing and the ERP",
+        )
+        + " (documents both hold for the period)",
+        remedy=REMEDIES[TAX_DIFFERS],
+    )
+    return _insert_items(
+        names,
+        query.select_from(keys)
+        .outerjoin(billing, and_(billing.c.tax == keys.c.tax,
+                                 billing.c.currency == keys.c.currency))
+        .outerjoin(erp, and_(erp.c.tax == keys.c.tax, erp.c.currency == keys.c.currency))
+        .where(billing_micros != erp_micros),
+    )  # fmt: skip
+
+
+def _receivable_findings(run_id: str) -> Insert:
+    """Per customer and currency, what billing says is owed (amount remaining plus balance)
+    against the ERP's receivable: one item where they differ (absent counts as zero)."""
+    r = ReconReceivable
+    billing = select(r).where(r.run_id == run_id, r.side == "billing").subquery("billing_owed")
+    erp = select(r).where(r.run_id == run_id, r.side == "erp").subquery("erp_owed")
+    keys = union(
+        select(billing.c.customer_id, billing.c.currency),
+        select(erp.c.customer_id, erp.c.currency),
+    ).subquery("owed_keys")
+    billing_micros = func.coalesce(_micros(billing.c.amount), 0)
+    erp_micros = func.coalesce(_micros(erp.c.amount), 0)
+    names, query = _item_columns(
+        run_id,
+        classification=RECEIVABLE_DIFFERS,
+        kind="receivable",
+        customer_id=keys.c.customer_id,
+        currency=keys.c.currency,
+        amount=_from_micros(billing_micros),
+        billing_amount=_from_micros(billing_micros),
+        erp_amount=_from_micros(erp_micros),
+        detail=case(
+            (billing.c.customer_id.is_(None), "Billing has nothing open for the customer; "
+             "the ERP's receivable is not zero"),
+            (erp.c.customer_id.is_(None), "The ERP has no open receivable for the customer"),
+            else_="Billing's amount remaining plus balance differs from the ERP's receivable",
+        ),
+        remedy=REMEDIES[RECEIVABLE_DIFFERS],
+    )  # fmt: skip
+    on = {"customer_id": keys.c.customer_id, "currency": keys.c.currency}
+    return _insert_items(
+        names,
+        query.select_from(keys)
+        .outerjoin(billing, and_(*(billing.c[k] == v for k, v in on.items())))
+        .outerjoin(erp, and_(*(erp.c[k] == v for k, v in on.items())))
+        .where(billing_micros != erp_micros),
+    )
+
+
 # The benchmark's baseline and classify's cross-check: one plain COUNT per class over the
 # same staging tables, written out in full and independently of classify's statements.
 PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
     MATCHED: """
-        SELECT count(*) FROM recon_expected e
-        WHERE e.run_id = :run_id
-          AND (SELECT count(*) FROM recon_erp r
-               WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
-          AND EXISTS (SELECT 1 FROM recon_erp r
-                      WHERE r.run_id = e.run_id AND r.reference = e.reference
-                        AND r.kind = e.kind AND r.currency = e.currency
-                        AND r.amount = e.amount AND r.state <> 'cancelled')
+        SELECT
+          (SELECT count(*) FROM recon_expected e
+           WHERE e.run_id = :run_id
+             AND (SELECT count(*) FROM recon_erp r
+                  WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
+             AND EXISTS (SELECT 1 FROM recon_erp r
+                         WHERE r.run_id = e.run_id AND r.reference = e.reference
+                           AND r.kind = e.kind AND r.currency = e.currency
+                           AND r.amount = e.amount AND r.state <> 'cancelled'))
+        + (SELECT count(*) FROM recon_expected_payments e
+           WHERE e.run_id = :run_id
+             AND (SELECT count(*) FROM recon_erp_payments r
+                  WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
+             AND EXISTS (SELECT 1 FROM recon_erp_payments r
+                         WHERE r.run_id = e.run_id AND r.reference = e.reference
+                           AND r.kind = e.kind AND r.currency = e.currency
+                           AND r.amount = e.amount AND r.applies_to = e.applies_to
+                           AND r.state <> 'cancelled'))
     """,
     MATCHED_TO_JOURNAL: """
-        SELECT count(*) FROM recon_erp r
-        WHERE r.run_id = :run_id AND r.state <> 'cancelled'
-          AND (SELECT count(*) FROM recon_erp r2
-               WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
-          AND NOT EXISTS (SELECT 1 FROM recon_expected e
-                          WHERE e.run_id = r.run_id AND e.reference = r.reference)
-          AND EXISTS (SELECT 1 FROM recon_journal j
-                      WHERE j.run_id = r.run_id AND j.reference = r.reference
-                        AND j.kind = r.kind AND j.currency = r.currency
-                        AND j.amount = r.amount)
+        SELECT
+          (SELECT count(*) FROM recon_erp r
+           WHERE r.run_id = :run_id AND r.state <> 'cancelled'
+             AND (SELECT count(*) FROM recon_erp r2
+                  WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+             AND NOT EXISTS (SELECT 1 FROM recon_expected e
+                             WHERE e.run_id = r.run_id AND e.reference = r.reference)
+             AND EXISTS (SELECT 1 FROM recon_journal j
+                         WHERE j.run_id = r.run_id AND j.reference = r.reference
+                           AND j.kind = r.kind AND j.currency = r.currency
+                           AND j.amount = r.amount))
+        + (SELECT count(*) FROM recon_erp_payments r
+           WHERE r.run_id = :run_id AND r.state <> 'cancelled'
+             AND (SELECT count(*) FROM recon_erp_payments r2
+                  WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+             AND NOT EXISTS (SELECT 1 FROM recon_expected_payments e
+                             WHERE e.run_id = r.run_id AND e.reference = r.reference)
+             AND EXISTS (SELECT 1 FROM recon_journal j
+                         WHERE j.run_id = r.run_id AND j.reference = r.reference
+                           AND j.kind = r.kind AND j.currency = r.currency
+                           AND j.amount = r.amount))
     """,
     MISSING_IN_ERP: """
         SELECT count(*) FROM recon_expected e
@@ -901,13 +1422,19 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
           AND NOT EXISTS (SELECT 1 FROM recon_erp r
                           WHERE r.run_id = e.run_id AND r.reference = e.reference)
           AND NOT EXISTS (SELECT 1 FROM recon_journal j
-                          WHERE j.run_id = e.run_id AND j.reference = e.reference)
+                          WHERE j.run_id = e.run_id AND j.reference = e.reference
+                            AND j.kind NOT IN ('payment', 'refund'))
     """,
     POSTED_BUT_ABSENT: """
-        SELECT count(DISTINCT j.reference) FROM recon_journal j
-        WHERE j.run_id = :run_id
-          AND NOT EXISTS (SELECT 1 FROM recon_erp r
-                          WHERE r.run_id = j.run_id AND r.reference = j.reference)
+        SELECT
+          (SELECT count(DISTINCT j.reference) FROM recon_journal j
+           WHERE j.run_id = :run_id AND j.kind NOT IN ('payment', 'refund')
+             AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                             WHERE r.run_id = j.run_id AND r.reference = j.reference))
+        + (SELECT count(DISTINCT j.reference) FROM recon_journal j
+           WHERE j.run_id = :run_id AND j.kind IN ('payment', 'refund')
+             AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
+                             WHERE r.run_id = j.run_id AND r.reference = j.reference))
     """,
     AMOUNT_MISMATCH: """
         SELECT
@@ -926,7 +1453,8 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
              AND NOT EXISTS (SELECT 1 FROM recon_expected e
                              WHERE e.run_id = r.run_id AND e.reference = r.reference)
              AND EXISTS (SELECT 1 FROM recon_journal j
-                         WHERE j.run_id = r.run_id AND j.reference = r.reference)
+                         WHERE j.run_id = r.run_id AND j.reference = r.reference
+                           AND j.kind NOT IN ('payment', 'refund'))
              AND NOT (r.state <> 'cancelled'
                       AND EXISTS (SELECT 1 FROM recon_journal j
                                   WHERE j.run_id = r.run_id AND j.reference = r.reference
@@ -934,22 +1462,40 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
                                     AND j.amount = r.amount)))
     """,
     DUPLICATE_IN_ERP: """
-        SELECT count(*) FROM (
-          SELECT reference FROM recon_erp
-          WHERE run_id = :run_id AND reference IS NOT NULL
-          GROUP BY reference HAVING count(*) > 1
-        ) duplicated
+        SELECT
+          (SELECT count(*) FROM (
+             SELECT reference FROM recon_erp
+             WHERE run_id = :run_id AND reference IS NOT NULL
+             GROUP BY reference HAVING count(*) > 1
+           ) duplicated)
+        + (SELECT count(*) FROM (
+             SELECT reference FROM recon_erp_payments
+             WHERE run_id = :run_id AND reference IS NOT NULL
+             GROUP BY reference HAVING count(*) > 1
+           ) duplicated_payments)
     """,
     ORPHAN_IN_ERP: """
-        SELECT count(*) FROM recon_erp r
-        WHERE r.run_id = :run_id
-          AND (r.reference IS NULL
-               OR ((SELECT count(*) FROM recon_erp r2
-                    WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
-                   AND NOT EXISTS (SELECT 1 FROM recon_expected e
-                                   WHERE e.run_id = r.run_id AND e.reference = r.reference)
-                   AND NOT EXISTS (SELECT 1 FROM recon_journal j
-                                   WHERE j.run_id = r.run_id AND j.reference = r.reference)))
+        SELECT
+          (SELECT count(*) FROM recon_erp r
+           WHERE r.run_id = :run_id
+             AND (r.reference IS NULL
+                  OR ((SELECT count(*) FROM recon_erp r2
+                       WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+                      AND NOT EXISTS (SELECT 1 FROM recon_expected e
+                                      WHERE e.run_id = r.run_id AND e.reference = r.reference)
+                      AND NOT EXISTS (SELECT 1 FROM recon_journal j
+                                      WHERE j.run_id = r.run_id AND j.reference = r.reference
+                                        AND j.kind NOT IN ('payment', 'refund')))))
+        + (SELECT count(*) FROM recon_erp_payments r
+           WHERE r.run_id = :run_id
+             AND (r.reference IS NULL
+                  OR ((SELECT count(*) FROM recon_erp_payments r2
+                       WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+                      AND NOT EXISTS (SELECT 1 FROM recon_expected_payments e
+                                      WHERE e.run_id = r.run_id AND e.reference = r.reference)
+                      AND NOT EXISTS (SELECT 1 FROM recon_journal j
+                                      WHERE j.run_id = r.run_id AND j.reference = r.reference
+                                        AND j.kind IN ('payment', 'refund')))))
     """,
     CREDIT_WITHOUT_TICKET: """
         SELECT count(*) FROM recon_expected e
@@ -966,6 +1512,92 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
                             AND e.billing_document_id = s.billing_document_id)
           AND NOT EXISTS (SELECT 1 FROM recon_expected e
                           WHERE e.run_id = s.run_id AND e.is_credit AND e.case_id = s.case_id)
+    """,
+    PAYMENT_MISSING_IN_ERP: """
+        SELECT count(*) FROM recon_expected_payments e
+        WHERE e.run_id = :run_id AND e.kind = 'payment'
+          AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
+                          WHERE r.run_id = e.run_id AND r.reference = e.reference)
+          AND NOT EXISTS (SELECT 1 FROM recon_journal j
+                          WHERE j.run_id = e.run_id AND j.reference = e.reference
+                            AND j.kind IN ('payment', 'refund'))
+    """,
+    REFUND_MISSING_IN_ERP: """
+        SELECT count(*) FROM recon_expected_payments e
+        WHERE e.run_id = :run_id AND e.kind = 'refund'
+          AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
+                          WHERE r.run_id = e.run_id AND r.reference = e.reference)
+          AND NOT EXISTS (SELECT 1 FROM recon_journal j
+                          WHERE j.run_id = e.run_id AND j.reference = e.reference
+                            AND j.kind IN ('payment', 'refund'))
+    """,
+    PAYMENT_AMOUNT_MISMATCH: """
+        SELECT
+          (SELECT count(*) FROM recon_expected_payments e
+           WHERE e.run_id = :run_id
+             AND (SELECT count(*) FROM recon_erp_payments r
+                  WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
+             AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
+                             WHERE r.run_id = e.run_id AND r.reference = e.reference
+                               AND r.kind = e.kind AND r.currency = e.currency
+                               AND r.amount = e.amount AND r.applies_to = e.applies_to
+                               AND r.state <> 'cancelled'))
+        + (SELECT count(*) FROM recon_erp_payments r
+           WHERE r.run_id = :run_id
+             AND (SELECT count(*) FROM recon_erp_payments r2
+                  WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
+             AND NOT EXISTS (SELECT 1 FROM recon_expected_payments e
+                             WHERE e.run_id = r.run_id AND e.reference = r.reference)
+             AND EXISTS (SELECT 1 FROM recon_journal j
+                         WHERE j.run_id = r.run_id AND j.reference = r.reference
+                           AND j.kind IN ('payment', 'refund'))
+             AND NOT (r.state <> 'cancelled'
+                      AND EXISTS (SELECT 1 FROM recon_journal j
+                                  WHERE j.run_id = r.run_id AND j.reference = r.reference
+                                    AND j.kind = r.kind AND j.currency = r.currency
+                                    AND j.amount = r.amount)))
+    """,
+    TAX_DIFFERS: """
+        WITH b AS (
+            SELECT t.tax, t.currency, sum(CAST(round(t.amount * 1000000) AS BIGINT)) AS micros
+            FROM recon_taxes t
+            WHERE t.run_id = :run_id AND t.side = 'billing'
+              AND EXISTS (SELECT 1 FROM recon_expected e
+                          WHERE e.run_id = t.run_id AND e.reference = t.reference)
+              AND (SELECT count(*) FROM recon_erp r
+                   WHERE r.run_id = t.run_id AND r.reference = t.reference) = 1
+              AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                              WHERE r.run_id = t.run_id AND r.reference = t.reference
+                                AND r.state = 'cancelled')
+            GROUP BY t.tax, t.currency
+        ), r AS (
+            SELECT t.tax, t.currency, sum(CAST(round(t.amount * 1000000) AS BIGINT)) AS micros
+            FROM recon_taxes t
+            WHERE t.run_id = :run_id AND t.side = 'erp'
+              AND EXISTS (SELECT 1 FROM recon_expected e
+                          WHERE e.run_id = t.run_id AND e.reference = t.reference)
+              AND (SELECT count(*) FROM recon_erp r
+                   WHERE r.run_id = t.run_id AND r.reference = t.reference) = 1
+              AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                              WHERE r.run_id = t.run_id AND r.reference = t.reference
+                                AND r.state = 'cancelled')
+            GROUP BY t.tax, t.currency
+        )
+        SELECT count(*) FROM (SELECT tax, currency FROM b UNION SELECT tax, currency FROM r) k
+        WHERE coalesce((SELECT b.micros FROM b WHERE b.tax = k.tax AND b.currency = k.currency), 0)
+           <> coalesce((SELECT r.micros FROM r WHERE r.tax = k.tax AND r.currency = k.currency), 0)
+    """,
+    RECEIVABLE_DIFFERS: """
+        SELECT count(*) FROM (
+          SELECT customer_id, currency FROM recon_receivables WHERE run_id = :run_id
+          GROUP BY customer_id, currency
+        ) k
+        WHERE coalesce((SELECT CAST(round(b.amount * 1000000) AS BIGINT) FROM recon_receivables b
+                        WHERE b.run_id = :run_id AND b.side = 'billing'
+                          AND b.customer_id = k.customer_id AND b.currency = k.currency), 0)
+           <> coalesce((SELECT CAST(round(r.amount * 1000000) AS BIGINT) FROM recon_receivables r
+                        WHERE r.run_id = :run_id AND r.side = 'erp'
+                          AND r.customer_id = k.customer_id AND r.currency = k.currency), 0)
     """,
 }
 
@@ -1015,25 +1647,46 @@ def _loaded_counts(conn: Connection, run_id: str) -> dict[str, int]:
         "erp": _count(conn, ReconErpDocument.run_id == run_id),
         "journal": _count(conn, ReconJournalEntry.run_id == run_id),
         "support_credits": _count(conn, ReconSupportCredit.run_id == run_id),
+        "expected_payments": _count(conn, ReconExpectedPayment.run_id == run_id),
+        "erp_payments": _count(conn, ReconErpPayment.run_id == run_id),
+        "billing_taxes": _count(conn, ReconTax.run_id == run_id, ReconTax.side == "billing"),
+        "erp_taxes": _count(conn, ReconTax.run_id == run_id, ReconTax.side == "erp"),
+        "billing_receivables": _count(
+            conn, ReconReceivable.run_id == run_id, ReconReceivable.side == "billing"
+        ),
+        "erp_receivables": _count(
+            conn, ReconReceivable.run_id == run_id, ReconReceivable.side == "erp"
+        ),
     }
 
 
 def _totals(conn: Connection, run_id: str) -> dict[str, Any]:
-    """Per class: item count, and per currency count and amount (JSON, amounts as text)."""
+    """Per class: item count, per currency count and amount, and the same per kind of item
+    (JSON, amounts as text; items without a kind, a ticket's, under "-")."""
     micros = cast(func.round(ReconItem.amount * _MICROS), BigInteger)
+    kind = func.coalesce(ReconItem.kind, NO_KIND)
     rows = conn.execute(
-        select(ReconItem.classification, ReconItem.currency, func.count(), func.sum(micros))
+        select(ReconItem.classification, kind, ReconItem.currency, func.count(), func.sum(micros))
         .where(ReconItem.run_id == run_id)
-        .group_by(ReconItem.classification, ReconItem.currency)
-        .order_by(ReconItem.classification, ReconItem.currency)
+        .group_by(ReconItem.classification, kind, ReconItem.currency)
+        .order_by(ReconItem.classification, kind, ReconItem.currency)
     )
-    totals: dict[str, Any] = {cls: {"count": 0, "by_currency": {}} for cls in CLASSES}
-    for cls, currency, count, amount in rows:
-        totals[cls]["count"] += count
-        totals[cls]["by_currency"][currency] = {
+    totals: dict[str, Any] = {
+        cls: {"count": 0, "by_currency": {}, "by_kind": {}} for cls in CLASSES
+    }
+    for cls, item_kind, currency, count, amount in rows:
+        total = totals[cls]
+        total["count"] += count
+        in_currency = total["by_currency"].setdefault(currency, {"count": 0, "micros": 0})
+        in_currency["count"] += count
+        in_currency["micros"] += int(amount)
+        total["by_kind"].setdefault(item_kind, {})[currency] = {
             "count": count,
             "amount": _amount_text(Decimal(int(amount)).scaleb(-6), currency),
         }
+    for total in totals.values():
+        for currency, figure in total["by_currency"].items():
+            figure["amount"] = _amount_text(Decimal(figure.pop("micros")).scaleb(-6), currency)
     return totals
 
 
@@ -1076,9 +1729,10 @@ def _run_from(run: RowMapping) -> ReconciliationRun:
         totals={
             cls: ClassTotal(
                 count=total["count"],
-                by_currency={
-                    currency: CurrencyTotal(count=sums["count"], amount=Decimal(sums["amount"]))
-                    for currency, sums in total["by_currency"].items()
+                by_currency=_currency_totals(total["by_currency"]),
+                by_kind={
+                    kind: _currency_totals(by_currency)
+                    for kind, by_currency in total.get("by_kind", {}).items()
                 },
             )
             for cls, total in run["totals"].items()
@@ -1086,6 +1740,13 @@ def _run_from(run: RowMapping) -> ReconciliationRun:
         healed_count=run["healed_count"],
         exception_count=run["exception_count"],
     )
+
+
+def _currency_totals(by_currency: dict[str, Any]) -> dict[str, CurrencyTotal]:
+    return {
+        currency: CurrencyTotal(count=sums["count"], amount=Decimal(sums["amount"]))
+        for currency, sums in by_currency.items()
+    }
 
 
 def _item_from(item: RowMapping) -> ReconciliationItem:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -34,6 +34,7 @@ from adapters.errors import (
     transport_errors_as_transient,
 )
 from canonical import AccountRecord, Customer
+from canonical.entitlements import Entitlements
 from canonical.money import CurrencyError, Money, currency_exponent
 from canonical.reconciliation import TicketCredit, TicketCreditPage
 from canonical.support import CreditAsk, SupportCase
@@ -56,6 +57,32 @@ MAX_COMMENT_PAGE_SIZE = 100
 # The last line of a note or reply: the key's digest, so no customer data shows in it.
 WRITE_MARKER_PREFIX = "ref lb-"
 WRITE_MARKER_DIGITS = 16
+
+# The organization fields that carry a customer's entitlements (keys are Zendesk's handles
+# for them; agents see the titles). The status is a dropdown, so agents can filter on it.
+PLAN_FIELD = "ledgerbridge_plan"
+STATUS_FIELD = "ledgerbridge_subscription_status"
+PAID_THROUGH_FIELD = "ledgerbridge_paid_through"
+SUBSCRIPTION_FIELD = "ledgerbridge_subscription_id"
+# The status option written when billing has no subscription for the customer.
+NO_SUBSCRIPTION = "none"
+SUBSCRIPTION_STATUSES = (
+    ("Active", "active"), ("Trialing", "trialing"), ("Past due", "past_due"),
+    ("Unpaid", "unpaid"), ("Canceled", "canceled"), ("Incomplete", "incomplete"),
+    ("Incomplete, expired", "incomplete_expired"), ("Paused", "paused"),
+    ("No subscription", NO_SUBSCRIPTION),
+)  # fmt: skip
+ENTITLEMENT_FIELDS: tuple[dict[str, Any], ...] = (
+    {"key": PLAN_FIELD, "type": "text", "title": "Plan",
+     "description": "The billing plan (kept by ledgerbridge from billing)"},
+    {"key": STATUS_FIELD, "type": "dropdown", "title": "Subscription status",
+     "description": "The billing subscription's status (kept by ledgerbridge from billing)",
+     "custom_field_options": [{"name": n, "value": v} for n, v in SUBSCRIPTION_STATUSES]},
+    {"key": PAID_THROUGH_FIELD, "type": "date", "title": "Paid through",
+     "description": "End of the period the latest paid invoice covers (kept by ledgerbridge)"},
+    {"key": SUBSCRIPTION_FIELD, "type": "text", "title": "Subscription id",
+     "description": "The billing subscription (kept by ledgerbridge from billing)"},
+)  # fmt: skip
 
 
 def write_marker(idempotency_key: str) -> str:
@@ -95,6 +122,51 @@ def _record(org: dict[str, Any]) -> AccountRecord:
         external_id=str(org["id"]),
         customer_id=str(org.get("external_id") or ""),
         name=str(org["name"]),
+    )
+
+
+def _field_date(value: Any) -> date | None:
+    """A date field as Zendesk answers it: `2026-05-31` or `2026-05-31T00:00:00+00:00`."""
+    text = _text(value)
+    if text is None:
+        return None
+    return date.fromisoformat(text[:10])
+
+
+def _entitlement_values(entitlements: Entitlements) -> dict[str, Any]:
+    """The organization_fields that say these entitlements."""
+    return {
+        PLAN_FIELD: entitlements.plan,
+        STATUS_FIELD: entitlements.status or NO_SUBSCRIPTION,
+        PAID_THROUGH_FIELD: (
+            entitlements.paid_through.isoformat() if entitlements.paid_through else None
+        ),
+        SUBSCRIPTION_FIELD: entitlements.subscription_id,
+    }
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A field value as written or as answered, so the two compare (dates come back as
+    midnight UTC)."""
+    return _field_date(value) if key == PAID_THROUGH_FIELD else _text(value)
+
+
+def _entitlements_of(org: dict[str, Any]) -> Entitlements | None:
+    """The entitlements an organization carries; None when none were ever written."""
+    values = org.get("organization_fields") or {}
+    status = _text(values.get(STATUS_FIELD))
+    if status is None:
+        return None
+    known = {value for _, value in SUBSCRIPTION_STATUSES}
+    if status not in known:
+        raise ValueError(f"{STATUS_FIELD} holds an unknown status {status!r}")
+    return Entitlements(
+        customer_id=str(org.get("external_id") or ""),
+        plan=_text(values.get(PLAN_FIELD)),
+        subscription_id=_text(values.get(SUBSCRIPTION_FIELD)),
+        status=None if status == NO_SUBSCRIPTION else status,  # type: ignore[arg-type]
+        paid_through=_field_date(values.get(PAID_THROUGH_FIELD)),
+        as_of=datetime.fromisoformat(str(org["updated_at"]).replace("Z", "+00:00")),
     )
 
 
@@ -185,6 +257,9 @@ class ZendeskSupport:
         self._fields_by_title: dict[str, list[str]] | None = None
         self._fields_lock = asyncio.Lock()
         self._org_external_ids: dict[str, tuple[float, str | None]] = {}
+        # Whether the entitlement fields are known to exist (checked once per adapter).
+        self._entitlement_fields_ready = False
+        self._entitlement_fields_lock = asyncio.Lock()
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             auth=httpx.BasicAuth(f"{email}/token", api_token),
@@ -221,6 +296,81 @@ class ZendeskSupport:
         if org["name"] != customer.name:
             org = await self._rename(org, customer, operation)
         return _record(org)
+
+    async def ensure_entitlement_fields(self) -> list[str]:
+        """Define the organization fields entitlements live in, those missing; the keys
+        created. Looks before it creates (Zendesk keeps no idempotency for fields) and takes
+        a key another writer created meanwhile as done. ConflictError when a field with one
+        of our keys exists with another type or lacks a status option: an admin changed it,
+        and writing into it would fail or mislead."""
+        operation = "ensure_entitlement_fields"
+        async with self._entitlement_fields_lock:
+            if self._entitlement_fields_ready:
+                return []
+            existing = await self._organization_fields(operation)
+            created = []
+            for wanted in ENTITLEMENT_FIELDS:
+                field = existing.get(wanted["key"])
+                if field is None:
+                    field = await self._create_organization_field(wanted, operation)
+                    created.append(wanted["key"])
+                self._check_field(field, wanted, operation)
+            self._entitlement_fields_ready = True
+            return created
+
+    async def read_entitlements(self, customer_id: str) -> Entitlements | None:
+        """The entitlements the customer's organization carries; None when it carries none
+        yet. NotFoundError when support has no organization for the customer."""
+        operation = "read_entitlements"
+        org = await self._find(customer_id, operation)
+        if org is None:
+            raise NotFoundError(
+                f"support has no organization for customer {customer_id!r}",
+                system=SYSTEM,
+                operation=operation,
+            )
+        return self._entitlements(org, operation)
+
+    async def write_entitlements(self, entitlements: Entitlements) -> bool:
+        """Make the customer's organization carry these entitlements; False when it already
+        did (nothing written). Zendesk takes no idempotency key for organizations: the read
+        before the write is what makes a retry write nothing. Only the fields that differ
+        are sent, and the answer is checked, since Zendesk drops keys it does not know."""
+        operation = "write_entitlements"
+        await self.ensure_entitlement_fields()
+        org = await self._find(entitlements.customer_id, operation)
+        if org is None:
+            raise NotFoundError(
+                f"support has no organization for customer {entitlements.customer_id!r}",
+                system=SYSTEM,
+                operation=operation,
+            )
+        if entitlements.same_standing(self._entitlements(org, operation)):
+            return False
+        current = org.get("organization_fields") or {}
+        changes = {
+            key: value
+            for key, value in _entitlement_values(entitlements).items()
+            if _comparable(key, current.get(key)) != _comparable(key, value)
+        }
+        answer = await self._call(
+            "PUT",
+            self._organization_path(str(org["id"]), operation),
+            operation,
+            json={"organization": {"organization_fields": changes}},
+        )
+        written = self._entitlements(dict(answer["organization"]), operation)
+        if not entitlements.same_standing(written):
+            self._entitlement_fields_ready = False  # look at the fields again next time
+            raise ValidationError(
+                f"support did not keep the entitlements of customer"
+                f" {entitlements.customer_id!r}: its organization fields may have been changed",
+                system=SYSTEM,
+                operation=operation,
+                remote_code="EntitlementFieldsMissing",
+                remote_answer={"sent": changes, "organization_id": org["id"]},
+            )
+        return True
 
     async def get_case(self, case_id: str) -> SupportCase:
         """The ticket as a SupportCase. NotFoundError for an unknown ticket; ValidationError
@@ -461,6 +611,70 @@ class ZendeskSupport:
             incident_reference=_text(_field_value(values, fields, INCIDENT_REFERENCE)),
         )
 
+    # -- entitlement fields ------------------------------------------------------------
+
+    @staticmethod
+    def _entitlements(org: dict[str, Any], operation: str) -> Entitlements | None:
+        try:
+            return _entitlements_of(org)
+        except (ValueError, KeyError) as err:
+            raise AdapterError(
+                f"unreadable entitlements on support organization {org.get('id')}: {err}",
+                system=SYSTEM,
+                operation=operation,
+                remote_answer={"organization_id": org.get("id")},
+            ) from err
+
+    async def _organization_fields(self, operation: str) -> dict[str, dict[str, Any]]:
+        """Every organization field by key (offset pages, `next_page` until none)."""
+        fields: dict[str, dict[str, Any]] = {}
+        path: str | None = "/api/v2/organization_fields.json"
+        while path is not None:
+            answer = await self._call("GET", path, operation)
+            for field in answer.get("organization_fields") or []:
+                fields[str(field.get("key"))] = field
+            path = answer.get("next_page")
+        return fields
+
+    async def _create_organization_field(
+        self, wanted: dict[str, Any], operation: str
+    ) -> dict[str, Any]:
+        try:
+            answer = await self._call(
+                "POST", "/api/v2/organization_fields.json", operation,
+                json={"organization_field": wanted},
+            )  # fmt: skip
+        except AdapterError as err:
+            if not _is_duplicate(err, "key"):
+                raise
+            # Created by another writer since we looked (or retired: then it stays missing).
+            raced = (await self._organization_fields(operation)).get(wanted["key"])
+            if raced is None:
+                raise
+            return raced
+        return dict(answer["organization_field"])
+
+    @staticmethod
+    def _check_field(field: dict[str, Any], wanted: dict[str, Any], operation: str) -> None:
+        problem = None
+        if field.get("type") != wanted["type"]:
+            problem = f"is of type {field.get('type')!r}, not {wanted['type']!r}"
+        elif not field.get("active", True):
+            problem = "is inactive"
+        elif wanted["type"] == "dropdown":
+            have = {str(o.get("value")) for o in field.get("custom_field_options") or []}
+            missing = [o["value"] for o in wanted["custom_field_options"] if o["value"] not in have]
+            if missing:
+                problem = f"lacks the options {', '.join(missing)}"
+        if problem:
+            raise ConflictError(
+                f"support organization field {wanted['key']!r} {problem}; an admin must"
+                f" restore it before entitlements can be written",
+                system=SYSTEM,
+                operation=operation,
+                remote_answer={"field_id": field.get("id"), "key": wanted["key"]},
+            )
+
     # -- steps -----------------------------------------------------------------------
 
     async def _find(self, customer_id: str, operation: str) -> dict[str, Any] | None:
@@ -595,6 +809,11 @@ class ZendeskSupport:
 __all__ = [
     "CREDIT_APPLIED_TAG",
     "CREDIT_FIELD_TITLES",
+    "ENTITLEMENT_FIELDS",
+    "PAID_THROUGH_FIELD",
+    "PLAN_FIELD",
+    "STATUS_FIELD",
+    "SUBSCRIPTION_FIELD",
     "ZendeskSupport",
     "without_write_marker",
     "write_marker",

@@ -10,6 +10,7 @@ Events come in the order Stripe emits them for one request:
     subscription create   customer.updated (currency fixed, first time only),
                           customer.subscription.created, invoice.created, invoice.finalized
                           [, invoice.paid, invoice.payment_succeeded when nothing is due]
+                          [, the payment's events when charged: see _payments.py]
     subscription update   invoiceitem.created (credit, charge per changed item),
                           customer.subscription.updated
                           [, invoice.created, invoice.finalized ... with always_invoice]
@@ -17,10 +18,13 @@ Events come in the order Stripe emits them for one request:
                           customer.updated when the balance is applied or credited]
                           [, invoice.paid, invoice.payment_succeeded when nothing is due]
 
-Simplifications, each visible in the API rather than hidden: there are no payment methods
-(collection never charges: `/pay` marks an invoice paid, as if the charge succeeded), no
-taxes (`tax` is 0), no trials, discounts or metered prices, and a subscription's items share
-one currency and one interval (changing the interval is refused rather than re-anchored).
+Payments, refunds and tax rates are in _payments.py and _tax.py: a `charge_automatically`
+subscription needs a payment method (Stripe's answer when there is none, for the default
+`payment_behavior=allow_incomplete`, is a 400), its first invoice and its renewals are
+charged at once, and a declined card leaves the subscription `incomplete` (first invoice) or
+`past_due` (renewal). Simplifications, each visible in the API rather than hidden: no trials,
+discounts, Stripe Tax or metered prices, and a subscription's items share one currency and
+one interval (changing the interval is refused rather than re-anchored).
 Time: `/_sandbox/subscriptions/{id}/advance` moves one subscription's own clock to the end
 of its period (a per-subscription test clock); proration dates default to that clock.
 """
@@ -29,10 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from sandbox.billing._currencies import CURRENCY_DECIMALS
+from sandbox.billing._currencies import format_amount
 from sandbox.billing._engine import SYSTEM, BillingEngine, CallContext, created_filter, new_id
 from sandbox.billing._errors import StripeError, missing_param, no_such, param_error
 from sandbox.billing._params import (
@@ -46,8 +49,10 @@ from sandbox.billing._params import (
     obj,
     object_list,
     string,
+    string_list,
     validate,
 )
+from sandbox.billing._payments import Payments
 from sandbox.billing._proration import (
     ItemTerms,
     ProrationLine,
@@ -56,6 +61,7 @@ from sandbox.billing._proration import (
 )
 from sandbox.billing._resources import invoice_line_view
 from sandbox.billing._store import CursorNotFound
+from sandbox.billing._tax import document_totals, line_taxes, scaled_taxes
 
 MAX_AMOUNT = 99_999_999
 MAX_QUANTITY = 10_000_000
@@ -66,11 +72,6 @@ TIMES = "\N{MULTIPLICATION SIGN}"  # as in Stripe line descriptions: "2 TIMES Pr
 def refused(message: str, *, code: str, param: str | None = None) -> StripeError:
     """A business rule said no: Stripe's 400 invalid_request_error."""
     return StripeError(400, message, code=code, param=param)
-
-
-def format_amount(minor: int, currency_code: str) -> str:
-    exponent = CURRENCY_DECIMALS.get(currency_code.upper(), 2)
-    return f"{format(Decimal(minor).scaleb(-exponent), 'f')} {currency_code.upper()}"
 
 
 def _date(timestamp: int) -> str:
@@ -97,11 +98,20 @@ def _pricing(price: Mapping[str, Any] | None, unit_amount: int | None) -> dict[s
 # parameter schemas ------------------------------------------------------------------------
 
 _QUANTITY = integer(0, MAX_QUANTITY)
+_TAX_RATES = string_list(5)
 _SUBSCRIPTION_CREATE: dict[str, Validator] = {
     "customer": string(255, clearable=False),
     "items": object_list(
-        {"price": string(255, clearable=False), "quantity": _QUANTITY, "metadata": metadata()}
+        {
+            "price": string(255, clearable=False),
+            "quantity": _QUANTITY,
+            "metadata": metadata(),
+            "tax_rates": _TAX_RATES,
+        }
     ),
+    "default_payment_method": string(255, clearable=False),
+    "default_tax_rates": _TAX_RATES,
+    "payment_behavior": enum("allow_incomplete", "default_incomplete", "error_if_incomplete"),
     "collection_method": enum("charge_automatically", "send_invoice"),
     "days_until_due": integer(0, 730),
     "description": string(500),
@@ -117,8 +127,12 @@ _SUBSCRIPTION_UPDATE: dict[str, Validator] = {
             "quantity": _QUANTITY,
             "deleted": boolean(),
             "metadata": metadata(),
+            "tax_rates": _TAX_RATES,
         }
     ),
+    "default_payment_method": string(255),
+    "default_tax_rates": _TAX_RATES,
+    "payment_behavior": enum("allow_incomplete", "default_incomplete", "error_if_incomplete"),
     "proration_behavior": _PRORATION_BEHAVIOR,
     "proration_date": integer(0),
     "cancel_at_period_end": boolean(),
@@ -154,6 +168,7 @@ _INVOICE_CREATE: dict[str, Validator] = {
     "description": string(1500),
     "metadata": metadata(),
     "pending_invoice_items_behavior": enum("exclude", "include"),
+    "default_tax_rates": _TAX_RATES,
 }
 _INVOICE_ITEM_CREATE: dict[str, Validator] = {
     "customer": string(255, clearable=False),
@@ -169,6 +184,7 @@ _INVOICE_ITEM_CREATE: dict[str, Validator] = {
     "invoice": string(255, clearable=False),
     "metadata": metadata(),
     "period": obj({"start": integer(0), "end": integer(0)}, clearable=False),
+    "tax_rates": _TAX_RATES,
 }
 _CREDIT_NOTE_LINE: dict[str, Validator] = {
     "type": enum("invoice_line_item", "custom_line_item"),
@@ -188,6 +204,9 @@ _CREDIT_NOTE_CREATE: dict[str, Validator] = {
     "metadata": metadata(),
     "credit_amount": integer(0, MAX_AMOUNT),
     "refund_amount": integer(0, MAX_AMOUNT),
+    "refunds": object_list(
+        {"refund": string(255, clearable=False), "amount_refunded": integer(1, MAX_AMOUNT)}
+    ),
     "out_of_band_amount": integer(0, MAX_AMOUNT),
 }
 _BALANCE_TRANSACTION_CREATE: dict[str, Validator] = {
@@ -218,6 +237,7 @@ class BillingOperations:
         self.invoice_items = engine.resource("invoiceitem")
         self.credit_notes = engine.resource("credit_note")
         self.balance_transactions = engine.resource("customer_balance_transaction")
+        self.payments = Payments(self)
 
     # customers and prices ----------------------------------------------------------------
 
@@ -351,6 +371,7 @@ class BillingOperations:
         quantity: int,
         period: tuple[int, int],
         metadata_: Mapping[str, str] | None,
+        tax_rates: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         return {
             "id": new_id("si"),
@@ -364,7 +385,7 @@ class BillingOperations:
             "price": self.prices.render(price),
             "quantity": quantity,
             "subscription": subscription_id,
-            "tax_rates": [],
+            "tax_rates": list(tax_rates or []),
         }
 
     def create_subscription(self, params: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -375,7 +396,18 @@ class BillingOperations:
             if "price" not in spec:
                 raise missing_param(f"items[{index}][price]")
             price = self._recurring_price(spec["price"], f"items[{index}][price]")
-            entries.append((price, spec.get("quantity", 1), spec.get("metadata")))
+            rates = self.payments.tax_rates_named(
+                spec.get("tax_rates") or [], f"items[{index}][tax_rates]"
+            )
+            entries.append((price, spec.get("quantity", 1), spec.get("metadata"), rates))
+        default_rates = self.payments.tax_rates_named(
+            clean.get("default_tax_rates") or [], "default_tax_rates"
+        )
+        default_method = None
+        if "default_payment_method" in clean:
+            default_method = self.payments.owned_method(
+                clean["default_payment_method"], customer["id"], "default_payment_method"
+            )["id"]
         first = entries[0][0]
         interval = (first["recurring"]["interval"], first["recurring"]["interval_count"])
         self._check_items(
@@ -386,12 +418,24 @@ class BillingOperations:
         )
         collection_method = clean.get("collection_method", "charge_automatically")
         days_until_due = self._days_until_due(collection_method, clean.get("days_until_due"))
+        behavior = clean.get("payment_behavior", "allow_incomplete")
         with self.engine.atomic():
             self._fix_currency(customer["id"], first["currency"], ctx, param="items[0][price]")
             now = self.engine.now()
             period = billing_period(now, interval[0], interval[1], 0)
             sub_id, invoice_id = new_id("sub"), new_id("in")
-            items = [self._new_item(sub_id, p, q, period, md) for p, q, md in entries]
+            items = [self._new_item(sub_id, p, q, period, md, r) for p, q, md, r in entries]
+            status = "active"
+            if collection_method == "charge_automatically" and behavior == "default_incomplete":
+                # Stripe starts it incomplete when the first invoice will ask for money.
+                due = int(self.engine.get(self.customers, customer["id"])["balance"])
+                for price, quantity, _md, rates in entries:
+                    amount = int(price["unit_amount"]) * quantity
+                    taxes = line_taxes(amount, rates or default_rates)
+                    due += amount + sum(
+                        t["amount"] for t in taxes if t["tax_behavior"] == "exclusive"
+                    )
+                status = "incomplete" if due > 0 else "active"
             sub = self.engine.insert(
                 self.subscriptions,
                 {
@@ -409,9 +453,9 @@ class BillingOperations:
                     "current_period_start": period[0],
                     "customer": customer["id"],
                     "days_until_due": days_until_due,
-                    "default_payment_method": None,
+                    "default_payment_method": default_method,
                     "default_source": None,
-                    "default_tax_rates": [],
+                    "default_tax_rates": default_rates,
                     "description": clean.get("description"),
                     "discounts": [],
                     "ended_at": None,
@@ -425,7 +469,7 @@ class BillingOperations:
                     "pending_update": None,
                     "schedule": None,
                     "start_date": now,
-                    "status": "active",
+                    "status": status,
                     "test_clock": None,
                     "trial_end": None,
                     "trial_start": None,
@@ -447,8 +491,64 @@ class BillingOperations:
                 subscription=sub,
                 period=(now, now),
             )
-            self._finalize(invoice_id, ctx)
+            invoice = self._finalize(invoice_id, ctx)
+            declined = self._collect_subscription_invoice(invoice, sub, behavior, ctx)
+            if declined is not None and behavior == "error_if_incomplete":
+                raise declined  # Stripe creates nothing then: the block rolls back
             return self.subscriptions.render(self.engine.get(self.subscriptions, sub_id))
+
+    def _collect_subscription_invoice(
+        self,
+        invoice: Mapping[str, Any],
+        sub: Mapping[str, Any],
+        behavior: str,
+        ctx: CallContext,
+    ) -> StripeError | None:
+        """Charge a subscription's new invoice at once, as Stripe does for the first invoice,
+        renewals and `always_invoice` changes of a `charge_automatically` subscription. The
+        card error when declined (the failure stays recorded)."""
+        if invoice["status"] != "open" or sub["collection_method"] != "charge_automatically":
+            return None
+        stored = self.engine.get(self.invoices, invoice["id"])
+        if behavior == "default_incomplete":
+            # The invoice waits for its payment to be confirmed; an active subscription
+            # falls due meanwhile (a new one was created incomplete).
+            current = self.engine.get(self.subscriptions, sub["id"])
+            if current["status"] == "active" and stored["billing_reason"] != "subscription_create":
+                self.engine.save(
+                    self.subscriptions, current, {**current, "status": "past_due"}, ctx
+                )
+            return None
+        method = self.payments.default_method(
+            stored, self.engine.get(self.subscriptions, sub["id"])
+        )
+        if method is None:
+            if stored["billing_reason"] == "subscription_create":
+                raise StripeError(
+                    400,
+                    "This customer has no attached payment source or default payment method. "
+                    "Please consider adding a default payment method. For more information, "
+                    "visit https://stripe.com/docs/billing/subscriptions/payment-methods-"
+                    "setting#payment-method-priority.",
+                    code="resource_missing",
+                )
+            # A renewal with nothing to charge: the attempt fails, the invoice stays open and
+            # the subscription falls due.
+            attempted = {
+                **stored,
+                "attempted": True,
+                "attempt_count": int(stored["attempt_count"]) + 1,
+            }
+            self.engine.store.save_object(attempted)
+            self.engine.record_event("invoice.payment_failed", self.invoices.render(attempted), ctx)
+            current = self.engine.get(self.subscriptions, sub["id"])
+            if current["status"] == "active":
+                self.engine.save(
+                    self.subscriptions, current, {**current, "status": "past_due"}, ctx
+                )
+            return None
+        _after, error = self.payments.collect(stored, method, ctx)
+        return error
 
     @staticmethod
     def _days_until_due(collection_method: str, days: int | None) -> int | None:
@@ -503,6 +603,19 @@ class BillingOperations:
                 after["metadata"] = merge_metadata(sub.get("metadata") or {}, clean["metadata"])
             if "description" in clean:
                 after["description"] = clean["description"]
+            if "default_tax_rates" in clean:
+                after["default_tax_rates"] = self.payments.tax_rates_named(
+                    clean["default_tax_rates"] or [], "default_tax_rates"
+                )
+            if "default_payment_method" in clean:
+                pm_id = clean["default_payment_method"]
+                after["default_payment_method"] = (
+                    self.payments.owned_method(pm_id, sub["customer"], "default_payment_method")[
+                        "id"
+                    ]
+                    if pm_id
+                    else None
+                )
             if "cancel_at_period_end" in clean:
                 at_end = clean["cancel_at_period_end"]
                 after["cancel_at_period_end"] = at_end
@@ -528,7 +641,11 @@ class BillingOperations:
                     subscription=after,
                     period=(now, now),
                 )
-                self._finalize(invoice_id, ctx)
+                invoice = self._finalize(invoice_id, ctx)
+                payment_behavior = clean.get("payment_behavior", "allow_incomplete")
+                declined = self._collect_subscription_invoice(invoice, after, payment_behavior, ctx)
+                if declined is not None and payment_behavior == "error_if_incomplete":
+                    raise declined  # Stripe leaves the subscription as it was: rolled back
             return self.subscriptions.render(self.engine.get(self.subscriptions, sub["id"]))
 
     def _changed_items(
@@ -558,6 +675,10 @@ class BillingOperations:
                     new["quantity"] = spec["quantity"]
                 if "metadata" in spec:
                     new["metadata"] = merge_metadata(old.get("metadata") or {}, spec["metadata"])
+                if "tax_rates" in spec:
+                    new["tax_rates"] = self.payments.tax_rates_named(
+                        spec["tax_rates"] or [], f"{param}[tax_rates]"
+                    )
                 items[position] = new
                 if _terms(old) != _terms(new):
                     changes.append((old, new))
@@ -571,7 +692,14 @@ class BillingOperations:
                     raise missing_param(f"{param}[price]")
                 price = self._recurring_price(spec["price"], f"{param}[price]")
                 new = self._new_item(
-                    sub["id"], price, spec.get("quantity", 1), period, spec.get("metadata")
+                    sub["id"],
+                    price,
+                    spec.get("quantity", 1),
+                    period,
+                    spec.get("metadata"),
+                    self.payments.tax_rates_named(
+                        spec.get("tax_rates") or [], f"{param}[tax_rates]"
+                    ),
                 )
                 items.append(new)
                 changes.append((None, new))
@@ -654,11 +782,13 @@ class BillingOperations:
         ctx = SYSTEM  # Stripe's own renewals carry no request
         with self.engine.atomic():
             sub = self.engine.get(self.subscriptions, subscription_id)
-            if sub["status"] == "canceled":
+            if sub["status"] in ("canceled", "incomplete_expired"):
                 raise refused(
-                    f"The subscription {subscription_id} is canceled; nothing to advance.",
+                    f"The subscription {subscription_id} is {sub['status']}; nothing to advance.",
                     code="subscription_canceled",
                 )
+            if sub["status"] == "incomplete":
+                return self._expire_incomplete(sub, ctx)
             old_start, old_end = sub["current_period_start"], sub["current_period_end"]
             offset = max(int(sub.get("_clock_offset", 0)), old_end - self.engine.now())
             if sub["cancel_at_period_end"]:
@@ -714,11 +844,30 @@ class BillingOperations:
                 period=(old_start, old_end),
             )
             invoice = self._finalize(invoice_id, ctx)
+            self._collect_subscription_invoice(invoice, after, "allow_incomplete", ctx)
             return {
                 "object": "sandbox.subscription_advance",
-                "subscription": self.subscriptions.render(after),
-                "invoice": invoice,
+                "subscription": self.subscriptions.render(
+                    self.engine.get(self.subscriptions, sub["id"])
+                ),
+                "invoice": self.invoices.render(self.engine.get(self.invoices, invoice_id)),
             }
+
+    def _expire_incomplete(self, sub: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
+        """Stripe gives an incomplete subscription 23 hours to be paid; past that (a period
+        end always is) it becomes incomplete_expired, a final state, and its unpaid first
+        invoice is voided."""
+        now = self.engine.now()
+        after = {**sub, "status": "incomplete_expired", "ended_at": now}
+        self.engine.save(self.subscriptions, sub, after, ctx)
+        invoice = self.engine.get(self.invoices, sub["latest_invoice"])
+        if invoice["status"] == "open" and int(invoice["amount_paid"]) == 0:
+            self.void_invoice(invoice["id"], {}, ctx)  # gives back any balance it applied
+        return {
+            "object": "sandbox.subscription_advance",
+            "subscription": self.subscriptions.render(after),
+            "invoice": None,
+        }
 
     # invoice items ------------------------------------------------------------------------
 
@@ -749,6 +898,7 @@ class BillingOperations:
                 subscription=sub["id"],
                 subscription_item=item["id"],
                 proration=True,
+                tax_rates=item.get("tax_rates") or sub.get("default_tax_rates") or [],
             ),
             ctx,
         )
@@ -770,6 +920,7 @@ class BillingOperations:
         discountable: bool = True,
         metadata_: Mapping[str, str] | None = None,
         invoice: str | None = None,
+        tax_rates: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
         parent = None
         if subscription is not None:
@@ -799,7 +950,7 @@ class BillingOperations:
             "quantity": quantity,
             "subscription": subscription,
             "subscription_item": subscription_item,
-            "tax_rates": [],
+            "tax_rates": [dict(r) for r in tax_rates],
             "test_clock": None,
             "unit_amount": unit_amount,
             "unit_amount_decimal": str(unit_amount) if unit_amount is not None else None,
@@ -894,6 +1045,7 @@ class BillingOperations:
                 )
         now = self.engine.now()
         period = clean.get("period") or {}
+        rates = self.payments.tax_rates_named(clean.get("tax_rates") or [], "tax_rates")
         with self.engine.atomic():
             self._fix_currency(customer["id"], currency_code, ctx, param="currency")
             item = self.engine.insert(
@@ -911,12 +1063,16 @@ class BillingOperations:
                     discountable=clean.get("discountable", True),
                     metadata_=clean.get("metadata"),
                     invoice=invoice["id"] if invoice else None,
+                    tax_rates=rates,
                 ),
                 ctx,
             )
             if invoice is not None:
                 before = self.engine.get(self.invoices, invoice["id"])
-                lines = [*before["_lines"], self._item_line(before["id"], item)]
+                lines = [
+                    *before["_lines"],
+                    self._item_line(before["id"], item, before.get("default_tax_rates") or []),
+                ]
                 self.engine.save(
                     self.invoices, before, {**before, **self._totals(lines), "_lines": lines}, ctx
                 )
@@ -958,6 +1114,7 @@ class BillingOperations:
         subscription: str | None,
         subscription_item: str | None,
         invoice_item: str | None,
+        tax_rates: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
         if subscription_item is not None:
             parent = {
@@ -1004,8 +1161,9 @@ class BillingOperations:
             "quantity": quantity,
             "subscription": subscription,
             "subscription_item": subscription_item,
-            "taxes": [],
+            "taxes": line_taxes(amount, tax_rates),
             "type": "subscription" if invoice_item is None else "invoiceitem",
+            "_tax_rates": [dict(r) for r in tax_rates],
         }
 
     def _subscription_line(
@@ -1039,9 +1197,16 @@ class BillingOperations:
             subscription=sub["id"],
             subscription_item=item["id"],
             invoice_item=None,
+            tax_rates=item.get("tax_rates") or sub.get("default_tax_rates") or [],
         )
 
-    def _item_line(self, invoice_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    def _item_line(
+        self,
+        invoice_id: str,
+        item: Mapping[str, Any],
+        default_rates: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """The invoice's line for an item: its own tax rates, else the invoice's defaults."""
         return self._line(
             invoice_id,
             amount=int(item["amount"]),
@@ -1055,22 +1220,14 @@ class BillingOperations:
             subscription=item["subscription"],
             subscription_item=item["subscription_item"],
             invoice_item=item["id"],
+            tax_rates=item.get("tax_rates") or default_rates,
         )
 
     @staticmethod
     def _totals(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        subtotal = sum(int(line["amount"]) for line in lines)
-        due = max(0, subtotal)
-        return {
-            "subtotal": subtotal,
-            "subtotal_excluding_tax": subtotal,
-            "tax": 0,
-            "total": subtotal,
-            "total_excluding_tax": subtotal,
-            "total_taxes": [],
-            "amount_due": due,
-            "amount_remaining": due,
-        }
+        totals = document_totals(lines)
+        due = max(0, int(totals["total"]))
+        return {**totals, "amount_due": due, "amount_remaining": due}
 
     def _new_invoice(
         self,
@@ -1089,11 +1246,12 @@ class BillingOperations:
         auto_advance: bool = True,
         description: str | None = None,
         metadata_: Mapping[str, str] | None = None,
+        default_tax_rates: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
         """A draft invoice (invoice.created): pending items first, then `lines`."""
         customer = self.engine.get(self.customers, customer_id)
         invoice_id = invoice_id or new_id("in")
-        all_lines = [self._item_line(invoice_id, item) for item in pending or []]
+        all_lines = [self._item_line(invoice_id, item, default_tax_rates) for item in pending or []]
         all_lines.extend(lines or [])
         for item in pending or []:
             # Attaching is bookkeeping: Stripe records no invoiceitem event for it.
@@ -1142,7 +1300,7 @@ class BillingOperations:
             "days_until_due": days_until_due,
             "default_payment_method": None,
             "default_source": None,
-            "default_tax_rates": [],
+            "default_tax_rates": list(default_tax_rates),
             "description": description,
             "discounts": [],
             "due_date": None,
@@ -1247,6 +1405,7 @@ class BillingOperations:
         }
         self.engine.save(self.invoices, invoice, after, ctx, event_type="invoice.paid")
         self.engine.record_event("invoice.payment_succeeded", self.invoices.render(after), ctx)
+        self.payments.after_paid(after, ctx)
         return self.invoices.render(after)
 
     def create_invoice(self, params: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -1270,6 +1429,9 @@ class BillingOperations:
             raise missing_param("currency")
         collection_method = clean.get("collection_method", "charge_automatically")
         days_until_due = self._days_until_due(collection_method, clean.get("days_until_due"))
+        default_rates = self.payments.tax_rates_named(
+            clean.get("default_tax_rates") or [], "default_tax_rates"
+        )
         with self.engine.atomic():
             self._fix_currency(customer["id"], currency_code, ctx, param="currency")
             pending: list[dict[str, Any]] = []
@@ -1288,6 +1450,7 @@ class BillingOperations:
                 collection_method=collection_method,
                 days_until_due=days_until_due,
                 auto_advance=clean.get("auto_advance", False),
+                default_tax_rates=default_rates,
                 description=clean.get("description"),
                 metadata_=clean.get("metadata"),
             )
@@ -1321,9 +1484,24 @@ class BillingOperations:
     def pay_invoice(
         self, invoice_id: str, params: Mapping[str, Any], ctx: CallContext
     ) -> dict[str, Any]:
-        """Marks the invoice paid, as a successful charge would (there are no payment methods
-        here); a draft is finalized first, as Stripe does."""
-        clean = validate(params, {"paid_out_of_band": boolean()})
+        """Charge what remains with `payment_method` (or the invoice's, subscription's or
+        customer's default), or record it `paid_out_of_band`; a draft is finalized first, as
+        Stripe does. Nothing to charge is refused; a declined card answers 402 and the failed
+        attempt stays recorded (charge, intent, events), as in Stripe."""
+        clean = validate(
+            params,
+            {
+                "paid_out_of_band": boolean(),
+                "payment_method": string(255, clearable=False),
+                "off_session": boolean(),
+            },
+        )
+        if clean.get("paid_out_of_band") and "payment_method" in clean:
+            raise param_error(
+                "You cannot pass payment_method when paid_out_of_band is true.",
+                param="payment_method",
+            )
+        declined: StripeError | None = None
         with self.engine.atomic():
             invoice = self._invoice_in(invoice_id, ("draft", "open", "uncollectible"), "pay")
             if invoice["status"] == "draft":
@@ -1331,7 +1509,34 @@ class BillingOperations:
                 if finalized["status"] == "paid":
                     return finalized
                 invoice = self.engine.get(self.invoices, invoice_id)
-            return self._mark_paid(invoice, ctx, out_of_band=clean.get("paid_out_of_band", False))
+            if clean.get("paid_out_of_band"):
+                return self.payments.apply_payment(
+                    invoice,
+                    int(invoice["amount_remaining"]),
+                    {"type": "payment_record", "payment_record": new_id("pr")},
+                    ctx,
+                    out_of_band=True,
+                )
+            method: dict[str, Any] | None
+            if "payment_method" in clean:
+                method = self.payments.method_for_charge(
+                    clean["payment_method"], invoice["customer"], "payment_method"
+                )
+            else:
+                sub = self.payments._subscription_of(invoice)
+                method = self.payments.default_method(invoice, sub)
+            if method is None:
+                raise refused(
+                    "This customer has no attached payment source or default payment method. "
+                    "Pass a payment_method, set a default, or pay the invoice with "
+                    "paid_out_of_band=true.",
+                    code="resource_missing",
+                    param="payment_method",
+                )
+            answer, declined = self.payments.collect(invoice, method, ctx)
+        if declined is not None:
+            raise declined  # after the block: the failed attempt is kept, as in Stripe
+        return answer
 
     def void_invoice(
         self, invoice_id: str, params: Mapping[str, Any], ctx: CallContext
@@ -1346,6 +1551,13 @@ class BillingOperations:
                     code="invoice_not_editable",
                 )
             invoice = self._invoice_in(invoice_id, ("open", "uncollectible"), "void")
+            if int(invoice["amount_paid"]) > 0:
+                raise refused(
+                    f"Invoice {invoice['number']} has payments ({invoice['amount_paid']} paid); "
+                    "an invoice with payments cannot be voided. Refund the payments and issue "
+                    "a credit note instead.",
+                    code="invoice_not_editable",
+                )
             after = {
                 **invoice,
                 "status": "void",
@@ -1503,6 +1715,13 @@ class BillingOperations:
                 credited[target["id"]] = credited.get(target["id"], 0) + amount
                 description = spec.get("description") or target["description"]
                 line_item: str | None = target["id"]
+                rates = list(target.get("_tax_rates") or [])
+                taxes = scaled_taxes(
+                    target.get("taxes") or [],
+                    amount,
+                    int(target["amount"]),
+                    {r["id"]: r for r in rates},
+                )
             else:
                 if not spec.get("description"):
                     raise missing_param(f"{param}[description]")
@@ -1515,6 +1734,7 @@ class BillingOperations:
                     raise missing_param(f"{param}[unit_amount]")
                 description = spec["description"]
                 line_item = None
+                rates, taxes = [], []
             if amount <= 0:
                 raise param_error("A credit note line must credit a positive amount.", param=param)
             lines.append(
@@ -1530,8 +1750,8 @@ class BillingOperations:
                     "metadata": merge_metadata({}, spec.get("metadata") or {}),
                     "pretax_credit_amounts": [],
                     "quantity": quantity,
-                    "tax_rates": [],
-                    "taxes": [],
+                    "tax_rates": rates,
+                    "taxes": taxes,
                     "type": spec["type"],
                     "unit_amount": unit_amount,
                     "unit_amount_decimal": str(unit_amount),
@@ -1551,7 +1771,8 @@ class BillingOperations:
                     param="invoice",
                 )
             lines = self._credit_note_lines(invoice, clean)
-            total = sum(int(line["amount"]) for line in lines)
+            totals = document_totals(lines)
+            total = int(totals["total"])
             if "amount" in clean and "lines" in clean and clean["amount"] != total:
                 raise param_error(
                     f"amount ({clean['amount']}) must equal the sum of the lines ({total}).",
@@ -1584,6 +1805,7 @@ class BillingOperations:
                 credit = int(clean.get("credit_amount", 0))
             else:
                 credit = post  # the sandbox's default: what was paid goes to the balance
+            refunds = self._credit_note_refunds(invoice, clean, ctx)
             note_id = new_id("cn")
             transaction_id = new_id("cbtxn") if credit else None
             now = self.engine.now()
@@ -1608,14 +1830,14 @@ class BillingOperations:
                     "pre_payment_amount": pre,
                     "pretax_credit_amounts": [],
                     "reason": clean.get("reason"),
-                    "refunds": [],
+                    "refunds": refunds,
                     "shipping_cost": None,
                     "status": "issued",
-                    "subtotal": total,
-                    "subtotal_excluding_tax": total,
+                    "subtotal": totals["subtotal"],
+                    "subtotal_excluding_tax": totals["subtotal_excluding_tax"],
                     "total": total,
-                    "total_excluding_tax": total,
-                    "total_taxes": [],
+                    "total_excluding_tax": totals["total_excluding_tax"],
+                    "total_taxes": totals["total_taxes"],
                     "type": "mixed" if pre and post else ("pre_payment" if pre else "post_payment"),
                     "voided_at": None,
                     "_lines": lines,
@@ -1648,6 +1870,75 @@ class BillingOperations:
                 self._mark_paid(after, ctx)  # Stripe settles an open invoice credited in full
             return self.credit_notes.render(note)
 
+    def _credit_note_refunds(
+        self, invoice: Mapping[str, Any], clean: Mapping[str, Any], ctx: CallContext
+    ) -> list[dict[str, Any]]:
+        """The refunds a credit note's `refund_amount` makes (from the invoice's latest charge
+        that still holds enough) or its `refunds` link (refunds of the invoice's charges)."""
+        charges = self.payments.invoice_charges(invoice["id"])
+        wanted = clean.get("refund_amount", 0)
+        entries: list[dict[str, Any]] = []
+        if "refunds" in clean:
+            own = {c["id"] for c in charges}
+            linked = 0
+            for index, spec in enumerate(clean["refunds"]):
+                param = f"refunds[{index}][refund]"
+                if "refund" not in spec:
+                    raise missing_param(param)
+                refund = self.engine.get(
+                    self.payments.refunds, spec["refund"], param=param, status=400
+                )
+                if refund["charge"] not in own:
+                    raise refused(
+                        f"Refund {refund['id']} is not a refund of a payment of invoice "
+                        f"{invoice['number']}.",
+                        code="parameter_invalid",
+                        param=param,
+                    )
+                amount = int(spec.get("amount_refunded", refund["amount"]))
+                if amount > int(refund["amount"]):
+                    raise refused(
+                        f"amount_refunded ({amount}) exceeds refund {refund['id']}'s amount.",
+                        code="amount_too_large",
+                        param=f"refunds[{index}][amount_refunded]",
+                    )
+                linked += amount
+                entries.append(
+                    {
+                        "amount_refunded": amount,
+                        "payment_record_refund": None,
+                        "refund": refund["id"],
+                        "type": "refund",
+                    }
+                )
+            if "refund_amount" in clean and linked != wanted:
+                raise refused(
+                    f"refund_amount ({wanted}) must equal the refunds' amount_refunded ({linked}).",
+                    code="parameter_invalid",
+                    param="refund_amount",
+                )
+            return entries
+        if not wanted:
+            return []
+        for charge in reversed(charges):
+            if int(charge["amount"]) - int(charge["amount_refunded"]) >= wanted:
+                refund = self.payments.refund_charge(charge, wanted, ctx, param="refund_amount")
+                return [
+                    {
+                        "amount_refunded": wanted,
+                        "payment_record_refund": None,
+                        "refund": refund["id"],
+                        "type": "refund",
+                    }
+                ]
+        raise refused(
+            f"Invoice {invoice['number']} has no charge with "
+            f"{format_amount(wanted, invoice['currency'])} left to refund; refund_amount must "
+            "come from a card payment of the invoice.",
+            code="amount_too_large",
+            param="refund_amount",
+        )
+
     def void_credit_note(
         self, note_id: str, params: Mapping[str, Any], ctx: CallContext
     ) -> dict[str, Any]:
@@ -1667,6 +1958,13 @@ class BillingOperations:
                     f"before payment and the invoice is now {invoice['status']}; it can no "
                     "longer be voided.",
                     code="invoice_not_editable",
+                )
+            if note.get("refunds"):
+                raise refused(
+                    f"The credit note {note['number']} gave money back (refunds "
+                    f"{', '.join(r['refund'] for r in note['refunds'])}); a credit note with "
+                    "refunds cannot be voided.",
+                    code="credit_note_not_voidable",
                 )
             after = {**note, "status": "void", "voided_at": self.engine.now()}
             self.engine.save(self.credit_notes, note, after, ctx, event_type="credit_note.voided")

@@ -86,6 +86,8 @@ class Resource:
     create_schema: ClassVar[Mapping[str, Validator]] = {}
     create_required: ClassVar[Sequence[str]] = ()
     update_schema: ClassVar[Mapping[str, Validator]] = {}
+    # Whether create takes an `id` parameter (Stripe: products do, most objects do not).
+    chosen_id: ClassVar[bool] = False
     # List filters: query parameter -> validator; the clean value must equal the same field.
     list_filters: ClassVar[Mapping[str, Validator]] = {}
     # Stored for the sandbox's own rules but absent from the pinned API version's object.
@@ -224,7 +226,17 @@ class BillingEngine:
     ) -> dict[str, Any]:
         clean = validate(params, resource.create_schema, required=resource.create_required)
         with self.atomic():
-            obj = self.insert(resource, resource.build(clean, self), ctx)
+            chosen = clean.pop("id", None) if resource.chosen_id else None
+            if chosen is not None and self.store.get_object(chosen) is not None:
+                # Stripe keeps an id forever, even once the object is deleted.
+                raise StripeError(
+                    400,
+                    f"{resource.object_name.capitalize()} already exists.",
+                    code="resource_already_exists",
+                    param="id",
+                    saved=False,
+                )
+            obj = self.insert(resource, resource.build(clean, self), ctx, object_id=chosen)
         return resource.render(obj, just_created=True)
 
     def insert(

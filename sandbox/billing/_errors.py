@@ -21,6 +21,7 @@ class StripeError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
         saved: bool = True,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -30,6 +31,7 @@ class StripeError(Exception):
         self.param = param
         self.headers = headers or {}
         self.saved = saved
+        self.extra = extra or {}  # card errors name the charge, decline code, intent...
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "message": self.message}
@@ -38,6 +40,7 @@ class StripeError(Exception):
             error["doc_url"] = f"{DOC_URL}#{self.code.replace('_', '-')}"
         if self.param:
             error["param"] = self.param
+        error.update(self.extra)
         return {"error": error}
 
 

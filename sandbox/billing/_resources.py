@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sandbox.billing._engine import SYSTEM, BillingEngine, Resource, new_id
-from sandbox.billing._errors import StripeError, param_error
+from sandbox.billing._errors import StripeError, no_such, param_error
 from sandbox.billing._params import (
     Validator,
     boolean,
@@ -33,7 +33,9 @@ INVOICE_LINE_UNPUBLISHED = frozenset(
 
 def invoice_line_view(line: Mapping[str, Any]) -> dict[str, Any]:
     """A stored invoice line as the pinned API version answers it."""
-    return {k: v for k, v in line.items() if k not in INVOICE_LINE_UNPUBLISHED}
+    return {
+        k: v for k, v in line.items() if k not in INVOICE_LINE_UNPUBLISHED and not k.startswith("_")
+    }
 
 
 # Stripe embeds the first lines of an invoice or credit note; the rest are paged.
@@ -68,6 +70,9 @@ class CustomerResource(Resource):
         "phone": string(20),
         "preferred_locales": string_list(),
         "tax_exempt": enum("exempt", "none", "reverse"),
+        "invoice_settings": obj(
+            {"default_payment_method": string(255), "footer": string(5000)}, clearable=False
+        ),
     }
     # `currency` is not a parameter: Stripe fixes it with the customer's first subscription,
     # invoice or balance transaction, so a sandbox that accepted it would hide a bug.
@@ -76,6 +81,10 @@ class CustomerResource(Resource):
     list_filters: ClassVar[dict[str, Validator]] = {"email": string(512, clearable=False)}
 
     def build(self, params: dict[str, Any], engine: BillingEngine) -> dict[str, Any]:
+        settings = params.get("invoice_settings") or {}
+        if settings.get("default_payment_method"):
+            # A new customer has no payment method attached yet: attach, then set the default.
+            _check_own_payment_method(engine, "", settings["default_payment_method"])
         return {
             "address": _address(params.get("address")),
             "balance": 0,
@@ -89,7 +98,7 @@ class CustomerResource(Resource):
             "invoice_settings": {
                 "custom_fields": None,
                 "default_payment_method": None,
-                "footer": None,
+                "footer": settings.get("footer"),
                 "rendering_options": None,
             },
             "metadata": merge_metadata({}, params.get("metadata") or {}),
@@ -115,9 +124,33 @@ class CustomerResource(Resource):
                 updated[key] = value or []
             elif key == "tax_exempt":
                 updated[key] = value or "none"
+            elif key == "invoice_settings":
+                settings = dict(current["invoice_settings"])
+                for name, setting in value.items():
+                    if name == "default_payment_method" and setting is not None:
+                        _check_own_payment_method(engine, current["id"], setting)
+                    settings[name] = setting
+                updated["invoice_settings"] = settings
             else:
                 updated[key] = value
         return updated
+
+
+def _check_own_payment_method(engine: BillingEngine, customer_id: str, pm_id: str) -> None:
+    """Stripe's default payment method must be one attached to the customer."""
+    found = engine.store.get_object(pm_id)
+    if found is None or found[0]["object"] != "payment_method" or found[1]:
+        raise no_such(
+            "PaymentMethod", pm_id, param="invoice_settings[default_payment_method]", status=400
+        )
+    if found[0]["customer"] != customer_id:
+        raise StripeError(
+            400,
+            f"The customer does not have a payment method with the ID {pm_id}. The payment "
+            "method must be attached to the customer.",
+            code="resource_missing",
+            param="invoice_settings[default_payment_method]",
+        )
 
 
 class WebhookEndpointResource(Resource):
@@ -184,7 +217,9 @@ class ProductResource(Resource):
     id_prefix = "prod"
     collection = "products"
     deletable = False  # Stripe deletes only products without prices; not needed here
+    chosen_id = True  # "You can optionally override this ID" (Stripe's product create)
     create_schema: ClassVar[dict[str, Validator]] = {
+        "id": string(255, clearable=False),
         "name": string(250, clearable=False),
         "description": string(40000),
         "active": boolean(),
@@ -192,7 +227,9 @@ class ProductResource(Resource):
         "unit_label": string(12),
     }
     create_required = ("name",)
-    update_schema = create_schema
+    update_schema: ClassVar[dict[str, Validator]] = {
+        k: v for k, v in create_schema.items() if k != "id"
+    }
     list_filters: ClassVar[dict[str, Validator]] = {"active": boolean()}
 
     def build(self, params: dict[str, Any], engine: BillingEngine) -> dict[str, Any]:

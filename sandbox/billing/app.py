@@ -33,6 +33,15 @@ from sandbox.billing._engine import (
 )
 from sandbox.billing._errors import StripeError
 from sandbox.billing._params import decode_params
+from sandbox.billing._payment_resources import (
+    BalanceTransactionResource,
+    ChargeResource,
+    InvoicePaymentResource,
+    PaymentIntentResource,
+    PaymentMethodResource,
+    RefundResource,
+    TaxRateResource,
+)
 from sandbox.billing._resources import (
     CreditNoteResource,
     CustomerBalanceTransactionResource,
@@ -475,6 +484,44 @@ def _register_billing(app: FastAPI, sandbox: SandboxState) -> None:
             "update_customer_balance_transaction",
         ),
     ]
+    payments = billing.payments
+
+    def create_payment_intent(r: Request, p: dict[str, Any], c: CallContext) -> dict[str, Any]:
+        intent, declined = payments.create_payment_intent(p, c)
+        if declined is not None:
+            raise declined  # 402: the declined intent and charge are kept, as in Stripe
+        return intent
+
+    routes += [
+        (
+            "POST",
+            "/v1/payment_methods/{object_id}/attach",
+            lambda r, p, c: payments.attach_payment_method(path_id(r), p, c),
+            "attach_payment_method",
+        ),
+        (
+            "POST",
+            "/v1/payment_methods/{object_id}/detach",
+            lambda r, p, c: payments.detach_payment_method(path_id(r), p, c),
+            "detach_payment_method",
+        ),
+        (
+            "GET",
+            "/v1/customers/{customer_id}/payment_methods",
+            lambda r, p, c: payments.customer_payment_methods(
+                path_id(r, "customer_id"), p, r.url.path
+            ),
+            "list_customer_payment_methods",
+        ),
+        ("POST", "/v1/payment_intents", create_payment_intent, "create_payment_intent"),
+        (
+            "POST",
+            "/v1/invoices/{object_id}/attach_payment",
+            lambda r, p, c: payments.attach_payment(path_id(r), p, c),
+            "attach_payment_to_invoice",
+        ),
+        ("POST", "/v1/refunds", lambda r, p, c: payments.create_refund(p, c), "create_refund"),
+    ]
     for method, path, operation, name in routes:
         _route(app, sandbox, method, path, operation, name)
 
@@ -651,6 +698,13 @@ def create_app(
         InvoiceItemResource(),
         CreditNoteResource(),
         CustomerBalanceTransactionResource(),
+        TaxRateResource(),
+        PaymentMethodResource(),
+        PaymentIntentResource(),
+        ChargeResource(),
+        RefundResource(),
+        BalanceTransactionResource(),
+        InvoicePaymentResource(),
     )
     for kind in served:
         engine.register(kind)

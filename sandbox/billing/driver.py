@@ -4,6 +4,11 @@ A thin layer over the official SDK's `stripe.StripeClient`: async calls, the ide
 of every write given by the caller (a retried run repeats its keys), no automatic network
 retries (a caller that wants them says so), amounts in the currency's smallest unit as Stripe
 takes them. It answers the SDK's objects; for anything it does not cover, use `client`.
+
+A customer's currency is Stripe's: fixed by its first subscription, invoice item or balance
+transaction (a customer billed in EUR is one subscribed to a EUR price). Payments use
+Stripe's test payment methods (`pm_card_visa` succeeds; `pm_card_chargeCustomerFail`
+attaches and then declines; `pm_card_chargeDeclined` is declined as soon as it is used).
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ import stripe
 
 Interval = Literal["day", "week", "month", "year"]
 ProrationBehavior = Literal["create_prorations", "always_invoice", "none"]
+CollectionMethod = Literal["charge_automatically", "send_invoice"]
+PaymentBehavior = Literal["allow_incomplete", "default_incomplete", "error_if_incomplete"]
+TEST_CARD = "pm_card_visa"
+DAYS_UNTIL_DUE = 30
 
 
 class BillingDriver:
@@ -138,16 +147,92 @@ class BillingDriver:
             params["nickname"] = nickname
         return await self.client.v1.prices.create_async(params, self._key(idempotency_key))
 
+    async def create_tax_rate(
+        self,
+        display_name: str,
+        percentage: str | float,
+        *,
+        inclusive: bool,
+        idempotency_key: str,
+        jurisdiction: str | None = None,
+        country: str | None = None,
+        tax_type: str | None = None,
+    ) -> stripe.TaxRate:
+        """A tax rate (`percentage` as a decimal string, e.g. "20" or "8.875")."""
+        params: Any = {
+            "display_name": display_name,
+            "percentage": str(percentage),
+            "inclusive": inclusive,
+        }
+        optional = {"jurisdiction": jurisdiction, "country": country, "tax_type": tax_type}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return await self.client.v1.tax_rates.create_async(params, self._key(idempotency_key))
+
+    # payment methods ---------------------------------------------------------------------
+
+    async def attach_payment_method(
+        self,
+        customer_id: str,
+        payment_method: str = TEST_CARD,
+        *,
+        idempotency_key: str,
+        make_default: bool = True,
+    ) -> stripe.PaymentMethod:
+        """Attach a payment method (a test token makes a new `pm_...`) and, by default, make
+        it the customer's default for invoices and subscriptions."""
+        method = await self.client.v1.payment_methods.attach_async(
+            payment_method, {"customer": customer_id}, self._key(f"{idempotency_key}/attach")
+        )
+        if make_default:
+            await self.set_default_payment_method(
+                customer_id, str(method.id), idempotency_key=f"{idempotency_key}/default"
+            )
+        return method
+
+    async def set_default_payment_method(
+        self, customer_id: str, payment_method_id: str, *, idempotency_key: str
+    ) -> stripe.Customer:
+        params: Any = {"invoice_settings": {"default_payment_method": payment_method_id}}
+        return await self.client.v1.customers.update_async(
+            customer_id, params, self._key(idempotency_key)
+        )
+
     # subscriptions -----------------------------------------------------------------------
 
     async def subscribe(
-        self, customer_id: str, price_id: str, *, idempotency_key: str, quantity: int = 1
+        self,
+        customer_id: str,
+        price_id: str,
+        *,
+        idempotency_key: str,
+        quantity: int = 1,
+        collection_method: CollectionMethod | None = None,
+        payment_method: str | None = None,
+        tax_rates: list[str] | None = None,
+        default_tax_rates: list[str] | None = None,
+        payment_behavior: PaymentBehavior | None = None,
     ) -> stripe.Subscription:
-        """Subscribe the customer to one price; billing invoices the first period at once."""
-        params: Any = {
-            "customer": customer_id,
-            "items": [{"price": price_id, "quantity": quantity}],
-        }
+        """Subscribe the customer to one price; billing invoices the first period at once.
+
+        Charged automatically when a `payment_method` (attached to the customer) is given or
+        `collection_method="charge_automatically"` is asked (then the customer's default
+        pays; Stripe refuses when there is none); otherwise billed by invoice, due in
+        30 days, and paid later with `pay`. `tax_rates` apply to the item,
+        `default_tax_rates` to the whole subscription."""
+        item: dict[str, Any] = {"price": price_id, "quantity": quantity}
+        if tax_rates:
+            item["tax_rates"] = tax_rates
+        params: Any = {"customer": customer_id, "items": [item]}
+        method = collection_method or ("charge_automatically" if payment_method else "send_invoice")
+        params["collection_method"] = method
+        if method == "send_invoice":
+            params["days_until_due"] = DAYS_UNTIL_DUE
+        if payment_method is not None:
+            params["default_payment_method"] = payment_method
+        if default_tax_rates:
+            params["default_tax_rates"] = default_tax_rates
+        if payment_behavior is not None:
+            params["payment_behavior"] = payment_behavior
         return await self.client.v1.subscriptions.create_async(params, self._key(idempotency_key))
 
     async def change_plan(
@@ -249,12 +334,82 @@ class BillingDriver:
         )
 
     async def pay(
-        self, invoice_id: str, *, idempotency_key: str, paid_out_of_band: bool = False
+        self,
+        invoice_id: str,
+        *,
+        idempotency_key: str,
+        paid_out_of_band: bool = False,
+        payment_method: str | None = TEST_CARD,
     ) -> stripe.Invoice:
-        params: Any = {"paid_out_of_band": True} if paid_out_of_band else None
+        """Pay what remains on the invoice: with `payment_method` (by default Stripe's test
+        Visa; None: the invoice's, subscription's or customer's default), or recorded as
+        paid outside Stripe. A declined card raises `stripe.CardError`."""
+        params: Any = {}
+        if paid_out_of_band:
+            params["paid_out_of_band"] = True
+        elif payment_method is not None:
+            params["payment_method"] = payment_method
         return await self.client.v1.invoices.pay_async(
-            invoice_id, params, self._key(idempotency_key)
+            invoice_id, params or None, self._key(idempotency_key)
         )
+
+    async def pay_part(
+        self,
+        invoice_id: str,
+        amount: int,
+        *,
+        idempotency_key: str,
+        payment_method: str = TEST_CARD,
+    ) -> stripe.Invoice:
+        """A partial payment as Stripe models it: a confirmed PaymentIntent of `amount` for
+        the invoice's customer, then attached to the invoice."""
+        invoice = await self.client.v1.invoices.retrieve_async(invoice_id)
+        intent_params: Any = {
+            "amount": amount,
+            "currency": invoice.currency,
+            "customer": invoice.customer,
+            "payment_method": payment_method,
+            "confirm": True,
+            "payment_method_types": ["card"],
+        }
+        intent = await self.client.v1.payment_intents.create_async(
+            intent_params, self._key(f"{idempotency_key}/intent")
+        )
+        attach: Any = {"payment_intent": intent.id}
+        return await self.client.v1.invoices.attach_payment_async(
+            invoice_id, attach, self._key(f"{idempotency_key}/attach")
+        )
+
+    async def invoice_payments(self, invoice_id: str) -> list[stripe.InvoicePayment]:
+        """The invoice's payments, oldest first."""
+        page = await self.client.v1.invoice_payments.list_async(
+            {"invoice": invoice_id, "limit": 100}
+        )
+        return list(reversed([p async for p in page.auto_paging_iter()]))
+
+    async def refund(
+        self,
+        *,
+        idempotency_key: str,
+        charge_id: str | None = None,
+        payment_intent_id: str | None = None,
+        amount: int | None = None,
+        reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None,
+    ) -> stripe.Refund:
+        """Give back `amount` minor units (default: all that is left) of a charge or of a
+        payment intent's charge."""
+        if (charge_id is None) == (payment_intent_id is None):
+            raise ValueError("give exactly one of charge_id or payment_intent_id")
+        params: Any = (
+            {"charge": charge_id}
+            if charge_id is not None
+            else {"payment_intent": payment_intent_id}
+        )
+        if amount is not None:
+            params["amount"] = amount
+        if reason is not None:
+            params["reason"] = reason
+        return await self.client.v1.refunds.create_async(params, self._key(idempotency_key))
 
     async def void(self, invoice_id: str, *, idempotency_key: str) -> stripe.Invoice:
         return await self.client.v1.invoices.void_invoice_async(

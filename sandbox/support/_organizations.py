@@ -21,6 +21,7 @@ from sandbox.support._http import (
     parse_body,
     record_invalid,
 )
+from sandbox.support._organization_fields import checked_values, rendered_values
 from sandbox.support._store import SupportStore
 from sandbox.support._webhooks import WebhookDispatcher
 
@@ -146,7 +147,11 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
     router = APIRouter(prefix="/api/v2")
 
     def render(request: Request, org: dict[str, Any]) -> dict[str, Any]:
-        return {"url": api_url(request, f"/api/v2/organizations/{org['id']}.json"), **org}
+        return {
+            "url": api_url(request, f"/api/v2/organizations/{org['id']}.json"),
+            **org,
+            "organization_fields": rendered_values(store, org["organization_fields"]),
+        }
 
     def load(org_id: int) -> dict[str, Any]:
         org = store.get(KIND, org_id)
@@ -161,13 +166,14 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
             if "name" not in fields:
                 raise record_invalid("name", "cannot be blank", "BlankValue")
             stamp = now_iso()
-            org = {
-                **_WRITABLE,
-                **fields,
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
             with store.transaction():
+                org = {
+                    **_WRITABLE,
+                    **fields,
+                    "organization_fields": checked_values(store, fields.get("organization_fields")),
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
                 _check_unique(store, org)
                 org = store.insert(KIND, org)
                 webhooks.emit(
@@ -214,10 +220,11 @@ def organizations_router(store: SupportStore, webhooks: WebhookDispatcher) -> AP
             before = load(org_id)
             after = {**before, **fields}
             if "organization_fields" in fields:
-                # Zendesk merges custom fields: keys not sent keep their value.
+                # Zendesk merges custom fields: keys not sent keep their value; keys no field
+                # defines are dropped, a malformed value refuses the whole update.
                 after["organization_fields"] = {
                     **before["organization_fields"],
-                    **fields["organization_fields"],
+                    **checked_values(store, fields["organization_fields"]),
                 }
             if after != before:
                 after["updated_at"] = now_iso()

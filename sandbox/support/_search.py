@@ -1,4 +1,5 @@
-"""Export Search Results (`GET /api/v2/search/export`): tickets matching a query, cursor paged.
+"""Export Search Results (`GET /api/v2/search/export`): tickets or organizations matching a
+query, cursor paged.
 
 Zendesk's cursor-paginated sibling of `/api/v2/search.json` (no 1,000-result cap):
 `filter[type]` is required, `page[size]` sets the page (1-1000, default 100) and
@@ -18,6 +19,10 @@ refuses `type:` in the query, as Zendesk does.
         <op>    one of  >  >=  <  <=
         <time>  an ISO 8601 date-time with Z or an offset (2026-03-01T12:00:00Z) or a date
                 (2026-03-01, midnight UTC; Zendesk reads a bare date in the account's zone)
+
+With `filter[type]=organization` the terms are `tags:`, `created`/`updated` as above, and
+`<field key>:<value>` for an organization field (Zendesk searches custom fields by key): the
+organization's value equals it, case-insensitively (a date field's value is its date).
 
 Any other term (free text, quoted phrases, negation, wildcards, other properties) is refused
 with a 400 rather than silently ignored, so a test can never pass on a filter the sandbox
@@ -46,8 +51,11 @@ from sandbox.support._http import (
     int_param,
     json_response,
 )
+from sandbox.support._organization_fields import defined_fields, rendered_values
 from sandbox.support._store import SupportStore
 from sandbox.support._tickets import TICKET, render_ticket
+
+ORGANIZATION = "organization"
 
 MAX_EXPORT_PAGE_SIZE = 1000
 DEFAULT_EXPORT_PAGE_SIZE = 100
@@ -119,6 +127,37 @@ def parse_ticket_query(query: str) -> list[Predicate]:
     return predicates
 
 
+def _field_equals(key: str, wanted: str) -> Predicate:
+    def matches(org: dict[str, Any]) -> bool:
+        value = org["organization_fields"].get(key)
+        return value is not None and str(value).casefold() == wanted.casefold()
+
+    return matches
+
+
+def parse_organization_query(store: SupportStore, query: str) -> list[Predicate]:
+    """An organization query's terms as predicates over stored organizations; 400 for what
+    is unsupported."""
+    keys = {field["key"] for field in defined_fields(store)}
+    predicates: list[Predicate] = []
+    for term in query.split():
+        match = _TERM.match(term)
+        if match is None:
+            raise _invalid(f"the sandbox does not support the search term {term!r}")
+        name, op, value = match["name"].lower(), match["op"], match["value"]
+        if name == "type":
+            raise _invalid("the export takes the type in filter[type], not in the query")
+        if name in ("tags", "tag") and op == ":":
+            predicates.append(_has_tag(value.lower()))
+        elif name in ("updated", "created") and op in _COMPARE:
+            predicates.append(_stamp_compares(f"{name}_at", _COMPARE[op], _moment(value, term)))
+        elif match["name"] in keys and op == ":":
+            predicates.append(_field_equals(match["name"], value))
+        else:
+            raise _invalid(f"the sandbox does not support the search term {term!r}")
+    return predicates
+
+
 def search_router(store: SupportStore) -> APIRouter:
     router = APIRouter(prefix="/api/v2")
 
@@ -126,25 +165,36 @@ def search_router(store: SupportStore) -> APIRouter:
         query = request.query_params.get("query")
         if not query or not query.strip():
             raise ZendeskError(400, "InvalidParameter", "query is required")
-        if request.query_params.get("filter[type]") != "ticket":
+        kind = request.query_params.get("filter[type]")
+        if kind not in (TICKET, ORGANIZATION):
             raise ZendeskError(
                 400,
                 "InvalidParameter",
-                "filter[type] is required; the sandbox exports tickets only (ticket)",
+                "filter[type] is required; the sandbox exports ticket or organization",
             )
-        predicates = parse_ticket_query(query)
+        predicates = (
+            parse_ticket_query(query) if kind == TICKET else parse_organization_query(store, query)
+        )
+
+        def render(row: dict[str, Any]) -> dict[str, Any]:
+            if kind == TICKET:
+                return render_ticket(store, request, row)
+            url = api_url(request, f"/api/v2/organizations/{row['id']}.json")
+            fields = rendered_values(store, row["organization_fields"])
+            return {"url": url, **row, "organization_fields": fields}
+
         size = int_param(request, "page[size]", DEFAULT_EXPORT_PAGE_SIZE, MAX_EXPORT_PAGE_SIZE)
         after = request.query_params.get("page[after]")
         after_id = decode_cursor(after) if after else None
         matching = (
-            ticket
-            for ticket in store.find(TICKET)
-            if (after_id is None or int(ticket["id"]) > after_id)
-            and all(predicate(ticket) for predicate in predicates)
+            row
+            for row in store.find(kind)
+            if (after_id is None or int(row["id"]) > after_id)
+            and all(predicate(row) for predicate in predicates)
         )
         rows: list[dict[str, Any]] = []
-        for ticket in matching:
-            rows.append(ticket)
+        for row in matching:
+            rows.append(row)
             if len(rows) > size:  # one more than the page tells that another follows
                 break
         has_more = len(rows) > size
@@ -152,14 +202,11 @@ def search_router(store: SupportStore) -> APIRouter:
         after_cursor = encode_cursor(int(rows[-1]["id"])) if rows else None
         before_cursor = encode_cursor(int(rows[0]["id"])) if rows else None
         base = api_url(request, request.url.path)
-        next_query = {"query": query, "filter[type]": "ticket", "page[size]": size}
+        next_query = {"query": query, "filter[type]": kind, "page[size]": size}
         return json_response(
             200,
             {
-                "results": [
-                    {**render_ticket(store, request, ticket), "result_type": "ticket"}
-                    for ticket in rows
-                ],
+                "results": [{**render(row), "result_type": kind} for row in rows],
                 "facets": None,
                 "meta": {
                     "has_more": has_more,
@@ -181,4 +228,4 @@ def search_router(store: SupportStore) -> APIRouter:
     return router
 
 
-__all__ = ["parse_ticket_query", "search_router"]
+__all__ = ["parse_organization_query", "parse_ticket_query", "search_router"]

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox.support._http import ZendeskError, json_response
+from sandbox.support._organization_fields import organization_fields_router
 from sandbox.support._organizations import organizations_router
 from sandbox.support._search import search_router
 from sandbox.support._store import SupportStore
@@ -224,6 +225,7 @@ def create_app(
         )
 
     app.include_router(organizations_router(store, webhooks))
+    app.include_router(organization_fields_router(store))
     app.include_router(tickets_router(store, webhooks))
     app.include_router(search_router(store))
 

@@ -195,12 +195,16 @@ def live_check(facts: CreditFacts, request: CreditRequest, policy: CreditPolicy)
         answer.warnings.append(f"customer {customer_id} has no ERP party yet (account sync)")
     if facts.erp_period_open is False:
         answer.warnings.append("the ERP period is closed: posting would go to finance")
-    problems = eligibility_problems(request, subscription, customer_id)
+    if facts.entitlements_source == "billing":
+        answer.warnings.append(
+            "the support organization shows no entitlements yet (account sync): read billing"
+        )
+    problems = eligibility_problems(request, subscription, customer_id, facts.entitlements)
     if problems or subscription is None or facts.credited_last_90_days is None:
         answer.reasons.extend(problems)
         return answer
     assessment: CreditAssessment = assess(
-        request, subscription, facts.credited_last_90_days, policy
+        request, subscription, facts.credited_last_90_days, policy, facts.entitlements
     )
     answer.outcome = assessment.outcome
     answer.reasons.extend(assessment.reasons)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
 from adapters.logs import get_logger
@@ -20,6 +20,9 @@ class Accepted(BaseModel):
     status: str  # accepted | duplicate | ignored
     workflow_id: str | None = None
     detail: str | None = None
+    also_started: list[str] = Field(
+        default_factory=list, description="further processes the same delivery fed"
+    )
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,26 @@ class Intake:
             return Accepted(status="duplicate", workflow_id=start.workflow_id)
         log.info("accepted", event_id=event_id, event_type=kind, workflow_id=start.workflow_id)
         return Accepted(status="accepted", workflow_id=start.workflow_id)
+
+    async def start_processes(
+        self, starts: list[ProcessStart], source: str, event_id: str, kind: str
+    ) -> Accepted:
+        """Hand one delivery's processes to Temporal, all of them before the receipt is
+        written: a failure part-way answers 503, the sender redelivers, and the ones already
+        accepted recognise it (signal dedupe, start-once ids)."""
+        first = starts[0]
+        if await self.receipts.seen(source, event_id):
+            log.info("duplicate delivery", event_id=event_id, workflow_id=first.workflow_id)
+            return Accepted(status="duplicate", workflow_id=first.workflow_id)
+        new = [await self.hand_to_temporal(start) for start in starts]
+        await self.receipts.record(source, event_id, kind, first.workflow_id)
+        others = [start.workflow_id for start in starts[1:]]
+        if not any(new):
+            log.info("duplicate delivery", event_id=event_id, workflow_id=first.workflow_id)
+            return Accepted(status="duplicate", workflow_id=first.workflow_id, also_started=others)
+        log.info("accepted", event_id=event_id, event_type=kind, workflow_id=first.workflow_id,
+                 also_started=others)  # fmt: skip
+        return Accepted(status="accepted", workflow_id=first.workflow_id, also_started=others)
 
 
 __all__ = ["Accepted", "Intake"]

@@ -58,12 +58,17 @@ class ReconItemView(BaseModel):
 
     id: int
     classification: str
-    reference: str | None
+    kind: str | None = Field(
+        default=None, description="invoice, credit_note, payment, refund, tax or receivable"
+    )
+    reference: str | None = Field(description="billing id; for a tax item the ERP tax's name")
     customer_id: str | None
     currency: str
     amount: Decimal
     billing_amount: Decimal | None
     erp_amount: Decimal | None
+    journal_amount: Decimal | None = None
+    billing_document_id: str | None = None
     erp_document_ids: list[str]
     case_id: str | None
     detail: str | None
@@ -79,6 +84,10 @@ class ReconReport(BaseModel):
     status: str
     loaded: dict[str, int]
     totals: dict[str, dict[str, CurrencyFigure]]
+    totals_by_kind: dict[str, dict[str, dict[str, CurrencyFigure]]] = Field(
+        default_factory=dict,
+        description="per class, the totals split by kind of item (invoice, payment, tax, …)",
+    )
     counts: dict[str, int]
     healed: int
     exceptions: int
@@ -151,6 +160,16 @@ async def report(
             cls: {
                 cur: CurrencyFigure(count=t.count, amount=t.amount)
                 for cur, t in total.by_currency.items()
+            }
+            for cls, total in run.totals.items()
+        },
+        totals_by_kind={
+            cls: {
+                kind: {
+                    cur: CurrencyFigure(count=t.count, amount=t.amount)
+                    for cur, t in by_currency.items()
+                }
+                for kind, by_currency in total.by_kind.items()
             }
             for cls, total in run.totals.items()
         },

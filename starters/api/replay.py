@@ -72,14 +72,14 @@ async def replay_billing_events(
         except UnreadableVersion as err:
             outcomes.append(ReplayOutcome(event_id=event_id, status="refused", detail=str(err)))
             continue
-        start = route_billing_event(event, settings.ledger_currencies)
-        if start is None:
+        starts = route_billing_event(event, settings.ledger_currencies)
+        if not starts:
             outcome = ReplayOutcome(
                 event_id=event_id, status="ignored", detail=f"no process handles {event.type}"
             )
             outcomes.append(outcome)
             continue
-        accepted = await intake.start_process(start, "billing", event.event_id, event.type)
+        accepted = await intake.start_processes(starts, "billing", event.event_id, event.type)
         outcomes.append(
             ReplayOutcome(
                 event_id=event_id, status=accepted.status, workflow_id=accepted.workflow_id

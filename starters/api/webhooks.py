@@ -104,10 +104,10 @@ async def stripe_webhook(
     # Also malformed: JSON nested past the parser's depth, `created` past any date.
     except (ValueError, ValidationError, RecursionError, OverflowError) as err:
         raise HTTPException(400, f"malformed event: {first_line(err)}") from None
-    start = route_billing_event(event, settings.ledger_currencies)
-    if start is None:
+    starts = route_billing_event(event, settings.ledger_currencies)
+    if not starts:
         return Accepted(status="ignored", detail=f"no process handles {event.type}")
-    return await intake.start_process(start, "billing", event.event_id, event.type)
+    return await intake.start_processes(starts, "billing", event.event_id, event.type)
 
 
 @router.post(

@@ -32,13 +32,14 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from adapters.bootstrap import build_store
+from adapters.bootstrap import build_store, build_support
 from adapters.settings import Settings
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal
 from adapters.visibility import search_attribute_flags
 from starters.api.auth import ROLES, key_entry
 from starters.local import tryton_bootstrap
+from starters.local.catalog import LOCAL_CURRENCIES, CatalogError, ensure_local_catalog
 
 BIN = Path(sys.executable).parent
 
@@ -108,12 +109,15 @@ def private_stack_settings(home: Path) -> dict[str, Any]:
         "erp_proxy_port": erp_faults,
         "billing_proxy_port": billing_faults,
         "support_proxy_port": support_faults,
+        "ledger_currencies": list(LOCAL_CURRENCIES),
     }
 
 
 def private_stack_env(home: Path) -> dict[str, str]:
-    return {f"LEDGERBRIDGE_{name.upper()}": str(value)
-            for name, value in private_stack_settings(home).items()}  # fmt: skip
+    return {
+        f"LEDGERBRIDGE_{name.upper()}": json.dumps(value) if isinstance(value, list) else str(value)
+        for name, value in private_stack_settings(home).items()
+    }
 
 
 def _http_ok(url: str, *, json_rpc: dict[str, Any] | None = None) -> Callable[[], bool]:
@@ -177,6 +181,9 @@ class LocalStack:
             entries = [key_entry(f"local-{r}", r, k) for r, k in self.local_api_keys().items()]
             env["LEDGERBRIDGE_API_KEYS"] = json.dumps(entries)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The local ERP books these (each has a rate there), and the local mapping maps them.
+        if "ledger_currencies" not in self.settings.model_fields_set:
+            env["LEDGERBRIDGE_LEDGER_CURRENCIES"] = json.dumps(list(LOCAL_CURRENCIES))
         # The worker and the API reach every counterpart through its fault proxy (demo, chaos
         # runs); the sandboxes' webhooks reach the API directly.
         if self.fault_proxies:
@@ -415,7 +422,32 @@ class LocalStack:
             for component in members:
                 self._spawn(component, env)
             self._wait_ready(*members)
+            if wave == 0:  # billing is up and the worker not yet: the mapping precedes postings
+                self._ensure_catalog()
         self._apply_recon_schedule()
+        self._define_entitlement_fields()
+
+    def _define_entitlement_fields(self) -> None:
+        """Agents see plan, status and paid-through on organizations from the first `up`
+        (the adapter would define them at its first write; defining them never repeats)."""
+
+        async def define() -> list[str]:
+            support = build_support(self.settings)
+            try:
+                return await support.ensure_entitlement_fields()
+            finally:
+                await support.aclose()
+
+        created = asyncio.run(define())
+        self.echo(f"support: entitlement fields {'defined' if created else 'present'}")
+
+    def _ensure_catalog(self) -> None:
+        """Billing's products and tax rates and finance's mapping of them (catalog.py)."""
+        settings = self.settings.model_copy(update={"home": self.home})
+        try:
+            asyncio.run(ensure_local_catalog(settings, self.echo))
+        except (CatalogError, OSError) as err:
+            raise StackError(f"catalog: {err}") from err
 
     def _apply_recon_schedule(self) -> None:
         """The nightly reconciliation exists in the local Temporal after every `up`."""

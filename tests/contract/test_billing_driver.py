@@ -56,7 +56,12 @@ async def test_change_plan_needs_a_change_and_a_single_item(billing_driver: Bill
     price = await billing_driver.create_price(product.id, 1000, "usd", idempotency_key="p")
     other = await billing_driver.create_price(product.id, 2000, "usd", idempotency_key="o")
     two_items = await billing_driver.client.v1.subscriptions.create_async(
-        {"customer": customer.id, "items": [{"price": price.id}, {"price": other.id}]}
+        {
+            "customer": customer.id,
+            "items": [{"price": price.id}, {"price": other.id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+        }
     )
 
     with pytest.raises(ValueError, match="new price_id, a new quantity"):

@@ -74,7 +74,12 @@ async def open_invoice(billing: Billing, name: str) -> BillingDocument:
         }
     )
     subscription = admin.subscriptions.create(
-        params={"customer": customer.id, "items": [{"price": price.id, "quantity": 1}]}
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id, "quantity": 1}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+        }
     )
     [invoice] = [i async for i in billing.direct.list_invoices(subscription_id=subscription.id)]
     assert invoice.status == "open" and invoice.amount_remaining == usd("30.00")

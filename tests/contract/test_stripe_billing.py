@@ -57,7 +57,12 @@ def sdk_subscription(sdk: stripe.StripeClient, name: str, monthly_minor: int = 3
         }
     )
     subscription = sdk.v1.subscriptions.create(
-        params={"customer": customer_id, "items": [{"price": price.id, "quantity": 1}]}
+        params={
+            "customer": customer_id,
+            "items": [{"price": price.id, "quantity": 1}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+        }
     )
     return subscription.id
 

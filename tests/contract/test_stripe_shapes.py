@@ -8,6 +8,7 @@ them). A field Stripe removed would otherwise let the product depend on it unnot
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -139,6 +140,50 @@ async def test_every_object_the_sandbox_answers_is_declared_by_the_sdk(
         {"idempotency_key": "shape/balance"},
     )  # fmt: skip
     await driver.cancel(subscription.id, prorate=True, invoice_now=True)
+    # Money: tax rates, payment methods, card and partial payments, declines, refunds.
+    vat = await driver.create_tax_rate(
+        "VAT", "20", inclusive=True, idempotency_key="shape/vat", jurisdiction="FR", country="FR"
+    )
+    sales = await driver.create_tax_rate(
+        "Sales", "8.875", inclusive=False, idempotency_key="shape/st"
+    )
+    await client.v1.tax_rates.update_async(sales.id, {"description": "NYC"})
+    payer = await driver.create_customer("Payer", idempotency_key="shape/payer")
+    card = await driver.attach_payment_method(payer.id, idempotency_key="shape/pm")
+    eur = await driver.create_price(product.id, 1200, "eur", idempotency_key="shape/eur")
+    taxed = await driver.subscribe(
+        payer.id, eur.id, idempotency_key="shape/taxed", payment_method=str(card.id),
+        default_tax_rates=[vat.id],
+    )  # fmt: skip
+    [payment] = await driver.invoice_payments(str(taxed.latest_invoice))
+    intent = await client.v1.payment_intents.retrieve_async(str(payment.payment.payment_intent))
+    charge_id = str(intent.latest_charge)
+    await driver.refund(charge_id=charge_id, amount=200, idempotency_key="shape/refund")
+    await client.v1.credit_notes.create_async(
+        {"invoice": str(taxed.latest_invoice), "amount": 100, "refund_amount": 100}
+    )
+    failing = await driver.attach_payment_method(
+        payer.id, "pm_card_chargeCustomerFail", idempotency_key="shape/fail", make_default=False
+    )
+    await driver.add_invoice_item(payer.id, 900, "eur", "Extra", idempotency_key="shape/x")
+    extra = await driver.invoice_pending_items(payer.id, idempotency_key="shape/xd")
+    extra = await driver.finalize(str(extra.id), idempotency_key="shape/xf")
+    with contextlib.suppress(stripe.CardError):
+        await driver.pay(
+            str(extra.id), idempotency_key="shape/decl", payment_method=str(failing.id)
+        )
+    await driver.pay_part(str(extra.id), 400, idempotency_key="shape/part")
+    await driver.pay(str(extra.id), idempotency_key="shape/oob", paid_out_of_band=True)
+    await client.v1.tax_rates.list_async()
+    await client.v1.payment_methods.retrieve_async(str(card.id))
+    await client.v1.customers.payment_methods.list_async(payer.id)
+    await client.v1.payment_intents.list_async({"customer": payer.id})
+    await client.v1.charges.list_async({"customer": payer.id})
+    await client.v1.refunds.list_async({"charge": charge_id})
+    await client.v1.balance_transactions.list_async()
+    await client.v1.invoice_payments.list_async({"invoice": str(extra.id)})
+    await client.v1.invoice_payments.retrieve_async(str(payment.id))
+    await client.v1.invoices.line_items.list_async(str(taxed.latest_invoice))
     # Reads of every kind, lists and the lines pages included.
     await client.v1.customers.retrieve_async(customer.id)
     await client.v1.products.retrieve_async(product.id)
@@ -158,7 +203,9 @@ async def test_every_object_the_sandbox_answers_is_declared_by_the_sdk(
     assert {
         "customer", "product", "price", "subscription", "subscription_item", "invoice",
         "line_item", "invoiceitem", "credit_note", "credit_note_line_item",
-        "customer_balance_transaction", "event", "webhook_endpoint",
+        "customer_balance_transaction", "event", "webhook_endpoint", "tax_rate",
+        "payment_method", "payment_intent", "charge", "refund", "balance_transaction",
+        "invoice_payment",
     } <= kinds  # fmt: skip
     unmodelled = {k for k in kinds - {"list"} if model_of({"object": k}) is None}
     assert unmodelled == set()  # each kind is checked against its model, none skipped
@@ -166,7 +213,12 @@ async def test_every_object_the_sandbox_answers_is_declared_by_the_sdk(
     assert not problems, "\n".join(sorted(problems))
 
     events = billing_sandbox.events()
-    assert {e["type"] for e in events} >= {"customer.subscription.updated", "invoice.paid"}
+    assert {e["type"] for e in events} >= {
+        "customer.subscription.updated", "invoice.paid", "charge.succeeded", "charge.failed",
+        "charge.refunded", "refund.created", "payment_intent.succeeded",
+        "payment_intent.payment_failed", "invoice.payment_failed", "invoice_payment.paid",
+        "payment_method.attached", "tax_rate.created",
+    }  # fmt: skip
     problems = {bad for e in events for bad in undeclared(e["data"]["object"], None, e["type"])}
     assert not problems, "\n".join(sorted(problems))
     delivered = billing_webhook_receiver.wait_for(len(events))

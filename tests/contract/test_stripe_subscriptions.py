@@ -1077,7 +1077,12 @@ def test_official_sdk_drives_an_amendment_a_credit_note_and_a_refusal(
     )
 
     sub = client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"price": small.id, "quantity": 1}]},
+        params={
+            "customer": customer.id,
+            "items": [{"price": small.id, "quantity": 1}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+        },
         options={"idempotency_key": "sdk/sub"},
     )
     item = sub["items"].data[0]
@@ -1094,7 +1099,7 @@ def test_official_sdk_drives_an_amendment_a_credit_note_and_a_refusal(
     invoice = client.v1.invoices.retrieve(
         str(updated.latest_invoice), params={"expand": ["customer"]}
     )
-    paid = client.v1.invoices.pay(invoice.id)
+    paid = client.v1.invoices.pay(invoice.id, params={"payment_method": "pm_card_visa"})
     note = client.v1.credit_notes.create(
         params={
             "invoice": invoice.id,

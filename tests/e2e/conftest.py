@@ -24,10 +24,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.bootstrap import Adapters, build_adapters
+from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
 from sandbox.billing.driver import BillingDriver
 from starters.api import create_app
 from starters.api.auth import key_entry
+from starters.local.catalog import ensure_local_catalog
 from tests.fixtures.billing import BillingSandbox
 from tests.fixtures.faults import FaultProxyHandle, serve_fault_proxy
 from tests.fixtures.servers import free_port, serve_app
@@ -36,6 +38,8 @@ from tests.fixtures.tryton import TrytonServer
 from workers.main import build_workers, run_until_stopped
 
 T = TypeVar("T")
+# What e2e tests sell: a product of the local catalogue, which finance's mapping covers.
+SOLD_PRODUCT = "prod_lb_platform"
 API_KEYS = {role: f"lb_test_{role}_key" for role in ("support", "finance", "finance_admin", "ops")}
 
 
@@ -119,6 +123,8 @@ async def stack(
     )
     adapters = build_adapters(settings)
     adapters.store.migrate()
+    # Billing's catalogue and finance's mapping of it, as `ledgerbridge up` makes them.
+    await ensure_local_catalog(settings, echo=lambda _: None)
     driver = billing_sandbox.driver()
     with _served(create_app(settings), api_port) as api_url:
         yield Stack(
@@ -141,7 +147,12 @@ async def stack(
 @pytest_asyncio.fixture
 async def in_process_worker(stack: Stack) -> AsyncIterator[None]:
     adapters = build_adapters(stack.settings)
-    workers = build_workers(stack.client, adapters, stack.settings.task_queue_prefix)
+    workers = build_workers(
+        stack.client,
+        adapters,
+        stack.settings.task_queue_prefix,
+        finance_mapping=MappingFile(stack.settings.resolved_finance_mapping()),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(run_until_stopped(workers, stop))
     yield

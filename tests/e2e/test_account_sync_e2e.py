@@ -13,6 +13,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from adapters.billing.webhook_signature import sign_stripe
+from adapters.errors import NotFoundError
 from tests.e2e.conftest import Stack, eventually, stop_process
 from workflows.account_sync import AccountSyncWorkflow
 
@@ -106,6 +107,40 @@ async def test_rename_in_billing_reaches_erp_and_support(
         )
 
     assert await eventually(renamed, "ERP party, support org and cross-references renamed")
+
+
+async def test_paying_an_invoice_shows_plan_status_and_paid_through_in_support(
+    stack: Stack, in_process_worker: None
+) -> None:
+    """Billing's own signed webhooks (subscription created, invoice paid) reach account sync
+    besides the ledger: the support organization ends up showing the customer's standing."""
+    customer_id = await create_customer(stack, "E2E Entitled Co")
+    product = await stack.driver.create_product("E2E Suite", idempotency_key="test/ent/p")
+    price = await stack.driver.create_price(product.id, 4900, "usd", idempotency_key="test/ent/pr")
+    subscription = await stack.billing.sdk().v1.subscriptions.create_async(
+        {"customer": customer_id, "items": [{"price": price.id}],
+         "collection_method": "send_invoice", "days_until_due": 30},
+        {"idempotency_key": "test/ent/s"},
+    )  # fmt: skip
+    assert isinstance(subscription.latest_invoice, str)
+    await stack.driver.pay(
+        subscription.latest_invoice, idempotency_key="test/ent/pay", paid_out_of_band=True
+    )
+    invoice = await stack.adapters.billing.get_invoice(subscription.latest_invoice)
+    period_end = max(line.period_end for line in invoice.lines if line.period_end)
+
+    async def shown():  # type: ignore[no-untyped-def]
+        try:
+            shown = await stack.adapters.support.read_entitlements(customer_id)
+        except NotFoundError:
+            return None
+        return shown if shown is not None and shown.paid_through is not None else None
+
+    standing = await eventually(shown, "entitlements on the support organization", 90)
+    assert standing.standing() == ("E2E Suite", subscription.id, "active", period_end)
+    accepted = [e for e in stack.billing.events(type="invoice.paid")
+                if e["data"]["object"]["id"] == subscription.latest_invoice]  # fmt: skip
+    assert accepted, "billing sent invoice.paid"
 
 
 def _signed(stack: Stack, body: bytes, *, at: int | None = None, secret: str | None = None) -> dict:

@@ -49,6 +49,7 @@ async def test_ops_can_request_a_sync_which_runs_and_is_audited(
         "status": "accepted",
         "workflow_id": f"account/{cid}",
         "detail": None,
+        "also_started": [],
     }
 
     handle = stack.client.get_workflow_handle_for(AccountSyncWorkflow.run, f"account/{cid}")

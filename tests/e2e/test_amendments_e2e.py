@@ -10,7 +10,7 @@ import pytest
 
 from adapters.billing.stripe import StripeBilling
 from canonical import BillingDocument, Money
-from tests.e2e.conftest import Stack, eventually, stop_process
+from tests.e2e.conftest import SOLD_PRODUCT, Stack, eventually, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +24,8 @@ async def subscribe(stack: Stack, name: str, quantity: int = 1) -> tuple[str, st
     driver = stack.driver
     key = f"e2e/{name}"
     customer = await driver.create_customer(name, idempotency_key=f"{key}/c")
-    product = await driver.create_product("Analytics", idempotency_key=f"{key}/p")
-    basic = await driver.create_price(product.id, 3000, "usd", idempotency_key=f"{key}/basic")
-    pro = await driver.create_price(product.id, 9000, "usd", idempotency_key=f"{key}/pro")
+    basic = await driver.create_price(SOLD_PRODUCT, 3000, "usd", idempotency_key=f"{key}/basic")
+    pro = await driver.create_price(SOLD_PRODUCT, 9000, "usd", idempotency_key=f"{key}/pro")
     subscription = await driver.subscribe(
         customer.id, basic.id, quantity=quantity, idempotency_key=f"{key}/s"
     )

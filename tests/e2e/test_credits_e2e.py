@@ -16,7 +16,7 @@ import pytest
 
 from adapters.billing.stripe import StripeBilling
 from canonical import Money
-from tests.e2e.conftest import API_KEYS, Stack, eventually
+from tests.e2e.conftest import API_KEYS, SOLD_PRODUCT, Stack, eventually
 from tests.fixtures.support import create_ticket_with_credit
 
 pytestmark = pytest.mark.e2e
@@ -43,8 +43,9 @@ async def subscribed_customer(stack: Stack, tag: str) -> tuple[str, str, str]:
     billing: StripeBilling = stack.adapters.billing  # type: ignore[assignment]
     customer = await stack.driver.create_customer(f"Credit Co {tag}", idempotency_key=f"{tag}/c")
     cid = customer.id
-    product = await stack.driver.create_product("Credits Pro", idempotency_key=f"{tag}/p")
-    price = await stack.driver.create_price(product.id, 9000, "usd", idempotency_key=f"{tag}/price")
+    price = await stack.driver.create_price(
+        SOLD_PRODUCT, 9000, "usd", idempotency_key=f"{tag}/price"
+    )
     subscription = await stack.driver.subscribe(cid, price.id, idempotency_key=f"{tag}/s")
 
     async def synced() -> str | None:

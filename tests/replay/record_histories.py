@@ -22,17 +22,23 @@ from temporalio.testing import WorkflowEnvironment
 
 from canonical import Customer
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
-from tests.workflow.test_account_sync import FakeSystems, running_workers, sync
+from tests.workflow.test_account_sync import FakeSystems, running_workers, standing, sync
 from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
+    charge_event,
     decision,
     deliver,
+    deliver_to_customer_ledger,
     event,
     exception_handle,
     invoice,
+    paid_event,
+    paid_invoice,
+    payment,
+    refund,
     running,
     until,
 )
@@ -76,6 +82,35 @@ async def record_subscription_ledger(env: WorkflowEnvironment) -> None:
         ledger = env.client.get_workflow_handle(workflow_id)
         save("subscription_ledger_exception_retry", await ledger.fetch_history())
         save("finance_exception_retry", await exception.fetch_history())
+
+
+async def record_ledger_payments(env: WorkflowEnvironment) -> None:
+    """An invoice paid in two parts (each payment posted once, the invoice settled after the
+    second), and a refund of the first that waits for it, then posts its credit note and
+    payout in the customer's ledger."""
+    world = FakeWorld()
+    first = payment("inpay_1", "in_1", "40.00", minute=5)
+    second = payment("inpay_2", "in_1", "60.00", minute=50)
+    world.payments["in_1"] = [first]
+    world.documents["in_1"] = paid_invoice("in_1", "100.00", first)
+    world.refunds["ch_inpay_1"] = [refund("re_1", first, "15.00")]
+    async with running(env.client, "replay-pay.", world):
+        customer_ledger = await deliver_to_customer_ledger(
+            env.client, "replay-pay.", charge_event("evt_refunded", "ch_inpay_1", 300)
+        )
+        await env.sleep(timedelta(minutes=3))
+        ledger = await deliver(env.client, "replay-pay.", paid_event("evt_part", "in_1", 100))
+        await until(lambda: "re_1/payout" in world.journal, env, "refund paid out")
+        world.payments["in_1"] = [first, second]
+        world.documents["in_1"] = paid_invoice("in_1", "100.00", first, second)
+        await deliver(env.client, "replay-pay.", paid_event("evt_paid", "in_1", 400))
+        await until(lambda: "inpay_2" in world.journal, env, "second payment")
+        await deliver(env.client, "replay-pay.", event("evt_fin", "in_1", 50))
+        await env.sleep(timedelta(minutes=1))
+        save("subscription_ledger_payments",
+             await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
+        save("customer_ledger_refund",
+             await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
 async def record_case_to_credit(env: WorkflowEnvironment) -> None:
@@ -132,9 +167,42 @@ async def record_account_sync(env: WorkflowEnvironment) -> None:
     save("account_sync_two_requests", history)
 
 
+async def record_account_sync_entitlements(env: WorkflowEnvironment) -> None:
+    """A failed payment: billing says past due, account sync writes it to support
+    (account-entitlements)."""
+    systems = FakeSystems()
+    systems.customers["cus_REPLAY2"] = Customer(customer_id="cus_REPLAY2", name="Replay Two")
+    systems.billing_standing["cus_REPLAY2"] = standing("cus_REPLAY2", "past_due", "2026-10-31")
+    async with running_workers(env.client, "replay-ent.", systems):
+        await sync(env.client, "replay-ent.", "cus_REPLAY2", "evt_r3")
+        handle = env.client.get_workflow_handle_for(AccountSyncWorkflow.run, "account/cus_REPLAY2")
+        await handle.result()
+        history = await handle.fetch_history()
+    save("account_sync_entitlements", history)
+
+
+async def record_credit_past_due(env: WorkflowEnvironment) -> None:
+    """A small credit for a customer support shows past due: finance approves it
+    (credit-standing-from-entitlements)."""
+    desk = FakeDesk()
+    desk.shown_status = "past_due"
+    async with credit_workers(env.client, "replay-pastdue.", desk):
+        handle = await start_credit(env.client, "replay-pastdue.", credit("40.00", request_id="r4"))
+        await env.sleep(timedelta(hours=1))
+        await handle.execute_update(
+            CaseToCreditWorkflow.decide,
+            CreditApproval(approve=True, reason="goodwill", approver="fiona", role="finance"),
+        )
+        await handle.result()
+        save("case_to_credit_past_due", await handle.fetch_history())
+
+
 RECORDERS = {
+    "account_sync_entitlements": record_account_sync_entitlements,
+    "case_to_credit_past_due": record_credit_past_due,
     "account_sync": record_account_sync,
     "subscription_ledger": record_subscription_ledger,
+    "ledger_payments": record_ledger_payments,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,

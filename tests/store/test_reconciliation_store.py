@@ -3,19 +3,30 @@ in SQL, the plain-SQL baseline, and the report."""
 
 from __future__ import annotations
 
+import argparse
+import csv
 import random
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
+from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import insert, inspect, update
 
+from adapters.settings import Settings
 from adapters.store import (
     CLASSES,
+    CustomerReceivable,
+    DocumentTax,
     ErpDocument,
+    ErpPayment,
+    ExpectedPayment,
     ExpectedPosting,
     IntegrationStore,
     Posting,
@@ -25,6 +36,8 @@ from adapters.store import (
     SupportCredit,
     UnknownRunError,
 )
+from starters import recon_commands
+from starters.api import dependencies, reconciliation
 
 NOW = datetime.now(UTC)
 PERIOD = (NOW - timedelta(days=1), NOW + timedelta(days=1))
@@ -89,14 +102,55 @@ def erp(
 
 
 def journal(
-    store: IntegrationStore, reference: str, erp_id: str, amount: str, currency: str = "USD"
+    store: IntegrationStore,
+    reference: str,
+    erp_id: str,
+    amount: str,
+    currency: str = "USD",
+    kind: str = "invoice",
 ) -> None:
     store.record_posting(
-        source_system="billing", source_document_id=reference, document_type="invoice",
+        source_system="billing", source_document_id=reference, document_type=kind,
         customer_id="cus_1", erp_document_id=erp_id, erp_number=f"INV-{erp_id}",
         amount=Decimal(amount), currency=currency, workflow_id="subscription/sub_1",
         correlation_id=None,
     )  # fmt: skip
+
+
+def paid(
+    reference: str, amount: str, applies_to: str, currency: str = "USD", *, kind: str = "payment"
+) -> ExpectedPayment:
+    return ExpectedPayment(
+        reference=reference, kind=kind, customer_id="cus_1", currency=currency,  # type: ignore[arg-type]
+        amount=Decimal(amount), applies_to=applies_to,
+        billing_document_id=applies_to if kind == "payment" else reference.split("/")[0],
+    )  # fmt: skip
+
+
+def erp_paid(
+    erp_id: str,
+    reference: str | None,
+    amount: str,
+    applies_to: str | None,
+    currency: str = "USD",
+    *,
+    kind: str = "payment",
+) -> ErpPayment:
+    return ErpPayment(
+        erp_document_id=erp_id, reference=reference, kind=kind,  # type: ignore[arg-type]
+        currency=currency, amount=Decimal(amount), applies_to=applies_to, state="posted",
+        customer_id="cus_1",
+    )  # fmt: skip
+
+
+def tax(side: str, reference: str, name: str, amount: str, currency: str = "USD") -> DocumentTax:
+    return DocumentTax(side=side, reference=reference, tax=name, currency=currency,  # type: ignore[arg-type]
+                       amount=Decimal(amount))  # fmt: skip
+
+
+def owed(side: str, customer_id: str, amount: str, currency: str = "USD") -> CustomerReceivable:
+    return CustomerReceivable(side=side, customer_id=customer_id, currency=currency,  # type: ignore[arg-type]
+                              amount=Decimal(amount))  # fmt: skip
 
 
 def post_long_ago(store: IntegrationStore, reference: str) -> None:
@@ -109,7 +163,8 @@ def post_long_ago(store: IntegrationStore, reference: str) -> None:
 
 
 def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> None:
-    """Six agreeing references in two currencies and one difference of every class."""
+    """Agreeing documents and payments in two currencies, and one difference of every class
+    (tax and receivables: one agreeing and two differing keys each)."""
     recon.start_run(RUN, *PERIOD)
     recon.add_expected(
         RUN,
@@ -166,7 +221,59 @@ def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> Non
                           amount=Decimal("25.00"), billing_document_id=None),
         ],
     )  # fmt: skip
-    assert recon.snapshot_journal(RUN, *PERIOD) == 4
+    recon.add_expected_payments(
+        RUN,
+        [
+            paid("inpay_m1", "100.00", "in_m1"),
+            paid("re_m2/payout", "20.00", "cn_m4", "EUR", kind="refund"),  # made by a credit note
+            paid("inpay_miss", "30.00", "in_miss"),
+            paid("re_miss/payout", "5.00", "cn_m4", kind="refund"),
+            paid("inpay_diff", "60.00", "in_diff"),
+            paid("inpay_dup", "10.00", "in_dup"),
+            paid("inpay_gone", "7.00", "in_m2"),
+        ],
+    )
+    recon.add_erp_payments(
+        RUN,
+        [
+            # ERP ids of payments are their own: "1" here is not invoice "1"
+            erp_paid("1", "inpay_m1", "100.00", "in_m1"),
+            erp_paid("2", "re_m2/payout", "20.00", "cn_m4", "EUR", kind="refund"),
+            erp_paid("3", "inpay_diff", "60.00", "in_m1"),  # applied to the wrong invoice
+            erp_paid("4", "inpay_dup", "10.00", "in_dup"),
+            erp_paid("5", "inpay_dup", "10.00", "in_dup"),
+            erp_paid("6", None, "3.00", None),
+            erp_paid("7", "inpay_stranger", "15.00", "in_m1"),
+        ],
+    )
+    journal(store, "inpay_m1", "1", "100.00", kind="payment")
+    journal(store, "inpay_gone", "91", "7.00", kind="payment")
+    recon.add_taxes(
+        RUN,
+        [
+            tax("billing", "in_m1", "VAT 20%", "16.00"),
+            tax("erp", "in_m1", "VAT 20%", "16.00"),
+            tax("billing", "in_m3", "VAT 20%", "12.50", "EUR"),
+            tax("erp", "in_m3", "VAT 20%", "10.00", "EUR"),
+            tax("billing", "cn_m4", "VAT 20%", "-3.33", "EUR"),
+            tax("erp", "cn_m4", "VAT 20%", "-3.33", "EUR"),
+            tax("billing", "in_miss", "VAT 20%", "5.00"),  # not in the ERP: its own finding
+            tax("erp", "in_dup", "VAT 20%", "2.00"),  # doubled in the ERP: its own finding
+            tax("billing", "in_m2", "unmapped tax rate txr_x", "1.00"),
+        ],
+    )
+    recon.add_receivables(
+        RUN,
+        [
+            owed("billing", "cus_1", "100.00"),
+            owed("erp", "cus_1", "100.00"),
+            owed("billing", "cus_2", "50.00", "EUR"),
+            owed("erp", "cus_2", "45.00", "EUR"),
+            owed("billing", "cus_3", "0.00"),  # owes nothing; the ERP lists nothing
+            owed("erp", "cus_4", "12.34"),
+        ],
+    )
+    assert recon.snapshot_journal(RUN, *PERIOD) == 6
 
 
 def references(items: list[ReconciliationItem]) -> dict[str, list[str | None]]:
@@ -204,22 +311,34 @@ def test_classify_finds_exactly_one_item_per_seeded_difference(
     run = recon.classify(RUN)
 
     assert references(all_items(recon, RUN)) == {
-        "matched": ["cbtxn_c1", "cbtxn_c2", "cn_m4", "in_m1", "in_m2", "in_m3"],
+        "matched": ["cbtxn_c1", "cbtxn_c2", "cn_m4", "in_m1", "in_m2", "in_m3", "inpay_m1",
+                    "re_m2/payout"],
         "matched_to_journal": ["in_old"],
         "missing_in_erp": ["in_miss"],
-        "posted_but_absent": ["in_gone"],
+        "posted_but_absent": ["in_gone", "inpay_gone"],
         "amount_mismatch": ["in_diff"],
-        "duplicate_in_erp": ["in_dup"],
-        "orphan_in_erp": [None, "in_stranger"],
+        "duplicate_in_erp": ["in_dup", "inpay_dup"],
+        "orphan_in_erp": [None, None, "in_stranger", "inpay_stranger"],
         "credit_without_ticket": ["cbtxn_c1"],
         "ticket_credit_without_billing": [None],
-    }
+        "payment_missing_in_erp": ["inpay_miss"],
+        "refund_missing_in_erp": ["re_miss/payout"],
+        "payment_amount_mismatch": ["inpay_diff"],
+        "tax_differs": ["VAT 20%", "unmapped tax rate txr_x"],
+        "receivable_differs": [None, None],
+    }  # fmt: skip
     assert run.status == "classified"
-    assert run.loaded == {"expected": 10, "erp": 12, "journal": 4, "support_credits": 3}
+    assert run.loaded == {
+        "expected": 10, "erp": 12, "journal": 6, "support_credits": 3, "expected_payments": 7,
+        "erp_payments": 7, "billing_taxes": 5, "erp_taxes": 4, "billing_receivables": 3,
+        "erp_receivables": 3,
+    }  # fmt: skip
     assert run.counts == {
-        "matched": 6, "matched_to_journal": 1, "missing_in_erp": 1, "posted_but_absent": 1,
-        "amount_mismatch": 1, "duplicate_in_erp": 1, "orphan_in_erp": 2,
+        "matched": 8, "matched_to_journal": 1, "missing_in_erp": 1, "posted_but_absent": 2,
+        "amount_mismatch": 1, "duplicate_in_erp": 2, "orphan_in_erp": 4,
         "credit_without_ticket": 1, "ticket_credit_without_billing": 1,
+        "payment_missing_in_erp": 1, "refund_missing_in_erp": 1, "payment_amount_mismatch": 1,
+        "tax_differs": 2, "receivable_differs": 2,
     }  # fmt: skip
 
 
@@ -234,12 +353,36 @@ def test_totals_count_and_sum_each_class_per_currency(
     def sums(cls: str) -> dict[str, tuple[int, Decimal]]:
         return {c: (t.count, t.amount) for c, t in run.totals[cls].by_currency.items()}
 
-    assert sums("matched") == {"USD": (4, Decimal("170.50")), "EUR": (2, Decimal("95.00"))}
+    assert sums("matched") == {"USD": (5, Decimal("270.50")), "EUR": (3, Decimal("115.00"))}
     assert sums("missing_in_erp") == {"USD": (1, Decimal("30.00"))}
-    assert sums("posted_but_absent") == {"EUR": (1, Decimal("40.00"))}
+    assert sums("posted_but_absent") == {"EUR": (1, Decimal("40.00")), "USD": (1, Decimal("7"))}
     assert sums("amount_mismatch") == {"USD": (1, Decimal("60.00"))}  # billing's amount
-    assert sums("duplicate_in_erp") == {"USD": (1, Decimal("10.00"))}
-    assert sums("orphan_in_erp") == {"USD": (1, Decimal("12.00")), "EUR": (1, Decimal("8.00"))}
+    assert sums("duplicate_in_erp") == {"USD": (2, Decimal("20.00"))}
+    assert sums("orphan_in_erp") == {"USD": (3, Decimal("30.00")), "EUR": (1, Decimal("8.00"))}
+    assert sums("payment_missing_in_erp") == {"USD": (1, Decimal("30.00"))}
+    assert sums("refund_missing_in_erp") == {"USD": (1, Decimal("5.00"))}
+    assert sums("payment_amount_mismatch") == {"USD": (1, Decimal("60.00"))}
+    # billing's side of each total: EUR VAT 12.50 - 3.33; the unmapped rate's 1.00
+    assert sums("tax_differs") == {"EUR": (1, Decimal("9.17")), "USD": (1, Decimal("1.00"))}
+    assert sums("receivable_differs") == {"EUR": (1, Decimal("50")), "USD": (1, Decimal("0"))}
+
+    def kinds(cls: str) -> dict[str, dict[str, tuple[int, Decimal]]]:
+        return {
+            kind: {c: (t.count, t.amount) for c, t in by_currency.items()}
+            for kind, by_currency in run.totals[cls].by_kind.items()
+        }
+
+    # documents and money moved are told apart within a class
+    assert kinds("matched") == {
+        "invoice": {"USD": (2, Decimal("150.50")), "EUR": (1, Decimal("75.00"))},
+        "credit_note": {"USD": (2, Decimal("20.00")), "EUR": (1, Decimal("20.00"))},
+        "payment": {"USD": (1, Decimal("100.00"))},
+        "refund": {"EUR": (1, Decimal("20.00"))},
+    }
+    assert kinds("ticket_credit_without_billing") == {"-": {"USD": (1, Decimal("25.00"))}}
+    assert kinds("receivable_differs") == {
+        "receivable": {"EUR": (1, Decimal("50")), "USD": (1, Decimal("0"))}
+    }
     assert sums("credit_without_ticket") == {"USD": (1, Decimal("15.00"))}
     assert sums("ticket_credit_without_billing") == {"USD": (1, Decimal("25.00"))}
     assert sums("matched_to_journal") == {"USD": (1, Decimal("20.00"))}
@@ -255,16 +398,102 @@ def test_items_carry_both_sides_and_the_remedy(
     assert mismatch.erp_document_ids == ("7",)
     assert mismatch.detail == "ERP document differs from billing in: amount"
     assert mismatch.remedy.startswith("Finance exception")
-    [duplicate] = all_items(recon, RUN, cls="duplicate_in_erp")
-    assert duplicate.erp_document_ids == ("8", "12")
+    [duplicate, _] = all_items(recon, RUN, cls="duplicate_in_erp")
+    assert (duplicate.reference, duplicate.erp_document_ids) == ("in_dup", ("8", "12"))
     assert duplicate.erp_amount == Decimal("20")
-    [gone] = all_items(recon, RUN, cls="posted_but_absent")
-    assert gone.journal_amount == Decimal("40") and gone.erp_document_ids == ()
+    [gone, _] = all_items(recon, RUN, cls="posted_but_absent")
+    assert (
+        gone.reference == "in_gone"
+        and gone.journal_amount == Decimal("40")
+        and gone.erp_document_ids == ()
+    )
     assert gone.detail is not None and "ERP document 90" in gone.detail
     [missing] = all_items(recon, RUN, cls="missing_in_erp")
     assert missing.billing_document_id == "in_miss" and missing.remedy.startswith("Auto-heal")
     [ticket] = all_items(recon, RUN, cls="ticket_credit_without_billing")
     assert (ticket.case_id, ticket.request_id, ticket.amount) == ("1002", "r1", Decimal("25"))
+
+
+def test_payment_items_say_what_differs_and_what_healing_refetches(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    [wrong] = all_items(recon, RUN, cls="payment_amount_mismatch")
+    assert wrong.kind == "payment" and wrong.erp_document_ids == ("3",)
+    assert wrong.detail == "ERP payment differs from billing in: applied to (in_diff vs in_m1)"
+    [payment] = all_items(recon, RUN, cls="payment_missing_in_erp")
+    assert (payment.kind, payment.billing_document_id) == ("payment", "in_miss")
+    assert payment.remedy.startswith("Auto-heal") and payment.outcome is None
+    [refund] = all_items(recon, RUN, cls="refund_missing_in_erp")
+    assert (refund.kind, refund.billing_document_id) == ("refund", "re_miss")
+    gone = {i.reference: i for i in all_items(recon, RUN, cls="posted_but_absent")}
+    assert gone["inpay_gone"].kind == "payment" and gone["inpay_gone"].journal_amount == 7
+    assert "ERP payment 91" in (gone["inpay_gone"].detail or "")
+    duplicated = {i.reference: i for i in all_items(recon, RUN, cls="duplicate_in_erp")}
+    assert duplicated["inpay_dup"].erp_document_ids == ("4", "5")
+    assert (duplicated["inpay_dup"].detail or "").startswith("2 ERP payments carry this")
+    healable = {i.reference for i in recon.healable(RUN)}
+    assert healable == {"in_miss", "inpay_miss", "re_miss/payout"}
+
+
+def test_tax_per_rate_compares_only_documents_both_systems_hold_once(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    taxes = {(i.reference, i.currency): i for i in all_items(recon, RUN, cls="tax_differs")}
+    # USD VAT agrees: the missing invoice's and the doubled invoice's tax are not counted
+    assert set(taxes) == {("VAT 20%", "EUR"), ("unmapped tax rate txr_x", "USD")}
+    vat = taxes[("VAT 20%", "EUR")]
+    assert (vat.kind, vat.billing_amount, vat.erp_amount) == ("tax", Decimal("9.17"),
+                                                              Decimal("6.67"))  # fmt: skip
+    unmapped = taxes[("unmapped tax rate txr_x", "USD")]
+    assert unmapped.erp_amount == 0 and unmapped.detail == (
+        "Finance's mapping names no ERP tax for billing's tax rate txr_x (documents both hold "
+        "for the period)"
+    )
+
+
+def test_receivables_differ_per_customer_and_currency_absent_counting_as_zero(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    owed_items = {i.customer_id: i for i in all_items(recon, RUN, cls="receivable_differs")}
+    assert set(owed_items) == {"cus_2", "cus_4"}  # cus_1 agrees, cus_3 owes nothing anywhere
+    assert (owed_items["cus_2"].billing_amount, owed_items["cus_2"].erp_amount) == (
+        Decimal("50"), Decimal("45"),
+    )  # fmt: skip
+    fourth = owed_items["cus_4"]
+    assert (fourth.kind, fourth.currency, fourth.amount) == ("receivable", "USD", 0)
+    assert fourth.erp_amount == Decimal("12.34")
+
+
+def test_a_refund_credit_note_and_its_payout_are_each_matched_on_their_own_side(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    """A refund made without a billing credit note is an ERP credit note (the refund id)
+    and a payout on it; an ERP payment's id may equal an invoice's (ids of other tables)
+    and a payment may share a document's reference: neither is a duplicate or an orphan."""
+    recon.start_run(RUN, *PERIOD)
+    recon.add_expected(RUN, [expected("re_1", "5.00", kind="credit_note", billing_kind="refund")])
+    recon.add_expected_payments(RUN, [
+        paid("re_1/payout", "5.00", "re_1", kind="refund"),
+        paid("in_9", "3.00", "in_9"),  # a payment journaled under a document's reference
+    ])  # fmt: skip
+    recon.add_erp(RUN, [erp("1", "re_1", "5.00", kind="credit_note")])
+    recon.add_erp_payments(RUN, [
+        erp_paid("1", "re_1/payout", "5.00", "re_1", kind="refund"),
+        erp_paid("2", "in_9", "3.00", "in_9"),
+    ])  # fmt: skip
+    journal(store, "re_1", "1", "5.00", kind="credit_note")
+    journal(store, "re_1/payout", "1", "5.00", kind="refund")
+    journal(store, "in_9", "2", "3.00", kind="payment")
+    recon.snapshot_journal(RUN, *PERIOD)
+    run = recon.classify(RUN)
+    assert {cls: n for cls, n in run.counts.items() if n} == {"matched": 3}
+    assert recon.plain_sql_diff(RUN) == run.counts
 
 
 def test_plain_sql_diff_agrees_with_classify(
@@ -308,19 +537,19 @@ def test_keyset_paging_returns_every_item_once(
     while page := recon.items(RUN, after_id=after, limit=4):
         paged += [item.id for item in page]
         after = page[-1].id
-    assert paged == everything and len(set(paged)) == len(paged) == 15
+    assert paged == everything and len(set(paged)) == len(paged) == 28
     matched = recon.items(RUN, cls="matched", limit=4)
-    rest = recon.items(RUN, cls="matched", after_id=matched[-1].id, limit=4)
-    assert len(matched) == 4 and len(rest) == 2
+    rest = recon.items(RUN, cls="matched", after_id=matched[-1].id, limit=5)
+    assert len(matched) == 4 and len(rest) == 4
     assert {i.classification for i in matched + rest} == {"matched"}
 
 
 def test_snapshot_takes_the_window_and_expected_references_and_replaces_itself(
     store: IntegrationStore, recon: ReconciliationStore
 ) -> None:
-    seed_one_of_each(store, recon)  # takes the snapshot: 4 entries
-    assert recon.snapshot_journal(RUN, *PERIOD, references_from_expected=False) == 3
-    assert recon.snapshot_journal(RUN, *PERIOD) == 4
+    seed_one_of_each(store, recon)  # takes the snapshot: 6 entries
+    assert recon.snapshot_journal(RUN, *PERIOD, references_from_expected=False) == 5
+    assert recon.snapshot_journal(RUN, *PERIOD) == 6
     later = (NOW + timedelta(days=2), NOW + timedelta(days=3))
     assert recon.snapshot_journal(RUN, *later, references_from_expected=False) == 0
     with pytest.raises(ValueError, match="timezone"):
@@ -336,7 +565,9 @@ def test_a_page_loaded_twice_is_kept_once(recon: ReconciliationStore) -> None:
     recon.add_erp(RUN, [erp("1", "in_1", "10.00")])
     assert recon.classify(RUN).counts["matched"] == 1
     assert recon.run(RUN).loaded == {  # type: ignore[union-attr]
-        "expected": 2, "erp": 1, "journal": 0, "support_credits": 0
+        "expected": 2, "erp": 1, "journal": 0, "support_credits": 0, "expected_payments": 0,
+        "erp_payments": 0, "billing_taxes": 0, "erp_taxes": 0, "billing_receivables": 0,
+        "erp_receivables": 0,
     }  # fmt: skip
 
 
@@ -367,10 +598,10 @@ def test_a_classified_run_keeps_its_report_and_refuses_more_rows(
     first = recon.classify(RUN)
     with pytest.raises(RunStateError, match="classified"):
         recon.add_expected(RUN, [expected("in_late", "1.00")])
-    assert recon.delete_staging(RUN) == 10 + 12 + 4 + 3
+    assert recon.delete_staging(RUN) == 10 + 12 + 6 + 3 + 7 + 7 + 9 + 6
     again = recon.classify(RUN)  # a retried activity: staging is gone, the report is not
     assert again.counts == first.counts
-    assert len(all_items(recon, RUN)) == 15
+    assert len(all_items(recon, RUN)) == 28
     assert recon.plain_sql_diff(RUN) == dict.fromkeys(CLASSES, 0)
 
 
@@ -492,3 +723,115 @@ def test_twenty_thousand_rows_load_and_classify_in_agreement_with_the_baseline(
         Decimal(0),
     )  # fmt: skip
     assert run.totals["matched"].by_currency["USD"].amount == matched_usd
+
+
+def test_payments_taxes_and_receivables_at_volume_agree_with_the_baseline(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    """Each payment's, tax's and customer's fate drawn at random: the counts are known, and
+    classify and the plain SQL agree on them."""
+    rng = random.Random(20261207)
+    weights = {
+        "matched": 80, "payment_missing_in_erp": 3, "refund_missing_in_erp": 2,
+        "payment_amount_mismatch": 4, "duplicate_in_erp": 3, "orphan_in_erp": 3,
+        "posted_but_absent": 3, "matched_to_journal": 2,
+    }  # fmt: skip
+    recon.start_run(RUN, *PERIOD)
+    expected_rows: list[ExpectedPayment] = []
+    erp_rows: list[ErpPayment] = []
+    postings: list[dict[str, object]] = []
+    drawn: Counter[str] = Counter()
+    for n in range(3_000):
+        [fate] = rng.choices(list(weights), weights=list(weights.values()))
+        drawn[fate] += 1
+        kind = {"refund_missing_in_erp": "refund", "payment_missing_in_erp": "payment"}.get(
+            fate, "refund" if rng.random() < 0.2 else "payment"
+        )
+        reference = f"re_{n}/payout" if kind == "refund" else f"inpay_{n}"
+        amount, currency = f"{rng.randint(1, 9_999)}.{rng.randint(0, 99):02d}", "EUR"
+        if fate not in ("orphan_in_erp", "matched_to_journal"):
+            expected_rows.append(paid(reference, amount, f"in_{n}", currency, kind=kind))
+        if fate in ("matched", "orphan_in_erp", "duplicate_in_erp", "matched_to_journal"):
+            erp_rows.append(erp_paid(str(n), reference, amount, f"in_{n}", currency, kind=kind))
+        if fate == "duplicate_in_erp":
+            erp_rows.append(erp_paid(f"d{n}", reference, amount, f"in_{n}", currency, kind=kind))
+        if fate == "payment_amount_mismatch":  # another amount, or applied elsewhere
+            other = str(Decimal(amount) + 1) if n % 2 else amount
+            applied = f"in_{n}" if n % 2 else f"in_{n + 1}"
+            erp_rows.append(erp_paid(str(n), reference, other, applied, currency, kind=kind))
+        if fate in ("posted_but_absent", "matched_to_journal"):
+            postings.append({
+                "source_system": "billing", "source_document_id": reference,
+                "document_type": kind, "customer_id": "cus_1", "erp_document_id": str(n),
+                "amount": Decimal(amount), "currency": currency, "workflow_id": "wf",
+                "posted_at": NOW,
+            })  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(insert(Posting), postings)
+    recon.add_expected_payments(RUN, iter(expected_rows))
+    recon.add_erp_payments(RUN, iter(erp_rows))
+    # tax on 300 documents both systems hold; the ERP's on one of them is a cent more
+    recon.add_expected(RUN, [expected(f"in_t{n}", "120.00") for n in range(300)])
+    recon.add_erp(RUN, [erp(f"t{n}", f"in_t{n}", "120.00") for n in range(300)])
+    taxes: list[DocumentTax] = []
+    for n in range(300):
+        name = f"VAT {n % 5}"
+        taxes.append(tax("billing", f"in_t{n}", name, "20.00"))
+        taxes.append(tax("erp", f"in_t{n}", name, "20.01" if n == 35 else "20.00"))
+    recon.add_taxes(RUN, taxes)
+    owes = [owed("billing", f"cus_{n}", f"{n}.10") for n in range(500)]
+    owes += [owed("erp", f"cus_{n}", f"{n}.10" if n % 50 else f"{n}.11") for n in range(500)]
+    recon.add_receivables(RUN, owes)
+    recon.snapshot_journal(RUN, *PERIOD)
+    run = recon.classify(RUN)
+
+    drawn["matched"] += 300  # the documents whose tax is compared
+    drawn["tax_differs"] = 1  # VAT 0: document in_t35
+    drawn["receivable_differs"] = 10  # every fiftieth customer
+    assert {cls: n for cls, n in run.counts.items() if n} == dict(drawn)
+    assert recon.plain_sql_diff(RUN) == run.counts
+
+
+def test_recon_report_prints_every_new_class_with_its_kind_and_the_erp_side(
+    store: IntegrationStore,
+    recon: ReconciliationStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`ledgerbridge recon report` over the API's answer for a stored run: the totals per
+    class, kind and currency, the differences with both sides, and the CSV."""
+    seed_one_of_each(store, recon)
+    recon.classify(RUN)
+    app = FastAPI()
+    app.include_router(reconciliation.router)
+    app.dependency_overrides[dependencies.get_store] = lambda: store
+    app.dependency_overrides[dependencies.reconcilers] = lambda: None
+    client = TestClient(app)
+
+    def call_api(_settings: object, method: str, path: str, **kwargs: Any) -> Any:
+        answer = client.request(method, path, params=kwargs.get("params"))
+        assert answer.status_code == 200, answer.text
+        return answer
+
+    monkeypatch.setattr(recon_commands, "call_api", call_api)
+    assert recon_commands.cmd_recon(
+        argparse.Namespace(action="report", id=RUN, csv=str(tmp_path / "r.csv"), cls=None),
+        Settings(),
+    ) == 0  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+
+    def row(*cells: str) -> bool:
+        return any(line.split() == list(cells) for line in printed)
+
+    assert row("matched", "payment", "USD", "1", "100.00")
+    assert row("tax_differs", "tax", "EUR", "1", "9.17")
+    assert row("receivable_differs", "receivable", "USD", "1", "0.00")
+    said = " ".join(" ".join(printed).split())  # the tables' columns, one space apart
+    assert "payment_amount_mismatch payment inpay_diff cus_1 60.00 USD 60.00 USD" in said
+    assert "receivable_differs receivable - cus_2 50.00 EUR 45.00 EUR" in said
+    with (tmp_path / "r.csv").open() as out:
+        rows = list(csv.DictReader(out))
+    assert {r["classification"] for r in rows} == set(CLASSES)  # one item of every class
+    [refund] = [r for r in rows if r["classification"] == "refund_missing_in_erp"]
+    assert (refund["kind"], refund["billing_document_id"]) == ("refund", "re_miss")

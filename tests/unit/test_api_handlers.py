@@ -59,6 +59,13 @@ class RecordingIntake:
         self.processes.append((source, event_id, kind))
         return Accepted(status="accepted", workflow_id=start.workflow_id)
 
+    async def start_processes(
+        self, starts: list[ProcessStart], source: str, event_id: str, kind: str
+    ) -> Accepted:
+        self.handed.extend(starts)
+        self.processes.append((source, event_id, kind))
+        return Accepted(status="accepted", workflow_id=starts[0].workflow_id)
+
 
 @dataclass
 class FakeBilling:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,15 @@ import pytest
 
 from activities.credits import CreditFactsInput, gather_credit_facts
 from adapters.errors import TransientError
-from canonical import AccountRecord, Money, Subscription, SubscriptionItem
+from canonical import (
+    AccountRecord,
+    BillingDocument,
+    DocumentLine,
+    Money,
+    Subscription,
+    SubscriptionItem,
+)
+from canonical.entitlements import Entitlements
 from canonical.support import SupportCase
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
@@ -24,6 +33,19 @@ class Systems:
         self.reads: list[tuple[str, Any]] = []
         self.billing_error: Exception | None = None
         self.erp_error: Exception | None = None
+        self.shown: Entitlements | None = None  # what the support organization carries
+        self.invoices: list[BillingDocument] = []  # newest first
+
+    async def read_entitlements(self, customer_id: str) -> Entitlements | None:
+        self.reads.append(("entitlements", customer_id))
+        return self.shown
+
+    async def list_invoices(
+        self, *, subscription_id: str | None = None
+    ) -> AsyncIterator[BillingDocument]:
+        self.reads.append(("invoices", subscription_id))
+        for invoice in self.invoices:
+            yield invoice
 
     async def get_case(self, case_id: str) -> SupportCase:
         self.reads.append(("case", case_id))
@@ -102,3 +124,40 @@ async def test_an_unreachable_erp_marks_its_facts_unread_and_holds_nothing() -> 
     assert (facts.erp_party, facts.erp_period_open) == (None, None)
     assert facts.subscription.subscription_id == "sub_1"
     assert facts.credited_last_90_days == Money.of("12.50", "USD")
+
+
+def invoice(document_id: str, status: str, period_end: date) -> BillingDocument:
+    usd = Money.of("900", "USD")
+    line = DocumentLine(line_id=f"il_{document_id}", description="Pro", quantity=Decimal(1),
+                        unit_amount=usd, amount=usd, period_start=period_end - timedelta(30),
+                        period_end=period_end)  # fmt: skip
+    return BillingDocument(document_id=document_id, kind="invoice", status=status,  # type: ignore[arg-type]
+                           customer_id="cus_1", subscription_id="sub_1", currency="USD",
+                           lines=[line], subtotal=usd, tax=Money.zero("USD"), total=usd,
+                           created_at=T0)  # fmt: skip
+
+
+async def test_standing_is_read_from_the_support_organization_when_it_shows_one() -> None:
+    systems = Systems()
+    systems.shown = Entitlements(
+        customer_id="cus_1", plan="Pro", subscription_id="sub_1", status="past_due",
+        paid_through=date(2026, 10, 31), as_of=T0,
+    )  # fmt: skip
+    facts = await gather(systems, T0)
+    assert facts.entitlements_source == "support"
+    assert facts.entitlements == systems.shown
+    assert ("invoices", "sub_1") not in systems.reads  # billing is not asked twice
+
+
+async def test_without_entitlements_in_support_billing_gives_them_and_the_facts_say_so() -> None:
+    systems = Systems()
+    systems.invoices = [
+        invoice("in_3", "open", date(2026, 12, 1)),
+        invoice("in_2", "paid", date(2026, 11, 1)),
+        invoice("in_1", "paid", date(2026, 10, 1)),
+    ]
+    facts = await gather(systems, T0)
+    assert facts.entitlements_source == "billing"
+    assert facts.entitlements is not None
+    assert facts.entitlements.standing() == ("Pro", "sub_1", "active", date(2026, 11, 1))
+    assert facts.entitlements.as_of == T0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from canonical import Money, Subscription, SubscriptionItem
 from canonical.credit import CreditPolicy, CreditRequest
+from canonical.entitlements import Entitlements
 from workflows.credit_policy import approval_refusal, assess, eligibility_problems
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -105,3 +106,52 @@ def test_who_may_approve_a_credit(
 ) -> None:
     found = approval_refusal(request(amount), approver, role, POLICY, decided)
     assert (found is None) if refusal is None else (refusal in (found or ""))
+
+
+def standing(status: str | None, paid_through: str | None = "2026-10-31") -> Entitlements:
+    return Entitlements(
+        customer_id="cus_1", plan="Pro", subscription_id="sub_1", status=status,  # type: ignore[arg-type]
+        paid_through=date.fromisoformat(paid_through) if paid_through else None, as_of=T0,
+    )  # fmt: skip
+
+
+def test_a_past_due_customer_never_gets_a_credit_without_finance() -> None:
+    small = request("40.00")
+    assert assess(small, subscription(), usd("0"), POLICY).outcome == "auto_approve"
+
+    result = assess(small, subscription(), usd("0"), POLICY, standing("past_due"))
+
+    assert result.outcome == "needs_approval"
+    assert result.reasons[0].startswith("the customer is past due (past_due, plan Pro, paid")
+    assert "2026-10-31" in result.reasons[0]
+
+
+def test_finance_may_let_past_due_customers_through_by_policy() -> None:
+    lenient = CreditPolicy(past_due_needs_approval=False)
+    result = assess(request("40.00"), subscription(), usd("0"), lenient, standing("past_due"))
+    assert result.outcome == "auto_approve"
+
+
+def test_caps_still_reject_a_past_due_customer_outright() -> None:
+    result = assess(request("950.00"), subscription(), usd("0"), POLICY, standing("past_due"))
+    assert result.outcome == "reject"
+
+
+@pytest.mark.parametrize("status", ["canceled", "unpaid", "incomplete_expired", None])
+def test_support_showing_a_customer_out_of_service_makes_it_ineligible(
+    status: str | None,
+) -> None:
+    """Support's entitlements decide even while billing still lists the subscription active
+    (both read at one moment: support is the one place agents and the policy agree on)."""
+    problems = eligibility_problems(request(), subscription(), "cus_1", standing(status))
+    assert len(problems) == 1
+    assert problems[0].startswith("the customer's subscription is not in service:")
+    assert (status or "no subscription") in problems[0]
+
+
+def test_an_active_standing_defers_to_the_subscription_for_currency() -> None:
+    euro = request(currency="EUR")
+    assert eligibility_problems(request(), subscription(), "cus_1", standing("active")) == []
+    assert (
+        "bills in USD" in eligibility_problems(euro, subscription(), "cus_1", standing("active"))[0]
+    )

@@ -38,6 +38,18 @@ def test_defaults_run_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.resolved_store_url.endswith(".ledgerbridge/store.sqlite")
 
 
+def test_finance_mapping_is_the_homes_unless_one_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in [v for v in os.environ if v.startswith("LEDGERBRIDGE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("LEDGERBRIDGE_HOME", str(tmp_path / "home"))
+    assert Settings().resolved_finance_mapping() == tmp_path / "home" / "finance-mapping.toml"
+
+    monkeypatch.setenv("LEDGERBRIDGE_FINANCE_MAPPING", str(tmp_path / "finance" / "books.toml"))
+    assert Settings().resolved_finance_mapping() == tmp_path / "finance" / "books.toml"
+
+
 def test_secrets_can_come_from_files_named_by_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

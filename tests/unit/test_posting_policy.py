@@ -1,4 +1,5 @@
-"""Which ERP documents a billing document needs, and when it may not be posted."""
+"""Which ERP documents a billing document needs, and when it may not be posted; the same
+for an invoice's payments and a charge's refunds."""
 
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ from typing import Any
 
 import pytest
 
-from canonical import BillingDocument, DocumentLine, Money
-from canonical.ledger import required_postings
-from workflows.policy import check_postable
+from canonical import BillingDocument, DocumentLine, Money, Payment, Refund, TaxLine
+from canonical.ledger import (
+    payment_postings,
+    refund_credit_note,
+    refund_payout,
+    required_postings,
+)
+from canonical.mapping import (
+    REFUND_LINE,
+    SUPPORT_CREDIT_LINE,
+    FinanceMapping,
+    ProductAccount,
+    Unmapped,
+    map_document,
+)
+from workflows.policy import check_payments, check_postable, check_refund
 
 FINALIZED = datetime(2026, 11, 14, 9, 30, tzinfo=UTC)
 
@@ -131,3 +145,118 @@ def test_a_sound_document_has_no_violations() -> None:
 )  # fmt: skip
 def test_violations_are_named(doc: BillingDocument, code: str) -> None:
     assert code in [v.code for v in check_postable(doc, ["usd"])]
+
+
+def test_inclusive_tax_is_inside_the_subtotal_and_only_exclusive_tax_adds_to_the_total() -> None:
+    vat = TaxLine(rate_id="txr_uk", percentage=Decimal(20), inclusive=True,
+                  taxable_amount=usd("100.00"), amount=usd("20.00"))  # fmt: skip
+    sales = TaxLine(rate_id="txr_ny", percentage=Decimal("8.875"), inclusive=False,
+                    taxable_amount=usd("100.00"), amount=usd("8.88"))  # fmt: skip
+    taxed = document(line("il_1", "120.00"), tax=usd("28.88"), total=usd("128.88"),
+                     tax_lines=[vat, sales])  # fmt: skip
+    assert check_postable(taxed, ["USD"]) == []
+    as_if_exclusive = taxed.model_copy(update={"total": usd("148.88")})
+    assert [v.code for v in check_postable(as_if_exclusive, ["USD"])] == ["total_inconsistent"]
+
+
+def paid(payment_id: str, value: str, **changes: Any) -> Payment:
+    fields: dict[str, Any] = {
+        "payment_id": payment_id, "invoice_id": "in_1", "customer_id": "cus_1",
+        "status": "paid", "amount": usd(value), "method": "card", "charge_id": "ch_1",
+        "paid_at": FINALIZED,
+    }  # fmt: skip
+    fields.update(changes)
+    return Payment(**fields)
+
+
+def test_paid_payments_become_erp_payments_applied_to_their_invoice_oldest_first() -> None:
+    invoice = document(line("il_1", "100.00"))
+    payments = [paid("inpay_1", "40.00"), paid("inpay_0", "0.00"),
+                paid("inpay_x", "60.00", status="open", paid_at=None),
+                paid("inpay_2", "60.00", method="out_of_band")]  # fmt: skip
+    postings = payment_postings(invoice, payments)
+    assert [(p.reference, p.applies_to, p.amount, p.method) for p in postings] == [
+        ("inpay_1", "in_1", usd("40.00"), "card"),
+        ("inpay_2", "in_1", usd("60.00"), "out_of_band"),
+    ]
+    assert postings[0].payment_date == date(2026, 11, 14) and postings[0].kind == "payment"
+    assert check_payments(invoice, payments) == []
+
+
+@pytest.mark.parametrize(
+    ("payment", "code"),
+    [
+        (paid("inpay_1", "120.00"), "overpayment"),
+        (paid("inpay_1", "10.00", amount=Money.of("10", "EUR")), "mixed_currency"),
+        (paid("inpay_1", "10.00", invoice_id="in_2"), "payment_of_another_invoice"),
+        (paid("inpay_1", "10.00", paid_at=None), "payment_without_date"),
+        (paid("inpay_1", "-1.00"), "negative_payment"),
+    ],
+    ids=["overpayment", "currency", "other invoice", "no date", "negative"],
+)
+def test_payment_violations_are_named(payment: Payment, code: str) -> None:
+    invoice = document(line("il_1", "100.00"))
+    assert code in [v.code for v in check_payments(invoice, [payment])]
+
+
+def give_back(refund_id: str, value: str, **changes: Any) -> Refund:
+    fields: dict[str, Any] = {
+        "refund_id": refund_id, "charge_id": "ch_1", "payment_id": "inpay_1",
+        "invoice_id": "in_1", "customer_id": "cus_1", "status": "succeeded",
+        "amount": usd(value), "created_at": FINALIZED,
+    }  # fmt: skip
+    fields.update(changes)
+    return Refund(**fields)
+
+
+def test_refunds_up_to_the_payment_pass_and_the_one_beyond_is_named() -> None:
+    payment = paid("inpay_1", "50.00")
+    first, failed = give_back("re_1", "30.00"), give_back("re_f", "40.00", status="failed")
+    second, third = give_back("re_2", "20.00"), give_back("re_3", "0.01")
+    refunds = [first, failed, second, third]
+    assert check_refund(first, payment, refunds) == []
+    assert check_refund(second, payment, refunds) == []
+    [violation] = check_refund(third, payment, refunds)
+    assert violation.code == "refund_exceeds_payment" and "50.01" in violation.message
+    euros = give_back("re_e", "5.00", amount=Money.of("5", "EUR"))
+    assert [v.code for v in check_refund(euros, payment, [euros])] == ["mixed_currency"]
+
+
+def test_refund_without_billing_credit_note_is_a_credit_note_on_refunds_and_a_payout() -> None:
+    refund = give_back("re_1", "25.00")
+    credit_note = refund_credit_note(refund)
+    assert (credit_note.reference, credit_note.kind, credit_note.total) == (
+        "re_1",
+        "credit_note",
+        usd("25.00"),
+    )
+    assert credit_note.taxes == []
+    [refund_line] = credit_note.lines
+    assert (refund_line.product_id, refund_line.unit_price) == (REFUND_LINE, Decimal("25.00"))
+    payout = refund_payout(refund, "card", applies_to="re_1")
+    assert (payout.reference, payout.kind, payout.applies_to) == ("re_1/payout", "refund", "re_1")
+
+
+def test_refund_and_support_credit_lines_map_to_their_own_entries_or_name_the_gap() -> None:
+    account = ProductAccount(erp_product="REFUND", revenue_account="4900")
+    mapping = FinanceMapping(version=4, currencies=["USD"], refunds=account)
+    mapped = map_document(refund_credit_note(give_back("re_1", "25.00")), mapping)
+    assert (mapped.lines[0].erp_product, mapped.lines[0].revenue_account) == ("REFUND", "4900")
+    support = refund_credit_note(give_back("re_2", "5.00"))
+    support_line = support.lines[0].model_copy(update={"product_id": SUPPORT_CREDIT_LINE})
+    with pytest.raises(Unmapped) as unmapped:
+        map_document(support.model_copy(update={"lines": [support_line]}), mapping)
+    assert unmapped.value.missing == [
+        "support credits (the [support_credits] entry: ERP product and account)"
+    ]
+
+
+def test_credit_note_made_for_a_support_case_is_booked_as_a_support_credit() -> None:
+    note = document(line("cnli_1", "12.50"), document_id="cn_1", kind="credit_note",
+                    status="issued", invoice_id="in_1", metadata={"case_id": "1001"})  # fmt: skip
+    [posting] = required_postings(note)
+    assert [(ln.product_id, ln.price_id) for ln in posting.lines] == [(SUPPORT_CREDIT_LINE, None)]
+    other = note.model_copy(
+        update={"metadata": {}, "lines": [line("cnli_1", "12.50", product_id="prod_a")]}
+    )
+    assert [ln.product_id for ln in required_postings(other)[0].lines] == ["prod_a"]

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from activities.reconciliation import expected_postings, granted_credits
-from canonical import BalanceTransaction, Money
+from activities.reconciliation import (
+    billing_taxes,
+    erp_taxes,
+    expected_payments,
+    expected_postings,
+    expected_refunds,
+    granted_credits,
+    receivables,
+    unmapped_tax_name,
+)
+from canonical import BalanceTransaction, BillingDocument, Money, Payment, Refund, TaxLine
+from canonical.mapping import FinanceMapping, TaxAccount
+from canonical.reconciliation import LedgerDocument, Receivable
 from tests.unit.test_posting_policy import FINALIZED, document, line
 from workflows.reconciliation import day_before, recon_workflow_id
 
@@ -57,3 +69,126 @@ def test_runs_are_named_by_their_days_and_the_nightly_one_takes_the_day_before()
     assert recon_workflow_id(datetime(2026, 11, 1, tzinfo=UTC), month_end) == (
         "recon/2026-11-01..2026-11-30"
     )
+
+
+# --- money moved, tax per rate, receivables ------------------------------------------------
+
+PAID_AT = datetime(2026, 11, 14, 10, tzinfo=UTC)
+
+
+def payment(payment_id: str, amount: str, status: str = "paid") -> Payment:
+    return Payment(
+        payment_id=payment_id, invoice_id="in_1", customer_id="cus_1", status=status,  # type: ignore[arg-type]
+        amount=Money.of(amount, "USD"), method="card", charge_id="ch_1", paid_at=PAID_AT,
+    )  # fmt: skip
+
+
+def refund(refund_id: str, amount: str, credit_note_id: str | None = None,
+           status: str = "succeeded") -> Refund:  # fmt: skip
+    return Refund(
+        refund_id=refund_id, charge_id="ch_1", payment_id="inpay_1", invoice_id="in_1",
+        customer_id="cus_1", status=status, amount=Money.of(amount, "EUR"),  # type: ignore[arg-type]
+        credit_note_id=credit_note_id, created_at=PAID_AT,
+    )  # fmt: skip
+
+
+def vat(rate_id: str, amount: str, currency: str = "EUR") -> TaxLine:
+    return TaxLine(
+        rate_id=rate_id, display_name="VAT", jurisdiction="FR", percentage=Decimal(20),
+        inclusive=False, taxable_amount=Money.of("100", currency),
+        amount=Money.of(amount, currency),
+    )  # fmt: skip
+
+
+def taxed(document_id: str, kind: str, *taxes: TaxLine, **changes: Any) -> BillingDocument:
+    tax_total = sum((t.amount.amount for t in taxes), Decimal(0))
+    eur = {"currency": "EUR", "subtotal": Money.of("100", "EUR"),
+           "tax": Money.of(str(tax_total), "EUR"),
+           "total": Money.of(str(100 + tax_total), "EUR")}  # fmt: skip
+    hundred = Money.of("100", "EUR")
+    lines = [line("l1", "100.00").model_copy(update={"amount": hundred, "unit_amount": hundred})]
+    return document(*lines, document_id=document_id, kind=kind, tax_lines=list(taxes),
+                    **eur, **changes)  # fmt: skip
+
+
+MAPPING = FinanceMapping(
+    version=3, currencies=["EUR"],
+    tax_rates={"txr_fr": TaxAccount(erp_tax="VAT 20% FR"),
+               "txr_fr2": TaxAccount(erp_tax="VAT 20% FR")},
+)  # fmt: skip
+
+
+def test_paid_payments_are_expected_on_their_invoice_and_others_not_at_all() -> None:
+    rows = expected_payments([payment("inpay_1", "40.00"), payment("inpay_2", "9.00", "open")])
+    assert [(r.reference, r.kind, r.amount, r.applies_to, r.billing_document_id) for r in rows] == [
+        ("inpay_1", "payment", Decimal("40.00"), "in_1", "in_1")
+    ]
+
+
+def test_a_refund_without_a_credit_note_needs_its_own_erp_credit_note_and_one_with_none() -> None:
+    money_out, credit_notes = expected_refunds([
+        refund("re_1", "5.00"),
+        refund("re_2", "7.00", credit_note_id="cn_9"),
+        refund("re_3", "1.00", status="pending"),
+    ])  # fmt: skip
+    assert [(r.reference, r.kind, r.applies_to, r.billing_document_id) for r in money_out] == [
+        ("re_1/payout", "refund", "re_1", "re_1"), ("re_2/payout", "refund", "cn_9", "re_2"),
+    ]  # fmt: skip
+    [own] = credit_notes
+    assert (own.reference, own.kind, own.billing_kind, own.amount) == (
+        "re_1", "credit_note", "refund", Decimal("5.00"),
+    )  # fmt: skip
+    assert not own.is_credit and own.case_id is None  # a refund is no support credit
+
+
+def test_billing_tax_is_named_by_the_mapping_summed_per_erp_tax_and_negative_on_credits() -> None:
+    invoice = taxed("in_1", "invoice", vat("txr_fr", "12.00"), vat("txr_fr2", "8.00"))
+    note = taxed("cn_1", "credit_note", vat("txr_fr", "3.33"))
+    rows = billing_taxes(invoice, MAPPING) + billing_taxes(note, MAPPING)
+    assert [(t.side, t.reference, t.tax, t.currency, t.amount) for t in rows] == [
+        ("billing", "in_1", "VAT 20% FR", "EUR", Decimal("20.00")),
+        ("billing", "cn_1", "VAT 20% FR", "EUR", Decimal("-3.33")),
+    ]
+
+
+def test_an_unmapped_rate_is_compared_under_a_name_no_erp_tax_has() -> None:
+    invoice = taxed("in_1", "invoice", vat("txr_de", "19.00"))
+    [row] = billing_taxes(invoice, MAPPING)
+    assert row.tax == unmapped_tax_name("txr_de") == "unmapped tax rate txr_de"
+    [without_mapping] = billing_taxes(taxed("in_2", "invoice", vat("txr_fr", "1.00")), None)
+    assert without_mapping.tax == "unmapped tax rate txr_fr"
+
+
+def test_a_voided_invoice_taxes_its_reversal_the_other_way() -> None:
+    voided = taxed("in_1", "invoice", vat("txr_fr", "20.00"), status="void", voided_at=FINALIZED)
+    rows = {t.reference: t.amount for t in billing_taxes(voided, MAPPING)}
+    assert rows == {"in_1": Decimal("20.00"), "in_1/void": Decimal("-20.00")}
+
+
+def test_erp_tax_is_signed_by_kind_and_a_duplicate_reference_counted_once() -> None:
+    def held(
+        erp_id: str, reference: str | None, kind: str, taxes: dict[str, str]
+    ) -> LedgerDocument:
+        return LedgerDocument(
+            erp_document_id=erp_id, reference=reference, kind=kind, number=None,  # type: ignore[arg-type]
+            total=Money.of("120", "EUR"), state="posted", customer_id="cus_1",
+            document_date=None, taxes={n: Money.of(a, "EUR") for n, a in taxes.items()},
+        )  # fmt: skip
+
+    rows = erp_taxes([
+        held("1", "in_1", "invoice", {"VAT 20% FR": "20.00"}),
+        held("2", "in_1", "invoice", {"VAT 20% FR": "20.00"}),
+        held("3", "cn_1", "credit_note", {"VAT 20% FR": "3.33"}),
+        held("4", None, "invoice", {"VAT 20% FR": "1.00"}),
+    ])  # fmt: skip
+    assert [(t.side, t.reference, t.amount) for t in rows] == [
+        ("erp", "in_1", Decimal("20.00")), ("erp", "cn_1", Decimal("-3.33")),
+    ]  # fmt: skip
+
+
+def test_receivables_keep_their_side_and_sign() -> None:
+    owed = [Receivable(customer_id="cus_1", amount=Money.of("-5.00", "GBP"))]
+    [row] = receivables("erp", owed)
+    assert (row.side, row.customer_id, row.currency, row.amount) == (
+        "erp", "cus_1", "GBP", Decimal("-5.00"),
+    )  # fmt: skip

@@ -50,6 +50,10 @@ METHODS: dict[str, tuple[Call, str]] = {
         "cus_NffrFeUfNV2Hib",
     ),
     "get_event": (lambda b, i: b.get_event(i), "evt_1NG8Du2eZvKYlo2CUI79vXWy"),
+    "invoice_payments": (lambda b, i: b.invoice_payments(i), "in_1MtHbELkdIwHu7ix"),
+    "get_refund": (lambda b, i: b.get_refund(i), "re_1Nispe2eZvKYlo2Cd31jOCgZ"),
+    "charge_refunds": (lambda b, i: b.charge_refunds(i), "ch_3MmlLrLkdIwHu7ix0snN0B15"),
+    "open_receivable_page": (lambda b, i: b.open_receivable_page(i, 10), "cus_NffrFeUfNV2Hib"),
 }
 
 MALFORMED = [".", "..", "", "cus_../v1/events", "in_1?limit=1", "evt_%2e%2e", "evt_a b", "x" * 300]
@@ -79,7 +83,8 @@ async def test_id_of_another_kind_is_not_found_without_a_call(
     unreachable_billing: StripeBilling, method: str
 ) -> None:
     call, good = METHODS[method]
-    other_kind = "ch_" + good.split("_", 1)[1]
+    other_prefix = "in_" if good.startswith("ch_") else "ch_"
+    other_kind = other_prefix + good.split("_", 1)[1]
 
     with pytest.raises(NotFoundError):
         await call(unreachable_billing, other_kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -15,14 +16,19 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.accounts import (
+    BillingEntitlementsInput,
     EnsureOrganizationInput,
     EnsurePartyInput,
+    EntitlementsWritten,
     FetchCustomerInput,
     RecordAccountLinksInput,
+    SupportEntitlementsInput,
+    WriteEntitlementsInput,
 )
 from adapters import visibility
 from adapters.task_queues import task_queue
 from canonical import AccountRecord, Customer
+from canonical.entitlements import Entitlements
 from starters.routing import account_sync_start, signal_with_start
 from workflows.account_sync import AccountSyncWorkflow
 
@@ -38,6 +44,11 @@ class FakeSystems:
         self.idempotency_keys: list[str] = []
         self.billing_failures: list[Exception] = []
         self.fetches = 0
+        # Entitlements as billing says them, as the organization shows them, and writes made.
+        self.billing_standing: dict[str, Entitlements] = {}
+        self.shown: dict[str, Entitlements] = {}
+        self.entitlement_writes: list[Entitlements] = []
+        self.named_subscriptions: list[list[str]] = []
 
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
         @activity.defn(name="fetch_billing_customer")
@@ -70,14 +81,40 @@ class FakeSystems:
             )
             return self.organizations[c.customer_id]
 
+        @activity.defn(name="read_billing_entitlements")
+        async def read_billing_entitlements(request: BillingEntitlementsInput) -> Entitlements:
+            self.named_subscriptions.append(request.subscription_ids)
+            said = self.billing_standing.get(request.customer_id)
+            if said is None:
+                return Entitlements(customer_id=request.customer_id, as_of=request.as_of)
+            return said.model_copy(update={"as_of": request.as_of})
+
+        @activity.defn(name="read_support_entitlements")
+        async def read_support_entitlements(
+            request: SupportEntitlementsInput,
+        ) -> Entitlements | None:
+            return self.shown.get(request.customer_id)
+
+        @activity.defn(name="write_support_entitlements")
+        async def write_support_entitlements(
+            request: WriteEntitlementsInput,
+        ) -> EntitlementsWritten:
+            self.entitlement_writes.append(request.entitlements)
+            self.shown[request.entitlements.customer_id] = request.entitlements
+            return EntitlementsWritten(entitlements=request.entitlements, changed=True)
+
         @activity.defn(name="record_account_links")
         async def record_account_links(request: RecordAccountLinksInput) -> None:
             self.links.append(request)
 
         return {
             "": [record_account_links],
-            "billing": [fetch_billing_customer],
-            "support": [ensure_support_organization],
+            "billing": [fetch_billing_customer, read_billing_entitlements],
+            "support": [
+                ensure_support_organization,
+                read_support_entitlements,
+                write_support_entitlements,
+            ],
             "erp": [ensure_erp_party],
         }
 
@@ -265,3 +302,67 @@ async def test_each_pass_sends_its_own_stable_idempotency_key(
     assert len(systems.idempotency_keys) == 1
     key = systems.idempotency_keys[0]
     assert key.startswith("account/cus_K1/") and key.endswith("/ensure_support_organization/1")
+
+
+def standing(customer_id: str, status: str, paid_through: str | None) -> Entitlements:
+    return Entitlements(
+        customer_id=customer_id, plan="Pro", subscription_id="sub_P1", status=status,  # type: ignore[arg-type]
+        paid_through=date.fromisoformat(paid_through) if paid_through else None,
+        as_of=datetime(2026, 11, 1, tzinfo=UTC),
+    )  # fmt: skip
+
+
+async def test_a_failed_payment_shows_the_customer_past_due_in_support(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_P1"] = Customer(customer_id="cus_P1", name="Pastdue Inc")
+    systems.billing_standing["cus_P1"] = standing("cus_P1", "past_due", "2026-10-31")
+    client = time_skipping_env.client
+    start = account_sync_start(
+        "cus_P1", "evt_fail", "invoice.payment_failed", "corr", subscription_id="sub_P1"
+    )
+    await signal_with_start(client, start, queue_prefix)
+    async with running_workers(client, queue_prefix, systems):
+        result = await client.get_workflow_handle_for(
+            AccountSyncWorkflow.run, start.workflow_id
+        ).result()
+    assert result.entitlements is not None
+    assert result.entitlements.standing() == ("Pro", "sub_P1", "past_due", date(2026, 10, 31))
+    assert [w.status for w in systems.entitlement_writes] == ["past_due"]
+    assert systems.named_subscriptions == [["sub_P1"]]
+
+
+async def test_a_sync_that_finds_support_current_writes_nothing(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_P2"] = Customer(customer_id="cus_P2", name="Current Ltd")
+    systems.billing_standing["cus_P2"] = standing("cus_P2", "active", "2026-11-30")
+    systems.shown["cus_P2"] = standing("cus_P2", "active", "2026-11-30")
+    client = time_skipping_env.client
+    async with running_workers(client, queue_prefix, systems):
+        workflow_id = await sync(client, queue_prefix, "cus_P2", "evt_upd")
+        result = await client.get_workflow_handle_for(AccountSyncWorkflow.run, workflow_id).result()
+    assert result.status == "in_sync"
+    assert systems.entitlement_writes == []
+    # The subscription support shows is read again, though no event named it.
+    assert systems.named_subscriptions == [["sub_P1"]]
+
+
+async def test_a_canceled_subscription_replaces_what_support_showed(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    systems = FakeSystems()
+    systems.customers["cus_P3"] = Customer(customer_id="cus_P3", name="Gone GmbH")
+    systems.shown["cus_P3"] = standing("cus_P3", "active", "2026-11-30")
+    systems.billing_standing["cus_P3"] = standing("cus_P3", "canceled", "2026-11-30")
+    client = time_skipping_env.client
+    start = account_sync_start(
+        "cus_P3", "evt_del", "customer.subscription.deleted", "corr", subscription_id="sub_P1"
+    )
+    await signal_with_start(client, start, queue_prefix)
+    async with running_workers(client, queue_prefix, systems):
+        await client.get_workflow_handle_for(AccountSyncWorkflow.run, start.workflow_id).result()
+    assert systems.shown["cus_P3"].status == "canceled"
+    assert systems.shown["cus_P3"].describe() == "canceled, plan Pro, paid through 2026-11-30"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -38,6 +38,8 @@ from canonical import (
     SubscriptionItem,
 )
 from canonical.credit import CreditFacts, CreditRequest
+from canonical.entitlements import Entitlements
+from canonical.mapping import SUPPORT_CREDIT_LINE
 from canonical.support import SupportCase
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
 from workflows.case_to_credit import (
@@ -88,6 +90,8 @@ class FakeDesk:
         self.billing_refusal: str | None = None
         self.erp_refusal: str | None = None
         self.facts_read: list[CreditFactsInput] = []
+        # The status the support organization's entitlements show (None: it shows none).
+        self.shown_status: str | None = None
 
     def subscription(self) -> Subscription | None:
         if self.subscription_status is None:
@@ -109,8 +113,15 @@ class FakeDesk:
                                status="open", updated_at=T0)  # fmt: skip
             if case.customer_id is None:
                 return CreditFacts(case=case)
+            shown = None
+            if self.shown_status is not None:
+                shown = Entitlements(customer_id="cus_1", plan="Pro", subscription_id="sub_1",
+                                     status=self.shown_status, paid_through=date(2026, 10, 31),
+                                     as_of=T0)  # fmt: skip
             return CreditFacts(case=case, subscription=self.subscription(), erp_party="7",
-                               erp_period_open=True, credited_last_90_days=self.recent)  # fmt: skip
+                               erp_period_open=True, credited_last_90_days=self.recent,
+                               entitlements=shown,
+                               entitlements_source="support" if shown else None)  # fmt: skip
 
         @activity.defn(name="write_case_outcome")
         async def write_case_outcome(request: CaseOutcomeInput) -> None:
@@ -205,6 +216,8 @@ async def test_small_credit_is_applied_posted_and_told_to_the_ticket(
     [posted] = desk.posted
     assert (posted.posting.kind, posted.posting.reference, posted.posting.total) == (
         "credit_note", "cbtxn_1", usd("40.00"))  # fmt: skip
+    # Finance maps it: support credits are booked on the mapping's [support_credits] entry.
+    assert [ln.product_id for ln in posted.posting.lines] == [SUPPORT_CREDIT_LINE]
     assert desk.journal[0].entry.workflow_id.startswith("credit/1001/r1")
     [outcome] = desk.outcomes
     assert outcome.tags == ["credit_applied"] and "CN-2026-00007" in outcome.internal_note
@@ -412,3 +425,38 @@ async def test_approvals_the_validator_refuses_change_nothing(
         assert (await handle.query(CaseToCreditWorkflow.state)).approval is None
         await handle.terminate("test over")
     assert desk.applied == [] and desk.audit == []
+
+
+async def test_a_small_credit_for_a_customer_support_shows_past_due_waits_for_finance(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    desk.shown_status = "past_due"
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("40.00"))
+        await env.sleep(timedelta(hours=1))
+        state = await handle.query(CaseToCreditWorkflow.state)
+        assert state.status == "awaiting_approval"
+        assert state.assessment.reasons[0].startswith("the customer is past due")
+        assert desk.applied == []
+        await handle.execute_update(
+            CaseToCreditWorkflow.decide,
+            CreditApproval(approve=True, reason="goodwill", approver="fiona", role="finance"),
+        )
+        final: CreditState = await handle.result()
+    assert final.status == "applied"
+
+
+async def test_support_showing_the_subscription_canceled_rejects_the_credit(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, desk = time_skipping_env, FakeDesk()
+    desk.shown_status = "canceled"  # billing's active_subscription still answers: support decides
+    async with running(env.client, queue_prefix, desk):
+        handle = await start(env.client, queue_prefix, credit("40.00"))
+        state: CreditState = await handle.result()
+    assert state.status == "rejected"
+    assert "not in service: canceled, plan Pro, paid through 2026-10-31" in (
+        desk.outcomes[0].internal_note
+    )
+    assert desk.applied == []

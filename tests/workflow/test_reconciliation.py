@@ -3,19 +3,24 @@ healing, finance exceptions, and a history that holds cursors and counts only.""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
 
 from activities.reconciliation import (
+    BillingReconciliationActivities,
+    ErpReconciliationActivities,
     FindingsInput,
     FinishInput,
     HealInput,
@@ -24,12 +29,35 @@ from activities.reconciliation import (
     LoadPageInput,
     OutcomeInput,
     PageLoaded,
+    ReconciliationStoreActivities,
     ReconCounts,
     ReconFinding,
     RunRef,
     StartRunInput,
 )
+from adapters.mapping_file import MappingFile, render_mapping
+from adapters.store import IntegrationStore
 from adapters.task_queues import task_queue
+from canonical import BillingDocument, Money, Payment, Refund, TaxLine
+from canonical.ledger import (
+    BILLING_EVENT_SIGNAL,
+    LEDGER_WORKFLOW,
+    BillingEventRef,
+    SubscriptionLedgerInput,
+)
+from canonical.mapping import FinanceMapping, TaxAccount
+from canonical.reconciliation import (
+    BillingDocumentPage,
+    BillingPaymentPage,
+    BillingRefundPage,
+    LedgerDocument,
+    LedgerDocumentPage,
+    LedgerPayment,
+    LedgerPaymentPage,
+    Receivable,
+    ReceivablePage,
+)
+from tests.unit.test_posting_policy import FINALIZED, document, line
 from workflows.finance_exception import FinanceExceptionWorkflow
 from workflows.reconciliation import (
     ReconciliationInput,
@@ -38,25 +66,45 @@ from workflows.reconciliation import (
 )
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
-PAGES = {"invoices": 4, "credit_notes": 1, "balance_credits": 2, "erp": 4, "tickets": 1}
+PAGES = {"invoices": 4, "credit_notes": 1, "balance_credits": 2, "payments": 2, "refunds": 1,
+         "receivables": 1, "erp": 4, "erp_payments": 2, "erp_receivables": 1,
+         "tickets": 1}  # fmt: skip
 
 
-def finding(item_id: int, cls: str) -> ReconFinding:
+def finding(
+    item_id: int,
+    cls: str,
+    reference: str | None = None,
+    kind: str = "invoice",
+    billing_document_id: str | None = None,
+) -> ReconFinding:
+    reference = reference or f"in_{item_id}"
     return ReconFinding(
-        item_id=item_id, classification=cls, reference=f"in_{item_id}",
-        billing_document_id=f"in_{item_id}", customer_id="cus_1", case_id=None,
-        currency="USD", amount=Decimal("30.00"), detail=f"{cls} detail", remedy="remedy",
+        item_id=item_id, classification=cls, reference=reference,
+        billing_document_id=billing_document_id or reference, kind=kind, customer_id="cus_1",
+        case_id=None, currency="USD", amount=Decimal("30.00"), detail=f"{cls} detail",
+        remedy="remedy",
     )  # fmt: skip
+
+
+FINDINGS = [
+    finding(1, "missing_in_erp"),
+    finding(2, "amount_mismatch"),
+    finding(3, "payment_missing_in_erp", "inpay_3", "payment", "in_3"),
+    finding(4, "tax_differs", "VAT 20%", "tax", ""),
+]
 
 
 class FakeStore:
     """The store and the systems, as the loaders and store steps see them."""
 
-    def __init__(self) -> None:
+    def __init__(self, found: list[ReconFinding] = FINDINGS, heal: bool = True) -> None:
         self.pages_read: list[tuple[str, str | None]] = []
         self.outcomes: dict[int, str] = {}
         self.finished: FinishInput | None = None
         self.healed: list[str] = []
+        self.found = found
+        self.heal = heal
 
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
         @activity.defn(name="recon_start_run")
@@ -81,18 +129,19 @@ class FakeStore:
 
         @activity.defn(name="recon_classify")
         async def classify(_r: RunRef) -> ReconCounts:
-            counts = {"matched": 38, "missing_in_erp": 1, "amount_mismatch": 1}
+            counts = {"matched": 38}
+            for f in self.found:
+                counts[f.classification] = counts.get(f.classification, 0) + 1
             return ReconCounts(counts=counts, loaded={})
 
         @activity.defn(name="recon_findings")
         async def findings(request: FindingsInput) -> list[ReconFinding]:
-            found = [finding(1, "missing_in_erp"), finding(2, "amount_mismatch")]
-            return [f for f in found if f.classification in request.classes
+            return [f for f in self.found if f.classification in request.classes
                     and f.item_id not in self.outcomes][: request.limit]  # fmt: skip
 
         @activity.defn(name="recon_heal_missing_posting")
         async def heal(request: HealInput) -> HealOutcome:
-            self.healed.append(request.finding.billing_document_id or "")
+            self.healed.append(request.finding.reference or "")
             return HealOutcome(healed=True, workflow_id="customer-ledger/cus_1", detail="ok")
 
         @activity.defn(name="recon_mark_outcome")
@@ -105,7 +154,7 @@ class FakeStore:
 
         return {
             "": [start_run, snapshot_journal, classify, findings, mark_outcome, finish_run],
-            "billing": [load_billing_page, heal],
+            "billing": [load_billing_page, heal] if self.heal else [load_billing_page],
             "erp": [load_erp_page],
             "support": [load_ticket_page],
         }
@@ -118,17 +167,23 @@ class FakeStore:
 
 
 @asynccontextmanager
-async def running(client: Client, prefix: str, fake: FakeStore) -> AsyncIterator[None]:
+async def running(
+    client: Client,
+    prefix: str,
+    fake: FakeStore,
+    billing: tuple[Callable[..., Any], ...] = (),
+    workflows: tuple[type, ...] = (),
+) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         for queue, activities in fake.activities().items():
             await stack.enter_async_context(
                 Worker(
                     client,
                     task_queue=task_queue(prefix, queue) if queue else task_queue(prefix),
-                    workflows=[ReconciliationWorkflow, FinanceExceptionWorkflow]
+                    workflows=[ReconciliationWorkflow, FinanceExceptionWorkflow, *workflows]
                     if not queue
                     else [],
-                    activities=activities,
+                    activities=[*activities, *(billing if queue == "billing" else ())],
                 )
             )
         yield
@@ -151,9 +206,13 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
         result: ReconciliationResult = await handle.result()
         first_run = client.get_workflow_handle(workflow_id, run_id=handle.first_execution_run_id)
         first_history = await first_run.fetch_history()
+        last_history = await handle.fetch_history()
         exception = client.get_workflow_handle(f"exception/{workflow_id}/2")
         context = (await exception.query(FinanceExceptionWorkflow.state)).context
-        await exception.terminate("test over")
+        tax = client.get_workflow_handle(f"exception/{workflow_id}/4")
+        tax_context = (await tax.query(FinanceExceptionWorkflow.state)).context
+        for opened in (exception, tax):
+            await opened.terminate("test over")
 
     # every page read once, in order, whatever execution read it
     assert len(fake.pages_read) == sum(PAGES.values())
@@ -162,11 +221,232 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     )
     assert result.loaded == {"invoices": 40, "credit_notes": 10, "balance_credits": 20,
-                             "journal": 7, "erp": 40, "tickets": 10}  # fmt: skip
-    assert (result.healed, result.in_agreement, result.unexplained) == (1, 38, 1)
-    assert result.exceptions_opened == [f"exception/{workflow_id}/2"]
-    assert fake.healed == ["in_1"] and fake.outcomes == {1: "healed", 2: "exception_opened"}
-    assert fake.finished is not None and (fake.finished.healed, fake.finished.exceptions) == (1, 1)
+                             "payments": 20, "refunds": 10, "journal": 7, "receivables": 10,
+                             "erp": 40, "erp_payments": 20, "erp_receivables": 10,
+                             "tickets": 10}  # fmt: skip
+    assert (result.healed, result.in_agreement, result.unexplained) == (2, 38, 2)
+    assert result.exceptions_opened == [f"exception/{workflow_id}/2", f"exception/{workflow_id}/4"]
+    # the missing invoice and the missing payment are replayed; the rest goes to finance
+    assert sorted(fake.healed) == ["in_1", "inpay_3"]
+    assert fake.outcomes == {1: "healed", 2: "exception_opened", 3: "healed",
+                             4: "exception_opened"}  # fmt: skip
+    assert fake.finished is not None and (fake.finished.healed, fake.finished.exceptions) == (2, 2)
     assert context.process == "reconciliation" and context.step == "amount_mismatch"
     assert "retry" in context.decision_effects
+    assert tax_context.step == "tax_differs" and tax_context.payload["kind"] == "tax"
     assert result.run_id.startswith(workflow_id)
+    # the runs replay on this code (the new sources are read behind a patch marker)
+    replayer = Replayer(workflows=[ReconciliationWorkflow], data_converter=pydantic_data_converter)
+    for history in (first_history, last_history):
+        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert replayed.replay_failure is None
+
+
+@workflow.defn(name=LEDGER_WORKFLOW, sandboxed=False)
+class LedgerStandIn:
+    """Takes the ledger's place: records the billing events it is fed (no sandbox: this
+    module imports the store)."""
+
+    def __init__(self) -> None:
+        self.events: list[BillingEventRef] = []
+
+    @workflow.run
+    async def run(self, _request: SubscriptionLedgerInput) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal(name=BILLING_EVENT_SIGNAL)
+    def billing_event(self, event: BillingEventRef) -> None:
+        self.events.append(event)
+
+    @workflow.query(name="events")
+    def fed(self) -> list[BillingEventRef]:
+        return self.events
+
+
+class BillingForHealing:
+    """Billing as healing reads it: the invoice a payment paid, the refund of a charge."""
+
+    def __init__(self, suffix: str) -> None:
+        self.subscription_id = f"sub_{suffix}"
+        self.customer_id = f"cus_{suffix}"
+
+    async def get_invoice(self, invoice_id: str) -> BillingDocument:
+        return document(line("l1", "30.00"), document_id=invoice_id, status="paid",
+                        subscription_id=self.subscription_id,
+                        customer_id=self.customer_id)  # fmt: skip
+
+    async def get_refund(self, refund_id: str) -> Refund:
+        return Refund(
+            refund_id=refund_id, charge_id="ch_9", customer_id=self.customer_id,
+            status="succeeded", amount=Money.of("5.00", "USD"), created_at=FINALIZED,
+        )  # fmt: skip
+
+
+async def test_a_missing_payment_and_refund_are_healed_by_replaying_their_billing_events(
+    dev_server_env: WorkflowEnvironment, queue_prefix: str, tmp_path: Path
+) -> None:
+    """The real healing activity: a missing payment feeds its invoice's payment event to the
+    subscription's ledger, a missing refund its charge's refund event to the customer's."""
+    client, suffix = dev_server_env.client, uuid.uuid4().hex[:10]
+    billing = BillingForHealing(suffix)
+    found = [
+        finding(1, "payment_missing_in_erp", "inpay_1", "payment", "in_7"),
+        finding(2, "refund_missing_in_erp", "re_2/payout", "refund", "re_2"),
+    ]
+    found = [f.model_copy(update={"customer_id": billing.customer_id}) for f in found]
+    store = IntegrationStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    healer = BillingReconciliationActivities(store, billing)  # type: ignore[arg-type]
+    fake = FakeStore(found, heal=False)
+    workflow_id = f"recon/2026-11-26-{queue_prefix}"
+    async with running(
+        client, queue_prefix, fake, (healer.heal_missing_posting,), (LedgerStandIn,)
+    ):
+        result = await client.execute_workflow(
+            ReconciliationWorkflow.run,
+            ReconciliationInput(period_start=DAY, period_end=DAY.replace(day=27)),
+            id=workflow_id,
+            task_queue=task_queue(queue_prefix),
+        )
+        subscription = client.get_workflow_handle(f"subscription/{billing.subscription_id}")
+        customer = client.get_workflow_handle(f"customer-ledger/{billing.customer_id}")
+        paid = await subscription.query("events", result_type=list[BillingEventRef])
+        refunded = await customer.query("events", result_type=list[BillingEventRef])
+        for ledger in (subscription, customer):
+            await ledger.terminate("test over")
+    store.dispose()
+
+    assert (result.healed, result.unexplained, result.exceptions_opened) == (2, 0, [])
+    assert fake.outcomes == {1: "healed", 2: "healed"}
+    [payment_event] = paid
+    assert (payment_event.event_type, payment_event.object_kind, payment_event.object_id) == (
+        "invoice.paid", "invoice", "in_7",
+    )  # fmt: skip
+    assert payment_event.event_id == f"recon:{result.run_id}:in_7:paid"
+    [refund_event] = refunded
+    assert (refund_event.event_type, refund_event.object_kind, refund_event.object_id) == (
+        "charge.refunded", "charge", "ch_9",
+    )  # fmt: skip
+    assert refund_event.customer_id == billing.customer_id
+
+
+# --- the loaders: each system's pages into the store, then classified ----------------------
+
+EUR_INVOICE_TAX = TaxLine(
+    rate_id="txr_vat20", display_name="VAT", jurisdiction="FR", percentage=Decimal(20),
+    inclusive=False, taxable_amount=Money.of("100.00", "EUR"), amount=Money.of("20.00", "EUR"),
+)  # fmt: skip
+
+
+class BooksBilling:
+    """Billing's reconciliation pages over one taxed EUR invoice, its payment and a partial
+    refund made without a credit note."""
+
+    def __init__(self) -> None:
+        hundred = Money.of("100.00", "EUR")
+        self.invoice = document(
+            line("l1", "100.00").model_copy(update={"amount": hundred, "unit_amount": hundred}),
+            document_id="in_eur", currency="EUR", subtotal=hundred, tax=Money.of("20.00", "EUR"),
+            total=Money.of("120.00", "EUR"), tax_lines=[EUR_INVOICE_TAX], status="paid",
+        )  # fmt: skip
+
+    async def invoice_page(self, *_: Any) -> BillingDocumentPage:
+        return BillingDocumentPage(documents=[self.invoice])
+
+    async def credit_note_page(self, *_: Any) -> BillingDocumentPage:
+        return BillingDocumentPage(documents=[])
+
+    async def payment_page(self, *_: Any) -> BillingPaymentPage:
+        return BillingPaymentPage(payments=[
+            Payment(payment_id="inpay_eur", invoice_id="in_eur", customer_id="cus_1",
+                    status="paid", amount=Money.of("120.00", "EUR"), method="card",
+                    charge_id="ch_eur", paid_at=FINALIZED),
+        ])  # fmt: skip
+
+    async def refund_page(self, *_: Any) -> BillingRefundPage:
+        return BillingRefundPage(refunds=[
+            Refund(refund_id="re_eur", charge_id="ch_eur", payment_id="inpay_eur",
+                   invoice_id="in_eur", customer_id="cus_1", status="succeeded",
+                   amount=Money.of("30.00", "EUR"), created_at=FINALIZED),
+        ])  # fmt: skip
+
+    async def open_receivable_page(self, *_: Any) -> ReceivablePage:
+        # paid in full, then 30.00 refunded: nothing open either way
+        return ReceivablePage(receivables=[
+            Receivable(customer_id="cus_1", amount=Money.of("0.00", "EUR"))
+        ])  # fmt: skip
+
+
+class BooksLedger:
+    """The ERP's pages: the invoice with its VAT, the refund's credit note, the payment and
+    the payout; `erp_vat` and `payout` let a test take something away."""
+
+    def __init__(self, erp_vat: str = "20.00", payout: bool = True) -> None:
+        self.erp_vat, self.payout = erp_vat, payout
+
+    async def document_page(self, *_: Any) -> LedgerDocumentPage:
+        def held(erp_id: str, reference: str, kind: str, total: str,
+                 taxes: dict[str, Money]) -> LedgerDocument:  # fmt: skip
+            return LedgerDocument(
+                erp_document_id=erp_id, reference=reference, kind=kind,  # type: ignore[arg-type]
+                number=f"N{erp_id}", total=Money.of(total, "EUR"), state="posted",
+                customer_id="cus_1", document_date=FINALIZED.date(), taxes=taxes,
+            )  # fmt: skip
+
+        return LedgerDocumentPage(documents=[
+            held("1", "in_eur", "invoice", "120.00", {"VAT 20% FR": Money.of(self.erp_vat, "EUR")}),
+            held("2", "re_eur", "credit_note", "30.00", {}),
+        ])  # fmt: skip
+
+    async def payment_page(self, *_: Any) -> LedgerPaymentPage:
+        def moved(erp_id: str, reference: str, kind: str, amount: str, on: str) -> LedgerPayment:
+            return LedgerPayment(
+                erp_document_id=erp_id, reference=reference, kind=kind,  # type: ignore[arg-type]
+                amount=Money.of(amount, "EUR"), applies_to=on, customer_id="cus_1",
+                payment_date=FINALIZED.date(), state="posted",
+            )  # fmt: skip
+
+        payments = [moved("1", "inpay_eur", "payment", "120.00", "in_eur")]
+        if self.payout:
+            payments.append(moved("2", "re_eur/payout", "refund", "30.00", "re_eur"))
+        return LedgerPaymentPage(payments=payments)
+
+    async def open_receivable_page(self, *_: Any) -> ReceivablePage:
+        return ReceivablePage(receivables=[])
+
+
+async def load_and_classify(tmp_path: Path, ledger: BooksLedger) -> dict[str, int]:
+    """Every source read by the real loader activities into a SQLite store, classified."""
+    mapping = tmp_path / "finance-mapping.toml"
+    mapping.write_text(render_mapping(FinanceMapping(
+        version=1, currencies=["EUR"], tax_rates={"txr_vat20": TaxAccount(erp_tax="VAT 20% FR")},
+    )))  # fmt: skip
+    store = IntegrationStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    store.migrate()
+    billing = BillingReconciliationActivities(store, BooksBilling(), MappingFile(mapping))  # type: ignore[arg-type]
+    erp = ErpReconciliationActivities(store, ledger)  # type: ignore[arg-type]
+    steps, env = ReconciliationStoreActivities(store), ActivityEnvironment()
+    period = {"run_id": "recon/books", "period_start": DAY.replace(month=11, day=14),
+              "period_end": DAY.replace(month=11, day=15)}  # fmt: skip
+    steps.start_run(StartRunInput(**period))
+    for source in ("invoices", "credit_notes", "payments", "refunds", "receivables"):
+        await env.run(billing.load_billing_page, LoadPageInput(**period, source=source))  # type: ignore[arg-type]
+    for source in ("erp", "erp_payments", "erp_receivables"):
+        await env.run(erp.load_erp_page, LoadPageInput(**period, source=source))  # type: ignore[arg-type]
+    steps.snapshot_journal(JournalSnapshotInput(**period))
+    counts = steps.classify(RunRef(run_id="recon/books")).counts
+    store.dispose()
+    return {cls: n for cls, n in counts.items() if n}
+
+
+async def test_the_loaders_find_taxed_paid_and_refunded_books_in_agreement(
+    tmp_path: Path,
+) -> None:
+    # the invoice, the refund's credit note, the payment and the payout; VAT and nothing owed
+    assert await load_and_classify(tmp_path, BooksLedger()) == {"matched": 4}
+
+
+async def test_the_loaders_find_a_missing_payout_and_tax_the_erp_books_otherwise(
+    tmp_path: Path,
+) -> None:
+    found = await load_and_classify(tmp_path, BooksLedger(erp_vat="19.99", payout=False))
+    assert found == {"matched": 3, "refund_missing_in_erp": 1, "tax_differs": 1}

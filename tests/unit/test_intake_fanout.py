@@ -1,0 +1,83 @@
+"""One billing delivery may feed two processes: it is acknowledged only once Temporal has
+accepted both, so a failure between them makes the sender redeliver, not lose the second."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from adapters.billing.events import StripeEventPayload, to_business_event
+from starters.api.intake import Intake
+from starters.api.temporal import TemporalUnavailable
+from starters.routing import ProcessStart, route_billing_event
+
+
+@dataclass
+class Receipts:
+    recorded: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    async def seen(self, source: str, event_id: str) -> bool:
+        return (source, event_id) in self.recorded
+
+    async def record(self, source: str, event_id: str, event_type: str, workflow_id: str) -> None:
+        self.recorded[(source, event_id)] = workflow_id
+
+
+@dataclass(frozen=True)
+class FlakyIntake(Intake):
+    """Temporal refuses the start of `refused` workflow ids (as if unreachable)."""
+
+    handed: list[str] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
+
+    async def hand_to_temporal(self, start: ProcessStart) -> bool:
+        if start.workflow_id in self.refused:
+            raise TemporalUnavailable("connection refused")
+        self.handed.append(start.workflow_id)
+        return True
+
+
+def paid_invoice_starts() -> list[ProcessStart]:
+    payload: dict[str, Any] = {
+        "id": "evt_9Pq",
+        "type": "invoice.paid",
+        "created": 1_790_000_000,
+        "data": {"object": {"object": "invoice", "id": "in_4", "customer": "cus_9",
+                            "parent": {"type": "subscription_details", "quote_details": None,
+                                       "subscription_details": {"subscription": "sub_3"}}}},
+    }  # fmt: skip
+    event = to_business_event(StripeEventPayload.model_validate(payload), None)
+    return route_billing_event(event, ["USD"])
+
+
+async def test_a_delivery_is_acknowledged_only_after_every_process_was_accepted() -> None:
+    starts = paid_invoice_starts()
+    receipts = Receipts()
+    down = FlakyIntake(None, receipts, "t", refused={"account/cus_9"})  # type: ignore[arg-type]
+
+    with pytest.raises(TemporalUnavailable):
+        await down.start_processes(starts, "billing", "evt_9Pq", "invoice.paid")
+    assert receipts.recorded == {}  # not acknowledged: the sender redelivers
+
+    up = FlakyIntake(None, receipts, "t")  # type: ignore[arg-type]
+    accepted = await up.start_processes(starts, "billing", "evt_9Pq", "invoice.paid")
+
+    assert up.handed == ["subscription/sub_3", "account/cus_9"]
+    assert (accepted.status, accepted.workflow_id, accepted.also_started) == (
+        "accepted", "subscription/sub_3", ["account/cus_9"],
+    )  # fmt: skip
+    assert receipts.recorded == {("billing", "evt_9Pq"): "subscription/sub_3"}
+
+
+async def test_a_redelivered_event_starts_nothing_again() -> None:
+    starts = paid_invoice_starts()
+    receipts = Receipts()
+    intake = FlakyIntake(None, receipts, "t")  # type: ignore[arg-type]
+    await intake.start_processes(starts, "billing", "evt_9Pq", "invoice.paid")
+
+    again = await intake.start_processes(starts, "billing", "evt_9Pq", "invoice.paid")
+
+    assert again.status == "duplicate"
+    assert intake.handed == ["subscription/sub_3", "account/cus_9"]
