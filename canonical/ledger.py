@@ -157,15 +157,20 @@ def _reversal(posting: LedgerPosting) -> LedgerPosting:
 def _net_credit_lines(posting: LedgerPosting) -> LedgerPosting:
     """An ERP credit note takes lines of one sign (Tryton numbers it as a credit note only
     then): a credit with a proration charge inside is booked net, one line per product
-    and price. If products still differ in sign the net line names no product, and the
-    mapping refuses it rather than guess which revenue account it belongs to."""
+    and price, else per product (a plan change nets its two prices of one product). If
+    products still differ in sign the net line names no product, and the mapping refuses
+    it rather than guess which revenue account it belongs to."""
     if posting.kind != "credit_note" or _one_sign(posting.lines):
         return posting
-    groups: dict[tuple[str | None, str | None], list[LedgerLine]] = {}
-    for line in posting.lines:
-        groups.setdefault((line.product_id, line.price_id), []).append(line)
-    netted = [_net_line(group, key) for key, group in groups.items()]
-    if not _one_sign(netted):
+    for by_price in (True, False):
+        groups: dict[tuple[str | None, str | None], list[LedgerLine]] = {}
+        for line in posting.lines:
+            key = (line.product_id, line.price_id if by_price else None)
+            groups.setdefault(key, []).append(line)
+        netted = [_net_line(group, key) for key, group in groups.items()]
+        if _one_sign(netted):
+            break
+    else:
         netted = [_net_line(posting.lines, (None, None))]
     return posting.model_copy(update={"lines": [ln for ln in netted if ln.unit_price]})
 

@@ -48,6 +48,7 @@ class ErpBooks:
 
     revenue: Mapping[str, tuple[str, str]]
     refunds: tuple[str, str]
+    support_credits: tuple[str, str]
     taxes: Mapping[str, str]
     card_journals: Mapping[str, tuple[str, str]]
     out_of_band_journal: tuple[str, str]
@@ -61,6 +62,8 @@ ERP_BOOKS = ErpBooks(
         "services": ("SERVICES", "4200"),
     },
     refunds=("REFUND", "4900"),
+    # credits support grants (case-to-credit): their own contra-revenue account
+    support_credits=("SUPPORT_CREDIT", "4910"),
     # local tax key -> ERP tax name (the tax names its payable account)
     taxes={
         "eu_vat_20": "VAT 20%",
@@ -143,6 +146,10 @@ def local_mapping(tax_rate_ids: Mapping[str, str], version: int = 1) -> FinanceM
         refunds=ProductAccount(
             erp_product=ERP_BOOKS.refunds[0], revenue_account=ERP_BOOKS.refunds[1]
         ),
+        support_credits=ProductAccount(
+            erp_product=ERP_BOOKS.support_credits[0],
+            revenue_account=ERP_BOOKS.support_credits[1],
+        ),
     )
 
 
@@ -213,8 +220,13 @@ def write_mapping(path: Path, catalog: LocalCatalog) -> str:
     except MappingFileError:
         current = None
     if current is not None:
-        covers = set(wanted.products) <= set(current.products) and set(wanted.tax_rates) <= set(
-            current.tax_rates
+        covers = (
+            set(wanted.products) <= set(current.products)
+            and set(wanted.tax_rates) <= set(current.tax_rates)
+            and set(wanted.payments) <= set(current.payments)
+            and set(wanted.currencies) <= set(current.currencies)
+            and current.refunds is not None
+            and current.support_credits is not None
         )
         if covers:
             return f"kept {path.name} (version {current.version})"

@@ -260,3 +260,24 @@ def test_credit_note_made_for_a_support_case_is_booked_as_a_support_credit() -> 
         update={"metadata": {}, "lines": [line("cnli_1", "12.50", product_id="prod_a")]}
     )
     assert [ln.product_id for ln in required_postings(other)[0].lines] == ["prod_a"]
+
+
+def test_a_voided_plan_change_is_reversed_net_per_product_so_finance_can_map_it() -> None:
+    upgrade = document(
+        line("il_1", "-16.67", proration=True, product_id="prod_a", price_id="price_basic"),
+        line("il_2", "50.00", proration=True, product_id="prod_a", price_id="price_pro"),
+        status="void",
+    )
+    _, reversal = required_postings(upgrade)
+    [net] = reversal.lines
+    assert (reversal.kind, net.product_id, net.price_id) == ("credit_note", "prod_a", None)
+    assert net.unit_price * net.quantity == Decimal("33.33")
+
+
+def test_a_credit_netting_two_products_of_opposite_signs_names_no_product() -> None:
+    downgrade = document(
+        line("il_1", "-50.00", product_id="prod_a"), line("il_2", "20.00", product_id="prod_b")
+    )
+    [posting] = required_postings(downgrade)
+    [net] = posting.lines
+    assert net.product_id is None  # the mapping refuses it: no revenue account is guessed
