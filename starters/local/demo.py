@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -24,14 +25,20 @@ from urllib.parse import quote
 import httpx
 
 from adapters.bootstrap import Adapters, build_adapters
+from adapters.erp import TrytonLedger
 from adapters.settings import Settings
 from canonical import AccountRecord, BillingDocument, Money, PostedDocument
 from canonical.ledger import ledger_workflow_id
 from sandbox.billing.driver import BillingDriver
 from starters.console import call_api
+from starters.local.catalog import load_local_catalog
 from workflows.account_sync import account_workflow_id
 
 T = TypeVar("T")
+# The catalogue's subscription product (`ledgerbridge up` made it; finance's mapping books it
+# on the ERP's SUBSCRIPTION product and revenue account 4000).
+PLATFORM = "prod_lb_platform"
+RECEIVABLE = "1200"  # the ERP's receivable account (starters/local/tryton_bootstrap.py)
 
 
 class DemoFailed(Exception):
@@ -63,10 +70,15 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         first_invoice = await demo.mid_cycle_upgrade(customer_id)
         await demo.credit_approved_by_finance(customer_id)
         await demo.credit_on_a_settled_invoice(customer_id, first_invoice)
+        refund = await demo.partial_refund(first_invoice)
+        eur_invoice = await demo.eur_customer_with_vat()
+        await demo.show_books([first_invoice.document_id, eur_invoice.document_id], refund)
         await demo.reconcile()
         echo(
             "\nDemo complete: account sync, the mid-cycle upgrade, a credit approved by finance, "
-            "a settled-invoice exception decided by finance and a reconciliation in agreement."
+            "a settled-invoice exception decided by finance, payments, a partial refund, a EUR "
+            "customer with VAT, the books read back from the ERP and a reconciliation in "
+            "agreement."
         )
     finally:
         await driver.aclose()
@@ -87,6 +99,7 @@ class Demo:
         self.driver = driver
         self.echo = echo
         self.run = run
+        self._payments_seen: list[str] = []
 
     def trace(self, workflow_id: str, search: str) -> None:
         ui = f"http://{self.settings.temporal_address.split(':')[0]}:{self.settings.temporal_ui_port}"
@@ -138,14 +151,12 @@ class Demo:
     async def mid_cycle_upgrade(self, customer_id: str) -> BillingDocument:
         echo, key = self.echo, f"demo/{self.run}"
         echo("\n== Amendment-to-ERP: the customer subscribes, then upgrades mid-cycle")
-        product = await self.driver.create_product(
-            "Northwind Insights", idempotency_key=f"{key}/product"
-        )
+        # Sold from the catalogue finance has mapped to the ERP's products and accounts.
         basic = await self.driver.create_price(
-            product.id, 3000, "usd", nickname="Basic", idempotency_key=f"{key}/basic"
+            PLATFORM, 3000, "usd", nickname="Basic", idempotency_key=f"{key}/basic"
         )
         pro = await self.driver.create_price(
-            product.id, 9000, "usd", nickname="Pro", idempotency_key=f"{key}/pro"
+            PLATFORM, 9000, "usd", nickname="Pro", idempotency_key=f"{key}/pro"
         )
         created = await self.driver.subscribe(
             customer_id, basic.id, idempotency_key=f"{key}/subscribe"
@@ -302,6 +313,108 @@ class Demo:
             exception_id, f"BusinessProcess = 'finance_exception' AND CustomerId = '{customer_id}'"
         )
 
+    async def partial_refund(self, invoice: BillingDocument) -> str:
+        """The invoice the customer paid by card is paid in the ERP too; then a third of
+        the payment goes back to the customer."""
+        echo = self.echo
+        echo("\n== Payments and refunds: the card payment reaches the ERP; part is refunded")
+        [payment] = await self.adapters.billing.invoice_payments(invoice.document_id)
+        await self._journaled(payment.payment_id)
+        erp = await self._erp_invoice(invoice.document_id)
+        if erp["state"] != "paid":
+            raise DemoFailed(f"the ERP invoice {erp['number']} is {erp['state']}, not paid")
+        echo(f"billing: payment {payment.payment_id} of {payment.amount} by {payment.method} "
+             f"({payment.payment_intent_id})")  # fmt: skip
+        echo(f"erp: payment posted on the card clearing account; invoice {erp['number']} is "
+             f"{erp['state']}")  # fmt: skip
+        refunded = Money.of("10.00", payment.amount.currency)
+        refund = await self.driver.refund(
+            payment_intent_id=payment.payment_intent_id,
+            amount=refunded.to_minor(),
+            reason="requested_by_customer",
+            idempotency_key=f"demo/{self.run}/refund",
+        )
+        echo(f"billing: refund {refund.id} of {refunded} (a partial refund of that payment); "
+             "the signed charge.refunded webhook follows")  # fmt: skip
+        await self._journaled(refund.id)
+        note = await self._erp_invoice(refund.id)
+        echo(f"erp: refund credit note {note['number']} {note['total_amount']} on the refunds "
+             f"account, and the payment out; both reconciled ({note['state']})")  # fmt: skip
+        return str(refund.id)
+
+    async def eur_customer_with_vat(self) -> BillingDocument:
+        echo, key = self.echo, f"demo/{self.run}/eur"
+        echo("\n== Tax and currencies: a French customer billed in EUR with 20 % VAT pays by card")
+        catalog = load_local_catalog(self.settings.home)
+        customer = await self.driver.create_customer(
+            f"Lumière Analytique {self.run}",
+            email=f"compta+{self.run}@lumiere.example",
+            address={"line1": "12 rue de la Paix", "city": "Paris", "postal_code": "75002",
+                     "country": "FR"},
+            idempotency_key=f"{key}/customer",
+        )  # fmt: skip
+        method = await self.driver.attach_payment_method(customer.id, idempotency_key=f"{key}/pm")
+        price = await self.driver.create_price(
+            PLATFORM, 10000, "eur", nickname="Pro EU", idempotency_key=f"{key}/price"
+        )
+        subscription = await self.driver.subscribe(
+            customer.id,
+            price.id,
+            payment_method=str(method.id),
+            default_tax_rates=[catalog.tax_rates["eu_vat_20"]],
+            idempotency_key=f"{key}/subscribe",
+        )
+        invoice = await self._latest_invoice(subscription.id)
+        echo(f"billing: subscription {subscription.id}; invoice {invoice.number} "
+             f"{invoice.subtotal} + VAT {invoice.tax} = {invoice.total}, "
+             f"{invoice.status} by card")  # fmt: skip
+        posted = await self._posted(invoice)
+        [payment] = await self.adapters.billing.invoice_payments(invoice.document_id)
+        await self._journaled(payment.payment_id)
+        if posted.total != invoice.total:
+            raise DemoFailed(f"ERP total {posted.total} differs from billing {invoice.total}")
+        echo(f"erp: invoice {posted.erp_number} {posted.total}, VAT as the ERP's tax; "
+             f"payment {payment.payment_id} applied")  # fmt: skip
+        self.trace(ledger_workflow_id(subscription.id, customer.id),
+                   f"SubscriptionId = '{subscription.id}'")  # fmt: skip
+        return invoice
+
+    async def show_books(self, invoices: list[str], refund_id: str) -> None:
+        """What the ERP holds for the demo's money, read back from Tryton itself."""
+        echo = self.echo
+        echo("\n== The books, read back from the ERP (Tryton)")
+        rows = [await self._erp_invoice(reference) for reference in [*invoices, refund_id]]
+        echo(f"  {'document':<10} {'reference':<30} {'state':<7} {'total':>16} "
+             f"{'tax':>12} {'in USD':>12}")  # fmt: skip
+        moves: list[int] = []
+        for row in rows:
+            lines = await self._erp_move_lines([row["move"]])
+            moves.append(row["move"])
+            in_company = sum((ln["debit"] - ln["credit"] for ln in lines
+                              if ln["account."]["code"] == RECEIVABLE), Decimal(0))  # fmt: skip
+            currency = row["currency."]["code"]
+            echo(f"  {row['number']:<10} {row['reference']:<30} {row['state']:<7} "
+                 f"{row['total_amount']:>12} {currency} {row['tax_amount']:>8} {currency} "
+                 f"{in_company:>12}")  # fmt: skip
+        for reference in [*self._payments_seen, f"{refund_id}/payout"]:
+            found = await self.adapters.ledger.find_payment(reference)
+            if found is not None:
+                moves.append(int(found.erp_document_id))
+        by_account: dict[tuple[str, str], Decimal] = {}
+        for line in await self._erp_move_lines(moves):
+            account = (line["account."]["code"], line["account."]["name"])
+            by_account[account] = (
+                by_account.get(account, Decimal(0)) + line["credit"] - line["debit"]
+            )
+        echo("\n  the accounts these documents and their payments moved (credit - debit, USD):")
+        for (code, name), amount in sorted(by_account.items()):
+            echo(f"  {code:<8} {name:<32} {amount:>12}")
+        echo(
+            "  revenue sits on the mapped revenue accounts (4xxx), VAT on the VAT payable "
+            "account (22xx), cash on the card clearing accounts (1150-*); the EUR invoice "
+            "is in EUR with its USD amounts at the ERP's rate of its date"
+        )
+
     async def reconcile(self) -> None:
         self.echo("\n== Reconciliation: billing, the ERP and the posting journal, for today")
         today = str(datetime.now(UTC).date())
@@ -406,6 +519,45 @@ class Demo:
         async for newest in self.adapters.billing.list_invoices(subscription_id=subscription_id):
             return newest  # billing lists newest first; `created` ties within a second
         raise DemoFailed(f"subscription {subscription_id} has no invoice")
+
+    async def _journaled(self, reference: str) -> None:
+        """Wait until a payment (or refund) is journaled: it is then in the ERP too."""
+
+        async def journaled() -> bool:
+            return self.adapters.store.find_posting("billing", reference) is not None
+
+        await eventually(f"{reference} journaled", journaled, within=90)
+        self._payments_seen.append(reference)
+
+    async def _erp_invoice(self, reference: str) -> dict[str, Any]:
+        rows = await self._tryton().call(
+            "model.account.invoice.search_read",
+            [[("reference", "=", reference)], 0, 1, None,
+             ["number", "state", "reference", "total_amount", "tax_amount", "move",
+              "currency.code"]],
+        )  # fmt: skip
+        if not rows:
+            raise DemoFailed(f"the ERP has no document for {reference}")
+        return dict(rows[0])
+
+    async def _erp_move_lines(self, moves: list[int]) -> list[dict[str, Any]]:
+        return list(
+            await self._tryton().call(
+                "model.account.move.line.search_read",
+                [
+                    [("move", "in", moves)],
+                    0,
+                    None,
+                    None,
+                    ["debit", "credit", "account.code", "account.name"],
+                ],
+            )
+        )
+
+    def _tryton(self) -> TrytonLedger:
+        if not isinstance(self.adapters.ledger, TrytonLedger):
+            raise DemoFailed("the demo reads the books back from Tryton, the local stack's ERP")
+        return self.adapters.ledger
 
     async def _posted(self, invoice: BillingDocument) -> PostedDocument:
         async def journaled_and_in_erp() -> PostedDocument | None:
