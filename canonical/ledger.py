@@ -41,6 +41,14 @@ def ledger_workflow_id(subscription_id: str | None, customer_id: str) -> str:
     return f"customer-ledger/{customer_id}"
 
 
+def document_ledger_id(document: BillingDocument) -> str:
+    """The ledger a document's own events feed: an invoice its subscription's (or its
+    customer's when it has none); a credit note always its customer's, since billing's
+    credit note events name no subscription."""
+    subscription = document.subscription_id if document.kind == "invoice" else None
+    return ledger_workflow_id(subscription, document.customer_id)
+
+
 class BillingEventRef(BaseModel):
     """A billing event, reduced to what ordering and refetching need (no documents)."""
 
