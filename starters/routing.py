@@ -48,7 +48,9 @@ ENTITLEMENT_EVENTS = frozenset(
 # invoice's payments from billing and posts each paid one after the invoice itself. A
 # charge's refunds feed the customer's ledger (a charge names no subscription). The other
 # money events (payment_intent.*, charge.succeeded, refund.*, invoice_payment.*) are
-# acknowledged and start nothing: the invoice and charge events above bring the same facts.
+# acknowledged and start nothing: the invoice and charge events above bring the same facts,
+# except a partial payment, which billing tells only as `invoice.updated` (amount_paid grows)
+# besides `invoice_payment.paid` (which names no customer): see `_partly_paid`.
 LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription", "charge"]] = {
     "invoice.finalized": "invoice",
     "invoice.paid": "invoice",
@@ -90,8 +92,18 @@ def account_sync_start(
     )
 
 
+def _partly_paid(event: BusinessEvent) -> bool:
+    """An `invoice.updated` whose invoice is finalized and partly paid: a partial payment
+    the ledger must post. Other updates (drafts edited, metadata) start nothing."""
+    obj = event.data.get("object", {})
+    if event.type != "invoice.updated" or not isinstance(obj, dict):
+        return False
+    amount_paid = obj.get("amount_paid")
+    return obj.get("status") == "open" and isinstance(amount_paid, int) and amount_paid > 0
+
+
 def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessStart | None:
-    kind = LEDGER_EVENTS.get(event.type)
+    kind = LEDGER_EVENTS.get(event.type) or ("invoice" if _partly_paid(event) else None)
     customer_id = event.subject.customer_id
     obj = event.data.get("object", {})
     object_id = obj.get("id") if isinstance(obj, dict) else None

@@ -266,3 +266,22 @@ def test_an_event_no_process_takes_routes_nowhere() -> None:
     payload = event("invoice.created", {"object": "invoice", "id": "in_7", "customer": "cus_9"})
 
     assert route_billing_event(to_business_event(payload, None), ["USD"]) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "routed"),
+    [
+        ({"status": "open", "amount_paid": 1500}, True),  # a partial payment
+        ({"status": "open", "amount_paid": 0}, False),
+        ({"status": "draft", "amount_paid": 0}, False),  # a draft edited
+        ({"status": "paid", "amount_paid": 9000}, False),  # invoice.paid tells it
+    ],
+)
+def test_an_invoice_update_feeds_its_ledger_only_for_a_partial_payment(
+    changes: dict[str, Any], routed: bool
+) -> None:
+    obj = {**SUBSCRIPTION_INVOICE, **changes}
+
+    starts = route_billing_event(billing_event("invoice.updated", obj), ["USD"])
+
+    assert [s.workflow_id for s in starts] == (["subscription/sub_3"] if routed else [])
