@@ -105,6 +105,8 @@ DECISION_EFFECTS: dict[Decision, str] = {
 PAYMENTS_PATCH = "ledger-payments"
 # Runs since post a refund's predecessors that their own ledger holds instead of waiting.
 OWN_PREDECESSORS_PATCH = "refund-own-predecessors"
+# Runs since go on with the rest of an event once finance decided on one part of it.
+GO_ON_AFTER_DECISION_PATCH = "go-on-after-decision"
 MONEY_KINDS = ("payment", "refund")
 # A refund waits this long, checking with backoff, for the payment (or billing credit note)
 # it gives back to reach the ERP through its own ledger; then finance is asked.
@@ -230,6 +232,10 @@ class SubscriptionLedgerWorkflow:
             # way the document is done with, also when a later invoice looks back at it.
             if failed_document:
                 self._settle(failed_document)
+                if workflow.patched(GO_ON_AFTER_DECISION_PATCH):
+                    # The rest the event brings (the invoice after an earlier one, the other
+                    # payments of an invoice, other refunds) is still to be posted.
+                    continue
             return
 
     async def _apply(self, event: BillingEventRef) -> None:

@@ -1178,3 +1178,26 @@ async def test_refund_by_a_credit_note_queued_behind_it_in_its_ledger_is_paid_ou
         await env.sleep(timedelta(minutes=1))
     assert world.erp_order == ["in_q", "inpay_q", "cn_q", "re_q/payout"]
     assert world.erp_payment_postings["re_q/payout"].applies_to == "cn_q"
+
+
+async def test_after_finance_rejects_one_payment_the_invoices_other_payments_are_posted(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    first, second = (
+        payment("inpay_r1", "in_r2", "30.00", 10),
+        payment("inpay_r2", "in_r2", "20.00", 20),
+    )
+    world.payments["in_r2"] = [first, second]
+    world.documents["in_r2"] = paid_invoice("in_r2", "50.00", first, second)
+    world.applied["in_r2"] = Decimal("25.00")  # the ERP has 25 open: the first is refused
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, paid_event("evt_r2", "in_r2", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.context.remote_answer["remote_code"] == "overpayment"
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        # No other event comes: the rest of this one is posted once finance has decided.
+        await until(lambda: "inpay_r2" in world.journal, env, "the second payment posted")
+    assert "inpay_r1" not in world.erp_payments
+    assert world.erp_payment_postings["inpay_r2"].amount == usd("20.00")
