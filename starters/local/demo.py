@@ -532,9 +532,9 @@ class Demo:
     async def _erp_invoice(self, reference: str) -> dict[str, Any]:
         rows = await self._tryton().call(
             "model.account.invoice.search_read",
-            [[("reference", "=", reference)], 0, 1, None,
-             ["number", "state", "reference", "total_amount", "tax_amount", "move",
-              "currency.code"]],
+            [("reference", "=", reference)], 0, 1, None,
+            ["number", "state", "reference", "total_amount", "tax_amount", "move",
+             "currency.code"],
         )  # fmt: skip
         if not rows:
             raise DemoFailed(f"the ERP has no document for {reference}")
@@ -544,13 +544,11 @@ class Demo:
         return list(
             await self._tryton().call(
                 "model.account.move.line.search_read",
-                [
-                    [("move", "in", moves)],
-                    0,
-                    None,
-                    None,
-                    ["debit", "credit", "account.code", "account.name"],
-                ],
+                [("move", "in", moves)],
+                0,
+                None,
+                None,
+                ["debit", "credit", "account.code", "account.name"],
             )
         )
 
