@@ -29,6 +29,7 @@ from adapters.erp import TrytonLedger
 from adapters.settings import Settings
 from canonical import AccountRecord, BillingDocument, Money, PostedDocument
 from canonical.ledger import ledger_workflow_id
+from canonical.reconciliation import ReceivablePage
 from sandbox.billing.driver import BillingDriver
 from starters.console import call_api
 from starters.local.catalog import load_local_catalog
@@ -100,6 +101,7 @@ class Demo:
         self.echo = echo
         self.run = run
         self._payments_seen: list[str] = []
+        self._customers: list[str] = []
 
     def trace(self, workflow_id: str, search: str) -> None:
         ui = f"http://{self.settings.temporal_address.split(':')[0]}:{self.settings.temporal_ui_port}"
@@ -121,6 +123,7 @@ class Demo:
             idempotency_key=f"demo/{run}/create-customer",
         )  # fmt: skip
         cid = customer.id
+        self._customers.append(cid)
         echo(f"billing: created customer {cid}; the signed customer.created webhook follows")
 
         async def in_sync(name: str) -> tuple[AccountRecord, AccountRecord] | None:
@@ -337,6 +340,7 @@ class Demo:
         echo(f"billing: refund {refund.id} of {refunded} (a partial refund of that payment); "
              "the signed charge.refunded webhook follows")  # fmt: skip
         await self._journaled(refund.id)
+        await self._journaled(f"{refund.id}/payout")
         note = await self._erp_invoice(refund.id)
         echo(f"erp: refund credit note {note['number']} {note['total_amount']} on the refunds "
              f"account, and the payment out; both reconciled ({note['state']})")  # fmt: skip
@@ -353,6 +357,7 @@ class Demo:
                      "country": "FR"},
             idempotency_key=f"{key}/customer",
         )  # fmt: skip
+        self._customers.append(customer.id)
         method = await self.driver.attach_payment_method(customer.id, idempotency_key=f"{key}/pm")
         price = await self.driver.create_price(
             PLATFORM, 10000, "eur", nickname="Pro EU", idempotency_key=f"{key}/price"
@@ -384,8 +389,8 @@ class Demo:
         echo = self.echo
         echo("\n== The books, read back from the ERP (Tryton)")
         rows = [await self._erp_invoice(reference) for reference in [*invoices, refund_id]]
-        echo(f"  {'document':<10} {'reference':<30} {'state':<7} {'total':>16} "
-             f"{'tax':>12} {'in USD':>12}")  # fmt: skip
+        echo(f"  {'document':<15} {'reference':<30} {'state':<6} {'total':>14} "
+             f"{'of which tax':>14} {'in USD':>9}")  # fmt: skip
         moves: list[int] = []
         for row in rows:
             lines = await self._erp_move_lines([row["move"]])
@@ -393,27 +398,26 @@ class Demo:
             in_company = sum((ln["debit"] - ln["credit"] for ln in lines
                               if ln["account."]["code"] == RECEIVABLE), Decimal(0))  # fmt: skip
             currency = row["currency."]["code"]
-            echo(f"  {row['number']:<10} {row['reference']:<30} {row['state']:<7} "
-                 f"{row['total_amount']:>12} {currency} {row['tax_amount']:>8} {currency} "
-                 f"{in_company:>12}")  # fmt: skip
+            echo(f"  {row['number']:<15} {row['reference']:<30} {row['state']:<6} "
+                 f"{row['total_amount']:>10} {currency} {row['tax_amount']:>10} {currency} "
+                 f"{in_company:>9}")  # fmt: skip
         for reference in [*self._payments_seen, f"{refund_id}/payout"]:
             found = await self.adapters.ledger.find_payment(reference)
             if found is not None:
                 moves.append(int(found.erp_document_id))
-        by_account: dict[tuple[str, str], Decimal] = {}
+        by_account: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
         for line in await self._erp_move_lines(moves):
             account = (line["account."]["code"], line["account."]["name"])
-            by_account[account] = (
-                by_account.get(account, Decimal(0)) + line["credit"] - line["debit"]
-            )
-        echo("\n  the accounts these documents and their payments moved (credit - debit, USD):")
-        for (code, name), amount in sorted(by_account.items()):
-            echo(f"  {code:<8} {name:<32} {amount:>12}")
-        echo(
-            "  revenue sits on the mapped revenue accounts (4xxx), VAT on the VAT payable "
-            "account (22xx), cash on the card clearing accounts (1150-*); the EUR invoice "
-            "is in EUR with its USD amounts at the ERP's rate of its date"
-        )
+            debit, credit = by_account.get(account, (Decimal(0), Decimal(0)))
+            by_account[account] = (debit + line["debit"], credit + line["credit"])
+        echo("\n  what these documents and their payments booked, per account (USD):")
+        echo(f"  {'account':<8} {'':<36} {'debit':>9} {'credit':>9}")
+        for (code, name), (debit, credit) in sorted(by_account.items()):
+            echo(f"  {code:<8} {name[:36]:<36} {debit:>9} {credit:>9}")
+        echo("  revenue is on the mapped revenue accounts (4xxx) net of tax, VAT on the VAT "
+             "payable account (2200), the money on the card clearing accounts (1150-*), and "
+             "the receivable (1200) is settled; the EUR invoice is in EUR, its USD amounts at "
+             "the ERP's rate of its date")  # fmt: skip
 
     async def reconcile(self) -> None:
         self.echo("\n== Reconciliation: billing, the ERP and the posting journal, for today")
@@ -424,8 +428,38 @@ class Demo:
         summary = [line for line in ran.splitlines() if "unexplained" in line]
         if not summary or not summary[-1].rstrip().endswith(" 0 unexplained"):
             raise DemoFailed("reconciliation found differences; see `ledgerbridge recon report`")
+        await self._receivables_agree()
         self.echo("the nightly run of the same is a Temporal Schedule: search "
                   "`BusinessProcess = 'reconciliation'` in the Web UI")  # fmt: skip
+
+    async def _receivables_agree(self) -> None:
+        """What each of the demo's customers owes, as billing and the ERP say it now (the
+        reconciliation above compared the same and found no `receivable_differs`)."""
+        billing = await self._owed(self.adapters.billing.open_receivable_page)
+        erp = await self._owed(self.adapters.ledger.open_receivable_page)
+        self.echo(f"\n  open receivables of this run's customers:\n  {'customer':<30} "
+                  f"{'billing (remaining + balance)':>30} {'ERP (receivable)':>18}")  # fmt: skip
+        for customer_id in self._customers:
+            owed_billing = billing.get(customer_id, "0")
+            owed_erp = erp.get(customer_id, "0")
+            self.echo(f"  {customer_id:<30} {owed_billing:>30} {owed_erp:>18}")
+            if Decimal(owed_billing.split()[0]) != Decimal(owed_erp.split()[0]):
+                raise DemoFailed(f"{customer_id} owes {owed_billing} in billing, {owed_erp} in "
+                                 "the ERP")  # fmt: skip
+
+    @staticmethod
+    async def _owed(
+        page: Callable[[str | None, int], Awaitable[ReceivablePage]],
+    ) -> dict[str, str]:
+        owed: dict[str, str] = {}
+        cursor: str | None = None
+        while True:
+            found = await page(cursor, 100)
+            for receivable in found.receivables:
+                owed[receivable.customer_id] = str(receivable.amount)
+            if found.next_cursor is None:
+                return owed
+            cursor = found.next_cursor
 
     async def _erp_faults(
         self, method: str, what: str, body: dict[str, Any] | None = None
