@@ -57,6 +57,7 @@ COMPLETE = FinanceMapping(
         "*/EUR": PaymentJournal(journal="STRIPE-EUR", clearing_account="1120"),
     },
     refunds=ProductAccount(erp_product="REFUND", revenue_account="4900"),
+    support_credits=ProductAccount(erp_product="SUPPORT_CREDIT", revenue_account="4910"),
 )
 
 
@@ -113,6 +114,7 @@ def test_what_billing_bills_without_an_entry_is_listed_and_exits_1(
             "tax_rates": {},
             "payments": {"card/USD": COMPLETE.payments["*/USD"]},
             "refunds": None,
+            "support_credits": None,
         }
     )
 
@@ -122,13 +124,16 @@ def test_what_billing_bills_without_an_entry_is_listed_and_exits_1(
     report = json.loads(capsys.readouterr().out)
     unmapped = {(f["kind"], f["key"]) for f in report["unmapped"]}
     assert unmapped == {
-        ("product", "prod_platform"),  # nor its price; prod_seats is covered by its one price
+        ("product", "prod_platform"),  # nor its price
+        # Its one price is mapped, but a credit netting two prices names only the product.
+        ("product", "prod_seats"),
         ("tax_rate", "txr_eu_vat"),
         ("currency", "EUR"),
         ("payment", "out_of_band/USD"),
         ("payment", "card/EUR"),
         ("payment", "out_of_band/EUR"),
         ("refunds", "refunds"),
+        ("support_credits", "support_credits"),
     }
     assert report["clean"] is False
     assert report["missing_in_erp"] == []
