@@ -38,6 +38,8 @@ ERP = [
     CatalogEntry(kind="product", key="REFUND", name="Refund"),
     CatalogEntry(kind="account", key="4000", name="Subscriptions"),
     CatalogEntry(kind="account", key="4900", name="Refunds"),
+    CatalogEntry(kind="product", key="SUPPORT_CREDIT", name="Support credit"),
+    CatalogEntry(kind="account", key="4910", name="Support credits"),
     CatalogEntry(kind="account", key="1110", name="Stripe USD clearing"),
     CatalogEntry(kind="account", key="1120", name="Stripe EUR clearing"),
     CatalogEntry(kind="tax", key="7", name="VAT 20%"),
