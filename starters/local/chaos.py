@@ -597,7 +597,11 @@ class ChaosRun:
     async def _pay_invoice(self) -> bool:
         """A customer pays an open invoice: by card in full, a part of what remains by card
         (a payment intent attached to the invoice), or out of band (a bank transfer)."""
-        payers = [a for a in self.accounts if a.subscription is not None and a.profile.mapped]
+        # Card customers are charged as invoices come (their invoices are paid already).
+        payers = [
+            a for a in self.accounts
+            if a.subscription is not None and a.profile.mapped and not a.profile.card
+        ]  # fmt: skip
         invoice = await self._open_invoice(self.mix.choice(payers) if payers else None)
         if invoice is None or invoice.amount_remaining is None:
             return False
@@ -1606,7 +1610,7 @@ class Checker:
                 f"{'=' if agree else '?'} billing {billing:.2f}"
             )
             if sides["held"]:
-                text += f" (+{sides['held']:.2f} held)"
+                text += f" ({sides['held']:.2f} held)"
             parts.append(text)
             if not agree:
                 self.violations.append(f"totals differ in {currency}: {dict(sides)}")

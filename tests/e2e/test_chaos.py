@@ -64,6 +64,9 @@ def test_chaos_run_with_kills_restarts_and_faults_on_every_system_keeps_the_book
     assert figure(output, "lost events") == "0"
     for number in range(1, 11):
         assert re.search(rf"^PASS\s+{number} ", output, re.MULTILINE), output
+    # The books: customers of every profile in turn, card payments, payments and refunds judged.
+    assert re.search(r"^customers\s+USD card \d", output, re.MULTILINE), output
+    assert re.search(r"^money driven\s+", output, re.MULTILINE), output
     assert "chaos: SIGKILL worker" in output and "SIGTERM Temporal dev server" in output
     assert re.search(r"erp outages [1-9]", output) and "temporal restart 1" in output
     for system in ("billing", "support", "erp"):
