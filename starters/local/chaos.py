@@ -1500,9 +1500,9 @@ class Checker:
     ) -> tuple[bool, str, str]:
         """(10) Per ERP tax (billing's rate as finance maps it) and currency, the ERP's tax on
         the run's documents equals billing's tax on them (what finance holds left out)."""
-        names = {key: name for key, name in ERP_BOOKS.taxes.items()}
+        # The local catalogue's rates by key, and the ERP tax finance's mapping names for each.
         erp_tax_of_rate = {
-            rate_id: names[key] for key, rate_id in self.run.catalog.tax_rates.items()
+            rate_id: ERP_BOOKS.taxes[key] for key, rate_id in self.run.catalog.tax_rates.items()
         }
         booked = {ref for ref in expected if ref not in self.held}
         billing: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
