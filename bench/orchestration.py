@@ -63,7 +63,6 @@ with workflow.unsafe.imports_passed_through():
 
     from adapters.billing.events import StripeEventPayload, to_business_event
     from adapters.bootstrap import Adapters
-    from adapters.mapping_file import MappingFile, render_mapping
     from adapters.ports import BillingSystem, Ledger, SupportDesk
     from adapters.settings import Settings
     from adapters.store import IntegrationStore
@@ -74,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         cpu_seconds,
         dev_server,
         dev_server_pid,
+        finance_mapping_file,
         helper_process,
         machine_cpu_seconds,
         percentile,
@@ -375,9 +375,8 @@ async def serve_worker(args: argparse.Namespace) -> None:
         return
     # Ours posts on finance's mapping file, read (and re-read when it changes) as deployed.
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-mapping-") as folder:
-        mapping = Path(folder) / "finance-mapping.toml"
-        mapping.write_text(render_mapping(bench_mapping()), encoding="utf-8")
-        workers = build_workers(client, adapters, args.prefix, limits, MappingFile(mapping))
+        mapping = finance_mapping_file(Path(folder), bench_mapping())
+        workers = build_workers(client, adapters, args.prefix, limits, mapping)
         await serve_workers(workers, adapters.aclose)
 
 
