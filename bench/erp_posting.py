@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -58,7 +59,7 @@ from adapters.erp.tryton import TrytonLedger
 from adapters.logs import configure_logging
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
-from bench._common import print_table, private_settings, record
+from bench._common import cpu_seconds, percentile, print_table, private_settings, record
 from canonical import BillingDocument, LedgerPosting, Payment, PaymentPosting
 from canonical.ledger import payment_postings, required_postings
 from canonical.mapping import map_document, map_payment
@@ -156,6 +157,35 @@ class TimedTrytonLedger(TrytonLedger):
             return await super().call(model_method, *args, context=context)
         finally:
             self.cost.add_call(model_method, time.monotonic() - began)
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds each process of the stack (and this script, the baseline's client) used
+    during each side's rounds: whether the ERP is the bottleneck on both sides."""
+
+    pids: dict[str, int]
+    used: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    wall: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def snapshot(self) -> tuple[float, dict[str, float]]:
+        return time.monotonic(), {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def add(self, side: str, since: tuple[float, dict[str, float]]) -> None:
+        now, cpu = self.snapshot()
+        self.wall[side] += now - since[0]
+        for name, seconds in cpu.items():
+            self.used[side][name] += seconds - since[1][name]
+
+    def summary(self, side: str, postings: int) -> str:
+        wall = self.wall[side]
+        per_process = ", ".join(
+            f"{name} {seconds / postings * 1000:.0f} ms ({seconds / wall:.0%})"
+            for name, seconds in sorted(self.used[side].items(), key=lambda kv: -kv[1])
+        )
+        return f"{side}: {per_process}"
 
 
 @dataclass(frozen=True)
@@ -307,6 +337,12 @@ async def pipeline_round(
     return invoices
 
 
+async def _event_types(driver: BillingDriver) -> dict[str, str]:
+    """Billing's events by id: what each acknowledged webhook was."""
+    page = await driver.client.v1.events.list_async({"limit": 100})
+    return {event.id: event.type async for event in page.auto_paging_iter()}
+
+
 def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -369,7 +405,7 @@ async def set_up_customer(adapters: Adapters, driver: BillingDriver, home: Path)
     return Customer(customer.id, str(method.id), price.id, catalog.tax_rates[TAX_RATE])
 
 
-async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
+async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str, Any]:
     adapters = build_adapters(settings)
     cost = ErpCost()
     ledger = TimedTrytonLedger(settings, cost)
@@ -392,12 +428,18 @@ async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
         half = count // 2
         first, second = range(half), range(half, count)
         baseline, ours = Rate(), Rate()
+        since = meter.snapshot()
         direct = await direct_round(ledger, same, first, baseline, cost)
+        meter.add("baseline", since)
+        since = meter.snapshot()
         ours_from = time.time()  # billing records its webhook deliveries in wall-clock time
         paid = await pipeline_round(adapters, driver, customer, first, ours, worker_log)
         paid += await pipeline_round(adapters, driver, customer, second, ours, worker_log)
         ours_until = time.time()
+        meter.add("ours", since)
+        since = meter.snapshot()
         direct += await direct_round(ledger, same, second, baseline, cost)
+        meter.add("baseline", since)
 
         ours_books = await books(
             ledger,
@@ -417,12 +459,17 @@ async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
             f"{settings.billing_url}/_sandbox/webhooks/deliveries", timeout=10
         ).json()["data"]
         # The webhooks answered while ours' rounds kept the ERP busy (setup's are not).
-        acks = sorted(
-            attempt["duration_ms"]
+        answered = [
+            (delivery["event_id"], attempt["duration_ms"])
             for delivery in deliveries
             for attempt in delivery["attempts"]
             if attempt["status_code"] == 200 and ours_from <= attempt["at"] <= ours_until
-        )
+        ]
+        acks = sorted(ms for _, ms in answered)
+        event_types = await _event_types(driver)
+        by_type: dict[str, list[float]] = defaultdict(list)
+        for event_id, ms in answered:
+            by_type[event_types.get(event_id, "?")].append(ms)
         return {
             "baseline": baseline.sustained,
             "ours": ours.sustained,
@@ -436,6 +483,10 @@ async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
             "ack_p99": acks[min(len(acks) - 1, int(len(acks) * 0.99))],
             "acks": len(acks),
             "slowest_acks": acks[-5:],
+            "acks_by_type": {
+                kind: (len(ms), percentile(ms, 50), percentile(ms, 99))
+                for kind, ms in sorted(by_type.items(), key=lambda kv: -percentile(kv[1], 99))
+            },
         }
     finally:
         await driver.aclose()
@@ -455,8 +506,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as home:
         settings = private_settings(Path(home) / ".ledgerbridge")
         # As deployed: the worker and the API call Tryton and billing directly, no fault proxy.
-        with LocalStack(settings, echo=lambda _line: None, fault_proxies=False).running():
-            result = asyncio.run(pipeline(settings, args.documents))
+        with LocalStack(settings, echo=lambda _line: None, fault_proxies=False).running() as stack:
+            pids = {c.name: c.process.pid for c in stack.components if c.process is not None}
+            meter = CpuMeter({**pids, "bench": os.getpid()})
+            result = asyncio.run(pipeline(settings, args.documents, meter))
     ratio = result["ours"] / result["baseline"]
     end_to_end = result["ours_end_to_end"] / result["baseline_end_to_end"]
     ours_books, baseline_books = result["books"]
@@ -496,6 +549,12 @@ def main() -> None:
           f"{ours_postings} postings ours, {baseline_postings} baseline; webhook "
           f"acknowledgements: {result['acks']}, p50 {result['ack_p50']} ms, slowest "
           f"{result['slowest_acks']} ms)")  # fmt: skip
+    print("webhook acknowledgements during ours' rounds by event type (count, p50, p99 ms): "
+          + "; ".join(f"{kind} {n}, {p50}, {p99}"
+                      for kind, (n, p50, p99) in result["acks_by_type"].items()))  # fmt: skip
+    print("CPU per posting (share of one core) during each side's rounds: "
+          f"{meter.summary('ours', ours_postings)}; "
+          f"{meter.summary('baseline', baseline_postings)}")  # fmt: skip
     print(f"ERP cost, baseline calls: {cost.summary('document')}")
     print(f"ERP cost, baseline calls: {cost.summary('payment')}")
     for side, found in (("ours", ours_books), ("baseline", baseline_books)):
