@@ -212,6 +212,11 @@ class LedgerPosting(BaseModel):
     total: Money = Field(description="positive: what the document is worth, tax included")
     billing_date: date = Field(description="the document's date: also its exchange-rate date")
     description: str
+    applies_to: str | None = Field(
+        default=None,
+        description="a credit note's: the reference of the invoice it credits (settled by it "
+        "in the ERP when the credit fits what is open there)",
+    )
 
     def unmapped(self) -> list[str]:
         """What the ERP cannot be told yet: lines or taxes without their mapped ERP names."""

@@ -41,6 +41,14 @@ def ledger_workflow_id(subscription_id: str | None, customer_id: str) -> str:
     return f"customer-ledger/{customer_id}"
 
 
+def document_ledger_id(document: BillingDocument) -> str:
+    """The ledger a document's own events feed: an invoice its subscription's (or its
+    customer's when it has none); a credit note always its customer's, since billing's
+    credit note events name no subscription."""
+    subscription = document.subscription_id if document.kind == "invoice" else None
+    return ledger_workflow_id(subscription, document.customer_id)
+
+
 class BillingEventRef(BaseModel):
     """A billing event, reduced to what ordering and refetching need (no documents)."""
 
@@ -132,6 +140,7 @@ def _posting(document: BillingDocument) -> LedgerPosting:
             f"{label} {document.number or document.document_id} of {billing_date.isoformat()}"
             + (f", subscription {document.subscription_id}" if document.subscription_id else "")
         ),
+        applies_to=document.invoice_id if credit and document.kind == "credit_note" else None,
     )
     return _net_credit_lines(posting)
 
@@ -144,11 +153,14 @@ def _tax_description(tax: TaxLine) -> str:
 
 
 def _reversal(posting: LedgerPosting) -> LedgerPosting:
+    kind = "invoice" if posting.kind == "credit_note" else "credit_note"
     reversal = posting.model_copy(
         update={
             "reference": posting.reference + VOID_SUFFIX,
-            "kind": "invoice" if posting.kind == "credit_note" else "credit_note",
+            "kind": kind,
             "description": f"Reversal (voided in billing) of {posting.description}",
+            # A voided invoice's reversal settles it: neither stays open in the ERP.
+            "applies_to": posting.reference if kind == "credit_note" else None,
         }
     )
     return _net_credit_lines(reversal)

@@ -73,11 +73,12 @@ def _unmapped(mapping: FinanceMapping, billing: Sequence[CatalogEntry]) -> list[
             continue
         prices = prices_of.get(product.key, [])
         unpriced = [p.key for p in prices if p.key not in mapping.products]
-        if prices and not unpriced:
-            continue  # each of its prices has its own entry
         detail = f"{_label(product)}: no [products] entry"
         if unpriced:
             detail += f" for it or its prices {', '.join(unpriced)}"
+        elif prices:
+            # A credit netting a plan change of two of its prices names only the product.
+            detail += " (its prices have theirs; a credit netting two of them names the product)"
         found.append(MappingFinding(kind="product", key=product.key, detail=detail))
     known_products = {p.key for p in _of(billing, "product")}
     for parent, prices in sorted(prices_of.items()):
@@ -107,6 +108,14 @@ def _unmapped(mapping: FinanceMapping, billing: Sequence[CatalogEntry]) -> list[
                         detail=f"no [payments] entry for {method}/{code} (or */{code})",
                     )
                 )
+    if mapping.support_credits is None:
+        found.append(
+            MappingFinding(
+                kind="support_credits",
+                key="support_credits",
+                detail="no [support_credits] entry: credits support grants have no account",
+            )
+        )
     if mapping.refunds is None:
         found.append(
             MappingFinding(
@@ -162,9 +171,11 @@ def _missing_in_erp(mapping: FinanceMapping, erp: Sequence[CatalogEntry]) -> lis
     for key, journal in mapping.payments.items():
         need("journal", journal.journal, f"payments.{key}")
         need("account", journal.clearing_account, f"payments.{key}")
-    if mapping.refunds is not None:
-        need("product", mapping.refunds.erp_product, "refunds")
-        need("account", mapping.refunds.revenue_account, "refunds")
+    for section, target in (("refunds", mapping.refunds),
+                            ("support_credits", mapping.support_credits)):  # fmt: skip
+        if target is not None:
+            need("product", target.erp_product, section)
+            need("account", target.revenue_account, section)
     return found
 
 

@@ -48,7 +48,8 @@ ENTITLEMENT_EVENTS = frozenset(
 # invoice's payments from billing and posts each paid one after the invoice itself. A
 # charge's refunds feed the customer's ledger (a charge names no subscription). The other
 # money events (payment_intent.*, charge.succeeded, refund.*, invoice_payment.*) are
-# acknowledged and start nothing: the invoice and charge events above bring the same facts.
+# acknowledged and start nothing: the invoice and charge events above, and an invoice update
+# that changes what is paid (a partial payment, see `ledger_kind`), bring the same facts.
 LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription", "charge"]] = {
     "invoice.finalized": "invoice",
     "invoice.paid": "invoice",
@@ -90,8 +91,28 @@ def account_sync_start(
     )
 
 
-def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessStart | None:
+# A payment that leaves something to pay on its invoice (a partial payment, attached to the
+# invoice) changes the invoice without `invoice.paid`: billing tells it by `invoice.updated`
+# with `amount_paid` among the previous attributes (and by `invoice_payment.paid`, which
+# names neither customer nor subscription). That update feeds the invoice's ledger like a
+# payment event, so the payment reaches the ERP without waiting for the rest.
+PAYMENT_APPLIED_FIELD = "amount_paid"
+
+
+def ledger_kind(
+    event: BusinessEvent,
+) -> Literal["invoice", "credit_note", "subscription", "charge"] | None:
+    """What the ledger is fed by the event, if anything."""
     kind = LEDGER_EVENTS.get(event.type)
+    if kind is None and event.type == "invoice.updated":
+        previous = event.data.get("previous_attributes")
+        if isinstance(previous, dict) and PAYMENT_APPLIED_FIELD in previous:
+            return "invoice"
+    return kind
+
+
+def ledger_start(event: BusinessEvent, ledger_currencies: list[str]) -> ProcessStart | None:
+    kind = ledger_kind(event)
     customer_id = event.subject.customer_id
     obj = event.data.get("object", {})
     object_id = obj.get("id") if isinstance(obj, dict) else None

@@ -75,6 +75,8 @@ with workflow.unsafe.imports_passed_through():
         PAYOUT_SUFFIX,
         BillingEventRef,
         SubscriptionLedgerInput,
+        document_ledger_id,
+        ledger_workflow_id,
         payment_postings,
         refund_credit_note,
         refund_payout,
@@ -101,6 +103,10 @@ DECISION_EFFECTS: dict[Decision, str] = {
 # Runs started since post payments and settle an invoice only once they are in the ERP; runs
 # recorded before settle a paid invoice at once (they replay unchanged).
 PAYMENTS_PATCH = "ledger-payments"
+# Runs since post a refund's predecessors that their own ledger holds instead of waiting.
+OWN_PREDECESSORS_PATCH = "refund-own-predecessors"
+# Runs since go on with the rest of an event once finance decided on one part of it.
+GO_ON_AFTER_DECISION_PATCH = "go-on-after-decision"
 MONEY_KINDS = ("payment", "refund")
 # A refund waits this long, checking with backoff, for the payment (or billing credit note)
 # it gives back to reach the ERP through its own ledger; then finance is asked.
@@ -226,6 +232,10 @@ class SubscriptionLedgerWorkflow:
             # way the document is done with, also when a later invoice looks back at it.
             if failed_document:
                 self._settle(failed_document)
+                if workflow.patched(GO_ON_AFTER_DECISION_PATCH):
+                    # The rest the event brings (the invoice after an earlier one, the other
+                    # payments of an invoice, other refunds) is still to be posted.
+                    continue
             return
 
     async def _apply(self, event: BillingEventRef) -> None:
@@ -365,6 +375,9 @@ class SubscriptionLedgerWorkflow:
             return
         payment = await self._refunded_payment(refund)
         self._refuse_if("check_refund", check_refund(refund, payment, refunds), {})
+        if workflow.patched(OWN_PREDECESSORS_PATCH):
+            await self._post_own_predecessors(refund, event)
+            self._working_on(refund, refund.invoice_id, manual)
         await self._await_journal(
             refund.payment_id or "",
             "await_payment_posting",
@@ -389,6 +402,21 @@ class SubscriptionLedgerWorkflow:
             applies_to = credit_note.reference
         await self._post_money(refund_payout(refund, payment.method, applies_to), event)
         self._settle(refund.refund_id)
+
+    async def _post_own_predecessors(self, refund: Refund, event: BillingEventRef) -> None:
+        """What this very ledger books before the refund (a one-off invoice and its payment,
+        billing's credit note that made the refund) it posts now, as an invoice posts the
+        invoices before it: their own events may sit behind this one in the queue, and
+        waiting for them would be waiting for itself. Journal lookups keep it single."""
+        assert self._input is not None
+        here = ledger_workflow_id(self._input.subscription_id, self._input.customer_id)
+        wanted = [("invoice", refund.invoice_id), ("credit_note", refund.credit_note_id)]
+        for kind, document_id in wanted:
+            if document_id is None:
+                continue
+            document = await self._fetch_document(kind, document_id)
+            if document_ledger_id(document) == here:
+                await self._apply_document(document, event)
 
     async def _refunded_payment(self, refund: Refund) -> Payment:
         """The paid invoice payment a refund gives back, as billing lists it now; a refund

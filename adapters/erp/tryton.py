@@ -571,8 +571,58 @@ class TrytonLedger:
                 await self._invoice_rows(posting.reference), posting.reference, "post_document"
             )
             if existing is not None:
-                return await self._adopt_existing(existing, posting)
-            return await self._create_and_post(posting)
+                posted = await self._adopt_existing(existing, posting)
+            else:
+                posted = await self._create_and_post(posting)
+            if posted.kind == "credit_note" and posting.applies_to:
+                await self._apply_credit(int(posted.erp_document_id), posting)
+            return posted
+
+    async def _apply_credit(self, credit_id: int, posting: LedgerPosting) -> None:
+        """A credit note that credits an invoice still open in the ERP settles it there, as
+        billing takes it off that invoice's amount remaining: its receivable line is added
+        to the invoice's payments (Tryton's own "pay with a credit note"), and the two are
+        reconciled once nothing remains, so neither stays open in the receivables' aging.
+
+        Only when the whole credit fits what the invoice has open: a larger one (billing
+        splits it into a pre- and a post-payment part, the latter a customer credit) and a
+        credit on a paid invoice stay open on their own, as the customer's credit. Safe to
+        repeat: what is applied already is not applied twice."""
+        operation = "post_document"
+        assert posting.applies_to is not None
+        rows = await self._invoice_rows(posting.applies_to)
+        target = _single(rows, posting.applies_to, operation)
+        if target is None or target["state"] not in BOOKED_STATES:
+            log.info("credit note's invoice not open in the ERP: the credit stays open",
+                     reference=posting.reference, applies_to=posting.applies_to)  # fmt: skip
+            return
+        invoice = await self._settled_document(target["id"])
+        credit = await self._settled_document(credit_id)
+        lines = await self.call(
+            "model.account.move.line.search",
+            [("id", "in", credit["lines_to_pay"]), ("reconciliation", "=", None)],
+        )
+        to_add = [line for line in lines if line not in invoice["payment_lines"]]
+        if to_add:
+            if invoice["state"] == "paid" or abs(credit["total_amount"]) > invoice["amount_to_pay"]:
+                return
+            try:
+                await self.call(
+                    "model.account.invoice.write",
+                    [invoice["id"]],
+                    {"payment_lines": [("add", to_add)]},
+                )
+            except RejectedError:
+                applied = (await self._settled_document(invoice["id"]))["payment_lines"]
+                if not set(to_add) <= set(applied):
+                    raise
+            invoice = await self._settled_document(invoice["id"])
+        if invoice["state"] != "paid" and not invoice["amount_to_pay"]:
+            try:
+                await self._reconcile(invoice)
+            except RejectedError:
+                if (await self._settled_document(invoice["id"]))["state"] != "paid":
+                    raise
 
     async def is_period_open(self, on: dt.date) -> bool:
         """An open standard period of the company covers `on`, in an open fiscal year.

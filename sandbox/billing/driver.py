@@ -292,14 +292,20 @@ class BillingDriver:
         *,
         idempotency_key: str,
         subscription_id: str | None = None,
+        product_id: str | None = None,
     ) -> stripe.InvoiceItem:
-        """A pending item of `amount` minor units (negative: a credit) for the next invoice."""
-        params: Any = {
-            "customer": customer_id,
-            "amount": amount,
-            "currency": currency.lower(),
-            "description": description,
-        }
+        """A pending item of `amount` minor units (negative: a credit) for the next invoice;
+        sold as `product_id` when given (through a one-time price of that amount, as Stripe
+        names an item's product), else a custom line naming no product."""
+        params: Any = {"customer": customer_id, "description": description}
+        if product_id is None:
+            params.update({"amount": amount, "currency": currency.lower()})
+        else:
+            price = await self.create_price(
+                product_id, amount, currency, interval=None,
+                idempotency_key=f"{idempotency_key}/price",
+            )  # fmt: skip
+            params["pricing"] = {"price": price.id}
         if subscription_id is not None:
             params["subscription"] = subscription_id
         return await self.client.v1.invoice_items.create_async(params, self._key(idempotency_key))
@@ -318,13 +324,21 @@ class BillingDriver:
         return await self.client.v1.invoices.create_async(params, self._key(idempotency_key))
 
     async def charge_once(
-        self, customer_id: str, amount: int, currency: str, description: str, *, key: str
+        self,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        description: str,
+        *,
+        key: str,
+        product_id: str | None = None,
     ) -> stripe.Invoice:
-        """An open invoice of one line of `amount` minor units; each step's idempotency key
-        is `key` with the step appended."""
+        """An open invoice of one line of `amount` minor units (of `product_id` when given);
+        each step's idempotency key is `key` with the step appended."""
         await self.add_invoice_item(
-            customer_id, amount, currency, description, idempotency_key=f"{key}/item"
-        )
+            customer_id, amount, currency, description, idempotency_key=f"{key}/item",
+            product_id=product_id,
+        )  # fmt: skip
         draft = await self.invoice_pending_items(customer_id, idempotency_key=f"{key}/draft")
         return await self.finalize(str(draft.id), idempotency_key=f"{key}/finalize")
 

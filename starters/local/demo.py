@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -24,14 +25,21 @@ from urllib.parse import quote
 import httpx
 
 from adapters.bootstrap import Adapters, build_adapters
+from adapters.erp import TrytonLedger
 from adapters.settings import Settings
 from canonical import AccountRecord, BillingDocument, Money, PostedDocument
 from canonical.ledger import ledger_workflow_id
+from canonical.reconciliation import ReceivablePage
 from sandbox.billing.driver import BillingDriver
 from starters.console import call_api
+from starters.local.catalog import load_local_catalog
 from workflows.account_sync import account_workflow_id
 
 T = TypeVar("T")
+# The catalogue's subscription product (`ledgerbridge up` made it; finance's mapping books it
+# on the ERP's SUBSCRIPTION product and revenue account 4000).
+PLATFORM = "prod_lb_platform"
+RECEIVABLE = "1200"  # the ERP's receivable account (starters/local/tryton_bootstrap.py)
 
 
 class DemoFailed(Exception):
@@ -63,10 +71,15 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         first_invoice = await demo.mid_cycle_upgrade(customer_id)
         await demo.credit_approved_by_finance(customer_id)
         await demo.credit_on_a_settled_invoice(customer_id, first_invoice)
+        refund = await demo.partial_refund(first_invoice)
+        eur_invoice = await demo.eur_customer_with_vat()
+        await demo.show_books([first_invoice.document_id, eur_invoice.document_id], refund)
         await demo.reconcile()
         echo(
             "\nDemo complete: account sync, the mid-cycle upgrade, a credit approved by finance, "
-            "a settled-invoice exception decided by finance and a reconciliation in agreement."
+            "a settled-invoice exception decided by finance, payments, a partial refund, a EUR "
+            "customer with VAT, the books read back from the ERP and a reconciliation in "
+            "agreement."
         )
     finally:
         await driver.aclose()
@@ -87,6 +100,8 @@ class Demo:
         self.driver = driver
         self.echo = echo
         self.run = run
+        self._payments_seen: list[str] = []
+        self._customers: list[str] = []
 
     def trace(self, workflow_id: str, search: str) -> None:
         ui = f"http://{self.settings.temporal_address.split(':')[0]}:{self.settings.temporal_ui_port}"
@@ -108,6 +123,7 @@ class Demo:
             idempotency_key=f"demo/{run}/create-customer",
         )  # fmt: skip
         cid = customer.id
+        self._customers.append(cid)
         echo(f"billing: created customer {cid}; the signed customer.created webhook follows")
 
         async def in_sync(name: str) -> tuple[AccountRecord, AccountRecord] | None:
@@ -138,14 +154,12 @@ class Demo:
     async def mid_cycle_upgrade(self, customer_id: str) -> BillingDocument:
         echo, key = self.echo, f"demo/{self.run}"
         echo("\n== Amendment-to-ERP: the customer subscribes, then upgrades mid-cycle")
-        product = await self.driver.create_product(
-            "Northwind Insights", idempotency_key=f"{key}/product"
-        )
+        # Sold from the catalogue finance has mapped to the ERP's products and accounts.
         basic = await self.driver.create_price(
-            product.id, 3000, "usd", nickname="Basic", idempotency_key=f"{key}/basic"
+            PLATFORM, 3000, "usd", nickname="Basic", idempotency_key=f"{key}/basic"
         )
         pro = await self.driver.create_price(
-            product.id, 9000, "usd", nickname="Pro", idempotency_key=f"{key}/pro"
+            PLATFORM, 9000, "usd", nickname="Pro", idempotency_key=f"{key}/pro"
         )
         created = await self.driver.subscribe(
             customer_id, basic.id, idempotency_key=f"{key}/subscribe"
@@ -302,6 +316,109 @@ class Demo:
             exception_id, f"BusinessProcess = 'finance_exception' AND CustomerId = '{customer_id}'"
         )
 
+    async def partial_refund(self, invoice: BillingDocument) -> str:
+        """The invoice the customer paid by card is paid in the ERP too; then a third of
+        the payment goes back to the customer."""
+        echo = self.echo
+        echo("\n== Payments and refunds: the card payment reaches the ERP; part is refunded")
+        [payment] = await self.adapters.billing.invoice_payments(invoice.document_id)
+        await self._journaled(payment.payment_id)
+        erp = await self._erp_invoice(invoice.document_id)
+        if erp["state"] != "paid":
+            raise DemoFailed(f"the ERP invoice {erp['number']} is {erp['state']}, not paid")
+        echo(f"billing: payment {payment.payment_id} of {payment.amount} by {payment.method} "
+             f"({payment.payment_intent_id})")  # fmt: skip
+        echo(f"erp: payment posted on the card clearing account; invoice {erp['number']} is "
+             f"{erp['state']}")  # fmt: skip
+        refunded = Money.of("10.00", payment.amount.currency)
+        refund = await self.driver.refund(
+            payment_intent_id=payment.payment_intent_id,
+            amount=refunded.to_minor(),
+            reason="requested_by_customer",
+            idempotency_key=f"demo/{self.run}/refund",
+        )
+        echo(f"billing: refund {refund.id} of {refunded} (a partial refund of that payment); "
+             "the signed charge.refunded webhook follows")  # fmt: skip
+        await self._journaled(refund.id)
+        await self._journaled(f"{refund.id}/payout")
+        note = await self._erp_invoice(refund.id)
+        echo(f"erp: refund credit note {note['number']} {note['total_amount']} on the refunds "
+             f"account, and the payment out; both reconciled ({note['state']})")  # fmt: skip
+        return str(refund.id)
+
+    async def eur_customer_with_vat(self) -> BillingDocument:
+        echo, key = self.echo, f"demo/{self.run}/eur"
+        echo("\n== Tax and currencies: a French customer billed in EUR with 20 % VAT pays by card")
+        catalog = load_local_catalog(self.settings.home)
+        customer = await self.driver.create_customer(
+            f"Lumière Analytique {self.run}",
+            email=f"compta+{self.run}@lumiere.example",
+            address={"line1": "12 rue de la Paix", "city": "Paris", "postal_code": "75002",
+                     "country": "FR"},
+            idempotency_key=f"{key}/customer",
+        )  # fmt: skip
+        self._customers.append(customer.id)
+        method = await self.driver.attach_payment_method(customer.id, idempotency_key=f"{key}/pm")
+        price = await self.driver.create_price(
+            PLATFORM, 10000, "eur", nickname="Pro EU", idempotency_key=f"{key}/price"
+        )
+        subscription = await self.driver.subscribe(
+            customer.id,
+            price.id,
+            payment_method=str(method.id),
+            default_tax_rates=[catalog.tax_rates["eu_vat_20"]],
+            idempotency_key=f"{key}/subscribe",
+        )
+        invoice = await self._latest_invoice(subscription.id)
+        echo(f"billing: subscription {subscription.id}; invoice {invoice.number} "
+             f"{invoice.subtotal} + VAT {invoice.tax} = {invoice.total}, "
+             f"{invoice.status} by card")  # fmt: skip
+        posted = await self._posted(invoice)
+        [payment] = await self.adapters.billing.invoice_payments(invoice.document_id)
+        await self._journaled(payment.payment_id)
+        if posted.total != invoice.total:
+            raise DemoFailed(f"ERP total {posted.total} differs from billing {invoice.total}")
+        echo(f"erp: invoice {posted.erp_number} {posted.total}, VAT as the ERP's tax; "
+             f"payment {payment.payment_id} applied")  # fmt: skip
+        self.trace(ledger_workflow_id(subscription.id, customer.id),
+                   f"SubscriptionId = '{subscription.id}'")  # fmt: skip
+        return invoice
+
+    async def show_books(self, invoices: list[str], refund_id: str) -> None:
+        """What the ERP holds for the demo's money, read back from Tryton itself."""
+        echo = self.echo
+        echo("\n== The books, read back from the ERP (Tryton)")
+        rows = [await self._erp_invoice(reference) for reference in [*invoices, refund_id]]
+        echo(f"  {'document':<15} {'reference':<30} {'state':<6} {'total':>14} "
+             f"{'of which tax':>14} {'in USD':>9}")  # fmt: skip
+        moves: list[int] = []
+        for row in rows:
+            lines = await self._erp_move_lines([row["move"]])
+            moves.append(row["move"])
+            in_company = sum((ln["debit"] - ln["credit"] for ln in lines
+                              if ln["account."]["code"] == RECEIVABLE), Decimal(0))  # fmt: skip
+            currency = row["currency."]["code"]
+            echo(f"  {row['number']:<15} {row['reference']:<30} {row['state']:<6} "
+                 f"{row['total_amount']:>10} {currency} {row['tax_amount']:>10} {currency} "
+                 f"{in_company:>9}")  # fmt: skip
+        for reference in [*self._payments_seen, f"{refund_id}/payout"]:
+            found = await self.adapters.ledger.find_payment(reference)
+            if found is not None:
+                moves.append(int(found.erp_document_id))
+        by_account: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+        for line in await self._erp_move_lines(moves):
+            account = (line["account."]["code"], line["account."]["name"])
+            debit, credit = by_account.get(account, (Decimal(0), Decimal(0)))
+            by_account[account] = (debit + line["debit"], credit + line["credit"])
+        echo("\n  what these documents and their payments booked, per account (USD):")
+        echo(f"  {'account':<8} {'':<36} {'debit':>9} {'credit':>9}")
+        for (code, name), (debit, credit) in sorted(by_account.items()):
+            echo(f"  {code:<8} {name[:36]:<36} {debit:>9} {credit:>9}")
+        echo("  revenue is on the mapped revenue accounts (4xxx) net of tax, VAT on the VAT "
+             "payable account (2200), the money on the card clearing accounts (1150-*), and "
+             "the receivable (1200) is settled; the EUR invoice is in EUR, its USD amounts at "
+             "the ERP's rate of its date")  # fmt: skip
+
     async def reconcile(self) -> None:
         self.echo("\n== Reconciliation: billing, the ERP and the posting journal, for today")
         today = str(datetime.now(UTC).date())
@@ -311,8 +428,38 @@ class Demo:
         summary = [line for line in ran.splitlines() if "unexplained" in line]
         if not summary or not summary[-1].rstrip().endswith(" 0 unexplained"):
             raise DemoFailed("reconciliation found differences; see `ledgerbridge recon report`")
+        await self._receivables_agree()
         self.echo("the nightly run of the same is a Temporal Schedule: search "
                   "`BusinessProcess = 'reconciliation'` in the Web UI")  # fmt: skip
+
+    async def _receivables_agree(self) -> None:
+        """What each of the demo's customers owes, as billing and the ERP say it now (the
+        reconciliation above compared the same and found no `receivable_differs`)."""
+        billing = await self._owed(self.adapters.billing.open_receivable_page)
+        erp = await self._owed(self.adapters.ledger.open_receivable_page)
+        self.echo(f"\n  open receivables of this run's customers:\n  {'customer':<30} "
+                  f"{'billing (remaining + balance)':>30} {'ERP (receivable)':>18}")  # fmt: skip
+        for customer_id in self._customers:
+            owed_billing = billing.get(customer_id, "0")
+            owed_erp = erp.get(customer_id, "0")
+            self.echo(f"  {customer_id:<30} {owed_billing:>30} {owed_erp:>18}")
+            if Decimal(owed_billing.split()[0]) != Decimal(owed_erp.split()[0]):
+                raise DemoFailed(f"{customer_id} owes {owed_billing} in billing, {owed_erp} in "
+                                 "the ERP")  # fmt: skip
+
+    @staticmethod
+    async def _owed(
+        page: Callable[[str | None, int], Awaitable[ReceivablePage]],
+    ) -> dict[str, str]:
+        owed: dict[str, str] = {}
+        cursor: str | None = None
+        while True:
+            found = await page(cursor, 100)
+            for receivable in found.receivables:
+                owed[receivable.customer_id] = str(receivable.amount)
+            if found.next_cursor is None:
+                return owed
+            cursor = found.next_cursor
 
     async def _erp_faults(
         self, method: str, what: str, body: dict[str, Any] | None = None
@@ -406,6 +553,43 @@ class Demo:
         async for newest in self.adapters.billing.list_invoices(subscription_id=subscription_id):
             return newest  # billing lists newest first; `created` ties within a second
         raise DemoFailed(f"subscription {subscription_id} has no invoice")
+
+    async def _journaled(self, reference: str) -> None:
+        """Wait until a payment (or refund) is journaled: it is then in the ERP too."""
+
+        async def journaled() -> bool:
+            return self.adapters.store.find_posting("billing", reference) is not None
+
+        await eventually(f"{reference} journaled", journaled, within=90)
+        self._payments_seen.append(reference)
+
+    async def _erp_invoice(self, reference: str) -> dict[str, Any]:
+        rows = await self._tryton().call(
+            "model.account.invoice.search_read",
+            [("reference", "=", reference)], 0, 1, None,
+            ["number", "state", "reference", "total_amount", "tax_amount", "move",
+             "currency.code"],
+        )  # fmt: skip
+        if not rows:
+            raise DemoFailed(f"the ERP has no document for {reference}")
+        return dict(rows[0])
+
+    async def _erp_move_lines(self, moves: list[int]) -> list[dict[str, Any]]:
+        return list(
+            await self._tryton().call(
+                "model.account.move.line.search_read",
+                [("move", "in", moves)],
+                0,
+                None,
+                None,
+                ["debit", "credit", "account.code", "account.name"],
+            )
+        )
+
+    def _tryton(self) -> TrytonLedger:
+        if not isinstance(self.adapters.ledger, TrytonLedger):
+            raise DemoFailed("the demo reads the books back from Tryton, the local stack's ERP")
+        return self.adapters.ledger
 
     async def _posted(self, invoice: BillingDocument) -> PostedDocument:
         async def journaled_and_in_erp() -> PostedDocument | None:

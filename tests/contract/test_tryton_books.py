@@ -658,3 +658,55 @@ async def test_late_foreign_document_at_the_same_rate_takes_the_latest_numbered_
     assert by_account(await move_lines(ledger, row["move"]))["1200"] == usd(
         "92.00", "EUR", yesterday
     )
+
+
+async def test_a_credit_note_settles_the_open_invoice_it_credits_and_a_payment_the_rest(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    invoice = document(customer_id, [line("Pro plan", "100.00")])
+    await ledger.post_document(invoice)
+    credit = document(customer_id, [line("Goodwill", "30.00")], kind="credit_note")
+    credit = credit.model_copy(update={"applies_to": invoice.reference})
+
+    await ledger.post_document(credit)
+    await ledger.post_document(credit)  # a retry applies nothing twice
+
+    assert (await invoice_row(ledger, invoice.reference))["state"] == "posted"
+    out = await ledger.post_payment(payment(invoice, "70.00"))
+    assert out.applied_document_state == "paid"
+    # Billing took the credit off the invoice: in the ERP both are settled, nothing aged.
+    assert (await invoice_row(ledger, credit.reference))["state"] == "paid"
+    owed = await ledger.open_receivable_page(None, 10_000)
+    assert customer_id not in {r.customer_id for r in owed.receivables}
+
+
+async def test_a_voided_invoice_and_its_reversal_settle_each_other(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    invoice = document(customer_id, [line("Pro plan", "45.00")])
+    reversal = document(customer_id, [line("Pro plan", "45.00")], kind="credit_note",
+                        reference=f"{invoice.reference}/void")  # fmt: skip
+    reversal = reversal.model_copy(update={"applies_to": invoice.reference})
+    await ledger.post_document(invoice)
+
+    await ledger.post_document(reversal)
+
+    assert (await invoice_row(ledger, invoice.reference))["state"] == "paid"
+    assert (await invoice_row(ledger, reversal.reference))["state"] == "paid"
+
+
+async def test_a_credit_larger_than_what_is_open_stays_open_as_the_customers_credit(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    invoice = document(customer_id, [line("Pro plan", "40.00")])
+    await ledger.post_document(invoice)
+    await ledger.post_payment(payment(invoice, "40.00"))
+    credit = document(customer_id, [line("Goodwill", "10.00")], kind="credit_note")
+
+    await ledger.post_document(credit.model_copy(update={"applies_to": invoice.reference}))
+
+    assert (await invoice_row(ledger, credit.reference))["state"] == "posted"
+    owed = await ledger.open_receivable_page(None, 10_000)
+    assert [r.amount for r in owed.receivables if r.customer_id == customer_id] == [
+        Money.of("-10.00", "USD")
+    ]

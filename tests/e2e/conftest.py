@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 from temporalio.client import Client
@@ -85,6 +86,7 @@ def _served(app: Any, port: int) -> Iterator[str]:
 
 @pytest_asyncio.fixture
 async def stack(
+    request: pytest.FixtureRequest,
     dev_server_env: WorkflowEnvironment,
     tryton_server: TrytonServer,
     billing_sandbox: BillingSandbox,
@@ -120,6 +122,8 @@ async def stack(
         erp_password=SecretStr(tryton_server.password),
         api_port=api_port,
         api_keys=[key_entry(f"test-{role}", role, key) for role, key in API_KEYS.items()],
+        # A test may change settings: @pytest.mark.parametrize("stack", [{...}], indirect=True)
+        **getattr(request, "param", {}),
     )
     adapters = build_adapters(settings)
     adapters.store.migrate()

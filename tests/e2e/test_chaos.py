@@ -62,8 +62,11 @@ def test_chaos_run_with_kills_restarts_and_faults_on_every_system_keeps_the_book
     assert figure(output, "server restarts") == "1"
     assert figure(output, "duplicates found") == "0"
     assert figure(output, "lost events") == "0"
-    for number in range(1, 8):
+    for number in range(1, 11):
         assert re.search(rf"^PASS\s+{number} ", output, re.MULTILINE), output
+    # The books: customers of every profile in turn, card payments, payments and refunds judged.
+    assert re.search(r"^customers\s+USD card \d", output, re.MULTILINE), output
+    assert re.search(r"^money driven\s+", output, re.MULTILINE), output
     assert "chaos: SIGKILL worker" in output and "SIGTERM Temporal dev server" in output
     assert re.search(r"erp outages [1-9]", output) and "temporal restart 1" in output
     for system in ("billing", "support", "erp"):
@@ -111,14 +114,14 @@ def test_checker_excuses_a_missing_document_only_when_an_open_exception_holds_it
     assert not ok and checker.violations == ["in_2: 0 ERP documents (none)"]
 
 
-def test_checker_wants_money_the_ledger_does_not_book_unposted_and_held_by_finance() -> None:
+def test_checker_wants_what_the_mapping_cannot_book_unposted_and_held_by_finance() -> None:
     expected = {"in_1": ExpectedDocument("in_1", "invoice", "EUR", Decimal("75.00"))}
     checker = _checker(held={"in_1": "exc/1"})
     checker.awaiting_finance = {"in_1"}
     assert checker._one_erp_document_each(expected, [])[0]
     posted = _erp("in_1", 1, "75.00").model_copy(update={"total": Money.of("75.00", "EUR")})
     assert not checker._one_erp_document_each(expected, [posted])[0]
-    assert checker.violations == ["in_1: the ledger does not book EUR, yet the ERP holds INV-1"]
+    assert checker.violations == ["in_1: finance's mapping cannot book it, yet the ERP holds INV-1"]
     unheld = _checker()
     unheld.awaiting_finance = {"in_1"}
     assert not unheld._one_erp_document_each(expected, [])[0]

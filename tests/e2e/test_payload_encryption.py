@@ -31,8 +31,12 @@ from starters.api.auth import key_entry
 from starters.routing import credit_start, start_once
 from tests.workflow.test_account_sync import FakeSystems, running_workers, sync
 from tests.workflow.test_case_to_credit import FakeDesk, credit, running
-from workflows.account_sync import AccountSyncWorkflow
-from workflows.case_to_credit import CREDIT_FACTS_ONCE, CaseToCreditWorkflow
+from workflows.account_sync import ENTITLEMENTS_PATCH, AccountSyncWorkflow
+from workflows.case_to_credit import (
+    CREDIT_FACTS_ONCE,
+    STANDING_FROM_ENTITLEMENTS,
+    CaseToCreditWorkflow,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +48,7 @@ AMOUNT = "43.17"  # auto-approved: under 50 USD and 10 % of 900 monthly
 SEARCH_ATTRIBUTES = {key.name for key in ALL_KEYS} | {"TemporalChangeVersion"}
 
 # Patches of the workflows in these histories (their markers are written outside the codec).
-KNOWN_PATCHES = {CREDIT_FACTS_ONCE}
+KNOWN_PATCHES = {CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, ENTITLEMENTS_PATCH}
 
 
 def settings_with_key(env: WorkflowEnvironment, tmp_path: Path) -> Settings:

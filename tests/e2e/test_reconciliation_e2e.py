@@ -25,7 +25,9 @@ from adapters.billing.stripe import StripeBilling
 from adapters.erp.tryton import TrytonLedger
 from canonical import BillingDocument, LedgerPosting, Money, PostedDocument
 from canonical.ledger import required_postings
-from tests.e2e.conftest import API_KEYS, Stack, eventually
+from canonical.mapping import map_document
+from starters.local.catalog import local_mapping
+from tests.e2e.conftest import API_KEYS, SOLD_PRODUCT, Stack, eventually
 from tests.fixtures.support import create_ticket_with_credit
 from tests.fixtures.tryton import TrytonServer
 
@@ -49,12 +51,16 @@ async def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 async def invoice(stack: Stack, customer_id: str, amount: str, key: str) -> BillingDocument:
     """An open invoice of `amount` USD, as the billing port reads it."""
     minor = Money.of(amount, "USD").to_minor()
-    created = await stack.driver.charge_once(customer_id, minor, "usd", f"Service {key}", key=key)
+    created = await stack.driver.charge_once(
+        customer_id, minor, "usd", f"Service {key}", key=key, product_id=SOLD_PRODUCT
+    )
     return await stack.adapters.billing.get_invoice(str(created.id))
 
 
 def posting(document: BillingDocument, total: str | None = None) -> LedgerPosting:
+    """The ERP document the ledger would post, mapped by the local catalogue's mapping."""
     [main] = required_postings(document)
+    main = map_document(main, local_mapping({}))
     if total is None:
         return main
     line = main.lines[0].model_copy(update={"unit_price": Decimal(total)})

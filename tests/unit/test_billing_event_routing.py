@@ -120,6 +120,32 @@ def test_invoice_payment_events_feed_the_subscription_ledger_as_invoice_events(
     assert ref.document_number == "ABC-0002"
 
 
+def test_a_payment_applied_to_an_invoice_it_leaves_open_feeds_the_invoice_ledger() -> None:
+    """A partial payment: billing updates the invoice's amount paid, and sends no invoice.paid."""
+    paid_in_part = StripeEventPayload.model_validate(
+        {
+            "id": "evt_part",
+            "type": "invoice.updated",
+            "created": 1_790_000_000,
+            "data": {
+                "object": {**SUBSCRIPTION_INVOICE, "amount_paid": 4000, "amount_remaining": 5000},
+                "previous_attributes": {"amount_paid": 0, "amount_remaining": 9000},
+            },
+        }
+    )
+    (start,) = route_billing_event(to_business_event(paid_in_part, None), ["USD"])
+    assert start.workflow_id == "subscription/sub_3"
+    ref = start.signal_input
+    assert isinstance(ref, BillingEventRef)
+    assert (ref.object_kind, ref.object_id) == ("invoice", "in_1Pay")
+
+    renamed = paid_in_part.model_copy(
+        update={"data": {"object": SUBSCRIPTION_INVOICE,
+                         "previous_attributes": {"description": None}}}
+    )  # fmt: skip
+    assert route_billing_event(to_business_event(renamed, None), ["USD"]) == []
+
+
 def test_charge_refunded_feeds_the_customer_ledger_as_a_charge_event() -> None:
     charge = {
         "object": "charge",

@@ -135,7 +135,8 @@ def billing_catalog_of(catalog: LocalCatalog) -> list[CatalogEntry]:
 
 def erp_catalog_of_books() -> list[CatalogEntry]:
     entries = [CatalogEntry(kind="currency", key=c) for c in LOCAL_CURRENCIES]
-    for product, account in [*ERP_BOOKS.revenue.values(), ERP_BOOKS.refunds]:
+    for product, account in [*ERP_BOOKS.revenue.values(), ERP_BOOKS.refunds,
+                             ERP_BOOKS.support_credits]:  # fmt: skip
         entries += [CatalogEntry(kind="product", key=product),
                     CatalogEntry(kind="account", key=account)]  # fmt: skip
     entries += [CatalogEntry(kind="tax", key=name) for name in ERP_BOOKS.taxes.values()]

@@ -38,6 +38,8 @@ ERP = [
     CatalogEntry(kind="product", key="REFUND", name="Refund"),
     CatalogEntry(kind="account", key="4000", name="Subscriptions"),
     CatalogEntry(kind="account", key="4900", name="Refunds"),
+    CatalogEntry(kind="product", key="SUPPORT_CREDIT", name="Support credit"),
+    CatalogEntry(kind="account", key="4910", name="Support credits"),
     CatalogEntry(kind="account", key="1110", name="Stripe USD clearing"),
     CatalogEntry(kind="account", key="1120", name="Stripe EUR clearing"),
     CatalogEntry(kind="tax", key="7", name="VAT 20%"),
@@ -57,6 +59,7 @@ COMPLETE = FinanceMapping(
         "*/EUR": PaymentJournal(journal="STRIPE-EUR", clearing_account="1120"),
     },
     refunds=ProductAccount(erp_product="REFUND", revenue_account="4900"),
+    support_credits=ProductAccount(erp_product="SUPPORT_CREDIT", revenue_account="4910"),
 )
 
 
@@ -113,6 +116,7 @@ def test_what_billing_bills_without_an_entry_is_listed_and_exits_1(
             "tax_rates": {},
             "payments": {"card/USD": COMPLETE.payments["*/USD"]},
             "refunds": None,
+            "support_credits": None,
         }
     )
 
@@ -122,13 +126,16 @@ def test_what_billing_bills_without_an_entry_is_listed_and_exits_1(
     report = json.loads(capsys.readouterr().out)
     unmapped = {(f["kind"], f["key"]) for f in report["unmapped"]}
     assert unmapped == {
-        ("product", "prod_platform"),  # nor its price; prod_seats is covered by its one price
+        ("product", "prod_platform"),  # nor its price
+        # Its one price is mapped, but a credit netting two prices names only the product.
+        ("product", "prod_seats"),
         ("tax_rate", "txr_eu_vat"),
         ("currency", "EUR"),
         ("payment", "out_of_band/USD"),
         ("payment", "card/EUR"),
         ("payment", "out_of_band/EUR"),
         ("refunds", "refunds"),
+        ("support_credits", "support_credits"),
     }
     assert report["clean"] is False
     assert report["missing_in_erp"] == []

@@ -883,13 +883,16 @@ async def test_refund_made_by_a_billing_credit_note_is_paid_out_on_that_credit_n
     world.refunds["ch_inpay_c"] = [refund("re_c", paid, "60.00", credit_note_id="cn_1")]
     async with running(env.client, queue_prefix, world):
         await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_c", 100))
+        await until(lambda: "inpay_c" in world.journal, env, "payment posted")
         await deliver_to_customer_ledger(
             env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_c", 300)
         )
-        await env.sleep(timedelta(minutes=3))
-        assert "re_c/payout" not in world.journal  # billing's credit note is not posted yet
-        await deliver(env.client, queue_prefix, event("evt_cn", "cn_1", 299, kind="credit_note"))
+        # The credit note's own ledger is the customer's: the refund posts it first.
         await until(lambda: "re_c/payout" in world.journal, env, "refund paid out")
+        # Its own event, later, finds it journaled and posts nothing.
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_1", 299, kind="credit_note")
+        )
         # A duplicate refund event, and a later one of the same charge, post nothing more.
         await deliver_to_customer_ledger(
             env.client, queue_prefix, charge_event("evt_refunded_again", "ch_inpay_c", 400)
@@ -1147,3 +1150,54 @@ async def test_reconciliation_replay_of_a_settled_invoice_posts_a_payment_missin
         await deliver(env.client, queue_prefix, heal)
         await until(lambda: "inpay_h" in world.journal, env, "payment healed")
     assert world.post_calls == 1 and world.payment_calls == 2
+
+
+async def test_refund_by_a_credit_note_queued_behind_it_in_its_ledger_is_paid_out_at_once(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """Billing's credit note events go to the customer's ledger, like the charge's: when the
+    charge's event comes first, the refund posts that credit note itself (journal first)
+    rather than wait an hour for an event queued behind it."""
+    env, world = time_skipping_env, FakeWorld()
+    paid = payment("inpay_q", "in_q", "40.00")
+    world.payments["in_q"] = [paid]
+    world.documents["in_q"] = paid_invoice("in_q", "40.00", paid)
+    world.documents["cn_q"] = invoice("cn_q", "40.00", kind="credit_note", status="issued",
+                                      invoice_id="in_q")  # fmt: skip
+    world.refunds["ch_inpay_q"] = [refund("re_q", paid, "40.00", credit_note_id="cn_q")]
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_q", 100))
+        await until(lambda: "inpay_q" in world.journal, env, "payment posted")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_q", 300)
+        )
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_q", 300, kind="credit_note")
+        )
+        await until(lambda: "re_q/payout" in world.journal, env, "refund paid out")
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_q", "inpay_q", "cn_q", "re_q/payout"]
+    assert world.erp_payment_postings["re_q/payout"].applies_to == "cn_q"
+
+
+async def test_after_finance_rejects_one_payment_the_invoices_other_payments_are_posted(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, FakeWorld()
+    first, second = (
+        payment("inpay_r1", "in_r2", "30.00", 10),
+        payment("inpay_r2", "in_r2", "20.00", 20),
+    )
+    world.payments["in_r2"] = [first, second]
+    world.documents["in_r2"] = paid_invoice("in_r2", "50.00", first, second)
+    world.applied["in_r2"] = Decimal("25.00")  # the ERP has 25 open: the first is refused
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, paid_event("evt_r2", "in_r2", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.context.remote_answer["remote_code"] == "overpayment"
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        # No other event comes: the rest of this one is posted once finance has decided.
+        await until(lambda: "inpay_r2" in world.journal, env, "the second payment posted")
+    assert "inpay_r1" not in world.erp_payments
+    assert world.erp_payment_postings["inpay_r2"].amount == usd("20.00")
