@@ -22,7 +22,9 @@ from temporalio.worker import Worker
 
 from adapters import visibility
 from adapters.billing.stripe import STRIPE_API_VERSION
+from adapters.mapping_file import MappingFile, render_mapping
 from adapters.settings import Settings
+from canonical.mapping import FinanceMapping
 from starters.local.stack import private_stack_settings
 from workers.main import run_until_stopped
 
@@ -40,6 +42,14 @@ def free_port() -> int:
 def private_settings(home: Path) -> Settings:
     """Settings of a private local stack: a temporary home and every port free."""
     return Settings(**private_stack_settings(home), log_level="WARNING")
+
+
+def finance_mapping_file(folder: Path, mapping: FinanceMapping) -> MappingFile:
+    """Finance's mapping of what a benchmark bills, as the TOML file workers read (and
+    re-read when it changes), written in `folder`."""
+    path = folder / "finance-mapping.toml"
+    path.write_text(render_mapping(mapping), encoding="utf-8")
+    return MappingFile(path)
 
 
 def record(figures: list[dict[str, Any]]) -> None:

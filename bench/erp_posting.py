@@ -1,35 +1,53 @@
-"""ERP-bound posting: webhook -> posted Tryton document, against Tryton's own rate.
+"""ERP-bound posting: taxed invoices and their payments, webhook -> Tryton, against Tryton's rate.
 
     .venv/bin/python -m bench.erp_posting [--documents 40]
 
 Starts a private local stack (free ports, a temporary home; no fault proxies, so the worker
-and the API call Tryton and billing directly, as deployed), then in the same run:
-- baseline: the same script creates and posts N invoices in Tryton directly, one after the
-  other (TrytonLedger.post_document, the fastest path the ERP offers us);
-- ours: N subscriptions are created in billing; each first invoice travels as a signed
-  webhook through the API, the SubscriptionLedgerWorkflow and the worker to Tryton, and is
-  journaled.
-Each side runs two rounds of N/2, in the order baseline, ours, ours, baseline, so drift in
-what else the machine does weighs on both alike. Sustained throughput, the figure with the
-target, is each side's rate between the first and the last posted document of its rounds
-(postings after the first / span: the journal's `posted_at` for ours, the direct calls'
-completions for the baseline). The end-to-end rate, from each round's start to its last
-posting, is printed too: for ours it also holds the first document's latency (the ledger
-workflow waits 2 s for out-of-order stragglers before its first event).
-It prints the figures with their ratio, checks there are zero duplicates, reports the
-webhook acknowledgement latency (p50/p99) measured by billing's deliveries while the ERP is
-the bottleneck, and writes the figures to bench/results.json.
+and the API call Tryton and billing directly, as deployed; `ledgerbridge up`'s catalogue and
+finance's mapping file in that home), then in the same run:
+- ours: N subscriptions to the local catalogue's platform product (mapped to its ERP product
+  and revenue account), taxed with the catalogue's NY sales tax (8.875 %, exclusive; mapped
+  to its ERP tax) and charged automatically to `pm_card_visa`, so billing pays each first
+  invoice at once. Each invoice travels as signed webhooks through the API, the
+  SubscriptionLedgerWorkflow and the worker to Tryton (an invoice with its manual tax line),
+  then its payment (a payment move applied to the invoice, which Tryton marks paid); both
+  are journaled. Two postings per subscription.
+- baseline: the same documents posted by this script in Tryton directly, one after the
+  other: `TrytonLedger.post_document` then `post_payment` per invoice (the fastest path the
+  ERP offers us), on postings built from an invoice of billing's by the workflow's own
+  `required_postings` / `payment_postings` and mapped by `map_document` / `map_payment` on
+  the same mapping file (same lines, same tax, same payment; only the references differ).
+An untimed warm-up subscription goes first through our side: it checks the pipeline posts
+(a gap in the mapping would stop it at a finance exception) and gives the baseline its
+invoice and payment; the baseline then posts one pair untimed too (its session, the ERP's
+setup read once).
+Each side runs two rounds of N/2 invoices, in the order baseline, ours, ours, baseline, so
+drift in what else the machine does weighs on both alike. Sustained throughput, the figure
+with the target, is each side's postings (documents and payments) between the first and
+the last posting of each round (postings after the first / span: the journal's `posted_at`
+for ours, the direct calls' completions for the baseline). The end-to-end rate, from each
+round's start to its last posting, is printed too: for ours it also holds the first
+invoice's latency (the ledger workflow waits 2 s for out-of-order stragglers).
+It checks zero duplicates (Tryton invoices per reference and payment moves per reference,
+minus one) and that the books agree (every invoice paid in Tryton, its tax and total
+billing's), reports the webhook acknowledgement latency (p50/p99) measured by billing's
+deliveries during ours' rounds, while the ERP is the bottleneck, what one document and
+one payment cost in the ERP (JSON-RPC calls and their time, measured on the baseline's
+calls), and writes the figures to bench/results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,16 +55,33 @@ from typing import Any
 import httpx
 
 from adapters.bootstrap import Adapters, build_adapters
+from adapters.erp.tryton import TrytonLedger
 from adapters.logs import configure_logging
-from adapters.ports import Ledger
+from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
-from bench._common import print_table, private_settings, record
-from canonical import LedgerLine, LedgerPosting, Money
+from bench._common import (
+    cpu_seconds,
+    machine_cpu_seconds,
+    percentile,
+    print_table,
+    private_settings,
+    record,
+)
+from canonical import BillingDocument, LedgerPosting, Payment, PaymentPosting
+from canonical.ledger import payment_postings, required_postings
+from canonical.mapping import map_document, map_payment
 from sandbox.billing.driver import BillingDriver
+from starters.local.catalog import load_local_catalog
 from starters.local.stack import LocalStack
 
 TARGET_RATIO = 0.9
 TARGET_ACK_P99_MS = 100.0
+PRODUCT = "prod_lb_platform"  # the local catalogue's, mapped to the ERP's SUBSCRIPTION
+TAX_RATE = "us_ny_sales_8875"  # the local catalogue's key: 8.875 %, exclusive
+PRICE_MINOR = 3000  # 30.00 USD a month; with tax 32.66
+# Ours is done when the journal holds every posting; past this (plus a second per posting)
+# something other than the ERP's pace holds it up, and the run says what.
+JOURNAL_WAIT_SECONDS = 90.0
 
 
 @dataclass
@@ -74,124 +109,437 @@ class Rate:
         return self.postings / self.seconds
 
 
-async def direct_round(ledger: Ledger, customer_id: str, numbers: range, rate: Rate) -> None:
-    """Tryton's own rate: create and post one invoice after the other."""
-    started, done = time.monotonic(), []
-    for n in numbers:
-        await ledger.post_document(
-            LedgerPosting(
-                reference=f"bench-direct-{n}",
-                kind="invoice",
-                customer_id=customer_id,
-                currency="USD",
-                lines=[
-                    LedgerLine(
-                        description="Basic", quantity=Decimal(1), unit_price=Decimal("30.00")
-                    )
-                ],
-                total=Money.of("30.00", "USD"),
-                billing_date=date.today(),
-                description=f"bench direct {n}",
-            )
+@dataclass
+class ErpCost:
+    """The ERP's time per kind of posting, from the baseline's JSON-RPC calls: what a
+    document and a payment each cost Tryton (and so what binds both sides)."""
+
+    kind: str = "setup"
+    postings: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    calls: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    method_seconds: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+
+    def add_call(self, method: str, seconds: float) -> None:
+        self.calls[self.kind][method] += 1
+        self.method_seconds[self.kind][method] += seconds
+
+    def summary(self, kind: str) -> str:
+        count = self.postings[kind]
+        if not count:
+            return f"{kind}: none"
+        calls = sum(self.calls[kind].values()) / count
+        in_calls = sum(self.method_seconds[kind].values()) / count
+        slowest = sorted(self.method_seconds[kind].items(), key=lambda kv: -kv[1])[:4]
+        parts = ", ".join(
+            f"{method.removeprefix('model.')} x{self.calls[kind][method] / count:g} "
+            f"{seconds / count * 1000:.0f} ms"
+            for method, seconds in slowest
         )
-        done.append(time.monotonic())
+        return (
+            f"{kind}: {self.seconds[kind] / count * 1000:.0f} ms a posting, {calls:g} calls "
+            f"({in_calls * 1000:.0f} ms in them); most: {parts}"
+        )
+
+
+class TimedTrytonLedger(TrytonLedger):
+    """The baseline's TrytonLedger, every JSON-RPC call timed (its methods call `call`)."""
+
+    def __init__(self, settings: Settings, cost: ErpCost) -> None:
+        super().__init__(
+            settings.erp_url,
+            settings.erp_database,
+            settings.erp_user,
+            settings.erp_password.get_secret_value(),
+        )
+        self.cost = cost
+
+    async def call(
+        self, model_method: str, *args: Any, context: Mapping[str, Any] | None = None
+    ) -> Any:
+        began = time.monotonic()
+        try:
+            return await super().call(model_method, *args, context=context)
+        finally:
+            self.cost.add_call(model_method, time.monotonic() - began)
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds each process of the stack (and this script, the baseline's client) used
+    during each side's rounds: whether the ERP is the bottleneck on both sides."""
+
+    pids: dict[str, int]
+    used: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    wall: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def snapshot(self) -> tuple[float, dict[str, float]]:
+        cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        # What else the machine ran meanwhile (other users' work included).
+        cpu["everything else"] = machine_cpu_seconds() - sum(cpu.values())
+        return time.monotonic(), cpu
+
+    def add(self, side: str, since: tuple[float, dict[str, float]]) -> None:
+        now, cpu = self.snapshot()
+        self.wall[side] += now - since[0]
+        for name, seconds in cpu.items():
+            self.used[side][name] += seconds - since[1][name]
+
+    def summary(self, side: str, postings: int) -> str:
+        wall = self.wall[side]
+        per_process = ", ".join(
+            f"{name} {seconds / postings * 1000:.0f} ms ({seconds / wall:.0%})"
+            for name, seconds in sorted(self.used[side].items(), key=lambda kv: -kv[1])
+        )
+        return f"{side}: {per_process}"
+
+
+@dataclass(frozen=True)
+class SameDocuments:
+    """The baseline's postings: an invoice of billing's and its payment as our workflow
+    builds them, under the bench's own references, mapped on the same mapping file."""
+
+    document: LedgerPosting
+    payment: PaymentPosting
+    mapping: MappingFile
+
+    @classmethod
+    def of(
+        cls, invoice: BillingDocument, payments: list[Payment], mapping: MappingFile
+    ) -> SameDocuments:
+        (document,) = required_postings(invoice)
+        (payment,) = payment_postings(invoice, payments)
+        return cls(document, payment, mapping)
+
+    def posting(self, n: int) -> LedgerPosting:
+        reference = f"bench-direct-{n}"
+        return map_document(
+            self.document.model_copy(
+                update={"reference": reference, "description": f"bench direct {n}"}
+            ),
+            self.mapping.current(),
+        )
+
+    def payment_of(self, n: int) -> PaymentPosting:
+        return map_payment(
+            self.payment.model_copy(
+                update={
+                    "reference": f"bench-direct-{n}/payment",
+                    "applies_to": f"bench-direct-{n}",
+                    "description": f"bench direct payment {n}",
+                }
+            ),
+            self.mapping.current(),
+        )
+
+
+async def direct_round(
+    ledger: TrytonLedger, same: SameDocuments, numbers: range, rate: Rate, cost: ErpCost | None
+) -> list[str]:
+    """Tryton's own rate: each invoice created and posted, then its payment, one after the
+    other. Without `cost` (the warm-up) its calls are not counted."""
+    started, done, references = time.monotonic(), [], []
+    for n in numbers:
+        for kind in ("document", "payment"):
+            if cost is not None:
+                cost.kind = kind
+            began = time.monotonic()
+            if kind == "document":
+                posted = await ledger.post_document(same.posting(n))
+                references.append(posted.reference)
+            else:
+                await ledger.post_payment(same.payment_of(n))
+            done.append(time.monotonic())
+            if cost is not None:
+                cost.postings[kind] += 1
+                cost.seconds[kind] += done[-1] - began
+                cost.kind = "setup"
     rate.add(started, done)
+    return references
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    payment_method: str
+    price_id: str
+    tax_rate_id: str
+
+
+async def subscribe_paid(
+    adapters: Adapters, driver: BillingDriver, customer: Customer, numbers: range
+) -> list[tuple[BillingDocument, list[Payment]]]:
+    """N subscriptions charged at once; each first invoice with its payments, as billing
+    holds them. Refuses an invoice that billing did not pay at once."""
+    subscriptions = [
+        await driver.subscribe(
+            customer.customer_id,
+            customer.price_id,
+            idempotency_key=f"bench/s/{n}",
+            payment_method=customer.payment_method,
+            tax_rates=[customer.tax_rate_id],
+        )
+        for n in numbers
+    ]
+    invoices = []
+    for subscription in subscriptions:
+        async for invoice in adapters.billing.list_invoices(subscription_id=subscription.id):
+            payments = await adapters.billing.invoice_payments(invoice.document_id)
+            paid = [p for p in payments if p.status == "paid"]
+            if invoice.status != "paid" or len(paid) != 1 or not invoice.tax_lines:
+                raise RuntimeError(
+                    f"invoice {invoice.document_id} is {invoice.status} with {len(paid)} paid "
+                    f"payments and {len(invoice.tax_lines)} tax lines: the bench needs each "
+                    "first invoice taxed and paid at once"
+                )
+            invoices.append((invoice, paid))
+    return invoices
+
+
+def references_of(invoices: list[tuple[BillingDocument, list[Payment]]]) -> list[str]:
+    """What the journal holds once ours posted them: each invoice and its payment."""
+    return [
+        reference
+        for invoice, payments in invoices
+        for reference in (invoice.document_id, *(p.payment_id for p in payments))
+    ]
+
+
+async def journaled(adapters: Adapters, references: list[str], worker_log: Path) -> list[float]:
+    """Wait until the journal holds every reference; their `posted_at`, on this script's
+    monotonic clock."""
+    deadline = time.monotonic() + JOURNAL_WAIT_SECONDS + len(references)
+    missing = list(references)
+    while True:
+        # Mostly posted in order: one lookup per poll until the next one is there. The
+        # journal's own times are what is measured, so a slow poll costs no precision, and
+        # a busy one would take CPU from the ERP on a small machine.
+        while missing and adapters.store.find_posting("billing", missing[0]) is not None:
+            missing.pop(0)
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            log = await asyncio.to_thread(worker_log.read_text, errors="replace")
+            tail = "\n".join(log.splitlines()[-20:])
+            absent = [r for r in missing if adapters.store.find_posting("billing", r) is None]
+            raise RuntimeError(
+                f"{len(absent)} of {len(references)} postings not journaled after "
+                f"{JOURNAL_WAIT_SECONDS + len(references):.0f} s (first: {absent[:4]}); "
+                f"the worker's log ends:\n{tail}"
+            )
+        await asyncio.sleep(0.5)
+    wall_now, now = datetime.now(UTC), time.monotonic()
+    posted = [p.posted_at for r in references if (p := adapters.store.find_posting("billing", r))]
+    return [now - (wall_now - _aware(at)).total_seconds() for at in posted]
 
 
 async def pipeline_round(
     adapters: Adapters,
     driver: BillingDriver,
-    customer_id: str,
-    price: str,
+    customer: Customer,
     numbers: range,
     rate: Rate,
-) -> list[str]:
-    """Ours: subscriptions in billing, their first invoices posted through webhooks."""
-    started, invoices = time.monotonic(), []
-    for n in numbers:
-        subscription = await driver.subscribe(customer_id, price, idempotency_key=f"bench/s/{n}")
-        async for invoice in adapters.billing.list_invoices(subscription_id=subscription.id):
-            invoices.append(invoice.document_id)
-    while not all(adapters.store.find_posting("billing", i) for i in invoices):
-        await asyncio.sleep(0.1)
-    wall_now, now = datetime.now(UTC), time.monotonic()
-    posted = [p.posted_at for i in invoices if (p := adapters.store.find_posting("billing", i))]
-    # The journal's wall-clock times, on this script's monotonic clock.
-    rate.add(started, [now - (wall_now - _aware(at)).total_seconds() for at in posted])
+    worker_log: Path,
+    feeding: list[tuple[float, float]],
+) -> list[tuple[BillingDocument, list[Payment]]]:
+    """Ours: subscriptions in billing, their first invoices and payments posted through
+    webhooks. `feeding` gets the wall-clock span in which billing made the subscriptions."""
+    started, began = time.monotonic(), time.time()
+    invoices = await subscribe_paid(adapters, driver, customer, numbers)
+    feeding.append((began, time.time()))
+    rate.add(started, await journaled(adapters, references_of(invoices), worker_log))
     return invoices
+
+
+async def _event_types(driver: BillingDriver) -> dict[str, str]:
+    """Billing's events by id: what each acknowledged webhook was."""
+    page = await driver.client.v1.events.list_async({"limit": 100})
+    return {event.id: event.type async for event in page.auto_paging_iter()}
 
 
 def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-async def pipeline(settings: Settings, count: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Books:
+    """What Tryton holds for a side's invoices: duplicates and documents that disagree
+    with billing (not paid, another tax or total)."""
+
+    duplicates: int
+    differences: list[str]
+
+
+async def books(
+    ledger: TrytonLedger, invoices: list[str], payments: list[str], tax: Decimal, total: Decimal
+) -> Books:
+    rows = await ledger.call(
+        "model.account.invoice.search_read",
+        [("reference", "in", invoices)],
+        0,
+        None,
+        None,
+        ["reference", "state", "tax_amount", "total_amount"],
+    )
+    moves = await ledger.call(
+        "model.account.move.search_read",
+        [("description", "in", payments)],
+        0,
+        None,
+        None,
+        ["description"],
+    )
+    per_invoice = Counter(row["reference"] for row in rows)
+    per_payment = Counter(row["description"] for row in moves)
+    duplicates = sum(per_invoice[r] - 1 for r in invoices if per_invoice[r] > 1)
+    duplicates += sum(per_payment[r] - 1 for r in payments if per_payment[r] > 1)
+    differences = [f"{r}: not in the ERP" for r in invoices if not per_invoice[r]]
+    differences += [f"payment {r}: not in the ERP" for r in payments if not per_payment[r]]
+    differences += [
+        f"{row['reference']}: {row['state']}, tax {row['tax_amount']}, total {row['total_amount']}"
+        for row in rows
+        if (row["state"], Decimal(row["tax_amount"]), Decimal(row["total_amount"]))
+        != ("paid", tax, total)
+    ]
+    return Books(duplicates, differences)
+
+
+async def set_up_customer(adapters: Adapters, driver: BillingDriver, home: Path) -> Customer:
+    """A customer known to the ERP (account sync), paying by card, and the catalogue's
+    product priced and its tax rate found."""
+    catalog = load_local_catalog(home)
+    customer = await driver.create_customer("Bench Co", idempotency_key="bench/customer")
+    method = await driver.attach_payment_method(customer.id, idempotency_key="bench/pm")
+    price = await driver.create_price(PRODUCT, PRICE_MINOR, "usd", idempotency_key="bench/price")
+    deadline = time.monotonic() + 60
+    while await adapters.ledger.find_party(customer.id) is None:  # account sync first
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"account sync did not make {customer.id} an ERP party in 60 s")
+        await asyncio.sleep(0.2)
+    return Customer(customer.id, str(method.id), price.id, catalog.tax_rates[TAX_RATE])
+
+
+async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str, Any]:
     adapters = build_adapters(settings)
+    cost = ErpCost()
+    ledger = TimedTrytonLedger(settings, cost)
     driver = BillingDriver.connect(
         settings.billing_api_key.get_secret_value(), settings.billing_url
     )
+    worker_log = settings.home / "logs" / "worker.log"
     try:
-        customer = await driver.create_customer("Bench Co", idempotency_key="bench/customer")
-        cid = customer.id
-        while await adapters.ledger.find_party(cid) is None:  # account sync first
-            await asyncio.sleep(0.2)
-        product = await driver.create_product("Bench", idempotency_key="bench/p")
-        price = (await driver.create_price(product.id, 3000, "usd", idempotency_key="bench/b")).id
-        # Two rounds a side, in the order baseline, ours, ours, baseline: drift in what else
-        # the machine does weighs on both sides alike.
+        customer = await set_up_customer(adapters, driver, settings.home)
+        # Untimed: our pipeline posts one invoice and its payment (or says why not); that
+        # invoice, as billing holds it, is what the baseline posts again and again.
+        (warm_up,) = await subscribe_paid(adapters, driver, customer, range(-1, 0))
+        await journaled(adapters, references_of([warm_up]), worker_log)
+        same = SameDocuments.of(*warm_up, MappingFile(settings.resolved_finance_mapping()))
+        invoice = warm_up[0]
+        # Untimed as well: the baseline's session and the ERP's setup read once, as ours.
+        await direct_round(ledger, same, range(count, count + 1), Rate(), None)
+
+        # Two rounds a side, in the order baseline, ours, ours, baseline.
         half = count // 2
         first, second = range(half), range(half, count)
-        baseline, ours, invoices = Rate(), Rate(), []
-        await direct_round(adapters.ledger, cid, first, baseline)
-        invoices += await pipeline_round(adapters, driver, cid, price, first, ours)
-        invoices += await pipeline_round(adapters, driver, cid, price, second, ours)
-        await direct_round(adapters.ledger, cid, second, baseline)
+        baseline, ours = Rate(), Rate()
+        since = meter.snapshot()
+        direct = await direct_round(ledger, same, first, baseline, cost)
+        meter.add("baseline", since)
+        since = meter.snapshot()
+        ours_from = time.time()  # billing records its webhook deliveries in wall-clock time
+        feeding: list[tuple[float, float]] = []
+        paid = await pipeline_round(adapters, driver, customer, first, ours, worker_log, feeding)
+        paid += await pipeline_round(adapters, driver, customer, second, ours, worker_log, feeding)
+        ours_until = time.time()
+        meter.add("ours", since)
+        since = meter.snapshot()
+        direct += await direct_round(ledger, same, second, baseline, cost)
+        meter.add("baseline", since)
 
-        duplicates = 0
-        for reference in invoices:
-            found = await adapters.ledger.call(  # type: ignore[attr-defined]
-                "model.account.invoice.search", [["reference", "=", reference]], 0, None, None
-            )
-            duplicates += len(found) - 1
+        ours_books = await books(
+            ledger,
+            [i.document_id for i, _ in paid],
+            [p.payment_id for _, payments in paid for p in payments],
+            invoice.tax.amount,
+            invoice.total.amount,
+        )
+        baseline_books = await books(
+            ledger,
+            direct,
+            [f"{r}/payment" for r in direct],
+            invoice.tax.amount,
+            invoice.total.amount,
+        )
         deliveries = httpx.get(
             f"{settings.billing_url}/_sandbox/webhooks/deliveries", timeout=10
         ).json()["data"]
-        acks = sorted(
-            attempt["duration_ms"]
+        # The webhooks answered while ours' rounds kept the ERP busy (setup's are not).
+        answered = [
+            (delivery["event_id"], attempt["duration_ms"], attempt["at"])
             for delivery in deliveries
             for attempt in delivery["attempts"]
-            if attempt["status_code"] == 200
-        )
+            if attempt["status_code"] == 200 and ours_from <= attempt["at"] <= ours_until
+        ]
+        acks = sorted(ms for _, ms, _ in answered)
+        event_types = await _event_types(driver)
+        by_type: dict[str, list[float]] = defaultdict(list)
+        by_phase: dict[str, list[float]] = defaultdict(list)
+        for event_id, ms, at in answered:
+            by_type[event_types.get(event_id, "?")].append(ms)
+            subscribing = any(began <= at <= ended for began, ended in feeding)
+            by_phase["while subscribing" if subscribing else "after"].append(ms)
         return {
             "baseline": baseline.sustained,
             "ours": ours.sustained,
             "baseline_end_to_end": baseline.end_to_end,
             "ours_end_to_end": ours.end_to_end,
-            "duplicates": duplicates,
-            "ack_p50": statistics.median(acks),
+            "postings": (ours.postings, baseline.postings),
+            "books": (ours_books, baseline_books),
+            "invoice": f"{invoice.total.amount} {invoice.currency} (tax {invoice.tax.amount})",
+            "cost": cost,
+            "ack_p50": round(statistics.median(acks), 1),
             "ack_p99": acks[min(len(acks) - 1, int(len(acks) * 0.99))],
             "acks": len(acks),
             "slowest_acks": acks[-5:],
+            "feeding_seconds": [round(ended - began, 1) for began, ended in feeding],
+            "acks_by_phase": {
+                phase: (len(ms), percentile(ms, 50), percentile(ms, 99))
+                for phase, ms in sorted(by_phase.items())
+            },
+            "acks_by_type": {
+                kind: (len(ms), percentile(ms, 50), percentile(ms, 99))
+                for kind, ms in sorted(by_type.items(), key=lambda kv: -percentile(kv[1], 99))
+            },
         }
     finally:
         await driver.aclose()
+        await ledger.aclose()
         await adapters.aclose()
 
 
 def main() -> None:
     configure_logging("WARNING", "console")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=40)
+    parser.add_argument(
+        "--documents", type=int, default=40, help="invoices a side (each with its payment)"
+    )
     args = parser.parse_args()
     if args.documents < 4:
-        parser.error("--documents must be at least 4 (two rounds a side, two postings each)")
+        parser.error("--documents must be at least 4 (two rounds a side, two invoices each)")
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as home:
         settings = private_settings(Path(home) / ".ledgerbridge")
         # As deployed: the worker and the API call Tryton and billing directly, no fault proxy.
-        with LocalStack(settings, echo=lambda _line: None, fault_proxies=False).running():
-            result = asyncio.run(pipeline(settings, args.documents))
+        with LocalStack(settings, echo=lambda _line: None, fault_proxies=False).running() as stack:
+            pids = {c.name: c.process.pid for c in stack.components if c.process is not None}
+            meter = CpuMeter({**pids, "bench": os.getpid()})
+            result = asyncio.run(pipeline(settings, args.documents, meter))
     ratio = result["ours"] / result["baseline"]
     end_to_end = result["ours_end_to_end"] / result["baseline_end_to_end"]
+    ours_books, baseline_books = result["books"]
     figures = [
         {
             "name": "erp_posting_per_second", "ours": round(result["ours"], 3),
@@ -205,8 +553,14 @@ def main() -> None:
             "target": "reported", "met": None,
         },
         {
-            "name": "erp_posting_duplicates", "ours": result["duplicates"], "baseline": 0,
-            "ratio": None, "target": "== 0", "met": result["duplicates"] == 0,
+            "name": "erp_posting_duplicates", "ours": ours_books.duplicates,
+            "baseline": baseline_books.duplicates, "ratio": None, "target": "== 0",
+            "met": ours_books.duplicates == 0,
+        },
+        {
+            "name": "erp_posting_books_differences", "ours": len(ours_books.differences),
+            "baseline": len(baseline_books.differences), "ratio": None, "target": "== 0",
+            "met": not ours_books.differences and not baseline_books.differences,
         },
         {
             "name": "webhook_ack_p99_ms_while_erp_bound", "ours": result["ack_p99"],
@@ -216,8 +570,27 @@ def main() -> None:
     ]  # fmt: skip
     record(figures)
     print_table(figures)
-    print(f"({args.documents} documents; webhook acknowledgements: {result['acks']}, "
-          f"p50 {result['ack_p50']} ms, slowest {result['slowest_acks']} ms)")  # fmt: skip
+    ours_postings, baseline_postings = result["postings"]
+    cost: ErpCost = result["cost"]
+    print(f"({args.documents} invoices a side of {result['invoice']}, each with its payment: "
+          f"{ours_postings} postings ours, {baseline_postings} baseline; webhook "
+          f"acknowledgements: {result['acks']}, p50 {result['ack_p50']} ms, slowest "
+          f"{result['slowest_acks']} ms)")  # fmt: skip
+    print(f"webhook acknowledgements during ours' rounds (count, p50, p99 ms) while the bench "
+          f"made the subscriptions (for {result['feeding_seconds']} s) and after: "
+          + "; ".join(f"{phase} {n}, {p50}, {p99}"
+                      for phase, (n, p50, p99) in result["acks_by_phase"].items()))  # fmt: skip
+    print("webhook acknowledgements during ours' rounds by event type (count, p50, p99 ms): "
+          + "; ".join(f"{kind} {n}, {p50}, {p99}"
+                      for kind, (n, p50, p99) in result["acks_by_type"].items()))  # fmt: skip
+    print("CPU per posting (share of one core) during each side's rounds: "
+          f"{meter.summary('ours', ours_postings)}; "
+          f"{meter.summary('baseline', baseline_postings)}")  # fmt: skip
+    print(f"ERP cost, baseline calls: {cost.summary('document')}")
+    print(f"ERP cost, baseline calls: {cost.summary('payment')}")
+    for side, found in (("ours", ours_books), ("baseline", baseline_books)):
+        for difference in found.differences[:5]:
+            print(f"books differ ({side}): {difference}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ from bench._common import (
 )
 from canonical import Money, Subscription, SubscriptionItem
 from canonical.credit import CreditPolicy, CreditRequest
+from canonical.entitlements import Entitlements
 from canonical.support import SupportCase
 from starters.local import tryton_bootstrap
 from starters.local.stack import LocalStack, private_stack_env
@@ -117,12 +118,19 @@ def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> N
 
 
 class MemorySupport:
-    """SupportDesk.get_case: ticket N belongs to customer cus_N (nothing else exists)."""
+    """SupportDesk.get_case: ticket N belongs to customer cus_N; read_entitlements: its
+    organization shows what account sync wrote, an active Pro plan (nothing else exists)."""
 
     async def get_case(self, case_id: str) -> SupportCase:
         return SupportCase(
             case_id=case_id, organization_id=f"org-{case_id}", customer_id=f"cus_{case_id}",
             subject="Outage", status="open", updated_at=T0,
+        )  # fmt: skip
+
+    async def read_entitlements(self, customer_id: str) -> Entitlements:
+        return Entitlements(
+            customer_id=customer_id, plan="Pro", subscription_id=f"sub_{customer_id}",
+            status="active", paid_through=(T0 + timedelta(days=30)).date(), as_of=T0,
         )  # fmt: skip
 
     async def aclose(self) -> None:

@@ -7,7 +7,8 @@ One Temporal dev server, the same worker settings, the same number of workflows,
 - ours: N billing events (`invoice.finalized`, the first invoice of N subscriptions, ten per
   customer) are mapped as the webhook does (StripeEventPayload -> BusinessEvent ->
   `ledger_start`) and fed by `signal_with_start` into SubscriptionLedgerWorkflow. The real
-  worker (`build_workers`, real QueueLimits, in its own process) runs it with billing bound
+  worker (`build_workers`, real QueueLimits, in its own process, posting on a finance
+  mapping file that maps the events' price) runs it with billing bound
   to an in-memory BillingSystem that returns the invoice at once, the ERP bound to an
   in-memory Ledger (zero latency), support in memory, and the real store (SQLite file by
   default; the customers' account links seeded, as account sync would have left them).
@@ -72,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         cpu_seconds,
         dev_server,
         dev_server_pid,
+        finance_mapping_file,
         helper_process,
         machine_cpu_seconds,
         percentile,
@@ -91,6 +93,7 @@ with workflow.unsafe.imports_passed_through():
         PostedDocument,
     )
     from canonical.ledger import BillingEventRef
+    from canonical.mapping import FinanceMapping, ProductAccount
     from starters.routing import ProcessStart, ledger_start, signal_with_start
     from workers.main import QueueLimits, build_workers
     from workflows.activity_options import STORE_CALL, SYSTEM_OPTIONS, activity_queue
@@ -163,8 +166,22 @@ def invoice_document(invoice_id: str) -> BillingDocument:
         subtotal=total,
         tax=Money(amount=Decimal(0), currency="USD"),
         total=total,
+        # Open, nothing paid yet (as the event says): no payments to read or post.
+        amount_paid=Money(amount=Decimal(0), currency="USD"),
+        amount_remaining=total,
         created_at=INVOICE_DAY,
         finalized_at=INVOICE_DAY,
+    )
+
+
+def bench_mapping() -> FinanceMapping:
+    """Finance's mapping of what the bench's invoices sell (the price the events name)."""
+    return FinanceMapping(
+        version=1,
+        currencies=CURRENCIES,
+        products={
+            "price_pro_monthly": ProductAccount(erp_product="SUBSCRIPTION", revenue_account="4000")
+        },
     )
 
 
@@ -353,11 +370,14 @@ async def serve_worker(args: argparse.Namespace) -> None:
     limits = unthrottled_limits() if args.limits == "unthrottled" else production_limits()
     store = IntegrationStore(args.store_url)
     adapters = in_memory_adapters(store)
-    if args.serve_worker == "ours":
-        workers = build_workers(client, adapters, args.prefix, limits)
-    else:
-        workers = baseline_workers(client, args.prefix, limits)
-    await serve_workers(workers, adapters.aclose)
+    if args.serve_worker != "ours":
+        await serve_workers(baseline_workers(client, args.prefix, limits), adapters.aclose)
+        return
+    # Ours posts on finance's mapping file, read (and re-read when it changes) as deployed.
+    with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-mapping-") as folder:
+        mapping = finance_mapping_file(Path(folder), bench_mapping())
+        workers = build_workers(client, adapters, args.prefix, limits, mapping)
+        await serve_workers(workers, adapters.aclose)
 
 
 # --- one measured run -------------------------------------------------------------------------

@@ -63,12 +63,14 @@ from adapters.temporal import connect_temporal
 from bench._common import (
     HelperProcess,
     dev_server,
+    finance_mapping_file,
     helper_process,
     proc_status_kb,
     record,
     serve_workers,
 )
-from canonical import BalanceTransaction, BillingDocument, DocumentLine, Money
+from canonical import BalanceTransaction, BillingDocument, DocumentLine, Money, TaxLine
+from canonical.mapping import FinanceMapping, TaxAccount
 from canonical.reconciliation import (
     AMOUNT_MISMATCH,
     CLASSES,
@@ -110,6 +112,9 @@ PAGE_SIZE: Final = 1000  # Stripe's real maximum is 100
 DIFFERENCE_RATE: Final = 1000  # one document in 1,000 per class of difference
 DOCUMENTS_PER_CUSTOMER: Final = 50
 CURRENCY: Final = "USD"
+# One document in four is taxed at 20 % by this rate, which finance maps to this ERP tax.
+TAX_RATE_ID: Final = "txr_bench_vat_20"
+ERP_TAX: Final = "VAT 20%"
 
 TARGET_CLASSIFY_RATIO: Final = 2.0
 TARGET_HISTORY_EVENTS: Final = 2000
@@ -213,6 +218,11 @@ class Plan:
                                  ("total", self.total(index)))
         }  # fmt: skip
         case_id = self.case_id(index)
+        tax_lines = [
+            TaxLine(rate_id=TAX_RATE_ID, display_name="VAT", jurisdiction="EU",
+                    percentage=Decimal(20), inclusive=False, taxable_amount=money["subtotal"],
+                    amount=money["tax"])
+        ] if money["tax"].amount else []  # fmt: skip
         return BillingDocument(
             document_id=self.document_id(index),
             kind="invoice" if kind == "invoice" else "credit_note",
@@ -232,11 +242,13 @@ class Plan:
                     amount=money["subtotal"],
                     period_start=self.day,
                     period_end=self.day + timedelta(days=30),
+                    tax_lines=tax_lines,
                 )
             ],
             subtotal=money["subtotal"],
             tax=money["tax"],
             total=money["total"],
+            tax_lines=tax_lines,
             created_at=created,
             finalized_at=created if kind == "invoice" else None,
             voided_at=created if voided else None,
@@ -309,7 +321,13 @@ class Plan:
             state=state,
             customer_id=self.customer(index),
             document_date=self.day,
+            taxes=self._erp_taxes(index),
         )
+
+    def _erp_taxes(self, index: int) -> dict[str, Money]:
+        """The tax billing computed, on the ERP tax finance maps its rate to."""
+        tax = self.tax(index)
+        return {ERP_TAX: Money(amount=tax, currency=CURRENCY)} if tax else {}
 
     def journal(self) -> Iterator[dict[str, Any]]:
         """The posting journal as ledgerbridge would have written it (rows for bulk insert)."""
@@ -384,6 +402,21 @@ class Plan:
             max(0, len(self.postings(i)) + per_document[self.fates.get(i)])
             for i in range(self.documents)
         )
+
+
+def bench_mapping() -> FinanceMapping:
+    """Finance's mapping of the day's billing: its one tax rate to the ERP's tax (the
+    reconciliation compares tax per ERP tax; products are not compared)."""
+    return FinanceMapping(
+        version=1, currencies=[CURRENCY], tax_rates={TAX_RATE_ID: TaxAccount(erp_tax=ERP_TAX)}
+    )
+
+
+class FixedMapping:
+    """The bench's mapping for activities run without a worker (no file to re-read)."""
+
+    def current(self) -> FinanceMapping:
+        return bench_mapping()
 
 
 # --- the systems, in memory ---------------------------------------------------------------
@@ -608,8 +641,10 @@ async def serve_worker(args: argparse.Namespace) -> None:
     plan = Plan.seeded(args.documents)
     client = await connect_temporal(args.temporal, "default", wait_seconds=30)
     adapters = bulk_adapters(plan, IntegrationStore(args.store_url))
-    workers = build_workers(client, adapters, args.prefix)
-    await serve_workers(workers, adapters.aclose)
+    with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-mapping-") as folder:
+        mapping = finance_mapping_file(Path(folder), bench_mapping())
+        workers = build_workers(client, adapters, args.prefix, finance_mapping=mapping)
+        await serve_workers(workers, adapters.aclose)
 
 
 def worker_process(
@@ -746,7 +781,7 @@ async def direct_run(plan: Plan, store: IntegrationStore) -> DirectRun:
     store's classify and its plain SQL diff over the same staging rows."""
     adapters = bulk_adapters(plan, store)
     steps = ReconciliationStoreActivities(store)
-    billing = BillingReconciliationActivities(store, adapters.billing)
+    billing = BillingReconciliationActivities(store, adapters.billing, FixedMapping())
     erp = ErpReconciliationActivities(store, adapters.ledger)
     tickets = SupportReconciliationActivities(store, adapters.support)
     recon, env = ReconciliationStore(store), ActivityEnvironment()
