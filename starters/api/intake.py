@@ -3,6 +3,7 @@ recognised when it comes again (webhook receipts)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
@@ -69,7 +70,15 @@ class Intake:
         if await self.receipts.seen(source, event_id):
             log.info("duplicate delivery", event_id=event_id, workflow_id=first.workflow_id)
             return Accepted(status="duplicate", workflow_id=first.workflow_id)
-        new = [await self.hand_to_temporal(start) for start in starts]
+        # Side by side: two processes (ledger and account sync) cost one round trip, not two.
+        # Every start finishes before the answer; the first failure then answers 503.
+        outcomes = await asyncio.gather(
+            *(self.hand_to_temporal(start) for start in starts), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        new = [bool(outcome) for outcome in outcomes]
         await self.receipts.record(source, event_id, kind, first.workflow_id)
         others = [start.workflow_id for start in starts[1:]]
         if not any(new):
