@@ -320,6 +320,8 @@ class CaseToCreditWorkflow:
             total=credit.amount,
             billing_date=workflow.now().date(),
             description=f"Support credit {applied.document_id}, case {credit.case_id}",
+            # Billing's credit note takes it off the invoice: in the ERP it settles it too.
+            applies_to=credit.invoice_id if applied.kind == "credit_note" else None,
         )
         self._set_status("posting", f"Posting credit note {applied.document_id} to the ERP")
         posted = await call_system(
