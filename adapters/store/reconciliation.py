@@ -670,8 +670,8 @@ def _classification(run_id: str) -> list[Executable]:
         _ticket_credit_without_billing(run_id),
         _expected_payment_findings(run_id, erp_payments, payment_journal),
         _erp_only_payment_findings(run_id, erp_payments, payment_journal),
-        _unreferenced_erp_payment_findings(run_id),
-        _journal_only_payment_findings(run_id, payment_journal),
+        _unreferenced_erp_findings(run_id, payments=True),
+        _journal_only_findings(run_id, payment_journal, payments=True),
         _tax_findings(run_id),
         _receivable_findings(run_id),
     ]
@@ -928,32 +928,44 @@ def _duplicates(erp: Subquery, what: str = "documents") -> ColumnElement[str]:
     )
 
 
-def _unreferenced_erp_findings(run_id: str) -> Insert:
-    """ERP documents without a reference: orphans, one item each."""
-    doc = ReconErpDocument
+def _unreferenced_erp_findings(run_id: str, *, payments: bool = False) -> Insert:
+    """ERP documents (or payments and refunds) without a reference: orphans, one item each."""
+    erp: type[ReconErpDocument] | type[ReconErpPayment]
+    if payments:
+        erp = ReconErpPayment
+        detail = "ERP " + erp.kind + " " + erp.erp_document_id + " has no reference"
+    else:
+        erp = ReconErpDocument
+        detail = "ERP document " + func.coalesce(erp.number, "(unnumbered)") + " has no reference"
     names, query = _item_columns(
         run_id,
         classification=ORPHAN_IN_ERP,
-        kind=doc.kind,
-        customer_id=doc.customer_id,
-        currency=doc.currency,
-        amount=doc.amount,
-        erp_amount=doc.amount,
-        erp_document_ids=doc.erp_document_id,
-        detail="ERP document " + func.coalesce(doc.number, "(unnumbered)") + " has no reference",
+        kind=erp.kind,
+        customer_id=erp.customer_id,
+        currency=erp.currency,
+        amount=erp.amount,
+        erp_amount=erp.amount,
+        erp_document_ids=erp.erp_document_id,
+        detail=detail,
         remedy=REMEDIES[ORPHAN_IN_ERP],
     )
-    return _insert_items(names, query.where(doc.run_id == run_id, doc.reference.is_(None)))
+    return _insert_items(names, query.where(erp.run_id == run_id, erp.reference.is_(None)))
 
 
-def _journal_only_findings(run_id: str, journal: Subquery) -> Insert:
-    """Journal entries neither billing nor the ERP knows: posted but absent."""
+def _journal_only_findings(run_id: str, journal: Subquery, *, payments: bool = False) -> Insert:
+    """Journal entries (documents, or payments and refunds) neither billing nor the ERP
+    knows: posted but absent."""
+    expected_model: type[ReconExpected] | type[ReconExpectedPayment]
+    erp_model: type[ReconErpDocument] | type[ReconErpPayment]
+    what: SQLColumnExpression[Any] | str
+    if payments:
+        expected_model, erp_model, what = ReconExpectedPayment, ReconErpPayment, journal.c.kind
+    else:
+        expected_model, erp_model, what = ReconExpected, ReconErpDocument, "document"
     expected = exists().where(
-        ReconExpected.run_id == run_id, ReconExpected.reference == journal.c.reference
+        expected_model.run_id == run_id, expected_model.reference == journal.c.reference
     )
-    in_erp = exists().where(
-        ReconErpDocument.run_id == run_id, ReconErpDocument.reference == journal.c.reference
-    )
+    in_erp = exists().where(erp_model.run_id == run_id, erp_model.reference == journal.c.reference)
     names, query = _item_columns(
         run_id,
         classification=POSTED_BUT_ABSENT,
@@ -963,7 +975,9 @@ def _journal_only_findings(run_id: str, journal: Subquery) -> Insert:
         currency=journal.c.currency,
         amount=journal.c.amount,
         journal_amount=journal.c.amount,
-        detail="Journaled as ERP document "
+        detail="Journaled as ERP "
+        + what
+        + " "
         + journal.c.erp_document_id
         + "; neither the ERP nor billing holds this reference",
         remedy=REMEDIES[POSTED_BUT_ABSENT],
@@ -1199,51 +1213,6 @@ def _erp_only_payment_findings(run_id: str, erp: Subquery, journal: Subquery) ->
         .outerjoin(journal, journal.c.reference == erp.c.reference)
         .where(e.reference.is_(None)),
     )
-
-
-def _unreferenced_erp_payment_findings(run_id: str) -> Insert:
-    """ERP payments and refunds without a reference: orphans, one item each."""
-    pay = ReconErpPayment
-    names, query = _item_columns(
-        run_id,
-        classification=ORPHAN_IN_ERP,
-        kind=pay.kind,
-        customer_id=pay.customer_id,
-        currency=pay.currency,
-        amount=pay.amount,
-        erp_amount=pay.amount,
-        erp_document_ids=pay.erp_document_id,
-        detail="ERP " + pay.kind + " " + pay.erp_document_id + " has no reference",
-        remedy=REMEDIES[ORPHAN_IN_ERP],
-    )
-    return _insert_items(names, query.where(pay.run_id == run_id, pay.reference.is_(None)))
-
-
-def _journal_only_payment_findings(run_id: str, journal: Subquery) -> Insert:
-    """Journaled payments and refunds neither billing nor the ERP lists: posted but absent."""
-    expected = exists().where(
-        ReconExpectedPayment.run_id == run_id, ReconExpectedPayment.reference == journal.c.reference
-    )
-    in_erp = exists().where(
-        ReconErpPayment.run_id == run_id, ReconErpPayment.reference == journal.c.reference
-    )
-    names, query = _item_columns(
-        run_id,
-        classification=POSTED_BUT_ABSENT,
-        reference=journal.c.reference,
-        kind=journal.c.kind,
-        customer_id=journal.c.customer_id,
-        currency=journal.c.currency,
-        amount=journal.c.amount,
-        journal_amount=journal.c.amount,
-        detail="Journaled as ERP "
-        + journal.c.kind
-        + " "
-        + journal.c.erp_document_id
-        + "; neither the ERP nor billing holds this reference",
-        remedy=REMEDIES[POSTED_BUT_ABSENT],
-    )
-    return _insert_items(names, query.select_from(journal).where(~expected, ~in_erp))
 
 
 # --- totals: tax per rate, open receivables ----------------------------------------------
