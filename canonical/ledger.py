@@ -27,6 +27,12 @@ PAYOUT_SUFFIX = "/payout"
 # Reconciliation's healing replays a document with an event id of this prefix: the ledger then
 # looks again even at a document it had settled (a payment may be missing behind it).
 HEAL_EVENT_PREFIX = "recon:"
+# Journal entries made by a finance decision instead of an ERP posting carry an ERP document
+# id of one of these prefixes: `resolve_manually` (finance posted it by hand, under the ERP
+# number given) and `reject` (finance decided it is never to be posted; the id names the
+# exception). The journal then tells every later look, healing included, that it is done.
+MANUAL_POSTING_PREFIX = "manual:"
+REJECTED_POSTING_PREFIX = "rejected:"
 # Billing metadata naming the support case a credit note was made for: such a credit note is
 # a support credit, booked on finance's `support_credits` entry whichever way it reaches the ERP.
 SUPPORT_CASE_METADATA = "case_id"

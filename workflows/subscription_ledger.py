@@ -72,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         HEAL_EVENT_PREFIX,
         LEDGER_PROCESS,
         LEDGER_WORKFLOW,
+        MANUAL_POSTING_PREFIX,
         PAYOUT_SUFFIX,
         BillingEventRef,
         SubscriptionLedgerInput,
@@ -623,7 +624,7 @@ class SubscriptionLedgerWorkflow:
         for posting in required_postings(document):
             if await self._journaled(posting.reference) is None:
                 number = decision.manual_erp_number
-                await self._journal(posting, f"manual:{number}", number, event)
+                await self._journal(posting, MANUAL_POSTING_PREFIX + str(number), number, event)
 
     async def _journal_money_manually(
         self, event: BillingEventRef, decision: FinanceDecision
@@ -634,8 +635,8 @@ class SubscriptionLedgerWorkflow:
         for reference, document_type, customer_id, amount in self._manual_journal:
             if await self._journaled(reference) is None:
                 await self._journal_entry(
-                    reference, document_type, customer_id, amount, f"manual:{number}", number,
-                    event,
+                    reference, document_type, customer_id, amount,
+                    MANUAL_POSTING_PREFIX + str(number), number, event,
                 )  # fmt: skip
 
     async def _journal(
