@@ -20,6 +20,10 @@ from canonical.payments import Payment, PaymentPosting, Refund
 LEDGER_PROCESS = "amendment_to_erp"
 LEDGER_WORKFLOW = "SubscriptionLedger"  # the workflow type: signal-with-start by name
 BILLING_EVENT_SIGNAL = "billing_event"
+# Asks a running ledger to continue as new once it is idle: the new run takes the code
+# deployed now, patches included (`workflow.patched` answers once per run, so a run begun
+# before a deployment keeps that deployment's behaviour until it continues as new).
+REFRESH_SIGNAL = "refresh"
 VOID_SUFFIX = "/void"
 # A refund made without a billing credit note is two ERP rows: its credit note (reference =
 # the refund id) and the payment out applied to it (this suffix), each journaled once.

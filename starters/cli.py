@@ -125,6 +125,13 @@ def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ledgers(_args: argparse.Namespace, settings: Settings) -> int:
+    """After a deployment: every running ledger continues as new on the code deployed now."""
+    body = call_api(settings, "post", "/v1/ledgers:refresh", role="ops").json()
+    echo(f"{body['signalled']} running ledger(s) asked to continue as new once idle")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Billing events of a date range fed through the webhook path again, via the API."""
     from adapters.bootstrap import build_billing
@@ -259,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     accounts = sub.add_parser("accounts", help="customer cross-references across systems")
     accounts.add_argument("action", choices=["sync", "show"])
     accounts.add_argument("customer_id")
+    ledgers = sub.add_parser(
+        "ledgers", help="the amendment-to-ERP ledgers (refresh: take up a new deployment)"
+    )
+    ledgers.add_argument("action", choices=["refresh"])
     sub.add_parser("schemas", help="export the canonical JSON Schemas")
     sub.add_parser("migrate", help="bring the integration store schema up to date")
     add_parsers(sub)
@@ -288,6 +299,7 @@ COMMANDS = {
     "api": cmd_api,
     "status": cmd_status,
     "accounts": cmd_accounts,
+    "ledgers": cmd_ledgers,
     "schemas": cmd_schemas,
     "migrate": cmd_migrate,
     "finance": cmd_finance,

@@ -74,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         LEDGER_WORKFLOW,
         MANUAL_POSTING_PREFIX,
         PAYOUT_SUFFIX,
+        REFRESH_SIGNAL,
         BillingEventRef,
         SubscriptionLedgerInput,
         document_ledger_id,
@@ -148,6 +149,7 @@ class SubscriptionLedgerWorkflow:
         self._current_details: dict[str, Any] = {}
         self._manual_journal: list[tuple[str, str, str, Money]] = []
         self._input: SubscriptionLedgerInput | None = None
+        self._refresh_requested = False
 
     @workflow.run
     async def run(self, request: SubscriptionLedgerInput) -> None:
@@ -161,21 +163,25 @@ class SubscriptionLedgerWorkflow:
             self._set_status("waiting", "Waiting for billing events")
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._pending), timeout=IDLE_BEFORE_FRESH_HISTORY
+                    lambda: bool(self._pending) or self._refresh_requested,
+                    timeout=IDLE_BEFORE_FRESH_HISTORY,
                 )
             except TimeoutError:
                 if self._subscription_canceled:
                     self._set_status("closed", "Subscription canceled; nothing left to post")
                     return
                 break
-            await workflow.sleep(REORDER_WINDOW)
+            if self._pending:
+                await workflow.sleep(REORDER_WINDOW)
             while self._pending:
                 self._pending.sort(key=BillingEventRef.billing_order)
                 event = self._pending.pop(0)
                 await self._process(event)
                 self._processed += 1
-            if self._processed >= request.continue_as_new_after or (
-                workflow.info().is_continue_as_new_suggested()
+            if (
+                self._refresh_requested
+                or self._processed >= request.continue_as_new_after
+                or workflow.info().is_continue_as_new_suggested()
             ):
                 break
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -193,6 +199,12 @@ class SubscriptionLedgerWorkflow:
     @workflow.signal(name=BILLING_EVENT_SIGNAL)
     def billing_event(self, event: BillingEventRef) -> None:
         self._enqueue(event)
+
+    @workflow.signal(name=REFRESH_SIGNAL)
+    def refresh(self) -> None:
+        """Continue as new once the events at hand are done (see REFRESH_SIGNAL). Runs
+        recorded before this signal existed never received it, so they replay unchanged."""
+        self._refresh_requested = True
 
     @workflow.query(name="status")
     def status(self) -> LedgerStatus:

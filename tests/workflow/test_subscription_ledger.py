@@ -15,7 +15,12 @@ from typing import Any, cast
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -55,7 +60,7 @@ from canonical import (
     Refund,
     Subscription,
 )
-from canonical.ledger import BillingEventRef, SubscriptionLedgerInput
+from canonical.ledger import REFRESH_SIGNAL, BillingEventRef, SubscriptionLedgerInput
 from canonical.mapping import FinanceMapping, PaymentJournal, ProductAccount
 from starters.routing import ProcessStart, signal_with_start
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
@@ -722,6 +727,31 @@ async def test_long_history_continues_as_new_carrying_only_what_is_pending(
     assert description.typed_search_attributes.get(visibility.CUSTOMER_ID) == "cus_1"
     assert world.post_calls == 5
     assert world.erp_order == [f"in_{n}" for n in range(1, 6)]
+
+
+async def test_refresh_continues_as_new_once_idle_and_keeps_what_it_has_seen(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """After a deployment, ops refresh the running ledgers: each continues as new (so it
+    takes up the new code's patches) without losing what it has seen or has still to do."""
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_1"] = invoice("in_1", "10.00", minute=1)
+    world.documents["in_2"] = invoice("in_2", "20.00", minute=2)
+    workflow_id = await deliver(env.client, queue_prefix, event("evt_1", "in_1", 100))
+    handle = env.client.get_workflow_handle(workflow_id)
+    first_run = (await handle.describe()).run_id
+    async with running(env.client, queue_prefix, world):
+        await until(lambda: "in_1" in world.journal, env, "first posting")
+        await handle.signal(REFRESH_SIGNAL)
+        await env.sleep(timedelta(seconds=5))
+        description = await handle.describe()
+        # The new run still knows evt_1 (a redelivery posts nothing) and posts what is new.
+        await handle.signal("billing_event", event("evt_1", "in_1", 100))
+        await handle.signal("billing_event", event("evt_2", "in_2", 200))
+        await until(lambda: "in_2" in world.journal, env, "second posting")
+    assert description.run_id != first_run
+    assert description.status == WorkflowExecutionStatus.RUNNING
+    assert world.post_calls == 2
 
 
 # --- money that moved: payments and refunds --------------------------------------------
