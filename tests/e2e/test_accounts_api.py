@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
+from adapters.task_queues import task_queue
+from canonical.ledger import SubscriptionLedgerInput
 from tests.e2e.conftest import API_KEYS, Stack, eventually
 from workflows.account_sync import AccountSyncWorkflow
+from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
 pytestmark = pytest.mark.e2e
 
@@ -78,3 +82,36 @@ async def test_an_id_billing_could_not_have_made_is_a_422(stack: Stack) -> None:
         response = httpx.get(f"{stack.api_url}/v1/accounts/{customer_id}", headers=_auth("ops"))
         assert response.status_code == 422, customer_id
         assert response.json()["error"].startswith("path.customer_id: "), response.text
+
+
+async def test_ops_refresh_the_running_ledgers_which_continue_as_new(
+    stack: Stack, in_process_worker: None
+) -> None:
+    """After a deployment, ops ask every running ledger to continue as new on the new code;
+    a role that may not is refused and nothing is asked."""
+    workflow_id = f"subscription/sub_refresh-{stack.settings.task_queue_prefix}"
+    ledger = await stack.client.start_workflow(
+        SubscriptionLedgerWorkflow.run,
+        SubscriptionLedgerInput(
+            subscription_id="sub_refresh", customer_id="cus_refresh", supported_currencies=["USD"]
+        ),
+        id=workflow_id,
+        task_queue=task_queue(stack.settings.task_queue_prefix),
+    )
+    first_run = ledger.result_run_id
+
+    refused = httpx.post(f"{stack.api_url}/v1/ledgers:refresh", headers=_auth("support"))
+    assert refused.status_code == 403
+    assert (await ledger.describe()).run_id == first_run
+
+    response = httpx.post(f"{stack.api_url}/v1/ledgers:refresh", headers=_auth("ops"))
+    assert response.status_code == 200
+    assert workflow_id in response.json()["workflow_ids"]
+
+    async def new_run() -> str | None:
+        description = await ledger.describe()
+        return description.run_id if description.run_id != first_run else None
+
+    await eventually(new_run, "the ledger continuing as new")
+    assert (await ledger.describe()).status == WorkflowExecutionStatus.RUNNING
+    await ledger.terminate("test over")
