@@ -63,6 +63,7 @@ from adapters.store.models import (
     utcnow,
 )
 from adapters.store.store import IntegrationStore
+from canonical.ledger import REJECTED_POSTING_PREFIX
 from canonical.money import CURRENCY_EXPONENTS, CurrencyError
 from canonical.reconciliation import (
     AMOUNT_MISMATCH,
@@ -79,6 +80,7 @@ from canonical.reconciliation import (
     POSTED_BUT_ABSENT,
     RECEIVABLE_DIFFERS,
     REFUND_MISSING_IN_ERP,
+    REJECTED_BY_FINANCE,
     REMEDIES,
     TAX_DIFFERS,
     TICKET_CREDIT_WITHOUT_BILLING,
@@ -697,13 +699,16 @@ def _erp_by_reference(run_id: str) -> Subquery:
 
 
 def _journal_by_reference(run_id: str, *, payments: bool) -> Subquery:
-    """The journal's documents, or its payments and refunds, one row per reference."""
+    """The journal's documents, or its payments and refunds, one row per reference (with
+    how many of its entries record finance's rejection instead of a posting)."""
     entry = ReconJournalEntry
     of_kind = entry.kind.in_(PAYMENT_KINDS) if payments else entry.kind.not_in(PAYMENT_KINDS)
+    rejection = entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX, autoescape=True)
     return (
         select(
             entry.reference,
             func.count().label("entries"),
+            func.count(case((rejection, 1))).label("rejections"),
             func.min(entry.kind).label("kind"),
             func.min(entry.currency).label("currency"),
             func.min(entry.amount).label("amount"),
@@ -714,6 +719,18 @@ def _journal_by_reference(run_id: str, *, payments: bool) -> Subquery:
         .group_by(entry.reference)
         .subquery("payment_journal" if payments else "journal")
     )
+
+
+def _rejected_by_finance(journal: Subquery) -> ColumnElement[bool]:
+    """Every journal entry of the reference records finance's rejection: nothing was posted
+    and nothing is to be (a real or hand posting beside it keeps the reference unexplained)."""
+    return journal.c.rejections == journal.c.entries
+
+
+def _rejection_detail(journal: Subquery, *, then: str | SQLColumnExpression[str]) -> Any:
+    """'Finance rejected its posting in exception exception/…; <then>'."""
+    exception_id = func.substr(journal.c.erp_document_id, len(REJECTED_POSTING_PREFIX) + 1)
+    return "Finance rejected its posting in exception " + exception_id + "; " + then
 
 
 Branch = tuple[ColumnElement[bool], ReconClass, SQLColumnExpression[str] | str | None]
@@ -842,6 +859,11 @@ def _expected_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
                 _differences("billing", erp, e.kind, e.currency, e.amount),
             ),
             (
+                _rejected_by_finance(journal),
+                REJECTED_BY_FINANCE,
+                _rejection_detail(journal, then="the ERP holds no document with this reference"),
+            ),
+            (
                 journal.c.entries.is_not(None),
                 POSTED_BUT_ABSENT,
                 "Journaled as ERP document "
@@ -954,7 +976,7 @@ def _unreferenced_erp_findings(run_id: str, *, payments: bool = False) -> Insert
 
 def _journal_only_findings(run_id: str, journal: Subquery, *, payments: bool = False) -> Insert:
     """Journal entries (documents, or payments and refunds) neither billing nor the ERP
-    knows: posted but absent."""
+    knows: posted but absent, or rejected by finance."""
     expected_model: type[ReconExpected] | type[ReconExpectedPayment]
     erp_model: type[ReconErpDocument] | type[ReconErpPayment]
     what: SQLColumnExpression[Any] | str
@@ -966,21 +988,22 @@ def _journal_only_findings(run_id: str, journal: Subquery, *, payments: bool = F
         expected_model.run_id == run_id, expected_model.reference == journal.c.reference
     )
     in_erp = exists().where(erp_model.run_id == run_id, erp_model.reference == journal.c.reference)
+    neither = "neither the ERP nor billing holds this reference"
+    decision = _classified(
+        [(_rejected_by_finance(journal), REJECTED_BY_FINANCE,
+          _rejection_detail(journal, then=neither))],
+        otherwise=(POSTED_BUT_ABSENT,
+                   "Journaled as ERP " + what + " " + journal.c.erp_document_id + "; " + neither),
+    )  # fmt: skip
     names, query = _item_columns(
         run_id,
-        classification=POSTED_BUT_ABSENT,
         reference=journal.c.reference,
         kind=journal.c.kind,
         customer_id=journal.c.customer_id,
         currency=journal.c.currency,
         amount=journal.c.amount,
         journal_amount=journal.c.amount,
-        detail="Journaled as ERP "
-        + what
-        + " "
-        + journal.c.erp_document_id
-        + "; neither the ERP nor billing holds this reference",
-        remedy=REMEDIES[POSTED_BUT_ABSENT],
+        **decision,
     )
     return _insert_items(names, query.select_from(journal).where(~expected, ~in_erp))
 
@@ -1129,6 +1152,12 @@ def _expected_payment_findings(run_id: str, erp: Subquery, journal: Subquery) ->
                 erp.c.documents == 1,
                 PAYMENT_AMOUNT_MISMATCH,
                 _payment_differences("billing", erp, e.kind, e.currency, e.amount, e.applies_to),
+            ),
+            (
+                _rejected_by_finance(journal),
+                REJECTED_BY_FINANCE,
+                _rejection_detail(journal, then="the ERP holds no " + e.kind
+                                  + " with this reference"),
             ),
             (
                 journal.c.entries.is_not(None),
@@ -1398,12 +1427,33 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
         SELECT
           (SELECT count(DISTINCT j.reference) FROM recon_journal j
            WHERE j.run_id = :run_id AND j.kind NOT IN ('payment', 'refund')
+             AND j.erp_document_id NOT LIKE 'rejected:%'
              AND NOT EXISTS (SELECT 1 FROM recon_erp r
                              WHERE r.run_id = j.run_id AND r.reference = j.reference))
         + (SELECT count(DISTINCT j.reference) FROM recon_journal j
            WHERE j.run_id = :run_id AND j.kind IN ('payment', 'refund')
+             AND j.erp_document_id NOT LIKE 'rejected:%'
              AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
                              WHERE r.run_id = j.run_id AND r.reference = j.reference))
+    """,
+    REJECTED_BY_FINANCE: """
+        SELECT
+          (SELECT count(DISTINCT j.reference) FROM recon_journal j
+           WHERE j.run_id = :run_id AND j.kind NOT IN ('payment', 'refund')
+             AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                             WHERE r.run_id = j.run_id AND r.reference = j.reference)
+             AND NOT EXISTS (SELECT 1 FROM recon_journal j2
+                             WHERE j2.run_id = j.run_id AND j2.reference = j.reference
+                               AND j2.kind NOT IN ('payment', 'refund')
+                               AND j2.erp_document_id NOT LIKE 'rejected:%'))
+        + (SELECT count(DISTINCT j.reference) FROM recon_journal j
+           WHERE j.run_id = :run_id AND j.kind IN ('payment', 'refund')
+             AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
+                             WHERE r.run_id = j.run_id AND r.reference = j.reference)
+             AND NOT EXISTS (SELECT 1 FROM recon_journal j2
+                             WHERE j2.run_id = j.run_id AND j2.reference = j.reference
+                               AND j2.kind IN ('payment', 'refund')
+                               AND j2.erp_document_id NOT LIKE 'rejected:%'))
     """,
     AMOUNT_MISMATCH: """
         SELECT

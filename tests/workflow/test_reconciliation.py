@@ -92,6 +92,7 @@ FINDINGS = [
     finding(2, "amount_mismatch"),
     finding(3, "payment_missing_in_erp", "inpay_3", "payment", "in_3"),
     finding(4, "tax_differs", "VAT 20%", "tax", ""),
+    finding(5, "rejected_by_finance"),  # explained: neither replayed nor handed to finance
 ]
 
 
