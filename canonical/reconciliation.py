@@ -18,6 +18,7 @@ ReconClass = Literal[
     "matched_to_journal",
     "missing_in_erp",
     "posted_but_absent",
+    "rejected_by_finance",
     "amount_mismatch",
     "duplicate_in_erp",
     "orphan_in_erp",
@@ -33,6 +34,10 @@ MATCHED: Final = "matched"
 MATCHED_TO_JOURNAL: Final = "matched_to_journal"
 MISSING_IN_ERP: Final = "missing_in_erp"
 POSTED_BUT_ABSENT: Final = "posted_but_absent"
+# Billing holds it, the ERP does not, and the journal says finance rejected its posting (an
+# entry of `canonical.ledger.REJECTED_POSTING_PREFIX`): explained, never replayed. (A
+# `manual:` entry without the ERP document stays posted_but_absent: the ERP should hold it.)
+REJECTED_BY_FINANCE: Final = "rejected_by_finance"
 AMOUNT_MISMATCH: Final = "amount_mismatch"
 DUPLICATE_IN_ERP: Final = "duplicate_in_erp"
 ORPHAN_IN_ERP: Final = "orphan_in_erp"
@@ -58,6 +63,8 @@ REMEDIES: Final[dict[ReconClass, str]] = {
     MATCHED_TO_JOURNAL: "None: the ERP holds what we journaled; billing lists it elsewhere.",
     MISSING_IN_ERP: "Auto-heal: replay the normal posting path for the billing document.",
     POSTED_BUT_ABSENT: "Finance exception: the journal records a posting the ERP does not hold.",
+    REJECTED_BY_FINANCE: "None: finance rejected its posting in the exception the detail names; "
+    "post it by hand if that decision changes.",
     AMOUNT_MISMATCH: "Finance exception: correct the ERP document or the billing document.",
     DUPLICATE_IN_ERP: "Finance exception: cancel or credit the extra ERP documents.",
     ORPHAN_IN_ERP: "Finance exception: trace the ERP document's origin or reverse it.",
@@ -74,7 +81,9 @@ REMEDIES: Final[dict[ReconClass, str]] = {
 # What a later healing step does with each class.
 IN_AGREEMENT: Final = frozenset({MATCHED, MATCHED_TO_JOURNAL})
 HEALABLE: Final = frozenset({MISSING_IN_ERP, PAYMENT_MISSING_IN_ERP, REFUND_MISSING_IN_ERP})
-EXCEPTIONS: Final = frozenset(set(CLASSES) - IN_AGREEMENT - HEALABLE)
+# Differences finance has already decided: reported, neither healed nor handed back to finance.
+EXPLAINED: Final = frozenset({REJECTED_BY_FINANCE})
+EXCEPTIONS: Final = frozenset(set(CLASSES) - IN_AGREEMENT - HEALABLE - EXPLAINED)
 
 
 class BillingDocumentPage(BaseModel):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.settings import Settings
+from canonical.reconciliation import EXPLAINED, IN_AGREEMENT
 from starters.console import ApiCallFailed, call_api, echo, money, table
 
 POLL_SECONDS = 1.0
@@ -60,10 +61,11 @@ def _follow(settings: Settings, workflow_id: str, timeout: float) -> dict[str, A
 def _print_result(result: dict[str, Any]) -> None:
     rows = [(cls, n) for cls, n in result["counts"].items() if n]
     echo(table(("class", "items"), rows or [("(nothing loaded)", 0)]))
+    explained = sum(n for cls, n in result["counts"].items() if cls in EXPLAINED)
     echo(
         f"{result['in_agreement']} in agreement, {result['healed']} healed, "
         f"{len(result['exceptions_opened'])} finance exception(s) opened, "
-        f"{result['unexplained']} unexplained"
+        f"{explained} explained by finance's decisions, {result['unexplained']} unexplained"
     )
 
 
@@ -95,7 +97,7 @@ def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | No
                         params=params).json()  # fmt: skip
         items.extend(page["items"])
         after = page["next_after_id"]
-    differences = [i for i in items if i["classification"] not in ("matched", "matched_to_journal")]
+    differences = [i for i in items if i["classification"] not in IN_AGREEMENT]
     if differences:
         echo(table(
             ("class", "kind", "reference", "customer", "amount", "ERP", "outcome", "detail"),

@@ -47,7 +47,7 @@ R = TypeVar("R")
 PROCESS = "reconciliation"
 # Where each source is read. The three systems are read side by side, each chain in its
 # order: the journal snapshot needs billing's references (documents, payments, refunds), so
-# it comes after them; what customers owe is read last on both sides, near in time.
+# it comes after them. What customers owe is read once every chain is done (RECEIVABLES).
 SYSTEM_OF = {"invoices": "billing", "credit_notes": "billing", "balance_credits": "billing",
              "payments": "billing", "refunds": "billing", "journal": "",
              "receivables": "billing", "erp": "erp", "erp_payments": "erp",
@@ -63,6 +63,18 @@ CHAINS: tuple[tuple[str, ...], ...] = (
     ("erp", "erp_payments", "erp_receivables"),
     ("tickets",),
 )  # fmt: skip
+# Billing's receivables, then the ERP's, back to back after every other read. Read at the
+# end of chains of different lengths, minutes could part them, and any payment made in
+# between shows as a false receivable_differs. Billing first: money reaches the ERP only
+# from billing, through the ledger, so a payment made after billing's read is seen by
+# neither side unless the ledger posts it within the gap; read the other way round, every
+# payment made in the gap is in billing and not in the ERP.
+RECEIVABLES: tuple[str, ...] = ("receivables", "erp_receivables")
+RECEIVABLES_PATCH = "recon-receivables-billing-then-erp"
+CHAINS_BEFORE_RECEIVABLES = tuple(
+    tuple(source for source in chain if source not in RECEIVABLES) for chain in CHAINS
+)
+# Runs started before the receivables were read together read them at each chain's end.
 # Runs started before payments, refunds, tax and receivables were reconciled read these.
 DOCUMENT_CHAINS: tuple[tuple[str, ...], ...] = (
     ("invoices", "credit_notes", "balance_credits", "journal"),
@@ -203,7 +215,7 @@ class ReconciliationWorkflow:
         """Read every source; past the history budget, every chain stops after its page in
         flight and the run continues as new from the cursors."""
         self._set_status("loading", f"Loading billing, ERP and tickets for {progress.run_id}")
-        chains = CHAINS if workflow.patched(MONEY_PATCH) else DOCUMENT_CHAINS
+        chains, last = self._chains()
         budget_spent = False
 
         async def read(chain: tuple[str, ...]) -> None:
@@ -222,10 +234,19 @@ class ReconciliationWorkflow:
                     budget_spent = history > request.continue_after_events
 
         await asyncio.gather(*(read(chain) for chain in chains))
-        unread = [s for chain in chains for s in chain if s not in progress.done]
+        await read(last)  # reads nothing once the budget is spent
+        unread = [s for chain in (*chains, last) for s in chain if s not in progress.done]
         if budget_spent and unread:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(request.model_copy(update={"progress": progress}))
+
+    @staticmethod
+    def _chains() -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
+        """The chains read side by side, and the one read after them, as the run's code
+        version reads them."""
+        if workflow.patched(RECEIVABLES_PATCH):
+            return CHAINS_BEFORE_RECEIVABLES, RECEIVABLES
+        return (CHAINS if workflow.patched(MONEY_PATCH) else DOCUMENT_CHAINS), ()
 
     async def _load_page(
         self, request: ReconciliationInput, progress: ReconProgress, source: str, cursor: str | None

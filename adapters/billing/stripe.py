@@ -1125,17 +1125,23 @@ class StripeBilling:
 
     async def _refunds(self, refunds: Sequence[Mapping[str, Any]], operation: str) -> list[Refund]:
         """Refunds with what they give back found in billing: the invoice payment of their
-        payment intent (`invoice_payments?payment[payment_intent]=`), and the credit note of
-        that invoice whose `refunds` names them. Lookups are shared by refunds of one charge.
+        payment intent (`invoice_payments?payment[payment_intent]=`), or of their charge when
+        it was made without one (`payment[type]=charge`, the older shape), and the credit note
+        of that invoice whose `refunds` names them. Lookups are shared by refunds of one charge.
         A payment intent that paid several invoices leaves the payment unresolved (None):
         which invoice a refund gives back is then finance's to say."""
         paid_by_intent: dict[str, list[dict[str, Any]]] = {}
+        paid_by_charge: dict[str, dict[str, list[dict[str, Any]]]] = {}  # per customer
         notes_by_invoice: dict[str, list[dict[str, Any]]] = {}
         customers_by_charge: dict[str, str] = {}
         resolved = []
         for data in refunds:
+            customer_id = _id_of(data.get("customer"))
+            if not customer_id:
+                customer_id = await self._charge_customer(data, customers_by_charge, operation)
             intent_id = _id_of(data.get("payment_intent"))
-            payment: dict[str, Any] | None = None
+            charge_id = _id_of(data.get("charge"))
+            paid: list[dict[str, Any]] = []
             if intent_id:
                 intent_id = _answered_id(intent_id, "pi_", operation)
                 if intent_id not in paid_by_intent:
@@ -1147,7 +1153,14 @@ class StripeBilling:
                         )
                     ]  # fmt: skip
                 paid = paid_by_intent[intent_id]
-                payment = paid[0] if len(paid) == 1 else None
+            elif charge_id:
+                charge_id = _answered_id(charge_id, "ch_", operation)
+                if customer_id not in paid_by_charge:
+                    paid_by_charge[customer_id] = await self._payments_by_charge(
+                        customer_id, operation
+                    )
+                paid = paid_by_charge[customer_id].get(charge_id, [])
+            payment = paid[0] if len(paid) == 1 else None
             invoice_id = _id_of(payment.get("invoice")) if payment else None
             credit_note_id = None
             if invoice_id:
@@ -1162,9 +1175,6 @@ class StripeBilling:
                 credit_note_id = credit_note_of_refund(
                     notes_by_invoice[invoice_id], str(data.get("id"))
                 )
-            customer_id = _id_of(data.get("customer"))
-            if not customer_id:
-                customer_id = await self._charge_customer(data, customers_by_charge, operation)
             mapper = functools.partial(
                 refund_from_stripe,
                 customer_id=customer_id,
@@ -1174,6 +1184,26 @@ class StripeBilling:
             )
             resolved.append(self._mapped(mapper, data, operation))
         return resolved
+
+    async def _payments_by_charge(
+        self, customer_id: str, operation: str
+    ) -> dict[str, list[dict[str, Any]]]:
+        """A customer's paid invoice payments made by a charge without a payment intent
+        (`payment[type]=charge`), by charge id. Stripe lists invoice payments by invoice or
+        payment intent only, so this reads the customer's invoices that were paid something,
+        then their payments: only for refunds of such a charge, which are rare."""
+        by_charge: dict[str, list[dict[str, Any]]] = {}
+        invoices = {"customer": customer_id, "limit": 100}
+        async for invoice in self._pages(self._v1.invoices.list_async, invoices, operation):
+            if not invoice.get("amount_paid"):
+                continue
+            invoice_id = _answered_id(str(invoice.get("id")), "in_", operation)
+            paid = {"invoice": invoice_id, "status": "paid", "limit": 100}
+            async for p in self._pages(self._v1.invoice_payments.list_async, paid, operation):
+                details = p.get("payment") or {}
+                if details.get("type") == "charge" and details.get("charge"):
+                    by_charge.setdefault(str(_id_of(details["charge"])), []).append(p)
+        return by_charge
 
     async def _charge_customer(
         self, refund: Mapping[str, Any], known: dict[str, str], operation: str

@@ -63,6 +63,7 @@ from adapters.store.models import (
     utcnow,
 )
 from adapters.store.store import IntegrationStore
+from canonical.ledger import REJECTED_POSTING_PREFIX
 from canonical.money import CURRENCY_EXPONENTS, CurrencyError
 from canonical.reconciliation import (
     AMOUNT_MISMATCH,
@@ -79,6 +80,7 @@ from canonical.reconciliation import (
     POSTED_BUT_ABSENT,
     RECEIVABLE_DIFFERS,
     REFUND_MISSING_IN_ERP,
+    REJECTED_BY_FINANCE,
     REMEDIES,
     TAX_DIFFERS,
     TICKET_CREDIT_WITHOUT_BILLING,
@@ -659,7 +661,7 @@ def _classification(run_id: str) -> list[Executable]:
     share the refund's id as reference); then the totals: tax per rate, receivables."""
     erp = _erp_by_reference(run_id)
     journal = _journal_by_reference(run_id, payments=False)
-    erp_payments = _erp_payments_by_reference(run_id)
+    erp_payments = _erp_by_reference(run_id, payments=True)
     payment_journal = _journal_by_reference(run_id, payments=True)
     return [
         _expected_findings(run_id, erp, journal),
@@ -668,8 +670,8 @@ def _classification(run_id: str) -> list[Executable]:
         _journal_only_findings(run_id, journal),
         _credit_without_ticket(run_id),
         _ticket_credit_without_billing(run_id),
-        _expected_payment_findings(run_id, erp_payments, payment_journal),
-        _erp_only_payment_findings(run_id, erp_payments, payment_journal),
+        _expected_findings(run_id, erp_payments, payment_journal, payments=True),
+        _erp_only_findings(run_id, erp_payments, payment_journal, payments=True),
         _unreferenced_erp_findings(run_id, payments=True),
         _journal_only_findings(run_id, payment_journal, payments=True),
         _tax_findings(run_id),
@@ -677,33 +679,44 @@ def _classification(run_id: str) -> list[Executable]:
     ]
 
 
-def _erp_by_reference(run_id: str) -> Subquery:
-    doc = ReconErpDocument
+def _erp_by_reference(run_id: str, *, payments: bool = False) -> Subquery:
+    """The ERP's documents, or its payments and refunds (with what each is applied to), one
+    row per reference."""
+    erp: type[ReconErpDocument] | type[ReconErpPayment]
+    erp, applied = (
+        (ReconErpPayment, [func.min(ReconErpPayment.applies_to).label("applies_to")])
+        if payments
+        else (ReconErpDocument, [])
+    )
     return (
         select(
-            doc.reference,
+            erp.reference,
             func.count().label("documents"),
-            func.min(doc.kind).label("kind"),
-            func.min(doc.currency).label("currency"),
-            func.sum(doc.amount).label("amount"),
-            func.min(doc.state).label("state"),
-            func.min(doc.customer_id).label("customer_id"),
-            func.aggregate_strings(doc.erp_document_id, ",").label("erp_document_ids"),
+            func.min(erp.kind).label("kind"),
+            func.min(erp.currency).label("currency"),
+            func.sum(erp.amount).label("amount"),
+            func.min(erp.state).label("state"),
+            func.min(erp.customer_id).label("customer_id"),
+            *applied,
+            func.aggregate_strings(erp.erp_document_id, ",").label("erp_document_ids"),
         )
-        .where(doc.run_id == run_id, doc.reference.is_not(None))
-        .group_by(doc.reference)
-        .subquery("erp")
-    )
+        .where(erp.run_id == run_id, erp.reference.is_not(None))
+        .group_by(erp.reference)
+        .subquery("erp_payments" if payments else "erp")
+    )  # fmt: skip
 
 
 def _journal_by_reference(run_id: str, *, payments: bool) -> Subquery:
-    """The journal's documents, or its payments and refunds, one row per reference."""
+    """The journal's documents, or its payments and refunds, one row per reference (with
+    how many of its entries record finance's rejection instead of a posting)."""
     entry = ReconJournalEntry
     of_kind = entry.kind.in_(PAYMENT_KINDS) if payments else entry.kind.not_in(PAYMENT_KINDS)
+    rejection = entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX, autoescape=True)
     return (
         select(
             entry.reference,
             func.count().label("entries"),
+            func.count(case((rejection, 1))).label("rejections"),
             func.min(entry.kind).label("kind"),
             func.min(entry.currency).label("currency"),
             func.min(entry.amount).label("amount"),
@@ -714,6 +727,18 @@ def _journal_by_reference(run_id: str, *, payments: bool) -> Subquery:
         .group_by(entry.reference)
         .subquery("payment_journal" if payments else "journal")
     )
+
+
+def _rejected_by_finance(journal: Subquery) -> ColumnElement[bool]:
+    """Every journal entry of the reference records finance's rejection: nothing was posted
+    and nothing is to be (a real or hand posting beside it keeps the reference unexplained)."""
+    return journal.c.rejections == journal.c.entries
+
+
+def _rejection_detail(journal: Subquery, *, then: str | SQLColumnExpression[str]) -> Any:
+    """'Finance rejected its posting in exception exception/…; <then>'."""
+    exception_id = func.substr(journal.c.erp_document_id, len(REJECTED_POSTING_PREFIX) + 1)
+    return "Finance rejected its posting in exception " + exception_id + "; " + then
 
 
 Branch = tuple[ColumnElement[bool], ReconClass, SQLColumnExpression[str] | str | None]
@@ -745,21 +770,31 @@ def _differences(
     kind: SQLColumnExpression[str],
     currency: SQLColumnExpression[str],
     amount: SQLColumnExpression[Decimal],
+    applies_to: SQLColumnExpression[str] | None = None,
+    *,
+    payments: bool = False,
 ) -> ColumnElement[str]:
-    """'ERP document differs from billing in: kind (invoice vs credit_note), amount'."""
+    """'ERP document differs from billing in: kind (invoice vs credit_note), amount', or for
+    money moved 'ERP refund differs from billing in: amount, applied to (re_1 vs cn_1)'."""
     pieces: list[ColumnElement[str]] = [
-        case(
-            (kind != erp.c.kind, " kind (" + kind + " vs " + erp.c.kind + "),"),
-            else_="",
-        ),
+        case((kind != erp.c.kind, " kind (" + kind + " vs " + erp.c.kind + "),"), else_=""),
         case(
             (currency != erp.c.currency, " currency (" + currency + " vs " + erp.c.currency + "),"),
             else_="",
         ),
         case((amount != erp.c.amount, " amount,"), else_=""),
-        case((erp.c.state == CANCELLED, " state (cancelled),"), else_=""),
     ]
-    sentence: ColumnElement[str] = literal(f"ERP document differs from {against} in:", String)
+    if applies_to is not None:
+        applied = func.coalesce(erp.c.applies_to, "(nothing)")
+        pieces.append(
+            case(
+                (applied != applies_to, " applied to (" + applies_to + " vs " + applied + "),"),
+                else_="",
+            )
+        )
+    pieces.append(case((erp.c.state == CANCELLED, " state (cancelled),"), else_=""))
+    what = erp.c.kind if payments else literal("document", String)
+    sentence: ColumnElement[str] = "ERP " + what + f" differs from {against} in:"
     for piece in pieces:
         sentence = sentence + piece
     return func.rtrim(sentence, ",")
@@ -829,28 +864,57 @@ def _insert_items(names: list[str], query: Select[Any]) -> Insert:
     return insert(ReconItem).from_select(names, query)
 
 
-def _expected_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
-    """Every expected reference: matched, mismatched, duplicated, posted but absent, missing."""
-    e = ReconExpected
+def _expected_findings(
+    run_id: str, erp: Subquery, journal: Subquery, *, payments: bool = False
+) -> Insert:
+    """Every reference billing expects, documents or (`payments`) payments and refunds:
+    matched, differing, duplicated, rejected by finance, posted but absent, or missing (the
+    posting path can replay a missing one)."""
+    e: type[ReconExpected] | type[ReconExpectedPayment]
+    what: SQLColumnExpression[str] | str
+    applies_to: SQLColumnExpression[str] | None
+    otherwise: tuple[ReconClass, str]
+    missing: list[Branch] = []
+    billing_only: dict[str, SQLColumnExpression[Any]] = {}
+    if payments:
+        e, what, applies_to = (
+            ReconExpectedPayment,
+            ReconExpectedPayment.kind,
+            ReconExpectedPayment.applies_to,
+        )
+        agrees = and_(_agrees(erp, e.kind, e.currency, e.amount), erp.c.applies_to == applies_to)
+        missing.append(
+            (
+                e.kind == "refund",
+                REFUND_MISSING_IN_ERP,
+                "Neither the ERP nor the posting journal holds this refund",
+            )
+        )
+        otherwise = (
+            PAYMENT_MISSING_IN_ERP,
+            "Neither the ERP nor the posting journal holds this payment",
+        )
+    else:
+        e, what, applies_to = ReconExpected, "document", None
+        agrees = _agrees(erp, e.kind, e.currency, e.amount)
+        otherwise = (MISSING_IN_ERP, "Neither the ERP nor the posting journal holds this reference")
+        billing_only["case_id"] = ReconExpected.case_id
+    holds_none = "the ERP holds no " + what + " with this reference"
     decision = _classified(
         [
-            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp)),
-            (_agrees(erp, e.kind, e.currency, e.amount), MATCHED, None),
-            (
-                erp.c.documents == 1,
-                AMOUNT_MISMATCH,
-                _differences("billing", erp, e.kind, e.currency, e.amount),
-            ),
-            (
-                journal.c.entries.is_not(None),
-                POSTED_BUT_ABSENT,
-                "Journaled as ERP document "
-                + journal.c.erp_document_id
-                + "; the ERP holds no document with this reference",
-            ),
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, payments=payments)),
+            (agrees, MATCHED, None),
+            (erp.c.documents == 1, _mismatch(payments),
+             _differences("billing", erp, e.kind, e.currency, e.amount, applies_to,
+                          payments=payments)),
+            (_rejected_by_finance(journal), REJECTED_BY_FINANCE,
+             _rejection_detail(journal, then=holds_none)),
+            (journal.c.entries.is_not(None), POSTED_BUT_ABSENT,
+             "Journaled as ERP " + what + " " + journal.c.erp_document_id + "; " + holds_none),
+            *missing,
         ],
-        otherwise=(MISSING_IN_ERP, "Neither the ERP nor the posting journal holds this reference"),
-    )
+        otherwise=otherwise,
+    )  # fmt: skip
     names, query = _item_columns(
         run_id,
         reference=e.reference,
@@ -863,7 +927,7 @@ def _expected_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
         journal_amount=journal.c.amount,
         billing_document_id=e.billing_document_id,
         erp_document_ids=erp.c.erp_document_ids,
-        case_id=e.case_id,
+        **billing_only,
         **decision,
     )
     return _insert_items(
@@ -875,17 +939,21 @@ def _expected_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
     )
 
 
-def _erp_only_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
-    """ERP references billing does not expect: duplicates, orphans, or journaled postings
-    of a billing document outside the period (agreeing with the journal, or not)."""
-    e = ReconExpected
+def _erp_only_findings(
+    run_id: str, erp: Subquery, journal: Subquery, *, payments: bool = False
+) -> Insert:
+    """ERP references (documents, or payments and refunds) billing does not list for the
+    period: duplicates, orphans, or journaled postings of a billing document or payment of
+    another period (agreeing with the journal, or not)."""
+    e = ReconExpectedPayment if payments else ReconExpected
+    what = "billing " + erp.c.kind if payments else "billing document"
     decision = _classified(
         [
-            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp)),
+            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, payments=payments)),
             (
                 journal.c.entries.is_(None),
                 ORPHAN_IN_ERP,
-                "The reference matches no billing document and no journal entry",
+                "The reference matches no " + what + " and no journal entry",
             ),
             (
                 _agrees_with_journal(run_id, erp),
@@ -895,10 +963,11 @@ def _erp_only_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
             ),
         ],
         otherwise=(
-            AMOUNT_MISMATCH,
-            _differences("the journal", erp, journal.c.kind, journal.c.currency, journal.c.amount),
+            _mismatch(payments),
+            _differences("the journal", erp, journal.c.kind, journal.c.currency, journal.c.amount,
+                         payments=payments),
         ),
-    )
+    )  # fmt: skip
     names, query = _item_columns(
         run_id,
         reference=erp.c.reference,
@@ -920,7 +989,12 @@ def _erp_only_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
     )
 
 
-def _duplicates(erp: Subquery, what: str = "documents") -> ColumnElement[str]:
+def _mismatch(payments: bool) -> ReconClass:
+    return PAYMENT_AMOUNT_MISMATCH if payments else AMOUNT_MISMATCH
+
+
+def _duplicates(erp: Subquery, *, payments: bool = False) -> ColumnElement[str]:
+    what = "payments" if payments else "documents"
     return (
         cast(erp.c.documents, String)
         + f" ERP {what} carry this reference: "
@@ -954,7 +1028,7 @@ def _unreferenced_erp_findings(run_id: str, *, payments: bool = False) -> Insert
 
 def _journal_only_findings(run_id: str, journal: Subquery, *, payments: bool = False) -> Insert:
     """Journal entries (documents, or payments and refunds) neither billing nor the ERP
-    knows: posted but absent."""
+    knows: posted but absent, or rejected by finance."""
     expected_model: type[ReconExpected] | type[ReconExpectedPayment]
     erp_model: type[ReconErpDocument] | type[ReconErpPayment]
     what: SQLColumnExpression[Any] | str
@@ -966,21 +1040,22 @@ def _journal_only_findings(run_id: str, journal: Subquery, *, payments: bool = F
         expected_model.run_id == run_id, expected_model.reference == journal.c.reference
     )
     in_erp = exists().where(erp_model.run_id == run_id, erp_model.reference == journal.c.reference)
+    neither = "neither the ERP nor billing holds this reference"
+    decision = _classified(
+        [(_rejected_by_finance(journal), REJECTED_BY_FINANCE,
+          _rejection_detail(journal, then=neither))],
+        otherwise=(POSTED_BUT_ABSENT,
+                   "Journaled as ERP " + what + " " + journal.c.erp_document_id + "; " + neither),
+    )  # fmt: skip
     names, query = _item_columns(
         run_id,
-        classification=POSTED_BUT_ABSENT,
         reference=journal.c.reference,
         kind=journal.c.kind,
         customer_id=journal.c.customer_id,
         currency=journal.c.currency,
         amount=journal.c.amount,
         journal_amount=journal.c.amount,
-        detail="Journaled as ERP "
-        + what
-        + " "
-        + journal.c.erp_document_id
-        + "; neither the ERP nor billing holds this reference",
-        remedy=REMEDIES[POSTED_BUT_ABSENT],
+        **decision,
     )
     return _insert_items(names, query.select_from(journal).where(~expected, ~in_erp))
 
@@ -1041,178 +1116,6 @@ def _ticket_credit_without_billing(run_id: str) -> Insert:
         remedy=REMEDIES[TICKET_CREDIT_WITHOUT_BILLING],
     )
     return _insert_items(names, query.where(s.run_id == run_id, ~names_listed, ~case_credited))
-
-
-# --- money moved: payments and refunds ---------------------------------------------------
-
-
-def _erp_payments_by_reference(run_id: str) -> Subquery:
-    pay = ReconErpPayment
-    return (
-        select(
-            pay.reference,
-            func.count().label("documents"),
-            func.min(pay.kind).label("kind"),
-            func.min(pay.currency).label("currency"),
-            func.sum(pay.amount).label("amount"),
-            func.min(pay.state).label("state"),
-            func.min(pay.customer_id).label("customer_id"),
-            func.min(pay.applies_to).label("applies_to"),
-            func.aggregate_strings(pay.erp_document_id, ",").label("erp_document_ids"),
-        )
-        .where(pay.run_id == run_id, pay.reference.is_not(None))
-        .group_by(pay.reference)
-        .subquery("erp_payments")
-    )
-
-
-def _payment_differences(
-    against: str,
-    erp: Subquery,
-    kind: SQLColumnExpression[str],
-    currency: SQLColumnExpression[str],
-    amount: SQLColumnExpression[Decimal],
-    applies_to: SQLColumnExpression[str] | None,
-) -> ColumnElement[str]:
-    """'ERP refund differs from billing in: amount, applied to (re_1 vs cn_1)'."""
-    applied = func.coalesce(erp.c.applies_to, "(nothing)")
-    pieces: list[ColumnElement[str]] = [
-        case((kind != erp.c.kind, " kind (" + kind + " vs " + erp.c.kind + "),"), else_=""),
-        case(
-            (currency != erp.c.currency, " currency (" + currency + " vs " + erp.c.currency + "),"),
-            else_="",
-        ),
-        case((amount != erp.c.amount, " amount,"), else_=""),
-    ]
-    if applies_to is not None:
-        pieces.append(
-            case(
-                (applied != applies_to, " applied to (" + applies_to + " vs " + applied + "),"),
-                else_="",
-            )
-        )
-    pieces.append(case((erp.c.state == CANCELLED, " state (cancelled),"), else_=""))
-    sentence: ColumnElement[str] = "ERP " + erp.c.kind + f" differs from {against} in:"
-    for piece in pieces:
-        sentence = sentence + piece
-    return func.rtrim(sentence, ",")
-
-
-def _payment_agrees_with_journal(run_id: str, erp: Subquery) -> ColumnElement[bool]:
-    entry = ReconJournalEntry
-    return and_(
-        erp.c.documents == 1,
-        erp.c.state != CANCELLED,
-        exists().where(
-            entry.run_id == run_id,
-            entry.reference == erp.c.reference,
-            entry.kind == erp.c.kind,
-            entry.currency == erp.c.currency,
-            entry.amount == erp.c.amount,
-        ),
-    )
-
-
-def _expected_payment_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
-    """Every payment and refund billing holds: matched, differing, duplicated, posted but
-    absent, or missing (the posting path can replay a missing one)."""
-    e = ReconExpectedPayment
-    decision = _classified(
-        [
-            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, "payments")),
-            (
-                and_(_agrees(erp, e.kind, e.currency, e.amount), erp.c.applies_to == e.applies_to),
-                MATCHED,
-                None,
-            ),
-            (
-                erp.c.documents == 1,
-                PAYMENT_AMOUNT_MISMATCH,
-                _payment_differences("billing", erp, e.kind, e.currency, e.amount, e.applies_to),
-            ),
-            (
-                journal.c.entries.is_not(None),
-                POSTED_BUT_ABSENT,
-                "Journaled as ERP " + e.kind + " " + journal.c.erp_document_id
-                + "; the ERP holds no " + e.kind + " with this reference",
-            ),
-            (
-                e.kind == "refund",
-                REFUND_MISSING_IN_ERP,
-                "Neither the ERP nor the posting journal holds this refund",
-            ),
-        ],
-        otherwise=(PAYMENT_MISSING_IN_ERP, "Neither the ERP nor the posting journal holds this "
-                   "payment"),
-    )  # fmt: skip
-    names, query = _item_columns(
-        run_id,
-        reference=e.reference,
-        kind=e.kind,
-        customer_id=e.customer_id,
-        currency=e.currency,
-        amount=e.amount,
-        billing_amount=e.amount,
-        erp_amount=erp.c.amount,
-        journal_amount=journal.c.amount,
-        billing_document_id=e.billing_document_id,
-        erp_document_ids=erp.c.erp_document_ids,
-        **decision,
-    )
-    return _insert_items(
-        names,
-        query.select_from(e)
-        .outerjoin(erp, erp.c.reference == e.reference)
-        .outerjoin(journal, journal.c.reference == e.reference)
-        .where(e.run_id == run_id),
-    )
-
-
-def _erp_only_payment_findings(run_id: str, erp: Subquery, journal: Subquery) -> Insert:
-    """ERP payments and refunds billing does not list for the period: duplicates, orphans,
-    or journaled ones of another period (agreeing with the journal, or not)."""
-    e = ReconExpectedPayment
-    decision = _classified(
-        [
-            (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, "payments")),
-            (
-                journal.c.entries.is_(None),
-                ORPHAN_IN_ERP,
-                "The reference matches no billing " + erp.c.kind + " and no journal entry",
-            ),
-            (
-                _payment_agrees_with_journal(run_id, erp),
-                MATCHED_TO_JOURNAL,
-                "Billing does not list this reference for the period; the ERP agrees with "
-                "the journal",
-            ),
-        ],
-        otherwise=(
-            PAYMENT_AMOUNT_MISMATCH,
-            _payment_differences(
-                "the journal", erp, journal.c.kind, journal.c.currency, journal.c.amount, None
-            ),
-        ),
-    )
-    names, query = _item_columns(
-        run_id,
-        reference=erp.c.reference,
-        kind=erp.c.kind,
-        customer_id=func.coalesce(journal.c.customer_id, erp.c.customer_id),
-        currency=erp.c.currency,
-        amount=erp.c.amount,
-        erp_amount=erp.c.amount,
-        journal_amount=journal.c.amount,
-        erp_document_ids=erp.c.erp_document_ids,
-        **decision,
-    )
-    return _insert_items(
-        names,
-        query.select_from(erp)
-        .outerjoin(e, and_(e.run_id == run_id, e.reference == erp.c.reference))
-        .outerjoin(journal, journal.c.reference == erp.c.reference)
-        .where(e.reference.is_(None)),
-    )
 
 
 # --- totals: tax per rate, open receivables ----------------------------------------------
@@ -1398,12 +1301,33 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
         SELECT
           (SELECT count(DISTINCT j.reference) FROM recon_journal j
            WHERE j.run_id = :run_id AND j.kind NOT IN ('payment', 'refund')
+             AND j.erp_document_id NOT LIKE 'rejected:%'
              AND NOT EXISTS (SELECT 1 FROM recon_erp r
                              WHERE r.run_id = j.run_id AND r.reference = j.reference))
         + (SELECT count(DISTINCT j.reference) FROM recon_journal j
            WHERE j.run_id = :run_id AND j.kind IN ('payment', 'refund')
+             AND j.erp_document_id NOT LIKE 'rejected:%'
              AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
                              WHERE r.run_id = j.run_id AND r.reference = j.reference))
+    """,
+    REJECTED_BY_FINANCE: """
+        SELECT
+          (SELECT count(DISTINCT j.reference) FROM recon_journal j
+           WHERE j.run_id = :run_id AND j.kind NOT IN ('payment', 'refund')
+             AND NOT EXISTS (SELECT 1 FROM recon_erp r
+                             WHERE r.run_id = j.run_id AND r.reference = j.reference)
+             AND NOT EXISTS (SELECT 1 FROM recon_journal j2
+                             WHERE j2.run_id = j.run_id AND j2.reference = j.reference
+                               AND j2.kind NOT IN ('payment', 'refund')
+                               AND j2.erp_document_id NOT LIKE 'rejected:%'))
+        + (SELECT count(DISTINCT j.reference) FROM recon_journal j
+           WHERE j.run_id = :run_id AND j.kind IN ('payment', 'refund')
+             AND NOT EXISTS (SELECT 1 FROM recon_erp_payments r
+                             WHERE r.run_id = j.run_id AND r.reference = j.reference)
+             AND NOT EXISTS (SELECT 1 FROM recon_journal j2
+                             WHERE j2.run_id = j.run_id AND j2.reference = j.reference
+                               AND j2.kind IN ('payment', 'refund')
+                               AND j2.erp_document_id NOT LIKE 'rejected:%'))
     """,
     AMOUNT_MISMATCH: """
         SELECT

@@ -20,12 +20,15 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from adapters.task_queues import task_queue
 from canonical import Customer
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
 from tests.workflow.test_account_sync import FakeSystems, running_workers, standing, sync
 from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
+from tests.workflow.test_reconciliation import DAY, FakeStore
+from tests.workflow.test_reconciliation import running as recon_workers
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
     charge_event,
@@ -45,6 +48,7 @@ from tests.workflow.test_subscription_ledger import (
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval
 from workflows.finance_exception import FinanceExceptionWorkflow
+from workflows.reconciliation import ReconciliationInput, ReconciliationWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -197,7 +201,38 @@ async def record_credit_past_due(env: WorkflowEnvironment) -> None:
         save("case_to_credit_past_due", await handle.fetch_history())
 
 
+async def record_reconciliation(env: WorkflowEnvironment, name: str) -> None:
+    """A day's run over every source: a missing invoice and payment healed, the other
+    differences handed to finance."""
+    fake = FakeStore()
+    async with recon_workers(env.client, "replay-recon.", fake):
+        handle = await env.client.start_workflow(
+            ReconciliationWorkflow.run,
+            ReconciliationInput(period_start=DAY, period_end=DAY.replace(day=27)),
+            id=f"recon/{name}",
+            task_queue=task_queue("replay-recon."),
+        )
+        result = await handle.result()
+        for exception_id in result.exceptions_opened:
+            await env.client.get_workflow_handle(exception_id).terminate("recorded")
+        save(name, await handle.fetch_history())
+
+
+async def record_reconciliation_receivables_last(env: WorkflowEnvironment) -> None:
+    """Receivables read after every other source, billing's then the ERP's
+    (recon-receivables-billing-then-erp)."""
+    await record_reconciliation(env, "reconciliation_receivables_last")
+
+
+async def record_reconciliation_money(env: WorkflowEnvironment) -> None:
+    """Receivables read at the end of each system's chain (recon-payments-tax-receivables;
+    recorded before recon-receivables-billing-then-erp: recorded now, it takes that shape)."""
+    await record_reconciliation(env, "reconciliation_money")
+
+
 RECORDERS = {
+    "reconciliation_money": record_reconciliation_money,
+    "reconciliation_receivables_last": record_reconciliation_receivables_last,
     "account_sync_entitlements": record_account_sync_entitlements,
     "case_to_credit_past_due": record_credit_past_due,
     "account_sync": record_account_sync,

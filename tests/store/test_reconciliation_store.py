@@ -184,6 +184,7 @@ def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> Non
             expected("in_gone", "40.00", "EUR"),
             expected("in_diff", "60.00"),
             expected("in_dup", "10.00"),
+            expected("in_rej", "45.00"),  # finance rejected its posting
         ],
     )  # fmt: skip
     recon.add_erp(
@@ -210,6 +211,7 @@ def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> Non
     journal(store, "in_old", "11", "20.00")  # billed last period, posted in this one
     journal(store, "in_ancient", "70", "1.00")
     post_long_ago(store, "in_ancient")  # neither in the window nor expected
+    journal(store, "in_rej", "rejected:exception/subscription/sub_1/4", "45.00")
     recon.add_support_credits(
         RUN,
         [
@@ -273,7 +275,7 @@ def seed_one_of_each(store: IntegrationStore, recon: ReconciliationStore) -> Non
             owed("erp", "cus_4", "12.34"),
         ],
     )
-    assert recon.snapshot_journal(RUN, *PERIOD) == 6
+    assert recon.snapshot_journal(RUN, *PERIOD) == 7
 
 
 def references(items: list[ReconciliationItem]) -> dict[str, list[str | None]]:
@@ -316,6 +318,7 @@ def test_classify_finds_exactly_one_item_per_seeded_difference(
         "matched_to_journal": ["in_old"],
         "missing_in_erp": ["in_miss"],
         "posted_but_absent": ["in_gone", "inpay_gone"],
+        "rejected_by_finance": ["in_rej"],
         "amount_mismatch": ["in_diff"],
         "duplicate_in_erp": ["in_dup", "inpay_dup"],
         "orphan_in_erp": [None, None, "in_stranger", "inpay_stranger"],
@@ -329,13 +332,13 @@ def test_classify_finds_exactly_one_item_per_seeded_difference(
     }  # fmt: skip
     assert run.status == "classified"
     assert run.loaded == {
-        "expected": 10, "erp": 12, "journal": 6, "support_credits": 3, "expected_payments": 7,
+        "expected": 11, "erp": 12, "journal": 7, "support_credits": 3, "expected_payments": 7,
         "erp_payments": 7, "billing_taxes": 5, "erp_taxes": 4, "billing_receivables": 3,
         "erp_receivables": 3,
     }  # fmt: skip
     assert run.counts == {
         "matched": 8, "matched_to_journal": 1, "missing_in_erp": 1, "posted_but_absent": 2,
-        "amount_mismatch": 1, "duplicate_in_erp": 2, "orphan_in_erp": 4,
+        "rejected_by_finance": 1, "amount_mismatch": 1, "duplicate_in_erp": 2, "orphan_in_erp": 4,
         "credit_without_ticket": 1, "ticket_credit_without_billing": 1,
         "payment_missing_in_erp": 1, "refund_missing_in_erp": 1, "payment_amount_mismatch": 1,
         "tax_differs": 2, "receivable_differs": 2,
@@ -496,6 +499,59 @@ def test_a_refund_credit_note_and_its_payout_are_each_matched_on_their_own_side(
     assert recon.plain_sql_diff(RUN) == run.counts
 
 
+def test_what_finance_rejected_is_explained_and_a_hand_posting_the_erp_lacks_is_not(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    """A document, a payment and a refund whose journal entry records finance's rejection
+    (and one journaled only) are rejected_by_finance: reported, never healed; a `manual:`
+    entry (finance's hand posting) the ERP lacks stays posted_but_absent."""
+    exc = "rejected:exception/subscription/sub_1/"
+    recon.start_run(RUN, *PERIOD)
+    recon.add_expected(RUN, [expected("in_r1", "10.00"), expected("in_h1", "20.00"),
+                             expected("in_ok", "40.00")])  # fmt: skip
+    recon.add_expected_payments(RUN, [
+        paid("inpay_r1", "10.00", "in_ok"),
+        paid("re_r1/payout", "4.00", "in_ok", kind="refund"),
+        paid("inpay_h1", "20.00", "in_ok"),
+    ])  # fmt: skip
+    recon.add_erp(RUN, [erp("1", "in_ok", "40.00")])
+    journal(store, "in_r1", exc + "1", "10.00")
+    journal(store, "in_h1", "manual:INV-77", "20.00")
+    journal(store, "in_ok", exc + "3", "40.00")  # the ERP holds it: compared as ever
+    journal(store, "inpay_r1", exc + "4", "10.00", kind="payment")
+    journal(store, "re_r1/payout", exc + "5", "4.00", kind="refund")
+    journal(store, "inpay_h1", "manual:PAY-9", "20.00", kind="payment")
+    journal(store, "in_elsewhen", exc + "6", "5.00")  # billed in another period
+    recon.snapshot_journal(RUN, *PERIOD)
+    run = recon.classify(RUN)
+
+    found = {i.reference: i for i in all_items(recon, RUN)}
+    assert references(list(found.values())) == {
+        "rejected_by_finance": ["in_elsewhen", "in_r1", "inpay_r1", "re_r1/payout"],
+        "posted_but_absent": ["in_h1", "inpay_h1"],
+        "matched": ["in_ok"],
+    }
+    assert found["in_r1"].detail == (
+        "Finance rejected its posting in exception exception/subscription/sub_1/1; "
+        "the ERP holds no document with this reference"
+    )
+    assert found["re_r1/payout"].detail == (
+        "Finance rejected its posting in exception exception/subscription/sub_1/5; "
+        "the ERP holds no refund with this reference"
+    )
+    assert found["in_elsewhen"].detail == (
+        "Finance rejected its posting in exception exception/subscription/sub_1/6; "
+        "neither the ERP nor billing holds this reference"
+    )
+    assert found["inpay_r1"].remedy.startswith("None: finance rejected")
+    assert (found["inpay_r1"].kind, found["inpay_r1"].journal_amount) == ("payment", 10)
+    assert found["in_h1"].detail == (
+        "Journaled as ERP document manual:INV-77; the ERP holds no document with this reference"
+    )
+    assert recon.healable(RUN) == []
+    assert recon.plain_sql_diff(RUN) == run.counts
+
+
 def test_plain_sql_diff_agrees_with_classify(
     store: IntegrationStore, recon: ReconciliationStore
 ) -> None:
@@ -537,7 +593,7 @@ def test_keyset_paging_returns_every_item_once(
     while page := recon.items(RUN, after_id=after, limit=4):
         paged += [item.id for item in page]
         after = page[-1].id
-    assert paged == everything and len(set(paged)) == len(paged) == 28
+    assert paged == everything and len(set(paged)) == len(paged) == 29
     matched = recon.items(RUN, cls="matched", limit=4)
     rest = recon.items(RUN, cls="matched", after_id=matched[-1].id, limit=5)
     assert len(matched) == 4 and len(rest) == 4
@@ -547,9 +603,9 @@ def test_keyset_paging_returns_every_item_once(
 def test_snapshot_takes_the_window_and_expected_references_and_replaces_itself(
     store: IntegrationStore, recon: ReconciliationStore
 ) -> None:
-    seed_one_of_each(store, recon)  # takes the snapshot: 6 entries
-    assert recon.snapshot_journal(RUN, *PERIOD, references_from_expected=False) == 5
-    assert recon.snapshot_journal(RUN, *PERIOD) == 6
+    seed_one_of_each(store, recon)  # takes the snapshot: 7 entries
+    assert recon.snapshot_journal(RUN, *PERIOD, references_from_expected=False) == 6
+    assert recon.snapshot_journal(RUN, *PERIOD) == 7
     later = (NOW + timedelta(days=2), NOW + timedelta(days=3))
     assert recon.snapshot_journal(RUN, *later, references_from_expected=False) == 0
     with pytest.raises(ValueError, match="timezone"):
@@ -598,10 +654,10 @@ def test_a_classified_run_keeps_its_report_and_refuses_more_rows(
     first = recon.classify(RUN)
     with pytest.raises(RunStateError, match="classified"):
         recon.add_expected(RUN, [expected("in_late", "1.00")])
-    assert recon.delete_staging(RUN) == 10 + 12 + 6 + 3 + 7 + 7 + 9 + 6
+    assert recon.delete_staging(RUN) == 11 + 12 + 7 + 3 + 7 + 7 + 9 + 6
     again = recon.classify(RUN)  # a retried activity: staging is gone, the report is not
     assert again.counts == first.counts
-    assert len(all_items(recon, RUN)) == 28
+    assert len(all_items(recon, RUN)) == 29
     assert recon.plain_sql_diff(RUN) == dict.fromkeys(CLASSES, 0)
 
 

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from activities.reconciliation import (
     billing_taxes,
     erp_taxes,
@@ -18,7 +20,18 @@ from activities.reconciliation import (
 )
 from canonical import BalanceTransaction, BillingDocument, Money, Payment, Refund, TaxLine
 from canonical.mapping import FinanceMapping, TaxAccount
-from canonical.reconciliation import LedgerDocument, Receivable
+from canonical.reconciliation import (
+    CLASSES,
+    EXCEPTIONS,
+    EXPLAINED,
+    HEALABLE,
+    IN_AGREEMENT,
+    REJECTED_BY_FINANCE,
+    REMEDIES,
+    LedgerDocument,
+    Receivable,
+)
+from starters import recon_commands
 from tests.unit.test_posting_policy import FINALIZED, document, line
 from workflows.reconciliation import day_before, recon_workflow_id
 
@@ -192,3 +205,21 @@ def test_receivables_keep_their_side_and_sign() -> None:
     assert (row.side, row.customer_id, row.currency, row.amount) == (
         "erp", "cus_1", "GBP", Decimal("-5.00"),
     )  # fmt: skip
+
+
+def test_what_finance_rejected_is_neither_healed_nor_handed_back_nor_unexplained(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert REJECTED_BY_FINANCE in CLASSES and REJECTED_BY_FINANCE in EXPLAINED
+    assert REJECTED_BY_FINANCE not in HEALABLE | EXCEPTIONS | IN_AGREEMENT
+    assert REMEDIES[REJECTED_BY_FINANCE].startswith("None: finance rejected")
+    # every class is in exactly one of the four sets
+    groups = (IN_AGREEMENT, HEALABLE, EXPLAINED, EXCEPTIONS)
+    assert sorted(c for g in groups for c in g) == sorted(CLASSES)
+    recon_commands._print_result({
+        "counts": {"matched": 3, "rejected_by_finance": 2, "amount_mismatch": 1},
+        "in_agreement": 3, "healed": 0, "exceptions_opened": ["exception/recon/1"],
+        "unexplained": 1,
+    })  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "2 explained by finance's decisions, 1 unexplained" in printed

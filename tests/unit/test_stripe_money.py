@@ -497,6 +497,50 @@ async def test_a_refund_of_a_payment_intent_that_paid_two_invoices_leaves_the_pa
     assert (found.payment_id, found.invoice_id, found.credit_note_id) == (None, None, None)
 
 
+async def test_a_refund_of_a_charge_without_a_payment_intent_finds_its_payment_by_charge() -> None:
+    """An invoice paid by a bare charge (`payment[type]=charge`, the older shape): its refunds
+    name no payment intent and Stripe's list cannot filter by charge, so the customer's paid
+    invoices' payments are read, once for all the refunds of the charge."""
+
+    def bare(refund_id: str, amount: int, created: int) -> dict[str, Any]:
+        return {**refund(refund_id, amount, created), "charge": "ch_1Bare", "payment_intent": None}
+
+    def invoices(query: dict[str, str]) -> dict[str, Any]:
+        assert query["customer"] == "cus_1Eur"
+        return stripe_list([{"id": "in_0Draft", "object": "invoice", "amount_paid": 0},
+                            {"id": "in_1Taxed", "object": "invoice", "amount_paid": 10000}],
+                           "/v1/invoices")  # fmt: skip
+
+    def paid(query: dict[str, str]) -> dict[str, Any]:
+        assert (query["invoice"], query["status"]) == ("in_1Taxed", "paid")
+        by_charge = invoice_payment("inpay_1Bare", kind="charge", amount=6000, created=CREATED)
+        by_charge["payment"] = {"type": "charge", "charge": "ch_1Bare", "payment_intent": None,
+                                "payment_record": None}  # fmt: skip
+        by_card = invoice_payment("inpay_2Card", kind="payment_intent", amount=4000,
+                                  created=CREATED + 1)  # fmt: skip
+        return stripe_list([by_card, by_charge], "/v1/invoice_payments")
+
+    fake = FakeStripe({
+        "GET /v1/refunds": lambda q: stripe_list(
+            [bare("re_2Plain", 500, CREATED + 200), bare("re_1ByNote", 1000, CREATED + 100)],
+            "/v1/refunds",
+        ),
+        "GET /v1/invoices": invoices,
+        "GET /v1/invoice_payments": paid,
+        "GET /v1/credit_notes": lambda q: credit_notes_of(["re_1ByNote"]),
+    })  # fmt: skip
+
+    async with billing_over(fake) as billing:
+        found = await billing.charge_refunds("ch_1Bare")
+
+    assert [(r.refund_id, r.payment_id, r.invoice_id, r.credit_note_id) for r in found] == [
+        ("re_1ByNote", "inpay_1Bare", "in_1Taxed", "cn_1Refund"),
+        ("re_2Plain", "inpay_1Bare", "in_1Taxed", None),
+    ]
+    assert {(r.charge_id, r.payment_intent_id) for r in found} == {("ch_1Bare", None)}
+    assert (fake.count("GET /v1/invoices"), fake.count("GET /v1/invoice_payments")) == (1, 1)
+
+
 async def test_refund_page_gives_the_succeeded_refunds_of_the_period() -> None:
     from datetime import UTC, datetime
 

@@ -92,6 +92,7 @@ FINDINGS = [
     finding(2, "amount_mismatch"),
     finding(3, "payment_missing_in_erp", "inpay_3", "payment", "in_3"),
     finding(4, "tax_differs", "VAT 20%", "tax", ""),
+    finding(5, "rejected_by_finance"),  # explained: neither replayed nor handed to finance
 ]
 
 
@@ -216,6 +217,8 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
 
     # every page read once, in order, whatever execution read it
     assert len(fake.pages_read) == sum(PAGES.values())
+    # what customers owe is read after everything else, billing's then the ERP's at once
+    assert [source for source, _ in fake.pages_read][-2:] == ["receivables", "erp_receivables"]
     assert len(set(fake.pages_read)) == len(fake.pages_read)
     assert first_history.events[-1].event_type == (
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
