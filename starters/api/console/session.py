@@ -14,7 +14,6 @@ neither read the cookie nor forge the signature.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -25,12 +24,12 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 
 from adapters.settings import Settings
 from starters.api.auth import ApiKeyExpired, ApiKeyring, ApiPrincipal
+from starters.api.session_keys import SessionKeys
 
 SESSION_COOKIE = "ledgerbridge_console_session"
 SIGN_IN_COOKIE = "ledgerbridge_console_sign_in"
 COOKIE_PATH = "/console"
 SIGN_IN_MAX_AGE = 30 * 60
-MIN_SECRET_CHARS = 32
 
 
 class SessionRefused(Exception):
@@ -55,14 +54,10 @@ class ConsoleSessions:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_age_seconds < 1:
-            raise ValueError(f"console session max age must be at least 1 s, not {max_age_seconds}")
-        if secret is not None and len(secret) < MIN_SECRET_CHARS:
-            raise ValueError(
-                f"LEDGERBRIDGE_CONSOLE_SESSION_SECRET must be at least {MIN_SECRET_CHARS} "
-                "characters long"
-            )
-        self._secret = secrets.token_bytes(32) if secret is None else secret
+        self._keys = SessionKeys(
+            secret, "LEDGERBRIDGE_CONSOLE_SESSION_SECRET", "console session", max_age_seconds
+        )
+        self._secret = self._keys.secret
         self._keyring = keyring
         self.max_age_seconds = max_age_seconds
         self._clock = clock
@@ -81,7 +76,7 @@ class ConsoleSessions:
     def issue(self, key: str, principal: ApiPrincipal) -> ConsoleSession:
         """A session for the holder of `key` (already authenticated by the caller)."""
         csrf = secrets.token_urlsafe(24)
-        fingerprint = self._fingerprint(hashlib.sha256(key.encode()).digest())
+        fingerprint = self._keys.fingerprint_of_key(key)
         claims = {"n": principal.name, "r": principal.role, "k": fingerprint, "c": csrf}
         return ConsoleSession(principal, csrf, self._sessions.dumps(claims))
 
@@ -96,9 +91,7 @@ class ConsoleSessions:
         except (BadSignature, KeyError, TypeError):
             raise SessionRefused("you are not signed in") from None
         try:
-            principal = self._keyring.authenticate_matching(
-                lambda digest: hmac.compare_digest(self._fingerprint(digest), str(fingerprint))
-            )
+            principal = self._keys.holder(self._keyring, str(fingerprint))
         except ApiKeyExpired as expired:
             raise SessionRefused(f"the session's {expired}; sign in with a new key") from None
         if principal != ApiPrincipal(name, role):
@@ -119,10 +112,6 @@ class ConsoleSessions:
         except BadSignature:  # SignatureExpired included
             return False
         return True
-
-    def _fingerprint(self, digest: bytes) -> str:
-        mac = hmac.new(self._secret, b"console-session-key\x00" + digest, hashlib.sha256)
-        return mac.hexdigest()[:32]
 
 
 def _serializer(secret: bytes, salt: str, clock: Callable[[], float]) -> URLSafeTimedSerializer:
