@@ -23,10 +23,11 @@ LOW_LIMIT = CreditPolicy(approver_limits={"finance": Money.of("40", "USD"), "fin
 
 
 async def sign_in(page: Page, stack: Stack, role: str) -> None:
+    """By keyboard alone: the key field has the focus, Enter sends the form."""
     await page.goto(f"{stack.api_url}/console")
-    await page.get_by_label("API key").fill(API_KEYS[role])
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_load_state()
+    await page.keyboard.type(API_KEYS[role])
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
 
 
 async def settled_invoice_exception(stack: Stack) -> tuple[str, str, str]:
@@ -60,6 +61,8 @@ async def test_finance_decides_in_the_browser_and_support_sees_no_inbox(
     page = await browser.new_page()
     await sign_in(page, stack, "finance")
     assert page.url.endswith("/console/inbox")
+    await page.keyboard.press("Tab")  # the first stop skips to the content
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
     await screenshot(page, test, "01-inbox")
 
     # The inbox refreshes its list in place: the row arrives without the page reloading.
@@ -81,9 +84,9 @@ async def test_finance_decides_in_the_browser_and_support_sees_no_inbox(
     assert web_ui and "/namespaces/default/workflows/exception%2Fcredit%2F" in web_ui
     await screenshot(page, test, "03-exception")
 
-    await page.get_by_label("compensate").check()
+    await page.get_by_label("compensate").press("Space")  # decided by keyboard
     await page.get_by_label("Reason").fill("Paid invoice: give the goodwill credit on the next one")
-    await page.get_by_role("button", name="Decide").click()
+    await page.get_by_role("button", name="Decide").press("Enter")
     await page.wait_for_load_state()
     assert "compensate by test-finance" in await page.locator("#outcome").inner_text()
     audit_rows = await page.locator("table.audit").inner_text()

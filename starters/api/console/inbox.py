@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, Field, field_validator
 
 from canonical import Money
+from canonical.ledger import LEDGER_PROCESS
 from starters.api import credits, finance
 from starters.api.shapes import STRIPE_CUSTOMER_ID
 from starters.api.temporal import TemporalConnection
@@ -22,6 +23,8 @@ from starters.api.temporal import TemporalConnection
 REMINDED_HOURS = 24
 ESCALATED_HOURS = 72
 CREDIT_PROCESS = "case_to_credit"
+# The processes that wait for finance (each opens exceptions; credits also wait for approval).
+PROCESSES = (LEDGER_PROCESS, CREDIT_PROCESS, "reconciliation")
 
 
 class InboxFilters(BaseModel):

@@ -27,7 +27,7 @@ from adapters.settings import Settings
 from starters.api import credits, finance
 from starters.api.auth import ApiKeyring, admit, principal_for_key
 from starters.api.console import audit
-from starters.api.console.inbox import InboxFilters, read_inbox
+from starters.api.console.inbox import PROCESSES, InboxFilters, read_inbox
 from starters.api.console.security import (
     PAGE_HEADERS,
     STATIC_HEADERS,
@@ -278,7 +278,8 @@ async def _inbox_values(
 
 @router.get("/inbox")
 async def inbox_page(request: Request, keyring: KeyringDep, temporal: TemporalDep) -> Response:
-    return render("inbox.html", title="Inbox", **await _inbox_values(request, keyring, temporal))
+    values = await _inbox_values(request, keyring, temporal)
+    return render("inbox.html", title="Inbox", processes=PROCESSES, **values)
 
 
 @router.get("/inbox/items")
