@@ -22,6 +22,7 @@ from adapters.bootstrap import build_store
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from canonical import ExceptionContext, FinanceDecision, Money
+from canonical.credit import CreditApproval, CreditRequest, CreditState
 from starters.api import create_app, credits, finance
 from starters.api.auth import ApiPrincipal, key_entry
 from starters.api.console import audit
@@ -386,3 +387,53 @@ def test_the_audit_trail_is_searched_by_actor_action_customer_and_date_and_expor
     lines = exported.text.strip().splitlines()
     assert lines[0].startswith("id,occurred_at,actor") and len(lines) == 2
     assert "'=HYPERLINK" in lines[1]  # a formula is exported as text
+
+
+def test_a_credit_is_approved_through_the_credit_update_and_its_refusal_shown(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credit_id = "credit/52/r-1"
+    asked: list[tuple[str, bool, str, str]] = []
+
+    async def state(_temporal: Any, wanted: str) -> Any:
+        assert wanted == credit_id
+        return CreditState(
+            workflow_id=credit_id, status="awaiting_approval", customer_id="cus_Console2",
+            request=CreditRequest(
+                case_id="52", request_id="r-1", organization_id="9", requested_by="agent-1",
+                amount=Money.of("1500.00", "USD"), reason="outage <b>long</b>",
+            ),
+            assessment=None, approval=None, billing_document=None, erp_number=None,
+            exception_id=None,
+        )  # fmt: skip
+
+    async def decide(_temporal: Any, wanted: str, body: Any, who: ApiPrincipal) -> Any:
+        if who.role == "finance":
+            raise HTTPException(409, "decision refused: 1500.00 USD is over the finance limit")
+        asked.append((wanted, body.approve, body.reason, who.name))
+        return CreditApproval(approve=body.approve, reason=body.reason, approver=who.name,
+                              role=who.role)  # fmt: skip
+
+    monkeypatch.setattr(credits, "credit_state", state)
+    monkeypatch.setattr(credits, "decide_approval", decide)
+    csrf = console.sign_in("finance")
+    page = console.client.get(f"/console/items/{credit_id}")
+    assert page.status_code == 200 and "outage &lt;b&gt;long&lt;/b&gt;" in page.text
+    assert 'value="approve"' in page.text and 'value="compensate"' not in page.text
+
+    def post(csrf: str, decision: str, key: str) -> Any:
+        return console.client.post(
+            f"/console/decide/{credit_id}",
+            data={"decision": decision, "reason": "ok", "idempotency_key": key,
+                  "csrf_token": csrf},
+            headers={"Origin": "http://testserver"},
+        )  # fmt: skip
+
+    refused = post(csrf, "approve", "credit-key-1")
+    assert refused.status_code == 409 and "over the finance limit" in refused.text
+    assert post(csrf, "compensate", "credit-key-2").status_code == 422
+    assert asked == []
+    admin_csrf = console.sign_in("finance_admin")
+    approved = post(admin_csrf, "approve", "credit-key-1")
+    assert approved.status_code == 200 and "approved by finance_admin-1" in approved.text
+    assert asked == [(credit_id, True, "ok", "finance_admin-1")]
