@@ -7,6 +7,7 @@ none of them. The real workflows answer in tests/browser."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,8 @@ from canonical import ExceptionContext, FinanceDecision, Money
 from canonical.credit import CreditApproval, CreditRequest, CreditState
 from starters.api import create_app, credits, finance
 from starters.api.auth import ApiPrincipal, key_entry
-from starters.api.console import audit
+from starters.api.console import ConsoleRefusal, audit
+from starters.api.console.pages import Decided, DecisionsOnce
 from starters.api.console.session import SESSION_COOKIE, ConsoleSessions
 
 KEYS = {
@@ -437,3 +439,28 @@ def test_a_credit_is_approved_through_the_credit_update_and_its_refusal_shown(
     approved = post(admin_csrf, "approve", "credit-key-1")
     assert approved.status_code == 200 and "approved by finance_admin-1" in approved.text
     assert asked == [(credit_id, True, "ok", "finance_admin-1")]
+
+
+async def test_two_submits_of_one_form_at_once_decide_once_and_a_refusal_frees_the_form() -> None:
+    once = DecisionsOnce()
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    async def decide() -> Decided:
+        calls.append("decide")
+        await gate.wait()
+        return Decided("decided once")
+
+    first = asyncio.create_task(once.once(("finance-1", "key-1"), decide))
+    second = asyncio.create_task(once.once(("finance-1", "key-1"), decide))
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert (await first).message == (await second).message == "decided once"
+    assert calls == ["decide"]
+
+    async def refused() -> Decided:
+        raise ConsoleRefusal(409, "already decided")
+
+    with pytest.raises(ConsoleRefusal):
+        await once.once(("finance-1", "key-2"), refused)
+    assert (await once.once(("finance-1", "key-2"), decide)).message == "decided once"

@@ -10,6 +10,7 @@ import asyncio
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -70,8 +71,9 @@ templates = Environment(
 
 def _amount(value: Decimal) -> str:
     """A stored amount (six decimals) as finance writes it: 8.00, 0.125, 1200.00."""
-    shown = value.normalize()
-    return f"{shown:f}" if -shown.as_tuple().exponent > 2 else f"{value:.2f}"  # type: ignore[operator]
+    exponent = value.normalize().as_tuple().exponent
+    decimals = max(2, -exponent) if isinstance(exponent, int) else 2
+    return f"{value:.{decimals}f}"
 
 
 templates.filters["amount"] = _amount
@@ -307,7 +309,7 @@ class DecisionsOnce:
         self._outcomes: OrderedDict[tuple[str, str], asyncio.Future[Decided]] = OrderedDict()
         self._keep = keep
 
-    async def once(self, key: tuple[str, str], decide: Any) -> Decided:
+    async def once(self, key: tuple[str, str], decide: Callable[[], Awaitable[Decided]]) -> Decided:
         known = self._outcomes.get(key)
         if known is not None:
             return await asyncio.shield(known)
@@ -316,7 +318,7 @@ class DecisionsOnce:
         while len(self._outcomes) > self._keep:
             self._outcomes.popitem(last=False)
         try:
-            outcome: Decided = await decide
+            outcome = await decide()
         except BaseException as err:
             del self._outcomes[key]  # refused or failed: the form may be sent again
             future.set_exception(err)
@@ -410,9 +412,10 @@ async def decide(
     try:
         outcome = await _decisions_once(request).once(
             (session.principal.name, idempotency_key),
-            _decide(item_id, session, temporal, decision, reason, manual_erp_number),
+            lambda: _decide(item_id, session, temporal, decision, reason, manual_erp_number),
         )
         problem, status, notice = None, 200, outcome.message
+        log.info("console decision", item_id=item_id, actor=session.principal.name)
     except ConsoleRefusal as refusal:
         if refusal.status in (401, 403, 404):
             raise
