@@ -24,10 +24,13 @@ LOW_LIMIT = CreditPolicy(approver_limits={"finance": Money.of("40", "USD"), "fin
 
 async def sign_in(page: Page, stack: Stack, role: str) -> None:
     """By keyboard alone: the key field has the focus, Enter sends the form."""
+    await page.bring_to_front()
     await page.goto(f"{stack.api_url}/console")
+    await page.wait_for_function("document.activeElement.id === 'api_key'")  # autofocus
     await page.keyboard.type(API_KEYS[role])
     async with page.expect_navigation():
         await page.keyboard.press("Enter")
+    assert "/console/sign-in" not in page.url, await page.locator("main").inner_text()
 
 
 async def settled_invoice_exception(stack: Stack) -> tuple[str, str, str]:
@@ -59,6 +62,8 @@ async def test_finance_decides_in_the_browser_and_support_sees_no_inbox(
     test = "finance_decides_in_the_browser"
     cid, credit_id, exception_id = await settled_invoice_exception(stack)
     page = await browser.new_page()
+    csp_refusals: list[str] = []  # our own script or style refused by the page's CSP
+    page.on("console", lambda m: csp_refusals.append(m.text) if "Refused to" in m.text else None)
     await sign_in(page, stack, "finance")
     assert page.url.endswith("/console/inbox")
     await page.keyboard.press("Tab")  # the first stop skips to the content
@@ -66,7 +71,10 @@ async def test_finance_decides_in_the_browser_and_support_sees_no_inbox(
     await screenshot(page, test, "01-inbox")
 
     # The inbox refreshes its list in place: the row arrives without the page reloading.
-    await page.goto(f"{stack.api_url}/console/inbox?customer={cid}")
+    answer = await page.goto(f"{stack.api_url}/console/inbox?customer={cid}")
+    assert answer is not None and answer.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert await page.evaluate("getComputedStyle(document.body).fontFamily") != ""
     await page.evaluate("window.loadedOnce = true")
     await page.locator(f'tr[data-item="{exception_id}"]').wait_for(timeout=90_000)
     assert await page.evaluate("window.loadedOnce === true"), "the page was reloaded"
@@ -148,3 +156,4 @@ async def test_finance_decides_in_the_browser_and_support_sees_no_inbox(
     assert answer is not None and answer.status == 403
     assert "role support may not" in await support_page.locator("main").inner_text()
     await screenshot(support_page, test, "08-support-refused")
+    assert csp_refusals == []
