@@ -36,6 +36,15 @@ CHROMIUM_FLAGS = [
     "--disable-dev-shm-usage",
 ]
 
+# Injected into every page before its own scripts (not subject to the page's CSP): records
+# what the CSP refuses, so a test sees the console's pages work under their own policy.
+CSP_WATCH = """
+window.cspRefusals = [];
+document.addEventListener("securitypolicyviolation", function (event) {
+  window.cspRefusals.push(event.violatedDirective + " " + (event.blockedURI || "inline"));
+});
+"""
+
 
 def chromium_path() -> str:
     """Debian's chromium; its absence fails in CI and skips elsewhere."""
@@ -60,6 +69,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
             viewport={"width": 1280, "height": 900},
         )
         context.set_default_timeout(20_000)
+        await context.add_init_script(CSP_WATCH)
         try:
             yield context
         finally:
@@ -67,7 +77,10 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
 
 
 async def screenshot(page: Page, test: str, name: str) -> Path:
-    """Writes a full-page screenshot as a test artifact and returns its path."""
+    """Writes a full-page screenshot as a test artifact and returns its path, once the page is
+    seen to have had nothing of its own refused by its Content-Security-Policy."""
+    refused = await page.evaluate("window.cspRefusals || []")
+    assert refused == [], f"{name}: the page's CSP refused {refused}"
     folder = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]", "_", test)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
