@@ -148,6 +148,13 @@ class Settings(BaseSettings):
     # Mark the sign-in cookie Secure whatever the request's scheme: behind a proxy that ends
     # TLS and forwards plain HTTP (unset, the cookie is Secure when the request was https)
     codec_cookie_always_secure: bool = False
+    # Signs the finance console's session cookies (at least 32 characters); unset, a random
+    # secret per process: sessions then end on restart. See starters/api/console/session.py.
+    console_session_secret: SecretStr | None = None
+    console_session_max_age_seconds: PositiveInt = 8 * 60 * 60
+    # The Temporal Web UI as the browser reaches it, for the console's links to a run
+    # (unset: http://<the Temporal host>:<temporal_ui_port>)
+    temporal_ui_url: str | None = None
 
     # Logging
     log_level: str = "INFO"
@@ -173,6 +180,7 @@ class Settings(BaseSettings):
             "api_keys",
             "payload_keys",
             "codec_session_secret",
+            "console_session_secret",
         ):
             file_var = f"{ENV_PREFIX}{name.upper()}_FILE"
             if file_var in os.environ and name not in data:

@@ -17,7 +17,17 @@ from adapters.bootstrap import build_billing, build_ledger, build_store, build_s
 from adapters.logs import get_logger
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
-from starters.api import accounts, codec, credits, finance, ops, reconciliation, replay, webhooks
+from starters.api import (
+    accounts,
+    codec,
+    console,
+    credits,
+    finance,
+    ops,
+    reconciliation,
+    replay,
+    webhooks,
+)
 from starters.api.auth import ApiKeyring
 from starters.api.correlation import CorrelationMiddleware
 from starters.api.errors import install_error_handlers
@@ -68,6 +78,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     install_error_handlers(app)
     for area in (ops, webhooks, replay, accounts, finance, credits, reconciliation):
         app.include_router(area.router)
+    console.install(app, settings, keyring)  # finance's pages at /console
     if settings.payload_keys:  # the Web UI shows decrypted payloads through /codec
         state.codec = codec.CodecService.from_settings(settings, keyring)
         app.include_router(codec.router)

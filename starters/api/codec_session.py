@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import html
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ from datetime import UTC, datetime
 
 from adapters.settings import Settings
 from starters.api.auth import ApiKeyExpired, ApiKeyring, ApiPrincipal
+from starters.api.session_keys import SessionKeys
 
 COOKIE_NAME = "ledgerbridge_codec_session"
 COOKIE_PATH = "/codec"
-MIN_SECRET_CHARS = 32
 _VERSION = "v1"
-_FINGERPRINT_BYTES = 16
 
 
 class SessionRefused(Exception):
@@ -66,15 +64,11 @@ class CodecSessions:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_age_seconds < 1:
-            raise ValueError(f"codec session max age must be at least 1 s, not {max_age_seconds}")
-        if secret is not None and len(secret) < MIN_SECRET_CHARS:
-            raise ValueError(
-                f"LEDGERBRIDGE_CODEC_SESSION_SECRET must be at least {MIN_SECRET_CHARS} "
-                "characters long"
-            )
-        self.secret_is_random = secret is None
-        self._secret = secrets.token_bytes(32) if secret is None else secret
+        self._keys = SessionKeys(
+            secret, "LEDGERBRIDGE_CODEC_SESSION_SECRET", "codec session", max_age_seconds
+        )
+        self.secret_is_random = self._keys.secret_is_random
+        self._secret = self._keys.secret
         self._keyring = keyring
         self.max_age_seconds = max_age_seconds
         self._clock = clock
@@ -91,7 +85,7 @@ class CodecSessions:
     def issue(self, key: str, principal: ApiPrincipal) -> CodecSession:
         """A session for the holder of `key` (already authenticated by the caller)."""
         expires = int(self._clock()) + self.max_age_seconds
-        fingerprint = self._fingerprint(hashlib.sha256(key.encode()).digest())
+        fingerprint = self._keys.fingerprint_of_key(key)
         claims = {"n": principal.name, "r": principal.role, "k": fingerprint, "x": expires}
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         token = f"{_VERSION}.{payload}.{self._sign(payload)}"
@@ -115,18 +109,12 @@ class CodecSessions:
         if self._clock() >= expires:
             raise SessionRefused("codec session expired; sign in again at /codec/login")
         try:
-            principal = self._keyring.authenticate_matching(
-                lambda digest: hmac.compare_digest(self._fingerprint(digest), fingerprint)
-            )
+            principal = self._keys.holder(self._keyring, fingerprint)
         except ApiKeyExpired as expired:
             raise SessionRefused(f"the session's {expired}") from None
         if principal != ApiPrincipal(name, role):
             raise SessionRefused("the session's API key is no longer configured")
         return CodecSession(token, principal, datetime.fromtimestamp(expires, UTC))
-
-    def _fingerprint(self, digest: bytes) -> str:
-        mac = hmac.new(self._secret, b"codec-session-key\x00" + digest, hashlib.sha256)
-        return _b64(mac.digest()[:_FINGERPRINT_BYTES])
 
     def _sign(self, payload: str) -> str:
         mac = hmac.new(self._secret, b"codec-session-token\x00" + payload.encode(), hashlib.sha256)

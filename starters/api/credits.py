@@ -50,6 +50,7 @@ from starters.api.shapes import (
     StrictBody,
 )
 from starters.api.temporal import (
+    TemporalConnection,
     decide_through_update,
     inbox_filters,
     not_found_or_unavailable,
@@ -289,6 +290,16 @@ async def list_pending_approvals(
     min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
 ) -> list[ApprovalSummary]:
     """Credits waiting for finance, oldest first."""
+    return await pending_approvals(temporal, customer_id, min_age_hours, min_amount_minor)
+
+
+async def pending_approvals(
+    temporal: TemporalConnection,
+    customer_id: str | None = None,
+    min_age_hours: float | None = None,
+    min_amount_minor: int | None = None,
+) -> list[ApprovalSummary]:
+    """Credits waiting for finance, oldest first; the filters are validated by the caller."""
     statuses = ", ".join(f"'{s}'" for s in WAITING)
     query = (
         "BusinessProcess = 'case_to_credit' AND ExecutionStatus = 'Running' "
@@ -312,6 +323,10 @@ async def show_credit(
     temporal: TemporalDep,
 ) -> CreditState:
     """A credit's state, decision, amounts and ids in billing, the ERP and finance."""
+    return await credit_state(temporal, credit_id)
+
+
+async def credit_state(temporal: TemporalConnection, credit_id: str) -> CreditState:
     client = await temporal.client()
     handle = client.get_workflow_handle(_credit_id(credit_id))
     try:
@@ -333,6 +348,14 @@ async def decide_credit(
     temporal: TemporalDep,
 ) -> CreditApproval:
     """Approve or reject a credit waiting for finance; the workflow validates and audits."""
+    return await decide_approval(temporal, credit_id, body, principal)
+
+
+async def decide_approval(
+    temporal: TemporalConnection, credit_id: str, body: ApprovalBody, principal: ApiPrincipal
+) -> CreditApproval:
+    """Hands the approval of `principal` (whose role the caller has admitted) to the credit's
+    validated Update: 409 when refused (over the approver's limit, own request, decided)."""
     client = await temporal.client()
     handle = client.get_workflow_handle(_credit_id(credit_id))
     approval = CreditApproval(
@@ -405,4 +428,13 @@ def _approval(state: CreditState, started: datetime) -> ApprovalSummary:
     )
 
 
-__all__ = ["check", "live_check", "router"]
+__all__ = [
+    "ApprovalBody",
+    "ApprovalSummary",
+    "check",
+    "credit_state",
+    "decide_approval",
+    "live_check",
+    "pending_approvals",
+    "router",
+]

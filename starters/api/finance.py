@@ -22,6 +22,7 @@ from starters.api.dependencies import TemporalDep, finance_deciders, finance_rea
 from starters.api.errors import V1_ERRORS, error_answers
 from starters.api.shapes import STRIPE_CUSTOMER_ID, StrictBody
 from starters.api.temporal import (
+    TemporalConnection,
     decide_through_update,
     inbox_filters,
     not_found_or_unavailable,
@@ -55,6 +56,7 @@ class ExceptionDetail(ExceptionSummary):
     context: ExceptionContext
     decision: FinanceDecision | None
     origin_workflow_id: str
+    run_id: str | None = Field(default=None, description="the exception workflow's run")
 
 
 class DecisionBody(StrictBody):
@@ -76,6 +78,18 @@ async def list_open_exceptions(
     min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
     min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
 ) -> list[ExceptionSummary]:
+    return await open_exceptions(temporal, process, customer_id, min_age_hours, min_amount_minor)
+
+
+async def open_exceptions(
+    temporal: TemporalConnection,
+    process: str | None = None,
+    customer_id: str | None = None,
+    min_age_hours: float | None = None,
+    min_amount_minor: int | None = None,
+) -> list[ExceptionSummary]:
+    """Open exceptions, oldest first; the filters are validated by the caller (the API's
+    Query shapes, the console's form)."""
     client = await temporal.client()
     query = "BusinessProcess = 'finance_exception' AND ExecutionStatus = 'Running'"
     query += inbox_filters(customer_id, min_amount_minor, min_age_hours)
@@ -94,6 +108,11 @@ async def show_exception(
     _principal: Annotated[ApiPrincipal, Depends(finance_readers)],
     temporal: TemporalDep,
 ) -> ExceptionDetail:
+    return await exception_detail(temporal, exception_id)
+
+
+async def exception_detail(temporal: TemporalConnection, exception_id: str) -> ExceptionDetail:
+    """One exception with its whole context; 404 for an id that names no exception."""
     client = await temporal.client()
     handle = client.get_workflow_handle(_exception_id(exception_id))
     try:
@@ -109,6 +128,7 @@ async def show_exception(
         context=state.context,
         decision=state.decision,
         origin_workflow_id=state.context.origin_workflow_id,
+        run_id=description.run_id,
     )
 
 
@@ -123,6 +143,14 @@ async def decide_exception(
     principal: Annotated[ApiPrincipal, Depends(finance_deciders)],
     temporal: TemporalDep,
 ) -> FinanceDecision:
+    return await decide(temporal, exception_id, body, principal)
+
+
+async def decide(
+    temporal: TemporalConnection, exception_id: str, body: DecisionBody, principal: ApiPrincipal
+) -> FinanceDecision:
+    """Hands the decision of `principal` (whose role the caller has admitted) to the
+    exception's validated Update: 409 when refused, 404 for no such exception."""
     client = await temporal.client()
     handle = client.get_workflow_handle(_exception_id(exception_id))
     request = DecisionRequest(
@@ -190,4 +218,12 @@ def _summary(state: FinanceExceptionState, started: datetime) -> ExceptionSummar
     )
 
 
-__all__ = ["router"]
+__all__ = [
+    "DecisionBody",
+    "ExceptionDetail",
+    "ExceptionSummary",
+    "decide",
+    "exception_detail",
+    "open_exceptions",
+    "router",
+]
