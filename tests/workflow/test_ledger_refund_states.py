@@ -1,0 +1,245 @@
+"""SubscriptionLedgerWorkflow on the time-skipping server (the doubles of
+test_subscription_ledger): refunds billing holds pending, read again until they end, and what
+finance rejects journaled so that nothing posts it later.
+
+Each test has a time-skipping server of its own: these sleep for days, and the session's
+server stops skipping time once the timers of an earlier test's workflows fire without
+their workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from canonical import Payment, Refund
+from canonical.ledger import REJECTED_POSTING_PREFIX
+from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
+from tests.workflow.test_subscription_ledger import (
+    FakeWorld,
+    charge_event,
+    decision,
+    deliver,
+    deliver_to_customer_ledger,
+    event,
+    exception_handle,
+    invoice,
+    paid_event,
+    paid_invoice,
+    payment,
+    refund,
+    running,
+    until,
+    usd,
+)
+from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
+from workflows.subscription_ledger import LedgerStatus, SubscriptionLedgerWorkflow
+
+
+@pytest_asyncio.fixture
+async def own_time() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+        await asyncio.sleep(0.5)  # the SDK's native side, right after shutdown
+
+
+def pending_refund(refund_id: str, of: Payment, amount: str) -> Refund:
+    return refund(refund_id, of, amount).model_copy(update={"status": "pending"})
+
+
+def paid_and_refunded(world: FakeWorld, tag: str, amount: str, refunded: str) -> Payment:
+    """An invoice paid by card whose charge has one refund billing holds pending."""
+    paid = payment(f"inpay_{tag}", f"in_{tag}", amount)
+    world.payments[f"in_{tag}"] = [paid]
+    world.documents[f"in_{tag}"] = paid_invoice(f"in_{tag}", amount, paid)
+    world.refunds[f"ch_inpay_{tag}"] = [pending_refund(f"re_{tag}", paid, refunded)]
+    return paid
+
+
+def refund_becomes(world: FakeWorld, charge_id: str, status: str) -> None:
+    world.refunds[charge_id] = [r.model_copy(update={"status": status})
+                                for r in world.refunds[charge_id]]  # fmt: skip
+
+
+async def ledger_status(env: WorkflowEnvironment, workflow_id: str) -> LedgerStatus:
+    handle = env.client.get_workflow_handle(workflow_id)
+    return await handle.query(SubscriptionLedgerWorkflow.status)
+
+
+async def test_a_pending_refund_is_posted_once_when_billing_later_says_it_succeeded(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    paid_and_refunded(world, "p", "80.00", "30.00")
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_p", 100))
+        await until(lambda: "inpay_p" in world.journal, env, "payment posted")
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_p", 300)
+        )
+        await env.sleep(timedelta(hours=1))
+        status = await ledger_status(env, ledger)
+        assert status.status == "waiting"
+        assert [r.split(" ")[0] for r in status.pending_refunds] == ["re_p"]
+        assert "re_p" not in world.journal and "re_p/payout" not in world.journal
+        # Billing settles it; Stripe's charge.refund.updated reaches no ledger.
+        refund_becomes(world, "ch_inpay_p", "succeeded")
+        await until(lambda: "re_p/payout" in world.journal, env, "refund paid out later")
+        calls = (world.post_calls, world.payment_calls)
+        await env.sleep(timedelta(days=3))
+        status = await ledger_status(env, ledger)
+        processed = status.processed_events
+        await env.sleep(timedelta(days=2))
+        assert (await ledger_status(env, ledger)).processed_events == processed
+    assert status.pending_refunds == [] and status.refunds_not_posted == []
+    assert (world.post_calls, world.payment_calls) == calls  # posted once, not read again
+    assert world.erp_order == ["in_p", "inpay_p", "re_p", "re_p/payout"]
+    assert world.erp_payment_postings["re_p/payout"].amount == usd("30.00")
+
+
+async def test_a_pending_refund_that_fails_in_billing_posts_nothing_and_says_so(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    paid_and_refunded(world, "f", "40.00", "40.00")
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_f", 100))
+        await until(lambda: "inpay_f" in world.journal, env, "payment posted")
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_f", 300)
+        )
+        await env.sleep(timedelta(hours=3))  # read again at 10, 30 and 70 minutes
+        refund_becomes(world, "ch_inpay_f", "failed")
+        await env.sleep(timedelta(hours=3))
+        status = await ledger_status(env, ledger)
+        processed = status.processed_events
+        await env.sleep(timedelta(days=3))
+        later = await ledger_status(env, ledger)
+    assert status.refunds_not_posted == ["re_f failed in billing: nothing posted"]
+    assert status.pending_refunds == []
+    assert later.processed_events == processed  # no more reads of the charge
+    assert world.erp_order == ["in_f", "inpay_f"]
+    assert set(world.journal) == {"in_f", "inpay_f"}
+
+
+async def test_a_refund_pending_longer_than_stripe_holds_one_goes_to_finance(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    paid_and_refunded(world, "l", "25.00", "10.00")
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_l", 100))
+        await until(lambda: "inpay_l" in world.journal, env, "payment posted")
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_l", 300)
+        )
+        await env.sleep(timedelta(days=44))
+        assert (await ledger_status(env, ledger)).status == "waiting"
+        await env.sleep(timedelta(days=3))
+        exception = await exception_handle(env, ledger)
+        state: FinanceExceptionState = await exception.query(FinanceExceptionWorkflow.state)
+        assert (state.context.step, state.context.error_type) == (
+            "await_refund_outcome",
+            "RefundStillPending",
+        )
+        assert "re_l" in state.context.error_message and "pending" in state.context.error_message
+        assert state.context.amount == usd("10.00")
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: "re_l/payout" in world.journal, env, "rejection journaled")
+        # Billing settles it after all: finance's decision stands, nothing is paid out.
+        refund_becomes(world, "ch_inpay_l", "succeeded")
+        await env.sleep(timedelta(days=2))
+    assert world.erp_order == ["in_l", "inpay_l"]
+    for reference in ("re_l", "re_l/payout"):
+        entry = world.journal[reference]
+        assert entry.erp_document_id == REJECTED_POSTING_PREFIX + exception.id
+        assert entry.erp_number is None
+
+
+async def reject_overpaid_payment(
+    env: WorkflowEnvironment, world: FakeWorld, queue_prefix: str, tag: str
+) -> tuple[str, str]:
+    """An invoice whose payment the ERP refuses (someone applied money by hand) and finance
+    rejects: (ledger workflow id, exception id)."""
+    world.payments[f"in_{tag}"] = [payment(f"inpay_{tag}", f"in_{tag}", "50.00")]
+    world.documents[f"in_{tag}"] = paid_invoice(f"in_{tag}", "50.00", *world.payments[f"in_{tag}"])
+    world.applied[f"in_{tag}"] = Decimal("20.00")
+    ledger = await deliver(env.client, queue_prefix, paid_event("evt_paid", f"in_{tag}", 100))
+    exception = await exception_handle(env, ledger)
+    await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+    await until(lambda: f"inpay_{tag}" in world.journal, env, "rejection journaled")
+    return ledger, exception.id
+
+
+async def test_a_payment_finance_rejected_is_journaled_as_rejected_and_healing_posts_nothing(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    async with running(env.client, queue_prefix, world):
+        _, exception_id = await reject_overpaid_payment(env, world, queue_prefix, "j")
+        calls = world.payment_calls
+        # Reconciliation finds no ERP payment behind the invoice and replays it.
+        await deliver(env.client, queue_prefix, paid_event("recon:run-1:in_j", "in_j", 100))
+        await env.sleep(timedelta(minutes=5))
+    entry = world.journal["inpay_j"]
+    assert entry.erp_document_id == REJECTED_POSTING_PREFIX + exception_id
+    assert (entry.erp_number, entry.document_type, entry.amount) == (
+        None,
+        "payment",
+        Decimal("50.00"),
+    )
+    assert world.payment_calls == calls  # the heal asked the ERP nothing
+    assert "inpay_j" not in world.erp_payments
+
+
+async def test_an_invoice_finance_rejected_is_journaled_and_a_heal_does_not_post_it(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    world.documents["in_x"] = invoice("in_x", "5.00", currency="EUR")  # unsupported currency
+    async with running(env.client, queue_prefix, world):
+        ledger = await deliver(env.client, queue_prefix, event("evt_x", "in_x", 100))
+        exception = await exception_handle(env, ledger)
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: "in_x" in world.journal, env, "rejection journaled")
+        await deliver(env.client, queue_prefix, event("recon:run-1:in_x", "in_x", 100))
+        await env.sleep(timedelta(minutes=5))
+    assert world.journal["in_x"].erp_document_id == REJECTED_POSTING_PREFIX + exception.id
+    assert world.journal["in_x"].erp_number is None
+    assert world.erp == {} and world.post_calls == 0
+
+
+async def test_a_refund_of_a_payment_finance_rejected_is_its_own_finance_exception(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    async with running(env.client, queue_prefix, world):
+        _, rejected_in = await reject_overpaid_payment(env, world, queue_prefix, "g")
+        [paid] = world.payments["in_g"]
+        world.refunds["ch_inpay_g"] = [refund("re_g", paid, "50.00")]
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_g", 300)
+        )
+        exception = await exception_handle(env, ledger)
+        state: FinanceExceptionState = await exception.query(FinanceExceptionWorkflow.state)
+    assert (state.context.step, state.context.error_type) == (
+        "await_payment_posting",
+        "RejectedByFinance",
+    )
+    assert "payment it gives back (inpay_g) was rejected by finance" in (
+        state.context.error_message
+    )
+    assert rejected_in in state.context.error_message
+    assert state.context.amount == usd("50.00")
+    assert "re_g" not in world.erp and "re_g/payout" not in world.erp_payments
