@@ -672,7 +672,7 @@ def _register_sandbox_control(app: FastAPI, sandbox: SandboxState) -> None:
             return _json({"error": "body must be a JSON object"}, 400)
         try:
             return _json(
-                sandbox.billing.payments.settle_refund(refund_id, spec.get("status"), SYSTEM)
+                sandbox.billing.payments.settle_refund(refund_id, str(spec.get("status")), SYSTEM)
             )
         except StripeError as err:
             return _json(err.body(), err.status)
