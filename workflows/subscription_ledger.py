@@ -113,7 +113,9 @@ DECISION_EFFECTS: dict[Decision, str] = {
     "is then",
     "resolve_manually": "finance posted it in the ERP by hand: it is journaled under the ERP "
     "number given, and the ledger goes on",
-    "reject": "it is not posted; the audit trail says so and the ledger goes on",
+    "reject": "it is not posted; the audit trail says so, the journal holds it as rejected "
+    "under this exception (so no retry, reconciliation or refund posts it later), and the "
+    "ledger goes on",
 }
 # Runs started since post payments and settle an invoice only once they are in the ERP; runs
 # recorded before settle a paid invoice at once (they replay unchanged).

@@ -8,18 +8,16 @@ their workers."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from canonical import Payment, Refund
 from canonical.ledger import REJECTED_POSTING_PREFIX
-from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
+from tests.fixtures.temporal import time_skipping_server
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
     charge_event,
@@ -43,15 +41,8 @@ from workflows.subscription_ledger import LedgerStatus, SubscriptionLedgerWorkfl
 
 @pytest_asyncio.fixture
 async def own_time() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(env.client)
-    try:
+    async with time_skipping_server() as env:
         yield env
-    finally:
-        await env.shutdown()
-        await asyncio.sleep(0.5)  # the SDK's native side, right after shutdown
 
 
 def pending_refund(refund_id: str, of: Payment, amount: str) -> Refund:
@@ -72,6 +63,18 @@ def refund_becomes(world: FakeWorld, charge_id: str, status: str) -> None:
                                 for r in world.refunds[charge_id]]  # fmt: skip
 
 
+async def refund_seen_pending(
+    env: WorkflowEnvironment, world: FakeWorld, queue_prefix: str, tag: str
+) -> str:
+    """The invoice and its payment posted, then the charge's refund event: the customer's
+    ledger id."""
+    await deliver(env.client, queue_prefix, paid_event("evt_paid", f"in_{tag}", 100))
+    await until(lambda: f"inpay_{tag}" in world.journal, env, "payment posted")
+    return await deliver_to_customer_ledger(
+        env.client, queue_prefix, charge_event("evt_refunded", f"ch_inpay_{tag}", 300)
+    )
+
+
 async def ledger_status(env: WorkflowEnvironment, workflow_id: str) -> LedgerStatus:
     handle = env.client.get_workflow_handle(workflow_id)
     return await handle.query(SubscriptionLedgerWorkflow.status)
@@ -83,11 +86,7 @@ async def test_a_pending_refund_is_posted_once_when_billing_later_says_it_succee
     env, world = own_time, FakeWorld()
     paid_and_refunded(world, "p", "80.00", "30.00")
     async with running(env.client, queue_prefix, world):
-        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_p", 100))
-        await until(lambda: "inpay_p" in world.journal, env, "payment posted")
-        ledger = await deliver_to_customer_ledger(
-            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_p", 300)
-        )
+        ledger = await refund_seen_pending(env, world, queue_prefix, "p")
         await env.sleep(timedelta(hours=1))
         status = await ledger_status(env, ledger)
         assert status.status == "waiting"
@@ -114,11 +113,7 @@ async def test_a_pending_refund_that_fails_in_billing_posts_nothing_and_says_so(
     env, world = own_time, FakeWorld()
     paid_and_refunded(world, "f", "40.00", "40.00")
     async with running(env.client, queue_prefix, world):
-        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_f", 100))
-        await until(lambda: "inpay_f" in world.journal, env, "payment posted")
-        ledger = await deliver_to_customer_ledger(
-            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_f", 300)
-        )
+        ledger = await refund_seen_pending(env, world, queue_prefix, "f")
         await env.sleep(timedelta(hours=3))  # read again at 10, 30 and 70 minutes
         refund_becomes(world, "ch_inpay_f", "failed")
         await env.sleep(timedelta(hours=3))
@@ -139,11 +134,7 @@ async def test_a_refund_pending_longer_than_stripe_holds_one_goes_to_finance(
     env, world = own_time, FakeWorld()
     paid_and_refunded(world, "l", "25.00", "10.00")
     async with running(env.client, queue_prefix, world):
-        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_l", 100))
-        await until(lambda: "inpay_l" in world.journal, env, "payment posted")
-        ledger = await deliver_to_customer_ledger(
-            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_l", 300)
-        )
+        ledger = await refund_seen_pending(env, world, queue_prefix, "l")
         await env.sleep(timedelta(days=44))
         assert (await ledger_status(env, ledger)).status == "waiting"
         await env.sleep(timedelta(days=3))
