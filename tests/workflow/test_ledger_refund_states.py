@@ -15,8 +15,10 @@ from decimal import Decimal
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from adapters import visibility
 from canonical import Payment, Refund
-from canonical.ledger import REJECTED_POSTING_PREFIX
+from canonical.ledger import REJECTED_POSTING_PREFIX, SubscriptionLedgerInput
+from starters.routing import ProcessStart, signal_with_start
 from tests.fixtures.temporal import time_skipping_server
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
@@ -126,6 +128,37 @@ async def test_a_pending_refund_that_fails_in_billing_posts_nothing_and_says_so(
     assert later.processed_events == processed  # no more reads of the charge
     assert world.erp_order == ["in_f", "inpay_f"]
     assert set(world.journal) == {"in_f", "inpay_f"}
+
+
+async def test_a_pending_refund_is_still_read_again_after_the_ledger_continues_as_new(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    paid_and_refunded(world, "c", "60.00", "60.00")
+    start = ProcessStart(
+        workflow=SubscriptionLedgerWorkflow.run,
+        workflow_id=f"customer-ledger/cus_1-{queue_prefix}",
+        input=SubscriptionLedgerInput(subscription_id=None, customer_id="cus_1",
+                                      supported_currencies=["USD"], continue_as_new_after=1),
+        signal="billing_event",
+        signal_input=charge_event("evt_refunded", "ch_inpay_c", 300),
+        search_attributes=visibility.start_attributes("amendment_to_erp", "waiting"),
+        summary="test",
+    )  # fmt: skip
+    async with running(env.client, queue_prefix, world):
+        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_c", 100))
+        await until(lambda: "inpay_c" in world.journal, env, "payment posted")
+        await signal_with_start(env.client, start, queue_prefix)
+        handle = env.client.get_workflow_handle(start.workflow_id)
+        first_run = (await handle.describe()).run_id
+        await env.sleep(timedelta(minutes=5))
+        carried = await ledger_status(env, start.workflow_id)
+        refund_becomes(world, "ch_inpay_c", "succeeded")
+        await until(lambda: "re_c/payout" in world.journal, env, "refund paid out")
+        description = await handle.describe()
+    assert description.run_id != first_run  # a fresh history that still knew of the refund
+    assert [r.split(" ")[0] for r in carried.pending_refunds] == ["re_c"]
+    assert world.erp_order == ["in_c", "inpay_c", "re_c", "re_c/payout"]
 
 
 async def test_a_refund_pending_longer_than_stripe_holds_one_goes_to_finance(
