@@ -590,11 +590,8 @@ class SubscriptionLedgerWorkflow:
         while True:
             entry = await self._journaled(reference)
             if entry is not None and self._rejected_by_finance(entry):
-                kind = (
-                    "payment it gives back"
-                    if step == "await_payment_posting"
-                    else ("credit note it is paid out on")
-                )
+                gives_back = step == "await_payment_posting"
+                kind = "payment it gives back" if gives_back else "credit note it is paid out on"
                 raise StepFailed(
                     step,
                     "RejectedByFinance",
