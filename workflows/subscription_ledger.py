@@ -193,7 +193,7 @@ class SubscriptionLedgerWorkflow:
             self._enqueue(event)
         while True:
             self._look_again_at_pending_refunds()
-            self._set_status("waiting", "Waiting for billing events")
+            self._set_status("waiting", "Waiting for billing events" + self._pending_refunds_told())
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._pending), timeout=self._idle_limit()
@@ -492,6 +492,16 @@ class SubscriptionLedgerWorkflow:
                     "delay_seconds": int(min(delay * 2, REFUND_LOOK_LONGEST).total_seconds()),
                 }
             )
+
+    def _pending_refunds_told(self) -> str:
+        if not self._refund_watches:
+            return ""
+        refunds = [r for w in self._refund_watches.values() for r in w.refund_ids]
+        first = min(w.next_look for w in self._refund_watches.values())
+        return (
+            f"; refund(s) {', '.join(refunds)} pending in billing, read again from "
+            f"{first.isoformat()}"
+        )
 
     def _idle_limit(self) -> timedelta:
         """How long to wait for events: until the next look at a pending refund, if any."""
