@@ -8,17 +8,24 @@ their workers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from activities.accounts import BillingAccountActivities
+from activities.amendments import BillingDocumentActivities
+from activities.payments import BillingPaymentActivities
 from adapters import visibility
+from adapters.billing.stripe import StripeBilling
 from canonical import Payment, Refund
-from canonical.ledger import REJECTED_POSTING_PREFIX, SubscriptionLedgerInput
+from canonical.ledger import REJECTED_POSTING_PREFIX, BillingEventRef, SubscriptionLedgerInput
+from sandbox.billing.driver import BillingDriver
 from starters.routing import ProcessStart, signal_with_start
+from tests.fixtures.billing import BillingSandbox
 from tests.fixtures.temporal import time_skipping_server
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
@@ -28,6 +35,7 @@ from tests.workflow.test_subscription_ledger import (
     deliver_to_customer_ledger,
     event,
     exception_handle,
+    finance_mapping,
     invoice,
     paid_event,
     paid_invoice,
@@ -267,3 +275,83 @@ async def test_a_refund_of_a_payment_finance_rejected_is_its_own_finance_excepti
     assert rejected_in in state.context.error_message
     assert state.context.amount == usd("50.00")
     assert "re_g" not in world.erp and "re_g/payout" not in world.erp_payments
+
+
+class SandboxBilledWorld(FakeWorld):
+    """The doubles, but billing is the billing sandbox read by the product's adapter."""
+
+    def __init__(self, billing: StripeBilling) -> None:
+        super().__init__()
+        self.billing = billing
+
+    def activities(self) -> dict[str, list[Callable[..., Any]]]:
+        activities = super().activities()
+        activities["billing"] = [
+            *BillingDocumentActivities(self.billing).activities(),
+            *BillingPaymentActivities(self.billing).activities(),
+            *BillingAccountActivities(self.billing).activities(),
+        ]
+        return activities
+
+
+async def test_a_pending_refund_in_the_billing_sandbox_is_posted_after_billing_settles_it(
+    own_time: WorkflowEnvironment,
+    queue_prefix: str,
+    billing_driver: BillingDriver,
+    billing_sandbox: BillingSandbox,
+    stripe_billing: StripeBilling,
+) -> None:
+    """Stripe's test card 4000000000007726: its refund starts pending, and only the sandbox's
+    control route (Stripe itself, later) moves it on; the ledger finds out by reading again."""
+    env, world = own_time, SandboxBilledWorld(stripe_billing)
+    tag = queue_prefix.strip(".")
+    customer = await billing_driver.create_customer("Pending Co", idempotency_key=f"{tag}/c")
+    product = await billing_driver.create_product("Seats", idempotency_key=f"{tag}/p")
+    world.set_mapping(finance_mapping(version=2, **{product.id: "ADDON"}))
+    invoice_id = str(
+        (await billing_driver.charge_once(
+            customer.id, 4000, "usd", "Seats", key=f"{tag}/i", product_id=product.id
+        )).id
+    )  # fmt: skip
+    await billing_driver.pay(
+        invoice_id, idempotency_key=f"{tag}/pay", payment_method="pm_card_pendingRefund"
+    )
+    [paid] = await stripe_billing.invoice_payments(invoice_id)
+    assert paid.charge_id is not None
+    refund_made = await billing_driver.refund(
+        charge_id=paid.charge_id, amount=1500, idempotency_key=f"{tag}/r"
+    )
+    refund_id = str(refund_made.id)
+    workflow_id = f"customer-ledger/{customer.id}-{queue_prefix}"
+
+    async def feed(event_id: str, kind: str, object_id: str) -> None:
+        start = ProcessStart(
+            workflow=SubscriptionLedgerWorkflow.run,
+            workflow_id=workflow_id,
+            input=SubscriptionLedgerInput(subscription_id=None, customer_id=customer.id,
+                                          supported_currencies=["USD"]),
+            signal="billing_event",
+            signal_input=BillingEventRef(
+                event_id=event_id, event_type=f"{kind}.event", created=100, object_kind=kind,
+                object_id=object_id, customer_id=customer.id, correlation_id=event_id,
+            ),
+            search_attributes=visibility.start_attributes("amendment_to_erp", "waiting"),
+            summary="test",
+        )  # fmt: skip
+        await signal_with_start(env.client, start, queue_prefix)
+
+    async with running(env.client, queue_prefix, world):
+        await feed("evt_paid", "invoice", invoice_id)
+        await until(lambda: paid.payment_id in world.journal, env, "payment posted")
+        await feed("evt_refunded", "charge", paid.charge_id)
+        await env.sleep(timedelta(hours=1))
+        waiting = await ledger_status(env, workflow_id)
+        assert f"{refund_id}/payout" not in world.journal
+        billing_sandbox.settle_refund(refund_id, "succeeded")
+        await until(lambda: f"{refund_id}/payout" in world.journal, env, "refund paid out")
+        await env.sleep(timedelta(days=2))
+        done = await ledger_status(env, workflow_id)
+    assert [r.split(" ")[0] for r in waiting.pending_refunds] == [refund_id]
+    assert done.pending_refunds == []
+    assert world.erp_order == [invoice_id, paid.payment_id, refund_id, f"{refund_id}/payout"]
+    assert world.erp_payment_postings[f"{refund_id}/payout"].amount == usd("15.00")
