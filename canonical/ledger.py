@@ -6,7 +6,7 @@ Pure: the ledger workflow, webhook routing and reconciliation's healing all read
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -31,6 +31,9 @@ PAYOUT_SUFFIX = "/payout"
 # Reconciliation's healing replays a document with an event id of this prefix: the ledger then
 # looks again even at a document it had settled (a payment may be missing behind it).
 HEAL_EVENT_PREFIX = "recon:"
+# The customer's ledger reads a charge again, with an event id of this prefix, while billing
+# holds one of its refunds pending: Stripe's later `charge.refund.updated` names no customer.
+REFUND_CHECK_EVENT_PREFIX = "refund-check:"
 # Journal entries made by a finance decision instead of an ERP posting carry an ERP document
 # id of one of these prefixes: `resolve_manually` (finance posted it by hand, under the ERP
 # number given) and `reject` (finance decided it is never to be posted; the id names the
@@ -77,6 +80,20 @@ class BillingEventRef(BaseModel):
         return (self.created, self.document_number or "", self.event_id)
 
 
+class PendingRefundWatch(BaseModel):
+    """A charge with refunds billing still holds `pending` (or `requires_action`), which the
+    customer's ledger reads again at `next_look`, backing off."""
+
+    charge_id: str
+    customer_id: str
+    correlation_id: str
+    refund_ids: list[str]
+    since: datetime = Field(description="when the ledger first found a refund of it pending")
+    next_look: datetime
+    delay_seconds: int = Field(description="the wait before the look after next_look")
+    looks: int = 0
+
+
 class SubscriptionLedgerInput(BaseModel):
     subscription_id: str | None
     customer_id: str
@@ -87,6 +104,8 @@ class SubscriptionLedgerInput(BaseModel):
     settled_documents: list[str] = []
     exceptions_opened: int = 0
     continue_as_new_after: int = CONTINUE_AS_NEW_AFTER
+    # Charges whose refunds billing holds pending, read again on a timer (none before).
+    pending_refunds: list[PendingRefundWatch] = []
 
 
 def required_postings(document: BillingDocument) -> list[LedgerPosting]:
@@ -241,6 +260,13 @@ def payment_postings(invoice: BillingDocument, payments: list[Payment]) -> list[
             )
         )
     return postings
+
+
+def refund_references(refund: Refund) -> list[tuple[str, str]]:
+    """What a refund journals, in order, as (reference, document type): its own credit note
+    when no billing credit note made it, then the payment out."""
+    payout = (refund.refund_id + PAYOUT_SUFFIX, "refund")
+    return [payout] if refund.credit_note_id else [(refund.refund_id, "credit_note"), payout]
 
 
 def refund_credit_note(refund: Refund) -> LedgerPosting:

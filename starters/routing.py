@@ -50,6 +50,11 @@ ENTITLEMENT_EVENTS = frozenset(
 # money events (payment_intent.*, charge.succeeded, refund.*, invoice_payment.*) are
 # acknowledged and start nothing: the invoice and charge events above, and an invoice update
 # that changes what is paid (a partial payment, see `ledger_kind`), bring the same facts.
+# So are `charge.refund.updated` and `refund.updated`, the news that a pending refund
+# succeeded or failed: their object is a Refund, which names no customer, so no ledger can be
+# named from it (and looking the charge up here would make ingress call billing). Instead the
+# customer's ledger that saw the refund pending on `charge.refunded` reads the charge again
+# on its own durable timer until billing says how it ended.
 LEDGER_EVENTS: dict[str, Literal["invoice", "credit_note", "subscription", "charge"]] = {
     "invoice.finalized": "invoice",
     "invoice.paid": "invoice",

@@ -14,12 +14,22 @@ payment never reaches the ERP before its invoice; an invoice is settled only onc
 paid and its payments are in the ERP. A charge's refunds (the customer's ledger gets them)
 wait, bounded, for the payment they give back to be journaled, then post the payment out
 against billing's credit note or, when none made the refund, against a refund credit note
-posted first. Every ERP posting maps through finance's mapping in the ERP activity.
+posted first. A refund billing still holds `pending` (or `requires_action`) is posted once it
+has succeeded: Stripe tells that by `charge.refund.updated`, whose Refund names no customer
+and so reaches no ledger, so the customer's ledger remembers the charge and reads it again
+on a durable timer, backing off, until the refund succeeded, failed or was canceled (then
+nothing is posted), or stayed pending past what Stripe allows (finance is asked). Every ERP
+posting maps through finance's mapping in the ERP activity.
+
+What finance decides is journaled, so that no later look (a retry, reconciliation's healing,
+a refund waiting for the payment it gives back) posts it again: `resolve_manually` under the
+ERP number finance gives, `reject` under the exception's id and no ERP number. A refund of a
+payment finance rejected is not paid out on nothing: it is finance's too.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -75,13 +85,17 @@ with workflow.unsafe.imports_passed_through():
         MANUAL_POSTING_PREFIX,
         PAYOUT_SUFFIX,
         REFRESH_SIGNAL,
+        REFUND_CHECK_EVENT_PREFIX,
+        REJECTED_POSTING_PREFIX,
         BillingEventRef,
+        PendingRefundWatch,
         SubscriptionLedgerInput,
         document_ledger_id,
         ledger_workflow_id,
         payment_postings,
         refund_credit_note,
         refund_payout,
+        refund_references,
         required_postings,
     )
     from workflows.activity_options import StepFailed, call_system, run_activity
@@ -100,7 +114,9 @@ DECISION_EFFECTS: dict[Decision, str] = {
     "is then",
     "resolve_manually": "finance posted it in the ERP by hand: it is journaled under the ERP "
     "number given, and the ledger goes on",
-    "reject": "it is not posted; the audit trail says so and the ledger goes on",
+    "reject": "it is not posted; the audit trail says so, the journal holds it as rejected "
+    "under this exception (so no retry, reconciliation or refund posts it later), and the "
+    "ledger goes on",
 }
 # Runs started since post payments and settle an invoice only once they are in the ERP; runs
 # recorded before settle a paid invoice at once (they replay unchanged).
@@ -109,7 +125,17 @@ PAYMENTS_PATCH = "ledger-payments"
 OWN_PREDECESSORS_PATCH = "refund-own-predecessors"
 # Runs since go on with the rest of an event once finance decided on one part of it.
 GO_ON_AFTER_DECISION_PATCH = "go-on-after-decision"
+# Runs since read a charge again while billing holds one of its refunds pending.
+PENDING_REFUNDS_PATCH = "pending-refunds-read-again"
+# Runs since journal what finance rejected (under the exception's id) so nothing posts it later.
+JOURNAL_REJECTED_PATCH = "journal-rejected"
 MONEY_KINDS = ("payment", "refund")
+# Refund states that may still become `succeeded` (then posted) or `failed`/`canceled`.
+REFUND_STILL_OPEN = ("pending", "requires_action")
+REFUND_LOOK_FIRST = timedelta(minutes=10)
+REFUND_LOOK_LONGEST = timedelta(days=1)
+# Stripe fails a refund still pending after 45 days: one still pending a day later is finance's.
+REFUND_PENDING_LIMIT = timedelta(days=46)
 # A refund waits this long, checking with backoff, for the payment (or billing credit note)
 # it gives back to reach the ERP through its own ledger; then finance is asked.
 POSTING_WAIT_LIMIT = timedelta(hours=1)
@@ -124,6 +150,10 @@ class LedgerStatus(BaseModel):
     processed_events: int
     blocked_by: str | None
     last_posted: list[str]
+    # Refunds billing holds pending, read again at the time given.
+    pending_refunds: list[str] = []
+    # Refunds that ended failed or canceled in billing while waited for: nothing posted.
+    refunds_not_posted: list[str] = []
 
 
 @workflow.defn(name=LEDGER_WORKFLOW)
@@ -150,6 +180,9 @@ class SubscriptionLedgerWorkflow:
         self._manual_journal: list[tuple[str, str, str, Money]] = []
         self._input: SubscriptionLedgerInput | None = None
         self._refresh_requested = False
+        # Charges whose refunds billing holds pending, by charge id.
+        self._refund_watches: dict[str, PendingRefundWatch] = {}
+        self._refunds_not_posted: list[str] = []
 
     @workflow.run
     async def run(self, request: SubscriptionLedgerInput) -> None:
@@ -157,16 +190,20 @@ class SubscriptionLedgerWorkflow:
         self._exceptions_opened = request.exceptions_opened
         self._seen = list(request.seen_event_ids)
         self._settled = list(request.settled_documents)
+        self._refund_watches = {w.charge_id: w for w in request.pending_refunds}
         for event in request.pending:
             self._enqueue(event)
         while True:
-            self._set_status("waiting", "Waiting for billing events")
+            self._look_again_at_pending_refunds()
+            self._set_status("waiting", "Waiting for billing events" + self._pending_refunds_told())
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._pending) or self._refresh_requested,
-                    timeout=IDLE_BEFORE_FRESH_HISTORY,
+                    timeout=self._idle_limit(),
                 )
             except TimeoutError:
+                if self._refund_watches:
+                    continue  # a look at a pending refund is due
                 if self._subscription_canceled:
                     self._set_status("closed", "Subscription canceled; nothing left to post")
                     return
@@ -192,6 +229,7 @@ class SubscriptionLedgerWorkflow:
                     "seen_event_ids": self._seen[-SEEN_LIMIT:],
                     "settled_documents": self._settled[-SEEN_LIMIT:],
                     "exceptions_opened": self._exceptions_opened,
+                    "pending_refunds": list(self._refund_watches.values()),
                 }
             )
         )
@@ -215,6 +253,12 @@ class SubscriptionLedgerWorkflow:
             processed_events=self._processed,
             blocked_by=self._blocked_by,
             last_posted=self._last_posted[-20:],
+            pending_refunds=[
+                f"{refund_id} (charge {w.charge_id}, next look {w.next_look.isoformat()})"
+                for w in self._refund_watches.values()
+                for refund_id in w.refund_ids
+            ],
+            refunds_not_posted=self._refunds_not_posted[-20:],
         )
 
     def _enqueue(self, event: BillingEventRef) -> None:
@@ -241,8 +285,11 @@ class SubscriptionLedgerWorkflow:
                 await self._journal_money_manually(event, decision)
             elif decision.decision == "resolve_manually" and failed_document:
                 await self._journal_manual(failed_document, event, decision)
-            # reject: finance decided it is not to be posted; the audit trail says so. Either
-            # way the document is done with, also when a later invoice looks back at it.
+            elif decision.decision == "reject" and workflow.patched(JOURNAL_REJECTED_PATCH):
+                await self._journal_rejected(failed_document, event)
+            # reject: finance decided it is not to be posted; the audit trail says so (and,
+            # since JOURNAL_REJECTED_PATCH, the journal). Either way the document is done
+            # with, also when a later invoice looks back at it.
             if failed_document:
                 self._settle(failed_document)
                 if workflow.patched(GO_ON_AFTER_DECISION_PATCH):
@@ -366,7 +413,8 @@ class SubscriptionLedgerWorkflow:
         return in_erp >= paid
 
     async def _apply_refunds(self, event: BillingEventRef) -> None:
-        """Post the charge's succeeded refunds not yet in the ERP, oldest first."""
+        """Post the charge's succeeded refunds not yet in the ERP, oldest first; remember
+        the charge while billing holds one of its refunds pending, to read it again."""
         refunds = await call_system(
             BillingPaymentActivities.fetch_charge_refunds,
             ChargeRefundsInput(charge_id=event.object_id),
@@ -374,14 +422,111 @@ class SubscriptionLedgerWorkflow:
         for refund in refunds:
             if refund.status == "succeeded" and refund.refund_id not in self._settled:
                 await self._apply_refund(refund, refunds, event)
+        still_open = [
+            r for r in refunds if r.status in REFUND_STILL_OPEN and r.refund_id not in self._settled
+        ]
+        if (still_open or event.object_id in self._refund_watches) and workflow.patched(
+            PENDING_REFUNDS_PATCH
+        ):
+            self._watch_pending_refunds(event, refunds, still_open)
+
+    def _watch_pending_refunds(
+        self, event: BillingEventRef, refunds: list[Refund], still_open: list[Refund]
+    ) -> None:
+        """Keep reading the charge while a refund of it is pending; past what Stripe allows
+        a pending refund, it is finance's (`retry` waits again, `reject` journals it)."""
+        charge_id = event.object_id
+        watch = self._refund_watches.pop(charge_id, None)
+        if watch is not None:
+            for refund in refunds:
+                if refund.refund_id in watch.refund_ids and refund.status in ("failed", "canceled"):
+                    self._refunds_not_posted = [
+                        *self._refunds_not_posted,
+                        f"{refund.refund_id} {refund.status} in billing: nothing posted",
+                    ][-SEEN_LIMIT:]
+                    workflow.logger.info(
+                        "refund %s of charge %s (%s) ended %s in billing: nothing to post",
+                        refund.refund_id, charge_id, refund.amount, refund.status,
+                    )  # fmt: skip
+        if not still_open:
+            return
+        now = workflow.now()
+        if watch is None:
+            watch = PendingRefundWatch(
+                charge_id=charge_id, customer_id=event.customer_id,
+                correlation_id=event.correlation_id, refund_ids=[], since=now,
+                next_look=now + REFUND_LOOK_FIRST,
+                delay_seconds=int((REFUND_LOOK_FIRST * 2).total_seconds()),
+            )  # fmt: skip
+        waited = now - watch.since
+        if waited >= REFUND_PENDING_LIMIT:
+            refund = still_open[0]
+            self._working_on(refund, refund.invoice_id, refund_references(refund))
+            raise StepFailed(
+                "await_refund_outcome",
+                "RefundStillPending",
+                f"refund {refund.refund_id} ({refund.amount}) of charge {charge_id} is still "
+                f"{refund.status} in billing after {waited.days} days, longer than Stripe "
+                "holds a pending refund",
+                {**self._current_details, "pending_since": watch.since.isoformat()},
+            )
+        self._refund_watches[charge_id] = watch.model_copy(
+            update={"refund_ids": [r.refund_id for r in still_open]}
+        )
+        workflow.logger.info(
+            "charge %s: refund(s) %s pending in billing; read again at %s",
+            charge_id, ", ".join(r.refund_id for r in still_open), watch.next_look,
+        )  # fmt: skip
+
+    def _look_again_at_pending_refunds(self) -> None:
+        """Queue a read of each charge whose look is due (deduplicated by its event id)."""
+        now = workflow.now()
+        for charge_id, watch in list(self._refund_watches.items()):
+            if watch.next_look > now:
+                continue
+            looks = watch.looks + 1
+            self._enqueue(
+                BillingEventRef(
+                    event_id=f"{REFUND_CHECK_EVENT_PREFIX}{charge_id}:{looks}",
+                    event_type="ledger.refund_check",
+                    created=int(now.timestamp()),
+                    object_kind="charge",
+                    object_id=charge_id,
+                    customer_id=watch.customer_id,
+                    correlation_id=watch.correlation_id,
+                )
+            )
+            delay = timedelta(seconds=watch.delay_seconds)
+            self._refund_watches[charge_id] = watch.model_copy(
+                update={
+                    "looks": looks,
+                    "next_look": now + delay,
+                    "delay_seconds": int(min(delay * 2, REFUND_LOOK_LONGEST).total_seconds()),
+                }
+            )
+
+    def _pending_refunds_told(self) -> str:
+        if not self._refund_watches:
+            return ""
+        refunds = [r for w in self._refund_watches.values() for r in w.refund_ids]
+        first = min(w.next_look for w in self._refund_watches.values())
+        return (
+            f"; refund(s) {', '.join(refunds)} pending in billing, read again from "
+            f"{first.isoformat()}"
+        )
+
+    def _idle_limit(self) -> timedelta:
+        """How long to wait for events: until the next look at a pending refund, if any."""
+        if not self._refund_watches:
+            return IDLE_BEFORE_FRESH_HISTORY
+        first: datetime = min(w.next_look for w in self._refund_watches.values())
+        return min(IDLE_BEFORE_FRESH_HISTORY, max(first - workflow.now(), timedelta(seconds=1)))
 
     async def _apply_refund(
         self, refund: Refund, refunds: list[Refund], event: BillingEventRef
     ) -> None:
         payout_reference = refund.refund_id + PAYOUT_SUFFIX
-        manual = [(payout_reference, "refund")]
-        if not refund.credit_note_id:
-            manual.insert(0, (refund.refund_id, "credit_note"))
+        manual = refund_references(refund)
         self._working_on(refund, refund.invoice_id, manual)
         if await self._journaled(payout_reference) is not None:
             self._settle(refund.refund_id)
@@ -466,6 +611,17 @@ class SubscriptionLedgerWorkflow:
         waited, delay = timedelta(0), POSTING_WAIT_FIRST
         while True:
             entry = await self._journaled(reference)
+            if entry is not None and self._rejected_by_finance(entry):
+                gives_back = step == "await_payment_posting"
+                kind = "payment it gives back" if gives_back else "credit note it is paid out on"
+                raise StepFailed(
+                    step,
+                    "RejectedByFinance",
+                    f"{self._current_document}: the {kind} ({reference}) was rejected by "
+                    f"finance ({entry.erp_document_id.removeprefix(REJECTED_POSTING_PREFIX)}), "
+                    "so it is not in the ERP and nothing is paid out on it",
+                    {**self._current_details, "rejected": entry.model_dump(mode="json")},
+                )
             if entry is not None:
                 return entry
             if waited >= POSTING_WAIT_LIMIT:
@@ -479,6 +635,11 @@ class SubscriptionLedgerWorkflow:
             await workflow.sleep(delay)
             waited += delay
             delay = min(delay * 2, POSTING_WAIT_LONGEST)
+
+    def _rejected_by_finance(self, entry: JournalEntry) -> bool:
+        return entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX) and workflow.patched(
+            JOURNAL_REJECTED_PATCH
+        )
 
     async def _post_money(self, posting: PaymentPosting, event: BillingEventRef) -> None:
         posted = await call_system(
@@ -650,6 +811,34 @@ class SubscriptionLedgerWorkflow:
                     reference, document_type, customer_id, amount,
                     MANUAL_POSTING_PREFIX + str(number), number, event,
                 )  # fmt: skip
+
+    async def _journal_rejected(self, failed_document: str | None, event: BillingEventRef) -> None:
+        """Finance rejected it: journal each reference the failed step was about under the
+        exception's id and no ERP number, so retries, healing and refunds find it done."""
+        rejected = REJECTED_POSTING_PREFIX + exception_workflow_id(
+            workflow.info().workflow_id, self._exceptions_opened
+        )
+        if self._current_kind in MONEY_KINDS:
+            entries = self._manual_journal
+        elif failed_document:
+            try:
+                document = await self._fetch_document(self._current_kind, failed_document)
+            except StepFailed as failure:
+                workflow.logger.info(
+                    "rejected %s: billing gives no document to journal (%s)",
+                    failed_document, failure.message,
+                )  # fmt: skip
+                return
+            entries = [
+                (p.reference, p.kind, p.customer_id, p.total) for p in required_postings(document)
+            ]
+        else:
+            return
+        for reference, document_type, customer_id, amount in entries:
+            if await self._journaled(reference) is None:
+                await self._journal_entry(
+                    reference, document_type, customer_id, amount, rejected, None, event
+                )
 
     async def _journal(
         self,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.store.models import AccountLink, AuditEntry, Posting, WebhookReceipt, utcnow
 from canonical import AccountRecord
+from canonical.ledger import REJECTED_POSTING_PREFIX
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Rows per multi-row INSERT: 5 columns each stays under SQLite's oldest limit of 999 variables.
@@ -254,7 +255,8 @@ class IntegrationStore:
             return list(session.scalars(query))
 
     def credited_since(self, customer_id: str, currency: str, since: datetime) -> Decimal:
-        """Support credits journaled for the customer since `since` (the rolling cap)."""
+        """Support credits journaled for the customer since `since` (the rolling cap); one
+        finance rejected was never given (a hand-posted one was)."""
         with self.session() as session:
             total = session.scalar(
                 select(func.coalesce(func.sum(Posting.amount), 0)).where(
@@ -263,6 +265,7 @@ class IntegrationStore:
                     Posting.document_type == "credit_note",
                     Posting.workflow_id.startswith("credit/"),
                     Posting.posted_at >= since,
+                    ~Posting.erp_document_id.startswith(REJECTED_POSTING_PREFIX),
                 )
             )
             return Decimal(total or 0)

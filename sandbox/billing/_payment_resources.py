@@ -217,7 +217,7 @@ class BalanceTransactionResource(_ReadOnly):
     emits_events = False
     list_filters: ClassVar[dict[str, Validator]] = {
         "source": string(255, clearable=False),
-        "type": enum("charge", "refund", "payment", "payment_refund"),
+        "type": enum("charge", "refund", "refund_failure", "payment", "payment_refund"),
         "currency": string(3, clearable=False),
     }
 

@@ -9,6 +9,7 @@ card when it is saved), and `pm_card_chargeCustomerFail` attaches but declines e
     pm_card_chargeDeclined                           card_declined / generic_decline
     pm_card_chargeDeclinedInsufficientFunds          card_declined / insufficient_funds
     pm_card_chargeCustomerFail                       attaches; charges: generic_decline
+    pm_card_pendingRefund                            succeed; refunds start `pending`
 
 A successful charge makes, in this order and within the one request: a PaymentIntent
 (`payment_intent.created`), a Charge with its balance transaction (`charge.succeeded`), the
@@ -26,6 +27,14 @@ Invoice payments name what paid: `payment.type="payment_intent"` with the intent
 `latest_charge` is the charge), or `payment_record` for an invoice paid out of band (the
 `pr_...` record itself is not served). Partial payments are Stripe's: a confirmed
 PaymentIntent attached with `POST /v1/invoices/{id}/attach_payment`.
+
+A refund of a `pm_card_pendingRefund` charge starts `pending` (`pending_reason`
+`processing`), as with Stripe's test card 4000000000007726, and stays so until it is moved
+on. Stripe moves it on by itself and has no endpoint for it; here the sandbox-only control
+route `POST /_sandbox/refunds/{id}/settle` (`{"status": "succeeded" | "failed"}`, never
+called by the product) does, sending `charge.refund.updated` and `refund.updated` as Stripe
+does. A failed refund gives the money back to the balance (`refund_failure`) and to what is
+refundable on its charge.
 
 Not modelled, and so never answered: 3-D Secure and other customer actions, unconfirmed
 intents, disputes, payouts, the payment records API, and Stripe's handling of an invoice
@@ -92,6 +101,7 @@ class TestCard:
     last4: str
     decline_code: str | None = None  # declined when charged
     declined_on_attach: bool = False
+    refunds_pending: bool = False  # a refund of its charges starts `pending`
 
 
 TEST_CARDS: dict[str, TestCard] = {
@@ -101,7 +111,11 @@ TEST_CARDS: dict[str, TestCard] = {
     "pm_card_chargeDeclined": TestCard("visa", "0002", "generic_decline", True),
     "pm_card_chargeDeclinedInsufficientFunds": TestCard("visa", "9995", "insufficient_funds", True),
     "pm_card_chargeCustomerFail": TestCard("visa", "0341", "generic_decline"),
+    "pm_card_pendingRefund": TestCard("visa", "7726", refunds_pending=True),
 }
+# What a pending refund may become when moved on, and the failure Stripe's test cards give.
+REFUND_OUTCOMES = ("succeeded", "failed")
+REFUND_FAILURE_REASON = "expired_or_canceled_card"
 DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
@@ -882,6 +896,7 @@ class Payments:
                     Decimal(1), rounding=ROUND_HALF_UP
                 )
             )
+        pending = self._refunds_start_pending(charge)
         refund_id = new_id("re")
         txn = self.engine.insert(
             self.balance,
@@ -923,8 +938,9 @@ class Payments:
                 "reason": reason,
                 "receipt_number": None,
                 "source_transfer_reversal": None,
-                "status": "succeeded",
+                "status": "pending" if pending else "succeeded",
                 "transfer_reversal": None,
+                **({"pending_reason": "processing"} if pending else {}),
             },
             ctx,
             object_id=refund_id,
@@ -934,6 +950,67 @@ class Payments:
         self.engine.store.save_object(after)
         self.engine.record_event("charge.refunded", self.charges.render(after), ctx)
         return refund
+
+    def _refunds_start_pending(self, charge: Mapping[str, Any]) -> bool:
+        method_id = charge.get("payment_method")
+        if not method_id:
+            return False
+        method = self.engine.store.get_object(method_id)
+        token = method[0].get("_token", "") if method is not None else ""
+        return TEST_CARDS.get(token, TestCard("visa", "4242")).refunds_pending
+
+    def settle_refund(self, refund_id: str, outcome: str, ctx: CallContext) -> dict[str, Any]:
+        """Move a pending refund on, as Stripe does by itself (sandbox control only)."""
+        if outcome not in REFUND_OUTCOMES:
+            raise param_error(
+                f"status must be one of {', '.join(REFUND_OUTCOMES)}, not {outcome!r}",
+                param="status",
+            )
+        with self.engine.atomic():
+            refund = self.engine.get(self.refunds, refund_id)
+            if refund["status"] != "pending":
+                raise StripeError(
+                    400,
+                    f"Refund {refund_id} is {refund['status']}; only a pending refund moves on.",
+                    code="refund_not_pending",
+                )
+            after = {k: v for k, v in refund.items() if k != "pending_reason"}
+            after["status"] = outcome
+            if outcome == "failed":
+                after.update(self._fail_refund(refund, ctx))
+            self.engine.store.save_object(after)
+            rendered = self.refunds.render(after)
+            previous = {"status": "pending"}
+            self.engine.record_event("charge.refund.updated", rendered, ctx, previous=previous)
+            self.engine.record_event("refund.updated", rendered, ctx, previous=previous)
+        return rendered
+
+    def _fail_refund(self, refund: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
+        """The money comes back: to the balance, and to what the charge may still refund."""
+        given = self.engine.get(self.balance, refund["balance_transaction"])
+        txn = self.engine.insert(
+            self.balance,
+            {
+                "amount": -int(given["amount"]),
+                "available_on": self.engine.now(),
+                "balance_type": "payments",
+                "currency": given["currency"],
+                "description": "REFUND FAILURE",
+                "exchange_rate": given["exchange_rate"],
+                "fee": 0,
+                "fee_details": [],
+                "net": -int(given["net"]),
+                "reporting_category": "refund_failure",
+                "source": refund["id"],
+                "status": "available",
+                "type": "refund_failure",
+            },
+            ctx,
+        )
+        charge = self.engine.get(self.charges, refund["charge"])
+        refunded = int(charge["amount_refunded"]) - int(refund["amount"])
+        self.engine.store.save_object({**charge, "amount_refunded": refunded, "refunded": False})
+        return {"failure_balance_transaction": txn["id"], "failure_reason": REFUND_FAILURE_REASON}
 
     def create_refund(self, params: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
         clean = validate(params, _REFUND_CREATE)

@@ -3,7 +3,8 @@
 Every `/v1` call goes through one pipeline, in Stripe's order: injected faults, API key,
 form decoding, Idempotency-Key (POST), then the operation and any `expand[]`. `/_sandbox/*`
 is test control and needs no key: health, faults, webhook deliveries, redelivery, delivery
-mode, patches, and advancing a subscription to its next billing cycle.
+mode, patches, advancing a subscription to its next billing cycle, and moving a pending
+refund on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fastapi.responses import Response
 
 from sandbox.billing._billing import BillingOperations
 from sandbox.billing._engine import (
+    SYSTEM,
     BillingEngine,
     CallContext,
     Resource,
@@ -657,6 +659,21 @@ def _register_sandbox_control(app: FastAPI, sandbox: SandboxState) -> None:
         cycle's invoice (with pending prorations), as Stripe's renewal would."""
         try:
             return _json(sandbox.billing.advance_subscription(subscription_id))
+        except StripeError as err:
+            return _json(err.body(), err.status)
+
+    @app.post("/_sandbox/refunds/{refund_id}/settle")
+    async def settle_refund(refund_id: str, request: Request) -> Response:
+        """Move a pending refund on (`{"status": "succeeded" | "failed"}`), as Stripe does by
+        itself some time after a refund of its test card 4000000000007726; Stripe has no
+        endpoint for it, so the product never calls this."""
+        spec = await request.json()
+        if not isinstance(spec, dict):
+            return _json({"error": "body must be a JSON object"}, 400)
+        try:
+            return _json(
+                sandbox.billing.payments.settle_refund(refund_id, str(spec.get("status")), SYSTEM)
+            )
         except StripeError as err:
             return _json(err.body(), err.status)
 

@@ -71,6 +71,7 @@ from adapters.store.models import WebhookReceipt
 from adapters.support.zendesk import without_write_marker
 from adapters.temporal import connect_for
 from canonical import BalanceTransaction, BillingDocument, Money, Subscription
+from canonical.ledger import REJECTED_POSTING_PREFIX
 from canonical.reconciliation import LedgerDocument, LedgerPayment, Receivable
 from sandbox.billing.driver import TEST_CARD, BillingDriver
 from starters.console import ApiCallFailed, call_api, table
@@ -1595,7 +1596,9 @@ class Checker:
             side = "held" if ref in self.held else "billing"
             totals[row.currency][side] += _signed(row.kind, row.amount)
         for posting in self.run.adapters.store.postings():
-            if posting.document_type in DOCUMENT_KINDS:  # not a payment or refund
+            # Not a payment or refund, nor what finance rejected (journaled, never in the ERP).
+            rejected = posting.erp_document_id.startswith(REJECTED_POSTING_PREFIX)
+            if posting.document_type in DOCUMENT_KINDS and not rejected:
                 totals[posting.currency]["journal"] += _signed(
                     posting.document_type, posting.amount
                 )

@@ -28,7 +28,7 @@ from adapters.bootstrap import Adapters, build_adapters
 from adapters.erp import TrytonLedger
 from adapters.settings import Settings
 from canonical import AccountRecord, BillingDocument, Money, PostedDocument
-from canonical.ledger import ledger_workflow_id
+from canonical.ledger import REJECTED_POSTING_PREFIX, ledger_workflow_id
 from canonical.reconciliation import ReceivablePage
 from sandbox.billing.driver import BillingDriver
 from starters.console import call_api
@@ -555,12 +555,16 @@ class Demo:
         raise DemoFailed(f"subscription {subscription_id} has no invoice")
 
     async def _journaled(self, reference: str) -> None:
-        """Wait until a payment (or refund) is journaled: it is then in the ERP too."""
+        """Wait until a payment (or refund) is journaled: it is then in the ERP too, unless
+        finance rejected it (journaled so, never posted)."""
 
         async def journaled() -> bool:
             return self.adapters.store.find_posting("billing", reference) is not None
 
         await eventually(f"{reference} journaled", journaled, within=90)
+        entry = self.adapters.store.find_posting("billing", reference)
+        if entry is not None and entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX):
+            raise DemoFailed(f"{reference} was rejected by finance ({entry.erp_document_id})")
         self._payments_seen.append(reference)
 
     async def _erp_invoice(self, reference: str) -> dict[str, Any]:

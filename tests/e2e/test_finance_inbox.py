@@ -82,6 +82,12 @@ async def test_finance_sees_and_rejects_an_exception_from_the_terminal(
 
     assert await eventually(unblocked, "ledger unblocked", 30)
     assert "empty" in (await finance_cli(stack, "inbox", "--customer", customer_id)).stdout
+    # Journaled as rejected under the exception, with no ERP number: nothing posts it later.
+    invoices = await stack.driver.client.v1.invoices.list_async({"subscription": subscription_id})
+    [invoice_id] = [str(i.id) for i in invoices.data]
+    journaled = stack.adapters.store.find_posting("billing", invoice_id)
+    assert journaled is not None
+    assert (journaled.erp_document_id, journaled.erp_number) == (f"rejected:{exception_id}", None)
 
 
 def test_finance_api_refuses_bad_requests_without_changing_anything(stack: Stack) -> None:

@@ -27,6 +27,11 @@ from tests.workflow.test_account_sync import FakeSystems, running_workers, stand
 from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
+from tests.workflow.test_ledger_refund_states import (
+    pending_refund,
+    refund_becomes,
+    reject_overpaid_payment,
+)
 from tests.workflow.test_reconciliation import DAY, FakeStore
 from tests.workflow.test_reconciliation import running as recon_workers
 from tests.workflow.test_subscription_ledger import (
@@ -114,6 +119,57 @@ async def record_ledger_payments(env: WorkflowEnvironment) -> None:
         save("subscription_ledger_payments",
              await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
         save("customer_ledger_refund",
+             await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
+
+
+async def record_pending_refunds(env: WorkflowEnvironment) -> None:
+    """Two refunds billing holds pending (pending-refunds-read-again): the customer's ledger
+    reads their charge again on its timer; one succeeds (posted), the other fails (nothing)."""
+    world = FakeWorld()
+    paid = payment("inpay_pr", "in_pr", "100.00")
+    world.payments["in_pr"] = [paid]
+    world.documents["in_pr"] = paid_invoice("in_pr", "100.00", paid)
+    world.refunds["ch_inpay_pr"] = [
+        pending_refund("re_pr1", paid, "30.00"),
+        pending_refund("re_pr2", paid, "20.00"),
+    ]
+    async with running(env.client, "replay-pend.", world):
+        await deliver(env.client, "replay-pend.", paid_event("evt_paid", "in_pr", 100))
+        await until(lambda: "inpay_pr" in world.journal, env, "payment posted")
+        ledger = await deliver_to_customer_ledger(
+            env.client, "replay-pend.", charge_event("evt_refunded", "ch_inpay_pr", 300)
+        )
+        await env.sleep(timedelta(minutes=40))
+        refund_becomes(world, "ch_inpay_pr", "succeeded")
+        world.refunds["ch_inpay_pr"][1] = world.refunds["ch_inpay_pr"][1].model_copy(
+            update={"status": "failed"}
+        )
+        await until(lambda: "re_pr1/payout" in world.journal, env, "refund paid out",
+                    step=timedelta(minutes=1))  # fmt: skip
+        await env.sleep(timedelta(days=2))
+        save("customer_ledger_pending_refunds",
+             await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
+
+
+async def record_rejections_journaled(env: WorkflowEnvironment) -> None:
+    """A payment finance rejects is journaled as rejected (journal-rejected) and a heal posts
+    nothing; a refund of it is finance's, and rejected in turn."""
+    world = FakeWorld()
+    async with running(env.client, "replay-rej.", world):
+        ledger, _ = await reject_overpaid_payment(env, world, "replay-rej.", "rj")
+        await deliver(env.client, "replay-rej.", paid_event("recon:run-1:in_rj", "in_rj", 100))
+        await env.sleep(timedelta(minutes=5))
+        [paid] = world.payments["in_rj"]
+        world.refunds["ch_inpay_rj"] = [refund("re_rj", paid, "50.00")]
+        customer_ledger = await deliver_to_customer_ledger(
+            env.client, "replay-rej.", charge_event("evt_refunded", "ch_inpay_rj", 300)
+        )
+        exception = await exception_handle(env, customer_ledger)
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: "re_rj/payout" in world.journal, env, "refund rejection journaled")
+        save("subscription_ledger_reject_journaled",
+             await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
+        save("customer_ledger_refund_of_rejected_payment",
              await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
@@ -238,6 +294,8 @@ RECORDERS = {
     "account_sync": record_account_sync,
     "subscription_ledger": record_subscription_ledger,
     "ledger_payments": record_ledger_payments,
+    "pending_refunds": record_pending_refunds,
+    "rejections_journaled": record_rejections_journaled,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,

@@ -133,10 +133,12 @@ def test_journal_records_a_posting_once_and_refuses_a_second_erp_document(
 def test_credited_since_sums_support_credits_of_the_customer_only(
     store: IntegrationStore,
 ) -> None:
-    def credit(reference: str, amount: str, workflow_id: str, customer: str = "cus_1") -> None:
+    def credit(
+        reference: str, amount: str, workflow_id: str, customer: str = "cus_1", erp_id: str = ""
+    ) -> None:
         store.record_posting(
             source_system="billing", source_document_id=reference, document_type="credit_note",
-            customer_id=customer, erp_document_id=reference, erp_number=None,
+            customer_id=customer, erp_document_id=erp_id or reference, erp_number=None,
             amount=Decimal(amount), currency="USD", workflow_id=workflow_id, correlation_id=None,
         )  # fmt: skip
 
@@ -144,6 +146,8 @@ def test_credited_since_sums_support_credits_of_the_customer_only(
     credit("cbtxn_2", "15.50", "credit/1002/r1")
     credit("in_9/void", "99.00", "subscription/sub_1")  # an amendment, not a support credit
     credit("cbtxn_3", "70.00", "credit/1003/r1", customer="cus_2")
+    # Finance rejected it: never given, so it counts for nothing (one by hand counts).
+    credit("cbtxn_4", "25.00", "credit/1004/r1", erp_id="rejected:exception/credit/1004/r1/1")
     since = datetime.now(UTC) - timedelta(days=90)
     assert store.credited_since("cus_1", "USD", since) == Decimal("55.50")
     assert store.credited_since("cus_1", "EUR", since) == Decimal(0)

@@ -194,6 +194,11 @@ def test_charge_refunded_without_a_customer_is_not_routed() -> None:
             {"object": "refund", "id": "re_1", "charge": "ch_1", "customer": "cus_9"},
         ),
         (
+            # A pending refund that moved on: the customer's ledger reads the charge again.
+            "charge.refund.updated",
+            {"object": "refund", "id": "re_1", "charge": "ch_1", "status": "succeeded"},
+        ),
+        (
             "invoice_payment.paid",
             {"object": "invoice_payment", "id": "inpay_1", "invoice": "in_1Pay"},
         ),

@@ -12,7 +12,6 @@ import pytest
 import pytest_asyncio
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -41,7 +40,7 @@ from canonical.credit import CreditFacts, CreditRequest
 from canonical.entitlements import Entitlements
 from canonical.mapping import SUPPORT_CREDIT_LINE
 from canonical.support import SupportCase
-from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
+from tests.fixtures.temporal import time_skipping_server
 from workflows.case_to_credit import (
     CaseToCreditInput,
     CaseToCreditWorkflow,
@@ -58,15 +57,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """A test server of this module's own: its week-long approval timers and abandoned
     finance exceptions stay out of the other modules' skipped time."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(env.client)
-    try:
+    async with time_skipping_server() as env:
         yield env
-    finally:
-        await env.shutdown()
-        await asyncio.sleep(0.5)
 
 
 def usd(amount: str) -> Money:

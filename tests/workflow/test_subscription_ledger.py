@@ -968,7 +968,12 @@ async def test_refund_whose_payment_never_reaches_the_erp_goes_to_finance_after_
         await env.sleep(timedelta(hours=2))
         status = await ledger.query(SubscriptionLedgerWorkflow.status)
         assert (status.status, status.processed_events) == ("waiting", 2)
-    assert world.erp_order == [] and world.journal == {}
+    assert world.erp_order == []
+    # Journaled as rejected (no ERP number), so nothing looks for it again.
+    assert {ref: e.erp_number for ref, e in world.journal.items()} == {
+        "re_n": None,
+        "re_n/payout": None,
+    }
 
 
 async def test_refund_of_a_charge_that_paid_no_invoice_is_a_finance_exception(
