@@ -12,7 +12,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from canonical.billing import BillingDocument, LedgerLine, LedgerPosting, LedgerTax, TaxLine
+from canonical.billing import (
+    BillingDocument,
+    LedgerLine,
+    LedgerPosting,
+    LedgerTax,
+    LinkedRefund,
+    TaxLine,
+)
 from canonical.mapping import REFUND_LINE, SUPPORT_CREDIT_LINE
 from canonical.money import Money
 from canonical.payments import Payment, PaymentPosting, Refund
@@ -24,6 +31,15 @@ VOID_SUFFIX = "/void"
 # A refund made without a billing credit note is two ERP rows: its credit note (reference =
 # the refund id) and the payment out applied to it (this suffix), each journaled once.
 PAYOUT_SUFFIX = "/payout"
+# A refund's own credit note stands until billing names the refund in a credit note of its
+# own (linked later, e.g. for the tax paperwork): billing's credit note is then the credit,
+# and ours is cancelled by its reversal, `{refund id}/credited-by/{credit note id}`, an ERP
+# invoice on the same `refunds` line that billing's credit note is applied to.
+CREDITED_BY_INFIX = "/credited-by/"
+# What a credit note gives back outside billing (`out_of_band_amount`) is paid out on it:
+# `{credit note id}/out_of_band`, on finance's `out_of_band/{CURRENCY}` payment journal.
+OUT_OF_BAND_SUFFIX = "/out_of_band"
+OUT_OF_BAND_METHOD = "out_of_band"
 # Reconciliation's healing replays a document with an event id of this prefix: the ledger then
 # looks again even at a document it had settled (a payment may be missing behind it).
 HEAL_EVENT_PREFIX = "recon:"
@@ -281,4 +297,58 @@ def refund_payout(refund: Refund, method: str, applies_to: str) -> PaymentPostin
             f"Refund {refund.refund_id} paid out ({method}) for payment {refund.payment_id} "
             f"on {on.isoformat()}"
         ),
+    )
+
+
+def refund_credit_reversal(
+    link: LinkedRefund, credit_note: BillingDocument, refund_credit: Money
+) -> LedgerPosting:
+    """The ERP invoice that cancels (the linked part of) a refund's own credit note once
+    billing's credit note names the refund: the same `refunds` line the other way, so the
+    credit is billing's credit note alone (its revenue and tax) and is not given twice.
+    `refund_credit` is what the refund's credit note in the ERP is worth: never more is
+    reversed."""
+    amount = min(link.amount.amount, refund_credit.amount)
+    on = (credit_note.finalized_at or credit_note.created_at).date()
+    name = credit_note.number or credit_note.document_id
+    return LedgerPosting(
+        reference=link.refund_id + CREDITED_BY_INFIX + credit_note.document_id,
+        kind="invoice",
+        customer_id=credit_note.customer_id,
+        currency=link.amount.currency,
+        lines=[
+            LedgerLine(
+                description=f"Refund {link.refund_id} credited by credit note {name}",
+                quantity=Decimal(1),
+                unit_price=amount,
+                product_id=REFUND_LINE,
+            )
+        ],
+        total=Money(amount=amount, currency=link.amount.currency),
+        billing_date=on,
+        description=(
+            f"Reversal of the credit note of refund {link.refund_id}: billing's credit note "
+            f"{name} of {on.isoformat()} names the refund"
+        ),
+    )
+
+
+def out_of_band_payout(credit_note: BillingDocument) -> PaymentPosting | None:
+    """The money a credit note gives back outside billing, paid out on the credit note's
+    ERP document (finance's `out_of_band` journal of its currency); None when it gives
+    nothing back that way."""
+    given = credit_note.out_of_band_amount
+    if credit_note.kind != "credit_note" or given is None or given.amount <= 0:
+        return None
+    on = (credit_note.finalized_at or credit_note.created_at).date()
+    name = credit_note.number or credit_note.document_id
+    return PaymentPosting(
+        reference=credit_note.document_id + OUT_OF_BAND_SUFFIX,
+        kind="refund",
+        customer_id=credit_note.customer_id,
+        applies_to=credit_note.document_id,
+        amount=given,
+        payment_date=on,
+        method=OUT_OF_BAND_METHOD,
+        description=f"Credit note {name} given back out of band on {on.isoformat()}",
     )
