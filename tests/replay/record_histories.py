@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.workflow.test_account_sync import FakeSystems, running_workers, stand
 from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
+from tests.workflow.test_credit_note_money import CreditingWorld, credit_note, linked
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
     charge_event,
@@ -110,6 +112,36 @@ async def record_ledger_payments(env: WorkflowEnvironment) -> None:
         save("subscription_ledger_payments",
              await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
         save("customer_ledger_refund",
+             await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
+
+
+async def record_credit_note_money(env: WorkflowEnvironment) -> None:
+    """In the customer's ledger: a refund posted as its own credit note (read again just
+    before), then billing's credit note naming it and giving the rest back out of band: the
+    refund's credit note reversed, billing's posted, the out-of-band money paid out
+    (credit-note-linked-refunds, credit-note-out-of-band, mapping-currencies)."""
+    world = CreditingWorld()
+    paid = payment("inpay_m", "in_m", "100.00")
+    world.payments["in_m"] = [paid]
+    world.documents["in_m"] = paid_invoice("in_m", "100.00", paid)
+    world.refunds["ch_inpay_m"] = [refund("re_m", paid, "30.00")]
+    async with running(env.client, "replay-cn.", world):
+        await deliver(env.client, "replay-cn.", paid_event("evt_paid", "in_m", 100))
+        await until(lambda: "inpay_m" in world.journal, env, "payment posted")
+        customer_ledger = await deliver_to_customer_ledger(
+            env.client, "replay-cn.", charge_event("evt_refunded", "ch_inpay_m", 300)
+        )
+        await until(lambda: "re_m/payout" in world.journal, env, "refund paid out")
+        world.documents["cn_m"] = credit_note(
+            "cn_m", "40.00", "in_m", refunds=linked("re_m", "30.00"),
+            out_of_band_amount=paid.amount.model_copy(update={"amount": Decimal("10.00")}),
+        )  # fmt: skip
+        await deliver_to_customer_ledger(
+            env.client, "replay-cn.", event("evt_cn", "cn_m", 400, kind="credit_note")
+        )
+        await until(lambda: "cn_m/out_of_band" in world.journal, env, "paid out out of band")
+        await env.sleep(timedelta(minutes=1))
+        save("customer_ledger_credit_note_money",
              await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
@@ -203,6 +235,7 @@ RECORDERS = {
     "account_sync": record_account_sync,
     "subscription_ledger": record_subscription_ledger,
     "ledger_payments": record_ledger_payments,
+    "credit_note_money": record_credit_note_money,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,
