@@ -262,23 +262,35 @@ def refund_credit_note(refund: Refund) -> LedgerPosting:
     about = f"payment {refund.payment_id}" + (
         f" of invoice {refund.invoice_id}" if refund.invoice_id else ""
     )
-    return LedgerPosting(
-        reference=refund.refund_id,
-        kind="credit_note",
-        customer_id=refund.customer_id,
-        currency=refund.amount.currency,
-        lines=[
-            LedgerLine(
-                description=f"Refund {refund.refund_id} of {about}",
-                quantity=Decimal(1),
-                unit_price=refund.amount.amount,
-                product_id=REFUND_LINE,
-            )
-        ],
-        total=refund.amount,
-        billing_date=on,
+    return _on_refunds_line(
+        refund.refund_id, "credit_note", refund.customer_id, refund.amount, on,
+        line=f"Refund {refund.refund_id} of {about}",
         description=f"Refund {refund.refund_id} of {about} on {on.isoformat()}",
-    )
+    )  # fmt: skip
+
+
+def _on_refunds_line(
+    reference: str,
+    kind: Literal["invoice", "credit_note"],
+    customer_id: str,
+    amount: Money,
+    on: date,
+    *,
+    line: str,
+    description: str,
+) -> LedgerPosting:
+    """An ERP document of one line on finance's `refunds` entry, without tax."""
+    return LedgerPosting(
+        reference=reference,
+        kind=kind,
+        customer_id=customer_id,
+        currency=amount.currency,
+        lines=[LedgerLine(description=line, quantity=Decimal(1), unit_price=amount.amount,
+                          product_id=REFUND_LINE)],
+        total=amount,
+        billing_date=on,
+        description=description,
+    )  # fmt: skip
 
 
 def refund_payout(refund: Refund, method: str, applies_to: str) -> PaymentPosting:
@@ -308,29 +320,20 @@ def refund_credit_reversal(
     credit is billing's credit note alone (its revenue and tax) and is not given twice.
     `refund_credit` is what the refund's credit note in the ERP is worth: never more is
     reversed."""
-    amount = min(link.amount.amount, refund_credit.amount)
+    amount = Money(
+        amount=min(link.amount.amount, refund_credit.amount), currency=link.amount.currency
+    )
     on = (credit_note.finalized_at or credit_note.created_at).date()
     name = credit_note.number or credit_note.document_id
-    return LedgerPosting(
-        reference=link.refund_id + CREDITED_BY_INFIX + credit_note.document_id,
-        kind="invoice",
-        customer_id=credit_note.customer_id,
-        currency=link.amount.currency,
-        lines=[
-            LedgerLine(
-                description=f"Refund {link.refund_id} credited by credit note {name}",
-                quantity=Decimal(1),
-                unit_price=amount,
-                product_id=REFUND_LINE,
-            )
-        ],
-        total=Money(amount=amount, currency=link.amount.currency),
-        billing_date=on,
+    return _on_refunds_line(
+        link.refund_id + CREDITED_BY_INFIX + credit_note.document_id, "invoice",
+        credit_note.customer_id, amount, on,
+        line=f"Refund {link.refund_id} credited by credit note {name}",
         description=(
             f"Reversal of the credit note of refund {link.refund_id}: billing's credit note "
             f"{name} of {on.isoformat()} names the refund"
         ),
-    )
+    )  # fmt: skip
 
 
 def out_of_band_payout(credit_note: BillingDocument) -> PaymentPosting | None:

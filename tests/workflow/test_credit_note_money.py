@@ -22,6 +22,7 @@ from canonical import (
     LedgerPosting,
     LinkedRefund,
     Money,
+    Payment,
     PostedDocument,
     Refund,
 )
@@ -86,6 +87,20 @@ class CreditingWorld(FakeWorld):
                 )
         return posted
 
+    def paid_by_card(self, invoice_id: str, amount: str) -> Payment:
+        """A one-payment invoice of the subscription, paid in full: its payment."""
+        paid = payment(invoice_id.replace("in_", "inpay_", 1), invoice_id, amount)
+        self.payments[invoice_id] = [paid]
+        self.documents[invoice_id] = paid_invoice(invoice_id, amount, paid)
+        return paid
+
+    async def posted_with_its_payment(
+        self, env: WorkflowEnvironment, prefix: str, invoice_id: str
+    ) -> None:
+        await deliver(env.client, prefix, paid_event("evt_paid", invoice_id, 100))
+        paid = invoice_id.replace("in_", "inpay_", 1)
+        await until(lambda: paid in self.journal, env, "payment posted")
+
     def open(self, reference: str) -> Decimal:
         return self.erp[reference].total.amount - self.applied.get(reference, Decimal(0))
 
@@ -115,14 +130,11 @@ async def test_refund_then_a_credit_note_naming_it_credits_once_and_books_end_eq
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, world = time_skipping_env, CreditingWorld()
-    paid = payment("inpay_l", "in_l", "100.00")
-    world.payments["in_l"] = [paid]
-    world.documents["in_l"] = paid_invoice("in_l", "100.00", paid)
+    paid = world.paid_by_card("in_l", "100.00")
     world.refunds["ch_inpay_l"] = [refund("re_l", paid, "30.00")]
     reversal = "re_l/credited-by/cn_l"
     async with running(env.client, queue_prefix, world):
-        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_l", 100))
-        await until(lambda: "inpay_l" in world.journal, env, "payment posted")
+        await world.posted_with_its_payment(env, queue_prefix, "in_l")
         await deliver_to_customer_ledger(
             env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_l", 300)
         )
@@ -162,9 +174,7 @@ async def test_refund_linked_to_a_credit_note_just_before_its_own_credit_note_ta
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, world = time_skipping_env, CreditingWorld()
-    paid = payment("inpay_w", "in_w", "50.00")
-    world.payments["in_w"] = [paid]
-    world.documents["in_w"] = paid_invoice("in_w", "50.00", paid)
+    paid = world.paid_by_card("in_w", "50.00")
     world.refunds["ch_inpay_w"] = [refund("re_w", paid, "20.00")]
     # Billing names the refund in a credit note after the ledger's first read of it.
     world.documents["cn_w"] = credit_note("cn_w", "20.00", "in_w", refunds=linked("re_w", "20.00"))
@@ -172,8 +182,7 @@ async def test_refund_linked_to_a_credit_note_just_before_its_own_credit_note_ta
         refund("re_w", paid, "20.00", credit_note_id="cn_w")
     ]
     async with running(env.client, queue_prefix, world):
-        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_w", 100))
-        await until(lambda: "inpay_w" in world.journal, env, "payment posted")
+        await world.posted_with_its_payment(env, queue_prefix, "in_w")
         await deliver_to_customer_ledger(
             env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_w", 300)
         )
@@ -192,14 +201,11 @@ async def test_credit_note_naming_its_refund_before_the_refund_posts_no_reversal
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, world = time_skipping_env, CreditingWorld()
-    paid = payment("inpay_b", "in_b", "60.00")
-    world.payments["in_b"] = [paid]
-    world.documents["in_b"] = paid_invoice("in_b", "60.00", paid)
+    paid = world.paid_by_card("in_b", "60.00")
     world.documents["cn_b"] = credit_note("cn_b", "25.00", "in_b", refunds=linked("re_b", "25.00"))
     world.refunds["ch_inpay_b"] = [refund("re_b", paid, "25.00", credit_note_id="cn_b")]
     async with running(env.client, queue_prefix, world):
-        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_b", 100))
-        await until(lambda: "inpay_b" in world.journal, env, "payment posted")
+        await world.posted_with_its_payment(env, queue_prefix, "in_b")
         await deliver_to_customer_ledger(
             env.client, queue_prefix, event("evt_cn", "cn_b", 300, kind="credit_note")
         )
@@ -218,14 +224,11 @@ async def test_money_a_credit_note_gives_back_out_of_band_is_paid_out_on_it_once
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, world = time_skipping_env, CreditingWorld()
-    paid = payment("inpay_o", "in_o", "80.00")
-    world.payments["in_o"] = [paid]
-    world.documents["in_o"] = paid_invoice("in_o", "80.00", paid)
+    world.paid_by_card("in_o", "80.00")
     world.documents["cn_o"] = credit_note("cn_o", "20.00", "in_o",
                                           out_of_band_amount=usd("20.00"))  # fmt: skip
     async with running(env.client, queue_prefix, world):
-        await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_o", 100))
-        await until(lambda: "inpay_o" in world.journal, env, "payment posted")
+        await world.posted_with_its_payment(env, queue_prefix, "in_o")
         for event_id in ("evt_cn", "evt_cn", "evt_cn_again"):
             await deliver_to_customer_ledger(
                 env.client, queue_prefix, event(event_id, "cn_o", 300, kind="credit_note")
