@@ -335,19 +335,24 @@ class SubscriptionLedgerWorkflow:
         reconciliation reports any such double credit as a receivable that differs."""
         reversals = []
         for link in credit_note.refunds:
-            own = await self._journaled(link.refund_id)
-            if own is None or own.document_type != "credit_note":
-                continue
-            if own.erp_document_id.startswith(REJECTED_POSTING_PREFIX):
-                continue  # finance decided it is not in the ERP: nothing to reverse
-            in_erp = Money(amount=own.amount, currency=own.currency)
-            reversals.append(refund_credit_reversal(link, credit_note, in_erp))
+            own = await self._refunds_own_credit_note(link.refund_id)
+            if own is not None:
+                in_erp = Money(amount=own.amount, currency=own.currency)
+                reversals.append(refund_credit_reversal(link, credit_note, in_erp))
         if not reversals:
             return postings
         main, *rest = postings
         if len(reversals) == 1:
             main = main.model_copy(update={"applies_to": reversals[0].reference})
         return [*reversals, main, *rest]
+
+    async def _refunds_own_credit_note(self, refund_id: str) -> JournalEntry | None:
+        """The refund's own credit note as journaled, if the ERP holds one (finance's
+        `reject` put nothing there)."""
+        own = await self._journaled(refund_id)
+        if own is None or own.document_type != "credit_note":
+            return None
+        return None if own.erp_document_id.startswith(REJECTED_POSTING_PREFIX) else own
 
     async def _pay_out_of_band(self, credit_note: BillingDocument, event: BillingEventRef) -> None:
         """What the credit note gave back outside billing leaves the ERP too, applied to the
@@ -444,7 +449,7 @@ class SubscriptionLedgerWorkflow:
             f"refund {refund.refund_id} ({refund.amount}) gives back payment "
             f"{refund.payment_id} of invoice {refund.invoice_id}, which is not in the ERP",
         )
-        if refund.credit_note_id:
+        if refund.credit_note_id and not await self._credited_first(refund):
             # Billing's credit note made the refund: its own ledger posts it; pay out on it.
             await self._await_credit_note(refund)
             applies_to = refund.credit_note_id
@@ -459,6 +464,14 @@ class SubscriptionLedgerWorkflow:
                     applies_to = await self._credit_note_made_later(refund, named_by, event)
         await self._post_money(refund_payout(refund, payment.method, applies_to), event)
         self._settle(refund.refund_id)
+
+    async def _credited_first(self, refund: Refund) -> bool:
+        """The refund's own credit note reached the ERP before billing's credit note named
+        it (e.g. its payout failed and waited for finance meanwhile): the money goes out on
+        that credit note, which billing's credit note reversed. False for runs from before."""
+        if not workflow.patched(LINKED_REFUNDS_PATCH):
+            return False
+        return await self._refunds_own_credit_note(refund.refund_id) is not None
 
     async def _credit_note_naming_now(self, refund: Refund) -> str | None:
         """Billing's credit note that names the refund as billing reads now, just before the

@@ -170,6 +170,41 @@ async def test_refund_then_a_credit_note_naming_it_credits_once_and_books_end_eq
     assert (world.post_calls, world.payment_calls) == (4, 2)
 
 
+async def test_refund_whose_payout_waited_for_finance_while_billing_named_it_pays_out_on_its_own(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """The refund's own credit note is in the ERP, its payout refused (no card journal);
+    billing names the refund in a credit note before finance retries: the retry reverses
+    the refund's credit note under billing's and pays out on the refund's own."""
+    env, world = time_skipping_env, CreditingWorld()
+    paid = world.paid_by_card("in_r", "90.00")
+    world.refunds["ch_inpay_r"] = [refund("re_r", paid, "40.00")]
+    mapping = finance_mapping()
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_r")
+        world.set_mapping(mapping.model_copy(update={"payments": {}}))
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_r", 300)
+        )
+        exception = await exception_handle(env, ledger)
+        assert "re_r" in world.erp and "re_r/payout" not in world.erp_payments
+        world.documents["cn_r"] = credit_note("cn_r", "40.00", "in_r",
+                                              refunds=linked("re_r", "40.00"))  # fmt: skip
+        world.refunds["ch_inpay_r"] = [refund("re_r", paid, "40.00", credit_note_id="cn_r")]
+        world.set_mapping(finance_mapping(version=2))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "re_r/payout" in world.journal, env, "refund paid out")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_r", 301, kind="credit_note")
+        )
+        await env.sleep(timedelta(minutes=1))
+    reversal = "re_r/credited-by/cn_r"
+    assert world.erp_order == ["in_r", "inpay_r", "re_r", reversal, "cn_r", "re_r/payout"]
+    assert world.erp_payment_postings["re_r/payout"].applies_to == "re_r"
+    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
+    assert world.receivable() == 0
+
+
 async def test_refund_linked_to_a_credit_note_just_before_its_own_credit_note_takes_that_path(
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
