@@ -36,6 +36,7 @@ from tests.workflow.test_subscription_ledger import (
     deliver_to_customer_ledger,
     event,
     exception_handle,
+    finance_mapping,
     invoice,
     paid_event,
     paid_invoice,
@@ -116,26 +117,29 @@ async def record_ledger_payments(env: WorkflowEnvironment) -> None:
 
 
 async def record_credit_note_money(env: WorkflowEnvironment) -> None:
-    """In the customer's ledger: a refund posted as its own credit note (read again just
-    before), then billing's credit note naming it and giving the rest back out of band: the
-    refund's credit note reversed, billing's posted, the out-of-band money paid out
-    (credit-note-linked-refunds, credit-note-out-of-band, mapping-currencies)."""
+    """In the customer's ledger: a refund posted as its own credit note (billing read again
+    just before), its payout refused for want of a journal; billing's credit note then names
+    the refund and gives the rest back out of band; finance retries: the payout goes out on
+    the refund's credit note, which billing's credit note reverses, and the out-of-band money
+    is paid out (credit-note-linked-refunds, credit-note-out-of-band, mapping-currencies)."""
     world = CreditingWorld()
-    paid = payment("inpay_m", "in_m", "100.00")
-    world.payments["in_m"] = [paid]
-    world.documents["in_m"] = paid_invoice("in_m", "100.00", paid)
+    paid = world.paid_by_card("in_m", "100.00")
     world.refunds["ch_inpay_m"] = [refund("re_m", paid, "30.00")]
     async with running(env.client, "replay-cn.", world):
-        await deliver(env.client, "replay-cn.", paid_event("evt_paid", "in_m", 100))
-        await until(lambda: "inpay_m" in world.journal, env, "payment posted")
+        await world.posted_with_its_payment(env, "replay-cn.", "in_m")
+        world.set_mapping(finance_mapping().model_copy(update={"payments": {}}))
         customer_ledger = await deliver_to_customer_ledger(
             env.client, "replay-cn.", charge_event("evt_refunded", "ch_inpay_m", 300)
         )
-        await until(lambda: "re_m/payout" in world.journal, env, "refund paid out")
+        exception = await exception_handle(env, customer_ledger)
         world.documents["cn_m"] = credit_note(
             "cn_m", "40.00", "in_m", refunds=linked("re_m", "30.00"),
             out_of_band_amount=paid.amount.model_copy(update={"amount": Decimal("10.00")}),
         )  # fmt: skip
+        world.refunds["ch_inpay_m"] = [refund("re_m", paid, "30.00", credit_note_id="cn_m")]
+        world.set_mapping(finance_mapping(version=2))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "re_m/payout" in world.journal, env, "refund paid out")
         await deliver_to_customer_ledger(
             env.client, "replay-cn.", event("evt_cn", "cn_m", 400, kind="credit_note")
         )
