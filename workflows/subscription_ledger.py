@@ -14,7 +14,11 @@ payment never reaches the ERP before its invoice; an invoice is settled only onc
 paid and its payments are in the ERP. A charge's refunds (the customer's ledger gets them)
 wait, bounded, for the payment they give back to be journaled, then post the payment out
 against billing's credit note or, when none made the refund, against a refund credit note
-posted first. Every ERP posting maps through finance's mapping in the ERP activity.
+posted first (billing is read once more just before: a credit note may have named the refund
+meanwhile). A credit note naming a refund whose own credit note is already in the ERP
+reverses that one, so the customer is credited once; what a credit note gives back out of
+band is paid out on it. Every ERP posting maps through finance's mapping in the ERP
+activity, which alone says which currencies are booked.
 """
 
 from __future__ import annotations
