@@ -5,6 +5,7 @@ document; classification, the report and healing decisions read the store."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -36,6 +37,7 @@ from canonical import BalanceTransaction, BillingDocument, Payment, Refund
 from canonical.ledger import (
     HEAL_EVENT_PREFIX,
     PAYOUT_SUFFIX,
+    REJECTED_POSTING_PREFIX,
     BillingEventRef,
     ledger_workflow_id,
     required_postings,
@@ -173,15 +175,20 @@ def expected_payments(payments: list[Payment]) -> list[ExpectedPayment]:
     ]
 
 
-def expected_refunds(refunds: list[Refund]) -> tuple[list[ExpectedPayment], list[ExpectedPosting]]:
+def expected_refunds(
+    refunds: list[Refund], credited_first: Collection[str] = ()
+) -> tuple[list[ExpectedPayment], list[ExpectedPosting]]:
     """Succeeded refunds: the payment out (`re_…/payout`), applied to billing's credit note
     when one made the refund, else to the refund's own ERP credit note (reference: the
-    refund id), which must exist too."""
+    refund id), which must exist too. A refund in `credited_first` had its own credit note
+    posted before billing's credit note named it: that credit note stays (reversed under
+    billing's), and the payment out is applied to it."""
     money_out: list[ExpectedPayment] = []
     credit_notes: list[ExpectedPosting] = []
     for r in refunds:
         if r.status != "succeeded" or r.amount.amount <= 0:
             continue
+        own_credit_note = r.credit_note_id is None or r.refund_id in credited_first
         money_out.append(
             ExpectedPayment(
                 # the payout's own reference: the refund id names its credit note
@@ -190,11 +197,11 @@ def expected_refunds(refunds: list[Refund]) -> tuple[list[ExpectedPayment], list
                 customer_id=r.customer_id,
                 currency=r.amount.currency,
                 amount=r.amount.amount,
-                applies_to=r.credit_note_id or r.refund_id,
+                applies_to=r.refund_id if own_credit_note else str(r.credit_note_id),
                 billing_document_id=r.refund_id,
             )
         )
-        if r.credit_note_id is None:
+        if own_credit_note:
             credit_notes.append(
                 ExpectedPosting(
                     reference=r.refund_id,
@@ -416,10 +423,24 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             page = await self._billing.refund_page(
                 request.period_start, request.period_end, request.cursor, request.page_size
             )
-        money_out, credit_notes = expected_refunds(page.refunds)
+        credited_first = [
+            r.refund_id for r in page.refunds
+            if r.credit_note_id and self._own_credit_note_posted(r.refund_id)
+        ]  # fmt: skip
+        money_out, credit_notes = expected_refunds(page.refunds, credited_first)
         self._recon.add_expected_payments(request.run_id, money_out)
         self._recon.add_expected(request.run_id, credit_notes)
         return PageLoaded(rows=len(page.refunds), next_cursor=page.next_cursor)
+
+    def _own_credit_note_posted(self, refund_id: str) -> bool:
+        """The refund's own credit note is journaled: it reached the ERP before a credit note
+        of billing's named the refund (finance's rejection put nothing there)."""
+        entry = self._store.find_posting("billing", refund_id)
+        return (
+            entry is not None
+            and entry.document_type == "credit_note"
+            and not entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX)
+        )
 
     async def _load_receivables(self, request: LoadPageInput) -> PageLoaded:
         """What customers owe now, whatever the period: a page of billing's customers."""

@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     erp_proxy_port: int = 8009
     billing_proxy_port: int = 8010
     support_proxy_port: int = 8011
-    # Currencies the ledger books in; documents in any other go to finance, never posted
+    # Currencies ledgers started with; only steps recorded before finance's mapping became the
+    # one source of currencies (`mapping-currencies`) replay with it
     ledger_currencies: list[str] = ["USD"]
     # Finance's mapping file (products, tax rates, payment journals: adapters/mapping_file.py);
     # unset, `home`/finance-mapping.toml (the one `ledgerbridge up` writes)

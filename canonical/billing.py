@@ -62,6 +62,16 @@ class DocumentLine(BaseModel):
         return Money(amount=self.amount.amount - inclusive, currency=self.amount.currency)
 
 
+class LinkedRefund(BaseModel):
+    """A refund a credit note names (Stripe's `refunds[]`): the money of the credit given
+    back by that refund, made with the credit note or before it and linked to it later."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refund_id: str = Field(description="billing's refund id (re_...)")
+    amount: Money = Field(description="what of the refund applies to this credit note")
+
+
 class BillingDocument(BaseModel):
     """An invoice or a credit note in billing: what the ERP must mirror once finalized."""
 
@@ -91,6 +101,13 @@ class BillingDocument(BaseModel):
     voided_at: AwareDatetime | None = None
     metadata: dict[str, str] = Field(
         default_factory=dict, description="e.g. case_id on a credit note a support case asked"
+    )
+    refunds: list[LinkedRefund] = Field(
+        default_factory=list, description="a credit note's: the refunds that give its money back"
+    )
+    out_of_band_amount: Money | None = Field(
+        default=None,
+        description="a credit note's: what it gives back outside billing (Stripe's field)",
     )
 
     @property

@@ -12,7 +12,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from canonical.billing import BillingDocument, LedgerLine, LedgerPosting, LedgerTax, TaxLine
+from canonical.billing import (
+    BillingDocument,
+    LedgerLine,
+    LedgerPosting,
+    LedgerTax,
+    LinkedRefund,
+    TaxLine,
+)
 from canonical.mapping import REFUND_LINE, SUPPORT_CREDIT_LINE
 from canonical.money import Money
 from canonical.payments import Payment, PaymentPosting, Refund
@@ -28,6 +35,15 @@ VOID_SUFFIX = "/void"
 # A refund made without a billing credit note is two ERP rows: its credit note (reference =
 # the refund id) and the payment out applied to it (this suffix), each journaled once.
 PAYOUT_SUFFIX = "/payout"
+# A refund's own credit note stands until billing names the refund in a credit note of its
+# own (linked later, e.g. for the tax paperwork): billing's credit note is then the credit,
+# and ours is cancelled by its reversal, `{refund id}/credited-by/{credit note id}`, an ERP
+# invoice on the same `refunds` line that billing's credit note is applied to.
+CREDITED_BY_INFIX = "/credited-by/"
+# What a credit note gives back outside billing (`out_of_band_amount`) is paid out on it:
+# `{credit note id}/out_of_band`, on finance's `out_of_band/{CURRENCY}` payment journal.
+OUT_OF_BAND_SUFFIX = "/out_of_band"
+OUT_OF_BAND_METHOD = "out_of_band"
 # Reconciliation's healing replays a document with an event id of this prefix: the ledger then
 # looks again even at a document it had settled (a payment may be missing behind it).
 HEAL_EVENT_PREFIX = "recon:"
@@ -276,23 +292,35 @@ def refund_credit_note(refund: Refund) -> LedgerPosting:
     about = f"payment {refund.payment_id}" + (
         f" of invoice {refund.invoice_id}" if refund.invoice_id else ""
     )
-    return LedgerPosting(
-        reference=refund.refund_id,
-        kind="credit_note",
-        customer_id=refund.customer_id,
-        currency=refund.amount.currency,
-        lines=[
-            LedgerLine(
-                description=f"Refund {refund.refund_id} of {about}",
-                quantity=Decimal(1),
-                unit_price=refund.amount.amount,
-                product_id=REFUND_LINE,
-            )
-        ],
-        total=refund.amount,
-        billing_date=on,
+    return _on_refunds_line(
+        refund.refund_id, "credit_note", refund.customer_id, refund.amount, on,
+        line=f"Refund {refund.refund_id} of {about}",
         description=f"Refund {refund.refund_id} of {about} on {on.isoformat()}",
-    )
+    )  # fmt: skip
+
+
+def _on_refunds_line(
+    reference: str,
+    kind: Literal["invoice", "credit_note"],
+    customer_id: str,
+    amount: Money,
+    on: date,
+    *,
+    line: str,
+    description: str,
+) -> LedgerPosting:
+    """An ERP document of one line on finance's `refunds` entry, without tax."""
+    return LedgerPosting(
+        reference=reference,
+        kind=kind,
+        customer_id=customer_id,
+        currency=amount.currency,
+        lines=[LedgerLine(description=line, quantity=Decimal(1), unit_price=amount.amount,
+                          product_id=REFUND_LINE)],
+        total=amount,
+        billing_date=on,
+        description=description,
+    )  # fmt: skip
 
 
 def refund_payout(refund: Refund, method: str, applies_to: str) -> PaymentPosting:
@@ -311,4 +339,49 @@ def refund_payout(refund: Refund, method: str, applies_to: str) -> PaymentPostin
             f"Refund {refund.refund_id} paid out ({method}) for payment {refund.payment_id} "
             f"on {on.isoformat()}"
         ),
+    )
+
+
+def refund_credit_reversal(
+    link: LinkedRefund, credit_note: BillingDocument, refund_credit: Money
+) -> LedgerPosting:
+    """The ERP invoice that cancels (the linked part of) a refund's own credit note once
+    billing's credit note names the refund: the same `refunds` line the other way, so the
+    credit is billing's credit note alone (its revenue and tax) and is not given twice.
+    `refund_credit` is what the refund's credit note in the ERP is worth: never more is
+    reversed."""
+    amount = Money(
+        amount=min(link.amount.amount, refund_credit.amount), currency=link.amount.currency
+    )
+    on = (credit_note.finalized_at or credit_note.created_at).date()
+    name = credit_note.number or credit_note.document_id
+    return _on_refunds_line(
+        link.refund_id + CREDITED_BY_INFIX + credit_note.document_id, "invoice",
+        credit_note.customer_id, amount, on,
+        line=f"Refund {link.refund_id} credited by credit note {name}",
+        description=(
+            f"Reversal of the credit note of refund {link.refund_id}: billing's credit note "
+            f"{name} of {on.isoformat()} names the refund"
+        ),
+    )  # fmt: skip
+
+
+def out_of_band_payout(credit_note: BillingDocument) -> PaymentPosting | None:
+    """The money a credit note gives back outside billing, paid out on the credit note's
+    ERP document (finance's `out_of_band` journal of its currency); None when it gives
+    nothing back that way."""
+    given = credit_note.out_of_band_amount
+    if credit_note.kind != "credit_note" or given is None or given.amount <= 0:
+        return None
+    on = (credit_note.finalized_at or credit_note.created_at).date()
+    name = credit_note.number or credit_note.document_id
+    return PaymentPosting(
+        reference=credit_note.document_id + OUT_OF_BAND_SUFFIX,
+        kind="refund",
+        customer_id=credit_note.customer_id,
+        applies_to=credit_note.document_id,
+        amount=given,
+        payment_date=on,
+        method=OUT_OF_BAND_METHOD,
+        description=f"Credit note {name} given back out of band on {on.isoformat()}",
     )

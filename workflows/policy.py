@@ -29,12 +29,14 @@ class PolicyViolation(BaseModel):
 
 
 def check_postable(
-    document: BillingDocument, supported_currencies: Iterable[str]
+    document: BillingDocument, supported_currencies: Iterable[str] | None
 ) -> list[PolicyViolation]:
-    """Everything wrong with a billing document before it may reach the ledger."""
+    """Everything wrong with a billing document before it may reach the ledger. Without
+    `supported_currencies` the currency is left to finance's mapping (the ERP activity
+    refuses one it does not map)."""
     violations: list[PolicyViolation] = []
-    currencies = {c.upper() for c in supported_currencies}
-    if document.currency not in currencies:
+    currencies = {c.upper() for c in supported_currencies or ()}
+    if supported_currencies is not None and document.currency not in currencies:
         allowed = ", ".join(sorted(currencies))
         violations.append(
             PolicyViolation(

@@ -14,12 +14,16 @@ payment never reaches the ERP before its invoice; an invoice is settled only onc
 paid and its payments are in the ERP. A charge's refunds (the customer's ledger gets them)
 wait, bounded, for the payment they give back to be journaled, then post the payment out
 against billing's credit note or, when none made the refund, against a refund credit note
-posted first. A refund billing still holds `pending` (or `requires_action`) is posted once it
-has succeeded: Stripe tells that by `charge.refund.updated`, whose Refund names no customer
-and so reaches no ledger, so the customer's ledger remembers the charge and reads it again
-on a durable timer, backing off, until the refund succeeded, failed or was canceled (then
-nothing is posted), or stayed pending past what Stripe allows (finance is asked). Every ERP
-posting maps through finance's mapping in the ERP activity.
+posted first (billing is read once more just before: a credit note may have named the refund
+meanwhile). A credit note naming a refund whose own credit note is already in the ERP
+reverses that one, so the customer is credited once; what a credit note gives back out of
+band is paid out on it. A refund billing still holds `pending` (or `requires_action`) is
+posted once it has succeeded: Stripe tells that by `charge.refund.updated`, whose Refund names
+no customer and so reaches no ledger, so the customer's ledger remembers the charge and reads
+it again on a durable timer, backing off, until the refund succeeded, failed or was canceled
+(then nothing is posted), or stayed pending past what Stripe allows (finance is asked). Every
+ERP posting maps through finance's mapping in the ERP activity, which alone says which
+currencies are booked.
 
 What finance decides is journaled, so that no later look (a retry, reconciliation's healing,
 a refund waiting for the payment it gives back) posts it again: `resolve_manually` under the
@@ -92,8 +96,10 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionLedgerInput,
         document_ledger_id,
         ledger_workflow_id,
+        out_of_band_payout,
         payment_postings,
         refund_credit_note,
+        refund_credit_reversal,
         refund_payout,
         refund_references,
         required_postings,
@@ -129,6 +135,15 @@ GO_ON_AFTER_DECISION_PATCH = "go-on-after-decision"
 PENDING_REFUNDS_PATCH = "pending-refunds-read-again"
 # Runs since journal what finance rejected (under the exception's id) so nothing posts it later.
 JOURNAL_REJECTED_PATCH = "journal-rejected"
+# Runs since credit a refund once when billing names it in a credit note made later: the
+# credit note reverses the refund's own credit note, and a refund reads billing again just
+# before it posts its own credit note.
+LINKED_REFUNDS_PATCH = "credit-note-linked-refunds"
+# Runs since pay out on a credit note what it gives back outside billing.
+OUT_OF_BAND_PATCH = "credit-note-out-of-band"
+# Runs since leave the currencies to finance's mapping (the ERP activity refuses what it does
+# not map); runs before checked the ledger's own list, frozen at its start.
+MAPPING_CURRENCIES_PATCH = "mapping-currencies"
 MONEY_KINDS = ("payment", "refund")
 # Refund states that may still become `succeeded` (then posted) or `failed`/`canceled`.
 REFUND_STILL_OPEN = ("pending", "requires_action")
@@ -337,7 +352,10 @@ class SubscriptionLedgerWorkflow:
             [visibility.INVOICE_ID.value_set(document.invoice_id or document.document_id)]
         )
         assert self._input is not None
-        violations = check_postable(document, self._input.supported_currencies)
+        currencies = (
+            None if workflow.patched(MAPPING_CURRENCIES_PATCH) else self._input.supported_currencies
+        )
+        violations = check_postable(document, currencies)
         if violations:
             raise StepFailed(
                 "check_policy",
@@ -345,10 +363,16 @@ class SubscriptionLedgerWorkflow:
                 "; ".join(f"{v.code}: {v.message}" for v in violations),
                 [v.model_dump() for v in violations],
             )
-        for posting in required_postings(document):
+        postings = required_postings(document)
+        live_credit_note = document.kind == "credit_note" and document.status != "void"
+        if live_credit_note and postings and workflow.patched(LINKED_REFUNDS_PATCH):
+            postings = await self._reversing_refund_credits(document, postings)
+        for posting in postings:
             if await self._journaled(posting.reference) is None:
                 await self._post(posting, event)
         if document.kind != "invoice":
+            if live_credit_note and workflow.patched(OUT_OF_BAND_PATCH):
+                await self._pay_out_of_band(document, event)
             return
         # Billing can do nothing more to a voided invoice, nor to a paid one once its
         # payments are in the ERP.
@@ -359,6 +383,48 @@ class SubscriptionLedgerWorkflow:
                 self._settle(document.document_id)
         elif document.status == "paid":
             self._settle(document.document_id)
+
+    async def _reversing_refund_credits(
+        self, credit_note: BillingDocument, postings: list[LedgerPosting]
+    ) -> list[LedgerPosting]:
+        """A credit note naming refunds whose own credit notes the ERP already holds (the
+        refund came first, the credit note later): billing's credit note is the credit, so
+        each of ours is reversed first, and billing's is applied to the reversal (one
+        refund) so that neither stays open. Journal lookups keep it single on redelivery.
+
+        Another workflow could post the refund's credit note between this look and the
+        credit note's posting only if it were not this customer's ledger, which posts both;
+        reconciliation reports any such double credit as a receivable that differs."""
+        reversals = []
+        for link in credit_note.refunds:
+            own = await self._refunds_own_credit_note(link.refund_id)
+            if own is not None:
+                in_erp = Money(amount=own.amount, currency=own.currency)
+                reversals.append(refund_credit_reversal(link, credit_note, in_erp))
+        if not reversals:
+            return postings
+        main, *rest = postings
+        if len(reversals) == 1:
+            main = main.model_copy(update={"applies_to": reversals[0].reference})
+        return [*reversals, main, *rest]
+
+    async def _refunds_own_credit_note(self, refund_id: str) -> JournalEntry | None:
+        """The refund's own credit note as journaled, if the ERP holds one (finance's
+        `reject` put nothing there)."""
+        own = await self._journaled(refund_id)
+        if own is None or own.document_type != "credit_note":
+            return None
+        return None if own.erp_document_id.startswith(REJECTED_POSTING_PREFIX) else own
+
+    async def _pay_out_of_band(self, credit_note: BillingDocument, event: BillingEventRef) -> None:
+        """What the credit note gave back outside billing leaves the ERP too, applied to the
+        credit note, once (journal first; what finance decided on is not posted again)."""
+        payout = out_of_band_payout(credit_note)
+        if payout is None or payout.reference in self._settled:
+            return
+        self._working_on(payout, credit_note.invoice_id, [(payout.reference, "refund")])
+        if await self._journaled(payout.reference) is None:
+            await self._post_money(payout, event)
 
     def _healing(self, event: BillingEventRef) -> bool:
         """Reconciliation replays a settled document when something behind it is missing
@@ -543,23 +609,65 @@ class SubscriptionLedgerWorkflow:
             f"refund {refund.refund_id} ({refund.amount}) gives back payment "
             f"{refund.payment_id} of invoice {refund.invoice_id}, which is not in the ERP",
         )
-        if refund.credit_note_id:
+        if refund.credit_note_id and not await self._credited_first(refund):
             # Billing's credit note made the refund: its own ledger posts it; pay out on it.
-            await self._await_journal(
-                refund.credit_note_id,
-                "await_credit_note_posting",
-                "CreditNoteNotInErp",
-                f"refund {refund.refund_id} ({refund.amount}) was made by credit note "
-                f"{refund.credit_note_id}, which is not in the ERP",
-            )
+            await self._await_credit_note(refund)
             applies_to = refund.credit_note_id
         else:
             credit_note = refund_credit_note(refund)
-            if await self._journaled(credit_note.reference) is None:
-                await self._post(credit_note, event)
             applies_to = credit_note.reference
+            if await self._journaled(credit_note.reference) is None:
+                named_by = await self._credit_note_naming_now(refund)
+                if named_by is None:
+                    await self._post(credit_note, event)
+                else:
+                    applies_to = await self._credit_note_made_later(refund, named_by, event)
         await self._post_money(refund_payout(refund, payment.method, applies_to), event)
         self._settle(refund.refund_id)
+
+    async def _credited_first(self, refund: Refund) -> bool:
+        """The refund's own credit note reached the ERP before billing's credit note named
+        it (e.g. its payout failed and waited for finance meanwhile): the money goes out on
+        that credit note, which billing's credit note reversed. False for runs from before."""
+        if not workflow.patched(LINKED_REFUNDS_PATCH):
+            return False
+        return await self._refunds_own_credit_note(refund.refund_id) is not None
+
+    async def _credit_note_naming_now(self, refund: Refund) -> str | None:
+        """Billing's credit note that names the refund as billing reads now, just before the
+        refund's own credit note would be posted: a credit note may name an existing refund
+        (linked later), and then it is the credit. None for runs from before."""
+        if not workflow.patched(LINKED_REFUNDS_PATCH):
+            return None
+        refunds = await call_system(
+            BillingPaymentActivities.fetch_charge_refunds,
+            ChargeRefundsInput(charge_id=refund.charge_id),
+        )
+        fresh = next((r for r in refunds if r.refund_id == refund.refund_id), None)
+        return fresh.credit_note_id if fresh is not None else None
+
+    async def _credit_note_made_later(
+        self, refund: Refund, credit_note_id: str, event: BillingEventRef
+    ) -> str:
+        """The refund takes the credit-note path: billing's credit note (posted here when
+        this ledger is its own) is the credit, and the refund is paid out on it."""
+        linked = refund.model_copy(update={"credit_note_id": credit_note_id})
+        manual = [(refund.refund_id + PAYOUT_SUFFIX, "refund")]
+        await self._post_own_predecessors(linked, event)
+        self._working_on(linked, refund.invoice_id, manual)
+        await self._await_credit_note(linked)
+        return credit_note_id
+
+    async def _await_credit_note(self, refund: Refund) -> None:
+        """Billing's credit note that made (or names) the refund is in the ERP: its own
+        ledger posts it."""
+        await self._await_journal(
+            refund.credit_note_id or "",
+            "await_credit_note_posting",
+            "CreditNoteNotInErp",
+            f"refund {refund.refund_id} ({refund.amount}) was made by credit note "
+            f"{refund.credit_note_id}, which is not in the ERP",
+        )
 
     async def _post_own_predecessors(self, refund: Refund, event: BillingEventRef) -> None:
         """What this very ledger books before the refund (a one-off invoice and its payment,
@@ -664,7 +772,7 @@ class SubscriptionLedgerWorkflow:
         if isinstance(subject, Refund):
             reference, kind = subject.refund_id, "refund"
         else:
-            reference, kind = subject.reference, "payment"
+            reference, kind = subject.reference, subject.kind
         self._current_document = reference
         self._current_kind = kind
         self._current_amount = subject.amount

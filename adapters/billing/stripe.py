@@ -33,6 +33,7 @@ from canonical import (
     BillingDocument,
     Customer,
     DocumentLine,
+    LinkedRefund,
     Money,
     Payment,
     PostalAddress,
@@ -354,7 +355,27 @@ def credit_note_from_stripe(
         created_at=created,
         finalized_at=_timestamp(data.get("effective_at")) or created,
         voided_at=_timestamp(data.get("voided_at")),
+        refunds=linked_refunds(data, currency),
+        out_of_band_amount=(
+            Money.from_minor(int(data["out_of_band_amount"]), currency)
+            if data.get("out_of_band_amount")
+            else None
+        ),
     )
+
+
+def linked_refunds(credit_note: Mapping[str, Any], currency: str) -> list[LinkedRefund]:
+    """The refunds a credit note names (`refunds[]`, with the part of each that applies to
+    it): made by the note, or made before and linked to it later. The pinned API version
+    no longer sends the single `refund` of older versions."""
+    return [
+        LinkedRefund(
+            refund_id=str(_id_of(entry.get("refund"))),
+            amount=Money.from_minor(int(entry["amount_refunded"]), currency),
+        )
+        for entry in credit_note.get("refunds") or []
+        if entry.get("refund")
+    ]
 
 
 def subscription_from_stripe(data: Mapping[str, Any]) -> Subscription:
@@ -1555,6 +1576,7 @@ __all__ = [
     "invoice_from_stripe",
     "invoice_line_from_stripe",
     "invoice_subscription_id",
+    "linked_refunds",
     "payment_from_stripe",
     "payment_method_of",
     "receivables_from_stripe",

@@ -1792,9 +1792,18 @@ class BillingOperations:
                 )
             pre = min(total, int(invoice["amount_remaining"])) if invoice["status"] == "open" else 0
             post = total - pre
+            linked = self._linked_refunds(invoice, clean) if "refunds" in clean else None
+            # Linked refunds are the note's refunds: they count as its refund amount.
+            refunded = int(clean.get("refund_amount", 0))
+            if linked is not None:
+                refunded = sum(int(entry["amount_refunded"]) for entry in linked)
             outlets = ("credit_amount", "refund_amount", "out_of_band_amount")
-            if any(k in clean for k in outlets):
-                given = sum(int(clean.get(k, 0)) for k in outlets)
+            if linked is not None or any(k in clean for k in outlets):
+                given = (
+                    int(clean.get("credit_amount", 0))
+                    + refunded
+                    + int(clean.get("out_of_band_amount", 0))
+                )
                 if given != post:
                     raise refused(
                         f"The sum of credit_amount, refund_amount and out_of_band_amount "
@@ -1805,7 +1814,7 @@ class BillingOperations:
                 credit = int(clean.get("credit_amount", 0))
             else:
                 credit = post  # the sandbox's default: what was paid goes to the balance
-            refunds = self._credit_note_refunds(invoice, clean, ctx)
+            refunds = linked if linked is not None else self._refund_of_note(invoice, clean, ctx)
             note_id = new_id("cn")
             transaction_id = new_id("cbtxn") if credit else None
             now = self.engine.now()
@@ -1870,57 +1879,70 @@ class BillingOperations:
                 self._mark_paid(after, ctx)  # Stripe settles an open invoice credited in full
             return self.credit_notes.render(note)
 
-    def _credit_note_refunds(
+    def _linked_refunds(
+        self, invoice: Mapping[str, Any], clean: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The existing refunds a credit note's `refunds` links: refunds of the invoice's
+        charges, each up to what of it no other credit note names yet. Nothing new is
+        refunded; `refund_amount`, when given too, must be their sum."""
+        own = {c["id"] for c in self.payments.invoice_charges(invoice["id"])}
+        notes = self.engine.store.find_objects("credit_note", {"invoice": invoice["id"]})
+        entries: list[dict[str, Any]] = []
+        for index, spec in enumerate(clean["refunds"]):
+            param = f"refunds[{index}][refund]"
+            if "refund" not in spec:
+                raise missing_param(param)
+            refund = self.engine.get(self.payments.refunds, spec["refund"], param=param, status=400)
+            if refund["charge"] not in own:
+                raise refused(
+                    f"Refund {refund['id']} is not a refund of a payment of invoice "
+                    f"{invoice['number']}.",
+                    code="parameter_invalid",
+                    param=param,
+                )
+            named = sum(
+                int(r["amount_refunded"])
+                for n in notes
+                if n["status"] != "void"
+                for r in n.get("refunds") or []
+                if r["refund"] == refund["id"]
+            ) + sum(int(e["amount_refunded"]) for e in entries if e["refund"] == refund["id"])
+            left = int(refund["amount"]) - named
+            amount = int(spec.get("amount_refunded", left))
+            if amount > left or amount <= 0:
+                raise refused(
+                    f"amount_refunded ({amount}) exceeds what is left of refund "
+                    f"{refund['id']} to link to a credit note ({left}).",
+                    code="amount_too_large",
+                    param=f"refunds[{index}][amount_refunded]",
+                )
+            entries.append(
+                {
+                    "amount_refunded": amount,
+                    "payment_record_refund": None,
+                    "refund": refund["id"],
+                    "type": "refund",
+                }
+            )
+        linked = sum(int(e["amount_refunded"]) for e in entries)
+        if "refund_amount" in clean and linked != clean["refund_amount"]:
+            raise refused(
+                f"refund_amount ({clean['refund_amount']}) must equal the refunds' "
+                f"amount_refunded ({linked}).",
+                code="parameter_invalid",
+                param="refund_amount",
+            )
+        return entries
+
+    def _refund_of_note(
         self, invoice: Mapping[str, Any], clean: Mapping[str, Any], ctx: CallContext
     ) -> list[dict[str, Any]]:
-        """The refunds a credit note's `refund_amount` makes (from the invoice's latest charge
-        that still holds enough) or its `refunds` link (refunds of the invoice's charges)."""
-        charges = self.payments.invoice_charges(invoice["id"])
+        """The refund a credit note's `refund_amount` makes, from the invoice's latest charge
+        that still holds enough."""
         wanted = clean.get("refund_amount", 0)
-        entries: list[dict[str, Any]] = []
-        if "refunds" in clean:
-            own = {c["id"] for c in charges}
-            linked = 0
-            for index, spec in enumerate(clean["refunds"]):
-                param = f"refunds[{index}][refund]"
-                if "refund" not in spec:
-                    raise missing_param(param)
-                refund = self.engine.get(
-                    self.payments.refunds, spec["refund"], param=param, status=400
-                )
-                if refund["charge"] not in own:
-                    raise refused(
-                        f"Refund {refund['id']} is not a refund of a payment of invoice "
-                        f"{invoice['number']}.",
-                        code="parameter_invalid",
-                        param=param,
-                    )
-                amount = int(spec.get("amount_refunded", refund["amount"]))
-                if amount > int(refund["amount"]):
-                    raise refused(
-                        f"amount_refunded ({amount}) exceeds refund {refund['id']}'s amount.",
-                        code="amount_too_large",
-                        param=f"refunds[{index}][amount_refunded]",
-                    )
-                linked += amount
-                entries.append(
-                    {
-                        "amount_refunded": amount,
-                        "payment_record_refund": None,
-                        "refund": refund["id"],
-                        "type": "refund",
-                    }
-                )
-            if "refund_amount" in clean and linked != wanted:
-                raise refused(
-                    f"refund_amount ({wanted}) must equal the refunds' amount_refunded ({linked}).",
-                    code="parameter_invalid",
-                    param="refund_amount",
-                )
-            return entries
         if not wanted:
             return []
-        for charge in reversed(charges):
+        for charge in reversed(self.payments.invoice_charges(invoice["id"])):
             if int(charge["amount"]) - int(charge["amount_refunded"]) >= wanted:
                 refund = self.payments.refund_charge(charge, wanted, ctx, param="refund_amount")
                 return [

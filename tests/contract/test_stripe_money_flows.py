@@ -118,6 +118,34 @@ async def test_refunds_know_the_payment_they_give_back_and_the_credit_note_that_
     assert (one.amount, one.status) == (Money.of("10.00", "EUR"), "succeeded")
 
 
+async def test_a_credit_note_naming_an_earlier_refund_and_one_out_of_band_read_as_such(
+    sdk: stripe.StripeClient, stripe_billing: StripeBilling
+) -> None:
+    customer, _, _ = eur_customer_paying_by_card(sdk, "Linked later")
+    invoice_id = only_invoice(sdk, customer)
+    (payment,) = await stripe_billing.invoice_payments(invoice_id)
+    assert payment.charge_id is not None
+    earlier = sdk.v1.refunds.create(params={"charge": payment.charge_id, "amount": 1200})
+    before = await stripe_billing.get_refund(earlier.id)
+    linked = sdk.v1.credit_notes.create(
+        params={"invoice": invoice_id, "amount": 1200, "refunds": [{"refund": earlier.id}]}
+    )
+    wired = sdk.v1.credit_notes.create(
+        params={"invoice": invoice_id, "amount": 600, "out_of_band_amount": 600}
+    )
+
+    note = await stripe_billing.get_credit_note(linked.id)
+    after = await stripe_billing.get_refund(earlier.id)
+    outside = await stripe_billing.get_credit_note(wired.id)
+
+    assert before.credit_note_id is None and after.credit_note_id == linked.id
+    assert [(r.refund_id, r.amount) for r in note.refunds] == [
+        (earlier.id, Money.of("12.00", "EUR"))
+    ]
+    assert note.out_of_band_amount is None
+    assert (outside.refunds, outside.out_of_band_amount) == ([], Money.of("6.00", "EUR"))
+
+
 async def test_a_payment_out_of_band_reads_as_such(
     sdk: stripe.StripeClient, stripe_billing: StripeBilling
 ) -> None:

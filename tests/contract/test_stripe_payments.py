@@ -581,6 +581,60 @@ async def test_a_credit_note_with_a_refund_amount_refunds_the_invoice_charge(
     assert [r.refund for r in linked.refunds] == [loose.id]
     charge = await billing_driver.client.v1.charges.retrieve_async(str(refund.charge))
     assert charge.amount_refunded == 1500
+    # The linked refund is the note's refund: nothing goes to the customer's balance.
+    assert linked.customer_balance_transaction is None
+    assert (await billing_driver.balance(customer_id))[0] == 0
+
+
+async def test_a_credit_note_naming_an_earlier_refund_links_it_and_refunds_nothing_more(
+    billing_driver: BillingDriver,
+) -> None:
+    customer_id, _ = await shop(billing_driver, "relink")
+    invoice_id = await open_invoice(billing_driver, customer_id, 4000, "relink/inv")
+    await billing_driver.pay(invoice_id, idempotency_key="relink/pay")
+    [payment] = await billing_driver.invoice_payments(invoice_id)
+    charge_id = str((await charge_of(billing_driver, payment)).id)
+    earlier = await billing_driver.refund(
+        charge_id=charge_id, amount=1500, idempotency_key="relink/refund"
+    )
+    client = billing_driver.client.v1
+
+    note = await client.credit_notes.create_async(
+        {"invoice": invoice_id, "amount": 1000, "refund_amount": 1000,
+         "refunds": [{"refund": str(earlier.id), "amount_refunded": 1000}]}
+    )  # fmt: skip
+    with pytest.raises(stripe.InvalidRequestError) as beyond:
+        await client.credit_notes.create_async(
+            {"invoice": invoice_id, "amount": 1000,
+             "refunds": [{"refund": str(earlier.id), "amount_refunded": 1000}]}
+        )  # fmt: skip
+    with pytest.raises(stripe.InvalidRequestError) as unequal:
+        await client.credit_notes.create_async(
+            {"invoice": invoice_id, "amount": 500, "credit_amount": 500,
+             "refunds": [{"refund": str(earlier.id)}]}
+        )  # fmt: skip
+    with pytest.raises(stripe.InvalidRequestError) as legacy:
+        await client.credit_notes.create_async(
+            {"invoice": invoice_id, "amount": 500, "refund": str(earlier.id)}
+        )
+    rest = await client.credit_notes.create_async(
+        {"invoice": invoice_id, "amount": 500, "refunds": [{"refund": str(earlier.id)}]}
+    )
+
+    assert [(r.refund, r.amount_refunded) for r in note.refunds] == [(earlier.id, 1000)]
+    assert [(r.refund, r.amount_refunded) for r in rest.refunds] == [(earlier.id, 500)]
+    assert (note.post_payment_amount, note.customer_balance_transaction) == (1000, None)
+    # No refund was made for either note: the charge gave back the earlier refund only.
+    charge = await client.charges.retrieve_async(charge_id)
+    listed = await client.refunds.list_async({"charge": charge_id})
+    assert (charge.amount_refunded, [r.id for r in listed.data]) == (1500, [earlier.id])
+    assert (await billing_driver.balance(customer_id))[0] == 0
+    # A refund is linked up to its amount; the note's split must add up; the single
+    # `refund` of older API versions is unknown at ours.
+    assert (beyond.value.code, beyond.value.param) == (
+        "amount_too_large", "refunds[0][amount_refunded]")  # fmt: skip
+    assert unequal.value.param == "credit_amount"
+    assert legacy.value.param == "refund"
 
 
 # lists and events -----------------------------------------------------------------------

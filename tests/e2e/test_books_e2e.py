@@ -111,3 +111,81 @@ async def test_eur_invoice_with_vat_paid_by_card_and_partly_refunded_is_booked_o
             break
         cursor = billing_page.next_cursor
     assert [r.amount.amount for r in billing_owed] in ([], [0])
+
+
+async def billing_owes(stack: Stack, customer_id: str) -> list[Money]:
+    owed, cursor = [], None
+    while True:
+        page = await stack.adapters.billing.open_receivable_page(cursor, 100)
+        owed += [r.amount for r in page.receivables if r.customer_id == customer_id]
+        if page.next_cursor is None:
+            return owed
+        cursor = page.next_cursor
+
+
+@pytest.mark.parametrize("stack", [BOOKS], indirect=True)
+async def test_a_refund_named_later_by_a_taxed_credit_note_and_money_given_back_out_of_band(
+    stack: Stack, in_process_worker: None
+) -> None:
+    """A refund made first gets its own credit note; billing's credit note naming it later
+    (VAT and all) reverses that one and is applied to the reversal; a second credit note
+    gives money back out of band, paid out on it. Both systems end owing the same."""
+    driver = stack.driver
+    catalog = load_local_catalog(stack.settings.home)
+    customer = await driver.create_customer("Rückgabe E2E", idempotency_key="linked/c")
+    method = await driver.attach_payment_method(customer.id, idempotency_key="linked/pm")
+    price = await driver.create_price(SOLD_PRODUCT, 10000, "eur", idempotency_key="linked/price")
+    subscription = await driver.subscribe(
+        customer.id, price.id, payment_method=str(method.id),
+        default_tax_rates=[catalog.tax_rates["eu_vat_20"]], idempotency_key="linked/s",
+    )  # fmt: skip
+    invoice_id = str(subscription.latest_invoice)
+    [payment] = await stack.adapters.billing.invoice_payments(invoice_id)
+    await journaled(stack, payment.payment_id)
+    refund = await driver.refund(
+        payment_intent_id=payment.payment_intent_id, amount=3000, idempotency_key="linked/r"
+    )
+    await journaled(stack, f"{refund.id}/payout")
+    [line] = (await driver.client.v1.invoices.retrieve_async(invoice_id)).lines.data
+
+    # For the tax paperwork: 25.00 + 5.00 VAT credited, given back by the earlier refund.
+    named = await driver.client.v1.credit_notes.create_async({
+        "invoice": invoice_id,
+        "lines": [{"type": "invoice_line_item", "invoice_line_item": str(line.id),
+                   "amount": 2500}],
+        "refunds": [{"refund": str(refund.id), "amount_refunded": 3000}],
+    })  # fmt: skip
+    wired = await driver.client.v1.credit_notes.create_async({
+        "invoice": invoice_id,
+        "lines": [{"type": "invoice_line_item", "invoice_line_item": str(line.id),
+                   "amount": 1000}],
+        "out_of_band_amount": 1200,
+    })  # fmt: skip
+    reversal = f"{refund.id}/credited-by/{named.id}"
+    await journaled(stack, str(named.id))
+    await journaled(stack, f"{wired.id}/out_of_band")
+
+    ledger = stack.adapters.ledger
+    for reference in (str(refund.id), reversal, str(named.id), str(wired.id)):
+        found = await ledger.find_document(reference)
+        assert found is not None and found.state == "paid", (reference, found)
+    back = await ledger.find_document(reversal)
+    assert back is not None and (back.kind, back.total) == ("invoice", Money.of("30.00", "EUR"))
+    today = datetime.now(UTC).date()
+    page = await ledger.document_page(today, today, None, 200)
+    [erp_note] = [d for d in page.documents if d.reference == named.id]
+    assert (erp_note.kind, erp_note.taxes) == ("credit_note", {"VAT 20%": Money.of("5.00", "EUR")})
+    out = await ledger.find_payment(f"{wired.id}/out_of_band")
+    assert out is not None and (out.amount, out.applies_to) == (Money.of("12.00", "EUR"), wired.id)
+
+    # Redelivered, the credit notes' and the charge's events change nothing.
+    for kind in ("credit_note.created", "charge.refunded"):
+        for event in stack.billing.events(type=kind):
+            if event["data"]["object"].get("customer") == customer.id:
+                stack.billing.redeliver(event["id"])
+    stack.billing.wait_for_deliveries()
+    await asyncio.sleep(3)
+    for reference in (str(refund.id), reversal, str(named.id), str(wired.id)):
+        assert await erp_copies(stack, reference) == 1
+    assert [m.amount for m in await owed_in_erp(stack, customer.id)] in ([], [0])
+    assert [m.amount for m in await billing_owes(stack, customer.id)] in ([], [0])

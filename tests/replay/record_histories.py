@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.workflow.test_account_sync import FakeSystems, running_workers, stand
 from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
+from tests.workflow.test_credit_note_money import CreditingWorld, credit_note, linked
 from tests.workflow.test_ledger_refund_states import (
     pending_refund,
     refund_becomes,
@@ -42,6 +44,7 @@ from tests.workflow.test_subscription_ledger import (
     deliver_to_customer_ledger,
     event,
     exception_handle,
+    finance_mapping,
     invoice,
     paid_event,
     paid_invoice,
@@ -173,6 +176,39 @@ async def record_rejections_journaled(env: WorkflowEnvironment) -> None:
              await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
+async def record_credit_note_money(env: WorkflowEnvironment) -> None:
+    """In the customer's ledger: a refund posted as its own credit note (billing read again
+    just before), its payout refused for want of a journal; billing's credit note then names
+    the refund and gives the rest back out of band; finance retries: the payout goes out on
+    the refund's credit note, which billing's credit note reverses, and the out-of-band money
+    is paid out (credit-note-linked-refunds, credit-note-out-of-band, mapping-currencies)."""
+    world = CreditingWorld()
+    paid = world.paid_by_card("in_m", "100.00")
+    world.refunds["ch_inpay_m"] = [refund("re_m", paid, "30.00")]
+    async with running(env.client, "replay-cn.", world):
+        await world.posted_with_its_payment(env, "replay-cn.", "in_m")
+        world.set_mapping(finance_mapping().model_copy(update={"payments": {}}))
+        customer_ledger = await deliver_to_customer_ledger(
+            env.client, "replay-cn.", charge_event("evt_refunded", "ch_inpay_m", 300)
+        )
+        exception = await exception_handle(env, customer_ledger)
+        world.documents["cn_m"] = credit_note(
+            "cn_m", "40.00", "in_m", refunds=linked("re_m", "30.00"),
+            out_of_band_amount=paid.amount.model_copy(update={"amount": Decimal("10.00")}),
+        )  # fmt: skip
+        world.refunds["ch_inpay_m"] = [refund("re_m", paid, "30.00", credit_note_id="cn_m")]
+        world.set_mapping(finance_mapping(version=2))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "re_m/payout" in world.journal, env, "refund paid out")
+        await deliver_to_customer_ledger(
+            env.client, "replay-cn.", event("evt_cn", "cn_m", 400, kind="credit_note")
+        )
+        await until(lambda: "cn_m/out_of_band" in world.journal, env, "paid out out of band")
+        await env.sleep(timedelta(minutes=1))
+        save("customer_ledger_credit_note_money",
+             await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
+
+
 async def record_case_to_credit(env: WorkflowEnvironment) -> None:
     """A credit above the threshold, approved by finance after a reminder."""
     desk = FakeDesk()
@@ -296,6 +332,7 @@ RECORDERS = {
     "ledger_payments": record_ledger_payments,
     "pending_refunds": record_pending_refunds,
     "rejections_journaled": record_rejections_journaled,
+    "credit_note_money": record_credit_note_money,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,

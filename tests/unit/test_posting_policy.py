@@ -9,10 +9,20 @@ from typing import Any
 
 import pytest
 
-from canonical import BillingDocument, DocumentLine, Money, Payment, Refund, TaxLine
+from canonical import (
+    BillingDocument,
+    DocumentLine,
+    LinkedRefund,
+    Money,
+    Payment,
+    Refund,
+    TaxLine,
+)
 from canonical.ledger import (
+    out_of_band_payout,
     payment_postings,
     refund_credit_note,
+    refund_credit_reversal,
     refund_payout,
     required_postings,
 )
@@ -147,6 +157,15 @@ def test_violations_are_named(doc: BillingDocument, code: str) -> None:
     assert code in [v.code for v in check_postable(doc, ["usd"])]
 
 
+def test_without_a_list_of_currencies_the_currency_is_left_to_the_mapping() -> None:
+    euros = Money.of("10", "EUR")
+    eur = document(currency="EUR", subtotal=euros, tax=Money.of("0", "EUR"), total=euros,
+                   lines=[DocumentLine(line_id="x", description="x", quantity=Decimal(1),
+                                       unit_amount=euros, amount=euros)])  # fmt: skip
+    assert check_postable(eur, None) == []
+    assert [v.code for v in check_postable(eur, [])] == ["unsupported_currency"]
+
+
 def test_inclusive_tax_is_inside_the_subtotal_and_only_exclusive_tax_adds_to_the_total() -> None:
     vat = TaxLine(rate_id="txr_uk", percentage=Decimal(20), inclusive=True,
                   taxable_amount=usd("100.00"), amount=usd("20.00"))  # fmt: skip
@@ -235,6 +254,32 @@ def test_refund_without_billing_credit_note_is_a_credit_note_on_refunds_and_a_pa
     assert (refund_line.product_id, refund_line.unit_price) == (REFUND_LINE, Decimal("25.00"))
     payout = refund_payout(refund, "card", applies_to="re_1")
     assert (payout.reference, payout.kind, payout.applies_to) == ("re_1/payout", "refund", "re_1")
+
+
+def test_a_refunds_credit_note_is_reversed_for_what_billings_credit_note_names_of_it() -> None:
+    note = document(line("cnli_1", "20.00"), document_id="cn_7", kind="credit_note",
+                    status="issued", invoice_id="in_1", number="ABC-0002-CN-01")  # fmt: skip
+    part = LinkedRefund(refund_id="re_1", amount=usd("20.00"))
+    reversal = refund_credit_reversal(part, note, refund_credit=usd("25.00"))
+    [back] = reversal.lines
+    assert (reversal.reference, reversal.kind, reversal.total, reversal.applies_to) == (
+        "re_1/credited-by/cn_7", "invoice", usd("20.00"), None)  # fmt: skip
+    assert (back.product_id, back.unit_price, reversal.taxes) == (REFUND_LINE, Decimal(20), [])
+    # Never more than the refund's own credit note is worth in the ERP.
+    capped = refund_credit_reversal(part, note, refund_credit=usd("15.00"))
+    assert capped.total == usd("15.00") and capped.lines[0].unit_price == Decimal(15)
+
+
+def test_out_of_band_money_of_a_credit_note_is_a_payout_applied_to_it() -> None:
+    note = document(line("cnli_1", "20.00"), document_id="cn_7", kind="credit_note",
+                    status="issued", invoice_id="in_1")  # fmt: skip
+    assert out_of_band_payout(note) is None
+    assert out_of_band_payout(note.model_copy(update={"out_of_band_amount": usd("0")})) is None
+    payout = out_of_band_payout(note.model_copy(update={"out_of_band_amount": usd("12.00")}))
+    assert payout is not None
+    assert (payout.reference, payout.kind, payout.method, payout.applies_to, payout.amount) == (
+        "cn_7/out_of_band", "refund", "out_of_band", "cn_7", usd("12.00"))  # fmt: skip
+    assert payout.payment_date == FINALIZED.date()
 
 
 def test_refund_and_support_credit_lines_map_to_their_own_entries_or_name_the_gap() -> None:

@@ -154,6 +154,18 @@ def test_a_refund_without_a_credit_note_needs_its_own_erp_credit_note_and_one_wi
     assert not own.is_credit and own.case_id is None  # a refund is no support credit
 
 
+def test_a_refund_credited_first_is_paid_out_on_its_own_credit_note_though_billing_names_it() -> (
+    None
+):
+    linked_later = refund("re_4", "6.00", credit_note_id="cn_8")
+    money_out, credit_notes = expected_refunds([linked_later], credited_first=["re_4"])
+    assert [(r.reference, r.applies_to) for r in money_out] == [("re_4/payout", "re_4")]
+    assert [(c.reference, c.kind, c.amount) for c in credit_notes] == [
+        ("re_4", "credit_note", Decimal("6.00"))]  # fmt: skip
+    plain, none = expected_refunds([linked_later])
+    assert [r.applies_to for r in plain] == ["cn_8"] and none == []
+
+
 def test_billing_tax_is_named_by_the_mapping_summed_per_erp_tax_and_negative_on_credits() -> None:
     invoice = taxed("in_1", "invoice", vat("txr_fr", "12.00"), vat("txr_fr2", "8.00"))
     note = taxed("cn_1", "credit_note", vat("txr_fr", "3.33"))

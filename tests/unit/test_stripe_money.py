@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from adapters.billing import StripeBilling
-from adapters.billing.stripe import STRIPE_API_VERSION
+from adapters.billing.stripe import STRIPE_API_VERSION, credit_note_from_stripe
 from adapters.errors import AdapterError, NotFoundError
 from canonical import Money
 
@@ -267,6 +267,24 @@ async def test_credit_note_lines_take_the_product_of_the_invoice_line_they_credi
     assert (custom.product_id, custom.price_id) == (None, None)
     assert document.tax == Money.of("4.00", "EUR")
     assert document.subscription_id == "sub_1"
+
+
+def test_a_credit_note_carries_the_refunds_it_names_and_what_it_gave_back_out_of_band() -> None:
+    note = {
+        "id": "cn_2", "object": "credit_note", "created": CREATED, "currency": "eur",
+        "customer": "cus_1Eur", "invoice": "in_1Taxed", "status": "issued", "subtotal": 3000,
+        "total": 3000, "total_taxes": [], "lines": stripe_list([], "/v1/credit_notes/cn_2/lines"),
+        "out_of_band_amount": 1000,
+        "refunds": [{"amount_refunded": 2000, "refund": "re_1Later", "type": "refund",
+                     "payment_record_refund": None}],
+    }  # fmt: skip
+    document = credit_note_from_stripe(note, [])
+    plain = credit_note_from_stripe({**note, "out_of_band_amount": None, "refunds": []}, [])
+
+    assert [(r.refund_id, r.amount) for r in document.refunds] == [
+        ("re_1Later", Money.of("20.00", "EUR"))]  # fmt: skip
+    assert document.out_of_band_amount == Money.of("10.00", "EUR")
+    assert (plain.refunds, plain.out_of_band_amount) == ([], None)
 
 
 # --- invoice payments -----------------------------------------------------------------

@@ -417,22 +417,31 @@ class BooksLedger:
         return ReceivablePage(receivables=[])
 
 
-async def load_and_classify(tmp_path: Path, ledger: BooksLedger) -> dict[str, int]:
-    """Every source read by the real loader activities into a SQLite store, classified."""
+async def load_and_classify(
+    tmp_path: Path,
+    ledger: BooksLedger,
+    billing: BooksBilling | None = None,
+    journal: Callable[[IntegrationStore], None] | None = None,
+) -> dict[str, int]:
+    """Every source read by the real loader activities into a SQLite store (its journal as
+    `journal` writes it), classified."""
     mapping = tmp_path / "finance-mapping.toml"
     mapping.write_text(render_mapping(FinanceMapping(
         version=1, currencies=["EUR"], tax_rates={"txr_vat20": TaxAccount(erp_tax="VAT 20% FR")},
     )))  # fmt: skip
     store = IntegrationStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
     store.migrate()
-    billing = BillingReconciliationActivities(store, BooksBilling(), MappingFile(mapping))  # type: ignore[arg-type]
+    if journal is not None:
+        journal(store)
+    billing_pages = billing or BooksBilling()
+    loader = BillingReconciliationActivities(store, billing_pages, MappingFile(mapping))  # type: ignore[arg-type]
     erp = ErpReconciliationActivities(store, ledger)  # type: ignore[arg-type]
     steps, env = ReconciliationStoreActivities(store), ActivityEnvironment()
     period = {"run_id": "recon/books", "period_start": DAY.replace(month=11, day=14),
               "period_end": DAY.replace(month=11, day=15)}  # fmt: skip
     steps.start_run(StartRunInput(**period))
     for source in ("invoices", "credit_notes", "payments", "refunds", "receivables"):
-        await env.run(billing.load_billing_page, LoadPageInput(**period, source=source))  # type: ignore[arg-type]
+        await env.run(loader.load_billing_page, LoadPageInput(**period, source=source))  # type: ignore[arg-type]
     for source in ("erp", "erp_payments", "erp_receivables"):
         await env.run(erp.load_erp_page, LoadPageInput(**period, source=source))  # type: ignore[arg-type]
     steps.snapshot_journal(JournalSnapshotInput(**period))

@@ -1,0 +1,339 @@
+"""SubscriptionLedgerWorkflow on the time-skipping server: credit notes that give money back
+(a refund linked to a credit note after its own credit note was posted, money given back out
+of band) and the currencies finance's mapping books. Billing, journal and audit are the
+same-named activity doubles of the ledger's own tests; the ERP activities are the real ones
+over the in-memory ERP, which here also applies a credit note to the document it names
+when the whole credit fits what is open there (the real adapter's rule)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+
+from activities.payments import ChargeRefundsInput
+from canonical import (
+    BillingDocument,
+    DocumentLine,
+    LedgerPosting,
+    LinkedRefund,
+    Money,
+    Payment,
+    PostedDocument,
+    Refund,
+)
+from tests.workflow.test_subscription_ledger import (
+    FakeWorld,
+    charge_event,
+    decision,
+    deliver,
+    deliver_to_customer_ledger,
+    event,
+    exception_handle,
+    finance_mapping,
+    invoice,
+    paid_event,
+    paid_invoice,
+    payment,
+    refund,
+    running,
+    until,
+    usd,
+)
+from workflows.finance_exception import FinanceExceptionWorkflow
+
+
+class CreditingWorld(FakeWorld):
+    """The ledger's fake world, with the ERP's credit application and receivable, and
+    billing linking a refund to a credit note between two reads of the refund."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # charge id -> its refunds as billing lists them from the second read on
+        self.refunds_after_first_read: dict[str, list[Refund]] = {}
+        self.refund_reads = 0
+
+    def activities(self) -> dict[str, list[Callable[..., Any]]]:
+        @activity.defn(name="fetch_charge_refunds")
+        async def fetch_charge_refunds(request: ChargeRefundsInput) -> list[Refund]:
+            self.refund_reads += 1
+            now = self.refunds.get(request.charge_id, [])
+            if request.charge_id in self.refunds_after_first_read:
+                self.refunds[request.charge_id] = self.refunds_after_first_read.pop(
+                    request.charge_id
+                )
+            return now
+
+        queues = super().activities()
+        queues["billing"] = [
+            fetch_charge_refunds if getattr(a, "__name__", "") == "fetch_charge_refunds" else a
+            for a in queues["billing"]
+        ]
+        return queues
+
+    def post(self, posting: LedgerPosting) -> PostedDocument:
+        new = posting.reference not in self.erp
+        posted = super().post(posting)
+        target = posting.applies_to
+        credit = new and posting.kind == "credit_note" and target in self.erp
+        if credit and self.open(str(target)) >= posting.total.amount:
+            for reference in (str(target), posting.reference):
+                self.applied[reference] = (
+                    self.applied.get(reference, Decimal(0)) + posting.total.amount
+                )
+        return posted
+
+    def paid_by_card(self, invoice_id: str, amount: str) -> Payment:
+        """A one-payment invoice of the subscription, paid in full: its payment."""
+        paid = payment(invoice_id.replace("in_", "inpay_", 1), invoice_id, amount)
+        self.payments[invoice_id] = [paid]
+        self.documents[invoice_id] = paid_invoice(invoice_id, amount, paid)
+        return paid
+
+    async def posted_with_its_payment(
+        self, env: WorkflowEnvironment, prefix: str, invoice_id: str
+    ) -> None:
+        await deliver(env.client, prefix, paid_event("evt_paid", invoice_id, 100))
+        paid = invoice_id.replace("in_", "inpay_", 1)
+        await until(lambda: paid in self.journal, env, "payment posted")
+
+    def open(self, reference: str) -> Decimal:
+        return self.erp[reference].total.amount - self.applied.get(reference, Decimal(0))
+
+    def receivable(self) -> Decimal:
+        """What the customer owes in the ERP: invoices - credit notes - payments + payouts."""
+        owed = sum(
+            (d.total.amount if d.kind == "invoice" else -d.total.amount for d in self.erp.values()),
+            Decimal(0),
+        )
+        moved = sum(
+            (p.amount.amount if p.kind == "refund" else -p.amount.amount
+             for p in self.erp_payments.values()),
+            Decimal(0),
+        )  # fmt: skip
+        return owed + moved
+
+
+def credit_note(doc_id: str, amount: str, of: str, **changes: Any) -> BillingDocument:
+    return invoice(doc_id, amount, kind="credit_note", status="issued", invoice_id=of, **changes)
+
+
+def linked(refund_id: str, amount: str) -> list[LinkedRefund]:
+    return [LinkedRefund(refund_id=refund_id, amount=usd(amount))]
+
+
+async def test_refund_then_a_credit_note_naming_it_credits_once_and_books_end_equal(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    paid = world.paid_by_card("in_l", "100.00")
+    world.refunds["ch_inpay_l"] = [refund("re_l", paid, "30.00")]
+    reversal = "re_l/credited-by/cn_l"
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_l")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_l", 300)
+        )
+        await until(lambda: "re_l/payout" in world.journal, env, "refund paid out")
+        # Later, for the tax paperwork, billing's credit note names the refund.
+        world.documents["cn_l"] = credit_note("cn_l", "30.00", "in_l",
+                                              refunds=linked("re_l", "30.00"))  # fmt: skip
+        world.refunds["ch_inpay_l"] = [refund("re_l", paid, "30.00", credit_note_id="cn_l")]
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_l", 400, kind="credit_note")
+        )
+        await until(lambda: "cn_l" in world.journal, env, "credit note posted")
+        # Redelivered, and another event of the charge: nothing more.
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn_again", "cn_l", 401, kind="credit_note")
+        )
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded_again", "ch_inpay_l", 402)
+        )
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_l", "inpay_l", "re_l", "re_l/payout", reversal, "cn_l"]
+    back = world.erp_postings[reversal]
+    [line] = back.lines
+    assert (back.kind, back.total, back.taxes) == ("invoice", usd("30.00"), [])
+    assert (line.erp_product, line.revenue_account, line.unit_price) == (
+        "REFUND", "4900", Decimal("30.00"))  # fmt: skip
+    assert world.erp_postings["cn_l"].applies_to == reversal
+    assert world.journal[reversal].document_type == "invoice"
+    # Neither billing's credit note nor the reversal stays open; billing's receivable is 0.
+    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
+    assert world.receivable() == 0
+    # Revenue: the refunds line nets to nothing; billing's credit note is the credit.
+    assert (world.post_calls, world.payment_calls) == (4, 2)
+
+
+async def test_refund_whose_payout_waited_for_finance_while_billing_named_it_pays_out_on_its_own(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """The refund's own credit note is in the ERP, its payout refused (no card journal);
+    billing names the refund in a credit note before finance retries: the retry reverses
+    the refund's credit note under billing's and pays out on the refund's own."""
+    env, world = time_skipping_env, CreditingWorld()
+    paid = world.paid_by_card("in_r", "90.00")
+    world.refunds["ch_inpay_r"] = [refund("re_r", paid, "40.00")]
+    mapping = finance_mapping()
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_r")
+        world.set_mapping(mapping.model_copy(update={"payments": {}}))
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_r", 300)
+        )
+        exception = await exception_handle(env, ledger)
+        assert "re_r" in world.erp and "re_r/payout" not in world.erp_payments
+        world.documents["cn_r"] = credit_note("cn_r", "40.00", "in_r",
+                                              refunds=linked("re_r", "40.00"))  # fmt: skip
+        world.refunds["ch_inpay_r"] = [refund("re_r", paid, "40.00", credit_note_id="cn_r")]
+        world.set_mapping(finance_mapping(version=2))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "re_r/payout" in world.journal, env, "refund paid out")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_r", 301, kind="credit_note")
+        )
+        await env.sleep(timedelta(minutes=1))
+    reversal = "re_r/credited-by/cn_r"
+    assert world.erp_order == ["in_r", "inpay_r", "re_r", reversal, "cn_r", "re_r/payout"]
+    assert world.erp_payment_postings["re_r/payout"].applies_to == "re_r"
+    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
+    assert world.receivable() == 0
+
+
+async def test_refund_linked_to_a_credit_note_just_before_its_own_credit_note_takes_that_path(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    paid = world.paid_by_card("in_w", "50.00")
+    world.refunds["ch_inpay_w"] = [refund("re_w", paid, "20.00")]
+    # Billing names the refund in a credit note after the ledger's first read of it.
+    world.documents["cn_w"] = credit_note("cn_w", "20.00", "in_w", refunds=linked("re_w", "20.00"))
+    world.refunds_after_first_read["ch_inpay_w"] = [
+        refund("re_w", paid, "20.00", credit_note_id="cn_w")
+    ]
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_w")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_w", 300)
+        )
+        await until(lambda: "re_w/payout" in world.journal, env, "refund paid out")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_w", 301, kind="credit_note")
+        )
+        await env.sleep(timedelta(minutes=1))
+    assert world.refund_reads == 2
+    assert world.erp_order == ["in_w", "inpay_w", "cn_w", "re_w/payout"]
+    assert world.erp_payment_postings["re_w/payout"].applies_to == "cn_w"
+    assert world.receivable() == 0
+
+
+async def test_credit_note_naming_its_refund_before_the_refund_posts_no_reversal(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    paid = world.paid_by_card("in_b", "60.00")
+    world.documents["cn_b"] = credit_note("cn_b", "25.00", "in_b", refunds=linked("re_b", "25.00"))
+    world.refunds["ch_inpay_b"] = [refund("re_b", paid, "25.00", credit_note_id="cn_b")]
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_b")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_b", 300, kind="credit_note")
+        )
+        await until(lambda: "cn_b" in world.journal, env, "credit note posted")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_b", 301)
+        )
+        await until(lambda: "re_b/payout" in world.journal, env, "refund paid out")
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_b", "inpay_b", "cn_b", "re_b/payout"]
+    assert world.erp_postings["cn_b"].applies_to == "in_b"
+    assert world.receivable() == 0
+
+
+async def test_money_a_credit_note_gives_back_out_of_band_is_paid_out_on_it_once(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    world.paid_by_card("in_o", "80.00")
+    world.documents["cn_o"] = credit_note("cn_o", "20.00", "in_o",
+                                          out_of_band_amount=usd("20.00"))  # fmt: skip
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_o")
+        for event_id in ("evt_cn", "evt_cn", "evt_cn_again"):
+            await deliver_to_customer_ledger(
+                env.client, queue_prefix, event(event_id, "cn_o", 300, kind="credit_note")
+            )
+        await until(lambda: "cn_o/out_of_band" in world.journal, env, "paid out out of band")
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_o", "inpay_o", "cn_o", "cn_o/out_of_band"]
+    payout = world.erp_payment_postings["cn_o/out_of_band"]
+    assert (payout.kind, payout.method, payout.applies_to, payout.amount) == (
+        "refund", "out_of_band", "cn_o", usd("20.00"))  # fmt: skip
+    assert (payout.journal, payout.clearing_account) == ("BANK", "1000")
+    assert world.journal["cn_o/out_of_band"].document_type == "refund"
+    assert world.open("cn_o") == 0 and world.receivable() == 0
+    assert (world.post_calls, world.payment_calls) == (2, 2)
+
+
+async def test_unmapped_out_of_band_journal_is_a_finance_exception_then_posted_once(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    mapping = finance_mapping()
+    world.set_mapping(mapping.model_copy(update={"payments": {
+        "card/USD": mapping.payments["card/USD"]}}))  # fmt: skip
+    world.documents["in_u"] = invoice("in_u", "40.00", status="paid")
+    world.documents["cn_u"] = credit_note("cn_u", "15.00", "in_u",
+                                          out_of_band_amount=usd("15.00"))  # fmt: skip
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_u", 300, kind="credit_note")
+        )
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.context.error_type == "Unmapped"
+        assert "payment journal for out_of_band/USD" in state.context.error_message
+        assert state.context.payload["refund"]["reference"] == "cn_u/out_of_band"
+        assert "cn_u" in world.journal and "cn_u/out_of_band" not in world.erp_payments
+        world.set_mapping(finance_mapping(version=2))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "cn_u/out_of_band" in world.journal, env, "paid out after the fix")
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_payment_postings["cn_u/out_of_band"].journal == "BANK"
+    assert world.erp_order == ["cn_u", "cn_u/out_of_band"]
+
+
+def eur_invoice(doc_id: str, amount: str) -> BillingDocument:
+    eur = Money.of(amount, "EUR")
+    line = DocumentLine(line_id=f"{doc_id}-l0", description="line 0", quantity=Decimal(1),
+                        unit_amount=eur, amount=eur, product_id="prod_basic")  # fmt: skip
+    return invoice(doc_id, amount).model_copy(
+        update={"currency": "EUR", "lines": [line], "subtotal": eur, "total": eur,
+                "tax": Money.of("0", "EUR")}
+    )  # fmt: skip
+
+
+async def test_finance_mapping_alone_says_which_currencies_are_booked(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """The ledger was started knowing only USD (`deliver`): a EUR invoice posts once
+    finance maps EUR, and before that it is finance's Unmapped exception naming EUR."""
+    env, world = time_skipping_env, CreditingWorld()
+    world.documents["in_eur"] = eur_invoice("in_eur", "45.00")
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_eur", "in_eur", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert (state.context.step, state.context.error_type) == ("post_ledger_document",
+                                                                  "Unmapped")  # fmt: skip
+        assert "currency EUR" in state.context.error_message
+        mapping = finance_mapping(version=2)
+        world.set_mapping(mapping.model_copy(update={"currencies": ["USD", "EUR"]}))
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await until(lambda: "in_eur" in world.journal, env, "EUR invoice posted")
+    assert world.erp["in_eur"].total == Money.of("45.00", "EUR")
