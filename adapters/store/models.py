@@ -58,7 +58,8 @@ class Posting(Base):
     source_document_id: Mapped[str] = mapped_column(String(128))
     document_type: Mapped[str] = mapped_column(String(32))
     customer_id: Mapped[str] = mapped_column(String(64), index=True)
-    erp_document_id: Mapped[str] = mapped_column(String(64))
+    # An ERP id, or what a finance decision journals: manual:<number>, rejected:<exception>.
+    erp_document_id: Mapped[str] = mapped_column(String(255))
     erp_number: Mapped[str | None] = mapped_column(String(64))
     amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
     currency: Mapped[str] = mapped_column(String(3))
@@ -175,7 +176,7 @@ class ReconJournalEntry(Base):
     reference: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))
     customer_id: Mapped[str] = mapped_column(String(64))
-    erp_document_id: Mapped[str] = mapped_column(String(64))
+    erp_document_id: Mapped[str] = mapped_column(String(255))
     currency: Mapped[str] = mapped_column(String(3))
     amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
 

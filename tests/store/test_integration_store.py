@@ -130,6 +130,19 @@ def test_journal_records_a_posting_once_and_refuses_a_second_erp_document(
     assert store.find_posting("billing", "in_2") is None
 
 
+def test_journal_takes_a_rejection_named_by_a_long_workflow_id(store: IntegrationStore) -> None:
+    """`rejected:<exception id>` names the ledger it came from, longer than an ERP id."""
+    exception = "exception/customer-ledger/cus_" + "N" * 60 + "/12"
+    store.record_posting(
+        source_system="billing", source_document_id="re_1/payout", document_type="refund",
+        customer_id="cus_1", erp_document_id=f"rejected:{exception}", erp_number=None,
+        amount=Decimal("5.00"), currency="USD", workflow_id="customer-ledger/cus_1",
+        correlation_id=None,
+    )  # fmt: skip
+    posting = store.find_posting("billing", "re_1/payout")
+    assert posting is not None and posting.erp_document_id == f"rejected:{exception}"
+
+
 def test_credited_since_sums_support_credits_of_the_customer_only(
     store: IntegrationStore,
 ) -> None:
