@@ -239,6 +239,8 @@ def _banner(settings: Settings) -> str:
         f"\nledgerbridge is up.\n"
         f"  Temporal Web UI  http://{host}:{settings.temporal_ui_port}\n"
         f"  API and OpenAPI  {api}/docs\n"
+        f"  Finance console  {api}/console (sign in with a key from "
+        f"{settings.home}/local-api-keys.json)\n"
         f"  logs             {settings.home}/logs/\n"
         f"Press Ctrl-C to stop.\n"
     )
