@@ -28,8 +28,9 @@ LEDGER_PROCESS = "amendment_to_erp"
 LEDGER_WORKFLOW = "SubscriptionLedger"  # the workflow type: signal-with-start by name
 BILLING_EVENT_SIGNAL = "billing_event"
 # Asks a running ledger to continue as new once it is idle: the new run takes the code
-# deployed now, patches included (`workflow.patched` answers once per run, so a run begun
-# before a deployment keeps that deployment's behaviour until it continues as new).
+# deployed now, every patch included. A run begun before a deployment keeps the old
+# behaviour of each patch it had already answered before (`workflow.patched` answers once
+# per run and patch); only a new run answers them all anew.
 REFRESH_SIGNAL = "refresh"
 VOID_SUFFIX = "/void"
 # A refund made without a billing credit note is two ERP rows: its credit note (reference =
@@ -122,6 +123,8 @@ class SubscriptionLedgerInput(BaseModel):
     continue_as_new_after: int = CONTINUE_AS_NEW_AFTER
     # Charges whose refunds billing holds pending, read again on a timer (none before).
     pending_refunds: list[PendingRefundWatch] = []
+    # A canceled subscription's ledger closes once idle, also after continuing as new.
+    subscription_canceled: bool = False
 
 
 def required_postings(document: BillingDocument) -> list[LedgerPosting]:

@@ -144,6 +144,8 @@ OUT_OF_BAND_PATCH = "credit-note-out-of-band"
 # Runs since leave the currencies to finance's mapping (the ERP activity refuses what it does
 # not map); runs before checked the ledger's own list, frozen at its start.
 MAPPING_CURRENCIES_PATCH = "mapping-currencies"
+# Runs since keep the events carried over continue-as-new; runs before dropped them as seen.
+CARRY_PENDING_PATCH = "carry-pending-events"
 MONEY_KINDS = ("payment", "refund")
 # Refund states that may still become `succeeded` (then posted) or `failed`/`canceled`.
 REFUND_STILL_OPEN = ("pending", "requires_action")
@@ -206,8 +208,13 @@ class SubscriptionLedgerWorkflow:
         self._seen = list(request.seen_event_ids)
         self._settled = list(request.settled_documents)
         self._refund_watches = {w.charge_id: w for w in request.pending_refunds}
-        for event in request.pending:
-            self._enqueue(event)
+        self._subscription_canceled = request.subscription_canceled
+        if request.pending and workflow.patched(CARRY_PENDING_PATCH):
+            # Seen already (their ids are among seen_event_ids): carried, not enqueued anew.
+            self._pending = list(request.pending)
+        else:
+            for event in request.pending:
+                self._enqueue(event)
         while True:
             self._look_again_at_pending_refunds()
             self._set_status("waiting", "Waiting for billing events" + self._pending_refunds_told())
@@ -245,6 +252,7 @@ class SubscriptionLedgerWorkflow:
                     "settled_documents": self._settled[-SEEN_LIMIT:],
                     "exceptions_opened": self._exceptions_opened,
                     "pending_refunds": list(self._refund_watches.values()),
+                    "subscription_canceled": self._subscription_canceled,
                 }
             )
         )

@@ -63,6 +63,7 @@ from canonical import (
 from canonical.ledger import REFRESH_SIGNAL, BillingEventRef, SubscriptionLedgerInput
 from canonical.mapping import FinanceMapping, PaymentJournal, ProductAccount
 from starters.routing import ProcessStart, signal_with_start
+from tests.fixtures.temporal import time_skipping_server
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
@@ -752,6 +753,49 @@ async def test_refresh_continues_as_new_once_idle_and_keeps_what_it_has_seen(
     assert description.run_id != first_run
     assert description.status == WorkflowExecutionStatus.RUNNING
     assert world.post_calls == 2
+
+
+async def test_events_carried_over_continue_as_new_are_posted_not_dropped_as_seen(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """A run continues as new with what it has not done yet (an event that arrived while it
+    was finishing): those events' ids are among the seen ones, and they are still posted."""
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_c"] = invoice("in_c", "12.00", minute=1)
+    carried = event("evt_c", "in_c", 100)
+    request = SubscriptionLedgerInput(
+        subscription_id="sub_1", customer_id="cus_1", supported_currencies=["USD"],
+        pending=[carried], seen_event_ids=["evt_0", "evt_c"],
+    )  # fmt: skip
+    async with running(env.client, queue_prefix, world):
+        await env.client.start_workflow(
+            SubscriptionLedgerWorkflow.run, request, id=f"subscription/sub_1-{queue_prefix}",
+            task_queue=task_queue(queue_prefix),
+        )  # fmt: skip
+        await until(lambda: "in_c" in world.journal, env, "the carried event posted")
+    assert world.post_calls == 1
+
+
+async def test_a_canceled_subscriptions_ledger_still_closes_after_a_refresh(
+    queue_prefix: str,
+) -> None:
+    """The canceled state travels over continue-as-new (a refresh, say): once idle the
+    ledger closes instead of continuing as new every week for ever."""
+    world = FakeWorld()
+    request = SubscriptionLedgerInput(
+        subscription_id="sub_1", customer_id="cus_1", supported_currencies=["USD"],
+        subscription_canceled=True,
+    )  # fmt: skip
+    # Its own server: this test skips a week, which the shared one stops doing once an
+    # earlier test's timers fire with no worker left.
+    async with time_skipping_server() as env, running(env.client, queue_prefix, world):
+        handle = await env.client.start_workflow(
+            SubscriptionLedgerWorkflow.run, request, id=f"subscription/sub_1-{queue_prefix}",
+            task_queue=task_queue(queue_prefix),
+        )  # fmt: skip
+        await env.sleep(timedelta(days=8))
+        description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.COMPLETED
 
 
 # --- money that moved: payments and refunds --------------------------------------------
