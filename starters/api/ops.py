@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from canonical.ledger import LEDGER_WORKFLOW, REFRESH_SIGNAL
 from starters.api.auth import ApiPrincipal
@@ -37,7 +37,8 @@ async def status(
 
 class LedgersRefreshed(BaseModel):
     signalled: int
-    workflow_ids: list[str]  # the first REFRESH_LISTED of them
+    already_closed: int  # listed as running, closed before the ask reached them
+    workflow_ids: list[str]  # the first REFRESH_LISTED of those signalled
 
 
 RUNNING_LEDGERS = f"WorkflowType = '{LEDGER_WORKFLOW}' AND ExecutionStatus = 'Running'"
@@ -51,20 +52,32 @@ async def refresh_ledgers(
     _principal: Annotated[ApiPrincipal, Depends(operators)], temporal: TemporalDep
 ) -> LedgersRefreshed:
     """Ask every running ledger to continue as new once idle, so that it takes up the
-    behaviour of the code deployed now (a run keeps its deployment's behaviour until it
-    continues as new). Safe to repeat: a ledger asked twice continues as new once per ask,
-    carrying over what it has not done."""
+    behaviour of the code deployed now (a run keeps the old behaviour of what it has already
+    decided until it continues as new). Safe to repeat: a ledger asked twice continues as new
+    once per ask, carrying over what it has not done."""
+    signalled: list[str] = []
+    closed = 0
     try:
         client = await temporal.client()
         ids = [execution.id async for execution in client.list_workflows(RUNNING_LEDGERS)]
         for start in range(0, len(ids), REFRESH_BATCH):
             batch = ids[start : start + REFRESH_BATCH]
-            await asyncio.gather(
-                *(client.get_workflow_handle(wid).signal(REFRESH_SIGNAL) for wid in batch)
+            answers = await asyncio.gather(
+                *(client.get_workflow_handle(wid).signal(REFRESH_SIGNAL) for wid in batch),
+                return_exceptions=True,
             )
+            for workflow_id, answer in zip(batch, answers, strict=True):
+                if isinstance(answer, RPCError) and answer.status == RPCStatusCode.NOT_FOUND:
+                    closed += 1  # it ended between the listing and the ask: nothing to do
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    signalled.append(workflow_id)
     except RPCError as err:  # the engine's own answer: the handler makes it a 503
         raise TemporalUnavailable(str(err)) from err
-    return LedgersRefreshed(signalled=len(ids), workflow_ids=ids[:REFRESH_LISTED])
+    return LedgersRefreshed(
+        signalled=len(signalled), already_closed=closed, workflow_ids=signalled[:REFRESH_LISTED]
+    )
 
 
 __all__ = ["router"]

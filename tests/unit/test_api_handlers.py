@@ -5,22 +5,24 @@ refused request reaches none of the fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.errors import AdapterError, NotFoundError
 from adapters.settings import Settings
 from canonical import Money
 from canonical.credit import CreditPolicy
-from starters.api import accounts, credits, dependencies, finance, reconciliation, replay
+from starters.api import accounts, credits, dependencies, finance, ops, reconciliation, replay
 from starters.api.auth import ApiPrincipal
 from starters.api.correlation import CorrelationMiddleware
 from starters.api.errors import install_error_handlers
@@ -211,6 +213,57 @@ def test_an_unknown_field_named_with_a_line_break_is_refused_on_one_line() -> No
     )
     assert response.status_code == 422
     assert response.json() == {"error": "body.'a\\nb': Extra inputs are not permitted"}
+
+
+# --- ledgers ------------------------------------------------------------------------------
+
+
+class LedgersOf:
+    """Temporal listing `running` ledgers, of which `closed` end before they are asked."""
+
+    def __init__(self, running: list[str], closed: set[str]) -> None:
+        self.running, self.closed = running, closed
+        self.asked: list[tuple[str, str]] = []
+
+    async def client(self) -> Any:
+        return self
+
+    async def list_workflows(self, query: str) -> AsyncIterator[Any]:
+        assert "ExecutionStatus = 'Running'" in query
+        for workflow_id in self.running:
+            yield SimpleNamespace(id=workflow_id)
+
+    def get_workflow_handle(self, workflow_id: str) -> Any:
+        async def signal(name: str) -> None:
+            if workflow_id in self.closed:
+                raise RPCError("workflow execution already completed", RPCStatusCode.NOT_FOUND, b"")
+            self.asked.append((workflow_id, name))
+
+        return SimpleNamespace(signal=signal)
+
+
+def test_refresh_asks_every_running_ledger_and_counts_those_closed_meanwhile() -> None:
+    api = mounted(ops.router)
+    temporal = LedgersOf(["subscription/sub_1", "subscription/sub_2", "customer-ledger/cus_1"],
+                         closed={"subscription/sub_2"})  # fmt: skip
+    api.client.app.dependency_overrides[dependencies.get_temporal] = lambda: temporal  # type: ignore[attr-defined]
+    response = api.client.post("/v1/ledgers:refresh")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "signalled": 2,
+        "already_closed": 1,
+        "workflow_ids": ["subscription/sub_1", "customer-ledger/cus_1"],
+    }
+    assert temporal.asked == [
+        ("subscription/sub_1", "refresh"),
+        ("customer-ledger/cus_1", "refresh"),
+    ]
+
+
+def test_refresh_without_temporal_asks_to_retry() -> None:
+    response = mounted(ops.router).client.post("/v1/ledgers:refresh")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
 
 
 # --- accounts -----------------------------------------------------------------------------
