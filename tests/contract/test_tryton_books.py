@@ -428,6 +428,36 @@ async def test_a_draft_payment_an_earlier_attempt_left_is_posted_and_applied_nev
     assert moves == [draft]
 
 
+async def test_a_payment_an_earlier_attempt_applied_but_did_not_reconcile_is_reconciled(
+    ledger: TrytonLedger, customer_id: str, tryton_module_server: TrytonServer
+) -> None:
+    invoice = document(customer_id, [line("Pro plan", "45.00")])
+    await ledger.post_document(invoice)
+    money = payment(invoice, "45.00")
+    posted = await ledger.post_payment(money)
+    # Undo the last step: what an attempt that stopped after applying the payment leaves.
+    (move_line,) = await ledger.call(
+        "model.account.move.line.search",
+        [("move", "=", int(posted.erp_document_id)), ("account.type.receivable", "=", True)],
+    )
+    (reconciliation,) = await ledger.call(
+        "model.account.move.line.read", [move_line], ["reconciliation"]
+    )
+    async with tryton_module_server.admin_ledger() as admin:
+        await admin.call(
+            "model.account.move.reconciliation.delete", [reconciliation["reconciliation"]]
+        )
+    row = await invoice_row(ledger, invoice.reference)
+    assert (row["state"], row["amount_to_pay"], row["reconciled"]) == ("posted", 0, None)
+
+    again = await ledger.post_payment(money)
+
+    assert again.erp_document_id == posted.erp_document_id and not again.created_now
+    assert again.applied_document_state == "paid"
+    row = await invoice_row(ledger, invoice.reference)
+    assert row["state"] == "paid" and row["reconciled"]
+
+
 async def test_concurrent_posts_of_one_payment_make_one_move(
     ledger: TrytonLedger, customer_id: str, tryton_module_server: TrytonServer
 ) -> None:
