@@ -107,6 +107,8 @@ SETTLE_FIELDS = ["amount_to_pay", "account", "party", "currency", "payment_lines
 # Whether each of a document's receivable and payment lines is reconciled yet, read with the
 # document, so reconciling it needs no search first (`_reconcilable_lines`).
 RECONCILED_FIELDS = ["lines_to_pay.reconciliation", "payment_lines.reconciliation"]
+# What posting gave a payment's move, read with the document it is applied to (`_as_posted`).
+APPLIED_MOVE_FIELDS = ["payment_lines.move.number", "payment_lines.move.state"]
 # What a payment or refund reads as: its receivable line, with the move around it.
 PAYMENT_LINE_FIELDS = [
     "id",
@@ -1106,13 +1108,29 @@ class TrytonLedger:
             document = {**document, "payment_lines": [*document["payment_lines"], row["id"]]}
         if settles:
             await self._reconcile_settled(document)
-        document = await self._settled_document(document["id"])
+        document = await self._settled_document(document["id"], *APPLIED_MOVE_FIELDS)
         if document["state"] != "paid" and not document["amount_to_pay"]:
             # Settled by more than this payment (another one meanwhile, an earlier attempt).
             await self._reconcile_settled(document)
-            document = await self._settled_document(document["id"])
-        (row,) = await self._payment_lines([("id", "=", row["id"])])
-        return _posted_payment(row, document, created_now=created_now)
+            document = await self._settled_document(document["id"], *APPLIED_MOVE_FIELDS)
+        return _posted_payment(
+            await self._as_posted(row, document), document, created_now=created_now
+        )
+
+    async def _as_posted(self, row: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+        """The payment's line as posted: its move's number and state as the document's last
+        read holds them among its payment lines; read again when it is not among them."""
+        lines: list[dict[str, Any]] = document.get("payment_lines.") or []
+        applied = next((line for line in lines if line["id"] == row["id"]), {})
+        move = applied.get("move.") or {}
+        if not move.get("number"):
+            (row,) = await self._payment_lines([("id", "=", row["id"])])
+            return row
+        return {
+            **row,
+            "reconciliation": applied.get("reconciliation"),
+            "move.": {**(row.get("move.") or {}), "number": move["number"], "state": move["state"]},
+        }
 
     async def _reconcile_settled(self, document: dict[str, Any]) -> None:
         """Reconcile a document nothing remains on; a refusal is fine once it reads paid
@@ -1123,11 +1141,18 @@ class TrytonLedger:
             if (await self._settled_document(document["id"]))["state"] != "paid":
                 raise
 
-    async def _settled_document(self, document_id: int) -> dict[str, Any]:
+    async def _settled_document(self, document_id: int, *extra: str) -> dict[str, Any]:
         (document,) = await self.call(
             "model.account.invoice.read",
             [document_id],
-            [*INVOICE_FIELDS, "amount_to_pay", "payment_lines", "lines_to_pay", *RECONCILED_FIELDS],
+            [
+                *INVOICE_FIELDS,
+                "amount_to_pay",
+                "payment_lines",
+                "lines_to_pay",
+                *RECONCILED_FIELDS,
+                *extra,
+            ],
         )
         return dict(document)
 

@@ -483,7 +483,7 @@ async def test_concurrent_posts_of_one_payment_make_one_move(
     assert (await invoice_row(ledger, invoice.reference))["amount_to_pay"] == 0
 
 
-async def test_an_invoice_costs_the_erp_six_calls_and_its_payment_eleven(
+async def test_an_invoice_costs_the_erp_six_calls_and_its_payment_ten(
     ledger: TrytonLedger, customer_id: str, tryton_module_server: TrytonServer
 ) -> None:
     transport = CountingTransport()
@@ -523,12 +523,13 @@ async def test_an_invoice_costs_the_erp_six_calls_and_its_payment_eleven(
         "wizard.account.move.reconcile_lines.create",
         "wizard.account.move.reconcile_lines.execute",
         "wizard.account.move.reconcile_lines.delete",
-        "account.invoice.read",  # the document's state after
-        "account.move.line.search_read",  # the payment as posted
+        "account.invoice.read",  # the document's state after, the payment's move number
     ]
     assert posted.applied_document_state == "paid"
     row = await invoice_row(ledger, invoice.reference)
     assert row["state"] == "paid" and row["reconciled"]
+    found = await ledger.find_payment(posted.reference)
+    assert found == posted.model_copy(update={"created_now": False}) and found.erp_number
 
 
 async def test_payment_applied_to_a_credit_note_or_in_another_currency_is_refused(
