@@ -29,7 +29,9 @@ Wire facts (verified against trytond 8.2.1):
   wizard (create / execute "start" with `active_model`/`active_ids` / delete) reconciles
   with an exchange-difference move, and the reconciliation marks the invoice paid (its
   queued `process` runs at the end of the request when no queue worker is configured);
-- dotted fields in `search_read` come back nested (`"move.origin"` as `row["move."]`).
+- dotted fields in `search_read` and `read` come back nested (`"move.origin"` as
+  `row["move."]`); through a one2many or many2many as a list of dicts with their ids, to any
+  depth (`"payment_lines.move.number"` as `row["payment_lines."][i]["move."]["number"]`).
 """
 
 from __future__ import annotations
