@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -71,6 +72,7 @@ from canonical import BillingDocument, LedgerPosting, Payment, PaymentPosting
 from canonical.ledger import payment_postings, required_postings
 from canonical.mapping import map_document, map_payment
 from sandbox.billing.driver import BillingDriver
+from starters.api.intake import SLOW_ANSWER_MS
 from starters.local.catalog import load_local_catalog
 from starters.local.stack import LocalStack
 
@@ -408,6 +410,24 @@ async def books(
     return Books(duplicates, differences)
 
 
+def slow_intake(api_log: Path, since: float, until: float) -> list[tuple[str, float, float]]:
+    """The API's answers to webhooks that start work which took it over its slow mark
+    (`Intake.start_processes` logs them with where the time went), accepted in [since,
+    until]: (event type, receipt lookup ms, Temporal accepting the starts ms)."""
+    slow = []
+    for text in api_log.read_text().splitlines() if api_log.exists() else []:
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if line.get("event") != "slow webhook answer":
+            continue
+        at = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+        if since <= at <= until:
+            slow.append((str(line["event_type"]), line["lookup_ms"], line["temporal_ms"]))
+    return slow
+
+
 async def set_up_customer(adapters: Adapters, driver: BillingDriver, home: Path) -> Customer:
     """A customer known to the ERP (account sync), paying by card, and the catalogue's
     product priced and its tax rate found."""
@@ -514,6 +534,7 @@ async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str,
                 kind: (len(ms), percentile(ms, 50), percentile(ms, 99))
                 for kind, ms in sorted(by_type.items(), key=lambda kv: -percentile(kv[1], 99))
             },
+            "slow_intake": slow_intake(settings.home / "logs" / "api.log", ours_from, ours_until),
         }
     finally:
         await driver.aclose()
@@ -583,6 +604,13 @@ def main() -> None:
     print("webhook acknowledgements during ours' rounds by event type (count, p50, p99 ms): "
           + "; ".join(f"{kind} {n}, {p50}, {p99}"
                       for kind, (n, p50, p99) in result["acks_by_type"].items()))  # fmt: skip
+    slow = result["slow_intake"]
+    print(f"the API's answers over {SLOW_ANSWER_MS:g} ms during ours' rounds: {len(slow)}"
+          + (f"; receipt lookup p50 {percentile([s[1] for s in slow], 50)} ms, max "
+             f"{max(s[1] for s in slow)} ms; Temporal accepting the starts p50 "
+             f"{percentile([s[2] for s in slow], 50)} ms, max {max(s[2] for s in slow)} ms; "
+             + ", ".join(f"{kind} {n}" for kind, n in Counter(s[0] for s in slow).most_common())
+             if slow else ""))  # fmt: skip
     print("CPU per posting (share of one core) during each side's rounds: "
           f"{meter.summary('ours', ours_postings)}; "
           f"{meter.summary('baseline', baseline_postings)}")  # fmt: skip

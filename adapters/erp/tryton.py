@@ -29,7 +29,9 @@ Wire facts (verified against trytond 8.2.1):
   wizard (create / execute "start" with `active_model`/`active_ids` / delete) reconciles
   with an exchange-difference move, and the reconciliation marks the invoice paid (its
   queued `process` runs at the end of the request when no queue worker is configured);
-- dotted fields in `search_read` come back nested (`"move.origin"` as `row["move."]`).
+- dotted fields in `search_read` and `read` come back nested (`"move.origin"` as
+  `row["move."]`); through a one2many or many2many as a list of dicts with their ids, to any
+  depth (`"payment_lines.move.number"` as `row["payment_lines."][i]["move."]["number"]`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ INVOICE_FIELDS = [
 ]
 # What settling a document reads of it besides INVOICE_FIELDS.
 SETTLE_FIELDS = ["amount_to_pay", "account", "party", "currency", "payment_lines", "lines_to_pay"]
+# Whether each of a document's receivable and payment lines is reconciled yet, read with the
+# document, so reconciling it needs no search first (`_reconcilable_lines`).
+RECONCILED_FIELDS = ["lines_to_pay.reconciliation", "payment_lines.reconciliation"]
+# What posting gave a payment's move, read with the document it is applied to (`_as_posted`).
+APPLIED_MOVE_FIELDS = ["payment_lines.move.number", "payment_lines.move.state"]
 # What a payment or refund reads as: its receivable line, with the move around it.
 PAYMENT_LINE_FIELDS = [
     "id",
@@ -462,6 +469,7 @@ class TrytonLedger:
         self._currency_ids: dict[str, int] = {}
         self._codes: dict[tuple[_CodeKind, str], _BooksEntry] = {}
         self._open_periods: dict[dt.date, float] = {}
+        self._open_period_ids: dict[dt.date, tuple[int, float]] = {}
         self._fiscal_years: list[tuple[dt.date, dt.date]] = []
         self._today: tuple[dt.date, float] | None = None
         # One posting per reference at a time in this process (see `post_document`).
@@ -598,10 +606,7 @@ class TrytonLedger:
             return
         invoice = await self._settled_document(target["id"])
         credit = await self._settled_document(credit_id)
-        lines = await self.call(
-            "model.account.move.line.search",
-            [("id", "in", credit["lines_to_pay"]), ("reconciliation", "=", None)],
-        )
+        lines = _reconcilable_lines({**credit, "payment_lines": []})
         to_add = [line for line in lines if line not in invoice["payment_lines"]]
         if to_add:
             if invoice["state"] == "paid" or abs(credit["total_amount"]) > invoice["amount_to_pay"]:
@@ -618,11 +623,7 @@ class TrytonLedger:
                     raise
             invoice = await self._settled_document(invoice["id"])
         if invoice["state"] != "paid" and not invoice["amount_to_pay"]:
-            try:
-                await self._reconcile(invoice)
-            except RejectedError:
-                if (await self._settled_document(invoice["id"]))["state"] != "paid":
-                    raise
+            await self._reconcile_settled(invoice)
 
     async def is_period_open(self, on: dt.date) -> bool:
         """An open standard period of the company covers `on`, in an open fiscal year.
@@ -665,7 +666,8 @@ class TrytonLedger:
         never posted) is in it by the UTC day of its `create_date`, and reads with
         `document_date` None. `cursor` is the last id seen; ids only grow, so documents
         created while paging land on a later page, never shift an earlier one. One RPC
-        call: the taxes (per ERP tax name, positive) ride along as dotted fields.
+        call: the taxes (per ERP tax name, in the document's direction: `_ledger_document`)
+        ride along as dotted fields.
         """
         operation = "document_page"
         if limit < 1:
@@ -955,7 +957,7 @@ class TrytonLedger:
             0,
             None,
             [("id", "ASC")],
-            [*INVOICE_FIELDS, *SETTLE_FIELDS],
+            [*INVOICE_FIELDS, *SETTLE_FIELDS, *RECONCILED_FIELDS],
         )
         row = _single(list(rows), posting.applies_to, operation)
         if row is None or row["state"] not in BOOKED_STATES:
@@ -1089,7 +1091,9 @@ class TrytonLedger:
                 (move,) = await self.call("model.account.move.read", [row["move"]], ["state"])
                 if move["state"] != "posted":
                     raise
-        document = await self._settled_document(document["id"])
+        # `document` was read by this call (`_document_to_settle`) after the lookup found or
+        # before it created this move; only the move changed since, so it is not read again.
+        settles = False
         if row["id"] not in document["payment_lines"] and document["state"] != "paid":
             try:
                 await self.call(
@@ -1100,22 +1104,57 @@ class TrytonLedger:
             except RejectedError:
                 if row["id"] not in (await self._settled_document(document["id"]))["payment_lines"]:
                     raise
-            document = await self._settled_document(document["id"])
+            # What was open before, all of it in this payment: nothing remains (the amounts
+            # are the document currency's on both sides). Otherwise the read below decides.
+            settles = abs(document["amount_to_pay"]) == posting.amount.amount
+            document = {**document, "payment_lines": [*document["payment_lines"], row["id"]]}
+        if settles:
+            await self._reconcile_settled(document)
+        document = await self._settled_document(document["id"], *APPLIED_MOVE_FIELDS)
         if document["state"] != "paid" and not document["amount_to_pay"]:
-            try:
-                await self._reconcile(document)
-            except RejectedError:
-                if (await self._settled_document(document["id"]))["state"] != "paid":
-                    raise
-            document = await self._settled_document(document["id"])
-        (row,) = await self._payment_lines([("id", "=", row["id"])])
-        return _posted_payment(row, document, created_now=created_now)
+            # Settled by more than this payment (another one meanwhile, an earlier attempt).
+            await self._reconcile_settled(document)
+            document = await self._settled_document(document["id"], *APPLIED_MOVE_FIELDS)
+        return _posted_payment(
+            await self._as_posted(row, document), document, created_now=created_now
+        )
 
-    async def _settled_document(self, document_id: int) -> dict[str, Any]:
+    async def _as_posted(self, row: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+        """The payment's line as posted: its move's number and state as the document's last
+        read holds them among its payment lines; read again when it is not among them."""
+        lines: list[dict[str, Any]] = document.get("payment_lines.") or []
+        applied = next((line for line in lines if line["id"] == row["id"]), {})
+        move = applied.get("move.") or {}
+        if not move.get("number"):
+            (row,) = await self._payment_lines([("id", "=", row["id"])])
+            return row
+        return {
+            **row,
+            "reconciliation": applied.get("reconciliation"),
+            "move.": {**(row.get("move.") or {}), "number": move["number"], "state": move["state"]},
+        }
+
+    async def _reconcile_settled(self, document: dict[str, Any]) -> None:
+        """Reconcile a document nothing remains on; a refusal is fine once it reads paid
+        (another writer reconciled it)."""
+        try:
+            await self._reconcile(document)
+        except RejectedError:
+            if (await self._settled_document(document["id"]))["state"] != "paid":
+                raise
+
+    async def _settled_document(self, document_id: int, *extra: str) -> dict[str, Any]:
         (document,) = await self.call(
             "model.account.invoice.read",
             [document_id],
-            [*INVOICE_FIELDS, "amount_to_pay", "payment_lines", "lines_to_pay"],
+            [
+                *INVOICE_FIELDS,
+                "amount_to_pay",
+                "payment_lines",
+                "lines_to_pay",
+                *RECONCILED_FIELDS,
+                *extra,
+            ],
         )
         return dict(document)
 
@@ -1123,13 +1162,7 @@ class TrytonLedger:
         """Reconcile a fully paid document's receivable lines with its payment lines, by
         Tryton's own wizard: it books an exchange difference (foreign documents paid at
         another rate) and the reconciliation marks the document paid."""
-        lines = await self.call(
-            "model.account.move.line.search",
-            [
-                ("id", "in", [*document["lines_to_pay"], *document["payment_lines"]]),
-                ("reconciliation", "=", None),
-            ],
-        )
+        lines = _reconcilable_lines(document)
         if not lines:
             return
         context = {"active_model": "account.move.line", "active_ids": lines,
@@ -1154,6 +1187,11 @@ class TrytonLedger:
         return (posting.amount.amount / rate).quantize(unit, rounding=ROUND_HALF_EVEN)
 
     async def _period_id(self, on: dt.date, operation: str) -> int:
+        """The open period a move dated `on` goes in, trusted for a minute like
+        `is_period_open` (a period closed meanwhile: Tryton refuses the move itself)."""
+        known = self._open_period_ids.get(on)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
         periods = await self.call(
             "model.account.period.search",
             [
@@ -1174,6 +1212,10 @@ class TrytonLedger:
                 operation=operation,
                 remote_code="period_closed",
             )
+        self._open_period_ids[on] = (
+            int(periods[0]),
+            time.monotonic() + OPEN_PERIOD_TRUSTED_SECONDS,
+        )
         return int(periods[0])
 
     async def _invoice_rows(self, reference: str) -> list[dict[str, Any]]:
@@ -1207,8 +1249,21 @@ class TrytonLedger:
                 reference=posting.reference,
                 erp_document_id=row["id"],
             )
+            await self._date_draft(row, posting)
             row = await self._post_invoice(row["id"], posting)
         return _posted_document(row, kind=posting.kind, created_now=False)
+
+    async def _date_draft(self, row: Mapping[str, Any], posting: LedgerPosting) -> None:
+        """Give an adopted draft the invoice date a new document gets now (`_invoice_date`):
+        the date it was left with may since have fallen behind the sequence, or be another
+        rate's than the billing date's. Refused as a new one would be, the draft unchanged."""
+        setup = await self._invoicing_setup()
+        currency_id = await self._currency_id(posting.currency, setup, posting.billing_date)
+        invoice_date = await self._invoice_date(posting, currency_id, setup)
+        if row.get("invoice_date") != invoice_date:
+            await self.call(
+                "model.account.invoice.write", [row["id"]], {"invoice_date": invoice_date}
+            )
 
     async def _create_and_post(self, posting: LedgerPosting) -> PostedDocument:
         operation = "post_document"
@@ -1308,9 +1363,11 @@ class TrytonLedger:
             0,
             1,
             None,
-            ["id", "account_receivable", "customer_payment_term"],
+            # The addresses ride along: one call, not a second search for them.
+            ["id", "account_receivable", "customer_payment_term", "addresses.invoice",
+             "addresses.sequence", "addresses.active"],
             context={"active_test": False},
-        )
+        )  # fmt: skip
         if not rows:
             raise NotFoundError(
                 f"the ERP has no party with code {customer_id!r}; sync the account first",
@@ -1318,13 +1375,11 @@ class TrytonLedger:
                 operation="post_document",
             )
         party = rows[0]
-        addresses = await self.call(
-            "model.party.address.search_read",
-            [("party", "=", party["id"])],
-            0,
-            None,
-            [("sequence", "ASC"), ("id", "ASC")],
-            ["invoice"],
+        # An active address (read with the party's `active_test` off, so filtered here), in
+        # Tryton's address order: sequence (empty first), then id.
+        addresses = sorted(
+            (a for a in party.get("addresses.") or [] if a.get("active")),
+            key=lambda a: (a.get("sequence") is not None, a.get("sequence") or 0, a["id"]),
         )
         if not addresses:
             raise RejectedError(
@@ -1858,23 +1913,30 @@ def _document_total(row: Mapping[str, Any], operation: str) -> Money:
 
 
 def _ledger_document(row: Mapping[str, Any], operation: str) -> LedgerDocument:
+    """A document as reconciliation compares it: its total positive for both kinds and its
+    tax per ERP tax name in the same direction, sign kept. Tryton's credit note is negative,
+    so its tax is negated like its total: a credit note's own tax reads positive, and a tax
+    running against its document (a proration credit's on an invoice) reads negative on
+    either kind. Reconciliation signs both by kind (`erp_taxes`), which gives back the ERP's
+    own signed amount: a credit note's tax counts against an invoice's."""
     total = _document_total(row, operation)
+    kind = _document_kind(row)
+    direction = -1 if kind == "credit_note" else 1
     taxes: dict[str, Decimal] = {}
     for tax in row.get("taxes.") or []:
         name = str((tax.get("tax.") or {}).get("name") or tax.get("description") or "")
-        taxes[name] = taxes.get(name, Decimal(0)) + Decimal(tax["amount"])
+        taxes[name] = taxes.get(name, Decimal(0)) + direction * Decimal(tax["amount"])
     return LedgerDocument(
         erp_document_id=str(row["id"]),
         reference=row.get("reference") or None,
-        kind=_document_kind(row),
+        kind=kind,
         number=row.get("number") or None,
         total=total,
         state=str(row["state"]),
         customer_id=(row.get("party.") or {}).get("code") or None,
         document_date=row.get("invoice_date"),
         taxes={
-            name: Money(amount=abs(amount), currency=total.currency)
-            for name, amount in taxes.items()
+            name: Money(amount=amount, currency=total.currency) for name, amount in taxes.items()
         },
     )
 
@@ -1911,6 +1973,15 @@ def _payment_amount(row: Mapping[str, Any], kind: Literal["payment", "refund"]) 
     second = row.get("amount_second_currency")
     amount = Decimal(second) if second is not None else Decimal(row["debit"] - row["credit"])
     return -amount if kind == "payment" else amount
+
+
+def _reconcilable_lines(document: Mapping[str, Any]) -> list[int]:
+    """A document's receivable and payment lines not reconciled yet, as read with it
+    (RECONCILED_FIELDS); a line added since that read (a payment just applied) is not."""
+    read = [*(document.get("lines_to_pay.") or []), *(document.get("payment_lines.") or [])]
+    reconciled = {line["id"] for line in read if line.get("reconciliation") is not None}
+    ids = dict.fromkeys([*document["lines_to_pay"], *document["payment_lines"]])
+    return [line for line in ids if line not in reconciled]
 
 
 def _payment_kind(row: Mapping[str, Any]) -> Literal["payment", "refund"]:

@@ -4,6 +4,7 @@ recognised when it comes again (webhook receipts)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,9 @@ from starters.api.temporal import TemporalConnection, TemporalUnavailable
 from starters.routing import ProcessStart, signal_with_start, start_once
 
 log = get_logger("ledgerbridge.api")
+# A webhook answer slower than this is logged as a warning with where its time went (the
+# senders wait seconds; our target for the answer is a tenth of one).
+SLOW_ANSWER_MS = 100.0
 
 
 class Accepted(BaseModel):
@@ -67,14 +71,24 @@ class Intake:
         written: a failure part-way answers 503, the sender redelivers, and the ones already
         accepted recognise it (signal dedupe, start-once ids)."""
         first = starts[0]
+        began = time.perf_counter()
         if await self.receipts.seen(source, event_id):
             log.info("duplicate delivery", event_id=event_id, workflow_id=first.workflow_id)
             return Accepted(status="duplicate", workflow_id=first.workflow_id)
+        looked = time.perf_counter()
         # Side by side: two processes (ledger and account sync) cost one round trip, not two.
         # Every start finishes before the answer; the first failure then answers 503.
         outcomes = await asyncio.gather(
             *(self.hand_to_temporal(start) for start in starts), return_exceptions=True
         )
+        # Where an answer's time goes: the receipt lookup, and Temporal accepting the starts.
+        timings = {
+            "lookup_ms": _ms(looked - began),
+            "temporal_ms": _ms(time.perf_counter() - looked),
+        }
+        if sum(timings.values()) > SLOW_ANSWER_MS:
+            log.warning("slow webhook answer", event_id=event_id, event_type=kind,
+                        starts=len(starts), **timings)  # fmt: skip
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -82,11 +96,16 @@ class Intake:
         await self.receipts.record(source, event_id, kind, first.workflow_id)
         others = [start.workflow_id for start in starts[1:]]
         if not any(new):
-            log.info("duplicate delivery", event_id=event_id, workflow_id=first.workflow_id)
+            log.info("duplicate delivery", event_id=event_id, workflow_id=first.workflow_id,
+                     **timings)  # fmt: skip
             return Accepted(status="duplicate", workflow_id=first.workflow_id, also_started=others)
         log.info("accepted", event_id=event_id, event_type=kind, workflow_id=first.workflow_id,
-                 also_started=others)  # fmt: skip
+                 also_started=others, **timings)  # fmt: skip
         return Accepted(status="accepted", workflow_id=first.workflow_id, also_started=others)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 __all__ = ["Accepted", "Intake"]

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from activities.reconciliation import erp_taxes
 from adapters.erp import TrytonLedger
-from adapters.erp.tryton import _payment_move_values
+from adapters.erp.tryton import _invoice_values, _payment_move_values
 from adapters.errors import NotFoundError, RejectedError, TransientError, ValidationError
 from canonical import Customer, LedgerLine, LedgerPosting, LedgerTax, Money, PaymentPosting
 from starters.local import tryton_bootstrap as books
@@ -170,6 +173,18 @@ def by_account(lines: list[dict[str, Any]]) -> dict[str, Decimal]:
     return out
 
 
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """The JSON-RPC methods a ledger calls, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.methods.append(json.loads(request.content)["method"])
+        return await super().handle_async_request(request)
+
+
 # --- documents ----------------------------------------------------------------------------
 
 
@@ -218,6 +233,42 @@ async def test_credit_note_books_tax_back_on_the_tax_account(
     balances = by_account(await move_lines(ledger, row["move"]))
     assert balances == {"1200": Decimal("-12.00"), "4000": Decimal("10.00"),
                         "2210": Decimal("2.00")}  # fmt: skip
+
+
+async def test_document_page_keeps_a_taxs_sign_so_reconciliation_nets_it_as_the_erp_books_it(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    # An upgrade: the new plan with its VAT, and a proration credit for the old one taxed at
+    # another rate (its tax negative); then a credit note with its own tax.
+    upgrade = document(
+        customer_id,
+        [line("Pro plan", "100.00"), line("Unused Basic", "-50.00")],
+        [tax("VAT 20%", "100.00", "20.00"), tax("VAT 19%", "-50.00", "-9.50")],
+    )
+    credit = document(customer_id, [line("Refund of Pro", "10.00")],
+                      [tax("VAT 20%", "10.00", "2.00")], kind="credit_note")  # fmt: skip
+    await ledger.post_document(upgrade)
+    await ledger.post_document(credit)
+
+    page = await ledger.document_page(BILLING_DATE, dt.date(THIS_YEAR + 1, 12, 31), None, 10_000)
+    ours = (upgrade.reference, credit.reference)
+    mine = {d.reference: d for d in page.documents if d.reference in ours}
+
+    # In each document's direction: the proration's tax against its invoice, negative.
+    assert mine[upgrade.reference].taxes == {"VAT 20%": Money.of("20.00", "USD"),
+                                             "VAT 19%": Money.of("-9.50", "USD")}  # fmt: skip
+    assert mine[credit.reference].taxes == {"VAT 20%": Money.of("2.00", "USD")}
+    # As reconciliation sums them: the ERP's own signed tax, the credit note's against.
+    netted = {(t.reference, t.tax): t.amount for t in erp_taxes(list(mine.values()))}
+    assert netted == {
+        (upgrade.reference, "VAT 20%"): Decimal("20.00"),
+        (upgrade.reference, "VAT 19%"): Decimal("-9.50"),
+        (credit.reference, "VAT 20%"): Decimal("-2.00"),
+    }
+    (credit_row,) = await ledger.call("model.account.invoice.search_read",
+                                      [("reference", "=", credit.reference)], 0, 1, None,
+                                      ["tax_amount"])  # fmt: skip
+    assert credit_row["tax_amount"] == netted[(credit.reference, "VAT 20%")]
 
 
 async def test_eur_invoice_books_its_usd_amounts_at_the_rate_of_the_billing_date(
@@ -377,6 +428,36 @@ async def test_a_draft_payment_an_earlier_attempt_left_is_posted_and_applied_nev
     assert moves == [draft]
 
 
+async def test_a_payment_an_earlier_attempt_applied_but_did_not_reconcile_is_reconciled(
+    ledger: TrytonLedger, customer_id: str, tryton_module_server: TrytonServer
+) -> None:
+    invoice = document(customer_id, [line("Pro plan", "45.00")])
+    await ledger.post_document(invoice)
+    money = payment(invoice, "45.00")
+    posted = await ledger.post_payment(money)
+    # Undo the last step: what an attempt that stopped after applying the payment leaves.
+    (move_line,) = await ledger.call(
+        "model.account.move.line.search",
+        [("move", "=", int(posted.erp_document_id)), ("account.type.receivable", "=", True)],
+    )
+    (reconciliation,) = await ledger.call(
+        "model.account.move.line.read", [move_line], ["reconciliation"]
+    )
+    async with tryton_module_server.admin_ledger() as admin:
+        await admin.call(
+            "model.account.move.reconciliation.delete", [reconciliation["reconciliation"]]
+        )
+    row = await invoice_row(ledger, invoice.reference)
+    assert (row["state"], row["amount_to_pay"], row["reconciled"]) == ("posted", 0, None)
+
+    again = await ledger.post_payment(money)
+
+    assert again.erp_document_id == posted.erp_document_id and not again.created_now
+    assert again.applied_document_state == "paid"
+    row = await invoice_row(ledger, invoice.reference)
+    assert row["state"] == "paid" and row["reconciled"]
+
+
 async def test_concurrent_posts_of_one_payment_make_one_move(
     ledger: TrytonLedger, customer_id: str, tryton_module_server: TrytonServer
 ) -> None:
@@ -400,6 +481,55 @@ async def test_concurrent_posts_of_one_payment_make_one_move(
     assert moves == [int(settled.erp_document_id)]
     assert settled.applied_document_state == "paid"
     assert (await invoice_row(ledger, invoice.reference))["amount_to_pay"] == 0
+
+
+async def test_an_invoice_costs_the_erp_six_calls_and_its_payment_ten(
+    ledger: TrytonLedger, customer_id: str, tryton_module_server: TrytonServer
+) -> None:
+    transport = CountingTransport()
+    server = tryton_module_server
+    async with TrytonLedger(server.url, server.database, server.user, server.password,
+                            transport=transport) as counted:  # fmt: skip
+        # The first posting reads what is read once (session, the books' codes, the setup).
+        first = document(
+            customer_id, [line("Pro plan", "30.00")], [tax("VAT 20%", "30.00", "6.00")]
+        )
+        await counted.post_document(first)
+        await counted.post_payment(payment(first, "36.00"))
+        invoice = document(customer_id, [line("Pro plan", "30.00")],
+                           [tax("VAT 20%", "30.00", "6.00")])  # fmt: skip
+
+        transport.methods.clear()
+        await counted.post_document(invoice)
+        document_calls, transport.methods = transport.methods, []
+        posted = await counted.post_payment(payment(invoice, "36.00"))
+        payment_calls = list(transport.methods)
+
+    assert [m.removeprefix("model.") for m in document_calls] == [
+        "account.invoice.search_read",  # lookup before create
+        "party.party.search_read",  # the party with its addresses
+        "account.invoice.create",
+        "account.invoice.search_read",  # re-check: no other writer's document
+        "account.invoice.post",
+        "account.invoice.read",  # totals checked after posting
+    ]
+    assert [m.removeprefix("model.") for m in payment_calls] == [
+        "account.move.line.search_read",  # lookup before create
+        "account.invoice.search_read",  # the document, its open amount and lines
+        "account.move.create",
+        "account.move.line.search_read",  # re-check: no other writer's move
+        "account.move.post",
+        "account.invoice.write",  # applied to the document
+        "wizard.account.move.reconcile_lines.create",
+        "wizard.account.move.reconcile_lines.execute",
+        "wizard.account.move.reconcile_lines.delete",
+        "account.invoice.read",  # the document's state after, the payment's move number
+    ]
+    assert posted.applied_document_state == "paid"
+    row = await invoice_row(ledger, invoice.reference)
+    assert row["state"] == "paid" and row["reconciled"]
+    found = await ledger.find_payment(posted.reference)
+    assert found == posted.model_copy(update={"created_now": False}) and found.erp_number
 
 
 async def test_payment_applied_to_a_credit_note_or_in_another_currency_is_refused(
@@ -658,6 +788,67 @@ async def test_late_foreign_document_at_the_same_rate_takes_the_latest_numbered_
     assert by_account(await move_lines(ledger, row["move"]))["1200"] == usd(
         "92.00", "EUR", yesterday
     )
+
+
+async def foreign_draft(ledger: TrytonLedger, posting: LedgerPosting, on: dt.date) -> int:
+    """The draft an attempt whose answer was lost leaves for `posting` (what
+    `post_document` creates), dated `on`."""
+    setup = await ledger._invoicing_setup()
+    values = _invoice_values(
+        posting,
+        await ledger._invoicing_party(posting.customer_id),
+        setup,
+        await ledger._currency_id(posting.currency, setup, posting.billing_date),
+        ledger.context["company"],
+        await ledger._document_books(posting),
+    )
+    (draft,) = await ledger.call("model.account.invoice.create", [{**values, "invoice_date": on}])
+    return int(draft)
+
+
+async def test_an_adopted_foreign_draft_is_dated_and_converted_as_a_new_document_would_be(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    stale = earlier_day_at_another_rate()
+    if stale is None:
+        pytest.skip("every earlier day of this year has today's EUR rate")
+    invoice = document(customer_id, [line("Pro plan", "92.00")],
+                       [tax("VAT 20%", "92.00", "18.40")], currency="EUR",
+                       billing_date=FOREIGN_DATE)  # fmt: skip
+    # Left dated another day (at another rate) by an earlier attempt or by hand.
+    draft = await foreign_draft(ledger, invoice, stale)
+
+    posted = await ledger.post_document(invoice)
+
+    assert (posted.erp_document_id, posted.created_now) == (str(draft), False)
+    row = await invoice_row(ledger, invoice.reference)
+    assert (row["state"], row["invoice_date"]) == ("posted", FOREIGN_DATE)
+    revenue, vat = usd("92.00", "EUR", FOREIGN_DATE), usd("18.40", "EUR", FOREIGN_DATE)
+    assert by_account(await move_lines(ledger, row["move"])) == {
+        "1200": revenue + vat, "4000": -revenue, "2200": -vat,
+    }  # fmt: skip
+
+
+async def test_an_adopted_foreign_draft_the_date_rule_refuses_is_refused_and_left_as_it_was(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    late_day = earlier_day_at_another_rate()
+    if late_day is None:
+        pytest.skip("every earlier day of this year has today's EUR rate")
+    late = document(customer_id, [line("Pro plan", "92.00")], currency="EUR",
+                    billing_date=late_day)  # fmt: skip
+    # Created while its day was still in sequence; a document numbered today came after.
+    draft = await foreign_draft(ledger, late, late_day)
+    await ledger.post_document(document(customer_id, [line("Today's", "10.00")]))
+
+    with pytest.raises(RejectedError) as refused:
+        await ledger.post_document(late)
+
+    assert refused.value.remote_code == "out_of_sequence"
+    row = await invoice_row(ledger, late.reference)
+    assert (row["state"], row["invoice_date"], row["move"]) == ("draft", late_day, None)
+    found = await ledger.find_document(late.reference)
+    assert found is not None and found.erp_document_id == str(draft)
 
 
 async def test_a_credit_note_settles_the_open_invoice_it_credits_and_a_payment_the_rest(
