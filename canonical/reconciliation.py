@@ -114,7 +114,8 @@ class LedgerDocument(BaseModel):
     customer_id: str | None = Field(description="the party's code: the canonical customer id")
     document_date: dt.date | None
     taxes: dict[str, Money] = Field(
-        default_factory=dict, description="tax per ERP tax name, positive for both kinds"
+        default_factory=dict,
+        description="tax per ERP tax name, in the document's direction (against it: negative)",
     )
 
 
