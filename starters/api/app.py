@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         version="1",
         summary="Billing, support and ERP kept in agreement by durable workflows",
         lifespan=lifespan,
-        # /docs and /redoc come from starters/api/docs.py, their assets from a package.
+        # /docs comes from starters/api/docs.py, its assets from a package; no /redoc.
         docs_url=None,
         redoc_url=None,
     )

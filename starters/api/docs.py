@@ -1,9 +1,10 @@
-"""The API's reference pages, /docs (Swagger UI) and /redoc (ReDoc), served with their
-scripts and stylesheets from an installed package (fastapi-offline, pinned in pyproject.toml)
-instead of FastAPI's default CDN, so they work on a closed network.
+"""The API's reference page, /docs (Swagger UI), served with its script and stylesheet from
+an installed package (fastapi-offline, pinned in pyproject.toml) instead of FastAPI's default
+CDN, so it works on a closed network.
 
-The pages are FastAPI's own (`get_swagger_ui_html`, `get_redoc_html`) pointed at
-/docs/assets/; the OpenAPI document at /openapi.json is untouched.
+The page is FastAPI's own (`get_swagger_ui_html`) pointed at /docs/assets/; the OpenAPI
+document at /openapi.json is untouched. /redoc is not served: ReDoc's page loads its logo
+from Redocly's CDN whatever it is told, and /docs shows the same document.
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ from __future__ import annotations
 from importlib.resources import files
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.openapi.docs import (
-    get_redoc_html,
-    get_swagger_ui_html,
-    get_swagger_ui_oauth2_redirect_html,
-)
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, Response
 
 ASSETS = files("fastapi_offline") / "static"
 ASSET_TYPES = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
-    "redoc.standalone.js": "text/javascript",
     "favicon.png": "image/png",
 }
 ASSETS_PATH = "/docs/assets"
@@ -45,25 +41,14 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
         swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
         swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
-        swagger_ui_parameters=request.app.swagger_ui_parameters,
+        # No badge from the public validator: nothing is fetched from another host.
+        swagger_ui_parameters={"validatorUrl": None, **(request.app.swagger_ui_parameters or {})},
     )
 
 
 @router.get(OAUTH2_REDIRECT)
 async def swagger_ui_oauth2_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
-
-
-@router.get("/redoc")
-async def redoc(request: Request) -> HTMLResponse:
-    root = _root(request)
-    return get_redoc_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
-        with_google_fonts=False,
-    )
 
 
 @router.get(ASSETS_PATH + "/{name}")

@@ -1,5 +1,6 @@
-"""/docs and /redoc load nothing from another host: their scripts and stylesheets come from
-the installed package, and the OpenAPI document they read is the app's own, unchanged."""
+"""/docs loads nothing from another host: its script and stylesheet come from the installed
+package, and the OpenAPI document it reads is the app's own, unchanged. /redoc (whose page
+fetches Redocly's logo from their CDN) is not served."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def loaded_urls(page: str) -> list[str]:
 
 def test_the_docs_pages_load_their_assets_from_this_server_only(tmp_path: Path) -> None:
     client = client_for(tmp_path)
-    for path in ("/docs", "/redoc"):
+    assert client.get("/redoc").status_code == 404
+    for path in ("/docs",):
         page = client.get(path)
         assert page.status_code == 200, path
         urls = loaded_urls(page.text)
@@ -47,7 +49,7 @@ def test_the_assets_are_served_with_their_types_and_nothing_else_is(tmp_path: Pa
     assert script.headers["content-type"].startswith("text/javascript")
     assert "SwaggerUIBundle" in script.text[:2000]
     assert client.get("/docs/assets/swagger-ui.css").headers["content-type"].startswith("text/css")
-    for name in ("core.py", "..%2F__init__.py", "LICENSE"):
+    for name in ("core.py", "..%2F__init__.py", "LICENSE", "redoc.standalone.js"):
         assert client.get(f"/docs/assets/{name}").status_code == 404
 
 
@@ -57,3 +59,7 @@ def test_the_openapi_document_is_unchanged_and_lists_no_docs_route(tmp_path: Pat
     assert spec["info"]["title"] == "ledgerbridge"
     assert "/v1/reconciliations" in spec["paths"]
     assert not [p for p in spec["paths"] if p.startswith(("/docs", "/redoc"))]
+
+
+def test_swagger_ui_is_told_not_to_ask_the_public_validator(tmp_path: Path) -> None:
+    assert '"validatorUrl": null' in client_for(tmp_path).get("/docs").text
