@@ -108,6 +108,7 @@ async def test_codec_sign_in_from_chromium_then_the_web_ui_origin_decodes(
         tried = await offline(page)
         # Step 1: sign in at /codec/login (the key field has the focus; Enter sends it).
         await page.goto(f"{api}/codec/login")
+        await page.wait_for_function("document.activeElement?.id === 'api_key'")  # autofocus
         await page.keyboard.type(OPS_KEY)
         async with page.expect_navigation() as navigation:
             await page.keyboard.press("Enter")
