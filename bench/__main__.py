@@ -25,7 +25,9 @@ from typing import Any
 
 from bench._common import PROJECT_ROOT, RESULTS
 
-MODULES = ("erp_posting", "orchestration", "ingress", "reconciliation", "footprint")
+MODULES = (
+    "erp_posting", "orchestration", "ingress", "reconciliation", "footprint", "console_inbox",
+)  # fmt: skip
 # Smaller sizes for --quick, by module: each pair is passed when the module accepts the flag.
 QUICK: dict[str, list[tuple[str, str]]] = {
     "erp_posting": [("--documents", "10")],
@@ -33,6 +35,7 @@ QUICK: dict[str, list[tuple[str, str]]] = {
     "ingress": [("--events", "500"), ("--breakdown", "never")],
     "reconciliation": [("--documents", "10000")],
     "footprint": [("--workflows", "200")],
+    "console_inbox": [("--items", "200"), ("--requests", "20")],
 }
 MODULE_TIMEOUT = 15 * 60  # seconds; a module still running then is stopped
 

@@ -22,6 +22,7 @@ from starters.api import (
     codec,
     console,
     credits,
+    docs,
     finance,
     ops,
     reconciliation,
@@ -64,6 +65,9 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
         version="1",
         summary="Billing, support and ERP kept in agreement by durable workflows",
         lifespan=lifespan,
+        # /docs comes from starters/api/docs.py, its assets from a package; no /redoc.
+        docs_url=None,
+        redoc_url=None,
     )
     state = app.state
     state.settings = settings
@@ -76,7 +80,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
 
     app.add_middleware(CorrelationMiddleware)
     install_error_handlers(app)
-    for area in (ops, webhooks, replay, accounts, finance, credits, reconciliation):
+    for area in (ops, webhooks, replay, accounts, finance, credits, reconciliation, docs):
         app.include_router(area.router)
     console.install(app, settings, keyring)  # finance's pages at /console
     if settings.payload_keys:  # the Web UI shows decrypted payloads through /codec

@@ -50,6 +50,7 @@ from starters.api.codec_session import (
     signed_in_page,
     signed_out_page,
 )
+from starters.api.console.security import CrossSiteRefused, check_same_origin
 from starters.api.dependencies import BearerDeclared, KeyringDep, SettingsDep, StoreDep
 from starters.api.errors import ErrorBody, error_answers
 
@@ -232,11 +233,15 @@ async def refuse_sign_in(
 
 
 def foreign_form(request: Request) -> bool:
-    """A browser posting from another site's page (login or logout CSRF); clients that
-    send no Origin (curl, scripts) are not browsers acting for someone else."""
-    origin = request.headers.get("origin")
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    return origin is not None and origin != own
+    """A browser posting from another site's page (login or logout CSRF): the console's own
+    check (an Origin other than ours, `null` included, or a Sec-Fetch-Site other than
+    same-origin); clients that send neither header (curl, scripts) are not browsers acting
+    for someone else."""
+    try:
+        check_same_origin(request)
+    except CrossSiteRefused:
+        return True
+    return False
 
 
 @router.get("/login", include_in_schema=False)

@@ -147,7 +147,9 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it Chromium sends `Origin: null` on the page's own form, which
+    # the cross-site check (rightly) refuses. same-origin still tells other sites nothing.
+    "Referrer-Policy": "same-origin",
 }
 
 

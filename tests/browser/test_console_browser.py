@@ -26,7 +26,7 @@ async def sign_in(page: Page, stack: Stack, role: str) -> None:
     """By keyboard alone: the key field has the focus, Enter sends the form."""
     await page.bring_to_front()
     await page.goto(f"{stack.api_url}/console")
-    await page.wait_for_function("document.activeElement.id === 'api_key'")  # autofocus
+    await page.wait_for_function("document.activeElement?.id === 'api_key'")  # autofocus
     await page.keyboard.type(API_KEYS[role])
     async with page.expect_navigation():
         await page.keyboard.press("Enter")

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from adapters.settings import Settings
 from starters.api.auth import ApiKeyring
+from starters.api.console import customers, reconciliation
 from starters.api.console.pages import (
     ConsoleRefusal,
     DecisionsOnce,
@@ -27,6 +28,8 @@ def install(app: FastAPI, settings: Settings, keyring: ApiKeyring) -> None:
     app.state.console_sessions = ConsoleSessions.from_settings(settings, keyring)
     app.state.console_decisions = DecisionsOnce()
     app.include_router(router)
+    app.include_router(reconciliation.router)
+    app.include_router(customers.router)
 
     @app.exception_handler(ConsoleRefusal)
     async def console_refusal(request: Request, refusal: ConsoleRefusal) -> Response:
