@@ -24,6 +24,7 @@ from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
 from adapters.temporal import connect_for
 from adapters.tracing import CORRELATION_ID, configure_tracing, shutdown_tracing
+from canonical.ledger import LEDGER_WORKFLOW
 from sandbox.billing._signature import stripe_signature
 from tests.e2e.conftest import Stack, eventually
 from tests.e2e.test_amendments_e2e import posted, subscribe
@@ -31,7 +32,7 @@ from workers.main import build_workers, run_until_stopped
 
 pytestmark = pytest.mark.e2e
 
-LEDGER = "SubscriptionLedgerWorkflow"
+LEDGER = LEDGER_WORKFLOW  # the type name the workflow is registered under
 CUSTOMER_NAME = "Traced Customer Co"
 
 
@@ -120,13 +121,14 @@ async def test_one_billing_webhook_is_one_trace_from_the_request_to_the_tryton_c
     finished = list(spans.get_finished_spans())
     [request] = [
         s for s in finished
-        if s.kind == SpanKind.SERVER and (s.attributes or {}).get(CORRELATION_ID) == correlation_id
+        if s.name == "POST /webhooks/stripe"
+        and (s.attributes or {}).get(CORRELATION_ID) == correlation_id
     ]  # fmt: skip
-    assert request.name == "POST /webhooks/stripe"
+    assert request.kind == SpanKind.SERVER
     assert request.parent is None
     trace_id = request.context.trace_id
 
-    def in_trace() -> list[ReadableSpan] | None:
+    async def in_trace() -> list[ReadableSpan] | None:
         found = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
         posting_calls = [
             s for s in found
@@ -136,10 +138,15 @@ async def test_one_billing_webhook_is_one_trace_from_the_request_to_the_tryton_c
 
     trace = await eventually(in_trace, "the ERP's HTTP calls in the webhook's trace", 30)
 
-    # request -> signal-with-start -> workflow run -> activity -> Tryton's HTTP call
+    # request -> signal-with-start -> the workflow's run -> activity -> Tryton's HTTP call.
+    # The SDK's interceptor makes the workflow's spans (its run, its signal, each activity it
+    # starts) as instants under the context the start carried, so they are siblings: the run
+    # is tied to its activities by the workflow's run id.
     start = child(trace, request, f"SignalWithStartWorkflow:{LEDGER}")
     run = child(trace, start, f"RunWorkflow:{LEDGER}")
-    post_started = child(trace, run, "StartActivity:post_ledger_document")
+    run_id = (run.attributes or {})["temporalRunID"]
+    post_started = child(trace, start, "StartActivity:post_ledger_document")
+    assert (post_started.attributes or {})["temporalRunID"] == run_id
     post_ran = child(trace, post_started, "RunActivity:post_ledger_document")
     erp_calls = [
         s for s in trace
@@ -149,7 +156,7 @@ async def test_one_billing_webhook_is_one_trace_from_the_request_to_the_tryton_c
     ]  # fmt: skip
     assert erp_calls, "the posting activity's calls to Tryton are not in the trace"
     # Billing's document is read through the stripe SDK's HTTPX client, in the same trace.
-    fetch_started = child(trace, run, "StartActivity:fetch_billing_document")
+    fetch_started = child(trace, start, "StartActivity:fetch_billing_document")
     fetch_ran = child(trace, fetch_started, "RunActivity:fetch_billing_document")
     assert any(
         url_of(s).startswith(stack.settings.billing_url)
