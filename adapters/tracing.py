@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -56,6 +57,7 @@ INPUT_DEPTH = 3
 class _Tracing:
     provider: TracerProvider
     service: str
+    textmap: TextMapPropagator  # the global propagator before ours, put back at shutdown
 
 
 _active: _Tracing | None = None
@@ -88,9 +90,10 @@ def configure_tracing(
     provider.add_span_processor(BusinessIdsProcessor())  # first: ids are set before export
     provider.add_span_processor(processor)
     # Trace context only, in and out over HTTP: our baggage is for Temporal's headers.
+    textmap = propagate.get_global_textmap()
     propagate.set_global_textmap(TraceContextTextMapPropagator())
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
-    _active = _Tracing(provider, service)
+    _active = _Tracing(provider, service, textmap)
     return True
 
 
@@ -113,6 +116,7 @@ def shutdown_tracing() -> None:
     if _active is None:
         return
     HTTPXClientInstrumentor().uninstrument()
+    propagate.set_global_textmap(_active.textmap)
     _active.provider.shutdown()
     _active = None
 
