@@ -4,7 +4,6 @@ span carrying the request's correlation id (spans kept by the in-memory exporter
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -19,16 +18,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from adapters.bootstrap import build_adapters
-from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
 from adapters.temporal import connect_for
 from adapters.tracing import CORRELATION_ID, configure_tracing, shutdown_tracing
 from canonical.ledger import LEDGER_WORKFLOW
 from sandbox.billing._signature import stripe_signature
-from tests.e2e.conftest import Stack, eventually
+from tests.e2e.conftest import Stack, eventually, worker_running
 from tests.e2e.test_amendments_e2e import posted, subscribe
-from workers.main import build_workers, run_until_stopped
 
 pytestmark = pytest.mark.e2e
 
@@ -49,20 +45,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
 async def traced_worker(spans: InMemorySpanExporter, stack: Stack) -> AsyncIterator[None]:
     """The worker as `python -m workers` builds it: its client, made while tracing is on,
     brings the tracing interceptors to every worker on it."""
-    client = await connect_for(stack.settings)
-    adapters = build_adapters(stack.settings)
-    workers = build_workers(
-        client,
-        adapters,
-        stack.settings.task_queue_prefix,
-        finance_mapping=MappingFile(stack.settings.resolved_finance_mapping()),
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_until_stopped(workers, stop))
-    yield
-    stop.set()
-    await task
-    await adapters.aclose()
+    async with worker_running(stack, await connect_for(stack.settings)):
+        yield
 
 
 def quiet_billing_deliveries(stack: Stack) -> None:
