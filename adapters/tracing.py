@@ -86,7 +86,7 @@ def configure_tracing(
     else:
         processor = SimpleSpanProcessor(exporter)
     provider = TracerProvider(resource=Resource.create({"service.name": f"ledgerbridge-{service}"}))
-    provider.add_span_processor(BusinessIdsProcessor())  # first: ids are set before export
+    provider.add_span_processor(BusinessIdsProcessor())  # the ids onto each span as it starts
     provider.add_span_processor(processor)
     # Trace context only, in and out over HTTP: our baggage is for Temporal's headers.
     textmap = propagate.get_global_textmap()
