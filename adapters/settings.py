@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     # (unset: http://<the Temporal host>:<temporal_ui_port>)
     temporal_ui_url: str | None = None
 
+    # Traces: OTLP over HTTP to this base URL (the collector's, e.g. http://127.0.0.1:4318);
+    # unset, the standard OTEL_EXPORTER_OTLP_ENDPOINT; neither set, tracing is off
+    otel_exporter_otlp_endpoint: str | None = None
+
     # Logging
     log_level: str = "INFO"
     log_format: str = "json"

@@ -17,6 +17,7 @@ from temporalio.service import RPCError
 
 from adapters.codec import codec_from_settings
 from adapters.settings import Settings
+from adapters.tracing import temporal_interceptors
 
 
 def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
@@ -43,7 +44,12 @@ async def connect_temporal(
     converter = data_converter(codec)
     while True:
         try:
-            return await Client.connect(address, namespace=namespace, data_converter=converter)
+            return await Client.connect(
+                address,
+                namespace=namespace,
+                data_converter=converter,
+                interceptors=temporal_interceptors(),  # none unless tracing is on
+            )
         except (RuntimeError, RPCError, OSError):
             if time.monotonic() >= deadline:
                 raise

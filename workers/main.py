@@ -49,6 +49,7 @@ from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
 from adapters.task_queues import SYSTEM_QUEUES, task_queue
 from adapters.temporal import connect_for
+from adapters.tracing import configure_tracing
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.case_to_credit import CaseToCreditWorkflow
 from workflows.finance_exception import FinanceExceptionWorkflow
@@ -188,6 +189,7 @@ def build_workers(
 
 async def run_workers(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight activities finish (graceful shutdown)."""
+    configure_tracing(settings, "worker")  # before the client: its interceptors depend on it
     client = await connect_for(settings, wait_seconds=60)
     adapters = build_adapters(settings)
     limits = QueueLimits.from_settings(settings)

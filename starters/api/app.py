@@ -17,6 +17,7 @@ from adapters.bootstrap import build_billing, build_ledger, build_store, build_s
 from adapters.logs import get_logger
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
+from adapters.tracing import instrument_api
 from starters.api import (
     accounts,
     codec,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     state.policy = settings.credit_policy
 
     app.add_middleware(CorrelationMiddleware)
+    instrument_api(app, settings)  # traces, when an OTLP endpoint is configured
     install_error_handlers(app)
     for area in (ops, webhooks, replay, accounts, finance, credits, reconciliation, docs):
         app.include_router(area.router)

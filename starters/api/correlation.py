@@ -13,6 +13,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.logs import get_logger
+from adapters.tracing import business_scope
 
 CORRELATION_HEADER = "X-Correlation-Id"
 _HEADER = CORRELATION_HEADER.lower().encode()
@@ -41,7 +42,8 @@ class CorrelationMiddleware:
 
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            with business_scope(correlation_id=correlation_id):  # on this request's spans
+                await self.app(scope, receive, send_with_id)
         except Exception:
             # The server answers 500 after this; the log line is what ties it to the request.
             log.exception("unhandled error", method=scope.get("method"), path=scope.get("path"))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
 from adapters.logs import get_logger
+from adapters.tracing import start_scope
 from starters.api.receipts import WebhookReceipts
 from starters.api.temporal import TemporalConnection, TemporalUnavailable
 from starters.routing import ProcessStart, signal_with_start, start_once
@@ -41,9 +42,11 @@ class Intake:
         a process started once per id already had been (a concurrent duplicate delivery)."""
         client = await self.temporal.client()
         try:
-            if start.signal is None:
-                return await start_once(client, start, self.task_queue_prefix)
-            await signal_with_start(client, start, self.task_queue_prefix)
+            # The ids go on the start's span, then the workflow's and its activities'.
+            with start_scope(start.search_attributes, start.signal_input, start.input):
+                if start.signal is None:
+                    return await start_once(client, start, self.task_queue_prefix)
+                await signal_with_start(client, start, self.task_queue_prefix)
         except RPCError as err:
             raise TemporalUnavailable(str(err)) from err
         return True

@@ -148,21 +148,30 @@ async def stack(
     stack_resources.close()
 
 
-@pytest_asyncio.fixture
-async def in_process_worker(stack: Stack) -> AsyncIterator[None]:
+@contextlib.asynccontextmanager
+async def worker_running(stack: Stack, client: Client) -> AsyncIterator[None]:
+    """The stack's workers, on `client`, in this process until the block ends."""
     adapters = build_adapters(stack.settings)
     workers = build_workers(
-        stack.client,
+        client,
         adapters,
         stack.settings.task_queue_prefix,
         finance_mapping=MappingFile(stack.settings.resolved_finance_mapping()),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run_until_stopped(workers, stop))
-    yield
-    stop.set()
-    await task
-    await adapters.aclose()
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await adapters.aclose()
+
+
+@pytest_asyncio.fixture
+async def in_process_worker(stack: Stack) -> AsyncIterator[None]:
+    async with worker_running(stack, stack.client):
+        yield
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
