@@ -87,13 +87,13 @@ class CreditingWorld(FakeWorld):
         posted = super().post(posting)
         target = posting.applies_to
         credit = posting.kind == "credit_note" and target in self.erp
-        if credit and posting.reference not in self.credits_applied:
-            if self.open(str(target)) >= posting.total.amount:
-                self.credits_applied.add(posting.reference)
-                for reference in (str(target), posting.reference):
-                    self.applied[reference] = (
-                        self.applied.get(reference, Decimal(0)) + posting.total.amount
-                    )
+        fits = credit and self.open(str(target)) >= posting.total.amount
+        if fits and posting.reference not in self.credits_applied:
+            self.credits_applied.add(posting.reference)
+            for reference in (str(target), posting.reference):
+                self.applied[reference] = (
+                    self.applied.get(reference, Decimal(0)) + posting.total.amount
+                )
         return posted
 
     def paid_by_card(self, invoice_id: str, amount: str) -> Payment:
@@ -263,6 +263,182 @@ async def test_credit_note_naming_its_refund_before_the_refund_posts_no_reversal
         await env.sleep(timedelta(minutes=1))
     assert world.erp_order == ["in_b", "inpay_b", "cn_b", "re_b/payout"]
     assert world.erp_postings["cn_b"].applies_to == "in_b"
+    assert world.receivable() == 0
+
+
+async def refund_paid_out_on_its_own(
+    env: WorkflowEnvironment, prefix: str, world: CreditingWorld, tag: str
+) -> Payment:
+    """A paid invoice of 100 and a refund of 30 of it made without a credit note, posted as
+    the refund's own credit note and paid out; billing then names it in a credit note."""
+    paid = world.paid_by_card(f"in_{tag}", "100.00")
+    world.refunds[f"ch_inpay_{tag}"] = [refund(f"re_{tag}", paid, "30.00")]
+    await world.posted_with_its_payment(env, prefix, f"in_{tag}")
+    await deliver_to_customer_ledger(
+        env.client, prefix, charge_event("evt_refunded", f"ch_inpay_{tag}", 300)
+    )
+    await until(lambda: f"re_{tag}/payout" in world.journal, env, "refund paid out")
+    world.documents[f"cn_{tag}"] = credit_note(
+        f"cn_{tag}", "30.00", f"in_{tag}", refunds=linked(f"re_{tag}", "30.00")
+    )
+    world.refunds[f"ch_inpay_{tag}"] = [
+        refund(f"re_{tag}", paid, "30.00", credit_note_id=f"cn_{tag}")
+    ]
+    return paid
+
+
+async def test_credit_note_finance_rejects_after_the_erp_refused_it_leaves_no_reversal_behind(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    async with running(env.client, queue_prefix, world):
+        await refund_paid_out_on_its_own(env, queue_prefix, world, "x")
+        world.refused.add("cn_x")
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_x", 400, kind="credit_note")
+        )
+        exception = await exception_handle(env, ledger)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert (state.context.invoice_id, state.context.error_type) == ("cn_x", "RejectedError")
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: "cn_x" in world.journal, env, "rejection journaled")
+        await env.sleep(timedelta(minutes=1))
+    assert world.journal["cn_x"].erp_document_id.startswith("rejected:")
+    # Nothing half-done: the refund's own credit note stands, with no reversal of it.
+    assert world.erp_order == ["in_x", "inpay_x", "re_x", "re_x/payout"]
+    assert "re_x/credited-by/cn_x" not in world.journal
+    assert world.receivable() == 0  # billing's: the refund gave back what the note credits
+
+
+async def test_reversal_the_erp_refuses_is_finances_exception_and_hand_posting_journals_it(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    reversal = "re_v/credited-by/cn_v"
+    async with running(env.client, queue_prefix, world):
+        await refund_paid_out_on_its_own(env, queue_prefix, world, "v")
+        world.refused.add(reversal)
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_v", 400, kind="credit_note")
+        )
+        exception = await exception_handle(env, ledger)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+        assert state.context.payload["reversal"]["reference"] == reversal
+        assert state.context.amount == usd("30.00")
+        assert "cn_v" in world.erp and reversal not in world.erp
+        # Finance books the reversal by hand, then says so.
+        world.refused.discard(reversal)
+        world.post(LedgerPosting.model_validate(state.context.payload["reversal"]))
+        await exception.execute_update(
+            FinanceExceptionWorkflow.decide,
+            decision("resolve_manually", manual_erp_number="INV-HAND-7"),
+        )
+        await until(lambda: reversal in world.journal, env, "hand posting journaled")
+        await env.sleep(timedelta(minutes=1))
+    hand = world.journal[reversal]
+    assert (hand.erp_number, hand.document_type, hand.amount) == (
+        "INV-HAND-7", "invoice", Decimal("30.00"))  # fmt: skip
+    assert world.journal["cn_v"].erp_number == world.erp["cn_v"].erp_number
+    assert world.receivable() == 0
+
+
+async def test_credit_note_naming_a_refund_finance_rejected_is_finances_not_a_silent_credit(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    world.paid_by_card("in_k", "100.00")
+    # The refund gives back a payment billing does not list as paid: finance rejects it.
+    unknown = payment("inpay_gone", "in_k", "30.00")
+    world.refunds["ch_inpay_gone"] = [refund("re_k", unknown, "30.00")]
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_k")
+        ledger = await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_gone", 300)
+        )
+        first = await exception_handle(env, ledger)
+        await first.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: "re_k/payout" in world.journal, env, "refund rejected")
+        world.documents["cn_k"] = credit_note("cn_k", "30.00", "in_k",
+                                              refunds=linked("re_k", "30.00"))  # fmt: skip
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_k", 400, kind="credit_note")
+        )
+        second = await exception_handle(env, ledger)
+        state = await second.query(FinanceExceptionWorkflow.state)
+        assert (state.context.step, state.context.error_type) == (
+            "check_linked_refunds", "LinkedRefundRejected")  # fmt: skip
+        assert "names refund re_k for 30.00 USD, which finance rejected" in (
+            state.context.error_message
+        )
+        assert "cn_k" not in world.erp
+        await second.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: "cn_k" in world.journal, env, "credit note rejected")
+        await env.sleep(timedelta(minutes=1))
+    assert world.journal["cn_k"].erp_document_id.startswith("rejected:")
+    assert world.erp_order == ["in_k", "inpay_k"]
+    assert world.receivable() == 0
+
+
+def partly_linked(tag: str, paid: Payment) -> Refund:
+    """A refund of 30 that billing's credit note of 20 names for 20 of it."""
+    return refund(f"re_{tag}", paid, "30.00", credit_note_id=f"cn_{tag}")
+
+
+async def test_refund_a_credit_note_names_in_part_is_paid_out_on_it_for_that_part_only(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    paid = world.paid_by_card("in_p", "100.00")
+    world.documents["cn_p"] = credit_note("cn_p", "20.00", "in_p", refunds=linked("re_p", "20.00"))
+    world.refunds["ch_inpay_p"] = [partly_linked("p", paid)]
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_p")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_p", 300, kind="credit_note")
+        )
+        await until(lambda: "cn_p" in world.journal, env, "credit note posted")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_p", 301)
+        )
+        await until(lambda: "re_p/payout" in world.journal, env, "refund paid out")
+        # Redelivered: the refund's own credit note (the rest) is not reversed by it.
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn_again", "cn_p", 302, kind="credit_note")
+        )
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_p", "inpay_p", "cn_p", "re_p/paid-out-on/cn_p", "re_p",
+                               "re_p/payout"]  # fmt: skip
+    on_cn = world.erp_payment_postings["re_p/paid-out-on/cn_p"]
+    assert (on_cn.applies_to, on_cn.amount) == ("cn_p", usd("20.00"))
+    assert world.erp["re_p"].total == usd("10.00")
+    rest = world.erp_payment_postings["re_p/payout"]
+    assert (rest.applies_to, rest.amount) == ("re_p", usd("10.00"))
+    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
+    assert world.receivable() == 0
+
+
+async def test_refund_linked_in_part_just_before_its_own_credit_note_pays_the_rest_on_its_own(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, CreditingWorld()
+    paid = world.paid_by_card("in_q", "100.00")
+    world.refunds["ch_inpay_q"] = [refund("re_q", paid, "30.00")]
+    world.documents["cn_q"] = credit_note("cn_q", "20.00", "in_q", refunds=linked("re_q", "20.00"))
+    world.refunds_after_first_read["ch_inpay_q"] = [partly_linked("q", paid)]
+    async with running(env.client, queue_prefix, world):
+        await world.posted_with_its_payment(env, queue_prefix, "in_q")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_q", 300)
+        )
+        await until(lambda: "re_q/payout" in world.journal, env, "refund paid out")
+        await deliver_to_customer_ledger(
+            env.client, queue_prefix, event("evt_cn", "cn_q", 301, kind="credit_note")
+        )
+        await env.sleep(timedelta(minutes=1))
+    assert world.erp_order == ["in_q", "inpay_q", "cn_q", "re_q/paid-out-on/cn_q", "re_q",
+                               "re_q/payout"]  # fmt: skip
+    assert world.erp_payment_postings["re_q/payout"].amount == usd("10.00")
+    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
     assert world.receivable() == 0
 
 
