@@ -16,14 +16,16 @@ wait, bounded, for the payment they give back to be journaled, then post the pay
 against billing's credit note or, when none made the refund, against a refund credit note
 posted first (billing is read once more just before: a credit note may have named the refund
 meanwhile). A credit note naming a refund whose own credit note is already in the ERP
-reverses that one, so the customer is credited once; what a credit note gives back out of
-band is paid out on it. A refund billing still holds `pending` (or `requires_action`) is
-posted once it has succeeded: Stripe tells that by `charge.refund.updated`, whose Refund names
-no customer and so reaches no ledger, so the customer's ledger remembers the charge and reads
-it again on a durable timer, backing off, until the refund succeeded, failed or was canceled
-(then nothing is posted), or stayed pending past what Stripe allows (finance is asked). Every
-ERP posting maps through finance's mapping in the ERP activity, which alone says which
-currencies are booked.
+reverses that one (billing's credit note posted first, the reversal after), so the customer
+is credited once; a credit note naming a refund finance rejected is finance's; a refund a
+credit note names only in part is paid out on it for that part and through its own credit
+note for the rest. What a credit note gives back out of band is paid out on it. A refund
+billing still holds `pending` (or `requires_action`) is posted once it has succeeded: Stripe
+tells that by `charge.refund.updated`, whose Refund names no customer and so reaches no
+ledger, so the customer's ledger remembers the charge and reads it again on a durable timer,
+backing off, until the refund succeeded, failed or was canceled (then nothing is posted), or
+stayed pending past what Stripe allows (finance is asked). Every ERP posting maps through
+finance's mapping in the ERP activity, which alone says which currencies are booked.
 
 What finance decides is journaled, so that no later look (a retry, reconciliation's healing,
 a refund waiting for the payment it gives back) posts it again: `resolve_manually` under the
