@@ -17,6 +17,7 @@ from canonical import (
     BillingDocument,
     Customer,
     DocumentLine,
+    LedgerPosting,
     LinkedRefund,
     Money,
     Payment,
@@ -96,35 +97,6 @@ async def state_of(ledger: TrytonLedger, reference: str) -> str:
     return found.state
 
 
-async def test_a_refunds_credit_note_reversed_for_billings_credit_note_leaves_nothing_open(
-    ledger: TrytonLedger, customer_id: str
-) -> None:
-    paid = await paid_invoice(ledger, customer_id, "100.00")
-    refund = Refund(refund_id=f"re_{uuid.uuid4().hex[:14]}", charge_id=str(paid.charge_id),
-                    payment_id=paid.payment_id, invoice_id=paid.invoice_id,
-                    customer_id=customer_id, status="succeeded", amount=usd("30.00"),
-                    created_at=ON)  # fmt: skip
-    own = refund_credit_note(refund)
-    await ledger.post_document(map_document(own, MAPPING))
-    await ledger.post_payment(map_payment(refund_payout(refund, "card", own.reference), MAPPING))
-    # Later billing's credit note names the refund.
-    link = LinkedRefund(refund_id=refund.refund_id, amount=usd("30.00"))
-    note = billing_document(customer_id, "credit_note", "30.00", invoice_id=paid.invoice_id,
-                            refunds=[link])  # fmt: skip
-    reversal = refund_credit_reversal(link, note, own.total)
-    [main] = required_postings(note)
-
-    await ledger.post_document(map_document(reversal, MAPPING))
-    posted = await ledger.post_document(
-        map_document(main.model_copy(update={"applies_to": reversal.reference}), MAPPING)
-    )
-
-    assert posted.kind == "credit_note"
-    for reference in (own.reference, reversal.reference, note.document_id):
-        assert await state_of(ledger, reference) == "paid", reference
-    assert await owed(ledger, customer_id) == []  # billing: nothing remaining, no balance
-
-
 def refund_of(paid: Payment, amount: str, **changes: Any) -> Refund:
     return Refund(refund_id=f"re_{uuid.uuid4().hex[:14]}", charge_id=str(paid.charge_id),
                   payment_id=paid.payment_id, invoice_id=paid.invoice_id,
@@ -132,12 +104,11 @@ def refund_of(paid: Payment, amount: str, **changes: Any) -> Refund:
                   created_at=ON, **changes)  # fmt: skip
 
 
-async def test_billings_credit_note_posted_before_the_reversal_is_applied_to_it_when_posted_again(
+async def refund_named_later(
     ledger: TrytonLedger, customer_id: str
-) -> None:
-    """The ledger's order since linked-refunds-books-equal: billing's credit note first (the
-    reversal it names is not in the ERP yet: its credit stays open), the reversal, then the
-    credit note posted again, which the adapter adopts and applies to the reversal."""
+) -> tuple[LedgerPosting, LedgerPosting, LedgerPosting]:
+    """A refund of 30 of a paid invoice booked as its own credit note and paid out; later
+    billing's credit note names it: (the refund's credit note, its reversal, billing's)."""
     paid = await paid_invoice(ledger, customer_id, "100.00")
     refund = refund_of(paid, "30.00")
     own = refund_credit_note(refund)
@@ -148,6 +119,32 @@ async def test_billings_credit_note_posted_before_the_reversal_is_applied_to_it_
                             refunds=[link])  # fmt: skip
     reversal = refund_credit_reversal(link, note, own.total)
     [main] = required_postings(note)
+    return own, reversal, main
+
+
+async def test_a_refunds_credit_note_reversed_for_billings_credit_note_leaves_nothing_open(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    own, reversal, main = await refund_named_later(ledger, customer_id)
+
+    await ledger.post_document(map_document(reversal, MAPPING))
+    posted = await ledger.post_document(
+        map_document(main.model_copy(update={"applies_to": reversal.reference}), MAPPING)
+    )
+
+    assert posted.kind == "credit_note"
+    for reference in (own.reference, reversal.reference, main.reference):
+        assert await state_of(ledger, reference) == "paid", reference
+    assert await owed(ledger, customer_id) == []  # billing: nothing remaining, no balance
+
+
+async def test_billings_credit_note_posted_before_the_reversal_is_applied_to_it_when_posted_again(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    """The ledger's order since linked-refunds-books-equal: billing's credit note first (the
+    reversal it names is not in the ERP yet: its credit stays open), the reversal, then the
+    credit note posted again, which the adapter adopts and applies to the reversal."""
+    own, reversal, main = await refund_named_later(ledger, customer_id)
     main = main.model_copy(update={"applies_to": reversal.reference})
 
     first = await ledger.post_document(map_document(main, MAPPING))
@@ -158,7 +155,7 @@ async def test_billings_credit_note_posted_before_the_reversal_is_applied_to_it_
 
     assert (first.created_now, again.created_now, twice.created_now) == (True, False, False)
     assert again.erp_document_id == first.erp_document_id
-    for reference in (own.reference, reversal.reference, note.document_id):
+    for reference in (own.reference, reversal.reference, main.reference):
         assert await state_of(ledger, reference) == "paid", reference
     assert await owed(ledger, customer_id) == []
 

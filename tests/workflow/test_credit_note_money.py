@@ -384,6 +384,19 @@ def partly_linked(tag: str, paid: Payment) -> Refund:
     return refund(f"re_{tag}", paid, "30.00", credit_note_id=f"cn_{tag}")
 
 
+def assert_paid_out_in_part(world: CreditingWorld, tag: str) -> None:
+    """20 paid out on billing's credit note, 10 through the refund's own credit note for the
+    rest: nothing open, the receivable billing's (100 paid, 30 given back)."""
+    re, cn = f"re_{tag}", f"cn_{tag}"
+    on_cn = f"{re}/paid-out-on/{cn}"
+    assert world.erp_order == [f"in_{tag}", f"inpay_{tag}", cn, on_cn, re, f"{re}/payout"]
+    part, rest = world.erp_payment_postings[on_cn], world.erp_payment_postings[f"{re}/payout"]
+    assert (part.applies_to, part.amount) == (cn, usd("20.00"))
+    assert (world.erp[re].total, rest.applies_to, rest.amount) == (usd("10.00"), re, usd("10.00"))
+    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
+    assert world.receivable() == 0
+
+
 async def test_refund_a_credit_note_names_in_part_is_paid_out_on_it_for_that_part_only(
     time_skipping_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
@@ -406,15 +419,7 @@ async def test_refund_a_credit_note_names_in_part_is_paid_out_on_it_for_that_par
             env.client, queue_prefix, event("evt_cn_again", "cn_p", 302, kind="credit_note")
         )
         await env.sleep(timedelta(minutes=1))
-    assert world.erp_order == ["in_p", "inpay_p", "cn_p", "re_p/paid-out-on/cn_p", "re_p",
-                               "re_p/payout"]  # fmt: skip
-    on_cn = world.erp_payment_postings["re_p/paid-out-on/cn_p"]
-    assert (on_cn.applies_to, on_cn.amount) == ("cn_p", usd("20.00"))
-    assert world.erp["re_p"].total == usd("10.00")
-    rest = world.erp_payment_postings["re_p/payout"]
-    assert (rest.applies_to, rest.amount) == ("re_p", usd("10.00"))
-    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
-    assert world.receivable() == 0
+    assert_paid_out_in_part(world, "p")
 
 
 async def test_refund_linked_in_part_just_before_its_own_credit_note_pays_the_rest_on_its_own(
@@ -435,11 +440,7 @@ async def test_refund_linked_in_part_just_before_its_own_credit_note_pays_the_re
             env.client, queue_prefix, event("evt_cn", "cn_q", 301, kind="credit_note")
         )
         await env.sleep(timedelta(minutes=1))
-    assert world.erp_order == ["in_q", "inpay_q", "cn_q", "re_q/paid-out-on/cn_q", "re_q",
-                               "re_q/payout"]  # fmt: skip
-    assert world.erp_payment_postings["re_q/payout"].amount == usd("10.00")
-    assert {ref: world.open(ref) for ref in world.erp} == dict.fromkeys(world.erp, Decimal(0))
-    assert world.receivable() == 0
+    assert_paid_out_in_part(world, "q")
 
 
 async def test_money_a_credit_note_gives_back_out_of_band_is_paid_out_on_it_once(
