@@ -8,11 +8,12 @@ and once (the real adapter's rule)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest_asyncio
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
@@ -27,6 +28,12 @@ from canonical import (
     Payment,
     PostedDocument,
     Refund,
+)
+from tests.fixtures.temporal import time_skipping_server
+from tests.workflow.test_ledger_refund_states import (
+    paid_and_refunded,
+    refund_becomes,
+    refund_seen_pending,
 )
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
@@ -352,31 +359,62 @@ async def test_credit_note_naming_a_refund_finance_rejected_is_finances_not_a_si
     world.refunds["ch_inpay_gone"] = [refund("re_k", unknown, "30.00")]
     async with running(env.client, queue_prefix, world):
         await world.posted_with_its_payment(env, queue_prefix, "in_k")
-        ledger = await deliver_to_customer_ledger(
+        await deliver_to_customer_ledger(
             env.client, queue_prefix, charge_event("evt_refunded", "ch_inpay_gone", 300)
         )
-        first = await exception_handle(env, ledger)
-        await first.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
-        await until(lambda: "re_k/payout" in world.journal, env, "refund rejected")
-        world.documents["cn_k"] = credit_note("cn_k", "30.00", "in_k",
-                                              refunds=linked("re_k", "30.00"))  # fmt: skip
-        await deliver_to_customer_ledger(
-            env.client, queue_prefix, event("evt_cn", "cn_k", 400, kind="credit_note")
-        )
-        second = await exception_handle(env, ledger)
-        state = await second.query(FinanceExceptionWorkflow.state)
-        assert (state.context.step, state.context.error_type) == (
-            "check_linked_refunds", "LinkedRefundRejected")  # fmt: skip
-        assert "names refund re_k for 30.00 USD, which finance rejected" in (
-            state.context.error_message
-        )
-        assert "cn_k" not in world.erp
-        await second.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
-        await until(lambda: "cn_k" in world.journal, env, "credit note rejected")
-        await env.sleep(timedelta(minutes=1))
+        await credit_note_naming_the_rejected_refund_is_finances(env, queue_prefix, world, "k")
     assert world.journal["cn_k"].erp_document_id.startswith("rejected:")
     assert world.erp_order == ["in_k", "inpay_k"]
     assert world.receivable() == 0
+
+
+@pytest_asyncio.fixture
+async def own_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of its own: weeks of skipped time touch no other test."""
+    async with time_skipping_server() as env:
+        yield env
+
+
+async def test_credit_note_naming_a_refund_rejected_while_pending_is_finances_too(
+    own_server: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_server, CreditingWorld()
+    paid_and_refunded(world, "s", "100.00", "30.00")
+    async with running(env.client, queue_prefix, world):
+        await refund_seen_pending(env, world, queue_prefix, "s")
+        await env.sleep(timedelta(days=47))  # longer than Stripe holds a pending refund
+        refund_becomes(world, "ch_inpay_s", "succeeded")  # billing settles it after all
+        await credit_note_naming_the_rejected_refund_is_finances(env, queue_prefix, world, "s")
+    assert world.erp_order == ["in_s", "inpay_s"]
+    assert world.receivable() == 0
+
+
+async def credit_note_naming_the_rejected_refund_is_finances(
+    env: WorkflowEnvironment, prefix: str, world: CreditingWorld, tag: str
+) -> None:
+    """Finance rejects the refund the ledger is blocked on; billing's credit note then names
+    it: finance's LinkedRefundRejected, nothing posted, and rejected in turn."""
+    ledger = f"customer-ledger/cus_1-{prefix}"
+    first = await exception_handle(env, ledger)
+    await first.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+    await until(lambda: f"re_{tag}/payout" in world.journal, env, "refund rejected")
+    world.documents[f"cn_{tag}"] = credit_note(f"cn_{tag}", "30.00", f"in_{tag}",
+                                               refunds=linked(f"re_{tag}", "30.00"))  # fmt: skip
+    await deliver_to_customer_ledger(
+        env.client, prefix, event("evt_cn", f"cn_{tag}", 400, kind="credit_note")
+    )
+    second = await exception_handle(env, ledger)
+    state = await second.query(FinanceExceptionWorkflow.state)
+    assert (state.context.step, state.context.error_type) == (
+        "check_linked_refunds", "LinkedRefundRejected")  # fmt: skip
+    assert f"names refund re_{tag} for 30.00 USD, which finance rejected" in (
+        state.context.error_message
+    )
+    assert f"cn_{tag}" not in world.erp
+    await second.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+    await until(lambda: f"cn_{tag}" in world.journal, env, "credit note rejected")
+    await env.sleep(timedelta(minutes=1))
+    assert world.journal[f"cn_{tag}"].erp_document_id.startswith("rejected:")
 
 
 def partly_linked(tag: str, paid: Payment) -> Refund:
