@@ -5,7 +5,7 @@ document; classification, the report and healing decisions read the store."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -40,6 +40,8 @@ from canonical.ledger import (
     REJECTED_POSTING_PREFIX,
     BillingEventRef,
     ledger_workflow_id,
+    linked_part,
+    linked_payout_reference,
     required_postings,
 )
 from canonical.mapping import FinanceMapping
@@ -176,31 +178,35 @@ def expected_payments(payments: list[Payment]) -> list[ExpectedPayment]:
 
 
 def expected_refunds(
-    refunds: list[Refund], credited_first: Collection[str] = ()
+    refunds: list[Refund],
+    credited_first: Collection[str] = (),
+    linked_parts: Mapping[str, Decimal] | None = None,
 ) -> tuple[list[ExpectedPayment], list[ExpectedPosting]]:
     """Succeeded refunds: the payment out (`re_…/payout`), applied to billing's credit note
     when one made the refund, else to the refund's own ERP credit note (reference: the
     refund id), which must exist too. A refund in `credited_first` had its own credit note
     posted before billing's credit note named it: that credit note stays (reversed under
-    billing's), and the payment out is applied to it."""
+    billing's), and the payment out is applied to it. A refund its credit note names only in
+    part (`linked_parts`: refund id -> what of it the credit note names) is paid out on the
+    credit note for that part (`re_…/paid-out-on/cn_…`) and on its own credit note, for the
+    rest, by its `/payout`."""
     money_out: list[ExpectedPayment] = []
     credit_notes: list[ExpectedPosting] = []
     for r in refunds:
         if r.status != "succeeded" or r.amount.amount <= 0:
             continue
         own_credit_note = r.credit_note_id is None or r.refund_id in credited_first
-        money_out.append(
-            ExpectedPayment(
-                # the payout's own reference: the refund id names its credit note
-                reference=r.refund_id + PAYOUT_SUFFIX,
-                kind="refund",
-                customer_id=r.customer_id,
-                currency=r.amount.currency,
-                amount=r.amount.amount,
-                applies_to=r.refund_id if own_credit_note else str(r.credit_note_id),
-                billing_document_id=r.refund_id,
+        amount = r.amount.amount
+        linked = (linked_parts or {}).get(r.refund_id, amount)
+        if not own_credit_note and linked < amount:
+            cn = str(r.credit_note_id)
+            money_out.append(
+                _refund_payout(r, linked_payout_reference(r.refund_id, cn), linked, cn)
             )
-        )
+            own_credit_note, amount = True, amount - linked
+        # the payout's own reference: the refund id names its credit note
+        applies_to = r.refund_id if own_credit_note else str(r.credit_note_id)
+        money_out.append(_refund_payout(r, r.refund_id + PAYOUT_SUFFIX, amount, applies_to))
         if own_credit_note:
             credit_notes.append(
                 ExpectedPosting(
@@ -208,12 +214,24 @@ def expected_refunds(
                     kind="credit_note",
                     customer_id=r.customer_id,
                     currency=r.amount.currency,
-                    amount=r.amount.amount,
+                    amount=amount,
                     billing_document_id=r.refund_id,
                     billing_kind="refund",
                 )
             )
     return money_out, credit_notes
+
+
+def _refund_payout(r: Refund, reference: str, amount: Decimal, applies_to: str) -> ExpectedPayment:
+    return ExpectedPayment(
+        reference=reference,
+        kind="refund",
+        customer_id=r.customer_id,
+        currency=r.amount.currency,
+        amount=amount,
+        applies_to=applies_to,
+        billing_document_id=r.refund_id,
+    )
 
 
 def unmapped_tax_name(rate_id: str) -> str:
@@ -426,11 +444,27 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         credited_first = [
             r.refund_id for r in page.refunds
             if r.credit_note_id and self._own_credit_note_posted(r.refund_id)
+            and not self._store.find_posting(
+                "billing", linked_payout_reference(r.refund_id, r.credit_note_id))
         ]  # fmt: skip
-        money_out, credit_notes = expected_refunds(page.refunds, credited_first)
+        named = [r for r in page.refunds if r.credit_note_id and r.refund_id not in credited_first]
+        linked_parts = await self._linked_parts([r for r in named if r.status == "succeeded"])
+        money_out, credit_notes = expected_refunds(page.refunds, credited_first, linked_parts)
         self._recon.add_expected_payments(request.run_id, money_out)
         self._recon.add_expected(request.run_id, credit_notes)
         return PageLoaded(rows=len(page.refunds), next_cursor=page.next_cursor)
+
+    async def _linked_parts(self, refunds: list[Refund]) -> dict[str, Decimal]:
+        """What of each refund the credit note naming it names (billing read once per note)."""
+        notes: dict[str, BillingDocument] = {}
+        parts = {}
+        with adapter_errors_as_application_errors():
+            for r in refunds:
+                cn = str(r.credit_note_id)
+                if cn not in notes:
+                    notes[cn] = await self._billing.get_credit_note(cn)
+                parts[r.refund_id] = linked_part(r, notes[cn]).amount
+        return parts
 
     def _own_credit_note_posted(self, refund_id: str) -> bool:
         """The refund's own credit note is journaled: it reached the ERP before a credit note

@@ -41,6 +41,10 @@ PAYOUT_SUFFIX = "/payout"
 # and ours is cancelled by its reversal, `{refund id}/credited-by/{credit note id}`, an ERP
 # invoice on the same `refunds` line that billing's credit note is applied to.
 CREDITED_BY_INFIX = "/credited-by/"
+# A refund billing's credit note names for only part of it (`refunds[][amount_refunded]`):
+# the linked part is paid out on billing's credit note, `{refund id}/paid-out-on/{credit note
+# id}`, and the rest through the refund's own credit note (for the rest) and its `/payout`.
+PAID_OUT_ON_INFIX = "/paid-out-on/"
 # What a credit note gives back outside billing (`out_of_band_amount`) is paid out on it:
 # `{credit note id}/out_of_band`, on finance's `out_of_band/{CURRENCY}` payment journal.
 OUT_OF_BAND_SUFFIX = "/out_of_band"
@@ -342,6 +346,36 @@ def refund_payout(refund: Refund, method: str, applies_to: str) -> PaymentPostin
             f"Refund {refund.refund_id} paid out ({method}) for payment {refund.payment_id} "
             f"on {on.isoformat()}"
         ),
+    )
+
+
+def linked_part(refund: Refund, credit_note: BillingDocument) -> Money:
+    """What of the refund the credit note names (its `refunds[]` entries for it), never more
+    than the refund; the whole refund when the credit note lists none (it made the refund
+    under an API version that named a single refund)."""
+    named = [link.amount.amount for link in credit_note.refunds
+             if link.refund_id == refund.refund_id]  # fmt: skip
+    if not named:
+        return refund.amount
+    return refund.amount.model_copy(update={"amount": min(sum(named), refund.amount.amount)})
+
+
+def linked_payout_reference(refund_id: str, credit_note_id: str) -> str:
+    return refund_id + PAID_OUT_ON_INFIX + credit_note_id
+
+
+def linked_refund_payout(
+    refund: Refund, method: str, credit_note_id: str, linked: Money
+) -> PaymentPosting:
+    """The part of a refund billing's credit note names, paid out on that credit note; the
+    rest is the refund's own (`refund_credit_note` and `refund_payout` of the rest)."""
+    payout = refund_payout(refund, method, credit_note_id)
+    return payout.model_copy(
+        update={
+            "reference": linked_payout_reference(refund.refund_id, credit_note_id),
+            "amount": linked,
+            "description": f"{payout.description}: the part credit note {credit_note_id} names",
+        }
     )
 
 

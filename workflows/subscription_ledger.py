@@ -16,14 +16,16 @@ wait, bounded, for the payment they give back to be journaled, then post the pay
 against billing's credit note or, when none made the refund, against a refund credit note
 posted first (billing is read once more just before: a credit note may have named the refund
 meanwhile). A credit note naming a refund whose own credit note is already in the ERP
-reverses that one, so the customer is credited once; what a credit note gives back out of
-band is paid out on it. A refund billing still holds `pending` (or `requires_action`) is
-posted once it has succeeded: Stripe tells that by `charge.refund.updated`, whose Refund names
-no customer and so reaches no ledger, so the customer's ledger remembers the charge and reads
-it again on a durable timer, backing off, until the refund succeeded, failed or was canceled
-(then nothing is posted), or stayed pending past what Stripe allows (finance is asked). Every
-ERP posting maps through finance's mapping in the ERP activity, which alone says which
-currencies are booked.
+reverses that one (billing's credit note posted first, the reversal after), so the customer
+is credited once; a credit note naming a refund finance rejected is finance's; a refund a
+credit note names only in part is paid out on it for that part and through its own credit
+note for the rest. What a credit note gives back out of band is paid out on it. A refund
+billing still holds `pending` (or `requires_action`) is posted once it has succeeded: Stripe
+tells that by `charge.refund.updated`, whose Refund names no customer and so reaches no
+ledger, so the customer's ledger remembers the charge and reads it again on a durable timer,
+backing off, until the refund succeeded, failed or was canceled (then nothing is posted), or
+stayed pending past what Stripe allows (finance is asked). Every ERP posting maps through
+finance's mapping in the ERP activity, which alone says which currencies are booked.
 
 What finance decides is journaled, so that no later look (a retry, reconciliation's healing,
 a refund waiting for the payment it gives back) posts it again: `resolve_manually` under the
@@ -75,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         ExceptionContext,
         FinanceDecision,
         LedgerPosting,
+        LinkedRefund,
         Money,
         Payment,
         PaymentPosting,
@@ -96,6 +99,9 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionLedgerInput,
         document_ledger_id,
         ledger_workflow_id,
+        linked_part,
+        linked_payout_reference,
+        linked_refund_payout,
         out_of_band_payout,
         payment_postings,
         refund_credit_note,
@@ -141,12 +147,20 @@ JOURNAL_REJECTED_PATCH = "journal-rejected"
 LINKED_REFUNDS_PATCH = "credit-note-linked-refunds"
 # Runs since pay out on a credit note what it gives back outside billing.
 OUT_OF_BAND_PATCH = "credit-note-out-of-band"
+# Runs since keep the books equal around linked refunds: billing's credit note posts before the
+# reversal of a refund's own credit note (the reversal is then what a failure is about), a
+# credit note naming a refund finance rejected is finance's, and a refund a credit note names
+# only in part is paid out on it for that part and through its own credit note for the rest.
+LINKED_REFUNDS_BOOKED_PATCH = "linked-refunds-books-equal"
 # Runs since leave the currencies to finance's mapping (the ERP activity refuses what it does
 # not map); runs before checked the ledger's own list, frozen at its start.
 MAPPING_CURRENCIES_PATCH = "mapping-currencies"
 # Runs since keep the events carried over continue-as-new; runs before dropped them as seen.
 CARRY_PENDING_PATCH = "carry-pending-events"
-MONEY_KINDS = ("payment", "refund")
+# A reversal of a refund's own credit note is no billing document to read again: like money,
+# what finance decides on it journals `_manual_journal`.
+REVERSAL_KIND = "refund_credit_reversal"
+MONEY_KINDS = ("payment", "refund", REVERSAL_KIND)
 # Refund states that may still become `succeeded` (then posted) or `failed`/`canceled`.
 REFUND_STILL_OPEN = ("pending", "requires_action")
 REFUND_LOOK_FIRST = timedelta(minutes=10)
@@ -374,7 +388,11 @@ class SubscriptionLedgerWorkflow:
         postings = required_postings(document)
         live_credit_note = document.kind == "credit_note" and document.status != "void"
         if live_credit_note and postings and workflow.patched(LINKED_REFUNDS_PATCH):
-            postings = await self._reversing_refund_credits(document, postings)
+            if workflow.patched(LINKED_REFUNDS_BOOKED_PATCH):
+                await self._post_credit_note_naming_refunds(document, postings, event)
+                postings = []
+            else:
+                postings = await self._reversing_refund_credits(document, postings)
         for posting in postings:
             if await self._journaled(posting.reference) is None:
                 await self._post(posting, event)
@@ -402,19 +420,115 @@ class SubscriptionLedgerWorkflow:
 
         Another workflow could post the refund's credit note between this look and the
         credit note's posting only if it were not this customer's ledger, which posts both;
-        reconciliation reports any such double credit as a receivable that differs."""
-        reversals = []
-        for link in credit_note.refunds:
-            own = await self._refunds_own_credit_note(link.refund_id)
-            if own is not None:
-                in_erp = Money(amount=own.amount, currency=own.currency)
-                reversals.append(refund_credit_reversal(link, credit_note, in_erp))
+        reconciliation reports any such double credit as a receivable that differs.
+
+        Runs from before LINKED_REFUNDS_BOOKED_PATCH; `_post_credit_note_naming_refunds` since."""
+        reversals = await self._reversals_due(credit_note, books_patch=False)
         if not reversals:
             return postings
+        return [*reversals, *self._applied_to_reversal(postings, reversals)]
+
+    async def _post_credit_note_naming_refunds(
+        self, credit_note: BillingDocument, postings: list[LedgerPosting], event: BillingEventRef
+    ) -> None:
+        """Billing's credit note first, then each reversal of a refund's own credit note as
+        the document a failure is about (finance's `resolve_manually` and `reject` journal the
+        reversal), then billing's credit note posted again so that the ERP applies it to the
+        one reversal now that both exist (the adapter applies a credit note to the document
+        it names on every posting, once). A credit note finance rejects thus leaves no
+        reversal behind. A credit note naming a refund finance rejected is finance's."""
+        main, *rest = postings
+        main_done = await self._journaled(main.reference) is not None
+        reversals = await self._reversals_due(credit_note, books_patch=True, unposted=not main_done)
+        main, *rest = self._applied_to_reversal(postings, reversals)
+        if not main_done:
+            await self._post(main, event)
+        for posting in rest:
+            if await self._journaled(posting.reference) is None:
+                await self._post(posting, event)
+        for reversal in reversals:
+            self._working_on_reversal(reversal, credit_note)
+            if await self._journaled(reversal.reference) is None:
+                await self._post(reversal, event)
+        self._current_document, self._current_kind = credit_note.document_id, credit_note.kind
+        self._current_amount, self._current_details = credit_note.total, {}
+        if len(reversals) == 1 and all(
+            [await self._in_erp(reversals[0].reference), await self._in_erp(main.reference)]
+        ):
+            await call_system(
+                ErpPostingActivities.post_ledger_document, PostDocumentInput(posting=main)
+            )
+
+    @staticmethod
+    def _applied_to_reversal(
+        postings: list[LedgerPosting], reversals: list[LedgerPosting]
+    ) -> list[LedgerPosting]:
+        """Billing's credit note credits the one reversal, so that neither stays open."""
         main, *rest = postings
         if len(reversals) == 1:
             main = main.model_copy(update={"applies_to": reversals[0].reference})
-        return [*reversals, main, *rest]
+        return [main, *rest]
+
+    async def _reversals_due(
+        self, credit_note: BillingDocument, *, books_patch: bool, unposted: bool = False
+    ) -> list[LedgerPosting]:
+        """A reversal for each refund the credit note names whose own credit note the ERP
+        holds. Since LINKED_REFUNDS_BOOKED_PATCH (`books_patch`): not for a refund paid out
+        on this very credit note for the part it names (its own credit note is the rest),
+        and, while the credit note is `unposted`, a named refund finance rejected stops it."""
+        reversals = []
+        for link in credit_note.refunds:
+            if books_patch and unposted:
+                await self._refuse_if_refund_rejected(link, credit_note)
+            own = await self._refunds_own_credit_note(link.refund_id)
+            if own is None:
+                continue
+            paid_here = linked_payout_reference(link.refund_id, credit_note.document_id)
+            if books_patch and await self._journaled(paid_here) is not None:
+                continue
+            in_erp = Money(amount=own.amount, currency=own.currency)
+            reversals.append(refund_credit_reversal(link, credit_note, in_erp))
+        return reversals
+
+    async def _refuse_if_refund_rejected(
+        self, link: LinkedRefund, credit_note: BillingDocument
+    ) -> None:
+        """Finance rejected the refund (its payout is journaled rejected): it is paid out
+        nowhere in the ERP, so the credit note's credit for it would stay the customer's there
+        while billing gave it back. That part is finance's, never posted silently."""
+        payout = await self._journaled(link.refund_id + PAYOUT_SUFFIX)
+        if payout is None or not self._rejected_by_finance(payout):
+            return
+        rejected_by = payout.erp_document_id.removeprefix(REJECTED_POSTING_PREFIX)
+        raise StepFailed(
+            "check_linked_refunds",
+            "LinkedRefundRejected",
+            f"credit note {credit_note.document_id} names refund {link.refund_id} for "
+            f"{link.amount}, which finance rejected ({rejected_by}): the ERP pays none of it "
+            "out, so posting the credit note would leave that credit with the customer there "
+            "while billing gave it back. Post what is due by hand (resolve_manually) or reject "
+            "the credit note",
+            {"linked_refund": link.model_dump(mode="json"),
+             "rejected": payout.model_dump(mode="json")},
+        )  # fmt: skip
+
+    async def _in_erp(self, reference: str) -> bool:
+        """Journaled as posted by the ledger itself (not by hand, not rejected)."""
+        entry = await self._journaled(reference)
+        return entry is not None and not entry.erp_document_id.startswith(
+            (MANUAL_POSTING_PREFIX, REJECTED_POSTING_PREFIX)
+        )
+
+    def _working_on_reversal(self, reversal: LedgerPosting, credit_note: BillingDocument) -> None:
+        """A failure from here on is about the reversal: what finance decides journals it."""
+        self._current_document = reversal.reference
+        self._current_kind = REVERSAL_KIND
+        self._current_amount = reversal.total
+        self._current_invoice = credit_note.document_id
+        self._current_details = {"reversal": reversal.model_dump(mode="json")}
+        self._manual_journal = [
+            (reversal.reference, reversal.kind, reversal.customer_id, reversal.total)
+        ]
 
     async def _refunds_own_credit_note(self, refund_id: str) -> JournalEntry | None:
         """The refund's own credit note as journaled, if the ERP holds one (finance's
@@ -630,7 +744,10 @@ class SubscriptionLedgerWorkflow:
                     await self._post(credit_note, event)
                 else:
                     applies_to = await self._credit_note_made_later(refund, named_by, event)
-        await self._post_money(refund_payout(refund, payment.method, applies_to), event)
+        if applies_to != refund.refund_id and workflow.patched(LINKED_REFUNDS_BOOKED_PATCH):
+            await self._pay_out_on_credit_note(refund, payment.method, applies_to, event)
+        else:
+            await self._post_money(refund_payout(refund, payment.method, applies_to), event)
         self._settle(refund.refund_id)
 
     async def _credited_first(self, refund: Refund) -> bool:
@@ -639,7 +756,35 @@ class SubscriptionLedgerWorkflow:
         that credit note, which billing's credit note reversed. False for runs from before."""
         if not workflow.patched(LINKED_REFUNDS_PATCH):
             return False
-        return await self._refunds_own_credit_note(refund.refund_id) is not None
+        if await self._refunds_own_credit_note(refund.refund_id) is None:
+            return False
+        if refund.credit_note_id and workflow.patched(LINKED_REFUNDS_BOOKED_PATCH):
+            # Its own credit note is for the rest of a refund that credit note names in part.
+            paid_there = linked_payout_reference(refund.refund_id, refund.credit_note_id)
+            return await self._journaled(paid_there) is None
+        return True
+
+    async def _pay_out_on_credit_note(
+        self, refund: Refund, method: str, credit_note_id: str, event: BillingEventRef
+    ) -> None:
+        """Pay the refund out on billing's credit note for the part it names; the rest of a
+        refund it names only in part goes out through the refund's own credit note for the
+        rest. No credit note is paid out more than it credits, and the customer's receivable
+        in the ERP stays billing's."""
+        linked = linked_part(refund, await self._fetch_document("credit_note", credit_note_id))
+        if linked == refund.amount:
+            await self._post_money(refund_payout(refund, method, credit_note_id), event)
+            return
+        part = linked_refund_payout(refund, method, credit_note_id, linked)
+        self._working_on(part, refund.invoice_id, [(part.reference, "refund")])
+        if await self._journaled(part.reference) is None:
+            await self._post_money(part, event)
+        rest = refund.model_copy(update={"amount": refund.amount - linked, "credit_note_id": None})
+        self._working_on(rest, refund.invoice_id, refund_references(rest))
+        own = refund_credit_note(rest)
+        if await self._journaled(own.reference) is None:
+            await self._post(own, event)
+        await self._post_money(refund_payout(rest, method, own.reference), event)
 
     async def _credit_note_naming_now(self, refund: Refund) -> str | None:
         """Billing's credit note that names the refund as billing reads now, just before the

@@ -17,12 +17,14 @@ from canonical import (
     BillingDocument,
     Customer,
     DocumentLine,
+    LedgerPosting,
     LinkedRefund,
     Money,
     Payment,
     Refund,
 )
 from canonical.ledger import (
+    linked_refund_payout,
     out_of_band_payout,
     payment_postings,
     refund_credit_note,
@@ -95,23 +97,35 @@ async def state_of(ledger: TrytonLedger, reference: str) -> str:
     return found.state
 
 
-async def test_a_refunds_credit_note_reversed_for_billings_credit_note_leaves_nothing_open(
+def refund_of(paid: Payment, amount: str, **changes: Any) -> Refund:
+    return Refund(refund_id=f"re_{uuid.uuid4().hex[:14]}", charge_id=str(paid.charge_id),
+                  payment_id=paid.payment_id, invoice_id=paid.invoice_id,
+                  customer_id=paid.customer_id, status="succeeded", amount=usd(amount),
+                  created_at=ON, **changes)  # fmt: skip
+
+
+async def refund_named_later(
     ledger: TrytonLedger, customer_id: str
-) -> None:
+) -> tuple[LedgerPosting, LedgerPosting, LedgerPosting]:
+    """A refund of 30 of a paid invoice booked as its own credit note and paid out; later
+    billing's credit note names it: (the refund's credit note, its reversal, billing's)."""
     paid = await paid_invoice(ledger, customer_id, "100.00")
-    refund = Refund(refund_id=f"re_{uuid.uuid4().hex[:14]}", charge_id=str(paid.charge_id),
-                    payment_id=paid.payment_id, invoice_id=paid.invoice_id,
-                    customer_id=customer_id, status="succeeded", amount=usd("30.00"),
-                    created_at=ON)  # fmt: skip
+    refund = refund_of(paid, "30.00")
     own = refund_credit_note(refund)
     await ledger.post_document(map_document(own, MAPPING))
     await ledger.post_payment(map_payment(refund_payout(refund, "card", own.reference), MAPPING))
-    # Later billing's credit note names the refund.
     link = LinkedRefund(refund_id=refund.refund_id, amount=usd("30.00"))
     note = billing_document(customer_id, "credit_note", "30.00", invoice_id=paid.invoice_id,
                             refunds=[link])  # fmt: skip
     reversal = refund_credit_reversal(link, note, own.total)
     [main] = required_postings(note)
+    return own, reversal, main
+
+
+async def test_a_refunds_credit_note_reversed_for_billings_credit_note_leaves_nothing_open(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    own, reversal, main = await refund_named_later(ledger, customer_id)
 
     await ledger.post_document(map_document(reversal, MAPPING))
     posted = await ledger.post_document(
@@ -119,9 +133,54 @@ async def test_a_refunds_credit_note_reversed_for_billings_credit_note_leaves_no
     )
 
     assert posted.kind == "credit_note"
-    for reference in (own.reference, reversal.reference, note.document_id):
+    for reference in (own.reference, reversal.reference, main.reference):
         assert await state_of(ledger, reference) == "paid", reference
     assert await owed(ledger, customer_id) == []  # billing: nothing remaining, no balance
+
+
+async def test_billings_credit_note_posted_before_the_reversal_is_applied_to_it_when_posted_again(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    """The ledger's order since linked-refunds-books-equal: billing's credit note first (the
+    reversal it names is not in the ERP yet: its credit stays open), the reversal, then the
+    credit note posted again, which the adapter adopts and applies to the reversal."""
+    own, reversal, main = await refund_named_later(ledger, customer_id)
+    main = main.model_copy(update={"applies_to": reversal.reference})
+
+    first = await ledger.post_document(map_document(main, MAPPING))
+    assert await owed(ledger, customer_id) == [usd("-30.00")]  # a credit note alone: open
+    await ledger.post_document(map_document(reversal, MAPPING))
+    again = await ledger.post_document(map_document(main, MAPPING))
+    twice = await ledger.post_document(map_document(main, MAPPING))
+
+    assert (first.created_now, again.created_now, twice.created_now) == (True, False, False)
+    assert again.erp_document_id == first.erp_document_id
+    for reference in (own.reference, reversal.reference, main.reference):
+        assert await state_of(ledger, reference) == "paid", reference
+    assert await owed(ledger, customer_id) == []
+
+
+async def test_a_refund_a_credit_note_names_in_part_is_paid_out_on_both_credit_notes(
+    ledger: TrytonLedger, customer_id: str
+) -> None:
+    paid = await paid_invoice(ledger, customer_id, "100.00")
+    note = billing_document(customer_id, "credit_note", "20.00", invoice_id=paid.invoice_id)
+    refund = refund_of(paid, "30.00", credit_note_id=note.document_id)
+    note = note.model_copy(update={"refunds": [
+        LinkedRefund(refund_id=refund.refund_id, amount=usd("20.00"))]})  # fmt: skip
+    [main] = required_postings(note)
+    await ledger.post_document(map_document(main, MAPPING))
+
+    part = linked_refund_payout(refund, "card", note.document_id, usd("20.00"))
+    await ledger.post_payment(map_payment(part, MAPPING))
+    rest = refund.model_copy(update={"amount": usd("10.00"), "credit_note_id": None})
+    own = refund_credit_note(rest)
+    await ledger.post_document(map_document(own, MAPPING))
+    await ledger.post_payment(map_payment(refund_payout(rest, "card", own.reference), MAPPING))
+
+    for reference in (note.document_id, own.reference):
+        assert await state_of(ledger, reference) == "paid", reference
+    assert await owed(ledger, customer_id) == []  # billing's: 100 paid, 30 given back
 
 
 async def test_money_given_back_out_of_band_is_paid_out_on_the_credit_note(

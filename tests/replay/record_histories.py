@@ -28,7 +28,13 @@ from tests.workflow.test_account_sync import FakeSystems, running_workers, stand
 from tests.workflow.test_case_to_credit import FakeDesk, credit, decide_exception
 from tests.workflow.test_case_to_credit import running as credit_workers
 from tests.workflow.test_case_to_credit import start as start_credit
-from tests.workflow.test_credit_note_money import CreditingWorld, credit_note, linked
+from tests.workflow.test_credit_note_money import (
+    CreditingWorld,
+    credit_note,
+    linked,
+    partly_linked,
+    refund_paid_out_on_its_own,
+)
 from tests.workflow.test_ledger_refund_states import (
     pending_refund,
     refund_becomes,
@@ -209,6 +215,37 @@ async def record_credit_note_money(env: WorkflowEnvironment) -> None:
              await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
+async def record_linked_refunds_books(env: WorkflowEnvironment) -> None:
+    """In the customer's ledger: billing's credit note names a refund posted as its own credit
+    note: the credit note posts, then the reversal, then the credit note again to apply it;
+    then a credit note names a refund for part of it: the refund is paid out on the note for
+    that part and on its own credit note for the rest (linked-refunds-books-equal)."""
+    world, prefix = CreditingWorld(), "replay-lr."
+    async with running(env.client, prefix, world):
+        await refund_paid_out_on_its_own(env, prefix, world, "y")
+        customer_ledger = await deliver_to_customer_ledger(
+            env.client, prefix, event("evt_cn", "cn_y", 400, kind="credit_note")
+        )
+        await until(lambda: "re_y/credited-by/cn_y" in world.journal, env, "reversal posted")
+        paid = world.paid_by_card("in_z", "100.00")
+        await deliver(env.client, prefix, paid_event("evt_paid_z", "in_z", 500))
+        await until(lambda: "inpay_z" in world.journal, env, "payment posted")
+        world.documents["cn_z"] = credit_note("cn_z", "20.00", "in_z",
+                                              refunds=linked("re_z", "20.00"))  # fmt: skip
+        world.refunds["ch_inpay_z"] = [partly_linked("z", paid)]
+        await deliver_to_customer_ledger(
+            env.client, prefix, event("evt_cn_z", "cn_z", 501, kind="credit_note")
+        )
+        await deliver_to_customer_ledger(
+            env.client, prefix, charge_event("evt_refunded_z", "ch_inpay_z", 502)
+        )
+        await until(lambda: "re_z/payout" in world.journal, env, "rest paid out")
+        await env.sleep(timedelta(minutes=1))
+        assert world.receivable() == 0
+        save("customer_ledger_linked_refunds_books",
+             await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
+
+
 async def record_case_to_credit(env: WorkflowEnvironment) -> None:
     """A credit above the threshold, approved by finance after a reminder."""
     desk = FakeDesk()
@@ -333,6 +370,7 @@ RECORDERS = {
     "pending_refunds": record_pending_refunds,
     "rejections_journaled": record_rejections_journaled,
     "credit_note_money": record_credit_note_money,
+    "linked_refunds_books": record_linked_refunds_books,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,

@@ -166,6 +166,21 @@ def test_a_refund_credited_first_is_paid_out_on_its_own_credit_note_though_billi
     assert [r.applies_to for r in plain] == ["cn_8"] and none == []
 
 
+def test_a_refund_its_credit_note_names_in_part_is_paid_out_there_for_that_part_only() -> None:
+    partly = refund("re_5", "30.00", credit_note_id="cn_7")
+    whole = refund("re_6", "8.00", credit_note_id="cn_7")
+    money_out, credit_notes = expected_refunds(
+        [partly, whole], linked_parts={"re_5": Decimal("20.00"), "re_6": Decimal("8.00")}
+    )
+    assert [(r.reference, r.amount, r.applies_to, r.billing_document_id) for r in money_out] == [
+        ("re_5/paid-out-on/cn_7", Decimal("20.00"), "cn_7", "re_5"),
+        ("re_5/payout", Decimal("10.00"), "re_5", "re_5"),
+        ("re_6/payout", Decimal("8.00"), "cn_7", "re_6"),
+    ]  # fmt: skip
+    assert [(c.reference, c.kind, c.amount) for c in credit_notes] == [
+        ("re_5", "credit_note", Decimal("10.00"))]  # fmt: skip
+
+
 def test_billing_tax_is_named_by_the_mapping_summed_per_erp_tax_and_negative_on_credits() -> None:
     invoice = taxed("in_1", "invoice", vat("txr_fr", "12.00"), vat("txr_fr2", "8.00"))
     note = taxed("cn_1", "credit_note", vat("txr_fr", "3.33"))
