@@ -144,6 +144,8 @@ OUT_OF_BAND_PATCH = "credit-note-out-of-band"
 # Runs since leave the currencies to finance's mapping (the ERP activity refuses what it does
 # not map); runs before checked the ledger's own list, frozen at its start.
 MAPPING_CURRENCIES_PATCH = "mapping-currencies"
+# Runs since tell the journal billing's event time, for the billing-to-ERP latency metric.
+JOURNAL_EVENT_TIME_PATCH = "journal-billing-event-time"
 MONEY_KINDS = ("payment", "refund")
 # Refund states that may still become `succeeded` (then posted) or `failed`/`canceled`.
 REFUND_STILL_OPEN = ("pending", "requires_action")
@@ -984,6 +986,9 @@ class SubscriptionLedgerWorkflow:
                     workflow_id=workflow.info().workflow_id,
                 ),
                 correlation_id=event.correlation_id,
+                billing_event_created=(
+                    event.created if workflow.patched(JOURNAL_EVENT_TIME_PATCH) else None
+                ),
             ),
         )
 
