@@ -23,6 +23,7 @@ from starters.api import (
     console,
     credits,
     finance,
+    metrics,
     ops,
     reconciliation,
     replay,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     for area in (ops, webhooks, replay, accounts, finance, credits, reconciliation):
         app.include_router(area.router)
     console.install(app, settings, keyring)  # finance's pages at /console
+    metrics.install(app, temporal)  # Prometheus at /metrics
     if settings.payload_keys:  # the Web UI shows decrypted payloads through /codec
         state.codec = codec.CodecService.from_settings(settings, keyring)
         app.include_router(codec.router)
