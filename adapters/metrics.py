@@ -32,6 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.client import Client
 
@@ -470,6 +471,24 @@ def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    """A scraped exposition's samples, by name and labels."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples that carry `labels` (0 when none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, found), v in samples.items() if n == name and wanted <= found)
+
+
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
     """A sample's current value in this process (0 when never counted): what tests read."""
     value: Any = REGISTRY.get_sample_value(name, labels or {})
@@ -488,11 +507,13 @@ __all__ = [
     "credit_outcome",
     "document_posted",
     "exposition",
+    "parse_samples",
     "process_of",
     "read_waiting_work",
     "reconciliation_classified",
     "registry_with",
     "replayed",
     "sample",
+    "total",
     "webhook_answered",
 ]

@@ -47,7 +47,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with stack.running():
             try:
-                asyncio.run(play(settings, echo=echo))
+                asyncio.run(play(stack.settings, echo=echo))  # with the worker's ports
             except DemoFailed as err:
                 return fail(f"demo failed: {err}")
             keep_running = not args.exit and sys.stdin.isatty()

@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from adapters import metrics
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
@@ -57,22 +57,14 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within
         await asyncio.sleep(0.2)
 
 
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def scrape(url: str) -> metrics.Samples:
     """A Prometheus endpoint's samples, by name and labels."""
     answer = httpx.get(url, timeout=10)
     answer.raise_for_status()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(answer.text)
-        for s in family.samples
-    }
+    return metrics.parse_samples(answer.text)
 
 
-def metric(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-           **labels: str) -> float:  # fmt: skip
-    """The sum of `name`'s samples that carry `labels` (0 when none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+metric = metrics.total
 
 
 @dataclass
