@@ -455,7 +455,13 @@ class Demo:
         them), summed over their labels."""
         endpoints = metrics_endpoints(self.settings)
         self.echo("\n== Metrics: what Prometheus scrapes")
-        api_url, worker_url = endpoints[0], (endpoints[1] if len(endpoints) > 1 else None)
+        s = self.settings
+        api_url = endpoints[0]
+        worker_url = (
+            f"http://{s.worker_metrics_host}:{s.worker_metrics_port}/metrics"
+            if s.worker_metrics_port
+            else None
+        )
         async with httpx.AsyncClient(timeout=10) as client:
             texts = [(await client.get(url)).text for url in (api_url, worker_url) if url]
         found = [metrics.parse_samples(text) for text in texts]
