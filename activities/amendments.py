@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
+from adapters import metrics
 from adapters.mapping_file import MappingFileError
 from adapters.ports import BillingSystem, Ledger
 from adapters.store import DuplicatePostingError, IntegrationStore
@@ -71,6 +72,8 @@ class JournalEntry(BaseModel):
 class RecordJournalInput(BaseModel):
     entry: JournalEntry
     correlation_id: str
+    # Billing's event time (unix seconds) of what was posted: the billing-to-ERP latency.
+    billing_event_created: int | None = None
 
 
 class AccountLinksInput(BaseModel):
@@ -236,6 +239,13 @@ class JournalActivities(SystemActivities):
             raise ApplicationError(
                 str(err), type="DuplicatePostingError", non_retryable=True
             ) from err
+        metrics.document_posted(
+            entry.workflow_id,
+            entry.document_type,
+            entry.currency,
+            entry.erp_document_id,
+            request.billing_event_created,
+        )
 
     @activity.defn(name="account_links")
     def account_links(self, request: AccountLinksInput) -> list[AccountRecord]:

@@ -13,6 +13,7 @@ from temporalio import activity
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
 from activities.accounts import billing_entitlements
+from adapters import metrics
 from adapters.errors import AdapterError, NotFoundError, RejectedError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
@@ -181,6 +182,7 @@ class SupportCaseActivities(SystemActivities):
                 request.case_id, request.public_reply, f"{key}/reply"
             )
             await self._support.add_tags(request.case_id, request.tags, f"{key}/tags")
+        metrics.credit_outcome(request.tags)
 
 
 class BillingCreditActivities(SystemActivities):

@@ -17,6 +17,7 @@ from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
 from activities.amendments import FinanceMappingSource
 from activities.credits import CASE_ID, REVERSES
+from adapters import metrics
 from adapters.mapping_file import MappingFileError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
@@ -341,6 +342,7 @@ class ReconciliationStoreActivities(_ReconciliationStep, SystemActivities):
     @activity.defn(name="recon_classify")
     def classify(self, request: RunRef) -> ReconCounts:
         run = self._recon.classify(request.run_id)
+        metrics.reconciliation_classified(run.counts)
         return ReconCounts(counts=run.counts, loaded=run.loaded)
 
     @activity.defn(name="recon_findings")
@@ -522,6 +524,11 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         its ledger workflow refetches it, checks policy and posts it (lookup before create).
         A payment is replayed as its invoice's payment event, a refund (and a refund's own
         credit note) as its charge's refund event."""
+        outcome = await self._heal(request)
+        metrics.replayed("reconciliation", "replayed" if outcome.healed else "skipped")
+        return outcome
+
+    async def _heal(self, request: HealInput) -> HealOutcome:
         finding = request.finding
         document_id = finding.billing_document_id or ""
         if finding.kind == "payment":

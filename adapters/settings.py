@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     worker_workflow_task_slots: int = Field(default=100, ge=2)  # the cache needs two
     worker_workflow_pollers: int = Field(default=5, ge=2)  # sticky polling needs two
     worker_activity_pollers: PositiveInt = 5
+    # Prometheus on each worker process, on this host (0 = off): ledgerbridge's metrics at
+    # http://{host}:{metrics port}/metrics and the Temporal SDK's on their own port. Several
+    # worker processes on one host each need their own two ports (`ledgerbridge up` picks
+    # free ones).
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_sdk_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     # Reconciliation: the nightly schedule (the previous UTC day, at this local hour)
     recon_hour: int = Field(default=2, ge=0, le=23)

@@ -13,6 +13,7 @@ from temporalio.converter import (
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
 )
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from adapters.codec import codec_from_settings
@@ -38,6 +39,7 @@ async def connect_temporal(
     *,
     wait_seconds: float = 0,
     codec: PayloadCodec | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect, retrying for up to `wait_seconds`: an open port is not a ready server."""
     deadline = time.monotonic() + wait_seconds
@@ -49,6 +51,7 @@ async def connect_temporal(
                 namespace=namespace,
                 data_converter=converter,
                 interceptors=temporal_interceptors(),  # none unless tracing is on
+                runtime=runtime,
             )
         except (RuntimeError, RPCError, OSError):
             if time.monotonic() >= deadline:
@@ -56,12 +59,15 @@ async def connect_temporal(
             await asyncio.sleep(0.5)
 
 
-async def connect_for(settings: Settings, *, wait_seconds: float = 0) -> Client:
+async def connect_for(
+    settings: Settings, *, wait_seconds: float = 0, runtime: Runtime | None = None
+) -> Client:
     """The client of everything that starts, runs or reads workflows: encrypting payloads
-    whenever payload keys are configured."""
+    whenever payload keys are configured (`runtime`: the worker's, exporting SDK metrics)."""
     return await connect_temporal(
         settings.temporal_address,
         settings.temporal_namespace,
         wait_seconds=wait_seconds,
         codec=codec_from_settings(settings),
+        runtime=runtime,
     )

@@ -28,7 +28,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     stack = LocalStack(settings, echo=echo)
     try:
         with stack.running():
-            echo(_banner(settings))
+            echo(_banner(stack.settings))
             stack.supervise(lambda: stop["requested"])
             echo("stopping the stack")
     except StackError as err:
@@ -47,12 +47,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with stack.running():
             try:
-                asyncio.run(play(settings, echo=echo))
+                asyncio.run(play(stack.settings, echo=echo))  # with the worker's ports
             except DemoFailed as err:
                 return fail(f"demo failed: {err}")
             keep_running = not args.exit and sys.stdin.isatty()
             if keep_running:
-                echo(_banner(settings))
+                echo(_banner(stack.settings))
                 stack.supervise(lambda: stop["requested"])
             echo("stopping the stack (state kept in .ledgerbridge/; `ledgerbridge up` resumes)")
     except StackError as err:
@@ -233,6 +233,8 @@ def _stop_flag() -> dict[str, bool]:
 
 
 def _banner(settings: Settings) -> str:
+    from starters.local.stack import metrics_endpoints
+
     host = settings.temporal_address.split(":")[0]
     api = f"http://{settings.api_host}:{settings.api_port}"
     return (
@@ -241,6 +243,7 @@ def _banner(settings: Settings) -> str:
         f"  API and OpenAPI  {api}/docs\n"
         f"  Finance console  {api}/console (sign in with a key from "
         f"{settings.home}/local-api-keys.json)\n"
+        f"  Metrics          {', '.join(metrics_endpoints(settings))}\n"
         f"  logs             {settings.home}/logs/\n"
         f"Press Ctrl-C to stop.\n"
     )

@@ -50,6 +50,7 @@ from adapters.settings import Settings
 from adapters.task_queues import SYSTEM_QUEUES, task_queue
 from adapters.temporal import connect_for
 from adapters.tracing import configure_tracing
+from workers.metrics import worker_metrics
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.case_to_credit import CaseToCreditWorkflow
 from workflows.finance_exception import FinanceExceptionWorkflow
@@ -190,7 +191,11 @@ def build_workers(
 async def run_workers(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight activities finish (graceful shutdown)."""
     configure_tracing(settings, "worker")  # before the client: its interceptors depend on it
-    client = await connect_for(settings, wait_seconds=60)
+    with worker_metrics(settings) as runtime:
+        await _run_workers(settings, await connect_for(settings, wait_seconds=60, runtime=runtime))
+
+
+async def _run_workers(settings: Settings, client: Client) -> None:
     adapters = build_adapters(settings)
     limits = QueueLimits.from_settings(settings)
     # Re-read whenever finance changes it: a fix and a `retry` are enough, no restart.

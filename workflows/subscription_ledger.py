@@ -157,6 +157,8 @@ LINKED_REFUNDS_BOOKED_PATCH = "linked-refunds-books-equal"
 MAPPING_CURRENCIES_PATCH = "mapping-currencies"
 # Runs since keep the events carried over continue-as-new; runs before dropped them as seen.
 CARRY_PENDING_PATCH = "carry-pending-events"
+# Runs since tell the journal billing's event time, for the billing-to-ERP latency metric.
+JOURNAL_EVENT_TIME_PATCH = "journal-billing-event-time"
 # A reversal of a refund's own credit note is no billing document to read again: like money,
 # what finance decides on it journals `_manual_journal`.
 REVERSAL_KIND = "refund_credit_reversal"
@@ -1137,6 +1139,9 @@ class SubscriptionLedgerWorkflow:
                     workflow_id=workflow.info().workflow_id,
                 ),
                 correlation_id=event.correlation_id,
+                billing_event_created=(
+                    event.created if workflow.patched(JOURNAL_EVENT_TIME_PATCH) else None
+                ),
             ),
         )
 

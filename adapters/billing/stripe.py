@@ -28,6 +28,7 @@ import stripe
 import structlog
 
 from adapters.errors import AdapterError, NotFoundError, error_for_status, error_from_stripe
+from adapters.metrics import adapter_call
 from canonical import (
     BalanceTransaction,
     BillingDocument,
@@ -1473,19 +1474,20 @@ class StripeBilling:
     ) -> dict[str, Any]:
         """One Stripe call; the JSON Stripe answered, or an `adapters.errors` exception."""
         started = time.monotonic()
-        try:
-            answer = await request
-        except stripe.StripeError as err:
-            raise error_from_stripe(err, SYSTEM, operation) from err
-        except _ForeignAnswer as foreign:
-            raise error_for_status(
-                foreign.status,
-                f"billing's gateway answered HTTP {foreign.status} (not a Stripe error)",
-                system=SYSTEM,
-                operation=operation,
-                retry_after=foreign.headers.get("retry-after"),
-                remote_answer=foreign.body[:500].decode("utf-8", "replace"),
-            ) from None
+        with adapter_call(SYSTEM, operation):
+            try:
+                answer = await request
+            except stripe.StripeError as err:
+                raise error_from_stripe(err, SYSTEM, operation) from err
+            except _ForeignAnswer as foreign:
+                raise error_for_status(
+                    foreign.status,
+                    f"billing's gateway answered HTTP {foreign.status} (not a Stripe error)",
+                    system=SYSTEM,
+                    operation=operation,
+                    retry_after=foreign.headers.get("retry-after"),
+                    remote_answer=foreign.body[:500].decode("utf-8", "replace"),
+                ) from None
         response = answer.last_response
         logger.debug(
             "billing call",

@@ -65,6 +65,7 @@ from adapters.errors import (
     transport_errors_as_transient,
 )
 from adapters.logs import get_logger
+from adapters.metrics import adapter_call
 from canonical import (
     AccountRecord,
     CurrencyError,
@@ -365,6 +366,17 @@ class _TrytonRpc:
         *,
         authorization: str | None = None,
         request_timeout: float | None = None,
+    ) -> Any:
+        with adapter_call(SYSTEM, method):
+            return await self._rpc(path, method, params, authorization, request_timeout)
+
+    async def _rpc(
+        self,
+        path: str,
+        method: str,
+        params: list[Any],
+        authorization: str | None,
+        request_timeout: float | None,
     ) -> Any:
         headers = {"Authorization": authorization} if authorization else {}
         body = tryton_dumps({"id": next(self._ids), "method": method, "params": params})

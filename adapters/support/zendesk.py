@@ -33,6 +33,7 @@ from adapters.errors import (
     error_for_status,
     transport_errors_as_transient,
 )
+from adapters.metrics import adapter_call
 from canonical import AccountRecord, Customer
 from canonical.entitlements import Entitlements
 from canonical.money import CurrencyError, Money, currency_exponent
@@ -772,11 +773,12 @@ class ZendeskSupport:
         return dict(response.json())
 
     async def _send(self, method: str, path: str, operation: str, **kwargs: Any) -> httpx.Response:
-        with transport_errors_as_transient(SYSTEM, operation):
-            response = await self._client.request(method, path, **kwargs)
-        if response.is_success:
-            return response
-        raise self._error(response, operation)
+        with adapter_call(SYSTEM, operation):
+            with transport_errors_as_transient(SYSTEM, operation):
+                response = await self._client.request(method, path, **kwargs)
+            if response.is_success:
+                return response
+            raise self._error(response, operation)
 
     @staticmethod
     def _error(response: httpx.Response, operation: str) -> AdapterError:

@@ -25,6 +25,7 @@ from starters.api import (
     credits,
     docs,
     finance,
+    metrics,
     ops,
     reconciliation,
     replay,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     for area in (ops, webhooks, replay, accounts, finance, credits, reconciliation, docs):
         app.include_router(area.router)
     console.install(app, settings, keyring)  # finance's pages at /console
+    metrics.install(app, temporal)  # Prometheus at /metrics
     if settings.payload_keys:  # the Web UI shows decrypted payloads through /codec
         state.codec = codec.CodecService.from_settings(settings, keyring)
         app.include_router(codec.router)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from adapters import metrics
 from adapters.billing.events import StripeEventPayload, UnreadableVersion, to_business_event
 from adapters.errors import AdapterError, NotFoundError
 from starters.api.auth import ApiPrincipal
@@ -85,6 +86,8 @@ async def replay_billing_events(
                 event_id=event_id, status=accepted.status, workflow_id=accepted.workflow_id
             )
         )
+    for outcome in outcomes:
+        metrics.replayed("api", outcome.status)
     await run_in_threadpool(
         store.append_audit,
         actor=principal.name,

@@ -32,6 +32,7 @@ from starters.api.dependencies import (
 )
 from starters.api.errors import error_answers, first_line
 from starters.api.intake import Accepted
+from starters.api.metrics import MeteredWebhookRoute
 from starters.api.shapes import is_ticket_id
 from starters.routing import credit_start, route_billing_event
 
@@ -41,7 +42,12 @@ CREDIT_AMOUNT_FIELD = "Credit amount"
 MAX_EVENT_ID = 128
 MAX_CASE_ID = 64
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=error_answers(400, 413, 503))
+router = APIRouter(
+    prefix="/webhooks",
+    tags=["webhooks"],
+    responses=error_answers(400, 413, 503),
+    route_class=MeteredWebhookRoute,  # each delivery counted by outcome and timed
+)
 
 
 async def read_body(request: Request, settings: SettingsDep) -> bytes:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from adapters import metrics
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.erp import TrytonLedger
 from adapters.settings import Settings
@@ -33,6 +34,7 @@ from canonical.reconciliation import ReceivablePage
 from sandbox.billing.driver import BillingDriver
 from starters.console import call_api
 from starters.local.catalog import load_local_catalog
+from starters.local.stack import metrics_endpoints
 from workflows.account_sync import account_workflow_id
 
 T = TypeVar("T")
@@ -75,6 +77,7 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         eur_invoice = await demo.eur_customer_with_vat()
         await demo.show_books([first_invoice.document_id, eur_invoice.document_id], refund)
         await demo.reconcile()
+        await demo.show_metrics()
         echo(
             "\nDemo complete: account sync, the mid-cycle upgrade, a credit approved by finance, "
             "a settled-invoice exception decided by finance, payments, a partial refund, a EUR "
@@ -446,6 +449,38 @@ class Demo:
             if Decimal(owed_billing.split()[0]) != Decimal(owed_erp.split()[0]):
                 raise DemoFailed(f"{customer_id} owes {owed_billing} in billing, {owed_erp} in "
                                  "the ERP")  # fmt: skip
+
+    async def show_metrics(self) -> None:
+        """What Prometheus scrapes now: the API's counters and the worker's (when it serves
+        them), summed over their labels."""
+        endpoints = metrics_endpoints(self.settings)
+        self.echo("\n== Metrics: what Prometheus scrapes")
+        s = self.settings
+        api_url = endpoints[0]
+        worker_url = (
+            f"http://{s.worker_metrics_host}:{s.worker_metrics_port}/metrics"
+            if s.worker_metrics_port
+            else None
+        )
+        async with httpx.AsyncClient(timeout=10) as client:
+            texts = [(await client.get(url)).text for url in (api_url, worker_url) if url]
+        found = [metrics.parse_samples(text) for text in texts]
+
+        def total(name: str, **labels: str) -> int:
+            return int(sum(metrics.total(samples, name, **labels) for samples in found))
+
+        posted = "ledgerbridge_erp_documents_posted_total"
+        credits = "ledgerbridge_credits_total"
+        webhooks = "ledgerbridge_webhooks_answered_total"
+        self.echo(
+            f"metrics: {total(posted)} ERP documents posted "
+            f"({total(posted, kind='invoice')} invoices, "
+            f"{total(posted, kind='credit_note')} credit notes); credits: "
+            f"{total(credits, outcome='applied')} applied, "
+            f"{total(credits, outcome='exception')} sent to finance as an exception; "
+            f"webhooks accepted: {total(webhooks, outcome='accepted')}"
+        )
+        self.echo(f"scrape them: {', '.join(endpoints)}")
 
     @staticmethod
     async def _owed(

@@ -113,6 +113,25 @@ def private_stack_settings(home: Path) -> dict[str, Any]:
     }
 
 
+def with_worker_metrics_ports(settings: Settings) -> Settings:
+    """The worker's two metrics ports: free ones, unless they were set (0 keeps them off)."""
+    ports = {"worker_metrics_port", "worker_sdk_metrics_port"}
+    if ports & settings.model_fields_set:
+        return settings
+    ours, sdk = free_ports(2)
+    return settings.model_copy(update={"worker_metrics_port": ours, "worker_sdk_metrics_port": sdk})
+
+
+def metrics_endpoints(settings: Settings) -> list[str]:
+    """Where the stack's `/metrics` answer: the API's, the worker's and the SDK's (when on)."""
+    host = settings.worker_metrics_host
+    found = [f"http://{settings.api_host}:{settings.api_port}/metrics"]
+    for port in (settings.worker_metrics_port, settings.worker_sdk_metrics_port):
+        if port:
+            found.append(f"http://{host}:{port}/metrics")
+    return found
+
+
 def private_stack_env(home: Path) -> dict[str, str]:
     return {
         f"LEDGERBRIDGE_{name.upper()}": json.dumps(value) if isinstance(value, list) else str(value)
@@ -146,7 +165,7 @@ class LocalStack:
     ) -> None:
         """`fault_proxies=False` leaves the fault proxies out: the worker and the API call
         each counterpart directly, as in production (benchmarks)."""
-        self.settings = settings
+        self.settings = with_worker_metrics_ports(settings)
         self.fault_proxies = fault_proxies
         self.home = settings.home.resolve()
         self.echo = echo
@@ -284,7 +303,8 @@ class LocalStack:
             Component(
                 "worker",
                 [sys.executable, "-m", "workers"],
-                f"task queues {', '.join(self._queues())}",
+                f"task queues {', '.join(self._queues())}; metrics "
+                + " and ".join(metrics_endpoints(s)[1:] or ["off"]),
                 self._worker_ready,
                 wave=1,
             ),

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,9 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters import metrics
+from adapters.billing import StripeBilling
 from adapters.erp import TrytonLedger
-from adapters.errors import RateLimitedError, TransientError
+from adapters.errors import NotFoundError, RateLimitedError, TransientError
 from canonical import Customer, LedgerLine, LedgerPosting, Money, PostedDocument
+from tests.fixtures.billing import BillingSandbox
 from tests.fixtures.faults import FaultProxyHandle, serve_fault_proxy
 from tests.fixtures.servers import free_port, serve_app
 from tests.fixtures.tryton import TrytonServer, stop_process
@@ -482,3 +486,73 @@ async def test_two_workers_racing_on_one_reference_leave_one_document(
     assert erp_proxy.stats()["faults"]["latency"] >= 2
     assert documents[0].erp_document_id == documents[1].erp_document_id
     assert await documents_with(direct, upgrade.reference) == 1
+
+
+# --- each adapter call counted by what the proxy made of it ------------------------------
+
+
+def calls(system: str, operation: str, outcome: str) -> float:
+    labels = {"system": system, "operation": operation, "outcome": outcome}
+    return metrics.sample("ledgerbridge_adapter_calls_total", labels)
+
+
+@pytest.mark.parametrize(
+    ("rule", "outcome", "error"),
+    [
+        ({"mode": "rate_limited", "retry_after": 3}, "rate_limited", RateLimitedError),
+        ({"mode": "unavailable"}, "unavailable", TransientError),
+        ({"mode": "drop"}, "lost_answer", TransientError),
+    ],
+)
+async def test_an_erp_call_is_counted_by_what_the_proxy_answered(
+    ledger: TrytonLedger,
+    erp_proxy: FaultProxyHandle,
+    upgrade: LedgerPosting,
+    rule: dict[str, Any],
+    outcome: str,
+    error: type[Exception],
+) -> None:
+    before, ok = calls("erp", CREATE, outcome), calls("erp", CREATE, "ok")
+    erp_proxy.add_rule(**rule, body_contains=f'"{CREATE}"', count=1)
+
+    with pytest.raises(error):
+        await ledger.post_document(upgrade)
+    assert calls("erp", CREATE, outcome) == before + 1
+    assert calls("erp", CREATE, "ok") == ok
+
+    await ledger.post_document(upgrade)  # the retry
+    assert calls("erp", CREATE, "ok") == ok + (0 if outcome == "lost_answer" else 1)
+
+
+async def test_an_erp_answer_held_past_the_timeout_counts_as_a_timeout(
+    tryton_module_server: TrytonServer, erp_proxy: FaultProxyHandle, upgrade: LedgerPosting
+) -> None:
+    before = calls("erp", POST, "timeout")
+    async with tryton_module_server.ledger(url=erp_proxy.url, timeout=1.0) as impatient:
+        await impatient.login()
+        erp_proxy.add_rule("drop", body_contains=f'"{POST}"', hang=30, count=1)
+        try:
+            with pytest.raises(TransientError):
+                await impatient.post_document(upgrade)
+        finally:
+            erp_proxy.clear()
+    assert calls("erp", POST, "timeout") == before + 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome"), [("rate_limited", "rate_limited"), ("unavailable", "unavailable")]
+)
+async def test_a_billing_call_through_the_stripe_sdk_is_counted_by_what_the_proxy_answered(
+    billing_sandbox: BillingSandbox, mode: str, outcome: str
+) -> None:
+    with serve_fault_proxy(billing_sandbox.url) as proxy:
+        async with StripeBilling(proxy.url, billing_sandbox.api_key) as billing:
+            before = calls("billing", "get_customer", outcome)
+            proxy.add_rule(mode, count=1)
+            with pytest.raises(TransientError):
+                await billing.get_customer("cus_metrics_unknown")
+            assert calls("billing", "get_customer", outcome) == before + 1
+            not_found = calls("billing", "get_customer", "not_found")
+            with pytest.raises(NotFoundError):  # the proxy now forwards: billing answers
+                await billing.get_customer("cus_metrics_unknown")
+            assert calls("billing", "get_customer", "not_found") == not_found + 1

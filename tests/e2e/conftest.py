@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from adapters import metrics
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
@@ -53,6 +55,16 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {within} s")
         await asyncio.sleep(0.2)
+
+
+def scrape(url: str) -> metrics.Samples:
+    """A Prometheus endpoint's samples, by name and labels."""
+    answer = httpx.get(url, timeout=10)
+    answer.raise_for_status()
+    return metrics.parse_samples(answer.text)
+
+
+metric = metrics.total
 
 
 @dataclass

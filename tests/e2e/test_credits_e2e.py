@@ -16,7 +16,7 @@ import pytest
 
 from adapters.billing.stripe import StripeBilling
 from canonical import Money
-from tests.e2e.conftest import API_KEYS, SOLD_PRODUCT, Stack, eventually
+from tests.e2e.conftest import API_KEYS, SOLD_PRODUCT, Stack, eventually, metric, scrape
 from tests.fixtures.support import create_ticket_with_credit
 
 pytestmark = pytest.mark.e2e
@@ -122,6 +122,8 @@ async def test_a_credit_asked_on_a_ticket_is_approved_from_the_terminal_and_land
 async def test_a_credit_on_a_settled_invoice_goes_to_finance_who_credits_the_next_invoice(
     stack: Stack, in_process_worker: None
 ) -> None:
+    metrics_url = f"{stack.api_url}/metrics"
+    before = await asyncio.to_thread(scrape, metrics_url)
     cid, _org_id, invoice_id = await subscribed_customer(stack, "e2e-credit-2")
     await stack.driver.pay(invoice_id, idempotency_key="e2e-credit-2/pay")
     case_id = str(create_ticket_with_credit(stack.support, organization_id=None, amount=None)["id"])
@@ -168,6 +170,12 @@ async def test_a_credit_on_a_settled_invoice_goes_to_finance_who_credits_the_nex
 
     inbox = await eventually(in_inbox, "settled-invoice exception in the inbox", 90)
     assert "case_to_credit" in inbox and "8.00 USD" in inbox
+
+    async def exception_gauged() -> bool:  # read from visibility, cached for a few seconds
+        shown = await asyncio.to_thread(scrape, metrics_url)
+        return metric(shown, "ledgerbridge_finance_exceptions_open", process="case_to_credit") > 0
+
+    await eventually(exception_gauged, "the open exception on /metrics", 60)
     shown = await cli(stack, "finance", "show", exception_id)
     assert "already paid" in shown.stdout and "credit the next invoice" in shown.stdout
     decided = await cli(stack, "finance", "decide", exception_id, "compensate",
@@ -185,6 +193,22 @@ async def test_a_credit_on_a_settled_invoice_goes_to_finance_who_credits_the_nex
     assert posted is not None and posted.total == Money.of("8.00", "USD")
     [decision] = stack.adapters.store.audit_entries(exception_id)
     assert (decision.actor, decision.action) == ("test-finance", "exception.compensate")
+
+    # The API's /metrics (the worker runs in this process: one registry) shows the work done.
+    after = await asyncio.to_thread(scrape, metrics_url)
+    posted = "ledgerbridge_erp_documents_posted_total"
+    moved = {
+        (name, tuple(sorted(labels.items()))): metric(after, name, **labels)
+        - metric(before, name, **labels)
+        for name, labels in (
+            (posted, {"process": "amendment_to_erp", "kind": "invoice", "currency": "USD"}),
+            (posted, {"process": "case_to_credit", "kind": "credit_note", "currency": "USD"}),
+            ("ledgerbridge_credits_total", {"outcome": "exception"}),
+            ("ledgerbridge_credits_total", {"outcome": "applied"}),
+        )
+    }
+    assert all(delta >= 1 for delta in moved.values()), moved
+    assert metric(after, "ledgerbridge_billing_event_to_erp_posting_seconds_count") > 0
 
 
 def test_credit_requests_that_can_never_be_granted_are_refused_and_start_nothing(

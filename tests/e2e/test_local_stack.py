@@ -93,6 +93,17 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     assert "approved by local-finance (finance)" in demo.stdout
     assert "exception/credit/" in demo.stdout and "compensate by local-finance" in demo.stdout
     assert " 0 unexplained" in demo.stdout
+    # /metrics of the API and the worker, scraped before the stack stopped.
+    shown = re.search(
+        r"metrics: (\d+) ERP documents posted \((\d+) invoices, (\d+) credit notes\); "
+        r"credits: (\d+) applied, (\d+) sent to finance as an exception",
+        demo.stdout,
+    )
+    assert shown is not None, demo.stdout
+    posted, invoices, credit_notes, applied, exceptions = map(int, shown.groups())
+    assert invoices >= 1 and credit_notes >= 1 and posted >= invoices + credit_notes
+    assert applied >= 2 and exceptions == 1  # the approved credit, the one after finance's decision
+    assert re.search(r"scrape them: http://\S+/metrics, http://\S+/metrics", demo.stdout)
     for component in COMPONENTS:
         assert f"{component}: ready, listening on" in demo.stdout
         assert f"{component}: stopped" in demo.stdout

@@ -131,6 +131,17 @@ async def record_ledger_payments(env: WorkflowEnvironment) -> None:
              await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
+async def record_ledger_event_time(env: WorkflowEnvironment) -> None:
+    """One invoice posted and journaled with billing's event time (journal-billing-event-time)."""
+    world = FakeWorld()
+    world.documents["in_1"] = invoice("in_1", "10.00", minute=1)
+    async with running(env.client, "replay-time.", world):
+        workflow_id = await deliver(env.client, "replay-time.", event("evt_1", "in_1", 1))
+        await until(lambda: len(world.journal) == 1, env, "one posting journaled")
+        save("subscription_ledger_journal_event_time",
+             await env.client.get_workflow_handle(workflow_id).fetch_history())  # fmt: skip
+
+
 async def record_pending_refunds(env: WorkflowEnvironment) -> None:
     """Two refunds billing holds pending (pending-refunds-read-again): the customer's ledger
     reads their charge again on its timer; one succeeds (posted), the other fails (nothing)."""
@@ -367,6 +378,7 @@ RECORDERS = {
     "account_sync": record_account_sync,
     "subscription_ledger": record_subscription_ledger,
     "ledger_payments": record_ledger_payments,
+    "ledger_event_time": record_ledger_event_time,
     "pending_refunds": record_pending_refunds,
     "rejections_journaled": record_rejections_journaled,
     "credit_note_money": record_credit_note_money,
