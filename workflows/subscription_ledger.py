@@ -146,6 +146,16 @@ OUT_OF_BAND_PATCH = "credit-note-out-of-band"
 MAPPING_CURRENCIES_PATCH = "mapping-currencies"
 # Runs since keep the events carried over continue-as-new; runs before dropped them as seen.
 CARRY_PENDING_PATCH = "carry-pending-events"
+# Runs since close the whole of a document finance rejected: its money (an invoice's paid
+# payments, a credit note's out-of-band payout) is journaled rejected under the same exception,
+# at the decision and whenever the document is looked at again, and nothing is posted on it.
+REJECTED_CLOSES_PATCH = "rejected-document-closes-its-money"
+# Runs since still pay out what a credit note gives back out of band once finance posted the
+# credit note itself by hand (`resolve_manually`): that money is billing's, not finance's.
+MANUAL_OUT_OF_BAND_PATCH = "manual-credit-note-pays-out-of-band"
+# Runs since count the pending limit from each refund's own start and report every refund
+# past it; runs before counted from the charge's first pending refund and reported one.
+PENDING_PER_REFUND_PATCH = "pending-since-per-refund"
 MONEY_KINDS = ("payment", "refund")
 # Refund states that may still become `succeeded` (then posted) or `failed`/`canceled`.
 REFUND_STILL_OPEN = ("pending", "requires_action")
@@ -195,6 +205,8 @@ class SubscriptionLedgerWorkflow:
         self._current_invoice: str | None = None
         self._current_details: dict[str, Any] = {}
         self._manual_journal: list[tuple[str, str, str, Money]] = []
+        # Documents finance's decision covers besides the current one (refunds pending too long).
+        self._decided_with: list[str] = []
         self._input: SubscriptionLedgerInput | None = None
         self._refresh_requested = False
         # Charges whose refunds billing holds pending, by charge id.
@@ -315,6 +327,8 @@ class SubscriptionLedgerWorkflow:
             # with, also when a later invoice looks back at it.
             if failed_document:
                 self._settle(failed_document)
+                for also_decided in self._decided_with:
+                    self._settle(also_decided)
                 if workflow.patched(GO_ON_AFTER_DECISION_PATCH):
                     # The rest the event brings (the invoice after an earlier one, the other
                     # payments of an invoice, other refunds) is still to be posted.
@@ -329,6 +343,7 @@ class SubscriptionLedgerWorkflow:
         self._current_invoice = None
         self._current_details = {}
         self._manual_journal = []
+        self._decided_with = []
         if event.object_kind == "charge":
             self._current_kind = "refund"
             self._set_status("posting", f"Posting the refunds of charge {event.object_id}")
@@ -351,7 +366,10 @@ class SubscriptionLedgerWorkflow:
         await self._apply_document(document, event)
 
     async def _apply_document(self, document: BillingDocument, event: BillingEventRef) -> None:
-        if document.document_id in self._settled and not self._healing(event):
+        settled = document.document_id in self._settled
+        if (settled or self._healing(event)) and await self._closed_by_finance(document, event):
+            return
+        if settled and not self._healing(event):
             return
         self._current_document = document.document_id
         self._current_kind = document.kind
@@ -391,6 +409,51 @@ class SubscriptionLedgerWorkflow:
                 self._settle(document.document_id)
         elif document.status == "paid":
             self._settle(document.document_id)
+
+    async def _closed_by_finance(self, document: BillingDocument, event: BillingEventRef) -> bool:
+        """A document finance decided on, looked at again (a heal, a later payment event):
+        rejected, its money is journaled rejected too and nothing is posted (True); posted by
+        hand, a credit note's out-of-band payout still goes out (False: the rest goes on)."""
+        rejects = workflow.patched(REJECTED_CLOSES_PATCH)
+        pays_out = document.kind == "credit_note" and workflow.patched(MANUAL_OUT_OF_BAND_PATCH)
+        if not required_postings(document) or not (rejects or pays_out):
+            return False
+        entry = await self._journaled(document.document_id)
+        if entry is None:
+            return False
+        if rejects and entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX):
+            self._current_document, self._current_kind = document.document_id, document.kind
+            for reference, document_type, customer_id, amount in await self._money_of(document):
+                if await self._journaled(reference) is None:
+                    await self._journal_entry(
+                        reference, document_type, customer_id, amount,
+                        entry.erp_document_id, None, event,
+                    )  # fmt: skip
+            if document.document_id not in self._settled:
+                self._settle(document.document_id)
+            return True
+        manual = entry.erp_document_id.startswith(MANUAL_POSTING_PREFIX)
+        if pays_out and manual and document.status != "void":
+            await self._pay_out_of_band(document, event)
+        return False
+
+    async def _money_of(self, document: BillingDocument) -> list[tuple[str, str, str, Money]]:
+        """The money that moved on a document, as journal entries (reference, document type,
+        customer, amount): an invoice's paid payments, a credit note's out-of-band payout."""
+        if document.kind == "credit_note":
+            payout = out_of_band_payout(document)
+            if payout is None:
+                return []
+            return [(payout.reference, payout.kind, payout.customer_id, payout.amount)]
+        payments = await call_system(
+            BillingPaymentActivities.fetch_invoice_payments,
+            InvoicePaymentsInput(invoice_id=document.document_id),
+        )
+        return [
+            (p.payment_id, "payment", p.customer_id, p.amount)
+            for p in payments
+            if p.status == "paid" and p.amount.amount > 0
+        ]
 
     async def _reversing_refund_credits(
         self, credit_note: BillingDocument, postings: list[LedgerPosting]
@@ -532,6 +595,9 @@ class SubscriptionLedgerWorkflow:
                 next_look=now + REFUND_LOOK_FIRST,
                 delay_seconds=int((REFUND_LOOK_FIRST * 2).total_seconds()),
             )  # fmt: skip
+        if workflow.patched(PENDING_PER_REFUND_PATCH):
+            self._watch_each_refund(watch, still_open, now)
+            return
         waited = now - watch.since
         if waited >= REFUND_PENDING_LIMIT:
             refund = still_open[0]
@@ -551,6 +617,56 @@ class SubscriptionLedgerWorkflow:
             "charge %s: refund(s) %s pending in billing; read again at %s",
             charge_id, ", ".join(r.refund_id for r in still_open), watch.next_look,
         )  # fmt: skip
+
+    def _watch_each_refund(
+        self, watch: PendingRefundWatch, still_open: list[Refund], now: datetime
+    ) -> None:
+        """Each refund counts from its own start; every one past what Stripe allows goes to
+        finance in one exception (`retry` waits again for them, the others keep their time)."""
+        since = {r.refund_id: watch.pending_since(r.refund_id, now) for r in still_open}
+        overdue = [r for r in still_open if now - since[r.refund_id] >= REFUND_PENDING_LIMIT]
+        waiting = [r.refund_id for r in still_open if r not in overdue]
+        self._refund_watches[watch.charge_id] = watch.model_copy(
+            update={
+                "refund_ids": waiting,
+                "refund_since": {refund_id: since[refund_id] for refund_id in waiting},
+            }
+        )
+        if not overdue:
+            workflow.logger.info(
+                "charge %s: refund(s) %s pending in billing; read again at %s",
+                watch.charge_id, ", ".join(waiting), watch.next_look,
+            )  # fmt: skip
+            return
+        if not waiting:
+            del self._refund_watches[watch.charge_id]
+        first = overdue[0]
+        self._working_on(first, first.invoice_id, refund_references(first))
+        self._manual_journal = [
+            (reference, document_type, r.customer_id, r.amount)
+            for r in overdue
+            for reference, document_type in refund_references(r)
+        ]
+        self._current_amount = Money(
+            amount=sum((r.amount.amount for r in overdue), Decimal(0)),
+            currency=first.amount.currency,
+        )
+        self._current_details = {"refunds": [r.model_dump(mode="json") for r in overdue]}
+        self._decided_with = [r.refund_id for r in overdue[1:]]
+        told = "; ".join(
+            f"refund {r.refund_id} ({r.amount}) {r.status} for "
+            f"{(now - since[r.refund_id]).days} days" for r in overdue
+        )  # fmt: skip
+        raise StepFailed(
+            "await_refund_outcome",
+            "RefundStillPending",
+            f"charge {watch.charge_id}: {told} in billing, longer than Stripe holds a pending "
+            "refund",
+            {
+                **self._current_details,
+                "pending_since": {r.refund_id: since[r.refund_id].isoformat() for r in overdue},
+            },
+        )
 
     def _look_again_at_pending_refunds(self) -> None:
         """Queue a read of each charge whose look is due (deduplicated by its event id)."""
@@ -948,6 +1064,8 @@ class SubscriptionLedgerWorkflow:
             entries = [
                 (p.reference, p.kind, p.customer_id, p.total) for p in required_postings(document)
             ]
+            if workflow.patched(REJECTED_CLOSES_PATCH):
+                entries += await self._money_rejected_with(document)
         else:
             return
         for reference, document_type, customer_id, amount in entries:
@@ -955,6 +1073,20 @@ class SubscriptionLedgerWorkflow:
                 await self._journal_entry(
                     reference, document_type, customer_id, amount, rejected, None, event
                 )
+
+    async def _money_rejected_with(
+        self, document: BillingDocument
+    ) -> list[tuple[str, str, str, Money]]:
+        """The document's money, rejected with it (a `check_payments` finance rejected too);
+        when billing cannot say now, the next look at the document journals it."""
+        try:
+            return await self._money_of(document)
+        except StepFailed as failure:
+            workflow.logger.info(
+                "rejected %s: its payments are journaled on the next look (%s)",
+                document.document_id, failure.message,
+            )  # fmt: skip
+            return []
 
     async def _journal(
         self,
