@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest_asyncio
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from canonical.ledger import (
@@ -133,28 +135,36 @@ async def test_a_rejected_check_of_an_invoices_payments_journals_them_rejected(
     assert world.erp_order == ["in_d"] and world.payment_calls == 0
 
 
+async def credit_note_posted_by_hand(
+    env: WorkflowEnvironment, world: CreditingWorld, queue_prefix: str
+) -> str:
+    """A credit note giving 25.00 back out of band meets a closed ERP period; finance books it
+    by hand (under billing's reference) and says so: the customer's ledger id."""
+    world.paid_by_card("in_o", "100.00")
+    cn = credit_note("cn_o", "40.00", "in_o", out_of_band_amount=usd("25.00"))
+    world.documents["cn_o"] = cn
+    await world.posted_with_its_payment(env, queue_prefix, "in_o")
+    world.period_open = False
+    ledger = await deliver_to_customer_ledger(
+        env.client, queue_prefix, event("evt_cn", "cn_o", 400, kind="credit_note")
+    )
+    exception = await exception_handle(env, ledger)
+    world.period_open = True
+    world.post(required_postings(cn)[0])
+    await exception.execute_update(
+        FinanceExceptionWorkflow.decide,
+        decision("resolve_manually", manual_erp_number="CN-HAND-1"),
+    )
+    await until(lambda: "cn_o/out_of_band" in world.journal, env, "paid out out of band")
+    return ledger
+
+
 async def test_a_credit_note_finance_posted_by_hand_still_pays_out_what_it_gave_back_out_of_band(
     own_time: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, world = own_time, CreditingWorld()
-    world.paid_by_card("in_o", "100.00")
-    cn = credit_note("cn_o", "40.00", "in_o", out_of_band_amount=usd("25.00"))
-    world.documents["cn_o"] = cn
     async with running(env.client, queue_prefix, world):
-        await world.posted_with_its_payment(env, queue_prefix, "in_o")
-        world.period_open = False
-        ledger = await deliver_to_customer_ledger(
-            env.client, queue_prefix, event("evt_cn", "cn_o", 400, kind="credit_note")
-        )
-        exception = await exception_handle(env, ledger)
-        # Finance books the credit note by hand, under billing's reference, and says so.
-        world.period_open = True
-        world.post(required_postings(cn)[0])
-        await exception.execute_update(
-            FinanceExceptionWorkflow.decide,
-            decision("resolve_manually", manual_erp_number="CN-HAND-1"),
-        )
-        await until(lambda: "cn_o/out_of_band" in world.journal, env, "paid out out of band")
+        await credit_note_posted_by_hand(env, world, queue_prefix)
     assert world.journal["cn_o"].erp_document_id == MANUAL_POSTING_PREFIX + "CN-HAND-1"
     payout = world.erp_payment_postings["cn_o/out_of_band"]
     assert (payout.applies_to, payout.amount, payout.method) == (
@@ -162,9 +172,10 @@ async def test_a_credit_note_finance_posted_by_hand_still_pays_out_what_it_gave_
         usd("25.00"),
         "out_of_band",
     )
-    assert world.journal["cn_o/out_of_band"].erp_number == world.erp_payments[
-        "cn_o/out_of_band"
-    ].erp_number
+    assert (
+        world.journal["cn_o/out_of_band"].erp_number
+        == world.erp_payments["cn_o/out_of_band"].erp_number
+    )
 
 
 async def test_a_refund_pending_since_later_is_not_held_to_the_first_refunds_start(
@@ -196,16 +207,23 @@ async def test_a_refund_pending_since_later_is_not_held_to_the_first_refunds_sta
     assert "re_g2" not in world.journal and "re_g2/payout" not in world.journal
 
 
+async def two_refunds_past_the_limit(
+    env: WorkflowEnvironment, world: FakeWorld, queue_prefix: str, tag: str
+) -> tuple[str, WorkflowHandle[Any, Any]]:
+    """Two refunds of one charge pending past Stripe's limit: (ledger id, its exception)."""
+    paid = paid_and_refunded(world, tag, "100.00", "10.00")
+    world.refunds[f"ch_inpay_{tag}"].append(pending_refund(f"re_{tag}2", paid, "15.00"))
+    ledger = await refund_seen_pending(env, world, queue_prefix, tag)
+    await env.sleep(timedelta(days=47))
+    return ledger, await exception_handle(env, ledger)
+
+
 async def test_every_refund_past_the_pending_limit_is_reported_and_decided_together(
     own_time: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, world = own_time, FakeWorld()
-    paid = paid_and_refunded(world, "e", "100.00", "10.00")
-    world.refunds["ch_inpay_e"].append(pending_refund("re_e2", paid, "15.00"))
     async with running(env.client, queue_prefix, world):
-        ledger = await refund_seen_pending(env, world, queue_prefix, "e")
-        await env.sleep(timedelta(days=47))
-        exception = await exception_handle(env, ledger)
+        ledger, exception = await two_refunds_past_the_limit(env, world, queue_prefix, "e")
         state: FinanceExceptionState = await exception.query(FinanceExceptionWorkflow.state)
         assert "re_e " in state.context.error_message
         assert "re_e2 " in state.context.error_message
