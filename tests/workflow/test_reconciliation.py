@@ -267,7 +267,8 @@ class LedgerStandIn:
 
 
 class BillingForHealing:
-    """Billing as healing reads it: the invoice a payment paid, the refund of a charge."""
+    """Billing as healing reads it: the invoice a payment paid, the refund of a charge, a
+    credit note that gave money back out of band."""
 
     def __init__(self, suffix: str) -> None:
         self.subscription_id = f"sub_{suffix}"
@@ -277,6 +278,11 @@ class BillingForHealing:
         return document(line("l1", "30.00"), document_id=invoice_id, status="paid",
                         subscription_id=self.subscription_id,
                         customer_id=self.customer_id)  # fmt: skip
+
+    async def get_credit_note(self, credit_note_id: str) -> BillingDocument:
+        return document(line("l1", "30.00"), document_id=credit_note_id, kind="credit_note",
+                        status="issued", subscription_id=None, customer_id=self.customer_id,
+                        out_of_band_amount=Money.of("30.00", "USD"))  # fmt: skip
 
     async def get_refund(self, refund_id: str) -> Refund:
         return Refund(
@@ -289,12 +295,14 @@ async def test_a_missing_payment_and_refund_are_healed_by_replaying_their_billin
     dev_server_env: WorkflowEnvironment, queue_prefix: str, tmp_path: Path
 ) -> None:
     """The real healing activity: a missing payment feeds its invoice's payment event to the
-    subscription's ledger, a missing refund its charge's refund event to the customer's."""
+    subscription's ledger, a missing refund its charge's refund event to the customer's, and
+    a missing out-of-band payout its credit note to the customer's."""
     client, suffix = dev_server_env.client, uuid.uuid4().hex[:10]
     billing = BillingForHealing(suffix)
     found = [
         finding(1, "payment_missing_in_erp", "inpay_1", "payment", "in_7"),
         finding(2, "refund_missing_in_erp", "re_2/payout", "refund", "re_2"),
+        finding(3, "refund_missing_in_erp", "cn_3/out_of_band", "refund", "cn_3"),
     ]
     found = [f.model_copy(update={"customer_id": billing.customer_id}) for f in found]
     store = IntegrationStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
@@ -318,14 +326,17 @@ async def test_a_missing_payment_and_refund_are_healed_by_replaying_their_billin
             await ledger.terminate("test over")
     store.dispose()
 
-    assert (result.healed, result.unexplained, result.exceptions_opened) == (2, 0, [])
-    assert fake.outcomes == {1: "healed", 2: "healed"}
+    assert (result.healed, result.unexplained, result.exceptions_opened) == (3, 0, [])
+    assert fake.outcomes == {1: "healed", 2: "healed", 3: "healed"}
     [payment_event] = paid
     assert (payment_event.event_type, payment_event.object_kind, payment_event.object_id) == (
         "invoice.paid", "invoice", "in_7",
     )  # fmt: skip
     assert payment_event.event_id == f"recon:{result.run_id}:in_7:paid"
-    [refund_event] = refunded
+    [refund_event] = [e for e in refunded if e.object_kind == "charge"]
+    [credit_note_event] = [e for e in refunded if e.object_kind != "charge"]
+    assert (credit_note_event.object_kind, credit_note_event.object_id) == ("credit_note", "cn_3")
+    assert credit_note_event.event_id == f"recon:{result.run_id}:cn_3"
     assert (refund_event.event_type, refund_event.object_kind, refund_event.object_id) == (
         "charge.refunded", "charge", "ch_9",
     )  # fmt: skip
