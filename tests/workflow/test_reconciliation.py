@@ -473,3 +473,57 @@ async def test_the_loaders_find_a_missing_payout_and_tax_the_erp_books_otherwise
 ) -> None:
     found = await load_and_classify(tmp_path, BooksLedger(erp_vat="19.99", payout=False))
     assert found == {"matched": 3, "refund_missing_in_erp": 1, "tax_differs": 1}
+
+
+class OutOfBandBilling(BooksBilling):
+    """The books, and a credit note of 10.00 on the invoice, given back out of band."""
+
+    async def credit_note_page(self, *_: Any) -> BillingDocumentPage:
+        ten = Money.of("10.00", "EUR")
+        return BillingDocumentPage(documents=[document(
+            line("l1", "10.00").model_copy(update={"amount": ten, "unit_amount": ten}),
+            document_id="cn_eur", kind="credit_note", status="issued", currency="EUR",
+            subtotal=ten, tax=Money.of("0", "EUR"), total=ten, invoice_id="in_eur",
+            out_of_band_amount=ten,
+        )])  # fmt: skip
+
+
+class OutOfBandLedger(BooksLedger):
+    """The ERP's books with the credit note, and (`paid_out`) its out-of-band payout."""
+
+    def __init__(self, paid_out: bool) -> None:
+        super().__init__()
+        self.paid_out = paid_out
+
+    async def document_page(self, *_: Any) -> LedgerDocumentPage:
+        page = await super().document_page()
+        page.documents.append(LedgerDocument(
+            erp_document_id="3", reference="cn_eur", kind="credit_note", number="N3",
+            total=Money.of("10.00", "EUR"), state="posted", customer_id="cus_1",
+            document_date=FINALIZED.date(), taxes={},
+        ))  # fmt: skip
+        return page
+
+    async def payment_page(self, *_: Any) -> LedgerPaymentPage:
+        page = await super().payment_page()
+        if self.paid_out:
+            page.payments.append(LedgerPayment(
+                erp_document_id="3", reference="cn_eur/out_of_band", kind="refund",
+                amount=Money.of("10.00", "EUR"), applies_to="cn_eur", customer_id="cus_1",
+                payment_date=FINALIZED.date(), state="posted",
+            ))  # fmt: skip
+        return page
+
+
+async def test_the_loaders_expect_a_credit_notes_out_of_band_payout_and_find_it_missing(
+    tmp_path: Path,
+) -> None:
+    """Money a credit note gave back out of band is expected in the ERP, applied to the
+    credit note: found when it is there, a refund missing in the ERP (healable) when not."""
+    (tmp_path / "paid").mkdir()
+    (tmp_path / "lost").mkdir()
+    paid = await load_and_classify(tmp_path / "paid", OutOfBandLedger(True), OutOfBandBilling())
+    lost = await load_and_classify(tmp_path / "lost", OutOfBandLedger(False), OutOfBandBilling())
+    # (no support ticket names the credit note: reported as ever)
+    assert paid == {"matched": 6, "credit_without_ticket": 1}
+    assert lost == {"matched": 5, "refund_missing_in_erp": 1, "credit_without_ticket": 1}
