@@ -28,7 +28,11 @@ currencies are booked.
 What finance decides is journaled, so that no later look (a retry, reconciliation's healing,
 a refund waiting for the payment it gives back) posts it again: `resolve_manually` under the
 ERP number finance gives, `reject` under the exception's id and no ERP number. A refund of a
-payment finance rejected is not paid out on nothing: it is finance's too.
+payment finance rejected is not paid out on nothing: it is finance's too. A rejected document
+closes with its money: its paid payments (a credit note: its out-of-band payout) are journaled
+rejected under the same exception, then and whenever the document is looked at again. A credit
+note finance posted by hand still pays out what it gave back out of band: that is billing's
+money, not the document finance posted.
 """
 
 from __future__ import annotations
