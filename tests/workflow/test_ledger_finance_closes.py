@@ -8,11 +8,9 @@ Each test has a time-skipping server of its own (some sleep for weeks)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest_asyncio
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,7 +19,7 @@ from canonical.ledger import (
     REJECTED_POSTING_PREFIX,
     required_postings,
 )
-from tests.fixtures.temporal import time_skipping_server
+from tests.workflow import test_ledger_refund_states
 from tests.workflow.test_credit_note_money import CreditingWorld, credit_note
 from tests.workflow.test_ledger_refund_states import (
     ledger_status,
@@ -45,11 +43,7 @@ from tests.workflow.test_subscription_ledger import (
 )
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 
-
-@pytest_asyncio.fixture
-async def own_time() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_server() as env:
-        yield env
+own_time = test_ledger_refund_states.own_time  # the fixture: a time-skipping server of its own
 
 
 async def reject_paid_invoice(
