@@ -642,8 +642,8 @@ class SubscriptionLedgerWorkflow:
                 watch.charge_id, ", ".join(waiting), watch.next_look,
             )  # fmt: skip
             return
-        if not waiting:
-            del self._refund_watches[watch.charge_id]
+        # The watch stays (its looks count names the next read): after `reject` the next read
+        # finds nothing open and ends it; after `retry` it watches them again.
         first = overdue[0]
         self._working_on(first, first.invoice_id, refund_references(first))
         self._manual_journal = [

@@ -25,6 +25,7 @@ from tests.workflow.test_ledger_refund_states import (
     ledger_status,
     paid_and_refunded,
     pending_refund,
+    refund_becomes,
     refund_seen_pending,
 )
 from tests.workflow.test_subscription_ledger import (
@@ -230,3 +231,22 @@ async def test_every_refund_past_the_pending_limit_is_reported_and_decided_toget
         assert world.journal[reference].erp_document_id == REJECTED_POSTING_PREFIX + exception.id
     assert status.pending_refunds == [] and status.blocked_by is None  # no second exception
     assert world.erp_order == ["in_e", "inpay_e"]
+
+
+async def test_after_retry_a_refund_past_the_limit_is_read_again_and_posted_once_it_succeeds(
+    own_time: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = own_time, FakeWorld()
+    paid_and_refunded(world, "r", "60.00", "12.00")
+    async with running(env.client, queue_prefix, world):
+        ledger = await refund_seen_pending(env, world, queue_prefix, "r")
+        await env.sleep(timedelta(days=47))
+        exception = await exception_handle(env, ledger)
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
+        await env.sleep(timedelta(hours=1))
+        assert (await ledger_status(env, ledger)).blocked_by is None  # waiting again, anew
+        refund_becomes(world, "ch_inpay_r", "succeeded")
+        # Read again within the day (the charge's reads go on counting, none dropped as seen).
+        await until(lambda: "re_r/payout" in world.journal, env, "refund paid out",
+                    step=timedelta(hours=2))  # fmt: skip
+    assert world.erp_order == ["in_r", "inpay_r", "re_r", "re_r/payout"]
