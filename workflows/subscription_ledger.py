@@ -533,9 +533,13 @@ class SubscriptionLedgerWorkflow:
             BillingPaymentActivities.fetch_invoice_payments,
             InvoicePaymentsInput(invoice_id=invoice.document_id),
         )
+        violations = check_payments(invoice, payments)
+        if violations and await self._each_journaled(payments):
+            # Finance decided on them (a `check_payments` it rejected): nothing left to post.
+            return True
         self._refuse_if(
             "check_payments",
-            check_payments(invoice, payments),
+            violations,
             {"payments": [p.model_dump(mode="json") for p in payments]},
         )
         in_erp = Decimal(0)
@@ -552,6 +556,17 @@ class SubscriptionLedgerWorkflow:
                 invoice.document_id, paid, in_erp,
             )  # fmt: skip
         return in_erp >= paid
+
+    async def _each_journaled(self, payments: list[Payment]) -> bool:
+        """Every paid payment is journaled already (posted, or decided by finance). False for
+        runs from before REJECTED_CLOSES_PATCH."""
+        paid = [p for p in payments if p.status == "paid" and p.amount.amount > 0]
+        if not paid or not workflow.patched(REJECTED_CLOSES_PATCH):
+            return False
+        for payment in paid:
+            if await self._journaled(payment.payment_id) is None:
+                return False
+        return True
 
     async def _apply_refunds(self, event: BillingEventRef) -> None:
         """Post the charge's succeeded refunds not yet in the ERP, oldest first; remember

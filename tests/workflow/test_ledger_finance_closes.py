@@ -125,6 +125,11 @@ async def test_a_rejected_check_of_an_invoices_payments_journals_them_rejected(
         )
         await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
         await until(lambda: "inpay_d" in world.journal, env, "payment journaled rejected")
+        # A heal (or a later event) of the invoice: finance decided; no second exception.
+        await deliver(env.client, queue_prefix, paid_event("recon:run-1:in_d:paid", "in_d", 100))
+        await env.sleep(timedelta(minutes=5))
+        status = await ledger_status(env, ledger)
+    assert (status.status, status.blocked_by) == ("waiting", None)
     assert world.journal["in_d"].erp_document_id != REJECTED_POSTING_PREFIX + exception.id
     assert world.journal["inpay_d"].erp_document_id == REJECTED_POSTING_PREFIX + exception.id
     assert world.erp_order == ["in_d"] and world.payment_calls == 0
