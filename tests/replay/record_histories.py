@@ -32,6 +32,7 @@ from tests.workflow.test_credit_note_money import CreditingWorld, credit_note, l
 from tests.workflow.test_ledger_finance_closes import (
     credit_note_posted_by_hand,
     reject_paid_invoice,
+    reject_undated_payment,
     two_refunds_past_the_limit,
 )
 from tests.workflow.test_ledger_refund_states import (
@@ -183,12 +184,14 @@ async def record_rejections_journaled(env: WorkflowEnvironment) -> None:
 
 async def record_rejected_closes(env: WorkflowEnvironment) -> None:
     """A paid invoice finance rejects: its payment is journaled rejected with it, and a heal
-    then journals and posts nothing (rejected-document-closes-its-money)."""
+    then journals and posts nothing; then a rejected `check_payments` of another invoice,
+    healed without a new exception (rejected-document-closes-its-money)."""
     world = FakeWorld()
     async with running(env.client, "replay-rjc.", world):
         ledger, _ = await reject_paid_invoice(env, world, "replay-rjc.", "rc")
         await deliver(env.client, "replay-rjc.", paid_event("recon:run-1:in_rc", "in_rc", 100))
         await env.sleep(timedelta(minutes=5))
+        await reject_undated_payment(env, world, "replay-rjc.", "rd")
         save("subscription_ledger_rejected_closes",
              await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
 

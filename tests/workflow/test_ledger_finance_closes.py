@@ -108,30 +108,38 @@ async def test_a_payment_made_after_finance_rejected_its_invoice_is_journaled_re
     assert world.payment_calls == 0 and world.erp_payments == {}
 
 
-async def test_a_rejected_check_of_an_invoices_payments_journals_them_rejected(
+async def reject_undated_payment(
+    env: WorkflowEnvironment, world: FakeWorld, queue_prefix: str, tag: str
+) -> tuple[str, str]:
+    """An invoice posted whose payment billing lists paid without a date: `check_payments`
+    refuses it, finance rejects that, then the invoice is healed: (ledger, exception id)."""
+    undated = payment(f"inpay_{tag}", f"in_{tag}", "40.00").model_copy(update={"paid_at": None})
+    world.payments[f"in_{tag}"] = [undated]
+    world.documents[f"in_{tag}"] = paid_invoice(f"in_{tag}", "40.00", undated)
+    ledger = await deliver(
+        env.client, queue_prefix, paid_event(f"evt_paid_{tag}", f"in_{tag}", 200)
+    )
+    exception = await exception_handle(env, ledger)
+    state: FinanceExceptionState = await exception.query(FinanceExceptionWorkflow.state)
+    assert (state.context.step, state.context.error_type) == ("check_payments", "PolicyViolation")
+    await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+    await until(lambda: f"inpay_{tag}" in world.journal, env, "payment journaled rejected")
+    healed = paid_event(f"recon:run-1:in_{tag}:paid", f"in_{tag}", 100)
+    await deliver(env.client, queue_prefix, healed)
+    await env.sleep(timedelta(minutes=5))
+    return ledger, exception.id
+
+
+async def test_a_rejected_check_of_an_invoices_payments_journals_them_and_a_heal_asks_nothing(
     own_time: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     env, world = own_time, FakeWorld()
-    undated = payment("inpay_d", "in_d", "40.00").model_copy(update={"paid_at": None})
-    world.payments["in_d"] = [undated]
-    world.documents["in_d"] = paid_invoice("in_d", "40.00", undated)
     async with running(env.client, queue_prefix, world):
-        ledger = await deliver(env.client, queue_prefix, paid_event("evt_paid", "in_d", 100))
-        exception = await exception_handle(env, ledger)
-        state: FinanceExceptionState = await exception.query(FinanceExceptionWorkflow.state)
-        assert (state.context.step, state.context.error_type) == (
-            "check_payments",
-            "PolicyViolation",
-        )
-        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
-        await until(lambda: "inpay_d" in world.journal, env, "payment journaled rejected")
-        # A heal (or a later event) of the invoice: finance decided; no second exception.
-        await deliver(env.client, queue_prefix, paid_event("recon:run-1:in_d:paid", "in_d", 100))
-        await env.sleep(timedelta(minutes=5))
+        ledger, exception_id = await reject_undated_payment(env, world, queue_prefix, "d")
         status = await ledger_status(env, ledger)
-    assert (status.status, status.blocked_by) == ("waiting", None)
-    assert world.journal["in_d"].erp_document_id != REJECTED_POSTING_PREFIX + exception.id
-    assert world.journal["inpay_d"].erp_document_id == REJECTED_POSTING_PREFIX + exception.id
+    assert (status.status, status.blocked_by) == ("waiting", None)  # no second exception
+    assert world.journal["in_d"].erp_document_id != REJECTED_POSTING_PREFIX + exception_id
+    assert world.journal["inpay_d"].erp_document_id == REJECTED_POSTING_PREFIX + exception_id
     assert world.erp_order == ["in_d"] and world.payment_calls == 0
 
 
