@@ -644,7 +644,9 @@ class SubscriptionLedgerWorkflow:
         finance in one exception (`retry` waits again for them, the others keep their time)."""
         since = {r.refund_id: watch.pending_since(r.refund_id, now) for r in still_open}
         overdue = [r for r in still_open if now - since[r.refund_id] >= REFUND_PENDING_LIMIT]
-        waiting = [r.refund_id for r in still_open if r not in overdue]
+        waiting = [
+            r.refund_id for r in still_open if now - since[r.refund_id] < REFUND_PENDING_LIMIT
+        ]
         self._refund_watches[watch.charge_id] = watch.model_copy(
             update={
                 "refund_ids": waiting,
