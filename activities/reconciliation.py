@@ -43,6 +43,7 @@ from canonical.ledger import (
     ledger_workflow_id,
     linked_part,
     linked_payout_reference,
+    out_of_band_payout,
     required_postings,
 )
 from canonical.mapping import FinanceMapping
@@ -175,6 +176,25 @@ def expected_payments(payments: list[Payment]) -> list[ExpectedPayment]:
         )
         for p in payments
         if p.status == "paid" and p.amount.amount > 0
+    ]
+
+
+def expected_out_of_band(document: BillingDocument) -> list[ExpectedPayment]:
+    """What a credit note gives back outside billing: paid out on the credit note's ERP
+    document (`cn_…/out_of_band`), whoever posted the credit note itself."""
+    payout = out_of_band_payout(document)
+    if payout is None or document.status == "void":
+        return []
+    return [
+        ExpectedPayment(
+            reference=payout.reference,
+            kind=payout.kind,
+            customer_id=payout.customer_id,
+            currency=payout.amount.currency,
+            amount=payout.amount.amount,
+            applies_to=document.document_id,
+            billing_document_id=document.document_id,
+        )
     ]
 
 
@@ -425,6 +445,8 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             )
         rows = [row for document in page.documents for row in expected_postings(document)]
         self._recon.add_expected(request.run_id, rows)
+        money = [row for document in page.documents for row in expected_out_of_band(document)]
+        self._recon.add_expected_payments(request.run_id, money)
         mapping = self._current_mapping()
         taxes = [tax for document in page.documents for tax in billing_taxes(document, mapping)]
         self._recon.add_taxes(request.run_id, taxes)
@@ -533,8 +555,11 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         document_id = finding.billing_document_id or ""
         if finding.kind == "payment":
             return await self._replay_invoice_payments(request, document_id)
-        if finding.kind == "refund" or document_id.startswith("re_"):
+        if document_id.startswith("re_") or (
+            finding.kind == "refund" and not document_id.startswith("cn_")
+        ):
             return await self._replay_refund(request, document_id)
+        # A credit note's out-of-band payout (a refund on the credit note) replays the credit note.
         if not document_id.startswith(("in_", "cn_")):
             return HealOutcome(healed=False, detail="only invoices and credit notes replay")
         with adapter_errors_as_application_errors():

@@ -113,6 +113,17 @@ class PendingRefundWatch(BaseModel):
     next_look: datetime
     delay_seconds: int = Field(description="the wait before the look after next_look")
     looks: int = 0
+    # Each refund's own start: a refund that starts pending while the charge is watched has
+    # waited only since then. Watches from before hold none: their refunds count from `since`.
+    refund_since: dict[str, datetime] = Field(
+        default_factory=dict, description="when the ledger first found each refund pending"
+    )
+
+    def pending_since(self, refund_id: str, now: datetime) -> datetime:
+        """When `refund_id` started pending as far as this watch knows; `now` if it is new."""
+        if refund_id in self.refund_since:
+            return self.refund_since[refund_id]
+        return self.since if refund_id in self.refund_ids else now
 
 
 class SubscriptionLedgerInput(BaseModel):

@@ -30,7 +30,11 @@ finance's mapping in the ERP activity, which alone says which currencies are boo
 What finance decides is journaled, so that no later look (a retry, reconciliation's healing,
 a refund waiting for the payment it gives back) posts it again: `resolve_manually` under the
 ERP number finance gives, `reject` under the exception's id and no ERP number. A refund of a
-payment finance rejected is not paid out on nothing: it is finance's too.
+payment finance rejected is not paid out on nothing: it is finance's too. A rejected document
+closes with its money: its paid payments (a credit note: its out-of-band payout) are journaled
+rejected under the same exception, then and whenever the document is looked at again. A credit
+note finance posted by hand still pays out what it gave back out of band: that is billing's
+money, not the document finance posted.
 """
 
 from __future__ import annotations
@@ -157,6 +161,16 @@ LINKED_REFUNDS_BOOKED_PATCH = "linked-refunds-books-equal"
 MAPPING_CURRENCIES_PATCH = "mapping-currencies"
 # Runs since keep the events carried over continue-as-new; runs before dropped them as seen.
 CARRY_PENDING_PATCH = "carry-pending-events"
+# Runs since close the whole of a document finance rejected: its money (an invoice's paid
+# payments, a credit note's out-of-band payout) is journaled rejected under the same exception,
+# at the decision and whenever the document is looked at again, and nothing is posted on it.
+REJECTED_CLOSES_PATCH = "rejected-document-closes-its-money"
+# Runs since still pay out what a credit note gives back out of band once finance posted the
+# credit note itself by hand (`resolve_manually`): that money is billing's, not finance's.
+MANUAL_OUT_OF_BAND_PATCH = "manual-credit-note-pays-out-of-band"
+# Runs since count the pending limit from each refund's own start and report every refund
+# past it; runs before counted from the charge's first pending refund and reported one.
+PENDING_PER_REFUND_PATCH = "pending-since-per-refund"
 # Runs since tell the journal billing's event time, for the billing-to-ERP latency metric.
 JOURNAL_EVENT_TIME_PATCH = "journal-billing-event-time"
 # A reversal of a refund's own credit note is no billing document to read again: like money,
@@ -211,6 +225,8 @@ class SubscriptionLedgerWorkflow:
         self._current_invoice: str | None = None
         self._current_details: dict[str, Any] = {}
         self._manual_journal: list[tuple[str, str, str, Money]] = []
+        # Documents finance's decision covers besides the current one (refunds pending too long).
+        self._decided_with: list[str] = []
         self._input: SubscriptionLedgerInput | None = None
         self._refresh_requested = False
         # Charges whose refunds billing holds pending, by charge id.
@@ -331,6 +347,8 @@ class SubscriptionLedgerWorkflow:
             # with, also when a later invoice looks back at it.
             if failed_document:
                 self._settle(failed_document)
+                for also_decided in self._decided_with:
+                    self._settle(also_decided)
                 if workflow.patched(GO_ON_AFTER_DECISION_PATCH):
                     # The rest the event brings (the invoice after an earlier one, the other
                     # payments of an invoice, other refunds) is still to be posted.
@@ -345,6 +363,7 @@ class SubscriptionLedgerWorkflow:
         self._current_invoice = None
         self._current_details = {}
         self._manual_journal = []
+        self._decided_with = []
         if event.object_kind == "charge":
             self._current_kind = "refund"
             self._set_status("posting", f"Posting the refunds of charge {event.object_id}")
@@ -367,7 +386,10 @@ class SubscriptionLedgerWorkflow:
         await self._apply_document(document, event)
 
     async def _apply_document(self, document: BillingDocument, event: BillingEventRef) -> None:
-        if document.document_id in self._settled and not self._healing(event):
+        settled = document.document_id in self._settled
+        if (settled or self._healing(event)) and await self._closed_by_finance(document, event):
+            return
+        if settled and not self._healing(event):
             return
         self._current_document = document.document_id
         self._current_kind = document.kind
@@ -411,6 +433,51 @@ class SubscriptionLedgerWorkflow:
                 self._settle(document.document_id)
         elif document.status == "paid":
             self._settle(document.document_id)
+
+    async def _closed_by_finance(self, document: BillingDocument, event: BillingEventRef) -> bool:
+        """A document finance decided on, looked at again (a heal, a later payment event):
+        rejected, its money is journaled rejected too and nothing is posted (True); posted by
+        hand, a credit note's out-of-band payout still goes out (False: the rest goes on)."""
+        rejects = workflow.patched(REJECTED_CLOSES_PATCH)
+        pays_out = document.kind == "credit_note" and workflow.patched(MANUAL_OUT_OF_BAND_PATCH)
+        if not required_postings(document) or not (rejects or pays_out):
+            return False
+        entry = await self._journaled(document.document_id)
+        if entry is None:
+            return False
+        if rejects and entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX):
+            self._current_document, self._current_kind = document.document_id, document.kind
+            for reference, document_type, customer_id, amount in await self._money_of(document):
+                if await self._journaled(reference) is None:
+                    await self._journal_entry(
+                        reference, document_type, customer_id, amount,
+                        entry.erp_document_id, None, event,
+                    )  # fmt: skip
+            if document.document_id not in self._settled:
+                self._settle(document.document_id)
+            return True
+        manual = entry.erp_document_id.startswith(MANUAL_POSTING_PREFIX)
+        if pays_out and manual and document.status != "void":
+            await self._pay_out_of_band(document, event)
+        return False
+
+    async def _money_of(self, document: BillingDocument) -> list[tuple[str, str, str, Money]]:
+        """The money that moved on a document, as journal entries (reference, document type,
+        customer, amount): an invoice's paid payments, a credit note's out-of-band payout."""
+        if document.kind == "credit_note":
+            payout = out_of_band_payout(document)
+            if payout is None:
+                return []
+            return [(payout.reference, payout.kind, payout.customer_id, payout.amount)]
+        payments = await call_system(
+            BillingPaymentActivities.fetch_invoice_payments,
+            InvoicePaymentsInput(invoice_id=document.document_id),
+        )
+        return [
+            (p.payment_id, "payment", p.customer_id, p.amount)
+            for p in payments
+            if p.status == "paid" and p.amount.amount > 0
+        ]
 
     async def _reversing_refund_credits(
         self, credit_note: BillingDocument, postings: list[LedgerPosting]
@@ -582,9 +649,13 @@ class SubscriptionLedgerWorkflow:
             BillingPaymentActivities.fetch_invoice_payments,
             InvoicePaymentsInput(invoice_id=invoice.document_id),
         )
+        violations = check_payments(invoice, payments)
+        if violations and await self._each_journaled(payments):
+            # Finance decided on them (a `check_payments` it rejected): nothing left to post.
+            return True
         self._refuse_if(
             "check_payments",
-            check_payments(invoice, payments),
+            violations,
             {"payments": [p.model_dump(mode="json") for p in payments]},
         )
         in_erp = Decimal(0)
@@ -601,6 +672,17 @@ class SubscriptionLedgerWorkflow:
                 invoice.document_id, paid, in_erp,
             )  # fmt: skip
         return in_erp >= paid
+
+    async def _each_journaled(self, payments: list[Payment]) -> bool:
+        """Every paid payment is journaled already (posted, or decided by finance). False for
+        runs from before REJECTED_CLOSES_PATCH."""
+        paid = [p for p in payments if p.status == "paid" and p.amount.amount > 0]
+        if not paid or not workflow.patched(REJECTED_CLOSES_PATCH):
+            return False
+        for payment in paid:
+            if await self._journaled(payment.payment_id) is None:
+                return False
+        return True
 
     async def _apply_refunds(self, event: BillingEventRef) -> None:
         """Post the charge's succeeded refunds not yet in the ERP, oldest first; remember
@@ -648,6 +730,9 @@ class SubscriptionLedgerWorkflow:
                 next_look=now + REFUND_LOOK_FIRST,
                 delay_seconds=int((REFUND_LOOK_FIRST * 2).total_seconds()),
             )  # fmt: skip
+        if workflow.patched(PENDING_PER_REFUND_PATCH):
+            self._watch_each_refund(watch, still_open, now)
+            return
         waited = now - watch.since
         if waited >= REFUND_PENDING_LIMIT:
             refund = still_open[0]
@@ -667,6 +752,58 @@ class SubscriptionLedgerWorkflow:
             "charge %s: refund(s) %s pending in billing; read again at %s",
             charge_id, ", ".join(r.refund_id for r in still_open), watch.next_look,
         )  # fmt: skip
+
+    def _watch_each_refund(
+        self, watch: PendingRefundWatch, still_open: list[Refund], now: datetime
+    ) -> None:
+        """Each refund counts from its own start; every one past what Stripe allows goes to
+        finance in one exception (`retry` waits again for them, the others keep their time)."""
+        since = {r.refund_id: watch.pending_since(r.refund_id, now) for r in still_open}
+        overdue = [r for r in still_open if now - since[r.refund_id] >= REFUND_PENDING_LIMIT]
+        waiting = [
+            r.refund_id for r in still_open if now - since[r.refund_id] < REFUND_PENDING_LIMIT
+        ]
+        self._refund_watches[watch.charge_id] = watch.model_copy(
+            update={
+                "refund_ids": waiting,
+                "refund_since": {refund_id: since[refund_id] for refund_id in waiting},
+            }
+        )
+        if not overdue:
+            workflow.logger.info(
+                "charge %s: refund(s) %s pending in billing; read again at %s",
+                watch.charge_id, ", ".join(waiting), watch.next_look,
+            )  # fmt: skip
+            return
+        # The watch stays (its looks count names the next read): after `reject` the next read
+        # finds nothing open and ends it; after `retry` it watches them again.
+        first = overdue[0]
+        self._working_on(first, first.invoice_id, refund_references(first))
+        self._manual_journal = [
+            (reference, document_type, r.customer_id, r.amount)
+            for r in overdue
+            for reference, document_type in refund_references(r)
+        ]
+        self._current_amount = Money(
+            amount=sum((r.amount.amount for r in overdue), Decimal(0)),
+            currency=first.amount.currency,
+        )
+        self._current_details = {"refunds": [r.model_dump(mode="json") for r in overdue]}
+        self._decided_with = [r.refund_id for r in overdue[1:]]
+        told = "; ".join(
+            f"refund {r.refund_id} ({r.amount}) {r.status} for "
+            f"{(now - since[r.refund_id]).days} days" for r in overdue
+        )  # fmt: skip
+        raise StepFailed(
+            "await_refund_outcome",
+            "RefundStillPending",
+            f"charge {watch.charge_id}: {told} in billing, longer than Stripe holds a pending "
+            "refund",
+            {
+                **self._current_details,
+                "pending_since": {r.refund_id: since[r.refund_id].isoformat() for r in overdue},
+            },
+        )
 
     def _look_again_at_pending_refunds(self) -> None:
         """Queue a read of each charge whose look is due (deduplicated by its event id)."""
@@ -1095,6 +1232,8 @@ class SubscriptionLedgerWorkflow:
             entries = [
                 (p.reference, p.kind, p.customer_id, p.total) for p in required_postings(document)
             ]
+            if workflow.patched(REJECTED_CLOSES_PATCH):
+                entries += await self._money_rejected_with(document)
         else:
             return
         for reference, document_type, customer_id, amount in entries:
@@ -1102,6 +1241,20 @@ class SubscriptionLedgerWorkflow:
                 await self._journal_entry(
                     reference, document_type, customer_id, amount, rejected, None, event
                 )
+
+    async def _money_rejected_with(
+        self, document: BillingDocument
+    ) -> list[tuple[str, str, str, Money]]:
+        """The document's money, rejected with it (a `check_payments` finance rejected too);
+        when billing cannot say now, the next look at the document journals it."""
+        try:
+            return await self._money_of(document)
+        except StepFailed as failure:
+            workflow.logger.info(
+                "rejected %s: its payments are journaled on the next look (%s)",
+                document.document_id, failure.message,
+            )  # fmt: skip
+            return []
 
     async def _journal(
         self,

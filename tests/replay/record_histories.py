@@ -35,6 +35,12 @@ from tests.workflow.test_credit_note_money import (
     partly_linked,
     refund_paid_out_on_its_own,
 )
+from tests.workflow.test_ledger_finance_closes import (
+    credit_note_posted_by_hand,
+    reject_paid_invoice,
+    reject_undated_payment,
+    two_refunds_past_the_limit,
+)
 from tests.workflow.test_ledger_refund_states import (
     pending_refund,
     refund_becomes,
@@ -191,6 +197,44 @@ async def record_rejections_journaled(env: WorkflowEnvironment) -> None:
              await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
         save("customer_ledger_refund_of_rejected_payment",
              await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
+
+
+async def record_rejected_closes(env: WorkflowEnvironment) -> None:
+    """A paid invoice finance rejects: its payment is journaled rejected with it, and a heal
+    then journals and posts nothing; then a rejected `check_payments` of another invoice,
+    healed without a new exception (rejected-document-closes-its-money)."""
+    world = FakeWorld()
+    async with running(env.client, "replay-rjc.", world):
+        ledger, _ = await reject_paid_invoice(env, world, "replay-rjc.", "rc")
+        await deliver(env.client, "replay-rjc.", paid_event("recon:run-1:in_rc", "in_rc", 100))
+        await env.sleep(timedelta(minutes=5))
+        await reject_undated_payment(env, world, "replay-rjc.", "rd")
+        save("subscription_ledger_rejected_closes",
+             await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
+
+
+async def record_manual_out_of_band(env: WorkflowEnvironment) -> None:
+    """A credit note finance posts by hand (`resolve_manually`): what it gave back out of band
+    is still paid out on it (manual-credit-note-pays-out-of-band)."""
+    world = CreditingWorld()
+    async with running(env.client, "replay-mob.", world):
+        ledger = await credit_note_posted_by_hand(env, world, "replay-mob.")
+        await env.sleep(timedelta(minutes=1))
+        save("customer_ledger_manual_out_of_band",
+             await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
+
+
+async def record_pending_per_refund(env: WorkflowEnvironment) -> None:
+    """Two refunds pending past Stripe's limit, each counted from its own start, reported in
+    one exception and rejected together (pending-since-per-refund)."""
+    world = FakeWorld()
+    async with running(env.client, "replay-ppr.", world):
+        ledger, exception = await two_refunds_past_the_limit(env, world, "replay-ppr.", "pp")
+        await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
+        await until(lambda: "re_pp2/payout" in world.journal, env, "rejections journaled")
+        await env.sleep(timedelta(days=2))
+        save("customer_ledger_pending_per_refund",
+             await env.client.get_workflow_handle(ledger).fetch_history())  # fmt: skip
 
 
 async def record_credit_note_money(env: WorkflowEnvironment) -> None:
@@ -383,6 +427,9 @@ RECORDERS = {
     "rejections_journaled": record_rejections_journaled,
     "credit_note_money": record_credit_note_money,
     "linked_refunds_books": record_linked_refunds_books,
+    "rejected_closes": record_rejected_closes,
+    "manual_out_of_band": record_manual_out_of_band,
+    "pending_per_refund": record_pending_per_refund,
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,

@@ -552,6 +552,62 @@ def test_what_finance_rejected_is_explained_and_a_hand_posting_the_erp_lacks_is_
     assert recon.plain_sql_diff(RUN) == run.counts
 
 
+def test_a_rejected_invoice_and_the_payments_journaled_rejected_with_it_are_explained(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    """The ledger journals a rejected invoice's paid payments rejected under the same
+    exception: reconciliation explains both and heals neither. A payment of it not yet so
+    journaled is missing and healable: its heal makes the ledger journal it rejected too."""
+    exc = "rejected:exception/subscription/sub_1/7"
+    recon.start_run(RUN, *PERIOD)
+    recon.add_expected(RUN, [expected("in_rx", "50.00")])
+    recon.add_expected_payments(RUN, [paid("inpay_rx", "30.00", "in_rx"),
+                                      paid("inpay_rx2", "20.00", "in_rx")])  # fmt: skip
+    journal(store, "in_rx", exc, "50.00")
+    journal(store, "inpay_rx", exc, "30.00", kind="payment")
+    recon.snapshot_journal(RUN, *PERIOD)
+    run = recon.classify(RUN)
+    found = {i.reference: i for i in all_items(recon, RUN)}
+    assert references(list(found.values())) == {
+        "rejected_by_finance": ["in_rx", "inpay_rx"],
+        "payment_missing_in_erp": ["inpay_rx2"],
+    }
+    assert found["inpay_rx"].detail == (
+        "Finance rejected its posting in exception exception/subscription/sub_1/7; "
+        "the ERP holds no payment with this reference"
+    )
+    assert [i.reference for i in recon.healable(RUN)] == ["inpay_rx2"]
+    assert recon.plain_sql_diff(RUN) == run.counts
+
+
+def test_a_credit_notes_out_of_band_payout_is_matched_on_it_and_missing_when_absent(
+    store: IntegrationStore, recon: ReconciliationStore
+) -> None:
+    recon.start_run(RUN, *PERIOD)
+    notes = [
+        expected(cn, amount, kind="credit_note", billing_kind="credit_note", is_credit=True)
+        for cn, amount in (("cn_1", "9.00"), ("cn_2", "4.00"))
+    ]
+    recon.add_expected(RUN, notes)
+    recon.add_expected_payments(RUN, [
+        paid(f"{n.reference}/out_of_band", str(n.amount), n.reference, kind="refund")
+        for n in notes
+    ])  # fmt: skip
+    recon.add_erp(RUN, [erp("1", "cn_1", "9.00", kind="credit_note"),
+                        erp("2", "cn_2", "4.00", kind="credit_note")])  # fmt: skip
+    recon.add_erp_payments(RUN, [erp_paid("1", "cn_1/out_of_band", "9.00", "cn_1", kind="refund")])
+    recon.snapshot_journal(RUN, *PERIOD)
+    run = recon.classify(RUN)
+    found = {i.reference: i for i in all_items(recon, RUN)}
+    assert found["cn_1/out_of_band"].classification == "matched"
+    missing = found["cn_2/out_of_band"]
+    assert (missing.classification, missing.billing_document_id) == (
+        "refund_missing_in_erp", "cn_2",
+    )  # fmt: skip
+    assert "cn_2/out_of_band" in [i.reference for i in recon.healable(RUN)]
+    assert recon.plain_sql_diff(RUN) == run.counts
+
+
 def test_plain_sql_diff_agrees_with_classify(
     store: IntegrationStore, recon: ReconciliationStore
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 from activities.reconciliation import (
     billing_taxes,
     erp_taxes,
+    expected_out_of_band,
     expected_payments,
     expected_postings,
     expected_refunds,
@@ -179,6 +180,19 @@ def test_a_refund_its_credit_note_names_in_part_is_paid_out_there_for_that_part_
     ]  # fmt: skip
     assert [(c.reference, c.kind, c.amount) for c in credit_notes] == [
         ("re_5", "credit_note", Decimal("10.00"))]  # fmt: skip
+
+
+def test_money_a_credit_note_gives_back_out_of_band_is_expected_on_it_unless_voided() -> None:
+    given = document(line("l1", "8.00"), document_id="cn_1", kind="credit_note",
+                     out_of_band_amount=Money.of("5.00", "USD"))  # fmt: skip
+    [payout] = expected_out_of_band(given)
+    assert (payout.reference, payout.kind, payout.amount, payout.applies_to) == (
+        "cn_1/out_of_band", "refund", Decimal("5.00"), "cn_1",
+    )  # fmt: skip
+    assert payout.billing_document_id == "cn_1"  # healing replays the credit note
+    assert expected_out_of_band(given.model_copy(update={"status": "void"})) == []
+    assert expected_out_of_band(given.model_copy(update={"out_of_band_amount": None})) == []
+    assert expected_out_of_band(document(line("l1", "8.00"))) == []
 
 
 def test_billing_tax_is_named_by_the_mapping_summed_per_erp_tax_and_negative_on_credits() -> None:
