@@ -138,7 +138,8 @@ def test_checker_fails_an_erp_orphan_and_a_different_amount() -> None:
 
 
 def test_checker_fails_totals_that_differ_between_journal_erp_and_billing() -> None:
-    journal = [Posting(amount=Decimal("90.00"), currency="USD", document_type="invoice")]
+    journal = [Posting(amount=Decimal("90.00"), currency="USD", document_type="invoice",
+                       erp_document_id="1")]  # fmt: skip
     assert _checker(journal)._totals_agree({"in_1": _expected("in_1")}, [_erp("in_1", 1)])[0]
     ok, _, detail = _checker(journal)._totals_agree(
         {"in_1": _expected("in_1")}, [_erp("in_1", 1, "80.00")]
