@@ -12,6 +12,8 @@ from temporalio.common import (
     TypedSearchAttributes,
 )
 
+from canonical import Money
+
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 SUBSCRIPTION_ID = SearchAttributeKey.for_keyword("SubscriptionId")
 INVOICE_ID = SearchAttributeKey.for_keyword("InvoiceId")
@@ -100,6 +102,12 @@ def read_inbox_summary(value: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return fields if isinstance(fields, dict) else {}
+
+
+def amount_of(attributes: TypedSearchAttributes) -> Money | None:
+    """The amount a run's attributes carry (AmountMinor in its Currency), if both are set."""
+    minor, currency = attributes.get(AMOUNT_MINOR), attributes.get(CURRENCY)
+    return Money.from_minor(minor, currency) if minor is not None and currency else None
 
 
 def credit_row(currency: str, why: list[str]) -> list[SearchAttributeUpdate[Any]]:

@@ -61,7 +61,7 @@ from starters.api.temporal import (
     not_found_or_unavailable,
     opened_and_age,
     page_headers,
-    visibility_page,
+    read_page,
 )
 from starters.routing import credit_start
 from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval, CreditState
@@ -337,10 +337,9 @@ async def pending_approvals(
     """A page of the credits waiting for finance, oldest first within it, read from
     visibility alone; the filters are validated by the caller."""
     query = approvals_query(customer_id, min_age_hours, min_amount_minor, min_amount)
-    client = await temporal.client()
-    executions, next_token, total = await visibility_page(client, query, page_size, page_token)
-    found = sorted((approval_row(e) for e in executions), key=lambda a: a.opened_at)
-    return ItemsPage(found, next_token, total)
+    return await read_page(
+        temporal, query, approval_row, lambda a: a.opened_at, page_size, page_token
+    )
 
 
 async def count_approvals(
@@ -435,18 +434,14 @@ def approval_row(execution: WorkflowExecution) -> ApprovalSummary:
     """A credit waiting for finance as its search attributes tell it; who asked and why in
     their words stay on its page (`GET /v1/credits/{id}`): visibility is not encrypted."""
     attributes = execution.typed_search_attributes
-    amount_minor = attributes.get(visibility.AMOUNT_MINOR)
-    currency = attributes.get(visibility.CURRENCY)
     summary = visibility.read_inbox_summary(attributes.get(visibility.INBOX_SUMMARY))
     return ApprovalSummary(
         credit_id=execution.id,
         status=attributes.get(visibility.PROCESS_STATUS) or "awaiting_approval",
         case_id=attributes.get(visibility.CASE_ID) or "?",
         customer_id=attributes.get(visibility.CUSTOMER_ID),
-        amount=Money.from_minor(amount_minor, currency)
-        if amount_minor is not None and currency
-        else None,
-        amount_minor=amount_minor,
+        amount=visibility.amount_of(attributes),
+        amount_minor=attributes.get(visibility.AMOUNT_MINOR),
         requested_by="-",
         reason="-",
         invoice_id=attributes.get(visibility.INVOICE_ID),

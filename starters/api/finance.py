@@ -33,7 +33,7 @@ from starters.api.temporal import (
     not_found_or_unavailable,
     opened_and_age,
     page_headers,
-    visibility_page,
+    read_page,
 )
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 
@@ -128,10 +128,9 @@ async def open_exceptions(
     """A page of the open exceptions, oldest first within it, read from visibility alone;
     the filters are validated by the caller (the API's Query shapes, the console's form)."""
     query = exceptions_query(process, customer_id, min_age_hours, min_amount_minor, min_amount)
-    client = await temporal.client()
-    executions, next_token, total = await visibility_page(client, query, page_size, page_token)
-    found = sorted((exception_row(e) for e in executions), key=lambda s: s.opened_at)
-    return ItemsPage(found, next_token, total)
+    return await read_page(
+        temporal, query, exception_row, lambda s: s.opened_at, page_size, page_token
+    )
 
 
 async def count_exceptions(
@@ -229,8 +228,6 @@ def exception_row(execution: WorkflowExecution) -> ExceptionSummary:
     """An open exception as its search attributes tell it: the error's type only (its
     message may carry remote data and stays on the item page: visibility is unencrypted)."""
     attributes = execution.typed_search_attributes
-    amount_minor = attributes.get(visibility.AMOUNT_MINOR)
-    currency = attributes.get(visibility.CURRENCY)
     summary = visibility.read_inbox_summary(attributes.get(visibility.INBOX_SUMMARY))
     asked = summary.get("asked") or []
     return ExceptionSummary(
@@ -242,9 +239,7 @@ def exception_row(execution: WorkflowExecution) -> ExceptionSummary:
         subscription_id=attributes.get(visibility.SUBSCRIPTION_ID),
         invoice_id=attributes.get(visibility.INVOICE_ID),
         case_id=attributes.get(visibility.CASE_ID),
-        amount=Money.from_minor(amount_minor, currency)
-        if amount_minor is not None and currency
-        else None,
+        amount=visibility.amount_of(attributes),
         error=str(summary.get("error") or "see the exception's page"),
         asked=" | ".join(asked) if asked else "-",
         **opened_and_age(execution.start_time),

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -84,6 +85,22 @@ async def visibility_page(
     following = listing.next_page_token
     next_token = base64.urlsafe_b64encode(following).decode() if following else None
     return list(listing.current_page or []), next_token, counted.count
+
+
+async def read_page(
+    temporal: TemporalConnection,
+    visibility_query: str,
+    row: Callable[[WorkflowExecution], T],
+    opened_at: Callable[[T], datetime],
+    page_size: int,
+    page_token: str | None,
+) -> ItemsPage[T]:
+    """One page of an inbox list, each run made a row by `row`, oldest first within it."""
+    client = await temporal.client()
+    executions, next_token, total = await visibility_page(
+        client, visibility_query, page_size, page_token
+    )
+    return ItemsPage(sorted(map(row, executions), key=opened_at), next_token, total)
 
 
 async def count_runs(client: Client, visibility_query: str) -> int:
