@@ -8,6 +8,7 @@ none of them. The real workflows answer in tests/browser."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -496,3 +497,28 @@ async def test_two_submits_of_one_form_at_once_decide_once_and_a_refusal_frees_t
     with pytest.raises(ConsoleRefusal):
         await once.once(("finance-1", "key-2"), refused)
     assert (await once.once(("finance-1", "key-2"), decide)).message == "decided once"
+
+
+def test_the_inbox_counts_every_item_and_links_the_next_and_previous_pages(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str | None] = []
+
+    async def first_of_many(_temporal: Any, *_filters: Any, **page: Any) -> ItemsPage[Any]:
+        asked.append(page["page_token"])
+        return ItemsPage(console.ops.approvals(), "dG9rZW4tMg==", 250)
+
+    monkeypatch.setattr(credits, "pending_approvals", first_of_many)
+    console.sign_in("finance")
+    page = console.client.get("/console/inbox").text
+    assert "<strong>251</strong> waiting" in page and "250 approvals" in page
+    assert "This page shows 2 of 251" in page and 'rel="prev"' not in page
+    following = re.search(r'<a rel="next" href="([^"]+)"', page)
+    assert following, "no next page"
+    later = console.client.get(html.unescape(following.group(1))).text
+    assert asked == [None, "dG9rZW4tMg=="]  # the next page continues the approvals' list
+    assert EXCEPTION_ID not in later  # the exceptions' list ended on the first page
+    assert "<strong>251</strong> waiting" in later
+    back = re.search(r'<a rel="prev" href="([^"]+)"', later)
+    assert back and "approvals_page" not in back.group(1) and "back=" not in back.group(1)
+    assert console.client.get("/console/inbox?approvals_page=x'%20OR%201").status_code == 422
