@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from adapters.settings import Settings
 from starters.console import ApiCallFailed, call_api, echo, money, table
@@ -54,8 +55,7 @@ def _inbox(args: argparse.Namespace, settings: Settings) -> int:
     rows: list[tuple[float, tuple[str, ...]]] = []
     if args.process in (None, "case_to_credit"):
         params = {"customer_id": args.customer} if args.customer else {}
-        for item in call_api(settings, "get", "/v1/approvals", role="finance",
-                             params=params).json():  # fmt: skip
+        for item in _every_page(settings, "/v1/approvals", params):
             asked = (
                 item["reason"]
                 if item["status"] == "unreadable"
@@ -66,8 +66,7 @@ def _inbox(args: argparse.Namespace, settings: Settings) -> int:
                 item["customer_id"] or "-", money(item["amount"]), asked, item["credit_id"],
             )))  # fmt: skip
     params = {"customer_id": args.customer, "process": args.process}
-    for item in call_api(settings, "get", "/v1/exceptions", role="finance",
-                         params={k: v for k, v in params.items() if v}).json():  # fmt: skip
+    for item in _every_page(settings, "/v1/exceptions", {k: v for k, v in params.items() if v}):
         rows.append((item["age_hours"], (
             f"{item['age_hours']:.1f} h", "exception", item["process"],
             item["customer_id"] or "-", money(item["amount"]),
@@ -80,6 +79,18 @@ def _inbox(args: argparse.Namespace, settings: Settings) -> int:
     header = ("age", "kind", "process", "customer", "amount", "asked", "id")
     echo(table(header, [cells for _age, cells in rows]))
     return 0
+
+
+def _every_page(settings: Settings, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of a paged list, following its `Link: rel="next"` to the end."""
+    items: list[dict[str, Any]] = []
+    while True:
+        answer = call_api(settings, "get", path, role="finance", params=params)
+        items.extend(answer.json())
+        following = answer.links.get("next", {}).get("url")
+        if not following:
+            return items
+        params = {**params, "page_token": parse_qs(urlsplit(following).query)["page_token"][0]}
 
 
 def _show_exception(settings: Settings, exception_id: str) -> None:

@@ -157,6 +157,14 @@ class CaseToCreditWorkflow:
 
     async def _approved(self) -> bool:
         self._set_status("awaiting_approval", "Waiting for finance to approve the credit")
+        if workflow.patched(visibility.INBOX_ROW_PATCH):
+            assert self._input is not None
+            # The policy's reasons name amounts; visibility is not encrypted, so the rule only.
+            workflow.upsert_search_attributes(
+                visibility.credit_row(
+                    self._input.request.amount.currency, ["above the auto-approval threshold"]
+                )
+            )
         for deadline, mark in (
             (REMIND_AFTER, "reminded"),
             (ESCALATE_AFTER, "escalated"),

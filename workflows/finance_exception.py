@@ -59,6 +59,17 @@ class FinanceExceptionWorkflow:
             f"({context.error_type}: {context.error_message}). "
             f"Allowed decisions: {', '.join(context.allowed_decisions)}."
         )
+        if workflow.patched(visibility.INBOX_ROW_PATCH):
+            amount = context.amount
+            workflow.upsert_search_attributes(
+                visibility.exception_row(
+                    context.process,
+                    context.step,
+                    context.error_type,
+                    list(context.allowed_decisions),
+                    amount.currency if amount else None,
+                )
+            )
         if not await self._decided_within(REMIND_AFTER):
             self._mark("reminded")
             workflow.logger.warning(

@@ -10,9 +10,10 @@ credits waiting for approval and decides them through the workflow's validated U
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowExecution
@@ -50,12 +51,17 @@ from starters.api.shapes import (
     StrictBody,
 )
 from starters.api.temporal import (
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
+    ItemsPage,
     TemporalConnection,
+    count_runs,
     decide_through_update,
     inbox_filters,
     not_found_or_unavailable,
-    open_runs,
     opened_and_age,
+    page_headers,
+    read_page,
 )
 from starters.routing import credit_start
 from workflows.case_to_credit import CaseToCreditWorkflow, CreditApproval, CreditState
@@ -64,7 +70,7 @@ from workflows.credit_policy import assess, eligibility_problems
 log = get_logger("ledgerbridge.api.credits")
 SAFE_ID = r"^[A-Za-z0-9_\-.:]{1,64}$"
 WAITING = ("awaiting_approval", "reminded", "escalated")
-LIST_LIMIT = 200
+CREDIT_PROCESS = "case_to_credit"
 
 
 class CreditBody(StrictBody):
@@ -284,13 +290,38 @@ async def request_credit(
 async def list_pending_approvals(
     _principal: Annotated[ApiPrincipal, Depends(credit_readers)],
     temporal: TemporalDep,
+    request: Request,
+    response: Response,
     customer_id: Annotated[str | None, Query(pattern=STRIPE_CUSTOMER_ID)] = None,
     # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
     min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
     min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
+    page_token: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> list[ApprovalSummary]:
-    """Credits waiting for finance, oldest first."""
-    return await pending_approvals(temporal, customer_id, min_age_hours, min_amount_minor)
+    """Credits waiting for finance, a page at a time (newest page first, oldest first within
+    it); `X-Total-Count` counts all, `Link: rel="next"` continues."""
+    page = await pending_approvals(
+        temporal, customer_id, min_age_hours, min_amount_minor,
+        page_size=page_size, page_token=page_token,
+    )  # fmt: skip
+    page_headers(request, response, page.total, page.next_token)
+    return page.items
+
+
+def approvals_query(
+    customer_id: str | None = None,
+    min_age_hours: float | None = None,
+    min_amount_minor: int | None = None,
+    min_amount: Decimal | None = None,
+) -> str:
+    """The visibility query of the credits waiting for finance; filters validated before."""
+    statuses = ", ".join(f"'{s}'" for s in WAITING)
+    query = (
+        f"BusinessProcess = '{CREDIT_PROCESS}' AND ExecutionStatus = 'Running' "
+        f"AND ProcessStatus IN ({statuses})"
+    )
+    return query + inbox_filters(customer_id, min_amount_minor, min_age_hours, min_amount)
 
 
 async def pending_approvals(
@@ -298,22 +329,28 @@ async def pending_approvals(
     customer_id: str | None = None,
     min_age_hours: float | None = None,
     min_amount_minor: int | None = None,
-) -> list[ApprovalSummary]:
-    """Credits waiting for finance, oldest first; the filters are validated by the caller."""
-    statuses = ", ".join(f"'{s}'" for s in WAITING)
-    query = (
-        "BusinessProcess = 'case_to_credit' AND ExecutionStatus = 'Running' "
-        f"AND ProcessStatus IN ({statuses})"
+    *,
+    min_amount: Decimal | None = None,
+    page_size: int = PAGE_SIZE,
+    page_token: str | None = None,
+) -> ItemsPage[ApprovalSummary]:
+    """A page of the credits waiting for finance, oldest first within it, read from
+    visibility alone; the filters are validated by the caller."""
+    query = approvals_query(customer_id, min_age_hours, min_amount_minor, min_amount)
+    return await read_page(
+        temporal, query, approval_row, lambda a: a.opened_at, page_size, page_token
     )
-    query += inbox_filters(customer_id, min_amount_minor, min_age_hours)
-    client = await temporal.client()
-    runs = await open_runs(client, query, "state", CreditState, LIST_LIMIT)
-    found = [
-        _approval(state, execution.start_time) if state else _unreadable(execution)
-        for execution, state in runs
-        if state is None or state.status in WAITING
-    ]
-    return sorted(found, key=lambda a: a.opened_at)
+
+
+async def count_approvals(
+    temporal: TemporalConnection,
+    customer_id: str | None = None,
+    min_age_hours: float | None = None,
+    min_amount: Decimal | None = None,
+) -> int:
+    """How many credits wait for finance under these filters (one visibility count)."""
+    query = approvals_query(customer_id, min_age_hours, None, min_amount)
+    return await count_runs(await temporal.client(), query)
 
 
 @router.get("/credits/{credit_id:path}", response_model=CreditState, responses=error_answers(404))
@@ -393,45 +430,33 @@ def _credit_id(credit_id: str) -> str:
     return credit_id
 
 
-def _unreadable(execution: WorkflowExecution) -> ApprovalSummary:
-    """What visibility alone knows of a credit whose workflow did not answer."""
+def approval_row(execution: WorkflowExecution) -> ApprovalSummary:
+    """A credit waiting for finance as its search attributes tell it; who asked and why in
+    their words stay on its page (`GET /v1/credits/{id}`): visibility is not encrypted."""
     attributes = execution.typed_search_attributes
-    amount_minor = attributes.get(visibility.AMOUNT_MINOR)
+    summary = visibility.read_inbox_summary(attributes.get(visibility.INBOX_SUMMARY))
     return ApprovalSummary(
         credit_id=execution.id,
-        status="unreadable",
+        status=attributes.get(visibility.PROCESS_STATUS) or "awaiting_approval",
         case_id=attributes.get(visibility.CASE_ID) or "?",
         customer_id=attributes.get(visibility.CUSTOMER_ID),
-        amount=None,
-        amount_minor=amount_minor,
-        requested_by="?",
-        reason="its workflow did not answer (is a worker running?); try again",
+        amount=visibility.amount_of(attributes),
+        amount_minor=attributes.get(visibility.AMOUNT_MINOR),
+        requested_by="-",
+        reason="-",
         invoice_id=attributes.get(visibility.INVOICE_ID),
-        why=[],
+        why=list(summary.get("why") or []),
         **opened_and_age(execution.start_time),
-    )
-
-
-def _approval(state: CreditState, started: datetime) -> ApprovalSummary:
-    credit = state.request
-    return ApprovalSummary(
-        credit_id=state.workflow_id,
-        status=state.status,
-        case_id=credit.case_id,
-        customer_id=state.customer_id,
-        amount=credit.amount,
-        requested_by=credit.requested_by,
-        reason=credit.reason,
-        invoice_id=credit.invoice_id,
-        why=state.assessment.reasons if state.assessment else [],
-        **opened_and_age(started),
     )
 
 
 __all__ = [
     "ApprovalBody",
     "ApprovalSummary",
+    "approval_row",
+    "approvals_query",
     "check",
+    "count_approvals",
     "credit_state",
     "decide_approval",
     "live_check",

@@ -8,9 +8,10 @@ identity, so the workflow's validator judges them and the workflow audits them.
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowExecution
 from temporalio.service import RPCError
@@ -22,18 +23,23 @@ from starters.api.dependencies import TemporalDep, finance_deciders, finance_rea
 from starters.api.errors import V1_ERRORS, error_answers
 from starters.api.shapes import STRIPE_CUSTOMER_ID, StrictBody
 from starters.api.temporal import (
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
+    ItemsPage,
     TemporalConnection,
+    count_runs,
     decide_through_update,
     inbox_filters,
     not_found_or_unavailable,
-    open_runs,
     opened_and_age,
+    page_headers,
+    read_page,
 )
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 
 # Exception ids are checked to these characters before they name a workflow.
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_\-./:]{1,200}$")
-LIST_LIMIT = 200
+PROCESS_NAME = r"^[a-z_]{1,40}$"
 
 
 class ExceptionSummary(BaseModel):
@@ -72,13 +78,40 @@ router = APIRouter(prefix="/v1/exceptions", tags=["finance"], responses=V1_ERROR
 async def list_open_exceptions(
     _principal: Annotated[ApiPrincipal, Depends(finance_readers)],
     temporal: TemporalDep,
-    process: Annotated[str | None, Query(description="e.g. amendment_to_erp")] = None,
+    request: Request,
+    response: Response,
+    process: Annotated[
+        str | None, Query(pattern=PROCESS_NAME, description="e.g. amendment_to_erp")
+    ] = None,
     customer_id: Annotated[str | None, Query(pattern=STRIPE_CUSTOMER_ID)] = None,
     # At most 100 years: further back than datetime.min is an OverflowError, not a filter.
     min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
     min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
+    page_token: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> list[ExceptionSummary]:
-    return await open_exceptions(temporal, process, customer_id, min_age_hours, min_amount_minor)
+    """Open exceptions, a page at a time (newest page first, oldest first within it);
+    `X-Total-Count` counts all, `Link: rel="next"` continues."""
+    page = await open_exceptions(
+        temporal, process, customer_id, min_age_hours, min_amount_minor,
+        page_size=page_size, page_token=page_token,
+    )  # fmt: skip
+    page_headers(request, response, page.total, page.next_token)
+    return page.items
+
+
+def exceptions_query(
+    process: str | None = None,
+    customer_id: str | None = None,
+    min_age_hours: float | None = None,
+    min_amount_minor: int | None = None,
+    min_amount: Decimal | None = None,
+) -> str:
+    """The visibility query of the open exceptions; filters validated by the caller."""
+    query = "BusinessProcess = 'finance_exception' AND ExecutionStatus = 'Running'"
+    if process:
+        query += f" AND OriginProcess = '{process}'"
+    return query + inbox_filters(customer_id, min_amount_minor, min_age_hours, min_amount)
 
 
 async def open_exceptions(
@@ -87,19 +120,29 @@ async def open_exceptions(
     customer_id: str | None = None,
     min_age_hours: float | None = None,
     min_amount_minor: int | None = None,
-) -> list[ExceptionSummary]:
-    """Open exceptions, oldest first; the filters are validated by the caller (the API's
-    Query shapes, the console's form)."""
-    client = await temporal.client()
-    query = "BusinessProcess = 'finance_exception' AND ExecutionStatus = 'Running'"
-    query += inbox_filters(customer_id, min_amount_minor, min_age_hours)
-    runs = await open_runs(client, query, "state", FinanceExceptionState, LIST_LIMIT)
-    found = [
-        _summary(state, execution.start_time) if state else _unreadable(execution)
-        for execution, state in runs
-        if state is None or process is None or state.context.process == process
-    ]
-    return sorted(found, key=lambda s: s.opened_at)
+    *,
+    min_amount: Decimal | None = None,
+    page_size: int = PAGE_SIZE,
+    page_token: str | None = None,
+) -> ItemsPage[ExceptionSummary]:
+    """A page of the open exceptions, oldest first within it, read from visibility alone;
+    the filters are validated by the caller (the API's Query shapes, the console's form)."""
+    query = exceptions_query(process, customer_id, min_age_hours, min_amount_minor, min_amount)
+    return await read_page(
+        temporal, query, exception_row, lambda s: s.opened_at, page_size, page_token
+    )
+
+
+async def count_exceptions(
+    temporal: TemporalConnection,
+    process: str | None = None,
+    customer_id: str | None = None,
+    min_age_hours: float | None = None,
+    min_amount: Decimal | None = None,
+) -> int:
+    """How many exceptions are open under these filters (one visibility count)."""
+    query = exceptions_query(process, customer_id, min_age_hours, None, min_amount)
+    return await count_runs(await temporal.client(), query)
 
 
 @router.get("/{exception_id:path}", response_model=ExceptionDetail, responses=error_answers(404))
@@ -181,21 +224,24 @@ def _exception_id(exception_id: str) -> str:
     return _safe(exception_id)
 
 
-def _unreadable(execution: WorkflowExecution) -> ExceptionSummary:
-    """What visibility alone knows of an exception whose workflow did not answer."""
+def exception_row(execution: WorkflowExecution) -> ExceptionSummary:
+    """An open exception as its search attributes tell it: the error's type only (its
+    message may carry remote data and stays on the item page: visibility is unencrypted)."""
     attributes = execution.typed_search_attributes
+    summary = visibility.read_inbox_summary(attributes.get(visibility.INBOX_SUMMARY))
+    asked = summary.get("asked") or []
     return ExceptionSummary(
         exception_id=execution.id,
-        status="unreadable",
-        process="?",
-        step="?",
+        status=attributes.get(visibility.PROCESS_STATUS) or "open",
+        process=attributes.get(visibility.ORIGIN_PROCESS) or "?",
+        step=str(summary.get("step") or "?"),
         customer_id=attributes.get(visibility.CUSTOMER_ID),
         subscription_id=attributes.get(visibility.SUBSCRIPTION_ID),
         invoice_id=attributes.get(visibility.INVOICE_ID),
         case_id=attributes.get(visibility.CASE_ID),
-        amount=None,
-        error="its workflow did not answer (is a worker running?); try again",
-        asked="-",
+        amount=visibility.amount_of(attributes),
+        error=str(summary.get("error") or "see the exception's page"),
+        asked=" | ".join(asked) if asked else "-",
         **opened_and_age(execution.start_time),
     )
 
@@ -222,8 +268,11 @@ __all__ = [
     "DecisionBody",
     "ExceptionDetail",
     "ExceptionSummary",
+    "count_exceptions",
     "decide",
     "exception_detail",
+    "exception_row",
+    "exceptions_query",
     "open_exceptions",
     "router",
 ]

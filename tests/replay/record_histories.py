@@ -91,7 +91,7 @@ def save(name: str, history: WorkflowHistory) -> None:
     print(f"wrote {path}")
 
 
-async def record_subscription_ledger(env: WorkflowEnvironment) -> None:
+async def record_subscription_ledger(env: WorkflowEnvironment, suffix: str = "") -> None:
     """Three invoices out of order, one rejected by the ERP, retried after finance decides."""
     world = FakeWorld()
     for n, amount in ((1, "10.00"), (2, "20.00"), (3, "30.00")):
@@ -104,8 +104,9 @@ async def record_subscription_ledger(env: WorkflowEnvironment) -> None:
         await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
         await until(lambda: len(world.journal) == 3, env, "three postings")
         ledger = env.client.get_workflow_handle(workflow_id)
-        save("subscription_ledger_exception_retry", await ledger.fetch_history())
-        save("finance_exception_retry", await exception.fetch_history())
+        if not suffix:
+            save("subscription_ledger_exception_retry", await ledger.fetch_history())
+        save(f"finance_exception_retry{suffix}", await exception.fetch_history())
 
 
 async def record_ledger_payments(env: WorkflowEnvironment) -> None:
@@ -301,7 +302,9 @@ async def record_linked_refunds_books(env: WorkflowEnvironment) -> None:
              await env.client.get_workflow_handle(customer_ledger).fetch_history())  # fmt: skip
 
 
-async def record_case_to_credit(env: WorkflowEnvironment) -> None:
+async def record_case_to_credit(
+    env: WorkflowEnvironment, name: str = "case_to_credit_approved"
+) -> None:
     """A credit above the threshold, approved by finance after a reminder."""
     desk = FakeDesk()
     async with credit_workers(env.client, "replay-credit.", desk):
@@ -313,7 +316,7 @@ async def record_case_to_credit(env: WorkflowEnvironment) -> None:
                            role="finance"),
         )  # fmt: skip
         await handle.result()
-        save("case_to_credit_approved", await handle.fetch_history())
+        save(name, await handle.fetch_history())
 
 
 async def record_credit_facts_once(env: WorkflowEnvironment) -> None:
@@ -433,6 +436,11 @@ RECORDERS = {
     "case_to_credit": record_case_to_credit,
     "case_to_credit_settled_invoice": record_credit_settled_invoice,
     "case_to_credit_facts_once": record_credit_facts_once,
+    # The credit and the exception upserting their inbox row (inbox-row-in-visibility).
+    "case_to_credit_inbox_row": lambda env: record_case_to_credit(
+        env, "case_to_credit_approved_inbox_row"
+    ),
+    "finance_exception_inbox_row": lambda env: record_subscription_ledger(env, "_inbox_row"),
 }
 
 

@@ -8,9 +8,11 @@ none of them. The real workflows answer in tests/browser."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from starters.api.auth import ApiPrincipal, key_entry
 from starters.api.console import ConsoleRefusal, audit
 from starters.api.console.pages import Decided, DecisionsOnce
 from starters.api.console.session import SESSION_COOKIE, ConsoleSessions
+from starters.api.temporal import ItemsPage
 
 KEYS = {
     "finance": "lb_console_finance_5f1c",
@@ -79,10 +82,18 @@ class FakeOperations:
             opened_at=datetime.now(UTC) - timedelta(hours=age_hours), age_hours=age_hours,
         )  # fmt: skip
 
-    async def open_exceptions(self, _temporal: Any, *_filters: Any) -> list[Any]:
-        return [self.summary()]
+    async def open_exceptions(
+        self, _temporal: Any, *_filters: Any, min_amount: Decimal | None = None, **_page: Any
+    ) -> ItemsPage[Any]:
+        return fake_page([self.summary()], min_amount)
 
-    async def pending_approvals(self, _temporal: Any, *_filters: Any) -> list[Any]:
+    async def count_exceptions(
+        self, _temporal: Any, _process: Any, _customer: Any, hours: float | None,
+        min_amount: Decimal | None,
+    ) -> int:  # fmt: skip
+        return fake_count([self.summary()], hours, min_amount)
+
+    def approvals(self) -> list[credits.ApprovalSummary]:
         return [
             credits.ApprovalSummary(
                 credit_id="credit/52/r-1", status="escalated", case_id="52",
@@ -92,6 +103,16 @@ class FakeOperations:
                 opened_at=datetime.now(UTC) - timedelta(hours=80), age_hours=80.0,
             )
         ]  # fmt: skip
+
+    async def pending_approvals(
+        self, _temporal: Any, *_filters: Any, min_amount: Decimal | None = None, **_page: Any
+    ) -> ItemsPage[Any]:
+        return fake_page(self.approvals(), min_amount)
+
+    async def count_approvals(
+        self, _temporal: Any, _customer: Any, hours: float | None, min_amount: Decimal | None
+    ) -> int:
+        return fake_count(self.approvals(), hours, min_amount)
 
     async def exception_detail(self, _temporal: Any, exception_id: str) -> Any:
         if exception_id != EXCEPTION_ID:
@@ -142,6 +163,16 @@ class Console:
         return self.client.post(f"/console/decide/{EXCEPTION_ID}", data=data, headers=headers)
 
 
+def fake_page(rows: list[Any], min_amount: Decimal | None) -> ItemsPage[Any]:
+    """One page holding every row at least `min_amount` (the visibility query's filter)."""
+    kept = [r for r in rows if min_amount is None or r.amount.amount >= min_amount]
+    return ItemsPage(kept, None, len(kept))
+
+
+def fake_count(rows: list[Any], hours: float | None, min_amount: Decimal | None) -> int:
+    return sum(r.age_hours >= (hours or 0) for r in fake_page(rows, min_amount).items)
+
+
 def hidden(page: str, name: str) -> str:
     found = re.search(rf'name="{name}" value="([^"]+)"', page)
     assert found, f"no {name} in the page"
@@ -164,6 +195,8 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Console:
     monkeypatch.setattr(finance, "exception_detail", ops.exception_detail)
     monkeypatch.setattr(finance, "decide", ops.decide)
     monkeypatch.setattr(credits, "pending_approvals", ops.pending_approvals)
+    monkeypatch.setattr(finance, "count_exceptions", ops.count_exceptions)
+    monkeypatch.setattr(credits, "count_approvals", ops.count_approvals)
     app = create_app(settings, store)
     now = [1_900_000_000.0]
     app.state.console_sessions = ConsoleSessions(
@@ -464,3 +497,28 @@ async def test_two_submits_of_one_form_at_once_decide_once_and_a_refusal_frees_t
     with pytest.raises(ConsoleRefusal):
         await once.once(("finance-1", "key-2"), refused)
     assert (await once.once(("finance-1", "key-2"), decide)).message == "decided once"
+
+
+def test_the_inbox_counts_every_item_and_links_the_next_and_previous_pages(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str | None] = []
+
+    async def first_of_many(_temporal: Any, *_filters: Any, **page: Any) -> ItemsPage[Any]:
+        asked.append(page["page_token"])
+        return ItemsPage(console.ops.approvals(), "dG9rZW4tMg==", 250)
+
+    monkeypatch.setattr(credits, "pending_approvals", first_of_many)
+    console.sign_in("finance")
+    page = console.client.get("/console/inbox").text
+    assert "<strong>251</strong> waiting" in page and "250 approvals" in page
+    assert "This page shows 2 of 251" in page and 'rel="prev"' not in page
+    following = re.search(r'<a rel="next" href="([^"]+)"', page)
+    assert following, "no next page"
+    later = console.client.get(html.unescape(following.group(1))).text
+    assert asked == [None, "dG9rZW4tMg=="]  # the next page continues the approvals' list
+    assert EXCEPTION_ID not in later  # the exceptions' list ended on the first page
+    assert "<strong>251</strong> waiting" in later
+    back = re.search(r'<a rel="prev" href="([^"]+)"', later)
+    assert back and "approvals_page" not in back.group(1) and "back=" not in back.group(1)
+    assert console.client.get("/console/inbox?approvals_page=x'%20OR%201").status_code == 422

@@ -65,8 +65,8 @@ def test_admin_tools_register_every_search_attribute_with_its_type(
     compose: dict[str, Any],
 ) -> None:
     script = " ".join(compose["services"]["temporal-admin-tools"]["command"])
-    registered = dict(re.findall(r"(\w+)=(Keyword|Int)", script))
-    kinds = {"KEYWORD": "Keyword", "INT": "Int"}
+    registered = dict(re.findall(r"(\w+)=(Keyword|Int|Text)", script))
+    kinds = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text"}
     assert registered == {k.name: kinds[k.indexed_value_type.name] for k in ALL_KEYS}
 
 

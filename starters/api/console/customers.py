@@ -88,7 +88,7 @@ async def customer_page(
     note = None
     try:
         processes = await _processes(temporal, settings, customer_id)
-        exceptions = await finance.open_exceptions(temporal, None, customer_id, None)
+        exceptions = (await finance.open_exceptions(temporal, None, customer_id, None)).items
     except TemporalUnavailable:
         processes, exceptions = [], []
         note = "The workflow engine did not answer: processes and exceptions are not shown."
