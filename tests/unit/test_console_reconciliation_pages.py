@@ -81,6 +81,7 @@ def test_finance_sees_the_runs_a_runs_totals_and_its_items_with_their_remedy(
     text = page.text
     assert "amount_mismatch" in text and "missing_in_erp" in text and "EUR" in text
     assert "Auto-heal: replay the normal posting path" in text  # a remedy
+    assert "Neither the ERP nor the posting journal holds this reference" in text  # what differs
     assert MARKUP not in text and "&lt;script&gt;alert(" in text  # escaped, never run
     assert 'href="/console/customers/cus_Recon1"' in text
 
