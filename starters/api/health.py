@@ -66,6 +66,7 @@ OPEN_EXCEPTIONS = "BusinessProcess = 'finance_exception' AND ExecutionStatus = '
 # Past this many waiting items the answer says it stopped counting (`truncated`).
 WAITING_LIMIT = 2000
 BLOCKED_LISTED = 50  # blocked items named per process; the count is always whole
+OUTAGE_LISTED = 100  # held-up workflows named per outage
 
 NOUNS = {
     "amendment_to_erp": ("amendment", "amendments"),
@@ -128,6 +129,8 @@ class Outage(BaseModel):
     since: datetime
     minutes: int
     holding_up: dict[str, int] = Field(description="waiting work by business process")
+    waiting: list[str] = Field(description=f"the workflows it holds up, oldest first (the "
+                               f"first {OUTAGE_LISTED})")  # fmt: skip
     summary: str
 
 
@@ -246,6 +249,11 @@ def summarize(
             continue
         held = {p.process: p.waiting_on.get(state.system, 0) for p in processes}
         held = {process: n for process, n in held.items() if n}
+        held_items = sorted(
+            (i for items in by_process.values() for i in items
+             if state.system in WAITS_ON[i.process][i.status]),
+            key=lambda i: (i.started_at, i.workflow_id),
+        )  # fmt: skip
         minutes = max(0, int((now - state.failing_since).total_seconds() // 60))
         outages.append(
             Outage(
@@ -253,6 +261,7 @@ def summarize(
                 since=state.failing_since,
                 minutes=minutes,
                 holding_up=held,
+                waiting=[i.workflow_id for i in held_items[:OUTAGE_LISTED]],
                 summary=outage_summary(state.system, state.last_failure, minutes, held),
             )
         )
