@@ -471,9 +471,11 @@ async def bench(args: argparse.Namespace) -> None:
                 batches = [signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2)]
                 bare = [process_starts(uuid.uuid4().hex[:6], half) for _ in range(2)]
 
-                async def ours_round(requests: list[tuple[bytes, dict[str, str]]]) -> Side:
+                async def ours_round(
+                    requests: list[tuple[bytes, dict[str, str]]], side: str = "ours"
+                ) -> Side:
                     return await measured(
-                        "ours: POST /webhooks/stripe", pids,
+                        f"{side}: POST /webhooks/stripe", pids,
                         lambda: post_all(url, requests, args.clients),
                     )  # fmt: skip
 
@@ -498,10 +500,10 @@ async def bench(args: argparse.Namespace) -> None:
                         )  # fmt: skip
 
                 off_batches = [signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2)]
-                off_first = await ours_round(off_batches[0])
+                off_first = await ours_round(off_batches[0], "telemetry off")
                 on = merged([await telemetry_round(on_batches[0]),
                              await telemetry_round(on_batches[1])])  # fmt: skip
-                off = merged([off_first, await ours_round(off_batches[1])])
+                off = merged([off_first, await ours_round(off_batches[1], "telemetry off")])
                 spans = sink.requests
             timed: Breakdown | None = None
             if args.breakdown == "always" or (
