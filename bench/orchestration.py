@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
 
     from adapters.billing.events import StripeEventPayload, to_business_event
     from adapters.bootstrap import Adapters
+    from adapters.logs import configure_logging
     from adapters.ports import BillingSystem, Ledger, SupportDesk
     from adapters.settings import Settings
     from adapters.store import IntegrationStore
@@ -379,6 +380,7 @@ async def serve_worker(args: argparse.Namespace) -> None:
     with --otlp and the metrics ports, ours with traces exported and metrics served as
     `ledgerbridge worker` does when configured so."""
     if args.otlp:
+        configure_logging("WARNING", "json")  # to stderr: stdout is for `ready`
         settings = Settings(
             otel_exporter_otlp_endpoint=args.otlp,
             worker_metrics_port=args.metrics_port,
