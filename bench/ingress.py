@@ -62,6 +62,7 @@ from bench._common import (
     record,
     stripe_invoice_event,
 )
+from bench.ingress_telemetry import SCRAPE_EVERY, TELEMETRY_RATIO, discarding_otlp_sink, scraping
 from bench.reconciliation import database
 from starters.routing import ProcessStart, route_billing_event, signal_with_start
 
@@ -121,6 +122,7 @@ def process_starts(tag: str, count: int) -> list[ProcessStart]:
 
 def api_settings(args: argparse.Namespace) -> Settings:
     return Settings(
+        otel_exporter_otlp_endpoint=args.otlp,
         home=Path(args.home),
         temporal_address=args.temporal,
         task_queue_prefix=args.prefix,
@@ -254,9 +256,12 @@ async def serve_api(args: argparse.Namespace) -> None:
     await serving
 
 
-def api_args(address: str, store_url: str, port: int, prefix: str, home: str) -> list[str]:
-    return ["-m", "bench.ingress", "--serve-api", "--temporal", address, "--store-url",
+def api_args(
+    address: str, store_url: str, port: int, prefix: str, home: str, otlp: str | None = None
+) -> list[str]:
+    args = ["-m", "bench.ingress", "--serve-api", "--temporal", address, "--store-url",
             store_url, "--port", str(port), "--prefix", prefix, "--home", home]  # fmt: skip
+    return [*args, "--otlp", otlp] if otlp else args
 
 
 # --- the two sides ---------------------------------------------------------------------------
@@ -439,15 +444,25 @@ async def bench(args: argparse.Namespace) -> None:
             client = await connect_temporal(address, "default")
             server = dev_server_pid()
             port, prefix = free_port(), f"api-{uuid.uuid4().hex[:6]}."
-            async with helper_process(api_args(address, store_url, port, prefix, home),
-                                      logs / "api.log") as api:  # fmt: skip
+            on_port, on_prefix = free_port(), f"api-on-{uuid.uuid4().hex[:6]}."
+            async with (
+                discarding_otlp_sink() as sink,
+                helper_process(api_args(address, store_url, port, prefix, home),
+                               logs / "api.log") as api,
+                helper_process(api_args(address, store_url, on_port, on_prefix, home, sink.url),
+                               logs / "api-telemetry.log") as api_on,
+            ):  # fmt: skip
                 url = f"http://127.0.0.1:{port}"
+                on_url = f"http://127.0.0.1:{on_port}"
                 pids = {"api": api.pid, "bench": os.getpid()}
+                on_pids = {"api": api_on.pid, "bench": os.getpid()}
                 if server:
-                    pids["temporal"] = server
+                    pids["temporal"] = on_pids["temporal"] = server
                 base_prefix = f"bare-{uuid.uuid4().hex[:6]}."
                 # Untimed first: connections, caches, the server's first workflows.
                 await post_all(url, signed_requests(uuid.uuid4().hex[:6], WARM_UP), args.clients)
+                await post_all(on_url, signed_requests(uuid.uuid4().hex[:6], WARM_UP),
+                               args.clients)  # fmt: skip
                 await signal_all(client, process_starts(uuid.uuid4().hex[:6], WARM_UP),
                                  base_prefix, args.clients)  # fmt: skip
                 # ABBA, half the events a round: drift (the server filling up, other people's
@@ -456,9 +471,11 @@ async def bench(args: argparse.Namespace) -> None:
                 batches = [signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2)]
                 bare = [process_starts(uuid.uuid4().hex[:6], half) for _ in range(2)]
 
-                async def ours_round(requests: list[tuple[bytes, dict[str, str]]]) -> Side:
+                async def ours_round(
+                    requests: list[tuple[bytes, dict[str, str]]], side: str = "ours"
+                ) -> Side:
                     return await measured(
-                        "ours: POST /webhooks/stripe", pids,
+                        f"{side}: POST /webhooks/stripe", pids,
                         lambda: post_all(url, requests, args.clients),
                     )  # fmt: skip
 
@@ -471,12 +488,30 @@ async def bench(args: argparse.Namespace) -> None:
                 first = await ours_round(batches[0])
                 baseline = merged([await baseline_round(bare[0]), await baseline_round(bare[1])])
                 ours = merged([first, await ours_round(batches[1])])
+                # Telemetry off and on, ABBA again: the same API, one with traces exported and
+                # /metrics scraped every second, the other as configured by default.
+                on_batches = [signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2)]
+
+                async def telemetry_round(requests: list[tuple[bytes, dict[str, str]]]) -> Side:
+                    async with scraping(f"{on_url}/metrics"):
+                        return await measured(
+                            "telemetry on: POST /webhooks/stripe", on_pids,
+                            lambda: post_all(on_url, requests, args.clients),
+                        )  # fmt: skip
+
+                off_batches = [signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2)]
+                off_first = await ours_round(off_batches[0], "telemetry off")
+                on = merged([await telemetry_round(on_batches[0]),
+                             await telemetry_round(on_batches[1])])  # fmt: skip
+                off = merged([off_first, await ours_round(off_batches[1], "telemetry off")])
+                spans = sink.requests
             timed: Breakdown | None = None
             if args.breakdown == "always" or (
                 args.breakdown == "auto" and ours.p(99) >= TARGET_P99_MS
             ):
                 timed = await breakdown(address, store_url, home, args.events, args.clients, logs)
     report(args, store_label, ours, baseline, timed)
+    report_telemetry(args, store_label, off, on, spans)
 
 
 def report(
@@ -556,6 +591,46 @@ def report(
         print("\n".join(breakdown_lines(timed)))
 
 
+def report_telemetry(
+    args: argparse.Namespace, store_label: str, off: Side, on: Side, exports: int
+) -> None:
+    ratio = on.rate / off.rate
+    figures = [
+        {
+            "name": "ingress_telemetry_on_off_rate", "ours": round(on.rate, 1),
+            "baseline": round(off.rate, 1), "ratio": round(ratio, 3),
+            "target": f">= {TELEMETRY_RATIO}", "met": ratio >= TELEMETRY_RATIO,
+        },
+        {
+            "name": "ingress_telemetry_on_off_p99_ms", "ours": round(on.p(99), 1),
+            "baseline": round(off.p(99), 1), "ratio": round(on.p(99) / off.p(99), 3),
+            "target": "reported", "met": None,
+        },
+        {
+            "name": "ingress_telemetry_cpu_ms_per_webhook", "ours": round(on.cpu_ms("api"), 2),
+            "baseline": round(off.cpu_ms("api"), 2),
+            "ratio": round(on.cpu_ms("api") / off.cpu_ms("api"), 3), "target": "reported",
+            "met": None,
+        },
+    ]  # fmt: skip
+    for f in figures:
+        f["events"] = args.events
+        f["clients"] = args.clients
+        f["store"] = store_label
+    record(figures)
+    print()
+    print_table(figures)
+    print(f"telemetry on: traces exported by OTLP/HTTP to a local sink that discards them "
+          f"({exports} export requests), /metrics scraped every {SCRAPE_EVERY:g} s; off: the "
+          f"same API without an endpoint, unscraped (its counters still count: they cannot be "
+          f"turned off). Rounds off, on, on, off, {args.events // 2} events each.")  # fmt: skip
+    for side in (off, on):
+        print(
+            f"{side.label}: {side.count} in {side.seconds:.1f} s = {side.rate:.0f}/s; p50 "
+            f"{side.p(50):.1f} ms, p99 {side.p(99):.1f} ms; failures {side.failures or 'none'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="webhooks a side (>= 100)")
@@ -570,6 +645,7 @@ def main() -> None:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--instrument", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--otlp", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.serve_api and args.events < 100:
         parser.error("--events must be at least 100")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -63,17 +64,20 @@ with workflow.unsafe.imports_passed_through():
 
     from adapters.billing.events import StripeEventPayload, to_business_event
     from adapters.bootstrap import Adapters
+    from adapters.logs import configure_logging
     from adapters.ports import BillingSystem, Ledger, SupportDesk
     from adapters.settings import Settings
     from adapters.store import IntegrationStore
     from adapters.store.models import AccountLink, Posting
     from adapters.task_queues import WORKFLOW_QUEUE, System, task_queue
     from adapters.temporal import connect_temporal
+    from adapters.tracing import configure_tracing
     from bench._common import (
         cpu_seconds,
         dev_server,
         dev_server_pid,
         finance_mapping_file,
+        free_port,
         helper_process,
         machine_cpu_seconds,
         percentile,
@@ -81,6 +85,12 @@ with workflow.unsafe.imports_passed_through():
         record,
         serve_workers,
         stripe_invoice_event,
+    )
+    from bench.ingress_telemetry import (
+        SCRAPE_EVERY,
+        TELEMETRY_RATIO,
+        discarding_otlp_sink,
+        scraping,
     )
     from bench.reconciliation import database, time_by_step
     from canonical import (
@@ -96,6 +106,7 @@ with workflow.unsafe.imports_passed_through():
     from canonical.mapping import FinanceMapping, ProductAccount
     from starters.routing import ProcessStart, ledger_start, signal_with_start
     from workers.main import QueueLimits, build_workers
+    from workers.metrics import worker_metrics
     from workflows.activity_options import STORE_CALL, SYSTEM_OPTIONS, activity_queue
     from workflows.subscription_ledger import REORDER_WINDOW
 
@@ -365,8 +376,28 @@ def baseline_starts(tag: str, count: int, steps: list[str], sleep: float) -> lis
 
 
 async def serve_worker(args: argparse.Namespace) -> None:
-    """The workers of one side until SIGTERM: the real ones on in-memory ports, or the no-op."""
+    """The workers of one side until SIGTERM: the real ones on in-memory ports, or the no-op;
+    with --otlp and the metrics ports, ours with traces exported and metrics served as
+    `ledgerbridge worker` does when configured so."""
+    if args.otlp:
+        configure_logging("WARNING", "json")  # to stderr: stdout is for `ready`
+        settings = Settings(
+            otel_exporter_otlp_endpoint=args.otlp,
+            worker_metrics_port=args.metrics_port,
+            worker_sdk_metrics_port=args.sdk_metrics_port,
+        )
+        configure_tracing(settings, "worker")  # before the client: its interceptors need it
+        with worker_metrics(settings) as runtime:
+            client = await connect_temporal(
+                args.temporal, "default", wait_seconds=30, runtime=runtime
+            )
+            await serve_sides_workers(args, client)
+        return
     client = await connect_temporal(args.temporal, "default", wait_seconds=30)
+    await serve_sides_workers(args, client)
+
+
+async def serve_sides_workers(args: argparse.Namespace, client: Client) -> None:
     limits = unthrottled_limits() if args.limits == "unthrottled" else production_limits()
     store = IntegrationStore(args.store_url)
     adapters = in_memory_adapters(store)
@@ -491,13 +522,23 @@ async def fetch_histories(client: Client, workflow_ids: list[str]) -> list[Workf
 
 
 async def run_ours(
-    client: Client, address: str, store: IntegrationStore, events: int, limits: str, logs: Path
-) -> Run:
+    client: Client, address: str, store: IntegrationStore, events: int, limits: str, logs: Path,
+    otlp: str | None = None,
+) -> Run:  # fmt: skip
     prefix = f"ours-{uuid.uuid4().hex[:6]}."
     warm_tag, tag = uuid.uuid4().hex[:6], uuid.uuid4().hex[:6]
     args = ["-m", "bench.orchestration", "--serve-worker", "ours", "--temporal", address,
             "--store-url", store.url, "--prefix", prefix, "--limits", limits]  # fmt: skip
-    async with helper_process(args, logs / f"worker-{prefix}log") as worker:
+    metrics_urls: list[str] = []
+    if otlp:  # telemetry on: traces to the sink, both metrics ports served and scraped
+        ports = free_port(), free_port()
+        args += ["--otlp", otlp, "--metrics-port", str(ports[0]),
+                 "--sdk-metrics-port", str(ports[1])]  # fmt: skip
+        metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
+    async with (
+        helper_process(args, logs / f"worker-{prefix}log") as worker,
+        scraping(*metrics_urls) if metrics_urls else contextlib.nullcontext(),
+    ):
 
         def count(run_tag: str) -> Callable[[], Awaitable[int]]:
             async def counted() -> int:
@@ -516,7 +557,8 @@ async def run_ours(
             histories = await fetch_histories(client, [s.workflow_id for s in starts])
         except (RuntimeError, TimeoutError) as err:
             raise RuntimeError(f"ours: {err}\n{worker.log_tail()}") from err
-    return Run(f"ours ({limits} limits)", events, seconds, feed_seconds, histories, cpu)
+    telemetry = ", telemetry on" if otlp else ""
+    return Run(f"ours ({limits} limits{telemetry})", events, seconds, feed_seconds, histories, cpu)
 
 
 async def run_baseline(
@@ -669,6 +711,18 @@ async def bench(args: argparse.Namespace) -> None:
                 base_rounds = [await baseline_round("production") for _ in range(2)]
                 ours = merged([first, await ours_round("production")])
                 baseline = merged(base_rounds)
+                # Telemetry off and on (ours only), ABBA: traces exported to a sink that
+                # discards them and both worker metrics ports scraped every second, or neither.
+                async with discarding_otlp_sink() as sink:
+                    off_first = await ours_round("production")
+                    on_rounds = [
+                        await run_ours(client, address, store, half, "production", logs_dir,
+                                       sink.url)
+                        for _ in range(2)
+                    ]  # fmt: skip
+                    telemetry_off = merged([off_first, await ours_round("production")])
+                    telemetry_on = merged(on_rounds)
+                    exports = sink.requests
                 diagnostics: list[Run] = []
                 if args.diagnose != "never":
                     # Without the ERP queue's limits: what the orchestration itself costs.
@@ -686,6 +740,39 @@ async def bench(args: argparse.Namespace) -> None:
         finally:
             store.dispose()
     report(args, store_label, ours, baseline, diagnostics)
+    report_telemetry(args, store_label, telemetry_off, telemetry_on, exports)
+
+
+def report_telemetry(
+    args: argparse.Namespace, store_label: str, off: Run, on: Run, exports: int
+) -> None:
+    ratio = on.rate / off.rate
+    off_cpu, on_cpu = off.cpu_ms("worker", "temporal"), on.cpu_ms("worker", "temporal")
+    figures = [
+        {
+            "name": "orchestration_telemetry_on_off_rate", "ours": round(on.rate, 2),
+            "baseline": round(off.rate, 2), "ratio": round(ratio, 3),
+            "target": f">= {TELEMETRY_RATIO}", "met": ratio >= TELEMETRY_RATIO,
+        },
+        {
+            "name": "orchestration_telemetry_cpu_ms_per_workflow", "ours": round(on_cpu, 1),
+            "baseline": round(off_cpu, 1), "ratio": round(on_cpu / off_cpu, 3),
+            "target": "reported", "met": None,
+        },
+    ]  # fmt: skip
+    for f in figures:
+        f["workflows"] = args.events
+        f["store"] = store_label
+    record(figures)
+    print()
+    print_table(figures)
+    print(f"telemetry on: the real worker with traces exported by OTLP/HTTP to a local sink "
+          f"that discards them ({exports} export requests) and its two metrics ports (ours and "
+          f"the SDK's) scraped every {SCRAPE_EVERY:g} s; off: the same worker as configured "
+          f"by default (its counters still count). Production limits; rounds off, on, on, "
+          f"off, {args.events // 2} workflows each.")  # fmt: skip
+    for run in (off, on):
+        print(f"{run.label}: {run.workflows} in {run.seconds:.1f} s = {run.rate:.2f}/s")
 
 
 def report(
@@ -835,6 +922,9 @@ def main() -> None:
     parser.add_argument("--store-url", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--limits", choices=("production", "unthrottled"), help=argparse.SUPPRESS)
+    parser.add_argument("--otlp", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--sdk-metrics-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.serve_worker and args.events < 100:
         parser.error("--events must be at least 100")

@@ -95,8 +95,13 @@ def cmd_api(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_status(_args: argparse.Namespace, settings: Settings) -> int:
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from starters.local.stack import LocalStack
+
+    if args.processes:
+        body = call_api(settings, "get", "/v1/health/processes", role="ops").json()
+        echo("\n".join(process_health_lines(body)))
+        return 1 if body["outages"] else 0
 
     rows = []
     healthy = True
@@ -106,6 +111,48 @@ def cmd_status(_args: argparse.Namespace, settings: Settings) -> int:
         rows.append((component.name, "up" if ok else "DOWN", component.listens))
     echo(table(("component", "state", "where"), rows))
     return 0 if healthy else 1
+
+
+def process_health_lines(body: dict[str, Any]) -> list[str]:
+    """`GET /v1/health/processes` as tables: processes, what blocks them, systems, outages."""
+    rows = []
+    for p in body["processes"]:
+        oldest = p["oldest_waiting"]
+        waiting = (
+            f"{oldest['workflow_id']} ({oldest['status']}, {oldest['age_hours']} h)"
+            if oldest
+            else "-"
+        )
+        on = ", ".join(f"{n} on {target}" for target, n in sorted(p["waiting_on"].items()))
+        rows.append((p["process"], p["in_flight"], p["done_24h"], p["failed_24h"], p["blocked"],
+                     on or "-", waiting))  # fmt: skip
+    header = ("process", "in flight", "done 24h", "failed 24h", "blocked", "waiting", "oldest")
+    lines = [table(header, rows)]
+    for p in body["processes"]:
+        for item in p["blocked_items"]:
+            by = ", ".join(item["exception_ids"]) or "an exception no longer open"
+            lines.append(f"blocked: {item['workflow_id']} by {by}")
+    lines.append("")
+    lines.append(
+        table(
+            ("system", "state", "last success", "last failure"),
+            [
+                (
+                    s["system"],
+                    s["state"],
+                    s["last_success_at"] or "-",
+                    f"{s['last_failure']} at {s['last_failure_at']}"
+                    if s["last_failure_at"]
+                    else "-",
+                )
+                for s in body["systems"]
+            ],
+        )
+    )
+    lines.extend(outage["summary"] for outage in body["outages"])
+    if body["truncated"]:
+        lines.append("(more work waits than was counted: the waiting counts stop there)")
+    return lines
 
 
 def cmd_accounts(args: argparse.Namespace, settings: Settings) -> int:
@@ -267,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--keep-home", action="store_true", help="keep the private stack's state")
     sub.add_parser("worker", help="run the Temporal worker (all task queues)")
     sub.add_parser("api", help="serve the webhooks and the /v1 API")
-    sub.add_parser("status", help="health of every component of the local stack")
+    status = sub.add_parser("status", help="health of every component of the local stack")
+    status.add_argument("--processes", action="store_true",
+                        help="per business process: in flight, done, failed, blocked, and "
+                        "what a failing system holds up (through the API)")  # fmt: skip
     accounts = sub.add_parser("accounts", help="customer cross-references across systems")
     accounts.add_argument("action", choices=["sync", "show"])
     accounts.add_argument("customer_id")

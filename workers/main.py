@@ -47,6 +47,7 @@ from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
+from adapters.system_health import recording_system_health
 from adapters.task_queues import SYSTEM_QUEUES, task_queue
 from adapters.temporal import connect_for
 from adapters.tracing import configure_tracing
@@ -213,7 +214,8 @@ async def _run_workers(settings: Settings, client: Client) -> None:
         limits=dataclasses.asdict(limits),
     )
     try:
-        await run_until_stopped(workers, stop)
+        async with recording_system_health(adapters.store):
+            await run_until_stopped(workers, stop)
     finally:
         await adapters.aclose()
     log.info("worker stopped")

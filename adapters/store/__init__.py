@@ -14,6 +14,7 @@ from adapters.store.models import (
     ReconRun,
     ReconSupportCredit,
     ReconTax,
+    SystemHealth,
     WebhookReceipt,
 )
 from adapters.store.reconciliation import (
@@ -82,6 +83,7 @@ __all__ = [
     "RunStateError",
     "RunStatus",
     "SupportCredit",
+    "SystemHealth",
     "UnknownRunError",
     "WebhookReceipt",
 ]

@@ -98,6 +98,19 @@ class WebhookReceipt(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class SystemHealth(Base):
+    """Per external system, when a worker last saw it answer and last saw it fail: written by
+    the workers, read by the API's process health (they are different processes)."""
+
+    __tablename__ = "system_health"
+
+    system: Mapped[str] = mapped_column(String(16), primary_key=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failure: Mapped[str | None] = mapped_column(String(32))  # the call outcome
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 # --- three-way reconciliation: billing vs ERP vs the posting journal --------------------
 # Staging tables (expected, ERP, journal, support credits) hold one run's loaded documents
 # until it is classified; runs and items are the lasting report.

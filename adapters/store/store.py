@@ -21,7 +21,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapters.store.models import AccountLink, AuditEntry, Posting, WebhookReceipt, utcnow
+from adapters.store.models import (
+    AccountLink,
+    AuditEntry,
+    Posting,
+    SystemHealth,
+    WebhookReceipt,
+    utcnow,
+)
+from adapters.system_health import SystemObservation, merge
 from canonical import AccountRecord
 from canonical.ledger import REJECTED_POSTING_PREFIX
 
@@ -278,6 +286,27 @@ class IntegrationStore:
                     Posting.source_document_id == source_document_id,
                 )
             ).first()
+
+    # --- external systems' health -------------------------------------------------------
+
+    def record_system_health(self, seen: Sequence[SystemObservation]) -> None:
+        """Fold what a worker saw of each system into its row (read, merged, written in one
+        transaction; the row is locked where the database can)."""
+        with self.session() as session:
+            for observation in seen:
+                row = session.scalars(
+                    select(SystemHealth)
+                    .where(SystemHealth.system == observation.system)
+                    .with_for_update()
+                ).first()
+                if row is None:
+                    row = SystemHealth(system=observation.system)
+                    session.add(row)
+                merge(row, observation)
+
+    def system_health(self) -> list[SystemHealth]:
+        with self.session() as session:
+            return list(session.scalars(select(SystemHealth).order_by(SystemHealth.system)))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -25,6 +25,7 @@ from starters.api import (
     credits,
     docs,
     finance,
+    health,
     metrics,
     ops,
     reconciliation,
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     app.add_middleware(CorrelationMiddleware)
     instrument_api(app, settings)  # traces, when an OTLP endpoint is configured
     install_error_handlers(app)
-    for area in (ops, webhooks, replay, accounts, finance, credits, reconciliation, docs):
+    for area in (ops, health, webhooks, replay, accounts, finance, credits, reconciliation, docs):
         app.include_router(area.router)
     console.install(app, settings, keyring)  # finance's pages at /console
     metrics.install(app, temporal)  # Prometheus at /metrics

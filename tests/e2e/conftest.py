@@ -29,6 +29,7 @@ from adapters import metrics
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
+from adapters.system_health import recording_system_health
 from sandbox.billing.driver import BillingDriver
 from starters.api import create_app
 from starters.api.auth import key_entry
@@ -173,7 +174,8 @@ async def worker_running(stack: Stack, client: Client) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(run_until_stopped(workers, stop))
     try:
-        yield
+        async with recording_system_health(adapters.store, every=1.0):
+            yield
     finally:
         stop.set()
         await task

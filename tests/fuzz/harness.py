@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -106,6 +107,11 @@ class RecordingTemporal:
     def list_workflows(self, query: str = "", **_: Any) -> _Listing:
         self.note("list_workflows", None)
         return _Listing(self)
+
+    async def count_workflows(self, query: str = "", **_: Any) -> Any:
+        self.note("count_workflows", None)
+        self.fail_if_unavailable()
+        return SimpleNamespace(count=0)  # no workflow matches, like the listing
 
     @property
     def service_client(self) -> RecordingTemporal:

@@ -85,6 +85,7 @@ ROLES_BY_OPERATION: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/v1/accounts/{customer_id}"): frozenset(ROLES),
     ("GET", "/v1/status"): frozenset(ROLES),
     ("POST", "/v1/ledgers:refresh"): frozenset({"ops", "finance_admin"}),
+    ("GET", "/v1/health/processes"): frozenset({"ops", "finance", "finance_admin"}),
     ("GET", "/v1/exceptions"): frozenset({"finance", "finance_admin", "ops"}),
     ("GET", "/v1/exceptions/{exception_id}"): frozenset({"finance", "finance_admin", "ops"}),
     ("POST", "/v1/exceptions/{exception_id}:decide"): frozenset({"finance", "finance_admin"}),

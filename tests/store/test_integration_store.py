@@ -165,3 +165,24 @@ def test_credited_since_sums_support_credits_of_the_customer_only(
     assert store.credited_since("cus_1", "USD", since) == Decimal("55.50")
     assert store.credited_since("cus_1", "EUR", since) == Decimal(0)
     assert store.credited_since("cus_1", "USD", datetime.now(UTC) + timedelta(days=1)) == 0
+
+
+def test_system_health_rows_fold_what_each_worker_saw(store: IntegrationStore) -> None:
+    from adapters.system_health import SystemObservation
+
+    start = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    store.record_system_health([SystemObservation("erp", start, answered=True, failure=None)])
+    down = start + timedelta(minutes=1)
+    store.record_system_health(
+        [
+            SystemObservation("erp", down, answered=False, failure="unreachable"),
+            SystemObservation("billing", down, answered=True, failure=None),
+        ]
+    )
+    rows = {row.system: row for row in store.system_health()}
+    assert set(rows) == {"billing", "erp"}
+    erp = rows["erp"]
+    assert erp.failing_since is not None and erp.failing_since.replace(tzinfo=UTC) == down
+    assert erp.last_failure == "unreachable"
+    store.record_system_health([SystemObservation("erp", down + timedelta(minutes=2), True, None)])
+    assert {row.system: row.failing_since for row in store.system_health()}["erp"] is None
