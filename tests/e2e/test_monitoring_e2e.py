@@ -5,21 +5,17 @@ with their windows shortened; the ERP comes back and the alert clears."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from adapters.billing.webhook_signature import sign_stripe
 from starters.local import monitoring
-from tests.e2e.conftest import Stack, eventually, stop_process
-from tests.fixtures.prometheus import prometheus_tool
+from tests.e2e.conftest import Stack, customer_updated, deliver_billing, eventually, stop_process
 from tests.fixtures.servers import free_port
+from tests.fixtures.system_tools import prometheus_tool
 
 pytestmark = pytest.mark.e2e
 WORKER_PORTS = {"worker_metrics_port": free_port(), "worker_sdk_metrics_port": free_port()}
@@ -68,24 +64,7 @@ async def test_the_erp_down_alert_fires_in_prometheus_then_clears(
     prometheus = start(command, tmp_path / "prometheus.log")
     try:
         # A customer changed in billing: account sync calls the ERP, which fails.
-        customer = await stack.driver.create_customer(
-            "Monitoring Co", idempotency_key=f"monitoring/{uuid.uuid4().hex}"
-        )
-        body = json.dumps(
-            {
-                "id": f"evt_monitoring_{uuid.uuid4().hex[:12]}",
-                "type": "customer.updated",
-                "created": int(time.time()),
-                "data": {"object": {"object": "customer", "id": customer.id}},
-            }
-        ).encode()
-        secret = stack.settings.billing_webhook_secrets[0].get_secret_value()
-        answer = httpx.post(
-            f"{stack.api_url}/webhooks/stripe",
-            content=body,
-            headers={"Stripe-Signature": sign_stripe(body, secret, int(time.time()))},
-            timeout=30,
-        )
+        answer = deliver_billing(stack, await customer_updated(stack, "Monitoring Co"))
         assert answer.json()["status"] == "accepted", answer.text
 
         async def firing() -> dict[str, Any] | None:

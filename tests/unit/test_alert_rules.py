@@ -14,7 +14,7 @@ import yaml
 from adapters.settings import Settings
 from canonical.reconciliation import EXPLAINED, HEALABLE
 from starters.local import monitoring
-from tests.fixtures.prometheus import prometheus_tool
+from tests.fixtures.system_tools import prometheus_tool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 PROCESS_WORDS = ("amendment-to-ERP", "case-to-credit", "account sync", "month-end", "finance")
