@@ -25,7 +25,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from starters.local.stack import LocalStack, StackError
 
     stop = _stop_flag()
-    stack = LocalStack(settings, echo=echo)
+    stack = LocalStack(settings, echo=echo, monitoring=args.monitoring)
     try:
         with stack.running():
             echo(_banner(stack.settings))
@@ -105,7 +105,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     rows = []
     healthy = True
-    for component in LocalStack(settings).plan():
+    for component in LocalStack(settings, monitoring=None).plan():
         ok = component.ready()
         healthy &= ok
         rows.append((component.name, "up" if ok else "DOWN", component.listens))
@@ -302,7 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Billing, support and the ERP kept in agreement by durable workflows.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the local stack and supervise it until Ctrl-C")
+    up = sub.add_parser("up", help="start the local stack and supervise it until Ctrl-C")
+    up.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run Prometheus (Debian's package) scraping the stack with the alert rules",
+    )
     demo = sub.add_parser("demo", help="start the local stack and play the demo scenario")
     demo.add_argument("--exit", action="store_true", help="stop the stack when the demo ends")
     chaos = sub.add_parser(

@@ -2,7 +2,8 @@
 
 Temporal dev server, the real Tryton ERP, the billing and support sandboxes, a fault proxy in
 front of each of those three (the worker and the API call them through it), the worker and
-the API, each health-checked before the next starts, each logging to .ledgerbridge/logs/.
+the API, each health-checked before the next starts, each logging to .ledgerbridge/logs/;
+with `monitoring`, Debian's Prometheus scraping them with the deployment's alert rules last.
 A component that fails to start or dies stops the stack with a message naming it; Ctrl-C
 stops everything in reverse order. State lives under .ledgerbridge/, so a restart resumes
 in-flight workflows.
@@ -38,6 +39,7 @@ from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal
 from adapters.visibility import search_attribute_flags
 from starters.api.auth import ROLES, key_entry
+from starters.local import monitoring as prometheus
 from starters.local import tryton_bootstrap
 from starters.local.catalog import LOCAL_CURRENCIES, CatalogError, ensure_local_catalog
 
@@ -162,15 +164,21 @@ class LocalStack:
         *,
         echo: Callable[[str], None] = print,
         fault_proxies: bool = True,
+        monitoring: bool | None = False,
     ) -> None:
         """`fault_proxies=False` leaves the fault proxies out: the worker and the API call
-        each counterpart directly, as in production (benchmarks)."""
+        each counterpart directly, as in production (benchmarks). `monitoring=True` adds
+        Prometheus (when installed); None: as the stack running in `home` (`status`)."""
         self.settings = with_worker_metrics_ports(settings)
         self.fault_proxies = fault_proxies
         self.home = settings.home.resolve()
         self.echo = echo
         self.components: list[Component] = []
         self._lock_handle: IO[str] | None = None
+        if monitoring is None:
+            monitoring = self.prometheus_port_file.exists()
+        self.monitoring = monitoring
+        self._prometheus_port: int | None = None
 
     # --- layout -------------------------------------------------------------------------
 
@@ -181,6 +189,15 @@ class LocalStack:
     @property
     def erp_dir(self) -> Path:
         return self.home / "erp"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.home / "prometheus"
+
+    @property
+    def prometheus_port_file(self) -> Path:
+        """The port of the running stack's Prometheus; there only while it runs."""
+        return self.home / "prometheus" / "listen-port"
 
     def local_api_keys(self) -> dict[str, str]:
         """Plain API keys of the local stack, one per role; made once, kept under home."""
@@ -318,8 +335,49 @@ class LocalStack:
             ),
         ]
         if not self.fault_proxies:
-            return [c for c in components if not c.name.endswith("-faults")]
+            components = [c for c in components if not c.name.endswith("-faults")]
+        if self.monitoring:
+            components += self._prometheus()
         return components
+
+    def _prometheus(self) -> list[Component]:
+        """Prometheus after the worker and the API (it scrapes them); none when it is not
+        installed (`up` says how to install it)."""
+        binary = prometheus.prometheus_binary()
+        if binary is None:
+            return []
+        port = self.prometheus_port()
+        url = f"http://127.0.0.1:{port}"
+        config = self.prometheus_dir / "prometheus.yml"
+        return [
+            Component(
+                "prometheus",
+                prometheus.prometheus_command(binary, config, self.prometheus_dir / "data", port),
+                f"{url} (alerts at {url}/alerts; rules {prometheus.RULES.name})",
+                _http_ok(f"{url}/-/ready"),
+                port=port,
+                wave=2,
+            )
+        ]
+
+    def prometheus_port(self) -> int:
+        """The running stack's port when there is one, else a free one (kept)."""
+        if self._prometheus_port is None:
+            if self.prometheus_port_file.exists():
+                self._prometheus_port = int(self.prometheus_port_file.read_text())
+            else:
+                [self._prometheus_port] = free_ports(1)
+        return self._prometheus_port
+
+    def _prepare_prometheus(self) -> None:
+        if not any(c.name == "prometheus" for c in self.components):
+            if self.monitoring:
+                self.echo(prometheus.missing_line())
+            return
+        if not prometheus.RULES.exists():
+            raise StackError(f"prometheus: no alert rules at {prometheus.RULES}")
+        prometheus.write_config(self.prometheus_dir, prometheus.prometheus_config(self.settings))
+        self.prometheus_port_file.write_text(str(self.prometheus_port()))
 
     def _fault_proxy(self, system: str, port: int, upstream: str, what: str) -> Component:
         """`{system}-faults`: the fault proxy the worker and the API reach `upstream` through."""
@@ -434,6 +492,7 @@ class LocalStack:
                 )
         self.prepare_erp()
         self._migrate_store()
+        self._prepare_prometheus()
         env = self.child_env()
         # The counterparts, their proxies and Temporal boot side by side, then the worker and
         # the API.
@@ -645,3 +704,4 @@ class LocalStack:
                 component.log_file.close()
                 component.log_file = None
         self.components = []
+        self.prometheus_port_file.unlink(missing_ok=True)

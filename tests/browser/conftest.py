@@ -16,12 +16,12 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, async_playwright
 
 # The end-to-end stack (dev server, real Tryton, sandboxes, API, worker) of tests/e2e.
 from tests.e2e.conftest import in_process_worker, stack  # noqa: F401
+from tests.fixtures.system_tools import missing_tool
 
 CHROMIUM = os.environ.get("LEDGERBRIDGE_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
@@ -51,10 +51,7 @@ def chromium_path() -> str:
     found = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     if found:
         return found
-    message = f"no chromium at {CHROMIUM}: apt-get install -y chromium (.ci/run does)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing_tool(f"no chromium at {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
 
 
 @pytest_asyncio.fixture

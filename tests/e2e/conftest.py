@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from adapters import metrics
+from adapters.billing.webhook_signature import sign_stripe
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
@@ -89,6 +92,29 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def deliver_billing(stack: Stack, body: bytes) -> httpx.Response:
+    """`body` delivered to the API's billing webhook, signed as billing signs it."""
+    secret = stack.settings.billing_webhook_secrets[0].get_secret_value()
+    headers = {"Stripe-Signature": sign_stripe(body, secret, int(time.time()))}
+    return httpx.post(f"{stack.api_url}/webhooks/stripe", content=body, headers=headers, timeout=30)
+
+
+async def customer_updated(stack: Stack, name: str) -> bytes:
+    """A new billing customer and billing's `customer.updated` event about it: account sync
+    then calls support and the ERP."""
+    customer = await stack.driver.create_customer(
+        name, idempotency_key=f"{name.lower().replace(' ', '-')}/{uuid.uuid4().hex}"
+    )
+    return json.dumps(
+        {
+            "id": f"evt_{uuid.uuid4().hex[:16]}",
+            "type": "customer.updated",
+            "created": int(time.time()),
+            "data": {"object": {"object": "customer", "id": customer.id}},
+        }
+    ).encode()
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from adapters.bootstrap import build_adapters
 from adapters.settings import Settings
 from adapters.temporal import connect_temporal
 from sandbox.billing.driver import BillingDriver
+from starters.local import monitoring
 from starters.local.stack import private_stack_env
 from starters.reconciliation import SCHEDULE_ID
 from tests.e2e.conftest import eventually
@@ -46,9 +47,9 @@ def stack_env(home: Path) -> dict[str, str]:
 class RunningUp:
     """`ledgerbridge up` in the background, as a user starts it in a terminal."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, *options: str) -> None:
         self.process = subprocess.Popen(
-            [str(BIN / "ledgerbridge"), "up"], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            [str(BIN / "ledgerbridge"), "up", *options], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.output = ""
@@ -138,8 +139,21 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
         assert up.interrupt() == 0, up.output
         assert "api: stopped" in up.output and "temporal: stopped" in up.output
 
-        # Third start: the sandbox's injected fault is gone; the same run finishes the work.
-        up = RunningUp(env, tmp_path)
+        # Third start, with Prometheus: the sandbox's injected fault is gone; the same run
+        # finishes the work.
+        up = RunningUp(env, tmp_path, "--monitoring")
+        watched = list(COMPONENTS)
+        if monitoring.prometheus_binary() is None:  # `up` says how to install it, runs the rest
+            assert os.environ.get("CI") != "true", "CI installs Debian's prometheus (.ci/run)"
+            assert monitoring.missing_line() in up.output, up.output
+        else:
+            watched.append("prometheus")
+            prometheus = re.search(
+                r"prometheus: ready, listening on (http://127\.0\.0\.1:\d+)", up.output
+            )
+            assert prometheus is not None, up.output
+            groups = httpx.get(f"{prometheus.group(1)}/api/v1/rules").json()["data"]["groups"]
+            assert sum(len(g["rules"]) for g in groups) == 8
         org = await eventually(
             lambda: adapters.support.find_organization(customer.id), "support org", 120
         )
@@ -150,9 +164,10 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert status.returncode == 0, status.stdout
-        for component in COMPONENTS:
+        for component in watched:
             assert re.search(rf"^{component}\s+up\s", status.stdout, re.MULTILINE), status.stdout
         assert up.interrupt() == 0, up.output
+        assert all(f"{component}: stopped" in up.output for component in watched), up.output
     finally:
         if up.process.poll() is None:
             up.interrupt()

@@ -4,25 +4,23 @@ Temporal behind the intake), and a worker process serves ours and the SDK's metr
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import uuid
 
 import httpx
 import pytest
 
-from adapters.billing.webhook_signature import sign_stripe
-from tests.e2e.conftest import Stack, eventually, metric, scrape, stop_process
+from tests.e2e.conftest import (
+    Stack,
+    customer_updated,
+    deliver_billing,
+    eventually,
+    metric,
+    scrape,
+    stop_process,
+)
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.e2e
 WORKER_PORTS = {"worker_metrics_port": free_port(), "worker_sdk_metrics_port": free_port()}
-
-
-def deliver(stack: Stack, body: bytes) -> httpx.Response:
-    secret = stack.settings.billing_webhook_secrets[0].get_secret_value()
-    headers = {"Stripe-Signature": sign_stripe(body, secret, int(time.time()))}
-    return httpx.post(f"{stack.api_url}/webhooks/stripe", content=body, headers=headers, timeout=30)
 
 
 @pytest.mark.parametrize("stack", [WORKER_PORTS], indirect=True)
@@ -30,18 +28,8 @@ async def test_a_worker_process_serves_our_metrics_and_the_sdks(stack: Stack) ->
     worker = stack.start_worker_process()
     try:
         api_before = await asyncio.to_thread(scrape, f"{stack.api_url}/metrics")
-        customer = await stack.driver.create_customer(
-            "Metrics Co", idempotency_key=f"metrics/{uuid.uuid4().hex}"
-        )
-        body = json.dumps(
-            {
-                "id": f"evt_metrics_{uuid.uuid4().hex[:12]}",
-                "type": "customer.updated",
-                "created": int(time.time()),
-                "data": {"object": {"object": "customer", "id": customer.id}},
-            }
-        ).encode()
-        first, again = deliver(stack, body), deliver(stack, body)
+        body = await customer_updated(stack, "Metrics Co")
+        first, again = deliver_billing(stack, body), deliver_billing(stack, body)
         assert first.json()["status"] == "accepted", first.text
         assert again.json()["status"] == "duplicate", again.text
 

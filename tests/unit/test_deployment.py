@@ -27,6 +27,7 @@ def compose() -> dict[str, Any]:
 def test_production_services_are_all_there(compose: dict[str, Any]) -> None:
     assert {
         "postgresql",
+        "temporal-schema",
         "temporal",
         "temporal-admin-tools",
         "temporal-ui",
@@ -34,6 +35,8 @@ def test_production_services_are_all_there(compose: dict[str, Any]) -> None:
         "migrate",
         "worker",
         "api",
+        "prometheus",
+        "grafana",
     } <= set(compose["services"])
 
 
@@ -52,6 +55,59 @@ def test_workers_and_api_wait_for_search_attributes_and_migrations(
         depends = compose["services"][name]["depends_on"]
         assert depends["temporal-admin-tools"]["condition"] == "service_completed_successfully"
         assert depends["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_temporal_is_the_server_image_after_admin_tools_set_up_its_schema(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    temporal, schema = services["temporal"], services["temporal-schema"]
+    assert "auto-setup" not in (ROOT / "docker-compose.yml").read_text()
+    assert temporal["image"].startswith("temporalio/server:")
+    assert schema["image"].startswith("temporalio/admin-tools:")
+    version = temporal["image"].split(":")[1]
+    assert schema["image"].endswith(f":{version}")  # the schema of the server that runs
+    assert services["temporal-admin-tools"]["image"].endswith(f":{version}")
+    assert (
+        temporal["depends_on"]["temporal-schema"]["condition"] == "service_completed_successfully"
+    )
+    assert schema["depends_on"]["postgresql"]["condition"] == "service_healthy"
+    assert services["temporal-admin-tools"]["depends_on"]["temporal"]["condition"] == (
+        "service_healthy"
+    )
+    [mount] = [v for v in schema["volumes"] if v.endswith("/setup-schema.sh:ro")]
+    script = (ROOT / mount.split(":")[0]).read_text()
+    for db, schema_dir in (("temporal", "temporal"), ("temporal_visibility", "visibility")):
+        assert f"{db}:{schema_dir}" in script
+    for step in ("create", "setup-schema -v 0.0", "update-schema -d"):
+        assert f'temporal-sql-tool "$@" {step}' in script
+    assert "postgresql/v12" in script
+    admin = " ".join(services["temporal-admin-tools"]["command"])
+    assert "temporal operator namespace create --namespace default" in admin
+
+
+def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        image = service.get("image", "")
+        if image == "ledgerbridge:latest":
+            continue
+        assert re.search(r":v?\d+(\.\d+)*$", image), f"{name}: {image} is not pinned"
+
+
+def test_prometheus_and_grafana_get_the_deploy_directory(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    for name in ("prometheus", "grafana"):  # monitoring is reached from the host only
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), name
+    env = compose["x-ledgerbridge"]["environment"]
+    scrape = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    for port in (
+        env["LEDGERBRIDGE_WORKER_METRICS_PORT"],
+        env["LEDGERBRIDGE_WORKER_SDK_METRICS_PORT"],
+    ):
+        assert f"port: {port}" in scrape
+    assert "api:8080" in scrape
 
 
 def test_published_ports(compose: dict[str, Any]) -> None:
