@@ -45,7 +45,10 @@ def _follow(settings: Settings, workflow_id: str, timeout: float) -> dict[str, A
         if view["result"] is not None:
             return dict(view["result"])
         if view["state"] not in ("running", "continued_as_new"):
-            raise ApiCallFailed(f"{workflow_id} ended {view['state']}; see the Temporal Web UI")
+            why = f": {view['failure']}" if view.get("failure") else ""
+            raise ApiCallFailed(
+                f"{workflow_id} ended {view['state']}{why}; see the Temporal Web UI"
+            )
         progress = view["progress"]
         line = f"  {progress.get('status', '…')}: " + ", ".join(
             f"{source} {rows}" for source, rows in progress.get("loaded", {}).items()

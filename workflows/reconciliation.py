@@ -82,6 +82,8 @@ DOCUMENT_CHAINS: tuple[tuple[str, ...], ...] = (
     ("tickets",),
 )
 MONEY_PATCH = "recon-payments-tax-receivables"
+# Runs started before exception ids carried the run's start name them by item id alone.
+EXCEPTION_ID_PATCH = "recon-exception-id-per-run"
 PAGE_CALL: dict[str, Any] = {**SAAS_CALL, "start_to_close_timeout": timedelta(minutes=5)}
 # Classifying 100,000 rows takes seconds; a slow SQLite file may take longer.
 RECON_STORE_CALL: dict[str, Any] = {**STORE_CALL, "start_to_close_timeout": timedelta(minutes=10)}
@@ -298,7 +300,7 @@ class ReconciliationWorkflow:
             self._set_status("exceptions", f"Opening {len(findings)} finance exception(s)")
         opened = []
         for finding in findings:
-            exception_id = f"exception/{workflow.info().workflow_id}/{finding.item_id}"
+            exception_id = self._exception_id(progress, finding)
             await open_finance_exception(
                 self._context(progress, finding),
                 exception_id,
@@ -308,6 +310,16 @@ class ReconciliationWorkflow:
             await self._mark(finding, "exception_opened", exception_id)
             opened.append(exception_id)
         return opened
+
+    @staticmethod
+    def _exception_id(progress: ReconProgress, finding: ReconFinding) -> str:
+        """`exception/recon/2026-11-26/20261127T020000-7`: the run's start beside the item, as
+        item ids alone are unique only within one store, and a period is run again."""
+        workflow_id = workflow.info().workflow_id
+        if not workflow.patched(EXCEPTION_ID_PATCH):
+            return f"exception/{workflow_id}/{finding.item_id}"
+        started = progress.run_id.rsplit("@", 1)[-1]
+        return f"exception/{workflow_id}/{started}-{finding.item_id}"
 
     def _context(self, progress: ReconProgress, finding: ReconFinding) -> ExceptionContext:
         info = workflow.info()

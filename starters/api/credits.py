@@ -51,6 +51,7 @@ from starters.api.shapes import (
     StrictBody,
 )
 from starters.api.temporal import (
+    BASE64URL,
     MAX_PAGE_SIZE,
     PAGE_SIZE,
     ItemsPage,
@@ -297,7 +298,7 @@ async def list_pending_approvals(
     min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
     min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
-    page_token: Annotated[str | None, Query(max_length=2000)] = None,
+    page_token: Annotated[str | None, Query(max_length=2000, pattern=BASE64URL)] = None,
 ) -> list[ApprovalSummary]:
     """Credits waiting for finance, a page at a time (newest page first, oldest first within
     it); `X-Total-Count` counts all, `Link: rel="next"` continues."""

@@ -23,6 +23,7 @@ from starters.api.dependencies import TemporalDep, finance_deciders, finance_rea
 from starters.api.errors import V1_ERRORS, error_answers
 from starters.api.shapes import STRIPE_CUSTOMER_ID, StrictBody
 from starters.api.temporal import (
+    BASE64URL,
     MAX_PAGE_SIZE,
     PAGE_SIZE,
     ItemsPage,
@@ -88,7 +89,7 @@ async def list_open_exceptions(
     min_age_hours: Annotated[float | None, Query(ge=0, le=876_000)] = None,
     min_amount_minor: Annotated[int | None, Query(ge=0)] = None,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
-    page_token: Annotated[str | None, Query(max_length=2000)] = None,
+    page_token: Annotated[str | None, Query(max_length=2000, pattern=BASE64URL)] = None,
 ) -> list[ExceptionSummary]:
     """Open exceptions, a page at a time (newest page first, oldest first within it);
     `X-Total-Count` counts all, `Link: rel="next"` continues."""

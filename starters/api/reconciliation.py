@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -46,6 +46,9 @@ class ReconProgressView(BaseModel):
     state: str = Field(description="running | completed | failed | …")
     progress: dict[str, Any]
     result: ReconciliationResult | None
+    failure: str | None = Field(
+        default=None, description="why a run that did not complete ended, as Temporal recorded it"
+    )
 
 
 class CurrencyFigure(BaseModel):
@@ -201,10 +204,34 @@ async def follow(
             result = ReconciliationResult.model_validate(await handle.result())
         elif status == WorkflowExecutionStatus.RUNNING:
             progress = await handle.query(ReconciliationWorkflow.progress)
+        failure = await _failure_of(handle) if status in ENDED_WITHOUT_RESULT else None
     except RPCError as err:
         raise not_found_or_unavailable(err, f"no reconciliation {workflow_id}") from err
     state = status.name.lower() if status else "unknown"
-    return ReconProgressView(workflow_id=workflow_id, state=state, progress=progress, result=result)
+    return ReconProgressView(
+        workflow_id=workflow_id, state=state, progress=progress, result=result, failure=failure
+    )
+
+
+ENDED_WITHOUT_RESULT = frozenset({
+    WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT, WorkflowExecutionStatus.CANCELED,
+})  # fmt: skip
+
+
+async def _failure_of(handle: WorkflowHandle[Any, Any]) -> str:
+    """The failure chain of the run that ended, outermost first: "Activity task failed:
+    RejectedError: ..." rather than only "failed"."""
+    try:
+        await handle.result(follow_runs=False)
+    except WorkflowFailureError as err:
+        causes: list[str] = []
+        cause: BaseException | None = err.cause
+        while cause is not None and len(causes) < 5:
+            causes.append(str(cause))  # an ApplicationError reads "RejectedError: message"
+            cause = cause.__cause__
+        return ": ".join(causes)[:2000] or str(err)
+    return "ended without a failure recorded"
 
 
 __all__ = ["router"]

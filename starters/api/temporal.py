@@ -54,6 +54,9 @@ class TemporalConnection:
 
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+# What `visibility_page` hands out: Temporal's opaque token, base64url with its padding.
+# Documented, so anything else is refused by validation before Temporal is asked.
+BASE64URL = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}==|[A-Za-z0-9_-]{3}=)?$"
 
 
 @dataclass(frozen=True)

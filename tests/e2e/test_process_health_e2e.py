@@ -61,4 +61,5 @@ async def test_erp_outage_names_the_amendment_it_holds_up_and_clears_when_back(
     body = await eventually(cleared, "the ERP seen answering again", 30)
     assert not [o for o in body["outages"] if o["system"] == "erp"]
     erp = next(s for s in body["systems"] if s["system"] == "erp")
-    assert erp["last_success_at"] > erp["last_failure_at"]
+    # One recording interval may hold both the last failure and the first answer again.
+    assert erp["last_success_at"] >= erp["last_failure_at"]

@@ -135,9 +135,14 @@ class _Listing:
     """No workflow matches a fuzzed filter; with every RPC failing, the listing fails."""
 
     temporal: RecordingTemporal
+    current_page: list[Any] = field(default_factory=list)
+    next_page_token: bytes | None = None
 
     def __aiter__(self) -> _Listing:
         return self
+
+    async def fetch_next_page(self, **_: Any) -> None:
+        self.temporal.fail_if_unavailable()
 
     async def __anext__(self) -> Any:
         self.temporal.fail_if_unavailable()

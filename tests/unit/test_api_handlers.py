@@ -16,6 +16,8 @@ import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.errors import AdapterError, NotFoundError
@@ -320,6 +322,20 @@ def test_a_reconciliation_period_is_a_date_written_as_one(period_from: Any, said
     error = response.json()["error"]
     assert error.startswith("body.period_from: ") and said in error, error
     assert api.store.audit == []
+
+
+async def test_a_run_that_failed_says_why() -> None:
+    """The follow answer carries the failure chain, so `recon run` prints more than 'failed'."""
+    rejected = ApplicationError("tax rate txr_9 is not mapped", type="RejectedError")
+    activity = ApplicationError("Activity task failed")
+    activity.__cause__ = rejected
+
+    class FailedRun:
+        async def result(self, **_: Any) -> Any:
+            raise WorkflowFailureError(cause=activity)
+
+    said = await reconciliation._failure_of(FailedRun())  # type: ignore[arg-type]
+    assert said == "Activity task failed: RejectedError: tax rate txr_9 is not mapped"
 
 
 def test_an_iso_day_is_still_a_date() -> None:
