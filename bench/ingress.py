@@ -617,11 +617,16 @@ def report_telemetry(
         f["events"] = args.events
         f["clients"] = args.clients
         f["store"] = store_label
+        f["trace_sample"] = args.trace_sample
     record(figures)
     print()
     print_table(figures)
-    print(f"telemetry on: traces exported by OTLP/HTTP to a local sink that discards them "
-          f"({exports} export requests), /metrics scraped every {SCRAPE_EVERY:g} s; off: the "
+    traced = (
+        "every webhook traced" if args.trace_sample == 1
+        else f"{args.trace_sample:.0%} of webhooks traced (parentbased_traceidratio)"
+    )  # fmt: skip
+    print(f"telemetry on: {traced}, traces exported by OTLP/HTTP to a local sink that discards "
+          f"them ({exports} export requests), /metrics scraped every {SCRAPE_EVERY:g} s; off: the "
           f"same API without an endpoint, unscraped (its counters still count: they cannot be "
           f"turned off). Rounds off, on, on, off, {args.events // 2} events each.")  # fmt: skip
     for side in (off, on):
@@ -637,6 +642,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--store", choices=("auto", "postgresql", "sqlite"), default="sqlite")
     parser.add_argument("--breakdown", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument(
+        "--trace-sample", type=float, default=1.0, metavar="RATIO",
+        help="share of webhooks the telemetry-on API traces (OpenTelemetry's standard "
+        "parentbased_traceidratio sampler); 1 traces every one",
+    )  # fmt: skip
     # The API subprocess this script starts.
     parser.add_argument("--serve-api", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--temporal", help=argparse.SUPPRESS)
@@ -649,6 +659,11 @@ def main() -> None:
     args = parser.parse_args()
     if not args.serve_api and args.events < 100:
         parser.error("--events must be at least 100")
+    if not 0 < args.trace_sample <= 1:
+        parser.error("--trace-sample is a ratio in (0, 1]")
+    if args.trace_sample < 1:  # read by the SDK of the API processes this run starts
+        os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(args.trace_sample)
     asyncio.run(serve_api(args) if args.serve_api else bench(args))
 
 

@@ -144,6 +144,25 @@ def test_the_standard_variable_also_turns_it_on_and_ours_comes_first(
     assert tracing.otlp_endpoint(ours) == "http://ours:4318"
 
 
+def test_the_standard_sampler_variables_sample_a_share_of_the_traces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where tracing every webhook costs too much, OpenTelemetry's own variables sample:
+    a trace is kept or dropped whole, at its root (the webhook's request)."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    exporter = InMemorySpanExporter()
+    assert tracing.configure_tracing(settings(tmp_path), "api", exporter=exporter)
+    tracer = installed_tracer()
+    for _ in range(400):
+        with tracer.start_as_current_span("webhook"), tracer.start_as_current_span("signal"):
+            pass
+    kept = exporter.get_finished_spans()
+    roots = [s for s in kept if s.name == "webhook"]
+    assert 40 <= len(roots) <= 160  # 100 expected; far outside this, the ratio is not applied
+    assert len(kept) == 2 * len(roots)  # each kept root keeps its child: whole traces
+
+
 def installed_tracer() -> trace.Tracer:
     """A tracer of the provider tracing installed."""
     assert tracing._active is not None
