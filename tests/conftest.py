@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.temporal",
     "tests.fixtures.databases",
     "tests.fixtures.faults",
+    "tests.fixtures.nats",
 ]
