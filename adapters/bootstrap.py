@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from adapters.billing.stripe import StripeBilling
 from adapters.erp.tryton import TrytonLedger
+from adapters.events.broker import JetStreamBroker
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
@@ -55,4 +56,13 @@ def build_adapters(settings: Settings) -> Adapters:
         support=build_support(settings),
         ledger=build_ledger(settings),
         store=build_store(settings),
+    )
+
+
+async def connect_broker(settings: Settings) -> JetStreamBroker:
+    """The process's one connection to the event broker; close it on shutdown."""
+    return await JetStreamBroker.connect(
+        settings.nats_url,
+        duplicate_window_seconds=settings.nats_stream_duplicate_window_seconds,
+        replicas=settings.nats_stream_replicas,
     )

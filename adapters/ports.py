@@ -7,10 +7,11 @@ and are constructed only by `adapters.bootstrap`. Every method raises the taxono
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import date, datetime
 from typing import Any, Literal, Protocol
 
+from adapters.events.broker import PublishResult, StreamOutcome
 from canonical import (
     AccountRecord,
     BalanceTransaction,
@@ -294,4 +295,23 @@ class Ledger(Protocol):
     async def aclose(self) -> None: ...
 
 
-__all__ = ["BillingSystem", "Ledger", "SupportDesk"]
+class EventBroker(Protocol):
+    """Where business events go out (DESIGN.md, Events out): a stream that stores each event
+    once by its id, so a publish may be repeated whenever its outcome is unknown. The order
+    per subject is the order of publishing: publish one at a time, each awaited."""
+
+    async def ensure_stream(self) -> StreamOutcome:
+        """Create the stream or bring its settings to ours; safe at every start."""
+        ...
+
+    async def publish(
+        self, subject: str, body: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> PublishResult:
+        """Stored (or already stored: `duplicate`) once the broker acks; TransientError when
+        it is down or does not ack in time."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+__all__ = ["BillingSystem", "EventBroker", "Ledger", "SupportDesk"]

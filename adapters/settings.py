@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     # unset, `home`/finance-mapping.toml (the one `ledgerbridge up` writes)
     finance_mapping: Path | None = None
 
+    # Events out (NATS JetStream, adapters/events): the servers, comma-separated for a
+    # cluster; the monitoring port `ledgerbridge up` gives its server (health at /healthz)
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_monitor_port: int = Field(default=8222, ge=1, le=65535)
+    # A message republished with a Nats-Msg-Id the stream stored within this window is
+    # dropped (the relay republishes what it was unsure of: lost acks, restarts)
+    nats_stream_duplicate_window_seconds: PositiveFloat = 2 * 24 * 60 * 60.0
+    # Copies of the stream: 1 on one server, 3 on docker-compose.yml's three-node cluster
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+
     # Worker tuning (bench/README.md has the measurements behind the defaults): activities
     # per second the whole fleet may start against each system, ERP calls in flight per worker
     # process, and workflows kept in a worker's cache (evicted ones are replayed on demand)

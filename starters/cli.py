@@ -291,6 +291,7 @@ def _banner(settings: Settings) -> str:
         f"  Finance console  {api}/console (sign in with a key from "
         f"{settings.home}/local-api-keys.json)\n"
         f"  Metrics          {', '.join(metrics_endpoints(settings))}\n"
+        f"  Events (NATS)    {settings.nats_url}, stream LEDGERBRIDGE\n"
         f"  logs             {settings.home}/logs/\n"
         f"Press Ctrl-C to stop.\n"
     )

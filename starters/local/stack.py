@@ -1,12 +1,12 @@
 """`ledgerbridge up`: the whole local stack as supervised child processes.
 
-Temporal dev server, the real Tryton ERP, the billing and support sandboxes, a fault proxy in
-front of each of those three (the worker and the API call them through it), the worker and
-the API, each health-checked before the next starts, each logging to .ledgerbridge/logs/;
-with `monitoring`, Debian's Prometheus scraping them with the deployment's alert rules last.
-A component that fails to start or dies stops the stack with a message naming it; Ctrl-C
-stops everything in reverse order. State lives under .ledgerbridge/, so a restart resumes
-in-flight workflows.
+Temporal dev server, the NATS JetStream server events go out to, the real Tryton ERP, the
+billing and support sandboxes, a fault proxy in front of each of those three (the worker and
+the API call them through it), the worker and the API, each health-checked before the next
+starts, each logging to .ledgerbridge/logs/; with `monitoring`, Debian's Prometheus scraping
+them with the deployment's alert rules last. A component that fails to start or dies stops
+the stack with a message naming it; Ctrl-C stops everything in reverse order. State lives
+under .ledgerbridge/, so a restart resumes in-flight workflows and keeps undelivered events.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from adapters.bootstrap import build_store, build_support
+from adapters.bootstrap import build_store, build_support, connect_broker
+from adapters.events import STREAM, nats_server_command
 from adapters.settings import Settings
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal
@@ -97,13 +98,14 @@ def private_stack_settings(home: Path) -> dict[str, Any]:
     """The settings that make a local stack private: its own `home` and every port free, so
     it never meets an `up` (chaos runs, benchmarks, tests). `private_stack_env` gives them as
     the variables a child process reads."""
-    temporal, ui, erp, billing, support, api, erp_faults, billing_faults, support_faults = (
-        free_ports(9)
-    )
+    (temporal, ui, nats, nats_monitor, erp, billing, support, api, erp_faults, billing_faults,
+     support_faults) = free_ports(11)  # fmt: skip
     return {
         "home": home,
         "temporal_address": f"127.0.0.1:{temporal}",
         "temporal_ui_port": ui,
+        "nats_url": f"nats://127.0.0.1:{nats}",
+        "nats_monitor_port": nats_monitor,
         "erp_url": f"http://127.0.0.1:{erp}",
         "billing_url": f"http://127.0.0.1:{billing}",
         "support_url": f"http://127.0.0.1:{support}",
@@ -191,6 +193,12 @@ class LocalStack:
         return self.home / "erp"
 
     @property
+    def nats_dir(self) -> Path:
+        """JetStream's file store: what is published and not yet delivered survives a
+        restart of the stack."""
+        return self.home / "nats"
+
+    @property
     def prometheus_dir(self) -> Path:
         return self.home / "prometheus"
 
@@ -269,6 +277,7 @@ class LocalStack:
                 self._temporal_ready,
                 port=t_port,
             ),
+            self._nats(),
             Component(
                 "erp",
                 self.erp_command(),
@@ -339,6 +348,20 @@ class LocalStack:
         if self.monitoring:
             components += self._prometheus()
         return components
+
+    def _nats(self) -> Component:
+        """`nats`: one JetStream server on loopback, on the first address of `nats_url`."""
+        s = self.settings
+        host, port = _host_port(s.nats_url.split(",")[0])
+        monitoring = f"http://127.0.0.1:{s.nats_monitor_port}"
+        return Component(
+            "nats",
+            nats_server_command(port, self.nats_dir, monitor_port=s.nats_monitor_port, host=host),
+            f"{s.nats_url} (NATS JetStream, stream {STREAM}; monitoring {monitoring})",
+            # Plain /healthz is 200 once JetStream has recovered the streams on file.
+            _http_ok(f"{monitoring}/healthz"),
+            port=port,
+        )
 
     def _prometheus(self) -> list[Component]:
         """Prometheus after the worker and the API (it scrapes them); none when it is not
@@ -503,8 +526,22 @@ class LocalStack:
             self._wait_ready(*members)
             if wave == 0:  # billing is up and the worker not yet: the mapping precedes postings
                 self._ensure_catalog()
+        self._ensure_event_stream()
         self._apply_recon_schedule()
         self._define_entitlement_fields()
+
+    def _ensure_event_stream(self) -> None:
+        """The events stream exists from the first `up`, so subscribers can bind their
+        durable consumers before the first event is published."""
+
+        async def ensure() -> str:
+            broker = await connect_broker(self.settings)
+            try:
+                return await broker.ensure_stream()
+            finally:
+                await broker.close()
+
+        self.echo(f"events: stream {STREAM} {asyncio.run(ensure())}")
 
     def _define_entitlement_fields(self) -> None:
         """Agents see plan, status and paid-through on organizations from the first `up`

@@ -31,7 +31,7 @@ from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
-COMPONENTS = ("temporal", "erp", "erp-faults", "billing", "billing-faults", "support",
+COMPONENTS = ("temporal", "nats", "erp", "erp-faults", "billing", "billing-faults", "support",
               "support-faults", "worker", "api")  # fmt: skip
 
 
@@ -90,6 +90,7 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     assert "erp: database ledgerbridge from the template cache" in demo.stdout
     [template] = (tmp_path / "erp-template-cache").glob("tryton-*")
     assert (template / "ledgerbridge.bootstrapped.json").exists()
+    assert "events: stream LEDGERBRIDGE created" in demo.stdout
     assert "Demo complete: account sync, the mid-cycle upgrade" in demo.stdout
     assert "posted: equal to the billing invoice, once" in demo.stdout
     assert "approved by local-finance (finance)" in demo.stdout
@@ -113,6 +114,7 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     # Second start: a sync is stuck half-way (support is down) when the stack is stopped.
     up = RunningUp(env, tmp_path)
     assert "erp: reusing database" in up.output
+    assert "events: stream LEDGERBRIDGE unchanged" in up.output  # kept on file under home
     assert "schedule: nightly reconciliation updated" in up.output
     temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
     schedule = await temporal.get_schedule_handle(

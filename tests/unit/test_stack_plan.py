@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.events import nats_server_binary
 from adapters.settings import Settings
-from starters.local.stack import Component, LocalStack, StackError
+from starters.local.stack import Component, LocalStack, StackError, private_stack_settings
 
 
 def settings(home: Path, **overrides: object) -> Settings:
@@ -28,8 +29,8 @@ def settings(home: Path, **overrides: object) -> Settings:
 def test_up_puts_a_fault_proxy_in_front_of_each_counterpart(tmp_path: Path) -> None:
     stack = LocalStack(settings(tmp_path))
     names = [c.name for c in stack.plan()]
-    assert names == ["temporal", "erp", "erp-faults", "billing", "billing-faults", "support",
-                     "support-faults", "worker", "api"]  # fmt: skip
+    assert names == ["temporal", "nats", "erp", "erp-faults", "billing", "billing-faults",
+                     "support", "support-faults", "worker", "api"]  # fmt: skip
     env = stack.child_env()
     assert env["LEDGERBRIDGE_ERP_URL"] == "http://127.0.0.1:18009"
     assert env["LEDGERBRIDGE_BILLING_URL"] == "http://127.0.0.1:18010"
@@ -41,11 +42,42 @@ def test_without_fault_proxies_the_worker_and_api_call_each_system_directly(
 ) -> None:
     stack = LocalStack(settings(tmp_path), fault_proxies=False)
     names = [c.name for c in stack.plan()]
-    assert names == ["temporal", "erp", "billing", "support", "worker", "api"]
+    assert names == ["temporal", "nats", "erp", "billing", "support", "worker", "api"]
     env = stack.child_env()
     assert env["LEDGERBRIDGE_ERP_URL"] == "http://127.0.0.1:18000"
     assert env["LEDGERBRIDGE_BILLING_URL"] == "http://127.0.0.1:18001"
     assert env["LEDGERBRIDGE_SUPPORT_URL"] == "http://127.0.0.1:18002"
+
+
+def test_nats_runs_from_the_wheel_on_loopback_with_its_store_under_home_before_the_worker(
+    tmp_path: Path,
+) -> None:
+    plan = LocalStack(
+        settings(tmp_path, nats_url="nats://127.0.0.1:18222", nats_monitor_port=18223)
+    ).plan()
+    [nats] = [c for c in plan if c.name == "nats"]
+    assert nats.command == [str(nats_server_binary()), "-js", "-a", "127.0.0.1", "-p", "18222",
+                            "-sd", str(tmp_path / "nats"), "-m", "18223"]  # fmt: skip
+    assert nats_server_binary().exists()
+    assert nats.port == 18222
+    assert nats.wave < min(c.wave for c in plan if c.name in {"worker", "api"})
+    assert "nats://127.0.0.1:18222" in nats.listens and "http://127.0.0.1:18223" in nats.listens
+    assert nats.ready() is False  # nothing answers /healthz on that port
+
+
+def test_a_private_stack_gets_free_ports_of_its_own_for_nats(tmp_path: Path) -> None:
+    private = private_stack_settings(tmp_path)
+    stack = Settings(**private)
+    nats_port = int(stack.nats_url.rsplit(":", 1)[1])
+    ports = [
+        int(stack.temporal_address.rsplit(":", 1)[1]), stack.temporal_ui_port, nats_port,
+        stack.nats_monitor_port, stack.api_port, stack.erp_proxy_port, stack.billing_proxy_port,
+        stack.support_proxy_port,
+        *(int(url.rsplit(":", 1)[1]) for url in (stack.erp_url, stack.billing_url,
+                                                 stack.support_url)),
+    ]  # fmt: skip
+    assert len(set(ports)) == len(ports) == 11
+    assert nats_port != 4222 and stack.nats_monitor_port != 8222
 
 
 def test_with_payload_keys_up_names_the_codec_sign_in(tmp_path: Path) -> None:
