@@ -40,6 +40,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
 )
 
 from adapters.errors import AdapterError, TransientError, error_for_status
@@ -252,7 +253,8 @@ class JetStreamBroker:
             log.warning("broker.disconnected")
 
         async def report_reconnected() -> None:
-            log.info("broker.reconnected", server=str(connection.connected_url))
+            server = connection.connected_url
+            log.info("broker.reconnected", server=server.netloc if server else None)
 
         try:
             await asyncio.wait_for(
@@ -318,7 +320,8 @@ class JetStreamBroker:
     async def ensure_stream(self) -> StreamOutcome:
         """Create the stream, or bring its subjects, duplicate window and replicas to ours;
         anything else an operator set on it (limits, placement) stays. Safe to call from
-        every process at every start."""
+        every process at every start. A stream of that name on memory storage is refused
+        (AdapterError, not retryable): only its deletion can move it to file."""
         wanted = self.stream_config()
         try:
             try:
@@ -357,15 +360,18 @@ class JetStreamBroker:
         except (nats.errors.Error, OSError) as err:
             raise _transient(err, "ensure_stream") from err
 
-    async def stream_message_count(self) -> int:
-        """How many messages the stream holds now."""
+    async def stream_info(self) -> StreamInfo:
+        """The stream's config, state (messages, sequences) and, in a cluster, its copies."""
         try:
-            info = await self._js.stream_info(self.stream)
+            return await self._js.stream_info(self.stream)
         except nats.js.errors.APIError as err:
             raise _api_error(err, "stream_info") from err
         except (nats.errors.Error, OSError) as err:
             raise _transient(err, "stream_info") from err
-        return int(info.state.messages)
+
+    async def stream_message_count(self) -> int:
+        """How many messages the stream holds now."""
+        return int((await self.stream_info()).state.messages)
 
     # --- publishing ---------------------------------------------------------------------
 
@@ -394,7 +400,9 @@ class JetStreamBroker:
         if not self._nc.is_connected:
             # Not buffered for later: the caller keeps the event and publishes it again.
             raise TransientError(
-                "not connected to NATS (reconnecting)", system=SYSTEM, operation="publish"
+                "not connected to NATS (reconnecting, or closed)",
+                system=SYSTEM,
+                operation="publish",
             )
         try:
             ack = await self._js.publish(

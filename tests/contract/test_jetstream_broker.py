@@ -83,7 +83,7 @@ async def test_ensure_stream_creates_it_once_on_file_storage_and_brings_back_its
         assert "created" in outcomes and set(outcomes) <= {"created", "unchanged"}
         assert await first.ensure_stream() == "unchanged"
         assert [s.config.name for s in await second._js.streams_info()] == [STREAM]
-        info = await first._js.stream_info(STREAM)
+        info = await first.stream_info()
         assert info.config.subjects == ["ledgerbridge.>"]
         assert info.config.storage == StorageType.FILE
         assert info.config.duplicate_window == 2 * 24 * 3600
@@ -91,7 +91,7 @@ async def test_ensure_stream_creates_it_once_on_file_storage_and_brings_back_its
     async with await connect(nats_url, duplicate_window_seconds=3600) as shorter:
         assert await shorter.ensure_stream() == "updated"
         assert await shorter.ensure_stream() == "unchanged"
-        info = await shorter._js.stream_info(STREAM)
+        info = await shorter.stream_info()
         assert info.config.duplicate_window == 3600
 
 

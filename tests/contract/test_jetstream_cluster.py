@@ -92,7 +92,7 @@ async def test_the_compose_cluster_keeps_three_copies_and_publishes_on_with_a_no
     replicas = int(env["LEDGERBRIDGE_NATS_STREAM_REPLICAS"])
     async with await JetStreamBroker.connect(url, replicas=replicas, publish_timeout=2.0) as broker:
         assert await retried(broker.ensure_stream) == "created"
-        info = await broker._js.stream_info(broker.stream)
+        info = await broker.stream_info()
         assert info.cluster is not None and info.cluster.leader in NODES
         assert len(info.cluster.replicas or []) == len(NODES) - 1
 
