@@ -110,6 +110,27 @@ class CreditApplied(_Fact):
     amount: Money
 
 
+class ExceptionOpened(_Fact):
+    """A process could not go on by itself: finance has an exception to decide."""
+
+    DOMAIN: ClassVar[str] = "finance"
+    FACT: ClassVar[str] = "exception_opened"
+
+    exception_id: str
+    process: str
+    origin_workflow_id: str
+    step: str
+    customer_id: str | None
+    subscription_id: str | None
+    invoice_id: str | None
+    case_id: str | None
+    amount: Money | None
+    error_type: str
+    error_message: str
+    allowed_decisions: list[str]
+    opened_at: AwareDatetime
+
+
 class ExceptionDecided(_Fact):
     """Finance decided a finance exception."""
 
@@ -148,6 +169,7 @@ FACTS: tuple[type[_Fact], ...] = (
     CreditApproved,
     CreditRejected,
     CreditApplied,
+    ExceptionOpened,
     ExceptionDecided,
     ReconciliationFinished,
 )

@@ -29,6 +29,7 @@ from canonical.facts import (
     CreditRejected,
     DocumentPosted,
     ExceptionDecided,
+    ExceptionOpened,
     PaymentPosted,
     ReconciliationFinished,
 )
@@ -36,6 +37,20 @@ from canonical.ledger import MANUAL_POSTING_PREFIX, REJECTED_POSTING_PREFIX
 from canonical.money import Money
 
 PAYMENT_KINDS = ("payment", "refund")
+OPENED = "exception.opened"
+# What an exception's opening audit row keeps in its details: the fact's fields.
+OPENED_FIELDS = (
+    "process",
+    "origin_workflow_id",
+    "step",
+    "customer_id",
+    "subscription_id",
+    "invoice_id",
+    "case_id",
+    "error_type",
+    "error_message",
+    "allowed_decisions",
+)
 CREDIT_WORKFLOW_PREFIX = "credit/"
 
 
@@ -114,6 +129,12 @@ def audit_events(
     if action == "credit.rejected":
         rejected = CreditRejected(credit_id=subject, case_id=details.get("case_id"), **decided)
         return [envelope(rejected, **common)]  # type: ignore[arg-type]
+    if action == OPENED:
+        opened = ExceptionOpened(
+            exception_id=subject, amount=money, opened_at=at,
+            **{field: details.get(field) for field in OPENED_FIELDS},
+        )  # fmt: skip
+        return [envelope(opened, **common)]  # type: ignore[arg-type]
     if action.startswith("exception."):
         exception = ExceptionDecided(
             exception_id=subject, process=details.get("process"),
