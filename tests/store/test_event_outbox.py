@@ -13,7 +13,7 @@ import pytest
 from adapters.events.envelope import MAX_EVENT_BYTES, EventTooLarge, envelope, read_event
 from adapters.store import DuplicatePostingError, IntegrationStore, ReconciliationStore
 from canonical import AccountRecord
-from canonical.facts import BY_TYPE, ExceptionDecided
+from canonical.facts import BY_TYPE, ExceptionDecided, ExceptionOpened
 from canonical.money import Money
 
 
@@ -84,13 +84,26 @@ def test_decisions_of_the_audit_trail_are_events_and_other_rows_are_not(
     store.append_audit(actor="fin", role="finance", action="exception.reject",
                        subject="exception/subscription/s/1", reason="wrong",
                        details={"process": "amendment_to_erp"})  # fmt: skip
+    store.append_audit(actor="ledgerbridge", role="system", action="exception.opened",
+                       subject="exception/credit/5/r/1", reason="apply_credit: RejectedError",
+                       amount=Decimal("50.00"), currency="EUR",
+                       details={"process": "case_to_credit", "origin_workflow_id": "credit/5/r",
+                                "step": "apply_credit", "customer_id": "cus_1",
+                                "subscription_id": None, "invoice_id": "in_1", "case_id": "5",
+                                "error_type": "RejectedError", "error_message": "paid",
+                                "allowed_decisions": ["compensate", "reject"]})  # fmt: skip
     store.append_audit(actor="ops", role="ops", action="reconciliation.started",
                        subject="recon/2026-12-01")  # fmt: skip
     events = store.outbox_events()
     assert [e.event_type for e in events] == [
         "com.ledgerbridge.credit.approved.v1",
         "com.ledgerbridge.finance.exception_decided.v1",
+        "com.ledgerbridge.finance.exception_opened.v1",
     ]
+    opened = ExceptionOpened.model_validate(read_event(events[2].body.encode()).get_data())
+    assert (opened.step, opened.amount, opened.allowed_decisions) == (
+        "apply_credit", Money.of("50.00", "EUR"), ["compensate", "reject"],
+    )  # fmt: skip
     decided = ExceptionDecided.model_validate(read_event(events[1].body.encode()).get_data())
     assert (decided.decision, decided.process, decided.amount) == (
         "reject", "amendment_to_erp", None,

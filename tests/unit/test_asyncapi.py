@@ -22,6 +22,7 @@ from canonical.facts import (
     CreditRejected,
     DocumentPosted,
     ExceptionDecided,
+    ExceptionOpened,
     Fact,
     PaymentPosted,
     ReconciliationFinished,
@@ -47,6 +48,12 @@ EXAMPLES: dict[type[Fact], Fact] = {
     CreditApplied: CreditApplied(
         credit_id="credit/1/r", customer_id="cus_1", billing_document_id="cn_1",
         erp_document_id="9", erp_number=None, amount=EUR),
+    ExceptionOpened: ExceptionOpened(
+        exception_id="exception/credit/1/r/1", process="case_to_credit",
+        origin_workflow_id="credit/1/r", step="apply_credit", customer_id="cus_1",
+        subscription_id=None, invoice_id="in_1", case_id="1", amount=EUR,
+        error_type="RejectedError", error_message="invoice already paid",
+        allowed_decisions=["compensate", "reject"], opened_at=AT),
     ExceptionDecided: ExceptionDecided(
         exception_id="exception/credit/1/r/1", process="case_to_credit",
         origin_workflow_id="credit/1/r", decision="compensate", manual_erp_number=None,
