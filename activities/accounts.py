@@ -163,4 +163,8 @@ class StoreAccountActivities(SystemActivities):
 
     @activity.defn(name="record_account_links")
     def record_account_links(self, request: RecordAccountLinksInput) -> None:
-        self._store.record_account_links(request.customer_id, request.records, request.workflow_id)
+        info = activity.info()  # the sync's run and this call: the same on every retry
+        self._store.record_account_links(
+            request.customer_id, request.records, request.workflow_id,
+            step=f"{info.workflow_run_id}/{info.activity_id}",
+        )  # fmt: skip

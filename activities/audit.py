@@ -7,8 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._system import SystemActivities
+from adapters.events.envelope import EventTooLarge
 from adapters.store import IntegrationStore
 
 
@@ -32,4 +34,7 @@ class AuditActivities(SystemActivities):
 
     @activity.defn(name="append_audit")
     def append_audit(self, record: AuditRecordInput) -> int:
-        return self._store.append_audit(**record.model_dump())
+        try:
+            return self._store.append_audit(**record.model_dump())
+        except EventTooLarge as err:  # its event would be truncated: nothing is recorded
+            raise ApplicationError(str(err), type="EventTooLarge", non_retryable=True) from err

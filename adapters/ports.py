@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from datetime import date, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from adapters.events.broker import PublishResult, StreamOutcome
 from canonical import (
     AccountRecord,
     BalanceTransaction,
@@ -39,6 +38,9 @@ from canonical.reconciliation import (
     TicketCreditPage,
 )
 from canonical.support import SupportCase
+
+if TYPE_CHECKING:  # the NATS client loads only where a broker is used
+    from adapters.events.broker import PublishResult, StreamOutcome
 
 
 class BillingSystem(Protocol):

@@ -17,6 +17,7 @@ from canonical.credit import CreditRequest
 from canonical.customer import AccountRecord, Customer
 from canonical.entitlements import Entitlements
 from canonical.events import BusinessEvent
+from canonical.facts import FACTS
 from canonical.finance import ExceptionContext, FinanceDecision
 from canonical.money import Money
 from canonical.payments import Payment, PaymentPosting, PostedPayment, Refund
@@ -42,6 +43,7 @@ VERSIONED_MODELS: tuple[type[BaseModel], ...] = (
     PaymentPosting,
     PostedPayment,
     Entitlements,
+    *FACTS,  # the data of each event out (adapters/events)
 )
 
 

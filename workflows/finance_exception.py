@@ -22,6 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activity_options import run_activity
 
 PROCESS = "finance_exception"
+# Exceptions started before the opening was audited (and so published) skip it.
+OPENED_AUDIT_PATCH = "exception-opened-audited"
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 
@@ -49,6 +51,7 @@ class FinanceExceptionWorkflow:
         self._input: FinanceExceptionInput | None = None
         self._decision: FinanceDecision | None = None
         self._status = "open"
+        self._opening = False  # the opening's audit row is being written
 
     @workflow.run
     async def run(self, request: FinanceExceptionInput) -> FinanceDecision:
@@ -70,6 +73,10 @@ class FinanceExceptionWorkflow:
                     amount.currency if amount else None,
                 )
             )
+        if workflow.patched(OPENED_AUDIT_PATCH):
+            self._opening = True
+            await self._audit_opening(context)
+            self._opening = False
         if not await self._decided_within(REMIND_AFTER):
             self._mark("reminded")
             workflow.logger.warning(
@@ -85,6 +92,29 @@ class FinanceExceptionWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         assert self._decision is not None
         return self._decision
+
+    async def _audit_opening(self, context: ExceptionContext) -> None:
+        """The opening in the audit trail (its `exception_opened` event goes out with it)."""
+        fields = {"process": context.process, "origin_workflow_id": context.origin_workflow_id,
+                  "step": context.step, "customer_id": context.customer_id,
+                  "subscription_id": context.subscription_id, "invoice_id": context.invoice_id,
+                  "case_id": context.case_id, "error_type": context.error_type,
+                  "error_message": context.error_message,
+                  "allowed_decisions": list(context.allowed_decisions)}  # fmt: skip
+        await run_activity(
+            AuditActivities.append_audit,
+            AuditRecordInput(
+                actor="ledgerbridge",
+                role="system",
+                action="exception.opened",
+                subject=workflow.info().workflow_id,
+                reason=f"{context.step}: {context.error_type}",
+                amount=context.amount.amount if context.amount else None,
+                currency=context.amount.currency if context.amount else None,
+                correlation_id=context.correlation_id,
+                details=fields,
+            ),
+        )
 
     async def _decided_within(self, period: timedelta) -> bool:
         try:
@@ -116,6 +146,8 @@ class FinanceExceptionWorkflow:
             f"Decided: {decision.decision}{manual} by {decision.actor} ({decision.role}) "
             f"at {decision.decided_at:%Y-%m-%d %H:%M} UTC: {decision.reason}"
         )
+        if self._opening:  # claimed above; its opening is published before its decision
+            await workflow.wait_condition(lambda: not self._opening)
         await run_activity(
             AuditActivities.append_audit,
             AuditRecordInput(

@@ -111,6 +111,44 @@ class SystemHealth(Base):
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+# --- events out ---------------------------------------------------------------------------
+
+
+class OutboxEvent(Base):
+    """Each business fact as its CloudEvent, written in the transaction that journals or
+    audits it; the relay publishes them in `seq` order and stamps `published_at`."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (Index("ix_event_outbox_unpublished", "published_at", "seq"),)
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(120))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)  # the structured CloudEvents JSON
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BusinessEventRow(Base):
+    """The analytics sink: every event once, by id, with the columns BI tools join on."""
+
+    __tablename__ = "business_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(120), index=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # --- three-way reconciliation: billing vs ERP vs the posting journal --------------------
 # Staging tables (expected, ERP, journal, support credits) hold one run's loaded documents
 # until it is classified; runs and items are the lasting report.

@@ -47,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.selectable import Subquery
 
+from adapters.store import outbox
 from adapters.store.models import (
     Base,
     Posting,
@@ -442,6 +443,9 @@ class ReconciliationStore:
                     exception_count=exceptions,
                     finished_at=func.coalesce(ReconRun.finished_at, utcnow()),
                 )
+            )
+            outbox.add_events(
+                conn, outbox.reconciliation_events(run_id, status, healed, exceptions, utcnow())
             )
 
     # --- loading -------------------------------------------------------------------------

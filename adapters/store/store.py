@@ -21,9 +21,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapters.store import outbox
 from adapters.store.models import (
     AccountLink,
     AuditEntry,
+    BusinessEventRow,
+    OutboxEvent,
     Posting,
     SystemHealth,
     WebhookReceipt,
@@ -85,9 +88,18 @@ class IntegrationStore:
     # --- cross-references -------------------------------------------------------------
 
     def record_account_links(
-        self, customer_id: str, records: Sequence[AccountRecord], workflow_id: str | None
+        self,
+        customer_id: str,
+        records: Sequence[AccountRecord],
+        workflow_id: str | None,
+        step: str | None = None,
     ) -> None:
+        """The ids each system holds the customer under, and the `account.synced` event of
+        this sync (`step` names it: the same on a retry)."""
         with self.session() as session:
+            outbox.add_events(
+                session, outbox.account_events(customer_id, records, workflow_id, step, utcnow())
+            )
             for record in records:
                 link = session.get(AccountLink, (customer_id, record.system))
                 if link is None:
@@ -153,6 +165,11 @@ class IntegrationStore:
             )
             session.add(entry)
             session.flush()
+            outbox.add_events(session, outbox.audit_events(
+                actor=actor, role=role, action=action, subject=subject, reason=reason,
+                amount=amount, currency=currency, correlation_id=correlation_id,
+                details=entry.details, at=entry.occurred_at,
+            ))  # fmt: skip
             return entry.id
 
     def audit_entries(self, subject: str | None = None) -> list[AuditEntry]:
@@ -244,6 +261,14 @@ class IntegrationStore:
                         posted_at=utcnow(),
                     )
                     session.add(posting)
+                    session.flush()  # a duplicate is refused here, before its events
+                    outbox.add_events(session, outbox.posting_events(
+                        source_document_id=source_document_id, document_type=document_type,
+                        customer_id=customer_id, erp_document_id=erp_document_id,
+                        erp_number=erp_number, amount=amount, currency=currency,
+                        workflow_id=workflow_id, correlation_id=correlation_id,
+                        at=posting.posted_at,
+                    ))  # fmt: skip
                 return posting
             except IntegrityError:
                 existing = self.find_posting(source_system, source_document_id)
@@ -303,6 +328,32 @@ class IntegrationStore:
                     row = SystemHealth(system=observation.system)
                     session.add(row)
                 merge(row, observation)
+
+    # --- events out ----------------------------------------------------------------------
+
+    def unpublished_events(self, limit: int = 100) -> list[outbox.PendingEvent]:
+        with self.engine.connect() as connection:
+            return outbox.unpublished(connection, limit)
+
+    def mark_events_published(self, seqs: Sequence[int]) -> None:
+        with self.engine.begin() as connection:
+            outbox.mark_published(connection, seqs)
+
+    def outbox_events(self) -> list[OutboxEvent]:
+        with self.session() as session:
+            return list(session.scalars(select(OutboxEvent).order_by(OutboxEvent.seq)))
+
+    def append_business_events(self, bodies: Sequence[bytes]) -> int:
+        """The analytics rows of these CloudEvents, each id once; returns how many were new."""
+        with self.engine.begin() as connection:
+            return outbox.append_business_events(connection, bodies)
+
+    def business_events(self, customer_id: str | None = None) -> list[BusinessEventRow]:
+        with self.session() as session:
+            query = select(BusinessEventRow).order_by(BusinessEventRow.occurred_at)
+            if customer_id is not None:
+                query = query.where(BusinessEventRow.customer_id == customer_id)
+            return list(session.scalars(query))
 
     def system_health(self) -> list[SystemHealth]:
         with self.session() as session:

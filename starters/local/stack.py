@@ -34,7 +34,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from adapters.bootstrap import build_store, build_support, connect_broker
-from adapters.events import STREAM, nats_server_command
+from adapters.events.broker import STREAM
+from adapters.events.server import nats_server_command
 from adapters.settings import Settings
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal

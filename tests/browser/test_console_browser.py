@@ -104,7 +104,8 @@ async def test_finance_decides_in_the_browser_and_support_sees_no_inbox(
         return (await credit_state(stack, credit_id))["status"] == "applied"
 
     assert await eventually(applied, "the credit moved to the next invoice", 90)
-    [entry] = stack.adapters.store.audit_entries(exception_id)
+    [opened, entry] = stack.adapters.store.audit_entries(exception_id)
+    assert opened.action == "exception.opened"
     assert (entry.actor, entry.action) == ("test-finance", "exception.compensate")
     await page.goto(f"{stack.api_url}/console/audit?customer={cid}")
     assert exception_id in await page.locator("table.audit").inner_text()

@@ -15,7 +15,7 @@ import pytest_asyncio
 from nats.js.api import StorageType
 
 from adapters.errors import TransientError
-from adapters.events import (
+from adapters.events.broker import (
     MSG_ID_HEADER,
     STREAM,
     Delivery,

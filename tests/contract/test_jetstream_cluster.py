@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from adapters.errors import TransientError
-from adapters.events import JetStreamBroker, PublishResult, subject_for
+from adapters.events.broker import JetStreamBroker, PublishResult, subject_for
 from tests.fixtures.nats import NatsServer
 from tests.fixtures.servers import free_port
 

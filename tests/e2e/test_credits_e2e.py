@@ -191,7 +191,8 @@ async def test_a_credit_on_a_settled_invoice_goes_to_finance_who_credits_the_nex
     assert await stack.driver.balance(cid) == (-800, "usd")
     posted = await stack.adapters.ledger.find_document(state["billing_document"])
     assert posted is not None and posted.total == Money.of("8.00", "USD")
-    [decision] = stack.adapters.store.audit_entries(exception_id)
+    [opened, decision] = stack.adapters.store.audit_entries(exception_id)
+    assert (opened.actor, opened.action) == ("ledgerbridge", "exception.opened")
     assert (decision.actor, decision.action) == ("test-finance", "exception.compensate")
 
     # The API's /metrics (the worker runs in this process: one registry) shows the work done.

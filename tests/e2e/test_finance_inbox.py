@@ -71,7 +71,8 @@ async def test_finance_sees_and_rejects_an_exception_from_the_terminal(
 
     again = await finance_cli(stack, "reject", exception_id, "--reason", "twice")
     assert again.returncode == 1 and "already decided" in again.stderr
-    [entry] = stack.adapters.store.audit_entries(exception_id)
+    [opened, entry] = stack.adapters.store.audit_entries(exception_id)
+    assert opened.action == "exception.opened"
     assert (entry.actor, entry.action, entry.reason) == (
         "test-finance", "exception.reject", "EUR is billed by mistake",
     )  # fmt: skip

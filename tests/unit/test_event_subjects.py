@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.events import business_id_from_token, subject_for, subject_token
+from adapters.events.broker import business_id_from_token, subject_for, subject_token
 
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9_=-]+")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.events import nats_server_binary
+from adapters.events.server import nats_server_binary
 from adapters.settings import Settings
 from starters.local.stack import Component, LocalStack, StackError, private_stack_settings
 

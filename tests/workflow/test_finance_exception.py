@@ -72,4 +72,4 @@ async def test_a_decided_exception_says_what_was_decided_and_by_whom(
     assert decided.endswith("UTC: duplicate of case 122")
     assert "Waiting" not in decided
     assert status == "decided"
-    assert [r.action for r in audited] == ["exception.reject"]
+    assert [r.action for r in audited] == ["exception.opened", "exception.reject"]

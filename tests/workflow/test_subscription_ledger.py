@@ -595,8 +595,8 @@ async def test_policy_violation_holds_later_events_until_finance_rejects_it(
         assert decided.decision == "reject"
         await until(lambda: "in_next" in world.journal, env, "held event posted")
     assert "in_bad" not in world.erp
-    assert [a.action for a in world.audit] == ["exception.reject"]
-    assert world.audit[0].actor == "fiona"
+    assert [a.action for a in world.audit] == ["exception.opened", "exception.reject"]
+    assert (world.audit[0].actor, world.audit[1].actor) == ("ledgerbridge", "fiona")
 
 
 async def test_retry_after_an_erp_rejection_posts_the_document(
@@ -665,7 +665,7 @@ async def test_bad_decisions_are_refused_before_they_reach_history(
         # Decided means closed: a second decision finds nothing to decide.
         with pytest.raises(RPCError, match="already completed"):
             await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
-    assert len(world.audit) == 1
+    assert [a.action for a in world.audit] == ["exception.opened", "exception.reject"]
 
 
 async def test_undecided_exception_is_reminded_then_escalated(
@@ -1005,7 +1005,7 @@ async def test_refund_whose_payment_never_reaches_the_erp_goes_to_finance_after_
         assert state.context.payload["refund"]["refund_id"] == "re_n"
         assert set(state.context.decision_effects) == set(state.context.allowed_decisions)
         await exception.execute_update(FinanceExceptionWorkflow.decide, decision("reject"))
-        await until(lambda: world.audit, env, "decision audited")
+        await until(lambda: len(world.audit) == 2, env, "decision audited")
         ledger = env.client.get_workflow_handle(workflow_id)
         # Rejected: a later event of the same charge does not make it wait (and ask) again.
         await ledger.signal("billing_event", charge_event("evt_again", "ch_inpay_n", 400))
