@@ -59,10 +59,18 @@ def build_adapters(settings: Settings) -> Adapters:
     )
 
 
-async def connect_broker(settings: Settings) -> JetStreamBroker:
-    """The process's one connection to the event broker; close it on shutdown."""
-    return await JetStreamBroker.connect(
+async def connect_broker(settings: Settings, ensure_stream: bool = False) -> JetStreamBroker:
+    """A connection to the event broker; close it on shutdown. With `ensure_stream`, the
+    stream is made (or brought to its settings) first: what a publisher needs."""
+    broker = await JetStreamBroker.connect(
         settings.nats_url,
         duplicate_window_seconds=settings.nats_stream_duplicate_window_seconds,
         replicas=settings.nats_stream_replicas,
     )
+    if ensure_stream:
+        try:
+            await broker.ensure_stream()
+        except BaseException:
+            await broker.close()
+            raise
+    return broker

@@ -43,7 +43,10 @@ from activities.reconciliation import (
     ReconciliationStoreActivities,
     SupportReconciliationActivities,
 )
-from adapters.bootstrap import Adapters, build_adapters
+from adapters.bootstrap import Adapters, build_adapters, connect_broker
+from adapters.events.analytics import feeding_analytics
+from adapters.events.broker import subject_for
+from adapters.events.relay import relaying
 from adapters.logs import configure_logging, get_logger
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
@@ -214,7 +217,13 @@ async def _run_workers(settings: Settings, client: Client) -> None:
         limits=dataclasses.asdict(limits),
     )
     try:
-        async with recording_system_health(adapters.store):
+        async with (
+            recording_system_health(adapters.store),
+            # Events out: the outbox to the broker, the stream to the analytics table.
+            relaying(adapters.store, lambda: connect_broker(settings, ensure_stream=True),
+                     subject_for),
+            feeding_analytics(adapters.store, lambda: connect_broker(settings, ensure_stream=True)),
+        ):  # fmt: skip
             await run_until_stopped(workers, stop)
     finally:
         await adapters.aclose()
