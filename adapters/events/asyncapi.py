@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from adapters.events.broker import SUBJECT_ROOT
 from adapters.events.envelope import CORRELATION_EXTENSION, MAX_EVENT_BYTES
 from canonical.facts import FACTS, Fact
 
@@ -40,6 +41,13 @@ CLOUD_EVENT: dict[str, Any] = {
         "data": {"type": "object"},
     },
 }
+
+
+def stream_address(event_type: str) -> str:
+    """A fact's subjects on the stream (adapters/events/broker.py `subject_for`): the type's
+    tokens, then the business id as one token (letters, digits, `-`, `_` kept; any other
+    byte written `=XX`)."""
+    return f"{SUBJECT_ROOT}.{event_type}.{{subject}}"
 
 
 def channel_name(fact: type[Fact]) -> str:

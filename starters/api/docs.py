@@ -9,11 +9,15 @@ from Redocly's CDN whatever it is told, and /docs shows the same document.
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from adapters.events.asyncapi import asyncapi_document, stream_address
 
 ASSETS = files("fastapi_offline") / "static"
 ASSET_TYPES = {
@@ -59,3 +63,14 @@ async def asset(name: str) -> Response:
     return Response(
         body, media_type=ASSET_TYPES[name], headers={"Cache-Control": "public, max-age=86400"}
     )
+
+
+@router.get("/asyncapi.json")
+async def asyncapi() -> JSONResponse:
+    """The events out (AsyncAPI 3.0), generated from the canonical facts."""
+    return JSONResponse(_asyncapi_document())
+
+
+@functools.cache
+def _asyncapi_document() -> dict[str, Any]:
+    return asyncapi_document(stream_address)

@@ -63,3 +63,15 @@ def test_the_openapi_document_is_unchanged_and_lists_no_docs_route(tmp_path: Pat
 
 def test_swagger_ui_is_told_not_to_ask_the_public_validator(tmp_path: Path) -> None:
     assert '"validatorUrl": null' in client_for(tmp_path).get("/docs").text
+
+
+def test_the_asyncapi_document_is_served_beside_the_openapi_one(tmp_path: Path) -> None:
+    from adapters.events.broker import subject_for
+    from canonical.facts import DocumentPosted
+
+    document = client_for(tmp_path).get("/asyncapi.json").json()
+    assert document["asyncapi"] == "3.0.0"
+    channel = document["channels"]["ledger.document_posted.v1"]
+    event_type = DocumentPosted.event_type()
+    # the address it documents is where the relay publishes
+    assert channel["address"].format(subject="in_1") == subject_for(event_type, "in_1")
