@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from canonical.facts import BY_TYPE
+from canonical.facts import BY_TYPE, TYPE_PREFIX
 
 EndpointStatus = Literal["active", "paused"]
 ACTIVE: Final = "active"
@@ -143,18 +143,29 @@ def subscribed(event_types: Sequence[str], event_type: str) -> bool:
     )
 
 
+def _subscribable() -> tuple[str, ...]:
+    """What an endpoint may ask for: every type, each domain's prefix, and all of ours."""
+    domains = sorted({event_type.rsplit(".", 2)[0] for event_type in BY_TYPE})
+    every = TYPE_PREFIX.rstrip(".") + PREFIX_WILDCARD
+    return (*sorted(BY_TYPE), every, *(domain + PREFIX_WILDCARD for domain in domains))
+
+
+SUBSCRIBABLE: Final = _subscribable()
+
+
 def checked_event_types(event_types: Sequence[str]) -> tuple[str, ...]:
-    """The list as given, without repeats; EventTypeUnknown for a type or prefix that
-    matches no event ledgerbridge sends (a typo would otherwise subscribe to nothing)."""
+    """The list as given, without repeats; EventTypeUnknown for anything but a type
+    ledgerbridge sends or one of SUBSCRIBABLE's prefixes (a typo would otherwise subscribe
+    to nothing, silently)."""
     if len(event_types) > MAX_EVENT_TYPES:
         raise EventTypeUnknown(f"at most {MAX_EVENT_TYPES} event types")
     unique = tuple(dict.fromkeys(event_types))
     for wanted in unique:
-        if not any(subscribed([wanted], known) for known in BY_TYPE):
+        if wanted not in SUBSCRIBABLE:
             kind = "prefix" if wanted.endswith(PREFIX_WILDCARD) else "event type"
             raise EventTypeUnknown(
                 f"{kind} {wanted[:130]!r} matches no event ledgerbridge sends "
-                f"(types look like {next(iter(BY_TYPE))}; a prefix ends with .*)"
+                f"(types look like {SUBSCRIBABLE[0]}; prefixes like {SUBSCRIBABLE[-1]})"
             )
     return unique
 
@@ -233,6 +244,7 @@ __all__ = [
     "ENDPOINT_ID_PATTERN",
     "PAUSED",
     "ROTATION_OVERLAP",
+    "SUBSCRIBABLE",
     "EndpointSecret",
     "EndpointStatus",
     "EndpointUrlRefused",
