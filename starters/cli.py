@@ -14,6 +14,8 @@ from typing import Any
 
 from adapters.settings import Settings
 from starters.console import ApiCallFailed, call_api, echo, fail, table
+from starters.event_commands import add_parsers as add_event_parsers
+from starters.event_commands import cmd_events
 from starters.inbox import add_parsers, cmd_credits, cmd_finance
 from starters.mapping_commands import add_parsers as add_mapping_parsers
 from starters.mapping_commands import cmd_mapping
@@ -336,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     add_recon_parsers(sub)
     add_mapping_parsers(sub)
+    add_event_parsers(sub)
     replay = sub.add_parser(
         "replay", help="feed past billing events through the webhook path (backfill, outages)"
     )
@@ -367,6 +370,7 @@ COMMANDS = {
     "credits": cmd_credits,
     "recon": cmd_recon,
     "mapping": cmd_mapping,
+    "events": cmd_events,
     "replay": cmd_replay,
     "erp": cmd_erp,
     "bench": cmd_bench,

@@ -1,8 +1,11 @@
 """The integration store (SQLAlchemy 2.0 + Alembic)."""
 
+from adapters.store.event_endpoints import DeadLetter, EventEndpointStore, UnknownEndpointError
 from adapters.store.models import (
     AccountLink,
     AuditEntry,
+    EventDeadLetterRow,
+    EventEndpointRow,
     Posting,
     ReconErpDocument,
     ReconErpPayment,
@@ -57,10 +60,14 @@ __all__ = [
     "ClassTotal",
     "CurrencyTotal",
     "CustomerReceivable",
+    "DeadLetter",
     "DocumentTax",
     "DuplicatePostingError",
     "ErpDocument",
     "ErpPayment",
+    "EventDeadLetterRow",
+    "EventEndpointRow",
+    "EventEndpointStore",
     "ExpectedPayment",
     "ExpectedPosting",
     "IntegrationStore",
@@ -84,6 +91,7 @@ __all__ = [
     "RunStatus",
     "SupportCredit",
     "SystemHealth",
+    "UnknownEndpointError",
     "UnknownRunError",
     "WebhookReceipt",
 ]

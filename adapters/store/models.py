@@ -149,6 +149,56 @@ class BusinessEventRow(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class EventEndpointRow(Base):
+    """A subscriber's endpoint for signed webhooks out (adapters/events/subscriptions.py)."""
+
+    __tablename__ = "event_endpoints"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'paused')", name="ck_event_endpoints_status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[str]] = mapped_column(JSON)  # types or `.*` prefixes; [] = all
+    secrets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # newest first
+    description: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(8))
+    paused_reason: Mapped[str | None] = mapped_column(String(500))
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class EventDeadLetterRow(Base):
+    """An event an endpoint did not take within the retry window, kept for a replay; once
+    per endpoint and event (dead again after a replay: the same row, updated)."""
+
+    __tablename__ = "event_dead_letters"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="uq_event_dead_letters_event"),
+        Index("ix_event_dead_letters_endpoint", "endpoint_id", "dead_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    endpoint_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("event_endpoints.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(120))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)  # the structured CloudEvents JSON, as sent
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    first_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    dead_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    replay_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 # --- three-way reconciliation: billing vs ERP vs the posting journal --------------------
 # Staging tables (expected, ERP, journal, support credits) hold one run's loaded documents
 # until it is classified; runs and items are the lasting report.

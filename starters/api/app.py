@@ -24,6 +24,7 @@ from starters.api import (
     console,
     credits,
     docs,
+    event_endpoints,
     finance,
     health,
     metrics,
@@ -84,7 +85,9 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     app.add_middleware(CorrelationMiddleware)
     instrument_api(app, settings)  # traces, when an OTLP endpoint is configured
     install_error_handlers(app)
-    for area in (ops, health, webhooks, replay, accounts, finance, credits, reconciliation, docs):
+    areas = (ops, health, webhooks, replay, accounts, finance, credits, reconciliation,
+             event_endpoints, docs)  # fmt: skip
+    for area in areas:
         app.include_router(area.router)
     console.install(app, settings, keyring)  # finance's pages at /console
     metrics.install(app, temporal)  # Prometheus at /metrics

@@ -131,3 +131,5 @@ finance_deciders = require_role("finance", "finance_admin")
 credit_requesters = require_role("support")
 credit_checkers = require_role("support", "finance", "finance_admin")
 credit_readers = require_role("support", "finance", "finance_admin", "ops")
+# Who receives the events out, and with which secrets: operations' alone.
+event_operators = require_role("ops")

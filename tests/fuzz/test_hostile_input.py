@@ -99,6 +99,15 @@ ROLES_BY_OPERATION: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/v1/reconciliations/{workflow_id}"): frozenset({"ops", "finance", "finance_admin"}),
     ("POST", "/codec/encode"): frozenset({"ops", "finance_admin"}),
     ("POST", "/codec/decode"): frozenset({"ops", "finance_admin"}),
+    ("POST", "/v1/event-endpoints"): frozenset({"ops"}),
+    ("GET", "/v1/event-endpoints"): frozenset({"ops"}),
+    ("GET", "/v1/event-endpoints/{endpoint_id}"): frozenset({"ops"}),
+    ("PATCH", "/v1/event-endpoints/{endpoint_id}"): frozenset({"ops"}),
+    ("POST", "/v1/event-endpoints/{endpoint_id}:rotate-secret"): frozenset({"ops"}),
+    ("POST", "/v1/event-endpoints/{endpoint_id}:pause"): frozenset({"ops"}),
+    ("POST", "/v1/event-endpoints/{endpoint_id}:resume"): frozenset({"ops"}),
+    ("GET", "/v1/event-endpoints/{endpoint_id}/dead-letters"): frozenset({"ops"}),
+    ("POST", "/v1/event-endpoints/{endpoint_id}/dead-letters:replay"): frozenset({"ops"}),
 }
 # Operations documented to start nothing, whoever calls them and however Temporal answers.
 STARTS_NOTHING = {
@@ -107,7 +116,8 @@ STARTS_NOTHING = {
     ("POST", "/codec/decode"),
 }
 # Fuzzed ids mostly miss the shape a route checks first; these prefixes let some get past it.
-ID_SHAPES = {"credit_id": "credit/", "exception_id": "exception/", "workflow_id": "recon/"}
+ID_SHAPES = {"credit_id": "credit/", "exception_id": "exception/", "workflow_id": "recon/",
+             "endpoint_id": "ep_"}  # fmt: skip
 PAYLOAD_KEY = "fuzz1:" + "A" * 43 + "="  # 32 zero bytes, base64: turns the /codec routes on
 
 
