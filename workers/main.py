@@ -43,10 +43,7 @@ from activities.reconciliation import (
     ReconciliationStoreActivities,
     SupportReconciliationActivities,
 )
-from adapters.bootstrap import Adapters, build_adapters, connect_broker
-from adapters.events.analytics import feeding_analytics
-from adapters.events.broker import subject_for
-from adapters.events.relay import relaying
+from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.mapping_file import MappingFile
 from adapters.settings import Settings
@@ -54,6 +51,7 @@ from adapters.system_health import recording_system_health
 from adapters.task_queues import SYSTEM_QUEUES, task_queue
 from adapters.temporal import connect_for
 from adapters.tracing import configure_tracing
+from workers.events import events_out
 from workers.metrics import worker_metrics
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.case_to_credit import CaseToCreditWorkflow
@@ -219,11 +217,8 @@ async def _run_workers(settings: Settings, client: Client) -> None:
     try:
         async with (
             recording_system_health(adapters.store),
-            # Events out: the outbox to the broker, the stream to the analytics table.
-            relaying(adapters.store, lambda: connect_broker(settings, ensure_stream=True),
-                     subject_for),
-            feeding_analytics(adapters.store, lambda: connect_broker(settings, ensure_stream=True)),
-        ):  # fmt: skip
+            events_out(adapters.store, client, settings),  # outbox, analytics, webhooks
+        ):
             await run_until_stopped(workers, stop)
     finally:
         await adapters.aclose()

@@ -23,6 +23,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Literal
 
@@ -36,6 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     RetentionPolicy,
     StorageType,
@@ -444,6 +446,7 @@ class JetStreamBroker:
         max_deliver: int = -1,
         backoff_seconds: Sequence[float] | None = None,
         max_ack_pending: int = 1000,
+        start_time: datetime | None = None,
     ) -> DurableConsumer:
         """The durable pull consumer `name` on `filter_subject` (created, or its settings
         brought to these), bound for fetching.
@@ -463,6 +466,9 @@ class JetStreamBroker:
             max_deliver=max_deliver,
             backoff=list(backoff_seconds) if backoff_seconds else None,
             max_ack_pending=max_ack_pending,
+            # From the first message, or (a subscriber registered later) from its start time.
+            deliver_policy=DeliverPolicy.BY_START_TIME if start_time else DeliverPolicy.ALL,
+            opt_start_time=start_time,
         )
         try:
             await self._js.add_consumer(self.stream, config)
