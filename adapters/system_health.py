@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import Counter
 
+from adapters.background import in_background
 from adapters.logs import get_logger
 from adapters.metrics import ADAPTER_CALLS, SYSTEMS
 
@@ -132,14 +132,7 @@ async def _record(store: IntegrationStore, previous: Totals) -> Totals:
     return current
 
 
-@contextlib.asynccontextmanager
-async def recording_system_health(
+def recording_system_health(
     store: IntegrationStore, every: float = RECORD_EVERY
-) -> AsyncIterator[None]:
-    task = asyncio.create_task(record_system_health(store, every))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return in_background(record_system_health(store, every))

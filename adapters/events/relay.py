@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from adapters.logs import get_logger
+from adapters.background import in_background, keep_connected
 
 if TYPE_CHECKING:
     from adapters.store import IntegrationStore
 
-log = get_logger("ledgerbridge.events.relay")
-
 BATCH = 100
 IDLE_SECONDS = 0.5  # between reads of an empty outbox
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a failed publish, then every 30 s
 CONTENT_TYPE = "application/cloudevents+json"
 
 
@@ -66,48 +63,22 @@ async def run_relay(
     subject_for: SubjectFor,
     idle: float = IDLE_SECONDS,
 ) -> None:
-    """Until cancelled: connect, publish whatever is unpublished, wait, again. A broker (or
-    store) failure is logged and retried with backoff; the events wait in the outbox."""
-    failures = 0
-    publisher: Publisher | None = None
-    try:
+    """Until cancelled: publish whatever is unpublished, wait, again. A broker (or store)
+    failure is logged and retried with backoff; the events wait in the outbox."""
+
+    async def publish_all(publisher: Publisher) -> None:
         while True:
-            try:
-                if publisher is None:
-                    publisher = await connect()
-                sent = await relay_once(store, publisher, subject_for)
-                failures = 0
-                if sent < BATCH:
-                    await asyncio.sleep(idle)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
-                log.warning("events not published yet; retrying", error=str(err), seconds=delay)
-                if publisher is not None:
-                    with contextlib.suppress(Exception):
-                        await publisher.close()
-                    publisher = None
-                await asyncio.sleep(delay)
-    finally:
-        if publisher is not None:
-            with contextlib.suppress(Exception):
-                await publisher.close()
+            if await relay_once(store, publisher, subject_for) < BATCH:
+                await asyncio.sleep(idle)
+
+    await keep_connected(connect, publish_all, "events published")
 
 
-@contextlib.asynccontextmanager
-async def relaying(
+def relaying(
     store: IntegrationStore,
     connect: Callable[[], Awaitable[Publisher]],
     subject_for: SubjectFor,
     idle: float = IDLE_SECONDS,
-) -> AsyncIterator[None]:
+) -> contextlib.AbstractAsyncContextManager[None]:
     """The relay as a background task of the block (the worker's life)."""
-    task = asyncio.create_task(run_relay(store, connect, subject_for, idle))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return in_background(run_relay(store, connect, subject_for, idle))

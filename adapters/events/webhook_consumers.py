@@ -14,28 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx
 
+from adapters.background import in_background, keep_connected
 from adapters.events.broker import STREAM_SUBJECTS, Delivery, DurableConsumer, JetStreamBroker
 from adapters.events.envelope import read_event
 from adapters.events.subscriptions import ACTIVE, EventEndpoint
 from adapters.events.webhooks_out import DeliveryOutcome, deliver, nominal_elapsed
-from adapters.logs import get_logger
 from adapters.store.event_endpoints import EventEndpointStore
 
 if TYPE_CHECKING:
     from adapters.store import IntegrationStore
 
-log = get_logger("ledgerbridge.events.webhooks")
-
 CONSUMER_PREFIX = "webhook-"
 ENDPOINTS_EVERY = 5.0  # seconds between reads of the registry (new, paused, resumed)
 ACK_WAIT_SECONDS = 60.0  # longer than a delivery's timeout: no redelivery while it runs
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 # Told when an endpoint has failed for a day and is paused: opens the exception.
 Alert = Callable[[EventEndpoint, DeliveryOutcome], Awaitable[None]]
@@ -172,12 +169,10 @@ async def run_webhooks(
     """Until cancelled: a task per active endpoint, started and stopped as the registry
     changes; a broker or store failure restarts them all after a backoff."""
     endpoints = EventEndpointStore(store)
-    failures = 0
-    while True:
+
+    async def serve_all(broker: JetStreamBroker) -> None:
         tasks: dict[str, asyncio.Task[None]] = {}
-        broker: JetStreamBroker | None = None
         try:
-            broker = await connect()
             async with httpx.AsyncClient() as http:
                 while True:
                     active = {e.id: e for e in await asyncio.to_thread(endpoints.endpoints, ACTIVE)}
@@ -186,42 +181,26 @@ async def run_webhooks(
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
-                        if task.done() and not task.cancelled() and task.exception():
+                        if not task.cancelled() and task.exception():
                             raise task.exception()  # type: ignore[misc]
                     for endpoint_id, endpoint in active.items():
                         if endpoint_id not in tasks:
                             tasks[endpoint_id] = asyncio.create_task(
                                 serve_endpoint(endpoints, broker, endpoint, http, alert)
                             )
-                    failures = 0
                     await asyncio.sleep(every)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-            failures += 1
-            log.warning("webhooks out paused; retrying", error=str(err), seconds=delay)
-            await asyncio.sleep(delay)
         finally:
             for task in tasks.values():
                 task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
-            if broker is not None:
-                with contextlib.suppress(Exception):
-                    await broker.close()
+
+    await keep_connected(connect, serve_all, "webhooks sent")
 
 
-@contextlib.asynccontextmanager
-async def sending_webhooks(
+def sending_webhooks(
     store: IntegrationStore,
     connect: Callable[[], Awaitable[JetStreamBroker]],
     alert: Alert,
     every: float = ENDPOINTS_EVERY,
-) -> AsyncIterator[None]:
-    task = asyncio.create_task(run_webhooks(store, connect, alert, every))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return in_background(run_webhooks(store, connect, alert, every))
