@@ -109,8 +109,9 @@ class Settings(BaseSettings):
 
     # Events out (NATS JetStream, adapters/events): the servers, comma-separated for a
     # cluster; the monitoring port `ledgerbridge up` gives its server (health at /healthz)
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_monitor_port: int = Field(default=8222, ge=1, le=65535)
+    # Not NATS' own 4222/8222: a developer's machine often runs a NATS of its own there.
+    nats_url: str = "nats://127.0.0.1:4322"
+    nats_monitor_port: int = Field(default=8322, ge=1, le=65535)
     # A message republished with a Nats-Msg-Id the stream stored within this window is
     # dropped (the relay republishes what it was unsure of: lost acks, restarts)
     nats_stream_duplicate_window_seconds: PositiveFloat = 2 * 24 * 60 * 60.0

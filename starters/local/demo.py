@@ -28,6 +28,7 @@ from adapters import metrics
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.erp import TrytonLedger
 from adapters.settings import Settings
+from adapters.system_health import aware
 from canonical import AccountRecord, BillingDocument, Money, PostedDocument
 from canonical.ledger import REJECTED_POSTING_PREFIX, ledger_workflow_id
 from canonical.reconciliation import ReceivablePage
@@ -35,6 +36,7 @@ from sandbox.billing.driver import BillingDriver
 from starters.console import call_api
 from starters.local.catalog import load_local_catalog
 from starters.local.stack import metrics_endpoints
+from starters.local.subscriber import LocalSubscriber
 from workflows.account_sync import account_workflow_id
 
 T = TypeVar("T")
@@ -68,21 +70,17 @@ async def play(settings: Settings, echo: Callable[[str], None] = print) -> None:
         settings.billing_api_key.get_secret_value(), settings.billing_url
     )
     demo = Demo(settings, adapters, driver, echo, uuid.uuid4().hex[:8])
+    subscriber = LocalSubscriber(echo)
     try:
-        customer_id = await demo.account_sync()
-        first_invoice = await demo.mid_cycle_upgrade(customer_id)
-        await demo.credit_approved_by_finance(customer_id)
-        await demo.credit_on_a_settled_invoice(customer_id, first_invoice)
-        refund = await demo.partial_refund(first_invoice)
-        eur_invoice = await demo.eur_customer_with_vat()
-        await demo.show_books([first_invoice.document_id, eur_invoice.document_id], refund)
-        await demo.reconcile()
-        await demo.show_metrics()
+        with subscriber.serving():
+            await demo.subscribe(subscriber)
+            await demo.scenario()
+            await demo.show_events(subscriber)
         echo(
             "\nDemo complete: account sync, the mid-cycle upgrade, a credit approved by finance, "
             "a settled-invoice exception decided by finance, payments, a partial refund, a EUR "
-            "customer with VAT, the books read back from the ERP and a reconciliation in "
-            "agreement."
+            "customer with VAT, the books read back from the ERP, a reconciliation in "
+            "agreement, and every business fact delivered to a subscriber."
         )
     finally:
         await driver.aclose()
@@ -105,6 +103,53 @@ class Demo:
         self.run = run
         self._payments_seen: list[str] = []
         self._customers: list[str] = []
+        self._subscribed_at: datetime | None = None
+
+    async def scenario(self) -> None:
+        customer_id = await self.account_sync()
+        first_invoice = await self.mid_cycle_upgrade(customer_id)
+        await self.credit_approved_by_finance(customer_id)
+        await self.credit_on_a_settled_invoice(customer_id, first_invoice)
+        refund = await self.partial_refund(first_invoice)
+        eur_invoice = await self.eur_customer_with_vat()
+        await self.show_books([first_invoice.document_id, eur_invoice.document_id], refund)
+        await self.reconcile()
+        await self.show_metrics()
+
+    async def subscribe(self, subscriber: LocalSubscriber) -> None:
+        """Register the local subscriber for every event, as ops would."""
+        self.echo("\n== Events out: a subscriber registered for every business fact")
+        body = {"url": subscriber.url, "description": f"the demo's subscriber ({self.run})"}
+        answer = call_api(self.settings, "post", "/v1/event-endpoints", role="ops", json=body)
+        created = answer.json()
+        subscriber.secret = created["secret"]
+        self._subscribed_at = datetime.fromisoformat(created["created_at"])
+        self.echo(f"endpoint {created['id']} at {subscriber.url}: signed per Standard Webhooks "
+                  "(its whsec_ secret shown once, to the subscriber)")  # fmt: skip
+
+    async def show_events(self, subscriber: LocalSubscriber) -> None:
+        """Every event recorded since the subscriber registered reached it and the analytics
+        table, each once."""
+        self.echo("\n== Events out: what the subscriber and the analytics table received")
+        since = self._subscribed_at
+        assert since is not None
+
+        def published() -> list[str]:
+            return [e.event_id for e in self.adapters.store.outbox_events()
+                    if aware(e.created_at) >= since]  # fmt: skip
+
+        async def all_arrived() -> list[str] | None:
+            ids = published()
+            analytics = {r.event_id for r in self.adapters.store.business_events()}
+            arrived = set(subscriber.received)
+            return ids if ids and set(ids) <= arrived and set(ids) <= analytics else None
+
+        ids = await eventually("every event at the subscriber and in the analytics table",
+                               all_arrived, within=90)  # fmt: skip
+        self.echo(f"events: {len(ids)} recorded since the subscriber registered; {len(ids)} "
+                  f"delivered to it, each once, every signature verified by standardwebhooks "
+                  f"({subscriber.refused} refused); {len(ids)} in the analytics table "
+                  "(business_events)")  # fmt: skip
 
     def trace(self, workflow_id: str, search: str) -> None:
         ui = f"http://{self.settings.temporal_address.split(':')[0]}:{self.settings.temporal_ui_port}"

@@ -77,7 +77,7 @@ def test_a_private_stack_gets_free_ports_of_its_own_for_nats(tmp_path: Path) -> 
                                                  stack.support_url)),
     ]  # fmt: skip
     assert len(set(ports)) == len(ports) == 11
-    assert nats_port != 4222 and stack.nats_monitor_port != 8222
+    assert nats_port != 4322 and stack.nats_monitor_port != 8322
 
 
 def test_with_payload_keys_up_names_the_codec_sign_in(tmp_path: Path) -> None:
