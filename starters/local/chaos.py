@@ -94,9 +94,12 @@ from starters.local.expectations import (
     waits_on_finance,
 )
 from starters.local.stack import LocalStack, StackError, private_stack_env
+from starters.local.subscriber import LocalSubscriber
 
 DEFAULT_EVENTS = 200
 DEFAULT_KILLS = 3
+SUBSCRIBER_REFUSALS = 0.02  # of webhooks out: answered 503, so retried later
+EVENTS_OUT_WITHIN = 180.0  # seconds after quiescence for every event to be delivered
 DEFAULT_SEED = 1
 ERP_DROP_PROBABILITY = 0.05  # of every ERP call: forwarded, committed, the answer lost
 # Billing and support as the worker and the API meet them (the people the run plays reach
@@ -345,6 +348,12 @@ class ChaosRun:
         self.finance_decisions: Counter[str] = Counter()
         self.kills = 0
         self.server_restarts = 0
+        self.broker_kills = 0
+        # A subscriber to every event out, refusing some deliveries (retried) on purpose.
+        refusals = random.Random(f"{options.seed}/subscriber")
+        self.subscriber = LocalSubscriber(
+            lambda _line: None, refusing=lambda: refusals.random() < SUBSCRIBER_REFUSALS
+        )
         erp_drop = {"mode": "drop", "probability": ERP_DROP_PROBABILITY, "method": "POST"}
         self.systems = {
             "billing": FaultedSystem(
@@ -371,14 +380,15 @@ class ChaosRun:
         api_key = self.settings.billing_api_key.get_secret_value()
         self.driver = BillingDriver.connect(api_key, self.settings.billing_url)
         try:
-            self.client = await connect_for(self.settings, wait_seconds=30)
-            await self._set_the_stage()
-            await self._drive()
-            if self._faults:
-                self.log("chaos: waiting for the last injected fault to end")
-                await asyncio.gather(*self._faults)
-            await self._settle()
-            return await Checker(self).check()
+            with self.subscriber.serving():
+                self.client = await connect_for(self.settings, wait_seconds=30)
+                await self._set_the_stage()
+                await self._drive()
+                if self._faults:
+                    self.log("chaos: waiting for the last injected fault to end")
+                    await asyncio.gather(*self._faults)
+                await self._settle()
+                return await Checker(self).check()
         finally:
             await self.driver.aclose()
             await self.adapters.aclose()
@@ -398,6 +408,13 @@ class ChaosRun:
             f"support {SAAS_RATE_LIMITED:.0%} of calls throttled, {SAAS_LATENCY:.0%} "
             f"{SAAS_LATENCY_SECONDS} s late, {SAAS_DROP_PROBABILITY:.0%} of writes' answers lost"
         )
+        created = await asyncio.to_thread(
+            call_api, self.settings, "post", "/v1/event-endpoints", role="ops",
+            json={"url": self.subscriber.url, "description": f"chaos subscriber {self.run}"},
+        )  # fmt: skip
+        self.subscriber.secret = created.json()["secret"]
+        self.log(f"chaos: a subscriber to every event out, refusing "
+                 f"{SUBSCRIBER_REFUSALS:.0%} of deliveries (503)")  # fmt: skip
         # Sell from the local catalogue (`ledgerbridge up` put it in billing and wrote
         # finance's mapping of it), and one product of the run's own that the mapping lacks.
         self.catalog = load_local_catalog(self.stack.home)
@@ -441,6 +458,7 @@ class ChaosRun:
         plan[self.chaos.randrange(max(1, n // 3), max(2, n * 2 // 3))].append(
             self._restart_temporal
         )
+        plan[self.chaos.randrange(max(1, n // 4), max(2, n * 3 // 4))].append(self._kill_broker)
         for system in self.systems.values():
             for _ in range(max(1, n // 40)):
                 seconds = self.chaos.uniform(*OUTAGE_SECONDS[system.name])
@@ -791,6 +809,14 @@ class ChaosRun:
             await asyncio.to_thread(self.stack.restart, "temporal", signal.SIGTERM, down)
             self.server_restarts += 1
 
+    async def _kill_broker(self) -> None:
+        async with self._restarting:
+            # Events written meanwhile wait in the outbox; the relay publishes them after.
+            down = self.chaos.uniform(2.0, 5.0)
+            self.log(f"chaos: SIGKILL NATS server; starting it again in {down:.1f} s")
+            await asyncio.to_thread(self.stack.restart, "nats", signal.SIGKILL, down)
+            self.broker_kills += 1
+
     async def _outage(self, system: FaultedSystem, seconds: float) -> None:
         system.down += 1
         await self._fault_rules(system, [{"mode": "unavailable", "status": 503}, *system.rules])
@@ -1039,6 +1065,7 @@ class Checker:
         invariants.append(await self._reconciliation_explains_everything())
         invariants.append(self._billing_order_kept(documents, erp))
         invariants.append(await self._support_written_once())
+        invariants.append(await self._events_out_once())
         invariants.sort(key=lambda invariant: int(invariant[1].split()[0]))
         figures = await self._figures(receipts, money)
         return ChaosReport(figures, invariants, self.violations)
@@ -1703,6 +1730,41 @@ class Checker:
         )
         return not out_of_order, "6 billing order kept in the ERP", detail
 
+    async def _events_out_once(self) -> tuple[bool, str, str]:
+        """(11) Every business fact in the outbox reached the subscriber and the analytics
+        table, each id once (a redelivery, after a refusal or a lost answer, is dropped by its
+        id), whatever was killed meanwhile."""
+        store, subscriber = self.run.adapters.store, self.run.subscriber
+        deadline = time.monotonic() + EVENTS_OUT_WITHIN
+        while time.monotonic() < deadline:
+            recorded = {e.event_id for e in store.outbox_events()}
+            stored = {r.event_id for r in store.business_events()}
+            if recorded <= set(subscriber.received) and recorded <= stored:
+                break
+            await asyncio.sleep(1)
+        ids = [e.event_id for e in store.outbox_events()]
+        unpublished = len(store.unpublished_events(limit=100_000))
+        analytics = {r.event_id for r in store.business_events()}
+        taken = set(subscriber.received)  # it drops a redelivery by its webhook-id
+        missing_sub = [i for i in ids if i not in taken]
+        missing_bi = [i for i in ids if i not in analytics]
+        strays = (taken | analytics) - set(ids)
+        ok = bool(ids) and not (missing_sub or missing_bi or strays or unpublished)
+        detail = (
+            f"{len(ids)} facts in the outbox ({unpublished} unpublished): "
+            f"{len(ids) - len(missing_sub)} at the subscriber, each once "
+            f"({subscriber.deliveries - len(taken)} redeliveries dropped by id), "
+            f"{len(ids) - len(missing_bi)} in the analytics table"
+        )
+        if missing_sub or missing_bi or strays:
+            self.violations += [f"event {i} never reached the subscriber" for i in missing_sub[:10]]
+            self.violations += [f"event {i} not in the analytics table" for i in missing_bi[:10]]
+            self.violations += [f"event {i} delivered but not in the outbox" for i in strays]
+        if subscriber.refused:
+            self.violations.append(f"{subscriber.refused} deliveries failed their signature")
+            ok = False
+        return ok, "11 every event out delivered once", detail
+
     async def _support_written_once(self) -> tuple[bool, str, str]:
         """(7) Support's side of exactly once, lost answers or not: every billing customer has
         one organization (support refuses a second) under its billing name, and no credit
@@ -1781,6 +1843,8 @@ class Checker:
             f"webhooks answered 503 {refused}",
             f"worker SIGKILL {run.kills}",
             f"temporal restart {run.server_restarts}",
+            f"NATS SIGKILL {run.broker_kills}",
+            f"subscriber answered 503 {run.subscriber.refusals}",
         ]
         by_source = Counter(r.source for r in receipts)
         profiles = Counter(a.profile.label for a in run.accounts)

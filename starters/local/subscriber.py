@@ -15,11 +15,16 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 
 class LocalSubscriber:
-    def __init__(self, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self, echo: Callable[[str], None], refusing: Callable[[], bool] | None = None
+    ) -> None:
         self.echo = echo
+        self.refusing = refusing  # says when to answer 503 instead (the chaos run's outages)
         self.secret: str | None = None  # set once the endpoint is registered
         self.received: list[str] = []  # event ids, in arrival order, each once
+        self.deliveries = 0  # signed deliveries taken, redeliveries included
         self.refused = 0  # deliveries whose signature did not verify
+        self.refusals = 0  # deliveries answered 503 on purpose
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -39,8 +44,13 @@ class LocalSubscriber:
             with self._lock:
                 self.refused += 1
             return 400
+        if self.refusing is not None and self.refusing():
+            with self._lock:
+                self.refusals += 1
+            return 503
         event = json.loads(body)
         with self._lock:
+            self.deliveries += 1
             if event["id"] in self.received:
                 return 200  # a redelivery: already taken
             self.received.append(event["id"])

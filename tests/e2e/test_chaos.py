@@ -62,8 +62,9 @@ def test_chaos_run_with_kills_restarts_and_faults_on_every_system_keeps_the_book
     assert figure(output, "server restarts") == "1"
     assert figure(output, "duplicates found") == "0"
     assert figure(output, "lost events") == "0"
-    for number in range(1, 11):
+    for number in range(1, 12):
         assert re.search(rf"^PASS\s+{number} ", output, re.MULTILINE), output
+    assert "SIGKILL NATS server" in output and "NATS SIGKILL 1" in output
     # The books: customers of every profile in turn, card payments, payments and refunds judged.
     assert re.search(r"^customers\s+USD card \d", output, re.MULTILINE), output
     assert re.search(r"^money driven\s+", output, re.MULTILINE), output
@@ -75,6 +76,29 @@ def test_chaos_run_with_kills_restarts_and_faults_on_every_system_keeps_the_book
 
 
 # --- the judge itself: a checker that cannot fail would prove nothing ----------------------
+
+
+async def test_an_event_the_subscriber_never_took_fails_the_events_invariant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from starters.local import chaos
+
+    monkeypatch.setattr(chaos, "EVENTS_OUT_WITHIN", 0.0)
+    outbox = [SimpleNamespace(event_id=i) for i in ("e1", "e2", "e3")]
+    store = SimpleNamespace(outbox_events=lambda: outbox, unpublished_events=lambda limit: [],
+                            business_events=lambda: [SimpleNamespace(event_id=i)
+                                                     for i in ("e1", "e2", "e3")])  # fmt: skip
+    subscriber = SimpleNamespace(received=["e1", "e3"], deliveries=3, refused=0)
+    run = SimpleNamespace(settings=None, client=None, billing=None, subscriber=subscriber,
+                          adapters=SimpleNamespace(store=store))  # fmt: skip
+    checker = Checker(run)  # type: ignore[arg-type]
+    ok, name, detail = await checker._events_out_once()
+    assert not ok and name.startswith("11 ")
+    assert "2 at the subscriber" in detail and "3 in the analytics table" in detail
+    assert checker.violations == ["event e2 never reached the subscriber"]
+    subscriber.received.append("e2")
+    ok, _, detail = await Checker(run)._events_out_once()  # type: ignore[arg-type]
+    assert ok and "3 at the subscriber, each once (0 redeliveries dropped by id)" in detail
 
 
 def _checker(postings: list[Posting] | None = None, held: dict[str, str] | None = None) -> Checker:
