@@ -107,6 +107,14 @@ async def test_demo_then_up_twice_resumes_in_flight_work(tmp_path: Path) -> None
     assert invoices >= 1 and credit_notes >= 1 and posted >= invoices + credit_notes
     assert applied >= 2 and exceptions == 1  # the approved credit, the one after finance's decision
     assert re.search(r"scrape them: http://\S+/metrics, http://\S+/metrics", demo.stdout)
+    # Events out: every fact since the subscriber registered reached it and the analytics table.
+    events = re.search(r"events: (\d+) recorded since the subscriber registered; (\d+) delivered "
+                       r"to it, each once, every signature verified by standardwebhooks \(0 "
+                       r"refused\); (\d+) in the analytics table", demo.stdout)  # fmt: skip
+    assert events is not None, demo.stdout
+    recorded, delivered, analysed = map(int, events.groups())
+    assert recorded >= 10 and recorded == delivered == analysed
+    assert "[subscriber] com.ledgerbridge.finance.exception_decided.v1" in demo.stdout
     for component in COMPONENTS:
         assert f"{component}: ready, listening on" in demo.stdout
         assert f"{component}: stopped" in demo.stdout
