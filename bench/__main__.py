@@ -27,6 +27,7 @@ from bench._common import PROJECT_ROOT, RESULTS
 
 MODULES = (
     "erp_posting", "orchestration", "ingress", "reconciliation", "footprint", "console_inbox",
+    "events_relay",
 )  # fmt: skip
 # Smaller sizes for --quick, by module: each pair is passed when the module accepts the flag.
 QUICK: dict[str, list[tuple[str, str]]] = {
@@ -36,6 +37,7 @@ QUICK: dict[str, list[tuple[str, str]]] = {
     "reconciliation": [("--documents", "10000")],
     "footprint": [("--workflows", "200")],
     "console_inbox": [("--items", "200"), ("--requests", "20")],
+    "events_relay": [("--events", "1000")],
 }
 MODULE_TIMEOUT = 15 * 60  # seconds; a module still running then is stopped
 
