@@ -1,10 +1,10 @@
 """bench.events_relay: how fast the relay empties the outbox into JetStream, against the bench
 publishing the same events to the same stream directly, in the same run.
 
-    .venv/bin/python -m bench.events_relay [--events 4000]
+    .venv/bin/python -m bench.events_relay [--events 20000]
 
 - **Ours**: N events written to the outbox of a real store (SQLite file) by journal entries,
-  then `relay_once` until the outbox is empty: read a batch of 100 in order, publish each
+  then `relay_once` until the outbox is empty: read a batch (relay.BATCH) in order, publish each
   (one at a time, each acked by the server: what keeps order per subject), mark the batch
   published.
 - **Baseline**: the same CloudEvent bodies published by the bench to the same stream with the
@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from adapters.events.broker import JetStreamBroker, subject_for
-from adapters.events.relay import relay_once
+from adapters.events.relay import BATCH, relay_once
 from adapters.events.server import nats_server_command
 from adapters.store import IntegrationStore
 from bench._common import free_port, print_table, record
@@ -140,13 +140,13 @@ async def bench(events: int, home: Path, port: int) -> None:
         print(f"{side.label}: {side.events} in {side.seconds:.2f} s = {side.rate:.0f}/s")
     print(
         f"rounds ours, baseline, baseline, ours, {half} events each; one nats-server -js, "
-        "file storage, loopback; the relay reads and marks a SQLite outbox, 100 a batch"
+        f"file storage, loopback; the relay reads and marks a SQLite outbox, {BATCH} a batch"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=4000, help="events a side (>= 200)")
+    parser.add_argument("--events", type=int, default=20000, help="events a side (>= 200)")
     args = parser.parse_args()
     if args.events < 200:
         parser.error("--events must be at least 200")

@@ -22,7 +22,7 @@ from adapters.background import in_background, keep_connected
 if TYPE_CHECKING:
     from adapters.store import IntegrationStore
 
-BATCH = 100
+BATCH = 500
 IDLE_SECONDS = 0.5  # between reads of an empty outbox
 CONTENT_TYPE = "application/cloudevents+json"
 
