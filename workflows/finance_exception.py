@@ -13,6 +13,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -101,20 +102,29 @@ class FinanceExceptionWorkflow:
                   "case_id": context.case_id, "error_type": context.error_type,
                   "error_message": context.error_message,
                   "allowed_decisions": list(context.allowed_decisions)}  # fmt: skip
-        await run_activity(
-            AuditActivities.append_audit,
-            AuditRecordInput(
-                actor="ledgerbridge",
-                role="system",
-                action="exception.opened",
-                subject=workflow.info().workflow_id,
-                reason=f"{context.step}: {context.error_type}",
-                amount=context.amount.amount if context.amount else None,
-                currency=context.amount.currency if context.amount else None,
-                correlation_id=context.correlation_id,
-                details=fields,
-            ),
-        )
+        try:
+            await run_activity(
+                AuditActivities.append_audit,
+                AuditRecordInput(
+                    actor="ledgerbridge",
+                    role="system",
+                    action="exception.opened",
+                    subject=workflow.info().workflow_id,
+                    reason=f"{context.step}: {context.error_type}",
+                    amount=context.amount.amount if context.amount else None,
+                    currency=context.amount.currency if context.amount else None,
+                    correlation_id=context.correlation_id,
+                    details=fields,
+                ),
+            )
+        except ActivityError as err:
+            # An error message too large for an event (a remote system's whole page): the
+            # event is refused, never truncated; this exception, open in the inbox, is what
+            # finance sees of it. Anything else fails as before.
+            if not isinstance(err.cause, ApplicationError) or err.cause.type != "EventTooLarge":
+                raise
+            workflow.logger.warning("exception %s: its opening event was refused: %s",
+                                    workflow.info().workflow_id, err.cause.message)  # fmt: skip
 
     async def _decided_within(self, period: timedelta) -> bool:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from temporalio import activity
 from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -73,3 +74,35 @@ async def test_a_decided_exception_says_what_was_decided_and_by_whom(
     assert "Waiting" not in decided
     assert status == "decided"
     assert [r.action for r in audited] == ["exception.opened", "exception.reject"]
+
+
+async def test_an_opening_too_large_for_its_event_still_waits_for_finance(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """The opening's event is refused (never truncated) when the error message is a whole
+    page; the exception stays open for finance, and its decision is audited as usual."""
+    audited: list[AuditRecordInput] = []
+
+    @activity.defn(name="append_audit")
+    async def append_audit(record: AuditRecordInput) -> None:
+        if record.action == "exception.opened":
+            raise ApplicationError("its event is over 64 KiB", type="EventTooLarge",
+                                   non_retryable=True)  # fmt: skip
+        audited.append(record)
+
+    env = time_skipping_env
+    workflow_id = f"exception/{queue_prefix}credit/2"
+    huge = CONTEXT.model_copy(update={"error_message": "<html>" + "x" * 70_000})
+    async with Worker(env.client, task_queue=task_queue(queue_prefix),
+                      workflows=[FinanceExceptionWorkflow], activities=[append_audit]):  # fmt: skip
+        handle = await env.client.start_workflow(
+            FinanceExceptionWorkflow.run, FinanceExceptionInput(context=huge), id=workflow_id,
+            task_queue=task_queue(queue_prefix),
+        )  # fmt: skip
+        # Opened (its first task run) before finance decides, as in the inbox.
+        assert (await current_details(env, workflow_id)).startswith("Waiting for finance")
+        request = DecisionRequest(decision="reject", reason="noise", actor="fiona", role="finance")
+        await handle.execute_update("decide", request, result_type=FinanceDecision)
+        decision = await handle.result()
+    assert decision.decision == "reject"
+    assert [r.action for r in audited] == ["exception.reject"]
