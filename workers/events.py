@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -34,13 +35,18 @@ def endpoint_alert(client: Client, settings: Settings) -> Alert:
     async def alert(endpoint: EventEndpoint, outcome: DeliveryOutcome) -> None:
         since = outcome.failing_since
         origin = f"event-endpoint/{endpoint.id}"
+        # Named by id and host: a subscriber's URL may carry its token, and the subscriber's
+        # answer is its own; neither goes into an event that other subscribers receive.
+        host = urlsplit(endpoint.url).hostname or "?"
+        last = f"HTTP {outcome.status_code}" if outcome.status_code else "no answer"
+        failing = f"since {since:%Y-%m-%d %H:%M} UTC" if since else "for a day"
         context = ExceptionContext(
             process=EVENTS_PROCESS, origin_workflow_id=origin, origin_run_id="-",
             step="deliver_webhook", error_type="EndpointFailing",
             error_message=(
-                f"{endpoint.url} has failed every delivery since "
-                f"{since:%Y-%m-%d %H:%M} UTC; it is paused. Last: {outcome.error}"
-            ) if since else f"{endpoint.url} is paused. Last: {outcome.error}",
+                f"endpoint {endpoint.id} ({host}) has failed every delivery {failing}; it is "
+                f"paused. Last attempt: {last}"
+            ),
             correlation_id=origin, allowed_decisions=["reject"],
             decision_effects={"reject": (
                 "acknowledges the outage; nothing is resumed by it. Resume the endpoint "
@@ -55,7 +61,7 @@ def endpoint_alert(client: Client, settings: Settings) -> Alert:
             task_queue=task_queue(settings.task_queue_prefix),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=visibility.start_attributes(PROCESS, "open", correlation_id=origin),
-            static_summary=f"Webhooks to {endpoint.url} paused after a day of failures",
+            static_summary=f"Webhooks to {endpoint.id} ({host}) paused after a day of failures",
         )
 
     return alert

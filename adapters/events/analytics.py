@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING
 
 from adapters.background import in_background, keep_connected
 from adapters.events.broker import STREAM_SUBJECTS, DurableConsumer, JetStreamBroker
+from adapters.events.envelope import read_event
+from adapters.logs import get_logger
 
 if TYPE_CHECKING:
     from adapters.store import IntegrationStore
+
+log = get_logger("ledgerbridge.events.analytics")
 
 CONSUMER = "analytics"
 BATCH = 100
@@ -25,7 +29,15 @@ async def feed_once(store: IntegrationStore, consumer: DurableConsumer, batch: i
     deliveries = await consumer.fetch(batch)
     if not deliveries:
         return 0
-    await asyncio.to_thread(store.append_business_events, [d.body for d in deliveries])
+    events = []
+    for delivery in deliveries:
+        try:
+            read_event(delivery.body)
+            events.append(delivery.body)
+        except ValueError as err:  # not one of our CloudEvents: no row, ever; acked below
+            log.error("a message on the stream is not an event; skipped", error=str(err),
+                      stream_sequence=delivery.stream_sequence)  # fmt: skip
+    await asyncio.to_thread(store.append_business_events, events)
     for delivery in deliveries:
         await delivery.ack()
     return len(deliveries)

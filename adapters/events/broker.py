@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Literal
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -256,7 +257,7 @@ class JetStreamBroker:
 
         async def report_reconnected() -> None:
             server = connection.connected_url
-            log.info("broker.reconnected", server=server.netloc if server else None)
+            log.info("broker.reconnected", server=server.hostname if server else None)
 
         try:
             await asyncio.wait_for(
@@ -275,7 +276,8 @@ class JetStreamBroker:
         except (TimeoutError, nats.errors.Error, OSError) as err:
             await connection.close()
             raise TransientError(
-                f"cannot reach NATS at {', '.join(servers)} ({type(err).__name__}: {err})",
+                f"cannot reach NATS at {', '.join(map(without_credentials, servers))} "
+                f"({type(err).__name__})",
                 system=SYSTEM,
                 operation="connect",
             ) from err
@@ -512,3 +514,10 @@ __all__ = [
     "subject_for",
     "subject_token",
 ]
+
+
+def without_credentials(server: str) -> str:
+    """A server URL fit for a log line: `nats://user:secret@host:4222` -> `nats://host:4222`."""
+    parts = urlsplit(server if "://" in server else f"nats://{server}")
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"

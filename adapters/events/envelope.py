@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
@@ -98,7 +99,11 @@ def envelope(
 
 
 def read_event(body: bytes) -> CloudEvent:
-    """An event's envelope read back (subscribers, tests)."""
-    event = _FORMAT.read(None, body)
-    assert isinstance(event, CloudEvent)
+    """An event's envelope read back (subscribers, tests); ValueError when it is none."""
+    try:
+        event = _FORMAT.read(None, body)
+    except BaseCloudEventException as err:
+        raise ValueError(f"not a CloudEvent: {err}") from err
+    if not isinstance(event, CloudEvent):
+        raise ValueError("not a CloudEvents 1.0 event")
     return event

@@ -25,10 +25,13 @@ from adapters.events.broker import STREAM_SUBJECTS, Delivery, DurableConsumer, J
 from adapters.events.envelope import read_event
 from adapters.events.subscriptions import ACTIVE, EventEndpoint
 from adapters.events.webhooks_out import DeliveryOutcome, deliver, nominal_elapsed
+from adapters.logs import get_logger
 from adapters.store.event_endpoints import EventEndpointStore
 
 if TYPE_CHECKING:
     from adapters.store import IntegrationStore
+
+log = get_logger("ledgerbridge.events.webhooks")
 
 CONSUMER_PREFIX = "webhook-"
 ENDPOINTS_EVERY = 5.0  # seconds between reads of the registry (new, paused, resumed)
@@ -66,7 +69,13 @@ async def deliver_next(
     if endpoint is None:  # removed meanwhile: leave the event to nobody
         await delivery.nak()
         return None
-    outcome = await deliver(endpoint, delivery.body, delivery.delivered_count, http)
+    try:
+        outcome = await deliver(endpoint, delivery.body, delivery.delivered_count, http)
+    except ValueError as err:  # not one of our CloudEvents: nothing to deliver, ever
+        log.error("a message on the stream is not an event; skipped", error=str(err),
+                  stream_sequence=delivery.stream_sequence)  # fmt: skip
+        await delivery.ack()
+        return None
     await settle(endpoints, endpoint, delivery, outcome, alert)
     return outcome
 
@@ -102,9 +111,10 @@ async def settle(
             reason = outcome.error or "paused"
             if decision == "pause_and_alert":
                 reason = f"failing since {outcome.failing_since:%Y-%m-%d %H:%M} UTC: {reason}"
-            await asyncio.to_thread(endpoints.pause_endpoint, endpoint.id, reason[:500])
-            if decision == "pause_and_alert":
+                # Before the pause: an alert that fails leaves the endpoint active, so the
+                # next attempt alerts again (the exception's start is idempotent).
                 await alert(endpoint, outcome)
+            await asyncio.to_thread(endpoints.pause_endpoint, endpoint.id, reason[:500])
         await delivery.nak()
 
 
@@ -130,6 +140,10 @@ async def replay_dead_letters(
             await asyncio.to_thread(endpoints.mark_replayed, [letter.id], now)
             delivered += 1
             continue
+        if outcome.decision in ("pause", "pause_and_alert"):  # 410: gone, replay or not
+            await asyncio.to_thread(endpoints.pause_endpoint, endpoint.id,
+                                    (outcome.error or "gone")[:500])  # fmt: skip
+            break
         await asyncio.to_thread(
             endpoints.add_dead_letter, endpoint_id=endpoint.id, event_id=letter.event_id,
             event_type=letter.event_type, subject=letter.subject, body=body,
@@ -179,10 +193,13 @@ async def run_webhooks(
                     for endpoint_id in [i for i in tasks if i not in active or tasks[i].done()]:
                         task = tasks.pop(endpoint_id)
                         task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
+                        try:
                             await task
-                        if not task.cancelled() and task.exception():
-                            raise task.exception()  # type: ignore[misc]
+                        except asyncio.CancelledError:
+                            pass
+                        except Exception as err:  # this endpoint only: started again below
+                            log.warning("webhooks to one endpoint stopped; starting again",
+                                        endpoint=endpoint_id, error=str(err))  # fmt: skip
                     for endpoint_id, endpoint in active.items():
                         if endpoint_id not in tasks:
                             tasks[endpoint_id] = asyncio.create_task(

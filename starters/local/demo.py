@@ -104,6 +104,7 @@ class Demo:
         self._payments_seen: list[str] = []
         self._customers: list[str] = []
         self._subscribed_at: datetime | None = None
+        self._endpoint_id = ""
 
     async def scenario(self) -> None:
         customer_id = await self.account_sync()
@@ -123,6 +124,7 @@ class Demo:
         answer = call_api(self.settings, "post", "/v1/event-endpoints", role="ops", json=body)
         created = answer.json()
         subscriber.secret = created["secret"]
+        self._endpoint_id = str(created["id"])
         self._subscribed_at = datetime.fromisoformat(created["created_at"])
         self.echo(f"endpoint {created['id']} at {subscriber.url}: signed per Standard Webhooks "
                   "(its whsec_ secret shown once, to the subscriber)")  # fmt: skip
@@ -150,6 +152,9 @@ class Demo:
                   f"delivered to it, each once, every signature verified by standardwebhooks "
                   f"({subscriber.refused} refused); {len(ids)} in the analytics table "
                   "(business_events)")  # fmt: skip
+        # The subscriber goes away with the demo: its endpoint is paused, not left failing.
+        call_api(self.settings, "post", f"/v1/event-endpoints/{self._endpoint_id}:pause",
+                 role="ops", json={"reason": f"the demo ({self.run}) is over"})  # fmt: skip
 
     def trace(self, workflow_id: str, search: str) -> None:
         ui = f"http://{self.settings.temporal_address.split(':')[0]}:{self.settings.temporal_ui_port}"
