@@ -527,7 +527,8 @@ class LocalStack:
             self._wait_ready(*members)
             if wave == 0:  # billing is up and the worker not yet: the mapping precedes postings
                 self._ensure_catalog()
-        self._ensure_event_stream()
+                # NATS is up and the worker (whose relay would make it too) not yet.
+                self._ensure_event_stream()
         self._apply_recon_schedule()
         self._define_entitlement_fields()
 
