@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     nats_stream_duplicate_window_seconds: PositiveFloat = 2 * 24 * 60 * 60.0
     # Copies of the stream: 1 on one server, 3 on docker-compose.yml's three-node cluster
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Published events are kept in the outbox this long (what was sent, for an audit or a
+    # replay by hand), then removed; unpublished ones are never removed
+    events_outbox_keep_days: int = Field(default=30, ge=1, le=3650)
 
     # Worker tuning (bench/README.md has the measurements behind the defaults): activities
     # per second the whole fleet may start against each system, ERP calls in flight per worker

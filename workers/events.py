@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from temporalio.client import Client
@@ -78,7 +79,7 @@ async def events_out(
         return await connect_broker(settings, ensure_stream=True)
 
     async with (
-        relaying(store, broker, subject_for),
+        relaying(store, broker, subject_for, keep=timedelta(days=settings.events_outbox_keep_days)),
         feeding_analytics(store, broker),
         sending_webhooks(store, broker, endpoint_alert(client, settings)),
     ):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.background import in_background, keep_connected
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 BATCH = 500
 IDLE_SECONDS = 0.5  # between reads of an empty outbox
+KEEP = timedelta(days=30)  # published events kept in the outbox (Settings.events_outbox_keep_days)
+PURGE_EVERY = 3600.0  # seconds between removals of what is older
 CONTENT_TYPE = "application/cloudevents+json"
 
 
@@ -62,12 +65,21 @@ async def run_relay(
     connect: Callable[[], Awaitable[Publisher]],
     subject_for: SubjectFor,
     idle: float = IDLE_SECONDS,
+    keep: timedelta = KEEP,
 ) -> None:
-    """Until cancelled: publish whatever is unpublished, wait, again. A broker (or store)
-    failure is logged and retried with backoff; the events wait in the outbox."""
+    """Until cancelled: publish whatever is unpublished, wait, again; once an hour, remove
+    what was published more than `keep` ago. A broker (or store) failure is logged and
+    retried with backoff; the events wait in the outbox."""
+    loop = asyncio.get_running_loop()
+    purged_at = -PURGE_EVERY
 
     async def publish_all(publisher: Publisher) -> None:
+        nonlocal purged_at
         while True:
+            if loop.time() - purged_at >= PURGE_EVERY:
+                before = datetime.now(UTC) - keep
+                await asyncio.to_thread(store.purge_published_events, before)
+                purged_at = loop.time()
             if await relay_once(store, publisher, subject_for) < BATCH:
                 await asyncio.sleep(idle)
 
@@ -79,6 +91,7 @@ def relaying(
     connect: Callable[[], Awaitable[Publisher]],
     subject_for: SubjectFor,
     idle: float = IDLE_SECONDS,
+    keep: timedelta = KEEP,
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """The relay as a background task of the block (the worker's life)."""
-    return in_background(run_relay(store, connect, subject_for, idle))
+    return in_background(run_relay(store, connect, subject_for, idle, keep))

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -218,6 +218,15 @@ def mark_published(connection: Connection, seqs: Sequence[int]) -> None:
         connection.execute(
             update(OutboxEvent).where(OutboxEvent.seq.in_(seqs)).values(published_at=utcnow())
         )
+
+
+def purge_published(connection: Connection, before: datetime) -> int:
+    """Remove events published before `before`; returns how many. Unpublished ones stay."""
+    result = connection.execute(
+        delete(OutboxEvent).where(OutboxEvent.published_at.is_not(None),
+                                  OutboxEvent.published_at < before)
+    )  # fmt: skip
+    return int(result.rowcount or 0)
 
 
 def append_business_events(connection: Connection, bodies: Iterable[bytes]) -> int:

@@ -339,6 +339,10 @@ class IntegrationStore:
         with self.engine.begin() as connection:
             outbox.mark_published(connection, seqs)
 
+    def purge_published_events(self, before: datetime) -> int:
+        with self.engine.begin() as connection:
+            return outbox.purge_published(connection, before)
+
     def outbox_events(self) -> list[OutboxEvent]:
         with self.session() as session:
             return list(session.scalars(select(OutboxEvent).order_by(OutboxEvent.seq)))

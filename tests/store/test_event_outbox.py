@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -169,3 +169,15 @@ def test_an_event_id_is_the_same_for_the_same_step_and_differs_otherwise() -> No
     other = envelope(fact, workflow_id="w", step="t", subject="e", time=at)
     assert one.event_id == again.event_id != other.event_id
     assert json.loads(one.body)["specversion"] == "1.0"
+
+
+def test_published_events_older_than_kept_are_removed_and_unpublished_ones_stay(
+    store: IntegrationStore,
+) -> None:
+    for reference in ("in_p1", "in_p2", "in_p3"):
+        journal(store, reference)
+    first, second, _third = store.unpublished_events()
+    store.mark_events_published([first.seq, second.seq])
+    assert store.purge_published_events(datetime.now(UTC) - timedelta(days=1)) == 0  # too young
+    assert store.purge_published_events(datetime.now(UTC) + timedelta(seconds=1)) == 2
+    assert [e.subject for e in store.outbox_events()] == ["in_p3"]  # never published: kept
