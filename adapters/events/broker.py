@@ -373,6 +373,27 @@ class JetStreamBroker:
         except (nats.errors.Error, OSError) as err:
             raise _transient(err, "stream_info") from err
 
+    async def consumer_names(self, prefix: str = "") -> list[str]:
+        """The stream's durable consumers whose names start with `prefix`."""
+        try:
+            infos = await self._js.consumers_info(self.stream)
+        except nats.js.errors.APIError as err:
+            raise _api_error(err, "consumers_info") from err
+        except (nats.errors.Error, OSError) as err:
+            raise _transient(err, "consumers_info") from err
+        return sorted(i.name for i in infos if i.name and i.name.startswith(prefix))
+
+    async def delete_consumer(self, name: str) -> None:
+        """Remove a durable consumer and its position (gone already: nothing to do)."""
+        try:
+            await self._js.delete_consumer(self.stream, name)
+        except nats.js.errors.NotFoundError:
+            return
+        except nats.js.errors.APIError as err:
+            raise _api_error(err, "delete_consumer") from err
+        except (nats.errors.Error, OSError) as err:
+            raise _transient(err, "delete_consumer") from err
+
     async def stream_message_count(self) -> int:
         """How many messages the stream holds now."""
         return int((await self.stream_info()).state.messages)

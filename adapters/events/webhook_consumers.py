@@ -174,6 +174,13 @@ async def serve_endpoint(
             await consumer.close()
 
 
+async def drop_consumers_of_deleted(broker: JetStreamBroker, registered: set[str]) -> None:
+    """The consumers of endpoints no longer registered, removed (a paused one keeps its)."""
+    for name in await broker.consumer_names(CONSUMER_PREFIX):
+        if name.removeprefix(CONSUMER_PREFIX) not in registered:
+            await broker.delete_consumer(name)
+
+
 async def run_webhooks(
     store: IntegrationStore,
     connect: Callable[[], Awaitable[JetStreamBroker]],
@@ -189,7 +196,9 @@ async def run_webhooks(
         try:
             async with httpx.AsyncClient() as http:
                 while True:
-                    active = {e.id: e for e in await asyncio.to_thread(endpoints.endpoints, ACTIVE)}
+                    registered = await asyncio.to_thread(endpoints.endpoints)
+                    active = {e.id: e for e in registered if e.status == ACTIVE}
+                    await drop_consumers_of_deleted(broker, {e.id for e in registered})
                     for endpoint_id in [i for i in tasks if i not in active or tasks[i].done()]:
                         task = tasks.pop(endpoint_id)
                         task.cancel()

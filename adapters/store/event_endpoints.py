@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -139,6 +139,15 @@ class EventEndpointStore:
     def pause_endpoint(self, endpoint_id: str, reason: str) -> EventEndpoint:
         """No delivery goes out until it is resumed; events wait for it (they are not lost)."""
         return self._change(endpoint_id, {"status": PAUSED, "paused_reason": reason[:MAX_REASON]})
+
+    def delete_endpoint(self, endpoint_id: str) -> EventEndpoint:
+        """Remove the endpoint and its dead letters; returns what it was."""
+        with self._engine.begin() as conn:
+            endpoint = self._read(conn, endpoint_id, for_update=True)
+            conn.execute(delete(EventDeadLetterRow)
+                         .where(EventDeadLetterRow.endpoint_id == endpoint_id))  # fmt: skip
+            conn.execute(delete(EventEndpointRow).where(EventEndpointRow.id == endpoint_id))
+        return endpoint
 
     def resume_endpoint(self, endpoint_id: str) -> EventEndpoint:
         """Deliveries go out again; the 24 h of failures are counted afresh."""

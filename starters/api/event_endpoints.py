@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
@@ -295,6 +295,17 @@ async def resume_endpoint(
     endpoint = await _write(EventEndpointStore(store).resume_endpoint, endpoint_id)
     await _audit(store, principal, "event_endpoint.resumed", endpoint, correlation_id)
     return _view(endpoint)
+
+
+@router.delete("/{endpoint_id}", status_code=204, responses=NOT_FOUND)
+async def delete_endpoint(
+    endpoint_id: EndpointId, principal: Principal, store: StoreDep, correlation_id: CorrelationIdDep
+) -> Response:
+    """Removed, with its dead letters: nothing more goes to it, and the worker drops its
+    consumer on the stream (its position with it)."""
+    endpoint = await _write(EventEndpointStore(store).delete_endpoint, endpoint_id)
+    await _audit(store, principal, "event_endpoint.deleted", endpoint, correlation_id)
+    return Response(status_code=204)
 
 
 @router.get("/{endpoint_id}/dead-letters", response_model=DeadLetterPage, responses=NOT_FOUND)

@@ -20,7 +20,12 @@ from standardwebhooks import Webhook
 from adapters.events.broker import JetStreamBroker, subject_for
 from adapters.events.relay import relay_once
 from adapters.events.subscriptions import ACTIVE, PAUSED, EventEndpoint
-from adapters.events.webhook_consumers import serve_endpoint
+from adapters.events.webhook_consumers import (
+    consumer_name,
+    drop_consumers_of_deleted,
+    endpoint_consumer,
+    serve_endpoint,
+)
 from adapters.events.webhooks_out import DeliveryOutcome
 from adapters.store import IntegrationStore
 from adapters.store.event_endpoints import EventEndpointStore
@@ -157,3 +162,25 @@ async def test_a_gone_endpoint_is_paused_and_gets_the_waiting_event_when_resumed
     await broker.close()
     [(_, first, _), (_, again, _)] = subscriber.received
     assert first == again  # the same event, held while paused
+
+
+async def test_a_deleted_endpoint_loses_its_consumer_and_a_paused_one_keeps_it(
+    store: IntegrationStore, nats_url: str, subscriber: Subscriber
+) -> None:
+    endpoints = EventEndpointStore(store)
+    gone, paused = (
+        endpoints.create_endpoint(url=subscriber.url, event_types=[], description=None,
+                                  created_by="test")
+        for _ in range(2)
+    )  # fmt: skip
+    broker = await JetStreamBroker.connect(nats_url)
+    try:
+        await broker.ensure_stream()
+        for endpoint in (gone, paused):
+            await (await endpoint_consumer(broker, endpoint)).close()
+        endpoints.pause_endpoint(paused.id, "moving")
+        endpoints.delete_endpoint(gone.id)
+        await drop_consumers_of_deleted(broker, {e.id for e in endpoints.endpoints()})
+        assert await broker.consumer_names("webhook-") == [consumer_name(paused.id)]
+    finally:
+        await broker.close()

@@ -103,6 +103,7 @@ ROLES_BY_OPERATION: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/v1/event-endpoints"): frozenset({"ops"}),
     ("GET", "/v1/event-endpoints/{endpoint_id}"): frozenset({"ops"}),
     ("PATCH", "/v1/event-endpoints/{endpoint_id}"): frozenset({"ops"}),
+    ("DELETE", "/v1/event-endpoints/{endpoint_id}"): frozenset({"ops"}),
     ("POST", "/v1/event-endpoints/{endpoint_id}:rotate-secret"): frozenset({"ops"}),
     ("POST", "/v1/event-endpoints/{endpoint_id}:pause"): frozenset({"ops"}),
     ("POST", "/v1/event-endpoints/{endpoint_id}:resume"): frozenset({"ops"}),

@@ -237,6 +237,25 @@ def test_pause_and_resume_are_audited_with_the_reason(api: Api) -> None:
     assert api.client.get(BASE, params={"status": "gone"}).status_code == 422
 
 
+def test_a_deleted_endpoint_is_gone_with_its_dead_letters_and_audited(api: Api) -> None:
+    created, kept = api.create(), api.create()
+    for endpoint_id in (created["id"], kept["id"]):
+        api.endpoints.add_dead_letter(
+            endpoint_id=endpoint_id, event_id="e-1", event_type=APPROVED, subject="credit/1",
+            body=b"{}", attempts=44, last_status=503, last_error="HTTP 503: down",
+            first_attempt_at=datetime(2026, 12, 1, tzinfo=UTC),
+        )  # fmt: skip
+    assert api.client.delete(f"{BASE}/{created['id']}").status_code == 204
+    assert api.client.get(f"{BASE}/{created['id']}").status_code == 404
+    assert api.client.delete(f"{BASE}/{created['id']}").status_code == 404  # once
+    assert [e["id"] for e in api.client.get(BASE).json()] == [kept["id"]]
+    assert api.endpoints.dead_letters(created["id"]) == []
+    assert len(api.endpoints.dead_letters(kept["id"])) == 1
+    action, subject, details = api.audit()[-1]
+    assert (action, subject) == ("event_endpoint.deleted", created["id"])
+    assert "url" not in details
+
+
 # --- dead letters ---------------------------------------------------------------------------
 
 
