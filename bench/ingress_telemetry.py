@@ -12,6 +12,8 @@ from typing import Final
 
 import httpx
 
+from adapters.background import in_background
+
 TELEMETRY_RATIO: Final = 0.95  # metrics and traces on cost at most 5 %
 SCRAPE_EVERY: Final = 1.0  # seconds; Prometheus' default is 15 s: this is the harsher case
 
@@ -55,8 +57,7 @@ async def discarding_otlp_sink() -> AsyncIterator[Sink]:
         await server.wait_closed()
 
 
-@contextlib.asynccontextmanager
-async def scraping(*urls: str) -> AsyncIterator[None]:
+def scraping(*urls: str) -> contextlib.AbstractAsyncContextManager[None]:
     """GET each of `urls` every SCRAPE_EVERY seconds while the block runs, as Prometheus would."""
 
     async def scrape() -> None:
@@ -66,10 +67,4 @@ async def scraping(*urls: str) -> AsyncIterator[None]:
                     (await http.get(url)).raise_for_status()
                 await asyncio.sleep(SCRAPE_EVERY)
 
-    task = asyncio.create_task(scrape())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return in_background(scrape())

@@ -24,7 +24,7 @@ from adapters.background import in_background, keep_connected
 from adapters.events.broker import STREAM_SUBJECTS, Delivery, DurableConsumer, JetStreamBroker
 from adapters.events.envelope import read_event
 from adapters.events.subscriptions import ACTIVE, EventEndpoint
-from adapters.events.webhooks_out import DeliveryOutcome, deliver, nominal_elapsed
+from adapters.events.webhooks_out import DeliveryOutcome, deliver
 from adapters.logs import get_logger
 from adapters.store.event_endpoints import EventEndpointStore
 
@@ -103,7 +103,7 @@ async def settle(
             endpoints.add_dead_letter, endpoint_id=endpoint.id, event_id=outcome.event_id,
             event_type=event.get_type(), subject=event.get_subject() or "", body=delivery.body,
             attempts=outcome.attempt, last_status=outcome.status_code,
-            last_error=outcome.error, first_attempt_at=first_attempt(outcome, now),
+            last_error=outcome.error, first_attempt_at=outcome.first_attempt_at or now,
         )  # fmt: skip
         await delivery.ack()
     else:  # pause, pause_and_alert: the event waits, unacked, for the endpoint's resumption
@@ -116,12 +116,6 @@ async def settle(
                 await alert(endpoint, outcome)
             await asyncio.to_thread(endpoints.pause_endpoint, endpoint.id, reason[:500])
         await delivery.nak()
-
-
-def first_attempt(outcome: DeliveryOutcome, now: datetime) -> datetime:
-    """When the event was first tried here, reckoned back along the schedule (JetStream
-    counts the attempts, not their times)."""
-    return now - nominal_elapsed(outcome.attempt)
 
 
 async def replay_dead_letters(

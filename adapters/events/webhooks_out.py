@@ -65,6 +65,7 @@ class DeliveryOutcome:
     failing_since: datetime | None = None
     subscriber_error: bool = False  # retried, but the subscriber refused it (a 3xx or 4xx)
     sent: bool = True  # False when nothing was sent (paused, not subscribed)
+    first_attempt_at: datetime | None = None  # when this event was first tried here
     elapsed_ms: float | None = None
 
     @property
@@ -196,8 +197,10 @@ def classify(
     rng: random.Random | None = None,
 ) -> DeliveryOutcome:
     """The decision for an attempt answered `status` (None: no answer, `error` says why)."""
-    answered = DeliveryOutcome("ack", endpoint.id, event_id, attempt, status_code=status,
-                               elapsed_ms=elapsed_ms)  # fmt: skip
+    answered = DeliveryOutcome(
+        "ack", endpoint.id, event_id, attempt, status_code=status, elapsed_ms=elapsed_ms,
+        first_attempt_at=first_attempt_at,
+    )  # fmt: skip
     if status is not None and 200 <= status < 300:
         return answered
     failing_since = endpoint.failing_since or now

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adapters.events.subscriptions import (
     ACTIVE,
@@ -27,7 +25,7 @@ from adapters.events.subscriptions import (
     new_secret,
     rotated,
 )
-from adapters.store.models import EventDeadLetterRow, EventEndpointRow, utcnow
+from adapters.store.models import EventDeadLetterRow, EventEndpointRow, insert_for, utcnow
 from adapters.store.store import IntegrationStore
 
 _ENDPOINTS = EventEndpointRow.__table__
@@ -216,7 +214,7 @@ class EventEndpointStore:
             "replay_requested_at": None, "replayed_at": None,
         }  # fmt: skip
         with self._engine.begin() as conn:
-            upsert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            upsert = insert_for(conn.dialect.name)
             statement = upsert(EventDeadLetterRow).values(row)
             kept = {k: v for k, v in row.items() if k not in ("endpoint_id", "event_id")}
             conn.execute(statement.on_conflict_do_update(

@@ -20,11 +20,19 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def insert_for(dialect: str) -> Any:
+    """The INSERT of the store's database, the one with its ON CONFLICT clauses: PostgreSQL's
+    by name, SQLite's otherwise."""
+    return postgresql_insert if dialect == "postgresql" else sqlite_insert
 
 
 class Base(DeclarativeBase):

@@ -15,12 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from adapters.events.envelope import OutgoingEvent, envelope, read_event
-from adapters.store.models import BusinessEventRow, OutboxEvent, utcnow
+from adapters.store.models import BusinessEventRow, OutboxEvent, Posting, insert_for, utcnow
 from canonical.customer import AccountRecord
 from canonical.facts import (
     AccountSynced,
@@ -54,47 +52,35 @@ OPENED_FIELDS = (
 CREDIT_WORKFLOW_PREFIX = "credit/"
 
 
-def posting_events(
-    *,
-    source_document_id: str,
-    document_type: str,
-    customer_id: str,
-    erp_document_id: str,
-    erp_number: str | None,
-    amount: Decimal,
-    currency: str,
-    workflow_id: str,
-    correlation_id: str | None,
-    at: datetime,
-) -> list[OutgoingEvent]:
+def posting_events(posting: Posting) -> list[OutgoingEvent]:
     """A journal entry's facts: the document or payment posted (not when finance rejected
     it: that is the exception's decision), and a credit applied when a credit's credit note
     is posted."""
-    if erp_document_id.startswith(REJECTED_POSTING_PREFIX):
+    reference, workflow_id = posting.source_document_id, posting.workflow_id
+    if posting.erp_document_id.startswith(REJECTED_POSTING_PREFIX):
         return []
-    manual = erp_document_id.startswith(MANUAL_POSTING_PREFIX)
-    money = Money.of(amount, currency)
-    step = f"journal/{source_document_id}"
-    common = {"workflow_id": workflow_id, "step": step, "time": at,
-              "correlation_id": correlation_id}  # fmt: skip
-    if document_type in PAYMENT_KINDS:
+    manual = posting.erp_document_id.startswith(MANUAL_POSTING_PREFIX)
+    money = Money.of(posting.amount, posting.currency)
+    common = {"workflow_id": workflow_id, "step": f"journal/{reference}",
+              "time": posting.posted_at, "correlation_id": posting.correlation_id}  # fmt: skip
+    if posting.document_type in PAYMENT_KINDS:
         payment = PaymentPosted(
-            customer_id=customer_id, billing_payment_id=source_document_id,
-            kind=document_type, erp_document_id=erp_document_id, manual=manual,  # type: ignore[arg-type]
-            amount=money, workflow_id=workflow_id,
+            customer_id=posting.customer_id, billing_payment_id=reference,
+            kind=posting.document_type, erp_document_id=posting.erp_document_id,  # type: ignore[arg-type]
+            manual=manual, amount=money, workflow_id=workflow_id,
         )  # fmt: skip
-        return [envelope(payment, subject=source_document_id, **common)]  # type: ignore[arg-type]
+        return [envelope(payment, subject=reference, **common)]  # type: ignore[arg-type]
     posted = DocumentPosted(
-        customer_id=customer_id, billing_document_id=source_document_id,
-        document_type=document_type, erp_document_id=erp_document_id, erp_number=erp_number,
-        manual=manual, amount=money, workflow_id=workflow_id,
+        customer_id=posting.customer_id, billing_document_id=reference,
+        document_type=posting.document_type, erp_document_id=posting.erp_document_id,
+        erp_number=posting.erp_number, manual=manual, amount=money, workflow_id=workflow_id,
     )  # fmt: skip
-    events = [envelope(posted, subject=source_document_id, **common)]  # type: ignore[arg-type]
-    if workflow_id.startswith(CREDIT_WORKFLOW_PREFIX) and document_type == "credit_note":
+    events = [envelope(posted, subject=reference, **common)]  # type: ignore[arg-type]
+    if workflow_id.startswith(CREDIT_WORKFLOW_PREFIX) and posting.document_type == "credit_note":
         applied = CreditApplied(
-            credit_id=workflow_id, customer_id=customer_id,
-            billing_document_id=source_document_id, erp_document_id=erp_document_id,
-            erp_number=erp_number, amount=money,
+            credit_id=workflow_id, customer_id=posting.customer_id,
+            billing_document_id=reference, erp_document_id=posting.erp_document_id,
+            erp_number=posting.erp_number, amount=money,
         )  # fmt: skip
         events.append(envelope(applied, subject=workflow_id, **common))  # type: ignore[arg-type]
     return events
@@ -187,9 +173,8 @@ def add_events(target: Session | Connection, events: Iterable[OutgoingEvent]) ->
 
 
 def _insert_for(target: Session | Connection) -> Any:
-    dialect = target.get_bind().dialect.name if isinstance(target, Session) else (
-        target.dialect.name)  # fmt: skip
-    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+    bind = target.get_bind() if isinstance(target, Session) else target
+    return insert_for(bind.dialect.name)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +28,7 @@ from adapters.store.models import (
     Posting,
     SystemHealth,
     WebhookReceipt,
+    insert_for,
     utcnow,
 )
 from adapters.system_health import SystemObservation, merge
@@ -212,7 +211,7 @@ class IntegrationStore:
             {"source": s, "event_id": e, "event_type": t, "workflow_id": w, "received_at": now}
             for s, e, t, w in sorted(receipts)
         ]
-        insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        insert = insert_for(self.engine.dialect.name)
         new = 0
         with self.engine.begin() as connection:
             for start in range(0, len(rows), _ROWS_PER_INSERT):
@@ -262,13 +261,7 @@ class IntegrationStore:
                     )
                     session.add(posting)
                     session.flush()  # a duplicate is refused here, before its events
-                    outbox.add_events(session, outbox.posting_events(
-                        source_document_id=source_document_id, document_type=document_type,
-                        customer_id=customer_id, erp_document_id=erp_document_id,
-                        erp_number=erp_number, amount=amount, currency=currency,
-                        workflow_id=workflow_id, correlation_id=correlation_id,
-                        at=posting.posted_at,
-                    ))  # fmt: skip
+                    outbox.add_events(session, outbox.posting_events(posting))
                 return posting
             except IntegrityError:
                 existing = self.find_posting(source_system, source_document_id)
