@@ -67,6 +67,9 @@ class JournalEntry(BaseModel):
     amount: Decimal
     currency: str
     workflow_id: str
+    # The ERP that booked it and the entity it was booked for (None: before routing).
+    erp: str | None = None
+    entity: str | None = None
 
 
 class RecordJournalInput(BaseModel):
@@ -217,6 +220,8 @@ class JournalActivities(SystemActivities):
             amount=posting.amount,
             currency=posting.currency,
             workflow_id=posting.workflow_id,
+            erp=posting.erp,
+            entity=posting.entity,
         )
 
     @activity.defn(name="record_journal_entry")
@@ -234,6 +239,8 @@ class JournalActivities(SystemActivities):
                 currency=entry.currency,
                 workflow_id=entry.workflow_id,
                 correlation_id=request.correlation_id,
+                erp=entry.erp,
+                entity=entry.entity,
             )
         except DuplicatePostingError as err:
             raise ApplicationError(

@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from adapters.billing.stripe import StripeBilling
 from adapters.erp.tryton import TrytonLedger
 from adapters.events.broker import JetStreamBroker
 from adapters.ports import BillingSystem, Ledger, SupportDesk
+from adapters.routing_file import load_routing
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.support.zendesk import ZendeskSupport
+from canonical.erp_routing import ErpRouting, single_erp_routing
 
 
 @dataclass
 class Adapters:
+    """`ledger` is the ERP on the `erp` queue (the only one without a routing file);
+    `ledgers` the others of the routing, by their name there."""
+
     billing: BillingSystem
     support: SupportDesk
     ledger: Ledger
     store: IntegrationStore
+    routing: ErpRouting = field(default_factory=single_erp_routing)
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
+
+    def ledger_of(self, erp: str) -> Ledger:
+        """The adapter of the routing's ERP named `erp`."""
+        return self.ledgers.get(erp) or self.ledger
 
     async def aclose(self) -> None:
         await self.billing.aclose()
         await self.support.aclose()
         await self.ledger.aclose()
+        for ledger in self.ledgers.values():
+            await ledger.aclose()
         self.store.dispose()
 
 
@@ -50,12 +64,26 @@ def build_ledger(settings: Settings) -> Ledger:
     )
 
 
+LEDGER_BUILDERS: dict[str, Callable[[Settings], Ledger]] = {"tryton": build_ledger}
+
+
 def build_adapters(settings: Settings) -> Adapters:
+    """Every adapter, and one ledger per ERP of the routing: the one on the `erp` queue is
+    `ledger` (a Tryton), the others are built by their kind."""
+    routing = load_routing(settings.erp_routing)
+    on_erp_queue = next((erp for erp in routing.erps.values() if erp.queue == "erp"), None)
+    ledgers = {
+        name: LEDGER_BUILDERS[erp.kind](settings)
+        for name, erp in routing.erps.items()
+        if erp.queue != "erp"
+    }
     return Adapters(
         billing=build_billing(settings),
         support=build_support(settings),
-        ledger=build_ledger(settings),
+        ledger=LEDGER_BUILDERS[on_erp_queue.kind if on_erp_queue else "tryton"](settings),
         store=build_store(settings),
+        routing=routing,
+        ledgers=ledgers,
     )
 
 

@@ -14,10 +14,13 @@ import os
 import threading
 import tomllib
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from canonical.mapping import FinanceMapping
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class MappingFileError(ValueError):
@@ -25,21 +28,26 @@ class MappingFileError(ValueError):
 
 
 def load_mapping(path: Path) -> FinanceMapping:
+    mapping = read_toml_model(path, FinanceMapping, "finance mapping")
+    currencies = [c.upper() for c in mapping.currencies]
+    return mapping.model_copy(update={"currencies": currencies})
+
+
+def read_toml_model(path: Path, model: type[M], what: str) -> M:
+    """The TOML file at `path` as a `model`; MappingFileError naming every problem at once."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MappingFileError(f"finance mapping {path} does not exist") from None
+        raise MappingFileError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise MappingFileError(f"finance mapping {path} is unreadable: {err}") from None
+        raise MappingFileError(f"{what} {path} is unreadable: {err}") from None
     try:
-        mapping = FinanceMapping.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in err.errors()
         )
-        raise MappingFileError(f"finance mapping {path} is invalid: {problems}") from None
-    currencies = [c.upper() for c in mapping.currencies]
-    return mapping.model_copy(update={"currencies": currencies})
+        raise MappingFileError(f"{what} {path} is invalid: {problems}") from None
 
 
 class MappingFile:

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # Finance's mapping file (products, tax rates, payment journals: adapters/mapping_file.py);
     # unset, `home`/finance-mapping.toml (the one `ledgerbridge up` writes)
     finance_mapping: Path | None = None
+    # Which ERP books which legal entity (canonical/erp_routing.py; adapters/routing_file.py);
+    # unset: one ERP, Tryton, books every customer, on the `erp` queue
+    erp_routing: Path | None = None
 
     # Events out (NATS JetStream, adapters/events): the servers, comma-separated for a
     # cluster; the monitoring port `ledgerbridge up` gives its server (health at /healthz)

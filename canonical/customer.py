@@ -37,6 +37,9 @@ class Customer(BaseModel):
     email: str | None = None
     currency: str | None = Field(default=None, description="ISO 4217, the billing currency")
     address: PostalAddress | None = None
+    legal_entity: str | None = Field(
+        default=None, max_length=32, description="the legal entity billing names for it"
+    )
     deleted: bool = False
 
     @field_validator("currency")

@@ -14,6 +14,7 @@ from typing import Any
 
 from adapters.settings import Settings
 from starters.console import ApiCallFailed, call_api, echo, fail, table
+from starters.erp_commands import add_routing_parsers, cmd_erp_routing
 from starters.event_commands import add_parsers as add_event_parsers
 from starters.event_commands import cmd_events
 from starters.inbox import add_parsers, cmd_credits, cmd_finance
@@ -240,7 +241,10 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_erp(args: argparse.Namespace, settings: Settings) -> int:
-    """Bootstrap the Tryton database once, then serve it (the ERP container's command)."""
+    """Bootstrap the Tryton database once, then serve it (the ERP container's command); or
+    the ERP routing's entities and their steps."""
+    if args.action != "serve":
+        return cmd_erp_routing(args, settings)
     from starters.local.stack import LocalStack
 
     stack = LocalStack(settings, echo=echo)
@@ -349,9 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", nargs="+", action="extend", metavar="NAME",
                        help="only these benchmarks (e.g. footprint reconciliation)")  # fmt: skip
     bench.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
-    erp = sub.add_parser("erp", help="bootstrap (once) and serve the Tryton ERP")
-    erp.add_argument("action", choices=["serve"])
-    erp.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    erp = sub.add_parser("erp", help="the ERPs: serve the local Tryton, route entities")
+    erp_actions = erp.add_subparsers(dest="action", required=True)
+    serve = erp_actions.add_parser("serve", help="bootstrap (once) and serve the Tryton ERP")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    add_routing_parsers(erp_actions)
     return parser
 
 

@@ -36,6 +36,7 @@ from activities.credits import (
     CreditJournalActivities,
     SupportCaseActivities,
 )
+from activities.erp_routing import ErpRoutingActivities, ShadowJournalActivities
 from activities.payments import BillingPaymentActivities
 from activities.reconciliation import (
     BillingReconciliationActivities,
@@ -46,9 +47,11 @@ from activities.reconciliation import (
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.logs import configure_logging, get_logger
 from adapters.mapping_file import MappingFile
+from adapters.ports import Ledger
 from adapters.settings import Settings
+from adapters.store import IntegrationStore
 from adapters.system_health import recording_system_health
-from adapters.task_queues import SYSTEM_QUEUES, task_queue
+from adapters.task_queues import task_queue
 from adapters.temporal import connect_for
 from adapters.tracing import configure_tracing
 from workers.events import events_out
@@ -124,8 +127,7 @@ class QueueLimits:
 def activity_groups(
     adapters: Adapters, finance_mapping: FinanceMappingSource | None = None
 ) -> list[SystemActivities]:
-    """Every activity class, wired to the adapters it calls (and the ERP postings to
-    finance's mapping: without one, every posting goes to finance naming the gap)."""
+    """Every activity class but the ERPs', wired to the adapters it calls."""
     return [
         StoreAccountActivities(adapters.store),
         AuditActivities(adapters.store),
@@ -141,9 +143,20 @@ def activity_groups(
         SupportAccountActivities(adapters.support),
         SupportCaseActivities(adapters.support),
         SupportReconciliationActivities(adapters.store, adapters.support),
-        ErpAccountActivities(adapters.ledger),
-        ErpPostingActivities(adapters.ledger, finance_mapping),
-        ErpReconciliationActivities(adapters.store, adapters.ledger),
+        ErpRoutingActivities(adapters.billing, adapters.store, adapters.routing),
+        ShadowJournalActivities(adapters.store),
+    ]
+
+
+def erp_activity_groups(
+    ledger: Ledger, store: IntegrationStore, finance_mapping: FinanceMappingSource | None = None
+) -> list[SystemActivities]:
+    """The activities of one ERP, on its own queue (the postings on finance's mapping:
+    without one, every posting goes to finance naming the gap)."""
+    return [
+        ErpAccountActivities(ledger),
+        ErpPostingActivities(ledger, finance_mapping),
+        ErpReconciliationActivities(store, ledger),
     ]
 
 
@@ -151,10 +164,14 @@ def activities_by_queue(
     adapters: Adapters, finance_mapping: FinanceMappingSource | None = None
 ) -> dict[str, list[Callable[..., Any]]]:
     """Every activity, under the queue of the system its class declares ("" is the workflow
-    queue, where activities on our own store run)."""
-    by_queue: dict[str, list[Callable[..., Any]]] = {"": [], **{q: [] for q in SYSTEM_QUEUES}}
+    queue, where activities on our own store run); each ERP of the routing on its queue."""
+    by_queue: dict[str, list[Callable[..., Any]]] = {"": [], "billing": [], "support": []}
     for group in activity_groups(adapters, finance_mapping):
         by_queue["" if group.system == "store" else group.system].extend(group.activities())
+    for name, erp in adapters.routing.erps.items():
+        ledger = adapters.ledger_of(name)
+        for group in erp_activity_groups(ledger, adapters.store, finance_mapping):
+            by_queue.setdefault(erp.queue, []).extend(group.activities())
     return by_queue
 
 
@@ -183,9 +200,11 @@ def build_workers(
                 client,
                 task_queue=task_queue(prefix, queue),
                 activities=activities[queue],
-                **options[queue],
+                # Every ERP gets the ERP's limits: each is protected on its own queue.
+                **options.get(queue, options["erp"]),
             )
-            for queue in SYSTEM_QUEUES
+            for queue in activities
+            if queue
         ),
     ]
 

@@ -68,35 +68,53 @@ SYSTEM_OPTIONS: dict[System, dict[str, Any]] = {
 }
 
 
-def activity_queue(system: System) -> str:
-    """The queue of a system's activities, derived from the running workflow's own queue."""
+def activity_queue(system: System, queue: str | None = None) -> str:
+    """The queue of a system's activities, derived from the running workflow's own queue;
+    `queue` names another queue of that system (an ERP of the routing: each has its own)."""
     if system == "store":
         return workflow.info().task_queue
-    return queue_of(system, workflow.info().task_queue.removesuffix(WORKFLOW_QUEUE))
+    prefix = workflow.info().task_queue.removesuffix(WORKFLOW_QUEUE)
+    return queue_of(system, prefix) if queue is None else prefix + queue
 
 
 @overload
 async def run_activity(
-    method: Callable[[Any, A], Awaitable[R]], arg: A, *, summary: str | None = None, **options: Any
+    method: Callable[[Any, A], Awaitable[R]],
+    arg: A,
+    *,
+    summary: str | None = None,
+    queue: str | None = None,
+    **options: Any,
 ) -> R: ...
 
 
 @overload
 async def run_activity(
-    method: Callable[[Any, A], R], arg: A, *, summary: str | None = None, **options: Any
+    method: Callable[[Any, A], R],
+    arg: A,
+    *,
+    summary: str | None = None,
+    queue: str | None = None,
+    **options: Any,
 ) -> R: ...
 
 
 async def run_activity(
-    method: Callable[[Any, A], Any], arg: A, *, summary: str | None = None, **options: Any
+    method: Callable[[Any, A], Any],
+    arg: A,
+    *,
+    summary: str | None = None,
+    queue: str | None = None,
+    **options: Any,
 ) -> Any:
     """An activity method of a SystemActivities class, on the queue of the system its class
-    names, with that system's timeouts and retries (`options` override them)."""
+    names (or `queue`, another of that system's), with that system's timeouts and retries
+    (`options` override them)."""
     system = system_of(method)
     return await workflow.execute_activity_method(
         method,  # type: ignore[arg-type]
         arg,
-        task_queue=activity_queue(system),
+        task_queue=activity_queue(system, queue),
         summary=summary,
         **{**SYSTEM_OPTIONS[system], **options},
     )
@@ -113,11 +131,14 @@ class StepFailed(Exception):
         self.details = details
 
 
-async def call_system(method: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
-    """An activity on an external system's queue with that system's options; what no retry
-    cures (a non-retryable error, or retries exhausted) becomes a StepFailed."""
+async def call_system(
+    method: Callable[[Any, A], Awaitable[R]], arg: A, *, queue: str | None = None, **options: Any
+) -> R:
+    """An activity on an external system's queue (or `queue`, another of that system's) with
+    that system's options (`options` override them); what no retry cures (a non-retryable
+    error, or retries exhausted) becomes a StepFailed."""
     try:
-        return await run_activity(method, arg)
+        return await run_activity(method, arg, queue=queue, **options)
     except ActivityError as err:
         step = activity_name(method)
         cause = err.cause

@@ -21,10 +21,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.amendments import (
-        ErpPostingActivities,
         JournalActivities,
         JournalEntry,
-        PostDocumentInput,
         RecordJournalInput,
     )
     from activities.audit import AuditActivities, AuditRecordInput
@@ -62,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from canonical.mapping import SUPPORT_CREDIT_LINE
     from workflows.activity_options import StepFailed, call_system, run_activity
     from workflows.credit_policy import approval_refusal, assess, eligibility_problems
+    from workflows.erp_postings import LINKED_ERP_QUEUE, ErpPoster
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
 
 PROCESS = "case_to_credit"
@@ -82,6 +81,7 @@ def credit_workflow_id(case_id: str, request_id: str) -> str:
 class CaseToCreditWorkflow:
     def __init__(self) -> None:
         self._input: CaseToCreditInput | None = None
+        self._erp = ErpPoster()
         self._status = "checking"
         self._customer_id: str | None = None
         self._assessment: CreditAssessment | None = None
@@ -332,9 +332,10 @@ class CaseToCreditWorkflow:
             applies_to=credit.invoice_id if applied.kind == "credit_note" else None,
         )
         self._set_status("posting", f"Posting credit note {applied.document_id} to the ERP")
-        posted = await call_system(
-            ErpPostingActivities.post_ledger_document, PostDocumentInput(posting=posting)
-        )
+        route = await self._erp.document_route(posting)
+        if route is not None and route.book_queue != LINKED_ERP_QUEUE:
+            await self._erp.ensure_party(route.book_queue, customer_id)
+        posted = await self._erp.post_document(route, posting)
         await run_activity(
             JournalActivities.record_journal_entry,
             RecordJournalInput(
@@ -347,10 +348,13 @@ class CaseToCreditWorkflow:
                     amount=credit.amount.amount,
                     currency=credit.amount.currency,
                     workflow_id=workflow.info().workflow_id,
+                    erp=route.book if route else None,
+                    entity=route.entity if route else None,
                 ),
                 correlation_id=workflow.info().workflow_id,
             ),
         )
+        await self._erp.shadow_document(route, posting)
         return posted
 
     async def _ask_finance(

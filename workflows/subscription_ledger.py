@@ -59,14 +59,11 @@ with workflow.unsafe.imports_passed_through():
         AccountLinksInput,
         BillingDocumentActivities,
         EarlierInvoicesInput,
-        ErpPostingActivities,
         FetchDocumentInput,
         FetchSubscriptionInput,
         JournalActivities,
         JournalEntry,
         JournalLookupInput,
-        PostDocumentInput,
-        PostPaymentInput,
         RecordJournalInput,
     )
     from activities.payments import (
@@ -88,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
         Refund,
         Subscription,
     )
+    from canonical.erp_routing import PostingRoute
     from canonical.ledger import (
         BILLING_EVENT_SIGNAL,
         HEAL_EVENT_PREFIX,
@@ -115,6 +113,7 @@ with workflow.unsafe.imports_passed_through():
         required_postings,
     )
     from workflows.activity_options import StepFailed, call_system, run_activity
+    from workflows.erp_postings import LINKED_ERP_QUEUE, ErpPoster
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
     from workflows.policy import PolicyViolation, check_payments, check_postable, check_refund
 
@@ -214,6 +213,7 @@ class SubscriptionLedgerWorkflow:
         self._blocked_by: str | None = None
         self._last_posted: list[str] = []
         self._erp_customers: set[str] = set()
+        self._erp = ErpPoster()
         self._subscription_canceled = False
         # Documents finished with: paid or voided and posted, or decided by finance.
         self._settled: list[str] = []
@@ -524,9 +524,9 @@ class SubscriptionLedgerWorkflow:
         if len(reversals) == 1 and all(
             [await self._in_erp(reversals[0].reference), await self._in_erp(main.reference)]
         ):
-            await call_system(
-                ErpPostingActivities.post_ledger_document, PostDocumentInput(posting=main)
-            )
+            route = await self._erp.document_route(main)
+            await self._erp.post_document(route, main)
+            await self._erp.shadow_document(route, main)
 
     @staticmethod
     def _applied_to_reversal(
@@ -626,16 +626,16 @@ class SubscriptionLedgerWorkflow:
         self._settled = [*self._settled, document_id][-SEEN_LIMIT:]
 
     async def _post(self, posting: LedgerPosting, event: BillingEventRef) -> None:
-        await self._ensure_customer_in_erp(posting.customer_id)
+        route = await self._erp.document_route(posting)
+        await self._ensure_customer_in(route, posting.customer_id)
         # post_ledger_document checks that today's ERP period is open before it writes.
-        posted = await call_system(
-            ErpPostingActivities.post_ledger_document, PostDocumentInput(posting=posting)
-        )
-        await self._journal(posting, posted.erp_document_id, posted.erp_number, event)
+        posted = await self._erp.post_document(route, posting)
+        await self._journal(posting, posted.erp_document_id, posted.erp_number, event, route)
         self._last_posted = [*self._last_posted, f"{posting.reference}={posted.erp_number}"][-20:]
         workflow.logger.info(
             "posted %s as ERP %s %s", posting.reference, posting.kind, posted.erp_number
         )
+        await self._erp.shadow_document(route, posting)
 
     # --- money that moved -------------------------------------------------------------
 
@@ -1042,17 +1042,17 @@ class SubscriptionLedgerWorkflow:
         )
 
     async def _post_money(self, posting: PaymentPosting, event: BillingEventRef) -> None:
-        posted = await call_system(
-            ErpPostingActivities.post_ledger_payment, PostPaymentInput(posting=posting)
-        )
+        route = await self._erp.payment_route(posting)
+        posted = await self._erp.post_payment(route, posting)
         await self._journal_entry(
             posting.reference, posting.kind, posting.customer_id, posting.amount,
-            posted.erp_document_id, posted.erp_number, event,
+            posted.erp_document_id, posted.erp_number, event, route,
         )  # fmt: skip
         self._last_posted = [*self._last_posted, f"{posting.reference}={posted.erp_number}"][-20:]
         workflow.logger.info(
             "posted %s %s as ERP %s", posting.kind, posting.reference, posted.erp_number
         )
+        await self._erp.shadow_payment(route, posting)
 
     def _working_on(
         self,
@@ -1117,6 +1117,14 @@ class SubscriptionLedgerWorkflow:
         return await run_activity(
             JournalActivities.find_journal_entry, JournalLookupInput(reference=reference)
         )
+
+    async def _ensure_customer_in(self, route: PostingRoute | None, customer_id: str) -> None:
+        """The party in the ERP that books the document: through account sync's links for
+        the ERP on the `erp` queue, asked of the ERP itself (once per run) for the others."""
+        if route is None or route.book_queue == LINKED_ERP_QUEUE:
+            await self._ensure_customer_in_erp(customer_id)
+        else:
+            await self._erp.ensure_party(route.book_queue, customer_id)
 
     async def _ensure_customer_in_erp(self, customer_id: str) -> None:
         """Enrichment: the ERP party must exist before a document can name it."""
@@ -1262,10 +1270,11 @@ class SubscriptionLedgerWorkflow:
         erp_document_id: str,
         erp_number: str | None,
         event: BillingEventRef,
+        route: PostingRoute | None = None,
     ) -> None:
         await self._journal_entry(
             posting.reference, posting.kind, posting.customer_id, posting.total,
-            erp_document_id, erp_number, event,
+            erp_document_id, erp_number, event, route,
         )  # fmt: skip
 
     async def _journal_entry(
@@ -1277,6 +1286,7 @@ class SubscriptionLedgerWorkflow:
         erp_document_id: str,
         erp_number: str | None,
         event: BillingEventRef,
+        route: PostingRoute | None = None,
     ) -> None:
         await run_activity(
             JournalActivities.record_journal_entry,
@@ -1290,6 +1300,8 @@ class SubscriptionLedgerWorkflow:
                     amount=amount.amount,
                     currency=amount.currency,
                     workflow_id=workflow.info().workflow_id,
+                    erp=route.book if route else None,
+                    entity=route.entity if route else None,
                 ),
                 correlation_id=event.correlation_id,
                 billing_event_created=(

@@ -74,6 +74,8 @@ ADDRESS_FIELDS = ("line1", "line2", "city", "postal_code", "state", "country")
 # Stripe has no currency parameter on customers (the first subscription, invoice or balance
 # transaction fixes it), so the currency asked for at creation waits in this metadata key.
 INTENDED_CURRENCY_KEY = "ledgerbridge_currency"
+# The legal entity that books a customer, when billing names it (the ERP routing's first rule).
+LEGAL_ENTITY_KEY = "legal_entity"
 # Every credit note we create carries its Idempotency-Key in this metadata key: a retry whose
 # first answer was lost can then find it even where billing would refuse a new one.
 IDEMPOTENCY_KEY_METADATA = "ledgerbridge_idempotency_key"
@@ -102,7 +104,9 @@ def customer_from_stripe(data: Mapping[str, Any]) -> Customer:
     if isinstance(address, Mapping) and any(address.get(f) for f in ADDRESS_FIELDS):
         postal = PostalAddress(**{f: address.get(f) or None for f in ADDRESS_FIELDS})
     metadata = data.get("metadata")
-    intended = metadata.get(INTENDED_CURRENCY_KEY) if isinstance(metadata, Mapping) else None
+    if not isinstance(metadata, Mapping):
+        metadata = {}
+    intended = metadata.get(INTENDED_CURRENCY_KEY)
     # Stripe's own currency wins once it is fixed; until then, the one we asked for.
     currency = data.get("currency") or intended
     return Customer(
@@ -112,6 +116,7 @@ def customer_from_stripe(data: Mapping[str, Any]) -> Customer:
         email=email,
         currency=currency.upper() if currency else None,
         address=postal,
+        legal_entity=metadata.get(LEGAL_ENTITY_KEY) or None,
         deleted=bool(data.get("deleted", False)),
     )
 

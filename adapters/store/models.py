@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -59,6 +60,7 @@ class Posting(Base):
     __tablename__ = "posting_journal"
     __table_args__ = (
         UniqueConstraint("source_system", "source_document_id", name="uq_posting_source"),
+        Index("ix_posting_journal_entity", "entity", "posted_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -74,6 +76,50 @@ class Posting(Base):
     workflow_id: Mapped[str] = mapped_column(String(255))
     correlation_id: Mapped[str | None] = mapped_column(String(255))
     posted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The ERP that booked it and the legal entity it was booked for (canonical/erp_routing):
+    # None for entries from before routing, all booked by the one ERP on the `erp` queue.
+    erp: Mapped[str | None] = mapped_column(String(32))
+    entity: Mapped[str | None] = mapped_column(String(32))
+
+
+class ShadowPosting(Base):
+    """A posting an entity in shadow also sent to its target ERP, to compare with the book
+    of record (the shadow report). One per source document and ERP."""
+
+    __tablename__ = "shadow_postings"
+    __table_args__ = (UniqueConstraint("source_document_id", "erp", name="uq_shadow_posting"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_document_id: Mapped[str] = mapped_column(String(128))
+    erp: Mapped[str] = mapped_column(String(32))
+    entity: Mapped[str] = mapped_column(String(32), index=True)
+    document_type: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str] = mapped_column(String(64))
+    erp_document_id: Mapped[str] = mapped_column(String(255))
+    erp_number: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    currency: Mapped[str] = mapped_column(String(3))
+    workflow_id: Mapped[str] = mapped_column(String(255))
+    posted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ErpModeChangeRow(Base):
+    """One step of a legal entity's move to its target ERP (`ledgerbridge erp mode`). Steps
+    go forward only, so an entity takes each mode once: the unique key refuses a second."""
+
+    __tablename__ = "erp_mode_changes"
+    __table_args__ = (
+        UniqueConstraint("entity", "mode", name="uq_erp_mode_change"),
+        CheckConstraint("mode IN ('shadow', 'cutover')", name="ck_erp_mode_changes_mode"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8))
+    effective_from: Mapped[date] = mapped_column(Date)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditEntry(Base):

@@ -150,26 +150,10 @@ class IntegrationStore:
         details: dict[str, Any] | None = None,
     ) -> int:
         with self.session() as session:
-            entry = AuditEntry(
-                actor=actor,
-                role=role,
-                action=action,
-                subject=subject,
-                reason=reason,
-                amount=amount,
-                currency=currency,
-                correlation_id=correlation_id,
-                details=details or {},
-                occurred_at=utcnow(),
-            )
-            session.add(entry)
-            session.flush()
-            outbox.add_events(session, outbox.audit_events(
-                actor=actor, role=role, action=action, subject=subject, reason=reason,
-                amount=amount, currency=currency, correlation_id=correlation_id,
-                details=entry.details, at=entry.occurred_at,
-            ))  # fmt: skip
-            return entry.id
+            return add_audit(
+                session, actor=actor, role=role, action=action, subject=subject, reason=reason,
+                amount=amount, currency=currency, correlation_id=correlation_id, details=details,
+            )  # fmt: skip
 
     def audit_entries(self, subject: str | None = None) -> list[AuditEntry]:
         with self.session() as session:
@@ -239,6 +223,8 @@ class IntegrationStore:
         currency: str,
         workflow_id: str,
         correlation_id: str | None,
+        erp: str | None = None,
+        entity: str | None = None,
     ) -> Posting:
         """Journal one ERP document; recording the same one again is a no-op, recording a
         different ERP document for the same source document is refused (a duplicate)."""
@@ -258,6 +244,8 @@ class IntegrationStore:
                         workflow_id=workflow_id,
                         correlation_id=correlation_id,
                         posted_at=utcnow(),
+                        erp=erp,
+                        entity=entity,
                     )
                     session.add(posting)
                     session.flush()  # a duplicate is refused here, before its events
@@ -355,6 +343,42 @@ class IntegrationStore:
     def system_health(self) -> list[SystemHealth]:
         with self.session() as session:
             return list(session.scalars(select(SystemHealth).order_by(SystemHealth.system)))
+
+
+def add_audit(
+    session: Session,
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    subject: str,
+    reason: str | None = None,
+    amount: Decimal | None = None,
+    currency: str | None = None,
+    correlation_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """One audit row, and its business event where it is one, in the caller's transaction."""
+    entry = AuditEntry(
+        actor=actor,
+        role=role,
+        action=action,
+        subject=subject,
+        reason=reason,
+        amount=amount,
+        currency=currency,
+        correlation_id=correlation_id,
+        details=details or {},
+        occurred_at=utcnow(),
+    )
+    session.add(entry)
+    session.flush()
+    outbox.add_events(session, outbox.audit_events(
+        actor=actor, role=role, action=action, subject=subject, reason=reason,
+        amount=amount, currency=currency, correlation_id=correlation_id,
+        details=entry.details, at=entry.occurred_at,
+    ))  # fmt: skip
+    return entry.id
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

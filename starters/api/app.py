@@ -24,6 +24,7 @@ from starters.api import (
     console,
     credits,
     docs,
+    erp_routing,
     event_endpoints,
     finance,
     health,
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     instrument_api(app, settings)  # traces, when an OTLP endpoint is configured
     install_error_handlers(app)
     areas = (ops, health, webhooks, replay, accounts, finance, credits, reconciliation,
-             event_endpoints, docs)  # fmt: skip
+             event_endpoints, erp_routing, docs)  # fmt: skip
     for area in areas:
         app.include_router(area.router)
     console.install(app, settings, keyring)  # finance's pages at /console

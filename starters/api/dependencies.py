@@ -133,3 +133,5 @@ credit_checkers = require_role("support", "finance", "finance_admin")
 credit_readers = require_role("support", "finance", "finance_admin", "ops")
 # Who receives the events out, and with which secrets: operations' alone.
 event_operators = require_role("ops")
+# Which ERP books an entity from which day: the controller's step (finance_admin), seen by all.
+erp_movers = require_role("finance_admin")

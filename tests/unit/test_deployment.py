@@ -14,6 +14,7 @@ import yaml
 from activities._system import SystemActivities, activity_name
 from adapters.settings import Settings
 from adapters.visibility import ALL_KEYS
+from canonical.erp_routing import single_erp_routing
 from starters.cli import build_parser
 from workers.main import activities_by_queue
 
@@ -215,7 +216,12 @@ def test_every_activity_is_registered_on_the_queue_its_class_names() -> None:
     poll that queue for it would leave the workflow stalled in production."""
 
     class NoAdapters:
+        routing = single_erp_routing()
+
         def __getattr__(self, _name: str) -> None:
+            return None
+
+        def ledger_of(self, _erp: str) -> None:
             return None
 
     for module in (ROOT / "activities").glob("[!_]*.py"):
@@ -245,12 +251,13 @@ QUEUES = {
     "": ["account_links", "append_audit", "credited_recently", "find_journal_entry",
          "recon_classify", "recon_findings", "recon_finish_run", "recon_mark_outcome",
          "recon_snapshot_journal", "recon_start_run", "record_account_links",
-         "record_journal_entry"],
+         "record_journal_entry", "record_shadow_posting"],
     "billing": ["apply_billing_credit", "earlier_invoice_ids", "fetch_active_subscription",
                 "fetch_billing_customer", "fetch_billing_document", "fetch_charge_refunds",
                 "fetch_invoice_payments", "fetch_subscription", "gather_credit_facts",
                 "read_billing_entitlements", "recon_heal_missing_posting",
-                "recon_load_billing_page", "reverse_billing_credit"],
+                "recon_load_billing_page", "reverse_billing_credit", "route_erp_payment",
+                "route_erp_posting"],
     "erp": ["ensure_erp_party", "post_ledger_document", "post_ledger_payment",
             "recon_load_erp_page"],
     "support": ["ensure_support_organization", "fetch_support_case", "read_support_entitlements",

@@ -1,0 +1,160 @@
+"""Activities that say which ERP books a document or a payment (canonical/erp_routing.py),
+and that journal what an entity in shadow also sent to its target ERP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._errors import adapter_errors_as_application_errors
+from activities._system import SystemActivities
+from activities.amendments import JournalEntry
+from adapters.ports import BillingSystem
+from adapters.store import IntegrationStore
+from adapters.store.erp_coexistence import ErpCoexistenceStore
+from canonical import Customer
+from canonical.erp_routing import (
+    ErpRouting,
+    LegalEntity,
+    NoRoute,
+    PostingRoute,
+    entity_of,
+    route_on,
+)
+
+# How long a customer's billing record is trusted for routing: its country, currency or
+# entity changes rarely, and a posting should not cost a billing read each.
+CUSTOMER_TTL_SECONDS = 300.0
+
+
+class RoutePostingInput(BaseModel):
+    customer_id: str
+    on: date
+    # A document already journaled stays where it was booked (e.g. posted again to apply it).
+    reference: str | None = None
+
+
+class RoutePaymentInput(BaseModel):
+    customer_id: str
+    applies_to: str
+    on: date
+
+
+class ErpRoutingActivities(SystemActivities):
+    """On billing's queue: a route needs the customer's billing record (its entity, country
+    and currency) and the entity's steps from our store."""
+
+    system = "billing"
+
+    def __init__(
+        self, billing: BillingSystem, store: IntegrationStore, routing: ErpRouting
+    ) -> None:
+        self._billing = billing
+        self._coexistence = ErpCoexistenceStore(store)
+        self._store = store
+        self._routing = routing
+        self._customers: dict[str, tuple[float, Customer]] = {}
+
+    @activity.defn(name="route_erp_posting")
+    async def route_erp_posting(self, request: RoutePostingInput) -> PostingRoute:
+        """Where a document of the customer dated `on` is booked (and shadowed); where it
+        was, once journaled. NoRoute, not retried, when no entity covers the customer:
+        finance adds it to a route."""
+        if request.reference is not None:
+            booked = await self._journaled_route(request.reference)
+            if booked is not None:
+                return booked
+        entity = await self._entity(request.customer_id)
+        changes = await asyncio.to_thread(self._coexistence.mode_changes, entity.name)
+        return route_on(self._routing, entity, changes, request.on)
+
+    @activity.defn(name="route_erp_payment")
+    async def route_erp_payment(self, request: RoutePaymentInput) -> PostingRoute:
+        """Money follows the document it settles: booked where that document was booked,
+        shadowed where it was shadowed, whatever the entity's mode is now."""
+        booked = await self._journaled_route(request.applies_to)
+        if booked is not None:
+            return booked
+        # Not journaled with a route (booked before routing, or not yet): the document's own
+        # route on the payment's date, which is the only ERP before any routing.
+        return await self.route_erp_posting(
+            RoutePostingInput(customer_id=request.customer_id, on=request.on)
+        )
+
+    async def _journaled_route(self, reference: str) -> PostingRoute | None:
+        """The route a journaled document took: the ERP that booked it and, if it was
+        shadowed, the ERP that has its copy."""
+        entry = await asyncio.to_thread(self._store.find_posting, "billing", reference)
+        if entry is None or entry.entity is None:
+            return None
+        book = entry.erp or self._erp_of_queue("erp")
+        shadows = await asyncio.to_thread(
+            self._coexistence.shadow_postings, entry.entity, [reference]
+        )
+        shadow = shadows.get(reference)
+        entity = self._routing.entity(entry.entity)
+        cutover = entity is not None and book == entity.target
+        return PostingRoute(
+            entity=entry.entity,
+            mode="shadow" if shadow else ("cutover" if cutover else "legacy"),
+            book=book,
+            book_queue=self._routing.erps[book].queue,
+            shadow=shadow.erp if shadow else None,
+            shadow_queue=self._routing.erps[shadow.erp].queue if shadow else None,
+        )
+
+    async def _entity(self, customer_id: str) -> LegalEntity:
+        only = self._routing.entities[0] if len(self._routing.entities) == 1 else None
+        if only is not None and only.match.default and only.target is None:
+            return only  # one ERP for everyone: no need to read the customer
+        customer = await self._customer(customer_id)
+        try:
+            return entity_of(self._routing, customer)
+        except NoRoute as err:
+            raise ApplicationError(
+                str(err),
+                {"customer_id": customer_id, "routing_version": err.version},
+                type="NoRoute",
+                non_retryable=True,
+            ) from err
+
+    async def _customer(self, customer_id: str) -> Customer:
+        now = time.monotonic()
+        cached = self._customers.get(customer_id)
+        if cached is not None and now - cached[0] < CUSTOMER_TTL_SECONDS:
+            return cached[1]
+        with adapter_errors_as_application_errors():
+            customer = await self._billing.get_customer(customer_id)
+        if len(self._customers) > 10_000:
+            self._customers.clear()
+        self._customers[customer_id] = (now, customer)
+        return customer
+
+    def _erp_of_queue(self, queue: str) -> str:
+        """The ERP on `queue`: journal entries from before routing were booked there."""
+        for name, erp in self._routing.erps.items():
+            if erp.queue == queue:
+                return name
+        raise ApplicationError(
+            f"the ERP routing has no ERP on the {queue!r} queue, where entries from before "
+            "routing were booked",
+            type="NoRoute",
+            non_retryable=True,
+        )
+
+
+class ShadowJournalActivities(SystemActivities):
+    system = "store"
+
+    def __init__(self, store: IntegrationStore) -> None:
+        self._coexistence = ErpCoexistenceStore(store)
+
+    @activity.defn(name="record_shadow_posting")
+    def record_shadow_posting(self, entry: JournalEntry) -> None:
+        """What the target ERP holds for a document (`entry.erp`: the target)."""
+        self._coexistence.record_shadow_posting(entry)

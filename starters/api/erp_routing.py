@@ -1,0 +1,130 @@
+"""Which ERP books which legal entity, and each entity's move to its target ERP
+(canonical/erp_routing.py): every role may read it; the controller (finance_admin) takes a
+step, which is audited in the same transaction and refused, in one line, when it goes
+backwards, skips a step, is dated in the past or before the step it follows."""
+
+# No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from adapters.mapping_file import MappingFileError
+from adapters.routing_file import load_routing
+from adapters.store.erp_coexistence import ErpCoexistenceStore, ModeChangeRefused
+from canonical.erp_routing import (
+    ENTITY_NAME_PATTERN,
+    ErpMode,
+    ErpRouting,
+    ModeChange,
+    mode_change_refusal,
+    route_on,
+)
+from starters.api.auth import ApiPrincipal
+from starters.api.dependencies import SettingsDep, StoreDep, erp_movers, finance_readers
+from starters.api.errors import V1_ERRORS, error_answers
+from starters.api.shapes import StrictBody
+
+router = APIRouter(prefix="/v1/erp", tags=["erp"], responses=V1_ERRORS)
+
+Reader = Annotated[ApiPrincipal, Depends(finance_readers)]
+Mover = Annotated[ApiPrincipal, Depends(erp_movers)]
+EntityName = Annotated[str, Path(pattern=ENTITY_NAME_PATTERN, description="the legal entity")]
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+class ModeStep(BaseModel):
+    mode: ErpMode
+    effective_from: date
+    changed_by: str
+    changed_at: datetime
+    reason: str | None
+
+
+class EntityRoute(BaseModel):
+    name: str
+    legacy: str = Field(description="the ERP that books it until its cutover")
+    target: str | None = Field(description="the ERP it moves to, if it moves")
+    mode: ErpMode = Field(description="its mode for a document dated today")
+    books_today: str = Field(description="the ERP that books a document dated today")
+    shadowed_to: str | None = Field(description="the ERP a document dated today is copied to")
+    steps: list[ModeStep]
+
+
+class ModeChangeBody(StrictBody):
+    mode: Literal["shadow", "cutover"]
+    effective_from: str = Field(pattern=DAY_PATTERN, description="YYYY-MM-DD, today or later")
+    reason: str = Field(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")
+
+
+def _routing(settings: SettingsDep) -> ErpRouting:
+    try:
+        return load_routing(settings.erp_routing)
+    except MappingFileError as err:
+        raise HTTPException(503, str(err)) from None
+
+
+RoutingDep = Annotated[ErpRouting, Depends(_routing)]
+
+
+@router.get("/entities", summary="Each legal entity, the ERP that books it and its steps")
+async def list_entities(_: Reader, routing: RoutingDep, store: StoreDep) -> list[EntityRoute]:
+    changes = await run_in_threadpool(ErpCoexistenceStore(store).mode_changes)
+    return [_entity_route(routing, name, changes) for name in (e.name for e in routing.entities)]
+
+
+@router.post(
+    "/entities/{entity}/mode",
+    summary="Take the entity's next step: shadow, then cutover, from a day on",
+    responses=error_answers(404, 409, 422),
+)
+async def change_mode(
+    entity: EntityName, body: ModeChangeBody, principal: Mover, routing: RoutingDep,
+    store: StoreDep,
+) -> EntityRoute:  # fmt: skip
+    legal_entity = routing.entity(entity)
+    if legal_entity is None:
+        known = f"ERP routing version {routing.version}"
+        raise HTTPException(404, f"no legal entity {entity} in {known}")
+    try:
+        effective_from = date.fromisoformat(body.effective_from)
+    except ValueError:
+        raise HTTPException(422, f"effective_from {body.effective_from} is not a day") from None
+    today = datetime.now(UTC).date()
+    coexistence = ErpCoexistenceStore(store)
+    try:
+        await run_in_threadpool(
+            lambda: coexistence.change_mode(
+                entity=entity, mode=body.mode, effective_from=effective_from,
+                actor=principal.name, role=principal.role, reason=body.reason,
+                refusal=lambda steps: mode_change_refusal(
+                    legal_entity, steps, body.mode, effective_from, today
+                ),
+            )
+        )  # fmt: skip
+    except ModeChangeRefused as refused:
+        raise HTTPException(409, str(refused)) from None
+    changes = await run_in_threadpool(coexistence.mode_changes, entity)
+    return _entity_route(routing, entity, changes)
+
+
+def _entity_route(routing: ErpRouting, name: str, changes: list[ModeChange]) -> EntityRoute:
+    entity = routing.entity(name)
+    assert entity is not None
+    own = [c for c in changes if c.entity == name]
+    today = route_on(routing, entity, own, datetime.now(UTC).date())
+    return EntityRoute(
+        name=name,
+        legacy=entity.legacy,
+        target=entity.target,
+        mode=today.mode,
+        books_today=today.book,
+        shadowed_to=today.shadow,
+        steps=[
+            ModeStep(mode=c.mode, effective_from=c.effective_from, changed_by=c.changed_by,
+                     changed_at=c.changed_at, reason=c.reason)
+            for c in own
+        ],
+    )  # fmt: skip

@@ -1,0 +1,66 @@
+"""`ledgerbridge erp entities|mode`: which ERP books which legal entity, and the controller's
+steps moving an entity to its target ERP (legacy, shadow, cutover). Through the API: reading
+with any finance key, a step with a finance_admin key (audited there)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from typing import Any
+
+from adapters.settings import Settings
+from starters.console import call_api, echo, table
+
+BASE = "/v1/erp/entities"
+
+
+def cmd_erp_routing(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "mode":
+        return _change_mode(settings, args.entity, args.mode, args.effective_from, args.reason)
+    return _entities(settings)
+
+
+def _entities(settings: Settings) -> int:
+    entities = call_api(settings, "get", BASE, role="finance").json()
+    echo(table(
+        ("entity", "mode today", "books today", "shadowed to", "legacy", "target", "steps"),
+        [(e["name"], e["mode"], e["books_today"], e["shadowed_to"] or "-", e["legacy"],
+          e["target"] or "-", _steps(e["steps"])) for e in entities],
+    ))  # fmt: skip
+    return 0
+
+
+def _change_mode(settings: Settings, entity: str, mode: str, on: date, reason: str) -> int:
+    body = {"mode": mode, "effective_from": on.isoformat(), "reason": reason}
+    answer = call_api(settings, "post", f"{BASE}/{entity}/mode", role="finance_admin",
+                      json=body).json()  # fmt: skip
+    echo(f"{entity}: {mode} from {on.isoformat()} (today it is in {answer['mode']}, booked by "
+         f"{answer['books_today']})")  # fmt: skip
+    return 0
+
+
+def _steps(steps: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{s['mode']} from {s['effective_from']}" for s in steps) or "-"
+
+
+def day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected YYYY-MM-DD") from None
+
+
+def add_routing_parsers(actions: Any) -> None:
+    """`entities` and `mode` under `ledgerbridge erp`."""
+    actions.add_parser("entities", help="each legal entity, the ERP that books it, its steps")
+    mode = actions.add_parser(
+        "mode", help="move an entity a step towards its target ERP (shadow, then cutover)"
+    )
+    mode.add_argument("entity", help="the legal entity, as the ERP routing names it")
+    mode.add_argument("mode", choices=["shadow", "cutover"])
+    mode.add_argument(
+        "--from", dest="effective_from", type=day, required=True,
+        help="the first document day it applies to: YYYY-MM-DD, today or later",
+    )  # fmt: skip
+    mode.add_argument("--reason", default="moved by ledgerbridge erp mode",
+                      help="why, for the audit trail")  # fmt: skip

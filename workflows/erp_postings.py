@@ -1,0 +1,180 @@
+"""Posting to the ERP the routing names (canonical/erp_routing.py), for every process that
+posts: the subscription ledger and case-to-credit. The processes do not change per ERP:
+each asks where a document goes, posts it on that ERP's queue, journals which ERP booked
+it, and while the entity is in shadow sends the same posting to its target ERP too.
+
+Runs begun before routing existed keep posting to the one ERP on the `erp` queue
+(`ERP_ROUTING_PATCH`): `workflow.patched` answers once per run, so a run never changes ERP
+halfway through a document.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.accounts import (
+        BillingAccountActivities,
+        EnsurePartyInput,
+        ErpAccountActivities,
+        FetchCustomerInput,
+    )
+    from activities.amendments import (
+        ErpPostingActivities,
+        JournalEntry,
+        PostDocumentInput,
+        PostPaymentInput,
+    )
+    from activities.erp_routing import (
+        ErpRoutingActivities,
+        RoutePaymentInput,
+        RoutePostingInput,
+        ShadowJournalActivities,
+    )
+    from canonical import LedgerPosting, Money, PaymentPosting, PostedDocument, PostedPayment
+    from canonical.erp_routing import PostingRoute
+
+from workflows.activity_options import ERP_CALL, StepFailed, call_system, run_activity
+
+ERP_ROUTING_PATCH = "erp-routing"
+# The queue the one ERP of a deployment without routing polls: account sync keeps its parties
+# linked, so the ledger looks at the links before it asks that ERP.
+LINKED_ERP_QUEUE = "erp"
+
+# A shadow posting tries for a while, never for hours: the legacy ERP is the book of record
+# and must not wait on the target. What did not reach the target, the shadow report lists.
+SHADOW_CALL: dict[str, Any] = {**ERP_CALL, "schedule_to_close_timeout": timedelta(minutes=15)}
+
+
+class ErpPoster:
+    """One per workflow run: remembers which ERPs already hold which customers."""
+
+    def __init__(self) -> None:
+        self._parties: set[tuple[str, str]] = set()
+
+    async def document_route(self, posting: LedgerPosting) -> PostingRoute | None:
+        """Where the document goes; None for runs from before routing (the `erp` queue)."""
+        if not workflow.patched(ERP_ROUTING_PATCH):
+            return None
+        return await call_system(
+            ErpRoutingActivities.route_erp_posting,
+            RoutePostingInput(
+                customer_id=posting.customer_id,
+                on=posting.billing_date,
+                reference=posting.reference,
+            ),
+        )
+
+    async def payment_route(self, posting: PaymentPosting) -> PostingRoute | None:
+        """Money goes where the document it settles was booked (and shadowed)."""
+        if not workflow.patched(ERP_ROUTING_PATCH):
+            return None
+        return await call_system(
+            ErpRoutingActivities.route_erp_payment,
+            RoutePaymentInput(
+                customer_id=posting.customer_id,
+                applies_to=posting.applies_to,
+                on=posting.payment_date,
+            ),
+        )
+
+    async def post_document(
+        self, route: PostingRoute | None, posting: LedgerPosting
+    ) -> PostedDocument:
+        return await call_system(
+            ErpPostingActivities.post_ledger_document,
+            PostDocumentInput(posting=posting),
+            queue=route.book_queue if route else None,
+        )
+
+    async def post_payment(
+        self, route: PostingRoute | None, posting: PaymentPosting
+    ) -> PostedPayment:
+        return await call_system(
+            ErpPostingActivities.post_ledger_payment,
+            PostPaymentInput(posting=posting),
+            queue=route.book_queue if route else None,
+        )
+
+    def needs_party(self, queue: str, customer_id: str) -> bool:
+        return (queue, customer_id) not in self._parties
+
+    async def ensure_party(self, queue: str, customer_id: str) -> None:
+        """The customer as a party of the ERP on `queue` (lookup-before-create there), once
+        per run."""
+        if not self.needs_party(queue, customer_id):
+            return
+        customer = await call_system(
+            BillingAccountActivities.fetch_billing_customer,
+            FetchCustomerInput(customer_id=customer_id),
+        )
+        await call_system(
+            ErpAccountActivities.ensure_erp_party, EnsurePartyInput(customer=customer), queue=queue
+        )
+        self.party_known(queue, customer_id)
+
+    def party_known(self, queue: str, customer_id: str) -> None:
+        self._parties.add((queue, customer_id))
+
+    async def shadow_document(self, route: PostingRoute | None, posting: LedgerPosting) -> None:
+        """The same document to the entity's target while it is in shadow; what fails is
+        logged and left to the shadow report, never to the book of record."""
+        if route is None or route.shadow_queue is None:
+            return
+        try:
+            await self.ensure_party(route.shadow_queue, posting.customer_id)
+            posted = await call_system(
+                ErpPostingActivities.post_ledger_document,
+                PostDocumentInput(posting=posting),
+                queue=route.shadow_queue,
+                **SHADOW_CALL,
+            )
+        except StepFailed as failure:
+            _shadow_missed(route, posting.reference, failure)
+            return
+        await _journal_shadow(route, posting.reference, posting.kind, posting.customer_id,
+                              posted.erp_document_id, posted.erp_number, posting.total)  # fmt: skip
+
+    async def shadow_payment(self, route: PostingRoute | None, posting: PaymentPosting) -> None:
+        """The same money to the target that holds the shadow of the document it settles."""
+        if route is None or route.shadow_queue is None:
+            return
+        try:
+            posted = await call_system(
+                ErpPostingActivities.post_ledger_payment,
+                PostPaymentInput(posting=posting),
+                queue=route.shadow_queue,
+                **SHADOW_CALL,
+            )
+        except StepFailed as failure:
+            _shadow_missed(route, posting.reference, failure)
+            return
+        await _journal_shadow(
+            route, posting.reference, posting.kind, posting.customer_id,
+            posted.erp_document_id, posted.erp_number, posting.amount,
+        )  # fmt: skip
+
+
+async def _journal_shadow(
+    route: PostingRoute, reference: str, document_type: str, customer_id: str,
+    erp_document_id: str, erp_number: str | None, amount: Money,
+) -> None:  # fmt: skip
+    await run_activity(
+        ShadowJournalActivities.record_shadow_posting,
+        JournalEntry(
+            reference=reference, document_type=document_type, customer_id=customer_id,
+            erp_document_id=erp_document_id, erp_number=erp_number, amount=amount.amount,
+            currency=amount.currency, workflow_id=workflow.info().workflow_id,
+            erp=route.shadow, entity=route.entity,
+        ),
+    )  # fmt: skip
+
+
+def _shadow_missed(route: PostingRoute, reference: str, failure: StepFailed) -> None:
+    workflow.logger.warning(
+        "shadow posting of %s to %s failed (%s: %s); the shadow report will list it",
+        reference, route.shadow, failure.error_type, failure.message,
+    )  # fmt: skip
