@@ -7,14 +7,14 @@ import asyncio
 import time
 from datetime import date
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
 from activities.amendments import JournalEntry
-from adapters.ports import BillingSystem
+from adapters.ports import BillingSystem, Ledger
 from adapters.store import IntegrationStore
 from adapters.store.erp_coexistence import ErpCoexistenceStore
 from canonical import Customer
@@ -24,8 +24,10 @@ from canonical.erp_routing import (
     NoRoute,
     PostingRoute,
     entity_of,
+    mode_on,
     route_on,
 )
+from canonical.shadow_report import ErpRecord, RecordToCompare, ShadowReport, ShadowScope
 
 # How long a customer's billing record is trusted for routing: its country, currency or
 # entity changes rarely, and a posting should not cost a billing read each.
@@ -148,13 +150,81 @@ class ErpRoutingActivities(SystemActivities):
         )
 
 
+class ShadowScopeInput(BaseModel):
+    entity: str | None = Field(description="None: every entity in shadow on the day")
+    day: date
+
+
+class ReadRecordsInput(BaseModel):
+    records: list[RecordToCompare]
+
+
 class ShadowJournalActivities(SystemActivities):
+    """The shadow journal and reports, on the workflow queue (the store is ours)."""
+
     system = "store"
 
-    def __init__(self, store: IntegrationStore) -> None:
+    def __init__(self, store: IntegrationStore, routing: ErpRouting) -> None:
         self._coexistence = ErpCoexistenceStore(store)
+        self._routing = routing
+
+    @activity.defn(name="shadow_report_scopes")
+    def shadow_report_scopes(self, request: ShadowScopeInput) -> list[ShadowScope]:
+        """Per entity (the one named, else each in shadow on the day or that sent anything to
+        its target that day): what it sent to its target on the day."""
+        scopes = []
+        for entity in self._routing.entities:
+            if entity.target is None or request.entity not in (None, entity.name):
+                continue
+            sent = self._coexistence.shadowed_on(entity.name, request.day)
+            changes = self._coexistence.mode_changes(entity.name)
+            in_shadow = mode_on(changes, request.day)[0] == "shadow"
+            if request.entity is None and not (sent or in_shadow):
+                continue
+            scopes.append(ShadowScope(
+                entity=entity.name, day=request.day, book_erp=entity.legacy,
+                book_queue=self._routing.erps[entity.legacy].queue, target_erp=entity.target,
+                target_queue=self._routing.erps[entity.target].queue,
+                records=[RecordToCompare(reference=row.source_document_id,
+                                         kind=row.document_type)  # type: ignore[arg-type]
+                         for row in sent],
+            ))  # fmt: skip
+        return scopes
+
+    @activity.defn(name="record_shadow_report")
+    def record_shadow_report(self, report: ShadowReport) -> None:
+        self._coexistence.record_shadow_report(report)
 
     @activity.defn(name="record_shadow_posting")
     def record_shadow_posting(self, entry: JournalEntry) -> None:
         """What the target ERP holds for a document (`entry.erp`: the target)."""
         self._coexistence.record_shadow_posting(entry)
+
+
+class ErpShadowActivities(SystemActivities):
+    """Reads one ERP's copy of documents, payments and refunds by reference (each ERP of the
+    routing registers it on its own queue)."""
+
+    system = "erp"
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    @activity.defn(name="read_erp_records")
+    async def read_erp_records(self, request: ReadRecordsInput) -> list[ErpRecord]:
+        found = []
+        with adapter_errors_as_application_errors():
+            for record in request.records:
+                if record.kind in ("invoice", "credit_note"):
+                    document = await self._ledger.find_document(record.reference)
+                    if document is not None:
+                        found.append(ErpRecord(reference=record.reference, kind=document.kind,
+                                               total=document.total,
+                                               erp_number=document.erp_number))  # fmt: skip
+                else:
+                    payment = await self._ledger.find_payment(record.reference)
+                    if payment is not None:
+                        found.append(ErpRecord(reference=record.reference, kind=payment.kind,
+                                               total=payment.amount,
+                                               erp_number=payment.erp_number))  # fmt: skip
+        return found

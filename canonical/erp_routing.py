@@ -202,11 +202,13 @@ def mode_on(changes: list[ModeChange], on: date) -> tuple[ErpMode, date | None]:
 
 def mode_change_refusal(
     entity: LegalEntity | None, changes: list[ModeChange], mode: str, effective_from: date,
-    today: date,
+    today: date, last_shadow_report: tuple[date, int] | None = None,
 ) -> str | None:  # fmt: skip
     """Why this step may not be taken, in one line; None when it may. Forward only, one
     step at a time (legacy, shadow, cutover), never dated in the past nor before the last
-    step, and only for an entity that has an ERP to move to."""
+    step, and only for an entity that has an ERP to move to. Cutover only on a clean
+    shadow report: `last_shadow_report` is the day of the entity's latest one and how many
+    differences it listed."""
     if entity is None:
         return "no such legal entity in the ERP routing"
     if mode not in MODES:
@@ -227,6 +229,20 @@ def mode_change_refusal(
         return f"entity {entity.name} is in {current}: it goes to {following} first"
     if latest is not None and effective_from < latest.effective_from:
         return f"--from {effective_from} is before the {current} step's {latest.effective_from}"
+    if mode == "cutover":
+        return _unshadowed(entity, last_shadow_report)
+    return None
+
+
+def _unshadowed(entity: LegalEntity, last_shadow_report: tuple[date, int] | None) -> str | None:
+    if last_shadow_report is None:
+        return f"entity {entity.name} has no shadow report yet: run one before its cutover"
+    day, differences = last_shadow_report
+    if differences:
+        return (
+            f"the shadow report of {entity.name} for {day} lists {differences} differences: "
+            "cut over on a clean one"
+        )
     return None
 
 

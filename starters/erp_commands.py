@@ -5,11 +5,11 @@ with any finance key, a step with a finance_admin key (audited there)."""
 from __future__ import annotations
 
 import argparse
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from adapters.settings import Settings
-from starters.console import call_api, echo, table
+from starters.console import call_api, echo, money, table
 
 BASE = "/v1/erp/entities"
 
@@ -17,7 +17,27 @@ BASE = "/v1/erp/entities"
 def cmd_erp_routing(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "mode":
         return _change_mode(settings, args.entity, args.mode, args.effective_from, args.reason)
+    if args.action == "shadow-report":
+        return _shadow_report(settings, args.entity, args.day or datetime.now(UTC).date())
     return _entities(settings)
+
+
+def _shadow_report(settings: Settings, entity: str, on: date) -> int:
+    """Make the entity's shadow report for the day and print what differs; 1 when anything
+    does (a script can wait for a clean one before the cutover)."""
+    report = call_api(settings, "post", f"{BASE}/{entity}/shadow-reports", role="finance",
+                      json={"day": on.isoformat()}).json()  # fmt: skip
+    differences = report["differences"]
+    echo(f"shadow report of {entity} for {on.isoformat()}: {report['compared']} compared "
+         f"between {report['book_erp']} and {report['target_erp']}, "
+         f"{len(differences)} differ")  # fmt: skip
+    if differences:
+        echo(table(
+            ("reference", "kind", "problem", report["book_erp"], report["target_erp"]),
+            [(d["reference"], d["kind"], d["problem"], money(d["book"]), money(d["target"]))
+             for d in differences],
+        ))  # fmt: skip
+    return 1 if differences else 0
 
 
 def _entities(settings: Settings) -> int:
@@ -62,5 +82,11 @@ def add_routing_parsers(actions: Any) -> None:
         "--from", dest="effective_from", type=day, required=True,
         help="the first document day it applies to: YYYY-MM-DD, today or later",
     )  # fmt: skip
+    report = actions.add_parser(
+        "shadow-report", help="compare an entity's shadow postings in both ERPs for a day"
+    )
+    report.add_argument("entity", help="the legal entity, as the ERP routing names it")
+    report.add_argument("--day", type=day, default=None,
+                        help="YYYY-MM-DD, the day they were sent (default: today)")  # fmt: skip
     mode.add_argument("--reason", default="moved by ledgerbridge erp mode",
                       help="why, for the audit trail")  # fmt: skip

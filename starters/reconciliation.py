@@ -8,20 +8,13 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleCalendarSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleRange,
-    ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from adapters import visibility
 from adapters.settings import Settings
 from adapters.task_queues import task_queue
+from starters.schedules import daily, upsert_schedule
 from workflows.reconciliation import (
     PROCESS,
     ReconciliationInput,
@@ -72,42 +65,19 @@ async def start_reconciliation(client: Client, settings: Settings, first: date, 
 
 
 def nightly_schedule(settings: Settings) -> Schedule:
-    """Every day at the configured local hour: the previous UTC day; a run still going when
-    the next is due makes the next one skip; missed runs within a day are caught up."""
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            ReconciliationWorkflow.run,
-            recon_input(settings, None, None),
-            id="recon/nightly",  # Temporal appends the scheduled time
-            task_queue=task_queue(settings.task_queue_prefix),
-            typed_search_attributes=visibility.start_attributes(PROCESS, "loading"),
-        ),
-        spec=ScheduleSpec(
-            calendars=[
-                ScheduleCalendarSpec(
-                    hour=[ScheduleRange(settings.recon_hour)],
-                    minute=[ScheduleRange(0)],
-                    second=[ScheduleRange(0)],
-                    comment="nightly reconciliation of the previous day",
-                )
-            ],
-            time_zone_name=settings.recon_timezone,
-        ),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+    """Every day at the configured local hour: the previous UTC day."""
+    action = ScheduleActionStartWorkflow(
+        ReconciliationWorkflow.run,
+        recon_input(settings, None, None),
+        id="recon/nightly",  # Temporal appends the scheduled time
+        task_queue=task_queue(settings.task_queue_prefix),
+        typed_search_attributes=visibility.start_attributes(PROCESS, "loading"),
     )
+    return daily(action, settings.recon_hour, 0, settings.recon_timezone,
+                 "nightly reconciliation of the previous day")  # fmt: skip
 
 
 async def apply_schedule(client: Client, settings: Settings) -> str:
     """Create the nightly schedule, or bring an existing one to the current settings."""
-    schedule = nightly_schedule(settings)
     schedule_id = f"{settings.task_queue_prefix}{SCHEDULE_ID}"
-    try:
-        await client.create_schedule(schedule_id, schedule)
-        return "created"
-    except ScheduleAlreadyRunningError:
-
-        def replace(_current: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(schedule_id).update(replace)
-        return "updated"
+    return await upsert_schedule(client, schedule_id, nightly_schedule(settings))

@@ -36,7 +36,11 @@ from activities.credits import (
     CreditJournalActivities,
     SupportCaseActivities,
 )
-from activities.erp_routing import ErpRoutingActivities, ShadowJournalActivities
+from activities.erp_routing import (
+    ErpRoutingActivities,
+    ErpShadowActivities,
+    ShadowJournalActivities,
+)
 from activities.payments import BillingPaymentActivities
 from activities.reconciliation import (
     BillingReconciliationActivities,
@@ -60,6 +64,7 @@ from workflows.account_sync import AccountSyncWorkflow
 from workflows.case_to_credit import CaseToCreditWorkflow
 from workflows.finance_exception import FinanceExceptionWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
+from workflows.shadow_report import ShadowReportWorkflow
 from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
 WORKFLOWS = [
@@ -68,6 +73,7 @@ WORKFLOWS = [
     CaseToCreditWorkflow,
     FinanceExceptionWorkflow,
     ReconciliationWorkflow,
+    ShadowReportWorkflow,
 ]
 
 log = get_logger("ledgerbridge.worker")
@@ -144,7 +150,7 @@ def activity_groups(
         SupportCaseActivities(adapters.support),
         SupportReconciliationActivities(adapters.store, adapters.support),
         ErpRoutingActivities(adapters.billing, adapters.store, adapters.routing),
-        ShadowJournalActivities(adapters.store),
+        ShadowJournalActivities(adapters.store, adapters.routing),
     ]
 
 
@@ -157,6 +163,7 @@ def erp_activity_groups(
         ErpAccountActivities(ledger),
         ErpPostingActivities(ledger, finance_mapping),
         ErpReconciliationActivities(store, ledger),
+        ErpShadowActivities(ledger),
     ]
 
 

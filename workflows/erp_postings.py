@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from canonical import LedgerPosting, Money, PaymentPosting, PostedDocument, PostedPayment
     from canonical.erp_routing import PostingRoute
+    from canonical.shadow_report import SHADOW_FAILED_PREFIX
 
 from workflows.activity_options import ERP_CALL, StepFailed, call_system, run_activity
 
@@ -133,7 +134,8 @@ class ErpPoster:
                 **SHADOW_CALL,
             )
         except StepFailed as failure:
-            _shadow_missed(route, posting.reference, failure)
+            await _shadow_missed(route, posting.reference, posting.kind, posting.customer_id,
+                                 posting.total, failure)  # fmt: skip
             return
         await _journal_shadow(route, posting.reference, posting.kind, posting.customer_id,
                               posted.erp_document_id, posted.erp_number, posting.total)  # fmt: skip
@@ -150,7 +152,8 @@ class ErpPoster:
                 **SHADOW_CALL,
             )
         except StepFailed as failure:
-            _shadow_missed(route, posting.reference, failure)
+            await _shadow_missed(route, posting.reference, posting.kind, posting.customer_id,
+                                 posting.amount, failure)  # fmt: skip
             return
         await _journal_shadow(
             route, posting.reference, posting.kind, posting.customer_id,
@@ -173,8 +176,14 @@ async def _journal_shadow(
     )  # fmt: skip
 
 
-def _shadow_missed(route: PostingRoute, reference: str, failure: StepFailed) -> None:
+async def _shadow_missed(
+    route: PostingRoute, reference: str, kind: str, customer_id: str, amount: Money,
+    failure: StepFailed,
+) -> None:  # fmt: skip
+    """Journaled as failed, so that the shadow report lists it as missing in the target."""
     workflow.logger.warning(
         "shadow posting of %s to %s failed (%s: %s); the shadow report will list it",
         reference, route.shadow, failure.error_type, failure.message,
     )  # fmt: skip
+    failed = f"{SHADOW_FAILED_PREFIX}{failure.error_type}"[:255]
+    await _journal_shadow(route, reference, kind, customer_id, failed, None, amount)

@@ -12,9 +12,17 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from adapters.store.models import ErpModeChangeRow, Posting, ShadowPosting, utcnow
+from adapters.store.models import (
+    ErpModeChangeRow,
+    Posting,
+    ShadowPosting,
+    ShadowReportRow,
+    insert_for,
+    utcnow,
+)
 from adapters.store.store import IntegrationStore, add_audit
 from canonical.erp_routing import ModeChange
+from canonical.shadow_report import SHADOW_FAILED_PREFIX, ShadowReport
 
 MODE_CHANGED = "erp.mode_changed"
 
@@ -88,20 +96,35 @@ class ErpCoexistenceStore:
             raise ModeChangeRefused(f"entity {entity} has already taken the {mode} step") from None
 
     def record_shadow_posting(self, entry: ShadowEntry) -> None:
-        """Idempotent: the same document sent again to the same ERP keeps the first row."""
+        """Idempotent: the same document sent again to the same ERP keeps the first row, but
+        a success replaces a failure recorded before it (SHADOW_FAILED_PREFIX)."""
         if entry.erp is None or entry.entity is None:
             raise ValueError(f"the shadow posting of {entry.reference} names no ERP or entity")
-        try:
-            with self._store.session() as session:
-                session.add(ShadowPosting(
-                    source_document_id=entry.reference, erp=entry.erp, entity=entry.entity,
-                    document_type=entry.document_type, customer_id=entry.customer_id,
-                    erp_document_id=entry.erp_document_id, erp_number=entry.erp_number,
-                    amount=entry.amount, currency=entry.currency, workflow_id=entry.workflow_id,
-                    posted_at=utcnow(),
-                ))  # fmt: skip
-        except IntegrityError:
-            return
+        values = {
+            "source_document_id": entry.reference, "erp": entry.erp, "entity": entry.entity,
+            "document_type": entry.document_type, "customer_id": entry.customer_id,
+            "erp_document_id": entry.erp_document_id, "erp_number": entry.erp_number,
+            "amount": entry.amount, "currency": entry.currency, "workflow_id": entry.workflow_id,
+            "posted_at": utcnow(),
+        }  # fmt: skip
+        insert = insert_for(self._store.engine.dialect.name)
+        statement = insert(ShadowPosting).values(values)
+        failed = ShadowPosting.erp_document_id.startswith(SHADOW_FAILED_PREFIX)
+        with self._store.engine.begin() as connection:
+            connection.execute(statement.on_conflict_do_update(
+                index_elements=["source_document_id", "erp"], set_=values, where=failed,
+            ))  # fmt: skip
+
+    def shadowed_on(self, entity: str, day: date) -> list[ShadowPosting]:
+        """What the entity sent to its target on `day` (UTC), failures included, in order."""
+        start, end = _day_bounds(day)
+        with self._store.session() as session:
+            return list(session.scalars(
+                select(ShadowPosting).where(
+                    ShadowPosting.entity == entity, ShadowPosting.posted_at >= start,
+                    ShadowPosting.posted_at < end,
+                ).order_by(ShadowPosting.id)
+            ))  # fmt: skip
 
     def book_postings(self, entity: str, day: date) -> list[Posting]:
         """The journal's postings for the entity on `day` (UTC), in the order they were made."""
@@ -111,6 +134,25 @@ class ErpCoexistenceStore:
                 select(Posting).where(Posting.entity == entity, Posting.posted_at >= start,
                                       Posting.posted_at < end).order_by(Posting.id)
             ))  # fmt: skip
+
+    def record_shadow_report(self, report: ShadowReport) -> None:
+        """Keep the report (one per entity and day: a later run replaces it)."""
+        values = {"entity": report.entity, "day": report.day, "made_at": report.made_at,
+                  "clean": report.clean, "report": report.model_dump(mode="json")}  # fmt: skip
+        insert = insert_for(self._store.engine.dialect.name)
+        with self._store.engine.begin() as connection:
+            connection.execute(insert(ShadowReportRow).values(values).on_conflict_do_update(
+                index_elements=["entity", "day"], set_=values,
+            ))  # fmt: skip
+
+    def shadow_reports(self, entity: str, limit: int = 30) -> list[ShadowReport]:
+        """The entity's reports, newest day first."""
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(ShadowReportRow).where(ShadowReportRow.entity == entity)
+                .order_by(ShadowReportRow.day.desc()).limit(limit)
+            )  # fmt: skip
+            return [ShadowReport.model_validate(row.report) for row in rows]
 
     def shadow_postings(self, entity: str, references: list[str]) -> dict[str, ShadowPosting]:
         """The shadow postings of these source documents, by source document id."""

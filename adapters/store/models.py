@@ -103,6 +103,18 @@ class ShadowPosting(Base):
     posted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ShadowReportRow(Base):
+    """The shadow report of an entity for one day (canonical/shadow_report.py), as made last."""
+
+    __tablename__ = "shadow_reports"
+
+    entity: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    made_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    clean: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class ErpModeChangeRow(Base):
     """One step of a legal entity's move to its target ERP (`ledgerbridge erp mode`). Steps
     go forward only, so an entity takes each mode once: the unique key refuses a second."""

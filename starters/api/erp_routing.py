@@ -18,14 +18,23 @@ from canonical.erp_routing import (
     ENTITY_NAME_PATTERN,
     ErpMode,
     ErpRouting,
+    LegalEntity,
     ModeChange,
     mode_change_refusal,
     route_on,
 )
+from canonical.shadow_report import ShadowReport
 from starters.api.auth import ApiPrincipal
-from starters.api.dependencies import SettingsDep, StoreDep, erp_movers, finance_readers
+from starters.api.dependencies import (
+    SettingsDep,
+    StoreDep,
+    TemporalDep,
+    erp_movers,
+    finance_readers,
+)
 from starters.api.errors import V1_ERRORS, error_answers
 from starters.api.shapes import StrictBody
+from starters.shadow_reports import run_shadow_report
 
 router = APIRouter(prefix="/v1/erp", tags=["erp"], responses=V1_ERRORS)
 
@@ -84,23 +93,22 @@ async def change_mode(
     entity: EntityName, body: ModeChangeBody, principal: Mover, routing: RoutingDep,
     store: StoreDep,
 ) -> EntityRoute:  # fmt: skip
-    legal_entity = routing.entity(entity)
-    if legal_entity is None:
-        known = f"ERP routing version {routing.version}"
-        raise HTTPException(404, f"no legal entity {entity} in {known}")
+    legal_entity = _known(routing, entity)
     try:
         effective_from = date.fromisoformat(body.effective_from)
     except ValueError:
         raise HTTPException(422, f"effective_from {body.effective_from} is not a day") from None
     today = datetime.now(UTC).date()
     coexistence = ErpCoexistenceStore(store)
+    reports = await run_in_threadpool(coexistence.shadow_reports, entity, 1)
+    last_report = (reports[0].day, len(reports[0].differences)) if reports else None
     try:
         await run_in_threadpool(
             lambda: coexistence.change_mode(
                 entity=entity, mode=body.mode, effective_from=effective_from,
                 actor=principal.name, role=principal.role, reason=body.reason,
                 refusal=lambda steps: mode_change_refusal(
-                    legal_entity, steps, body.mode, effective_from, today
+                    legal_entity, steps, body.mode, effective_from, today, last_report
                 ),
             )
         )  # fmt: skip
@@ -108,6 +116,15 @@ async def change_mode(
         raise HTTPException(409, str(refused)) from None
     changes = await run_in_threadpool(coexistence.mode_changes, entity)
     return _entity_route(routing, entity, changes)
+
+
+def _known(routing: ErpRouting, entity: str) -> LegalEntity:
+    found = routing.entity(entity)
+    if found is None:
+        raise HTTPException(
+            404, f"no legal entity {entity} in ERP routing version {routing.version}"
+        )
+    return found
 
 
 def _entity_route(routing: ErpRouting, name: str, changes: list[ModeChange]) -> EntityRoute:
@@ -128,3 +145,39 @@ def _entity_route(routing: ErpRouting, name: str, changes: list[ModeChange]) -> 
             for c in own
         ],
     )  # fmt: skip
+
+
+class ShadowReportBody(StrictBody):
+    day: str = Field(pattern=DAY_PATTERN, description="YYYY-MM-DD: the day postings were sent")
+
+
+@router.get(
+    "/entities/{entity}/shadow-reports",
+    summary="The entity's latest shadow reports, newest day first",
+    responses=error_answers(404),
+)
+async def list_shadow_reports(
+    entity: EntityName, _: Reader, routing: RoutingDep, store: StoreDep
+) -> list[ShadowReport]:
+    _known(routing, entity)
+    return await run_in_threadpool(ErpCoexistenceStore(store).shadow_reports, entity)
+
+
+@router.post(
+    "/entities/{entity}/shadow-reports",
+    summary="Make the entity's shadow report for a day now (it is made daily for the day before)",
+    responses=error_answers(404, 422, 503),
+)
+async def make_shadow_report(
+    entity: EntityName, body: ShadowReportBody, _: Reader, routing: RoutingDep,
+    temporal: TemporalDep, settings: SettingsDep,
+) -> ShadowReport:  # fmt: skip
+    legal_entity = _known(routing, entity)
+    if legal_entity.target is None:
+        raise HTTPException(422, f"entity {entity} has no target ERP: nothing is shadowed")
+    try:
+        day = date.fromisoformat(body.day)
+    except ValueError:
+        raise HTTPException(422, f"day {body.day} is not a day") from None
+    result = await run_shadow_report(await temporal.client(), settings, entity, day)
+    return result.reports[0]

@@ -568,17 +568,21 @@ class LocalStack:
             raise StackError(f"catalog: {err}") from err
 
     def _apply_recon_schedule(self) -> None:
-        """The nightly reconciliation exists in the local Temporal after every `up`."""
+        """The nightly reconciliation and the daily shadow report exist in the local Temporal
+        after every `up`."""
         from starters.reconciliation import apply_schedule
+        from starters.shadow_reports import apply_shadow_schedule
 
-        async def apply() -> str:
+        async def apply() -> tuple[str, str]:
             client = await connect_for(self.settings)
-            return await apply_schedule(client, self.settings)
+            recon = await apply_schedule(client, self.settings)
+            return recon, await apply_shadow_schedule(client, self.settings)
 
-        outcome = asyncio.run(apply())
+        recon, shadow = asyncio.run(apply())
         self.echo(
-            f"schedule: nightly reconciliation {outcome} ({self.settings.recon_hour:02d}:00 "
-            f"{self.settings.recon_timezone})"
+            f"schedule: nightly reconciliation {recon} ({self.settings.recon_hour:02d}:00 "
+            f"{self.settings.recon_timezone}), daily shadow report {shadow} "
+            f"({self.settings.recon_hour:02d}:30)"
         )
 
     def prepare_erp(self, listen_host: str = "127.0.0.1") -> None:

@@ -251,7 +251,8 @@ QUEUES = {
     "": ["account_links", "append_audit", "credited_recently", "find_journal_entry",
          "recon_classify", "recon_findings", "recon_finish_run", "recon_mark_outcome",
          "recon_snapshot_journal", "recon_start_run", "record_account_links",
-         "record_journal_entry", "record_shadow_posting"],
+         "record_journal_entry", "record_shadow_posting", "record_shadow_report",
+         "shadow_report_scopes"],
     "billing": ["apply_billing_credit", "earlier_invoice_ids", "fetch_active_subscription",
                 "fetch_billing_customer", "fetch_billing_document", "fetch_charge_refunds",
                 "fetch_invoice_payments", "fetch_subscription", "gather_credit_facts",
@@ -259,7 +260,7 @@ QUEUES = {
                 "recon_load_billing_page", "reverse_billing_credit", "route_erp_payment",
                 "route_erp_posting"],
     "erp": ["ensure_erp_party", "post_ledger_document", "post_ledger_payment",
-            "recon_load_erp_page"],
+            "read_erp_records", "recon_load_erp_page"],
     "support": ["ensure_support_organization", "fetch_support_case", "read_support_entitlements",
                 "recon_load_ticket_page", "write_case_outcome", "write_support_entitlements"],
 }  # fmt: skip

@@ -121,9 +121,16 @@ def test_a_step_backwards_skipping_or_into_the_past_is_refused(
 def test_the_next_step_from_today_on_is_taken() -> None:
     eu = ROUTING.entities[0]
     assert mode_change_refusal(eu, [], "shadow", TODAY, TODAY) is None
-    assert (
-        mode_change_refusal(eu, [step("shadow", TODAY)], "cutover", date(2027, 1, 1), TODAY) is None
-    )
+    shadowed = [step("shadow", TODAY)]
+    assert mode_change_refusal(eu, shadowed, "cutover", date(2027, 1, 1), TODAY, (TODAY, 0)) is None
+
+
+def test_cutover_waits_for_a_clean_shadow_report() -> None:
+    eu, shadowed = ROUTING.entities[0], [step("shadow", TODAY)]
+    none_yet = mode_change_refusal(eu, shadowed, "cutover", TODAY, TODAY)
+    assert none_yet is not None and "no shadow report yet" in none_yet
+    lists = mode_change_refusal(eu, shadowed, "cutover", TODAY, TODAY, (TODAY, 2))
+    assert lists is not None and "lists 2 differences" in lists
 
 
 def test_an_entity_that_does_not_move_or_does_not_exist_takes_no_step() -> None:

@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.store.erp_coexistence import MODE_CHANGED, ErpCoexistenceStore
+from canonical import Money
+from canonical.shadow_report import ShadowDifference, ShadowReport
 from starters.api import dependencies, erp_routing
 from starters.api.auth import ApiKeyring, key_entry
 from starters.api.correlation import CorrelationMiddleware
@@ -73,6 +75,16 @@ def step(client: TestClient, entity: str, mode: str, on: Any, role: str = "finan
     return client.post(f"/v1/erp/entities/{entity}/mode", json=body, headers=as_role(role))
 
 
+def report(store: IntegrationStore, differences: int) -> None:
+    ErpCoexistenceStore(store).record_shadow_report(ShadowReport(
+        entity="EU", day=TODAY, book_erp="tryton", target_erp="netsuite", compared=3,
+        differences=[ShadowDifference(reference=f"in_{n}", kind="invoice",
+                                      problem="missing_in_target", book=Money.of("5", "EUR"),
+                                      target=None) for n in range(differences)],
+        made_at=datetime.now(UTC),
+    ))  # fmt: skip
+
+
 def test_entities_say_which_erp_books_them_today(api: tuple[TestClient, IntegrationStore]) -> None:
     client, _ = api
     listed = client.get("/v1/erp/entities", headers=as_role("finance")).json()
@@ -89,6 +101,14 @@ def test_shadow_then_cutover_are_taken_and_audited(
     assert shadow.status_code == 200, shadow.text
     assert (shadow.json()["mode"], shadow.json()["shadowed_to"]) == ("shadow", "netsuite")
     later = TODAY + timedelta(days=3)
+    no_report = step(client, "EU", "cutover", later)
+    assert no_report.status_code == 409 and "no shadow report yet" in no_report.json()["error"]
+    report(store, differences=1)
+    unclean = step(client, "EU", "cutover", later)
+    assert unclean.status_code == 409 and "lists 1 differences" in unclean.json()["error"]
+    report(store, differences=0)  # the day's report made again, clean
+    listed = client.get("/v1/erp/entities/EU/shadow-reports", headers=as_role("ops")).json()
+    assert [(r["day"], r["differences"]) for r in listed] == [(TODAY.isoformat(), [])]
     cutover = step(client, "EU", "cutover", later)
     assert cutover.status_code == 200, cutover.text
     assert cutover.json()["books_today"] == "tryton"  # not yet: from its day on

@@ -1,5 +1,6 @@
 """A second ERP: which ERP booked each journal entry for which legal entity, what entities in
-shadow also sent to their target ERP, and each entity's steps towards it.
+shadow also sent to their target ERP and the daily reports comparing the two, and each
+entity's steps towards it.
 
 Revision ID: 0009
 Revises: 0008
@@ -38,6 +39,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_shadow_postings_entity", "shadow_postings", ["entity"])
     op.create_table(
+        "shadow_reports",
+        sa.Column("entity", sa.String(32), primary_key=True),
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("clean", sa.Boolean(), nullable=False),
+        sa.Column("report", sa.JSON(), nullable=False),
+    )
+    op.create_table(
         "erp_mode_changes",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
         sa.Column("entity", sa.String(32), nullable=False),
@@ -53,6 +62,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("erp_mode_changes")
+    op.drop_table("shadow_reports")
     op.drop_index("ix_shadow_postings_entity", "shadow_postings")
     op.drop_table("shadow_postings")
     op.drop_index("ix_posting_journal_entity", "posting_journal")
