@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.billing.stripe import StripeBilling
+from adapters.erp.netsuite import NetSuiteLedger
 from adapters.erp.tryton import TrytonLedger
 from adapters.events.broker import JetStreamBroker
 from adapters.ports import BillingSystem, Ledger, SupportDesk
@@ -47,6 +48,20 @@ def build_ledger(settings: Settings) -> Ledger:
         settings.erp_database,
         settings.erp_user,
         settings.erp_password.get_secret_value(),
+    )
+
+
+def build_netsuite_ledger(settings: Settings) -> NetSuiteLedger:
+    """The NetSuite account as a Ledger (which ERP books what is decided where it is used)."""
+    return NetSuiteLedger(
+        settings.netsuite_url,
+        settings.netsuite_account_id,
+        settings.netsuite_consumer_key,
+        settings.netsuite_consumer_secret,
+        settings.netsuite_token_id,
+        settings.netsuite_token_secret,
+        concurrency=settings.netsuite_concurrency,
+        subsidiary=settings.netsuite_subsidiary,
     )
 
 
