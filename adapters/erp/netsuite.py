@@ -117,7 +117,7 @@ _EID_SAFE = re.compile(rb"[A-Za-z0-9_.\-]")
 log = get_logger(__name__)
 
 
-# --- ids and values --------------------------------------------------------------------------
+# --- ids and values -----------------------------------------------------------------------
 
 
 def external_id(reference: str) -> str:
@@ -213,7 +213,7 @@ def _money(amount: Decimal, currency: str, operation: str) -> Money:
         ) from err
 
 
-# --- signing and the HTTP session --------------------------------------------------------------
+# --- signing and the HTTP session ---------------------------------------------------------
 
 
 class NetSuiteTokenAuth(httpx.Auth):
@@ -1023,7 +1023,7 @@ class NetSuiteLedger:
         return entries
 
 
-# --- reading NetSuite's answers ------------------------------------------------------------------
+# --- reading NetSuite's answers -----------------------------------------------------------
 
 _DOCUMENT_SELECT = (
     "SELECT t.id, t.tranid, t.type, t.externalid, TO_CHAR(t.trandate, 'YYYY-MM-DD') AS trandate,"

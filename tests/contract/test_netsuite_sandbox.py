@@ -95,7 +95,7 @@ def invoice_body(customer: str, amount: str, on: dt.date | None = None) -> dict[
     }
 
 
-# --- token-based authentication ----------------------------------------------------------------
+# --- token-based authentication -----------------------------------------------------------
 
 
 def test_a_signed_call_is_answered(server: NetSuiteServer) -> None:
@@ -153,7 +153,7 @@ def test_a_signature_covers_the_query_string(server: NetSuiteServer) -> None:
     assert refused.status_code == 401
 
 
-# --- concurrency governance -------------------------------------------------------------------
+# --- concurrency governance ---------------------------------------------------------------
 
 
 async def test_requests_past_the_accounts_concurrency_limit_are_refused_with_429(
@@ -196,7 +196,7 @@ def test_an_injected_outage_answers_netsuites_5xx_body(server: NetSuiteServer) -
     assert after.status_code == 200
 
 
-# --- the record service ---------------------------------------------------------------------------
+# --- the record service -------------------------------------------------------------------
 
 
 def test_create_answers_204_with_the_records_location(server: NetSuiteServer) -> None:
@@ -273,7 +273,7 @@ def test_a_record_reads_references_and_expands_sublists_only_when_asked(
     assert plain["total"] == 10 and plain["status"] == {"id": "open", "refName": "Open"}
 
 
-# --- SuiteQL ---------------------------------------------------------------------------------------
+# --- SuiteQL ------------------------------------------------------------------------------
 
 
 def test_suiteql_pages_with_has_more_offset_and_links(server: NetSuiteServer) -> None:
@@ -354,7 +354,7 @@ def test_suiteql_refuses_a_limit_over_1000_and_an_offset_off_the_page(
     assert refused.status_code == 400 and error_code(refused) == "INVALID_PARAMETER"
 
 
-# --- the books' rules -----------------------------------------------------------------------------
+# --- the books' rules ---------------------------------------------------------------------
 
 
 def test_posting_into_a_closed_period_is_refused_until_it_is_reopened(
