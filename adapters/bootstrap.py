@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.billing.stripe import StripeBilling
+from adapters.erp.netsuite import NetSuiteLedger
 from adapters.erp.tryton import TrytonLedger
 from adapters.events.broker import JetStreamBroker
 from adapters.ports import BillingSystem, Ledger, SupportDesk
@@ -64,7 +65,24 @@ def build_ledger(settings: Settings) -> Ledger:
     )
 
 
-LEDGER_BUILDERS: dict[str, Callable[[Settings], Ledger]] = {"tryton": build_ledger}
+def build_netsuite_ledger(settings: Settings) -> NetSuiteLedger:
+    """The NetSuite account as a Ledger (which ERP books what is decided where it is used)."""
+    return NetSuiteLedger(
+        settings.netsuite_url,
+        settings.netsuite_account_id,
+        settings.netsuite_consumer_key,
+        settings.netsuite_consumer_secret,
+        settings.netsuite_token_id,
+        settings.netsuite_token_secret,
+        concurrency=settings.netsuite_concurrency,
+        subsidiary=settings.netsuite_subsidiary,
+    )
+
+
+LEDGER_BUILDERS: dict[str, Callable[[Settings], Ledger]] = {
+    "tryton": build_ledger,
+    "netsuite": build_netsuite_ledger,
+}
 
 
 def build_adapters(settings: Settings) -> Adapters:

@@ -32,6 +32,13 @@ LOCAL_BILLING_WEBHOOK_SECRET = "whsec_ledgerbridge_local"  # noqa: S105
 LOCAL_SUPPORT_TOKEN = "zendesk_ledgerbridge_local"  # noqa: S105
 LOCAL_SUPPORT_WEBHOOK_SECRET = "zdsec_ledgerbridge_local"  # noqa: S105
 LOCAL_ERP_PASSWORD = "ledgerbridge-erp-Local-2026"  # noqa: S105
+# The local NetSuite sandbox's account and its one integration token (64 hex characters each,
+# as NetSuite issues them).
+LOCAL_NETSUITE_ACCOUNT_ID = "LEDGERBRIDGE_SB1"
+LOCAL_NETSUITE_CONSUMER_KEY = "0649b938ccafd387d3f3b2666f53b68a8034b6af72dccc6620a8e8d34afece8e"
+LOCAL_NETSUITE_CONSUMER_SECRET = "52193528e61e3d7822793ccf81d9f63974bd369e48a0695f9f18c883de2fe1be"  # noqa: S105
+LOCAL_NETSUITE_TOKEN_ID = "df5faf72a8b9a931ae193e309627d76292ac4066d377b5d4bb741ca02d08acde"  # noqa: S105
+LOCAL_NETSUITE_TOKEN_SECRET = "c91a1bcaab70e5113a9b6741429f3385bb2e75ae19778fa9e52553889b948afc"  # noqa: S105
 
 
 # The finance mapping's name under `home` when LEDGERBRIDGE_FINANCE_MAPPING is not set.
@@ -95,6 +102,19 @@ class Settings(BaseSettings):
     # Where `ledgerbridge up` keeps a bootstrapped Tryton database to copy into fresh homes
     # (the first bootstrap takes 15-30 s, a copy 0.01 s); "none" turns the cache off
     erp_template_cache: Path | None = Field(default_factory=lambda: _user_cache_dir())
+    # Second ERP (NetSuite SuiteTalk REST, token-based authentication): the account's REST
+    # base URL (https://<account>.suitetalk.api.netsuite.com in production), its id (the OAuth
+    # realm), the integration's consumer and the access token; `netsuite_concurrency` is the
+    # requests in flight the adapter allows itself (the account's limit: 5 on a standard tier)
+    netsuite_url: str = "http://127.0.0.1:12113"
+    netsuite_account_id: str = LOCAL_NETSUITE_ACCOUNT_ID
+    netsuite_consumer_key: str = LOCAL_NETSUITE_CONSUMER_KEY
+    netsuite_consumer_secret: SecretStr = SecretStr(LOCAL_NETSUITE_CONSUMER_SECRET)
+    netsuite_token_id: str = LOCAL_NETSUITE_TOKEN_ID
+    netsuite_token_secret: SecretStr = SecretStr(LOCAL_NETSUITE_TOKEN_SECRET)
+    netsuite_concurrency: PositiveInt = 5
+    # The subsidiary new NetSuite customers belong to (its base currency is the books')
+    netsuite_subsidiary: str = "1"
     # The local stack puts a fault-injection proxy in front of the ERP, billing and support
     # on these ports (the worker and the API call them through it; `ledgerbridge up` only)
     erp_proxy_port: int = 8009
@@ -205,6 +225,8 @@ class Settings(BaseSettings):
             "support_api_token",
             "support_webhook_secrets",
             "erp_password",
+            "netsuite_consumer_secret",
+            "netsuite_token_secret",
             "store_url",
             "api_keys",
             "payload_keys",

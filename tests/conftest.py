@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.billing",
     "tests.fixtures.support",
     "tests.fixtures.tryton",
+    "tests.fixtures.netsuite",
     "tests.fixtures.temporal",
     "tests.fixtures.databases",
     "tests.fixtures.faults",

@@ -43,7 +43,6 @@ import datetime as dt
 import itertools
 import json
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -53,6 +52,13 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
+from adapters.erp._postings import (
+    PostingLocks,
+    check_limit,
+    check_page,
+    cursor_id,
+    refuse_unmapped,
+)
 from adapters.errors import (
     AdapterError,
     AuthenticationError,
@@ -485,9 +491,7 @@ class TrytonLedger:
         self._fiscal_years: list[tuple[dt.date, dt.date]] = []
         self._today: tuple[dt.date, float] | None = None
         # One posting per reference at a time in this process (see `post_document`).
-        self._posting_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._posting_locks = PostingLocks()
 
     async def __aenter__(self) -> TrytonLedger:
         return self
@@ -576,17 +580,8 @@ class TrytonLedger:
         when that date's rate is the billing date's; otherwise RejectedError
         `out_of_sequence` naming both dates (finance decides), nothing created.
         """
-        unmapped = posting.unmapped()
-        if unmapped:
-            raise ValidationError(
-                f"{posting.reference} is not mapped to the ERP's books: {'; '.join(unmapped)}",
-                system=SYSTEM,
-                operation="post_document",
-            )
-        lock = self._posting_locks.get(posting.reference)
-        if lock is None:
-            lock = self._posting_locks[posting.reference] = asyncio.Lock()
-        async with lock:
+        refuse_unmapped(posting, "post_document")
+        async with self._posting_locks.of(posting.reference):
             existing = _single(
                 await self._invoice_rows(posting.reference), posting.reference, "post_document"
             )
@@ -682,15 +677,8 @@ class TrytonLedger:
         ride along as dotted fields.
         """
         operation = "document_page"
-        if limit < 1:
-            raise ValidationError(
-                f"page limit must be at least 1, not {limit}", system=SYSTEM, operation=operation
-            )
-        if date_from > date_to:
-            raise ValidationError(
-                f"date range {date_from}..{date_to} is empty", system=SYSTEM, operation=operation
-            )
-        after_id = _cursor_id(cursor, operation)
+        check_page(date_from, date_to, limit, operation)
+        after_id = cursor_id(cursor, operation)
         rows = await self.call(
             "model.account.invoice.search_read",
             [
@@ -763,17 +751,8 @@ class TrytonLedger:
         document paid. A refund is the same with the money going out, on a credit note.
         """
         operation = "post_payment"
-        unmapped = posting.unmapped()
-        if unmapped:
-            raise ValidationError(
-                f"{posting.reference} is not mapped to the ERP's books: {'; '.join(unmapped)}",
-                system=SYSTEM,
-                operation=operation,
-            )
-        lock = self._posting_locks.get(posting.reference)
-        if lock is None:
-            lock = self._posting_locks[posting.reference] = asyncio.Lock()
-        async with lock:
+        refuse_unmapped(posting, operation)
+        async with self._posting_locks.of(posting.reference):
             rows = await self._payment_lines([("move.description", "=", posting.reference)])
             existing = _single(rows, posting.reference, operation)
             document = await self._document_to_settle(posting)
@@ -788,8 +767,8 @@ class TrytonLedger:
         state, by id (the cursor is the last receivable line id seen). Two RPC calls: the
         receivable lines of the cash journals' moves, then the documents they settle."""
         operation = "payment_page"
-        _check_page(date_from, date_to, limit, operation)
-        after_id = _cursor_id(cursor, operation)
+        check_page(date_from, date_to, limit, operation)
+        after_id = cursor_id(cursor, operation)
         rows = await self._payment_lines(
             [
                 ("id", ">", after_id),
@@ -812,12 +791,9 @@ class TrytonLedger:
         currency where a line has one). Parties owing nothing are left out. The cursor is
         the last party id of the previous page. Two RPC calls."""
         operation = "open_receivable_page"
-        if limit < 1:
-            raise ValidationError(
-                f"page limit must be at least 1, not {limit}", system=SYSTEM, operation=operation
-            )
+        check_limit(limit, operation)
         setup = await self._invoicing_setup()
-        after_id = _cursor_id(cursor, operation)
+        after_id = cursor_id(cursor, operation)
         parties = await self.call(
             "model.party.party.search",
             [("id", ">", after_id), ("code", "!=", None)],
@@ -1953,17 +1929,6 @@ def _ledger_document(row: Mapping[str, Any], operation: str) -> LedgerDocument:
     )
 
 
-def _check_page(date_from: dt.date, date_to: dt.date, limit: int, operation: str) -> None:
-    if limit < 1:
-        raise ValidationError(
-            f"page limit must be at least 1, not {limit}", system=SYSTEM, operation=operation
-        )
-    if date_from > date_to:
-        raise ValidationError(
-            f"date range {date_from}..{date_to} is empty", system=SYSTEM, operation=operation
-        )
-
-
 def _origin_id(origin: Any) -> int | None:
     """The invoice id of a move's origin (`"account.invoice,42"`), None for any other."""
     if isinstance(origin, str) and origin.startswith("account.invoice,"):
@@ -2082,18 +2047,6 @@ def _ledger_payment(row: Mapping[str, Any], document: Mapping[str, Any] | None) 
         payment_date=move.get("date"),
         state=str(move.get("state") or ""),
     )
-
-
-def _cursor_id(cursor: str | None, operation: str) -> int:
-    """The last id a previous page returned (0 before the first page)."""
-    if cursor is None:
-        return 0
-    try:
-        return int(cursor)
-    except ValueError:
-        raise ValidationError(
-            f"not an ERP document page cursor: {cursor!r}", system=SYSTEM, operation=operation
-        ) from None
 
 
 def _document_date_domain(date_from: dt.date, date_to: dt.date) -> list[Any]:
