@@ -162,7 +162,7 @@ async def stack(
         api_port=api_port,
         api_keys=[key_entry(f"test-{role}", role, key) for role, key in API_KEYS.items()],
         # A test may change settings: @pytest.mark.parametrize("stack", [{...}], indirect=True)
-        **getattr(request, "param", {}),
+        **_stack_settings(request, tmp_path),
     )
     adapters = build_adapters(settings)
     adapters.store.migrate()
@@ -185,6 +185,25 @@ async def stack(
     await driver.aclose()
     await adapters.aclose()
     stack_resources.close()
+
+
+def _stack_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The settings a test asks for; `erp_routing_text` is written as the stack's routing
+    file, with the session's NetSuite sandbox as its `netsuite` ERP."""
+    changes = dict(getattr(request, "param", {}))
+    routing = changes.pop("erp_routing_text", None)
+    if routing is not None:
+        path = tmp_path / "erp-routing.toml"
+        path.write_text(routing)
+        netsuite = request.getfixturevalue("netsuite_server")
+        c = netsuite.credentials
+        changes.update(
+            erp_routing=path, netsuite_url=netsuite.url, netsuite_account_id=c.account_id,
+            netsuite_consumer_key=c.consumer_key,
+            netsuite_consumer_secret=SecretStr(c.consumer_secret), netsuite_token_id=c.token_id,
+            netsuite_token_secret=SecretStr(c.token_secret),
+        )  # fmt: skip
+    return changes
 
 
 @contextlib.asynccontextmanager
