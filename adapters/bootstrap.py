@@ -88,7 +88,7 @@ LEDGER_BUILDERS: dict[str, Callable[[Settings], Ledger]] = {
 def build_adapters(settings: Settings) -> Adapters:
     """Every adapter, and one ledger per ERP of the routing: the one on the `erp` queue is
     `ledger` (a Tryton), the others are built by their kind."""
-    routing = load_routing(settings.erp_routing)
+    routing = load_routing(settings.resolved_erp_routing())
     on_erp_queue = next((erp for erp in routing.erps.values() if erp.queue == "erp"), None)
     ledgers = {
         name: LEDGER_BUILDERS[erp.kind](settings)

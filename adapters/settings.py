@@ -42,6 +42,7 @@ LOCAL_NETSUITE_TOKEN_SECRET = "c91a1bcaab70e5113a9b6741429f3385bb2e75ae19778fa9e
 
 
 # The finance mapping's name under `home` when LEDGERBRIDGE_FINANCE_MAPPING is not set.
+ERP_ROUTING_FILE = "erp-routing.toml"
 FINANCE_MAPPING_FILE = "finance-mapping.toml"
 
 # Settings whose None is spelled "none" (their default is not None).
@@ -118,6 +119,7 @@ class Settings(BaseSettings):
     # The local stack puts a fault-injection proxy in front of the ERP, billing and support
     # on these ports (the worker and the API call them through it; `ledgerbridge up` only)
     erp_proxy_port: int = 8009
+    netsuite_proxy_port: int = 8012
     billing_proxy_port: int = 8010
     support_proxy_port: int = 8011
     # Currencies ledgers started with; only steps recorded before finance's mapping became the
@@ -264,6 +266,14 @@ class Settings(BaseSettings):
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{(self.home / 'store.sqlite').resolve()}"
+
+    def resolved_erp_routing(self) -> Path | None:
+        """The routing file named, else the local stack's under `home` when `up` wrote one;
+        None: one ERP books everyone."""
+        if self.erp_routing is not None:
+            return self.erp_routing
+        local = self.home / ERP_ROUTING_FILE
+        return local if local.exists() else None
 
     def resolved_finance_mapping(self) -> Path:
         """Finance's mapping file: LEDGERBRIDGE_FINANCE_MAPPING, else the one under `home`

@@ -197,10 +197,13 @@ class FaultProxy:
     async def _forward(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
         assert self._client is not None
         url = self.upstream + request.path + (f"?{request.query}" if request.query else "")
+        # The caller's Host goes through as it was: a middlebox that rewrote it would break
+        # what the caller signed over its URL (OAuth 1.0a, as NetSuite's TBA) and the links
+        # the upstream builds from it, which then lead the caller back through the proxy.
         headers = [
             (name, value)
             for name, value in request.headers
-            if name.lower() not in HOP_BY_HOP and name.lower() not in ("host", "content-length")
+            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"
         ]
         outgoing = self._client.build_request(
             request.method, url, headers=headers, content=request.body or None

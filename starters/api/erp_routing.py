@@ -70,7 +70,7 @@ class ModeChangeBody(StrictBody):
 
 def _routing(settings: SettingsDep) -> ErpRouting:
     try:
-        return load_routing(settings.erp_routing)
+        return load_routing(settings.resolved_erp_routing())
     except MappingFileError as err:
         raise HTTPException(503, str(err)) from None
 

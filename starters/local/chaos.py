@@ -67,12 +67,14 @@ from adapters.billing.events import StripeEventPayload, to_business_event
 from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.settings import Settings
+from adapters.store.erp_coexistence import ErpCoexistenceStore
 from adapters.store.models import WebhookReceipt
 from adapters.support.zendesk import without_write_marker
 from adapters.temporal import connect_for
 from canonical import BalanceTransaction, BillingDocument, Money, Subscription
-from canonical.ledger import REJECTED_POSTING_PREFIX
+from canonical.ledger import MANUAL_POSTING_PREFIX, REJECTED_POSTING_PREFIX
 from canonical.reconciliation import LedgerDocument, LedgerPayment, Receivable
+from canonical.shadow_report import SHADOW_FAILED_PREFIX
 from sandbox.billing.driver import TEST_CARD, BillingDriver
 from starters.console import ApiCallFailed, call_api, table
 from starters.local.catalog import ERP_BOOKS, LocalCatalog, load_local_catalog
@@ -109,9 +111,13 @@ SAAS_RATE_LIMITED = 0.04  # 429 + Retry-After 1 s, not forwarded
 SAAS_LATENCY = 0.08  # answered SAAS_LATENCY_SECONDS late
 SAAS_LATENCY_SECONDS = 0.7
 SAAS_DROP_PROBABILITY = 0.05
-SAAS_WRITES = {"billing": ("POST", "DELETE"), "support": ("POST", "PUT")}
+SAAS_WRITES = {"billing": ("POST", "DELETE"), "support": ("POST", "PUT"),
+               "netsuite": ("POST", "PUT", "PATCH")}  # fmt: skip
 # Maintenance windows (503 to every call), one per 40 events per system, at least one each
-OUTAGE_SECONDS = {"erp": (3.0, 8.0), "billing": (2.0, 5.0), "support": (2.0, 5.0)}
+OUTAGE_SECONDS = {"erp": (3.0, 8.0), "billing": (2.0, 5.0), "support": (2.0, 5.0),
+                  "netsuite": (2.0, 5.0)}  # fmt: skip
+# The entity the run keeps in shadow from its start: Tryton books it, NetSuite gets copies.
+SHADOW_ENTITY = "EU"
 WEBHOOK_DUPLICATE_RATE = 0.25  # of billing's deliveries: sent a second time, later
 TIERS = ("Basic", "Pro", "Team")
 # The plan's monthly price per tier, in each currency the local ERP books (JPY has no minor
@@ -363,6 +369,12 @@ class ChaosRun:
                 "support", "support", stack.support_proxy_url, saas_rules(SAAS_WRITES["support"])
             ),
             "erp": FaultedSystem("erp", "ERP", stack.erp_proxy_url, [erp_drop]),
+            "netsuite": FaultedSystem(
+                "netsuite",
+                "NetSuite",
+                stack.netsuite_proxy_url,
+                saas_rules(SAAS_WRITES["netsuite"]),
+            ),
         }
         self.started_at = datetime.now(UTC)
         self._restarting = asyncio.Lock()
@@ -415,6 +427,12 @@ class ChaosRun:
         self.subscriber.secret = created.json()["secret"]
         self.log(f"chaos: a subscriber to every event out, refusing "
                  f"{SUBSCRIBER_REFUSALS:.0%} of deliveries (503)")  # fmt: skip
+        today = datetime.now(UTC).date().isoformat()
+        await self._api("post", f"/v1/erp/entities/{SHADOW_ENTITY}/mode", "finance_admin", {
+            "mode": "shadow", "effective_from": today, "reason": f"chaos run {self.run}",
+        })  # fmt: skip
+        self.log(f"chaos: entity {SHADOW_ENTITY} in shadow: Tryton books it, NetSuite (behind "
+                 "its own faults) gets the same postings")  # fmt: skip
         # Sell from the local catalogue (`ledgerbridge up` put it in billing and wrote
         # finance's mapping of it), and one product of the run's own that the mapping lacks.
         self.catalog = load_local_catalog(self.stack.home)
@@ -1066,6 +1084,7 @@ class Checker:
         invariants.append(self._billing_order_kept(documents, erp))
         invariants.append(await self._support_written_once())
         invariants.append(await self._events_out_once())
+        invariants.append(await self._shadow_copies_once())
         invariants.sort(key=lambda invariant: int(invariant[1].split()[0]))
         figures = await self._figures(receipts, money)
         return ChaosReport(figures, invariants, self.violations)
@@ -1764,6 +1783,68 @@ class Checker:
             self.violations.append(f"{subscriber.refused} deliveries failed their signature")
             ok = False
         return ok, "11 every event out delivered once", detail
+
+    async def _shadow_copies_once(self) -> tuple[bool, str, str]:
+        """(12) With the entity in shadow, Tryton stayed its book of record and NetSuite got a
+        copy of every document, payment and refund booked for it: once each (by reference),
+        of the same total; a copy that failed for good is journaled as failed, and the shadow
+        report lists exactly those."""
+        store = self.run.adapters.store
+        netsuite = self.run.adapters.ledger_of("netsuite")
+        booked = [p for p in store.postings() if p.entity == SHADOW_ENTITY
+                  and not p.erp_document_id.startswith((MANUAL_POSTING_PREFIX,
+                                                        REJECTED_POSTING_PREFIX))]  # fmt: skip
+        elsewhere = [p.source_document_id for p in booked if p.erp != "tryton"]
+        coexistence = ErpCoexistenceStore(store)
+        copies = coexistence.shadow_postings(SHADOW_ENTITY, [p.source_document_id for p in booked])
+        uncopied = [p.source_document_id for p in booked if p.source_document_id not in copies]
+        failed = sorted(
+            r for r, c in copies.items() if c.erp_document_id.startswith(SHADOW_FAILED_PREFIX)
+        )
+        wrong: list[str] = []
+        for posting in booked:
+            copy = copies.get(posting.source_document_id)
+            if copy is None or copy.source_document_id in failed:
+                continue
+            if posting.document_type in DOCUMENT_KINDS:
+                found = await netsuite.find_document(posting.source_document_id)
+                total = found.total.amount if found else None
+            else:
+                paid = await netsuite.find_payment(posting.source_document_id)
+                total = paid.amount.amount if paid else None
+            if total != posting.amount:
+                wrong.append(
+                    f"{posting.source_document_id} {posting.amount} in Tryton, {total} in NetSuite"
+                )
+        twice = await self._netsuite_duplicates()
+        day = datetime.now(UTC).date().isoformat()
+        report = (await self.run._api("post", f"/v1/erp/entities/{SHADOW_ENTITY}/shadow-reports",
+                                      "finance", {"day": day})).json()  # fmt: skip
+        listed = sorted(d["reference"] for d in report["differences"])
+        ok = bool(booked) and not (elsewhere or uncopied or wrong or twice) and listed == failed
+        self.violations += [f"{r} booked for {SHADOW_ENTITY} outside Tryton" for r in elsewhere]
+        self.violations += [f"{r} never sent to NetSuite" for r in uncopied[:10]]
+        self.violations += [f"shadow copy differs: {w}" for w in wrong[:10]]
+        self.violations += [f"{r} twice in NetSuite" for r in twice[:10]]
+        if listed != failed:
+            self.violations.append(f"shadow report lists {listed[:5]}, failed copies {failed[:5]}")
+        detail = (f"{len(booked)} postings of {SHADOW_ENTITY} booked in Tryton, "
+                  f"{len(copies) - len(failed)} copied to NetSuite with equal totals, "
+                  f"{len(failed)} failed and listed by the shadow report "
+                  f"({report['compared']} compared)")  # fmt: skip
+        return ok, "12 shadow copies in the second ERP once", detail
+
+    async def _netsuite_duplicates(self) -> list[str]:
+        """References NetSuite holds more than one document of, today."""
+        netsuite, today = self.run.adapters.ledger_of("netsuite"), datetime.now(UTC).date()
+        seen: Counter[str] = Counter()
+        cursor: str | None = None
+        while True:
+            page = await netsuite.document_page(today, today, cursor, 200)
+            seen.update(d.reference for d in page.documents if d.reference)
+            if page.next_cursor is None:
+                return [reference for reference, n in seen.items() if n > 1]
+            cursor = page.next_cursor
 
     async def _support_written_once(self) -> tuple[bool, str, str]:
         """(7) Support's side of exactly once, lost answers or not: every billing customer has

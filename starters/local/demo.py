@@ -50,6 +50,14 @@ class DemoFailed(Exception):
     pass
 
 
+def _add(first: str | None, second: str) -> str:
+    """Two amounts as the demo prints them ("12.00 EUR"), added (same currency)."""
+    if first is None:
+        return second
+    (a, currency), (b, _) = first.split(), second.split()
+    return f"{Decimal(a) + Decimal(b)} {currency}"
+
+
 async def eventually(
     what: str, probe: Callable[[], Awaitable[T | None]], within: float = 60.0
 ) -> T:
@@ -114,6 +122,7 @@ class Demo:
         refund = await self.partial_refund(first_invoice)
         eur_invoice = await self.eur_customer_with_vat()
         await self.show_books([first_invoice.document_id, eur_invoice.document_id], refund)
+        await self.eu_entity_moves_to_netsuite()
         await self.reconcile()
         await self.show_metrics()
 
@@ -437,11 +446,91 @@ class Demo:
                    f"SubscriptionId = '{subscription.id}'")  # fmt: skip
         return invoice
 
+    async def eu_entity_moves_to_netsuite(self) -> None:
+        """The EU entity goes from Tryton to NetSuite as a controller moves it: shadow (Tryton
+        stays the book of record, NetSuite gets the same postings), a clean shadow report,
+        then cutover (NetSuite books it); the US entity stays in Tryton."""
+        echo, key = self.echo, f"demo/{self.run}/eu"
+        echo("\n== Two ERPs: the EU entity moves from Tryton to NetSuite (shadow, then cutover)")
+        self.show_cli("erp", "entities")
+        customer = await self.driver.create_customer(
+            f"Nordlicht Software GmbH {self.run}", email=f"rechnung+{self.run}@nordlicht.example",
+            address={"line1": "Friedrichstraße 68", "city": "Berlin", "postal_code": "10117",
+                     "country": "DE"},
+            idempotency_key=f"{key}/customer",
+        )  # fmt: skip
+        self._customers.append(customer.id)
+        today = str(datetime.now(UTC).date())
+        if self._eu_mode() == "legacy":
+            self.show_cli("erp", "mode", "EU", "shadow", "--from", today,
+                          "--reason", "phase 1: NetSuite receives what Tryton books")  # fmt: skip
+        if self._eu_mode() == "shadow":
+            shadowed = await self._eu_invoice(customer.id, f"{key}/shadow", 4900)
+            booked = await self._booked(shadowed)
+            copy = await self.adapters.ledger_of("netsuite").find_document(shadowed)
+            if copy is None or copy.total != booked.total:
+                raise DemoFailed(f"{shadowed} in NetSuite: {copy}, in Tryton: {booked}")
+            echo(f"erp: Tryton {booked.erp_number} {booked.total} is the book of record; "
+                 f"NetSuite {copy.erp_number} {copy.total} its shadow")  # fmt: skip
+            self.show_cli("erp", "shadow-report", "EU", "--day", today)
+            self.show_cli("erp", "mode", "EU", "cutover", "--from", today,
+                          "--reason", "phase 2: the shadow report is clean")  # fmt: skip
+        cut_over = await self._eu_invoice(customer.id, f"{key}/cutover", 4900)
+        booked = await self._booked(cut_over)
+        entry = self.adapters.store.find_posting("billing", cut_over)
+        in_tryton = await self.adapters.ledger.find_document(cut_over)
+        if entry is None or entry.erp != "netsuite" or in_tryton is not None:
+            raise DemoFailed(f"{cut_over} should be booked by NetSuite alone")
+        echo(f"erp: NetSuite books the EU entity now: {booked.erp_number} {booked.total}, "
+             "nothing of it in Tryton; the US entity stays in Tryton")  # fmt: skip
+
+    def _eu_mode(self) -> str:
+        entities = call_api(self.settings, "get", "/v1/erp/entities", role="finance").json()
+        return str(next(e["mode"] for e in entities if e["name"] == "EU"))
+
+    async def _eu_invoice(self, customer_id: str, key: str, cents: int) -> str:
+        """A subscription of the EU customer in EUR paid by card; its invoice once journaled
+        with its payment."""
+        method = await self.driver.attach_payment_method(customer_id, idempotency_key=f"{key}/pm")
+        price = await self.driver.create_price(PLATFORM, cents, "eur", nickname="Team EU",
+                                               idempotency_key=f"{key}/price")  # fmt: skip
+        subscription = await self.driver.subscribe(
+            customer_id, price.id, payment_method=str(method.id), idempotency_key=f"{key}/sub"
+        )
+        invoice = await self._latest_invoice(subscription.id)
+        [payment] = await self.adapters.billing.invoice_payments(invoice.document_id)
+        await self._journaled(payment.payment_id)
+        self.echo(f"billing: invoice {invoice.number} {invoice.total} paid by card")
+        return invoice.document_id
+
+    async def _booked(self, reference: str) -> PostedDocument:
+        """The document as the ERP that booked it (the journal says which) holds it."""
+        found = await self._in_booking_erp(reference)
+        if found is None:
+            raise DemoFailed(f"{reference} is not journaled, or not in the ERP that booked it")
+        return found
+
+    async def _in_booking_erp(self, reference: str) -> PostedDocument | None:
+        entry = self.adapters.store.find_posting("billing", reference)
+        if entry is None:
+            return None
+        return await self.adapters.ledger_of(entry.erp or "tryton").find_document(reference)
+
+    def _booked_by(self, reference: str) -> str:
+        entry = self.adapters.store.find_posting("billing", reference)
+        return (entry.erp if entry else None) or "tryton"
+
     async def show_books(self, invoices: list[str], refund_id: str) -> None:
         """What the ERP holds for the demo's money, read back from Tryton itself."""
         echo = self.echo
         echo("\n== The books, read back from the ERP (Tryton)")
-        rows = [await self._erp_invoice(reference) for reference in [*invoices, refund_id]]
+        references = [*invoices, refund_id]
+        for elsewhere in [r for r in references if self._booked_by(r) != "tryton"]:
+            posted = await self._booked(elsewhere)  # an entity cut over by an earlier demo
+            echo(f"  {elsewhere}: booked by {self._booked_by(elsewhere)} as "
+                 f"{posted.erp_number} {posted.total}")  # fmt: skip
+        references = [r for r in references if self._booked_by(r) == "tryton"]
+        rows = [await self._erp_invoice(reference) for reference in references]
         echo(f"  {'document':<15} {'reference':<30} {'state':<6} {'total':>14} "
              f"{'of which tax':>14} {'in USD':>9}")  # fmt: skip
         moves: list[int] = []
@@ -489,7 +578,12 @@ class Demo:
         """What each of the demo's customers owes, as billing and the ERP say it now (the
         reconciliation above compared the same and found no `receivable_differs`)."""
         billing = await self._owed(self.adapters.billing.open_receivable_page)
+        # An entity cut over owes in both ERPs: what it owed before in Tryton, since in NetSuite.
         erp = await self._owed(self.adapters.ledger.open_receivable_page)
+        for erp_name in self.adapters.ledgers:
+            in_other = await self._owed(self.adapters.ledger_of(erp_name).open_receivable_page)
+            for customer_id, owed in in_other.items():
+                erp[customer_id] = _add(erp.get(customer_id), owed)
         self.echo(f"\n  open receivables of this run's customers:\n  {'customer':<30} "
                   f"{'billing (remaining + balance)':>30} {'ERP (receivable)':>18}")  # fmt: skip
         for customer_id in self._customers:
@@ -682,8 +776,6 @@ class Demo:
 
     async def _posted(self, invoice: BillingDocument) -> PostedDocument:
         async def journaled_and_in_erp() -> PostedDocument | None:
-            if self.adapters.store.find_posting("billing", invoice.document_id) is None:
-                return None
-            return await self.adapters.ledger.find_document(invoice.document_id)
+            return await self._in_booking_erp(invoice.document_id)
 
         return await eventually(f"ERP document for {invoice.number}", journaled_and_in_erp)

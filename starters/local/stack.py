@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +37,44 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from adapters.bootstrap import build_store, build_support, connect_broker
 from adapters.events.broker import STREAM
 from adapters.events.server import nats_server_command
-from adapters.settings import Settings
+from adapters.routing_file import load_routing
+from adapters.settings import ERP_ROUTING_FILE, Settings
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for, connect_temporal
 from adapters.visibility import search_attribute_flags
+from canonical.erp_routing import ErpRouting
 from starters.api.auth import ROLES, key_entry
 from starters.local import monitoring as prometheus
 from starters.local import tryton_bootstrap
 from starters.local.catalog import LOCAL_CURRENCIES, CatalogError, ensure_local_catalog
 
 BIN = Path(sys.executable).parent
+# The local stack's ERP routing: the EU entity (an EU address, or billing in euros) is booked
+# by Tryton and moves to the NetSuite sandbox with `ledgerbridge erp mode`; the rest stays.
+LOCAL_ROUTING = """\
+# Which ERP books which legal entity (docs/erp-coexistence.md); written once by `up`.
+version = 1
+
+[erps.tryton]
+kind = "tryton"
+queue = "erp"
+
+[erps.netsuite]
+kind = "netsuite"
+queue = "erp-netsuite"
+
+[[entities]]
+name = "EU"
+legacy = "tryton"
+target = "netsuite"
+match.countries = ["AT", "BE", "DE", "ES", "FI", "FR", "IE", "IT", "LU", "NL", "PT"]
+match.currencies = ["EUR"]
+
+[[entities]]
+name = "US"
+legacy = "tryton"
+match = { default = true }
+"""
 
 
 class StackError(RuntimeError):
@@ -100,7 +129,7 @@ def private_stack_settings(home: Path) -> dict[str, Any]:
     it never meets an `up` (chaos runs, benchmarks, tests). `private_stack_env` gives them as
     the variables a child process reads."""
     (temporal, ui, nats, nats_monitor, erp, billing, support, api, erp_faults, billing_faults,
-     support_faults) = free_ports(11)  # fmt: skip
+     support_faults, netsuite, netsuite_faults) = free_ports(13)  # fmt: skip
     return {
         "home": home,
         "temporal_address": f"127.0.0.1:{temporal}",
@@ -114,6 +143,8 @@ def private_stack_settings(home: Path) -> dict[str, Any]:
         "erp_proxy_port": erp_faults,
         "billing_proxy_port": billing_faults,
         "support_proxy_port": support_faults,
+        "netsuite_url": f"http://127.0.0.1:{netsuite}",
+        "netsuite_proxy_port": netsuite_faults,
         "ledger_currencies": list(LOCAL_CURRENCIES),
     }
 
@@ -235,6 +266,7 @@ class LocalStack:
             env["LEDGERBRIDGE_ERP_URL"] = self.erp_proxy_url
             env["LEDGERBRIDGE_BILLING_URL"] = self.billing_proxy_url
             env["LEDGERBRIDGE_SUPPORT_URL"] = self.support_proxy_url
+            env["LEDGERBRIDGE_NETSUITE_URL"] = self.netsuite_proxy_url
         return env
 
     @property
@@ -248,6 +280,10 @@ class LocalStack:
     @property
     def support_proxy_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.support_proxy_port}"
+
+    @property
+    def netsuite_proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.netsuite_proxy_port}"
 
     # --- components ---------------------------------------------------------------------
 
@@ -326,6 +362,8 @@ class LocalStack:
                 port=support_port,
             ),
             self._fault_proxy("support", s.support_proxy_port, s.support_url, "support"),
+            self._netsuite(),
+            self._fault_proxy("netsuite", s.netsuite_proxy_port, s.netsuite_url, "NetSuite"),
             # Both need Temporal: the second wave.
             Component(
                 "worker",
@@ -349,6 +387,27 @@ class LocalStack:
         if self.monitoring:
             components += self._prometheus()
         return components
+
+    def _netsuite(self) -> Component:
+        """`netsuite`: the NetSuite sandbox, the EU entity's target ERP in the local routing."""
+        s = self.settings
+        _, port = _host_port(s.netsuite_url)
+        command = self._sandbox_command(
+            "netsuite", port,
+            "--account-id", s.netsuite_account_id,
+            "--consumer-key", s.netsuite_consumer_key,
+            "--consumer-secret", s.netsuite_consumer_secret.get_secret_value(),
+            "--token-id", s.netsuite_token_id,
+            "--token-secret", s.netsuite_token_secret.get_secret_value(),
+        )  # fmt: skip
+        return Component(
+            "netsuite",
+            command,
+            f"{s.netsuite_url}/services/rest/ (NetSuite-compatible sandbox, account "
+            f"{s.netsuite_account_id})",
+            _http_ok(f"{s.netsuite_url}/_sandbox/health"),
+            port=port,
+        )
 
     def _nats(self) -> Component:
         """`nats`: one JetStream server on loopback, on the first address of `nats_url`."""
@@ -428,7 +487,26 @@ class LocalStack:
 
     def _queues(self) -> list[str]:
         prefix = self.settings.task_queue_prefix
-        return [task_queue(prefix)] + [task_queue(prefix, q) for q in ("billing", "support", "erp")]
+        erps = [erp.queue for erp in self._routing().erps.values()]
+        return [task_queue(prefix)] + [task_queue(prefix, q) for q in ("billing", "support", *erps)]
+
+    @property
+    def routing_path(self) -> Path:
+        """The routing the stack's worker and API read: the one named, else the local one."""
+        return self.settings.erp_routing or self.home / ERP_ROUTING_FILE
+
+    def _routing(self) -> ErpRouting:
+        """The routing the stack runs with (the local one before `up` has written it)."""
+        if self.routing_path.exists() or self.settings.erp_routing is not None:
+            return load_routing(self.routing_path)
+        return ErpRouting.model_validate(tomllib.loads(LOCAL_ROUTING))
+
+    def _ensure_routing(self) -> None:
+        """The local routing, written once (an edited one is kept): the EU entity booked by
+        Tryton with NetSuite as its target, every other customer by Tryton."""
+        if self.settings.erp_routing is None and not self.routing_path.exists():
+            self.routing_path.write_text(LOCAL_ROUTING)
+        self.echo(f"routing: {self.routing_path} (`ledgerbridge erp entities` shows it)")
 
     def _temporal_ready(self) -> bool:
         async def check() -> bool:
@@ -515,6 +593,7 @@ class LocalStack:
                     f"holds it or configure another port (see docs/operations.md, Configuration)"
                 )
         self.prepare_erp()
+        self._ensure_routing()
         self._migrate_store()
         self._prepare_prometheus()
         env = self.child_env()

@@ -62,7 +62,7 @@ def test_chaos_run_with_kills_restarts_and_faults_on_every_system_keeps_the_book
     assert figure(output, "server restarts") == "1"
     assert figure(output, "duplicates found") == "0"
     assert figure(output, "lost events") == "0"
-    for number in range(1, 12):
+    for number in range(1, 13):
         assert re.search(rf"^PASS\s+{number} ", output, re.MULTILINE), output
     assert "SIGKILL NATS server" in output and "NATS SIGKILL 1" in output
     # The books: customers of every profile in turn, card payments, payments and refunds judged.

@@ -30,7 +30,8 @@ def test_up_puts_a_fault_proxy_in_front_of_each_counterpart(tmp_path: Path) -> N
     stack = LocalStack(settings(tmp_path))
     names = [c.name for c in stack.plan()]
     assert names == ["temporal", "nats", "erp", "erp-faults", "billing", "billing-faults",
-                     "support", "support-faults", "worker", "api"]  # fmt: skip
+                     "support", "support-faults", "netsuite", "netsuite-faults", "worker",
+                     "api"]  # fmt: skip
     env = stack.child_env()
     assert env["LEDGERBRIDGE_ERP_URL"] == "http://127.0.0.1:18009"
     assert env["LEDGERBRIDGE_BILLING_URL"] == "http://127.0.0.1:18010"
@@ -42,7 +43,7 @@ def test_without_fault_proxies_the_worker_and_api_call_each_system_directly(
 ) -> None:
     stack = LocalStack(settings(tmp_path), fault_proxies=False)
     names = [c.name for c in stack.plan()]
-    assert names == ["temporal", "nats", "erp", "billing", "support", "worker", "api"]
+    assert names == ["temporal", "nats", "erp", "billing", "support", "netsuite", "worker", "api"]
     env = stack.child_env()
     assert env["LEDGERBRIDGE_ERP_URL"] == "http://127.0.0.1:18000"
     assert env["LEDGERBRIDGE_BILLING_URL"] == "http://127.0.0.1:18001"
