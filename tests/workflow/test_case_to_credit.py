@@ -41,6 +41,7 @@ from canonical.entitlements import Entitlements
 from canonical.mapping import SUPPORT_CREDIT_LINE
 from canonical.support import SupportCase
 from tests.fixtures.temporal import time_skipping_server
+from tests.workflow.one_erp import with_one_erp
 from workflows.case_to_credit import (
     CaseToCreditInput,
     CaseToCreditWorkflow,
@@ -165,7 +166,7 @@ class FakeDesk:
 @asynccontextmanager
 async def running(client: Client, prefix: str, desk: FakeDesk) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        for queue, activities in desk.activities().items():
+        for queue, activities in with_one_erp(desk.activities()).items():
             await stack.enter_async_context(
                 Worker(
                     client,

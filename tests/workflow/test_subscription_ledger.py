@@ -64,6 +64,7 @@ from canonical.ledger import REFRESH_SIGNAL, BillingEventRef, SubscriptionLedger
 from canonical.mapping import FinanceMapping, PaymentJournal, ProductAccount
 from starters.routing import ProcessStart, signal_with_start
 from tests.fixtures.temporal import time_skipping_server
+from tests.workflow.one_erp import with_one_erp
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
 from workflows.subscription_ledger import SubscriptionLedgerWorkflow
 
@@ -352,7 +353,7 @@ class FakeWorld:
 @asynccontextmanager
 async def running(client: Client, prefix: str, world: FakeWorld) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        for queue, activities in world.activities().items():
+        for queue, activities in with_one_erp(world.activities()).items():
             await stack.enter_async_context(
                 Worker(
                     client,
