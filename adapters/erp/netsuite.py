@@ -246,17 +246,18 @@ class NetSuiteTokenAuth(httpx.Auth):
 
 
 # One semaphore per account (and event loop): the account's concurrency limit is shared by
-# every NetSuiteLedger of the process that talks to it.
+# every NetSuiteLedger of the process that talks to it with the same limit.
 _ACCOUNT_SLOTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
+    asyncio.AbstractEventLoop, dict[tuple[str, str, int], asyncio.Semaphore]
 ] = weakref.WeakKeyDictionary()
 
 
-def _account_slots(account_id: str, limit: int) -> asyncio.Semaphore:
+def _account_slots(base_url: str, account_id: str, limit: int) -> asyncio.Semaphore:
     per_loop = _ACCOUNT_SLOTS.setdefault(asyncio.get_running_loop(), {})
-    if account_id not in per_loop:
-        per_loop[account_id] = asyncio.Semaphore(limit)
-    return per_loop[account_id]
+    key = (base_url, account_id, limit)
+    if key not in per_loop:
+        per_loop[key] = asyncio.Semaphore(limit)
+    return per_loop[key]
 
 
 def _error_from_answer(response: httpx.Response, operation: str) -> AdapterError:
@@ -373,7 +374,7 @@ class NetSuiteLedger:
     ) -> httpx.Response:
         """One request within the account's concurrency limit; an error answer raised as the
         taxonomy says."""
-        async with _account_slots(self.account_id, self._concurrency):
+        async with _account_slots(str(self._client.base_url), self.account_id, self._concurrency):
             with adapter_call(SYSTEM, operation), transport_errors_as_transient(SYSTEM, operation):
                 response = await self._client.request(
                     method,

@@ -109,12 +109,26 @@ def document(
     tax: tuple[str, str] | None = None,
 ) -> LedgerPosting:
     """A posting of one line of `amount` (and one tax of (ERP tax name, amount))."""
-    lines = [LedgerLine(description="Pro plan", quantity=Decimal(1), unit_price=Decimal(amount),
-                        erp_product=books[0], revenue_account=books[1])]  # fmt: skip
+    lines = [
+        LedgerLine(
+            description="Pro plan",
+            quantity=Decimal(1),
+            unit_price=Decimal(amount),
+            erp_product=books[0],
+            revenue_account=books[1],
+        )
+    ]
     taxes = []
     if tax:
-        taxes = [LedgerTax(rate_id="txr_contract", description=tax[0], base=Decimal(amount),
-                           amount=Decimal(tax[1]), erp_tax=tax[0])]  # fmt: skip
+        taxes = [
+            LedgerTax(
+                rate_id="txr_contract",
+                description=tax[0],
+                base=Decimal(amount),
+                amount=Decimal(tax[1]),
+                erp_tax=tax[0],
+            )
+        ]
     total = Decimal(amount) + sum((t.amount for t in taxes), Decimal(0))
     return LedgerPosting(
         reference=reference or f"in_{uuid.uuid4().hex[:16]}",
@@ -174,7 +188,10 @@ async def test_ensure_party_creates_the_party_once_and_renames_it(books: Books) 
 
     assert first == again
     assert (first.system, first.customer_id, first.name) == (
-        "erp", customer.customer_id, "Old Name Ltd")  # fmt: skip
+        "erp",
+        customer.customer_id,
+        "Old Name Ltd",
+    )
     assert renamed.external_id == first.external_id and renamed.name == "New Name"
     found = await books.ledger.find_party(customer.customer_id)
     assert found is not None and (found.external_id, found.name) == (first.external_id, "New Name")
@@ -246,8 +263,13 @@ async def test_an_unmapped_posting_is_invalid_and_leaves_nothing(
     books: Books, customer_id: str
 ) -> None:
     invoice = document(customer_id, "10.00")
-    unmapped = invoice.model_copy(update={"lines": [LedgerLine(
-        description="Mystery", quantity=Decimal(1), unit_price=Decimal("10.00"))]})  # fmt: skip
+    unmapped = invoice.model_copy(
+        update={
+            "lines": [
+                LedgerLine(description="Mystery", quantity=Decimal(1), unit_price=Decimal("10.00"))
+            ]
+        }
+    )
 
     with pytest.raises(ValidationError, match="not mapped"):
         await books.ledger.post_document(unmapped)
@@ -259,8 +281,13 @@ async def test_a_credit_note_settles_part_of_its_invoice_and_a_payment_the_rest(
 ) -> None:
     invoice = document(customer_id, "100.00")
     await books.ledger.post_document(invoice)
-    credit = document(customer_id, "30.00", kind="credit_note", applies_to=invoice.reference,
-                      reference=f"cn_{uuid.uuid4().hex[:14]}")  # fmt: skip
+    credit = document(
+        customer_id,
+        "30.00",
+        kind="credit_note",
+        applies_to=invoice.reference,
+        reference=f"cn_{uuid.uuid4().hex[:14]}",
+    )
 
     posted_credit = await books.ledger.post_document(credit)
     assert posted_credit.kind == "credit_note" and posted_credit.total == Money.of("30.00", "USD")
@@ -288,7 +315,10 @@ async def test_a_payment_of_the_whole_invoice_settles_it_once(
 
     assert posted.created_now and posted.applied_document_state == "paid"
     assert (posted.kind, posted.amount, posted.applies_to) == (
-        "payment", Money.of("49.00", "USD"), invoice.reference)  # fmt: skip
+        "payment",
+        Money.of("49.00", "USD"),
+        invoice.reference,
+    )
     assert again.erp_document_id == posted.erp_document_id and not again.created_now
     assert await books.ledger.find_payment(payment.reference) == again
     found = await books.ledger.find_document(invoice.reference)
@@ -337,15 +367,13 @@ async def test_a_refund_is_paid_out_on_its_credit_note(books: Books, customer_id
     await books.ledger.post_document(invoice)
     await books.ledger.post_payment(money(invoice, "50.00"))
     refund_id = f"re_{uuid.uuid4().hex[:14]}"
-    credit = document(customer_id, "15.00", kind="credit_note", reference=refund_id,
-                      books=REFUNDS)  # fmt: skip
+    credit = document(customer_id, "15.00", kind="credit_note", reference=refund_id, books=REFUNDS)
     await books.ledger.post_document(credit)
     assert await owed(books.ledger, customer_id) == {"USD": Money.of("-15.00", "USD")}
 
     out = await books.ledger.post_payment(money(credit, "15.00", kind="refund"))
 
-    assert (out.kind, out.amount, out.applies_to) == ("refund", Money.of("15.00", "USD"),
-                                                      refund_id)  # fmt: skip
+    assert (out.kind, out.amount, out.applies_to) == ("refund", Money.of("15.00", "USD"), refund_id)
     assert out.applied_document_state == "paid"
     assert await owed(books.ledger, customer_id) == {}
 
@@ -481,7 +509,7 @@ async def test_the_catalog_names_everything_the_local_finance_mapping_names(
         for journal, _ in (*ERP_BOOKS.card_journals.values(), ERP_BOOKS.out_of_band_journal)
     }
     wanted |= {("tax", name) for name in ERP_BOOKS.taxes.values()}
-    wanted |= {("currency", code) for code in ERP_BOOKS.card_journals}  # fmt: skip
+    wanted |= {("currency", code) for code in ERP_BOOKS.card_journals}
     assert wanted <= set(catalog), sorted(wanted - set(catalog))
     assert all(catalog[key].active for key in wanted)
 
