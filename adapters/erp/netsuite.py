@@ -628,17 +628,17 @@ class NetSuiteLedger:
         record = RECORD_OF[posting.kind]
         key = f"eid:{external_id(posting.reference)}"
         async with self._posting_locks.of(posting.reference):
+            customer = await self._customer_internal_id(posting.customer_id, operation)
             row = await self._record(record, key, operation)
             created_now = row is None
             if row is None:
-                customer = await self._customer_internal_id(posting.customer_id, operation)
                 body = await self._document_body(posting, customer, operation)
                 await self._upsert(record, posting.reference, body, operation)
                 row = await self._record(record, key, operation)
                 if row is None:
                     raise _unexpected(operation, "the document it just upserted is not found", key)
             posted = _posted_document(row, posting, created_now=created_now)
-            _refuse_different(row, posted, posting, operation)
+            _refuse_different(row, posted, posting, customer, operation)
             if posting.kind == "credit_note" and posting.applies_to:
                 await self._apply_credit(row, posting)
             if created_now:
@@ -823,14 +823,27 @@ class NetSuiteLedger:
         key = f"eid:{external_id(posting.reference)}"
         async with self._posting_locks.of(posting.reference):
             document = await self._document_to_settle(posting, operation)
-            row = await self._record(record, key, operation)
+            row = await self._record(record, key, operation, expand=True)
             created_now = row is None
             if row is None:
                 body = await self._payment_body(posting, document, operation)
                 await self._upsert(record, posting.reference, body, operation)
-                row = await self._record(record, key, operation)
+                row = await self._record(record, key, operation, expand=True)
                 if row is None:
                     raise _unexpected(operation, "the payment it just upserted is not found", key)
+            applied_to = {
+                _ref_id(line, "doc", operation)
+                for line in _field(_field(row, "apply", operation), "items", operation)
+            }
+            if str(_field(document, "id", operation)) not in applied_to:
+                raise ConflictError(
+                    f"NetSuite {record} {row.get('id')} for {posting.reference!r} is applied to "
+                    f"{sorted(applied_to)}, not to {posting.applies_to}: not overwritten",
+                    system=SYSTEM,
+                    operation=operation,
+                    remote_code="mismatch",
+                    remote_answer=_jsonable(row),
+                )
             amount = _decimal(_field(row, "total", operation), "total", operation)
             if amount != posting.amount.amount:
                 raise ConflictError(
@@ -1085,16 +1098,20 @@ def _posted_document(
 
 
 def _refuse_different(
-    row: Mapping[str, Any], posted: PostedDocument, posting: LedgerPosting, operation: str
+    row: Mapping[str, Any],
+    posted: PostedDocument,
+    posting: LedgerPosting,
+    customer: str,
+    operation: str,
 ) -> None:
     """A document NetSuite holds for this reference that says something else than the
-    posting is never accepted nor overwritten."""
+    posting (total, currency, customer = its internal id) is never accepted nor overwritten."""
     problems = []
     if posted.total != posting.total:
         problems.append(f"total {posted.total} instead of {posting.total}")
-    customer = _ref_name(row, "entity", operation).split(" ", 1)[0]
-    if customer != posting.customer_id:
-        problems.append(f"customer {customer} instead of {posting.customer_id}")
+    entity = _ref_id(row, "entity", operation)
+    if entity != customer:
+        problems.append(f"customer {entity} instead of {customer} ({posting.customer_id})")
     if problems:
         raise ConflictError(
             f"NetSuite document {posted.erp_document_id} for reference {posting.reference!r} "
