@@ -831,29 +831,7 @@ class NetSuiteLedger:
                 row = await self._record(record, key, operation, expand=True)
                 if row is None:
                     raise _unexpected(operation, "the payment it just upserted is not found", key)
-            applied_to = {
-                _ref_id(line, "doc", operation)
-                for line in _field(_field(row, "apply", operation), "items", operation)
-            }
-            if str(_field(document, "id", operation)) not in applied_to:
-                raise ConflictError(
-                    f"NetSuite {record} {row.get('id')} for {posting.reference!r} is applied to "
-                    f"{sorted(applied_to)}, not to {posting.applies_to}: not overwritten",
-                    system=SYSTEM,
-                    operation=operation,
-                    remote_code="mismatch",
-                    remote_answer=_jsonable(row),
-                )
-            amount = _decimal(_field(row, "total", operation), "total", operation)
-            if amount != posting.amount.amount:
-                raise ConflictError(
-                    f"NetSuite {record} {row.get('id')} for {posting.reference!r} is of "
-                    f"{amount}, not {posting.amount.amount}: not overwritten",
-                    system=SYSTEM,
-                    operation=operation,
-                    remote_code="mismatch",
-                    remote_answer=_jsonable(row),
-                )
+            _refuse_other_payment(row, document, posting, operation)
             settled = await self._record(
                 RECORD_OF[_settles(posting)], str(_field(document, "id", operation)), operation
             )
@@ -1113,13 +1091,43 @@ def _refuse_different(
     if entity != customer:
         problems.append(f"customer {entity} instead of {customer} ({posting.customer_id})")
     if problems:
-        raise ConflictError(
-            f"NetSuite document {posted.erp_document_id} for reference {posting.reference!r} "
-            f"does not match the posting: {'; '.join(problems)}; not overwritten",
-            system=SYSTEM,
-            operation=operation,
-            remote_code="mismatch",
-            remote_answer=_jsonable(row),
+        raise _mismatch(
+            f"NetSuite document {posted.erp_document_id} for reference "
+            f"{posting.reference!r} does not match the posting: "
+            f"{'; '.join(problems)}",
+            row,
+            operation,
+        )
+
+
+def _mismatch(message: str, row: Mapping[str, Any], operation: str) -> ConflictError:
+    return ConflictError(
+        f"{message}: not overwritten",
+        system=SYSTEM,
+        operation=operation,
+        remote_code="mismatch",
+        remote_answer=_jsonable(row),
+    )
+
+
+def _refuse_other_payment(
+    row: Mapping[str, Any], document: Mapping[str, Any], posting: PaymentPosting, operation: str
+) -> None:
+    """A payment NetSuite holds for this reference of another amount, or applied to another
+    document, is never accepted nor overwritten."""
+    problems = []
+    amount = _decimal(_field(row, "total", operation), "total", operation)
+    if amount != posting.amount.amount:
+        problems.append(f"of {amount}, not {posting.amount.amount}")
+    applied = _field(_field(row, "apply", operation), "items", operation)
+    applied_to = {_ref_id(line, "doc", operation) for line in applied}
+    if str(_field(document, "id", operation)) not in applied_to:
+        problems.append(f"applied to {sorted(applied_to)}, not to {posting.applies_to}")
+    if problems:
+        raise _mismatch(
+            f"NetSuite payment {row.get('id')} for {posting.reference!r} is {'; '.join(problems)}",
+            row,
+            operation,
         )
 
 
