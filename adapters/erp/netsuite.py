@@ -246,17 +246,18 @@ class NetSuiteTokenAuth(httpx.Auth):
 
 
 # One semaphore per account (and event loop): the account's concurrency limit is shared by
-# every NetSuiteLedger of the process that talks to it.
+# every NetSuiteLedger of the process that talks to it with the same limit.
 _ACCOUNT_SLOTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
+    asyncio.AbstractEventLoop, dict[tuple[str, str, int], asyncio.Semaphore]
 ] = weakref.WeakKeyDictionary()
 
 
-def _account_slots(account_id: str, limit: int) -> asyncio.Semaphore:
+def _account_slots(base_url: str, account_id: str, limit: int) -> asyncio.Semaphore:
     per_loop = _ACCOUNT_SLOTS.setdefault(asyncio.get_running_loop(), {})
-    if account_id not in per_loop:
-        per_loop[account_id] = asyncio.Semaphore(limit)
-    return per_loop[account_id]
+    key = (base_url, account_id, limit)
+    if key not in per_loop:
+        per_loop[key] = asyncio.Semaphore(limit)
+    return per_loop[key]
 
 
 def _error_from_answer(response: httpx.Response, operation: str) -> AdapterError:
@@ -373,7 +374,7 @@ class NetSuiteLedger:
     ) -> httpx.Response:
         """One request within the account's concurrency limit; an error answer raised as the
         taxonomy says."""
-        async with _account_slots(self.account_id, self._concurrency):
+        async with _account_slots(str(self._client.base_url), self.account_id, self._concurrency):
             with adapter_call(SYSTEM, operation), transport_errors_as_transient(SYSTEM, operation):
                 response = await self._client.request(
                     method,
@@ -627,17 +628,17 @@ class NetSuiteLedger:
         record = RECORD_OF[posting.kind]
         key = f"eid:{external_id(posting.reference)}"
         async with self._posting_locks.of(posting.reference):
+            customer = await self._customer_internal_id(posting.customer_id, operation)
             row = await self._record(record, key, operation)
             created_now = row is None
             if row is None:
-                customer = await self._customer_internal_id(posting.customer_id, operation)
                 body = await self._document_body(posting, customer, operation)
                 await self._upsert(record, posting.reference, body, operation)
                 row = await self._record(record, key, operation)
                 if row is None:
                     raise _unexpected(operation, "the document it just upserted is not found", key)
             posted = _posted_document(row, posting, created_now=created_now)
-            _refuse_different(row, posted, posting, operation)
+            _refuse_different(row, posted, posting, customer, operation)
             if posting.kind == "credit_note" and posting.applies_to:
                 await self._apply_credit(row, posting)
             if created_now:
@@ -822,24 +823,15 @@ class NetSuiteLedger:
         key = f"eid:{external_id(posting.reference)}"
         async with self._posting_locks.of(posting.reference):
             document = await self._document_to_settle(posting, operation)
-            row = await self._record(record, key, operation)
+            row = await self._record(record, key, operation, expand=True)
             created_now = row is None
             if row is None:
                 body = await self._payment_body(posting, document, operation)
                 await self._upsert(record, posting.reference, body, operation)
-                row = await self._record(record, key, operation)
+                row = await self._record(record, key, operation, expand=True)
                 if row is None:
                     raise _unexpected(operation, "the payment it just upserted is not found", key)
-            amount = _decimal(_field(row, "total", operation), "total", operation)
-            if amount != posting.amount.amount:
-                raise ConflictError(
-                    f"NetSuite {record} {row.get('id')} for {posting.reference!r} is of "
-                    f"{amount}, not {posting.amount.amount}: not overwritten",
-                    system=SYSTEM,
-                    operation=operation,
-                    remote_code="mismatch",
-                    remote_answer=_jsonable(row),
-                )
+            _refuse_other_payment(row, document, posting, operation)
             settled = await self._record(
                 RECORD_OF[_settles(posting)], str(_field(document, "id", operation)), operation
             )
@@ -1084,24 +1076,58 @@ def _posted_document(
 
 
 def _refuse_different(
-    row: Mapping[str, Any], posted: PostedDocument, posting: LedgerPosting, operation: str
+    row: Mapping[str, Any],
+    posted: PostedDocument,
+    posting: LedgerPosting,
+    customer: str,
+    operation: str,
 ) -> None:
     """A document NetSuite holds for this reference that says something else than the
-    posting is never accepted nor overwritten."""
+    posting (total, currency, customer = its internal id) is never accepted nor overwritten."""
     problems = []
     if posted.total != posting.total:
         problems.append(f"total {posted.total} instead of {posting.total}")
-    customer = _ref_name(row, "entity", operation).split(" ", 1)[0]
-    if customer != posting.customer_id:
-        problems.append(f"customer {customer} instead of {posting.customer_id}")
+    entity = _ref_id(row, "entity", operation)
+    if entity != customer:
+        problems.append(f"customer {entity} instead of {customer} ({posting.customer_id})")
     if problems:
-        raise ConflictError(
-            f"NetSuite document {posted.erp_document_id} for reference {posting.reference!r} "
-            f"does not match the posting: {'; '.join(problems)}; not overwritten",
-            system=SYSTEM,
-            operation=operation,
-            remote_code="mismatch",
-            remote_answer=_jsonable(row),
+        raise _mismatch(
+            f"NetSuite document {posted.erp_document_id} for reference "
+            f"{posting.reference!r} does not match the posting: "
+            f"{'; '.join(problems)}",
+            row,
+            operation,
+        )
+
+
+def _mismatch(message: str, row: Mapping[str, Any], operation: str) -> ConflictError:
+    return ConflictError(
+        f"{message}: not overwritten",
+        system=SYSTEM,
+        operation=operation,
+        remote_code="mismatch",
+        remote_answer=_jsonable(row),
+    )
+
+
+def _refuse_other_payment(
+    row: Mapping[str, Any], document: Mapping[str, Any], posting: PaymentPosting, operation: str
+) -> None:
+    """A payment NetSuite holds for this reference of another amount, or applied to another
+    document, is never accepted nor overwritten."""
+    problems = []
+    amount = _decimal(_field(row, "total", operation), "total", operation)
+    if amount != posting.amount.amount:
+        problems.append(f"of {amount}, not {posting.amount.amount}")
+    applied = _field(_field(row, "apply", operation), "items", operation)
+    applied_to = {_ref_id(line, "doc", operation) for line in applied}
+    if str(_field(document, "id", operation)) not in applied_to:
+        problems.append(f"applied to {sorted(applied_to)}, not to {posting.applies_to}")
+    if problems:
+        raise _mismatch(
+            f"NetSuite payment {row.get('id')} for {posting.reference!r} is {'; '.join(problems)}",
+            row,
+            operation,
         )
 
 

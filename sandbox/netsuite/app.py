@@ -41,13 +41,15 @@ DEFAULT_CONCURRENCY_LIMIT = 5
 
 
 class _Faults:
-    """Answers queued by `POST /_sandbox/faults`, one per API call, before anything else."""
+    """Answers queued by `POST /_sandbox/faults`, one per API call: before the account looks
+    at it, or (`afterCommit`) in place of the answer of a call the account carried out, as a
+    gateway that timed out would (the write is committed, the caller never hears of it)."""
 
     def __init__(self) -> None:
-        self._queue: collections.deque[int] = collections.deque()
+        self._queue: collections.deque[tuple[int, bool, str | None]] = collections.deque()
 
-    def add(self, status: int, count: int) -> None:
-        self._queue.extend([status] * count)
+    def add(self, status: int, count: int, after_commit: bool, method: str | None) -> None:
+        self._queue.extend([(status, after_commit, method)] * count)
 
     def clear(self) -> None:
         self._queue.clear()
@@ -55,10 +57,13 @@ class _Faults:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def take(self) -> NetSuiteError | None:
-        if not self._queue:
+    def take(self, after_commit: bool, method: str) -> NetSuiteError | None:
+        """The next fault when it is for this phase and this HTTP method (or any method)."""
+        if not self._queue or self._queue[0][1] != after_commit:
             return None
-        status = self._queue.popleft()
+        if self._queue[0][2] not in (None, method):
+            return None
+        status, _, _ = self._queue.popleft()
         if status == 429:
             return _concurrency_refusal()
         return NetSuiteError(status, "UNEXPECTED_ERROR",
@@ -147,7 +152,7 @@ def create_app(
         """Why NetSuite would turn this API call away before reading it, if it would: an
         injected fault, a request not signed by the account's token, the account's
         concurrency limit reached."""
-        fault = faults.take()
+        fault = faults.take(after_commit=False, method=request.method)
         if fault is not None:
             return fault
         headers = {key.lower(): value for key, value in request.headers.items()}
@@ -173,7 +178,9 @@ def create_app(
             books.base_url = str(request.base_url).rstrip("/")
             if governance.latency:
                 await asyncio.sleep(governance.latency)
-            return await call_next(request)
+            response = await call_next(request)
+            lost = faults.take(after_commit=True, method=request.method)
+            return response if lost is None else lost.response()
         finally:
             governance.in_flight -= 1
 
@@ -254,11 +261,14 @@ def create_app(
     async def inject_faults(request: Request) -> Response:
         spec = await _json_body(request)
         status, count = spec.get("status"), spec.get("count", 1)
+        after_commit = spec.get("afterCommit", False) is True
+        method = spec.get("method")
         if not isinstance(status, int) or not isinstance(count, int) or count < 1 or not (
                 status == 429 or 500 <= status <= 599):  # fmt: skip
             raise NetSuiteError(400, "INVALID_PARAMETER",
-                                'Expected {"status": 429|5xx, "count": N >= 1}')  # fmt: skip
-        faults.add(status, count)
+                                'Expected {"status": 429|5xx, "count": N >= 1, '
+                                '"afterCommit": bool, "method": "PUT"...}')  # fmt: skip
+        faults.add(status, count, after_commit, method if isinstance(method, str) else None)
         return json_response(200, {"pendingFaults": len(faults)})
 
     @app.delete("/_sandbox/faults")
