@@ -66,7 +66,7 @@ from adapters.billing import INTENDED_CURRENCY_KEY
 from adapters.billing.events import StripeEventPayload, to_business_event
 from adapters.billing.stripe import StripeBilling
 from adapters.bootstrap import Adapters, build_adapters
-from adapters.settings import Settings
+from adapters.settings import ERP_ROUTING_FILE, Settings
 from adapters.store.erp_coexistence import ErpCoexistenceStore
 from adapters.store.models import WebhookReceipt
 from adapters.support.zendesk import without_write_marker
@@ -95,7 +95,7 @@ from starters.local.expectations import (
     must_reach_a_process,
     waits_on_finance,
 )
-from starters.local.stack import LocalStack, StackError, private_stack_env
+from starters.local.stack import LOCAL_ROUTING, LocalStack, StackError, private_stack_env
 from starters.local.subscriber import LocalSubscriber
 
 DEFAULT_EVENTS = 200
@@ -116,8 +116,12 @@ SAAS_WRITES = {"billing": ("POST", "DELETE"), "support": ("POST", "PUT"),
 # Maintenance windows (503 to every call), one per 40 events per system, at least one each
 OUTAGE_SECONDS = {"erp": (3.0, 8.0), "billing": (2.0, 5.0), "support": (2.0, 5.0),
                   "netsuite": (2.0, 5.0)}  # fmt: skip
-# The entity the run keeps in shadow from its start: Tryton books it, NetSuite gets copies.
-SHADOW_ENTITY = "EU"
+# The entities the run keeps in shadow from its start (every customer is in one): Tryton
+# books them, NetSuite gets copies. The local routing, with the US entity moving too.
+SHADOW_ENTITIES = ("EU", "US")
+CHAOS_ROUTING = LOCAL_ROUTING.replace(
+    'name = "US"\nlegacy = "tryton"\n', 'name = "US"\nlegacy = "tryton"\ntarget = "netsuite"\n'
+)
 WEBHOOK_DUPLICATE_RATE = 0.25  # of billing's deliveries: sent a second time, later
 TIERS = ("Basic", "Pro", "Team")
 # The plan's monthly price per tier, in each currency the local ERP books (JPY has no minor
@@ -254,6 +258,8 @@ def run_chaos(options: ChaosOptions, echo: Callable[[str], None] = print) -> int
         f"chaos: {options.events} events, seed {options.seed}, {options.kills} worker kill(s), "
         f"1 Temporal restart; private stack in {home}"
     )
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ERP_ROUTING_FILE).write_text(CHAOS_ROUTING)  # `up` keeps a routing it finds
     stack = LocalStack(settings, echo=log)
     report: ChaosReport | None = None
     try:
@@ -428,11 +434,12 @@ class ChaosRun:
         self.log(f"chaos: a subscriber to every event out, refusing "
                  f"{SUBSCRIBER_REFUSALS:.0%} of deliveries (503)")  # fmt: skip
         today = datetime.now(UTC).date().isoformat()
-        await self._api("post", f"/v1/erp/entities/{SHADOW_ENTITY}/mode", "finance_admin", {
-            "mode": "shadow", "effective_from": today, "reason": f"chaos run {self.run}",
-        })  # fmt: skip
-        self.log(f"chaos: entity {SHADOW_ENTITY} in shadow: Tryton books it, NetSuite (behind "
-                 "its own faults) gets the same postings")  # fmt: skip
+        for entity in SHADOW_ENTITIES:
+            await self._api("post", f"/v1/erp/entities/{entity}/mode", "finance_admin", {
+                "mode": "shadow", "effective_from": today, "reason": f"chaos run {self.run}",
+            })  # fmt: skip
+        self.log(f"chaos: entities {' and '.join(SHADOW_ENTITIES)} in shadow: Tryton books "
+                 "them, NetSuite (behind its own faults) gets the same postings")  # fmt: skip
         # Sell from the local catalogue (`ledgerbridge up` put it in billing and wrote
         # finance's mapping of it), and one product of the run's own that the mapping lacks.
         self.catalog = load_local_catalog(self.stack.home)
@@ -1785,26 +1792,27 @@ class Checker:
         return ok, "11 every event out delivered once", detail
 
     async def _shadow_copies_once(self) -> tuple[bool, str, str]:
-        """(12) With the entity in shadow, Tryton stayed its book of record and NetSuite got a
-        copy of every document, payment and refund booked for it: once each (by reference),
-        of the same total; a copy that failed for good is journaled as failed, and the shadow
-        report lists exactly those."""
+        """(12) With the entities in shadow, Tryton stayed their book of record and NetSuite
+        got a copy of every document, payment and refund booked for them: once each (by
+        reference), of the same total; a copy that failed for good is journaled as failed,
+        and the entities' shadow reports list exactly those."""
         store = self.run.adapters.store
         netsuite = self.run.adapters.ledger_of("netsuite")
-        booked = [p for p in store.postings() if p.entity == SHADOW_ENTITY
+        booked = [p for p in store.postings() if p.entity in SHADOW_ENTITIES
                   and not p.erp_document_id.startswith((MANUAL_POSTING_PREFIX,
                                                         REJECTED_POSTING_PREFIX))]  # fmt: skip
         elsewhere = [p.source_document_id for p in booked if p.erp != "tryton"]
         coexistence = ErpCoexistenceStore(store)
-        copies = coexistence.shadow_postings(SHADOW_ENTITY, [p.source_document_id for p in booked])
+        copies = {}
+        for entity in SHADOW_ENTITIES:
+            copies.update(coexistence.shadow_postings(
+                entity, [p.source_document_id for p in booked if p.entity == entity]))  # fmt: skip
         uncopied = [p.source_document_id for p in booked if p.source_document_id not in copies]
-        failed = sorted(
-            r for r, c in copies.items() if c.erp_document_id.startswith(SHADOW_FAILED_PREFIX)
-        )
+        failed = sorted(r for r, c in copies.items()
+                        if c.erp_document_id.startswith(SHADOW_FAILED_PREFIX))  # fmt: skip
         wrong: list[str] = []
         for posting in booked:
-            copy = copies.get(posting.source_document_id)
-            if copy is None or copy.source_document_id in failed:
+            if posting.source_document_id not in copies or posting.source_document_id in failed:
                 continue
             if posting.document_type in DOCUMENT_KINDS:
                 found = await netsuite.find_document(posting.source_document_id)
@@ -1813,25 +1821,28 @@ class Checker:
                 paid = await netsuite.find_payment(posting.source_document_id)
                 total = paid.amount.amount if paid else None
             if total != posting.amount:
-                wrong.append(
-                    f"{posting.source_document_id} {posting.amount} in Tryton, {total} in NetSuite"
-                )
+                wrong.append(f"{posting.source_document_id} {posting.amount} in Tryton, "
+                             f"{total} in NetSuite")  # fmt: skip
         twice = await self._netsuite_duplicates()
         day = datetime.now(UTC).date().isoformat()
-        report = (await self.run._api("post", f"/v1/erp/entities/{SHADOW_ENTITY}/shadow-reports",
-                                      "finance", {"day": day})).json()  # fmt: skip
-        listed = sorted(d["reference"] for d in report["differences"])
-        ok = bool(booked) and not (elsewhere or uncopied or wrong or twice) and listed == failed
-        self.violations += [f"{r} booked for {SHADOW_ENTITY} outside Tryton" for r in elsewhere]
+        listed, compared = [], 0
+        for entity in SHADOW_ENTITIES:
+            report = (await self.run._api("post", f"/v1/erp/entities/{entity}/shadow-reports",
+                                          "finance", {"day": day})).json()  # fmt: skip
+            listed += [d["reference"] for d in report["differences"]]
+            compared += report["compared"]
+        ok = bool(booked) and not (elsewhere or uncopied or wrong or twice)
+        ok = ok and sorted(listed) == failed
+        self.violations += [f"{r} booked for an entity in shadow outside Tryton" for r in elsewhere]
         self.violations += [f"{r} never sent to NetSuite" for r in uncopied[:10]]
         self.violations += [f"shadow copy differs: {w}" for w in wrong[:10]]
         self.violations += [f"{r} twice in NetSuite" for r in twice[:10]]
-        if listed != failed:
-            self.violations.append(f"shadow report lists {listed[:5]}, failed copies {failed[:5]}")
-        detail = (f"{len(booked)} postings of {SHADOW_ENTITY} booked in Tryton, "
-                  f"{len(copies) - len(failed)} copied to NetSuite with equal totals, "
-                  f"{len(failed)} failed and listed by the shadow report "
-                  f"({report['compared']} compared)")  # fmt: skip
+        if sorted(listed) != failed:
+            self.violations.append(f"shadow reports list {sorted(listed)[:5]}, failed copies "
+                                   f"{failed[:5]}")  # fmt: skip
+        detail = (f"{len(booked)} postings booked in Tryton, {len(copies) - len(failed)} "
+                  f"copied to NetSuite once with equal totals, {len(failed)} failed and listed "
+                  f"by the shadow reports ({compared} compared)")  # fmt: skip
         return ok, "12 shadow copies in the second ERP once", detail
 
     async def _netsuite_duplicates(self) -> list[str]:
