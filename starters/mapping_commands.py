@@ -42,12 +42,22 @@ def add_parsers(sub: Any) -> None:
         "else finance-mapping.toml under LEDGERBRIDGE_HOME)",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="the report as JSON")
+    check.add_argument(
+        "--erp", help="the ERP of the routing to check against, by its name there (default: "
+        "the one on the `erp` queue); each ERP reads finance's mapping",
+    )  # fmt: skip
 
 
-def _bootstrap_systems(settings: Settings) -> tuple[BillingSystem, Ledger]:
-    from adapters.bootstrap import build_billing, build_ledger
+def _bootstrap_systems(settings: Settings, erp: str | None = None) -> tuple[BillingSystem, Ledger]:
+    from adapters.bootstrap import LEDGER_BUILDERS, build_billing, build_ledger
+    from adapters.routing_file import load_routing
 
-    return build_billing(settings), build_ledger(settings)
+    if erp is None:
+        return build_billing(settings), build_ledger(settings)
+    routing = load_routing(settings.resolved_erp_routing())
+    if erp not in routing.erps:
+        raise MappingFileError(f"the ERP routing has no ERP {erp!r} ({', '.join(routing.erps)})")
+    return build_billing(settings), LEDGER_BUILDERS[routing.erps[erp].kind](settings)
 
 
 def cmd_mapping(
@@ -59,7 +69,11 @@ def cmd_mapping(
     except MappingFileError as err:
         return fail(str(err), CANNOT_CHECK)
     try:
-        billing_catalog, erp_catalog = asyncio.run(_read_catalogs(settings, systems))
+        erp = getattr(args, "erp", None)
+        chosen = systems if erp is None else lambda s: _bootstrap_systems(s, erp)
+        billing_catalog, erp_catalog = asyncio.run(_read_catalogs(settings, chosen))
+    except MappingFileError as err:
+        return fail(str(err), CANNOT_CHECK)
     except AdapterError as err:
         return fail(f"{err.system} did not give its catalogue ({err.operation}): {err.message}",
                     CANNOT_CHECK)  # fmt: skip
