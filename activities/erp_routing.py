@@ -61,12 +61,21 @@ class ErpRoutingActivities(SystemActivities):
         self._store = store
         self._routing = routing
         self._customers: dict[str, tuple[float, Customer]] = {}
+        # One entity, booked by one ERP for everyone: every route is the same, read nothing.
+        only = routing.entities[0] if len(routing.entities) == 1 else None
+        self._one_route = (
+            route_on(routing, only, [], date.min)
+            if only is not None and only.match.default and only.target is None
+            else None
+        )
 
     @activity.defn(name="route_erp_posting")
     async def route_erp_posting(self, request: RoutePostingInput) -> PostingRoute:
         """Where a document of the customer dated `on` is booked (and shadowed); where it
         was, once journaled. NoRoute, not retried, when no entity covers the customer:
         finance adds it to a route."""
+        if self._one_route is not None:
+            return self._one_route
         if request.reference is not None:
             booked = await self._journaled_route(request.reference)
             if booked is not None:
@@ -79,6 +88,8 @@ class ErpRoutingActivities(SystemActivities):
     async def route_erp_payment(self, request: RoutePaymentInput) -> PostingRoute:
         """Money follows the document it settles: booked where that document was booked,
         shadowed where it was shadowed, whatever the entity's mode is now."""
+        if self._one_route is not None:
+            return self._one_route
         booked = await self._journaled_route(request.applies_to)
         if booked is not None:
             return booked
@@ -111,9 +122,6 @@ class ErpRoutingActivities(SystemActivities):
         )
 
     async def _entity(self, customer_id: str) -> LegalEntity:
-        only = self._routing.entities[0] if len(self._routing.entities) == 1 else None
-        if only is not None and only.match.default and only.target is None:
-            return only  # one ERP for everyone: no need to read the customer
         customer = await self._customer(customer_id)
         try:
             return entity_of(self._routing, customer)
