@@ -184,6 +184,7 @@ async def test_requests_past_the_accounts_concurrency_limit_are_refused_with_429
     refused = [answer for answer in answers if answer.status_code == 429]
     assert {error_code(answer) for answer in refused} == {"CONCURRENCY_LIMIT_EXCEEDED"}
     assert seen["peak"] == 2 and seen["refused"] == 3
+    assert seen["served"] == 2 and seen["busySeconds"] >= 2 * 0.5  # each held its slot 0.5 s
 
 
 def test_an_injected_outage_answers_netsuites_5xx_body(server: NetSuiteServer) -> None:
