@@ -282,7 +282,8 @@ def create_app(
     async def set_governance(request: Request) -> Response:
         spec = await _json_body(request)
         limit = spec.get("concurrencyLimit", governance.limit)
-        latency = spec.get("latencySeconds", governance.latency)
+        # JSON numbers arrive as int or Decimal; the current latency (a float) stays as it is.
+        latency = spec.get("latencySeconds", Decimal(str(governance.latency)))
         if not isinstance(limit, int) or limit < 1 or not isinstance(latency, int | Decimal) \
                 or not 0 <= latency <= 30:  # fmt: skip
             raise NetSuiteError(400, "INVALID_PARAMETER", 'Expected {"concurrencyLimit": N >= 1, '
