@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     # Second ERP (NetSuite SuiteTalk REST, token-based authentication): the account's REST
     # base URL (https://<account>.suitetalk.api.netsuite.com in production), its id (the OAuth
     # realm), the integration's consumer and the access token; `netsuite_concurrency` is the
-    # requests in flight the adapter allows itself (the account's limit: 5 on a standard tier)
+    # requests in flight the adapter allows itself (the account's limit: 5 on a standard tier),
+    # and so the activities a worker runs at once on a NetSuite queue
     netsuite_url: str = "http://127.0.0.1:12113"
     netsuite_account_id: str = LOCAL_NETSUITE_ACCOUNT_ID
     netsuite_consumer_key: str = LOCAL_NETSUITE_CONSUMER_KEY

@@ -4,11 +4,12 @@
     ledgerbridge bench [--only NAME ...] [--quick]
     python3 tasks.py bench [--only NAME ...] [--quick]
 
-Each benchmark runs as its own process (`python -m bench.<name>`, default arguments; with
-`--quick` the smaller sizes below, passed only when the module's --help lists the flag), its
-output shown as it comes. A module that does not exist yet is named and skipped. Figures that
-miss their target are reported, not failures: the exit code is 0 unless a benchmark crashed
-or ran out of time (then 1).
+Each benchmark runs as its own process (`python -m bench.<name>`, default arguments; a
+variant, `python -m bench.<module>` with its fixed arguments, e.g. erp_posting_netsuite is
+erp_posting --erp netsuite; with `--quick` the smaller sizes below, passed only when the
+module's --help lists the flag), its output shown as it comes. A module that does not exist
+yet is named and skipped. Figures that miss their target are reported, not failures: the
+exit code is 0 unless a benchmark crashed or ran out of time (then 1).
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ from typing import Any
 from bench._common import PROJECT_ROOT, RESULTS
 
 MODULES = (
-    "erp_posting", "orchestration", "ingress", "reconciliation", "footprint", "console_inbox",
-    "events_relay",
+    "erp_posting", "erp_posting_netsuite", "orchestration", "ingress", "reconciliation",
+    "footprint", "console_inbox", "events_relay",
 )  # fmt: skip
+# Benchmarks that are another module run with fixed arguments: name -> (module, arguments).
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "erp_posting_netsuite": ("erp_posting", ["--erp", "netsuite"]),
+}
 # Smaller sizes for --quick, by module: each pair is passed when the module accepts the flag.
 QUICK: dict[str, list[tuple[str, str]]] = {
     "erp_posting": [("--documents", "10")],
+    "erp_posting_netsuite": [("--documents", "10")],
     "orchestration": [("--events", "100"), ("--diagnose", "never")],
     "ingress": [("--events", "500"), ("--breakdown", "never")],
     "reconciliation": [("--documents", "10000")],
@@ -48,10 +54,11 @@ def load_results() -> list[dict[str, Any]]:
     return list(json.loads(RESULTS.read_text()))
 
 
-def quick_args(name: str) -> tuple[list[str], list[str]]:
-    """The quick flags the module's --help lists, and the ones it does not (dropped)."""
+def quick_args(name: str, module: str) -> tuple[list[str], list[str]]:
+    """The quick flags of benchmark `name` that its module's --help lists, and the ones it
+    does not (dropped)."""
     help_text = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", "--help"],
+        [sys.executable, "-m", f"bench.{module}", "--help"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     passed: list[str] = []
@@ -123,27 +130,30 @@ def main(argv: list[str] | None = None) -> int:
     fresh: set[str] = set()
     began = time.monotonic()
     for name in selected:
-        if importlib.util.find_spec(f"bench.{name}") is None:
-            print(f"== bench.{name}: not there yet (bench/{name}.py), skipped\n", flush=True)
+        module, fixed = VARIANTS.get(name, (name, []))
+        if importlib.util.find_spec(f"bench.{module}") is None:
+            print(f"== bench.{module}: not there yet (bench/{module}.py), skipped\n", flush=True)
             outcomes.append((name, "not there yet", 0.0, ""))
             continue
-        module_args, dropped = quick_args(name) if args.quick else ([], [])
+        module_args, dropped = quick_args(name, module) if args.quick else ([], [])
+        module_args = fixed + module_args
         shown = " ".join(module_args) or "(default arguments)"
-        print(f"== bench.{name} {shown}", flush=True)
+        print(f"== bench.{module} {shown}", flush=True)
         if dropped:
             print(f"   (it takes no {', '.join(dropped)}: not passed)", flush=True)
         before = {f["name"]: f for f in load_results()}
-        outcome, seconds = run_module(name, module_args)
+        outcome, seconds = run_module(module, module_args)
         after = load_results()
         fresh |= {f["name"] for f in after if before.get(f["name"]) != f}
-        print(f"== bench.{name}: {outcome} in {seconds:.0f} s\n", flush=True)
+        label = " ".join([module, *fixed])
+        print(f"== bench.{label}: {outcome} in {seconds:.0f} s\n", flush=True)
         outcomes.append((name, outcome, seconds, shown))
     total = time.monotonic() - began
 
     print("Benchmarks")
     for name, outcome, seconds, shown in outcomes:
-        print(f"  {name:<16} {outcome:<24} {seconds:>6.0f} s  {shown}")
-    print(f"  {'total':<16} {'':<24} {total:>6.0f} s ({total / 60:.1f} min)\n")
+        print(f"  {name:<20} {outcome:<24} {seconds:>6.0f} s  {shown}")
+    print(f"  {'total':<20} {'':<24} {total:>6.0f} s ({total / 60:.1f} min)\n")
     figures = load_results()
     if figures:
         print(f"bench/results.json ({len(fresh)} of {len(figures)} figures written by this run, "

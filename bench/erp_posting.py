@@ -1,6 +1,6 @@
-"""ERP-bound posting: taxed invoices and their payments, webhook -> Tryton, against Tryton's rate.
+"""ERP-bound posting: taxed invoices and their payments, webhook -> ERP, against the ERP's rate.
 
-    .venv/bin/python -m bench.erp_posting [--documents 40]
+    .venv/bin/python -m bench.erp_posting [--documents 40] [--erp tryton|netsuite]
 
 Starts a private local stack (free ports, a temporary home; no fault proxies, so the worker
 and the API call Tryton and billing directly, as deployed; `ledgerbridge up`'s catalogue and
@@ -34,12 +34,33 @@ billing's), reports the webhook acknowledgement latency (p50/p99) measured by bi
 deliveries during ours' rounds, while the ERP is the bottleneck, what one document and
 one payment cost in the ERP (JSON-RPC calls and their time, measured on the baseline's
 calls), and writes the figures to bench/results.json.
+
+`--erp netsuite` runs the same against the NetSuite sandbox, booked through the real
+pipeline: the private stack's routing file (`NETSUITE_ROUTING`) makes one entity, every
+customer, booked by NetSuite on its own queue (Tryton stays on `erp`, where account sync
+keeps making its parties; the ledger workflow ensures the NetSuite customer itself, so the
+bench waits for no party). Real NetSuite takes hundreds of ms a request and limits the
+requests an account has in flight; the sandbox answers in microseconds, which would measure
+our overhead instead. So the sandbox's governance is set to the account's concurrency limit
+(`netsuite_concurrency`, 5: the standard tier's) with `NETSUITE_LATENCY_SECONDS` a request,
+the worker's NetSuite queue runs that many activities at once (`QueueLimits.queue_options`),
+and the baseline posts with that many posters in parallel, each one invoice then its
+payment, through `NetSuiteLedger`: both sides run at the account's limit. Duplicates and
+books come from NetSuite's own SuiteQL pages (`document_page` / `payment_page`: documents
+and payments per reference; each invoice paid, its tax and total billing's, each payment
+applied to its invoice). It also reports, per side, the sandbox's counters (requests per
+invoice with its payment, by operation from ledgerbridge's own metrics; mean and peak in
+flight; 429s) and the steady-state rate over the middle half of each round's postings,
+since the first-to-last span does not see parallel posters' first postings completing
+together. Its figures are named `erp_posting_netsuite_*` (and
+`webhook_ack_p99_ms_while_netsuite_bound`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import statistics
@@ -54,8 +75,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.bootstrap import Adapters, build_adapters
+from adapters.bootstrap import Adapters, build_adapters, build_netsuite_ledger
 from adapters.erp.tryton import TrytonLedger
 from adapters.logs import configure_logging
 from adapters.mapping_file import MappingFile
@@ -71,10 +94,11 @@ from bench._common import (
 from canonical import BillingDocument, LedgerPosting, Payment, PaymentPosting
 from canonical.ledger import payment_postings, required_postings
 from canonical.mapping import map_document, map_payment
+from canonical.reconciliation import LedgerDocument, LedgerPayment
 from sandbox.billing.driver import BillingDriver
 from starters.api.intake import SLOW_ANSWER_MS
 from starters.local.catalog import load_local_catalog
-from starters.local.stack import LocalStack
+from starters.local.stack import LOCAL_ROUTING, LocalStack, metrics_endpoints
 
 TARGET_RATIO = 0.9
 TARGET_ACK_P99_MS = 100.0
@@ -84,6 +108,31 @@ PRICE_MINOR = 3000  # 30.00 USD a month; with tax 32.66
 # Ours is done when the journal holds every posting; past this (plus a second per posting)
 # something other than the ERP's pace holds it up, and the run says what.
 JOURNAL_WAIT_SECONDS = 90.0
+ERPS = ("tryton", "netsuite")
+# Each request to the NetSuite sandbox takes this long (its governance `latencySeconds`).
+# NetSuite's Help Center publishes no response time for REST web services: what it governs
+# is concurrency (one limit per account, the sum of web services and RESTlet requests in
+# flight: 5 on the standard tier and on developer accounts, more with SuiteCloud Plus
+# licences; past it, 429) and a 15-minute timeout. What integrators commonly observe is a
+# few hundred ms for a record read or a small SuiteQL query and more for a transaction write
+# (an invoice or a customer payment runs the account's validation, GL impact, scripts and
+# workflows): 0.5 to 2 s is usual. 0.2 s, for every request alike, is the low end of that:
+# far above the sandbox's own microseconds, so the account's slots bind both sides and not
+# our CPU, and short enough for a run on a shared 2-core machine. Being uniform, it prices a
+# read like a write: ours' extra requests are reads (the party lookup, the period checks),
+# so the ratio it gives is, if anything, below what a real account's slower writes would give.
+NETSUITE_LATENCY_SECONDS = 0.2
+# `--erp netsuite`: `up`'s ERPs on their queues (Tryton on `erp`, where account sync makes
+# parties; NetSuite on its own), and one entity instead of `up`'s two: every customer, booked
+# by NetSuite (the ledger workflow ensures the NetSuite customer itself).
+NETSUITE_ROUTING = (
+    LOCAL_ROUTING.split("[[entities]]", 1)[0]
+    + """[[entities]]
+name = "BENCH"
+legacy = "netsuite"
+match = { default = true }
+"""
+)
 
 
 @dataclass
@@ -95,8 +144,10 @@ class Rate:
     gaps: int = 0  # postings after each round's first
     sustained_seconds: float = 0.0
     seconds: float = 0.0
+    rounds: list[list[float]] = field(default_factory=list)
 
     def add(self, started: float, done: list[float]) -> None:
+        self.rounds.append(sorted(done))
         self.postings += len(done)
         self.gaps += len(done) - 1
         self.sustained_seconds += max(done) - min(done)
@@ -109,6 +160,18 @@ class Rate:
     @property
     def end_to_end(self) -> float:
         return self.postings / self.seconds
+
+    @property
+    def middle_half(self) -> float:
+        """Postings between each round's first and third quartile posting, over that time:
+        the steady state, without the filling and the draining of parallel posters (whose
+        first postings complete together, which first-to-last does not see)."""
+        gaps = [len(done) // 2 for done in self.rounds]
+        spans = [
+            done[len(done) // 4 + gap] - done[len(done) // 4]
+            for done, gap in zip(self.rounds, gaps, strict=True)
+        ]
+        return sum(gaps) / sum(spans)
 
 
 @dataclass
@@ -369,11 +432,28 @@ def _aware(at: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Books:
-    """What Tryton holds for a side's invoices: duplicates and documents that disagree
+    """What the ERP holds for a side's invoices: duplicates and documents that disagree
     with billing (not paid, another tax or total)."""
 
     duplicates: int
     differences: list[str]
+
+    @classmethod
+    def tally(
+        cls,
+        invoices: list[str],
+        payments: list[str],
+        held: Counter[str],
+        paid: Counter[str],
+        disagreeing: list[str],
+    ) -> Books:
+        """`held` / `paid`: the ERP's documents / payments per reference; `disagreeing`:
+        what it holds for these invoices that is not billing's."""
+        duplicates = sum(held[r] - 1 for r in invoices if held[r] > 1)
+        duplicates += sum(paid[r] - 1 for r in payments if paid[r] > 1)
+        differences = [f"{r}: not in the ERP" for r in invoices if not held[r]]
+        differences += [f"payment {r}: not in the ERP" for r in payments if not paid[r]]
+        return cls(duplicates, differences + disagreeing)
 
 
 async def books(
@@ -395,19 +475,289 @@ async def books(
         None,
         ["description"],
     )
-    per_invoice = Counter(row["reference"] for row in rows)
-    per_payment = Counter(row["description"] for row in moves)
-    duplicates = sum(per_invoice[r] - 1 for r in invoices if per_invoice[r] > 1)
-    duplicates += sum(per_payment[r] - 1 for r in payments if per_payment[r] > 1)
-    differences = [f"{r}: not in the ERP" for r in invoices if not per_invoice[r]]
-    differences += [f"payment {r}: not in the ERP" for r in payments if not per_payment[r]]
-    differences += [
+    disagreeing = [
         f"{row['reference']}: {row['state']}, tax {row['tax_amount']}, total {row['total_amount']}"
         for row in rows
         if (row["state"], Decimal(row["tax_amount"]), Decimal(row["total_amount"]))
         != ("paid", tax, total)
     ]
-    return Books(duplicates, differences)
+    return Books.tally(
+        invoices,
+        payments,
+        Counter(row["reference"] for row in rows),
+        Counter(row["description"] for row in moves),
+        disagreeing,
+    )
+
+
+class ErpSide:
+    """What differs with the ERP the bench posts to: how the baseline posts, how the books
+    are read, what tells that the customer can be posted for, what is measured around each
+    side's rounds and printed after them."""
+
+    name = ""
+
+    async def prepare(self) -> None:
+        """Before anything is posted."""
+
+    async def party_ready(self, adapters: Adapters, customer_id: str) -> None:
+        """Returns once the ERP can take documents of the customer."""
+
+    async def direct_round(
+        self, same: SameDocuments, numbers: range, rate: Rate, timed: bool
+    ) -> list[str]:
+        """The baseline's postings of `numbers`, each invoice then its payment; their
+        references. Untimed (the warm-up), its calls are not counted."""
+        raise NotImplementedError
+
+    async def books(
+        self, invoices: list[str], payments: list[str], tax: Decimal, total: Decimal
+    ) -> Books:
+        raise NotImplementedError
+
+    async def round_began(self, side: str) -> None:
+        """Before a timed round of `side` ("ours" or "baseline")."""
+
+    async def round_ended(self, side: str) -> None:
+        """After it."""
+
+    def summary(self, postings: tuple[int, int]) -> list[str]:
+        """Lines on what the ERP did for each side (ours' postings, the baseline's)."""
+        return []
+
+    def figures(self, prefix: str, postings: tuple[int, int]) -> list[dict[str, Any]]:
+        """Figures of this ERP's own, besides the rate, duplicates, books and acks."""
+        return []
+
+    def conditions(self) -> dict[str, Any]:
+        """What the ERP was set to, recorded with each figure."""
+        return {}
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+
+class TrytonSide(ErpSide):
+    """Tryton: the baseline posts one invoice after the other (writes are serial there), its
+    JSON-RPC calls timed; the party comes from account sync."""
+
+    name = "tryton"
+
+    def __init__(self, settings: Settings) -> None:
+        self.cost = ErpCost()
+        self.ledger = TimedTrytonLedger(settings, self.cost)
+
+    async def party_ready(self, adapters: Adapters, customer_id: str) -> None:
+        deadline = time.monotonic() + 60
+        while await adapters.ledger.find_party(customer_id) is None:  # account sync first
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"account sync did not make {customer_id} an ERP party in 60 s")
+            await asyncio.sleep(0.2)
+
+    async def direct_round(
+        self, same: SameDocuments, numbers: range, rate: Rate, timed: bool
+    ) -> list[str]:
+        return await direct_round(self.ledger, same, numbers, rate, self.cost if timed else None)
+
+    async def books(
+        self, invoices: list[str], payments: list[str], tax: Decimal, total: Decimal
+    ) -> Books:
+        return await books(self.ledger, invoices, payments, tax, total)
+
+    def summary(self, postings: tuple[int, int]) -> list[str]:
+        return [
+            f"ERP cost, baseline calls: {self.cost.summary('document')}",
+            f"ERP cost, baseline calls: {self.cost.summary('payment')}",
+        ]
+
+    async def aclose(self) -> None:
+        await self.ledger.aclose()
+
+
+def erp_requests(metrics: str) -> Counter[str]:
+    """ERP requests by operation (every outcome) in a Prometheus exposition of ours."""
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "ledgerbridge_adapter_calls":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("system") == "erp":
+                    counts[sample.labels["operation"]] += int(sample.value)
+    return counts
+
+
+@dataclass
+class Governance:
+    """The NetSuite sandbox's account counters over one side's rounds (`/_sandbox/governance`,
+    reset as each round begins): requests served and refused (429), the peak in flight, and
+    the seconds requests held one of the account's slots; plus the ERP requests by operation
+    that ledgerbridge's own metrics counted (the worker's for ours, this process' for the
+    baseline)."""
+
+    served: int = 0
+    refused: int = 0
+    peak: int = 0
+    busy_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    requests: Counter[str] = field(default_factory=Counter)
+
+    def add(self, counters: Mapping[str, Any], wall: float, requests: Counter[str]) -> None:
+        self.served += int(counters["served"])
+        self.refused += int(counters["refused"])
+        self.peak = max(self.peak, int(counters["peak"]))
+        self.busy_seconds += float(counters["busySeconds"])
+        self.wall_seconds += wall
+        self.requests += requests
+
+    def summary(self, side: str, invoices: int) -> str:
+        def per_invoice(tryton: bool) -> str:
+            return ", ".join(
+                f"{operation} {count / invoices:g}"
+                for operation, count in self.requests.most_common()
+                if operation.startswith("model.") == tryton  # Tryton's are its RPC methods
+            )
+
+        tryton = per_invoice(tryton=True)
+        return (
+            f"{side}: {self.served / invoices:g} requests an invoice with its payment "
+            f"({per_invoice(tryton=False)}); mean in flight "
+            f"{self.busy_seconds / self.wall_seconds:.2f}, peak {self.peak}; refused (429) "
+            f"{self.refused}" + (f"; meanwhile Tryton (account sync): {tryton}" if tryton else "")
+        )
+
+
+class NetSuiteSide(ErpSide):
+    """The NetSuite sandbox at the account's concurrency limit, each request taking
+    `NETSUITE_LATENCY_SECONDS`: the baseline posts with as many posters as the account allows,
+    each one invoice then its payment; the workflow ensures the party in NetSuite itself."""
+
+    name = "netsuite"
+
+    def __init__(self, settings: Settings) -> None:
+        self.ledger = build_netsuite_ledger(settings)
+        self.posters = settings.netsuite_concurrency
+        self.control = f"{settings.netsuite_url}/_sandbox/governance"
+        ours = metrics_endpoints(settings)[1:2]  # the worker's (the stack gives it a port)
+        self.worker_metrics = ours[0] if ours else None
+        self.sides: dict[str, Governance] = defaultdict(Governance)
+        self._began = (0.0, Counter[str]())
+
+    async def prepare(self) -> None:
+        """The account's limit is the worker's and the baseline's (`netsuite_concurrency`),
+        each request `NETSUITE_LATENCY_SECONDS` long."""
+        httpx.put(self.control, timeout=10, json={
+            "concurrencyLimit": self.posters, "latencySeconds": NETSUITE_LATENCY_SECONDS,
+        }).raise_for_status()  # fmt: skip
+
+    def _requests(self, side: str) -> Counter[str]:
+        if side == "baseline":
+            return erp_requests(generate_latest(REGISTRY).decode())
+        if self.worker_metrics is None:
+            return Counter()
+        return erp_requests(httpx.get(self.worker_metrics, timeout=10).text)
+
+    async def round_began(self, side: str) -> None:
+        httpx.put(self.control, json={"resetCounters": True}, timeout=10).raise_for_status()
+        self._began = (time.monotonic(), self._requests(side))
+
+    async def round_ended(self, side: str) -> None:
+        began, requests = self._began
+        counters = httpx.get(self.control, timeout=10).json()
+        self.sides[side].add(counters, time.monotonic() - began, self._requests(side) - requests)
+
+    async def direct_round(
+        self, same: SameDocuments, numbers: range, rate: Rate, timed: bool
+    ) -> list[str]:
+        started, done, references = time.monotonic(), [], []
+        pending = iter(numbers)
+
+        async def poster() -> None:
+            for n in pending:  # shared: each number goes to one poster
+                posted = await self.ledger.post_document(same.posting(n))
+                references.append(posted.reference)
+                done.append(time.monotonic())
+                await self.ledger.post_payment(same.payment_of(n))
+                done.append(time.monotonic())
+
+        await asyncio.gather(*(poster() for _ in range(self.posters)))
+        rate.add(started, done)
+        return references
+
+    async def books(
+        self, invoices: list[str], payments: list[str], tax: Decimal, total: Decimal
+    ) -> Books:
+        """Every document and payment dated in the last month (the sandbox is this run's),
+        read with the reconciliation's own pages (SuiteQL)."""
+        today = dt.date.today()
+        start, end = today - dt.timedelta(days=31), today + dt.timedelta(days=1)
+        documents: list[LedgerDocument] = []
+        money: list[LedgerPayment] = []
+        cursor: str | None = None
+        while True:
+            page = await self.ledger.document_page(start, end, cursor, 1000)
+            documents += page.documents
+            if (cursor := page.next_cursor) is None:
+                break
+        while True:
+            paid = await self.ledger.payment_page(start, end, cursor, 1000)
+            money += paid.payments
+            if (cursor := paid.next_cursor) is None:
+                break
+        wanted, settles = set(invoices), dict(zip(payments, invoices, strict=True))
+        disagreeing = [
+            f"{d.reference}: {d.state}, tax {tax_of(d)}, total {d.total.amount}"
+            for d in documents
+            if d.reference in wanted
+            and (d.state, tax_of(d), d.total.amount) != ("paid", tax, total)
+        ]
+        disagreeing += [
+            f"payment {p.reference}: applied to {p.applies_to}, not {settles[p.reference]}"
+            for p in money
+            if p.reference in settles and p.applies_to != settles[p.reference]
+        ]
+        return Books.tally(
+            invoices,
+            payments,
+            Counter(d.reference for d in documents if d.reference),
+            Counter(p.reference for p in money if p.reference),
+            disagreeing,
+        )
+
+    def figures(self, prefix: str, postings: tuple[int, int]) -> list[dict[str, Any]]:
+        ours, baseline = self.sides["ours"], self.sides["baseline"]
+        per_invoice = [side.served / (count // 2) for side, count in
+                       zip((ours, baseline), postings, strict=True)]  # fmt: skip
+        return [
+            {
+                "name": f"{prefix}_429s", "ours": ours.refused, "baseline": baseline.refused,
+                "ratio": None, "target": "reported", "met": None,
+            },
+            {
+                "name": f"{prefix}_requests_per_invoice", "ours": round(per_invoice[0], 2),
+                "baseline": round(per_invoice[1], 2),
+                "ratio": round(per_invoice[0] / per_invoice[1], 3), "target": "reported",
+                "met": None,
+            },
+        ]  # fmt: skip
+
+    def conditions(self) -> dict[str, Any]:
+        return {"concurrency": self.posters, "latency_s": NETSUITE_LATENCY_SECONDS}
+
+    def summary(self, postings: tuple[int, int]) -> list[str]:
+        return [
+            f"NetSuite sandbox: concurrency limit {self.posters}, {NETSUITE_LATENCY_SECONDS} s a "
+            "request; during each side's rounds: "
+            + "; ".join(
+                self.sides[side].summary(side, count // 2)
+                for side, count in zip(("ours", "baseline"), postings, strict=True)
+            )
+        ]
+
+    async def aclose(self) -> None:
+        await self.ledger.aclose()
+
+
+def tax_of(document: LedgerDocument) -> Decimal:
+    return sum((money.amount for money in document.taxes.values()), Decimal(0))
 
 
 def slow_intake(api_log: Path, since: float, until: float) -> list[tuple[str, float, float]]:
@@ -428,31 +778,31 @@ def slow_intake(api_log: Path, since: float, until: float) -> list[tuple[str, fl
     return slow
 
 
-async def set_up_customer(adapters: Adapters, driver: BillingDriver, home: Path) -> Customer:
-    """A customer known to the ERP (account sync), paying by card, and the catalogue's
+async def set_up_customer(
+    adapters: Adapters, driver: BillingDriver, home: Path, erp: ErpSide
+) -> Customer:
+    """A customer the ERP can take documents of, paying by card, and the catalogue's
     product priced and its tax rate found."""
     catalog = load_local_catalog(home)
     customer = await driver.create_customer("Bench Co", idempotency_key="bench/customer")
     method = await driver.attach_payment_method(customer.id, idempotency_key="bench/pm")
     price = await driver.create_price(PRODUCT, PRICE_MINOR, "usd", idempotency_key="bench/price")
-    deadline = time.monotonic() + 60
-    while await adapters.ledger.find_party(customer.id) is None:  # account sync first
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"account sync did not make {customer.id} an ERP party in 60 s")
-        await asyncio.sleep(0.2)
+    await erp.party_ready(adapters, customer.id)
     return Customer(customer.id, str(method.id), price.id, catalog.tax_rates[TAX_RATE])
 
 
-async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str, Any]:
+async def pipeline(
+    settings: Settings, count: int, meter: CpuMeter, erp_name: str
+) -> dict[str, Any]:
     adapters = build_adapters(settings)
-    cost = ErpCost()
-    ledger = TimedTrytonLedger(settings, cost)
+    erp: ErpSide = TrytonSide(settings) if erp_name == "tryton" else NetSuiteSide(settings)
     driver = BillingDriver.connect(
         settings.billing_api_key.get_secret_value(), settings.billing_url
     )
     worker_log = settings.home / "logs" / "worker.log"
     try:
-        customer = await set_up_customer(adapters, driver, settings.home)
+        await erp.prepare()
+        customer = await set_up_customer(adapters, driver, settings.home, erp)
         # Untimed: our pipeline posts one invoice and its payment (or says why not); that
         # invoice, as billing holds it, is what the baseline posts again and again.
         (warm_up,) = await subscribe_paid(adapters, driver, customer, range(-1, 0))
@@ -460,15 +810,18 @@ async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str,
         same = SameDocuments.of(*warm_up, MappingFile(settings.resolved_finance_mapping()))
         invoice = warm_up[0]
         # Untimed as well: the baseline's session and the ERP's setup read once, as ours.
-        await direct_round(ledger, same, range(count, count + 1), Rate(), None)
+        await erp.direct_round(same, range(count, count + 1), Rate(), timed=False)
 
         # Two rounds a side, in the order baseline, ours, ours, baseline.
         half = count // 2
         first, second = range(half), range(half, count)
         baseline, ours = Rate(), Rate()
+        await erp.round_began("baseline")
         since = meter.snapshot()
-        direct = await direct_round(ledger, same, first, baseline, cost)
+        direct = await erp.direct_round(same, first, baseline, timed=True)
         meter.add("baseline", since)
+        await erp.round_ended("baseline")
+        await erp.round_began("ours")
         since = meter.snapshot()
         ours_from = time.time()  # billing records its webhook deliveries in wall-clock time
         feeding: list[tuple[float, float]] = []
@@ -476,19 +829,20 @@ async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str,
         paid += await pipeline_round(adapters, driver, customer, second, ours, worker_log, feeding)
         ours_until = time.time()
         meter.add("ours", since)
+        await erp.round_ended("ours")
+        await erp.round_began("baseline")
         since = meter.snapshot()
-        direct += await direct_round(ledger, same, second, baseline, cost)
+        direct += await erp.direct_round(same, second, baseline, timed=True)
         meter.add("baseline", since)
+        await erp.round_ended("baseline")
 
-        ours_books = await books(
-            ledger,
+        ours_books = await erp.books(
             [i.document_id for i, _ in paid],
             [p.payment_id for _, payments in paid for p in payments],
             invoice.tax.amount,
             invoice.total.amount,
         )
-        baseline_books = await books(
-            ledger,
+        baseline_books = await erp.books(
             direct,
             [f"{r}/payment" for r in direct],
             invoice.tax.amount,
@@ -517,10 +871,11 @@ async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str,
             "ours": ours.sustained,
             "baseline_end_to_end": baseline.end_to_end,
             "ours_end_to_end": ours.end_to_end,
+            "middle_half": (ours.middle_half, baseline.middle_half),
             "postings": (ours.postings, baseline.postings),
             "books": (ours_books, baseline_books),
             "invoice": f"{invoice.total.amount} {invoice.currency} (tax {invoice.tax.amount})",
-            "cost": cost,
+            "erp": erp,
             "ack_p50": round(statistics.median(acks), 1),
             "ack_p99": acks[min(len(acks) - 1, int(len(acks) * 0.99))],
             "acks": len(acks),
@@ -538,7 +893,7 @@ async def pipeline(settings: Settings, count: int, meter: CpuMeter) -> dict[str,
         }
     finally:
         await driver.aclose()
-        await ledger.aclose()
+        await erp.aclose()
         await adapters.aclose()
 
 
@@ -548,51 +903,67 @@ def main() -> None:
     parser.add_argument(
         "--documents", type=int, default=40, help="invoices a side (each with its payment)"
     )
+    parser.add_argument(
+        "--erp", choices=ERPS, default="tryton",
+        help="the ERP both sides post to: Tryton, or the NetSuite sandbox at the account's "
+        f"concurrency limit with {NETSUITE_LATENCY_SECONDS} s a request",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.documents < 4:
         parser.error("--documents must be at least 4 (two rounds a side, two invoices each)")
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as home:
         settings = private_settings(Path(home) / ".ledgerbridge")
-        # As deployed: the worker and the API call Tryton and billing directly, no fault proxy.
+        if args.erp == "netsuite":
+            routing = Path(home) / "erp-routing.toml"
+            routing.write_text(NETSUITE_ROUTING)
+            settings = settings.model_copy(update={"erp_routing": routing})
+        # As deployed: the worker and the API call the ERP and billing directly, no fault proxy.
         with LocalStack(settings, echo=lambda _line: None, fault_proxies=False).running() as stack:
             pids = {c.name: c.process.pid for c in stack.components if c.process is not None}
             meter = CpuMeter({**pids, "bench": os.getpid()})
-            result = asyncio.run(pipeline(settings, args.documents, meter))
+            result = asyncio.run(pipeline(stack.settings, args.documents, meter, args.erp))
     ratio = result["ours"] / result["baseline"]
     end_to_end = result["ours_end_to_end"] / result["baseline_end_to_end"]
     ours_books, baseline_books = result["books"]
+    erp: ErpSide = result["erp"]
+    # Tryton's figures keep their names; another ERP's carry its name.
+    prefix = "erp_posting" if erp.name == "tryton" else f"erp_posting_{erp.name}"
+    bound = "erp" if erp.name == "tryton" else erp.name
     figures = [
         {
-            "name": "erp_posting_per_second", "ours": round(result["ours"], 3),
+            "name": f"{prefix}_per_second", "ours": round(result["ours"], 3),
             "baseline": round(result["baseline"], 3), "ratio": round(ratio, 3),
             "target": f">= {TARGET_RATIO}", "met": ratio >= TARGET_RATIO,
         },
         {
-            "name": "erp_posting_per_second_end_to_end",
+            "name": f"{prefix}_per_second_end_to_end",
             "ours": round(result["ours_end_to_end"], 3),
             "baseline": round(result["baseline_end_to_end"], 3), "ratio": round(end_to_end, 3),
             "target": "reported", "met": None,
         },
         {
-            "name": "erp_posting_duplicates", "ours": ours_books.duplicates,
+            "name": f"{prefix}_duplicates", "ours": ours_books.duplicates,
             "baseline": baseline_books.duplicates, "ratio": None, "target": "== 0",
             "met": ours_books.duplicates == 0,
         },
         {
-            "name": "erp_posting_books_differences", "ours": len(ours_books.differences),
+            "name": f"{prefix}_books_differences", "ours": len(ours_books.differences),
             "baseline": len(baseline_books.differences), "ratio": None, "target": "== 0",
             "met": not ours_books.differences and not baseline_books.differences,
         },
         {
-            "name": "webhook_ack_p99_ms_while_erp_bound", "ours": result["ack_p99"],
+            "name": f"webhook_ack_p99_ms_while_{bound}_bound", "ours": result["ack_p99"],
             "baseline": None, "ratio": None, "target": f"< {TARGET_ACK_P99_MS}",
             "met": result["ack_p99"] < TARGET_ACK_P99_MS,
         },
     ]  # fmt: skip
+    ours_postings, baseline_postings = result["postings"]
+    figures += erp.figures(prefix, result["postings"])
+    if erp.name != "tryton":  # what the run was, shown by `python -m bench`'s table
+        for figure in figures:
+            figure.update(documents=args.documents, **erp.conditions())
     record(figures)
     print_table(figures)
-    ours_postings, baseline_postings = result["postings"]
-    cost: ErpCost = result["cost"]
     print(f"({args.documents} invoices a side of {result['invoice']}, each with its payment: "
           f"{ours_postings} postings ours, {baseline_postings} baseline; webhook "
           f"acknowledgements: {result['acks']}, p50 {result['ack_p50']} ms, slowest "
@@ -614,8 +985,13 @@ def main() -> None:
     print("CPU per posting (share of one core) during each side's rounds: "
           f"{meter.summary('ours', ours_postings)}; "
           f"{meter.summary('baseline', baseline_postings)}")  # fmt: skip
-    print(f"ERP cost, baseline calls: {cost.summary('document')}")
-    print(f"ERP cost, baseline calls: {cost.summary('payment')}")
+    if erp.name != "tryton":  # posters in parallel: see `Rate.middle_half`
+        ours_steady, baseline_steady = result["middle_half"]
+        print(f"steady state (middle half of each round's postings), postings/s: ours "
+              f"{ours_steady:.3f}, baseline {baseline_steady:.3f}, ratio "
+              f"{ours_steady / baseline_steady:.3f}")  # fmt: skip
+    for line in erp.summary(result["postings"]):
+        print(line)
     for side, found in (("ours", ours_books), ("baseline", baseline_books)):
         for difference in found.differences[:5]:
             print(f"books differ ({side}): {difference}")

@@ -58,6 +58,7 @@ from adapters.system_health import recording_system_health
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for
 from adapters.tracing import configure_tracing
+from canonical.erp_routing import ErpRouting
 from workers.events import events_out
 from workers.metrics import worker_metrics
 from workflows.account_sync import AccountSyncWorkflow
@@ -91,6 +92,11 @@ class QueueLimits:
     # protects it; this rate only stops a stampede of cheap reads after an outage.
     erp: float = 10.0
     erp_concurrency: int = 2  # calls in flight per worker process
+    # A NetSuite account refuses requests past its own concurrency limit, and NetSuiteLedger
+    # holds to it (each activity makes one request at a time): a NetSuite queue runs as many
+    # activities as the account allows (LEDGERBRIDGE_NETSUITE_CONCURRENCY; with several
+    # worker processes, each one's share of the account's limit).
+    netsuite_concurrency: int = 5
     max_cached_workflows: int = 1000  # the SDK's default
     workflow_task_slots: int = 100  # workflow tasks run at once (the SDK's default)
     workflow_pollers: int = 5  # long polls for workflow tasks (the SDK's default)
@@ -103,6 +109,7 @@ class QueueLimits:
             support=settings.worker_support_per_second,
             erp=settings.worker_erp_per_second,
             erp_concurrency=settings.worker_erp_concurrency,
+            netsuite_concurrency=settings.netsuite_concurrency,
             max_cached_workflows=settings.worker_max_cached_workflows,
             workflow_task_slots=settings.worker_workflow_task_slots,
             workflow_pollers=settings.worker_workflow_pollers,
@@ -128,6 +135,16 @@ class QueueLimits:
                 "max_concurrent_activities": self.erp_concurrency,
             },
         }
+
+    def queue_options(self, routing: ErpRouting) -> dict[str, dict[str, Any]]:
+        """`worker_options` with each ERP of the routing under its own queue: Tryton's (and
+        any other kind's) the `erp` options, a NetSuite account's its concurrency limit."""
+        options = self.worker_options()
+        erp = options.pop("erp")
+        netsuite = {**erp, "max_concurrent_activities": self.netsuite_concurrency}
+        for target in routing.erps.values():
+            options[target.queue] = netsuite if target.kind == "netsuite" else erp
+        return options
 
 
 def activity_groups(
@@ -192,7 +209,7 @@ def build_workers(
     limits = limits or QueueLimits()
     activities = activities_by_queue(adapters, finance_mapping)
     store_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-activity")
-    options = limits.worker_options()
+    options = limits.queue_options(adapters.routing)
     return [
         Worker(
             client,
@@ -207,8 +224,8 @@ def build_workers(
                 client,
                 task_queue=task_queue(prefix, queue),
                 activities=activities[queue],
-                # Every ERP gets the ERP's limits: each is protected on its own queue.
-                **options.get(queue, options["erp"]),
+                # Each ERP is protected on its own queue, by its own limits.
+                **options[queue],
             )
             for queue in activities
             if queue

@@ -4,7 +4,8 @@
 subset ledgerbridge uses (`_records.py`, `_suiteql.py`), every call signed with token-based
 authentication (`_auth.py`) and counted against the account's concurrency limit.
 `/_sandbox/...` is test control without authentication: health, accounting periods, injected
-faults, latency, and the concurrency limit.
+faults, latency, and the concurrency limit (with counters of the requests served, refused,
+the peak in flight and the seconds requests held a slot).
 
 The concurrency limit: NetSuite governs REST web services with one limit per account, the
 combined count of requests in flight (Help Center, "Concurrency Governance and Session
@@ -19,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -79,13 +81,16 @@ def _concurrency_refusal() -> NetSuiteError:
 
 
 class _Governance:
-    """The account's requests in flight, against its concurrency limit."""
+    """The account's requests in flight, against its concurrency limit; how many it served and
+    for how long they held a slot (what a benchmark needs to say whether the limit binds)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
         self.refused = 0
         self.peak = 0
+        self.served = 0
+        self.busy_seconds = 0.0
         self.latency = 0.0
 
 
@@ -174,6 +179,7 @@ def create_app(
             return await call_next(request)
         governance.in_flight += 1
         governance.peak = max(governance.peak, governance.in_flight)
+        admitted = time.monotonic()
         try:
             books.base_url = str(request.base_url).rstrip("/")
             if governance.latency:
@@ -183,6 +189,8 @@ def create_app(
             return response if lost is None else lost.response()
         finally:
             governance.in_flight -= 1
+            governance.served += 1
+            governance.busy_seconds += time.monotonic() - admitted
 
     @app.exception_handler(NetSuiteError)
     async def netsuite_error(_: Request, exc: NetSuiteError) -> Response:
@@ -284,14 +292,16 @@ def create_app(
     async def set_governance(request: Request) -> Response:
         spec = await _json_body(request)
         limit = spec.get("concurrencyLimit", governance.limit)
-        latency = spec.get("latencySeconds", governance.latency)
+        # JSON numbers arrive as int or Decimal; the current latency (a float) stays as it is.
+        latency = spec.get("latencySeconds", Decimal(str(governance.latency)))
         if not isinstance(limit, int) or limit < 1 or not isinstance(latency, int | Decimal) \
                 or not 0 <= latency <= 30:  # fmt: skip
             raise NetSuiteError(400, "INVALID_PARAMETER", 'Expected {"concurrencyLimit": N >= 1, '
                                 '"latencySeconds": 0..30}')  # fmt: skip
         governance.limit, governance.latency = limit, float(latency)
         if spec.get("resetCounters"):
-            governance.refused = governance.peak = 0
+            governance.refused = governance.peak = governance.served = 0
+            governance.busy_seconds = 0.0
         return json_response(200, _governance_view(governance))
 
     return app
@@ -307,6 +317,7 @@ def _admin_date(on: str) -> dt.date:
 def _governance_view(governance: _Governance) -> dict[str, Any]:
     return {"concurrencyLimit": governance.limit, "inFlight": governance.in_flight,
             "peak": governance.peak, "refused": governance.refused,
+            "served": governance.served, "busySeconds": round(governance.busy_seconds, 6),
             "latencySeconds": governance.latency}  # fmt: skip
 
 

@@ -184,6 +184,20 @@ async def test_requests_past_the_accounts_concurrency_limit_are_refused_with_429
     refused = [answer for answer in answers if answer.status_code == 429]
     assert {error_code(answer) for answer in refused} == {"CONCURRENCY_LIMIT_EXCEEDED"}
     assert seen["peak"] == 2 and seen["refused"] == 3
+    assert seen["served"] == 2 and seen["busySeconds"] >= 2 * 0.5  # each held its slot 0.5 s
+
+
+def test_resetting_the_governance_counters_keeps_the_latency_and_limit(
+    server: NetSuiteServer,
+) -> None:
+    server.governance(concurrencyLimit=3, latencySeconds=0.25)
+    try:
+        reset = server.governance(resetCounters=True)
+    finally:
+        server.governance(concurrencyLimit=DEFAULT_CONCURRENCY_LIMIT, latencySeconds=0)
+
+    assert reset["latencySeconds"] == 0.25 and reset["concurrencyLimit"] == 3
+    assert reset["served"] == reset["refused"] == reset["peak"] == 0
 
 
 def test_an_injected_outage_answers_netsuites_5xx_body(server: NetSuiteServer) -> None:

@@ -3,6 +3,13 @@
 import pytest
 
 from adapters.settings import Settings
+from canonical.erp_routing import (
+    EntityMatch,
+    ErpRouting,
+    ErpTarget,
+    LegalEntity,
+    single_erp_routing,
+)
 from workers.main import QueueLimits
 
 
@@ -43,3 +50,37 @@ def test_a_cached_worker_needs_two_workflow_task_slots(monkeypatch: pytest.Monke
     monkeypatch.setenv("LEDGERBRIDGE_WORKER_WORKFLOW_TASK_SLOTS", "1")
     with pytest.raises(ValueError, match="worker_workflow_task_slots"):
         Settings()
+
+
+def test_a_netsuite_queue_runs_as_many_activities_as_the_account_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEDGERBRIDGE_WORKER_ERP_CONCURRENCY", "3")
+    monkeypatch.setenv("LEDGERBRIDGE_NETSUITE_CONCURRENCY", "7")
+    routing = ErpRouting(
+        version=1,
+        erps={
+            "tryton": ErpTarget(kind="tryton", queue="erp"),
+            "netsuite": ErpTarget(kind="netsuite", queue="erp-netsuite"),
+        },
+        entities=[LegalEntity(name="US", legacy="tryton", match=EntityMatch(default=True))],
+    )
+    limits = QueueLimits.from_settings(Settings())
+
+    options = limits.queue_options(routing)
+
+    assert options["erp"] == limits.worker_options()["erp"]
+    assert options["erp"]["max_concurrent_activities"] == 3
+    assert options["erp-netsuite"] == {
+        **limits.worker_options()["erp"],
+        "max_concurrent_activities": 7,
+    }
+    assert set(options) == {"", "billing", "support", "erp", "erp-netsuite"}
+
+
+def test_without_a_routing_file_the_one_erp_queue_keeps_the_erp_limits() -> None:
+    limits = QueueLimits(erp_concurrency=2, netsuite_concurrency=9)
+
+    options = limits.queue_options(single_erp_routing())
+
+    assert options == limits.worker_options()
