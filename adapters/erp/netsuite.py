@@ -30,6 +30,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+import time
 import weakref
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,11 @@ RECORD_OF = {
 }
 # NetSuite's status of a receivable document, in the words the Ledger port uses (Tryton's):
 # a document nothing remains due on is "paid", any other posted one "posted".
+# Every request holds one of the account's few concurrency slots, so what changes rarely is
+# not asked again for a while: an open period (a posting into one closed meanwhile is still
+# refused by NetSuite, as USER_ERROR), a customer already upserted as it is now.
+OPEN_PERIOD_TTL_SECONDS = 60.0
+PARTY_TTL_SECONDS = 300.0
 SETTLED_STATUSES = frozenset({"paidInFull", "fullyApplied"})
 SETTLED_LETTER = "B"  # SuiteQL's status letter of a paid invoice / fully applied credit memo
 _EID_SAFE = re.compile(rb"[A-Za-z0-9_.\-]")
@@ -345,6 +351,8 @@ class NetSuiteLedger:
         self._chart_lock = asyncio.Lock()
         # One posting per reference at a time in this process (see `post_document`).
         self._posting_locks = PostingLocks()
+        self._open_periods: dict[dt.date, float] = {}  # day -> when it was found open
+        self._parties: dict[Customer, tuple[float, AccountRecord]] = {}
 
     async def __aenter__(self) -> NetSuiteLedger:
         return self
@@ -532,6 +540,16 @@ class NetSuiteLedger:
         """Upsert the customer (external id = customer id) unless it already reads as the
         customer does. Its currency list holds every currency of the account, so a document in
         any of them can be posted to it; a concurrent ensure upserts the same record."""
+        known = self._parties.get(customer)
+        if known is not None and time.monotonic() - known[0] < PARTY_TTL_SECONDS:
+            return known[1]
+        party = await self._ensure_party(customer)
+        if len(self._parties) > 10_000:
+            self._parties.clear()
+        self._parties[customer] = (time.monotonic(), party)
+        return party
+
+    async def _ensure_party(self, customer: Customer) -> AccountRecord:
         operation = "ensure_party"
         key = f"eid:{external_id(customer.customer_id)}"
         row = await self._record("customer", key, operation)
@@ -732,17 +750,24 @@ class NetSuiteLedger:
         )
 
     async def is_period_open(self, on: dt.date) -> bool:
-        """An open posting period covers `on` (not closed, nor locked for receivables)."""
+        """An open posting period covers `on` (not closed, nor locked for receivables). An
+        open one is not asked again for OPEN_PERIOD_TTL_SECONDS; a closed one always is."""
+        found_open = self._open_periods.get(on)
+        if found_open is not None and time.monotonic() - found_open < OPEN_PERIOD_TTL_SECONDS:
+            return True
         rows = await self._suiteql_rows(
             "SELECT id, closed, arlocked, alllocked FROM accountingperiod WHERE isposting = 'T' "
             f"AND startdate <= {_date_literal(on)} AND enddate >= {_date_literal(on)}",
             "is_period_open",
         )
-        return bool(rows) and all(
+        is_open = bool(rows) and all(
             row.get(flag, "F") == "F"
             for row in rows
             for flag in ("closed", "arlocked", "alllocked")
         )
+        if is_open:
+            self._open_periods[on] = time.monotonic()
+        return is_open
 
     async def document_page(
         self, date_from: dt.date, date_to: dt.date, cursor: str | None, limit: int

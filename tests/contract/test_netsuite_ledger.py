@@ -237,3 +237,20 @@ def test_the_sandbox_books_are_the_local_finance_mappings() -> None:
     for journal, clearing in (*ERP_BOOKS.card_journals.values(), ERP_BOOKS.out_of_band_journal):
         assert sandbox_books.PAYMENT_METHODS[journal] == clearing
     assert set(ERP_BOOKS.card_journals) == set(sandbox_books.ACCOUNT_CURRENCIES)
+
+
+async def test_an_open_period_and_an_upserted_customer_are_not_asked_again_for_a_while(
+    ledger: NetSuiteLedger, server: NetSuiteServer, customer_id: str
+) -> None:
+    """Each request holds one of the account's few slots: what changes rarely is remembered
+    (a period found open, a customer as upserted), what may change is asked again."""
+    customer = Customer(customer_id=customer_id, name="Slots GmbH")
+    await ledger.ensure_party(customer)
+    assert await ledger.is_period_open(TODAY)
+    server.governance(resetCounters=True)
+    await ledger.ensure_party(customer)
+    assert await ledger.is_period_open(TODAY)
+    assert server.governance()["served"] == 0
+    renamed = customer.model_copy(update={"name": "Slots AG"})
+    assert (await ledger.ensure_party(renamed)).name == "Slots AG"  # a change is written
+    assert server.governance()["served"] > 0
