@@ -54,6 +54,7 @@ from adapters.system_health import recording_system_health
 from adapters.task_queues import task_queue
 from adapters.temporal import connect_for
 from adapters.tracing import configure_tracing
+from canonical.erp_routing import ErpRouting
 from workers.events import events_out
 from workers.metrics import worker_metrics
 from workflows.account_sync import AccountSyncWorkflow
@@ -133,12 +134,14 @@ def activity_groups(
         AuditActivities(adapters.store),
         JournalActivities(adapters.store),
         CreditJournalActivities(adapters.store),
-        ReconciliationStoreActivities(adapters.store),
+        ReconciliationStoreActivities(adapters.store, adapters.routing),
         BillingAccountActivities(adapters.billing),
         BillingDocumentActivities(adapters.billing),
         BillingPaymentActivities(adapters.billing),
         BillingCreditActivities(adapters.billing),
-        BillingReconciliationActivities(adapters.store, adapters.billing, finance_mapping),
+        BillingReconciliationActivities(
+            adapters.store, adapters.billing, finance_mapping, adapters.routing
+        ),
         CreditFactsActivities(adapters.support, adapters.billing, adapters.ledger, adapters.store),
         SupportAccountActivities(adapters.support),
         SupportCaseActivities(adapters.support),
@@ -149,14 +152,17 @@ def activity_groups(
 
 
 def erp_activity_groups(
-    ledger: Ledger, store: IntegrationStore, finance_mapping: FinanceMappingSource | None = None
+    ledger: Ledger,
+    store: IntegrationStore,
+    finance_mapping: FinanceMappingSource | None = None,
+    routing: ErpRouting | None = None,
 ) -> list[SystemActivities]:
     """The activities of one ERP, on its own queue (the postings on finance's mapping:
     without one, every posting goes to finance naming the gap)."""
     return [
         ErpAccountActivities(ledger),
         ErpPostingActivities(ledger, finance_mapping),
-        ErpReconciliationActivities(store, ledger),
+        ErpReconciliationActivities(store, ledger, routing),
     ]
 
 
@@ -170,7 +176,7 @@ def activities_by_queue(
         by_queue["" if group.system == "store" else group.system].extend(group.activities())
     for name, erp in adapters.routing.erps.items():
         ledger = adapters.ledger_of(name)
-        for group in erp_activity_groups(ledger, adapters.store, finance_mapping):
+        for group in erp_activity_groups(ledger, adapters.store, finance_mapping, adapters.routing):
             by_queue.setdefault(erp.queue, []).extend(group.activities())
     return by_queue
 
