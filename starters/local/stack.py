@@ -569,17 +569,17 @@ class LocalStack:
 
     def _apply_recon_schedule(self) -> None:
         """The nightly reconciliation exists in the local Temporal after every `up`."""
-        from starters.reconciliation import apply_schedule
+        from starters.reconciliation import apply_schedules
 
-        async def apply() -> str:
+        async def apply() -> dict[str, str]:
             client = await connect_for(self.settings)
-            return await apply_schedule(client, self.settings)
+            return await apply_schedules(client, self.settings)
 
-        outcome = asyncio.run(apply())
-        self.echo(
-            f"schedule: nightly reconciliation {outcome} ({self.settings.recon_hour:02d}:00 "
-            f"{self.settings.recon_timezone})"
-        )
+        for schedule, outcome in asyncio.run(apply()).items():  # one per ERP
+            self.echo(
+                f"schedule: nightly reconciliation {outcome} ({schedule}, "
+                f"{self.settings.recon_hour:02d}:00 {self.settings.recon_timezone})"
+            )
 
     def prepare_erp(self, listen_host: str = "127.0.0.1") -> None:
         s = self.settings
