@@ -26,7 +26,7 @@ from adapters.store.erp_coexistence import ErpCoexistenceStore
 from canonical import PostedDocument
 from tests.e2e.conftest import API_KEYS, Stack, eventually, worker_running
 from tests.e2e.test_reconciliation_e2e import cli, invoice
-from tests.fixtures.tryton import TrytonServer, TrytonTemplate, run_tryton_server
+from tests.fixtures.tryton import TrytonServer
 from workflows.reconciliation import erp_of_workflow_id
 
 pytestmark = pytest.mark.e2e
@@ -39,12 +39,8 @@ def tryton_server(tryton_module_server: TrytonServer) -> Iterator[TrytonServer]:
 
 
 @pytest.fixture(scope="module")
-def eu_tryton(
-    tryton_template: TrytonTemplate, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TrytonServer]:
-    """The ERP the EU entity moves to: a Tryton of its own."""
-    with run_tryton_server(tryton_template.sqlite, tmp_path_factory.mktemp("eu")) as server:
-        yield server
+def eu_tryton(second_tryton_module_server: TrytonServer) -> Iterator[TrytonServer]:
+    yield second_tryton_module_server  # the ERP the EU entity moves to: a Tryton of its own
 
 
 @pytest_asyncio.fixture
