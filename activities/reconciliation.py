@@ -513,12 +513,14 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         mapping = self._current_mapping()
         taxes = [tax for document in page.documents for tax in billing_taxes(document, mapping)]
         if request.erp is not None:
-            # Each posting is routed by its document's date; money by the credit note's.
+            # Each posting and payout is routed by the date the posting path gives it.
             on = {p.reference: p.billing_date
                   for document in page.documents for p in required_postings(document)}  # fmt: skip
+            on.update({payout.reference: payout.payment_date for document in page.documents
+                       if (payout := out_of_band_payout(document)) is not None})  # fmt: skip
             own = await self._erps.own_rows(
                 request.run_id, request.erp, [(row, on[row.reference]) for row in rows],
-                [(row, on[row.applies_to]) for row in money],
+                [(row, on[row.reference]) for row in money],
             )  # fmt: skip
             rows, money = own.postings, own.money
             taxes = [tax for tax in taxes if own.erp_of[tax.reference] == request.erp]

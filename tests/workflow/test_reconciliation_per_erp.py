@@ -29,7 +29,7 @@ from activities.reconciliation import (
 from adapters.store import IntegrationStore
 from adapters.store.erp_coexistence import ErpCoexistenceStore
 from adapters.store.reconciliation import ReconciliationStore
-from canonical import BillingDocument, Customer, Money, Payment
+from canonical import BillingDocument, Customer, Money, Payment, Refund
 from canonical.customer import PostalAddress
 from canonical.erp_routing import EntityMatch, ErpRouting, ErpTarget, LegalEntity
 from canonical.reconciliation import (
@@ -99,9 +99,10 @@ class Billing:
 
     async def credit_note_page(self, *_: Any) -> BillingDocumentPage:
         return BillingDocumentPage(documents=[
+            # given back out of band: the payout follows the credit note into its ERP
             document(line("l1", "5.00"), document_id="cn_eu", kind="credit_note",
                      status="issued", customer_id="cus_eu", invoice_id="in_eu",
-                     metadata={"case_id": "case_9"}),
+                     metadata={"case_id": "case_9"}, out_of_band_amount=usd("5.00")),
         ])  # fmt: skip
 
     async def payment_page(self, *_: Any) -> BillingPaymentPage:
@@ -111,7 +112,12 @@ class Billing:
         ])  # fmt: skip
 
     async def refund_page(self, *_: Any) -> BillingRefundPage:
-        return BillingRefundPage(refunds=[])
+        # without a credit note: its own credit note and payout, routed by the refund's date
+        return BillingRefundPage(refunds=[
+            Refund(refund_id="re_eu", charge_id="ch_eu", payment_id="inpay_eu",
+                   invoice_id="in_eu", customer_id="cus_eu", status="succeeded",
+                   amount=usd("3.00"), created_at=FINALIZED),
+        ])  # fmt: skip
 
     async def open_receivable_page(self, *_: Any) -> ReceivablePage:
         return ReceivablePage(receivables=[
@@ -136,8 +142,8 @@ class Ledger:
     """One ERP's pages: its documents, payments and receivables."""
 
     def __init__(
-        self, documents: list[tuple[str, str, str, str]], payments: list[tuple[str, str, str]],
-        owed: dict[str, str],
+        self, documents: list[tuple[str, str, str, str]],
+        payments: list[tuple[str, str, str, str]], owed: dict[str, str],
     ) -> None:  # fmt: skip
         self.documents, self.payments, self.owed = documents, payments, owed
 
@@ -151,10 +157,10 @@ class Ledger:
 
     async def payment_page(self, *_: Any) -> LedgerPaymentPage:
         return LedgerPaymentPage(payments=[
-            LedgerPayment(erp_document_id=str(n), reference=reference, kind="payment",
+            LedgerPayment(erp_document_id=str(n), reference=reference, kind=kind,  # type: ignore[arg-type]
                           amount=usd(amount), applies_to=applies_to, customer_id="cus_eu",
                           payment_date=DAY, state="posted")
-            for n, (reference, amount, applies_to) in enumerate(self.payments, 1)
+            for n, (reference, kind, amount, applies_to) in enumerate(self.payments, 1)
         ])  # fmt: skip
 
     async def open_receivable_page(self, *_: Any) -> ReceivablePage:
@@ -172,10 +178,13 @@ LEDGERS = {
     ),
     "eu": Ledger(
         [("in_eu", "invoice", "20.00", "cus_eu"), ("cn_eu", "credit_note", "5.00", "cus_eu"),
+         ("re_eu", "credit_note", "3.00", "cus_eu"),
          # the shadow copy of the legacy ERP's document, and a US document booked here wrongly
          ("in_shadowed", "invoice", "15.00", "cus_split"),
          ("in_wrong", "invoice", "30.00", "cus_us")],
-        [("inpay_eu", "20.00", "in_eu")],
+        [("inpay_eu", "payment", "20.00", "in_eu"),
+         ("cn_eu/out_of_band", "refund", "5.00", "cn_eu"),
+         ("re_eu/payout", "refund", "3.00", "re_eu")],
         {"cus_eu": "20.00", "cus_split": "2.00"},
     ),
 }  # fmt: skip
@@ -259,8 +268,11 @@ async def test_each_erps_run_compares_what_that_erp_books_and_nothing_else(
     counts, items, uncompared = await reconcile(store, "eu")
     assert found(items) == [
         ("matched", "cn_eu"),  # not journaled: routed by its date, in cutover
+        ("matched", "cn_eu/out_of_band"),
         ("matched", "in_eu"),
         ("matched", "inpay_eu"),  # follows the invoice it pays
+        ("matched", "re_eu"),
+        ("matched", "re_eu/payout"),
         ("missing_in_erp", "in_eu_missing"),  # found by the target's run only
         ("orphan_in_erp", "in_wrong"),
     ], counts
