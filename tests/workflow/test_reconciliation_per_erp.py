@@ -4,6 +4,7 @@ shadow copies and receivables, each compared in the run of the ERP that books it
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import ScheduleActionStartWorkflow
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
+from temporalio.service import RPCError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.amendments import JournalEntry
 from activities.reconciliation import (
@@ -26,6 +29,7 @@ from activities.reconciliation import (
     StartRunInput,
     SupportReconciliationActivities,
 )
+from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.store.erp_coexistence import ErpCoexistenceStore
 from adapters.store.reconciliation import ReconciliationStore
@@ -45,7 +49,10 @@ from canonical.reconciliation import (
     TicketCredit,
     TicketCreditPage,
 )
+from starters.reconciliation import apply_schedules
+from tests.unit.test_erp_routing_api import ROUTING as NETSUITE_ROUTING
 from tests.unit.test_posting_policy import FINALIZED, document, line
+from workflows.reconciliation import ReconciliationInput
 
 ROUTING = ErpRouting(
     version=1,
@@ -56,6 +63,12 @@ ROUTING = ErpRouting(
         LegalEntity(name="US", legacy="tryton", match=EntityMatch(default=True)),
     ],
 )  # fmt: skip
+# A routing file of the same two ERPs.
+ROUTING_FILE = (
+    NETSUITE_ROUTING.replace("[erps.netsuite]", "[erps.eu]")
+    .replace('"erp-netsuite"', '"erp-eu"')
+    .replace('target = "netsuite"', 'target = "eu"')
+)
 DAY = FINALIZED.date()  # the documents' day: EU is in cutover from it
 PERIOD = {"period_start": datetime(2026, 11, 14, tzinfo=UTC),
           "period_end": datetime(2026, 11, 15, tzinfo=UTC)}  # fmt: skip
@@ -319,3 +332,28 @@ def test_a_run_of_an_erp_the_routing_does_not_have_fails_and_is_not_retried(
     assert (home.erp, home.queue, home.compares_tickets) == ("tryton", "erp", True)
     eu = steps.erp_of_run(RunErpInput(erp="eu"))
     assert (eu.erp, eu.queue, eu.compares_tickets) == ("eu", "erp-eu", False)
+
+
+async def test_each_erp_gets_its_nightly_schedule_and_the_erp_queues_keeps_recon_daily(
+    dev_server_env: WorkflowEnvironment, queue_prefix: str, tmp_path: Path
+) -> None:
+    (tmp_path / "routing.toml").write_text(ROUTING_FILE)
+    client = dev_server_env.client
+    settings = Settings(task_queue_prefix=queue_prefix, erp_routing=tmp_path / "routing.toml")
+    home, eu = f"{queue_prefix}recon-daily", f"{queue_prefix}recon-daily-eu"
+    try:
+        assert await apply_schedules(client, settings) == {home: "created", eu: "created"}
+        assert await apply_schedules(client, settings, "eu") == {eu: "updated"}
+        for schedule, workflow_id, erp in ((home, "recon/nightly", None),
+                                           (eu, "recon/eu/nightly", "eu")):  # fmt: skip
+            action = (await client.get_schedule_handle(schedule).describe()).schedule.action
+            assert isinstance(action, ScheduleActionStartWorkflow)
+            [request] = await client.data_converter.decode(
+                action.args,
+                [ReconciliationInput],  # type: ignore[arg-type]
+            )
+            assert (action.id, request.erp) == (workflow_id, erp)
+    finally:
+        for schedule in (home, eu):
+            with contextlib.suppress(RPCError):
+                await client.get_schedule_handle(schedule).delete()
