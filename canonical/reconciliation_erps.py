@@ -127,9 +127,11 @@ def receivable_compared(
     document open from the shadow period twice; nor can one ERP's figure be split per
     document, since neither side reports it per document. These customers stay covered
     document by document (every document, payment and refund is compared in the ERP that
-    books it, which is what makes a receivable agree); the runs count them, and once the
-    legacy ERP holds nothing open for them the journal still names both ERPs, so they stay
-    uncompared for the rest of the move.
+    books it, which is what makes a receivable agree), and each run counts them
+    (`receivables_not_compared`). The journal keeps naming both ERPs, so they stay uncompared
+    even once the legacy ERP holds nothing open for them; customers the entity gains after
+    its cutover are compared in the target. Journal entries of finance's decisions
+    (`manual:`, `rejected:`) carry no ERP and count as the `erp` queue's ERP's.
     """
     erps = {journaled_erp(routing, erp) for erp in journal_erps}
     if not erps:
