@@ -35,7 +35,6 @@ from adapters.store.erp_coexistence import ErpCoexistenceStore
 from adapters.store.reconciliation import ReconciliationStore
 from canonical import BillingDocument, Customer, Money, Payment, Refund
 from canonical.customer import PostalAddress
-from canonical.erp_routing import EntityMatch, ErpRouting, ErpTarget, LegalEntity
 from canonical.reconciliation import (
     BillingDocumentPage,
     BillingPaymentPage,
@@ -52,17 +51,9 @@ from canonical.reconciliation import (
 from starters.reconciliation import apply_schedules
 from tests.unit.test_erp_routing_api import ROUTING as NETSUITE_ROUTING
 from tests.unit.test_posting_policy import FINALIZED, document, line
+from tests.unit.test_reconciliation_erps import ROUTING  # EU: tryton, then eu; US: tryton
 from workflows.reconciliation import ReconciliationInput
 
-ROUTING = ErpRouting(
-    version=1,
-    erps={"tryton": ErpTarget(kind="tryton", queue="erp"),
-          "eu": ErpTarget(kind="tryton", queue="erp-eu")},
-    entities=[
-        LegalEntity(name="EU", legacy="tryton", target="eu", match=EntityMatch(countries=["DE"])),
-        LegalEntity(name="US", legacy="tryton", match=EntityMatch(default=True)),
-    ],
-)  # fmt: skip
 # A routing file of the same two ERPs.
 ROUTING_FILE = (
     NETSUITE_ROUTING.replace("[erps.netsuite]", "[erps.eu]")
