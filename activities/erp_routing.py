@@ -27,6 +27,7 @@ from canonical.erp_routing import (
     mode_on,
     route_on,
 )
+from canonical.reconciliation_erps import HOME_QUEUE, erp_on_home_queue
 from canonical.shadow_report import ErpRecord, RecordToCompare, ShadowReport, ShadowScope
 
 # How long a customer's billing record is trusted for routing: its country, currency or
@@ -47,6 +48,35 @@ class RoutePaymentInput(BaseModel):
     on: date
 
 
+class CustomerEntities:
+    """The legal entity of each customer, from its billing record (trusted a while): what
+    routing reads of billing, for the posting path and for reconciliation alike."""
+
+    def __init__(self, billing: BillingSystem, routing: ErpRouting) -> None:
+        self._billing = billing
+        self._routing = routing
+        self._customers: dict[str, tuple[float, Customer]] = {}
+
+    async def entity(self, customer_id: str) -> LegalEntity:
+        """NoRoute when no entity of the routing covers the customer."""
+        only = self._routing.entities[0] if len(self._routing.entities) == 1 else None
+        if only is not None and only.match.default and only.target is None:
+            return only  # one ERP for everyone: no need to read the customer
+        return entity_of(self._routing, await self._customer(customer_id))
+
+    async def _customer(self, customer_id: str) -> Customer:
+        now = time.monotonic()
+        cached = self._customers.get(customer_id)
+        if cached is not None and now - cached[0] < CUSTOMER_TTL_SECONDS:
+            return cached[1]
+        with adapter_errors_as_application_errors():
+            customer = await self._billing.get_customer(customer_id)
+        if len(self._customers) > 10_000:
+            self._customers.clear()
+        self._customers[customer_id] = (now, customer)
+        return customer
+
+
 class ErpRoutingActivities(SystemActivities):
     """On billing's queue: a route needs the customer's billing record (its entity, country
     and currency) and the entity's steps from our store."""
@@ -56,11 +86,10 @@ class ErpRoutingActivities(SystemActivities):
     def __init__(
         self, billing: BillingSystem, store: IntegrationStore, routing: ErpRouting
     ) -> None:
-        self._billing = billing
         self._coexistence = ErpCoexistenceStore(store)
         self._store = store
         self._routing = routing
-        self._customers: dict[str, tuple[float, Customer]] = {}
+        self._entities = CustomerEntities(billing, routing)
         # One entity, booked by one ERP for everyone: every route is the same, read nothing.
         only = routing.entities[0] if len(routing.entities) == 1 else None
         self._one_route = (
@@ -105,7 +134,7 @@ class ErpRoutingActivities(SystemActivities):
         entry = await asyncio.to_thread(self._store.find_posting, "billing", reference)
         if entry is None or entry.entity is None:
             return None
-        book = entry.erp or self._erp_of_queue("erp")
+        book = entry.erp or self._erp_on_home_queue()
         shadows = await asyncio.to_thread(
             self._coexistence.shadow_postings, entry.entity, [reference]
         )
@@ -122,9 +151,8 @@ class ErpRoutingActivities(SystemActivities):
         )
 
     async def _entity(self, customer_id: str) -> LegalEntity:
-        customer = await self._customer(customer_id)
         try:
-            return entity_of(self._routing, customer)
+            return await self._entities.entity(customer_id)
         except NoRoute as err:
             raise ApplicationError(
                 str(err),
@@ -133,25 +161,13 @@ class ErpRoutingActivities(SystemActivities):
                 non_retryable=True,
             ) from err
 
-    async def _customer(self, customer_id: str) -> Customer:
-        now = time.monotonic()
-        cached = self._customers.get(customer_id)
-        if cached is not None and now - cached[0] < CUSTOMER_TTL_SECONDS:
-            return cached[1]
-        with adapter_errors_as_application_errors():
-            customer = await self._billing.get_customer(customer_id)
-        if len(self._customers) > 10_000:
-            self._customers.clear()
-        self._customers[customer_id] = (now, customer)
-        return customer
-
-    def _erp_of_queue(self, queue: str) -> str:
-        """The ERP on `queue`: journal entries from before routing were booked there."""
-        for name, erp in self._routing.erps.items():
-            if erp.queue == queue:
-                return name
+    def _erp_on_home_queue(self) -> str:
+        """The ERP on the `erp` queue: journal entries from before routing were booked there."""
+        erp = erp_on_home_queue(self._routing)
+        if erp is not None:
+            return erp
         raise ApplicationError(
-            f"the ERP routing has no ERP on the {queue!r} queue, where entries from before "
+            f"the ERP routing has no ERP on the {HOME_QUEUE!r} queue, where entries from before "
             "routing were booked",
             type="NoRoute",
             non_retryable=True,

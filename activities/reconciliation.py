@@ -8,19 +8,23 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._errors import adapter_errors_as_application_errors
 from activities._system import SystemActivities
 from activities.amendments import FinanceMappingSource
 from activities.credits import CASE_ID, REVERSES
+from activities.erp_routing import CustomerEntities
+from activities.reconciliation_erps import RunErps
 from adapters import metrics
 from adapters.mapping_file import MappingFileError
 from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
+from adapters.store.erp_coexistence import ErpCoexistenceStore
 from adapters.store.reconciliation import (
     CustomerReceivable,
     DocumentTax,
@@ -35,6 +39,7 @@ from adapters.store.reconciliation import (
 from adapters.task_queues import WORKFLOW_QUEUE
 from adapters.workflow_starts import feed_ledger
 from canonical import BalanceTransaction, BillingDocument, Payment, Refund
+from canonical.erp_routing import ErpRouting, single_erp_routing
 from canonical.ledger import (
     HEAL_EVENT_PREFIX,
     PAYOUT_SUFFIX,
@@ -48,16 +53,35 @@ from canonical.ledger import (
 )
 from canonical.mapping import FinanceMapping
 from canonical.reconciliation import UNMAPPED_TAX_PREFIX, LedgerDocument, Receivable
+from canonical.reconciliation_erps import HOME_QUEUE, erp_on_home_queue, home_erp
+
+_ErpRow = TypeVar("_ErpRow", ErpDocument, ErpPayment)
 
 
 class ReconPeriod(BaseModel):
     run_id: str
     period_start: datetime
     period_end: datetime  # exclusive
+    # The ERP the run reconciles: only what it books is loaded. None: a run from before
+    # routing, which loads everything.
+    erp: str | None = None
 
 
 class StartRunInput(ReconPeriod):
     pass
+
+
+class RunErpInput(BaseModel):
+    erp: str | None = None  # None: the ERP on the `erp` queue
+
+
+class RunErp(BaseModel):
+    """The ERP a run reconciles, the queue its pages are read on, and whether the run
+    compares support's tickets with billing (one run does: the home ERP's)."""
+
+    erp: str
+    queue: str
+    compares_tickets: bool
 
 
 BillingSource = Literal[
@@ -75,6 +99,9 @@ class LoadPageInput(ReconPeriod):
 class PageLoaded(BaseModel):
     rows: int
     next_cursor: str | None
+    # Customers of the page whose receivable no run compares: their documents are booked in
+    # two ERPs (canonical.reconciliation_erps.receivable_compared).
+    receivables_not_compared: int = 0
 
 
 class RunRef(BaseModel):
@@ -329,10 +356,12 @@ def granted_credits(adjustments: list[BalanceTransaction]) -> list[ExpectedPosti
 
 
 class _ReconciliationStep:
-    """What every reconciliation activity shares: the run's tables in the store."""
+    """What every reconciliation activity shares: the run's tables in the store, and the
+    ERP routing (which ERP books what)."""
 
-    def __init__(self, store: IntegrationStore) -> None:
+    def __init__(self, store: IntegrationStore, routing: ErpRouting | None = None) -> None:
         self._store = store
+        self._routing = routing or single_erp_routing()
         self._recon_store: ReconciliationStore | None = None
 
     @property
@@ -347,16 +376,39 @@ class ReconciliationStoreActivities(_ReconciliationStep, SystemActivities):
 
     system = "store"
 
+    @activity.defn(name="recon_erp_of_run")
+    def erp_of_run(self, request: RunErpInput) -> RunErp:
+        """The routing's ERP the run reconciles (None: the one on the `erp` queue); not
+        retried when the routing has no such ERP."""
+        name = request.erp or erp_on_home_queue(self._routing)
+        erp = self._routing.erps.get(name) if name else None
+        if name is None or erp is None:
+            known = ", ".join(self._routing.erps)
+            raise ApplicationError(
+                f"the ERP routing has no ERP {request.erp!r} (it has {known})"
+                if request.erp
+                else f"the ERP routing has no ERP on the {HOME_QUEUE!r} queue: name the ERP "
+                f"to reconcile ({known})",
+                type="UnknownErp",
+                non_retryable=True,
+            )
+        return RunErp(erp=name, queue=erp.queue, compares_tickets=name == home_erp(self._routing))
+
     @activity.defn(name="recon_start_run")
     def start_run(self, request: StartRunInput) -> None:
         if self._recon.run(request.run_id) is None:  # a retry finds the run it made
-            self._recon.start_run(request.run_id, request.period_start, request.period_end)
+            self._recon.start_run(
+                request.run_id, request.period_start, request.period_end, request.erp
+            )
 
     @activity.defn(name="recon_snapshot_journal")
     def snapshot_journal(self, request: JournalSnapshotInput) -> PageLoaded:
+        """The journal's entries of the period and of billing's references; of a run's ERP,
+        only those it booked (before routing: the home ERP)."""
         rows = self._recon.snapshot_journal(
-            request.run_id, request.period_start, request.period_end
-        )
+            request.run_id, request.period_start, request.period_end,
+            erp=request.erp, before_routing=request.erp == home_erp(self._routing),
+        )  # fmt: skip
         return PageLoaded(rows=rows, next_cursor=None)
 
     @activity.defn(name="recon_classify")
@@ -415,10 +467,23 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         store: IntegrationStore,
         billing: BillingSystem,
         mapping: FinanceMappingSource | None = None,
+        routing: ErpRouting | None = None,
     ) -> None:
-        super().__init__(store)
+        super().__init__(store, routing)
         self._billing = billing
         self._mapping = mapping
+        self._run_erps: RunErps | None = None
+
+    @property
+    def _erps(self) -> RunErps:
+        if self._run_erps is None:
+            self._run_erps = RunErps(
+                self._routing,
+                self._recon,
+                ErpCoexistenceStore(self._store),
+                CustomerEntities(self._billing, self._routing),
+            )
+        return self._run_erps
 
     @activity.defn(name="recon_load_billing_page")
     async def load_billing_page(self, request: LoadPageInput) -> PageLoaded:
@@ -444,11 +509,23 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
                 request.period_start, request.period_end, request.cursor, request.page_size
             )
         rows = [row for document in page.documents for row in expected_postings(document)]
-        self._recon.add_expected(request.run_id, rows)
         money = [row for document in page.documents for row in expected_out_of_band(document)]
-        self._recon.add_expected_payments(request.run_id, money)
         mapping = self._current_mapping()
         taxes = [tax for document in page.documents for tax in billing_taxes(document, mapping)]
+        if request.erp is not None:
+            # Each posting and payout is routed by the date the posting path gives it.
+            on = {p.reference: p.billing_date
+                  for document in page.documents for p in required_postings(document)}  # fmt: skip
+            on.update({payout.reference: payout.payment_date for document in page.documents
+                       if (payout := out_of_band_payout(document)) is not None})  # fmt: skip
+            own = await self._erps.own_rows(
+                request.run_id, request.erp, [(row, on[row.reference]) for row in rows],
+                [(row, on[row.reference]) for row in money],
+            )  # fmt: skip
+            rows, money = own.postings, own.money
+            taxes = [tax for tax in taxes if own.erp_of[tax.reference] == request.erp]
+        self._recon.add_expected(request.run_id, rows)
+        self._recon.add_expected_payments(request.run_id, money)
         self._recon.add_taxes(request.run_id, taxes)
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
 
@@ -457,7 +534,15 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             page = await self._billing.payment_page(
                 request.period_start, request.period_end, request.cursor, request.page_size
             )
-        self._recon.add_expected_payments(request.run_id, expected_payments(page.payments))
+        money = expected_payments(page.payments)
+        if request.erp is not None:
+            paid_on = {p.payment_id: (p.paid_at or request.period_start).date()
+                       for p in page.payments}  # fmt: skip
+            own = await self._erps.own_rows(
+                request.run_id, request.erp, [], [(m, paid_on[m.reference]) for m in money]
+            )
+            money = own.money
+        self._recon.add_expected_payments(request.run_id, money)
         return PageLoaded(rows=len(page.payments), next_cursor=page.next_cursor)
 
     async def _load_refunds(self, request: LoadPageInput) -> PageLoaded:
@@ -474,6 +559,15 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         named = [r for r in page.refunds if r.credit_note_id and r.refund_id not in credited_first]
         linked_parts = await self._linked_parts([r for r in named if r.status == "succeeded"])
         money_out, credit_notes = expected_refunds(page.refunds, credited_first, linked_parts)
+        if request.erp is not None:
+            # A refund's credit note and its payouts are routed by the refund's date.
+            on = {r.refund_id: r.created_at.date() for r in page.refunds}
+            own = await self._erps.own_rows(
+                request.run_id, request.erp,
+                [(row, on[row.billing_document_id]) for row in credit_notes],
+                [(row, on[row.billing_document_id]) for row in money_out],
+            )  # fmt: skip
+            credit_notes, money_out = own.postings, own.money
         self._recon.add_expected_payments(request.run_id, money_out)
         self._recon.add_expected(request.run_id, credit_notes)
         return PageLoaded(rows=len(page.refunds), next_cursor=page.next_cursor)
@@ -504,8 +598,17 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         """What customers owe now, whatever the period: a page of billing's customers."""
         with adapter_errors_as_application_errors():
             page = await self._billing.open_receivable_page(request.cursor, request.page_size)
-        self._recon.add_receivables(request.run_id, receivables("billing", page.receivables))
-        return PageLoaded(rows=len(page.receivables), next_cursor=page.next_cursor)
+        owed, split = page.receivables, 0
+        if request.erp is not None:
+            scope = await self._erps.receivables_compared(
+                request.erp, {r.customer_id for r in owed}, route=True, on=datetime.now(UTC).date()
+            )
+            owed = [r for r in owed if scope[r.customer_id] == "compared"]
+            split = sum(1 for compared in scope.values() if compared == "split")
+        self._recon.add_receivables(request.run_id, receivables("billing", owed))
+        return PageLoaded(
+            rows=len(owed), next_cursor=page.next_cursor, receivables_not_compared=split
+        )
 
     def _current_mapping(self) -> FinanceMapping | None:
         """Finance's mapping now; without one every billing rate is compared as unmapped
@@ -523,6 +626,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
         batch = max(1, request.page_size // 20)
         customers = self._store.customer_ids_page(request.cursor, batch)
         granted: list[ExpectedPosting] = []
+        on: dict[str, date] = {}
         for customer_id in customers:
             adjustments: list[BalanceTransaction] = []
             cursor = None
@@ -536,6 +640,13 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
                     break
                 cursor = page.next_cursor
             granted.extend(granted_credits(adjustments))
+            on.update({t.transaction_id: t.created_at.date() for t in adjustments})
+        if request.erp is not None:
+            granted = (
+                await self._erps.own_rows(
+                    request.run_id, request.erp, [(row, on[row.reference]) for row in granted]
+                )
+            ).postings
         self._recon.add_expected(request.run_id, granted)
         next_cursor = customers[-1] if len(customers) == batch else None
         return PageLoaded(rows=len(granted), next_cursor=next_cursor)
@@ -644,9 +755,21 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
 
     system = "erp"
 
-    def __init__(self, store: IntegrationStore, ledger: Ledger) -> None:
-        super().__init__(store)
+    def __init__(
+        self, store: IntegrationStore, ledger: Ledger, routing: ErpRouting | None = None
+    ) -> None:
+        super().__init__(store, routing)
         self._ledger = ledger
+
+    def _not_shadows(self, request: LoadPageInput, rows: list[_ErpRow]) -> list[_ErpRow]:
+        """Of a run's ERP, the rows it books: the shadow copies it holds of another ERP's
+        book of record are the shadow report's, never this run's."""
+        if request.erp is None:
+            return rows
+        shadows = self._recon.shadowed_in(
+            request.erp, [row.reference for row in rows if row.reference]
+        )
+        return [row for row in rows if row.reference not in shadows]
 
     @activity.defn(name="recon_load_erp_page")
     async def load_erp_page(self, request: LoadPageInput) -> PageLoaded:
@@ -663,7 +786,7 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
             )
         self._recon.add_erp(
             request.run_id,
-            [
+            self._not_shadows(request, [
                 ErpDocument(
                     erp_document_id=d.erp_document_id,
                     reference=d.reference,
@@ -675,8 +798,8 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
                     customer_id=d.customer_id,
                 )
                 for d in page.documents
-            ],
-        )
+            ]),
+        )  # fmt: skip
         self._recon.add_taxes(request.run_id, erp_taxes(page.documents))
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
 
@@ -687,7 +810,7 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
             )
         self._recon.add_erp_payments(
             request.run_id,
-            [
+            self._not_shadows(request, [
                 ErpPayment(
                     erp_document_id=p.erp_document_id,
                     reference=p.reference,
@@ -699,16 +822,23 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
                     customer_id=p.customer_id,
                 )
                 for p in page.payments
-            ],
-        )
+            ]),
+        )  # fmt: skip
         return PageLoaded(rows=len(page.payments), next_cursor=page.next_cursor)
 
     async def _load_receivables(self, request: LoadPageInput) -> PageLoaded:
         """What each party owes now, whatever the period."""
         with adapter_errors_as_application_errors():
             page = await self._ledger.open_receivable_page(request.cursor, request.page_size)
-        self._recon.add_receivables(request.run_id, receivables("erp", page.receivables))
-        return PageLoaded(rows=len(page.receivables), next_cursor=page.next_cursor)
+        owed = page.receivables
+        if request.erp is not None:
+            erps = RunErps(self._routing, self._recon, ErpCoexistenceStore(self._store))
+            scope = await erps.receivables_compared(
+                request.erp, {r.customer_id for r in owed}, route=False, on=datetime.now(UTC).date()
+            )
+            owed = [r for r in owed if scope[r.customer_id] == "compared"]
+        self._recon.add_receivables(request.run_id, receivables("erp", owed))
+        return PageLoaded(rows=len(owed), next_cursor=page.next_cursor)
 
 
 class SupportReconciliationActivities(_ReconciliationStep, SystemActivities):

@@ -1,6 +1,7 @@
-"""`ledgerbridge recon`: run a reconciliation and watch it, read a report, apply the nightly
-schedule. Runs and reports go through the API; the schedule is a deployment step and talks
-to Temporal with the deployment's own connection."""
+"""`ledgerbridge recon`: run a reconciliation (one run per ERP of the routing, or of the ERP
+named) and watch it, read a report, apply the nightly schedules (one per ERP). Runs and
+reports go through the API; the schedules are a deployment step and talk to Temporal with the
+deployment's own connection."""
 
 from __future__ import annotations
 
@@ -21,19 +22,27 @@ POLL_SECONDS = 1.0
 
 def cmd_recon(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "schedule":
-        return _apply_schedule(settings)
+        return _apply_schedule(settings, args.erp)
     if args.action == "run":
         body = {
             "period_from": str(args.period_from),
             "period_to": str(args.period_to or args.period_from),
+            **({"erp": args.erp} if args.erp else {}),
         }
         started = call_api(settings, "post", "/v1/reconciliations", role="ops", json=body).json()
-        workflow_id = started["workflow_id"]
-        echo(f"started {workflow_id}")
-        result = _follow(settings, workflow_id, args.timeout)
-        _print_result(result)
-        echo(f"report: ledgerbridge recon report {result['run_id']}")
-        return 0 if result["unexplained"] == 0 or not args.strict else 2
+        runs = started.get("runs") or [{"erp": None, "workflow_id": started["workflow_id"]}]
+        for run in runs:
+            still = " (already running: followed)" if run.get("already_running") else ""
+            echo(f"started {run['workflow_id']}{still}")
+        unexplained = 0
+        deadline = time.monotonic() + args.timeout
+        for run in runs:  # one after the other: each ERP's result and its report
+            result = _follow(settings, run["workflow_id"], deadline - time.monotonic())
+            echo(f"ERP {result.get('erp') or run['erp'] or '-'}: {run['workflow_id']}")
+            _print_result(result)
+            echo(f"report: ledgerbridge recon report {result['run_id']}")
+            unexplained += result["unexplained"]
+        return 0 if unexplained == 0 or not args.strict else 2
     return _report(settings, args.id, args.csv, args.cls)
 
 
@@ -78,8 +87,9 @@ def _report(settings: Settings, run_id: str, csv_path: str | None, cls: str | No
         params["class"] = cls
     report = call_api(settings, "get", f"/v1/reconciliations/runs/{run_id}", role="ops",
                       params=params).json()  # fmt: skip
-    echo(f"{report['run_id']}: {report['period_start'][:10]} to {report['period_end'][:10]}, "
-         f"{report['status']}; loaded {report['loaded']}")  # fmt: skip
+    echo(f"{report['run_id']}: ERP {report.get('erp') or '-'}, "
+         f"{report['period_start'][:10]} to {report['period_end'][:10]}, {report['status']}; "
+         f"loaded {report['loaded']}")  # fmt: skip
     # Per kind where the run kept it: a class holds documents, payments, taxes alike.
     by_kind = report.get("totals_by_kind") or {
         cls_name: {"-": by_currency} for cls_name, by_currency in report["totals"].items()
@@ -134,18 +144,18 @@ def _write_csv(path: Path, items: list[dict[str, Any]]) -> None:
             writer.writerow({**item, "erp_document_ids": " ".join(item["erp_document_ids"])})
 
 
-def _apply_schedule(settings: Settings) -> int:
+def _apply_schedule(settings: Settings, erp: str | None) -> int:
     from adapters.temporal import connect_for
-    from starters.reconciliation import SCHEDULE_ID, apply_schedule
+    from starters.reconciliation import apply_schedules
 
-    async def apply() -> str:
+    async def apply() -> dict[str, str]:
         client = await connect_for(settings)
-        return await apply_schedule(client, settings)
+        return await apply_schedules(client, settings, erp)
 
-    outcome = asyncio.run(apply())
-    echo(f"schedule {settings.task_queue_prefix}{SCHEDULE_ID} {outcome}: daily at "
-         f"{settings.recon_hour:02d}:00 {settings.recon_timezone}, the previous UTC day, "
-         f"overlap skip, catch-up window 1 day")  # fmt: skip
+    for schedule, outcome in asyncio.run(apply()).items():
+        echo(f"schedule {schedule} {outcome}: daily at {settings.recon_hour:02d}:00 "
+             f"{settings.recon_timezone}, the previous UTC day, overlap skip, catch-up window "
+             "1 day")  # fmt: skip
     return 0
 
 
@@ -157,12 +167,15 @@ def add_parsers(sub: Any) -> None:
                      help="first day, YYYY-MM-DD (UTC)")  # fmt: skip
     run.add_argument("--to", dest="period_to", type=date.fromisoformat,
                      help="last day, included (default: --from)")  # fmt: skip
-    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    run.add_argument("--erp", help="only this ERP of the routing (default: each, a run each)")
+    run.add_argument("--timeout", type=float, default=3600,
+                     help="seconds to wait for the results")  # fmt: skip
     run.add_argument("--strict", action="store_true",
                      help="exit 2 when differences remain unexplained")  # fmt: skip
     report = actions.add_parser("report", help="a stored run as a table (and CSV)")
     report.add_argument("id", help="the run id printed by `recon run`")
     report.add_argument("--csv", help="write every item to this CSV file")
     report.add_argument("--class", dest="cls", help="only items of this class")
-    schedule = actions.add_parser("schedule", help="the nightly Temporal Schedule")
-    schedule.add_argument("apply", choices=["apply"], help="create or update it")
+    schedule = actions.add_parser("schedule", help="the nightly Temporal Schedules, one per ERP")
+    schedule.add_argument("apply", choices=["apply"], help="create or update them")
+    schedule.add_argument("--erp", help="only this ERP's schedule (default: each ERP's)")

@@ -156,12 +156,14 @@ def activity_groups(
         AuditActivities(adapters.store),
         JournalActivities(adapters.store),
         CreditJournalActivities(adapters.store),
-        ReconciliationStoreActivities(adapters.store),
+        ReconciliationStoreActivities(adapters.store, adapters.routing),
         BillingAccountActivities(adapters.billing),
         BillingDocumentActivities(adapters.billing),
         BillingPaymentActivities(adapters.billing),
         BillingCreditActivities(adapters.billing),
-        BillingReconciliationActivities(adapters.store, adapters.billing, finance_mapping),
+        BillingReconciliationActivities(
+            adapters.store, adapters.billing, finance_mapping, adapters.routing
+        ),
         CreditFactsActivities(adapters.support, adapters.billing, adapters.ledger, adapters.store),
         SupportAccountActivities(adapters.support),
         SupportCaseActivities(adapters.support),
@@ -172,14 +174,17 @@ def activity_groups(
 
 
 def erp_activity_groups(
-    ledger: Ledger, store: IntegrationStore, finance_mapping: FinanceMappingSource | None = None
+    ledger: Ledger,
+    store: IntegrationStore,
+    finance_mapping: FinanceMappingSource | None = None,
+    routing: ErpRouting | None = None,
 ) -> list[SystemActivities]:
     """The activities of one ERP, on its own queue (the postings on finance's mapping:
     without one, every posting goes to finance naming the gap)."""
     return [
         ErpAccountActivities(ledger),
         ErpPostingActivities(ledger, finance_mapping),
-        ErpReconciliationActivities(store, ledger),
+        ErpReconciliationActivities(store, ledger, routing),
         ErpShadowActivities(ledger),
     ]
 
@@ -194,7 +199,7 @@ def activities_by_queue(
         by_queue["" if group.system == "store" else group.system].extend(group.activities())
     for name, erp in adapters.routing.erps.items():
         ledger = adapters.ledger_of(name)
-        for group in erp_activity_groups(ledger, adapters.store, finance_mapping):
+        for group in erp_activity_groups(ledger, adapters.store, finance_mapping, adapters.routing):
             by_queue.setdefault(erp.queue, []).extend(group.activities())
     return by_queue
 

@@ -3,6 +3,13 @@
 receivable. Differences are classified in SQL, the missing postings, payments and refunds
 replayed through the normal posting path, everything else handed to finance.
 
+A run reconciles one ERP of the routing (`recon/{erp}/{period}`; `recon/{period}` is the ERP
+on the `erp` queue, as before routing): it reads that ERP's pages on that ERP's queue and
+compares them with what that ERP books of billing and of the journal
+(canonical/reconciliation_erps.py). Support's tickets are compared with the whole of billing
+in one run only, the home ERP's. Runs started before routing reconcile as they always did
+(`RECON_PER_ERP_PATCH`).
+
 The history holds page cursors and counts, never documents: each loader activity writes its
 page into the store's staging tables. Long ranges continue as new between pages, carrying
 only where they were.
@@ -32,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         PageLoaded,
         ReconciliationStoreActivities,
         ReconFinding,
+        RunErp,
+        RunErpInput,
         RunRef,
         StartRunInput,
         SupportReconciliationActivities,
@@ -84,6 +93,12 @@ DOCUMENT_CHAINS: tuple[tuple[str, ...], ...] = (
 MONEY_PATCH = "recon-payments-tax-receivables"
 # Runs started before exception ids carried the run's start name them by item id alone.
 EXCEPTION_ID_PATCH = "recon-exception-id-per-run"
+# Runs started before reconciliation was per ERP read the ERP on the `erp` queue and compare
+# it with everything billing and the journal hold.
+RECON_PER_ERP_PATCH = "recon-per-erp"
+TICKETS = "tickets"
+# Customers whose receivable no run compared: their documents are in two ERPs.
+NOT_COMPARED = "receivables_not_compared"
 PAGE_CALL: dict[str, Any] = {**SAAS_CALL, "start_to_close_timeout": timedelta(minutes=5)}
 # Classifying 100,000 rows takes seconds; a slow SQLite file may take longer.
 RECON_STORE_CALL: dict[str, Any] = {**STORE_CALL, "start_to_close_timeout": timedelta(minutes=10)}
@@ -94,10 +109,18 @@ EXCEPTION_EFFECTS: dict[Decision, str] = {
 }
 
 
-def recon_workflow_id(period_start: datetime, period_end: datetime) -> str:
-    """`recon/2026-11-26` for one day, `recon/2026-11-01..2026-11-30` for a range."""
+def recon_workflow_id(period_start: datetime, period_end: datetime, erp: str | None = None) -> str:
+    """`recon/2026-11-26` for one day, `recon/2026-11-01..2026-11-30` for a range, of the ERP
+    on the `erp` queue; `recon/netsuite/2026-11-26` of another ERP."""
     first, last = period_start.date(), (period_end - timedelta(microseconds=1)).date()
-    return f"recon/{first}" if first == last else f"recon/{first}..{last}"
+    days = f"{first}" if first == last else f"{first}..{last}"
+    return f"recon/{erp}/{days}" if erp else f"recon/{days}"
+
+
+def erp_of_workflow_id(workflow_id: str) -> str | None:
+    """The ERP a run's id names (`recon/{erp}/…`); None for the ERP on the `erp` queue."""
+    parts = workflow_id.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == "recon" else None
 
 
 def day_before(moment: datetime) -> tuple[datetime, datetime]:
@@ -115,12 +138,18 @@ class ReconProgress(BaseModel):
     cursors: dict[str, str] = {}  # the next page of each source being read
     done: list[str] = []  # sources read completely
     loaded: dict[str, int] = {}
+    # The ERP reconciled and its queue; None for runs from before routing (the `erp` queue).
+    erp: str | None = None
+    erp_queue: str | None = None
+    compares_tickets: bool = True
 
 
 class ReconciliationInput(BaseModel):
     # None: the UTC day before the run starts (the nightly schedule's case).
     period_start: datetime | None = None
     period_end: datetime | None = None
+    # The routing's ERP to reconcile; None: the ERP on the `erp` queue.
+    erp: str | None = None
     heal_limit: int = 50  # missing postings, payments and refunds replayed per run
     exception_limit: int = 20  # finance exceptions opened per run (the report holds the rest)
     page_size: int = 200
@@ -140,6 +169,7 @@ class ReconciliationResult(BaseModel):
     healed: int
     exceptions_opened: list[str]
     unexplained: int
+    erp: str | None = None  # the ERP reconciled; None for runs from before routing
 
 
 @workflow.defn(name="Reconciliation")
@@ -180,6 +210,7 @@ class ReconciliationWorkflow:
             healed=healed,
             exceptions_opened=opened,
             unexplained=unexplained,
+            erp=progress.erp,
         )
 
     @workflow.query(name="progress")
@@ -189,6 +220,7 @@ class ReconciliationWorkflow:
         return {
             "status": self._status,
             "run_id": progress.run_id if progress else None,
+            "erp": progress.erp if progress else None,
             "done": progress.done if progress else [],
             "loaded": progress.loaded if progress else {},
             "counts": self._counts,
@@ -207,10 +239,17 @@ class ReconciliationWorkflow:
             period_start=start,
             period_end=end,
         )
+        if workflow.patched(RECON_PER_ERP_PATCH):
+            erp: RunErp = await self._store_step(
+                ReconciliationStoreActivities.erp_of_run, RunErpInput(erp=request.erp)
+            )
+            progress.erp, progress.erp_queue = erp.erp, erp.queue
+            progress.compares_tickets = erp.compares_tickets
         await self._store_step(
             ReconciliationStoreActivities.start_run,
-            StartRunInput(run_id=progress.run_id, period_start=start, period_end=end),
-        )
+            StartRunInput(run_id=progress.run_id, period_start=start, period_end=end,
+                          erp=progress.erp),
+        )  # fmt: skip
         return progress
 
     async def _load(self, request: ReconciliationInput, progress: ReconProgress) -> None:
@@ -218,6 +257,8 @@ class ReconciliationWorkflow:
         flight and the run continues as new from the cursors."""
         self._set_status("loading", f"Loading billing, ERP and tickets for {progress.run_id}")
         chains, last = self._chains()
+        if not progress.compares_tickets:  # another ERP's run compares them
+            chains = tuple(tuple(s for s in chain if s != TICKETS) for chain in chains)
         budget_spent = False
 
         async def read(chain: tuple[str, ...]) -> None:
@@ -227,6 +268,10 @@ class ReconciliationWorkflow:
                     cursor = progress.cursors.get(source)
                     page = await self._load_page(request, progress, source, cursor)
                     progress.loaded[source] = progress.loaded.get(source, 0) + page.rows
+                    if page.receivables_not_compared:
+                        progress.loaded[NOT_COMPARED] = (
+                            progress.loaded.get(NOT_COMPARED, 0) + page.receivables_not_compared
+                        )
                     if page.next_cursor is None:
                         progress.done.append(source)
                         progress.cursors.pop(source, None)
@@ -254,14 +299,16 @@ class ReconciliationWorkflow:
         self, request: ReconciliationInput, progress: ReconProgress, source: str, cursor: str | None
     ) -> PageLoaded:
         period = {"run_id": progress.run_id, "period_start": progress.period_start,
-                  "period_end": progress.period_end}  # fmt: skip
+                  "period_end": progress.period_end, "erp": progress.erp}  # fmt: skip
         if source == "journal":
             return await self._store_step(
                 ReconciliationStoreActivities.snapshot_journal, JournalSnapshotInput(**period)
             )
         load_page = LOADER_OF[SYSTEM_OF[source]]
-        # The ERP's own options; the SaaS pages may take longer than one quick call.
-        options = {} if system_of(load_page) == "erp" else PAGE_CALL
+        # The ERP's own options, on the reconciled ERP's queue; the SaaS pages may take longer
+        # than one quick call.
+        on_erp = system_of(load_page) == "erp"
+        options = {"queue": progress.erp_queue} if on_erp else PAGE_CALL
         return await run_activity(
             load_page,
             LoadPageInput(**period, source=source, cursor=cursor,  # type: ignore[arg-type]
@@ -301,10 +348,11 @@ class ReconciliationWorkflow:
         opened = []
         for finding in findings:
             exception_id = self._exception_id(progress, finding)
+            of_erp = f" of {progress.erp}" if progress.erp else ""
             await open_finance_exception(
                 self._context(progress, finding),
                 exception_id,
-                f"Reconciliation: {finding.classification} "
+                f"Reconciliation{of_erp}: {finding.classification} "
                 f"{finding.reference or finding.case_id or finding.customer_id}",
             )
             await self._mark(finding, "exception_opened", exception_id)

@@ -291,6 +291,8 @@ class ReconRun(Base):
     totals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     healed_count: Mapped[int] = mapped_column(Integer, default=0)
     exception_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The ERP it reconciled (the routing's name); None for runs from before routing.
+    erp: Mapped[str | None] = mapped_column(String(32))
 
 
 class ReconExpected(Base):
@@ -313,6 +315,9 @@ class ReconExpected(Base):
     billing_kind: Mapped[str] = mapped_column(String(16))
     is_credit: Mapped[bool] = mapped_column(Boolean)
     case_id: Mapped[str | None] = mapped_column(String(64))
+    # The ERP that books it when not the run's: kept only so that support's tickets are
+    # matched against the whole of billing; NULL for the run's own ERP.
+    other_erp: Mapped[str | None] = mapped_column(String(32))
 
 
 class ReconErpDocument(Base):

@@ -39,12 +39,15 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
+    or_,
     select,
     text,
+    true,
     union,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import Subquery
 
 from adapters.store import outbox
@@ -61,6 +64,7 @@ from adapters.store.models import (
     ReconRun,
     ReconSupportCredit,
     ReconTax,
+    ShadowPosting,
     utcnow,
 )
 from adapters.store.store import IntegrationStore
@@ -171,6 +175,9 @@ class ExpectedPosting:
     billing_kind: BillingKind
     is_credit: bool = False
     case_id: str | None = None
+    # The ERP that books it when that is not the ERP the run reconciles: such a row is kept
+    # only so support's tickets are matched against the whole of billing, never compared.
+    other_erp: str | None = None
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, get_args(ErpKind))
@@ -333,6 +340,7 @@ class ReconciliationRun:
     totals: dict[str, ClassTotal]
     healed_count: int
     exception_count: int
+    erp: str | None = None  # the ERP it reconciled; None for runs from before routing
 
     @property
     def counts(self) -> dict[str, int]:
@@ -379,9 +387,10 @@ class ReconciliationStore:
     # --- runs ----------------------------------------------------------------------------
 
     def start_run(
-        self, run_id: str, period_start: datetime, period_end: datetime
+        self, run_id: str, period_start: datetime, period_end: datetime, erp: str | None = None
     ) -> ReconciliationRun:
-        """Open a run for a period; starting the same run again returns it unchanged."""
+        """Open a run of an ERP (None: a run from before routing) for a period; starting the
+        same run again returns it unchanged."""
         start, end = _utc(period_start), _utc(period_end)
         if end <= start:
             raise ValueError(f"period_end {end} must be after period_start {start}")
@@ -396,12 +405,14 @@ class ReconciliationStore:
                 totals={},
                 healed_count=0,
                 exception_count=0,
+                erp=erp,
             )
             conn.execute(insert_run)
             run = self._read_run(conn, run_id)
-        if (run.period_start, run.period_end) != (start, end):
+        if (run.period_start, run.period_end, run.erp) != (start, end, erp):
             raise RunStateError(
                 f"run {run_id} already covers {run.period_start} to {run.period_end}"
+                f" of ERP {run.erp or '-'}"
             )
         return run
 
@@ -487,11 +498,17 @@ class ReconciliationStore:
         posted_from: datetime,
         posted_to: datetime,
         references_from_expected: bool = True,
+        *,
+        erp: str | None = None,
+        before_routing: bool = False,
     ) -> int:
         """Copy the journal entries posted in [posted_from, posted_to) and, unless told
         otherwise, those for any reference billing expects (documents, payments, refunds),
         whenever posted. Load the expected rows first. Taking the snapshot again replaces
-        it. Returns the entry count."""
+        it. Returns the entry count.
+
+        With `erp`, only the entries that ERP booked, and with `before_routing` those from
+        before routing too (their `erp` is None: booked by the ERP on the `erp` queue)."""
         journal_columns = (
             literal(run_id, String(255)),
             Posting.id,
@@ -502,22 +519,32 @@ class ReconciliationStore:
             Posting.currency,
             Posting.amount,
         )
+        booked = _booked_by(erp, before_routing)
         in_window = select(*journal_columns).where(
-            Posting.posted_at >= _utc(posted_from), Posting.posted_at < _utc(posted_to)
+            Posting.posted_at >= _utc(posted_from), Posting.posted_at < _utc(posted_to), booked
         )
-        for_expected = select(*journal_columns).join(
-            ReconExpected,
-            and_(
-                ReconExpected.run_id == run_id,
-                ReconExpected.reference == Posting.source_document_id,
-            ),
+        for_expected = (
+            select(*journal_columns)
+            .join(
+                ReconExpected,
+                and_(
+                    ReconExpected.run_id == run_id,
+                    ReconExpected.reference == Posting.source_document_id,
+                    _own(ReconExpected),
+                ),
+            )
+            .where(booked)
         )
-        for_expected_payments = select(*journal_columns).join(
-            ReconExpectedPayment,
-            and_(
-                ReconExpectedPayment.run_id == run_id,
-                ReconExpectedPayment.reference == Posting.source_document_id,
-            ),
+        for_expected_payments = (
+            select(*journal_columns)
+            .join(
+                ReconExpectedPayment,
+                and_(
+                    ReconExpectedPayment.run_id == run_id,
+                    ReconExpectedPayment.reference == Posting.source_document_id,
+                ),
+            )
+            .where(booked)
         )
         entries = (
             union(in_window, for_expected, for_expected_payments)
@@ -542,6 +569,66 @@ class ReconciliationStore:
             conn.execute(delete(ReconJournalEntry).where(ReconJournalEntry.run_id == run_id))
             conn.execute(copy)
             return _count(conn, ReconJournalEntry.run_id == run_id)
+
+    # --- which ERP books what (a run of one ERP loads only that ERP's) ---------------------
+
+    def journaled_erps(self, references: Iterable[str]) -> dict[str, str | None]:
+        """The ERP the journal says booked each of these billing references that it holds
+        (None: an entry from before routing)."""
+        found: dict[str, str | None] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(references):
+                rows = conn.execute(
+                    select(Posting.source_document_id, Posting.erp).where(
+                        Posting.source_system == "billing",
+                        Posting.source_document_id.in_(chunk),
+                    )
+                )
+                found.update({reference: erp for reference, erp in rows})
+        return found
+
+    def customer_journal_erps(self, customer_ids: Iterable[str]) -> dict[str, set[str | None]]:
+        """For each of these customers the journal holds entries of, the ERPs that booked
+        them (None: entries from before routing)."""
+        found: dict[str, set[str | None]] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(customer_ids):
+                rows = conn.execute(
+                    select(Posting.customer_id, Posting.erp)
+                    .where(Posting.customer_id.in_(chunk))
+                    .group_by(Posting.customer_id, Posting.erp)
+                )
+                for customer_id, erp in rows:
+                    found.setdefault(customer_id, set()).add(erp)
+        return found
+
+    def expected_erps(self, run_id: str, references: Iterable[str]) -> dict[str, str | None]:
+        """The documents of these references the run expects, each with the other ERP that
+        books it (None: the run's own ERP)."""
+        found: dict[str, str | None] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(references):
+                rows = conn.execute(
+                    select(ReconExpected.reference, ReconExpected.other_erp).where(
+                        ReconExpected.run_id == run_id, ReconExpected.reference.in_(chunk)
+                    )
+                )
+                found.update({reference: other for reference, other in rows})
+        return found
+
+    def shadowed_in(self, erp: str, references: Iterable[str]) -> set[str]:
+        """Which of these references `erp` holds as shadow copies of another ERP's book."""
+        found: set[str] = set()
+        with self._engine.connect() as conn:
+            for chunk in _chunks(references):
+                found.update(
+                    conn.execute(
+                        select(ShadowPosting.source_document_id).where(
+                            ShadowPosting.erp == erp, ShadowPosting.source_document_id.in_(chunk)
+                        )
+                    ).scalars()
+                )
+        return found
 
     def _load(self, run_id: str, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
         offered = 0
@@ -880,6 +967,7 @@ def _expected_findings(
     otherwise: tuple[ReconClass, str]
     missing: list[Branch] = []
     billing_only: dict[str, SQLColumnExpression[Any]] = {}
+    own: ColumnElement[bool] = true()
     if payments:
         e, what, applies_to = (
             ReconExpectedPayment,
@@ -903,6 +991,7 @@ def _expected_findings(
         agrees = _agrees(erp, e.kind, e.currency, e.amount)
         otherwise = (MISSING_IN_ERP, "Neither the ERP nor the posting journal holds this reference")
         billing_only["case_id"] = ReconExpected.case_id
+        own = _own(ReconExpected)
     holds_none = "the ERP holds no " + what + " with this reference"
     decision = _classified(
         [
@@ -939,7 +1028,7 @@ def _expected_findings(
         query.select_from(e)
         .outerjoin(erp, erp.c.reference == e.reference)
         .outerjoin(journal, journal.c.reference == e.reference)
-        .where(e.run_id == run_id),
+        .where(e.run_id == run_id, own),
     )
 
 
@@ -949,11 +1038,29 @@ def _erp_only_findings(
     """ERP references (documents, or payments and refunds) billing does not list for the
     period: duplicates, orphans, or journaled postings of a billing document or payment of
     another period (agreeing with the journal, or not)."""
-    e = ReconExpectedPayment if payments else ReconExpected
-    what = "billing " + erp.c.kind if payments else "billing document"
+    e: type[ReconExpected] | type[ReconExpectedPayment]
+    own: ColumnElement[bool]
+    booked_elsewhere: list[Branch] = []
+    if payments:
+        e, what, own = ReconExpectedPayment, "billing " + erp.c.kind, true()
+    else:
+        e, what, own = ReconExpected, literal("billing document", String), _own(ReconExpected)
+        elsewhere = aliased(ReconExpected)  # not the outer query's own rows
+        other = (
+            select(elsewhere.other_erp)
+            .where(elsewhere.run_id == run_id, elsewhere.reference == erp.c.reference)
+            .scalar_subquery()
+        )
+        booked_elsewhere.append((
+            and_(journal.c.entries.is_(None), other.is_not(None)),
+            ORPHAN_IN_ERP,
+            "Billing's document belongs to ERP " + other + " (journaled or routed there), "
+            "not to this one",
+        ))  # fmt: skip
     decision = _classified(
         [
             (erp.c.documents >= 2, DUPLICATE_IN_ERP, _duplicates(erp, payments=payments)),
+            *booked_elsewhere,
             (
                 journal.c.entries.is_(None),
                 ORPHAN_IN_ERP,
@@ -987,7 +1094,7 @@ def _erp_only_findings(
     return _insert_items(
         names,
         query.select_from(erp)
-        .outerjoin(e, and_(e.run_id == run_id, e.reference == erp.c.reference))
+        .outerjoin(e, and_(e.run_id == run_id, e.reference == erp.c.reference, own))
         .outerjoin(journal, journal.c.reference == erp.c.reference)
         .where(e.reference.is_(None)),
     )
@@ -1041,7 +1148,9 @@ def _journal_only_findings(run_id: str, journal: Subquery, *, payments: bool = F
     else:
         expected_model, erp_model, what = ReconExpected, ReconErpDocument, "document"
     expected = exists().where(
-        expected_model.run_id == run_id, expected_model.reference == journal.c.reference
+        expected_model.run_id == run_id,
+        expected_model.reference == journal.c.reference,
+        true() if payments else _own(ReconExpected),
     )
     in_erp = exists().where(erp_model.run_id == run_id, erp_model.reference == journal.c.reference)
     neither = "neither the ERP nor billing holds this reference"
@@ -1086,7 +1195,9 @@ def _credit_without_ticket(run_id: str) -> Insert:
     )
     return _insert_items(
         names,
-        query.where(e.run_id == run_id, e.is_credit.is_(True), e.case_id.is_(None), ~requested),
+        query.where(
+            e.run_id == run_id, _own(e), e.is_credit.is_(True), e.case_id.is_(None), ~requested
+        ),
     )
 
 
@@ -1095,7 +1206,8 @@ def _ticket_credit_without_billing(run_id: str) -> Insert:
     s = ReconSupportCredit
     e = ReconExpected
     # Billing holds it when the document the ticket names is listed, or a billing credit
-    # carries the ticket's case id (support credits are tagged with their case in billing).
+    # carries the ticket's case id (support credits are tagged with their case in billing),
+    # whichever ERP books that credit: tickets are support's and billing's, not an ERP's.
     # Two NOT EXISTS, each on its own index: one with an OR makes PostgreSQL nest loops.
     names_listed = exists().where(
         e.run_id == run_id, e.billing_document_id == s.billing_document_id
@@ -1139,7 +1251,9 @@ def _documents_both_hold(run_id: str) -> Select[Any]:
     """References billing expects and the ERP holds once, not cancelled: where tax is
     compared (a missing or doubled document is already a finding of its own)."""
     doc = ReconErpDocument
-    expected = select(ReconExpected.reference).where(ReconExpected.run_id == run_id)
+    expected = select(ReconExpected.reference).where(
+        ReconExpected.run_id == run_id, _own(ReconExpected)
+    )
     return (
         select(doc.reference)
         .where(doc.run_id == run_id, doc.reference.in_(expected))
@@ -1252,7 +1366,7 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
     MATCHED: """
         SELECT
           (SELECT count(*) FROM recon_expected e
-           WHERE e.run_id = :run_id
+           WHERE e.run_id = :run_id AND e.other_erp IS NULL
              AND (SELECT count(*) FROM recon_erp r
                   WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
              AND EXISTS (SELECT 1 FROM recon_erp r
@@ -1276,7 +1390,8 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
              AND (SELECT count(*) FROM recon_erp r2
                   WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
              AND NOT EXISTS (SELECT 1 FROM recon_expected e
-                             WHERE e.run_id = r.run_id AND e.reference = r.reference)
+                             WHERE e.run_id = r.run_id
+                               AND e.other_erp IS NULL AND e.reference = r.reference)
              AND EXISTS (SELECT 1 FROM recon_journal j
                          WHERE j.run_id = r.run_id AND j.reference = r.reference
                            AND j.kind = r.kind AND j.currency = r.currency
@@ -1294,7 +1409,7 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
     """,
     MISSING_IN_ERP: """
         SELECT count(*) FROM recon_expected e
-        WHERE e.run_id = :run_id
+        WHERE e.run_id = :run_id AND e.other_erp IS NULL
           AND NOT EXISTS (SELECT 1 FROM recon_erp r
                           WHERE r.run_id = e.run_id AND r.reference = e.reference)
           AND NOT EXISTS (SELECT 1 FROM recon_journal j
@@ -1336,7 +1451,7 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
     AMOUNT_MISMATCH: """
         SELECT
           (SELECT count(*) FROM recon_expected e
-           WHERE e.run_id = :run_id
+           WHERE e.run_id = :run_id AND e.other_erp IS NULL
              AND (SELECT count(*) FROM recon_erp r
                   WHERE r.run_id = e.run_id AND r.reference = e.reference) = 1
              AND NOT EXISTS (SELECT 1 FROM recon_erp r
@@ -1348,7 +1463,8 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
              AND (SELECT count(*) FROM recon_erp r2
                   WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
              AND NOT EXISTS (SELECT 1 FROM recon_expected e
-                             WHERE e.run_id = r.run_id AND e.reference = r.reference)
+                             WHERE e.run_id = r.run_id
+                               AND e.other_erp IS NULL AND e.reference = r.reference)
              AND EXISTS (SELECT 1 FROM recon_journal j
                          WHERE j.run_id = r.run_id AND j.reference = r.reference
                            AND j.kind NOT IN ('payment', 'refund'))
@@ -1379,7 +1495,8 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
                   OR ((SELECT count(*) FROM recon_erp r2
                        WHERE r2.run_id = r.run_id AND r2.reference = r.reference) = 1
                       AND NOT EXISTS (SELECT 1 FROM recon_expected e
-                                      WHERE e.run_id = r.run_id AND e.reference = r.reference)
+                                      WHERE e.run_id = r.run_id
+                                        AND e.other_erp IS NULL AND e.reference = r.reference)
                       AND NOT EXISTS (SELECT 1 FROM recon_journal j
                                       WHERE j.run_id = r.run_id AND j.reference = r.reference
                                         AND j.kind NOT IN ('payment', 'refund')))))
@@ -1396,7 +1513,7 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
     """,
     CREDIT_WITHOUT_TICKET: """
         SELECT count(*) FROM recon_expected e
-        WHERE e.run_id = :run_id AND e.is_credit AND e.case_id IS NULL
+        WHERE e.run_id = :run_id AND e.other_erp IS NULL AND e.is_credit AND e.case_id IS NULL
           AND NOT EXISTS (SELECT 1 FROM recon_support_credits s
                           WHERE s.run_id = e.run_id
                             AND s.billing_document_id = e.billing_document_id)
@@ -1460,7 +1577,8 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
             FROM recon_taxes t
             WHERE t.run_id = :run_id AND t.side = 'billing'
               AND EXISTS (SELECT 1 FROM recon_expected e
-                          WHERE e.run_id = t.run_id AND e.reference = t.reference)
+                          WHERE e.run_id = t.run_id
+                            AND e.other_erp IS NULL AND e.reference = t.reference)
               AND (SELECT count(*) FROM recon_erp r
                    WHERE r.run_id = t.run_id AND r.reference = t.reference) = 1
               AND NOT EXISTS (SELECT 1 FROM recon_erp r
@@ -1472,7 +1590,8 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
             FROM recon_taxes t
             WHERE t.run_id = :run_id AND t.side = 'erp'
               AND EXISTS (SELECT 1 FROM recon_expected e
-                          WHERE e.run_id = t.run_id AND e.reference = t.reference)
+                          WHERE e.run_id = t.run_id
+                            AND e.other_erp IS NULL AND e.reference = t.reference)
               AND (SELECT count(*) FROM recon_erp r
                    WHERE r.run_id = t.run_id AND r.reference = t.reference) = 1
               AND NOT EXISTS (SELECT 1 FROM recon_erp r
@@ -1500,6 +1619,27 @@ PLAIN_SQL_DIFF: Final[dict[ReconClass, str]] = {
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _own(expected: type[ReconExpected]) -> ColumnElement[bool]:
+    """A row of the ERP the run reconciles (a row another ERP books is kept for the tickets)."""
+    return expected.other_erp.is_(None)
+
+
+def _booked_by(erp: str | None, before_routing: bool) -> ColumnElement[bool]:
+    """Journal entries of the ERP `erp` (any, when None); with `before_routing`, also the
+    entries from before routing, which the ERP on the `erp` queue booked."""
+    if erp is None:
+        return true()
+    if before_routing:
+        return or_(Posting.erp == erp, Posting.erp.is_(None))
+    return Posting.erp == erp
+
+
+def _chunks(values: Iterable[str], size: int = 500) -> Iterator[list[str]]:
+    iterator = iter(sorted(set(values)))
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def _insert_ignoring_duplicates(conn: Connection, model: type[Base]) -> Insert:
@@ -1539,8 +1679,12 @@ def _count(conn: Connection, *where: ColumnElement[bool]) -> int:
 
 
 def _loaded_counts(conn: Connection, run_id: str) -> dict[str, int]:
+    """Rows per staging table and side; billing's postings another ERP books apart (kept for
+    the tickets), and only when there are some."""
+    other_erps = _count(conn, ReconExpected.run_id == run_id, ReconExpected.other_erp.is_not(None))
     return {
-        "expected": _count(conn, ReconExpected.run_id == run_id),
+        "expected": _count(conn, ReconExpected.run_id == run_id, _own(ReconExpected)),
+        **({"expected_other_erps": other_erps} if other_erps else {}),
         "erp": _count(conn, ReconErpDocument.run_id == run_id),
         "journal": _count(conn, ReconJournalEntry.run_id == run_id),
         "support_credits": _count(conn, ReconSupportCredit.run_id == run_id),
@@ -1636,6 +1780,7 @@ def _run_from(run: RowMapping) -> ReconciliationRun:
         },
         healed_count=run["healed_count"],
         exception_count=run["exception_count"],
+        erp=run["erp"],
     )
 
 

@@ -1,4 +1,5 @@
-"""Reconciliation over HTTP: start a run for a range, follow it, read its stored report."""
+"""Reconciliation over HTTP: start runs for a range (one per ERP of the routing, or of the ERP
+asked for), follow one, read its stored report; each names the ERP it reconciled."""
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
 from datetime import datetime
@@ -13,7 +14,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from adapters.store.reconciliation import ReconciliationStore
+from canonical.erp_routing import ERP_NAME_PATTERN
 from canonical.reconciliation import CLASSES
+from canonical.reconciliation_erps import erp_on_home_queue
 from starters.api.auth import ApiPrincipal
 from starters.api.dependencies import (
     CorrelationIdDep,
@@ -22,27 +25,47 @@ from starters.api.dependencies import (
     TemporalDep,
     reconcilers,
 )
+from starters.api.erp_routing import RoutingDep
 from starters.api.errors import V1_ERRORS, error_answers
 from starters.api.shapes import IsoDate, StrictBody
 from starters.api.temporal import (
     TemporalUnavailable,
     not_found_or_unavailable,
 )
-from starters.reconciliation import start_reconciliation
-from workflows.reconciliation import ReconciliationResult, ReconciliationWorkflow
+from starters.reconciliation import UnknownErp, start_reconciliations
+from workflows.reconciliation import (
+    ReconciliationResult,
+    ReconciliationWorkflow,
+    erp_of_workflow_id,
+)
 
 
 class ReconRequest(StrictBody):
     period_from: IsoDate = Field(description="first UTC day")
     period_to: IsoDate | None = Field(default=None, description="last UTC day, included")
+    erp: str | None = Field(
+        default=None,
+        pattern=ERP_NAME_PATTERN,
+        description="the routing's ERP to reconcile; omitted: each ERP of the routing, a run each",
+    )
+
+
+class ReconRunStarted(BaseModel):
+    erp: str = Field(description="the ERP the run reconciles")
+    workflow_id: str
+    already_running: bool = Field(
+        default=False, description="a run of this ERP and these days was still going: left to go"
+    )
 
 
 class ReconStarted(BaseModel):
-    workflow_id: str
+    workflow_id: str = Field(description="the first run's (the ERP on the `erp` queue's)")
+    runs: list[ReconRunStarted] = Field(default_factory=list, description="one per ERP")
 
 
 class ReconProgressView(BaseModel):
     workflow_id: str
+    erp: str | None = Field(default=None, description="the ERP the run reconciles")
     state: str = Field(description="running | completed | failed | …")
     progress: dict[str, Any]
     result: ReconciliationResult | None
@@ -82,6 +105,9 @@ class ReconItemView(BaseModel):
 
 class ReconReport(BaseModel):
     run_id: str
+    erp: str | None = Field(
+        default=None, description="the ERP reconciled; None for runs from before routing"
+    )
     period_start: datetime
     period_end: datetime
     status: str
@@ -109,29 +135,42 @@ async def start_run(
     temporal: TemporalDep,
     store: StoreDep,
     correlation_id: CorrelationIdDep,
+    routing: RoutingDep,
 ) -> ReconStarted:
-    """Reconcile billing, the ERP and the journal for the days given."""
+    """Reconcile billing, each ERP (or the one asked for) and the journal for the days given:
+    one run per ERP. A run of the same ERP and days still going is left to go; 409 when every
+    run asked for is."""
     client = await temporal.client()
     try:
-        workflow_id = await start_reconciliation(
-            client, settings, body.period_from, body.period_to or body.period_from
-        )
+        runs = await start_reconciliations(
+            client, settings, routing, body.period_from, body.period_to or body.period_from,
+            body.erp,
+        )  # fmt: skip
+    except UnknownErp as err:
+        raise HTTPException(422, f"body.erp: {err}") from None
     except ValueError as err:
         raise HTTPException(422, str(err)) from None
     except WorkflowAlreadyStartedError:
         raise HTTPException(409, "a reconciliation of this period is running") from None
     except RPCError as err:
         raise TemporalUnavailable(str(err)) from err
-    await run_in_threadpool(
-        store.append_audit,
-        actor=principal.name,
-        role=principal.role,
-        action="reconciliation.started",
-        subject=workflow_id,
-        correlation_id=correlation_id,
-        details={"from": str(body.period_from), "to": str(body.period_to)},
-    )
-    return ReconStarted(workflow_id=workflow_id)
+    for run in runs:
+        if not run.already_running:
+            await run_in_threadpool(
+                store.append_audit,
+                actor=principal.name,
+                role=principal.role,
+                action="reconciliation.started",
+                subject=run.workflow_id,
+                correlation_id=correlation_id,
+                details={"from": str(body.period_from), "to": str(body.period_to),
+                         "erp": run.erp},
+            )  # fmt: skip
+    return ReconStarted(
+        workflow_id=runs[0].workflow_id,
+        runs=[ReconRunStarted(erp=r.erp, workflow_id=r.workflow_id,
+                              already_running=r.already_running) for r in runs],
+    )  # fmt: skip
 
 
 @router.get("/runs/{run_id:path}", response_model=ReconReport, responses=error_answers(404))
@@ -155,6 +194,7 @@ async def report(
     items = await run_in_threadpool(recon.items, run_id, classification, after_id, limit)  # type: ignore[arg-type]
     return ReconReport(
         run_id=run.run_id,
+        erp=run.erp,
         period_start=run.period_start,
         period_end=run.period_end,
         status=run.status,
@@ -189,6 +229,7 @@ async def follow(
     workflow_id: str,
     _principal: Annotated[ApiPrincipal, Depends(reconcilers)],
     temporal: TemporalDep,
+    routing: RoutingDep,
 ) -> ReconProgressView:
     """Where a run is (sources loaded, phase), and its result once done."""
     if not workflow_id.startswith("recon/"):
@@ -208,9 +249,14 @@ async def follow(
     except RPCError as err:
         raise not_found_or_unavailable(err, f"no reconciliation {workflow_id}") from err
     state = status.name.lower() if status else "unknown"
-    return ReconProgressView(
-        workflow_id=workflow_id, state=state, progress=progress, result=result, failure=failure
+    # What the run says it reconciles; else what its id names (no ERP: the `erp` queue's).
+    erp = (result.erp if result else progress.get("erp")) or (
+        erp_of_workflow_id(workflow_id) or erp_on_home_queue(routing)
     )
+    return ReconProgressView(
+        workflow_id=workflow_id, erp=erp, state=state, progress=progress, result=result,
+        failure=failure,
+    )  # fmt: skip
 
 
 ENDED_WITHOUT_RESULT = frozenset({

@@ -647,22 +647,24 @@ class LocalStack:
             raise StackError(f"catalog: {err}") from err
 
     def _apply_recon_schedule(self) -> None:
-        """The nightly reconciliation and the daily shadow report exist in the local Temporal
-        after every `up`."""
-        from starters.reconciliation import apply_schedule
+        """The nightly reconciliation (one per ERP) and the daily shadow report exist in the
+        local Temporal after every `up`."""
+        from starters.reconciliation import apply_schedules
         from starters.shadow_reports import apply_shadow_schedule
 
-        async def apply() -> tuple[str, str]:
+        async def apply() -> tuple[dict[str, str], str]:
             client = await connect_for(self.settings)
-            recon = await apply_schedule(client, self.settings)
+            recon = await apply_schedules(client, self.settings)
             return recon, await apply_shadow_schedule(client, self.settings)
 
         recon, shadow = asyncio.run(apply())
-        self.echo(
-            f"schedule: nightly reconciliation {recon} ({self.settings.recon_hour:02d}:00 "
-            f"{self.settings.recon_timezone}), daily shadow report {shadow} "
-            f"({self.settings.recon_hour:02d}:30)"
-        )
+        for schedule, outcome in recon.items():  # one per ERP
+            self.echo(
+                f"schedule: nightly reconciliation {outcome} ({schedule}, "
+                f"{self.settings.recon_hour:02d}:00 {self.settings.recon_timezone})"
+            )
+        self.echo(f"schedule: daily shadow report {shadow} ({self.settings.recon_hour:02d}:30 "
+                  f"{self.settings.recon_timezone})")  # fmt: skip
 
     def prepare_erp(self, listen_host: str = "127.0.0.1") -> None:
         s = self.settings

@@ -31,6 +31,7 @@ from adapters import metrics
 from adapters.billing.webhook_signature import sign_stripe
 from adapters.bootstrap import Adapters, build_adapters
 from adapters.mapping_file import MappingFile
+from adapters.ports import Ledger
 from adapters.settings import Settings
 from adapters.system_health import recording_system_health
 from sandbox.billing.driver import BillingDriver
@@ -207,9 +208,18 @@ def _stack_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str,
 
 
 @contextlib.asynccontextmanager
-async def worker_running(stack: Stack, client: Client) -> AsyncIterator[None]:
-    """The stack's workers, on `client`, in this process until the block ends."""
+async def worker_running(
+    stack: Stack, client: Client, ledgers: dict[str, Ledger] | None = None
+) -> AsyncIterator[None]:
+    """The stack's workers, on `client`, in this process until the block ends; `ledgers`
+    wire ERPs of the routing to adapters of their own (the settings name one ERP's URL),
+    closed with the workers."""
     adapters = build_adapters(stack.settings)
+    for name, ledger in (ledgers or {}).items():
+        replaced = adapters.ledgers.get(name)
+        if replaced is not None:
+            await replaced.aclose()
+        adapters.ledgers[name] = ledger
     workers = build_workers(
         client,
         adapters,

@@ -94,6 +94,8 @@ ROLES_BY_OPERATION: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/v1/approvals"): frozenset(ROLES),
     ("GET", "/v1/credits/{credit_id}"): frozenset(ROLES),
     ("POST", "/v1/credits/{credit_id}:decide"): frozenset({"finance", "finance_admin"}),
+    ("GET", "/v1/erp/entities"): frozenset({"finance", "finance_admin", "ops"}),
+    ("POST", "/v1/erp/entities/{entity}/mode"): frozenset({"finance_admin"}),
     ("POST", "/v1/reconciliations"): frozenset({"ops", "finance", "finance_admin"}),
     ("GET", "/v1/reconciliations/runs/{run_id}"): frozenset({"ops", "finance", "finance_admin"}),
     ("GET", "/v1/reconciliations/{workflow_id}"): frozenset({"ops", "finance", "finance_admin"}),

@@ -21,6 +21,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.reconciliation import RunErp
 from adapters.task_queues import task_queue
 from canonical import Customer
 from tests.fixtures.temporal import TEST_SERVER, register_search_attributes
@@ -46,7 +47,7 @@ from tests.workflow.test_ledger_refund_states import (
     refund_becomes,
     reject_overpaid_payment,
 )
-from tests.workflow.test_reconciliation import DAY, FakeStore
+from tests.workflow.test_reconciliation import DAY, HOME, FakeStore
 from tests.workflow.test_reconciliation import running as recon_workers
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
@@ -388,15 +389,17 @@ async def record_credit_past_due(env: WorkflowEnvironment) -> None:
         save("case_to_credit_past_due", await handle.fetch_history())
 
 
-async def record_reconciliation(env: WorkflowEnvironment, name: str) -> None:
+async def record_reconciliation(
+    env: WorkflowEnvironment, name: str, erp: RunErp = HOME, named: str | None = None
+) -> None:
     """A day's run over every source: a missing invoice and payment healed, the other
-    differences handed to finance."""
-    fake = FakeStore()
+    differences handed to finance (of the ERP `erp`, asked for by `named`)."""
+    fake = FakeStore(erp=erp)
     async with recon_workers(env.client, "replay-recon.", fake):
         handle = await env.client.start_workflow(
             ReconciliationWorkflow.run,
-            ReconciliationInput(period_start=DAY, period_end=DAY.replace(day=27)),
-            id=f"recon/{name}",
+            ReconciliationInput(erp=named, period_start=DAY, period_end=DAY.replace(day=27)),
+            id=f"recon/{named}/{name}" if named else f"recon/{name}",
             task_queue=task_queue("replay-recon."),
         )
         result = await handle.result()
@@ -417,7 +420,16 @@ async def record_reconciliation_money(env: WorkflowEnvironment) -> None:
     await record_reconciliation(env, "reconciliation_money")
 
 
+async def record_reconciliation_per_erp(env: WorkflowEnvironment) -> None:
+    """A run of the ERP on the `erp` queue and one of another ERP (recon-per-erp): the ERP
+    resolved first, its pages read on its own queue, the tickets by the first only."""
+    await record_reconciliation(env, "reconciliation_per_erp_home")
+    other = RunErp(erp="eu", queue="erp-eu", compares_tickets=False)
+    await record_reconciliation(env, "reconciliation_per_erp_other", other, "eu")
+
+
 RECORDERS = {
+    "reconciliation_per_erp": record_reconciliation_per_erp,
     "reconciliation_money": record_reconciliation_money,
     "reconciliation_receivables_last": record_reconciliation_receivables_last,
     "account_sync_entitlements": record_account_sync_entitlements,

@@ -15,6 +15,7 @@ import pytest
 from adapters.store.reconciliation import ErpDocument, ExpectedPosting, ReconciliationStore
 from tests.unit import test_console_pages
 from tests.unit.test_console_pages import MARKUP, Console, assert_console_headers
+from tests.unit.test_erp_routing_api import ROUTING as TWO_ERPS
 
 console = test_console_pages.console  # the signed-in console over fakes of the API's reads
 
@@ -164,3 +165,47 @@ def test_a_run_is_started_through_the_api_and_audited_and_a_bad_form_changes_not
     assert f"Started {workflow_id}" in shown.text
     spoofed = console.client.get("/console/reconciliations?started=%3Cb%3Ehi")
     assert spoofed.status_code == 422
+
+
+def test_each_erp_of_the_routing_gets_its_run_and_the_pages_say_which_erp_a_run_reconciled(
+    console: Console, started: list[Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "routing.toml").write_text(TWO_ERPS)  # tryton on `erp`, and netsuite
+    settings = console.client.app.state.settings  # type: ignore[attr-defined]
+    monkeypatch.setattr(settings, "erp_routing", tmp_path / "routing.toml")
+    csrf = console.sign_in("finance")
+    own = {"Origin": "http://testserver"}
+    form = console.client.get("/console/reconciliations").text
+    assert '<option value="netsuite"' in form and '<option value="tryton"' in form
+
+    period = {"period_from": "2026-11-01", "period_to": "2026-11-03", "csrf_token": csrf}
+    answer = console.client.post("/console/reconciliations", data=period, headers=own,
+                                 follow_redirects=False)  # fmt: skip
+    assert answer.status_code == 303, answer.text
+    # the ERP on the `erp` queue keeps its id; the other is named in its own
+    assert [(s["id"], s["input"].erp) for s in started] == [
+        ("recon/2026-11-01..2026-11-03", None),
+        ("recon/netsuite/2026-11-01..2026-11-03", "netsuite"),
+    ]  # fmt: skip
+    audited = [(e.subject, e.details["erp"]) for e in console.store.audit_entries()
+               if e.action == "reconciliation.started"]  # fmt: skip
+    assert sorted(audited) == [("recon/2026-11-01..2026-11-03", "tryton"),
+                               ("recon/netsuite/2026-11-01..2026-11-03", "netsuite")]  # fmt: skip
+    notice = console.client.get(answer.headers["location"]).text
+    assert "recon/2026-11-01..2026-11-03, recon/netsuite/2026-11-01..2026-11-03" in notice
+
+    one = console.client.post("/console/reconciliations", data={**period, "erp": "netsuite"},
+                              headers=own, follow_redirects=False)  # fmt: skip
+    assert one.status_code == 303 and started[-1]["id"] == "recon/netsuite/2026-11-01..2026-11-03"
+    unknown = console.client.post("/console/reconciliations", data={**period, "erp": "sap"},
+                                  headers=own)  # fmt: skip
+    assert unknown.status_code == 422 and "no ERP &#39;sap&#39;" in unknown.text
+    assert len(started) == 3
+
+    run_id = "recon/netsuite/2026-11-01..2026-11-01@20261102T020000"
+    ReconciliationStore(console.store).start_run(
+        run_id, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC), "netsuite"
+    )
+    assert '<td class="erp">netsuite</td>' in console.client.get("/console/reconciliations").text
+    page = console.client.get(f"/console/reconciliations/runs/{run_id}")
+    assert '<dd class="erp">netsuite</dd>' in page.text

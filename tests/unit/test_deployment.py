@@ -249,10 +249,10 @@ def test_every_activity_is_registered_on_the_queue_its_class_names() -> None:
 
 QUEUES = {
     "": ["account_links", "append_audit", "credited_recently", "find_journal_entry",
-         "recon_classify", "recon_findings", "recon_finish_run", "recon_mark_outcome",
-         "recon_snapshot_journal", "recon_start_run", "record_account_links",
-         "record_journal_entry", "record_shadow_posting", "record_shadow_report",
-         "shadow_report_scopes"],
+         "recon_classify", "recon_erp_of_run", "recon_findings", "recon_finish_run",
+         "recon_mark_outcome", "recon_snapshot_journal", "recon_start_run",
+         "record_account_links", "record_journal_entry", "record_shadow_posting",
+         "record_shadow_report", "shadow_report_scopes"],
     "billing": ["apply_billing_credit", "earlier_invoice_ids", "fetch_active_subscription",
                 "fetch_billing_customer", "fetch_billing_document", "fetch_charge_refunds",
                 "fetch_invoice_payments", "fetch_subscription", "gather_credit_facts",

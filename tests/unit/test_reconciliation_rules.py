@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from temporalio.client import ScheduleActionStartWorkflow
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.reconciliation import (
     billing_taxes,
@@ -19,7 +21,15 @@ from activities.reconciliation import (
     receivables,
     unmapped_tax_name,
 )
+from adapters.settings import Settings
 from canonical import BalanceTransaction, BillingDocument, Money, Payment, Refund, TaxLine
+from canonical.erp_routing import (
+    EntityMatch,
+    ErpRouting,
+    ErpTarget,
+    LegalEntity,
+    single_erp_routing,
+)
 from canonical.mapping import FinanceMapping, TaxAccount
 from canonical.reconciliation import (
     CLASSES,
@@ -33,8 +43,15 @@ from canonical.reconciliation import (
     Receivable,
 )
 from starters import recon_commands
+from starters.reconciliation import (
+    UnknownErp,
+    erps_to_reconcile,
+    nightly_schedule,
+    schedule_id,
+    start_reconciliations,
+)
 from tests.unit.test_posting_policy import FINALIZED, document, line
-from workflows.reconciliation import day_before, recon_workflow_id
+from workflows.reconciliation import day_before, erp_of_workflow_id, recon_workflow_id
 
 
 def adjustment(txn: str, amount: str, **metadata: str) -> BalanceTransaction:
@@ -83,6 +100,66 @@ def test_runs_are_named_by_their_days_and_the_nightly_one_takes_the_day_before()
     assert recon_workflow_id(datetime(2026, 11, 1, tzinfo=UTC), month_end) == (
         "recon/2026-11-01..2026-11-30"
     )
+    # another ERP than the `erp` queue's is named in the id; each id says its ERP
+    assert recon_workflow_id(start, end, "eu") == "recon/eu/2026-11-26"
+    for workflow_id, erp in (("recon/2026-11-26", None), ("recon/eu/2026-11-26", "eu"),
+                             ("recon/nightly-2026-11-27T02:00:00Z", None),
+                             ("recon/eu/nightly-2026-11-27T02:00:00Z", "eu")):  # fmt: skip
+        assert erp_of_workflow_id(workflow_id) == erp, workflow_id
+
+
+TWO_ERPS = ErpRouting(
+    version=1,
+    erps={"eu": ErpTarget(kind="tryton", queue="erp-eu"),
+          "tryton": ErpTarget(kind="tryton", queue="erp")},
+    entities=[LegalEntity(name="EU", legacy="eu", match=EntityMatch(default=True))],
+)  # fmt: skip
+
+
+def test_each_erp_of_the_routing_is_reconciled_and_the_erp_queues_keeps_its_ids() -> None:
+    assert erps_to_reconcile(TWO_ERPS) == [("tryton", None), ("eu", "eu")]
+    assert erps_to_reconcile(TWO_ERPS, "tryton") == [("tryton", None)]
+    assert erps_to_reconcile(TWO_ERPS, "eu") == [("eu", "eu")]
+    assert erps_to_reconcile(single_erp_routing()) == [("tryton", None)]
+    with pytest.raises(UnknownErp, match="no ERP 'sap'"):
+        erps_to_reconcile(TWO_ERPS, "sap")
+
+
+def test_each_erp_has_its_nightly_schedule_and_the_erp_queues_keeps_its_own() -> None:
+    settings = Settings(task_queue_prefix="t.")
+    home, eu = nightly_schedule(settings), nightly_schedule(settings, "eu")
+    assert (schedule_id(settings), schedule_id(settings, "eu")) == ("t.recon-daily",
+                                                                    "t.recon-daily-eu")  # fmt: skip
+    assert isinstance(home.action, ScheduleActionStartWorkflow)
+    assert isinstance(eu.action, ScheduleActionStartWorkflow)
+    assert (home.action.id, eu.action.id) == ("recon/nightly", "recon/eu/nightly")
+    assert [a.erp for a in (*home.action.args, *eu.action.args)] == [None, "eu"]  # type: ignore[attr-defined]
+
+
+class StartsRecorded:
+    """Temporal's client: records starts, refuses those of ids already running."""
+
+    def __init__(self, running: set[str]) -> None:
+        self.running, self.started = running, list[str]()
+
+    async def start_workflow(self, _run: Any, _arg: Any, *, id: str, **_: Any) -> None:
+        if id in self.running:
+            raise WorkflowAlreadyStartedError(id, "Reconciliation")
+        self.started.append(id)
+
+
+async def test_a_run_still_going_is_left_to_go_and_only_all_of_them_going_is_refused() -> None:
+    settings, day = Settings(), date(2026, 11, 26)
+    client = StartsRecorded({"recon/2026-11-26"})
+    runs = await start_reconciliations(client, settings, TWO_ERPS, day, day)  # type: ignore[arg-type]
+    assert [(r.erp, r.workflow_id, r.already_running) for r in runs] == [
+        ("tryton", "recon/2026-11-26", True), ("eu", "recon/eu/2026-11-26", False),
+    ]  # fmt: skip
+    assert client.started == ["recon/eu/2026-11-26"]
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await start_reconciliations(client, settings, TWO_ERPS, day, day, "tryton")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="before"):
+        await start_reconciliations(client, settings, TWO_ERPS, day, date(2026, 11, 1))  # type: ignore[arg-type]
 
 
 # --- money moved, tax per rate, receivables ------------------------------------------------

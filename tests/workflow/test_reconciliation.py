@@ -32,6 +32,8 @@ from activities.reconciliation import (
     ReconciliationStoreActivities,
     ReconCounts,
     ReconFinding,
+    RunErp,
+    RunErpInput,
     RunRef,
     StartRunInput,
 )
@@ -66,6 +68,8 @@ from workflows.reconciliation import (
 )
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
+# The ERP on the `erp` queue, as the routing names it: what a run naming no ERP reconciles.
+HOME = RunErp(erp="tryton", queue="erp", compares_tickets=True)
 PAGES = {"invoices": 4, "credit_notes": 1, "balance_credits": 2, "payments": 2, "refunds": 1,
          "receivables": 1, "erp": 4, "erp_payments": 2, "erp_receivables": 1,
          "tickets": 1}  # fmt: skip
@@ -99,7 +103,13 @@ FINDINGS = [
 class FakeStore:
     """The store and the systems, as the loaders and store steps see them."""
 
-    def __init__(self, found: list[ReconFinding] = FINDINGS, heal: bool = True) -> None:
+    def __init__(
+        self, found: list[ReconFinding] = FINDINGS, heal: bool = True, erp: RunErp = HOME
+    ) -> None:
+        self.erp = erp
+        self.erp_asked: list[str | None] = []
+        self.started: list[StartRunInput] = []
+        self.erp_pages: list[tuple[str, str | None]] = []  # (source, ERP) of each ERP page
         self.pages_read: list[tuple[str, str | None]] = []
         self.outcomes: dict[int, str] = {}
         self.finished: FinishInput | None = None
@@ -108,9 +118,14 @@ class FakeStore:
         self.heal = heal
 
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
+        @activity.defn(name="recon_erp_of_run")
+        async def erp_of_run(request: RunErpInput) -> RunErp:
+            self.erp_asked.append(request.erp)
+            return self.erp
+
         @activity.defn(name="recon_start_run")
-        async def start_run(_r: StartRunInput) -> None:
-            return None
+        async def start_run(request: StartRunInput) -> None:
+            self.started.append(request)
 
         @activity.defn(name="recon_load_billing_page")
         async def load_billing_page(request: LoadPageInput) -> PageLoaded:
@@ -118,6 +133,7 @@ class FakeStore:
 
         @activity.defn(name="recon_load_erp_page")
         async def load_erp_page(request: LoadPageInput) -> PageLoaded:
+            self.erp_pages.append((request.source, request.erp))
             return self._page(request)
 
         @activity.defn(name="recon_load_ticket_page")
@@ -154,11 +170,12 @@ class FakeStore:
             self.finished = request
 
         return {
-            "": [start_run, snapshot_journal, classify, findings, mark_outcome, finish_run],
+            "": [erp_of_run, start_run, snapshot_journal, classify, findings, mark_outcome,
+                 finish_run],
             "billing": [load_billing_page, heal] if self.heal else [load_billing_page],
-            "erp": [load_erp_page],
+            self.erp.queue: [load_erp_page],
             "support": [load_ticket_page],
-        }
+        }  # fmt: skip
 
     def _page(self, request: LoadPageInput) -> PageLoaded:
         self.pages_read.append((request.source, request.cursor))
@@ -240,11 +257,56 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
     assert "retry" in context.decision_effects
     assert tax_context.step == "tax_differs" and tax_context.payload["kind"] == "tax"
     assert result.run_id.startswith(workflow_id)
+    # naming no ERP, the run reconciles the one on the `erp` queue, on that queue
+    assert fake.erp_asked == [None] and [s.erp for s in fake.started] == ["tryton"]
+    assert {erp for _, erp in fake.erp_pages} == {"tryton"} and result.erp == "tryton"
     # the runs replay on this code (the new sources are read behind a patch marker)
     replayer = Replayer(workflows=[ReconciliationWorkflow], data_converter=pydantic_data_converter)
     for history in (first_history, last_history):
         replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert replayed.replay_failure is None
+
+
+class SplitReceivables(FakeStore):
+    """Billing's receivables page says two customers' receivables are compared nowhere."""
+
+    def _page(self, request: LoadPageInput) -> PageLoaded:
+        page = super()._page(request)
+        split = 2 if request.source == "receivables" else 0
+        return page.model_copy(update={"receivables_not_compared": split})
+
+
+async def test_a_run_of_another_erp_reads_it_on_its_queue_and_leaves_tickets_to_the_home_run(
+    dev_server_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    client = dev_server_env.client
+    fake = SplitReceivables(erp=RunErp(erp="eu", queue="erp-eu", compares_tickets=False))
+    workflow_id = f"recon/eu/2026-11-26-{queue_prefix}"
+    async with running(client, queue_prefix, fake):
+        handle = await client.start_workflow(
+            ReconciliationWorkflow.run,
+            ReconciliationInput(erp="eu", period_start=DAY, period_end=DAY.replace(day=27)),
+            id=workflow_id,
+            task_queue=task_queue(queue_prefix),
+        )
+        result = await handle.result()
+        started = result.run_id.rsplit("@", 1)[1]
+        for opened in result.exceptions_opened:
+            await client.get_workflow_handle(opened).terminate("test over")
+
+    assert fake.erp_asked == ["eu"] and [s.erp for s in fake.started] == ["eu"]
+    # every ERP page read on the eu queue (the only one the fake ERP polls) for eu
+    assert sorted(fake.erp_pages) == sorted(
+        (source, "eu") for source in ("erp", "erp_payments", "erp_receivables")
+        for _ in range(PAGES[source])
+    )  # fmt: skip
+    assert "tickets" not in {source for source, _ in fake.pages_read}
+    assert result.erp == "eu" and "tickets" not in result.loaded
+    assert result.loaded["receivables_not_compared"] == 2
+    assert result.exceptions_opened == [
+        f"exception/{workflow_id}/{started}-2",
+        f"exception/{workflow_id}/{started}-4",
+    ]
 
 
 @workflow.defn(name=LEDGER_WORKFLOW, sandboxed=False)

@@ -1,6 +1,6 @@
-"""The console's reconciliation pages: the runs (latest first), one run's totals per class and
-currency and its items with their remedy (filtered by class, paged, CSV), and the form that
-starts a run for a period.
+"""The console's reconciliation pages: the runs (latest first, each with the ERP it
+reconciled), one run's totals per class and currency and its items with their remedy (filtered
+by class, paged, CSV), and the form that starts runs for a period (each ERP, or one).
 
 Every operation is the API's (starters/api/reconciliation.py): `report` reads a run as
 `GET /v1/reconciliations/runs/{id}` does, `start_run` starts one as `POST
@@ -11,12 +11,12 @@ Every operation is the API's (starters/api/reconciliation.py): `report` reads a 
 import csv
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from adapters.store.reconciliation import ReconciliationStore
@@ -34,6 +34,7 @@ from starters.api.console.pages import (
 )
 from starters.api.console.security import PAGE_HEADERS
 from starters.api.dependencies import KeyringDep, SettingsDep, StoreDep, TemporalDep
+from starters.api.erp_routing import RoutingDep
 
 # As the API's `reconcilers` (starters/api/dependencies.py).
 RECONCILERS = ("ops", "finance", "finance_admin")
@@ -50,7 +51,9 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 
 class RunsQuery(BaseModel):
-    started: str | None = Field(default=None, pattern=STARTED)
+    started: list[Annotated[str, StringConstraints(pattern=STARTED)]] = Field(
+        default_factory=list, max_length=20
+    )
 
 
 class ItemsQuery(BaseModel):
@@ -77,8 +80,9 @@ def _reconciler(request: Request, keyring: Any) -> ConsoleSession:
 
 
 async def _runs_page(
-    request: Request, session: ConsoleSession, store: Any, status: int = 200, **values: Any
-) -> Response:
+    request: Request, session: ConsoleSession, store: Any, erps: list[str], status: int = 200,
+    **values: Any,
+) -> Response:  # fmt: skip
     latest = await run_in_threadpool(ReconciliationStore(store).latest_runs, RUN_LIMIT)
     # Each run with how many of its items are not in agreement.
     runs = [
@@ -87,18 +91,23 @@ async def _runs_page(
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
     return render(
         "reconciliations.html", status, session=session, title="Reconciliation", runs=runs,
-        classes=CLASSES, yesterday=yesterday, **values,
+        classes=CLASSES, yesterday=yesterday, erps=erps, **values,
     )  # fmt: skip
 
 
 @router.get("/reconciliations")
-async def runs_page(request: Request, keyring: KeyringDep, store: StoreDep) -> Response:
+async def runs_page(
+    request: Request, keyring: KeyringDep, store: StoreDep, routing: RoutingDep
+) -> Response:
     session = _reconciler(request, keyring)
-    query = validated(RunsQuery, dict(request.query_params), session)
+    query = validated(RunsQuery, {"started": request.query_params.getlist("started")}, session)
     notice = None
     if query.started:
-        notice = f"Started {query.started}; the run is listed here once it has begun loading."
-    return await _runs_page(request, session, store, notice=notice)
+        notice = (
+            f"Started {', '.join(query.started)}; each run is listed here once it has begun "
+            "loading."
+        )
+    return await _runs_page(request, session, store, routing.erp_names(), notice=notice)
 
 
 @router.post("/reconciliations")
@@ -108,26 +117,31 @@ async def start_run(
     settings: SettingsDep,
     temporal: TemporalDep,
     store: StoreDep,
+    routing: RoutingDep,
 ) -> Response:
     session = await checked_post(request, keyring, RECONCILERS)
     form = request.state.console_form
     fields = {"period_from": form.get("period_from", "").strip() or None,
-              "period_to": form.get("period_to", "").strip() or None}  # fmt: skip
+              "period_to": form.get("period_to", "").strip() or None,
+              "erp": form.get("erp", "").strip() or None}  # fmt: skip
     try:
         body = validated(recon_api.ReconRequest, fields, session)
         started = await through_api(
             recon_api.start_run(
-                body, session.principal, settings, temporal, store, request.state.correlation_id
+                body, session.principal, settings, temporal, store,
+                request.state.correlation_id, routing,
             ),
             session,
-        )
+        )  # fmt: skip
     except ConsoleRefusal as refusal:
         if refusal.status in (401, 403):
             raise
         return await _runs_page(
-            request, session, store, refusal.status, problem=refusal.message, form=fields
-        )
-    target = "/console/reconciliations?" + urlencode({"started": started.workflow_id})
+            request, session, store, routing.erp_names(), refusal.status,
+            problem=refusal.message, form=fields,
+        )  # fmt: skip
+    ids = [run.workflow_id for run in started.runs] or [started.workflow_id]
+    target = "/console/reconciliations?" + urlencode({"started": ids}, doseq=True)
     return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
 
 
