@@ -106,7 +106,7 @@ class ErpRoutingActivities(SystemActivities):
         if self._one_route is not None:
             return self._one_route
         if request.reference is not None:
-            booked = await self._journaled_route(request.reference)
+            booked = await self._journaled_route(request.reference, request.customer_id)
             if booked is not None:
                 return booked
         entity = await self._entity(request.customer_id)
@@ -119,22 +119,27 @@ class ErpRoutingActivities(SystemActivities):
         shadowed where it was shadowed, whatever the entity's mode is now."""
         if self._one_route is not None:
             return self._one_route
-        booked = await self._journaled_route(request.applies_to)
+        booked = await self._journaled_route(request.applies_to, request.customer_id)
         if booked is not None:
             return booked
-        # Not journaled with a route (booked before routing, or not yet): the document's own
-        # route on the payment's date, which is the only ERP before any routing.
+        # Not journaled yet (the ledger waits for its document first): the document's own
+        # route on the payment's date.
         return await self.route_erp_posting(
             RoutePostingInput(customer_id=request.customer_id, on=request.on)
         )
 
-    async def _journaled_route(self, reference: str) -> PostingRoute | None:
+    async def _journaled_route(self, reference: str, customer_id: str) -> PostingRoute | None:
         """The route a journaled document took: the ERP that booked it and, if it was
-        shadowed, the ERP that has its copy."""
+        shadowed, the ERP that has its copy. One journaled before routing (no entity) was
+        booked by the ERP on the `erp` queue, and was never shadowed."""
         entry = await asyncio.to_thread(self._store.find_posting, "billing", reference)
-        if entry is None or entry.entity is None:
+        if entry is None:
             return None
         book = entry.erp or self._erp_on_home_queue()
+        if entry.entity is None:
+            entity_name = (await self._entity(customer_id)).name
+            return PostingRoute(entity=entity_name, mode="legacy", book=book,
+                                book_queue=self._routing.erps[book].queue)  # fmt: skip
         shadows = await asyncio.to_thread(
             self._coexistence.shadow_postings, entry.entity, [reference]
         )

@@ -10,7 +10,7 @@ halfway through a document.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -81,6 +81,21 @@ class ErpPoster:
                 on=posting.payment_date,
             ),
         )
+
+    async def decided_route(self, customer_id: str, settles: str, on: date) -> PostingRoute | None:
+        """Where what finance decided on (posted by hand, or rejected) would have been booked:
+        its journal entry names that ERP, so reconciliation judges it in the right run.
+        `settles` is the document itself, or the one the money settles. None before routing,
+        or when no route covers the customer (the exception may have been about that)."""
+        if not workflow.patched(ERP_ROUTING_PATCH):
+            return None
+        try:
+            return await call_system(
+                ErpRoutingActivities.route_erp_payment,
+                RoutePaymentInput(customer_id=customer_id, applies_to=settles, on=on),
+            )
+        except StepFailed:
+            return None
 
     async def post_document(
         self, route: PostingRoute | None, posting: LedgerPosting

@@ -1205,7 +1205,12 @@ class SubscriptionLedgerWorkflow:
         for posting in required_postings(document):
             if await self._journaled(posting.reference) is None:
                 number = decision.manual_erp_number
-                await self._journal(posting, MANUAL_POSTING_PREFIX + str(number), number, event)
+                route = await self._erp.decided_route(
+                    posting.customer_id, posting.reference, posting.billing_date
+                )
+                await self._journal(
+                    posting, MANUAL_POSTING_PREFIX + str(number), number, event, route
+                )
 
     async def _journal_money_manually(
         self, event: BillingEventRef, decision: FinanceDecision
@@ -1215,10 +1220,16 @@ class SubscriptionLedgerWorkflow:
         number = decision.manual_erp_number
         for reference, document_type, customer_id, amount in self._manual_journal:
             if await self._journaled(reference) is None:
+                route = await self._money_decided_route(customer_id, reference)
                 await self._journal_entry(
                     reference, document_type, customer_id, amount,
-                    MANUAL_POSTING_PREFIX + str(number), number, event,
+                    MANUAL_POSTING_PREFIX + str(number), number, event, route,
                 )  # fmt: skip
+
+    async def _money_decided_route(self, customer_id: str, reference: str) -> PostingRoute | None:
+        """Money goes where the document it settles was booked."""
+        settles = self._current_invoice or reference
+        return await self._erp.decided_route(customer_id, settles, workflow.now().date())
 
     async def _journal_rejected(self, failed_document: str | None, event: BillingEventRef) -> None:
         """Finance rejected it: journal each reference the failed step was about under the
@@ -1246,8 +1257,13 @@ class SubscriptionLedgerWorkflow:
             return
         for reference, document_type, customer_id, amount in entries:
             if await self._journaled(reference) is None:
+                # A document is routed as itself, money as what it settles.
+                settles = reference
+                if document_type in MONEY_KINDS:
+                    settles = failed_document or self._current_invoice or reference
+                route = await self._erp.decided_route(customer_id, settles, workflow.now().date())
                 await self._journal_entry(
-                    reference, document_type, customer_id, amount, rejected, None, event
+                    reference, document_type, customer_id, amount, rejected, None, event, route
                 )
 
     async def _money_rejected_with(

@@ -21,8 +21,10 @@ from canonical.erp_routing import PostingRoute
 from canonical.shadow_report import SHADOW_FAILED_PREFIX
 from tests.workflow.test_subscription_ledger import (
     FakeWorld,
+    decision,
     deliver,
     event,
+    exception_handle,
     invoice,
     until,
 )
@@ -109,3 +111,24 @@ async def test_a_target_that_refuses_for_good_is_journaled_failed_and_holds_noth
     assert failed.erp_document_id == f"{SHADOW_FAILED_PREFIX}ValidationError"
     assert "in_1" not in world.target.erp and "in_2" in world.target.erp
     assert not world.audit  # no finance exception: the shadow report lists it instead
+
+
+async def test_what_finance_posts_by_hand_is_journaled_with_the_erp_that_books_it(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """Reconciliation judges a journal entry in the run of its ERP: a decision's entry names
+    the ERP the document would have been booked by, as a posting's does."""
+    env, world = time_skipping_env, ShadowedWorld()
+    world.documents["in_m"] = invoice("in_m", "25.00")
+    world.post_failures = [("ValidationError", True)]
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_m", "in_m", 100))
+        exception = await exception_handle(env, workflow_id)
+        await exception.execute_update(
+            FinanceExceptionWorkflow.decide,
+            decision("resolve_manually", manual_erp_number="INV-MANUAL-7"),
+        )
+        await until(lambda: "in_m" in world.journal, env, "manual journal entry")
+    entry = world.journal["in_m"]
+    assert (entry.erp_number, entry.erp, entry.entity) == ("INV-MANUAL-7", "tryton", "EU")
+    assert world.shadows == {}  # nothing was posted, so nothing was copied
