@@ -115,13 +115,10 @@ class ErpPoster:
             queue=route.book_queue if route else None,
         )
 
-    def needs_party(self, queue: str, customer_id: str) -> bool:
-        return (queue, customer_id) not in self._parties
-
     async def ensure_party(self, queue: str, customer_id: str) -> None:
         """The customer as a party of the ERP on `queue` (lookup-before-create there), once
         per run."""
-        if not self.needs_party(queue, customer_id):
+        if (queue, customer_id) in self._parties:
             return
         customer = await call_system(
             BillingAccountActivities.fetch_billing_customer,
@@ -130,9 +127,6 @@ class ErpPoster:
         await call_system(
             ErpAccountActivities.ensure_erp_party, EnsurePartyInput(customer=customer), queue=queue
         )
-        self.party_known(queue, customer_id)
-
-    def party_known(self, queue: str, customer_id: str) -> None:
         self._parties.add((queue, customer_id))
 
     async def shadow_document(self, route: PostingRoute | None, posting: LedgerPosting) -> None:
