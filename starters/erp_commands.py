@@ -5,13 +5,15 @@ with any finance key, a step with a finance_admin key (audited there)."""
 from __future__ import annotations
 
 import argparse
+import time
 from datetime import UTC, date, datetime
 from typing import Any
 
 from adapters.settings import Settings
-from starters.console import call_api, echo, money, table
+from starters.console import ApiCallFailed, call_api, echo, money, table
 
 BASE = "/v1/erp/entities"
+REPORT_WAIT_SECONDS = 15 * 60.0  # a day of many thousand records, read from both ERPs
 
 
 def cmd_erp_routing(args: argparse.Namespace, settings: Settings) -> int:
@@ -25,8 +27,10 @@ def cmd_erp_routing(args: argparse.Namespace, settings: Settings) -> int:
 def _shadow_report(settings: Settings, entity: str, on: date) -> int:
     """Make the entity's shadow report for the day and print what differs; 1 when anything
     does (a script can wait for a clean one before the cutover)."""
-    report = call_api(settings, "post", f"{BASE}/{entity}/shadow-reports", role="finance",
-                      json={"day": on.isoformat()}).json()  # fmt: skip
+    asked = datetime.now(UTC)
+    answer = call_api(settings, "post", f"{BASE}/{entity}/shadow-reports", role="finance",
+                      json={"day": on.isoformat()})  # fmt: skip
+    report = answer.json() if answer.status_code == 200 else _made(settings, entity, on, asked)
     differences = report["differences"]
     echo(f"shadow report of {entity} for {on.isoformat()}: {report['compared']} compared "
          f"between {report['book_erp']} and {report['target_erp']}, "
@@ -57,6 +61,25 @@ def _change_mode(settings: Settings, entity: str, mode: str, on: date, reason: s
     echo(f"{entity}: {mode} from {on.isoformat()} (today it is in {answer['mode']}, booked by "
          f"{answer['books_today']})")  # fmt: skip
     return 0
+
+
+def _made(settings: Settings, entity: str, on: date, since: datetime) -> dict[str, Any]:
+    """A report still being made (a long day): the entity's report of that day, once made."""
+    echo(f"the shadow report of {entity} for {on.isoformat()} is being made; waiting for it")
+    deadline = time.monotonic() + REPORT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        for report in call_api(settings, "get", f"{BASE}/{entity}/shadow-reports",
+                               role="finance").json():  # fmt: skip
+            if (
+                report["day"] == on.isoformat()
+                and datetime.fromisoformat(report["made_at"]) >= since
+            ):
+                return dict(report)
+        time.sleep(2)
+    raise ApiCallFailed(
+        f"the shadow report of {entity} for {on.isoformat()} is not made after "
+        f"{REPORT_WAIT_SECONDS:.0f} s; `ledgerbridge erp shadow-report` shows it once made"
+    )
 
 
 def _steps(steps: list[dict[str, Any]]) -> str:

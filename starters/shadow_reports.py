@@ -4,8 +4,9 @@ Schedule for the day before (every entity in shadow)."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
-from temporalio.client import Client, Schedule, ScheduleActionStartWorkflow
+from temporalio.client import Client, Schedule, ScheduleActionStartWorkflow, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from adapters.settings import Settings
@@ -21,12 +22,12 @@ from workflows.shadow_report import (
 SHADOW_SCHEDULE_ID = "shadow-report-daily"
 
 
-async def run_shadow_report(
+async def start_shadow_report(
     client: Client, settings: Settings, entity: str, day: date
-) -> ShadowReportResult:
-    """Run the entity's report for the day and wait for it (a day is read in seconds); one
-    already running for the same entity and day is waited for instead of started twice."""
-    handle = await client.start_workflow(
+) -> WorkflowHandle[Any, ShadowReportResult]:
+    """Start the entity's report for the day; one already running for the same entity and
+    day is joined instead of started twice."""
+    return await client.start_workflow(
         ShadowReportWorkflow.run,
         ShadowReportInput(entity=entity, day=day),
         id=shadow_report_workflow_id(entity, day),
@@ -35,7 +36,14 @@ async def run_shadow_report(
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         static_summary=f"Shadow report of {entity} for {day.isoformat()}",
     )
-    return await handle.result()
+
+
+async def run_shadow_report(
+    client: Client, settings: Settings, entity: str, day: date
+) -> ShadowReportResult:
+    """The entity's report for the day, made now (a day of thousands of records takes a
+    while: both ERPs are read record by record)."""
+    return await (await start_shadow_report(client, settings, entity, day)).result()
 
 
 def daily_shadow_schedule(settings: Settings) -> Schedule:

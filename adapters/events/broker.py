@@ -181,7 +181,9 @@ class DurableConsumer:
         arrived in that time."""
         try:
             messages = await self._subscription.fetch(batch, timeout=wait_seconds)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):
+            # nats-py ends an empty pull with its own TimeoutError, or, when the wait runs out
+            # on its side first, asyncio's (the built-in one, an OSError): nothing came.
             return []
         except nats.js.errors.APIError as err:
             raise _api_error(err, "fetch") from err

@@ -4,12 +4,15 @@ step, which is audited in the same transaction and refused, in one line, when it
 backwards, skips a step, is dated in the past or before the step it follows."""
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies.
+import asyncio
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
 
 from adapters.mapping_file import MappingFileError
 from adapters.routing_file import load_routing
@@ -33,15 +36,17 @@ from starters.api.dependencies import (
     finance_readers,
 )
 from starters.api.errors import V1_ERRORS, error_answers
-from starters.api.shapes import StrictBody
-from starters.shadow_reports import run_shadow_report
+from starters.api.shapes import IsoDate, StrictBody
+from starters.api.temporal import TemporalUnavailable
+from starters.shadow_reports import start_shadow_report
 
 router = APIRouter(prefix="/v1/erp", tags=["erp"], responses=V1_ERRORS)
 
 Reader = Annotated[ApiPrincipal, Depends(finance_readers)]
 Mover = Annotated[ApiPrincipal, Depends(erp_movers)]
 EntityName = Annotated[str, Path(pattern=ENTITY_NAME_PATTERN, description="the legal entity")]
-DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# How long a request waits for a shadow report before answering 202 (it goes on being made).
+REPORT_WAIT_SECONDS = 20.0
 
 
 class ModeStep(BaseModel):
@@ -64,7 +69,7 @@ class EntityRoute(BaseModel):
 
 class ModeChangeBody(StrictBody):
     mode: Literal["shadow", "cutover"]
-    effective_from: str = Field(pattern=DAY_PATTERN, description="YYYY-MM-DD, today or later")
+    effective_from: IsoDate = Field(description="YYYY-MM-DD, today or later")
     reason: str = Field(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
@@ -94,10 +99,7 @@ async def change_mode(
     store: StoreDep,
 ) -> EntityRoute:  # fmt: skip
     legal_entity = _known(routing, entity)
-    try:
-        effective_from = date.fromisoformat(body.effective_from)
-    except ValueError:
-        raise HTTPException(422, f"effective_from {body.effective_from} is not a day") from None
+    effective_from = body.effective_from
     today = datetime.now(UTC).date()
     coexistence = ErpCoexistenceStore(store)
     reports = await run_in_threadpool(coexistence.shadow_reports, entity, 1)
@@ -148,7 +150,7 @@ def _entity_route(routing: ErpRouting, name: str, changes: list[ModeChange]) -> 
 
 
 class ShadowReportBody(StrictBody):
-    day: str = Field(pattern=DAY_PATTERN, description="YYYY-MM-DD: the day postings were sent")
+    day: IsoDate = Field(description="YYYY-MM-DD: the day postings were sent")
 
 
 @router.get(
@@ -163,21 +165,37 @@ async def list_shadow_reports(
     return await run_in_threadpool(ErpCoexistenceStore(store).shadow_reports, entity)
 
 
+class ShadowReportRunning(BaseModel):
+    workflow_id: str
+    status: Literal["running"] = "running"
+    detail: str = "the report is still being made; GET the entity's shadow-reports for it"
+
+
 @router.post(
     "/entities/{entity}/shadow-reports",
     summary="Make the entity's shadow report for a day now (it is made daily for the day before)",
-    responses=error_answers(404, 422, 503),
+    responses={
+        202: {"model": ShadowReportRunning, "description": "still being made after 20 s"},
+        **error_answers(404, 409, 503),
+    },
 )
 async def make_shadow_report(
     entity: EntityName, body: ShadowReportBody, _: Reader, routing: RoutingDep,
     temporal: TemporalDep, settings: SettingsDep,
-) -> ShadowReport:  # fmt: skip
+) -> Any:  # fmt: skip
+    """The report when it is made within REPORT_WAIT_SECONDS; else 202 with its workflow:
+    a long day goes on being read, and lands in the entity's reports."""
     legal_entity = _known(routing, entity)
     if legal_entity.target is None:
-        raise HTTPException(422, f"entity {entity} has no target ERP: nothing is shadowed")
+        raise HTTPException(409, f"entity {entity} has no target ERP: nothing is shadowed")
+    day = body.day
     try:
-        day = date.fromisoformat(body.day)
-    except ValueError:
-        raise HTTPException(422, f"day {body.day} is not a day") from None
-    result = await run_shadow_report(await temporal.client(), settings, entity, day)
+        handle = await start_shadow_report(await temporal.client(), settings, entity, day)
+        try:
+            result = await asyncio.wait_for(handle.result(), REPORT_WAIT_SECONDS)
+        except TimeoutError:
+            running = ShadowReportRunning(workflow_id=handle.id)
+            return JSONResponse(running.model_dump(mode="json"), status_code=202)
+    except RPCError as err:
+        raise TemporalUnavailable(str(err)) from err
     return result.reports[0]

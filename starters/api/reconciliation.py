@@ -127,7 +127,7 @@ class ReconReport(BaseModel):
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"], responses=V1_ERRORS)
 
 
-@router.post("", response_model=ReconStarted, status_code=202, responses=error_answers(409))
+@router.post("", response_model=ReconStarted, status_code=202, responses=error_answers(404, 409))
 async def start_run(
     body: ReconRequest,
     principal: Annotated[ApiPrincipal, Depends(reconcilers)],
@@ -139,15 +139,15 @@ async def start_run(
 ) -> ReconStarted:
     """Reconcile billing, each ERP (or the one asked for) and the journal for the days given:
     one run per ERP. A run of the same ERP and days still going is left to go; 409 when every
-    run asked for is."""
+    run asked for is; 404 for an ERP the routing does not have."""
     client = await temporal.client()
     try:
         runs = await start_reconciliations(
             client, settings, routing, body.period_from, body.period_to or body.period_from,
             body.erp,
         )  # fmt: skip
-    except UnknownErp as err:
-        raise HTTPException(422, f"body.erp: {err}") from None
+    except UnknownErp as err:  # like an entity the routing lacks: no such ERP to reconcile
+        raise HTTPException(404, f"body.erp: {err}") from None
     except ValueError as err:
         raise HTTPException(422, str(err)) from None
     except WorkflowAlreadyStartedError:

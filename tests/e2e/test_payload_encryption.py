@@ -37,6 +37,7 @@ from workflows.case_to_credit import (
     STANDING_FROM_ENTITLEMENTS,
     CaseToCreditWorkflow,
 )
+from workflows.erp_postings import ERP_ROUTING_PATCH
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +49,8 @@ AMOUNT = "43.17"  # auto-approved: under 50 USD and 10 % of 900 monthly
 SEARCH_ATTRIBUTES = {key.name for key in ALL_KEYS} | {"TemporalChangeVersion"}
 
 # Patches of the workflows in these histories (their markers are written outside the codec).
-KNOWN_PATCHES = {CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, ENTITLEMENTS_PATCH}
+KNOWN_PATCHES = {CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, ENTITLEMENTS_PATCH,
+                 ERP_ROUTING_PATCH}  # fmt: skip
 
 
 def settings_with_key(env: WorkflowEnvironment, tmp_path: Path) -> Settings:

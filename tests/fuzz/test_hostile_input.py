@@ -96,6 +96,12 @@ ROLES_BY_OPERATION: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/v1/credits/{credit_id}:decide"): frozenset({"finance", "finance_admin"}),
     ("GET", "/v1/erp/entities"): frozenset({"finance", "finance_admin", "ops"}),
     ("POST", "/v1/erp/entities/{entity}/mode"): frozenset({"finance_admin"}),
+    ("GET", "/v1/erp/entities/{entity}/shadow-reports"): frozenset(
+        {"finance", "finance_admin", "ops"}
+    ),
+    ("POST", "/v1/erp/entities/{entity}/shadow-reports"): frozenset(
+        {"finance", "finance_admin", "ops"}
+    ),
     ("POST", "/v1/reconciliations"): frozenset({"ops", "finance", "finance_admin"}),
     ("GET", "/v1/reconciliations/runs/{run_id}"): frozenset({"ops", "finance", "finance_admin"}),
     ("GET", "/v1/reconciliations/{workflow_id}"): frozenset({"ops", "finance", "finance_admin"}),

@@ -61,6 +61,10 @@ OPERATIONS = sorted(
     {*ROLES_BY_OPERATION, ("POST", "/webhooks/stripe"), ("POST", "/webhooks/zendesk")}
 )
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+# What a schema cannot say, so a request it admits may still be refused with a 422 naming the
+# rule: a last day before the first (reconciliations); the webhooks, whose valid signature no
+# schema can state, are left out the same way.
+CROSS_FIELD_RULES = {("POST", "/v1/reconciliations")}
 
 
 def test_every_operation_of_the_document_is_fuzzed(api_schema: Any) -> None:
@@ -97,7 +101,7 @@ def fuzz(served: Harness, api_schema: Any, key: tuple[str, str], mode: Mode, dat
     case = data.draw(operation.as_strategy(generation), label="case")
     served.temporal.reset(mode)
     excluded = [not_a_server_error]
-    if path.startswith("/webhooks/"):  # a valid signature is more than a schema can say
+    if path.startswith("/webhooks/") or key in CROSS_FIELD_RULES:
         excluded.append(positive_data_acceptance)
     case.call_and_validate(
         headers=headers_for(operation),

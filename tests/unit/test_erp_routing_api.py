@@ -127,7 +127,7 @@ def test_shadow_then_cutover_are_taken_and_audited(
         ("US", "shadow", TODAY, 409, "no target ERP"),
         ("APAC", "shadow", TODAY, 404, "no legal entity APAC"),
         ("EU", "legacy", TODAY, 422, "mode"),
-        ("EU", "shadow", "2026-02-30", 422, "not a day"),
+        ("EU", "shadow", "2026-02-30", 422, "day is out of range for month"),
         ("EU", "shadow", "tomorrow", 422, "effective_from"),
     ],
 )
