@@ -157,3 +157,33 @@ async def test_finances_mapping_is_checked_against_each_erps_catalogue(stack: St
         assert await asyncio.to_thread(cmd_mapping, args, stack.settings) == 0, erp
     unknown = argparse.Namespace(file=None, json=True, erp="sap")
     assert await asyncio.to_thread(cmd_mapping, unknown, stack.settings) == 2
+
+
+@pytest.mark.parametrize("stack", [ROUTING], indirect=True)
+async def test_a_customer_no_route_covers_is_a_finance_exception_and_nothing_is_posted(
+    stack: Stack, in_process_worker: None
+) -> None:
+    """Routing never guesses: a Japanese customer, in neither entity of this routing, waits
+    on finance naming what the routing looked at; no ERP holds anything of it."""
+    run = uuid.uuid4().hex[:8]
+    customer = await stack.driver.create_customer("Sakura KK", idempotency_key=f"{run}/jp",
+                                                  address={"country": "JP"})  # fmt: skip
+    driver = stack.driver
+    method = await driver.attach_payment_method(customer.id, idempotency_key=f"{run}/pm")
+    price = await driver.create_price(SOLD_PRODUCT, 2500, "usd", idempotency_key=f"{run}/p")
+    subscription = await driver.subscribe(customer.id, price.id, payment_method=str(method.id),
+                                          idempotency_key=f"{run}/s")  # fmt: skip
+    store = stack.adapters.store
+
+    async def opened() -> Any:
+        found = [a for a in store.audit_entries() if a.action == "exception.opened"
+                 and a.details.get("customer_id") == customer.id]  # fmt: skip
+        return found[0] if found else None
+
+    opening = await eventually(opened, "a finance exception for the customer", 90)
+    assert opening.details["error_type"] == "NoRoute"
+    assert "country JP" in opening.details["error_message"]
+    invoice_id = str(subscription.latest_invoice)
+    assert store.find_posting("billing", invoice_id) is None
+    assert await stack.adapters.ledger.find_document(invoice_id) is None
+    assert await stack.adapters.ledger_of("netsuite").find_document(invoice_id) is None
