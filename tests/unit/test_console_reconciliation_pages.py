@@ -199,7 +199,7 @@ def test_each_erp_of_the_routing_gets_its_run_and_the_pages_say_which_erp_a_run_
     assert one.status_code == 303 and started[-1]["id"] == "recon/netsuite/2026-11-01..2026-11-03"
     unknown = console.client.post("/console/reconciliations", data={**period, "erp": "sap"},
                                   headers=own)  # fmt: skip
-    assert unknown.status_code == 422 and "no ERP &#39;sap&#39;" in unknown.text
+    assert unknown.status_code == 404 and "no ERP &#39;sap&#39;" in unknown.text
     assert len(started) == 3
 
     run_id = "recon/netsuite/2026-11-01..2026-11-01@20261102T020000"
