@@ -26,6 +26,7 @@ from canonical.erp_routing import (
     entity_of,
     mode_on,
     route_on,
+    sole_entity,
 )
 from canonical.reconciliation_erps import HOME_QUEUE, erp_on_home_queue
 from canonical.shadow_report import ErpRecord, RecordToCompare, ShadowReport, ShadowScope
@@ -61,8 +62,8 @@ class CustomerEntities:
 
     async def entity(self, customer_id: str) -> LegalEntity:
         """NoRoute when no entity of the routing covers the customer."""
-        only = self._routing.entities[0] if len(self._routing.entities) == 1 else None
-        if only is not None and only.match.default and only.target is None:
+        only = sole_entity(self._routing)
+        if only is not None:
             return only  # one ERP for everyone: no need to read the customer
         return entity_of(self._routing, await self._customer(customer_id))
 
@@ -93,12 +94,8 @@ class ErpRoutingActivities(SystemActivities):
         self._routing = routing
         self._entities = CustomerEntities(billing, routing)
         # One entity, booked by one ERP for everyone: every route is the same, read nothing.
-        only = routing.entities[0] if len(routing.entities) == 1 else None
-        self._one_route = (
-            route_on(routing, only, [], date.min)
-            if only is not None and only.match.default and only.target is None
-            else None
-        )
+        only = sole_entity(routing)
+        self._one_route = route_on(routing, only, [], date.min) if only is not None else None
 
     @activity.defn(name="route_erp_posting")
     async def route_erp_posting(self, request: RoutePostingInput) -> PostingRoute:

@@ -137,6 +137,13 @@ def single_erp_routing() -> ErpRouting:
     )
 
 
+def sole_entity(routing: ErpRouting) -> LegalEntity | None:
+    """The one entity that covers every customer and never moves, if the routing is that:
+    then every document has the same route, whoever its customer."""
+    only = routing.entities[0] if len(routing.entities) == 1 else None
+    return only if only is not None and only.match.default and only.target is None else None
+
+
 class NoRoute(ValueError):
     """No entity of the routing covers the customer: nothing is posted until one does."""
 

@@ -71,15 +71,8 @@ class ErpPoster:
 
     async def payment_route(self, posting: PaymentPosting) -> PostingRoute | None:
         """Money goes where the document it settles was booked (and shadowed)."""
-        if not workflow.patched(ERP_ROUTING_PATCH):
-            return None
-        return await call_system(
-            ErpRoutingActivities.route_erp_payment,
-            RoutePaymentInput(
-                customer_id=posting.customer_id,
-                applies_to=posting.applies_to,
-                on=posting.payment_date,
-            ),
+        return await self._settled_route(
+            posting.customer_id, posting.applies_to, posting.payment_date
         )
 
     async def decided_route(self, customer_id: str, settles: str, on: date) -> PostingRoute | None:
@@ -87,15 +80,18 @@ class ErpPoster:
         its journal entry names that ERP, so reconciliation judges it in the right run.
         `settles` is the document itself, or the one the money settles. None before routing,
         or when no route covers the customer (the exception may have been about that)."""
-        if not workflow.patched(ERP_ROUTING_PATCH):
-            return None
         try:
-            return await call_system(
-                ErpRoutingActivities.route_erp_payment,
-                RoutePaymentInput(customer_id=customer_id, applies_to=settles, on=on),
-            )
+            return await self._settled_route(customer_id, settles, on)
         except StepFailed:
             return None
+
+    async def _settled_route(self, customer_id: str, settles: str, on: date) -> PostingRoute | None:
+        if not workflow.patched(ERP_ROUTING_PATCH):
+            return None
+        return await call_system(
+            ErpRoutingActivities.route_erp_payment,
+            RoutePaymentInput(customer_id=customer_id, applies_to=settles, on=on),
+        )
 
     async def post_document(
         self, route: PostingRoute | None, posting: LedgerPosting
