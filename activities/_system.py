@@ -23,6 +23,9 @@ class SystemActivities:
     calls (the store's run on the workflow queue)."""
 
     system: ClassVar[System]
+    # Its activities also run as local activities of the workflow queue's worker (quick
+    # answers from memory or our store, see `call_locally`): that worker registers them too.
+    runs_locally: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

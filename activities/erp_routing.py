@@ -81,10 +81,12 @@ class CustomerEntities:
 
 
 class ErpRoutingActivities(SystemActivities):
-    """On billing's queue: a route needs the customer's billing record (its entity, country
-    and currency) and the entity's steps from our store."""
+    """A route needs the customer's billing record (its entity, country and currency; kept a
+    while) and the entity's steps from our store. Local activities of the workflow's worker;
+    on billing's queue for runs from before that (`LOCAL_ROUTE_PATCH`)."""
 
     system = "billing"
+    runs_locally = True
 
     def __init__(
         self, billing: BillingSystem, store: IntegrationStore, routing: ErpRouting

@@ -197,6 +197,8 @@ def activities_by_queue(
     by_queue: dict[str, list[Callable[..., Any]]] = {"": [], "billing": [], "support": []}
     for group in activity_groups(adapters, finance_mapping):
         by_queue["" if group.system == "store" else group.system].extend(group.activities())
+        if group.runs_locally and group.system != "store":
+            by_queue[""].extend(group.activities())
     for name, erp in adapters.routing.erps.items():
         ledger = adapters.ledger_of(name)
         for group in erp_activity_groups(ledger, adapters.store, finance_mapping, adapters.routing):

@@ -60,14 +60,21 @@ with workflow.unsafe.imports_passed_through():
     from canonical.mapping import SUPPORT_CREDIT_LINE
     from workflows.activity_options import StepFailed, call_system, run_activity
     from workflows.credit_policy import approval_refusal, assess, eligibility_problems
-    from workflows.erp_postings import LINKED_ERP_QUEUE, ErpPoster
+    from workflows.erp_postings import LINKED_ERP_QUEUE, POSTING_PATCHES, ErpPoster
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
+    from workflows.patches import Patches
 
 PROCESS = "case_to_credit"
 # Runs started since read the credit facts in one activity; older ones replay step by step.
 CREDIT_FACTS_ONCE = "credit-facts-once"
 # Runs started since decide on the customer's standing as support's entitlements show it.
 STANDING_FROM_ENTITLEMENTS = "credit-standing-from-entitlements"
+# A new run takes the patches above, the inbox row's and the postings' at its start under
+# this one id (workflows/patches.py). A patch made later is not in it.
+CREDIT_RELEASE = "credit-release-2026-12"
+CREDIT_PATCHES = frozenset(
+    {CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, visibility.INBOX_ROW_PATCH, *POSTING_PATCHES}
+)
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 EXPIRE_AFTER = timedelta(days=7)
@@ -81,7 +88,8 @@ def credit_workflow_id(case_id: str, request_id: str) -> str:
 class CaseToCreditWorkflow:
     def __init__(self) -> None:
         self._input: CaseToCreditInput | None = None
-        self._erp = ErpPoster()
+        self._patches = Patches(CREDIT_RELEASE, CREDIT_PATCHES)
+        self._erp = ErpPoster(self._patches)
         self._status = "checking"
         self._customer_id: str | None = None
         self._assessment: CreditAssessment | None = None
@@ -93,12 +101,13 @@ class CaseToCreditWorkflow:
 
     @workflow.run
     async def run(self, request: CaseToCreditInput) -> CreditState:
+        self._patches.begin()
         self._input = request
         credit = request.request
         facts = await self._gather_facts(credit)
         customer_id, subscription = facts.case.customer_id, facts.subscription
         recent = facts.credited_last_90_days
-        standing = facts.entitlements if workflow.patched(STANDING_FROM_ENTITLEMENTS) else None
+        standing = facts.entitlements if self._patches.patched(STANDING_FROM_ENTITLEMENTS) else None
         problems = eligibility_problems(credit, subscription, customer_id, standing)
         if problems or subscription is None or customer_id is None or recent is None:
             return await self._finish_rejected("; ".join(problems))
@@ -116,7 +125,7 @@ class CaseToCreditWorkflow:
 
     async def _gather_facts(self, credit: CreditRequest) -> CreditFacts:
         """What the policy decides on, read in one activity (the API's check reads the same)."""
-        if not workflow.patched(CREDIT_FACTS_ONCE):
+        if not self._patches.patched(CREDIT_FACTS_ONCE):
             return await self._facts_step_by_step(credit)
         facts = await call_system(
             CreditFactsActivities.gather_credit_facts,
@@ -157,7 +166,7 @@ class CaseToCreditWorkflow:
 
     async def _approved(self) -> bool:
         self._set_status("awaiting_approval", "Waiting for finance to approve the credit")
-        if workflow.patched(visibility.INBOX_ROW_PATCH):
+        if self._patches.patched(visibility.INBOX_ROW_PATCH):
             assert self._input is not None
             # The policy's reasons name amounts; visibility is not encrypted, so the rule only.
             workflow.upsert_search_attributes(

@@ -10,8 +10,9 @@ halfway through a document.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 
@@ -38,12 +39,27 @@ with workflow.unsafe.imports_passed_through():
     from canonical.erp_routing import PostingRoute
     from canonical.shadow_report import SHADOW_FAILED_PREFIX
 
-from workflows.activity_options import ERP_CALL, StepFailed, call_system, run_activity
+from workflows.activity_options import (
+    ERP_CALL,
+    StepFailed,
+    call_locally,
+    call_system,
+    run_activity,
+)
+from workflows.patches import Patches
 
 ERP_ROUTING_PATCH = "erp-routing"
+# Runs since ask the route as a local activity of the workflow's worker: a route answers from
+# memory (one ERP, a customer read a while ago) or from our store, and a round trip through
+# the server and billing's queue (and its rate limit) per posting cost more than the answer.
+LOCAL_ROUTE_PATCH = "erp-route-local"
+# What a workflow's release (workflows/patches.py) includes of these.
+POSTING_PATCHES = frozenset({ERP_ROUTING_PATCH, LOCAL_ROUTE_PATCH})
 # The queue the one ERP of a deployment without routing polls: account sync keeps its parties
 # linked, so the ledger looks at the links before it asks that ERP.
 LINKED_ERP_QUEUE = "erp"
+
+A = TypeVar("A")
 
 # A shadow posting tries for a while, never for hours: the legacy ERP is the book of record
 # and must not wait on the target. What did not reach the target, the shadow report lists.
@@ -51,16 +67,18 @@ SHADOW_CALL: dict[str, Any] = {**ERP_CALL, "schedule_to_close_timeout": timedelt
 
 
 class ErpPoster:
-    """One per workflow run: remembers which ERPs already hold which customers."""
+    """One per workflow run: remembers which ERPs already hold which customers. Its patches
+    are asked through the run's `Patches`."""
 
-    def __init__(self) -> None:
+    def __init__(self, patches: Patches) -> None:
+        self._patches = patches
         self._parties: set[tuple[str, str]] = set()
 
     async def document_route(self, posting: LedgerPosting) -> PostingRoute | None:
         """Where the document goes; None for runs from before routing (the `erp` queue)."""
-        if not workflow.patched(ERP_ROUTING_PATCH):
+        if not self._patches.patched(ERP_ROUTING_PATCH):
             return None
-        return await call_system(
+        return await self._route(
             ErpRoutingActivities.route_erp_posting,
             RoutePostingInput(
                 customer_id=posting.customer_id,
@@ -86,12 +104,20 @@ class ErpPoster:
             return None
 
     async def _settled_route(self, customer_id: str, settles: str, on: date) -> PostingRoute | None:
-        if not workflow.patched(ERP_ROUTING_PATCH):
+        if not self._patches.patched(ERP_ROUTING_PATCH):
             return None
-        return await call_system(
+        return await self._route(
             ErpRoutingActivities.route_erp_payment,
             RoutePaymentInput(customer_id=customer_id, applies_to=settles, on=on),
         )
+
+    async def _route(
+        self, method: Callable[[Any, A], Awaitable[PostingRoute]], request: A
+    ) -> PostingRoute:
+        """Runs from before LOCAL_ROUTE_PATCH asked on billing's queue, and replay so."""
+        if self._patches.patched(LOCAL_ROUTE_PATCH):
+            return await call_locally(method, request)
+        return await call_system(method, request)
 
     async def post_document(
         self, route: PostingRoute | None, posting: LedgerPosting

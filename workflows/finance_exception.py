@@ -21,10 +21,15 @@ with workflow.unsafe.imports_passed_through():
     from adapters import visibility
     from canonical import FINANCE_ROLES, DecisionRequest, ExceptionContext, FinanceDecision, Money
     from workflows.activity_options import run_activity
+    from workflows.patches import Patches
 
 PROCESS = "finance_exception"
 # Exceptions started before the opening was audited (and so published) skip it.
 OPENED_AUDIT_PATCH = "exception-opened-audited"
+# A new run takes the patches above and the inbox row's at its start under this one id
+# (workflows/patches.py). A patch made later is not in it.
+EXCEPTION_RELEASE = "exception-release-2026-12"
+EXCEPTION_PATCHES = frozenset({OPENED_AUDIT_PATCH, visibility.INBOX_ROW_PATCH})
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 
@@ -53,9 +58,11 @@ class FinanceExceptionWorkflow:
         self._decision: FinanceDecision | None = None
         self._status = "open"
         self._opening = False  # the opening's audit row is being written
+        self._patches = Patches(EXCEPTION_RELEASE, EXCEPTION_PATCHES)
 
     @workflow.run
     async def run(self, request: FinanceExceptionInput) -> FinanceDecision:
+        self._patches.begin()
         self._input = request
         context = request.context
         workflow.set_current_details(
@@ -63,7 +70,7 @@ class FinanceExceptionWorkflow:
             f"({context.error_type}: {context.error_message}). "
             f"Allowed decisions: {', '.join(context.allowed_decisions)}."
         )
-        if workflow.patched(visibility.INBOX_ROW_PATCH):
+        if self._patches.patched(visibility.INBOX_ROW_PATCH):
             amount = context.amount
             workflow.upsert_search_attributes(
                 visibility.exception_row(
@@ -74,7 +81,7 @@ class FinanceExceptionWorkflow:
                     amount.currency if amount else None,
                 )
             )
-        if workflow.patched(OPENED_AUDIT_PATCH):
+        if self._patches.patched(OPENED_AUDIT_PATCH):
             self._opening = True
             await self._audit_opening(context)
             self._opening = False

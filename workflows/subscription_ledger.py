@@ -113,8 +113,9 @@ with workflow.unsafe.imports_passed_through():
         required_postings,
     )
     from workflows.activity_options import StepFailed, call_system, run_activity
-    from workflows.erp_postings import LINKED_ERP_QUEUE, ErpPoster
+    from workflows.erp_postings import LINKED_ERP_QUEUE, POSTING_PATCHES, ErpPoster
     from workflows.finance_exception import exception_workflow_id, open_finance_exception
+    from workflows.patches import Patches
     from workflows.policy import PolicyViolation, check_payments, check_postable, check_refund
 
 PROCESS = LEDGER_PROCESS
@@ -172,6 +173,15 @@ MANUAL_OUT_OF_BAND_PATCH = "manual-credit-note-pays-out-of-band"
 PENDING_PER_REFUND_PATCH = "pending-since-per-refund"
 # Runs since tell the journal billing's event time, for the billing-to-ERP latency metric.
 JOURNAL_EVENT_TIME_PATCH = "journal-billing-event-time"
+# A new run takes every patch above, and the postings' (workflows/erp_postings.py), at its
+# start under this one id (workflows/patches.py). A patch made later is not in it.
+LEDGER_RELEASE = "ledger-release-2026-12"
+LEDGER_PATCHES = frozenset({
+    PAYMENTS_PATCH, OWN_PREDECESSORS_PATCH, GO_ON_AFTER_DECISION_PATCH, PENDING_REFUNDS_PATCH,
+    JOURNAL_REJECTED_PATCH, LINKED_REFUNDS_PATCH, OUT_OF_BAND_PATCH, LINKED_REFUNDS_BOOKED_PATCH,
+    MAPPING_CURRENCIES_PATCH, CARRY_PENDING_PATCH, REJECTED_CLOSES_PATCH,
+    MANUAL_OUT_OF_BAND_PATCH, PENDING_PER_REFUND_PATCH, JOURNAL_EVENT_TIME_PATCH, *POSTING_PATCHES,
+})  # fmt: skip
 # A reversal of a refund's own credit note is no billing document to read again: like money,
 # what finance decides on it journals `_manual_journal`.
 REVERSAL_KIND = "refund_credit_reversal"
@@ -213,7 +223,8 @@ class SubscriptionLedgerWorkflow:
         self._blocked_by: str | None = None
         self._last_posted: list[str] = []
         self._erp_customers: set[str] = set()
-        self._erp = ErpPoster()
+        self._patches = Patches(LEDGER_RELEASE, LEDGER_PATCHES)
+        self._erp = ErpPoster(self._patches)
         self._subscription_canceled = False
         # Documents finished with: paid or voided and posted, or decided by finance.
         self._settled: list[str] = []
@@ -235,13 +246,14 @@ class SubscriptionLedgerWorkflow:
 
     @workflow.run
     async def run(self, request: SubscriptionLedgerInput) -> None:
+        self._patches.begin()
         self._input = request
         self._exceptions_opened = request.exceptions_opened
         self._seen = list(request.seen_event_ids)
         self._settled = list(request.settled_documents)
         self._refund_watches = {w.charge_id: w for w in request.pending_refunds}
         self._subscription_canceled = request.subscription_canceled
-        if request.pending and workflow.patched(CARRY_PENDING_PATCH):
+        if request.pending and self._patches.patched(CARRY_PENDING_PATCH):
             # Seen already (their ids are among seen_event_ids): carried, not enqueued anew.
             self._pending = list(request.pending)
         else:
@@ -340,7 +352,7 @@ class SubscriptionLedgerWorkflow:
                 await self._journal_money_manually(event, decision)
             elif decision.decision == "resolve_manually" and failed_document:
                 await self._journal_manual(failed_document, event, decision)
-            elif decision.decision == "reject" and workflow.patched(JOURNAL_REJECTED_PATCH):
+            elif decision.decision == "reject" and self._patches.patched(JOURNAL_REJECTED_PATCH):
                 await self._journal_rejected(failed_document, event)
             # reject: finance decided it is not to be posted; the audit trail says so (and,
             # since JOURNAL_REJECTED_PATCH, the journal). Either way the document is done
@@ -349,7 +361,7 @@ class SubscriptionLedgerWorkflow:
                 self._settle(failed_document)
                 for also_decided in self._decided_with:
                     self._settle(also_decided)
-                if workflow.patched(GO_ON_AFTER_DECISION_PATCH):
+                if self._patches.patched(GO_ON_AFTER_DECISION_PATCH):
                     # The rest the event brings (the invoice after an earlier one, the other
                     # payments of an invoice, other refunds) is still to be posted.
                     continue
@@ -399,7 +411,9 @@ class SubscriptionLedgerWorkflow:
         )
         assert self._input is not None
         currencies = (
-            None if workflow.patched(MAPPING_CURRENCIES_PATCH) else self._input.supported_currencies
+            None
+            if self._patches.patched(MAPPING_CURRENCIES_PATCH)
+            else self._input.supported_currencies
         )
         violations = check_postable(document, currencies)
         if violations:
@@ -411,8 +425,8 @@ class SubscriptionLedgerWorkflow:
             )
         postings = required_postings(document)
         live_credit_note = document.kind == "credit_note" and document.status != "void"
-        if live_credit_note and postings and workflow.patched(LINKED_REFUNDS_PATCH):
-            if workflow.patched(LINKED_REFUNDS_BOOKED_PATCH):
+        if live_credit_note and postings and self._patches.patched(LINKED_REFUNDS_PATCH):
+            if self._patches.patched(LINKED_REFUNDS_BOOKED_PATCH):
                 await self._post_credit_note_naming_refunds(document, postings, event)
                 postings = []
             else:
@@ -421,14 +435,14 @@ class SubscriptionLedgerWorkflow:
             if await self._journaled(posting.reference) is None:
                 await self._post(posting, event)
         if document.kind != "invoice":
-            if live_credit_note and workflow.patched(OUT_OF_BAND_PATCH):
+            if live_credit_note and self._patches.patched(OUT_OF_BAND_PATCH):
                 await self._pay_out_of_band(document, event)
             return
         # Billing can do nothing more to a voided invoice, nor to a paid one once its
         # payments are in the ERP.
         if document.status == "void":
             self._settle(document.document_id)
-        elif workflow.patched(PAYMENTS_PATCH):
+        elif self._patches.patched(PAYMENTS_PATCH):
             if await self._post_payments(document, event) and document.status == "paid":
                 self._settle(document.document_id)
         elif document.status == "paid":
@@ -438,8 +452,10 @@ class SubscriptionLedgerWorkflow:
         """A document finance decided on, looked at again (a heal, a later payment event):
         rejected, its money is journaled rejected too and nothing is posted (True); posted by
         hand, a credit note's out-of-band payout still goes out (False: the rest goes on)."""
-        rejects = workflow.patched(REJECTED_CLOSES_PATCH)
-        pays_out = document.kind == "credit_note" and workflow.patched(MANUAL_OUT_OF_BAND_PATCH)
+        rejects = self._patches.patched(REJECTED_CLOSES_PATCH)
+        pays_out = document.kind == "credit_note" and self._patches.patched(
+            MANUAL_OUT_OF_BAND_PATCH
+        )
         if not required_postings(document) or not (rejects or pays_out):
             return False
         entry = await self._journaled(document.document_id)
@@ -620,7 +636,9 @@ class SubscriptionLedgerWorkflow:
     def _healing(self, event: BillingEventRef) -> bool:
         """Reconciliation replays a settled document when something behind it is missing
         (e.g. a payment): journal lookups keep that idempotent."""
-        return event.event_id.startswith(HEAL_EVENT_PREFIX) and workflow.patched(PAYMENTS_PATCH)
+        return event.event_id.startswith(HEAL_EVENT_PREFIX) and self._patches.patched(
+            PAYMENTS_PATCH
+        )
 
     def _settle(self, document_id: str) -> None:
         self._settled = [*self._settled, document_id][-SEEN_LIMIT:]
@@ -677,7 +695,7 @@ class SubscriptionLedgerWorkflow:
         """Every paid payment is journaled already (posted, or decided by finance). False for
         runs from before REJECTED_CLOSES_PATCH."""
         paid = [p for p in payments if p.status == "paid" and p.amount.amount > 0]
-        if not paid or not workflow.patched(REJECTED_CLOSES_PATCH):
+        if not paid or not self._patches.patched(REJECTED_CLOSES_PATCH):
             return False
         for payment in paid:
             if await self._journaled(payment.payment_id) is None:
@@ -697,7 +715,7 @@ class SubscriptionLedgerWorkflow:
         still_open = [
             r for r in refunds if r.status in REFUND_STILL_OPEN and r.refund_id not in self._settled
         ]
-        if (still_open or event.object_id in self._refund_watches) and workflow.patched(
+        if (still_open or event.object_id in self._refund_watches) and self._patches.patched(
             PENDING_REFUNDS_PATCH
         ):
             self._watch_pending_refunds(event, refunds, still_open)
@@ -730,7 +748,7 @@ class SubscriptionLedgerWorkflow:
                 next_look=now + REFUND_LOOK_FIRST,
                 delay_seconds=int((REFUND_LOOK_FIRST * 2).total_seconds()),
             )  # fmt: skip
-        if workflow.patched(PENDING_PER_REFUND_PATCH):
+        if self._patches.patched(PENDING_PER_REFUND_PATCH):
             self._watch_each_refund(watch, still_open, now)
             return
         waited = now - watch.since
@@ -860,7 +878,7 @@ class SubscriptionLedgerWorkflow:
             return
         payment = await self._refunded_payment(refund)
         self._refuse_if("check_refund", check_refund(refund, payment, refunds), {})
-        if workflow.patched(OWN_PREDECESSORS_PATCH):
+        if self._patches.patched(OWN_PREDECESSORS_PATCH):
             await self._post_own_predecessors(refund, event)
             self._working_on(refund, refund.invoice_id, manual)
         await self._await_journal(
@@ -883,7 +901,7 @@ class SubscriptionLedgerWorkflow:
                     await self._post(credit_note, event)
                 else:
                     applies_to = await self._credit_note_made_later(refund, named_by, event)
-        if applies_to != refund.refund_id and workflow.patched(LINKED_REFUNDS_BOOKED_PATCH):
+        if applies_to != refund.refund_id and self._patches.patched(LINKED_REFUNDS_BOOKED_PATCH):
             await self._pay_out_on_credit_note(refund, payment.method, applies_to, event)
         else:
             await self._post_money(refund_payout(refund, payment.method, applies_to), event)
@@ -893,11 +911,11 @@ class SubscriptionLedgerWorkflow:
         """The refund's own credit note reached the ERP before billing's credit note named
         it (e.g. its payout failed and waited for finance meanwhile): the money goes out on
         that credit note, which billing's credit note reversed. False for runs from before."""
-        if not workflow.patched(LINKED_REFUNDS_PATCH):
+        if not self._patches.patched(LINKED_REFUNDS_PATCH):
             return False
         if await self._refunds_own_credit_note(refund.refund_id) is None:
             return False
-        if refund.credit_note_id and workflow.patched(LINKED_REFUNDS_BOOKED_PATCH):
+        if refund.credit_note_id and self._patches.patched(LINKED_REFUNDS_BOOKED_PATCH):
             # Its own credit note is for the rest of a refund that credit note names in part.
             paid_there = linked_payout_reference(refund.refund_id, refund.credit_note_id)
             return await self._journaled(paid_there) is None
@@ -929,7 +947,7 @@ class SubscriptionLedgerWorkflow:
         """Billing's credit note that names the refund as billing reads now, just before the
         refund's own credit note would be posted: a credit note may name an existing refund
         (linked later), and then it is the credit. None for runs from before."""
-        if not workflow.patched(LINKED_REFUNDS_PATCH):
+        if not self._patches.patched(LINKED_REFUNDS_PATCH):
             return None
         refunds = await call_system(
             BillingPaymentActivities.fetch_charge_refunds,
@@ -1037,7 +1055,7 @@ class SubscriptionLedgerWorkflow:
             delay = min(delay * 2, POSTING_WAIT_LONGEST)
 
     def _rejected_by_finance(self, entry: JournalEntry) -> bool:
-        return entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX) and workflow.patched(
+        return entry.erp_document_id.startswith(REJECTED_POSTING_PREFIX) and self._patches.patched(
             JOURNAL_REJECTED_PATCH
         )
 
@@ -1251,7 +1269,7 @@ class SubscriptionLedgerWorkflow:
             entries = [
                 (p.reference, p.kind, p.customer_id, p.total) for p in required_postings(document)
             ]
-            if workflow.patched(REJECTED_CLOSES_PATCH):
+            if self._patches.patched(REJECTED_CLOSES_PATCH):
                 entries += await self._money_rejected_with(document)
         else:
             return
@@ -1321,7 +1339,7 @@ class SubscriptionLedgerWorkflow:
                 ),
                 correlation_id=event.correlation_id,
                 billing_event_created=(
-                    event.created if workflow.patched(JOURNAL_EVENT_TIME_PATCH) else None
+                    event.created if self._patches.patched(JOURNAL_EVENT_TIME_PATCH) else None
                 ),
             ),
         )

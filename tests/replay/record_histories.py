@@ -92,7 +92,9 @@ def save(name: str, history: WorkflowHistory) -> None:
     print(f"wrote {path}")
 
 
-async def record_subscription_ledger(env: WorkflowEnvironment, suffix: str = "") -> None:
+async def record_subscription_ledger(
+    env: WorkflowEnvironment, suffix: str = "", ledger_name: str | None = None
+) -> None:
     """Three invoices out of order, one rejected by the ERP, retried after finance decides."""
     world = FakeWorld()
     for n, amount in ((1, "10.00"), (2, "20.00"), (3, "30.00")):
@@ -105,8 +107,9 @@ async def record_subscription_ledger(env: WorkflowEnvironment, suffix: str = "")
         await exception.execute_update(FinanceExceptionWorkflow.decide, decision("retry"))
         await until(lambda: len(world.journal) == 3, env, "three postings")
         ledger = env.client.get_workflow_handle(workflow_id)
-        if not suffix:
-            save("subscription_ledger_exception_retry", await ledger.fetch_history())
+        if ledger_name or not suffix:
+            name = ledger_name or "subscription_ledger_exception_retry"
+            save(name, await ledger.fetch_history())
         save(f"finance_exception_retry{suffix}", await exception.fetch_history())
 
 
@@ -428,6 +431,13 @@ async def record_reconciliation_per_erp(env: WorkflowEnvironment) -> None:
     await record_reconciliation(env, "reconciliation_per_erp_other", other, "eu")
 
 
+async def record_releases(env: WorkflowEnvironment) -> None:
+    """The ledger (its route a local activity), its finance exception and a credit, each
+    taking its workflow's release at its start (workflows/patches.py)."""
+    await record_subscription_ledger(env, "_release", "subscription_ledger_release")
+    await record_case_to_credit(env, "case_to_credit_release")
+
+
 RECORDERS = {
     "reconciliation_per_erp": record_reconciliation_per_erp,
     "reconciliation_money": record_reconciliation_money,
@@ -453,6 +463,7 @@ RECORDERS = {
         env, "case_to_credit_approved_inbox_row"
     ),
     "finance_exception_inbox_row": lambda env: record_subscription_ledger(env, "_inbox_row"),
+    "releases": record_releases,
 }
 
 

@@ -237,8 +237,9 @@ def test_every_activity_is_registered_on_the_queue_its_class_names() -> None:
         for fn in fns
     }
     expected = {
-        ("" if cls.system == "store" else cls.system, activity_name(member))
+        (queue, activity_name(member))
         for cls in classes
+        for queue in {"" if cls.system == "store" else cls.system, *([""] * cls.runs_locally)}
         for member in vars(cls).values()
         if hasattr(member, "__temporal_activity_definition")
     }
@@ -252,7 +253,8 @@ QUEUES = {
          "recon_classify", "recon_erp_of_run", "recon_findings", "recon_finish_run",
          "recon_mark_outcome", "recon_snapshot_journal", "recon_start_run",
          "record_account_links", "record_journal_entry", "record_shadow_posting",
-         "record_shadow_report", "shadow_report_scopes"],
+         "record_shadow_report", "route_erp_payment", "route_erp_posting",
+         "shadow_report_scopes"],
     "billing": ["apply_billing_credit", "earlier_invoice_ids", "fetch_active_subscription",
                 "fetch_billing_customer", "fetch_billing_document", "fetch_charge_refunds",
                 "fetch_invoice_payments", "fetch_subscription", "gather_credit_facts",

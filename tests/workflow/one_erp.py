@@ -27,8 +27,11 @@ async def route_erp_payment(_request: RoutePaymentInput) -> PostingRoute:
 def with_one_erp(
     activities: dict[str, list[Callable[..., Any]]],
 ) -> dict[str, list[Callable[..., Any]]]:
-    """The fakes' activities, and the routing's: on billing's queue, as the worker has them."""
+    """The fakes' activities, and the routing's: local activities of the workflow queue's
+    worker, and on billing's queue for runs from before, as the worker has them."""
+    routes = [route_erp_posting, route_erp_payment]
     return {
         **activities,
-        "billing": [*activities.get("billing", []), route_erp_posting, route_erp_payment],
+        "": [*activities.get("", []), *routes],
+        "billing": [*activities.get("billing", []), *routes],
     }

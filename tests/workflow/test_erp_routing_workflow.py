@@ -62,7 +62,7 @@ class ShadowedWorld(FakeWorld):
 
         return {
             **own,
-            "": [*own[""], record_shadow_posting],
+            "": [*own[""], record_shadow_posting, route_erp_posting, route_erp_payment],
             "billing": [*own["billing"], route_erp_posting, route_erp_payment],
             "erp-netsuite": self.target.activities()["erp"],
         }

@@ -5,6 +5,7 @@ from a real TOML file) over an in-memory ERP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -66,7 +67,7 @@ from starters.routing import ProcessStart, signal_with_start
 from tests.fixtures.temporal import time_skipping_server
 from tests.workflow.one_erp import with_one_erp
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
-from workflows.subscription_ledger import SubscriptionLedgerWorkflow
+from workflows.subscription_ledger import LEDGER_RELEASE, SubscriptionLedgerWorkflow
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 
@@ -421,6 +422,37 @@ async def test_upgrade_invoice_is_posted_and_journaled_once(
     assert world.erp["in_up"].total == usd("33.33")
     assert world.journal["in_up"].erp_number == "ERP-1"
     assert world.post_calls == 1
+
+
+async def test_a_new_run_takes_its_patches_at_once_and_asks_the_route_locally(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """One marker and one TemporalChangeVersion write for every patch of the ledger and its
+    postings; the route is a local activity (a marker), not a task on billing's queue."""
+    env, world = time_skipping_env, FakeWorld()
+    world.documents["in_1"] = invoice("in_1", "10.00", minute=1)
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_1", "in_1", 100))
+        await until(lambda: "in_1" in world.journal, env, "journal entry")
+        history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+    markers = [e.marker_recorded_event_attributes for e in history.events
+               if e.HasField("marker_recorded_event_attributes")]  # fmt: skip
+    patches = [json.loads(m.details["patch-data"].payloads[0].data)["id"]
+               for m in markers if m.marker_name == "core_patch"]  # fmt: skip
+    assert patches == [LEDGER_RELEASE]
+    versions = [e for e in history.events
+                if e.HasField("upsert_workflow_search_attributes_event_attributes")
+                and "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes
+                .search_attributes.indexed_fields]  # fmt: skip
+    assert len(versions) == 1
+    assert [m.marker_name for m in markers if m.marker_name != "core_patch"] == [
+        "core_local_activity"
+    ]
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]  # fmt: skip
+    assert "route_erp_posting" not in scheduled
+    assert "post_ledger_document" in scheduled
 
 
 async def test_out_of_order_and_duplicate_events_post_each_document_once_in_billing_order(
