@@ -169,15 +169,28 @@ class IntegrationStore:
             return session.get(WebhookReceipt, (source, event_id))
 
     def has_webhook_receipt(self, source: str, event_id: str) -> bool:
-        """Whether this delivery was recorded: the webhook path's lookup, one indexed read
-        without the ORM session (every webhook pays for it)."""
+        """Whether this delivery was recorded."""
+        return bool(self.webhook_receipts_among([(source, event_id)]))
+
+    def webhook_receipts_among(self, deliveries: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (source, event_id) deliveries were recorded: the webhook path's
+        lookup, the deliveries of a moment asked at once, indexed reads without the ORM
+        session (every webhook pays for it)."""
+        by_source: dict[str, list[str]] = {}
+        for source, event_id in deliveries:
+            by_source.setdefault(source, []).append(event_id)
+        found: set[tuple[str, str]] = set()
         with self.engine.connect() as connection:
-            found = connection.execute(
-                select(WebhookReceipt.event_id).where(
-                    WebhookReceipt.source == source, WebhookReceipt.event_id == event_id
-                )
-            ).first()
-        return found is not None
+            for source, event_ids in by_source.items():
+                for start in range(0, len(event_ids), _ROWS_PER_INSERT):
+                    part = event_ids[start : start + _ROWS_PER_INSERT]
+                    rows = connection.execute(
+                        select(WebhookReceipt.event_id).where(
+                            WebhookReceipt.source == source, WebhookReceipt.event_id.in_(part)
+                        )
+                    )
+                    found.update((source, event_id) for (event_id,) in rows)
+        return found
 
     def record_webhook_receipt(
         self, source: str, event_id: str, event_type: str, workflow_id: str

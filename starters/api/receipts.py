@@ -7,6 +7,9 @@ and answers at once, and one writer task stores what has queued in one transacti
 background. Until it is stored, `seen` finds it in memory, so a redelivery right behind the
 first is still recognised.
 
+Lookups are batched the same way: the deliveries that ask while one lookup is in the store
+are asked together in the next, one thread hop for all of them.
+
 If the API dies with receipts still queued, a later redelivery of those events reaches
 Temporal again, where it changes nothing: a subscription or account workflow drops an event
 id it has seen, and a credit's workflow id is started once (`start_once`).
@@ -46,6 +49,9 @@ class WebhookReceipts:
         self._queued: dict[tuple[str, str], Receipt] = {}
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
+        # Lookups waiting for the next batch, and the task that asks the store for them.
+        self._asked: dict[tuple[str, str], list[asyncio.Future[bool]]] = {}
+        self._looker: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -53,9 +59,36 @@ class WebhookReceipts:
         return len(self._queued)
 
     async def seen(self, source: str, event_id: str) -> bool:
-        if (source, event_id) in self._queued:
+        key = (source, event_id)
+        if key in self._queued:
             return True
-        return await run_in_threadpool(self.store.has_webhook_receipt, source, event_id)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._asked.setdefault(key, []).append(answer)
+        looker = self._looker
+        if looker is None or looker.done() or looker.get_loop() is not loop:
+            # A context of its own: not the correlation id of the request that started it.
+            self._looker = loop.create_task(
+                self._look_up_asked(), name="webhook-receipt-lookups", context=contextvars.Context()
+            )
+        return await answer
+
+    async def _look_up_asked(self) -> None:
+        """Until nothing is asked: everything asked so far in one read of the store."""
+        while self._asked:
+            asked, self._asked = self._asked, {}
+            try:
+                found = await run_in_threadpool(self.store.webhook_receipts_among, list(asked))
+            except Exception as err:  # the database is away: each asker decides
+                for answers in asked.values():
+                    for answer in answers:
+                        if not answer.done():
+                            answer.set_exception(err)
+                continue
+            for key, answers in asked.items():
+                for answer in answers:
+                    if not answer.done():
+                        answer.set_result(key in found)
 
     async def record(self, source: str, event_id: str, event_type: str, workflow_id: str) -> None:
         """Queue the receipt of a delivery Temporal has accepted; stored shortly after (or
@@ -74,6 +107,16 @@ class WebhookReceipts:
             await self._write_batch()
 
     async def close(self) -> None:
+        if self._looker is not None:
+            self._looker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._looker
+            self._looker = None
+        for answers in self._asked.values():
+            for answer in answers:
+                if not answer.done():
+                    answer.set_exception(RuntimeError("the API is shutting down"))
+        self._asked = {}
         if self._writer is not None:
             self._writer.cancel()
             # Cancelled, or already ended on another event loop (a test client's).

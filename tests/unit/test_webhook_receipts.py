@@ -92,3 +92,53 @@ def test_past_the_backlog_limit_a_receipt_is_stored_before_the_answer(
         "receipts backlog full; storing this one now"
     ]
     assert store.webhook_receipt("billing", "evt_1") is not None
+
+
+def test_lookups_asked_at_once_are_answered_in_one_read_each_rightly(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    store.record_webhook_receipts([("billing", f"evt_{n}", "invoice.paid", "x") for n in (1, 3)])
+    reads: list[list[tuple[str, str]]] = []
+    among = store.webhook_receipts_among
+
+    def counted(deliveries: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        reads.append(sorted(deliveries))
+        return among(deliveries)
+
+    store.webhook_receipts_among = counted  # type: ignore[method-assign]
+    receipts = WebhookReceipts(store)
+
+    async def ask() -> list[bool]:
+        asked = [("billing", f"evt_{n}") for n in range(5)] + [("support", "evt_1")]
+        answers = await asyncio.gather(*(receipts.seen(s, e) for s, e in asked))
+        await receipts.close()
+        return answers
+
+    assert asyncio.run(ask()) == [False, True, False, True, False, False]
+    assert len(reads) == 1
+    assert len(reads[0]) == 6
+
+
+def test_a_lookup_the_store_cannot_answer_fails_its_askers_and_the_next_is_asked_anew(
+    tmp_path: Path,
+) -> None:
+    store = store_in(tmp_path)
+    store.record_webhook_receipts([("billing", "evt_1", "invoice.paid", "x")])
+    among = store.webhook_receipts_among
+    failures = [ConnectionError("the database is away")]
+
+    def flaky(deliveries: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        if failures:
+            raise failures.pop()
+        return among(deliveries)
+
+    store.webhook_receipts_among = flaky  # type: ignore[method-assign]
+    receipts = WebhookReceipts(store)
+
+    async def ask() -> bool:
+        with pytest.raises(ConnectionError):
+            await receipts.seen("billing", "evt_1")
+        seen = await receipts.seen("billing", "evt_1")
+        await receipts.close()
+        return seen
+
+    assert asyncio.run(ask())
