@@ -27,8 +27,8 @@ from typing import Any
 from bench._common import PROJECT_ROOT, RESULTS
 
 MODULES = (
-    "erp_posting", "erp_posting_netsuite", "orchestration", "ingress", "reconciliation",
-    "footprint", "console_inbox", "events_relay",
+    "erp_posting", "erp_posting_netsuite", "orchestration", "scale_out", "ingress",
+    "reconciliation", "footprint", "console_inbox", "events_relay",
 )  # fmt: skip
 # Benchmarks that are another module run with fixed arguments: name -> (module, arguments).
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -39,6 +39,7 @@ QUICK: dict[str, list[tuple[str, str]]] = {
     "erp_posting": [("--documents", "10")],
     "erp_posting_netsuite": [("--documents", "10")],
     "orchestration": [("--events", "100"), ("--diagnose", "never")],
+    "scale_out": [("--events", "100"), ("--limits", "unthrottled")],
     "ingress": [("--events", "500"), ("--breakdown", "never")],
     "reconciliation": [("--documents", "10000")],
     "footprint": [("--workflows", "200")],

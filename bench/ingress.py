@@ -9,8 +9,9 @@ One Temporal dev server (private, in memory), no worker (the workflows just queu
   `invoice.finalized` events (the first invoice of N subscriptions, ten per customer) from
   `--clients` concurrent HTTP clients on keep-alive connections: it verifies the signature,
   maps the event, routes it, signals-with-start the subscription ledger with the webhook
-  receipt looked up beside it, queues the receipt and answers 200 (the receipts are stored in batches, behind the
-  answer). Acknowledgement latency is each POST's round trip as its client saw it.
+  receipt looked up beside it, queues the receipt and answers 200 (the receipts are stored
+  in batches, behind the answer). Acknowledgement latency is each POST's round trip as its
+  client saw it.
 - baseline: the same number of `signal_with_start` calls with the same ProcessStarts (made
   of events of the same shape by the same mapping, before the clock starts), from this script,
   with the same concurrency and a client connected like the API's.

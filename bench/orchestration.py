@@ -484,13 +484,16 @@ async def measure(
     label: str,
     client: Client,
     prefix: str,
-    worker_pid: int,
+    worker_pids: int | list[int],
     starts: list[ProcessStart],
     finished: Callable[[], Awaitable[int]],
 ) -> tuple[float, float, dict[str, float]]:
-    """(seconds from the first start to the last finish, feeding seconds, CPU shares)."""
+    """(seconds from the first start to the last finish, feeding seconds, CPU shares; the
+    worker's is the sum of every worker process's)."""
+    workers = [worker_pids] if isinstance(worker_pids, int) else worker_pids
     server = dev_server_pid()
-    pids = {"worker": worker_pid, "bench": os.getpid(), **({"temporal": server} if server else {})}
+    pids = {"bench": os.getpid(), **({"temporal": server} if server else {})}
+    pids |= {f"worker {n}": pid for n, pid in enumerate(workers)}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     machine_before = machine_cpu_seconds()
     began = time.monotonic()
@@ -499,12 +502,13 @@ async def measure(
     def check() -> None:
         if feeding.done() and feeding.exception() is not None:
             raise RuntimeError(f"{label}: feeding failed") from feeding.exception()
-        if not Path(f"/proc/{worker_pid}").exists():
-            raise RuntimeError(f"{label}: the worker exited")
+        if not all(Path(f"/proc/{pid}").exists() for pid in workers):
+            raise RuntimeError(f"{label}: a worker exited")
 
     await until_all(len(starts), finished, check)
     seconds = time.monotonic() - began
     cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / seconds for name, pid in pids.items()}
+    cpu["worker"] = sum(cpu.pop(f"worker {n}") for n in range(len(workers)))
     # Whatever else runs on the machine meanwhile (other people's tests, benchmarks).
     others = (machine_cpu_seconds() - machine_before) / seconds - sum(cpu.values())
     cpu["others"] = max(0.0, others)  # the two clocks differ a little
