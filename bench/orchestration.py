@@ -43,7 +43,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -685,64 +685,72 @@ def _duration(seconds: float) -> str:
 # --- the report -------------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace) -> None:
-    events = args.events
+@contextlib.contextmanager
+def pipeline_store(kind: str, subscriptions: int) -> Iterator[tuple[IntegrationStore, str, Path]]:
+    """A migrated store (SQLite, or PostgreSQL: see `database`) holding the account links of
+    the customers of `subscriptions` subscriptions, its label, and a folder for worker logs."""
     with (
-        database(args.store) as (store_url, store_label),
+        database(kind) as (store_url, store_label),
         tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as logs,
     ):
         store = IntegrationStore(store_url)
         try:
             store.migrate()
-            seed_account_links(store, -(-max(events, WARM_UP) // SUBSCRIPTIONS_PER_CUSTOMER))
-            async with dev_server() as env:
-                address = env.client.service_client.config.target_host
-                client, logs_dir = env.client, Path(logs)
-                half = events // 2
-
-                async def ours_round(limits: str) -> Run:
-                    return await run_ours(client, address, store, half, limits, logs_dir)
-
-                async def baseline_round(limits: str, sleep: float = 0.0) -> Run:
-                    return await run_baseline(
-                        client, address, store, half, limits, steps, sleep, logs_dir
-                    )
-
-                # ABBA, half the workflows a round: drift (the server filling up, other
-                # people's load coming and going) falls on both sides alike.
-                first = await ours_round("production")
-                steps = shape(first.histories[:1]).steps
-                base_rounds = [await baseline_round("production") for _ in range(2)]
-                ours = merged([first, await ours_round("production")])
-                baseline = merged(base_rounds)
-                # Telemetry off and on (ours only), ABBA: traces exported to a sink that
-                # discards them and both worker metrics ports scraped every second, or neither.
-                async with discarding_otlp_sink() as sink:
-                    off_first = await ours_round("production")
-                    on_rounds = [
-                        await run_ours(client, address, store, half, "production", logs_dir,
-                                       sink.url)
-                        for _ in range(2)
-                    ]  # fmt: skip
-                    telemetry_off = merged([off_first, await ours_round("production")])
-                    telemetry_on = merged(on_rounds)
-                    exports = sink.requests
-                diagnostics: list[Run] = []
-                if args.diagnose != "never":
-                    # Without the ERP queue's limits: what the orchestration itself costs.
-                    diagnostics += [await ours_round("unthrottled"),
-                                    await baseline_round("unthrottled")]  # fmt: skip
-                    # The reorder window cannot be set to 0 per input; instead the no-op
-                    # gets the same timer, where a ratio misses its target.
-                    window = REORDER_WINDOW.total_seconds()
-                    for limits, (ours_run, base_run) in (
-                        ("production", (ours, baseline)), ("unthrottled", diagnostics[:2])
-                    ):  # fmt: skip
-                        missed = ours_run.rate / base_run.rate < TARGET_RATIO
-                        if args.diagnose == "always" or missed:
-                            diagnostics.append(await baseline_round(limits, window))
+            seed_account_links(store, -(-subscriptions // SUBSCRIPTIONS_PER_CUSTOMER))
+            yield store, store_label, Path(logs)
         finally:
             store.dispose()
+
+
+async def bench(args: argparse.Namespace) -> None:
+    events = args.events
+    with pipeline_store(args.store, max(events, WARM_UP)) as (store, store_label, logs):
+        async with dev_server() as env:
+            address = env.client.service_client.config.target_host
+            client, logs_dir = env.client, logs
+            half = events // 2
+
+            async def ours_round(limits: str) -> Run:
+                return await run_ours(client, address, store, half, limits, logs_dir)
+
+            async def baseline_round(limits: str, sleep: float = 0.0) -> Run:
+                return await run_baseline(
+                    client, address, store, half, limits, steps, sleep, logs_dir
+                )
+
+            # ABBA, half the workflows a round: drift (the server filling up, other
+            # people's load coming and going) falls on both sides alike.
+            first = await ours_round("production")
+            steps = shape(first.histories[:1]).steps
+            base_rounds = [await baseline_round("production") for _ in range(2)]
+            ours = merged([first, await ours_round("production")])
+            baseline = merged(base_rounds)
+            # Telemetry off and on (ours only), ABBA: traces exported to a sink that
+            # discards them and both worker metrics ports scraped every second, or neither.
+            async with discarding_otlp_sink() as sink:
+                off_first = await ours_round("production")
+                on_rounds = [
+                    await run_ours(client, address, store, half, "production", logs_dir,
+                                   sink.url)
+                    for _ in range(2)
+                ]  # fmt: skip
+                telemetry_off = merged([off_first, await ours_round("production")])
+                telemetry_on = merged(on_rounds)
+                exports = sink.requests
+            diagnostics: list[Run] = []
+            if args.diagnose != "never":
+                # Without the ERP queue's limits: what the orchestration itself costs.
+                diagnostics += [await ours_round("unthrottled"),
+                                await baseline_round("unthrottled")]  # fmt: skip
+                # The reorder window cannot be set to 0 per input; instead the no-op
+                # gets the same timer, where a ratio misses its target.
+                window = REORDER_WINDOW.total_seconds()
+                for limits, (ours_run, base_run) in (
+                    ("production", (ours, baseline)), ("unthrottled", diagnostics[:2])
+                ):  # fmt: skip
+                    missed = ours_run.rate / base_run.rate < TARGET_RATIO
+                    if args.diagnose == "always" or missed:
+                        diagnostics.append(await baseline_round(limits, window))
     report(args, store_label, ours, baseline, diagnostics)
     report_telemetry(args, store_label, telemetry_off, telemetry_on, exports)
 

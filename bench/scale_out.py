@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,7 +29,6 @@ from typing import Any, Final
 from adapters.store import IntegrationStore
 from bench._common import dev_server, helper_process, print_table, record
 from bench.orchestration import (
-    SUBSCRIPTIONS_PER_CUSTOMER,
     WARM_UP,
     Run,
     erp_rate,
@@ -38,9 +36,8 @@ from bench.orchestration import (
     journaled,
     ledger_starts,
     measure,
-    seed_account_links,
+    pipeline_store,
 )
-from bench.reconciliation import database
 
 WORKERS: Final = (1, 2, 4)
 LIMITS: Final = ("unthrottled", "production")
@@ -87,25 +84,15 @@ async def run_with_workers(
 
 async def bench(args: argparse.Namespace) -> None:
     runs: dict[tuple[str, int], Run] = {}
-    with (
-        database(args.store) as (store_url, store_label),
-        tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as logs,
-    ):
-        store = IntegrationStore(store_url)
-        try:
-            store.migrate()
-            most = max(args.events, WARM_UP * max(args.workers))
-            seed_account_links(store, -(-most // SUBSCRIPTIONS_PER_CUSTOMER))
-            async with dev_server() as env:
-                address = env.client.service_client.config.target_host
-                for limits in args.limits:
-                    for processes in args.workers:
-                        runs[(limits, processes)] = await run_with_workers(
-                            address, env.client, store, args.events, limits, processes,
-                            Path(logs),
-                        )  # fmt: skip
-        finally:
-            store.dispose()
+    most = max(args.events, WARM_UP * max(args.workers))
+    with pipeline_store(args.store, most) as (store, store_label, logs):
+        async with dev_server() as env:
+            address = env.client.service_client.config.target_host
+            for limits in args.limits:
+                for processes in args.workers:
+                    runs[(limits, processes)] = await run_with_workers(
+                        address, env.client, store, args.events, limits, processes, logs
+                    )
     report(args, store_label, runs)
 
 
