@@ -566,6 +566,9 @@ class ReconciliationStore:
         )
         with self._engine.begin() as conn:
             _lock_run(conn, run_id, allowed=(LOADING,))
+            # Billing's rows were just loaded: without fresh statistics PostgreSQL takes the
+            # tables for empty and joins them to the journal by nested loops (minutes).
+            _analyze_staging(conn, ("recon_expected", "recon_expected_payments"))
             conn.execute(delete(ReconJournalEntry).where(ReconJournalEntry.run_id == run_id))
             conn.execute(copy)
             return _count(conn, ReconJournalEntry.run_id == run_id)
@@ -1668,10 +1671,11 @@ def _lock_run(
     return status  # type: ignore[return-value]
 
 
-def _analyze_staging(conn: Connection) -> None:
-    """Fresh statistics after a bulk load, or PostgreSQL plans the joins for empty tables."""
+def _analyze_staging(conn: Connection, tables: Sequence[str] = _STAGING_TABLES) -> None:
+    """Fresh statistics after a bulk load, or PostgreSQL plans the joins for empty tables
+    (autovacuum, when on at all, analyzes them later than a run reads them)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text(f"ANALYZE {', '.join(_STAGING_TABLES)}"))
+        conn.execute(text(f"ANALYZE {', '.join(tables)}"))
 
 
 def _count(conn: Connection, *where: ColumnElement[bool]) -> int:
