@@ -633,15 +633,46 @@ class ReconciliationStore:
                 )
         return found
 
-    def _load(self, run_id: str, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
-        offered = 0
+    def add_page(
+        self,
+        run_id: str,
+        *,
+        expected: Iterable[ExpectedPosting] = (),
+        expected_payments: Iterable[ExpectedPayment] = (),
+        erp: Iterable[ErpDocument] = (),
+        erp_payments: Iterable[ErpPayment] = (),
+        support_credits: Iterable[SupportCredit] = (),
+        taxes: Iterable[DocumentTax] = (),
+        receivables: Iterable[CustomerReceivable] = (),
+    ) -> int:
+        """Load one page's rows of every kind in one transaction (as the `add_*` do one
+        kind each); returns how many rows were offered."""
+        tables: list[tuple[type[Base], Iterable[StagedRow]]] = [
+            (ReconExpected, expected), (ReconExpectedPayment, expected_payments),
+            (ReconErpDocument, erp), (ReconErpPayment, erp_payments),
+            (ReconSupportCredit, support_credits), (ReconTax, taxes),
+            (ReconReceivable, receivables),
+        ]  # fmt: skip
         with self._engine.begin() as conn:
             # A shared lock: pages load side by side, classification waits for them.
             _lock_run(conn, run_id, allowed=(LOADING,), shared=True)
-            statement = _insert_ignoring_duplicates(conn, model)
-            for batch in _batches(rows, self._batch_size):
-                conn.execute(statement, batch)
-                offered += len(batch)
+            return sum(
+                self._insert(conn, model, (_staged(run_id, row) for row in rows))
+                for model, rows in tables
+            )
+
+    def _load(self, run_id: str, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
+        with self._engine.begin() as conn:
+            # A shared lock: pages load side by side, classification waits for them.
+            _lock_run(conn, run_id, allowed=(LOADING,), shared=True)
+            return self._insert(conn, model, rows)
+
+    def _insert(self, conn: Connection, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
+        offered = 0
+        statement = _insert_ignoring_duplicates(conn, model)
+        for batch in _batches(rows, self._batch_size):
+            conn.execute(statement, batch)
+            offered += len(batch)
         return offered
 
     # --- classification ------------------------------------------------------------------
