@@ -61,7 +61,7 @@ from adapters.ports import BillingSystem, Ledger, SupportDesk
 from adapters.store import IntegrationStore
 from adapters.store.models import AccountLink, Posting
 from adapters.store.reconciliation import ReconciliationStore
-from adapters.task_queues import task_queue
+from adapters.task_queues import read_queue, task_queue
 from adapters.temporal import connect_temporal
 from bench._common import (
     HelperProcess,
@@ -104,6 +104,7 @@ from workflows.reconciliation import (
     ReconciliationInput,
     ReconciliationResult,
     ReconciliationWorkflow,
+    period_parts,
     recon_workflow_id,
 )
 
@@ -113,7 +114,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 DAY: Final = date(2026, 11, 26)
 SEED: Final = 20261126
-PAGE_SIZE: Final = 1000  # Stripe's real maximum is 100
+PAGE_SIZE: Final = 1000
+# Billing's pages hold at most Stripe's maximum, whatever is asked (StripeBilling asks no more).
+STRIPE_MAX_PAGE: Final = 100
 DIFFERENCE_RATE: Final = 1000  # one document in 1,000 per class of difference
 DOCUMENTS_PER_CUSTOMER: Final = 50
 CURRENCY: Final = "USD"
@@ -193,8 +196,16 @@ class Plan:
         return f"cus_{index // DOCUMENTS_PER_CUSTOMER:06d}"
 
     def created_at(self, index: int) -> datetime:
-        step = 86_400_000_000 // self.documents
-        return self.period[0] + timedelta(microseconds=index * step)
+        return self.period[0] + timedelta(microseconds=index * self._step)
+
+    def first_created_at_or_after(self, moment: datetime) -> int:
+        """The first index created at `moment` or later (documents when none is)."""
+        offset = (moment - self.period[0]) // timedelta(microseconds=1)
+        return max(0, min(self.documents, -(-offset // self._step)))
+
+    @property
+    def _step(self) -> int:  # microseconds between two documents' creation
+        return 86_400_000_000 // self.documents
 
     def subtotal(self, index: int) -> Decimal:
         return Decimal(1_000 + (index * 7_919) % 90_000).scaleb(-2)
@@ -486,12 +497,15 @@ class BulkBilling:
         self, kind: str, start: datetime, end: datetime, cursor: str | None, limit: int
     ) -> BillingDocumentPage:
         plan = self._plan
-        index, found = int(cursor or 0), list[BillingDocument]()
-        while index < plan.documents and len(found) < limit:
-            if kind_of(index) == kind and start <= plan.created_at(index) < end:
+        limit = min(limit, STRIPE_MAX_PAGE)  # as StripeBilling asks, and Stripe answers
+        index = int(cursor) if cursor else plan.first_created_at_or_after(start)
+        last = min(plan.documents, plan.first_created_at_or_after(end))
+        found = list[BillingDocument]()
+        while index < last and len(found) < limit:
+            if kind_of(index) == kind:
                 found.append(plan.billing_document(index))
             index += 1
-        next_cursor = str(index) if index < plan.documents else None
+        next_cursor = str(index) if index < last else None
         return BillingDocumentPage(documents=found, next_cursor=next_cursor)
 
     # The bench measures documents: no money moved, nothing owed.
@@ -711,7 +725,10 @@ async def run_workflow(
     handle = await client.start_workflow(
         ReconciliationWorkflow.run,
         ReconciliationInput(period_start=start, period_end=end, heal_limit=0,
-                            exception_limit=0, page_size=PAGE_SIZE),
+                            exception_limit=0, page_size=READ_PLAN.page_sizes["billing"],
+                            erp_page_size=READ_PLAN.page_sizes["erp"],
+                            support_page_size=READ_PLAN.page_sizes["support"],
+                            invoice_parts=READ_PLAN.invoice_parts),
         id=workflow_id,
         task_queue=task_queue(prefix),
         search_attributes=visibility.start_attributes(PROCESS, "loading"),
@@ -842,6 +859,7 @@ class ReadPlan:
 
     page_sizes: dict[str, int]
     queues: dict[str, str]
+    invoice_parts: int  # the period's invoices read on this many cursors side by side
 
     def limits(self, limits: QueueLimits) -> dict[str, CallLimit]:
         options = limits.queue_options(single_erp_routing())
@@ -850,7 +868,8 @@ class ReadPlan:
 
 READ_PLAN: Final = ReadPlan(
     page_sizes={"billing": PAGE_SIZE, "erp": PAGE_SIZE, "support": PAGE_SIZE},
-    queues={"billing": "billing", "erp": "erp", "support": "support"},
+    queues={"billing": "billing", "erp": read_queue("erp"), "support": "support"},
+    invoice_parts=4,
 )
 
 
@@ -898,11 +917,12 @@ async def fair_baseline(plan: Plan, store: IntegrationStore, read_plan: ReadPlan
     period = {"run_id": run_id, "period_start": start, "period_end": end, "erp": run_erp.erp}
     await asyncio.to_thread(steps.start_run, StartRunInput(**period))
 
-    async def read(source: str) -> None:
+    async def read(source: str, part: tuple[datetime, datetime] | None = None) -> None:
         system = system_of.get(source, "billing")
+        within = {"period_start": part[0], "period_end": part[1]} if part else {}
         cursor: str | None = None
         while True:
-            request = LoadPageInput(**period, source=source, cursor=cursor,  # type: ignore[arg-type]
+            request = LoadPageInput(**{**period, **within}, source=source, cursor=cursor,  # type: ignore[arg-type]
                                     page_size=read_plan.page_sizes[system])  # fmt: skip
             page = await limit[system].call(ActivityEnvironment().run(loader[system], request))
             loaded[source] += page.rows
@@ -911,7 +931,9 @@ async def fair_baseline(plan: Plan, store: IntegrationStore, read_plan: ReadPlan
                 return
 
     async def billing_chain() -> None:
-        await asyncio.gather(*(read(s) for s in ("invoices", "credit_notes", "balance_credits")))
+        parts = period_parts(start, end, read_plan.invoice_parts)
+        invoices = [read("invoices", part) for part in parts]
+        await asyncio.gather(*invoices, read("credit_notes"), read("balance_credits"))
         await asyncio.gather(read("payments"), read("refunds"))
         journal = await asyncio.to_thread(steps.snapshot_journal, JournalSnapshotInput(**period))
         loaded["journal"] += journal.rows

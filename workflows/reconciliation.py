@@ -18,6 +18,7 @@ only where they were.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -77,6 +78,11 @@ STAGED_CHAINS: tuple[Stages, ...] = (
     (("tickets",),),
 )
 READS_SIDE_BY_SIDE_PATCH = "recon-reads-side-by-side"
+# Billing's invoices, most of a period's documents, are read in parts of the period, each
+# part on a cursor of its own, side by side (Stripe lists any `created` range): on one cursor
+# every 100 invoices would wait for the round trip of the page before. `invoices#2` is the
+# third part.
+PART = "#"
 # Runs started before read each chain one source at a time, in this order.
 CHAINS: tuple[tuple[str, ...], ...] = (
     ("invoices", "credit_notes", "balance_credits", "payments", "refunds", "journal",
@@ -119,6 +125,15 @@ EXCEPTION_EFFECTS: dict[Decision, str] = {
     "resolve_manually": "finance corrected the ERP by hand (give the ERP document number)",
     "reject": "the difference is accepted as it is; nothing will be posted",
 }
+
+
+def period_parts(start: datetime, end: datetime, parts: int) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into up to `parts` consecutive ranges, cut on whole seconds (billing
+    filters by the second)."""
+    step = (end - start) / max(1, parts)
+    cuts = [max(start, (start + step * i).replace(microsecond=0)) for i in range(1, parts)]
+    bounds = [start, *cuts, end]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if a < b]
 
 
 def _one_by_one(chain: tuple[str, ...]) -> Stages:
@@ -172,6 +187,7 @@ class ReconciliationInput(BaseModel):
     heal_limit: int = 50  # missing postings, payments and refunds replayed per run
     exception_limit: int = 20  # finance exceptions opened per run (the report holds the rest)
     page_size: int = 200  # billing's pages: Stripe gives at most 100 of them
+    invoice_parts: int = 4  # the period's invoices read on this many cursors side by side
     # The ERP's and support's pages: their APIs give more (NetSuite's SuiteQL and Zendesk's
     # export up to 1,000; Tryton any), and each page is a round trip through Temporal.
     erp_page_size: int = 1000
@@ -280,7 +296,7 @@ class ReconciliationWorkflow:
         """Read every source; past the history budget, every chain stops after its page in
         flight and the run continues as new from the cursors."""
         self._set_status("loading", f"Loading billing, ERP and tickets for {progress.run_id}")
-        chains, last = self._chains()
+        chains, last = self._chains(request, progress)
         if not progress.compares_tickets:  # another ERP's run compares them
             chains = tuple(
                 tuple(kept for stage in chain if (kept := tuple(s for s in stage if s != TICKETS)))
@@ -293,7 +309,8 @@ class ReconciliationWorkflow:
             while source not in progress.done and not budget_spent:
                 cursor = progress.cursors.get(source)
                 page = await self._load_page(request, progress, source, cursor)
-                progress.loaded[source] = progress.loaded.get(source, 0) + page.rows
+                name = source.partition(PART)[0]  # a part's rows count as its source's
+                progress.loaded[name] = progress.loaded.get(name, 0) + page.rows
                 if page.receivables_not_compared:
                     progress.loaded[NOT_COMPARED] = (
                         progress.loaded.get(NOT_COMPARED, 0) + page.receivables_not_compared
@@ -322,11 +339,17 @@ class ReconciliationWorkflow:
             workflow.continue_as_new(request.model_copy(update={"progress": progress}))
 
     @staticmethod
-    def _chains() -> tuple[tuple[Stages, ...], Stages]:
+    def _chains(
+        request: ReconciliationInput, progress: ReconProgress
+    ) -> tuple[tuple[Stages, ...], Stages]:
         """The chains read side by side, and the stages read after them, as the run's code
         version reads them."""
         if workflow.patched(READS_SIDE_BY_SIDE_PATCH):
-            return STAGED_CHAINS, _one_by_one(RECEIVABLES)
+            parts = period_parts(progress.period_start, progress.period_end, request.invoice_parts)
+            invoices = tuple(f"invoices{PART}{i}" for i in range(len(parts)))
+            (documents, *money), *others = STAGED_CHAINS
+            billing = (tuple(s for s in documents if s != "invoices") + invoices, *money)
+            return (billing, *others), _one_by_one(RECEIVABLES)
         if workflow.patched(RECEIVABLES_PATCH):
             chains, last = CHAINS_BEFORE_RECEIVABLES, RECEIVABLES
         else:
@@ -338,6 +361,10 @@ class ReconciliationWorkflow:
     ) -> PageLoaded:
         period = {"run_id": progress.run_id, "period_start": progress.period_start,
                   "period_end": progress.period_end, "erp": progress.erp}  # fmt: skip
+        source, _, part = source.partition(PART)
+        if part:
+            parts = period_parts(progress.period_start, progress.period_end, request.invoice_parts)
+            period["period_start"], period["period_end"] = parts[int(part)]
         if source == "journal":
             return await self._store_step(
                 ReconciliationStoreActivities.snapshot_journal, JournalSnapshotInput(**period)
@@ -353,7 +380,7 @@ class ReconciliationWorkflow:
             load_page,
             LoadPageInput(**period, source=source, cursor=cursor,  # type: ignore[arg-type]
                           page_size=page_size.get(system, request.page_size)),
-            summary=f"{source} page after {cursor or 'the start'}",
+            summary=f"{source}{f' part {part}' if part else ''} page after {cursor or 'the start'}",
             **options,
         )  # fmt: skip
 

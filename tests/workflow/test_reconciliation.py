@@ -180,7 +180,9 @@ class FakeStore:
         }  # fmt: skip
 
     def _page(self, request: LoadPageInput) -> PageLoaded:
-        self.pages_read.append((request.source, request.cursor))
+        # an invoices page names its part of the period: `invoices@06` reads from 06:00
+        part = f"@{request.period_start:%H}" if request.source == "invoices" else ""
+        self.pages_read.append((request.source + part, request.cursor))
         self.page_sizes.setdefault(request.source, set()).add(request.page_size)
         n = int(request.cursor or 0) + 1
         last = n >= PAGES[request.source]
@@ -237,10 +239,13 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
         for opened in (exception, tax):
             await opened.terminate("test over")
 
-    # every page read once, in order, whatever execution read it
-    assert len(fake.pages_read) == sum(PAGES.values())
+    # every page read once, in order, whatever execution read it; the invoices in four
+    # parts of the day, each paged on its own
+    parts = ["invoices@00", "invoices@06", "invoices@12", "invoices@18"]
+    assert len(fake.pages_read) == sum(PAGES.values()) + 3 * PAGES["invoices"]
+    read = [source.split("@")[0] for source, _ in fake.pages_read]
+    assert sorted({source for source, _ in fake.pages_read} & set(parts)) == parts
     # what customers owe is read after everything else, billing's then the ERP's at once
-    read = [source for source, _ in fake.pages_read]
     assert read[-2:] == ["receivables", "erp_receivables"]
     assert len(set(fake.pages_read)) == len(fake.pages_read)
     # billing's money after every page of its documents (a payment is routed by its invoice)
@@ -255,7 +260,7 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
     assert first_history.events[-1].event_type == (
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     )
-    assert result.loaded == {"invoices": 40, "credit_notes": 10, "balance_credits": 20,
+    assert result.loaded == {"invoices": 160, "credit_notes": 10, "balance_credits": 20,
                              "payments": 20, "refunds": 10, "journal": 7, "receivables": 10,
                              "erp": 40, "erp_payments": 20, "erp_receivables": 10,
                              "tickets": 10}  # fmt: skip
