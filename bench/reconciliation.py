@@ -2,16 +2,19 @@
 
     .venv/bin/python -m bench.reconciliation [--documents 100000] [--store postgresql|sqlite]
 
-One script, one machine, three measurements:
+One script, one machine, four measurements:
 - the workflow: a Temporal dev server, the real worker (`build_workers`, in a subprocess so
   its memory is its own) and the real store, with billing, the ERP and support replaced by
   in-memory ports that generate a seeded day of documents page by page (creating 100,000
   documents through the sandboxes' HTTP APIs would take hours and measure them, not us).
-  A one-day ReconciliationWorkflow runs with page_size 1000 (Stripe's real maximum is 100:
-  production makes ten times the page calls) and healing and exceptions off;
-- the classification: the same pages loaded by the same activity code (no Temporal) into a
-  fresh run, then `ReconciliationStore.classify` timed against `plain_sql_diff`, the plain
-  COUNT-per-class SQL over the same staging tables, run by this script on the same database;
+  A one-day ReconciliationWorkflow runs with pages of 1,000 asked of each system (billing,
+  like Stripe, gives 100), the invoices on four cursors, and healing and exceptions off;
+- the fair baseline, before and after the workflow: the same pages read through the same
+  ports and activity code by a plain script, at the same page sizes, each system under the
+  limits the worker puts on its queue, side by side only where the workflow may, staged into
+  a fresh run and diffed by `ReconciliationStore.plain_sql_diff` (the whole-run target);
+- the classification: on the baseline's staging rows, `ReconciliationStore.classify` timed
+  against `plain_sql_diff`, the plain COUNT-per-class SQL over the same staging tables;
 - the history (events per execution, continue-as-new included) and the worker's memory
   (VmRSS sampled from /proc while it works, VmHWM at the end).
 A known number of differences of every class is seeded (one document in 1,000 each); the
