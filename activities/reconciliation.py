@@ -4,11 +4,13 @@ document; classification, the report and healing decisions read the store."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -36,7 +38,7 @@ from adapters.store.reconciliation import (
     Side,
     SupportCredit,
 )
-from adapters.task_queues import WORKFLOW_QUEUE
+from adapters.task_queues import WORKFLOW_QUEUE, read_queue
 from adapters.workflow_starts import feed_ledger
 from canonical import BalanceTransaction, BillingDocument, Payment, Refund
 from canonical.erp_routing import ErpRouting, single_erp_routing
@@ -76,12 +78,14 @@ class RunErpInput(BaseModel):
 
 
 class RunErp(BaseModel):
-    """The ERP a run reconciles, the queue its pages are read on, and whether the run
-    compares support's tickets with billing (one run does: the home ERP's)."""
+    """The ERP a run reconciles, its queue and the queue its pages are read on, and whether
+    the run compares support's tickets with billing (one run does: the home ERP's)."""
 
     erp: str
     queue: str
     compares_tickets: bool
+    # None in answers recorded before read queues: those runs read their pages on `queue`.
+    read_queue: str | None = None
 
 
 BillingSource = Literal[
@@ -370,6 +374,11 @@ class _ReconciliationStep:
             self._recon_store = ReconciliationStore(self._store)
         return self._recon_store
 
+    async def _stage(self, run_id: str, **rows: Any) -> None:
+        """A page's rows into the run's staging tables in one transaction, off the event
+        loop: the worker's other pages go on while the database writes."""
+        await asyncio.to_thread(functools.partial(self._recon.add_page, run_id, **rows))
+
 
 class ReconciliationStoreActivities(_ReconciliationStep, SystemActivities):
     """The run's steps in the store: start, journal snapshot, classify, findings, finish."""
@@ -392,7 +401,12 @@ class ReconciliationStoreActivities(_ReconciliationStep, SystemActivities):
                 type="UnknownErp",
                 non_retryable=True,
             )
-        return RunErp(erp=name, queue=erp.queue, compares_tickets=name == home_erp(self._routing))
+        return RunErp(
+            erp=name,
+            queue=erp.queue,
+            compares_tickets=name == home_erp(self._routing),
+            read_queue=read_queue(erp.queue),
+        )
 
     @activity.defn(name="recon_start_run")
     def start_run(self, request: StartRunInput) -> None:
@@ -524,9 +538,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             )  # fmt: skip
             rows, money = own.postings, own.money
             taxes = [tax for tax in taxes if own.erp_of[tax.reference] == request.erp]
-        self._recon.add_expected(request.run_id, rows)
-        self._recon.add_expected_payments(request.run_id, money)
-        self._recon.add_taxes(request.run_id, taxes)
+        await self._stage(request.run_id, expected=rows, expected_payments=money, taxes=taxes)
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
 
     async def _load_payments(self, request: LoadPageInput) -> PageLoaded:
@@ -542,7 +554,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
                 request.run_id, request.erp, [], [(m, paid_on[m.reference]) for m in money]
             )
             money = own.money
-        self._recon.add_expected_payments(request.run_id, money)
+        await self._stage(request.run_id, expected_payments=money)
         return PageLoaded(rows=len(page.payments), next_cursor=page.next_cursor)
 
     async def _load_refunds(self, request: LoadPageInput) -> PageLoaded:
@@ -568,8 +580,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
                 [(row, on[row.billing_document_id]) for row in money_out],
             )  # fmt: skip
             credit_notes, money_out = own.postings, own.money
-        self._recon.add_expected_payments(request.run_id, money_out)
-        self._recon.add_expected(request.run_id, credit_notes)
+        await self._stage(request.run_id, expected_payments=money_out, expected=credit_notes)
         return PageLoaded(rows=len(page.refunds), next_cursor=page.next_cursor)
 
     async def _linked_parts(self, refunds: list[Refund]) -> dict[str, Decimal]:
@@ -605,7 +616,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
             )
             owed = [r for r in owed if scope[r.customer_id] == "compared"]
             split = sum(1 for compared in scope.values() if compared == "split")
-        self._recon.add_receivables(request.run_id, receivables("billing", owed))
+        await self._stage(request.run_id, receivables=receivables("billing", owed))
         return PageLoaded(
             rows=len(owed), next_cursor=page.next_cursor, receivables_not_compared=split
         )
@@ -624,7 +635,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
     async def _load_balance_credits(self, request: LoadPageInput) -> PageLoaded:
         # Billing lists balance adjustments per customer: a page is a handful of customers.
         batch = max(1, request.page_size // 20)
-        customers = self._store.customer_ids_page(request.cursor, batch)
+        customers = await asyncio.to_thread(self._store.customer_ids_page, request.cursor, batch)
         granted: list[ExpectedPosting] = []
         on: dict[str, date] = {}
         for customer_id in customers:
@@ -647,7 +658,7 @@ class BillingReconciliationActivities(_ReconciliationStep, SystemActivities):
                     request.run_id, request.erp, [(row, on[row.reference]) for row in granted]
                 )
             ).postings
-        self._recon.add_expected(request.run_id, granted)
+        await self._stage(request.run_id, expected=granted)
         next_cursor = customers[-1] if len(customers) == batch else None
         return PageLoaded(rows=len(granted), next_cursor=next_cursor)
 
@@ -761,13 +772,13 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
         super().__init__(store, routing)
         self._ledger = ledger
 
-    def _not_shadows(self, request: LoadPageInput, rows: list[_ErpRow]) -> list[_ErpRow]:
+    async def _not_shadows(self, request: LoadPageInput, rows: list[_ErpRow]) -> list[_ErpRow]:
         """Of a run's ERP, the rows it books: the shadow copies it holds of another ERP's
         book of record are the shadow report's, never this run's."""
         if request.erp is None:
             return rows
-        shadows = self._recon.shadowed_in(
-            request.erp, [row.reference for row in rows if row.reference]
+        shadows = await asyncio.to_thread(
+            self._recon.shadowed_in, request.erp, [row.reference for row in rows if row.reference]
         )
         return [row for row in rows if row.reference not in shadows]
 
@@ -784,9 +795,9 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
             page = await self._ledger.document_page(
                 request.period_start.date(), last_day, request.cursor, request.page_size
             )
-        self._recon.add_erp(
+        await self._stage(
             request.run_id,
-            self._not_shadows(request, [
+            erp=await self._not_shadows(request, [
                 ErpDocument(
                     erp_document_id=d.erp_document_id,
                     reference=d.reference,
@@ -799,8 +810,8 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
                 )
                 for d in page.documents
             ]),
+            taxes=erp_taxes(page.documents),
         )  # fmt: skip
-        self._recon.add_taxes(request.run_id, erp_taxes(page.documents))
         return PageLoaded(rows=len(page.documents), next_cursor=page.next_cursor)
 
     async def _load_payments(self, request: LoadPageInput, last_day: date) -> PageLoaded:
@@ -808,9 +819,9 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
             page = await self._ledger.payment_page(
                 request.period_start.date(), last_day, request.cursor, request.page_size
             )
-        self._recon.add_erp_payments(
+        await self._stage(
             request.run_id,
-            self._not_shadows(request, [
+            erp_payments=await self._not_shadows(request, [
                 ErpPayment(
                     erp_document_id=p.erp_document_id,
                     reference=p.reference,
@@ -837,7 +848,7 @@ class ErpReconciliationActivities(_ReconciliationStep, SystemActivities):
                 request.erp, {r.customer_id for r in owed}, route=False, on=datetime.now(UTC).date()
             )
             owed = [r for r in owed if scope[r.customer_id] == "compared"]
-        self._recon.add_receivables(request.run_id, receivables("erp", owed))
+        await self._stage(request.run_id, receivables=receivables("erp", owed))
         return PageLoaded(rows=len(owed), next_cursor=page.next_cursor)
 
 
@@ -868,5 +879,5 @@ class SupportReconciliationActivities(_ReconciliationStep, SystemActivities):
             for t in page.tickets
             if t.amount is not None
         ]
-        self._recon.add_support_credits(request.run_id, credits)
+        await self._stage(request.run_id, support_credits=credits)
         return PageLoaded(rows=len(credits), next_cursor=page.next_cursor)

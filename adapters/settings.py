@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     worker_support_per_second: PositiveFloat = 10.0
     worker_erp_per_second: PositiveFloat = 10.0
     worker_erp_concurrency: PositiveInt = 2
+    # Reconciliation's ERP page reads, on each ERP's read queue (`erp-read`)
+    worker_erp_read_per_second: PositiveFloat = 10.0
+    worker_erp_read_concurrency: PositiveInt = 2
     worker_max_cached_workflows: int = Field(default=1000, ge=0)
     # Workflow tasks one worker runs at once, and its long polls per task queue
     worker_workflow_task_slots: int = Field(default=100, ge=2)  # the cache needs two

@@ -10,6 +10,9 @@ from typing import Final, Literal
 
 WORKFLOW_QUEUE: Final = "ledgerbridge"
 SYSTEM_QUEUES: Final = ("billing", "support", "erp")
+# Beside each ERP's queue, one for reconciliation's page reads (`erp-read`), with limits of
+# its own: reads never queue behind postings, nor postings behind reads.
+READ_SUFFIX: Final = "-read"
 # The system an activity talks to; the store's activities run on the workflow queue.
 System = Literal["billing", "support", "erp", "store"]
 
@@ -22,3 +25,8 @@ def task_queue(prefix: str, name: str = WORKFLOW_QUEUE) -> str:
 def queue_of(system: System, prefix: str = "") -> str:
     """The queue whose workers run the activities of `system`."""
     return task_queue(prefix, WORKFLOW_QUEUE if system == "store" else system)
+
+
+def read_queue(queue: str) -> str:
+    """The queue of reconciliation's page reads of the ERP on `queue` (`erp` -> `erp-read`)."""
+    return f"{queue}{READ_SUFFIX}"

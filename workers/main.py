@@ -55,7 +55,7 @@ from adapters.ports import Ledger
 from adapters.settings import Settings
 from adapters.store import IntegrationStore
 from adapters.system_health import recording_system_health
-from adapters.task_queues import task_queue
+from adapters.task_queues import read_queue, task_queue
 from adapters.temporal import connect_for
 from adapters.tracing import configure_tracing
 from canonical.erp_routing import ErpRouting
@@ -92,6 +92,11 @@ class QueueLimits:
     # protects it; this rate only stops a stampede of cheap reads after an outage.
     erp: float = 10.0
     erp_concurrency: int = 2  # calls in flight per worker process
+    # Reconciliation reads each ERP's pages on the ERP's read queue (`erp-read`), so its reads
+    # and the postings never wait behind each other; a page read is one heavy call to the
+    # same single-process Tryton, so it keeps the posting queue's pace and cap.
+    erp_read: float = 10.0
+    erp_read_concurrency: int = 2
     # A NetSuite account refuses requests past its own concurrency limit, and NetSuiteLedger
     # holds to it (each activity makes one request at a time): a NetSuite queue runs as many
     # activities as the account allows (LEDGERBRIDGE_NETSUITE_CONCURRENCY; with several
@@ -109,6 +114,8 @@ class QueueLimits:
             support=settings.worker_support_per_second,
             erp=settings.worker_erp_per_second,
             erp_concurrency=settings.worker_erp_concurrency,
+            erp_read=settings.worker_erp_read_per_second,
+            erp_read_concurrency=settings.worker_erp_read_concurrency,
             netsuite_concurrency=settings.netsuite_concurrency,
             max_cached_workflows=settings.worker_max_cached_workflows,
             workflow_task_slots=settings.worker_workflow_task_slots,
@@ -134,16 +141,27 @@ class QueueLimits:
                 "max_task_queue_activities_per_second": self.erp,
                 "max_concurrent_activities": self.erp_concurrency,
             },
+            read_queue("erp"): {
+                **polls,
+                "max_task_queue_activities_per_second": self.erp_read,
+                "max_concurrent_activities": self.erp_read_concurrency,
+            },
         }
 
     def queue_options(self, routing: ErpRouting) -> dict[str, dict[str, Any]]:
-        """`worker_options` with each ERP of the routing under its own queue: Tryton's (and
-        any other kind's) the `erp` options, a NetSuite account's its concurrency limit."""
+        """`worker_options` with each ERP of the routing under its own queue and read queue:
+        Tryton's (and any other kind's) the `erp` and `erp-read` options, a NetSuite
+        account's its concurrency limit on both (its adapter holds both to the account's)."""
         options = self.worker_options()
-        erp = options.pop("erp")
-        netsuite = {**erp, "max_concurrent_activities": self.netsuite_concurrency}
+        erp, reads = options.pop("erp"), options.pop(read_queue("erp"))
         for target in routing.erps.values():
-            options[target.queue] = netsuite if target.kind == "netsuite" else erp
+            netsuite = target.kind == "netsuite"
+            for queue, queue_options in ((target.queue, erp), (read_queue(target.queue), reads)):
+                options[queue] = (
+                    {**queue_options, "max_concurrent_activities": self.netsuite_concurrency}
+                    if netsuite
+                    else queue_options
+                )
         return options
 
 
@@ -203,6 +221,9 @@ def activities_by_queue(
         ledger = adapters.ledger_of(name)
         for group in erp_activity_groups(ledger, adapters.store, finance_mapping, adapters.routing):
             by_queue.setdefault(erp.queue, []).extend(group.activities())
+            if isinstance(group, ErpReconciliationActivities):
+                # Reconciliation reads on the read queue; runs from before it, on the ERP's.
+                by_queue.setdefault(read_queue(erp.queue), []).extend(group.activities())
     return by_queue
 
 

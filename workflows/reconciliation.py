@@ -18,6 +18,7 @@ only where they were.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -66,6 +67,23 @@ LOADER_OF: dict[str, Callable[[Any, LoadPageInput], Awaitable[PageLoaded]]] = {
     "erp": ErpReconciliationActivities.load_erp_page,
     "support": SupportReconciliationActivities.load_ticket_page,
 }
+# Each chain is stages of sources, the sources of a stage read side by side: billing's
+# documents together, then the money that settles them (a payment or refund is routed by the
+# document an earlier page staged), then the journal snapshot (it needs every billing
+# reference); the ERP's documents and payments together; the tickets.
+Stages = tuple[tuple[str, ...], ...]
+STAGED_CHAINS: tuple[Stages, ...] = (
+    (("invoices", "credit_notes", "balance_credits"), ("payments", "refunds"), ("journal",)),
+    (("erp", "erp_payments"),),
+    (("tickets",),),
+)
+READS_SIDE_BY_SIDE_PATCH = "recon-reads-side-by-side"
+# Billing's invoices, most of a period's documents, are read in parts of the period, each
+# part on a cursor of its own, side by side (Stripe lists any `created` range): on one cursor
+# every 100 invoices would wait for the round trip of the page before. `invoices#2` is the
+# third part.
+PART = "#"
+# Runs started before read each chain one source at a time, in this order.
 CHAINS: tuple[tuple[str, ...], ...] = (
     ("invoices", "credit_notes", "balance_credits", "payments", "refunds", "journal",
      "receivables"),
@@ -109,6 +127,20 @@ EXCEPTION_EFFECTS: dict[Decision, str] = {
 }
 
 
+def period_parts(start: datetime, end: datetime, parts: int) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into up to `parts` consecutive ranges, cut on whole seconds (billing
+    filters by the second)."""
+    step = (end - start) / max(1, parts)
+    cuts = [max(start, (start + step * i).replace(microsecond=0)) for i in range(1, parts)]
+    bounds = [start, *cuts, end]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if a < b]
+
+
+def _one_by_one(chain: tuple[str, ...]) -> Stages:
+    """A chain read one source after the other: each source a stage of its own."""
+    return tuple((source,) for source in chain)
+
+
 def recon_workflow_id(period_start: datetime, period_end: datetime, erp: str | None = None) -> str:
     """`recon/2026-11-26` for one day, `recon/2026-11-01..2026-11-30` for a range, of the ERP
     on the `erp` queue; `recon/netsuite/2026-11-26` of another ERP."""
@@ -141,6 +173,8 @@ class ReconProgress(BaseModel):
     # The ERP reconciled and its queue; None for runs from before routing (the `erp` queue).
     erp: str | None = None
     erp_queue: str | None = None
+    # Where the ERP's pages are read; None for runs from before read queues (on `erp_queue`).
+    erp_read_queue: str | None = None
     compares_tickets: bool = True
 
 
@@ -152,7 +186,12 @@ class ReconciliationInput(BaseModel):
     erp: str | None = None
     heal_limit: int = 50  # missing postings, payments and refunds replayed per run
     exception_limit: int = 20  # finance exceptions opened per run (the report holds the rest)
-    page_size: int = 200
+    page_size: int = 200  # billing's pages: Stripe gives at most 100 of them
+    invoice_parts: int = 4  # the period's invoices read on this many cursors side by side
+    # The ERP's and support's pages: their APIs give more (NetSuite's SuiteQL and Zendesk's
+    # export up to 1,000; Tryton any), and each page is a round trip through Temporal.
+    erp_page_size: int = 1000
+    support_page_size: int = 1000
     ledger_currencies: list[str] = ["USD"]
     # Continue as new once the history passes this many events (a run stays under 2,000).
     continue_after_events: int = 1_500
@@ -244,6 +283,7 @@ class ReconciliationWorkflow:
                 ReconciliationStoreActivities.erp_of_run, RunErpInput(erp=request.erp)
             )
             progress.erp, progress.erp_queue = erp.erp, erp.queue
+            progress.erp_read_queue = erp.read_queue
             progress.compares_tickets = erp.compares_tickets
         await self._store_step(
             ReconciliationStoreActivities.start_run,
@@ -256,64 +296,91 @@ class ReconciliationWorkflow:
         """Read every source; past the history budget, every chain stops after its page in
         flight and the run continues as new from the cursors."""
         self._set_status("loading", f"Loading billing, ERP and tickets for {progress.run_id}")
-        chains, last = self._chains()
+        chains, last = self._chains(request, progress)
         if not progress.compares_tickets:  # another ERP's run compares them
-            chains = tuple(tuple(s for s in chain if s != TICKETS) for chain in chains)
+            chains = tuple(
+                tuple(kept for stage in chain if (kept := tuple(s for s in stage if s != TICKETS)))
+                for chain in chains
+            )
         budget_spent = False
 
-        async def read(chain: tuple[str, ...]) -> None:
+        async def read(source: str) -> None:
             nonlocal budget_spent
-            for source in chain:
-                while source not in progress.done and not budget_spent:
-                    cursor = progress.cursors.get(source)
-                    page = await self._load_page(request, progress, source, cursor)
-                    progress.loaded[source] = progress.loaded.get(source, 0) + page.rows
-                    if page.receivables_not_compared:
-                        progress.loaded[NOT_COMPARED] = (
-                            progress.loaded.get(NOT_COMPARED, 0) + page.receivables_not_compared
-                        )
-                    if page.next_cursor is None:
-                        progress.done.append(source)
-                        progress.cursors.pop(source, None)
-                    else:
-                        progress.cursors[source] = page.next_cursor
-                    history = workflow.info().get_current_history_length()
-                    budget_spent = history > request.continue_after_events
+            while source not in progress.done and not budget_spent:
+                cursor = progress.cursors.get(source)
+                page = await self._load_page(request, progress, source, cursor)
+                name = source.partition(PART)[0]  # a part's rows count as its source's
+                progress.loaded[name] = progress.loaded.get(name, 0) + page.rows
+                if page.receivables_not_compared:
+                    progress.loaded[NOT_COMPARED] = (
+                        progress.loaded.get(NOT_COMPARED, 0) + page.receivables_not_compared
+                    )
+                if page.next_cursor is None:
+                    progress.done.append(source)
+                    progress.cursors.pop(source, None)
+                else:
+                    progress.cursors[source] = page.next_cursor
+                history = workflow.info().get_current_history_length()
+                budget_spent = history > request.continue_after_events
 
-        await asyncio.gather(*(read(chain) for chain in chains))
-        await read(last)  # reads nothing once the budget is spent
-        unread = [s for chain in (*chains, last) for s in chain if s not in progress.done]
+        async def read_stages(stages: Stages) -> None:
+            for stage in stages:
+                if len(stage) == 1:
+                    await read(stage[0])  # no task of its own, as runs before stages read
+                else:
+                    await asyncio.gather(*(read(source) for source in stage))
+
+        await asyncio.gather(*(read_stages(chain) for chain in chains))
+        await read_stages(last)  # reads nothing once the budget is spent
+        sources = [s for chain in (*chains, last) for stage in chain for s in stage]
+        unread = [s for s in sources if s not in progress.done]
         if budget_spent and unread:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(request.model_copy(update={"progress": progress}))
 
     @staticmethod
-    def _chains() -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
-        """The chains read side by side, and the one read after them, as the run's code
+    def _chains(
+        request: ReconciliationInput, progress: ReconProgress
+    ) -> tuple[tuple[Stages, ...], Stages]:
+        """The chains read side by side, and the stages read after them, as the run's code
         version reads them."""
+        if workflow.patched(READS_SIDE_BY_SIDE_PATCH):
+            parts = period_parts(progress.period_start, progress.period_end, request.invoice_parts)
+            invoices = tuple(f"invoices{PART}{i}" for i in range(len(parts)))
+            (documents, *money), *others = STAGED_CHAINS
+            billing = (tuple(s for s in documents if s != "invoices") + invoices, *money)
+            return (billing, *others), _one_by_one(RECEIVABLES)
         if workflow.patched(RECEIVABLES_PATCH):
-            return CHAINS_BEFORE_RECEIVABLES, RECEIVABLES
-        return (CHAINS if workflow.patched(MONEY_PATCH) else DOCUMENT_CHAINS), ()
+            chains, last = CHAINS_BEFORE_RECEIVABLES, RECEIVABLES
+        else:
+            chains, last = (CHAINS if workflow.patched(MONEY_PATCH) else DOCUMENT_CHAINS), ()
+        return tuple(_one_by_one(chain) for chain in chains), _one_by_one(last)
 
     async def _load_page(
         self, request: ReconciliationInput, progress: ReconProgress, source: str, cursor: str | None
     ) -> PageLoaded:
         period = {"run_id": progress.run_id, "period_start": progress.period_start,
                   "period_end": progress.period_end, "erp": progress.erp}  # fmt: skip
+        source, _, part = source.partition(PART)
+        if part:
+            parts = period_parts(progress.period_start, progress.period_end, request.invoice_parts)
+            period["period_start"], period["period_end"] = parts[int(part)]
         if source == "journal":
             return await self._store_step(
                 ReconciliationStoreActivities.snapshot_journal, JournalSnapshotInput(**period)
             )
-        load_page = LOADER_OF[SYSTEM_OF[source]]
-        # The ERP's own options, on the reconciled ERP's queue; the SaaS pages may take longer
-        # than one quick call.
+        system = SYSTEM_OF[source]
+        load_page = LOADER_OF[system]
+        # The ERP's own options, on the reconciled ERP's read queue; the SaaS pages may take
+        # longer than one quick call.
         on_erp = system_of(load_page) == "erp"
-        options = {"queue": progress.erp_queue} if on_erp else PAGE_CALL
+        options = {"queue": progress.erp_read_queue or progress.erp_queue} if on_erp else PAGE_CALL
+        page_size = {"erp": request.erp_page_size, "support": request.support_page_size}
         return await run_activity(
             load_page,
             LoadPageInput(**period, source=source, cursor=cursor,  # type: ignore[arg-type]
-                          page_size=request.page_size),
-            summary=f"{source} page after {cursor or 'the start'}",
+                          page_size=page_size.get(system, request.page_size)),
+            summary=f"{source}{f' part {part}' if part else ''} page after {cursor or 'the start'}",
             **options,
         )  # fmt: skip
 

@@ -566,6 +566,9 @@ class ReconciliationStore:
         )
         with self._engine.begin() as conn:
             _lock_run(conn, run_id, allowed=(LOADING,))
+            # Billing's rows were just loaded: without fresh statistics PostgreSQL takes the
+            # tables for empty and joins them to the journal by nested loops (minutes).
+            _analyze_staging(conn, ("recon_expected", "recon_expected_payments"))
             conn.execute(delete(ReconJournalEntry).where(ReconJournalEntry.run_id == run_id))
             conn.execute(copy)
             return _count(conn, ReconJournalEntry.run_id == run_id)
@@ -630,15 +633,46 @@ class ReconciliationStore:
                 )
         return found
 
-    def _load(self, run_id: str, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
-        offered = 0
+    def add_page(
+        self,
+        run_id: str,
+        *,
+        expected: Iterable[ExpectedPosting] = (),
+        expected_payments: Iterable[ExpectedPayment] = (),
+        erp: Iterable[ErpDocument] = (),
+        erp_payments: Iterable[ErpPayment] = (),
+        support_credits: Iterable[SupportCredit] = (),
+        taxes: Iterable[DocumentTax] = (),
+        receivables: Iterable[CustomerReceivable] = (),
+    ) -> int:
+        """Load one page's rows of every kind in one transaction (as the `add_*` do one
+        kind each); returns how many rows were offered."""
+        tables: list[tuple[type[Base], Iterable[StagedRow]]] = [
+            (ReconExpected, expected), (ReconExpectedPayment, expected_payments),
+            (ReconErpDocument, erp), (ReconErpPayment, erp_payments),
+            (ReconSupportCredit, support_credits), (ReconTax, taxes),
+            (ReconReceivable, receivables),
+        ]  # fmt: skip
         with self._engine.begin() as conn:
             # A shared lock: pages load side by side, classification waits for them.
             _lock_run(conn, run_id, allowed=(LOADING,), shared=True)
-            statement = _insert_ignoring_duplicates(conn, model)
-            for batch in _batches(rows, self._batch_size):
-                conn.execute(statement, batch)
-                offered += len(batch)
+            return sum(
+                self._insert(conn, model, (_staged(run_id, row) for row in rows))
+                for model, rows in tables
+            )
+
+    def _load(self, run_id: str, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
+        with self._engine.begin() as conn:
+            # A shared lock: pages load side by side, classification waits for them.
+            _lock_run(conn, run_id, allowed=(LOADING,), shared=True)
+            return self._insert(conn, model, rows)
+
+    def _insert(self, conn: Connection, model: type[Base], rows: Iterable[dict[str, Any]]) -> int:
+        offered = 0
+        statement = _insert_ignoring_duplicates(conn, model)
+        for batch in _batches(rows, self._batch_size):
+            conn.execute(statement, batch)
+            offered += len(batch)
         return offered
 
     # --- classification ------------------------------------------------------------------
@@ -1668,10 +1702,11 @@ def _lock_run(
     return status  # type: ignore[return-value]
 
 
-def _analyze_staging(conn: Connection) -> None:
-    """Fresh statistics after a bulk load, or PostgreSQL plans the joins for empty tables."""
+def _analyze_staging(conn: Connection, tables: Sequence[str] = _STAGING_TABLES) -> None:
+    """Fresh statistics after a bulk load, or PostgreSQL plans the joins for empty tables
+    (autovacuum, when on at all, analyzes them later than a run reads them)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text(f"ANALYZE {', '.join(_STAGING_TABLES)}"))
+        conn.execute(text(f"ANALYZE {', '.join(tables)}"))
 
 
 def _count(conn: Connection, *where: ColumnElement[bool]) -> int:

@@ -39,7 +39,7 @@ from adapters.events.broker import STREAM
 from adapters.events.server import nats_server_command
 from adapters.routing_file import load_routing
 from adapters.settings import ERP_ROUTING_FILE, Settings
-from adapters.task_queues import task_queue
+from adapters.task_queues import read_queue, task_queue
 from adapters.temporal import connect_for, connect_temporal
 from adapters.visibility import search_attribute_flags
 from canonical.erp_routing import ErpRouting
@@ -487,7 +487,9 @@ class LocalStack:
 
     def _queues(self) -> list[str]:
         prefix = self.settings.task_queue_prefix
-        erps = [erp.queue for erp in self._routing().erps.values()]
+        erps = [
+            q for erp in self._routing().erps.values() for q in (erp.queue, read_queue(erp.queue))
+        ]
         return [task_queue(prefix)] + [task_queue(prefix, q) for q in ("billing", "support", *erps)]
 
     @property

@@ -243,7 +243,9 @@ def test_every_activity_is_registered_on_the_queue_its_class_names() -> None:
         for member in vars(cls).values()
         if hasattr(member, "__temporal_activity_definition")
     }
-    assert expected == registered
+    # Reconciliation's ERP reads are polled on the ERP's read queue as well.
+    reads = {("erp-read", "recon_load_erp_page")}
+    assert expected | reads == registered
     # Running workflows and recorded histories name these queues: none may move.
     assert registered == {(queue, name) for queue, names in QUEUES.items() for name in names}
 
@@ -263,6 +265,7 @@ QUEUES = {
                 "route_erp_posting"],
     "erp": ["ensure_erp_party", "post_ledger_document", "post_ledger_payment",
             "read_erp_records", "recon_load_erp_page"],
+    "erp-read": ["recon_load_erp_page"],
     "support": ["ensure_support_organization", "fetch_support_case", "read_support_entitlements",
                 "recon_load_ticket_page", "write_case_outcome", "write_support_entitlements"],
 }  # fmt: skip

@@ -21,6 +21,7 @@ def test_settings_reach_the_options_of_each_queue(monkeypatch: pytest.MonkeyPatc
     for name, value in {
         "ERP_CONCURRENCY": "3", "ERP_PER_SECOND": "4.5", "BILLING_PER_SECOND": "20",
         "SUPPORT_PER_SECOND": "2", "MAX_CACHED_WORKFLOWS": "250", "WORKFLOW_TASK_SLOTS": "40",
+        "ERP_READ_PER_SECOND": "6", "ERP_READ_CONCURRENCY": "1",
         "WORKFLOW_POLLERS": "2", "ACTIVITY_POLLERS": "3",
     }.items():  # fmt: skip
         monkeypatch.setenv(f"LEDGERBRIDGE_WORKER_{name}", value)
@@ -34,6 +35,12 @@ def test_settings_reach_the_options_of_each_queue(monkeypatch: pytest.MonkeyPatc
     assert options["erp"] == {
         "max_task_queue_activities_per_second": 4.5,
         "max_concurrent_activities": 3,
+        "max_concurrent_activity_task_polls": 3,
+    }
+    # reconciliation's ERP reads: a queue of their own, with limits of their own
+    assert options["erp-read"] == {
+        "max_task_queue_activities_per_second": 6,
+        "max_concurrent_activities": 1,
         "max_concurrent_activity_task_polls": 3,
     }
     assert options["billing"]["max_task_queue_activities_per_second"] == 20
@@ -71,11 +78,25 @@ def test_a_netsuite_queue_runs_as_many_activities_as_the_account_allows(
 
     assert options["erp"] == limits.worker_options()["erp"]
     assert options["erp"]["max_concurrent_activities"] == 3
+    assert options["erp-read"] == limits.worker_options()["erp-read"]
     assert options["erp-netsuite"] == {
         **limits.worker_options()["erp"],
         "max_concurrent_activities": 7,
     }
-    assert set(options) == {"", "billing", "support", "erp", "erp-netsuite"}
+    # its reads too: the adapter holds reads and postings together to the account's limit
+    assert options["erp-netsuite-read"] == {
+        **limits.worker_options()["erp-read"],
+        "max_concurrent_activities": 7,
+    }
+    assert set(options) == {
+        "",
+        "billing",
+        "support",
+        "erp",
+        "erp-read",
+        "erp-netsuite",
+        "erp-netsuite-read",
+    }
 
 
 def test_without_a_routing_file_the_one_erp_queue_keeps_the_erp_limits() -> None:

@@ -69,7 +69,7 @@ from workflows.reconciliation import (
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
 # The ERP on the `erp` queue, as the routing names it: what a run naming no ERP reconciles.
-HOME = RunErp(erp="tryton", queue="erp", compares_tickets=True)
+HOME = RunErp(erp="tryton", queue="erp", compares_tickets=True, read_queue="erp-read")
 PAGES = {"invoices": 4, "credit_notes": 1, "balance_credits": 2, "payments": 2, "refunds": 1,
          "receivables": 1, "erp": 4, "erp_payments": 2, "erp_receivables": 1,
          "tickets": 1}  # fmt: skip
@@ -111,6 +111,7 @@ class FakeStore:
         self.started: list[StartRunInput] = []
         self.erp_pages: list[tuple[str, str | None]] = []  # (source, ERP) of each ERP page
         self.pages_read: list[tuple[str, str | None]] = []
+        self.page_sizes: dict[str, set[int]] = {}  # source -> page sizes asked
         self.outcomes: dict[int, str] = {}
         self.finished: FinishInput | None = None
         self.healed: list[str] = []
@@ -173,12 +174,16 @@ class FakeStore:
             "": [erp_of_run, start_run, snapshot_journal, classify, findings, mark_outcome,
                  finish_run],
             "billing": [load_billing_page, heal] if self.heal else [load_billing_page],
-            self.erp.queue: [load_erp_page],
+            # ERP pages are read on the ERP's read queue (on its queue before read queues)
+            (self.erp.read_queue or self.erp.queue): [load_erp_page],
             "support": [load_ticket_page],
         }  # fmt: skip
 
     def _page(self, request: LoadPageInput) -> PageLoaded:
-        self.pages_read.append((request.source, request.cursor))
+        # an invoices page names its part of the period: `invoices@06` reads from 06:00
+        part = f"@{request.period_start:%H}" if request.source == "invoices" else ""
+        self.pages_read.append((request.source + part, request.cursor))
+        self.page_sizes.setdefault(request.source, set()).add(request.page_size)
         n = int(request.cursor or 0) + 1
         last = n >= PAGES[request.source]
         return PageLoaded(rows=10, next_cursor=None if last else str(n))
@@ -234,15 +239,28 @@ async def test_a_long_run_continues_as_new_between_pages_and_heals_and_reports(
         for opened in (exception, tax):
             await opened.terminate("test over")
 
-    # every page read once, in order, whatever execution read it
-    assert len(fake.pages_read) == sum(PAGES.values())
+    # every page read once, in order, whatever execution read it; the invoices in four
+    # parts of the day, each paged on its own
+    parts = ["invoices@00", "invoices@06", "invoices@12", "invoices@18"]
+    assert len(fake.pages_read) == sum(PAGES.values()) + 3 * PAGES["invoices"]
+    read = [source.split("@")[0] for source, _ in fake.pages_read]
+    assert sorted({source for source, _ in fake.pages_read} & set(parts)) == parts
     # what customers owe is read after everything else, billing's then the ERP's at once
-    assert [source for source, _ in fake.pages_read][-2:] == ["receivables", "erp_receivables"]
+    assert read[-2:] == ["receivables", "erp_receivables"]
     assert len(set(fake.pages_read)) == len(fake.pages_read)
+    # billing's money after every page of its documents (a payment is routed by its invoice)
+    last_document = max(i for i, s in enumerate(read) if s in ("invoices", "credit_notes",
+                                                                 "balance_credits"))  # fmt: skip
+    assert min(i for i, s in enumerate(read) if s in ("payments", "refunds")) > last_document
+    # billing's documents side by side: the credit notes are not left for the invoices' end
+    assert read.index("credit_notes") < max(i for i, s in enumerate(read) if s == "invoices")
+    # each system's own page size: billing's as asked, the ERP's and support's larger
+    assert fake.page_sizes["invoices"] == {200}
+    assert fake.page_sizes["erp"] == fake.page_sizes["tickets"] == {1000}
     assert first_history.events[-1].event_type == (
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     )
-    assert result.loaded == {"invoices": 40, "credit_notes": 10, "balance_credits": 20,
+    assert result.loaded == {"invoices": 160, "credit_notes": 10, "balance_credits": 20,
                              "payments": 20, "refunds": 10, "journal": 7, "receivables": 10,
                              "erp": 40, "erp_payments": 20, "erp_receivables": 10,
                              "tickets": 10}  # fmt: skip
@@ -280,7 +298,9 @@ async def test_a_run_of_another_erp_reads_it_on_its_queue_and_leaves_tickets_to_
     dev_server_env: WorkflowEnvironment, queue_prefix: str
 ) -> None:
     client = dev_server_env.client
-    fake = SplitReceivables(erp=RunErp(erp="eu", queue="erp-eu", compares_tickets=False))
+    fake = SplitReceivables(
+        erp=RunErp(erp="eu", queue="erp-eu", compares_tickets=False, read_queue="erp-eu-read")
+    )
     workflow_id = f"recon/eu/2026-11-26-{queue_prefix}"
     async with running(client, queue_prefix, fake):
         handle = await client.start_workflow(
@@ -295,7 +315,7 @@ async def test_a_run_of_another_erp_reads_it_on_its_queue_and_leaves_tickets_to_
             await client.get_workflow_handle(opened).terminate("test over")
 
     assert fake.erp_asked == ["eu"] and [s.erp for s in fake.started] == ["eu"]
-    # every ERP page read on the eu queue (the only one the fake ERP polls) for eu
+    # every ERP page read on the eu read queue (the only one the fake ERP polls) for eu
     assert sorted(fake.erp_pages) == sorted(
         (source, "eu") for source in ("erp", "erp_payments", "erp_receivables")
         for _ in range(PAGES[source])
@@ -307,6 +327,24 @@ async def test_a_run_of_another_erp_reads_it_on_its_queue_and_leaves_tickets_to_
         f"exception/{workflow_id}/{started}-2",
         f"exception/{workflow_id}/{started}-4",
     ]
+
+
+async def test_a_run_told_no_read_queue_reads_the_erp_on_its_queue_as_runs_before_did(
+    dev_server_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    # The ERP's answer recorded before read queues names none: only the `erp` queue is polled.
+    fake = FakeStore(found=[], erp=RunErp(erp="tryton", queue="erp", compares_tickets=True))
+    client = dev_server_env.client
+    async with running(client, queue_prefix, fake):
+        result = await client.execute_workflow(
+            ReconciliationWorkflow.run,
+            ReconciliationInput(period_start=DAY, period_end=DAY.replace(day=27)),
+            id=f"recon/2026-11-26-{queue_prefix}",
+            task_queue=task_queue(queue_prefix),
+        )
+
+    assert len(fake.erp_pages) == PAGES["erp"] + PAGES["erp_payments"] + PAGES["erp_receivables"]
+    assert result.loaded["erp"] == 10 * PAGES["erp"]
 
 
 @workflow.defn(name=LEDGER_WORKFLOW, sandboxed=False)
