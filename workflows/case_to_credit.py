@@ -71,10 +71,10 @@ CREDIT_FACTS_ONCE = "credit-facts-once"
 STANDING_FROM_ENTITLEMENTS = "credit-standing-from-entitlements"
 # A new run takes the patches above, the inbox row's and the postings' at its start under
 # this one id (workflows/patches.py). A patch made later is not in it.
-CREDIT_RELEASE = "credit-release-2026-12"
-CREDIT_PATCHES = frozenset(
-    {CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, visibility.INBOX_ROW_PATCH, *POSTING_PATCHES}
-)
+CREDIT_PATCHES = frozenset({
+    CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, visibility.INBOX_ROW_PATCH, *POSTING_PATCHES,
+})  # fmt: skip
+CREDIT_RELEASES = {"credit-release-2026-12": CREDIT_PATCHES}
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 EXPIRE_AFTER = timedelta(days=7)
@@ -88,7 +88,7 @@ def credit_workflow_id(case_id: str, request_id: str) -> str:
 class CaseToCreditWorkflow:
     def __init__(self) -> None:
         self._input: CaseToCreditInput | None = None
-        self._patches = Patches(CREDIT_RELEASE, CREDIT_PATCHES)
+        self._patches = Patches(CREDIT_RELEASES)
         self._erp = ErpPoster(self._patches)
         self._status = "checking"
         self._customer_id: str | None = None

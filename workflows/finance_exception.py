@@ -28,8 +28,9 @@ PROCESS = "finance_exception"
 OPENED_AUDIT_PATCH = "exception-opened-audited"
 # A new run takes the patches above and the inbox row's at its start under this one id
 # (workflows/patches.py). A patch made later is not in it.
-EXCEPTION_RELEASE = "exception-release-2026-12"
-EXCEPTION_PATCHES = frozenset({OPENED_AUDIT_PATCH, visibility.INBOX_ROW_PATCH})
+EXCEPTION_RELEASES = {
+    "exception-release-2026-12": frozenset({OPENED_AUDIT_PATCH, visibility.INBOX_ROW_PATCH}),
+}
 REMIND_AFTER = timedelta(hours=24)
 ESCALATE_AFTER = timedelta(hours=72)
 
@@ -58,7 +59,7 @@ class FinanceExceptionWorkflow:
         self._decision: FinanceDecision | None = None
         self._status = "open"
         self._opening = False  # the opening's audit row is being written
-        self._patches = Patches(EXCEPTION_RELEASE, EXCEPTION_PATCHES)
+        self._patches = Patches(EXCEPTION_RELEASES)
 
     @workflow.run
     async def run(self, request: FinanceExceptionInput) -> FinanceDecision:

@@ -173,15 +173,21 @@ MANUAL_OUT_OF_BAND_PATCH = "manual-credit-note-pays-out-of-band"
 PENDING_PER_REFUND_PATCH = "pending-since-per-refund"
 # Runs since tell the journal billing's event time, for the billing-to-ERP latency metric.
 JOURNAL_EVENT_TIME_PATCH = "journal-billing-event-time"
+# Runs since process an event's document once for every event about it that waited with it:
+# the document is read from billing after they all arrived, so it holds what each told.
+COALESCE_PATCH = "coalesce-events-of-one-document"
 # A new run takes every patch above, and the postings' (workflows/erp_postings.py), at its
-# start under this one id (workflows/patches.py). A patch made later is not in it.
-LEDGER_RELEASE = "ledger-release-2026-12"
+# start under one id (workflows/patches.py), the newest release first.
 LEDGER_PATCHES = frozenset({
     PAYMENTS_PATCH, OWN_PREDECESSORS_PATCH, GO_ON_AFTER_DECISION_PATCH, PENDING_REFUNDS_PATCH,
     JOURNAL_REJECTED_PATCH, LINKED_REFUNDS_PATCH, OUT_OF_BAND_PATCH, LINKED_REFUNDS_BOOKED_PATCH,
     MAPPING_CURRENCIES_PATCH, CARRY_PENDING_PATCH, REJECTED_CLOSES_PATCH,
     MANUAL_OUT_OF_BAND_PATCH, PENDING_PER_REFUND_PATCH, JOURNAL_EVENT_TIME_PATCH, *POSTING_PATCHES,
 })  # fmt: skip
+LEDGER_RELEASES = {
+    "ledger-release-2026-12-coalesce": LEDGER_PATCHES | {COALESCE_PATCH},
+    "ledger-release-2026-12": LEDGER_PATCHES,
+}
 # A reversal of a refund's own credit note is no billing document to read again: like money,
 # what finance decides on it journals `_manual_journal`.
 REVERSAL_KIND = "refund_credit_reversal"
@@ -197,6 +203,11 @@ REFUND_PENDING_LIMIT = timedelta(days=46)
 POSTING_WAIT_LIMIT = timedelta(hours=1)
 POSTING_WAIT_FIRST = timedelta(seconds=30)
 POSTING_WAIT_LONGEST = timedelta(minutes=10)
+
+
+def _internal(event: BillingEventRef) -> bool:
+    """Reconciliation's heal, or the ledger's own look at a pending refund: no billing event."""
+    return event.event_id.startswith((HEAL_EVENT_PREFIX, REFUND_CHECK_EVENT_PREFIX))
 
 
 class LedgerStatus(BaseModel):
@@ -223,7 +234,7 @@ class SubscriptionLedgerWorkflow:
         self._blocked_by: str | None = None
         self._last_posted: list[str] = []
         self._erp_customers: set[str] = set()
-        self._patches = Patches(LEDGER_RELEASE, LEDGER_PATCHES)
+        self._patches = Patches(LEDGER_RELEASES)
         self._erp = ErpPoster(self._patches)
         self._subscription_canceled = False
         # Documents finished with: paid or voided and posted, or decided by finance.
@@ -279,8 +290,9 @@ class SubscriptionLedgerWorkflow:
             while self._pending:
                 self._pending.sort(key=BillingEventRef.billing_order)
                 event = self._pending.pop(0)
+                covered = self._events_of_the_same_document(event)
                 await self._process(event)
-                self._processed += 1
+                self._processed += 1 + covered
             if (
                 self._refresh_requested
                 or self._processed >= request.continue_as_new_after
@@ -327,6 +339,21 @@ class SubscriptionLedgerWorkflow:
             ],
             refunds_not_posted=self._refunds_not_posted[-20:],
         )
+
+    def _events_of_the_same_document(self, event: BillingEventRef) -> int:
+        """Drops the billing events waiting about `event`'s document (or subscription, or
+        charge): `event` reads it from billing after they all arrived, so what they told is
+        in what it posts (Stripe sends an invoice's finalized, paid and payment_succeeded
+        within a second). Reconciliation's heals and the ledger's own looks are kept."""
+        if _internal(event) or not self._patches.patched(COALESCE_PATCH):
+            return 0
+        same = [e for e in self._pending if not _internal(e) and e.object_kind == event.object_kind
+                and e.object_id == event.object_id]  # fmt: skip
+        if same:
+            self._pending = [e for e in self._pending if e not in same]
+            workflow.logger.info("%d more events about %s %s covered by %s", len(same),
+                                 event.object_kind, event.object_id, event.event_id)  # fmt: skip
+        return len(same)
 
     def _enqueue(self, event: BillingEventRef) -> None:
         if event.event_id in self._seen:

@@ -438,6 +438,23 @@ async def record_releases(env: WorkflowEnvironment) -> None:
     await record_case_to_credit(env, "case_to_credit_release")
 
 
+async def record_ledger_coalesced(env: WorkflowEnvironment) -> None:
+    """Three events about one paid invoice waiting together: read once, the invoice and its
+    payment posted once (coalesce-events-of-one-document, in the newest ledger release)."""
+    world = FakeWorld()
+    paid = payment("inpay_1", "in_1", "10.00")
+    world.payments["in_1"] = [paid]
+    world.documents["in_1"] = paid_invoice("in_1", "10.00", paid)
+    for ref in (paid_event("evt_2", "in_1", 101), event("evt_1", "in_1", 100),
+                paid_event("evt_3", "in_1", 102)):  # fmt: skip
+        workflow_id = await deliver(env.client, "replay-coalesce.", ref)
+    async with running(env.client, "replay-coalesce.", world):
+        await until(lambda: "inpay_1" in world.journal, env, "the payment journaled")
+        await env.sleep(timedelta(seconds=5))
+        save("subscription_ledger_coalesced",
+             await env.client.get_workflow_handle(workflow_id).fetch_history())  # fmt: skip
+
+
 RECORDERS = {
     "reconciliation_per_erp": record_reconciliation_per_erp,
     "reconciliation_money": record_reconciliation_money,
@@ -464,6 +481,7 @@ RECORDERS = {
     ),
     "finance_exception_inbox_row": lambda env: record_subscription_ledger(env, "_inbox_row"),
     "releases": record_releases,
+    "ledger_coalesced": record_ledger_coalesced,
 }
 
 

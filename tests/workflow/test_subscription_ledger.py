@@ -67,7 +67,7 @@ from starters.routing import ProcessStart, signal_with_start
 from tests.fixtures.temporal import time_skipping_server
 from tests.workflow.one_erp import with_one_erp
 from workflows.finance_exception import FinanceExceptionState, FinanceExceptionWorkflow
-from workflows.subscription_ledger import LEDGER_RELEASE, SubscriptionLedgerWorkflow
+from workflows.subscription_ledger import LEDGER_RELEASES, SubscriptionLedgerWorkflow
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 
@@ -439,7 +439,7 @@ async def test_a_new_run_takes_its_patches_at_once_and_asks_the_route_locally(
                if e.HasField("marker_recorded_event_attributes")]  # fmt: skip
     patches = [json.loads(m.details["patch-data"].payloads[0].data)["id"]
                for m in markers if m.marker_name == "core_patch"]  # fmt: skip
-    assert patches == [LEDGER_RELEASE]
+    assert patches == [next(iter(LEDGER_RELEASES))]
     versions = [e for e in history.events
                 if e.HasField("upsert_workflow_search_attributes_event_attributes")
                 and "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes
@@ -453,6 +453,35 @@ async def test_a_new_run_takes_its_patches_at_once_and_asks_the_route_locally(
                  if e.HasField("activity_task_scheduled_event_attributes")]  # fmt: skip
     assert "route_erp_posting" not in scheduled
     assert "post_ledger_document" in scheduled
+
+
+async def test_events_about_one_invoice_that_wait_together_read_and_post_it_once(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    """Stripe sends finalized, paid and payment_succeeded for one invoice at once: one read of
+    billing after all three posts the invoice and its payment."""
+    env, world = time_skipping_env, FakeWorld()
+    paid = payment("inpay_1", "in_1", "10.00")
+    world.payments["in_1"] = [paid]
+    world.documents["in_1"] = paid_invoice("in_1", "10.00", paid)
+    succeeded = paid_event("evt_3", "in_1", 102).model_copy(
+        update={"event_type": "invoice.payment_succeeded"}
+    )
+    for ref in (paid_event("evt_2", "in_1", 101), event("evt_1", "in_1", 100), succeeded):
+        workflow_id = await deliver(env.client, queue_prefix, ref)
+    async with running(env.client, queue_prefix, world):
+        await until(lambda: "inpay_1" in world.journal, env, "the payment journaled")
+        await env.sleep(timedelta(seconds=5))
+        handle = env.client.get_workflow_handle(workflow_id)
+        status = await handle.query(SubscriptionLedgerWorkflow.status)
+        history = await handle.fetch_history()
+    assert (status.status, status.processed_events, status.pending_events) == ("waiting", 3, 0)
+    fetched = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
+               and e.activity_task_scheduled_event_attributes.activity_type.name
+               == "fetch_billing_document"]  # fmt: skip
+    assert len(fetched) == 1
+    assert world.post_calls == 1
+    assert list(world.erp_payments) == ["inpay_1"]
 
 
 async def test_out_of_order_and_duplicate_events_post_each_document_once_in_billing_order(
