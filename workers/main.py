@@ -150,19 +150,23 @@ class QueueLimits:
 
     def queue_options(self, routing: ErpRouting) -> dict[str, dict[str, Any]]:
         """`worker_options` with each ERP of the routing under its own queue and read queue:
-        Tryton's (and any other kind's) the `erp` and `erp-read` options, a NetSuite
-        account's its concurrency limit on both (its adapter holds both to the account's)."""
+        Tryton's (and any other kind's) the `erp` and `erp-read` options; a NetSuite
+        account's its concurrency limit on both (its adapter holds both to the account's)
+        and no rate: NetSuite governs an account by requests in flight, not per second, so a
+        rate on top would only leave the account's slots idle."""
         options = self.worker_options()
         erp, reads = options.pop("erp"), options.pop(read_queue("erp"))
         for target in routing.erps.values():
-            netsuite = target.kind == "netsuite"
             for queue, queue_options in ((target.queue, erp), (read_queue(target.queue), reads)):
                 options[queue] = (
-                    {**queue_options, "max_concurrent_activities": self.netsuite_concurrency}
-                    if netsuite
-                    else queue_options
+                    self._netsuite(queue_options) if target.kind == "netsuite" else queue_options
                 )
         return options
+
+    def _netsuite(self, queue_options: dict[str, Any]) -> dict[str, Any]:
+        governed = {**queue_options, "max_concurrent_activities": self.netsuite_concurrency}
+        governed.pop("max_task_queue_activities_per_second", None)
+        return governed
 
 
 def activity_groups(

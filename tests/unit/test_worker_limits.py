@@ -79,15 +79,11 @@ def test_a_netsuite_queue_runs_as_many_activities_as_the_account_allows(
     assert options["erp"] == limits.worker_options()["erp"]
     assert options["erp"]["max_concurrent_activities"] == 3
     assert options["erp-read"] == limits.worker_options()["erp-read"]
-    assert options["erp-netsuite"] == {
-        **limits.worker_options()["erp"],
-        "max_concurrent_activities": 7,
-    }
+    # NetSuite governs by requests in flight, not per second: the account's limit, no rate
+    polls = {"max_concurrent_activity_task_polls": limits.activity_pollers}
+    assert options["erp-netsuite"] == {**polls, "max_concurrent_activities": 7}
     # its reads too: the adapter holds reads and postings together to the account's limit
-    assert options["erp-netsuite-read"] == {
-        **limits.worker_options()["erp-read"],
-        "max_concurrent_activities": 7,
-    }
+    assert options["erp-netsuite-read"] == {**polls, "max_concurrent_activities": 7}
     assert set(options) == {
         "",
         "billing",
