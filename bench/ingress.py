@@ -8,10 +8,10 @@ One Temporal dev server (private, in memory), no worker (the workflows just queu
   as `ledgerbridge api` runs it, with the real store) receives N signed Stripe
   `invoice.finalized` events (the first invoice of N subscriptions, ten per customer) from
   `--clients` concurrent HTTP clients on keep-alive connections: it verifies the signature,
-  maps the event, routes it, signals-with-start the subscription ledger with the webhook
-  receipt looked up beside it, queues the receipt and answers 200 (the receipts are stored
-  in batches, behind the answer). Acknowledgement latency is each POST's round trip as its
-  client saw it.
+  maps the event, routes it, looks the webhook receipt up (the lookups of a moment in one
+  read), signals-with-start the subscription ledger, queues the receipt and answers 200 (the
+  receipts are stored in batches, behind the answer). Acknowledgement latency is each POST's
+  round trip as its client saw it.
 - baseline: the same number of `signal_with_start` calls with the same ProcessStarts (made
   of events of the same shape by the same mapping, before the clock starts), from this script,
   with the same concurrency and a client connected like the API's.
@@ -198,7 +198,7 @@ def instrument(store: IntegrationStore, timings: Timings) -> None:
     )
     receipts_module.run_in_threadpool = hop  # type: ignore[assignment]
     store.webhook_receipts_among = timings.sync(  # type: ignore[method-assign]
-        "store: receipt lookups, batched beside the starts (in thread)",
+        "store: receipt lookups, batched (in thread)",
         store.webhook_receipts_among,
     )
     store.record_webhook_receipts = timings.sync(  # type: ignore[method-assign]
@@ -416,8 +416,8 @@ def breakdown_lines(b: Breakdown) -> list[str]:
     if whole_ms:
         lines.append(
             f"  of the app's {whole_ms:.1f} ms, the Temporal call is {temporal_ms / whole_ms:.0%} "
-            f"and the receipt lookups through the thread pool {lookup_ms / whole_ms:.0%}, beside "
-            f"it (the receipt writes are behind the answer; both amortised per request); with a "
+            f"and the receipt lookups through the thread pool {lookup_ms / whole_ms:.0%} (the "
+            f"receipt writes are behind the answer; both batched, amortised per request); with a "
             f"fixed number of senders (rate = senders / latency) that caps ours near "
             f"{temporal_ms / whole_ms:.2f} x a bare loop at the same concurrency"
         )
@@ -586,8 +586,8 @@ def report(
           f"{base_cpu:.1f} ms (dev server {baseline.cpu_ms('temporal'):.1f}, its client "
           f"{baseline.cpu_ms('bench'):.1f}); where CPU is short, throughput follows it: "
           f"{base_cpu / ours_cpu:.2f} (measured {ours.rate / baseline.rate:.2f}).")  # fmt: skip
-    print(f"  an acknowledgement waits for signal-with-start, with the receipt lookup (batched, "
-          f"thread pool) beside it; the bare call alone has p99 "
+    print(f"  an acknowledgement waits for two steps one after the other: the receipt lookup "
+          f"(batched, thread pool), then signal-with-start; the bare call alone has p99 "
           f"{baseline.p(99):.0f} ms at {baseline.rate:.0f}/s.")  # fmt: skip
     if timed:
         print()
