@@ -9,6 +9,7 @@ from typing import Any, TypeVar, overload
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities._system import activity_name, system_of
@@ -140,7 +141,7 @@ async def call_system(
     try:
         return await run_activity(method, arg, queue=queue, **options)
     except ActivityError as err:
-        raise _step_failed(method, err) from err
+        raise _step_failed(method, err.cause) from err
 
 
 async def call_locally(method: Callable[[Any, A], Awaitable[R]], arg: A, **options: Any) -> R:
@@ -155,12 +156,13 @@ async def call_locally(method: Callable[[Any, A], Awaitable[R]], arg: A, **optio
             **{**SYSTEM_OPTIONS[system_of(method)], **options},
         )
     except ActivityError as err:
+        raise _step_failed(method, err.cause) from err
+    except (ApplicationError, TemporalTimeout) as err:  # a local activity's failure comes bare
         raise _step_failed(method, err) from err
 
 
-def _step_failed(method: Callable[..., Any], err: ActivityError) -> StepFailed:
+def _step_failed(method: Callable[..., Any], cause: BaseException | None) -> StepFailed:
     step = activity_name(method)
-    cause = err.cause
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details else None
         return StepFailed(step, cause.type or "ApplicationError", cause.message, details)

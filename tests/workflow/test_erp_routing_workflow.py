@@ -11,6 +11,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -132,3 +133,41 @@ async def test_what_finance_posts_by_hand_is_journaled_with_the_erp_that_books_i
     entry = world.journal["in_m"]
     assert (entry.erp_number, entry.erp, entry.entity) == ("INV-MANUAL-7", "tryton", "EU")
     assert world.shadows == {}  # nothing was posted, so nothing was copied
+
+
+class UnroutedWorld(ShadowedWorld):
+    """No entity covers the customer: the route refuses, as the routing activity does."""
+
+    def activities(self) -> dict[str, list[Callable[..., Any]]]:
+        own = super().activities()
+
+        @activity.defn(name="route_erp_posting")
+        async def route_erp_posting(request: RoutePostingInput) -> PostingRoute:
+            raise ApplicationError("no legal entity covers cus_1", type="NoRoute",
+                                   non_retryable=True)  # fmt: skip
+
+        @activity.defn(name="route_erp_payment")
+        async def route_erp_payment(request: RoutePaymentInput) -> PostingRoute:
+            raise ApplicationError("no legal entity covers cus_1", type="NoRoute",
+                                   non_retryable=True)  # fmt: skip
+
+        routes = [route_erp_posting, route_erp_payment]
+        return {
+            **own,
+            "": [*(a for a in own[""] if not a.__name__.startswith("route_")), *routes],
+            "billing": [*(a for a in own["billing"] if not a.__name__.startswith("route_")),
+                        *routes],
+        }  # fmt: skip
+
+
+async def test_a_customer_no_route_covers_waits_on_finance_naming_the_route(
+    time_skipping_env: WorkflowEnvironment, queue_prefix: str
+) -> None:
+    env, world = time_skipping_env, UnroutedWorld()
+    world.documents["in_n"] = invoice("in_n", "25.00")
+    async with running(env.client, queue_prefix, world):
+        workflow_id = await deliver(env.client, queue_prefix, event("evt_n", "in_n", 100))
+        exception = await exception_handle(env, workflow_id)
+        state = await exception.query(FinanceExceptionWorkflow.state)
+    assert (state.context.step, state.context.error_type) == ("route_erp_posting", "NoRoute")
+    assert world.erp == {} and world.journal == {}
