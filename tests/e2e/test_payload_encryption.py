@@ -34,10 +34,11 @@ from tests.workflow.test_case_to_credit import FakeDesk, credit, running
 from workflows.account_sync import ENTITLEMENTS_PATCH, AccountSyncWorkflow
 from workflows.case_to_credit import (
     CREDIT_FACTS_ONCE,
+    CREDIT_RELEASES,
     STANDING_FROM_ENTITLEMENTS,
     CaseToCreditWorkflow,
 )
-from workflows.erp_postings import ERP_ROUTING_PATCH
+from workflows.erp_postings import POSTING_PATCHES
 
 pytestmark = pytest.mark.e2e
 
@@ -48,9 +49,14 @@ AMOUNT = "43.17"  # auto-approved: under 50 USD and 10 % of 900 monthly
 # Ours, and the one the SDK sets on a patched run (it names the patch, no business data).
 SEARCH_ATTRIBUTES = {key.name for key in ALL_KEYS} | {"TemporalChangeVersion"}
 
-# Patches of the workflows in these histories (their markers are written outside the codec).
+# Patches and releases of the workflows in these histories (their markers are written outside
+# the codec).
 KNOWN_PATCHES = {CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, ENTITLEMENTS_PATCH,
-                 ERP_ROUTING_PATCH}  # fmt: skip
+                 *POSTING_PATCHES, *CREDIT_RELEASES}  # fmt: skip
+
+
+LOCAL_ACTIVITY_MARKER = {"seq", "attempt", "activity_id", "activity_type", "complete_time",
+                         "backoff", "original_schedule_time", "activation_index"}  # fmt: skip
 
 
 def settings_with_key(env: WorkflowEnvironment, tmp_path: Path) -> Settings:
@@ -99,6 +105,11 @@ def assert_stored_history_holds_no_plaintext(history: WorkflowHistory) -> set[st
                 # The SDK's core writes a patch marker itself, outside the codec: it holds the
                 # patch's name (ours, never business data), which is all it may hold.
                 assert json.loads(payload.data)["id"] in KNOWN_PATCHES, f"{path}: {payload.data!r}"
+                continue
+            if path.endswith("marker_recorded_event_attributes.details[data].payloads"):
+                # So is a local activity's marker (the route): which activity ran, its attempt
+                # and times, nothing of its input or result (those go through the codec).
+                assert set(json.loads(payload.data)) <= LOCAL_ACTIVITY_MARKER, payload.data
                 continue
             assert payload.metadata["encoding"] == ENCODING, f"{path} is not encrypted"
             assert payload.metadata[KEY_ID_KEY] == b"k-e2e"
