@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import functools
 import json
 import os
 import queue
@@ -51,7 +50,7 @@ from typing import IO, Any, Final, cast
 import httpx
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from adapters.bootstrap import Adapters
 from adapters.ports import BillingSystem, Ledger, SupportDesk
@@ -198,9 +197,7 @@ async def serve_worker(args: argparse.Namespace) -> None:
         )
     )
     if args.runner == "unsandboxed":  # a diagnosis: what the workflow sandbox costs
-        worker_main.Worker = functools.partial(  # type: ignore[misc,assignment]
-            Worker, workflow_runner=UnsandboxedWorkflowRunner()
-        )
+        worker_main.workflow_runner = UnsandboxedWorkflowRunner  # type: ignore[assignment]
     client = await connect_temporal(args.temporal, "default", wait_seconds=30)
     adapters = memory_adapters(IntegrationStore(args.store_url))
     limits = dataclasses.replace(BENCH_LIMITS, max_cached_workflows=args.max_cached)
