@@ -43,7 +43,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -97,6 +96,7 @@ with workflow.unsafe.imports_passed_through():
         REFUND_CHECK_EVENT_PREFIX,
         REJECTED_POSTING_PREFIX,
         BillingEventRef,
+        LedgerStatus,
         PendingRefundWatch,
         SubscriptionLedgerInput,
         document_ledger_id,
@@ -187,19 +187,6 @@ REFUND_PENDING_LIMIT = timedelta(days=46)
 POSTING_WAIT_LIMIT = timedelta(hours=1)
 POSTING_WAIT_FIRST = timedelta(seconds=30)
 POSTING_WAIT_LONGEST = timedelta(minutes=10)
-
-
-class LedgerStatus(BaseModel):
-    workflow_id: str
-    status: str
-    pending_events: int
-    processed_events: int
-    blocked_by: str | None
-    last_posted: list[str]
-    # Refunds billing holds pending, read again at the time given.
-    pending_refunds: list[str] = []
-    # Refunds that ended failed or canceled in billing while waited for: nothing posted.
-    refunds_not_posted: list[str] = []
 
 
 @workflow.defn(name=LEDGER_WORKFLOW)
