@@ -63,3 +63,19 @@ class FinanceDecision(BaseModel):
     role: str
     manual_erp_number: str | None = None
     decided_at: AwareDatetime
+
+
+class FinanceExceptionInput(BaseModel):
+    """What a finance exception workflow starts with (here, not in the workflow's module,
+    so the sandbox does not build the model again for every run it holds)."""
+
+    context: ExceptionContext
+    # Above this amount only finance_admin may decide (None: any finance role may).
+    admin_threshold: Money | None = None
+
+
+class FinanceExceptionState(BaseModel):
+    exception_id: str
+    status: str  # open | reminded | escalated | decided
+    context: ExceptionContext
+    decision: FinanceDecision | None = None

@@ -433,3 +433,19 @@ def out_of_band_payout(credit_note: BillingDocument) -> PaymentPosting | None:
         method=OUT_OF_BAND_METHOD,
         description=f"Credit note {name} given back out of band on {on.isoformat()}",
     )
+
+
+class LedgerStatus(BaseModel):
+    """What the ledger workflow's `status` query answers (here, not in the workflow's
+    module, so the sandbox does not build the model again for every run it holds)."""
+
+    workflow_id: str
+    status: str
+    pending_events: int
+    processed_events: int
+    blocked_by: str | None
+    last_posted: list[str]
+    # Refunds billing holds pending, read again at the time given.
+    pending_refunds: list[str] = []
+    # Refunds that ended failed or canceled in billing while waited for: nothing posted.
+    refunds_not_posted: list[str] = []

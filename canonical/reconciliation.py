@@ -186,3 +186,57 @@ class TicketCredit(BaseModel):
 class TicketCreditPage(BaseModel):
     tickets: list[TicketCredit]
     next_cursor: str | None = None
+
+
+# The reconciliation workflow's messages (here, not in its module, so the sandbox does not
+# build them again for every run it holds).
+
+
+class ReconProgress(BaseModel):
+    """Where a run is: carried across continue-as-new instead of any document."""
+
+    run_id: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    cursors: dict[str, str] = {}  # the next page of each source being read
+    done: list[str] = []  # sources read completely
+    loaded: dict[str, int] = {}
+    # The ERP reconciled and its queue; None for runs from before routing (the `erp` queue).
+    erp: str | None = None
+    erp_queue: str | None = None
+    # Where the ERP's pages are read; None for runs from before read queues (on `erp_queue`).
+    erp_read_queue: str | None = None
+    compares_tickets: bool = True
+
+
+class ReconciliationInput(BaseModel):
+    # None: the UTC day before the run starts (the nightly schedule's case).
+    period_start: dt.datetime | None = None
+    period_end: dt.datetime | None = None
+    # The routing's ERP to reconcile; None: the ERP on the `erp` queue.
+    erp: str | None = None
+    heal_limit: int = 50  # missing postings, payments and refunds replayed per run
+    exception_limit: int = 20  # finance exceptions opened per run (the report holds the rest)
+    page_size: int = 200  # billing's pages: Stripe gives at most 100 of them
+    invoice_parts: int = 4  # the period's invoices read on this many cursors side by side
+    # The ERP's and support's pages: their APIs give more (NetSuite's SuiteQL and Zendesk's
+    # export up to 1,000; Tryton any), and each page is a round trip through Temporal.
+    erp_page_size: int = 1000
+    support_page_size: int = 1000
+    ledger_currencies: list[str] = ["USD"]
+    # Continue as new once the history passes this many events (a run stays under 2,000).
+    continue_after_events: int = 1_500
+    progress: ReconProgress | None = None
+
+
+class ReconciliationResult(BaseModel):
+    run_id: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    loaded: dict[str, int]
+    counts: dict[str, int]
+    in_agreement: int
+    healed: int
+    exceptions_opened: list[str]
+    unexplained: int
+    erp: str | None = None  # the ERP reconciled; None for runs from before routing

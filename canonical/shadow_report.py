@@ -102,3 +102,15 @@ class ShadowScope(BaseModel):
     target_erp: str
     target_queue: str
     records: list[RecordToCompare]
+
+
+class ShadowReportInput(BaseModel):
+    """What the shadow report workflow starts with (here, not in the workflow's module, so
+    the sandbox does not build the model again for every run it holds)."""
+
+    entity: str | None = None  # None: each entity in shadow
+    day: date | None = None  # None: the UTC day before the run starts (the schedule's case)
+
+
+class ShadowReportResult(BaseModel):
+    reports: list[ShadowReport]

@@ -61,6 +61,7 @@ from adapters.tracing import configure_tracing
 from canonical.erp_routing import ErpRouting
 from workers.events import events_out
 from workers.metrics import worker_metrics
+from workers.sandbox import workflow_runner
 from workflows.account_sync import AccountSyncWorkflow
 from workflows.case_to_credit import CaseToCreditWorkflow
 from workflows.finance_exception import FinanceExceptionWorkflow
@@ -247,6 +248,7 @@ def build_workers(
             client,
             task_queue=task_queue(prefix),
             workflows=WORKFLOWS,
+            workflow_runner=workflow_runner(),
             activities=activities[""],
             activity_executor=store_executor,
             **options[""],

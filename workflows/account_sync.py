@@ -12,9 +12,6 @@ reads its standing there.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -34,6 +31,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from adapters import visibility
     from canonical import AccountRecord, Customer
+    from canonical.account_sync import (
+        AccountSyncInput,
+        AccountSyncResult,
+        AccountSyncStatus,
+        SyncRequest,
+    )
     from canonical.entitlements import Entitlements
     from workflows.activity_options import run_activity
 
@@ -46,41 +49,6 @@ ENTITLEMENTS_PATCH = "account-entitlements"
 
 def account_workflow_id(customer_id: str) -> str:
     return f"account/{customer_id}"
-
-
-class SyncRequest(BaseModel):
-    """Why a sync was asked for: a billing event or an operator's request."""
-
-    request_id: str = Field(description="billing event id or API request id; dedupe key")
-    reason: str = Field(description="e.g. customer.updated, api")
-    correlation_id: str
-    requested_at: datetime | None = None
-    subscription_id: str | None = Field(
-        default=None, description="the subscription a billing event named, if any"
-    )
-
-
-class AccountSyncInput(BaseModel):
-    customer_id: str
-    request: SyncRequest | None = None  # usually none: the request arrives by signal-with-start
-
-
-class AccountSyncResult(BaseModel):
-    customer_id: str
-    status: str  # in_sync | unknown_in_billing | deleted_in_billing
-    passes: int
-    handled_requests: list[str]
-    records: list[AccountRecord] = []
-    entitlements: Entitlements | None = None
-
-
-class AccountSyncStatus(BaseModel):
-    customer_id: str
-    status: str
-    passes: int
-    pending_requests: int
-    records: list[AccountRecord]
-    entitlements: Entitlements | None = None
 
 
 @workflow.defn(name="AccountSync")

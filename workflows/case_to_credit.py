@@ -112,6 +112,8 @@ class CaseToCreditWorkflow:
         if problems or subscription is None or customer_id is None or recent is None:
             return await self._finish_rejected("; ".join(problems))
         self._assessment = assess(credit, subscription, recent, request.policy, standing)
+        # The assessment is what the rest needs: a run waiting days for finance holds no facts.
+        del facts, subscription, standing
         if self._assessment.outcome == "reject":
             return await self._finish_rejected("; ".join(self._assessment.reasons))
         if self._assessment.outcome == "needs_approval" and not await self._approved():

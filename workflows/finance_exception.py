@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -19,7 +18,8 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities, AuditRecordInput
     from adapters import visibility
-    from canonical import FINANCE_ROLES, DecisionRequest, ExceptionContext, FinanceDecision, Money
+    from canonical import FINANCE_ROLES, DecisionRequest, ExceptionContext, FinanceDecision
+    from canonical.finance import FinanceExceptionInput, FinanceExceptionState
     from workflows.activity_options import run_activity
     from workflows.patches import Patches
 
@@ -37,19 +37,6 @@ ESCALATE_AFTER = timedelta(hours=72)
 
 def exception_workflow_id(origin_workflow_id: str, n: int) -> str:
     return f"exception/{origin_workflow_id}/{n}"
-
-
-class FinanceExceptionInput(BaseModel):
-    context: ExceptionContext
-    # Above this amount only finance_admin may decide (None: any finance role may).
-    admin_threshold: Money | None = None
-
-
-class FinanceExceptionState(BaseModel):
-    exception_id: str
-    status: str  # open | reminded | escalated | decided
-    context: ExceptionContext
-    decision: FinanceDecision | None = None
 
 
 @workflow.defn(name="FinanceException")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -21,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
         ErpRecord,
         RecordToCompare,
         ShadowReport,
+        ShadowReportInput,
+        ShadowReportResult,
         shadow_differences,
     )
     from workflows.activity_options import run_activity
@@ -29,15 +30,6 @@ SHADOW_REPORT_WORKFLOW = "ShadowReport"
 # References read per activity: the history holds each answer, so a day is read in slices
 # small enough to be read well within the ERP call's 30 s (NetSuite: ~0.2 s a read, 5 at once).
 RECORDS_PER_READ = 50
-
-
-class ShadowReportInput(BaseModel):
-    entity: str | None = None  # None: each entity in shadow
-    day: date | None = None  # None: the UTC day before the run starts (the schedule's case)
-
-
-class ShadowReportResult(BaseModel):
-    reports: list[ShadowReport]
 
 
 def shadow_report_workflow_id(entity: str | None, day: date) -> str:

@@ -43,7 +43,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -97,6 +96,7 @@ with workflow.unsafe.imports_passed_through():
         REFUND_CHECK_EVENT_PREFIX,
         REJECTED_POSTING_PREFIX,
         BillingEventRef,
+        LedgerStatus,
         PendingRefundWatch,
         SubscriptionLedgerInput,
         document_ledger_id,
@@ -208,19 +208,6 @@ POSTING_WAIT_LONGEST = timedelta(minutes=10)
 def _internal(event: BillingEventRef) -> bool:
     """Reconciliation's heal, or the ledger's own look at a pending refund: no billing event."""
     return event.event_id.startswith((HEAL_EVENT_PREFIX, REFUND_CHECK_EVENT_PREFIX))
-
-
-class LedgerStatus(BaseModel):
-    workflow_id: str
-    status: str
-    pending_events: int
-    processed_events: int
-    blocked_by: str | None
-    last_posted: list[str]
-    # Refunds billing holds pending, read again at the time given.
-    pending_refunds: list[str] = []
-    # Refunds that ended failed or canceled in billing while waited for: nothing posted.
-    refunds_not_posted: list[str] = []
 
 
 @workflow.defn(name=LEDGER_WORKFLOW)
