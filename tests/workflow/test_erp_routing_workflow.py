@@ -169,5 +169,9 @@ async def test_a_customer_no_route_covers_waits_on_finance_naming_the_route(
         workflow_id = await deliver(env.client, queue_prefix, event("evt_n", "in_n", 100))
         exception = await exception_handle(env, workflow_id)
         state = await exception.query(FinanceExceptionWorkflow.state)
+        # Nothing left waiting on this test's queues: the shared test server would stop
+        # skipping time at the reminder for a worker that is gone.
+        await exception.terminate("test done")
+        await env.client.get_workflow_handle(workflow_id).terminate("test done")
     assert (state.context.step, state.context.error_type) == ("route_erp_posting", "NoRoute")
     assert world.erp == {} and world.journal == {}
