@@ -334,10 +334,13 @@ class SubscriptionLedgerWorkflow:
         within a second). Reconciliation's heals and the ledger's own looks are kept."""
         if _internal(event) or not self._patches.patched(COALESCE_PATCH):
             return 0
-        same = [e for e in self._pending if not _internal(e) and e.object_kind == event.object_kind
-                and e.object_id == event.object_id]  # fmt: skip
+        kept: list[BillingEventRef] = []
+        same: list[BillingEventRef] = []
+        for waiting in self._pending:
+            about = (waiting.object_kind, waiting.object_id) == (event.object_kind, event.object_id)
+            (same if about and not _internal(waiting) else kept).append(waiting)
         if same:
-            self._pending = [e for e in self._pending if e not in same]
+            self._pending = kept
             workflow.logger.info("%d more events about %s %s covered by %s", len(same),
                                  event.object_kind, event.object_id, event.event_id)  # fmt: skip
         return len(same)

@@ -80,10 +80,7 @@ class WebhookReceipts:
             try:
                 found = await run_in_threadpool(self.store.webhook_receipts_among, list(asked))
             except Exception as err:  # the database is away: each asker decides
-                for answers in asked.values():
-                    for answer in answers:
-                        if not answer.done():
-                            answer.set_exception(err)
+                _fail(asked, err)
                 continue
             for key, answers in asked.items():
                 for answer in answers:
@@ -112,10 +109,7 @@ class WebhookReceipts:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._looker
             self._looker = None
-        for answers in self._asked.values():
-            for answer in answers:
-                if not answer.done():
-                    answer.set_exception(RuntimeError("the API is shutting down"))
+        _fail(self._asked, RuntimeError("the API is shutting down"))
         self._asked = {}
         if self._writer is not None:
             self._writer.cancel()
@@ -179,6 +173,14 @@ class WebhookReceipts:
                     workflow_id=workflow_id[:200],
                     error=str(err).splitlines()[0][:300],
                 )
+
+
+def _fail(asked: dict[tuple[str, str], list[asyncio.Future[bool]]], err: BaseException) -> None:
+    """Every lookup still waiting in `asked` gets `err`."""
+    for answers in asked.values():
+        for answer in answers:
+            if not answer.done():
+                answer.set_exception(err)
 
 
 __all__ = ["MAX_QUEUED", "WebhookReceipts"]

@@ -45,17 +45,21 @@ class ShadowedWorld(FakeWorld):
         self.shadows: dict[str, JournalEntry] = {}
         self.routed: list[str] = []
 
+    def route(self) -> PostingRoute:
+        """Every document's and payment's route in this world."""
+        return SHADOW
+
     def activities(self) -> dict[str, list[Callable[..., Any]]]:
         own = super().activities()
 
         @activity.defn(name="route_erp_posting")
         async def route_erp_posting(request: RoutePostingInput) -> PostingRoute:
             self.routed.append(request.reference or "")
-            return SHADOW
+            return self.route()
 
         @activity.defn(name="route_erp_payment")
         async def route_erp_payment(request: RoutePaymentInput) -> PostingRoute:
-            return SHADOW
+            return self.route()
 
         @activity.defn(name="record_shadow_posting")
         async def record_shadow_posting(entry: JournalEntry) -> None:
@@ -138,26 +142,8 @@ async def test_what_finance_posts_by_hand_is_journaled_with_the_erp_that_books_i
 class UnroutedWorld(ShadowedWorld):
     """No entity covers the customer: the route refuses, as the routing activity does."""
 
-    def activities(self) -> dict[str, list[Callable[..., Any]]]:
-        own = super().activities()
-
-        @activity.defn(name="route_erp_posting")
-        async def route_erp_posting(request: RoutePostingInput) -> PostingRoute:
-            raise ApplicationError("no legal entity covers cus_1", type="NoRoute",
-                                   non_retryable=True)  # fmt: skip
-
-        @activity.defn(name="route_erp_payment")
-        async def route_erp_payment(request: RoutePaymentInput) -> PostingRoute:
-            raise ApplicationError("no legal entity covers cus_1", type="NoRoute",
-                                   non_retryable=True)  # fmt: skip
-
-        routes = [route_erp_posting, route_erp_payment]
-        return {
-            **own,
-            "": [*(a for a in own[""] if not a.__name__.startswith("route_")), *routes],
-            "billing": [*(a for a in own["billing"] if not a.__name__.startswith("route_")),
-                        *routes],
-        }  # fmt: skip
+    def route(self) -> PostingRoute:
+        raise ApplicationError("no legal entity covers cus_1", type="NoRoute", non_retryable=True)
 
 
 async def test_a_customer_no_route_covers_waits_on_finance_naming_the_route(
