@@ -658,7 +658,8 @@ def describe(run: Run) -> list[str]:
     lines = [
         f"{run.label}: {run.workflows} workflows in {run.seconds:.1f} s = {run.rate:.1f}/s "
         f"({len(run.rounds)} round(s) of {run.workflows // len(run.rounds)}, each all fed in "
-        f"its first {run.feed_seconds / len(run.rounds):.1f} s)",
+        f"its first {run.feed_seconds / len(run.rounds):.1f} s; round by round "
+        f"{', '.join(f'{r.rate:.2f}/s' for r in run.rounds)})",
         "  CPU while it ran, share of one core: "
         + ", ".join(f"{name} {share:.0%}" for name, share in run.cpu.items())
         + f" (machine {machine:.0%} of {(os.cpu_count() or 1) * 100}%); per workflow: worker "
@@ -720,11 +721,12 @@ async def bench(args: argparse.Namespace) -> None:
 
             # ABBA, half the workflows a round: drift (the server filling up, other
             # people's load coming and going) falls on both sides alike.
-            first = await ours_round("production")
-            steps = shape(first.histories[:1]).steps
-            base_rounds = [await baseline_round("production") for _ in range(2)]
-            ours = merged([first, await ours_round("production")])
-            baseline = merged(base_rounds)
+            if args.parts != "telemetry":
+                first = await ours_round("production")
+                steps = shape(first.histories[:1]).steps
+                base_rounds = [await baseline_round("production") for _ in range(2)]
+                ours = merged([first, await ours_round("production")])
+                baseline = merged(base_rounds)
             # Telemetry off and on (ours only), ABBA: traces exported to a sink that
             # discards them and both worker metrics ports scraped every second, or neither.
             async with discarding_otlp_sink() as sink:
@@ -737,6 +739,9 @@ async def bench(args: argparse.Namespace) -> None:
                 telemetry_off = merged([off_first, await ours_round("production")])
                 telemetry_on = merged(on_rounds)
                 exports = sink.requests
+            if args.parts == "telemetry":
+                report_telemetry(args, store_label, telemetry_off, telemetry_on, exports)
+                return
             diagnostics: list[Run] = []
             if args.diagnose != "never":
                 # Without the ERP queue's limits: what the orchestration itself costs.
@@ -784,7 +789,8 @@ def report_telemetry(
           f"by default (its counters still count). Production limits; rounds off, on, on, "
           f"off, {args.events // 2} workflows each.")  # fmt: skip
     for run in (off, on):
-        print(f"{run.label}: {run.workflows} in {run.seconds:.1f} s = {run.rate:.2f}/s")
+        print()
+        print("\n".join(describe(run)))
 
 
 def report(
@@ -928,6 +934,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500, help="workflows a side (>= 100)")
     parser.add_argument("--store", choices=("auto", "postgresql", "sqlite"), default="sqlite")
     parser.add_argument("--diagnose", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument(
+        "--parts", choices=("all", "telemetry"), default="all",
+        help="telemetry: only the telemetry on/off rounds (issue 16's figure)",
+    )  # fmt: skip
     # The worker subprocess this script starts.
     parser.add_argument("--serve-worker", choices=("ours", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--temporal", help=argparse.SUPPRESS)
