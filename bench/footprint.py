@@ -15,7 +15,9 @@ Two measurements, each against a baseline taken in the same run on the same mach
   worker's own sticky-cache gauge (Prometheus, `temporal_sticky_cache_size`) says how many
   of them it holds. `--runner unsandboxed` repeats it outside the workflow sandbox, and
   `--stand-in commands|bare` with a stand-in registered as CaseToCredit (its commands only,
-  or a bare wait: the SDK's own cost per run), as diagnoses (not recorded);
+  or a bare wait: the SDK's own cost per run), as diagnoses (not recorded). When a memory
+  target is missed, both stand-ins are measured in the same run, each on a dev server of its
+  own, and printed beside ours: what the SDK itself keeps per waiting run;
 - `ledgerbridge up` as a user runs it (a subprocess, a temporary home, every port free)
   until it prints "ledgerbridge is up", then Ctrl-C (SIGINT) and wait: cold on a fresh home
   with an empty ERP template cache (Tryton bootstrap included), then a second fresh home
@@ -97,6 +99,8 @@ DEFAULT_MAX_CACHED: Final = QueueLimits().max_cached_workflows
 # developer's `up` is ready within a minute on a fresh clone, 20 s after.
 TARGET_RSS_RATIO: Final = 1.5
 TARGET_KB_PER_WORKFLOW: Final = 100.0
+# The stand-ins of bench/footprint_floor.py, measured in the same run when a target is missed.
+STAND_IN_MEANS: Final = {"commands": "CaseToCredit's commands, nothing kept", "bare": "a bare wait"}
 TARGET_UP_COLD_SECONDS: Final = 60.0
 TARGET_UP_WARM_SECONDS: Final = 20.0
 
@@ -574,6 +578,42 @@ def print_table(figures: list[dict[str, Any]]) -> None:
               f"{f['target']:<14} {'yes' if f['met'] else 'NO'}")  # fmt: skip
 
 
+def measure_floor(args: argparse.Namespace, root: Path, logs: Path, stand_in: str) -> RssRun:
+    """The same measurement with a stand-in registered as CaseToCredit (bench/footprint_floor):
+    the SDK's own cost per waiting run, on a dev server of its own (the count of waiting
+    credits is the namespace's)."""
+    settings = private_settings(root / ".ledgerbridge")
+    with dev_server(settings, logs / f"temporal-{stand_in}.log", in_memory=True) as (server, _):
+        return asyncio.run(
+            measure_rss(
+                settings, args.workflows, server.pid, "sandboxed", logs, args.max_cached, stand_in
+            )
+        )
+
+
+def report_floors(ours: RssRun, floors: dict[str, RssRun]) -> None:
+    """What binds when a target is missed, measured in this run: what the SDK itself keeps
+    per waiting run, for CaseToCredit's own commands with nothing kept and for a bare wait."""
+
+    def per_run(run: RssRun) -> float:
+        return (run.open_kb - run.idle_kb) / run.workflows
+
+    def ratio(run: RssRun) -> float:
+        return run.open_kb / run.idle_kb
+
+    print(f"what binds (the same {ours.workflows} waiting runs, sandboxed, this run):")
+    print(f"  CaseToCredit: {per_run(ours):.0f} KB each, {ratio(ours):.2f} x idle")
+    for stand_in, run in floors.items():
+        print(
+            f"  stand-in `{stand_in}` ({STAND_IN_MEANS[stand_in]}): {per_run(run):.0f} KB "
+            f"each, {ratio(run):.2f} x idle; {run.events_per_workflow} history events"
+        )
+    commands = floors.get("commands")
+    if commands is not None:
+        print(f"  CaseToCredit's own state costs {per_run(ours) - per_run(commands):.0f} KB a run "
+              f"over the SDK's cost of its commands")  # fmt: skip
+
+
 def report_rss(run: RssRun) -> None:
     step = max(1, len(run.samples) // 8)
     picked = [*run.samples[::step], run.samples[-1]] if run.samples else []
@@ -650,6 +690,7 @@ def main() -> None:
         parser.error("--workflows must be at least 1")
     figures: list[dict[str, Any]] = []
     rss: RssRun | None = None
+    floors: dict[str, RssRun] = {}
     up: UpTimes | None = None
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-") as tmp:
         root, logs = Path(tmp), Path(tmp) / "logs"
@@ -669,6 +710,11 @@ def main() -> None:
                     )
                 )
             figures += rss_figures(rss)
+            if not diagnosis and not all(f["met"] for f in figures):
+                floors = {
+                    stand_in: measure_floor(args, root / f"floor-{stand_in}", logs, stand_in)
+                    for stand_in in STAND_IN_MEANS
+                }
         if not args.skip_up:
             up = measure_up(root, logs)
             figures += up_figures(up)
@@ -678,6 +724,8 @@ def main() -> None:
     print()
     if rss is not None:
         report_rss(rss)
+        if floors:
+            report_floors(rss, floors)
     if up is not None:
         report_up(up)
 

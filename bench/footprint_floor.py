@@ -2,7 +2,7 @@
 measure the SDK's own cost per waiting run in the same worker (a diagnosis):
 
 - `CreditCommandsOnly` gives CaseToCredit's commands up to `awaiting_approval`, in the same
-  order, and keeps nothing: the facts activity, the three patch markers, the three
+  order, and keeps nothing: the release's patch marker, the facts activity, the three
   search-attribute upserts, the current details, the approval timer;
 - `BareWait` only shows `awaiting_approval` and waits on the timer.
 """
@@ -19,9 +19,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activity_options import call_system
     from workflows.case_to_credit import (
         CREDIT_FACTS_ONCE,
+        CREDIT_RELEASES,
         REMIND_AFTER,
         STANDING_FROM_ENTITLEMENTS,
     )
+    from workflows.patches import Patches
 
 AWAITING = "awaiting_approval"
 
@@ -37,7 +39,9 @@ class CreditCommandsOnly:
     @workflow.run
     async def run(self, request: CaseToCreditInput) -> CreditState:
         credit = request.request
-        workflow.patched(CREDIT_FACTS_ONCE)
+        patches = Patches(CREDIT_RELEASES)
+        patches.begin()
+        patches.patched(CREDIT_FACTS_ONCE)
         facts = await call_system(
             CreditFactsActivities.gather_credit_facts,
             CreditFactsInput(
@@ -47,10 +51,10 @@ class CreditCommandsOnly:
         customer_id = facts.case.customer_id or ""
         del facts
         workflow.upsert_search_attributes([visibility.CUSTOMER_ID.value_set(customer_id)])
-        workflow.patched(STANDING_FROM_ENTITLEMENTS)
+        patches.patched(STANDING_FROM_ENTITLEMENTS)
         workflow.upsert_search_attributes([visibility.PROCESS_STATUS.value_set(AWAITING)])
         workflow.set_current_details("Waiting for finance to approve the credit")
-        if workflow.patched(visibility.INBOX_ROW_PATCH):
+        if patches.patched(visibility.INBOX_ROW_PATCH):
             workflow.upsert_search_attributes(
                 visibility.credit_row(credit.amount.currency, ["above the auto-approval threshold"])
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from bench.orchestration import (
 
 WORKERS: Final = (1, 2, 4)
 LIMITS: Final = ("unthrottled", "production")
+BUSY: Final = 0.85  # share of the machine's cores past which CPU is what binds
 
 
 async def run_with_workers(
@@ -96,6 +98,17 @@ async def bench(args: argparse.Namespace) -> None:
     report(args, store_label, runs)
 
 
+def binds(run: Run, limits: str) -> str:
+    """What held the run back, from the CPU it found: the machine when its cores were nearly
+    all busy, else the queues' limits (production) or the round trips between the processes."""
+    cores = os.cpu_count() or 1
+    busy = sum(run.cpu.values()) / cores
+    if busy >= BUSY:
+        return f"binds: the machine's CPU ({busy:.0%} of {cores} cores busy)"
+    waits = "the ERP queue's limits" if limits == "production" else "round trips"
+    return f"binds: not CPU ({busy:.0%} of {cores} cores busy): {waits}"
+
+
 def report(args: argparse.Namespace, store_label: str, runs: dict[tuple[str, int], Run]) -> None:
     figures: list[dict[str, Any]] = []
     lines = []
@@ -112,7 +125,8 @@ def report(args: argparse.Namespace, store_label: str, runs: dict[tuple[str, int
             f"{run.label}: {run.workflows} in {run.seconds:.1f} s = {run.rate:.2f}/s "
             f"({speed_up:.2f} x one worker); CPU per workflow: workers "
             f"{run.cpu_ms('worker'):.0f} ms, dev server {run.cpu_ms('temporal'):.0f} ms; "
-            f"share of a core: {shares}; ERP activities started at {erp_rate(run):.1f}/s"
+            f"share of a core: {shares}; ERP activities started at {erp_rate(run):.1f}/s; "
+            f"{binds(run, limits)}"
         )
     print_table(figures)
     print(
