@@ -732,15 +732,20 @@ async def bench(args: argparse.Namespace) -> None:
                 baseline = merged(base_rounds)
             # Telemetry off and on (ours only), ABBA: traces exported to a sink that
             # discards them and both worker metrics ports scraped every second, or neither.
+            # One round varies by several percent from the next on its own: --telemetry-cycles
+            # repeats the off, on, on, off cycle to narrow what the ratio can resolve.
             async with discarding_otlp_sink() as sink:
-                off_first = await ours_round("production")
-                on_rounds = [
-                    await run_ours(client, address, store, half, "production", logs_dir,
-                                   sink.url)
-                    for _ in range(2)
-                ]  # fmt: skip
-                telemetry_off = merged([off_first, await ours_round("production")])
-                telemetry_on = merged(on_rounds)
+                off_rounds: list[Run] = []
+                on_rounds: list[Run] = []
+                for _ in range(args.telemetry_cycles):
+                    off_rounds.append(await ours_round("production"))
+                    on_rounds += [
+                        await run_ours(client, address, store, half, "production", logs_dir,
+                                       sink.url)
+                        for _ in range(2)
+                    ]  # fmt: skip
+                    off_rounds.append(await ours_round("production"))
+                telemetry_off, telemetry_on = merged(off_rounds), merged(on_rounds)
                 exports = sink.requests
             if args.parts == "telemetry":
                 report_telemetry(args, store_label, telemetry_off, telemetry_on, exports)
@@ -782,7 +787,7 @@ def report_telemetry(
         },
     ]  # fmt: skip
     for f in figures:
-        f["workflows"] = args.events
+        f["workflows"] = args.events * args.telemetry_cycles
         f["store"] = store_label
     record(figures)
     print()
@@ -791,7 +796,7 @@ def report_telemetry(
           f"that discards them ({exports} export requests) and its two metrics ports (ours and "
           f"the SDK's) scraped every {SCRAPE_EVERY:g} s; off: the same worker as configured "
           f"by default (its counters still count). Production limits; rounds off, on, on, "
-          f"off, {args.events // 2} workflows each.")  # fmt: skip
+          f"off ({args.telemetry_cycles} x), {args.events // 2} workflows each.")  # fmt: skip
     for run in (off, on):
         print()
         print("\n".join(describe(run)))
@@ -964,6 +969,10 @@ def main() -> None:
     parser.add_argument(
         "--parts", choices=("all", "telemetry"), default="all",
         help="telemetry: only the telemetry on/off rounds (issue 16's figure)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--telemetry-cycles", type=int, default=1, metavar="N",
+        help="telemetry off, on, on, off: N times (each round N/2 workflows)",
     )  # fmt: skip
     # The worker subprocess this script starts.
     parser.add_argument("--serve-worker", choices=("ours", "baseline"), help=argparse.SUPPRESS)
