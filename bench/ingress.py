@@ -493,7 +493,10 @@ async def bench(args: argparse.Namespace) -> None:
                 ours = merged([first, await ours_round(batches[1])])
                 # Telemetry off and on, ABBA again: the same API, one with traces exported and
                 # /metrics scraped every second, the other as configured by default.
-                on_batches = [signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2)]
+                cycles = args.telemetry_cycles
+                on_batches = [
+                    signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2 * cycles)
+                ]
 
                 async def telemetry_round(requests: list[tuple[bytes, dict[str, str]]]) -> Side:
                     async with scraping(f"{on_url}/metrics"):
@@ -502,11 +505,18 @@ async def bench(args: argparse.Namespace) -> None:
                             lambda: post_all(on_url, requests, args.clients),
                         )  # fmt: skip
 
-                off_batches = [signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2)]
-                off_first = await ours_round(off_batches[0], "telemetry off")
-                on = merged([await telemetry_round(on_batches[0]),
-                             await telemetry_round(on_batches[1])])  # fmt: skip
-                off = merged([off_first, await ours_round(off_batches[1], "telemetry off")])
+                off_batches = [
+                    signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2 * cycles)
+                ]
+                # Off, on, on, off, --telemetry-cycles times: one round varies from the next.
+                off_rounds: list[Side] = []
+                on_rounds: list[Side] = []
+                for cycle in range(cycles):
+                    off_rounds.append(await ours_round(off_batches[2 * cycle], "telemetry off"))
+                    on_rounds += [await telemetry_round(on_batches[2 * cycle]),
+                                  await telemetry_round(on_batches[2 * cycle + 1])]  # fmt: skip
+                    off_rounds.append(await ours_round(off_batches[2 * cycle + 1], "telemetry off"))
+                on, off = merged(on_rounds), merged(off_rounds)
                 spans = sink.requests
             timed: Breakdown | None = None
             if args.breakdown == "always" or (
@@ -631,7 +641,8 @@ def report_telemetry(
     print(f"telemetry on: {traced}, traces exported by OTLP/HTTP to a local sink that discards "
           f"them ({exports} export requests), /metrics scraped every {SCRAPE_EVERY:g} s; off: the "
           f"same API without an endpoint, unscraped (its counters still count: they cannot be "
-          f"turned off). Rounds off, on, on, off, {args.events // 2} events each.")  # fmt: skip
+          f"turned off). Rounds off, on, on, off ({args.telemetry_cycles} x), "
+          f"{args.events // 2} events each.")  # fmt: skip
     for side in (off, on):
         print(
             f"{side.label}: {side.count} in {side.seconds:.1f} s = {side.rate:.0f}/s; p50 "
@@ -645,6 +656,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--store", choices=("auto", "postgresql", "sqlite"), default="sqlite")
     parser.add_argument("--breakdown", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument(
+        "--telemetry-cycles", type=int, default=1, metavar="N",
+        help="telemetry off, on, on, off: N times (each round N/2 webhooks)",
+    )  # fmt: skip
     parser.add_argument(
         "--trace-sample", type=float, default=1.0, metavar="RATIO",
         help="share of webhooks the telemetry-on API traces (OpenTelemetry's standard "
