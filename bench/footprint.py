@@ -324,6 +324,16 @@ class RssRun:
     worker_cpu_seconds: float  # while the credits were started and ran to the approval
     server_cpu_seconds: float
 
+    @property
+    def kb_each(self) -> float:
+        """What one waiting workflow adds to the worker's VmRSS."""
+        return (self.open_kb - self.idle_kb) / self.workflows
+
+    @property
+    def times_idle(self) -> float:
+        """The worker's VmRSS with all of them waiting, against idle."""
+        return self.open_kb / self.idle_kb
+
 
 async def count_waiting(client: Client) -> int:
     return (await client.count_workflows(f"ProcessStatus = '{AWAITING}'")).count
@@ -523,12 +533,12 @@ def measure_up(root: Path, log_dir: Path) -> UpTimes:
 
 def rss_figures(run: RssRun) -> list[dict[str, Any]]:
     idle, opened, peak = run.idle_kb / 1024, run.open_kb / 1024, run.peak_kb / 1024
-    per_workflow = (run.open_kb - run.idle_kb) / run.workflows
+    per_workflow = run.kb_each
     figures = [
         {
             "name": "footprint_worker_rss_mb_open", "ours": round(opened, 1),
-            "baseline": round(idle, 1), "ratio": round(opened / idle, 3),
-            "target": f"ratio <= {TARGET_RSS_RATIO}", "met": opened / idle <= TARGET_RSS_RATIO,
+            "baseline": round(idle, 1), "ratio": round(run.times_idle, 3),
+            "target": f"ratio <= {TARGET_RSS_RATIO}", "met": run.times_idle <= TARGET_RSS_RATIO,
         },
         {
             "name": "footprint_worker_kb_per_open_workflow", "ours": round(per_workflow, 1),
@@ -578,15 +588,18 @@ def print_table(figures: list[dict[str, Any]]) -> None:
               f"{f['target']:<14} {'yes' if f['met'] else 'NO'}")  # fmt: skip
 
 
-def measure_floor(args: argparse.Namespace, root: Path, logs: Path, stand_in: str) -> RssRun:
-    """The same measurement with a stand-in registered as CaseToCredit (bench/footprint_floor):
-    the SDK's own cost per waiting run, on a dev server of its own (the count of waiting
-    credits is the namespace's)."""
-    settings = private_settings(root / ".ledgerbridge")
-    with dev_server(settings, logs / f"temporal-{stand_in}.log", in_memory=True) as (server, _):
+def measure_on_own_server(
+    args: argparse.Namespace, home: Path, logs: Path, runner: str, stand_in: str | None = None
+) -> RssRun:
+    """`measure_rss` on a private dev server of its own (the count of waiting credits is the
+    namespace's, so each measurement needs its own), CaseToCredit or a stand-in registered as
+    it (bench/footprint_floor: the SDK's own cost per waiting run)."""
+    settings = private_settings(home / ".ledgerbridge")
+    log = logs / f"temporal{f'-{stand_in}' if stand_in else ''}.log"
+    with dev_server(settings, log, in_memory=True) as (server, _):
         return asyncio.run(
             measure_rss(
-                settings, args.workflows, server.pid, "sandboxed", logs, args.max_cached, stand_in
+                settings, args.workflows, server.pid, runner, logs, args.max_cached, stand_in
             )
         )
 
@@ -595,22 +608,16 @@ def report_floors(ours: RssRun, floors: dict[str, RssRun]) -> None:
     """What binds when a target is missed, measured in this run: what the SDK itself keeps
     per waiting run, for CaseToCredit's own commands with nothing kept and for a bare wait."""
 
-    def per_run(run: RssRun) -> float:
-        return (run.open_kb - run.idle_kb) / run.workflows
-
-    def ratio(run: RssRun) -> float:
-        return run.open_kb / run.idle_kb
-
     print(f"what binds (the same {ours.workflows} waiting runs, sandboxed, this run):")
-    print(f"  CaseToCredit: {per_run(ours):.0f} KB each, {ratio(ours):.2f} x idle")
+    print(f"  CaseToCredit: {ours.kb_each:.0f} KB each, {ours.times_idle:.2f} x idle")
     for stand_in, run in floors.items():
         print(
-            f"  stand-in `{stand_in}` ({STAND_IN_MEANS[stand_in]}): {per_run(run):.0f} KB "
-            f"each, {ratio(run):.2f} x idle; {run.events_per_workflow} history events"
+            f"  stand-in `{stand_in}` ({STAND_IN_MEANS[stand_in]}): {run.kb_each:.0f} KB "
+            f"each, {run.times_idle:.2f} x idle; {run.events_per_workflow} history events"
         )
     commands = floors.get("commands")
     if commands is not None:
-        print(f"  CaseToCredit's own state costs {per_run(ours) - per_run(commands):.0f} KB a run "
+        print(f"  CaseToCredit's own state costs {ours.kb_each - commands.kb_each:.0f} KB a run "
               f"over the SDK's cost of its commands")  # fmt: skip
 
 
@@ -626,7 +633,7 @@ def report_rss(run: RssRun) -> None:
           f"{run.runner}")  # fmt: skip
     print(f"worker VmRSS: idle {run.idle_kb / 1024:.1f} MB, {run.workflows} open "
           f"{run.open_kb / 1024:.1f} MB (+{(run.open_kb - run.idle_kb) / 1024:.1f} MB, "
-          f"{(run.open_kb - run.idle_kb) / run.workflows:.0f} KB each), VmHWM "
+          f"{run.kb_each:.0f} KB each), VmHWM "
           f"{run.peak_kb / 1024:.1f} MB")  # fmt: skip
     print(f"worker VmRSS while starting (s: MB/waiting): {trace}")
     print(f"CPU until all waited: worker {run.worker_cpu_seconds:.1f} s "
@@ -662,7 +669,7 @@ def main() -> None:
         help="diagnosis: run the workflows outside the sandbox (figures are not recorded)",
     )  # fmt: skip
     parser.add_argument(
-        "--stand-in", choices=("commands", "bare"),
+        "--stand-in", choices=tuple(STAND_IN_MEANS),
         help="diagnosis: register a stand-in as CaseToCredit (bench/footprint_floor.py), "
         "its commands only or a bare wait, to measure the SDK's own cost per waiting run",
     )  # fmt: skip
@@ -696,23 +703,13 @@ def main() -> None:
         root, logs = Path(tmp), Path(tmp) / "logs"
         logs.mkdir()
         if not args.skip_rss:
-            settings = private_settings(root / "rss" / ".ledgerbridge")
-            with dev_server(settings, logs / "temporal.log", in_memory=True) as (server, _):
-                rss = asyncio.run(
-                    measure_rss(
-                        settings,
-                        args.workflows,
-                        server.pid,
-                        args.runner,
-                        logs,
-                        args.max_cached,
-                        args.stand_in,
-                    )
-                )
+            rss = measure_on_own_server(args, root / "rss", logs, args.runner, args.stand_in)
             figures += rss_figures(rss)
             if not diagnosis and not all(f["met"] for f in figures):
                 floors = {
-                    stand_in: measure_floor(args, root / f"floor-{stand_in}", logs, stand_in)
+                    stand_in: measure_on_own_server(
+                        args, root / f"floor-{stand_in}", logs, "sandboxed", stand_in
+                    )
                     for stand_in in STAND_IN_MEANS
                 }
         if not args.skip_up:

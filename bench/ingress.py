@@ -64,7 +64,13 @@ from bench._common import (
     record,
     stripe_invoice_event,
 )
-from bench.ingress_telemetry import SCRAPE_EVERY, TELEMETRY_RATIO, discarding_otlp_sink, scraping
+from bench.ingress_telemetry import (
+    SCRAPE_EVERY,
+    TELEMETRY_RATIO,
+    discarding_otlp_sink,
+    on_off_rounds,
+    scraping,
+)
 from bench.reconciliation import database
 from starters.routing import ProcessStart, route_billing_event, signal_with_start
 
@@ -508,14 +514,12 @@ async def bench(args: argparse.Namespace) -> None:
                 off_batches = [
                     signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2 * cycles)
                 ]
-                # Off, on, on, off, --telemetry-cycles times: one round varies from the next.
-                off_rounds: list[Side] = []
-                on_rounds: list[Side] = []
-                for cycle in range(cycles):
-                    off_rounds.append(await ours_round(off_batches[2 * cycle], "telemetry off"))
-                    on_rounds += [await telemetry_round(on_batches[2 * cycle]),
-                                  await telemetry_round(on_batches[2 * cycle + 1])]  # fmt: skip
-                    off_rounds.append(await ours_round(off_batches[2 * cycle + 1], "telemetry off"))
+                off_left, on_left = iter(off_batches), iter(on_batches)
+                off_rounds, on_rounds = await on_off_rounds(
+                    cycles,
+                    lambda: ours_round(next(off_left), "telemetry off"),
+                    lambda: telemetry_round(next(on_left)),
+                )
                 on, off = merged(on_rounds), merged(off_rounds)
                 spans = sink.requests
             timed: Breakdown | None = None

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import httpx
 
@@ -16,6 +16,7 @@ from adapters.background import in_background
 
 TELEMETRY_RATIO: Final = 0.95  # metrics and traces on cost at most 5 %
 SCRAPE_EVERY: Final = 1.0  # seconds; Prometheus' default is 15 s: this is the harsher case
+R = TypeVar("R")
 
 
 @dataclass
@@ -68,3 +69,18 @@ def scraping(*urls: str) -> contextlib.AbstractAsyncContextManager[None]:
                 await asyncio.sleep(SCRAPE_EVERY)
 
     return in_background(scrape())
+
+
+async def on_off_rounds(
+    cycles: int, off: Callable[[], Awaitable[R]], on: Callable[[], Awaitable[R]]
+) -> tuple[list[R], list[R]]:
+    """Rounds off, on, on, off, `cycles` times (drift falls on both sides alike; one round
+    varies from the next, so more cycles resolve a smaller difference): the off rounds and
+    the on rounds, each in the order run."""
+    offs: list[R] = []
+    ons: list[R] = []
+    for _ in range(cycles):
+        offs.append(await off())
+        ons += [await on(), await on()]
+        offs.append(await off())
+    return offs, ons

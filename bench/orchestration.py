@@ -90,6 +90,7 @@ with workflow.unsafe.imports_passed_through():
         SCRAPE_EVERY,
         TELEMETRY_RATIO,
         discarding_otlp_sink,
+        on_off_rounds,
         scraping,
     )
     from bench.reconciliation import database, time_by_step
@@ -735,16 +736,12 @@ async def bench(args: argparse.Namespace) -> None:
             # One round varies by several percent from the next on its own: --telemetry-cycles
             # repeats the off, on, on, off cycle to narrow what the ratio can resolve.
             async with discarding_otlp_sink() as sink:
-                off_rounds: list[Run] = []
-                on_rounds: list[Run] = []
-                for _ in range(args.telemetry_cycles):
-                    off_rounds.append(await ours_round("production"))
-                    on_rounds += [
-                        await run_ours(client, address, store, half, "production", logs_dir,
-                                       sink.url)
-                        for _ in range(2)
-                    ]  # fmt: skip
-                    off_rounds.append(await ours_round("production"))
+                off_rounds, on_rounds = await on_off_rounds(
+                    args.telemetry_cycles,
+                    lambda: ours_round("production"),
+                    lambda: run_ours(client, address, store, half, "production", logs_dir,
+                                     sink.url),
+                )  # fmt: skip
                 telemetry_off, telemetry_on = merged(off_rounds), merged(on_rounds)
                 exports = sink.requests
             if args.parts == "telemetry":
