@@ -70,7 +70,7 @@ CREDIT_FACTS_ONCE = "credit-facts-once"
 # Runs started since decide on the customer's standing as support's entitlements show it.
 STANDING_FROM_ENTITLEMENTS = "credit-standing-from-entitlements"
 # A new run takes the patches above, the inbox row's and the postings' at its start under
-# this one id (workflows/patches.py). A patch made later is not in it.
+# one release id (workflows/patches.py); a patch made later goes into a new release, first.
 CREDIT_PATCHES = frozenset({
     CREDIT_FACTS_ONCE, STANDING_FROM_ENTITLEMENTS, visibility.INBOX_ROW_PATCH, *POSTING_PATCHES,
 })  # fmt: skip

@@ -26,8 +26,8 @@ with workflow.unsafe.imports_passed_through():
 PROCESS = "finance_exception"
 # Exceptions started before the opening was audited (and so published) skip it.
 OPENED_AUDIT_PATCH = "exception-opened-audited"
-# A new run takes the patches above and the inbox row's at its start under this one id
-# (workflows/patches.py). A patch made later is not in it.
+# A new run takes the patches above and the inbox row's at its start under one release id
+# (workflows/patches.py); a patch made later goes into a new release, first.
 EXCEPTION_RELEASES = {
     "exception-release-2026-12": frozenset({OPENED_AUDIT_PATCH, visibility.INBOX_ROW_PATCH}),
 }
