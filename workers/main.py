@@ -83,13 +83,16 @@ log = get_logger("ledgerbridge.worker")
 
 # An activity holds its worker slot also between its NetSuite requests: while the worker
 # starts and completes it (Temporal round trips, tens of ms and more on a busy machine) and
-# while it builds its next request. With one activity per account slot, each of those gaps
-# leaves a slot of the account idle; with two, another activity's request is waiting for it.
-# The requests in flight stay at the account's limit (NetSuiteLedger's semaphore); each one
-# waits at most about one other request's time, so an activity takes at most about twice its
-# own requests' time, well inside ERP_CALL's 30 s. `bench.erp_posting --erp netsuite`
-# (100 invoices a side): ours at 0.87x the direct posters' rate with one activity a slot,
-# 0.93x with two (bench/README.md).
+# while it builds its next request. With one posting activity per account slot, each of those
+# gaps leaves a slot of the account idle; with two, another activity's request is waiting for
+# it. The requests in flight stay at the account's limit (NetSuiteLedger's semaphore): a
+# request waits for about one other request to end (two while reconciliation reads pages
+# too), so a posting takes at most two to three times its own requests' time, inside
+# ERP_CALL's 30 s at NetSuite's usual 0.5-1 s a request (a posting makes up to six). Where an
+# account answers slower, a posting past 30 s is retried, and the retry finds what the first
+# attempt upserted by external id. `bench.erp_posting --erp netsuite` (100 invoices a side):
+# ours at 0.87x the direct posters' rate with one activity a slot, 0.93x with two
+# (bench/README.md).
 NETSUITE_ACTIVITIES_PER_SLOT = 2
 
 
@@ -164,20 +167,23 @@ class QueueLimits:
     def queue_options(self, routing: ErpRouting) -> dict[str, dict[str, Any]]:
         """`worker_options` with each ERP of the routing under its own queue and read queue:
         Tryton's (and any other kind's) the `erp` and `erp-read` options; a NetSuite
-        account's its concurrency limit on both (its adapter holds both to the account's)
-        and no rate: NetSuite governs an account by requests in flight, not per second, so a
-        rate on top would only leave the account's slots idle."""
+        account's no rate (NetSuite governs an account by requests in flight, not per second,
+        so a rate on top would only leave the account's slots idle), its posting queue
+        NETSUITE_ACTIVITIES_PER_SLOT activities for each slot of the account, its read queue
+        (reconciliation's pages, a few a day) one for each: the adapter holds both together
+        to the account's limit."""
         options = self.worker_options()
         erp, reads = options.pop("erp"), options.pop(read_queue("erp"))
         for target in routing.erps.values():
-            for queue, queue_options in ((target.queue, erp), (read_queue(target.queue), reads)):
-                options[queue] = (
-                    self._netsuite(queue_options) if target.kind == "netsuite" else queue_options
-                )
+            netsuite = target.kind == "netsuite"
+            posting_slots = NETSUITE_ACTIVITIES_PER_SLOT * self.netsuite_concurrency
+            options[target.queue] = self._netsuite(erp, posting_slots) if netsuite else erp
+            options[read_queue(target.queue)] = (
+                self._netsuite(reads, self.netsuite_concurrency) if netsuite else reads
+            )
         return options
 
-    def _netsuite(self, queue_options: dict[str, Any]) -> dict[str, Any]:
-        activities = NETSUITE_ACTIVITIES_PER_SLOT * self.netsuite_concurrency
+    def _netsuite(self, queue_options: dict[str, Any], activities: int) -> dict[str, Any]:
         governed = {**queue_options, "max_concurrent_activities": activities}
         governed.pop("max_task_queue_activities_per_second", None)
         return governed

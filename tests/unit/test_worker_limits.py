@@ -59,7 +59,7 @@ def test_a_cached_worker_needs_two_workflow_task_slots(monkeypatch: pytest.Monke
         Settings()
 
 
-def test_a_netsuite_queue_runs_two_activities_for_each_slot_the_account_allows(
+def test_a_netsuite_posting_queue_runs_two_activities_for_each_slot_the_account_allows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("LEDGERBRIDGE_WORKER_ERP_CONCURRENCY", "3")
@@ -83,8 +83,9 @@ def test_a_netsuite_queue_runs_two_activities_for_each_slot_the_account_allows(
     # each of the account's slots (the adapter holds the requests in flight to the limit)
     polls = {"max_concurrent_activity_task_polls": limits.activity_pollers}
     assert options["erp-netsuite"] == {**polls, "max_concurrent_activities": 14}
-    # its reads too: the adapter holds reads and postings together to the account's limit
-    assert options["erp-netsuite-read"] == {**polls, "max_concurrent_activities": 14}
+    # its reads (reconciliation's pages) one for each slot: the adapter holds reads and
+    # postings together to the account's limit
+    assert options["erp-netsuite-read"] == {**polls, "max_concurrent_activities": 7}
     assert set(options) == {
         "",
         "billing",
