@@ -115,8 +115,9 @@ class QueueLimits:
     erp_read_concurrency: int = 2
     # A NetSuite account refuses requests past its own concurrency limit
     # (LEDGERBRIDGE_NETSUITE_CONCURRENCY; with several worker processes, each one's share of
-    # it), and NetSuiteLedger holds the requests it has in flight to it: a NetSuite queue runs
-    # NETSUITE_ACTIVITIES_PER_SLOT activities for each of the account's slots.
+    # it), and NetSuiteLedger holds the requests it has in flight to it: a NetSuite posting
+    # queue runs NETSUITE_ACTIVITIES_PER_SLOT activities for each of the account's slots, its
+    # read queue one for each (`queue_options`).
     netsuite_concurrency: int = 5
     max_cached_workflows: int = 1000  # the SDK's default
     workflow_task_slots: int = 100  # workflow tasks run at once (the SDK's default)
@@ -174,9 +175,9 @@ class QueueLimits:
         to the account's limit."""
         options = self.worker_options()
         erp, reads = options.pop("erp"), options.pop(read_queue("erp"))
+        posting_slots = NETSUITE_ACTIVITIES_PER_SLOT * self.netsuite_concurrency
         for target in routing.erps.values():
             netsuite = target.kind == "netsuite"
-            posting_slots = NETSUITE_ACTIVITIES_PER_SLOT * self.netsuite_concurrency
             options[target.queue] = self._netsuite(erp, posting_slots) if netsuite else erp
             options[read_queue(target.queue)] = (
                 self._netsuite(reads, self.netsuite_concurrency) if netsuite else reads
