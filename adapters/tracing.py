@@ -98,11 +98,11 @@ def configure_tracing(
 
 def _otlp_exporter(settings: Settings, endpoint: str) -> SpanExporter:
     # Imported only when exporting: the protobuf encoder costs start-up time otherwise.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from adapters.span_export import InPlaceOTLPSpanExporter
 
     if settings.otel_exporter_otlp_endpoint:  # a base URL, as the standard variable is
-        return OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
-    return OTLPSpanExporter()  # reads the standard variables (endpoint, headers, TLS) itself
+        return InPlaceOTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
+    return InPlaceOTLPSpanExporter()  # reads the standard variables (endpoint, headers, TLS)
 
 
 def _httpx_instrumentor() -> Any:
@@ -158,10 +158,9 @@ def business_scope(**ids: str | None) -> Iterator[None]:
     if _active is None or not given:
         yield
         return
-    span = trace.get_current_span()
+    trace.get_current_span().set_attributes(given)
     ctx = context.get_current()
     for key, value in given.items():
-        span.set_attribute(key, value)
         ctx = baggage.set_baggage(key, value, ctx)
     token = context.attach(ctx)
     try:
@@ -170,12 +169,14 @@ def business_scope(**ids: str | None) -> Iterator[None]:
         context.detach(token)
 
 
+# By the search attribute's name: a start's attributes are read in one pass (each
+# `TypedSearchAttributes.get` walks them all).
 SEARCH_ATTRIBUTE_IDS = {
-    visibility.CORRELATION_ID: "correlation_id",
-    visibility.CUSTOMER_ID: "customer_id",
-    visibility.SUBSCRIPTION_ID: "subscription_id",
-    visibility.INVOICE_ID: "invoice_id",
-    visibility.CASE_ID: "case_id",
+    visibility.CORRELATION_ID.name: "correlation_id",
+    visibility.CUSTOMER_ID.name: "customer_id",
+    visibility.SUBSCRIPTION_ID.name: "subscription_id",
+    visibility.INVOICE_ID.name: "invoice_id",
+    visibility.CASE_ID.name: "case_id",
 }
 
 
@@ -183,9 +184,9 @@ def ids_of_start(attributes: TypedSearchAttributes, *inputs: Any) -> dict[str, s
     """The business ids a process starts with: its search attributes', and those its inputs
     name besides (an invoice event's invoice)."""
     found = business_ids_of(inputs)
-    for key, name in SEARCH_ATTRIBUTE_IDS.items():
-        value = attributes.get(key)
-        if value:
+    for key, value in attributes:
+        name = SEARCH_ATTRIBUTE_IDS.get(key.name)
+        if name and value and isinstance(value, str):
             found[name] = value
     return found
 
@@ -205,7 +206,7 @@ def business_ids_of(values: Sequence[Any], depth: int = INPUT_DEPTH) -> dict[str
     for _ in range(depth):
         nested: list[BaseModel] = []
         for model in level:
-            fields = dict(model)
+            fields = vars(model)  # the model's own fields, not copied
             for name, value in _ids_in(fields).items():
                 found.setdefault(name, value)
             nested.extend(v for v in fields.values() if isinstance(v, BaseModel))
