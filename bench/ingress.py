@@ -65,8 +65,8 @@ from bench._common import (
     stripe_invoice_event,
 )
 from bench.ingress_telemetry import (
-    SCRAPE_EVERY,
     TELEMETRY_RATIO,
+    add_telemetry_options,
     discarding_otlp_sink,
     on_off_rounds,
     scraping,
@@ -498,14 +498,15 @@ async def bench(args: argparse.Namespace) -> None:
                 baseline = merged([await baseline_round(bare[0]), await baseline_round(bare[1])])
                 ours = merged([first, await ours_round(batches[1])])
                 # Telemetry off and on, ABBA again: the same API, one with traces exported and
-                # /metrics scraped every second, the other as configured by default.
+                # /metrics scraped (as the shipped Prometheus does, unless --scrape-every), the
+                # other as configured by default.
                 cycles = args.telemetry_cycles
                 on_batches = [
                     signed_requests(uuid.uuid4().hex[:6], half) for _ in range(2 * cycles)
                 ]
 
                 async def telemetry_round(requests: list[tuple[bytes, dict[str, str]]]) -> Side:
-                    async with scraping(f"{on_url}/metrics"):
+                    async with scraping(f"{on_url}/metrics", every=args.scrape_every):
                         return await measured(
                             "telemetry on: POST /webhooks/stripe", on_pids,
                             lambda: post_all(on_url, requests, args.clients),
@@ -643,9 +644,9 @@ def report_telemetry(
         else f"{args.trace_sample:.0%} of webhooks traced (parentbased_traceidratio)"
     )  # fmt: skip
     print(f"telemetry on: {traced}, traces exported by OTLP/HTTP to a local sink that discards "
-          f"them ({exports} export requests), /metrics scraped every {SCRAPE_EVERY:g} s; off: the "
-          f"same API without an endpoint, unscraped (its counters still count: they cannot be "
-          f"turned off). Rounds off, on, on, off ({args.telemetry_cycles} x), "
+          f"them ({exports} export requests), /metrics scraped every {args.scrape_every:g} s; "
+          f"off: the same API without an endpoint, unscraped (its counters still count: they "
+          f"cannot be turned off). Rounds off, on, on, off ({args.telemetry_cycles} x), "
           f"{args.events // 2} events each.")  # fmt: skip
     for side in (off, on):
         print(
@@ -660,10 +661,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--store", choices=("auto", "postgresql", "sqlite"), default="sqlite")
     parser.add_argument("--breakdown", choices=("auto", "always", "never"), default="auto")
-    parser.add_argument(
-        "--telemetry-cycles", type=int, default=1, metavar="N",
-        help="telemetry off, on, on, off: N times (each round N/2 webhooks)",
-    )  # fmt: skip
+    add_telemetry_options(parser, "webhooks")
     parser.add_argument(
         "--trace-sample", type=float, default=1.0, metavar="RATIO",
         help="share of webhooks the telemetry-on API traces (OpenTelemetry's standard "

@@ -1,22 +1,50 @@
 """Telemetry on for the benches' on/off measurements: an OTLP/HTTP endpoint that discards
-what it receives, and a scraper that reads /metrics as Prometheus would (used by
-bench.ingress and bench.orchestration)."""
+what it receives, a scraper that reads /metrics as Prometheus would, and the options both
+benches take (used by bench.ingress and bench.orchestration)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import httpx
+import yaml
 
 from adapters.background import in_background
+from bench._common import PROJECT_ROOT
 
 TELEMETRY_RATIO: Final = 0.95  # metrics and traces on cost at most 5 %
-SCRAPE_EVERY: Final = 1.0  # seconds; Prometheus' default is 15 s: this is the harsher case
+# The Prometheus we ship (the compose stack's; `ledgerbridge up --monitoring` scrapes as often).
+DEPLOYED_PROMETHEUS: Final = PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 R = TypeVar("R")
+
+
+def deployed_scrape_interval() -> float:
+    """Seconds between two scrapes in the shipped Prometheus configuration (`15s`)."""
+    interval = str(yaml.safe_load(DEPLOYED_PROMETHEUS.read_text())["global"]["scrape_interval"])
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", interval)
+    if match is None:
+        raise ValueError(f"{DEPLOYED_PROMETHEUS}: scrape_interval {interval!r} is not a duration")
+    return int(match[1]) * DURATION_UNITS[match[2]]
+
+
+def add_telemetry_options(parser: argparse.ArgumentParser, items: str) -> None:
+    """The on/off measurement's options; `items` names what a round counts (webhooks...)."""
+    parser.add_argument(
+        "--telemetry-cycles", type=int, default=1, metavar="N",
+        help=f"telemetry off, on, on, off: N times (each round N/2 {items})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scrape-every", type=float, default=deployed_scrape_interval(), metavar="SECONDS",
+        help="how often the telemetry-on side's /metrics is scraped; default: as the shipped "
+        "Prometheus scrapes (deploy/prometheus/prometheus.yml)",
+    )  # fmt: skip
 
 
 @dataclass
@@ -58,15 +86,16 @@ async def discarding_otlp_sink() -> AsyncIterator[Sink]:
         await server.wait_closed()
 
 
-def scraping(*urls: str) -> contextlib.AbstractAsyncContextManager[None]:
-    """GET each of `urls` every SCRAPE_EVERY seconds while the block runs, as Prometheus would."""
+def scraping(*urls: str, every: float) -> contextlib.AbstractAsyncContextManager[None]:
+    """GET each of `urls` now and then every `every` seconds while the block runs, as
+    Prometheus would."""
 
     async def scrape() -> None:
         async with httpx.AsyncClient(timeout=10) as http:
             while True:
                 for url in urls:
                     (await http.get(url)).raise_for_status()
-                await asyncio.sleep(SCRAPE_EVERY)
+                await asyncio.sleep(every)
 
     return in_background(scrape())
 

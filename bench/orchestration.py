@@ -87,8 +87,9 @@ with workflow.unsafe.imports_passed_through():
         stripe_invoice_event,
     )
     from bench.ingress_telemetry import (
-        SCRAPE_EVERY,
         TELEMETRY_RATIO,
+        add_telemetry_options,
+        deployed_scrape_interval,
         discarding_otlp_sink,
         on_off_rounds,
         scraping,
@@ -531,8 +532,9 @@ async def fetch_histories(client: Client, workflow_ids: list[str]) -> list[Workf
 
 async def run_ours(
     client: Client, address: str, store: IntegrationStore, events: int, limits: str, logs: Path,
-    otlp: str | None = None,
+    otlp: str | None = None, scrape_every: float | None = None,
 ) -> Run:  # fmt: skip
+    """A round of ours; telemetry on when `otlp` is given (then scraped every `scrape_every` s)."""
     prefix = f"ours-{uuid.uuid4().hex[:6]}."
     warm_tag, tag = uuid.uuid4().hex[:6], uuid.uuid4().hex[:6]
     args = ["-m", "bench.orchestration", "--serve-worker", "ours", "--temporal", address,
@@ -545,7 +547,9 @@ async def run_ours(
         metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
     async with (
         helper_process(args, logs / f"worker-{prefix}log") as worker,
-        scraping(*metrics_urls) if metrics_urls else contextlib.nullcontext(),
+        scraping(*metrics_urls, every=scrape_every or deployed_scrape_interval())
+        if metrics_urls
+        else contextlib.nullcontext(),
     ):
 
         def count(run_tag: str) -> Callable[[], Awaitable[int]]:
@@ -732,7 +736,8 @@ async def bench(args: argparse.Namespace) -> None:
                 ours = merged([first, await ours_round("production")])
                 baseline = merged(base_rounds)
             # Telemetry off and on (ours only), ABBA: traces exported to a sink that
-            # discards them and both worker metrics ports scraped every second, or neither.
+            # discards them and both worker metrics ports scraped (as the shipped Prometheus
+            # does, unless --scrape-every), or neither.
             # One round varies by several percent from the next on its own: --telemetry-cycles
             # repeats the off, on, on, off cycle to narrow what the ratio can resolve.
             async with discarding_otlp_sink() as sink:
@@ -740,7 +745,7 @@ async def bench(args: argparse.Namespace) -> None:
                     args.telemetry_cycles,
                     lambda: ours_round("production"),
                     lambda: run_ours(client, address, store, half, "production", logs_dir,
-                                     sink.url),
+                                     sink.url, args.scrape_every),
                 )  # fmt: skip
                 telemetry_off, telemetry_on = merged(off_rounds), merged(on_rounds)
                 exports = sink.requests
@@ -791,7 +796,7 @@ def report_telemetry(
     print_table(figures)
     print(f"telemetry on: the real worker with traces exported by OTLP/HTTP to a local sink "
           f"that discards them ({exports} export requests) and its two metrics ports (ours and "
-          f"the SDK's) scraped every {SCRAPE_EVERY:g} s; off: the same worker as configured "
+          f"the SDK's) scraped every {args.scrape_every:g} s; off: the same worker as configured "
           f"by default (its counters still count). Production limits; rounds off, on, on, "
           f"off ({args.telemetry_cycles} x), {args.events // 2} workflows each.")  # fmt: skip
     for run in (off, on):
@@ -967,10 +972,7 @@ def main() -> None:
         "--parts", choices=("all", "telemetry"), default="all",
         help="telemetry: only the telemetry on/off rounds (issue 16's figure)",
     )  # fmt: skip
-    parser.add_argument(
-        "--telemetry-cycles", type=int, default=1, metavar="N",
-        help="telemetry off, on, on, off: N times (each round N/2 workflows)",
-    )  # fmt: skip
+    add_telemetry_options(parser, "workflows")
     # The worker subprocess this script starts.
     parser.add_argument("--serve-worker", choices=("ours", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--temporal", help=argparse.SUPPRESS)
