@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None, store: IntegrationStore | None 
     app.add_middleware(CorrelationMiddleware)
     instrument_api(app, settings)  # traces, when an OTLP endpoint is configured
     install_error_handlers(app)
-    areas = (ops, health, webhooks, replay, accounts, finance, credits, reconciliation,
+    # Webhooks first: a request's route is found by walking the routes in order (Starlette's
+    # routing, and the trace's route lookup again), and webhooks are most of the requests.
+    areas = (webhooks, ops, health, replay, accounts, finance, credits, reconciliation,
              event_endpoints, erp_routing, docs)  # fmt: skip
     for area in areas:
         app.include_router(area.router)
