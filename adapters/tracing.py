@@ -2,7 +2,7 @@
 
 Off by default. On when LEDGERBRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT (or the standard
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set: spans then go by
-OTLP over HTTP, under the service name `ledgerbridge-<api|worker>`.
+OTLP over HTTP (adapters/span_export.py), under the service name `ledgerbridge-<api|worker>`.
 
 What makes the trace:
 - the API's requests (FastAPI instrumentation), its Temporal client calls, the workflow runs
@@ -227,9 +227,13 @@ class BusinessIdsProcessor(SpanProcessor):
     """Copies the business ids in the context's baggage onto each span as it starts."""
 
     def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
-        for key, value in baggage.get_all(parent_context).items():
-            if key.startswith(PREFIX) and isinstance(value, str):
-                span.set_attribute(key, value)
+        ids = {
+            key: value
+            for key, value in baggage.get_all(parent_context).items()
+            if key.startswith(PREFIX) and isinstance(value, str)
+        }
+        if ids:
+            span.set_attributes(ids)  # one call, not one (and one lock) an id
 
     def on_end(self, span: ReadableSpan) -> None:
         pass
