@@ -206,7 +206,7 @@ def business_ids_of(values: Sequence[Any], depth: int = INPUT_DEPTH) -> dict[str
     for _ in range(depth):
         nested: list[BaseModel] = []
         for model in level:
-            fields = vars(model)  # the model's own fields, not copied
+            fields = vars(model)  # its declared fields, not copied (extras are not ids)
             for name, value in _ids_in(fields).items():
                 found.setdefault(name, value)
             nested.extend(v for v in fields.values() if isinstance(v, BaseModel))

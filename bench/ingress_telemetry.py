@@ -21,17 +21,26 @@ from bench._common import PROJECT_ROOT
 TELEMETRY_RATIO: Final = 0.95  # metrics and traces on cost at most 5 %
 # The Prometheus we ship (the compose stack's; `ledgerbridge up --monitoring` scrapes as often).
 DEPLOYED_PROMETHEUS: Final = PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml"
-DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Prometheus' duration units (a duration is one or more of them in order: `1m30s`).
+DURATION_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 R = TypeVar("R")
 
 
 def deployed_scrape_interval() -> float:
     """Seconds between two scrapes in the shipped Prometheus configuration (`15s`)."""
     interval = str(yaml.safe_load(DEPLOYED_PROMETHEUS.read_text())["global"]["scrape_interval"])
-    match = re.fullmatch(r"(\d+)(ms|s|m|h)", interval)
-    if match is None:
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w)", interval)
+    if not parts or "".join(n + unit for n, unit in parts) != interval:
         raise ValueError(f"{DEPLOYED_PROMETHEUS}: scrape_interval {interval!r} is not a duration")
-    return int(match[1]) * DURATION_UNITS[match[2]]
+    return float(sum(int(n) * DURATION_UNITS[unit] for n, unit in parts))
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds (an option's type)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: not a positive number of seconds")
+    return value
 
 
 def add_telemetry_options(parser: argparse.ArgumentParser, items: str) -> None:
@@ -41,7 +50,7 @@ def add_telemetry_options(parser: argparse.ArgumentParser, items: str) -> None:
         help=f"telemetry off, on, on, off: N times (each round N/2 {items})",
     )  # fmt: skip
     parser.add_argument(
-        "--scrape-every", type=float, default=deployed_scrape_interval(), metavar="SECONDS",
+        "--scrape-every", type=seconds, default=deployed_scrape_interval(), metavar="SECONDS",
         help="how often the telemetry-on side's /metrics is scraped; default: as the shipped "
         "Prometheus scrapes (deploy/prometheus/prometheus.yml)",
     )  # fmt: skip
@@ -88,7 +97,9 @@ async def discarding_otlp_sink() -> AsyncIterator[Sink]:
 
 def scraping(*urls: str, every: float) -> contextlib.AbstractAsyncContextManager[None]:
     """GET each of `urls` now and then every `every` seconds while the block runs, as
-    Prometheus would."""
+    Prometheus would (a round shorter than `every` is scraped once, at its start)."""
+    if not every > 0:
+        raise ValueError(f"scrape interval {every} s: not positive")
 
     async def scrape() -> None:
         async with httpx.AsyncClient(timeout=10) as http:

@@ -89,7 +89,6 @@ with workflow.unsafe.imports_passed_through():
     from bench.ingress_telemetry import (
         TELEMETRY_RATIO,
         add_telemetry_options,
-        deployed_scrape_interval,
         discarding_otlp_sink,
         on_off_rounds,
         scraping,
@@ -532,9 +531,10 @@ async def fetch_histories(client: Client, workflow_ids: list[str]) -> list[Workf
 
 async def run_ours(
     client: Client, address: str, store: IntegrationStore, events: int, limits: str, logs: Path,
-    otlp: str | None = None, scrape_every: float | None = None,
+    otlp: str | None = None, scrape_every: float = 0.0,
 ) -> Run:  # fmt: skip
-    """A round of ours; telemetry on when `otlp` is given (then scraped every `scrape_every` s)."""
+    """A round of ours; telemetry on when `otlp` is given (then scraped every `scrape_every` s,
+    which must then be given)."""
     prefix = f"ours-{uuid.uuid4().hex[:6]}."
     warm_tag, tag = uuid.uuid4().hex[:6], uuid.uuid4().hex[:6]
     args = ["-m", "bench.orchestration", "--serve-worker", "ours", "--temporal", address,
@@ -547,9 +547,7 @@ async def run_ours(
         metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
     async with (
         helper_process(args, logs / f"worker-{prefix}log") as worker,
-        scraping(*metrics_urls, every=scrape_every or deployed_scrape_interval())
-        if metrics_urls
-        else contextlib.nullcontext(),
+        scraping(*metrics_urls, every=scrape_every) if metrics_urls else contextlib.nullcontext(),
     ):
 
         def count(run_tag: str) -> Callable[[], Awaitable[int]]:
