@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _SPAN_KIND_MAP
 from opentelemetry.exporter.otlp.proto.http._common import (
     RequestPayloadTooLargeError,
     _is_request_too_large,
@@ -33,24 +34,19 @@ from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext
 
 _logger = logging.getLogger(__name__)
 
-_KINDS = {
-    SpanKind.INTERNAL: SpanMessage.SpanKind.SPAN_KIND_INTERNAL,
-    SpanKind.SERVER: SpanMessage.SpanKind.SPAN_KIND_SERVER,
-    SpanKind.CLIENT: SpanMessage.SpanKind.SPAN_KIND_CLIENT,
-    SpanKind.PRODUCER: SpanMessage.SpanKind.SPAN_KIND_PRODUCER,
-    SpanKind.CONSUMER: SpanMessage.SpanKind.SPAN_KIND_CONSUMER,
-}
+# The masks read once: the library's `_span_flags` looks them up through protobuf's enum
+# wrapper on every call, twice a span.
 _HAS_IS_REMOTE = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
 
 class InPlaceOTLPSpanExporter(OTLPSpanExporter):
-    """`OTLPSpanExporter` with `encode_request` as its encoder; the rest of its export is the
-    library's own, step for step."""
+    """`OTLPSpanExporter` with `encode_request` as its encoder; the rest of its export takes
+    the library's steps (its log lines' wording aside)."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
@@ -127,7 +123,7 @@ def _put_span(out: SpanMessage, span: ReadableSpan) -> None:
         out.parent_span_id = parent.span_id.to_bytes(8, "big")
     if span.name:
         out.name = span.name
-    out.kind = _KINDS[span.kind]
+    out.kind = _SPAN_KIND_MAP[span.kind]
     out.start_time_unix_nano = span.start_time or 0
     out.end_time_unix_nano = span.end_time or 0
     _put_attributes(out.attributes, span.attributes)
